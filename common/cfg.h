@@ -1,0 +1,89 @@
+/* cfg.h - the worker's configuration: properties files, validation, --set overrides.
+ *
+ * Files are Java-properties style `key=value` lines, `#` or `!` comments, blank lines.
+ * Keys under `kafka.` are passed to librdkafka unchanged (without the prefix). Every
+ * other key is known, typed and range-checked; any mistake is reported as
+ * `file:line: what is wrong` (for --set overrides the origin is `--set`). */
+#ifndef M3_CFG_H
+#define M3_CFG_H
+#include <stddef.h>
+#include <stdint.h>
+#include "event.h"
+#include "model.h"
+
+#define CFG_LIST_MAX 32   /* entries in a comma-separated list (scenarios, feature fields) */
+
+typedef struct {
+    char *key;    /* librdkafka property, without the `kafka.` prefix */
+    char *value;
+} cfg_kafka_prop;
+
+typedef struct {
+    char names[CFG_LIST_MAX][M3_NAME_MAX];
+    int n;
+} cfg_list;
+
+typedef struct m3_cfg {
+    /* topics */
+    char topic_prefix[M3_NAME_MAX * 2];   /* topic.prefix, default "m3rec" */
+    cfg_list scenarios;                   /* scenarios, default home,search,product */
+    /* features: the field names read from each map of an Impression */
+    cfg_list user_cat, item_cat, ctx_cat; /* features.user_cat etc. */
+    cfg_list user_num, item_num;          /* features.user_num, features.item_num */
+    /* batching */
+    int batch_size;                       /* batch.size, 1..4096, default 256 */
+    int batch_linger_ms;                  /* batch.linger.ms, 0..60000, default 20 */
+    /* model */
+    m3_model_cfg model;                   /* model.arch, model.emb.dim, model.hidden,
+                                             model.tower.hidden, model.lr.dense,
+                                             model.lr.emb, model.l2.emb, model.clip.norm,
+                                             model.seed; max_batch = batch.size +
+                                             join capacity per batch (see worker) */
+    int shadow[M3_ARCH__COUNT];           /* model.shadow: list of extra archs trained
+                                             on the same batches for comparison */
+    int n_shadow;
+    /* delayed conversions */
+    int64_t join_window_ms;               /* join.window.ms: attribution window, event time */
+    /* embedded broker (librdkafka's mock cluster) */
+    int broker_embedded;                  /* broker.embedded, bool, default false */
+    int broker_partitions;                /* broker.embedded.partitions, 1..256, default 4 */
+    /* run control */
+    int64_t exit_idle_ms;                 /* worker.exit.idle.ms: exit after this long with no
+                                             input once some input was seen; 0 = never */
+    int64_t max_events;                   /* worker.max.events: stop after this many; 0 = no limit */
+    int progress_ms;                      /* metrics.progress.ms: progress line period; 0 = off */
+    /* librdkafka passthrough, in file order (later entries override earlier ones) */
+    cfg_kafka_prop *kafka;
+    int n_kafka;
+} m3_cfg;
+
+/* Fill c with the defaults. c owns no memory until a kafka. key is set. */
+void cfg_defaults(m3_cfg *c);
+
+/* Read a properties file into c (on top of what is there). Returns 0, or -1 with
+ * errstr = "path:line: message" (an unreadable file is "path: <strerror>"). */
+int cfg_load(m3_cfg *c, const char *path, char *errstr, size_t errstr_size);
+
+/* Apply one `key=value` override. origin and line name it in errors (e.g. "--set", 0).
+ * Returns 0, or -1 with errstr filled. */
+int cfg_set(m3_cfg *c, const char *key_eq_value, const char *origin, int line,
+            char *errstr, size_t errstr_size);
+
+/* Cross-key checks after everything is loaded (e.g. at least one scenario, no duplicate
+ * names, slots fit M3_MAX_CAT/M3_MAX_NUM). Returns 0, or -1 with errstr filled. */
+int cfg_check(const m3_cfg *c, char *errstr, size_t errstr_size);
+
+/* The value of a librdkafka passthrough key (without `kafka.`), or NULL. */
+const char *cfg_kafka_get(const m3_cfg *c, const char *key);
+
+/* Index of a scenario name, or -1. */
+int cfg_scenario_index(const m3_cfg *c, const char *name);
+
+/* Free what c owns; c is left as after cfg_defaults(). */
+void cfg_free(m3_cfg *c);
+
+/* Write every setting, one `key=value` per line, to a malloc'd string (for --print-config
+ * and the report). Returns NULL on allocation failure. */
+char *cfg_dump(const m3_cfg *c);
+
+#endif

@@ -1,0 +1,79 @@
+/* model.h - the multi-scenario multi-task model: embeddings, backbone, towers, ESMM loss.
+ *
+ * One engine, several architectures (model.arch): `lr` (no interactions, the floor),
+ * `shared_bottom` (the baseline); `mmoe`, `ple`, `star`, `m3rec` come later in the same
+ * engine. The worker turns each event into an m3_example, calls m3_forward() on a
+ * minibatch (predict first), publishes the predictions, then m3_train() (train second)
+ * with the activations m3_forward() cached. */
+#ifndef M3_MODEL_H
+#define M3_MODEL_H
+#include <stddef.h>
+#include <stdint.h>
+
+#define M3_MAX_SCEN 16    /* scenarios */
+#define M3_MAX_CAT 64     /* categorical slots: user id, item id, then the configured fields */
+#define M3_MAX_NUM 64     /* numeric slots: the configured user then item numeric fields */
+#define M3_MAX_LAYERS 4   /* hidden layers in the bottom MLP */
+
+/* Slot layout of m3_example.cat: */
+#define M3_SLOT_USER 0
+#define M3_SLOT_ITEM 1
+
+typedef enum { M3_ARCH_LR = 0, M3_ARCH_SHARED_BOTTOM, M3_ARCH__COUNT } m3_arch;
+
+/* Parse an architecture name ("lr", "shared_bottom"); -1 when unknown. */
+int m3_arch_parse(const char *name);
+const char *m3_arch_name(int arch);
+
+/* The 64-bit key of a categorical value in a slot. Different slots never share keys
+ * for the same value; `value` M3_MISSING is the slot's learned "missing" row. */
+#define M3_MISSING INT64_MIN
+uint64_t m3_feat_key(int slot, int64_t value);
+
+typedef struct {
+    int32_t scenario;            /* index into the configured scenarios */
+    int64_t ts_ms;               /* event time */
+    uint64_t cat[M3_MAX_CAT];    /* n_cat keys from m3_feat_key() */
+    float num[M3_MAX_NUM];       /* n_num values; a missing value is 0 */
+    float y_click, y_conv;       /* labels: click; click AND conversion */
+    float w_ctr, w_ctcvr;        /* loss weights for this step: 1 = train that term, 0 = skip */
+} m3_example;
+
+typedef struct {
+    int arch;                    /* m3_arch */
+    int n_scen, n_cat, n_num;    /* n_cat includes the user and item id slots */
+    int emb_dim;                 /* d */
+    int n_hidden;                /* bottom MLP layers, e.g. 2 */
+    int hidden[M3_MAX_LAYERS];   /* their widths, e.g. 128, 64 */
+    int tower_hidden;            /* hidden width of each task tower, e.g. 32 */
+    int max_batch;               /* largest B passed to m3_forward() */
+    float lr_dense;              /* Adam step size for dense parameters */
+    float lr_emb;                /* Adagrad step size for embedding rows */
+    float l2_emb;                /* L2 on embedding rows touched by a step */
+    float clip_norm;             /* dense gradient-norm clip; 0 = off */
+    uint64_t seed;
+} m3_model_cfg;
+
+typedef struct m3_model m3_model;
+
+/* Create a model. On error, NULL is returned and errstr says why (a bad dimension...). */
+m3_model *m3_new(const m3_model_cfg *cfg, char *errstr, size_t errstr_size);
+/* Free a model; NULL is a no-op. */
+void m3_destroy(m3_model *m);
+
+/* Forward pass over B <= max_batch examples: writes p_ctr[B] and p_cvr[B]
+ * (p_ctcvr = p_ctr * p_cvr). Embedding rows seen for the first time are created.
+ * The activations are kept for the next m3_train() on the same examples. */
+void m3_forward(m3_model *m, const m3_example *ex, int B, float *p_ctr, float *p_cvr);
+
+/* Backward and update for the examples of the last m3_forward() (same ex, same B):
+ * loss = sum_i w_ctr[i] BCE(p_ctr, y_click) + w_ctcvr[i] BCE(p_ctr p_cvr, y_conv),
+ * divided by B. Returns that loss (before the update). */
+float m3_train(m3_model *m, const m3_example *ex, int B);
+
+/* Multiply-adds x2 of one example's forward pass, from the configuration. */
+double m3_flops_per_example(const m3_model *m);
+/* Number of embedding rows the model holds now. */
+size_t m3_emb_rows(const m3_model *m);
+
+#endif
