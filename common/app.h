@@ -1,0 +1,42 @@
+/* app.h - what the m3rec executables share: options, the oracle, reports, the summary. */
+#ifndef M3_APP_H
+#define M3_APP_H
+#include <stdio.h>
+#include "cfg.h"
+#include "json.h"
+#include "learner.h"
+#include "sim.h"
+
+/* Handle the options every program takes: `--config FILE` (load a properties file) and
+ * `--set key=value` (override one key), applied in command-line order. Returns 1 when
+ * argv[*i] was one of them (*i then points at its last word), 0 when it was not, -1 on
+ * error with errstr = "file:line: message". */
+int app_config_arg(m3_cfg *cfg, int argc, char **argv, int *i, char *errstr, size_t n);
+
+/* Take the simulator's scenarios and attribution window from the configuration. */
+void app_sim_from_cfg(sim_cfg *sc, const m3_cfg *cfg);
+
+/* The oracle: the true probabilities of the simulator scored like a model. */
+typedef struct app_oracle app_oracle;
+app_oracle *app_oracle_new(const m3_cfg *cfg, char *errstr, size_t n);
+void app_oracle_destroy(app_oracle *o);
+void app_oracle_add(app_oracle *o, const sim_truth *t);
+/* Write the oracle's report (same shape as the worker's, model name "oracle"). */
+int app_oracle_write(const app_oracle *o, const char *path, char *errstr, size_t n);
+/* The oracle's report as a malloc'd JSON string. */
+char *app_oracle_json(const app_oracle *o);
+
+/* Write the learner's report (metrics + model facts) to path. Returns 0 or -1. */
+int app_write_report(const char *path, lrn *L, char *errstr, size_t n);
+/* The learner's report as a malloc'd JSON string. */
+char *app_report_json(lrn *L);
+
+/* Print, per scenario and overall, CTR and CTCVR AUC of every model in `run` next to the
+ * oracle's, and the fraction of the LR-to-oracle gap each model closes when `run` has an
+ * `lr` model. oracle may be NULL. Returns 0, or -1 when run lacks the report keys. */
+int app_print_comparison(FILE *out, const json_node *run, const json_node *oracle,
+                         char *errstr, size_t n);
+/* Same, from a live learner and oracle. */
+int app_print_comparison_live(FILE *out, lrn *L, const app_oracle *o, char *errstr, size_t n);
+
+#endif

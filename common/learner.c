@@ -1,0 +1,311 @@
+/* learner.c - the prequential loop: minibatch, predict, emit, measure, train. */
+#include "learner.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "model.h"
+#include "pending.h"
+
+#define LRN_MAX_MODELS MET_MAX_MODELS
+
+/* What a batch row answers, to build its Prediction. */
+typedef struct {
+    char id[M3_ID_MAX];
+    int64_t ts_ms, arrival_ms, user_id, item_id;
+    int scen;
+} lrn_tag;
+
+struct lrn {
+    const m3_cfg *cfg;
+    int n_models;
+    m3_model *models[LRN_MAX_MODELS];      /* [0] is the primary */
+    pend_table *pending;
+    met_board *board;
+    int cap;                               /* rows in a minibatch: cfg->model.max_batch */
+    /* the training minibatch: impressions first, then settled pending rows */
+    m3_example *ex;                        /* (cap) */
+    lrn_tag *tags;                         /* (cap) tags of the impression rows */
+    int n_imp;                             /* impression rows queued */
+    /* settled CTCVR labels waiting for a batch (conversion joined or window closed) */
+    pend_entry *settled;                   /* (cap) */
+    int n_settled;
+    /* score-request candidates, scored after training */
+    m3_example *req_ex;                    /* (cap) */
+    lrn_tag *req_tags;                     /* (cap) */
+    int n_req;
+    float *p_ctr[LRN_MAX_MODELS], *p_cvr[LRN_MAX_MODELS]; /* (cap) each */
+    int64_t version;                       /* training steps taken */
+    int64_t watermark_ms;                  /* max event time seen */
+};
+
+static int64_t wall_ms(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_REALTIME, &t);
+    return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+lrn *lrn_new(const m3_cfg *cfg, char *errstr, size_t errstr_size) {
+    lrn *L = calloc(1, sizeof *L);
+    if (!L) {
+        snprintf(errstr, errstr_size, "learner: out of memory");
+        return NULL;
+    }
+    L->cfg = cfg;
+    L->cap = cfg->model.max_batch;
+    const char *names[LRN_MAX_MODELS];
+    int archs[LRN_MAX_MODELS];
+    archs[L->n_models++] = cfg->model.arch;
+    for (int i = 0; i < cfg->n_shadow && L->n_models < LRN_MAX_MODELS; i++)
+        archs[L->n_models++] = cfg->shadow[i];
+    for (int i = 0; i < L->n_models; i++) {
+        m3_model_cfg mc = cfg->model;
+        mc.arch = archs[i];
+        names[i] = m3_arch_name(archs[i]);
+        L->models[i] = m3_new(&mc, errstr, errstr_size);
+        if (!L->models[i]) goto fail;
+        L->p_ctr[i] = calloc((size_t)L->cap, sizeof(float));
+        L->p_cvr[i] = calloc((size_t)L->cap, sizeof(float));
+        if (!L->p_ctr[i] || !L->p_cvr[i]) goto oom;
+    }
+    const char *scen[M3_MAX_SCEN];
+    for (int i = 0; i < cfg->scenarios.n; i++) scen[i] = cfg->scenarios.names[i];
+    L->board = met_board_new(cfg->scenarios.n, scen, L->n_models, names, 0, errstr, errstr_size);
+    if (!L->board) goto fail;
+    L->pending = pend_new(cfg->join_window_ms, 1024);
+    L->ex = calloc((size_t)L->cap, sizeof *L->ex);
+    L->tags = calloc((size_t)L->cap, sizeof *L->tags);
+    L->settled = calloc((size_t)L->cap, sizeof *L->settled);
+    L->req_ex = calloc((size_t)L->cap, sizeof *L->req_ex);
+    L->req_tags = calloc((size_t)L->cap, sizeof *L->req_tags);
+    if (!L->pending || !L->ex || !L->tags || !L->settled || !L->req_ex || !L->req_tags) goto oom;
+    return L;
+oom:
+    snprintf(errstr, errstr_size, "learner: out of memory");
+fail:
+    lrn_destroy(L);
+    return NULL;
+}
+
+void lrn_destroy(lrn *L) {
+    if (!L) return;
+    for (int i = 0; i < L->n_models; i++) {
+        m3_destroy(L->models[i]);
+        free(L->p_ctr[i]);
+        free(L->p_cvr[i]);
+    }
+    pend_destroy(L->pending);
+    met_board_destroy(L->board);
+    free(L->ex);
+    free(L->tags);
+    free(L->settled);
+    free(L->req_ex);
+    free(L->req_tags);
+    free(L);
+}
+
+met_board *lrn_board(lrn *L) { return L->board; }
+int64_t lrn_model_version(const lrn *L) { return L->version; }
+int lrn_queued(const lrn *L) { return L->n_imp + L->n_req; }
+size_t lrn_pending(const lrn *L) { return pend_size(L->pending); }
+double lrn_flops_per_example(const lrn *L) { return m3_flops_per_example(L->models[0]); }
+
+/* ---- features: configured fields -> model slots ---- */
+
+static const m3_catkv *find_cat(const m3_catmap *m, const char *name) {
+    for (int i = 0; i < m->n; i++)
+        if (strcmp(m->kv[i].name, name) == 0) return &m->kv[i];
+    return NULL;
+}
+
+static const m3_numkv *find_num(const m3_nummap *m, const char *name) {
+    for (int i = 0; i < m->n; i++)
+        if (strcmp(m->kv[i].name, name) == 0) return &m->kv[i];
+    return NULL;
+}
+
+static void map_cats(const cfg_list *fields, const m3_catmap *m, int *slot, uint64_t *cat) {
+    for (int f = 0; f < fields->n; f++, (*slot)++) {
+        const m3_catkv *kv = m ? find_cat(m, fields->names[f]) : NULL;
+        cat[*slot] = m3_feat_key(*slot, kv ? kv->value : M3_MISSING);
+    }
+}
+
+static void map_nums(const cfg_list *fields, const m3_nummap *m, int *slot, float *num) {
+    for (int f = 0; f < fields->n; f++, (*slot)++) {
+        const m3_numkv *kv = m ? find_num(m, fields->names[f]) : NULL;
+        num[*slot] = kv ? kv->value : 0.0f;
+    }
+}
+
+/* Fill ex's inputs from the parts of an event (any map may be NULL = all missing). */
+static void make_example(const m3_cfg *c, m3_example *ex, int scen, int64_t ts,
+                         int64_t user_id, int64_t item_id,
+                         const m3_catmap *ucat, const m3_catmap *icat, const m3_catmap *xcat,
+                         const m3_nummap *unum, const m3_nummap *inum) {
+    ex->scenario = scen;
+    ex->ts_ms = ts;
+    ex->cat[M3_SLOT_USER] = m3_feat_key(M3_SLOT_USER, user_id);
+    ex->cat[M3_SLOT_ITEM] = m3_feat_key(M3_SLOT_ITEM, item_id);
+    int slot = 2;
+    map_cats(&c->user_cat, ucat, &slot, ex->cat);
+    map_cats(&c->item_cat, icat, &slot, ex->cat);
+    map_cats(&c->ctx_cat, xcat, &slot, ex->cat);
+    slot = 0;
+    map_nums(&c->user_num, unum, &slot, ex->num);
+    map_nums(&c->item_num, inum, &slot, ex->num);
+    ex->y_click = ex->y_conv = 0;
+    ex->w_ctr = ex->w_ctcvr = 0;
+}
+
+static int scenario_of(const lrn *L, const char *name, char *reason, size_t n) {
+    int s = cfg_scenario_index(L->cfg, name);
+    if (s < 0) snprintf(reason, n, "unknown scenario '%s'", name);
+    return s;
+}
+
+/* ---- the event-time watermark and the pending join ---- */
+
+/* The watermark is the newest event time seen. Partitions are consumed unevenly, so a
+ * conversion may arrive after newer events of other partitions: windows are closed only
+ * join.lateness.ms behind the watermark (see lrn_flush). */
+static void advance_watermark(lrn *L, int64_t ts) {
+    if (ts > L->watermark_ms) L->watermark_ms = ts;
+}
+
+int lrn_impression(lrn *L, const m3_impression *im, int64_t arrival_ms,
+                   lrn_emit_fn emit, void *ud, char *reason, size_t reason_size) {
+    int scen = scenario_of(L, im->scenario, reason, reason_size);
+    if (scen < 0) return -1;
+    if (L->n_imp + L->n_settled >= L->cap || L->n_imp >= L->cfg->batch_size)
+        lrn_flush(L, emit, ud);
+    int i = L->n_imp++;
+    m3_example *ex = &L->ex[i];
+    make_example(L->cfg, ex, scen, im->ts_ms, im->user_id, im->item_id, &im->user_cat,
+                 &im->item_cat, &im->ctx_cat, &im->user_num, &im->item_num);
+    ex->y_click = im->clicked ? 1.0f : 0.0f;
+    ex->w_ctr = 1.0f;
+    /* an unclicked impression is a CTCVR negative at once; a clicked one waits */
+    ex->w_ctcvr = im->clicked ? 0.0f : 1.0f;
+    lrn_tag *t = &L->tags[i];
+    memcpy(t->id, im->impression_id, sizeof t->id);
+    t->ts_ms = im->ts_ms;
+    t->arrival_ms = arrival_ms;
+    t->user_id = im->user_id;
+    t->item_id = im->item_id;
+    t->scen = scen;
+    met_counters *mc = met_board_counters(L->board);
+    mc->impressions++;
+    mc->clicks += im->clicked;
+    advance_watermark(L, im->ts_ms);
+    if (L->n_imp >= L->cfg->batch_size) lrn_flush(L, emit, ud);
+    return 0;
+}
+
+int lrn_conversion(lrn *L, const m3_conversion *cv, lrn_emit_fn emit, void *ud,
+                   char *reason, size_t reason_size) {
+    if (scenario_of(L, cv->scenario, reason, reason_size) < 0) return -1;
+    met_counters *mc = met_board_counters(L->board);
+    mc->conversions++;
+    advance_watermark(L, cv->ts_ms);
+    if (L->n_imp + L->n_settled >= L->cap) lrn_flush(L, emit, ud);
+    int r = pend_convert(L->pending, cv->impression_id, cv->ts_ms, &L->settled[L->n_settled]);
+    if (r == PEND_JOINED) L->n_settled++;
+    else if (r == PEND_LATE) mc->late_conversions++;
+    else mc->unmatched_conversions++;
+    return 0;
+}
+
+int lrn_request(lrn *L, const m3_score_request *rq, int64_t arrival_ms,
+                lrn_emit_fn emit, void *ud, char *reason, size_t reason_size) {
+    int scen = scenario_of(L, rq->scenario, reason, reason_size);
+    if (scen < 0) return -1;
+    met_board_counters(L->board)->requests++;
+    for (int c = 0; c < rq->n_cands; c++) {
+        if (L->n_req == L->cap) lrn_flush(L, emit, ud);
+        const m3_candidate *cd = &rq->cands[c];
+        int i = L->n_req++;
+        make_example(L->cfg, &L->req_ex[i], scen, rq->ts_ms, rq->user_id, cd->item_id,
+                     &rq->user_cat, &cd->item_cat, &rq->ctx_cat, &rq->user_num, &cd->item_num);
+        lrn_tag *t = &L->req_tags[i];
+        memcpy(t->id, rq->request_id, sizeof t->id);
+        t->ts_ms = rq->ts_ms;
+        t->arrival_ms = arrival_ms;
+        t->user_id = rq->user_id;
+        t->item_id = cd->item_id;
+        t->scen = scen;
+    }
+    return 0;
+}
+
+static void emit_one(lrn *L, const lrn_tag *t, float p_ctr, float p_cvr, int64_t now,
+                     lrn_emit_fn emit, void *ud) {
+    m3_prediction p;
+    memcpy(p.id, t->id, sizeof p.id);
+    p.ts_ms = t->ts_ms;
+    snprintf(p.scenario, sizeof p.scenario, "%s", L->cfg->scenarios.names[t->scen]);
+    p.user_id = t->user_id;
+    p.item_id = t->item_id;
+    p.p_ctr = p_ctr;
+    p.p_cvr = p_cvr;
+    p.p_ctcvr = p_ctr * p_cvr;
+    p.model_version = L->version;
+    if (emit) emit(ud, &p);
+    met_board_counters(L->board)->predictions++;
+    if (t->arrival_ms > 0) met_board_latency(L->board, (double)(now - t->arrival_ms));
+}
+
+static void train_batch(lrn *L, lrn_emit_fn emit, void *ud) {
+    int n_imp = L->n_imp, B = n_imp + L->n_settled;
+    if (B == 0) return;
+    /* the settled rows follow the impressions in one minibatch */
+    for (int j = 0; j < L->n_settled; j++) L->ex[n_imp + j] = L->settled[j].ex;
+    for (int m = 0; m < L->n_models; m++)
+        m3_forward(L->models[m], L->ex, B, L->p_ctr[m], L->p_cvr[m]);
+    /* predictions of the primary model go out before anything learns from them */
+    int64_t now = wall_ms();
+    for (int i = 0; i < n_imp; i++)
+        emit_one(L, &L->tags[i], L->p_ctr[0][i], L->p_cvr[0][i], now, emit, ud);
+    /* prequential metrics; clicked impressions wait for their CTCVR label */
+    for (int i = 0; i < n_imp; i++) {
+        const m3_example *ex = &L->ex[i];
+        float p_ctcvr[LRN_MAX_MODELS];
+        for (int m = 0; m < L->n_models; m++) {
+            float pc = L->p_ctr[m][i];
+            p_ctcvr[m] = pc * L->p_cvr[m][i];
+            met_board_add(L->board, m, ex->scenario, MET_CTR, pc, ex->y_click > 0.5f);
+            if (ex->y_click < 0.5f) met_board_add(L->board, m, ex->scenario, MET_CTCVR, p_ctcvr[m], 0);
+        }
+        if (ex->y_click > 0.5f) pend_add(L->pending, L->tags[i].id, ex, p_ctcvr, L->n_models);
+    }
+    for (int j = 0; j < L->n_settled; j++) {
+        const pend_entry *e = &L->settled[j];
+        for (int m = 0; m < L->n_models; m++)
+            met_board_add(L->board, m, e->ex.scenario, MET_CTCVR, e->p_ctcvr[m], e->ex.y_conv > 0.5f);
+    }
+    for (int m = 0; m < L->n_models; m++) m3_train(L->models[m], L->ex, B);
+    L->version++;
+    L->n_imp = 0;
+    L->n_settled = 0;
+}
+
+static void score_requests(lrn *L, lrn_emit_fn emit, void *ud) {
+    if (L->n_req == 0) return;
+    m3_forward(L->models[0], L->req_ex, L->n_req, L->p_ctr[0], L->p_cvr[0]);
+    int64_t now = wall_ms();
+    for (int i = 0; i < L->n_req; i++)
+        emit_one(L, &L->req_tags[i], L->p_ctr[0][i], L->p_cvr[0][i], now, emit, ud);
+    L->n_req = 0;
+}
+
+void lrn_flush(lrn *L, lrn_emit_fn emit, void *ud) {
+    train_batch(L, emit, ud);
+    score_requests(L, emit, ud);
+    /* windows closed by the newest event time become the next batch's CTCVR negatives */
+    int64_t wm = L->watermark_ms - L->cfg->join_lateness_ms;
+    int room = L->cap - L->n_imp - L->n_settled;
+    if (room > 0) L->n_settled += pend_expire(L->pending, wm, L->settled + L->n_settled, room);
+}

@@ -1,0 +1,63 @@
+/* learner.h - the prequential loop: events in, predictions out, then the model learns.
+ *
+ * Kafka-free, so the worker, the offline benchmark and the tests share it. Impressions
+ * and score requests are queued into a minibatch; lrn_flush() (called when the batch
+ * is full, when the linger time is up, and at shutdown) runs every model forward on
+ * the batch, emits the primary model's predictions, feeds the metrics, and only then
+ * trains every model on it (predict first, then train). Clicked impressions wait in
+ * the pending join for their conversion or the end of the attribution window; their
+ * CTCVR term is trained when it settles. */
+#ifndef M3_LEARNER_H
+#define M3_LEARNER_H
+#include <stddef.h>
+#include <stdint.h>
+#include "cfg.h"
+#include "event.h"
+#include "metrics.h"
+
+typedef struct lrn lrn;
+
+/* Called once per prediction (impressions and score-request candidates) during a flush;
+ * p is valid only during the call. */
+typedef void (*lrn_emit_fn)(void *ud, const m3_prediction *p);
+
+/* Create the models (model.arch and model.shadow), the pending join and the metrics.
+ * On error, NULL is returned and errstr says why. cfg must outlive the learner. */
+lrn *lrn_new(const m3_cfg *cfg, char *errstr, size_t errstr_size);
+void lrn_destroy(lrn *L);
+
+/* Queue an impression; arrival_ms is when it entered Kafka (message timestamp), used for
+ * the latency metric (0 = unknown). Flushes first when the batch is full. Returns 0, or
+ * -1 with reason (e.g. unknown scenario): the caller sends the message to the DLQ. */
+int lrn_impression(lrn *L, const m3_impression *im, int64_t arrival_ms,
+                   lrn_emit_fn emit, void *ud, char *reason, size_t reason_size);
+
+/* Join a conversion to its pending impression. Returns 0 (joined, late or unknown are
+ * counted), or -1 with reason for an invalid conversion (unknown scenario). */
+int lrn_conversion(lrn *L, const m3_conversion *cv, lrn_emit_fn emit, void *ud,
+                   char *reason, size_t reason_size);
+
+/* Queue the candidates of a score request for scoring in the next flush (after training,
+ * so they see the freshest model). Returns 0, or -1 with reason. */
+int lrn_request(lrn *L, const m3_score_request *rq, int64_t arrival_ms,
+                lrn_emit_fn emit, void *ud, char *reason, size_t reason_size);
+
+/* Process what is queued: predict, emit, record metrics, train. */
+void lrn_flush(lrn *L, lrn_emit_fn emit, void *ud);
+
+/* Events queued and not yet flushed. */
+int lrn_queued(const lrn *L);
+
+/* The metrics scoreboard (owned by the learner). */
+met_board *lrn_board(lrn *L);
+
+/* Training steps taken so far: the model version stamped on predictions. */
+int64_t lrn_model_version(const lrn *L);
+
+/* Model FLOPs of one example's forward pass for the primary model. */
+double lrn_flops_per_example(const lrn *L);
+
+/* Pending clicked impressions waiting for their label. */
+size_t lrn_pending(const lrn *L);
+
+#endif

@@ -1,0 +1,68 @@
+/* sim.h - a deterministic stream simulator: multi-scenario impressions, clicks and
+ * delayed conversions with known true probabilities (the oracle).
+ *
+ * The world: users have a latent taste that is mostly a function of their profile
+ * fields (age, gender, city, tier) plus an individual part, and a scenario-specific
+ * offset; items have a latent vector that is mostly a function of category and brand
+ * plus noise, a quality and a price. Click and conversion logits use partly different
+ * factors (price sensitivity and a rotated taste matter for conversion), so the two
+ * tasks partly conflict. New items arrive steadily; segment tastes drift slowly.
+ * Conversions follow clicks after a heavy-tailed (log-normal) event-time delay, some
+ * beyond the attribution window. Feature field names match config/ defaults. */
+#ifndef M3_SIM_H
+#define M3_SIM_H
+#include <stddef.h>
+#include <stdint.h>
+#include "event.h"
+
+#define SIM_MAX_SCEN 8
+
+typedef struct {
+    uint64_t seed;                 /* everything follows from it */
+    int64_t n_impressions;         /* stream length in impressions */
+    int n_scen;                    /* scenarios, with the names below */
+    char scen_names[SIM_MAX_SCEN][M3_NAME_MAX];
+    int n_users;                   /* default 50000 */
+    int n_items;                   /* items at the start, default 20000 */
+    double new_items_per_1k;       /* items arriving per 1000 impressions, default 4 */
+    double requests_per_1k;        /* score requests per 1000 impressions, default 2 */
+    int request_candidates;        /* candidates per score request, default 10 */
+    int64_t start_ms;              /* event time of the first impression */
+    double rate_per_sec;           /* impressions per second of event time, default 50 */
+    int64_t window_ms;             /* attribution window, for the oracle's CTCVR label */
+    double drift;                  /* turns of the segment tastes over the stream, default 0.1 */
+    double difficulty;             /* scales every logit's spread, default 1 */
+} sim_cfg;
+
+/* The truth behind one impression, for the oracle. */
+typedef struct {
+    int scen;
+    float p_click;                 /* true click probability */
+    float p_conv;                  /* true conversion probability given a click */
+    int clicked, converted;        /* converted: a conversion will follow (any delay) */
+    int in_window;                 /* converted within the attribution window */
+    int item_age_impressions;      /* impressions since the item arrived (0 for initial items = large) */
+} sim_truth;
+
+typedef struct sim sim;
+
+/* Defaults for n_scen scenarios named home, search, product (more get s3, s4...). */
+void sim_cfg_defaults(sim_cfg *c);
+
+/* Create a simulator. On error, NULL is returned and errstr says why. */
+sim *sim_new(const sim_cfg *c, char *errstr, size_t errstr_size);
+void sim_destroy(sim *s);
+
+/* Next event in event-time order: an impression (truth filled), a conversion or a
+ * score request (truth->scen set). Returns 1, or 0 when the stream is over (the
+ * conversions still due are emitted before that). ev is overwritten; a ScoreRequest's
+ * candidates stay valid until the next call (the simulator owns them). */
+int sim_next(sim *s, m3_event *ev, sim_truth *truth);
+
+/* Counters so far. */
+typedef struct {
+    int64_t impressions, clicks, conversions, late_conversions, requests, items;
+} sim_stats;
+void sim_get_stats(const sim *s, sim_stats *st);
+
+#endif

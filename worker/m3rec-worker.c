@@ -1,0 +1,370 @@
+/* m3rec-worker - consume scenario events from Kafka, predict, publish, learn.
+ *
+ * Usage: m3rec-worker [--config FILE] [--set key=value]... [--report PATH] [--print-config]
+ *
+ * One process, one consumer-group member: it reads <prefix>.events.<scenario> for every
+ * configured scenario and <prefix>.requests (range assignor: a user's partitions of all
+ * topics land here together), decodes Avro single-object messages, sends bad ones to
+ * <prefix>.dlq with the reason, runs the learner (predict first, then train) and
+ * publishes a Prediction for every impression and every score-request candidate to
+ * <prefix>.predictions. With broker.embedded=true it hosts librdkafka's mock cluster
+ * itself, so it runs with no Kafka installed. */
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <librdkafka/rdkafka.h>
+
+#include "app.h"
+#include "cfg.h"
+#include "codec.h"
+#include "kio.h"
+#include "learner.h"
+#include "metrics.h"
+
+#define TOPIC_MAX 256
+#define POLL_MAX 512
+#define COMMIT_EVERY_MS 1000
+#define START_TIMEOUT_MS 15000
+
+static volatile sig_atomic_t run = 1;
+
+static void on_signal(int sig) {
+    (void)sig;
+    run = 0;
+}
+
+typedef struct {
+    m3_cfg cfg;
+    codec *codec;
+    lrn *L;
+    kio_mock *mock;
+    kio_producer *prod;
+    kio_consumer *cons;
+    kio_prop *props;                       /* librdkafka properties (views into cfg) */
+    int n_props;
+    char topics[M3_MAX_SCEN + 1][TOPIC_MAX]; /* events topics, then requests */
+    int n_topics;
+    char topic_pred[TOPIC_MAX], topic_dlq[TOPIC_MAX];
+    unsigned char *buf;                    /* encode buffer */
+    size_t buf_cap;
+    long long produce_errors;
+    char last_produce_error[256];
+} worker;
+
+static int64_t mono_ms(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+static void usage(void) {
+    fprintf(stderr,
+            "usage: m3rec-worker [--config FILE] [--set key=value]... [--report PATH]\n"
+            "                    [--print-config]\n"
+            "  --config FILE     properties file (see config/worker.properties)\n"
+            "  --set key=value   override one key (any number, applied in order)\n"
+            "  --report PATH     write the metrics report (JSON) there at exit\n"
+            "  --print-config    print the effective configuration and exit\n");
+}
+
+/* ---- output: predictions and the dead-letter queue ---- */
+
+static void emit_prediction(void *ud, const m3_prediction *p) {
+    worker *w = ud;
+    m3_event ev;
+    ev.type = M3_EV_PREDICTION;
+    ev.u.pred = *p;
+    char reason[CODEC_REASON_MAX], key[32];
+    long len = codec_encode(w->codec, &ev, w->buf, w->buf_cap, reason, sizeof reason);
+    if (len < 0) {
+        w->produce_errors++;
+        snprintf(w->last_produce_error, sizeof w->last_produce_error, "encode: %s", reason);
+        return;
+    }
+    int klen = snprintf(key, sizeof key, "%" PRId64, p->user_id);
+    if (kio_produce(w->prod, w->topic_pred, key, (size_t)klen, w->buf, (size_t)len, NULL, 0,
+                    w->last_produce_error, sizeof w->last_produce_error) != 0)
+        w->produce_errors++;
+}
+
+static void send_dlq(worker *w, const rd_kafka_message_t *m, const char *reason) {
+    char part[16], off[24];
+    snprintf(part, sizeof part, "%" PRId32, m->partition);
+    snprintf(off, sizeof off, "%" PRId64, m->offset);
+    const char *hdrs[] = {"m3rec.dlq.reason", reason,
+                          "m3rec.dlq.topic", rd_kafka_topic_name(m->rkt),
+                          "m3rec.dlq.partition", part,
+                          "m3rec.dlq.offset", off};
+    met_board_counters(lrn_board(w->L))->dlq++;
+    if (kio_produce(w->prod, w->topic_dlq, m->key, m->key_len, m->payload, m->len, hdrs, 4,
+                    w->last_produce_error, sizeof w->last_produce_error) != 0)
+        w->produce_errors++;
+}
+
+/* ---- input ---- */
+
+/* The scenario an events topic carries, or NULL for the requests topic. */
+static const char *topic_scenario(const worker *w, const char *topic) {
+    size_t plen = strlen(w->cfg.topic_prefix);
+    if (strncmp(topic, w->cfg.topic_prefix, plen) == 0 && strncmp(topic + plen, ".events.", 8) == 0)
+        return topic + plen + 8;
+    return NULL;
+}
+
+static void handle(worker *w, const rd_kafka_message_t *m) {
+    char reason[CODEC_REASON_MAX + 64];
+    m3_event ev;
+    met_board_counters(lrn_board(w->L))->events++;
+    if (codec_decode(w->codec, m->payload, m->len, &ev, reason, sizeof reason) != 0) {
+        send_dlq(w, m, reason);
+        return;
+    }
+    const char *topic = rd_kafka_topic_name(m->rkt);
+    const char *tscen = topic_scenario(w, topic);
+    rd_kafka_timestamp_type_t tstype;
+    int64_t arrival = rd_kafka_message_timestamp(m, &tstype);
+    if (arrival < 0) arrival = 0;
+    int rc = 0;
+    switch (ev.type) {
+    case M3_EV_IMPRESSION:
+    case M3_EV_CONVERSION: {
+        const char *escen = ev.type == M3_EV_IMPRESSION ? ev.u.imp.scenario : ev.u.conv.scenario;
+        if (!tscen) {
+            snprintf(reason, sizeof reason, "%s on the requests topic %s",
+                     codec_type_name(ev.type), topic);
+            rc = -1;
+        } else if (strcmp(escen, tscen) != 0) {
+            snprintf(reason, sizeof reason, "scenario '%s' does not match topic %s", escen, topic);
+            rc = -1;
+        } else if (ev.type == M3_EV_IMPRESSION) {
+            rc = lrn_impression(w->L, &ev.u.imp, arrival, emit_prediction, w, reason, sizeof reason);
+        } else {
+            rc = lrn_conversion(w->L, &ev.u.conv, emit_prediction, w, reason, sizeof reason);
+        }
+        break;
+    }
+    case M3_EV_SCORE_REQUEST:
+        if (tscen) {
+            snprintf(reason, sizeof reason, "ScoreRequest on events topic %s (send it to %s.requests)",
+                     topic, w->cfg.topic_prefix);
+            rc = -1;
+        } else {
+            rc = lrn_request(w->L, &ev.u.req, arrival, emit_prediction, w, reason, sizeof reason);
+        }
+        break;
+    default:
+        snprintf(reason, sizeof reason, "%s is not an input message", codec_type_name(ev.type));
+        rc = -1;
+    }
+    m3_event_clear(&ev);
+    if (rc != 0) send_dlq(w, m, reason);
+}
+
+/* ---- start-up ---- */
+
+static int setup(worker *w, char *err, size_t n) {
+    const m3_cfg *c = &w->cfg;
+    for (int s = 0; s < c->scenarios.n; s++)
+        snprintf(w->topics[w->n_topics++], TOPIC_MAX, "%s.events.%s", c->topic_prefix,
+                 c->scenarios.names[s]);
+    snprintf(w->topics[w->n_topics++], TOPIC_MAX, "%s.requests", c->topic_prefix);
+    snprintf(w->topic_pred, TOPIC_MAX, "%s.predictions", c->topic_prefix);
+    snprintf(w->topic_dlq, TOPIC_MAX, "%s.dlq", c->topic_prefix);
+    const char *names[M3_MAX_SCEN + 3];
+    for (int i = 0; i < w->n_topics; i++) names[i] = w->topics[i];
+
+    w->codec = codec_new(err, n);
+    if (!w->codec) return -1;
+    w->L = lrn_new(c, err, n);
+    if (!w->L) return -1;
+    w->buf_cap = 4096;
+    w->buf = malloc(w->buf_cap);
+    w->props = calloc((size_t)c->n_kafka + 2, sizeof *w->props);
+    if (!w->buf || !w->props) {
+        snprintf(err, n, "out of memory");
+        return -1;
+    }
+    for (int i = 0; i < c->n_kafka; i++)
+        w->props[w->n_props++] = (kio_prop){c->kafka[i].key, c->kafka[i].value};
+    if (!cfg_kafka_get(c, "group.id")) w->props[w->n_props++] = (kio_prop){"group.id", "m3rec"};
+
+    if (c->broker_embedded) {
+        names[w->n_topics] = w->topic_pred;
+        names[w->n_topics + 1] = w->topic_dlq;
+        w->mock = kio_mock_new(c->broker_partitions, names, w->n_topics + 2, err, n);
+        if (!w->mock) return -1;
+        w->props[w->n_props++] = (kio_prop){"bootstrap.servers", kio_mock_bootstraps(w->mock)};
+        printf("m3rec-worker: embedded Kafka broker (librdkafka mock cluster) at %s\n",
+               kio_mock_bootstraps(w->mock));
+        printf("m3rec-worker: topics %s.events.{", c->topic_prefix);
+        for (int s = 0; s < c->scenarios.n; s++) printf("%s%s", s ? "," : "", c->scenarios.names[s]);
+        printf("}, %s.requests, .predictions, .dlq with %d partitions\n", c->topic_prefix,
+               c->broker_partitions);
+        fflush(stdout);
+    }
+    int parts = kio_check_topics(w->props, w->n_props, names, w->n_topics, START_TIMEOUT_MS, err, n);
+    if (parts < 0) return -1;
+    w->prod = kio_producer_new(w->props, w->n_props, err, n);
+    if (!w->prod) return -1;
+    w->cons = kio_consumer_new(w->props, w->n_props, names, w->n_topics, err, n);
+    if (!w->cons) return -1;
+    fprintf(stderr, "m3rec-worker: consuming %d topics x %d partitions as group '%s', model %s%s%s\n",
+            w->n_topics, parts, cfg_kafka_get(c, "group.id") ? cfg_kafka_get(c, "group.id") : "m3rec",
+            m3_arch_name(c->model.arch), c->n_shadow ? " (shadows: " : "",
+            c->n_shadow ? "see report)" : "");
+    return 0;
+}
+
+static void teardown(worker *w) {
+    kio_consumer_close(w->cons);
+    kio_producer_destroy(w->prod);
+    kio_mock_destroy(w->mock);
+    lrn_destroy(w->L);
+    codec_destroy(w->codec);
+    free(w->buf);
+    free(w->props);
+    cfg_free(&w->cfg);
+}
+
+/* ---- the loop ---- */
+
+static void progress(worker *w) {
+    char line[256];
+    met_board_progress_line(lrn_board(w->L), line, sizeof line);
+    fprintf(stderr, "%s  pending %zu\n", line, lrn_pending(w->L));
+}
+
+static int loop(worker *w) {
+    const m3_cfg *c = &w->cfg;
+    rd_kafka_message_t *msgs[POLL_MAX];
+    char err[512];
+    int64_t batch_start = 0, last_input = mono_ms(), last_commit = mono_ms();
+    int64_t next_progress = mono_ms() + c->progress_ms;
+    int seen_input = 0, rc = 0;
+    met_counters *mc = met_board_counters(lrn_board(w->L));
+    while (run) {
+        int timeout = 100;
+        if (lrn_queued(w->L)) {
+            int64_t left = batch_start + c->batch_linger_ms - mono_ms();
+            timeout = left < 0 ? 0 : (int)left;
+        }
+        int n = kio_consumer_poll(w->cons, msgs, POLL_MAX, timeout, err, sizeof err);
+        if (n < 0) {
+            fprintf(stderr, "m3rec-worker: consumer failed: %s\n", err);
+            rc = 1;
+            break;
+        }
+        int64_t now = mono_ms();
+        for (int i = 0; i < n; i++) {
+            if (!lrn_queued(w->L)) batch_start = now;
+            handle(w, msgs[i]);
+            kio_consumer_store(w->cons, msgs[i], err, sizeof err);
+            rd_kafka_message_destroy(msgs[i]);
+            msgs[i] = NULL;
+        }
+        if (n > 0) {
+            seen_input = 1;
+            last_input = now;
+        }
+        if (lrn_queued(w->L) && now - batch_start >= c->batch_linger_ms)
+            lrn_flush(w->L, emit_prediction, w);
+        kio_producer_poll(w->prod);
+        if (now - last_commit >= COMMIT_EVERY_MS && !lrn_queued(w->L)) {
+            kio_consumer_commit(w->cons, err, sizeof err);
+            last_commit = now;
+        }
+        if (c->progress_ms > 0 && now >= next_progress) {
+            progress(w);
+            next_progress = now + c->progress_ms;
+        }
+        if (c->max_events > 0 && (int64_t)mc->events >= c->max_events) break;
+        if (c->exit_idle_ms > 0 && seen_input && now - last_input >= c->exit_idle_ms) {
+            fprintf(stderr, "m3rec-worker: no input for %lld ms, stopping\n",
+                    (long long)c->exit_idle_ms);
+            break;
+        }
+    }
+    /* shutdown: finish the batch, flush the producer, commit, then close (in main) */
+    lrn_flush(w->L, emit_prediction, w);
+    if (kio_producer_flush(w->prod, 30000, err, sizeof err) != 0) {
+        fprintf(stderr, "m3rec-worker: producer flush: %s\n", err);
+        rc = 1;
+    }
+    kio_consumer_commit(w->cons, err, sizeof err);
+    return rc;
+}
+
+int main(int argc, char **argv) {
+    static worker w;
+    cfg_defaults(&w.cfg);
+    const char *report = NULL;
+    int print_config = 0;
+    char err[1024];
+    for (int i = 1; i < argc; i++) {
+        int used = app_config_arg(&w.cfg, argc, argv, &i, err, sizeof err);
+        if (used < 0) {
+            fprintf(stderr, "m3rec-worker: %s\n", err);
+            return 2;
+        }
+        if (used) continue;
+        if (strcmp(argv[i], "--report") == 0 && i + 1 < argc) {
+            report = argv[++i];
+        } else if (strcmp(argv[i], "--print-config") == 0) {
+            print_config = 1;
+        } else {
+            usage();
+            return 2;
+        }
+    }
+    if (cfg_check(&w.cfg, err, sizeof err) != 0) {
+        fprintf(stderr, "m3rec-worker: %s\n", err);
+        return 2;
+    }
+    if (print_config) {
+        char *s = cfg_dump(&w.cfg);
+        fputs(s ? s : "", stdout);
+        free(s);
+        cfg_free(&w.cfg);
+        return 0;
+    }
+    signal(SIGINT, on_signal);
+    signal(SIGTERM, on_signal);
+    if (setup(&w, err, sizeof err) != 0) {
+        fprintf(stderr, "m3rec-worker: %s\n", err);
+        teardown(&w);
+        return 1;
+    }
+    int rc = loop(&w);
+    kio_consumer_close(w.cons);
+    w.cons = NULL;
+    met_board *b = lrn_board(w.L);
+    met_counters *mc = met_board_counters(b);
+    long long delivered = 0, failed = 0;
+    kio_producer_stats(w.prod, &delivered, &failed);
+    progress(&w);
+    fprintf(stderr,
+            "m3rec-worker: %llu events, %llu impressions, %llu conversions (%llu late, %llu "
+            "unmatched), %llu requests, %llu predictions, %llu to DLQ; delivered %lld, failed %lld\n",
+            (unsigned long long)mc->events, (unsigned long long)mc->impressions,
+            (unsigned long long)mc->conversions, (unsigned long long)mc->late_conversions,
+            (unsigned long long)mc->unmatched_conversions, (unsigned long long)mc->requests,
+            (unsigned long long)mc->predictions, (unsigned long long)mc->dlq, delivered, failed);
+    if (w.produce_errors || failed) {
+        fprintf(stderr, "m3rec-worker: %lld produce errors, last: %s\n",
+                w.produce_errors + failed, w.last_produce_error[0] ? w.last_produce_error
+                                                                    : kio_producer_last_error(w.prod));
+        rc = 1;
+    }
+    if (report && app_write_report(report, w.L, err, sizeof err) != 0) {
+        fprintf(stderr, "m3rec-worker: %s\n", err);
+        rc = 1;
+    }
+    if (app_print_comparison_live(stdout, w.L, NULL, err, sizeof err) != 0)
+        fprintf(stderr, "m3rec-worker: %s\n", err);
+    teardown(&w);
+    return rc;
+}
