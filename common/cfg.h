@@ -12,6 +12,7 @@
 #include "model.h"
 
 #define CFG_LIST_MAX 32   /* entries in a comma-separated list (scenarios, feature fields) */
+#define CFG_KEYS_MAX 48   /* capacity for the known (non-kafka) keys; cfg.c has fewer */
 
 typedef struct {
     char *key;    /* librdkafka property, without the `kafka.` prefix */
@@ -22,6 +23,12 @@ typedef struct {
     char names[CFG_LIST_MAX][M3_NAME_MAX];
     int n;
 } cfg_list;
+
+/* Where a known key was last set, so cross-key errors can name a file and line. */
+typedef struct {
+    char *where;  /* owned: "path:line" or the --set origin; NULL = still the default */
+    unsigned seq; /* order of setting: the larger, the later */
+} cfg_origin;
 
 typedef struct m3_cfg {
     /* topics */
@@ -37,8 +44,9 @@ typedef struct m3_cfg {
     m3_model_cfg model;                   /* model.arch, model.emb.dim, model.hidden,
                                              model.tower.hidden, model.lr.dense,
                                              model.lr.emb, model.l2.emb, model.clip.norm,
-                                             model.seed; max_batch = batch.size +
-                                             join capacity per batch (see worker) */
+                                             model.seed; n_scen, n_cat, n_num and
+                                             max_batch = 2 * batch.size are derived
+                                             by cfg_check() */
     int shadow[M3_ARCH__COUNT];           /* model.shadow: list of extra archs trained
                                              on the same batches for comparison */
     int n_shadow;
@@ -53,25 +61,35 @@ typedef struct m3_cfg {
     int64_t max_events;                   /* worker.max.events: stop after this many; 0 = no limit */
     int progress_ms;                      /* metrics.progress.ms: progress line period; 0 = off */
     /* librdkafka passthrough, in file order (later entries override earlier ones) */
-    cfg_kafka_prop *kafka;
+    cfg_kafka_prop *kafka;                /* owned */
     int n_kafka;
+    /* bookkeeping for error messages, indexed like cfg.c's key table */
+    cfg_origin origin[CFG_KEYS_MAX];
+    unsigned n_set;
 } m3_cfg;
 
-/* Fill c with the defaults. c owns no memory until a kafka. key is set. */
+/* Fill c with the defaults (overwriting it, so never call it on a c that owns memory:
+ * use cfg_free()). c owns no memory until cfg_load() or cfg_set() succeeds. */
 void cfg_defaults(m3_cfg *c);
 
-/* Read a properties file into c (on top of what is there). Returns 0, or -1 with
- * errstr = "path:line: message" (an unreadable file is "path: <strerror>"). */
+/* Read a properties file into c (on top of what is there), line by line. Returns 0, or
+ * -1 with errstr = "path:line: message" (an unreadable file is "path: <strerror>");
+ * the lines before the bad one stay applied, the bad one changes nothing. */
 int cfg_load(m3_cfg *c, const char *path, char *errstr, size_t errstr_size);
 
-/* Apply one `key=value` override. origin and line name it in errors (e.g. "--set", 0).
- * Returns 0, or -1 with errstr filled. */
+/* Apply one `key=value` override. origin and line name it in errors: "origin:line: msg",
+ * or "origin: msg" when line is 0 (e.g. "--set", 0). Returns 0, or -1 with errstr
+ * filled and c unchanged. */
 int cfg_set(m3_cfg *c, const char *key_eq_value, const char *origin, int line,
             char *errstr, size_t errstr_size);
 
-/* Cross-key checks after everything is loaded (e.g. at least one scenario, no duplicate
- * names, slots fit M3_MAX_CAT/M3_MAX_NUM). Returns 0, or -1 with errstr filled. */
-int cfg_check(const m3_cfg *c, char *errstr, size_t errstr_size);
+/* Cross-key checks after everything is loaded: at least one and at most M3_MAX_SCEN
+ * scenarios, 2 id slots + categorical fields <= M3_MAX_CAT, numeric fields <= M3_MAX_NUM,
+ * the primary model.arch not repeated in model.shadow. On success fills the derived
+ * model fields (n_scen, n_cat, n_num, max_batch = 2 * batch.size) and returns 0.
+ * Returns -1 with errstr = "where: message", where = the file:line (or --set) that set
+ * the last of the keys involved. */
+int cfg_check(m3_cfg *c, char *errstr, size_t errstr_size);
 
 /* The value of a librdkafka passthrough key (without `kafka.`), or NULL. */
 const char *cfg_kafka_get(const m3_cfg *c, const char *key);
@@ -79,11 +97,17 @@ const char *cfg_kafka_get(const m3_cfg *c, const char *key);
 /* Index of a scenario name, or -1. */
 int cfg_scenario_index(const m3_cfg *c, const char *name);
 
-/* Free what c owns; c is left as after cfg_defaults(). */
+/* Free what c owns; c is left as after cfg_defaults(). NULL is a no-op. */
 void cfg_free(m3_cfg *c);
 
 /* Write every setting, one `key=value` per line, to a malloc'd string (for --print-config
- * and the report). Returns NULL on allocation failure. */
+ * and the report): the known keys in table order, then the kafka. ones in file order.
+ * Values of kafka keys whose name contains "password" or "secret" are written as "***".
+ * The caller frees the string. Returns NULL on allocation failure. */
 char *cfg_dump(const m3_cfg *c);
+
+/* Describe every known key, one line each: name, meaning, range, default (for --help).
+ * The caller frees the string. Returns NULL on allocation failure. */
+char *cfg_help(void);
 
 #endif

@@ -1,0 +1,495 @@
+/* test_cfg.c - tests of the configuration module: defaults, shipped files, kafka
+ * passthrough, --set, every error message with its file:line, check, dump, free. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cfg.h"
+#include "check.h"
+
+static char errbuf[2048];
+
+/* Write content to <build>/cfg_test_<name>.properties; returns the path (static). */
+static const char *write_tmp(const char *name, const char *content) {
+    static char path[1024];
+    snprintf(path, sizeof path, "%s/cfg_test_%s.properties", M3_BINARY_DIR, name);
+    FILE *f = fopen(path, "w");
+    CHECK_MSG(f != NULL, "cannot write %s", path);
+    fputs(content, f);
+    fclose(f);
+    return path;
+}
+
+static char *read_all(const char *path) {
+    FILE *f = fopen(path, "r");
+    CHECK_MSG(f != NULL, "cannot read %s", path);
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *s = malloc((size_t)n + 1);
+    CHECK(s != NULL);
+    CHECK_EQ_INT(fread(s, 1, (size_t)n, f), n);
+    s[n] = '\0';
+    fclose(f);
+    return s;
+}
+
+/* Loading content must fail with exactly "path:line: msg". */
+static void load_fails(const char *content, int line, const char *msg) {
+    static int seq;
+    char name[32], want[2048];
+    snprintf(name, sizeof name, "err%d", ++seq);
+    const char *path = write_tmp(name, content);
+    m3_cfg c;
+    cfg_defaults(&c);
+    errbuf[0] = '\0';
+    CHECK_EQ_INT(cfg_load(&c, path, errbuf, sizeof errbuf), -1);
+    snprintf(want, sizeof want, "%s:%d: %s", path, line, msg);
+    CHECK_EQ_STR(errbuf, want);
+    cfg_free(&c);
+}
+
+/* Loading content must succeed and cfg_check fail with exactly "path:line: msg". */
+static void check_fails(const char *content, int line, const char *msg) {
+    static int seq;
+    char name[32], want[2048];
+    snprintf(name, sizeof name, "chk%d", ++seq);
+    const char *path = write_tmp(name, content);
+    m3_cfg c;
+    cfg_defaults(&c);
+    CHECK_MSG(cfg_load(&c, path, errbuf, sizeof errbuf) == 0, "%s", errbuf);
+    errbuf[0] = '\0';
+    CHECK_EQ_INT(cfg_check(&c, errbuf, sizeof errbuf), -1);
+    snprintf(want, sizeof want, "%s:%d: %s", path, line, msg);
+    CHECK_EQ_STR(errbuf, want);
+    cfg_free(&c);
+}
+
+static void set_ok(m3_cfg *c, const char *kv) {
+    CHECK_MSG(cfg_set(c, kv, "--set", 0, errbuf, sizeof errbuf) == 0, "%s: %s", kv, errbuf);
+}
+
+static void set_fails(const char *kv, const char *msg) {
+    m3_cfg c;
+    cfg_defaults(&c);
+    char before[sizeof c];
+    memcpy(before, &c, sizeof c);
+    errbuf[0] = '\0';
+    CHECK_EQ_INT(cfg_set(&c, kv, "--set", 0, errbuf, sizeof errbuf), -1);
+    CHECK_EQ_STR(errbuf, msg);
+    CHECK_MSG(memcmp(before, &c, sizeof c) == 0, "failed set of '%s' changed the config", kv);
+    cfg_free(&c);
+}
+
+static const char *defaults_dump =
+    "topic.prefix=m3rec\n"
+    "scenarios=home,search,product\n"
+    "features.user_cat=age,gender,city,tier\n"
+    "features.item_cat=category,brand,shop\n"
+    "features.ctx_cat=hour,device\n"
+    "features.user_num=activity\n"
+    "features.item_num=price,rating\n"
+    "batch.size=256\n"
+    "batch.linger.ms=20\n"
+    "model.arch=shared_bottom\n"
+    "model.shadow=\n"
+    "model.emb.dim=16\n"
+    "model.hidden=128,64\n"
+    "model.tower.hidden=32\n"
+    "model.lr.dense=0.001\n"
+    "model.lr.emb=0.05\n"
+    "model.l2.emb=1e-06\n"
+    "model.clip.norm=10\n"
+    "model.seed=42\n"
+    "join.window.ms=3600000\n"
+    "broker.embedded=false\n"
+    "broker.embedded.partitions=4\n"
+    "worker.exit.idle.ms=0\n"
+    "worker.max.events=0\n"
+    "metrics.progress.ms=5000\n";
+
+static void test_defaults(void) {
+    m3_cfg c;
+    cfg_defaults(&c);
+    CHECK_EQ_STR(c.topic_prefix, "m3rec");
+    CHECK_EQ_INT(c.scenarios.n, 3);
+    CHECK_EQ_STR(c.scenarios.names[2], "product");
+    CHECK_EQ_INT(c.user_cat.n, 4);
+    CHECK_EQ_STR(c.user_cat.names[3], "tier");
+    CHECK_EQ_INT(c.item_cat.n, 3);
+    CHECK_EQ_INT(c.ctx_cat.n, 2);
+    CHECK_EQ_INT(c.user_num.n, 1);
+    CHECK_EQ_STR(c.item_num.names[1], "rating");
+    CHECK_EQ_INT(c.batch_size, 256);
+    CHECK_EQ_INT(c.batch_linger_ms, 20);
+    CHECK_EQ_INT(c.model.arch, M3_ARCH_SHARED_BOTTOM);
+    CHECK_EQ_INT(c.n_shadow, 0);
+    CHECK_EQ_INT(c.model.emb_dim, 16);
+    CHECK_EQ_INT(c.model.n_hidden, 2);
+    CHECK_EQ_INT(c.model.hidden[0], 128);
+    CHECK_EQ_INT(c.model.hidden[1], 64);
+    CHECK_EQ_INT(c.model.tower_hidden, 32);
+    CHECK_CLOSE(c.model.lr_dense, 0.001, 1e-6, 0);
+    CHECK_CLOSE(c.model.lr_emb, 0.05, 1e-6, 0);
+    CHECK_CLOSE(c.model.l2_emb, 1e-6, 1e-6, 0);
+    CHECK_CLOSE(c.model.clip_norm, 10, 0, 0);
+    CHECK_EQ_INT(c.model.seed, 42);
+    CHECK_EQ_INT(c.join_window_ms, 3600000);
+    CHECK_EQ_INT(c.broker_embedded, 0);
+    CHECK_EQ_INT(c.broker_partitions, 4);
+    CHECK_EQ_INT(c.exit_idle_ms, 0);
+    CHECK_EQ_INT(c.max_events, 0);
+    CHECK_EQ_INT(c.progress_ms, 5000);
+    CHECK_EQ_INT(c.n_kafka, 0);
+    CHECK(c.kafka == NULL);
+    CHECK_EQ_INT(cfg_scenario_index(&c, "search"), 1);
+    CHECK_EQ_INT(cfg_scenario_index(&c, "nope"), -1);
+    CHECK(cfg_kafka_get(&c, "group.id") == NULL);
+    CHECK_MSG(cfg_check(&c, errbuf, sizeof errbuf) == 0, "%s", errbuf);
+    CHECK_EQ_INT(c.model.n_scen, 3);
+    CHECK_EQ_INT(c.model.n_cat, 2 + 4 + 3 + 2);
+    CHECK_EQ_INT(c.model.n_num, 3);
+    CHECK_EQ_INT(c.model.max_batch, 512);
+    char *d = cfg_dump(&c);
+    CHECK_EQ_STR(d, defaults_dump);
+    free(d);
+    cfg_free(&c);
+}
+
+static void test_shipped_files(void) {
+    m3_cfg c;
+    cfg_defaults(&c);
+    CHECK_MSG(cfg_load(&c, M3_SOURCE_DIR "/config/worker.properties", errbuf, sizeof errbuf) == 0,
+              "%s", errbuf);
+    CHECK_MSG(cfg_check(&c, errbuf, sizeof errbuf) == 0, "%s", errbuf);
+    CHECK_EQ_STR(cfg_kafka_get(&c, "bootstrap.servers"), "localhost:9092");
+    CHECK_EQ_STR(cfg_kafka_get(&c, "group.id"), "m3rec");
+    CHECK_EQ_STR(cfg_kafka_get(&c, "client.id"), "m3rec-worker");
+    CHECK_EQ_INT(c.n_kafka, 3);
+    CHECK_EQ_INT(c.broker_embedded, 0);
+    /* the file spells out every default: the dump is the defaults plus the kafka keys */
+    char *d = cfg_dump(&c), want[4096];
+    snprintf(want, sizeof want, "%skafka.bootstrap.servers=localhost:9092\n"
+             "kafka.group.id=m3rec\nkafka.client.id=m3rec-worker\n", defaults_dump);
+    CHECK_EQ_STR(d, want);
+    free(d);
+    cfg_free(&c);
+
+    cfg_defaults(&c);
+    CHECK_MSG(cfg_load(&c, M3_SOURCE_DIR "/config/demo.properties", errbuf, sizeof errbuf) == 0,
+              "%s", errbuf);
+    CHECK_MSG(cfg_check(&c, errbuf, sizeof errbuf) == 0, "%s", errbuf);
+    CHECK_EQ_INT(c.broker_embedded, 1);
+    CHECK_EQ_STR(cfg_kafka_get(&c, "group.id"), "m3rec-demo");
+    CHECK_EQ_INT(c.n_shadow, 1);
+    CHECK_EQ_INT(c.shadow[0], M3_ARCH_LR);
+    CHECK_EQ_INT(c.model.arch, M3_ARCH_SHARED_BOTTOM);
+    CHECK_EQ_INT(c.exit_idle_ms, 5000);
+    CHECK_EQ_INT(c.progress_ms, 2000);
+    CHECK_EQ_INT(c.batch_size, 256);
+    CHECK_EQ_INT(c.model.n_cat, 11);
+    cfg_free(&c);
+}
+
+static void test_kafka_passthrough(void) {
+    const char *path = write_tmp("kafka",
+                                 "kafka.bootstrap.servers=a:1\n"
+                                 "  kafka.group.id  =  g1  \n"
+                                 "kafka.bootstrap.servers=b:2\n"
+                                 "kafka.sasl.password=hunter2\n"
+                                 "kafka.debug=\n");
+    m3_cfg c;
+    cfg_defaults(&c);
+    CHECK_MSG(cfg_load(&c, path, errbuf, sizeof errbuf) == 0, "%s", errbuf);
+    CHECK_EQ_INT(c.n_kafka, 4);
+    /* a later identical key replaces the value and keeps the first position */
+    CHECK_EQ_STR(c.kafka[0].key, "bootstrap.servers");
+    CHECK_EQ_STR(c.kafka[0].value, "b:2");
+    CHECK_EQ_STR(c.kafka[1].key, "group.id");
+    CHECK_EQ_STR(c.kafka[1].value, "g1");
+    CHECK_EQ_STR(c.kafka[3].key, "debug");
+    CHECK_EQ_STR(c.kafka[3].value, "");
+    set_ok(&c, "kafka.group.id=g2");
+    set_ok(&c, "kafka.linger.ms=5");
+    CHECK_EQ_STR(cfg_kafka_get(&c, "group.id"), "g2");
+    CHECK_EQ_STR(cfg_kafka_get(&c, "linger.ms"), "5");
+    CHECK_EQ_INT(c.n_kafka, 5);
+    char *d = cfg_dump(&c);
+    CHECK_CONTAINS(d, "\nkafka.bootstrap.servers=b:2\nkafka.group.id=g2\n"
+                      "kafka.sasl.password=***\nkafka.debug=\nkafka.linger.ms=5\n");
+    CHECK(strstr(d, "hunter2") == NULL);
+    free(d);
+    cfg_free(&c);
+    CHECK_EQ_INT(c.n_kafka, 0);
+    CHECK(c.kafka == NULL);
+    set_fails("kafka.=x", "--set: 'kafka.' names no librdkafka property");
+}
+
+static void test_set(void) {
+    m3_cfg c;
+    cfg_defaults(&c);
+    set_ok(&c, "batch.size = 64");
+    set_ok(&c, "model.arch=lr");
+    set_ok(&c, "model.shadow=shared_bottom");
+    set_ok(&c, "scenarios= a , b ");
+    set_ok(&c, "features.ctx_cat=");
+    set_ok(&c, "model.hidden=7");
+    set_ok(&c, "broker.embedded=ON");
+    set_ok(&c, "model.seed=18446744073709551615");
+    set_ok(&c, "worker.max.events=9223372036854775807");
+    set_ok(&c, "model.lr.dense=1");
+    set_ok(&c, "model.clip.norm=0");
+    set_ok(&c, "join.window.ms=2592000000");
+    CHECK_EQ_INT(c.batch_size, 64);
+    CHECK_EQ_INT(c.model.arch, M3_ARCH_LR);
+    CHECK_EQ_INT(c.n_shadow, 1);
+    CHECK_EQ_INT(c.shadow[0], M3_ARCH_SHARED_BOTTOM);
+    CHECK_EQ_INT(c.scenarios.n, 2);
+    CHECK_EQ_STR(c.scenarios.names[1], "b");
+    CHECK_EQ_INT(c.ctx_cat.n, 0);
+    CHECK_EQ_INT(c.model.n_hidden, 1);
+    CHECK_EQ_INT(c.model.hidden[0], 7);
+    CHECK_EQ_INT(c.broker_embedded, 1);
+    CHECK(c.model.seed == UINT64_MAX);
+    CHECK(c.max_events == INT64_MAX);
+    CHECK_EQ_INT(c.join_window_ms, 2592000000LL);
+    CHECK_MSG(cfg_check(&c, errbuf, sizeof errbuf) == 0, "%s", errbuf);
+    CHECK_EQ_INT(c.model.max_batch, 128);
+    CHECK_EQ_INT(c.model.n_scen, 2);
+    CHECK_EQ_INT(c.model.n_cat, 2 + 4 + 3);
+    /* every bool spelling */
+    const char *on[] = { "true", "1", "yes", "on", "TRUE" }, *off[] = { "false", "0", "no", "off" };
+    char kv[64];
+    for (int i = 0; i < 5; i++) {
+        snprintf(kv, sizeof kv, "broker.embedded=%s", on[i]);
+        c.broker_embedded = 0;
+        set_ok(&c, kv);
+        CHECK_EQ_INT(c.broker_embedded, 1);
+    }
+    for (int i = 0; i < 4; i++) {
+        snprintf(kv, sizeof kv, "broker.embedded=%s", off[i]);
+        c.broker_embedded = 1;
+        set_ok(&c, kv);
+        CHECK_EQ_INT(c.broker_embedded, 0);
+    }
+    /* an origin with a line number */
+    CHECK_EQ_INT(cfg_set(&c, "batch.size=x", "cli", 3, errbuf, sizeof errbuf), -1);
+    CHECK_EQ_STR(errbuf, "cli:3: batch.size=x is not an integer (1..4096)");
+    /* --set after a file: the later one wins, and cross-key errors name the --set */
+    CHECK_EQ_INT(cfg_set(&c, "model.arch=shared_bottom", "--set", 0, errbuf, sizeof errbuf), 0);
+    CHECK_EQ_INT(cfg_check(&c, errbuf, sizeof errbuf), -1);
+    CHECK_EQ_STR(errbuf, "--set: model.shadow lists shared_bottom, the primary model.arch");
+    cfg_free(&c);
+    cfg_free(NULL);
+
+    /* errors from --set have no line, and leave the config unchanged */
+    set_fails("batch.size=0", "--set: batch.size=0 is out of range (1..4096)");
+    set_fails("batch.size=4097", "--set: batch.size=4097 is out of range (1..4096)");
+    set_fails("batch.size", "--set: 'batch.size' is not a key=value line");
+    set_fails("=3", "--set: missing key before '='");
+    set_fails("batch.size=", "--set: batch.size has an empty value");
+    set_fails("model.seed=-1", "--set: model.seed=-1 is not an integer (0..18446744073709551615)");
+    set_fails("model.seed=18446744073709551616",
+              "--set: model.seed=18446744073709551616 is out of range (0..18446744073709551615)");
+    set_fails("worker.max.events=-1", "--set: worker.max.events=-1 is out of range (>=0)");
+    set_fails("model.lr.dense=0", "--set: model.lr.dense=0 is out of range (>0..1)");
+    set_fails("model.lr.dense=1.5", "--set: model.lr.dense=1.5 is out of range (>0..1)");
+    set_fails("model.lr.dense=inf", "--set: model.lr.dense=inf is not a finite number (>0..1)");
+    set_fails("model.l2.emb=-1e-9", "--set: model.l2.emb=-1e-9 is out of range (0..1)");
+    set_fails("model.clip.norm=1e7", "--set: model.clip.norm=1e7 is out of range (0..1000000)");
+    set_fails("join.window.ms=999", "--set: join.window.ms=999 is out of range (1000..2592000000)");
+    set_fails("topic.prefix=a b", "--set: topic.prefix=a b is not a valid name "
+                                  "(1..63 characters of A-Z a-z 0-9 _ . -)");
+    {
+        char lkv[128], want[256];
+        snprintf(lkv, sizeof lkv, "topic.prefix=%064d", 0); /* 64 characters, one too many */
+        snprintf(want, sizeof want, "--set: %s is not a valid name "
+                 "(1..63 characters of A-Z a-z 0-9 _ . -)", lkv);
+        set_fails(lkv, want);
+        m3_cfg t;
+        cfg_defaults(&t);
+        snprintf(lkv, sizeof lkv, "topic.prefix=%063d", 0);
+        set_ok(&t, lkv);
+        CHECK_EQ_INT(strlen(t.topic_prefix), 63);
+        cfg_free(&t);
+    }
+    set_fails("model.hidden=", "--set: model.hidden has an empty value");
+    set_fails("model.hidden=1,2,3,4,5", "--set: model.hidden=1,2,3,4,5: more than 4 entries");
+    set_fails("model.hidden=64,0", "--set: model.hidden=64,0: '0' is out of range (each 1..4096)");
+    set_fails("model.hidden=64,x", "--set: model.hidden=64,x: 'x' is not an integer (each 1..4096)");
+    set_fails("model.shadow=lr,lr", "--set: model.shadow=lr,lr: 'lr' is listed twice");
+    set_fails("model.shadow=mmoe",
+              "--set: model.shadow=mmoe: 'mmoe' is not a known architecture (lr|shared_bottom)");
+    set_fails("zzz=1", "--set: unknown key 'zzz'");
+    set_fails("model_seed=1", "--set: unknown key 'model_seed' (did you mean 'model.seed'?)");
+    set_fails("scenarios=a,,b", "--set: scenarios=a,,b: empty entry in the list");
+    set_fails("scenarios=a,", "--set: scenarios=a,: empty entry in the list");
+}
+
+static void test_load_errors(void) {
+    load_fails("batch.size=8\nbatch.sise=8\n", 2,
+               "unknown key 'batch.sise' (did you mean 'batch.size'?)");
+    load_fails("# c\nbatch.size=abc\n", 2, "batch.size=abc is not an integer (1..4096)");
+    load_fails("batch.size=12x\n", 1, "batch.size=12x is not an integer (1..4096)");
+    load_fails("\n\n! c\nbatch.size=0\n", 4, "batch.size=0 is out of range (1..4096)");
+    load_fails("batch.size=4097\n", 1, "batch.size=4097 is out of range (1..4096)");
+    load_fails("batch.size=99999999999999999999\n", 1,
+               "batch.size=99999999999999999999 is out of range (1..4096)");
+    load_fails("broker.embedded=maybe\n", 1,
+               "broker.embedded=maybe is not a boolean (true/false, yes/no, on/off, 1/0)");
+    load_fails("model.lr.emb=fast\n", 1, "model.lr.emb=fast is not a finite number (>0..10)");
+    load_fails("model.lr.emb=nan\n", 1, "model.lr.emb=nan is not a finite number (>0..10)");
+    load_fails("model.lr.emb=0.1x\n", 1, "model.lr.emb=0.1x is not a finite number (>0..10)");
+    load_fails("scenarios=home,se arch\n", 1,
+               "scenarios=home,se arch: 'se arch' is not a valid name "
+               "(characters A-Z a-z 0-9 _ . -)");
+    load_fails("features.user_cat=age,city,age\n", 1,
+               "features.user_cat=age,city,age: 'age' is listed twice");
+    load_fails("features.item_num=price,abcdefghijklmnopqrstuvwxyz012345\n", 1,
+               "features.item_num=price,abcdefghijklmnopqrstuvwxyz012345: "
+               "'abcdefghijklmnopqrstuvwxyz012345' is too long (at most 31 characters)");
+    load_fails("topic.prefix=m3rec\nbatch.size 8\n", 2, "'batch.size 8' is not a key=value line");
+    load_fails("model.arch=mmoe\n", 1,
+               "model.arch=mmoe is not a known architecture (lr|shared_bottom)");
+    load_fails("model.arch=\n", 1, "model.arch has an empty value");
+    /* 31 characters is the longest name */
+    const char *path = write_tmp("long31", "features.item_num=abcdefghijklmnopqrstuvwxyz01234\n");
+    m3_cfg c;
+    cfg_defaults(&c);
+    CHECK_MSG(cfg_load(&c, path, errbuf, sizeof errbuf) == 0, "%s", errbuf);
+    CHECK_EQ_STR(c.item_num.names[0], "abcdefghijklmnopqrstuvwxyz01234");
+    cfg_free(&c);
+    /* 33 entries is one too many */
+    char big[512] = "scenarios=";
+    for (int i = 0; i < 33; i++)
+        snprintf(big + strlen(big), sizeof big - strlen(big), "%ss%d", i ? "," : "", i);
+    char want[600];
+    snprintf(want, sizeof want, "%s: more than 32 entries", big);
+    strcat(big, "\n");
+    load_fails(big, 1, want);
+    /* an unreadable file */
+    const char *missing = M3_BINARY_DIR "/cfg_test_does_not_exist.properties";
+    cfg_defaults(&c);
+    CHECK_EQ_INT(cfg_load(&c, missing, errbuf, sizeof errbuf), -1);
+    CHECK_EQ_STR(errbuf, M3_BINARY_DIR "/cfg_test_does_not_exist.properties: "
+                         "No such file or directory");
+    cfg_free(&c);
+}
+
+static void test_check_errors(void) {
+    check_fails("batch.size=8\nmodel.shadow=lr,shared_bottom\n", 2,
+                "model.shadow lists shared_bottom, the primary model.arch");
+    check_fails("model.shadow=lr\nmodel.arch=lr\nbatch.size=8\n", 2,
+                "model.shadow lists lr, the primary model.arch");
+    check_fails("topic.prefix=x\nscenarios=\n", 2,
+                "scenarios is empty: at least one scenario is needed");
+    check_fails("scenarios=a,b,c,d,e,f,g,h,i,j,k,l,m,n,o,p,q\n", 1,
+                "17 scenarios, at most 16 are supported");
+    /* 2 ids + 32 + 31 + 2 = 67 slots: the error names the later of the features lines */
+    char text[2048] = "features.user_cat=", line2[1024] = "features.item_cat=";
+    for (int i = 0; i < 32; i++)
+        snprintf(text + strlen(text), sizeof text - strlen(text), "%su%d", i ? "," : "", i);
+    for (int i = 0; i < 31; i++)
+        snprintf(line2 + strlen(line2), sizeof line2 - strlen(line2), "%si%d", i ? "," : "", i);
+    strcat(text, "\n# comment\n");
+    strcat(text, line2);
+    strcat(text, "\n");
+    check_fails(text, 3, "too many categorical slots: 2 ids + 32 user_cat + 31 item_cat + "
+                         "2 ctx_cat = 67, at most 64");
+    /* one fewer fits exactly: 2 + 32 + 28 + 2 = 64 */
+    m3_cfg c;
+    cfg_defaults(&c);
+    line2[0] = '\0';
+    strcpy(line2, "features.item_cat=");
+    for (int i = 0; i < 28; i++)
+        snprintf(line2 + strlen(line2), sizeof line2 - strlen(line2), "%si%d", i ? "," : "", i);
+    set_ok(&c, line2);
+    strcpy(line2, "features.user_cat=");
+    for (int i = 0; i < 32; i++)
+        snprintf(line2 + strlen(line2), sizeof line2 - strlen(line2), "%su%d", i ? "," : "", i);
+    set_ok(&c, line2);
+    CHECK_MSG(cfg_check(&c, errbuf, sizeof errbuf) == 0, "%s", errbuf);
+    CHECK_EQ_INT(c.model.n_cat, M3_MAX_CAT);
+    /* and one more does not */
+    set_ok(&c, "features.ctx_cat=hour,device,dow");
+    CHECK_EQ_INT(cfg_check(&c, errbuf, sizeof errbuf), -1);
+    CHECK_EQ_STR(errbuf, "--set: too many categorical slots: 2 ids + 32 user_cat + 28 item_cat"
+                         " + 3 ctx_cat = 65, at most 64");
+    cfg_free(&c);
+}
+
+/* A dump reloads into the same configuration. */
+static void test_dump_roundtrip(void) {
+    m3_cfg c;
+    cfg_defaults(&c);
+    CHECK_MSG(cfg_load(&c, M3_SOURCE_DIR "/config/demo.properties", errbuf, sizeof errbuf) == 0,
+              "%s", errbuf);
+    set_ok(&c, "model.lr.dense=0.0003");
+    set_ok(&c, "model.hidden=256,128,64");
+    set_ok(&c, "model.seed=12345678901234567890");
+    char *d1 = cfg_dump(&c);
+    CHECK(d1 != NULL);
+    CHECK_CONTAINS(d1, "\nmodel.shadow=lr\n");
+    CHECK_CONTAINS(d1, "\nbroker.embedded=true\n");
+    CHECK_CONTAINS(d1, "\nmodel.lr.dense=0.0003\n");
+    CHECK_CONTAINS(d1, "\nmodel.hidden=256,128,64\n");
+    CHECK_CONTAINS(d1, "\nmodel.seed=12345678901234567890\n");
+    CHECK_CONTAINS(d1, "\nkafka.group.id=m3rec-demo\n");
+    const char *path = write_tmp("dump", d1);
+    m3_cfg c2;
+    cfg_defaults(&c2);
+    CHECK_MSG(cfg_load(&c2, path, errbuf, sizeof errbuf) == 0, "%s", errbuf);
+    char *d2 = cfg_dump(&c2);
+    CHECK_EQ_STR(d2, d1);
+    free(d1);
+    free(d2);
+    cfg_free(&c);
+    cfg_free(&c2);
+}
+
+/* Every known key (the dump lists them all) is documented and in worker.properties. */
+static void test_documented(void) {
+    m3_cfg c;
+    cfg_defaults(&c);
+    char *d = cfg_dump(&c);
+    char *doc = read_all(M3_SOURCE_DIR "/docs/configuration.md");
+    char *props = read_all(M3_SOURCE_DIR "/config/worker.properties");
+    int n = 0;
+    for (char *line = strtok(d, "\n"); line; line = strtok(NULL, "\n")) {
+        char key[128], pat[160];
+        size_t klen = strcspn(line, "=");
+        CHECK(klen < sizeof key);
+        memcpy(key, line, klen);
+        key[klen] = '\0';
+        snprintf(pat, sizeof pat, "`%s`", key);
+        CHECK_CONTAINS(doc, pat);
+        snprintf(pat, sizeof pat, "\n%s=", key);
+        CHECK_CONTAINS(props, pat);
+        n++;
+    }
+    CHECK_EQ_INT(n, 25);
+    char *help = cfg_help();
+    CHECK_CONTAINS(help, "batch.size                   impressions per minibatch "
+                         "(predict, then train) (1..4096; default 256)\n");
+    CHECK_CONTAINS(help, "(1..4 of 1..4096; default 128,64)\n");
+    CHECK_CONTAINS(help, "(lr|shared_bottom, list; default empty)\n");
+    CHECK_CONTAINS(help, "\nkafka.<property>");
+    free(help);
+    free(d);
+    free(doc);
+    free(props);
+    cfg_free(&c);
+}
+
+int main(void) {
+    test_defaults();
+    test_shipped_files();
+    test_kafka_passthrough();
+    test_set();
+    test_load_errors();
+    test_check_errors();
+    test_dump_roundtrip();
+    test_documented();
+    printf("test_cfg: all checks passed\n");
+    return 0;
+}
