@@ -86,6 +86,8 @@ static const cfg__key cfg__keys[] = {
     K_TYP("model.seed", CFG__UINT64, model.seed, "42", "seed of the parameter initialisation"),
     K_I64("join.window.ms", join_window_ms, 1000, 30 * DAY_MS, "3600000",
           "conversion attribution window, in event time"),
+    K_I64("join.lateness.ms", join_lateness_ms, 0, DAY_MS, "300000",
+          "windows close this long behind the newest event time seen (partitions are read unevenly)"),
     K_TYP("broker.embedded", CFG__BOOL, broker_embedded, "false",
           "run against librdkafka's in-process mock cluster instead of kafka.bootstrap.servers"),
     K_INT("broker.embedded.partitions", broker_partitions, 1, 256, "4",

@@ -52,6 +52,8 @@ typedef struct m3_cfg {
     int n_shadow;
     /* delayed conversions */
     int64_t join_window_ms;               /* join.window.ms: attribution window, event time */
+    int64_t join_lateness_ms;             /* join.lateness.ms: windows close this far behind
+                                             the newest event time (uneven partitions) */
     /* embedded broker (librdkafka's mock cluster) */
     int broker_embedded;                  /* broker.embedded, bool, default false */
     int broker_partitions;                /* broker.embedded.partitions, 1..256, default 4 */

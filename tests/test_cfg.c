@@ -102,6 +102,7 @@ static const char *defaults_dump =
     "model.clip.norm=10\n"
     "model.seed=42\n"
     "join.window.ms=3600000\n"
+    "join.lateness.ms=300000\n"
     "broker.embedded=false\n"
     "broker.embedded.partitions=4\n"
     "worker.exit.idle.ms=0\n"
