@@ -1,0 +1,383 @@
+/* metrics.c - binned streaming AUC/log loss, log-scale latency histogram, RSS, scoreboard. */
+#include "metrics.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* ======================================================================== AUC */
+
+int met_auc_init(met_auc *a, int bits, char *errstr, size_t errstr_size) {
+    memset(a, 0, sizeof *a);
+    if (bits == 0) bits = MET_AUC_BITS;
+    if (bits < 1 || bits > 24) {
+        snprintf(errstr, errstr_size, "met_auc_init: bits %d out of range 1..24", bits);
+        return -1;
+    }
+    a->bits = bits;
+    a->nbins = 1u << bits;
+    a->pos = calloc(a->nbins, sizeof *a->pos);
+    a->neg = calloc(a->nbins, sizeof *a->neg);
+    if (!a->pos || !a->neg) {
+        snprintf(errstr, errstr_size, "met_auc_init: out of memory for %u bins", a->nbins);
+        met_auc_free(a);
+        return -1;
+    }
+    return 0;
+}
+
+void met_auc_free(met_auc *a) {
+    if (!a) return;
+    free(a->pos);
+    free(a->neg);
+    memset(a, 0, sizeof *a);
+}
+
+void met_auc_reset(met_auc *a) {
+    if (a->pos) memset(a->pos, 0, a->nbins * sizeof *a->pos);
+    if (a->neg) memset(a->neg, 0, a->nbins * sizeof *a->neg);
+    a->n = a->n_pos = a->n_nan = 0;
+    a->sum_p = a->sum_ll = 0;
+}
+
+void met_auc_add(met_auc *a, double p, int y) {
+    if (isnan(p)) { a->n_nan++; return; }
+    if (p < 0) p = 0;
+    if (p > 1) p = 1;
+    /* floor(p * nbins) is monotone in p, which is all the bound needs */
+    uint32_t b = (uint32_t)(p * a->nbins);
+    if (b >= a->nbins) b = a->nbins - 1;
+    uint32_t *cnt = y ? &a->pos[b] : &a->neg[b];
+    if (*cnt != UINT32_MAX) (*cnt)++;
+    double q = p < MET_LOGLOSS_EPS ? MET_LOGLOSS_EPS : p > 1 - MET_LOGLOSS_EPS ? 1 - MET_LOGLOSS_EPS : p;
+    a->sum_ll -= y ? log(q) : log1p(-q);
+    a->sum_p += p;
+    a->n++;
+    if (y) a->n_pos++;
+}
+
+double met_auc_value(const met_auc *a, double *bound) {
+    /* P and N from the bins (not n/n_pos) so that a saturated bin stays consistent */
+    double P = 0, N = 0, num = 0, ties = 0;
+    for (uint32_t b = 0; b < a->nbins; b++) {
+        double pb = a->pos[b], nb = a->neg[b];
+        num += pb * (N + 0.5 * nb);   /* N = negatives in lower bins so far */
+        ties += pb * nb;
+        P += pb;
+        N += nb;
+    }
+    if (P == 0 || N == 0) {
+        if (bound) *bound = NAN;
+        return NAN;
+    }
+    if (bound) *bound = 0.5 * ties / (P * N);
+    return num / (P * N);
+}
+
+double met_auc_logloss(const met_auc *a) { return a->n ? a->sum_ll / (double)a->n : NAN; }
+double met_auc_mean_p(const met_auc *a) { return a->n ? a->sum_p / (double)a->n : NAN; }
+double met_auc_rate(const met_auc *a) { return a->n ? (double)a->n_pos / (double)a->n : NAN; }
+
+static uint32_t met__sat_add(uint32_t x, uint32_t y) {
+    return x > UINT32_MAX - y ? UINT32_MAX : x + y;
+}
+
+int met_auc_merge(met_auc *dst, const met_auc *src) {
+    if (dst->nbins != src->nbins || !dst->pos || !src->pos) return -1;
+    for (uint32_t b = 0; b < dst->nbins; b++) {
+        dst->pos[b] = met__sat_add(dst->pos[b], src->pos[b]);
+        dst->neg[b] = met__sat_add(dst->neg[b], src->neg[b]);
+    }
+    dst->n += src->n;
+    dst->n_pos += src->n_pos;
+    dst->n_nan += src->n_nan;
+    dst->sum_p += src->sum_p;
+    dst->sum_ll += src->sum_ll;
+    return 0;
+}
+
+void met_auc_write_json(const met_auc *a, json_writer *w) {
+    double bound;
+    double auc = met_auc_value(a, &bound);
+    json_obj_begin(w);
+    json_key(w, "auc"); json_num(w, auc);
+    json_key(w, "auc_bound"); json_num(w, bound);
+    json_key(w, "logloss"); json_num(w, met_auc_logloss(a));
+    json_key(w, "n"); json_uint(w, a->n);
+    json_key(w, "pos"); json_uint(w, a->n_pos);
+    json_key(w, "mean_p"); json_num(w, met_auc_mean_p(a));
+    json_key(w, "rate"); json_num(w, met_auc_rate(a));
+    json_obj_end(w);
+}
+
+/* ======================================================================== latency */
+
+void met_latency_init(met_latency *l) { memset(l, 0, sizeof *l); }
+
+static int met__lat_bucket(double ms) {
+    if (!(ms >= MET_LAT_MIN_MS)) return 0;
+    double i = 1 + floor(log(ms / MET_LAT_MIN_MS) / log(MET_LAT_GROWTH));
+    if (i >= MET_LAT_NBUCKETS - 1) return MET_LAT_NBUCKETS - 1;
+    return (int)i;
+}
+
+void met_latency_add(met_latency *l, double ms) {
+    if (isnan(ms)) return;
+    l->count[met__lat_bucket(ms)]++;
+    if (l->n == 0 || ms < l->min) l->min = ms;
+    if (l->n == 0 || ms > l->max) l->max = ms;
+    l->n++;
+    l->sum += ms;
+}
+
+double met_latency_percentile(const met_latency *l, double p) {
+    if (l->n == 0) return NAN;
+    if (p < 0) p = 0;
+    if (p > 100) p = 100;
+    uint64_t rank = (uint64_t)ceil(p / 100.0 * (double)l->n);
+    if (rank < 1) rank = 1;
+    uint64_t cum = 0;
+    int i = 0;
+    for (; i < MET_LAT_NBUCKETS; i++) {
+        cum += l->count[i];
+        if (cum >= rank) break;
+    }
+    double v;
+    if (i == 0) v = l->min;
+    else if (i >= MET_LAT_NBUCKETS - 1) v = l->max;
+    else v = MET_LAT_MIN_MS * pow(MET_LAT_GROWTH, i - 0.5);   /* geometric bucket middle */
+    if (v < l->min) v = l->min;
+    if (v > l->max) v = l->max;
+    return v;
+}
+
+double met_latency_mean(const met_latency *l) { return l->n ? l->sum / (double)l->n : NAN; }
+
+void met_latency_merge(met_latency *dst, const met_latency *src) {
+    if (src->n == 0) return;
+    for (int i = 0; i < MET_LAT_NBUCKETS; i++) dst->count[i] += src->count[i];
+    if (dst->n == 0 || src->min < dst->min) dst->min = src->min;
+    if (dst->n == 0 || src->max > dst->max) dst->max = src->max;
+    dst->n += src->n;
+    dst->sum += src->sum;
+}
+
+/* ======================================================================== RSS */
+
+double met_rss_mb(double *peak_mb) {
+    double rss = -1, peak = -1;
+    FILE *f = fopen("/proc/self/status", "r");
+    if (f) {
+        char line[256];
+        while (fgets(line, sizeof line, f)) {
+            double kb;
+            if (sscanf(line, "VmRSS: %lf", &kb) == 1) rss = kb / 1024.0;
+            else if (sscanf(line, "VmHWM: %lf", &kb) == 1) peak = kb / 1024.0;
+        }
+        fclose(f);
+    }
+    if (rss < 0) peak = -1;
+    if (peak_mb) *peak_mb = peak;
+    return rss;
+}
+
+/* ======================================================================== board */
+
+struct met_board {
+    int n_scen, n_models;
+    char scen[M3_MAX_SCEN][M3_NAME_MAX];
+    char model[MET_MAX_MODELS][M3_NAME_MAX];
+    met_auc *auc;     /* (n_models, n_scen + 1, MET_NTASKS); scenario slot 0 = overall */
+    met_counters c;
+    met_latency lat;
+    struct timespec t0;
+};
+
+static size_t met__idx(const met_board *b, int model, int scen, int task) {
+    return ((size_t)model * (size_t)(b->n_scen + 1) + (size_t)(scen + 1)) * MET_NTASKS + (size_t)task;
+}
+
+static double met__now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+met_board *met_board_new(int n_scen, const char *const *scen_names, int n_models,
+                         const char *const *model_names, int auc_bits,
+                         char *errstr, size_t errstr_size) {
+    if (n_scen < 1 || n_scen > M3_MAX_SCEN) {
+        snprintf(errstr, errstr_size, "met_board_new: %d scenarios, want 1..%d", n_scen, M3_MAX_SCEN);
+        return NULL;
+    }
+    if (n_models < 1 || n_models > MET_MAX_MODELS) {
+        snprintf(errstr, errstr_size, "met_board_new: %d models, want 1..%d", n_models, MET_MAX_MODELS);
+        return NULL;
+    }
+    if (!scen_names || !model_names) {
+        snprintf(errstr, errstr_size, "met_board_new: scenario and model names are required");
+        return NULL;
+    }
+    for (int i = 0; i < n_scen; i++)
+        if (!scen_names[i] || strlen(scen_names[i]) >= M3_NAME_MAX) {
+            snprintf(errstr, errstr_size, "met_board_new: scenario %d name missing or longer than %d bytes",
+                     i, M3_NAME_MAX - 1);
+            return NULL;
+        }
+    for (int i = 0; i < n_models; i++)
+        if (!model_names[i] || strlen(model_names[i]) >= M3_NAME_MAX) {
+            snprintf(errstr, errstr_size, "met_board_new: model %d name missing or longer than %d bytes",
+                     i, M3_NAME_MAX - 1);
+            return NULL;
+        }
+    met_board *b = calloc(1, sizeof *b);
+    if (!b) {
+        snprintf(errstr, errstr_size, "met_board_new: out of memory");
+        return NULL;
+    }
+    b->n_scen = n_scen;
+    b->n_models = n_models;
+    for (int i = 0; i < n_scen; i++) strcpy(b->scen[i], scen_names[i]);
+    for (int i = 0; i < n_models; i++) strcpy(b->model[i], model_names[i]);
+    size_t n_auc = (size_t)n_models * (size_t)(n_scen + 1) * MET_NTASKS;
+    b->auc = calloc(n_auc, sizeof *b->auc);
+    if (!b->auc) {
+        snprintf(errstr, errstr_size, "met_board_new: out of memory");
+        met_board_destroy(b);
+        return NULL;
+    }
+    for (size_t i = 0; i < n_auc; i++)
+        if (met_auc_init(&b->auc[i], auc_bits, errstr, errstr_size) != 0) {
+            met_board_destroy(b);
+            return NULL;
+        }
+    met_latency_init(&b->lat);
+    clock_gettime(CLOCK_MONOTONIC, &b->t0);
+    return b;
+}
+
+void met_board_destroy(met_board *b) {
+    if (!b) return;
+    if (b->auc) {
+        size_t n_auc = (size_t)b->n_models * (size_t)(b->n_scen + 1) * MET_NTASKS;
+        for (size_t i = 0; i < n_auc; i++) met_auc_free(&b->auc[i]);
+        free(b->auc);
+    }
+    free(b);
+}
+
+int met_board_add(met_board *b, int model, int scen, met_task task, double p, int y) {
+    if (model < 0 || model >= b->n_models || scen < 0 || scen >= b->n_scen ||
+        (int)task < 0 || task >= MET_NTASKS)
+        return -1;
+    met_auc_add(&b->auc[met__idx(b, model, scen, task)], p, y);
+    met_auc_add(&b->auc[met__idx(b, model, -1, task)], p, y);
+    return 0;
+}
+
+void met_board_latency(met_board *b, double ms) { met_latency_add(&b->lat, ms); }
+met_counters *met_board_counters(met_board *b) { return &b->c; }
+const met_latency *met_board_lat(const met_board *b) { return &b->lat; }
+
+const met_auc *met_board_auc(const met_board *b, int model, int scen, met_task task) {
+    if (model < 0 || model >= b->n_models || scen < -1 || scen >= b->n_scen ||
+        (int)task < 0 || task >= MET_NTASKS)
+        return NULL;
+    return &b->auc[met__idx(b, model, scen, task)];
+}
+
+double met_board_elapsed(const met_board *b) {
+    double t0 = (double)b->t0.tv_sec + 1e-9 * (double)b->t0.tv_nsec;
+    return met__now() - t0;
+}
+
+static void met__write_tasks(const met_board *b, int model, int scen, json_writer *w) {
+    json_obj_begin(w);
+    json_key(w, "ctr"); met_auc_write_json(&b->auc[met__idx(b, model, scen, MET_CTR)], w);
+    json_key(w, "ctcvr"); met_auc_write_json(&b->auc[met__idx(b, model, scen, MET_CTCVR)], w);
+    json_obj_end(w);
+}
+
+/* Writes the "overall" and "scenarios" members of one model into the open object. */
+static void met__write_model_members(const met_board *b, int model, json_writer *w) {
+    json_key(w, "overall");
+    met__write_tasks(b, model, -1, w);
+    json_key(w, "scenarios");
+    json_obj_begin(w);
+    for (int s = 0; s < b->n_scen; s++) {
+        json_key(w, b->scen[s]);
+        met__write_tasks(b, model, s, w);
+    }
+    json_obj_end(w);
+}
+
+void met_board_write_model(const met_board *b, int model, json_writer *w) {
+    if (model < 0 || model >= b->n_models) { json_null(w); return; }
+    json_obj_begin(w);
+    met__write_model_members(b, model, w);
+    json_obj_end(w);
+}
+
+void met_board_write_json(const met_board *b, json_writer *w,
+                          void (*extra)(json_writer *w, void *arg), void *arg) {
+    double elapsed = met_board_elapsed(b);
+    double peak, rss = met_rss_mb(&peak);
+    const met_counters *c = &b->c;
+    json_obj_begin(w);
+    json_key(w, "events"); json_uint(w, c->events);
+    json_key(w, "events_per_sec"); json_num(w, elapsed > 0 ? (double)c->events / elapsed : 0.0);
+    json_key(w, "elapsed_sec"); json_num(w, elapsed);
+    json_key(w, "latency_ms");
+    json_obj_begin(w);
+    json_key(w, "p50"); json_num(w, met_latency_percentile(&b->lat, 50));
+    json_key(w, "p99"); json_num(w, met_latency_percentile(&b->lat, 99));
+    json_key(w, "mean"); json_num(w, met_latency_mean(&b->lat));
+    json_key(w, "n"); json_uint(w, b->lat.n);
+    json_obj_end(w);
+    json_key(w, "rss_mb"); json_num(w, rss);
+    json_key(w, "rss_peak_mb"); json_num(w, peak);
+    json_key(w, "counters");
+    json_obj_begin(w);
+    json_key(w, "events"); json_uint(w, c->events);
+    json_key(w, "impressions"); json_uint(w, c->impressions);
+    json_key(w, "clicks"); json_uint(w, c->clicks);
+    json_key(w, "conversions"); json_uint(w, c->conversions);
+    json_key(w, "requests"); json_uint(w, c->requests);
+    json_key(w, "predictions"); json_uint(w, c->predictions);
+    json_key(w, "dlq"); json_uint(w, c->dlq);
+    json_key(w, "late_conversions"); json_uint(w, c->late_conversions);
+    json_key(w, "unmatched_conversions"); json_uint(w, c->unmatched_conversions);
+    json_obj_end(w);
+    json_key(w, "primary"); json_str(w, b->model[0]);
+    met__write_model_members(b, 0, w);
+    json_key(w, "models");
+    json_obj_begin(w);
+    for (int m = 0; m < b->n_models; m++) {
+        json_key(w, b->model[m]);
+        met_board_write_model(b, m, w);
+    }
+    json_obj_end(w);
+    if (extra) extra(w, arg);
+    json_obj_end(w);
+}
+
+/* "950", "31.2k", "1.20M" */
+static void met__human(char *buf, size_t n, double x) {
+    if (x >= 1e6) snprintf(buf, n, "%.2fM", x / 1e6);
+    else if (x >= 1e3) snprintf(buf, n, "%.1fk", x / 1e3);
+    else snprintf(buf, n, "%.0f", x);
+}
+
+int met_board_progress_line(const met_board *b, char *buf, size_t n) {
+    double elapsed = met_board_elapsed(b);
+    char rate[32];
+    met__human(rate, sizeof rate, elapsed > 0 ? (double)b->c.events / elapsed : 0.0);
+    double auc_ctr = met_auc_value(&b->auc[met__idx(b, 0, -1, MET_CTR)], NULL);
+    double auc_ctcvr = met_auc_value(&b->auc[met__idx(b, 0, -1, MET_CTCVR)], NULL);
+    double p99 = met_latency_percentile(&b->lat, 99);
+    double rss = met_rss_mb(NULL);
+    return snprintf(buf, n, "events %llu  %s ev/s  ctr auc %.4f  ctcvr auc %.4f  lag p99 %.1f ms  rss %.0f MB",
+                    (unsigned long long)b->c.events, rate, auc_ctr, auc_ctcvr, p99, rss);
+}

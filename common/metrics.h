@@ -1,0 +1,153 @@
+/* metrics.h - prequential streaming metrics: binned AUC with an error bound, log loss,
+ * calibration, latency percentiles, memory, and the worker's scoreboard.
+ *
+ * AUC. Scores are clamped to [0,1] and counted in 2^bits equal bins, positives and
+ * negatives apart. Pairs in different bins are ordered exactly; a positive and a negative
+ * in the same bin are counted as a tie (1/2), so
+ *     AUC_hist = sum_b pos_b (neg_<b + neg_b / 2) / (P N)
+ * is the exact tie-aware AUC when equal scores are the only within-bin pairs, and in
+ * general the AUC of the raw scores (ties counted 1/2) lies within
+ *     bound = 0.5 sum_b pos_b neg_b / (P N)
+ * of it: each within-bin pair contributes 0, 1/2 or 1, and we count 1/2. The bound is
+ * computed from the data, not assumed; it is ~0.5 / 2^bits for continuous scores and
+ * large only when many scores coincide (where the reported tie value is exact anyway).
+ *
+ * Memory: one met_auc holds 2 * 2^bits uint32 counts (512 KiB at 16 bits). A bin
+ * saturates at 2^32 - 1 events of one label (never wraps). */
+#ifndef M3_METRICS_H
+#define M3_METRICS_H
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "event.h"
+#include "json.h"
+#include "model.h"
+
+#define MET_AUC_BITS 16          /* default: 65536 bins */
+#define MET_LOGLOSS_EPS 1e-7     /* p is clamped to [eps, 1-eps] in the log loss */
+
+/* ---- AUC + log loss + calibration over one stream of (p, y) ---- */
+
+typedef struct {
+    int bits;
+    uint32_t nbins;
+    uint32_t *pos, *neg;         /* (nbins) label counts per score bin */
+    uint64_t n, n_pos;           /* events counted, of which positives */
+    uint64_t n_nan;              /* NaN scores: not counted anywhere else */
+    double sum_p;                /* sum of clamped scores: mean_p = sum_p / n */
+    double sum_ll;               /* sum of binary cross-entropy */
+} met_auc;
+
+/* Initialise with 2^bits bins (bits 1..24; 0 means MET_AUC_BITS). Returns 0, or -1 with
+ * errstr filled (bad bits, out of memory) and *a left safe to met_auc_free(). */
+int met_auc_init(met_auc *a, int bits, char *errstr, size_t errstr_size);
+/* Release the bins; a zeroed or already freed met_auc is a no-op. */
+void met_auc_free(met_auc *a);
+/* Zero all counts, keeping the bins. */
+void met_auc_reset(met_auc *a);
+/* Count one prediction p (clamped to [0,1]; NaN is only counted in n_nan) with label
+ * y (nonzero = positive). */
+void met_auc_add(met_auc *a, double p, int y);
+/* The binned AUC; *bound (if not NULL) receives the computed error bound above.
+ * Both are NaN when there are no positives or no negatives. O(nbins). */
+double met_auc_value(const met_auc *a, double *bound);
+/* Mean log loss (NaN when empty). */
+double met_auc_logloss(const met_auc *a);
+/* Mean prediction and observed positive rate (NaN when empty). */
+double met_auc_mean_p(const met_auc *a);
+double met_auc_rate(const met_auc *a);
+/* dst += src. Returns 0, or -1 when the bin counts differ (dst unchanged). */
+int met_auc_merge(met_auc *dst, const met_auc *src);
+/* Write {"auc","auc_bound","logloss","n","pos","mean_p","rate"} (NaN -> null). */
+void met_auc_write_json(const met_auc *a, json_writer *w);
+
+/* ---- latency histogram (ms), log-scale buckets of ~1% from 1 us to 1 hour ---- */
+
+#define MET_LAT_MIN_MS 1e-3
+#define MET_LAT_MAX_MS 3.6e6
+#define MET_LAT_GROWTH 1.01      /* bucket i covers [min*g^(i-1), min*g^i) */
+#define MET_LAT_NBUCKETS 2214    /* ceil(log(max/min)/log(g)) + underflow + overflow */
+
+typedef struct {
+    uint64_t count[MET_LAT_NBUCKETS]; /* [0]: < 1 us (incl. negative); last: >= 1 h */
+    uint64_t n;
+    double sum, min, max;
+} met_latency;
+
+/* Zero a histogram (a zeroed struct is also a valid empty histogram). */
+void met_latency_init(met_latency *l);
+/* Count one latency in ms; negative values (clock skew) count as < 1 us; NaN is ignored. */
+void met_latency_add(met_latency *l, double ms);
+/* The p-th percentile (0..100) in ms: a value within ~1% of the true order statistic of
+ * rank ceil(p/100 * n), clamped to the observed [min, max]. NaN when empty. */
+double met_latency_percentile(const met_latency *l, double p);
+/* Mean latency in ms (NaN when empty). */
+double met_latency_mean(const met_latency *l);
+/* dst += src. */
+void met_latency_merge(met_latency *dst, const met_latency *src);
+
+/* ---- process memory ---- */
+
+/* Current resident memory in MiB (VmRSS of /proc/self/status); the peak (VmHWM) goes to
+ * *peak_mb when not NULL. Returns -1 (and *peak_mb = -1) when it cannot be read. */
+double met_rss_mb(double *peak_mb);
+
+/* ---- the worker's scoreboard ---- */
+
+#define MET_MAX_MODELS 4         /* primary (model 0) + up to 3 shadows */
+typedef enum { MET_CTR = 0, MET_CTCVR = 1, MET_NTASKS = 2 } met_task;
+
+/* Event counters; the caller increments them directly (met_board_counters()). */
+typedef struct {
+    uint64_t events;                 /* every input message consumed */
+    uint64_t impressions, clicks, conversions, requests, predictions;
+    uint64_t dlq;                    /* messages sent to the dead-letter queue */
+    uint64_t late_conversions;       /* conversion after its window closed */
+    uint64_t unmatched_conversions;  /* conversion for an impression never seen */
+} met_counters;
+
+typedef struct met_board met_board;
+
+/* A scoreboard for n_scen scenarios (1..M3_MAX_SCEN) and n_models models (1..
+ * MET_MAX_MODELS; model 0 is the primary), names copied. Each (model, scenario, task)
+ * and each (model, task) overall gets a met_auc of 2^auc_bits bins (0 = MET_AUC_BITS):
+ * memory is (n_scen + 1) * 2 * n_models * 2^(auc_bits+3) bytes. The clock starts now.
+ * On error, NULL is returned and errstr says why. */
+met_board *met_board_new(int n_scen, const char *const *scen_names, int n_models,
+                         const char *const *model_names, int auc_bits,
+                         char *errstr, size_t errstr_size);
+/* Free a board; NULL is a no-op. */
+void met_board_destroy(met_board *b);
+
+/* Count prediction p with label y for a model, scenario and task, in the scenario's
+ * and the overall accumulator. Out-of-range indices are ignored (returns -1); else 0. */
+int met_board_add(met_board *b, int model, int scen, met_task task, double p, int y);
+/* Count one event-time -> prediction latency (ms). */
+void met_board_latency(met_board *b, double ms);
+/* The counters, for the caller to increment. */
+met_counters *met_board_counters(met_board *b);
+/* Read-only access to one accumulator: scen -1 is the overall one. NULL when out of range. */
+const met_auc *met_board_auc(const met_board *b, int model, int scen, met_task task);
+const met_latency *met_board_lat(const met_board *b);
+/* Seconds since met_board_new() (monotonic clock). */
+double met_board_elapsed(const met_board *b);
+
+/* Write the full report object:
+ *   {"events", "events_per_sec", "elapsed_sec", "latency_ms": {"p50","p99","mean","n"},
+ *    "rss_mb", "rss_peak_mb", "counters": {...}, "primary": name,
+ *    "overall": {"ctr": {...}, "ctcvr": {...}}, "scenarios": {name: {"ctr","ctcvr"}},
+ *    "models": {name: {"overall": ..., "scenarios": ...}} (every model, primary too),
+ *    then whatever extra() writes (keys and values at the top level; may be NULL)}.
+ * Errors are reported by the writer (json_writer_error()). */
+void met_board_write_json(const met_board *b, json_writer *w,
+                          void (*extra)(json_writer *w, void *arg), void *arg);
+/* Write one model's {"overall": ..., "scenarios": ...} object (reusable by the simulator,
+ * e.g. a board with one model "oracle"). */
+void met_board_write_model(const met_board *b, int model, json_writer *w);
+/* One human progress line for the primary model, e.g.
+ * "events 120000  31.2k ev/s  ctr auc 0.7120  ctcvr auc 0.8010  lag p99 45.0 ms  rss 312 MB".
+ * Returns what snprintf returns. */
+int met_board_progress_line(const met_board *b, char *buf, size_t n);
+
+#endif

@@ -1,0 +1,263 @@
+/* test_pending.c - delayed-conversion join: convert, late, unknown, expiry order,
+ * duplicates, and 100k entries each released exactly once. */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "check.h"
+#include "pending.h"
+
+static m3_example mk_ex(int64_t ts, int scen, uint64_t tag) {
+    m3_example ex;
+    memset(&ex, 0, sizeof ex);
+    ex.ts_ms = ts;
+    ex.scenario = scen;
+    ex.cat[M3_SLOT_USER] = tag;
+    ex.num[3] = 0.25f;
+    ex.y_click = 1;
+    ex.w_ctr = 1;   /* as the impression was trained: the release must reset these */
+    return ex;
+}
+
+static pend_table *mk_table(int64_t window, size_t cap) {
+    char err[128];
+    pend_table *t = pend_new(window, cap, err, sizeof err);
+    CHECK_MSG(t, "%s", err);
+    return t;
+}
+
+static void test_convert_within_window(void) {
+    pend_table *t = mk_table(100, 16);
+    m3_example ex = mk_ex(1000, 2, 77);
+    float p[3] = {0.1f, 0.2f, 0.3f};
+    CHECK_EQ_INT(pend_add(t, "imp-a", &ex, p, 3), 0);
+    CHECK_EQ_INT(pend_size(t), 1);
+    pend_entry e;
+    memset(&e, 0xab, sizeof e);
+    CHECK_EQ_INT(pend_convert(t, "imp-a", 1100, &e), 1);   /* exactly at the window edge */
+    CHECK_EQ_INT(pend_size(t), 0);
+    CHECK_EQ_STR(e.impression_id, "imp-a");
+    CHECK_EQ_INT(e.ex.ts_ms, 1000);
+    CHECK_EQ_INT(e.ex.scenario, 2);
+    CHECK_EQ_INT(e.ex.cat[M3_SLOT_USER], 77);
+    CHECK_CLOSE(e.ex.num[3], 0.25, 0, 0);
+    CHECK_CLOSE(e.ex.y_click, 1, 0, 0);
+    CHECK_CLOSE(e.ex.y_conv, 1, 0, 0);
+    CHECK_CLOSE(e.ex.w_ctr, 0, 0, 0);
+    CHECK_CLOSE(e.ex.w_ctcvr, 1, 0, 0);
+    CHECK_EQ_INT(e.n_models, 3);
+    CHECK_CLOSE(e.p_ctcvr[0], 0.1f, 0, 0);
+    CHECK_CLOSE(e.p_ctcvr[2], 0.3f, 0, 0);
+    /* converted: gone, a second conversion is unknown, and expiry releases nothing */
+    CHECK_EQ_INT(pend_convert(t, "imp-a", 1010, &e), 0);
+    pend_entry out[4];
+    CHECK_EQ_INT(pend_expire(t, 5000, out, 4), 0);
+    /* a conversion before the impression's time (clock skew) still matches */
+    ex = mk_ex(6000, 0, 1);
+    CHECK_EQ_INT(pend_add(t, "imp-b", &ex, NULL, 0), 0);
+    CHECK_EQ_INT(pend_convert(t, "imp-b", 5990, NULL), 1);
+    CHECK_EQ_INT(pend_size(t), 0);
+    pend_destroy(t);
+}
+
+static void test_late_and_unknown(void) {
+    pend_table *t = mk_table(100, 16);
+    m3_example ex = mk_ex(1000, 0, 1);
+    float p = 0.5f;
+    CHECK_EQ_INT(pend_add(t, "b", &ex, &p, 1), 0);
+    CHECK_EQ_INT(pend_convert(t, "nope", 1001, NULL), 0);       /* unknown */
+    CHECK_EQ_INT(pend_convert(t, "b", 1101, NULL), 2);          /* late, not yet expired */
+    CHECK_EQ_INT(pend_size(t), 1);                              /* ... and still pending */
+    pend_entry out[4];
+    CHECK_EQ_INT(pend_expire(t, 1100, out, 4), 0);              /* imp + window == watermark: open */
+    CHECK_EQ_INT(pend_watermark(t), 1100);
+    CHECK_EQ_INT(pend_expire(t, 900, out, 4), 0);               /* watermark never goes back */
+    CHECK_EQ_INT(pend_watermark(t), 1100);
+    CHECK_EQ_INT(pend_expire(t, 1101, out, 4), 1);
+    CHECK_EQ_STR(out[0].impression_id, "b");
+    CHECK_CLOSE(out[0].ex.y_conv, 0, 0, 0);
+    CHECK_CLOSE(out[0].ex.y_click, 1, 0, 0);
+    CHECK_CLOSE(out[0].ex.w_ctr, 0, 0, 0);
+    CHECK_CLOSE(out[0].ex.w_ctcvr, 1, 0, 0);
+    CHECK_CLOSE(out[0].p_ctcvr[0], 0.5f, 0, 0);
+    CHECK_EQ_INT(pend_size(t), 0);
+    CHECK_EQ_INT(pend_convert(t, "b", 1200, NULL), 2);          /* expired: late */
+    CHECK_EQ_INT(pend_convert(t, "b", 1200, NULL), 2);
+    /* an expired id may be added again (a new impression with that id) */
+    ex = mk_ex(2000, 0, 1);
+    CHECK_EQ_INT(pend_add(t, "b", &ex, NULL, 0), 0);
+    CHECK_EQ_INT(pend_convert(t, "b", 2050, NULL), 1);
+    pend_destroy(t);
+}
+
+static void test_bad_args(void) {
+    char err[128];
+    CHECK(pend_new(0, 16, err, sizeof err) == NULL);
+    CHECK_CONTAINS(err, "window");
+    pend_destroy(NULL);
+    pend_table *t = mk_table(10, 0);
+    m3_example ex = mk_ex(1, 0, 0);
+    float p[5] = {0};
+    char longid[M3_ID_MAX + 1];
+    memset(longid, 'x', M3_ID_MAX);
+    longid[M3_ID_MAX] = '\0';
+    CHECK_EQ_INT(pend_add(t, "", &ex, NULL, 0), -1);
+    CHECK_EQ_INT(pend_add(t, longid, &ex, NULL, 0), -1);
+    longid[M3_ID_MAX - 1] = '\0';                               /* 63 bytes: fits */
+    CHECK_EQ_INT(pend_add(t, longid, &ex, NULL, 0), 0);
+    CHECK_EQ_INT(pend_add(t, "m", &ex, p, PEND_MAX_MODELS + 1), -1);
+    CHECK_EQ_INT(pend_add(t, "m", &ex, NULL, 1), -1);
+    CHECK_EQ_INT(pend_size(t), 1);
+    pend_destroy(t);
+}
+
+static void test_duplicate(void) {
+    pend_table *t = mk_table(100, 16);
+    m3_example ex1 = mk_ex(1000, 1, 11), ex2 = mk_ex(1050, 3, 22);
+    float p1 = 0.1f, p2 = 0.9f;
+    CHECK_EQ_INT(pend_add(t, "dup", &ex1, &p1, 1), 0);
+    CHECK_EQ_INT(pend_add(t, "dup", &ex2, &p2, 1), 1);
+    CHECK_EQ_INT(pend_size(t), 1);
+    pend_entry out[4];
+    CHECK_EQ_INT(pend_expire(t, 1101, out, 4), 1);              /* expires on the first's time */
+    CHECK_EQ_INT(out[0].ex.ts_ms, 1000);
+    CHECK_EQ_INT(out[0].ex.cat[M3_SLOT_USER], 11);
+    CHECK_CLOSE(out[0].p_ctcvr[0], 0.1f, 0, 0);
+    CHECK_EQ_INT(pend_expire(t, 100000, out, 4), 0);            /* released once only */
+    pend_destroy(t);
+}
+
+static void test_expiry_order_chunks(void) {
+    pend_table *t = mk_table(100, 16);
+    static const int64_t ts[] = {50, 10, 30, 20, 30, 40, 5};
+    static const char *ids[] = {"t50", "t10", "t30a", "t20", "t30b", "t40", "t5"};
+    for (int i = 0; i < 7; i++) {
+        m3_example ex = mk_ex(ts[i], 0, (uint64_t)i);
+        CHECK_EQ_INT(pend_add(t, ids[i], &ex, NULL, 0), 0);
+    }
+    CHECK_EQ_INT(pend_convert(t, "t20", 60, NULL), 1);          /* leaves a stale heap node */
+    pend_entry out[8];
+    CHECK_EQ_INT(pend_expire(t, 115, out, 8), 2);               /* imp < 15: t5, t10 */
+    CHECK_EQ_STR(out[0].impression_id, "t5");
+    CHECK_EQ_STR(out[1].impression_id, "t10");
+    CHECK_EQ_INT(pend_expire(t, 145, out, 1), 1);               /* imp < 45, one at a time */
+    CHECK_EQ_STR(out[0].impression_id, "t30a");
+    CHECK_EQ_INT(pend_expire(t, 0, out, 1), 1);                 /* same watermark continues */
+    CHECK_EQ_STR(out[0].impression_id, "t30b");
+    CHECK_EQ_INT(pend_expire(t, 0, out, 8), 1);
+    CHECK_EQ_STR(out[0].impression_id, "t40");
+    CHECK_EQ_INT(pend_size(t), 1);
+    CHECK_EQ_INT(pend_expire(t, 1000, out, 8), 1);
+    CHECK_EQ_STR(out[0].impression_id, "t50");
+    CHECK_EQ_INT(pend_size(t), 0);
+    CHECK_EQ_INT(pend_expire(t, 100000, out, 8), 0);
+    pend_destroy(t);
+}
+
+static uint64_t rng = 88172645463325252ULL;
+static uint64_t next_rand(void) {
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return rng;
+}
+
+/* 100k impressions with jittered (out-of-order) times, ~30% converted within the window,
+ * some conversions late, the rest expired: every id leaves exactly once. */
+static void test_many(void) {
+    enum { N = 100000, WINDOW = 1000, JITTER = 500, CHUNK = 256 };
+    pend_table *t = mk_table(WINDOW, 1024);                     /* grows; late ring of 4096 */
+    unsigned char *released = calloc(N, 1);
+    int64_t *imp_ts = malloc(N * sizeof *imp_ts);
+    pend_entry *out = malloc(CHUNK * sizeof *out);
+    char id[32];
+    int64_t watermark = 0, last_expired_ts = INT64_MIN;
+    long n_conv = 0, n_exp = 0, n_late = 0;
+    for (int i = 0; i < N; i++) {
+        imp_ts[i] = (int64_t)i * 10 + (int64_t)(next_rand() % JITTER);
+        m3_example ex = mk_ex(imp_ts[i], i % 3, (uint64_t)i);
+        float p = (float)i;
+        snprintf(id, sizeof id, "imp-%d", i);
+        CHECK_EQ_INT(pend_add(t, id, &ex, &p, 1), 0);
+        if (imp_ts[i] > watermark) watermark = imp_ts[i];
+        /* a conversion for an earlier impression: in window, or late */
+        if (i >= 150 && next_rand() % 10 < 3) {
+            int j = i - 1 - (int)(next_rand() % 150);
+            snprintf(id, sizeof id, "imp-%d", j);
+            pend_entry e;
+            int r = pend_convert(t, id, watermark, &e);
+            int64_t age = watermark - imp_ts[j];
+            if (r == 1) {
+                CHECK(!released[j]);
+                CHECK(age <= WINDOW);
+                CHECK_CLOSE(e.p_ctcvr[0], (float)j, 0, 0);
+                CHECK_EQ_INT(e.ex.cat[M3_SLOT_USER], j);
+                released[j] = 1;
+                n_conv++;
+            } else if (r == 2) {
+                CHECK(age > WINDOW || released[j] == 2);
+                n_late++;
+            } else {
+                CHECK_EQ_INT(released[j], 1);                   /* converted before: unknown */
+            }
+        }
+        if (i % 100 == 0) {
+            int n;
+            while ((n = pend_expire(t, watermark, out, CHUNK)) > 0) {
+                for (int k = 0; k < n; k++) {
+                    int j = atoi(out[k].impression_id + 4);
+                    CHECK_MSG(!released[j], "imp-%d released twice", j);
+                    CHECK(out[k].ex.ts_ms + WINDOW < watermark);
+                    CHECK(out[k].ex.ts_ms >= last_expired_ts);  /* oldest first */
+                    CHECK_CLOSE(out[k].ex.y_conv, 0, 0, 0);
+                    last_expired_ts = out[k].ex.ts_ms;
+                    released[j] = 2;
+                    n_exp++;
+                }
+                if (n < CHUNK) break;
+            }
+        }
+    }
+    CHECK(n_late > 0);
+    CHECK(n_conv > N / 10);
+    /* a recently expired id is late; one expired long ago is forgotten (ring of 4096) */
+    snprintf(id, sizeof id, "imp-%d", 0);
+    CHECK(released[0]);   /* converted, or expired and since forgotten: unknown either way */
+    CHECK_EQ_INT(pend_convert(t, id, watermark, NULL), 0);
+    int recent = -1;
+    for (int j = N - 1; j >= 0 && recent < 0; j--)
+        if (released[j] == 2) recent = j;
+    CHECK(recent >= 0);
+    snprintf(id, sizeof id, "imp-%d", recent);
+    CHECK_EQ_INT(pend_convert(t, id, watermark, NULL), 2);
+    /* flush the rest */
+    int n;
+    while ((n = pend_expire(t, INT64_MAX, out, CHUNK)) > 0) {
+        for (int k = 0; k < n; k++) {
+            int j = atoi(out[k].impression_id + 4);
+            CHECK_MSG(!released[j], "imp-%d released twice", j);
+            released[j] = 2;
+            n_exp++;
+        }
+    }
+    CHECK_EQ_INT(pend_size(t), 0);
+    CHECK_EQ_INT(n_conv + n_exp, N);
+    for (int i = 0; i < N; i++) CHECK_MSG(released[i], "imp-%d never released", i);
+    printf("test_pending: %ld converted, %ld expired, %ld late conversions\n", n_conv, n_exp, n_late);
+    free(released);
+    free(imp_ts);
+    free(out);
+    pend_destroy(t);
+}
+
+int main(void) {
+    test_convert_within_window();
+    test_late_and_unknown();
+    test_bad_args();
+    test_duplicate();
+    test_expiry_order_chunks();
+    test_many();
+    printf("test_pending: all checks passed\n");
+    return 0;
+}
