@@ -436,6 +436,533 @@ static void test_fingerprints(void) {
     CHECK_EQ_STR(codec_type_name((m3_ev_type)99), "?");
 }
 
+/* ---- (4) cross-check with Avro C's generic writer and reader ---- */
+#define AV(call) CHECK_MSG((call) == 0, "%s: %s", #call, avro_strerror())
+
+static avro_schema_t parse_schema(const char *json, size_t len) {
+    avro_schema_t s;
+    AV(avro_schema_from_json_length(json, len, &s));
+    return s;
+}
+
+static void av_set_cat(avro_value_t *rec, const char *field, const m3_catmap *m) {
+    avro_value_t map, v;
+    AV(avro_value_get_by_name(rec, field, &map, NULL));
+    for (int i = 0; i < m->n; i++) {
+        AV(avro_value_add(&map, m->kv[i].name, &v, NULL, NULL));
+        AV(avro_value_set_long(&v, m->kv[i].value));
+    }
+}
+static void av_set_num(avro_value_t *rec, const char *field, const m3_nummap *m) {
+    avro_value_t map, v;
+    AV(avro_value_get_by_name(rec, field, &map, NULL));
+    for (int i = 0; i < m->n; i++) {
+        AV(avro_value_add(&map, m->kv[i].name, &v, NULL, NULL));
+        AV(avro_value_set_float(&v, m->kv[i].value));
+    }
+}
+static void av_set_str(avro_value_t *rec, const char *field, const char *s) {
+    avro_value_t v;
+    AV(avro_value_get_by_name(rec, field, &v, NULL));
+    AV(avro_value_set_string(&v, s));
+}
+static void av_set_long(avro_value_t *rec, const char *field, int64_t x) {
+    avro_value_t v;
+    AV(avro_value_get_by_name(rec, field, &v, NULL));
+    AV(avro_value_set_long(&v, x));
+}
+static void av_set_float(avro_value_t *rec, const char *field, float x) {
+    avro_value_t v;
+    AV(avro_value_get_by_name(rec, field, &v, NULL));
+    AV(avro_value_set_float(&v, x));
+}
+
+static void av_get_cat(avro_value_t *rec, const char *field, const m3_catmap *want) {
+    avro_value_t map, v;
+    size_t n;
+    int64_t x;
+    AV(avro_value_get_by_name(rec, field, &map, NULL));
+    AV(avro_value_get_size(&map, &n));
+    CHECK_EQ_INT(n, want->n);
+    for (int i = 0; i < want->n; i++) {
+        AV(avro_value_get_by_name(&map, want->kv[i].name, &v, NULL));
+        AV(avro_value_get_long(&v, &x));
+        CHECK_EQ_INT(x, want->kv[i].value);
+    }
+}
+static void av_get_num(avro_value_t *rec, const char *field, const m3_nummap *want) {
+    avro_value_t map, v;
+    size_t n;
+    float x;
+    AV(avro_value_get_by_name(rec, field, &map, NULL));
+    AV(avro_value_get_size(&map, &n));
+    CHECK_EQ_INT(n, want->n);
+    for (int i = 0; i < want->n; i++) {
+        AV(avro_value_get_by_name(&map, want->kv[i].name, &v, NULL));
+        AV(avro_value_get_float(&v, &x));
+        CHECK(memcmp(&x, &want->kv[i].value, 4) == 0);
+    }
+}
+static void av_get_str(avro_value_t *rec, const char *field, const char *want) {
+    avro_value_t v;
+    const char *s;
+    size_t n;
+    AV(avro_value_get_by_name(rec, field, &v, NULL));
+    AV(avro_value_get_string(&v, &s, &n));
+    CHECK_EQ_INT(n, strlen(want) + 1);          /* Avro C counts the NUL */
+    CHECK_EQ_STR(s, want);
+}
+static void av_get_long(avro_value_t *rec, const char *field, int64_t want) {
+    avro_value_t v;
+    int64_t x;
+    AV(avro_value_get_by_name(rec, field, &v, NULL));
+    AV(avro_value_get_long(&v, &x));
+    CHECK_EQ_INT(x, want);
+}
+static void av_get_float(avro_value_t *rec, const char *field, float want) {
+    avro_value_t v;
+    float x;
+    AV(avro_value_get_by_name(rec, field, &v, NULL));
+    AV(avro_value_get_float(&v, &x));
+    CHECK(memcmp(&x, &want, 4) == 0);
+}
+
+static void av_fill(avro_value_t *rec, const m3_event *e) {
+    avro_value_t v, arr, cand;
+    switch (e->type) {
+    case M3_EV_IMPRESSION: {
+        const m3_impression *m = &e->u.imp;
+        av_set_str(rec, "impression_id", m->impression_id); av_set_long(rec, "ts_ms", m->ts_ms);
+        av_set_str(rec, "scenario", m->scenario);
+        av_set_long(rec, "user_id", m->user_id); av_set_long(rec, "item_id", m->item_id);
+        av_set_cat(rec, "user_cat", &m->user_cat); av_set_cat(rec, "item_cat", &m->item_cat);
+        av_set_cat(rec, "ctx_cat", &m->ctx_cat);
+        av_set_num(rec, "user_num", &m->user_num); av_set_num(rec, "item_num", &m->item_num);
+        AV(avro_value_get_by_name(rec, "clicked", &v, NULL));
+        AV(avro_value_set_boolean(&v, m->clicked));
+        break;
+    }
+    case M3_EV_PREDICTION: {
+        const m3_prediction *m = &e->u.pred;
+        av_set_str(rec, "id", m->id); av_set_long(rec, "ts_ms", m->ts_ms);
+        av_set_str(rec, "scenario", m->scenario);
+        av_set_long(rec, "user_id", m->user_id); av_set_long(rec, "item_id", m->item_id);
+        av_set_float(rec, "p_ctr", m->p_ctr); av_set_float(rec, "p_cvr", m->p_cvr);
+        av_set_float(rec, "p_ctcvr", m->p_ctcvr);
+        av_set_long(rec, "model_version", m->model_version);
+        break;
+    }
+    case M3_EV_SCORE_REQUEST: {
+        const m3_score_request *m = &e->u.req;
+        av_set_str(rec, "request_id", m->request_id); av_set_long(rec, "ts_ms", m->ts_ms);
+        av_set_str(rec, "scenario", m->scenario); av_set_long(rec, "user_id", m->user_id);
+        av_set_cat(rec, "user_cat", &m->user_cat); av_set_cat(rec, "ctx_cat", &m->ctx_cat);
+        av_set_num(rec, "user_num", &m->user_num);
+        AV(avro_value_get_by_name(rec, "candidates", &arr, NULL));
+        for (int i = 0; i < m->n_cands; i++) {
+            AV(avro_value_append(&arr, &cand, NULL));
+            av_set_long(&cand, "item_id", m->cands[i].item_id);
+            av_set_cat(&cand, "item_cat", &m->cands[i].item_cat);
+            av_set_num(&cand, "item_num", &m->cands[i].item_num);
+        }
+        break;
+    }
+    default: CHECK_MSG(0, "no Avro C fill for type %d", e->type);
+    }
+}
+
+static void av_check(avro_value_t *rec, const m3_event *e) {
+    avro_value_t v, arr, cand;
+    switch (e->type) {
+    case M3_EV_IMPRESSION: {
+        const m3_impression *m = &e->u.imp;
+        int b;
+        av_get_str(rec, "impression_id", m->impression_id); av_get_long(rec, "ts_ms", m->ts_ms);
+        av_get_str(rec, "scenario", m->scenario);
+        av_get_long(rec, "user_id", m->user_id); av_get_long(rec, "item_id", m->item_id);
+        av_get_cat(rec, "user_cat", &m->user_cat); av_get_cat(rec, "item_cat", &m->item_cat);
+        av_get_cat(rec, "ctx_cat", &m->ctx_cat);
+        av_get_num(rec, "user_num", &m->user_num); av_get_num(rec, "item_num", &m->item_num);
+        AV(avro_value_get_by_name(rec, "clicked", &v, NULL));
+        AV(avro_value_get_boolean(&v, &b));
+        CHECK_EQ_INT(b, m->clicked);
+        break;
+    }
+    case M3_EV_PREDICTION: {
+        const m3_prediction *m = &e->u.pred;
+        av_get_str(rec, "id", m->id); av_get_long(rec, "ts_ms", m->ts_ms);
+        av_get_str(rec, "scenario", m->scenario);
+        av_get_long(rec, "user_id", m->user_id); av_get_long(rec, "item_id", m->item_id);
+        av_get_float(rec, "p_ctr", m->p_ctr); av_get_float(rec, "p_cvr", m->p_cvr);
+        av_get_float(rec, "p_ctcvr", m->p_ctcvr);
+        av_get_long(rec, "model_version", m->model_version);
+        break;
+    }
+    case M3_EV_SCORE_REQUEST: {
+        const m3_score_request *m = &e->u.req;
+        size_t n;
+        av_get_str(rec, "request_id", m->request_id); av_get_long(rec, "ts_ms", m->ts_ms);
+        av_get_str(rec, "scenario", m->scenario); av_get_long(rec, "user_id", m->user_id);
+        av_get_cat(rec, "user_cat", &m->user_cat); av_get_cat(rec, "ctx_cat", &m->ctx_cat);
+        av_get_num(rec, "user_num", &m->user_num);
+        AV(avro_value_get_by_name(rec, "candidates", &arr, NULL));
+        AV(avro_value_get_size(&arr, &n));
+        CHECK_EQ_INT(n, m->n_cands);
+        for (int i = 0; i < m->n_cands; i++) {
+            AV(avro_value_get_by_index(&arr, (size_t)i, &cand, NULL));
+            av_get_long(&cand, "item_id", m->cands[i].item_id);
+            av_get_cat(&cand, "item_cat", &m->cands[i].item_cat);
+            av_get_num(&cand, "item_num", &m->cands[i].item_num);
+        }
+        break;
+    }
+    default: CHECK_MSG(0, "no Avro C check for type %d", e->type);
+    }
+}
+
+/* Avro C writes e; its datum must equal ours byte for byte and decode with codec_decode;
+ * Avro C reads our datum back to the same values. */
+static void cross_check(const char *json, size_t json_len, const m3_event *e) {
+    static char avbuf[1 << 20];
+    static uint8_t ours[1 << 20], msg[1 << 20];
+    avro_schema_t s = parse_schema(json, json_len);
+    avro_value_iface_t *iface = avro_generic_class_from_schema(s);
+    CHECK(iface != NULL);
+    avro_value_t rec;
+    AV(avro_generic_value_new(iface, &rec));
+    av_fill(&rec, e);
+    avro_writer_t w = avro_writer_memory(avbuf, sizeof avbuf);
+    AV(avro_value_write(w, &rec));
+    int64_t avlen = avro_writer_tell(w);
+    avro_writer_free(w);
+
+    long n = codec_encode(C, e, ours, sizeof ours, reason, sizeof reason);
+    CHECK_MSG(n > 0, "%s", reason);
+    CHECK_EQ_INT(n - CODEC_HEADER_LEN, avlen);
+    CHECK_MSG(memcmp(ours + CODEC_HEADER_LEN, avbuf, (size_t)avlen) == 0,
+              "%s datum differs from Avro C's", codec_type_name(e->type));
+
+    /* Avro C's bytes, behind our header, decode to e */
+    memcpy(msg, ours, CODEC_HEADER_LEN);
+    memcpy(msg + CODEC_HEADER_LEN, avbuf, (size_t)avlen);
+    m3_event d;
+    CHECK_MSG(codec_decode(C, msg, CODEC_HEADER_LEN + (size_t)avlen, &d, reason, sizeof reason) == 0,
+              "%s", reason);
+    eq_event(e, &d);
+    m3_event_clear(&d);
+
+    /* Avro C reads our datum */
+    avro_value_t back;
+    AV(avro_generic_value_new(iface, &back));
+    avro_reader_t r = avro_reader_memory((const char *)ours + CODEC_HEADER_LEN, n - CODEC_HEADER_LEN);
+    AV(avro_value_read(r, &back));
+    avro_reader_free(r);
+    av_check(&back, e);
+    CHECK(avro_value_equal(&rec, &back));
+
+    avro_value_decref(&back);
+    avro_value_decref(&rec);
+    avro_value_iface_decref(iface);
+    avro_schema_decref(s);
+}
+
+static void test_avro_c(void) {
+    m3_event e = make_impression();
+    cross_check(m3_embed_Impression, m3_embed_Impression_len, &e);
+    memset(&e.u.imp.user_cat, 0, sizeof e.u.imp.user_cat);
+    e.u.imp.clicked = false;
+    e.u.imp.item_id = INT64_MIN;
+    cross_check(m3_embed_Impression, m3_embed_Impression_len, &e);
+    e = make_prediction();
+    cross_check(m3_embed_Prediction, m3_embed_Prediction_len, &e);
+    e.u.pred.p_ctr = 1e-45f; e.u.pred.model_version = INT64_MAX;
+    cross_check(m3_embed_Prediction, m3_embed_Prediction_len, &e);
+    e = make_request(7);
+    cross_check(m3_embed_ScoreRequest, m3_embed_ScoreRequest_len, &e);
+    m3_event_clear(&e);
+    e = make_request(0);
+    cross_check(m3_embed_ScoreRequest, m3_embed_ScoreRequest_len, &e);
+}
+
+/* ---- (5) malformed input, one case per line ---- */
+static void bad(const void *buf, size_t len, const char *want) {
+    m3_event d;
+    memset(&d, 0xAB, sizeof d);        /* garbage in: decode must not read or free it */
+    int rc = codec_decode(C, buf, len, &d, reason, sizeof reason);
+    CHECK_MSG(rc == -1, "accepted, expected \"%s\"", want);
+    CHECK_CONTAINS(reason, want);
+    CHECK_EQ_INT(d.type, M3_EV_NONE);   /* left cleared */
+    CHECK(d.u.req.cands == NULL);
+}
+
+/* A message: header for t, then the given datum bytes. */
+static bytes *msg_of(m3_ev_type t, const uint8_t *datum, size_t n) {
+    static bytes x;
+    x.n = 0;
+    put_hdr(&x, t);
+    put(&x, datum, n);
+    return &x;
+}
+
+/* An Impression whose user_cat block is built by the caller: prefix up to user_cat,
+ * then `mid`, then the rest of impression_msg after user_cat. */
+static bytes *imp_with_user_cat(const bytes *mid) {
+    static bytes x;
+    x.n = 0;
+    put(&x, impression_msg, 17);
+    put(&x, mid->b, mid->n);
+    put(&x, impression_msg + 22, sizeof impression_msg - 22);
+    return &x;
+}
+
+static void test_malformed(void) {
+    bytes *x, m;
+    uint8_t tmp[128];
+
+    bad("", 0, "empty message");
+    bad("\xC3", 1, "shorter than the 10-byte header");
+    bad(impression_msg, 9, "shorter than the 10-byte header");
+    memcpy(tmp, impression_msg, sizeof impression_msg); tmp[0] = 0x00;
+    bad(tmp, sizeof impression_msg, "bad magic 0x00 0x01");
+    memcpy(tmp, impression_msg, sizeof impression_msg); tmp[1] = 0x02;
+    bad(tmp, sizeof impression_msg, "bad magic 0xc3 0x02");
+    memcpy(tmp, impression_msg, sizeof impression_msg); memset(tmp + 2, 0, 8);
+    bad(tmp, sizeof impression_msg, "unknown schema fingerprint 0x0000000000000000");
+    memcpy(tmp, impression_msg, sizeof impression_msg); tmp[9] ^= 0x80;
+    bad(tmp, sizeof impression_msg, "unknown schema fingerprint 0x30debabca1051241");
+    bad(impression_msg, 10, "truncated datum in Impression.impression_id");
+    bad(impression_msg, 21, "truncated datum in Impression.user_cat");
+    bad(impression_msg, sizeof impression_msg - 3, "truncated datum in Impression.item_num[p]");
+    bad(impression_msg, sizeof impression_msg - 1, "truncated datum in Impression.clicked");
+    bad(request_msg, sizeof request_msg - 4, "truncated datum in ScoreRequest.candidates[1].item_cat");
+    bad(request_msg, sizeof request_msg - 1, "truncated datum in ScoreRequest.candidates");
+
+    /* Every prefix of larger valid messages fails cleanly (the hand cases did theirs). */
+    m3_event ev[3] = {make_impression(), make_request(4), make_prediction()};
+    for (int k = 0; k < 3; k++) {
+        uint8_t big[20000];
+        long n = codec_encode(C, &ev[k], big, sizeof big, reason, sizeof reason);
+        CHECK(n > 0);
+        for (long i = 0; i < n; i++) {
+            m3_event d;
+            CHECK_EQ_INT(codec_decode(C, big, (size_t)i, &d, reason, sizeof reason), -1);
+            CHECK(reason[0] != '\0');
+            CHECK_EQ_INT(d.type, M3_EV_NONE);
+        }
+    }
+    m3_event_clear(&ev[1]);
+
+    /* strings */
+    static const uint8_t len_2e62[] = {0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01};
+    x = msg_of(M3_EV_CONVERSION, len_2e62, sizeof len_2e62);
+    bad(x->b, x->n, "string length 4611686018427387904 exceeds 63 bytes in Conversion.conversion_id");
+    x = msg_of(M3_EV_CONVERSION, (const uint8_t *)"\x01", 1);
+    bad(x->b, x->n, "negative string length -1 in Conversion.conversion_id");
+    x = msg_of(M3_EV_CONVERSION, (const uint8_t *)"\x7f", 1);
+    bad(x->b, x->n, "negative string length -64 in Conversion.conversion_id");
+    x = msg_of(M3_EV_CONVERSION, (const uint8_t *)"\x0a" "ab", 3);
+    bad(x->b, x->n, "truncated datum in Conversion.conversion_id");
+    x = msg_of(M3_EV_CONVERSION, (const uint8_t *)"\x00", 1);
+    bad(x->b, x->n, "empty Conversion.conversion_id");
+    x = msg_of(M3_EV_CONVERSION, (const uint8_t *)"\x02" "c" "\x00", 3);
+    bad(x->b, x->n, "empty Conversion.impression_id");
+    x = msg_of(M3_EV_CONVERSION, (const uint8_t *)"\x06" "a\0b", 4);
+    bad(x->b, x->n, "NUL byte in string in Conversion.conversion_id");
+    x = msg_of(M3_EV_CONVERSION, (const uint8_t *)"\x04" "a\xff", 3);
+    bad(x->b, x->n, "invalid UTF-8 in string in Conversion.conversion_id");
+    x = msg_of(M3_EV_CONVERSION, (const uint8_t *)"\x06" "\xed\xa0\x80", 4);   /* surrogate */
+    bad(x->b, x->n, "invalid UTF-8");
+    x = msg_of(M3_EV_CONVERSION, (const uint8_t *)"\x04" "\xc0\x80", 3);       /* overlong NUL */
+    bad(x->b, x->n, "invalid UTF-8");
+    m.n = 0; put_long(&m, 64); for (int i = 0; i < 64; i++) put1(&m, 'x');     /* oversize id */
+    x = msg_of(M3_EV_CONVERSION, m.b, m.n);
+    bad(x->b, x->n, "string length 64 exceeds 63 bytes in Conversion.conversion_id");
+    m.n = 0; put_long(&m, 63); for (int i = 0; i < 63; i++) put1(&m, 'x');     /* 63 fits */
+    put_str(&m, "i"); put_long(&m, 0); put_str(&m, "s"); put_long(&m, 1); put_long(&m, 2);
+    x = msg_of(M3_EV_CONVERSION, m.b, m.n);
+    { m3_event d; CHECK_EQ_INT(codec_decode(C, x->b, x->n, &d, reason, sizeof reason), 0);
+      CHECK_EQ_INT(strlen(d.u.conv.conversion_id), 63); m3_event_clear(&d); }
+    m.n = 0; put_str(&m, "c"); put_str(&m, "i"); put_long(&m, 0);                 /* scenario 32 */
+    put_str(&m, "0123456789abcdef0123456789abcdef"); put_long(&m, 1); put_long(&m, 2);
+    x = msg_of(M3_EV_CONVERSION, m.b, m.n);
+    bad(x->b, x->n, "string length 32 exceeds 31 bytes in Conversion.scenario");
+
+    /* varints */
+    static const uint8_t v11[] = {0x02, 'c', 0x02, 'i',
+                                  0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x00};
+    x = msg_of(M3_EV_CONVERSION, v11, sizeof v11);
+    bad(x->b, x->n, "varint longer than 10 bytes in Conversion.ts_ms");
+    static const uint8_t vof[] = {0x02, 'c', 0x02, 'i',
+                                  0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02};
+    x = msg_of(M3_EV_CONVERSION, vof, sizeof vof);
+    bad(x->b, x->n, "varint overflows 64 bits in Conversion.ts_ms");
+    static const uint8_t vmax[] = {0x02, 'c', 0x02, 'i',                       /* INT64_MIN ok */
+                                   0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01,
+                                   0x02, 's', 0x00, 0x00};
+    x = msg_of(M3_EV_CONVERSION, vmax, sizeof vmax);
+    { m3_event d; CHECK_EQ_INT(codec_decode(C, x->b, x->n, &d, reason, sizeof reason), 0);
+      CHECK_EQ_INT(d.u.conv.ts_ms, INT64_MIN); m3_event_clear(&d); }
+
+    /* maps */
+    m.n = 0; put_long(&m, 1LL << 62);
+    x = imp_with_user_cat(&m);
+    bad(x->b, x->n, "map Impression.user_cat has more than 32 entries");
+    m.n = 0; put_long(&m, -(1LL << 62)); put_long(&m, 3);
+    x = imp_with_user_cat(&m);
+    bad(x->b, x->n, "map Impression.user_cat has more than 32 entries");
+    m.n = 0; put_long(&m, 33); for (int i = 0; i < 33; i++) { char k[8]; snprintf(k, 8, "k%d", i); put_str(&m, k); put_long(&m, i); }
+    put_long(&m, 0);
+    x = imp_with_user_cat(&m);
+    bad(x->b, x->n, "map Impression.user_cat has more than 32 entries");
+    m.n = 0; for (int b = 0; b < 2; b++) { put_long(&m, 20); for (int i = 0; i < 20; i++) { char k[8]; snprintf(k, 8, "k%d", b * 20 + i); put_str(&m, k); put_long(&m, i); } }
+    put_long(&m, 0);
+    x = imp_with_user_cat(&m);
+    bad(x->b, x->n, "map Impression.user_cat has more than 32 entries");
+    m.n = 0; put_long(&m, 32); for (int i = 0; i < 32; i++) { char k[8]; snprintf(k, 8, "k%d", i); put_str(&m, k); put_long(&m, i); }
+    put_long(&m, 0);                                                             /* 32 fit */
+    x = imp_with_user_cat(&m);
+    { m3_event d; CHECK_EQ_INT(codec_decode(C, x->b, x->n, &d, reason, sizeof reason), 0);
+      CHECK_EQ_INT(d.u.imp.user_cat.n, 32); CHECK_EQ_INT(d.u.imp.user_cat.kv[31].value, 31); }
+    m.n = 0; put_long(&m, 2); put_str(&m, "g"); put_long(&m, 1); put_str(&m, "g"); put_long(&m, 2); put_long(&m, 0);
+    x = imp_with_user_cat(&m);
+    bad(x->b, x->n, "duplicate map key \"g\" in Impression.user_cat");
+    m.n = 0; put_long(&m, 1); put_str(&m, "g"); put_long(&m, 1); put_long(&m, 1); put_str(&m, "g"); put_long(&m, 2); put_long(&m, 0);
+    x = imp_with_user_cat(&m);
+    bad(x->b, x->n, "duplicate map key \"g\" in Impression.user_cat");        /* across blocks */
+    m.n = 0; put_long(&m, 1); put_str(&m, ""); put_long(&m, 1); put_long(&m, 0);
+    x = imp_with_user_cat(&m);
+    bad(x->b, x->n, "empty map key in Impression.user_cat");
+    m.n = 0; put_long(&m, 1); put_str(&m, "0123456789abcdef0123456789abcdef"); put_long(&m, 1); put_long(&m, 0);
+    x = imp_with_user_cat(&m);
+    bad(x->b, x->n, "string length 32 exceeds 31 bytes in Impression.user_cat");
+    m.n = 0; put_long(&m, -1); put_long(&m, -3);
+    x = imp_with_user_cat(&m);
+    bad(x->b, x->n, "negative block size -3 in Impression.user_cat");
+    m.n = 0; put_long(&m, -1); put_long(&m, 1000);
+    x = imp_with_user_cat(&m);
+    bad(x->b, x->n, "truncated datum in Impression.user_cat");
+    m.n = 0; put_long(&m, INT64_MIN);
+    x = imp_with_user_cat(&m);
+    bad(x->b, x->n, "invalid block count in Impression.user_cat");
+
+    /* floats and booleans */
+    m.n = 0; put(&m, prediction_msg + 10, 7); put_f32(&m, 0x7FC00000); /* NaN */
+    x = msg_of(M3_EV_PREDICTION, m.b, m.n);
+    bad(x->b, x->n, "non-finite float in Prediction.p_ctr");
+    m.n = 0; put(&m, prediction_msg + 10, 11); put_f32(&m, 0xFF800000); /* -inf */
+    x = msg_of(M3_EV_PREDICTION, m.b, m.n);
+    bad(x->b, x->n, "non-finite float in Prediction.p_cvr");
+    memcpy(tmp, impression_msg, sizeof impression_msg);
+    memcpy(tmp + sizeof impression_msg - 6, "\x00\x00\x80\x7F", 4);           /* +inf */
+    bad(tmp, sizeof impression_msg, "non-finite float in Impression.item_num[p]");
+    memcpy(tmp, impression_msg, sizeof impression_msg); tmp[sizeof impression_msg - 1] = 0x07;
+    bad(tmp, sizeof impression_msg, "invalid boolean byte 0x07 in Impression.clicked");
+    memcpy(tmp, impression_msg, sizeof impression_msg); tmp[sizeof impression_msg - 1] = 0xFF;
+    bad(tmp, sizeof impression_msg, "invalid boolean byte 0xff in Impression.clicked");
+
+    /* trailing bytes */
+    memcpy(tmp, impression_msg, sizeof impression_msg); tmp[sizeof impression_msg] = 0; tmp[sizeof impression_msg + 1] = 0;
+    bad(tmp, sizeof impression_msg + 2, "2 trailing bytes after Impression datum");
+    memcpy(tmp, conversion_msg, sizeof conversion_msg); tmp[sizeof conversion_msg] = 0x01;
+    bad(tmp, sizeof conversion_msg + 1, "1 trailing bytes after Conversion datum");
+
+    /* candidates */
+    m.n = 0; put(&m, request_msg + 10, 9); put_long(&m, 1LL << 62);
+    x = msg_of(M3_EV_SCORE_REQUEST, m.b, m.n);
+    bad(x->b, x->n, "array ScoreRequest.candidates has more than 1024 entries");
+    m.n = 0; put(&m, request_msg + 10, 9); put_long(&m, 1025);
+    x = msg_of(M3_EV_SCORE_REQUEST, m.b, m.n);
+    bad(x->b, x->n, "array ScoreRequest.candidates has more than 1024 entries");
+    m.n = 0; put(&m, request_msg + 10, 9); put_long(&m, 1000); put(&m, "\x0a\x00\x00", 3);
+    x = msg_of(M3_EV_SCORE_REQUEST, m.b, m.n);
+    bad(x->b, x->n, "truncated datum (1000 candidates announced) in ScoreRequest.candidates");
+    m.n = 0; put(&m, request_msg + 10, 9);
+    for (int b = 0; b < 2; b++) { put_long(&m, 600); for (int i = 0; i < 600; i++) put(&m, "\x0a\x00\x00", 3); }
+    put_long(&m, 0);
+    x = msg_of(M3_EV_SCORE_REQUEST, m.b, m.n);
+    bad(x->b, x->n, "array ScoreRequest.candidates has more than 1024 entries"); /* frees the first block */
+    m.n = 0; put(&m, request_msg + 10, 9);
+    put_long(&m, 2); put(&m, "\x0a\x00\x00", 3); put(&m, "\x0c\x02\x02k\x08\x02\x02k\x08\x00\x00", 11);
+    put_long(&m, 0);
+    x = msg_of(M3_EV_SCORE_REQUEST, m.b, m.n);
+    bad(x->b, x->n, "duplicate map key \"k\" in ScoreRequest.candidates[1].item_cat");
+}
+
+/* ---- encoder refusals ---- */
+static void bad_enc(const m3_event *e, const char *want) {
+    uint8_t buf[4096];
+    CHECK_MSG(codec_encode(C, e, buf, sizeof buf, reason, sizeof reason) == -1, "accepted, expected \"%s\"", want);
+    CHECK_CONTAINS(reason, want);
+}
+
+static void test_encode_refusals(void) {
+    m3_event e;
+    memset(&e, 0, sizeof e);
+    bad_enc(&e, "cannot encode event of type 0");
+    e = make_prediction(); e.u.pred.p_ctr = NAN;
+    bad_enc(&e, "non-finite float in Prediction.p_ctr");
+    e = make_prediction(); e.u.pred.p_ctcvr = -INFINITY;
+    bad_enc(&e, "non-finite float in Prediction.p_ctcvr");
+    e = make_prediction(); e.u.pred.id[0] = 0;
+    bad_enc(&e, "empty Prediction.id");
+    e = make_conversion(); memset(e.u.conv.scenario, 'a', M3_NAME_MAX);
+    bad_enc(&e, "string not NUL-terminated within 32 bytes in Conversion.scenario");
+    e = make_conversion(); strcpy(e.u.conv.impression_id, "\xff");
+    bad_enc(&e, "invalid UTF-8 in string in Conversion.impression_id");
+    e = make_impression(); e.u.imp.item_cat.n = 33;
+    bad_enc(&e, "map size 33 out of range 0..32 in Impression.item_cat");
+    e = make_impression(); e.u.imp.ctx_cat.n = -1;
+    bad_enc(&e, "map size -1 out of range 0..32 in Impression.ctx_cat");
+    e = make_impression(); strcpy(e.u.imp.item_cat.kv[2].name, "category");
+    bad_enc(&e, "duplicate map key \"category\" in Impression.item_cat");
+    e = make_impression(); e.u.imp.user_num.kv[0].name[0] = 0;
+    bad_enc(&e, "empty map key in Impression.user_num");
+    e = make_impression(); e.u.imp.item_num.kv[1].value = NAN;
+    bad_enc(&e, "non-finite float in Impression.item_num[ctr7d]");
+    e = make_request(3); e.u.req.cands[2].item_num.kv[0].value = INFINITY; e.u.req.cands[2].item_num.n = 1;
+    strcpy(e.u.req.cands[2].item_num.kv[0].name, "price");
+    bad_enc(&e, "non-finite float in ScoreRequest.candidates[2].item_num[price]");
+    m3_event_clear(&e);
+    e = make_request(0); e.u.req.n_cands = M3_CAND_MAX + 1;
+    bad_enc(&e, "candidate count 1025 out of range 0..1024 in ScoreRequest.candidates");
+    e.u.req.n_cands = 1;
+    bad_enc(&e, "NULL candidate array");
+    m3_event_clear(NULL);
+}
+
+/* codec_encoded_size_max bounds the worst case of each type */
+static void test_size_max(void) {
+    m3_event e = make_request(M3_CAND_MAX);
+    memset(e.u.req.request_id, 'r', M3_ID_MAX - 1);
+    for (int i = 0; i < M3_CAND_MAX; i++) {
+        e.u.req.cands[i].item_id = INT64_MIN;
+        for (int j = 0; j < M3_MAP_MAX; j++) {
+            char k[M3_NAME_MAX];
+            snprintf(k, sizeof k, "%031d", j);
+            set_cat(&e.u.req.cands[i].item_cat, j, k, INT64_MIN);
+            set_num(&e.u.req.cands[i].item_num, j, k, 1.0f);
+        }
+    }
+    size_t cap = codec_encoded_size_max(&e);
+    uint8_t *buf = malloc(cap);
+    long n = codec_encode(C, &e, buf, cap, reason, sizeof reason);
+    CHECK_MSG(n > 0, "%s", reason);
+    CHECK((size_t)n <= cap);
+    m3_event d;
+    CHECK_EQ_INT(codec_decode(C, buf, (size_t)n, &d, reason, sizeof reason), 0);
+    eq_event(&e, &d);
+    m3_event_clear(&d);
+    m3_event_clear(&e);
+    free(buf);
+    e = make_conversion();
+    memset(e.u.conv.conversion_id, 'c', M3_ID_MAX - 1);
+    memset(e.u.conv.impression_id, 'i', M3_ID_MAX - 1);
+    e.u.conv.ts_ms = e.u.conv.user_id = e.u.conv.item_id = INT64_MIN;
+    uint8_t small[512];
+    n = codec_encode(C, &e, small, sizeof small, reason, sizeof reason);
+    CHECK(n > 0 && (size_t)n <= codec_encoded_size_max(&e));
+}
+
 int main(void) {
     C = codec_new(reason, sizeof reason);
     CHECK_MSG(C != NULL, "codec_new: %s", reason);
@@ -446,6 +973,10 @@ int main(void) {
     test_round_trips();
     test_hand_bytes();
     test_fingerprints();
+    test_avro_c();
+    test_malformed();
+    test_encode_refusals();
+    test_size_max();
     codec_destroy(C);
     codec_destroy(NULL);
     return 0;
