@@ -2,11 +2,11 @@
  *
  * Wire format (see docs/contract.md): C3 01, the 8-byte little-endian CRC-64-AVRO
  * fingerprint of the writer schema's Parsing Canonical Form, then the Avro binary datum.
- * Avro C parses the schemas embedded from the schemas/ .avsc files once, at codec_new(); the datum
- * is encoded and decoded by hand, bounds-checked, straight into the fixed-capacity
- * structs: no allocation per message (except ScoreRequest candidates), and a precise
- * reason for every rejected message. A codec is immutable after codec_new(), so one
- * codec may be shared by threads. */
+ * Avro C parses the schemas (schemas/, embedded at build time) once, at codec_new();
+ * the datum is encoded and decoded by hand, bounds-checked, straight into the
+ * fixed-capacity structs: no allocation per message (except ScoreRequest candidates),
+ * and a precise reason for every rejected message. A codec is immutable after
+ * codec_new(), so one codec may be shared by threads. */
 #ifndef M3_CODEC_H
 #define M3_CODEC_H
 #include <stddef.h>
