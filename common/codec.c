@@ -702,7 +702,7 @@ static void codec__wr_bytes(codec__wr *w, const void *src, size_t n) {
 
 static void codec__wr_long(codec__wr *w, int64_t v) {
     uint8_t tmp[10];
-    uint64_t u = ((uint64_t)v << 1) ^ (uint64_t)(v >> 63);   /* zig-zag */
+    uint64_t u = ((uint64_t)v << 1) ^ (0 - ((uint64_t)v >> 63));   /* zig-zag */
     size_t n = 0;
     while (u >= 0x80) {
         tmp[n++] = (uint8_t)(u | 0x80);
@@ -852,7 +852,8 @@ long codec_encode(const codec *c, const m3_event *ev, void *buf, size_t cap,
         snprintf(reason, reason_size, "cannot encode event of type %d", t);
         return -1;
     }
-    codec__wr w = {buf, (uint8_t *)buf + cap, 0,
+    if (!buf) cap = 0;
+    codec__wr w = {buf, buf ? (uint8_t *)buf + cap : NULL, 0,
                    {codec__names[t], NULL, NULL, -1, reason, reason_size}};
     uint8_t hdr[CODEC_HEADER_LEN] = {CODEC__MAGIC0, CODEC__MAGIC1};
     for (int i = 0; i < 8; i++) hdr[2 + i] = (uint8_t)(c->fp[t] >> (8 * i));
@@ -873,10 +874,10 @@ long codec_encode(const codec *c, const m3_event *ev, void *buf, size_t cap,
     return (long)(w.p - (uint8_t *)buf);
 }
 
-/* Bounds: a long takes at most 10 bytes, a string 1 length byte plus its bytes (all
- * capacities are below 128), a map entry a key plus a long. */
+/* Bounds: a long takes at most 10 bytes, a string its length plus its bytes, a map
+ * entry a key plus a long, a map its block count and the terminating 0. */
 #define CODEC__LONG_MAX_BYTES 10
-#define CODEC__STR_MAX_BYTES(cap) (1 + (cap) - 1)
+#define CODEC__STR_MAX_BYTES(cap) (CODEC__LONG_MAX_BYTES + (cap) - 1)
 #define CODEC__MAP_MAX_BYTES(n) \
     (2 * CODEC__LONG_MAX_BYTES + (size_t)(n) * (CODEC__STR_MAX_BYTES(M3_NAME_MAX) + CODEC__LONG_MAX_BYTES))
 

@@ -930,6 +930,9 @@ static void test_encode_refusals(void) {
     bad_enc(&e, "candidate count 1025 out of range 0..1024 in ScoreRequest.candidates");
     e.u.req.n_cands = 1;
     bad_enc(&e, "NULL candidate array");
+    e = make_conversion();
+    CHECK_EQ_INT(codec_encode(C, &e, NULL, 0, reason, sizeof reason), -1);
+    CHECK_CONTAINS(reason, "Conversion does not fit in a 0-byte buffer");
     m3_event_clear(NULL);
 }
 
