@@ -423,6 +423,14 @@ static int codec__utf8_ok(const uint8_t *s, size_t n) {
     return 1;
 }
 
+/* FNV-1a of a map key: duplicate checks compare these before any strcmp, which keeps a
+ * full map (32 keys, 496 pairs) cheap. */
+static uint32_t codec__key_hash(const char *s) {
+    uint32_t h = 2166136261u;
+    for (; *s; s++) h = (h ^ (uint8_t)*s) * 16777619u;
+    return h;
+}
+
 /* ---------------------------------------------------------------------------------- */
 /* Decoder                                                                             */
 
@@ -520,6 +528,7 @@ static int codec__rd_block(codec__rd *r, int64_t *count) {
 /* A map<long> (cat) or map<float> (num) into its fixed-capacity struct. */
 static int codec__rd_map(codec__rd *r, const char *field, m3_catmap *cat, m3_nummap *num) {
     int *n = cat ? &cat->n : &num->n;
+    uint32_t hash[M3_MAP_MAX];
     *n = 0;
     r->x.field = field;
     for (;;) {
@@ -537,8 +546,9 @@ static int codec__rd_map(codec__rd *r, const char *field, m3_catmap *cat, m3_num
             char *name = cat ? cat->kv[*n].name : num->kv[*n].name;
             if (codec__rd_string(r, name, M3_NAME_MAX)) return -1;
             if (!name[0]) return codec__fail(&r->x, "empty map key");
+            hash[*n] = codec__key_hash(name);
             for (int j = 0; j < *n; j++)
-                if (strcmp(name, cat ? cat->kv[j].name : num->kv[j].name) == 0)
+                if (hash[j] == hash[*n] && strcmp(name, cat ? cat->kv[j].name : num->kv[j].name) == 0)
                     return codec__fail(&r->x, "duplicate map key \"%s\"", name);
             r->x.key = name;
             int rc = cat ? codec__rd_long(r, &cat->kv[*n].value)
@@ -753,6 +763,7 @@ static int codec__wr_float_field(codec__wr *w, const char *field, float v) {
 static int codec__wr_map(codec__wr *w, const char *field, const m3_catmap *cat,
                          const m3_nummap *num) {
     int n = cat ? cat->n : num->n;
+    uint32_t hash[M3_MAP_MAX];
     w->x.field = field;
     if (n < 0 || n > M3_MAP_MAX)
         return codec__fail(&w->x, "map size %d out of range 0..%d", n, M3_MAP_MAX);
@@ -761,8 +772,9 @@ static int codec__wr_map(codec__wr *w, const char *field, const m3_catmap *cat,
         const char *name = cat ? cat->kv[i].name : num->kv[i].name;
         if (codec__wr_string(w, name, M3_NAME_MAX)) return -1;
         if (!name[0]) return codec__fail(&w->x, "empty map key");
+        hash[i] = codec__key_hash(name);
         for (int j = 0; j < i; j++)
-            if (strcmp(name, cat ? cat->kv[j].name : num->kv[j].name) == 0)
+            if (hash[j] == hash[i] && strcmp(name, cat ? cat->kv[j].name : num->kv[j].name) == 0)
                 return codec__fail(&w->x, "duplicate map key \"%s\"", name);
         w->x.key = name;
         int rc = 0;
