@@ -1,0 +1,140 @@
+/* nn.c - dense layers for the model: linear, ReLU, the ESMM loss head, Adam, clipping. */
+#include <math.h>
+#include <string.h>
+#include <cblas.h>
+#include "nn.h"
+
+void nn_linear_forward(float *out, const float *inp, const float *W, const float *b,
+                       int B, int IN, int OUT) {
+    float beta = 0.0f;
+    if (b) {
+        for (int i = 0; i < B; i++) memcpy(out + (size_t)i * OUT, b, sizeof(float) * OUT);
+        beta = 1.0f;
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, OUT, IN,
+                1.0f, inp, IN, W, IN, beta, out, OUT);
+}
+
+void nn_linear_backward(float *dinp, float *dW, float *db, const float *dout,
+                        const float *inp, const float *W, int B, int IN, int OUT) {
+    if (dinp)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, IN, OUT,
+                    1.0f, dout, OUT, W, IN, 1.0f, dinp, IN);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OUT, IN, B,
+                1.0f, dout, OUT, inp, IN, 1.0f, dW, IN);
+    if (db)
+        for (int i = 0; i < B; i++) {
+            const float *d = dout + (size_t)i * OUT;
+            for (int o = 0; o < OUT; o++) db[o] += d[o];
+        }
+}
+
+void nn_linear_forward_ref(float *out, const float *inp, const float *W, const float *b,
+                           int B, int IN, int OUT) {
+    for (int i = 0; i < B; i++)
+        for (int o = 0; o < OUT; o++) {
+            float s = b ? b[o] : 0.0f;
+            for (int k = 0; k < IN; k++) s += inp[(size_t)i * IN + k] * W[(size_t)o * IN + k];
+            out[(size_t)i * OUT + o] = s;
+        }
+}
+
+void nn_linear_backward_ref(float *dinp, float *dW, float *db, const float *dout,
+                            const float *inp, const float *W, int B, int IN, int OUT) {
+    for (int i = 0; i < B; i++)
+        for (int o = 0; o < OUT; o++) {
+            float d = dout[(size_t)i * OUT + o];
+            for (int k = 0; k < IN; k++) {
+                if (dinp) dinp[(size_t)i * IN + k] += d * W[(size_t)o * IN + k];
+                dW[(size_t)o * IN + k] += d * inp[(size_t)i * IN + k];
+            }
+            if (db) db[o] += d;
+        }
+}
+
+void nn_relu_forward(float *out, const float *inp, size_t N) {
+    for (size_t i = 0; i < N; i++) out[i] = inp[i] > 0.0f ? inp[i] : 0.0f;
+}
+
+void nn_relu_backward(float *dinp, const float *dout, const float *out, size_t N) {
+    for (size_t i = 0; i < N; i++) dinp[i] += out[i] > 0.0f ? dout[i] : 0.0f;
+}
+
+double nn_sigmoid(double x) {
+    if (x >= 0) return 1.0 / (1.0 + exp(-x));
+    double e = exp(x);
+    return e / (1.0 + e);
+}
+
+double nn_softplus(double x) {
+    return (x > 0 ? x : 0.0) + log1p(exp(-fabs(x)));
+}
+
+double nn_esmm_forward(float *p_ctr, float *p_cvr, const float *z_ctr, const float *z_cvr,
+                       const float *y_click, const float *y_conv, const float *w_ctr,
+                       const float *w_ctcvr, int B) {
+    double total = 0.0;
+    for (int i = 0; i < B; i++) {
+        double a = z_ctr[i], c = z_cvr[i];
+        double sa = nn_sigmoid(a), sc = nn_sigmoid(c);
+        if (p_ctr) p_ctr[i] = (float)sa;
+        if (p_cvr) p_cvr[i] = (float)sc;
+        double y1 = y_click[i], y2 = y_conv[i];
+        /* BCE(s(a), y) = y softplus(-a) + (1-y) softplus(a) */
+        double l1 = y1 * nn_softplus(-a) + (1.0 - y1) * nn_softplus(a);
+        /* -log q = softplus(-a) + softplus(-c);  1 - q = s(-a) + s(a) s(-c) */
+        double one_m_q = nn_sigmoid(-a) + sa * nn_sigmoid(-c);
+        if (one_m_q < NN_ESMM_EPS) one_m_q = NN_ESMM_EPS;
+        double l2 = y2 * (nn_softplus(-a) + nn_softplus(-c)) - (1.0 - y2) * log(one_m_q);
+        total += w_ctr[i] * l1 + w_ctcvr[i] * l2;
+    }
+    return total;
+}
+
+void nn_esmm_backward(float *dz_ctr, float *dz_cvr, const float *z_ctr, const float *z_cvr,
+                      const float *y_click, const float *y_conv, const float *w_ctr,
+                      const float *w_ctcvr, float scale, int B) {
+    for (int i = 0; i < B; i++) {
+        double a = z_ctr[i], c = z_cvr[i];
+        double sa = nn_sigmoid(a), sc = nn_sigmoid(c);
+        double sma = nn_sigmoid(-a), smc = nn_sigmoid(-c);
+        double y1 = y_click[i], y2 = y_conv[i];
+        double ga = w_ctr[i] * (sa - y1), gc = 0.0;
+        /* d(-log q)/da = -s(-a);  d(-log(1-q))/da = s(a)s(-a)s(c)/(1-q), each <= 1 */
+        double one_m_q = sma + sa * smc;
+        if (one_m_q < NN_ESMM_EPS) one_m_q = NN_ESMM_EPS;
+        double r = sa * sc / one_m_q;
+        ga += w_ctcvr[i] * (-y2 * sma + (1.0 - y2) * r * sma);
+        gc += w_ctcvr[i] * (-y2 * smc + (1.0 - y2) * r * smc);
+        dz_ctr[i] += (float)(scale * ga);
+        dz_cvr[i] += (float)(scale * gc);
+    }
+}
+
+void nn_adam_step(float *param, const float *grad, float *m, float *v, size_t n,
+                  float lr, float beta1, float beta2, float eps, int t) {
+    /* fold both bias corrections into the step size and epsilon:
+     * lr * mhat / (sqrt(vhat) + eps) = lr_t * m / (sqrt(v) + eps * sqrt(1 - b2^t)) */
+    float bc1 = 1.0f - powf(beta1, (float)t), bc2 = 1.0f - powf(beta2, (float)t);
+    float lr_t = lr * sqrtf(bc2) / bc1, eps_t = eps * sqrtf(bc2);
+    float c1 = 1.0f - beta1, c2 = 1.0f - beta2;
+    for (size_t i = 0; i < n; i++) {
+        float g = grad[i];
+        float mi = beta1 * m[i] + c1 * g;
+        float vi = beta2 * v[i] + c2 * g * g;
+        m[i] = mi;
+        v[i] = vi;
+        param[i] -= lr_t * mi / (sqrtf(vi) + eps_t);
+    }
+}
+
+float nn_clip_grad_norm(float *grad, size_t n, float max_norm) {
+    double ss = 0.0;
+    for (size_t i = 0; i < n; i++) ss += (double)grad[i] * grad[i];
+    float norm = (float)sqrt(ss);
+    if (max_norm > 0.0f && norm > max_norm) {
+        float s = max_norm / norm;
+        for (size_t i = 0; i < n; i++) grad[i] *= s;
+    }
+    return norm;
+}
