@@ -2,6 +2,9 @@
 #include <math.h>
 #include <string.h>
 #include <cblas.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 #include "nn.h"
 
 void nn_linear_forward(float *out, const float *inp, const float *W, const float *b,
@@ -52,12 +55,35 @@ void nn_linear_backward_ref(float *dinp, float *dW, float *db, const float *dout
         }
 }
 
-void nn_relu_forward(float *out, const float *inp, size_t N) {
+void nn_relu_forward_ref(float *out, const float *inp, size_t N) {
     for (size_t i = 0; i < N; i++) out[i] = inp[i] > 0.0f ? inp[i] : 0.0f;
 }
 
-void nn_relu_backward(float *dinp, const float *dout, const float *out, size_t N) {
+void nn_relu_backward_ref(float *dinp, const float *dout, const float *out, size_t N) {
     for (size_t i = 0; i < N; i++) dinp[i] += out[i] > 0.0f ? dout[i] : 0.0f;
+}
+
+void nn_relu_forward(float *out, const float *inp, size_t N) {
+    size_t i = 0;
+#ifdef __SSE2__
+    const __m128 zero = _mm_setzero_ps();
+    /* max(x, 0) with x first: a NaN input gives 0, as the plain loop's comparison does */
+    for (; i + 4 <= N; i += 4) _mm_storeu_ps(out + i, _mm_max_ps(_mm_loadu_ps(inp + i), zero));
+#endif
+    for (; i < N; i++) out[i] = inp[i] > 0.0f ? inp[i] : 0.0f;
+}
+
+void nn_relu_backward(float *dinp, const float *dout, const float *out, size_t N) {
+    size_t i = 0;
+#ifdef __SSE2__
+    const __m128 zero = _mm_setzero_ps();
+    for (; i + 4 <= N; i += 4) {
+        __m128 mask = _mm_cmpgt_ps(_mm_loadu_ps(out + i), zero);
+        __m128 d = _mm_and_ps(mask, _mm_loadu_ps(dout + i));
+        _mm_storeu_ps(dinp + i, _mm_add_ps(_mm_loadu_ps(dinp + i), d));
+    }
+#endif
+    for (; i < N; i++) dinp[i] += out[i] > 0.0f ? dout[i] : 0.0f;
 }
 
 double nn_sigmoid(double x) {
@@ -111,21 +137,53 @@ void nn_esmm_backward(float *dz_ctr, float *dz_cvr, const float *z_ctr, const fl
     }
 }
 
-void nn_adam_step(float *param, const float *grad, float *m, float *v, size_t n,
-                  float lr, float beta1, float beta2, float eps, int t) {
-    /* fold both bias corrections into the step size and epsilon:
-     * lr * mhat / (sqrt(vhat) + eps) = lr_t * m / (sqrt(v) + eps * sqrt(1 - b2^t)) */
+/* Both bias corrections folded into the step size and epsilon:
+ * lr * mhat / (sqrt(vhat) + eps) = lr_t * m / (sqrt(v) + eps_t),
+ * lr_t = lr sqrt(1 - b2^t) / (1 - b1^t), eps_t = eps sqrt(1 - b2^t). */
+static void nn__adam_consts(float lr, float beta1, float beta2, float eps, int t,
+                            float *lr_t, float *eps_t) {
     float bc1 = 1.0f - powf(beta1, (float)t), bc2 = 1.0f - powf(beta2, (float)t);
-    float lr_t = lr * sqrtf(bc2) / bc1, eps_t = eps * sqrtf(bc2);
+    *lr_t = lr * sqrtf(bc2) / bc1;
+    *eps_t = eps * sqrtf(bc2);
+}
+
+void nn_adam_step_ref(float *param, const float *grad, float *m, float *v, size_t n,
+                      float lr, float beta1, float beta2, float eps, int t) {
+    float lr_t, eps_t;
+    nn__adam_consts(lr, beta1, beta2, eps, t, &lr_t, &eps_t);
     float c1 = 1.0f - beta1, c2 = 1.0f - beta2;
     for (size_t i = 0; i < n; i++) {
         float g = grad[i];
         float mi = beta1 * m[i] + c1 * g;
-        float vi = beta2 * v[i] + c2 * g * g;
+        float vi = beta2 * v[i] + c2 * (g * g);
         m[i] = mi;
         v[i] = vi;
         param[i] -= lr_t * mi / (sqrtf(vi) + eps_t);
     }
+}
+
+void nn_adam_step(float *param, const float *grad, float *m, float *v, size_t n,
+                  float lr, float beta1, float beta2, float eps, int t) {
+    size_t i = 0;
+#ifdef __SSE2__
+    float lr_t, eps_t;
+    nn__adam_consts(lr, beta1, beta2, eps, t, &lr_t, &eps_t);
+    const __m128 b1 = _mm_set1_ps(beta1), b2 = _mm_set1_ps(beta2);
+    const __m128 c1 = _mm_set1_ps(1.0f - beta1), c2 = _mm_set1_ps(1.0f - beta2);
+    const __m128 lr4 = _mm_set1_ps(lr_t), eps4 = _mm_set1_ps(eps_t);
+    for (; i + 4 <= n; i += 4) {
+        __m128 g = _mm_loadu_ps(grad + i);
+        __m128 mi = _mm_add_ps(_mm_mul_ps(b1, _mm_loadu_ps(m + i)), _mm_mul_ps(c1, g));
+        __m128 vi = _mm_add_ps(_mm_mul_ps(b2, _mm_loadu_ps(v + i)),
+                               _mm_mul_ps(c2, _mm_mul_ps(g, g)));
+        _mm_storeu_ps(m + i, mi);
+        _mm_storeu_ps(v + i, vi);
+        __m128 step = _mm_div_ps(_mm_mul_ps(lr4, mi), _mm_add_ps(_mm_sqrt_ps(vi), eps4));
+        _mm_storeu_ps(param + i, _mm_sub_ps(_mm_loadu_ps(param + i), step));
+    }
+#endif
+    if (i < n)
+        nn_adam_step_ref(param + i, grad + i, m + i, v + i, n - i, lr, beta1, beta2, eps, t);
 }
 
 float nn_clip_grad_norm(float *grad, size_t n, float max_norm) {

@@ -28,6 +28,11 @@ void nn_relu_forward(float *out, const float *inp, size_t N);
 /* dinp += dout where out > 0. `out` is the forward OUTPUT (works after an in-place
  * forward). dinp must not alias dout. */
 void nn_relu_backward(float *dinp, const float *dout, const float *out, size_t N);
+/* The build is -O2, where GCC does not vectorize loops, so the element-wise hot loops
+ * (ReLU, Adam) have an SSE path on x86-64; these plain-loop twins are what the tests
+ * compare it with (bitwise: both use correctly rounded IEEE operations in the same order). */
+void nn_relu_forward_ref(float *out, const float *inp, size_t N);
+void nn_relu_backward_ref(float *dinp, const float *dout, const float *out, size_t N);
 
 /* Numerically stable sigmoid and softplus = log(1 + e^x). */
 double nn_sigmoid(double x);
@@ -53,6 +58,8 @@ void nn_esmm_backward(float *dz_ctr, float *dz_cvr, const float *z_ctr, const fl
  * m, v (n) are the moment buffers, updated in place. */
 void nn_adam_step(float *param, const float *grad, float *m, float *v, size_t n,
                   float lr, float beta1, float beta2, float eps, int t);
+void nn_adam_step_ref(float *param, const float *grad, float *m, float *v, size_t n,
+                      float lr, float beta1, float beta2, float eps, int t);
 /* Global L2 norm of grad (n); if it exceeds max_norm > 0, scale grad down to max_norm.
  * Returns the norm before clipping. max_norm <= 0 only measures. */
 float nn_clip_grad_norm(float *grad, size_t n, float max_norm);

@@ -68,17 +68,18 @@ static void test_init(void) {
 }
 
 /* A row that appears 3 times in a batch gets ONE Adagrad step with the summed gradient. */
-static void test_adagrad_duplicates(void) {
+static void test_adagrad_duplicates(int d) {
     char err[128];
-    const int d = 4;
     emb_table *t = emb_new(d, 1, 0.1f, 2, err, sizeof err);   /* tiny: grad buffer grows */
     int64_t r0 = emb_lookup(t, 100), r1 = emb_lookup(t, 200), r2 = emb_lookup(t, 300);
-    float w0[4], w1[4], w2[4];
-    memcpy(w0, emb_weights(t, r0), sizeof w0);
-    memcpy(w1, emb_weights(t, r1), sizeof w1);
-    memcpy(w2, emb_weights(t, r2), sizeof w2);
-    float ga[4] = { 0.5f, -1.0f, 0.25f, 0.0f }, gb[4] = { 0.1f, 0.2f, -0.3f, 2.0f };
-    float gc[4] = { -0.2f, 0.3f, 0.1f, 1.0f };
+    float w0[8], w1[8], w2[8];
+    memcpy(w0, emb_weights(t, r0), sizeof(float) * d);
+    memcpy(w1, emb_weights(t, r1), sizeof(float) * d);
+    memcpy(w2, emb_weights(t, r2), sizeof(float) * d);
+    /* d <= 8: coordinates 0..3 go through the SSE path, the rest through the loop */
+    float ga[8] = { 0.5f, -1.0f, 0.25f, 0.0f, 0.7f, -0.1f, 0.3f, 0.0f };
+    float gb[8] = { 0.1f, 0.2f, -0.3f, 2.0f, 0.4f, -0.6f, 0.0f, 1.5f };
+    float gc[8] = { -0.2f, 0.3f, 0.1f, 1.0f, -0.9f, 0.05f, 0.2f, -0.4f };
     emb_grad_begin(t);
     CHECK_EQ_INT(emb_grad_add(t, r0, ga), 0);
     CHECK_EQ_INT(emb_grad_add(t, r1, gb), 0);
@@ -128,7 +129,9 @@ static void test_gather(void) {
 int main(void) {
     test_insert_lookup();
     test_init();
-    test_adagrad_duplicates();
+    test_adagrad_duplicates(4);
+    test_adagrad_duplicates(7);
+    test_adagrad_duplicates(1);
     test_gather();
     return 0;
 }

@@ -221,6 +221,36 @@ static void test_adam(void) {
     CHECK_CLOSE(q, 1.01f, 1e-5, 0);
 }
 
+/* SSE paths vs plain-loop twins, bitwise, at sizes with a scalar remainder. */
+static void test_simd_twins(size_t n) {
+    float *x = rnd(n, 1.0f), *a = zeros(n), *b = zeros(n);
+    x[0] = 0.0f;
+    x[n - 1] = -0.0f;
+    nn_relu_forward(a, x, n);
+    nn_relu_forward_ref(b, x, n);
+    for (size_t i = 0; i < n; i++) CHECK_EQ_INT(a[i] == b[i], 1);
+    float *d = rnd(n, 1.0f), *g1 = rnd(n, 0.5f), *g2 = malloc(n * sizeof(float));
+    memcpy(g2, g1, n * sizeof(float));
+    nn_relu_backward(g1, d, a, n);
+    nn_relu_backward_ref(g2, d, a, n);
+    for (size_t i = 0; i < n; i++) CHECK_EQ_INT(g1[i] == g2[i], 1);
+    float *p1 = rnd(n, 1.0f), *p2 = malloc(n * sizeof(float));
+    float *m1 = zeros(n), *m2 = zeros(n), *v1 = zeros(n), *v2 = zeros(n);
+    memcpy(p2, p1, n * sizeof(float));
+    for (int t = 1; t <= 3; t++) {
+        float *gr = rnd(n, 2.0f);
+        nn_adam_step(p1, gr, m1, v1, n, 0.01f, 0.9f, 0.999f, 1e-8f, t);
+        nn_adam_step_ref(p2, gr, m2, v2, n, 0.01f, 0.9f, 0.999f, 1e-8f, t);
+        free(gr);
+    }
+    for (size_t i = 0; i < n; i++) {
+        CHECK_MSG(p1[i] == p2[i], "adam param %zu: %.9g vs %.9g", i, p1[i], p2[i]);
+        CHECK_EQ_INT(m1[i] == m2[i] && v1[i] == v2[i], 1);
+    }
+    free(x); free(a); free(b); free(d); free(g1); free(g2);
+    free(p1); free(p2); free(m1); free(m2); free(v1); free(v2);
+}
+
 static void test_clip(void) {
     float g[4] = { 3, 4, 0, 0 };
     CHECK_CLOSE(nn_clip_grad_norm(g, 4, 10.0f), 5.0f, 1e-6, 0);
@@ -247,6 +277,9 @@ int main(void) {
     test_esmm(0.5f, 2.0f);
     test_esmm_extremes();
     test_adam();
+    test_simd_twins(1);
+    test_simd_twins(37);
+    test_simd_twins(4096);
     test_clip();
     return 0;
 }
