@@ -75,5 +75,25 @@ float m3_train(m3_model *m, const m3_example *ex, int B);
 double m3_flops_per_example(const m3_model *m);
 /* Number of embedding rows the model holds now. */
 size_t m3_emb_rows(const m3_model *m);
+/* Number of dense parameters (the Adam-trained block). */
+size_t m3_n_params(const m3_model *m);
+/* Width of the bottom input x = [n_cat*d embeddings ; n_num numerics ; d scenario]. */
+int m3_input_dim(const m3_model *m);
+
+/* --- testing hooks: gradients without an update ---
+ * m3_debug_loss(): m3_forward() then the loss (same definition and scaling as m3_train's
+ * return value); nothing is updated. m3_debug_grad(): the same, plus the backward pass:
+ * the dense gradients land in m3_debug_dense_grads(), the summed gradient of each touched
+ * embedding row in m3_debug_emb_grad(); nothing is updated (no clipping either).
+ * m3_debug_params() is the dense parameter block (m3_n_params() floats), writable.
+ * m3_debug_emb_weights() is the d weights of key's row (NULL if absent), writable, valid
+ * until the next row is created. m3_debug_emb_grad() is NULL when the row was not touched
+ * by the last m3_debug_grad(). */
+float m3_debug_loss(m3_model *m, const m3_example *ex, int B);
+float m3_debug_grad(m3_model *m, const m3_example *ex, int B);
+float *m3_debug_params(m3_model *m);
+const float *m3_debug_dense_grads(const m3_model *m);
+float *m3_debug_emb_weights(m3_model *m, uint64_t key);
+const float *m3_debug_emb_grad(const m3_model *m, uint64_t key);
 
 #endif

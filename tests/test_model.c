@@ -1,0 +1,296 @@
+/* test_model.c - the model: whole-model finite-difference gradients for lr and
+ * shared_bottom, determinism, configuration errors, and a learning test where only a
+ * model with interactions can rank (shared_bottom must beat lr clearly). */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <time.h>
+#include "check.h"
+#include "model.h"
+
+static uint64_t rs = 99;
+static uint32_t rnd_u32(void) {
+    rs ^= rs << 13; rs ^= rs >> 7; rs ^= rs << 17;
+    return (uint32_t)(rs >> 16);
+}
+static float rnd_f(void) { return (float)(rnd_u32() & 0xffffff) / 16777216.0f; }  /* [0,1) */
+
+static m3_model_cfg small_cfg(int arch) {
+    m3_model_cfg c;
+    memset(&c, 0, sizeof c);
+    c.arch = arch;
+    c.n_scen = 3; c.n_cat = 4; c.n_num = 3; c.emb_dim = 4;
+    c.n_hidden = 2; c.hidden[0] = 8; c.hidden[1] = 6;
+    c.tower_hidden = 5;
+    c.max_batch = 16;
+    c.lr_dense = 0.01f; c.lr_emb = 0.05f; c.l2_emb = 1e-4f; c.clip_norm = 0;
+    c.seed = 7;
+    return c;
+}
+
+static void random_examples(m3_example *ex, int B, const m3_model_cfg *c, int n_values) {
+    for (int i = 0; i < B; i++) {
+        memset(&ex[i], 0, sizeof ex[i]);
+        ex[i].scenario = (int32_t)(rnd_u32() % c->n_scen);
+        for (int s = 0; s < c->n_cat; s++)   /* few values: rows repeat within a batch */
+            ex[i].cat[s] = m3_feat_key(s, (int64_t)(rnd_u32() % n_values));
+        if (c->n_cat > 2) ex[i].cat[2] = m3_feat_key(2, M3_MISSING);
+        for (int k = 0; k < c->n_num; k++) ex[i].num[k] = 2.0f * rnd_f() - 1.0f;
+        ex[i].y_click = (float)(rnd_u32() % 2);
+        ex[i].y_conv = ex[i].y_click * (float)(rnd_u32() % 2);
+        ex[i].w_ctr = 1.0f;
+        ex[i].w_ctcvr = (i % 3 == 0) ? 0.0f : 1.0f;   /* some pending conversion labels */
+    }
+}
+
+/* central difference of the mean loss in one float of the model */
+static double fd(m3_model *m, const m3_example *ex, int B, float *x, float eps) {
+    float keep = *x;
+    *x = keep + eps;
+    double lp = m3_debug_loss(m, ex, B);
+    *x = keep - eps;
+    double lm = m3_debug_loss(m, ex, B);
+    *x = keep;
+    return (lp - lm) / (2.0 * eps);
+}
+
+static void test_grad_check(int arch) {
+    m3_model_cfg c = small_cfg(arch);
+    char err[256];
+    m3_model *m = m3_new(&c, err, sizeof err);
+    CHECK_MSG(m != NULL, "%s", err);
+    enum { B = 8 };
+    m3_example ex[B];
+    random_examples(ex, B, &c, 3);
+    /* moderate-scale embeddings, so that their gradients are not tiny */
+    m3_debug_loss(m, ex, B);
+    for (int i = 0; i < B; i++)
+        for (int s = 0; s < c.n_cat; s++) {
+            float *w = m3_debug_emb_weights(m, ex[i].cat[s]);
+            CHECK(w != NULL);
+            for (int j = 0; j < c.emb_dim; j++) w[j] = 0.5f * (2.0f * rnd_f() - 1.0f);
+        }
+    float L = m3_debug_grad(m, ex, B);
+    CHECK_CLOSE(L, m3_debug_loss(m, ex, B), 1e-6, 0);
+    size_t n = m3_n_params(m);
+    float *g = malloc(n * sizeof(float));
+    memcpy(g, m3_debug_dense_grads(m), n * sizeof(float));
+    float *p = m3_debug_params(m);
+    double gmax = 0;
+    for (size_t k = 0; k < n; k++) gmax = fmax(gmax, fabs(g[k]));
+    CHECK(gmax > 1e-3);
+    const float eps = 2e-3f;   /* rounding ~1e-7/eps; larger eps crosses ReLU kinks */
+    int checked = 0, nonzero = 0;
+    for (size_t k = 0; k < n; k++) {
+        double num = fd(m, ex, B, &p[k], eps);
+        CHECK_MSG(fabs(num - g[k]) <= 1e-3 * gmax + 2e-2 * fabs(num),
+                  "%s dense param %zu: analytic %g numeric %g", m3_arch_name(arch), k,
+                  g[k], num);
+        checked++;
+        nonzero += g[k] != 0.0f;
+    }
+    CHECK(nonzero > (int)n / 3);
+    /* every embedding row the batch touched */
+    int rows_checked = 0;
+    for (int i = 0; i < B; i++)
+        for (int s = 0; s < c.n_cat; s++) {
+            uint64_t key = ex[i].cat[s];
+            const float *eg = m3_debug_emb_grad(m, key);
+            CHECK(eg != NULL);
+            float ge[16];
+            memcpy(ge, eg, sizeof(float) * c.emb_dim);
+            float *w = m3_debug_emb_weights(m, key);
+            for (int j = 0; j < c.emb_dim; j++) {
+                double num = fd(m, ex, B, &w[j], eps);
+                CHECK_MSG(fabs(num - ge[j]) <= 1e-3 * gmax + 2e-2 * fabs(num),
+                          "%s emb slot %d coord %d: analytic %g numeric %g",
+                          m3_arch_name(arch), s, j, ge[j], num);
+                rows_checked++;
+            }
+        }
+    CHECK(rows_checked > 0 && checked > 0);
+    /* m3_train returns the loss before the update, then the loss goes down */
+    float L0 = m3_debug_loss(m, ex, B);
+    m3_forward(m, ex, B, NULL, NULL);
+    CHECK_CLOSE(m3_train(m, ex, B), L0, 1e-6, 0);
+    for (int it = 0; it < 30; it++) {
+        m3_forward(m, ex, B, NULL, NULL);
+        m3_train(m, ex, B);
+    }
+    CHECK_MSG(m3_debug_loss(m, ex, B) < 0.9f * L0, "loss %g -> %g",
+              L0, m3_debug_loss(m, ex, B));
+    free(g);
+    m3_destroy(m);
+}
+
+static void run_stream(m3_model *m, int steps, int B, uint64_t seed, float *last_p) {
+    m3_model_cfg c = small_cfg(M3_ARCH_SHARED_BOTTOM);
+    m3_example ex[16];
+    rs = seed;
+    for (int s = 0; s < steps; s++) {
+        random_examples(ex, B, &c, 20);
+        m3_forward(m, ex, B, last_p, last_p + B);
+        m3_train(m, ex, B);
+    }
+}
+
+static void test_determinism(int arch) {
+    m3_model_cfg c = small_cfg(arch);
+    c.clip_norm = 0.5f;   /* exercise clipping too */
+    char err[256];
+    m3_model *a = m3_new(&c, err, sizeof err), *b = m3_new(&c, err, sizeof err);
+    c.seed = 8;
+    m3_model *o = m3_new(&c, err, sizeof err);
+    CHECK(a && b && o);
+    float pa[32], pb[32], po[32];
+    run_stream(a, 50, 16, 5, pa);
+    run_stream(b, 50, 16, 5, pb);
+    run_stream(o, 50, 16, 5, po);
+    int differ = 0;
+    for (int i = 0; i < 32; i++) {
+        CHECK_MSG(pa[i] == pb[i], "prediction %d: %.9g vs %.9g", i, pa[i], pb[i]);
+        differ += pa[i] != po[i];
+    }
+    CHECK(differ > 16);
+    CHECK_EQ_INT(m3_emb_rows(a), m3_emb_rows(b));
+    CHECK(m3_emb_rows(a) > 40);
+    /* learning rates 0: training changes nothing */
+    c.seed = 7;
+    c.lr_dense = 0; c.lr_emb = 0;
+    m3_model *z = m3_new(&c, err, sizeof err);
+    m3_example ex[16];
+    random_examples(ex, 16, &c, 5);
+    float p1[16], p2[16];
+    m3_forward(z, ex, 16, p1, NULL);
+    m3_train(z, ex, 16);
+    m3_forward(z, ex, 16, p2, NULL);
+    for (int i = 0; i < 16; i++) CHECK_EQ_INT(p1[i] == p2[i], 1);
+    m3_destroy(a); m3_destroy(b); m3_destroy(o); m3_destroy(z);
+}
+
+static void test_cfg_errors(void) {
+    char err[256];
+    m3_model_cfg c = small_cfg(M3_ARCH_SHARED_BOTTOM);
+    c.arch = 5;
+    CHECK(m3_new(&c, err, sizeof err) == NULL); CHECK_CONTAINS(err, "arch");
+    c = small_cfg(M3_ARCH_SHARED_BOTTOM); c.n_hidden = 0;
+    CHECK(m3_new(&c, err, sizeof err) == NULL); CHECK_CONTAINS(err, "hidden");
+    c = small_cfg(M3_ARCH_SHARED_BOTTOM); c.emb_dim = 0;
+    CHECK(m3_new(&c, err, sizeof err) == NULL); CHECK_CONTAINS(err, "emb.dim");
+    c = small_cfg(M3_ARCH_SHARED_BOTTOM); c.n_scen = M3_MAX_SCEN + 1;
+    CHECK(m3_new(&c, err, sizeof err) == NULL); CHECK_CONTAINS(err, "scenarios");
+    c = small_cfg(M3_ARCH_SHARED_BOTTOM); c.max_batch = 0;
+    CHECK(m3_new(&c, err, sizeof err) == NULL); CHECK_CONTAINS(err, "max_batch");
+    c = small_cfg(M3_ARCH_SHARED_BOTTOM); c.lr_dense = NAN;
+    CHECK(m3_new(&c, err, sizeof err) == NULL); CHECK_CONTAINS(err, "finite");
+    c = small_cfg(M3_ARCH_LR); c.n_hidden = 0;   /* lr needs no hidden layers */
+    m3_model *m = m3_new(&c, err, sizeof err);
+    CHECK_MSG(m != NULL, "%s", err);
+    CHECK_EQ_INT(m3_input_dim(m), 4 * 4 + 3 + 4);
+    CHECK_CLOSE(m3_flops_per_example(m), 2.0 * 2 * 23, 0, 0);
+    m3_destroy(m);
+    m3_destroy(NULL);
+    c = small_cfg(M3_ARCH_SHARED_BOTTOM);
+    m = m3_new(&c, err, sizeof err);
+    /* 23*8 + 8*6 + 2*((6+4)*5 + 5) macs, x2 */
+    CHECK_CLOSE(m3_flops_per_example(m), 2.0 * (23 * 8 + 8 * 6 + 2 * (10 * 5 + 5)), 0, 0);
+    m3_destroy(m);
+}
+
+/* Exact AUC: sort by score, average ranks of ties, Mann-Whitney U. */
+typedef struct { float s; float y; } scored;
+static int cmp_scored(const void *a, const void *b) {
+    float x = ((const scored *)a)->s, y = ((const scored *)b)->s;
+    return (x > y) - (x < y);
+}
+static double auc(scored *v, size_t n) {
+    qsort(v, n, sizeof *v, cmp_scored);
+    double rank_sum = 0, npos = 0;
+    for (size_t i = 0; i < n;) {
+        size_t j = i;
+        while (j < n && v[j].s == v[i].s) j++;
+        double avg = (double)(i + 1 + j) / 2.0;   /* ranks i+1..j */
+        for (size_t k = i; k < j; k++)
+            if (v[k].y > 0.5f) { rank_sum += avg; npos++; }
+        i = j;
+    }
+    double nneg = (double)n - npos;
+    if (npos == 0 || nneg == 0) return 0.5;
+    return (rank_sum - npos * (npos + 1) / 2.0) / (npos * nneg);
+}
+
+static void test_auc(void) {
+    scored a[4] = { {0.1f, 0}, {0.4f, 0}, {0.35f, 1}, {0.8f, 1} };
+    CHECK_CLOSE(auc(a, 4), 0.75, 1e-12, 0);
+    scored b[4] = { {0.5f, 0}, {0.5f, 1}, {0.5f, 0}, {0.5f, 1} };
+    CHECK_CLOSE(auc(b, 4), 0.5, 1e-12, 0);
+    scored c[3] = { {0.9f, 1}, {0.2f, 0}, {0.1f, 0} };
+    CHECK_CLOSE(auc(c, 3), 1.0, 1e-12, 0);
+}
+
+/* Click depends on the parity of (user_segment + item_category): no additive model of
+ * the two slots can rank it, a model with interactions can. Returns the prequential AUC
+ * (predict-then-train) of the CTR output over the last quarter of the stream. */
+static double learn_stream(int arch, int steps, int B) {
+    m3_model_cfg c;
+    memset(&c, 0, sizeof c);
+    c.arch = arch;
+    c.n_scen = 2; c.n_cat = 3; c.n_num = 1; c.emb_dim = 8;
+    c.n_hidden = 2; c.hidden[0] = 32; c.hidden[1] = 16; c.tower_hidden = 8;
+    c.max_batch = B;
+    c.lr_dense = 0.003f; c.lr_emb = 0.05f; c.l2_emb = 0; c.clip_norm = 10.0f;
+    c.seed = 3;
+    char err[256];
+    m3_model *m = m3_new(&c, err, sizeof err);
+    CHECK_MSG(m != NULL, "%s", err);
+    m3_example *ex = calloc((size_t)B, sizeof *ex);
+    float *pc = malloc(sizeof(float) * B), *pv = malloc(sizeof(float) * B);
+    int eval_from = steps * 3 / 4;
+    size_t n_eval = (size_t)(steps - eval_from) * B, k = 0;
+    scored *sc = malloc(n_eval * sizeof *sc);
+    rs = 2024;
+    for (int st = 0; st < steps; st++) {
+        for (int i = 0; i < B; i++) {
+            int seg = (int)(rnd_u32() % 8), cat = (int)(rnd_u32() % 8);
+            ex[i].scenario = (int32_t)(rnd_u32() % 2);
+            ex[i].cat[0] = m3_feat_key(0, seg);
+            ex[i].cat[1] = m3_feat_key(1, cat);
+            ex[i].cat[2] = m3_feat_key(2, rnd_u32() % 1000);   /* noise slot */
+            ex[i].num[0] = rnd_f();
+            float p = (seg + cat) % 2 == 0 ? 0.8f : 0.1f;
+            ex[i].y_click = rnd_f() < p ? 1.0f : 0.0f;
+            ex[i].y_conv = ex[i].y_click > 0 && rnd_f() < 0.3f ? 1.0f : 0.0f;
+            ex[i].w_ctr = ex[i].w_ctcvr = 1.0f;
+        }
+        m3_forward(m, ex, B, pc, pv);
+        if (st >= eval_from)
+            for (int i = 0; i < B; i++) { sc[k].s = pc[i]; sc[k].y = ex[i].y_click; k++; }
+        float loss = m3_train(m, ex, B);
+        CHECK_MSG(isfinite(loss), "loss %g at step %d", loss, st);
+    }
+    double a = auc(sc, k);
+    free(ex); free(pc); free(pv); free(sc);
+    m3_destroy(m);
+    return a;
+}
+
+static void test_learning(void) {
+    clock_t t0 = clock();
+    double a_lr = learn_stream(M3_ARCH_LR, 2000, 64);
+    double a_sb = learn_stream(M3_ARCH_SHARED_BOTTOM, 2000, 64);
+    fprintf(stderr, "prequential CTR AUC: lr %.6f  shared_bottom %.6f  (%.1f s)\n", a_lr,
+            a_sb, (double)(clock() - t0) / CLOCKS_PER_SEC);
+    CHECK_MSG(a_sb > 0.75, "shared_bottom AUC %g", a_sb);
+    CHECK_MSG(a_lr < 0.6, "lr AUC %g", a_lr);
+}
+
+int main(void) {
+    test_auc();
+    test_cfg_errors();
+    test_grad_check(M3_ARCH_LR);
+    test_grad_check(M3_ARCH_SHARED_BOTTOM);
+    test_determinism(M3_ARCH_LR);
+    test_determinism(M3_ARCH_SHARED_BOTTOM);
+    test_learning();
+    return 0;
+}
