@@ -56,19 +56,25 @@ typedef struct {
 
 typedef struct m3_model m3_model;
 
-/* Create a model. On error, NULL is returned and errstr says why (a bad dimension...). */
+/* Create a model; all step buffers are allocated here, for max_batch examples. Dense
+ * weights are initialised (He for ReLU layers) from cfg.seed, deterministically. Also pins
+ * OpenBLAS to one thread. On error, NULL is returned and errstr says why (a bad
+ * dimension...). */
 m3_model *m3_new(const m3_model_cfg *cfg, char *errstr, size_t errstr_size);
 /* Free a model; NULL is a no-op. */
 void m3_destroy(m3_model *m);
 
 /* Forward pass over B <= max_batch examples: writes p_ctr[B] and p_cvr[B]
  * (p_ctcvr = p_ctr * p_cvr). Embedding rows seen for the first time are created.
- * The activations are kept for the next m3_train() on the same examples. */
+ * The activations are kept for the next m3_train() on the same examples.
+ * B above max_batch is cut to max_batch; a scenario outside 0..n_scen-1 uses scenario 0. */
 void m3_forward(m3_model *m, const m3_example *ex, int B, float *p_ctr, float *p_cvr);
 
 /* Backward and update for the examples of the last m3_forward() (same ex, same B):
  * loss = sum_i w_ctr[i] BCE(p_ctr, y_click) + w_ctcvr[i] BCE(p_ctr p_cvr, y_conv),
- * divided by B. Returns that loss (before the update). */
+ * divided by B. Returns that loss (before the update). B is the cached forward's (the
+ * argument is not used). Dense: global-norm clip (cfg.clip_norm), one Adam step; rows:
+ * one Adagrad step per distinct touched row with its gradient summed over the batch. */
 float m3_train(m3_model *m, const m3_example *ex, int B);
 
 /* Multiply-adds x2 of one example's forward pass, from the configuration. */
