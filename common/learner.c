@@ -75,13 +75,14 @@ lrn *lrn_new(const m3_cfg *cfg, char *errstr, size_t errstr_size) {
     for (int i = 0; i < cfg->scenarios.n; i++) scen[i] = cfg->scenarios.names[i];
     L->board = met_board_new(cfg->scenarios.n, scen, L->n_models, names, 0, errstr, errstr_size);
     if (!L->board) goto fail;
-    L->pending = pend_new(cfg->join_window_ms, 1024);
+    L->pending = pend_new(cfg->join_window_ms, 1 << 16, errstr, errstr_size);
+    if (!L->pending) goto fail;
     L->ex = calloc((size_t)L->cap, sizeof *L->ex);
     L->tags = calloc((size_t)L->cap, sizeof *L->tags);
     L->settled = calloc((size_t)L->cap, sizeof *L->settled);
     L->req_ex = calloc((size_t)L->cap, sizeof *L->req_ex);
     L->req_tags = calloc((size_t)L->cap, sizeof *L->req_tags);
-    if (!L->pending || !L->ex || !L->tags || !L->settled || !L->req_ex || !L->req_tags) goto oom;
+    if (!L->ex || !L->tags || !L->settled || !L->req_ex || !L->req_tags) goto oom;
     return L;
 oom:
     snprintf(errstr, errstr_size, "learner: out of memory");
@@ -213,8 +214,8 @@ int lrn_conversion(lrn *L, const m3_conversion *cv, lrn_emit_fn emit, void *ud,
     advance_watermark(L, cv->ts_ms);
     if (L->n_imp + L->n_settled >= L->cap) lrn_flush(L, emit, ud);
     int r = pend_convert(L->pending, cv->impression_id, cv->ts_ms, &L->settled[L->n_settled]);
-    if (r == PEND_JOINED) L->n_settled++;
-    else if (r == PEND_LATE) mc->late_conversions++;
+    if (r == 1) L->n_settled++;
+    else if (r == 2) mc->late_conversions++;
     else mc->unmatched_conversions++;
     return 0;
 }

@@ -141,6 +141,7 @@ void sim_cfg_defaults(sim_cfg *c) {
     c->window_ms = 3600000;
     c->drift = 0.1;
     c->difficulty = 1.0;
+    c->noise = 0.33;
 }
 
 static int sim__add_item(sim *s, int64_t born) {
@@ -158,7 +159,7 @@ static int sim__add_item(sim *s, int64_t born) {
     it->shop = rng_int(r, N_SHOP);
     for (int k = 0; k < K; k++)
         it->v[k] = s->catv[it->cat][k] + 0.6f * s->brandv[it->brand][k] +
-                   (float)(0.3 * rng_normal(r));
+                   (float)(0.5 * s->c.noise * rng_normal(r));
     it->quality = (float)(0.6 * s->brand_quality[it->brand] + 0.8 * rng_normal(r));
     it->rating = (float)(0.7 * it->quality + 0.5 * rng_normal(r));
     it->price = (float)(s->cat_price[it->cat] + 0.5 * rng_normal(r));
@@ -235,8 +236,8 @@ sim *sim_new(const sim_cfg *c, char *errstr, size_t errstr_size) {
         double act = exp(1.0 * rng_normal(r)); /* log-normal activity: heavy users exist */
         us->activity = (float)log(act);
         us->price_sens = (float)(s->tier_price_sens[us->tier] + 0.3 * rng_normal(r));
-        randvec(r, us->taste, 0.35);
-        for (int k = 0; k < c->n_scen; k++) randvec(r, us->off[k], 0.35);
+        randvec(r, us->taste, 0.6 * c->noise);
+        for (int k = 0; k < c->n_scen; k++) randvec(r, us->off[k], 0.6 * c->noise);
         cum += act;
         s->user_cum[u] = cum;
     }

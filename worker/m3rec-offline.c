@@ -44,6 +44,8 @@ int main(int argc, char **argv) {
             sc.seed = strtoull(argv[++i], NULL, 10);
         } else if (strcmp(a, "--difficulty") == 0 && more) {
             sc.difficulty = atof(argv[++i]);
+        } else if (strcmp(a, "--noise") == 0 && more) {
+            sc.noise = atof(argv[++i]);
         } else if (strcmp(a, "--report") == 0 && more) {
             report = argv[++i];
         } else if (strcmp(a, "--oracle-report") == 0 && more) {

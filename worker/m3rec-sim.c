@@ -54,6 +54,7 @@ int main(int argc, char **argv) {
         else if (strcmp(a, "--events") == 0 && more) sc.n_impressions = atoll(argv[++i]);
         else if (strcmp(a, "--seed") == 0 && more) sc.seed = strtoull(argv[++i], NULL, 10);
         else if (strcmp(a, "--difficulty") == 0 && more) sc.difficulty = atof(argv[++i]);
+        else if (strcmp(a, "--noise") == 0 && more) sc.noise = atof(argv[++i]);
         else if (strcmp(a, "--report") == 0 && more) report = argv[++i];
         else if (strcmp(a, "--out") == 0 && more) out = argv[++i];
         else if (strcmp(a, "--create-topics") == 0 && more) create_parts = atoi(argv[++i]);
