@@ -1,0 +1,151 @@
+/* kio.h - Kafka I/O: embedded mock broker, topic admin/checks, consumer, producer.
+ *
+ * A thin layer over librdkafka that fixes the settings m3rec's guarantees depend on:
+ *  - consumers use the eager `range` assignor, so topics with equal partition counts are
+ *    co-partitioned (partition p of every topic goes to the same group member);
+ *  - producers are idempotent and use `murmur2_random`, the Java clients' default
+ *    partitioner. Keys are the decimal string of user_id (e.g. "42", no padding, no NUL),
+ *    so producers in any language that use Kafka's default partitioner match.
+ * Library code: nothing here exits; failures return a status and fill errstr.
+ * Threads: a kio_consumer / kio_producer is used from one thread; its callbacks (rebalance,
+ * delivery reports, errors) run inside kio_consumer_poll / kio_producer_poll / _flush on
+ * that thread, so the counters need no locks. Different objects may live on different
+ * threads.
+ * Properties are plain key/value pairs (no dependency on cfg.h). */
+#ifndef M3_KIO_H
+#define M3_KIO_H
+#include <stddef.h>
+#include <stdint.h>
+#include <librdkafka/rdkafka.h>
+
+typedef struct { const char *key; const char *value; } kio_prop; /* librdkafka property */
+
+typedef struct kio_mock kio_mock;
+typedef struct kio_consumer kio_consumer;
+typedef struct kio_producer kio_producer;
+
+/* ---- embedded broker (librdkafka's mock cluster) ---- */
+
+/* Start a 1-broker mock cluster on 127.0.0.1 (ephemeral port), hosted by an internal
+ * rd_kafka_t, and create `topics` with `partitions` each. Returns the mock, or NULL with
+ * errstr filled. The mock lives in this process only; its data is in memory, and
+ * librdkafka 2.0.2 keeps at most ~5 MB (and 100000 message sets) per partition: older
+ * messages are silently dropped, so a consumer that falls further behind than that
+ * skips them (auto.offset.reset). Size test data accordingly. */
+kio_mock *kio_mock_new(int partitions, const char *const *topics, int n_topics,
+                       char *errstr, size_t errstr_size);
+/* "host:port" to use as bootstrap.servers; owned by m, valid until kio_mock_destroy. */
+const char *kio_mock_bootstraps(const kio_mock *m);
+/* Create one more topic on the mock. Returns 0, or -1 with errstr filled. */
+int kio_mock_create_topic(kio_mock *m, const char *topic, int partitions,
+                          char *errstr, size_t errstr_size);
+/* Stop the mock cluster. Clients still connected to it see transport errors. NULL: no-op. */
+void kio_mock_destroy(kio_mock *m);
+
+/* ---- admin ---- */
+
+/* Create topics with `partitions` each and the broker's default replication factor
+ * (CreateTopics); a topic that already exists counts as success (its partition count is
+ * not checked: use kio_check_topics). Waits at most about timeout_ms. Returns 0, or -1
+ * with errstr: "cannot reach Kafka at ..." (as kio_check_topics), or the first failed
+ * topic and why. librdkafka 2.0.2's mock cluster does not implement CreateTopics (the
+ * request goes unanswered until timeout_ms): use kio_mock_create_topic for it. */
+int kio_create_topics(const kio_prop *props, int n_props, const char *const *topics,
+                      int n_topics, int partitions, int timeout_ms,
+                      char *errstr, size_t errstr_size);
+
+/* Check that every topic exists and all have the same partition count (the
+ * co-partitioning contract). Returns that count (>= 1), or -1 with errstr filled:
+ *   "topic T does not exist (create it with 4 partitions like U)",
+ *   "topics must have equal partition counts for co-partitioning: U has 4, T has 2",
+ *   "cannot reach Kafka at <bootstrap.servers> within N ms: <librdkafka error>".
+ * Lists the cluster's metadata (all topics), so it never triggers auto-creation. */
+int kio_check_topics(const kio_prop *props, int n_props, const char *const *topics,
+                     int n_topics, int timeout_ms, char *errstr, size_t errstr_size);
+
+/* ---- consumer ---- */
+
+/* Create a consumer-group member subscribed to `topics`. Properties are applied in this
+ * order: auto.offset.reset=earliest (a default), then the caller's props, then the
+ * required settings, which override the caller's: partition.assignment.strategy=range,
+ * enable.auto.commit=false, enable.auto.offset.store=false, and a rebalance callback
+ * (eager: rd_kafka_assign / unassign). group.id must be among props.
+ * Returns the consumer, or NULL with errstr filled (bad property, no group.id, ...). */
+kio_consumer *kio_consumer_new(const kio_prop *props, int n_props,
+                               const char *const *topics, int n_topics,
+                               char *errstr, size_t errstr_size);
+
+/* Poll up to `max` messages, waiting at most timeout_ms for the first one; the rest are
+ * taken only if already fetched. Returns the number of messages written to msgs (0 on
+ * timeout). Each message is owned by the caller: destroy it with
+ * rd_kafka_message_destroy in the same loop iteration that handles it. Partition EOF
+ * and transient errors (e.g. broker down, unknown topic) are not returned: they are
+ * counted (kio_consumer_errors). A fatal consumer error returns -1 with errstr filled. */
+int kio_consumer_poll(kio_consumer *c, rd_kafka_message_t **msgs, int max, int timeout_ms,
+                      char *errstr, size_t errstr_size);
+
+/* Store msg's offset + 1 as the partition's position to commit (cheap, no I/O). Returns
+ * 0, or -1 with errstr filled (e.g. the partition is no longer assigned). */
+int kio_consumer_store(kio_consumer *c, const rd_kafka_message_t *msg,
+                       char *errstr, size_t errstr_size);
+/* Store an explicit next offset (e.g. one read back from the state store). */
+int kio_consumer_store_offset(kio_consumer *c, const char *topic, int32_t partition,
+                              int64_t next_offset, char *errstr, size_t errstr_size);
+/* Commit the stored offsets asynchronously (for lag monitoring only: m3rec's restart
+ * positions live in its own store). Nothing stored since the last commit is a success.
+ * Failures of earlier async commits are counted in kio_consumer_errors. Returns 0, or
+ * -1 with errstr filled if the commit could not be started. */
+int kio_consumer_commit(kio_consumer *c, char *errstr, size_t errstr_size);
+
+/* Number of partitions currently assigned to this member (all topics). */
+int kio_consumer_assigned(const kio_consumer *c);
+/* Transient errors seen so far (consume errors and failed async commits); the last one
+ * is copied to last (may be NULL). */
+long long kio_consumer_errors(kio_consumer *c, char *last, size_t last_size);
+/* The underlying handle, for what this module does not wrap (seek, pause, ...). Owned
+ * by c. */
+rd_kafka_t *kio_consumer_handle(kio_consumer *c);
+/* Leave the group (rd_kafka_consumer_close, which revokes through the rebalance
+ * callback) and destroy. NULL: no-op. */
+void kio_consumer_close(kio_consumer *c);
+
+/* ---- producer ---- */
+
+/* Create a producer. Order: linger.ms=5 (a default), then the caller's props, then the
+ * required enable.idempotence=true and partitioner=murmur2_random. Delivery reports are
+ * counted (kio_producer_stats). Returns the producer, or NULL with errstr filled. */
+kio_producer *kio_producer_new(const kio_prop *props, int n_props,
+                               char *errstr, size_t errstr_size);
+
+/* Produce a copy of key and val to topic (the partitioner picks the partition from the
+ * key), with n_hdr_pairs headers given as hdrs[2*i] = name, hdrs[2*i+1] = value (NUL-
+ * terminated strings; hdrs may be NULL when n_hdr_pairs is 0). The caller keeps
+ * ownership of everything passed. When the local queue is full, serves delivery reports
+ * and retries for at most ~10 s. Returns 0 when enqueued, or -1 with errstr filled. */
+int kio_produce(kio_producer *p, const char *topic, const void *key, size_t keylen,
+                const void *val, size_t len, const char *const *hdrs, int n_hdr_pairs,
+                char *errstr, size_t errstr_size);
+/* Serve delivery reports without blocking. Call regularly. */
+void kio_producer_poll(kio_producer *p);
+/* Wait at most timeout_ms for all queued messages to be delivered. Returns 0 when the
+ * queue is empty and no delivery failed since the previous flush (or creation), or -1
+ * with errstr filled (timeout with N messages left, or M failures + the last error). */
+int kio_producer_flush(kio_producer *p, int timeout_ms, char *errstr, size_t errstr_size);
+/* Delivery reports so far: successful and failed (either pointer may be NULL). */
+void kio_producer_stats(const kio_producer *p, long long *delivered, long long *failed);
+/* The last delivery or producer error, "" if none; owned by p. */
+const char *kio_producer_last_error(const kio_producer *p);
+/* The underlying handle, for what this module does not wrap. Owned by p. */
+rd_kafka_t *kio_producer_handle(kio_producer *p);
+/* Destroy without flushing (call kio_producer_flush first). NULL: no-op. */
+void kio_producer_destroy(kio_producer *p);
+
+/* ---- partitioning ---- */
+
+/* Kafka's murmur2 (org.apache.kafka.common.utils.Utils.murmur2), as a signed 32-bit. */
+int32_t kio_murmur2(const void *key, size_t keylen);
+/* The partition the Java default partitioner (and librdkafka's murmur2_random) gives a
+ * non-NULL key: (murmur2(key) & 0x7fffffff) % partitions. */
+int kio_partition_for_key(const void *key, size_t keylen, int partitions);
+
+#endif

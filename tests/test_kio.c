@@ -1,0 +1,349 @@
+/* test_kio.c - Kafka I/O against the embedded mock cluster: co-partitioning, checks,
+ * errors, headers, delivery reports; prints producer/consumer throughput. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "check.h"
+#include "kio.h"
+
+#define T_HOME "m3rec.events.home"
+#define T_SEARCH "m3rec.events.search"
+#define T_REQ "m3rec.requests"
+#define N_USERS 200
+#define PER_USER 5   /* messages per user per topic: 2 topics x 200 x 5 = 2000 */
+#define PARTS 4
+
+static char errstr[512];
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* Kafka's UtilsTest.testMurmur2 vectors (Java's signed int results). */
+static void test_murmur2(void) {
+    CHECK_EQ_INT(kio_murmur2("21", 2), -973932308);
+    CHECK_EQ_INT(kio_murmur2("foobar", 6), -790332482);
+    CHECK_EQ_INT(kio_murmur2("a-little-bit-long-string", 24), -985981536);
+    CHECK_EQ_INT(kio_murmur2("a-little-bit-longer-string", 26), -1486304829);
+    CHECK_EQ_INT(kio_murmur2("lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8", 48), -58897971);
+    CHECK_EQ_INT(kio_murmur2("abc", 3), 479470107);
+    /* toPositive(-790332482) = 1357151166; 1357151166 % 50 = 16 */
+    CHECK_EQ_INT(kio_partition_for_key("foobar", 6, 50), 16);
+    CHECK_EQ_INT(kio_partition_for_key("foobar", 6, 1), 0);
+}
+
+static void test_check_topics(kio_mock *m, const kio_prop *bs) {
+    const char *ok[] = {T_HOME, T_SEARCH, T_REQ};
+    CHECK_EQ_INT(kio_check_topics(bs, 1, ok, 3, 5000, errstr, sizeof(errstr)), PARTS);
+
+    const char *missing[] = {T_HOME, "m3rec.events.product", T_REQ};
+    CHECK_EQ_INT(kio_check_topics(bs, 1, missing, 3, 5000, errstr, sizeof(errstr)), -1);
+    CHECK_EQ_STR(errstr, "topic m3rec.events.product does not exist "
+                         "(create it with 4 partitions like m3rec.events.home)");
+
+    CHECK_EQ_INT(kio_mock_create_topic(m, "m3rec.small", 2, errstr, sizeof(errstr)), 0);
+    const char *unequal[] = {T_HOME, T_SEARCH, "m3rec.small"};
+    CHECK_EQ_INT(kio_check_topics(bs, 1, unequal, 3, 5000, errstr, sizeof(errstr)), -1);
+    CHECK_EQ_STR(errstr, "topics must have equal partition counts for co-partitioning: "
+                         "m3rec.events.home has 4, m3rec.small has 2");
+
+    CHECK_EQ_INT(kio_mock_create_topic(m, "bad", 0, errstr, sizeof(errstr)), -1);
+    CHECK_CONTAINS(errstr, "partitions must be >= 1");
+}
+
+static void test_unreachable(void) {
+    const kio_prop bs[] = {{"bootstrap.servers", "127.0.0.1:1"}};
+    const char *t[] = {T_HOME};
+    double t0 = now_s();
+    CHECK_EQ_INT(kio_check_topics(bs, 1, t, 1, 1000, errstr, sizeof(errstr)), -1);
+    double took = now_s() - t0;
+    printf("unreachable: %.0f ms: %s\n", took * 1e3, errstr);
+    CHECK_CONTAINS(errstr, "cannot reach Kafka at 127.0.0.1:1 within 1000 ms: ");
+    CHECK_MSG(took < 3.0, "kio_check_topics took %.1f s with a 1 s timeout", took);
+
+    t0 = now_s();
+    CHECK_EQ_INT(kio_create_topics(bs, 1, t, 1, 4, 1000, errstr, sizeof(errstr)), -1);
+    took = now_s() - t0;
+    CHECK_CONTAINS(errstr, "cannot reach Kafka at 127.0.0.1:1 within 1000 ms: ");
+    CHECK_MSG(took < 3.0, "kio_create_topics took %.1f s with a 1 s timeout", took);
+}
+
+static void test_bad_config(const kio_prop *bs) {
+    const char *t[] = {T_HOME};
+    CHECK(kio_consumer_new(bs, 1, t, 1, errstr, sizeof(errstr)) == NULL);
+    CHECK_CONTAINS(errstr, "group.id is required");
+    const kio_prop bad[] = {{"bootstrap.servers", "x"}, {"no.such.property", "1"}};
+    CHECK(kio_producer_new(bad, 2, errstr, sizeof(errstr)) == NULL);
+    CHECK_CONTAINS(errstr, "no.such.property");
+    kio_consumer_close(NULL);
+    kio_producer_destroy(NULL);
+    kio_mock_destroy(NULL);
+}
+
+/* Poll c into a callback until `want` messages or the deadline. Returns the count. */
+typedef void (*on_msg_fn)(const rd_kafka_message_t *m, void *ud);
+static long consume_n(kio_consumer *c, long want, double timeout_s, on_msg_fn fn, void *ud) {
+    rd_kafka_message_t *msgs[256];
+    long got = 0;
+    double end = now_s() + timeout_s;
+    while (got < want && now_s() < end) {
+        int max = want - got < 256 ? (int)(want - got) : 256;
+        int n = kio_consumer_poll(c, msgs, max, 100, errstr, sizeof(errstr));
+        CHECK_MSG(n >= 0, "poll: %s", errstr);
+        for (int i = 0; i < n; i++) {
+            if (fn) fn(msgs[i], ud);
+            CHECK_EQ_INT(kio_consumer_store(c, msgs[i], errstr, sizeof(errstr)), 0);
+            rd_kafka_message_destroy(msgs[i]);
+        }
+        got += n;
+    }
+    return got;
+}
+
+typedef struct {
+    int part[2][N_USERS];    /* partition of each key in home (0) and search (1), -1 unseen */
+    int count[2][N_USERS];
+} copart_seen;
+
+static void on_copart(const rd_kafka_message_t *m, void *ud) {
+    copart_seen *s = ud;
+    const char *topic = rd_kafka_topic_name(m->rkt);
+    int t = strcmp(topic, T_HOME) == 0 ? 0 : strcmp(topic, T_SEARCH) == 0 ? 1 : -1;
+    CHECK_MSG(t >= 0, "unexpected topic %s", topic);
+    char key[16];
+    CHECK(m->key_len > 0 && m->key_len < sizeof(key));
+    memcpy(key, m->key, m->key_len);
+    key[m->key_len] = '\0';
+    int u = atoi(key);
+    CHECK(u >= 0 && u < N_USERS);
+    CHECK_EQ_INT(m->partition, kio_partition_for_key(key, m->key_len, PARTS));
+    if (s->part[t][u] >= 0) CHECK_EQ_INT(m->partition, s->part[t][u]);
+    s->part[t][u] = m->partition;
+    s->count[t][u]++;
+    char want[64];
+    int wl = snprintf(want, sizeof(want), "user=%s", key);
+    CHECK((int)m->len > wl && memcmp(m->payload, want, (size_t)wl) == 0);
+}
+
+static void test_copartition(const kio_prop *bs) {
+    kio_producer *p = kio_producer_new(bs, 1, errstr, sizeof(errstr));
+    CHECK_MSG(p != NULL, "producer: %s", errstr);
+    const char *topics[2] = {T_HOME, T_SEARCH};
+    for (int r = 0; r < PER_USER; r++)
+        for (int u = 0; u < N_USERS; u++)
+            for (int t = 0; t < 2; t++) {
+                char key[16], val[64];
+                int kl = snprintf(key, sizeof(key), "%d", u);
+                int vl = snprintf(val, sizeof(val), "user=%d round=%d", u, r);
+                CHECK_EQ_INT(kio_produce(p, topics[t], key, (size_t)kl, val, (size_t)vl,
+                                         NULL, 0, errstr, sizeof(errstr)), 0);
+            }
+    CHECK_MSG(kio_producer_flush(p, 10000, errstr, sizeof(errstr)) == 0, "flush: %s", errstr);
+    long long delivered = -1, failed = -1;
+    kio_producer_stats(p, &delivered, &failed);
+    CHECK_EQ_INT(delivered, 2 * N_USERS * PER_USER);
+    CHECK_EQ_INT(failed, 0);
+    kio_producer_destroy(p);
+
+    const kio_prop cp[] = {bs[0], {"group.id", "test-copart"}};
+    kio_consumer *c = kio_consumer_new(cp, 2, topics, 2, errstr, sizeof(errstr));
+    CHECK_MSG(c != NULL, "consumer: %s", errstr);
+    copart_seen *s = malloc(sizeof(*s));
+    memset(s->part, -1, sizeof(s->part));
+    memset(s->count, 0, sizeof(s->count));
+    long got = consume_n(c, 2 * N_USERS * PER_USER, 30.0, on_copart, s);
+    CHECK_EQ_INT(got, 2 * N_USERS * PER_USER);
+    CHECK_EQ_INT(kio_consumer_assigned(c), 2 * PARTS);
+    for (int u = 0; u < N_USERS; u++) {
+        CHECK_EQ_INT(s->count[0][u], PER_USER);
+        CHECK_EQ_INT(s->count[1][u], PER_USER);
+        CHECK_EQ_INT(s->part[0][u], s->part[1][u]);
+    }
+    /* Nothing more arrives. */
+    CHECK_EQ_INT(consume_n(c, 1, 0.5, NULL, NULL), 0);
+    CHECK_EQ_INT(kio_consumer_commit(c, errstr, sizeof(errstr)), 0);
+    consume_n(c, 1, 0.5, NULL, NULL); /* serve the commit result */
+    char last[512];
+    long long nerr = kio_consumer_errors(c, last, sizeof(last));
+    CHECK_MSG(nerr == 0, "%lld consumer errors, last: %s", nerr, last);
+
+    /* The committed offsets are the ends of the partitions (what lag monitoring reads). */
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(2 * PARTS);
+    for (int t = 0; t < 2; t++)
+        for (int q = 0; q < PARTS; q++) rd_kafka_topic_partition_list_add(l, topics[t], q);
+    CHECK_EQ_INT(rd_kafka_committed(kio_consumer_handle(c), l, 5000), 0);
+    long long total = 0;
+    for (int i = 0; i < l->cnt; i++) {
+        CHECK_EQ_INT(l->elems[i].err, 0);
+        total += l->elems[i].offset;
+    }
+    CHECK_EQ_INT(total, 2 * N_USERS * PER_USER);
+    rd_kafka_topic_partition_list_destroy(l);
+    free(s);
+    kio_consumer_close(c);
+}
+
+/* Two members of one group: range gives each the same partition numbers of both topics. */
+static void test_range_two_members(const kio_prop *bs) {
+    const char *topics[2] = {T_HOME, T_SEARCH};
+    const kio_prop cp[] = {bs[0], {"group.id", "test-range"}};
+    kio_consumer *c[2];
+    for (int i = 0; i < 2; i++) {
+        c[i] = kio_consumer_new(cp, 2, topics, 2, errstr, sizeof(errstr));
+        CHECK_MSG(c[i] != NULL, "consumer: %s", errstr);
+    }
+    double end = now_s() + 30.0;
+    long got = 0;
+    /* Both must poll for the group to settle: 4 partitions of each topic per member. */
+    while (now_s() < end && !(kio_consumer_assigned(c[0]) == PARTS &&
+                              kio_consumer_assigned(c[1]) == PARTS)) {
+        got += consume_n(c[0], 1000000, 0.1, NULL, NULL);
+        got += consume_n(c[1], 1000000, 0.1, NULL, NULL);
+    }
+    CHECK_EQ_INT(kio_consumer_assigned(c[0]), PARTS);
+    CHECK_EQ_INT(kio_consumer_assigned(c[1]), PARTS);
+    int owner[2][PARTS];
+    memset(owner, -1, sizeof(owner));
+    for (int i = 0; i < 2; i++) {
+        rd_kafka_topic_partition_list_t *a = NULL;
+        CHECK_EQ_INT(rd_kafka_assignment(kio_consumer_handle(c[i]), &a), 0);
+        CHECK_EQ_INT(a->cnt, PARTS);
+        for (int j = 0; j < a->cnt; j++) {
+            int t = strcmp(a->elems[j].topic, T_HOME) == 0 ? 0 : 1;
+            CHECK_EQ_INT(owner[t][a->elems[j].partition], -1);
+            owner[t][a->elems[j].partition] = i;
+        }
+        rd_kafka_topic_partition_list_destroy(a);
+    }
+    for (int q = 0; q < PARTS; q++) {
+        CHECK(owner[0][q] >= 0);
+        CHECK_EQ_INT(owner[0][q], owner[1][q]);
+    }
+    printf("range, 2 members: member 0 owns partitions");
+    for (int q = 0; q < PARTS; q++)
+        if (owner[0][q] == 0) printf(" %d", q);
+    printf(" of both topics (%ld messages consumed while settling)\n", got);
+    for (int i = 0; i < 2; i++) kio_consumer_close(c[i]);
+}
+
+static void on_hdr(const rd_kafka_message_t *m, void *ud) {
+    int *n = ud;
+    rd_kafka_headers_t *h = NULL;
+    const void *v = NULL;
+    size_t vl = 0;
+    CHECK_EQ_INT(rd_kafka_message_headers(m, &h), 0);
+    CHECK_EQ_INT(rd_kafka_header_cnt(h), 2);
+    CHECK_EQ_INT(rd_kafka_header_get_last(h, "reason", &v, &vl), 0);
+    CHECK(vl == strlen("bad avro: truncated") && memcmp(v, "bad avro: truncated", vl) == 0);
+    CHECK_EQ_INT(rd_kafka_header_get_last(h, "src.topic", &v, &vl), 0);
+    CHECK(vl == strlen(T_HOME) && memcmp(v, T_HOME, vl) == 0);
+    CHECK(m->len == 3 && memcmp(m->payload, "\xC3\x01\x00", 3) == 0);
+    (*n)++;
+}
+
+static void test_headers(const kio_prop *bs) {
+    kio_producer *p = kio_producer_new(bs, 1, errstr, sizeof(errstr));
+    CHECK_MSG(p != NULL, "producer: %s", errstr);
+    const char *hdrs[] = {"reason", "bad avro: truncated", "src.topic", T_HOME};
+    for (int i = 0; i < 3; i++)
+        CHECK_EQ_INT(kio_produce(p, T_REQ, "7", 1, "\xC3\x01\x00", 3, hdrs, 2,
+                                 errstr, sizeof(errstr)), 0);
+    CHECK_MSG(kio_producer_flush(p, 10000, errstr, sizeof(errstr)) == 0, "flush: %s", errstr);
+    kio_producer_destroy(p);
+
+    const kio_prop cp[] = {bs[0], {"group.id", "test-headers"}};
+    const char *t[] = {T_REQ};
+    kio_consumer *c = kio_consumer_new(cp, 2, t, 1, errstr, sizeof(errstr));
+    CHECK_MSG(c != NULL, "consumer: %s", errstr);
+    int seen = 0;
+    CHECK_EQ_INT(consume_n(c, 3, 30.0, on_hdr, &seen), 3);
+    CHECK_EQ_INT(seen, 3);
+    kio_consumer_close(c);
+}
+
+/* A delivery that cannot succeed is counted as failed and reported by flush. */
+static void test_delivery_failure(const kio_prop *bs) {
+    const kio_prop pp[] = {bs[0], {"message.timeout.ms", "300"}};
+    kio_producer *p = kio_producer_new(pp, 2, errstr, sizeof(errstr));
+    CHECK_MSG(p != NULL, "producer: %s", errstr);
+    /* Partition 9 does not exist in a 4-partition topic: the message times out. */
+    CHECK_EQ_INT(rd_kafka_producev(kio_producer_handle(p),
+                                   RD_KAFKA_V_TOPIC(T_REQ), RD_KAFKA_V_PARTITION(9),
+                                   RD_KAFKA_V_VALUE("x", 1),
+                                   RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END), 0);
+    CHECK_EQ_INT(kio_producer_flush(p, 5000, errstr, sizeof(errstr)), -1);
+    CHECK_CONTAINS(errstr, "1 deliveries failed");
+    long long ok = -1, failed = -1;
+    kio_producer_stats(p, &ok, &failed);
+    CHECK_EQ_INT(ok, 0);
+    CHECK_EQ_INT(failed, 1);
+    CHECK_EQ_INT(kio_producer_flush(p, 1000, errstr, sizeof(errstr)), 0); /* nothing new */
+    kio_producer_destroy(p);
+}
+
+static void bench(kio_mock *m, const kio_prop *bs) {
+    const long N = 200000;
+    const char *t[] = {"m3rec.bench"};
+    /* 16 partitions: the mock keeps only ~5 MB per partition (older data is dropped),
+     * and 200k x ~230 B must fit. */
+    CHECK_EQ_INT(kio_mock_create_topic(m, t[0], 16, errstr, sizeof(errstr)), 0);
+    kio_producer *p = kio_producer_new(bs, 1, errstr, sizeof(errstr));
+    CHECK_MSG(p != NULL, "producer: %s", errstr);
+    char val[200];
+    memset(val, 'v', sizeof(val));
+    double t0 = now_s();
+    for (long i = 0; i < N; i++) {
+        char key[24];
+        int kl = snprintf(key, sizeof(key), "%ld", i % 100000);
+        CHECK_EQ_INT(kio_produce(p, t[0], key, (size_t)kl, val, sizeof(val), NULL, 0,
+                                 errstr, sizeof(errstr)), 0);
+        if ((i & 1023) == 0) kio_producer_poll(p);
+    }
+    CHECK_MSG(kio_producer_flush(p, 60000, errstr, sizeof(errstr)) == 0, "flush: %s", errstr);
+    double tp = now_s() - t0;
+    long long ok = 0;
+    kio_producer_stats(p, &ok, NULL);
+    CHECK_EQ_INT(ok, N);
+    kio_producer_destroy(p);
+
+    const kio_prop cp[] = {bs[0], {"group.id", "bench"}};
+    kio_consumer *c = kio_consumer_new(cp, 2, t, 1, errstr, sizeof(errstr));
+    CHECK_MSG(c != NULL, "consumer: %s", errstr);
+    /* Time from the first message on, so the group join is not counted. */
+    CHECK_EQ_INT(consume_n(c, 1, 30.0, NULL, NULL), 1);
+    t0 = now_s();
+    long got = 1 + consume_n(c, N - 1, 60.0, NULL, NULL);
+    double tc = now_s() - t0;
+    CHECK_EQ_INT(got, N);
+    kio_consumer_close(c);
+    printf("throughput (mock broker, %ld x 200 B): produce+flush %.0f msg/s, "
+           "consume %.0f msg/s\n", N, N / tp, (N - 1) / tc);
+}
+
+int main(void) {
+    setvbuf(stdout, NULL, _IOLBF, 0); /* progress lines survive an abort */
+    test_murmur2();
+    test_unreachable();
+
+    const char *topics[] = {T_HOME, T_SEARCH, T_REQ};
+    kio_mock *m = kio_mock_new(PARTS, topics, 3, errstr, sizeof(errstr));
+    CHECK_MSG(m != NULL, "mock: %s", errstr);
+    const kio_prop bs[] = {{"bootstrap.servers", kio_mock_bootstraps(m)}};
+    CHECK_CONTAINS(bs[0].value, "127.0.0.1:");
+
+    test_bad_config(bs);
+    test_check_topics(m, bs);
+    test_copartition(bs);
+    test_range_two_members(bs);
+    test_headers(bs);
+    test_delivery_failure(bs);
+    bench(m, bs);
+
+    kio_mock_destroy(m);
+    printf("test_kio: all checks passed\n");
+    return 0;
+}
