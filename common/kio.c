@@ -25,12 +25,41 @@ static int64_t kio__now_ms(void) {
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* Properties only one side of the client takes (librdkafka's CONFIGURATION.md, C or P).
+ * One kafka.* list configures the worker's consumer and producer alike, so each handle
+ * skips the other side's keys instead of warning about them. */
+static const char *const kio__consumer_only[] = {
+    "group.id", "group.instance.id", "partition.assignment.strategy", "session.timeout.ms",
+    "heartbeat.interval.ms", "group.protocol.type", "coordinator.query.interval.ms",
+    "max.poll.interval.ms", "enable.auto.commit", "auto.commit.interval.ms",
+    "enable.auto.offset.store", "queued.min.messages", "queued.max.messages.kbytes",
+    "fetch.wait.max.ms", "fetch.message.max.bytes", "max.partition.fetch.bytes",
+    "fetch.max.bytes", "fetch.min.bytes", "fetch.error.backoff.ms", "isolation.level",
+    "enable.partition.eof", "check.crcs", "auto.offset.reset", "allow.auto.create.topics",
+    "consume.callback.max.messages", NULL};
+static const char *const kio__producer_only[] = {
+    "transactional.id", "transaction.timeout.ms", "enable.idempotence",
+    "enable.gapless.guarantee", "queue.buffering.max.messages", "queue.buffering.max.kbytes",
+    "queue.buffering.max.ms", "linger.ms", "message.send.max.retries", "retries",
+    "queue.buffering.backpressure.threshold", "compression.codec", "compression.type",
+    "batch.num.messages", "batch.size", "delivery.report.only.error", "acks",
+    "request.required.acks", "request.timeout.ms", "message.timeout.ms",
+    "delivery.timeout.ms", "partitioner", "compression.level", "sticky.partitioning.linger.ms",
+    NULL};
+
+static int kio__in(const char *const *list, const char *key) {
+    for (; *list; list++)
+        if (strcmp(*list, key) == 0) return 1;
+    return 0;
+}
+
 /* Build a conf: defaults, then the caller's props, then the required settings (so the
- * required ones win). Returns NULL with errstr filled on an unknown key or bad value. */
+ * required ones win). The caller's props of the other side (`skip`) are left out.
+ * Returns NULL with errstr filled on an unknown key or bad value. */
 static rd_kafka_conf_t *kio__conf(const kio_prop *defaults, int n_defaults,
                                   const kio_prop *props, int n_props,
                                   const kio_prop *required, int n_required,
-                                  char *errstr, size_t n) {
+                                  const char *const *skip, char *errstr, size_t n) {
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     const kio_prop *lists[3] = {defaults, props, required};
     int counts[3] = {n_defaults, n_props, n_required};
@@ -43,6 +72,7 @@ static rd_kafka_conf_t *kio__conf(const kio_prop *defaults, int n_defaults,
                 rd_kafka_conf_destroy(conf);
                 return NULL;
             }
+            if (l == 1 && p->key && kio__in(skip, p->key)) continue;
             if (rd_kafka_conf_set(conf, p->key, p->value, err, sizeof(err)) !=
                 RD_KAFKA_CONF_OK) {
                 kio__err(errstr, n, "kafka property %s=%s: %s", p->key, p->value, err);
@@ -156,7 +186,7 @@ static void kio__errcap_cb(rd_kafka_t *rk, int err, const char *reason, void *op
 static rd_kafka_t *kio__admin_new(const kio_prop *props, int n_props, kio__errcap *cap,
                                   char *errstr, size_t n) {
     char err[KIO__ERR_MAX];
-    rd_kafka_conf_t *conf = kio__conf(NULL, 0, props, n_props, NULL, 0, errstr, n);
+    rd_kafka_conf_t *conf = kio__conf(NULL, 0, props, n_props, NULL, 0, kio__consumer_only, errstr, n);
     if (!conf) return NULL;
     rd_kafka_conf_set_error_cb(conf, kio__errcap_cb);
     rd_kafka_conf_set_opaque(conf, cap);
@@ -426,7 +456,7 @@ kio_consumer *kio_consumer_new(const kio_prop *props, int n_props,
         kio__err(errstr, n, "out of memory");
         return NULL;
     }
-    rd_kafka_conf_t *conf = kio__conf(defaults, 1, props, n_props, required, 3, errstr, n);
+    rd_kafka_conf_t *conf = kio__conf(defaults, 1, props, n_props, required, 3, kio__producer_only, errstr, n);
     if (!conf) {
         free(c);
         return NULL;
@@ -600,7 +630,7 @@ kio_producer *kio_producer_new(const kio_prop *props, int n_props, char *errstr,
         kio__err(errstr, n, "out of memory");
         return NULL;
     }
-    rd_kafka_conf_t *conf = kio__conf(defaults, 1, props, n_props, required, 2, errstr, n);
+    rd_kafka_conf_t *conf = kio__conf(defaults, 1, props, n_props, required, 2, kio__consumer_only, errstr, n);
     if (!conf) {
         free(p);
         return NULL;

@@ -17,13 +17,24 @@ typedef struct {
     char id[M3_ID_MAX];
     int64_t ts_ms, arrival_ms, user_id, item_id;
     int scen;
+    int src;                               /* the input source (partition) it came from */
 } lrn_tag;
+
+/* One input source (a topic partition): its own event-time clock and pending join.
+ * Kafka keeps order within a partition and a conversion travels in the same partition
+ * as its impression (same topic, same user key), so a per-partition watermark closes
+ * windows exactly, however unevenly the partitions are consumed. */
+typedef struct {
+    pend_table *pend;
+    int64_t watermark_ms;                  /* newest event time seen in this source */
+} lrn_src;
 
 struct lrn {
     const m3_cfg *cfg;
     int n_models;
     m3_model *models[LRN_MAX_MODELS];      /* [0] is the primary */
-    pend_table *pending;
+    lrn_src *srcs;                         /* (n_srcs), created as sources appear */
+    int n_srcs;
     met_board *board;
     int cap;                               /* rows in a minibatch: cfg->model.max_batch */
     /* the training minibatch: impressions first, then settled pending rows */
@@ -39,7 +50,7 @@ struct lrn {
     int n_req;
     float *p_ctr[LRN_MAX_MODELS], *p_cvr[LRN_MAX_MODELS]; /* (cap) each */
     int64_t version;                       /* training steps taken */
-    int64_t watermark_ms;                  /* max event time seen */
+    int expire_from;                       /* round-robin start for expiry */
 };
 
 static int64_t wall_ms(void) {
@@ -75,8 +86,6 @@ lrn *lrn_new(const m3_cfg *cfg, char *errstr, size_t errstr_size) {
     for (int i = 0; i < cfg->scenarios.n; i++) scen[i] = cfg->scenarios.names[i];
     L->board = met_board_new(cfg->scenarios.n, scen, L->n_models, names, 0, errstr, errstr_size);
     if (!L->board) goto fail;
-    L->pending = pend_new(cfg->join_window_ms, 1 << 16, errstr, errstr_size);
-    if (!L->pending) goto fail;
     L->ex = calloc((size_t)L->cap, sizeof *L->ex);
     L->tags = calloc((size_t)L->cap, sizeof *L->tags);
     L->settled = calloc((size_t)L->cap, sizeof *L->settled);
@@ -98,7 +107,8 @@ void lrn_destroy(lrn *L) {
         free(L->p_ctr[i]);
         free(L->p_cvr[i]);
     }
-    pend_destroy(L->pending);
+    for (int i = 0; i < L->n_srcs; i++) pend_destroy(L->srcs[i].pend);
+    free(L->srcs);
     met_board_destroy(L->board);
     free(L->ex);
     free(L->tags);
@@ -111,7 +121,11 @@ void lrn_destroy(lrn *L) {
 met_board *lrn_board(lrn *L) { return L->board; }
 int64_t lrn_model_version(const lrn *L) { return L->version; }
 int lrn_queued(const lrn *L) { return L->n_imp + L->n_req; }
-size_t lrn_pending(const lrn *L) { return pend_size(L->pending); }
+size_t lrn_pending(const lrn *L) {
+    size_t n = 0;
+    for (int i = 0; i < L->n_srcs; i++) n += L->srcs[i].pend ? pend_size(L->srcs[i].pend) : 0;
+    return n;
+}
 double lrn_flops_per_example(const lrn *L) { return m3_flops_per_example(L->models[0]); }
 
 /* ---- features: configured fields -> model slots ---- */
@@ -170,17 +184,39 @@ static int scenario_of(const lrn *L, const char *name, char *reason, size_t n) {
 
 /* ---- the event-time watermark and the pending join ---- */
 
-/* The watermark is the newest event time seen. Partitions are consumed unevenly, so a
- * conversion may arrive after newer events of other partitions: windows are closed only
- * join.lateness.ms behind the watermark (see lrn_flush). */
-static void advance_watermark(lrn *L, int64_t ts) {
-    if (ts > L->watermark_ms) L->watermark_ms = ts;
+/* The source's table, created on first use; NULL (reason filled) when out of memory. */
+static lrn_src *source(lrn *L, int src, char *reason, size_t n) {
+    if (src < 0 || src > 1 << 20) {
+        snprintf(reason, n, "bad source index %d", src);
+        return NULL;
+    }
+    if (src >= L->n_srcs) {
+        int cap = src + 1 > 2 * L->n_srcs ? src + 1 : 2 * L->n_srcs;
+        lrn_src *p = realloc(L->srcs, (size_t)cap * sizeof *p);
+        if (!p) {
+            snprintf(reason, n, "out of memory");
+            return NULL;
+        }
+        memset(p + L->n_srcs, 0, (size_t)(cap - L->n_srcs) * sizeof *p);
+        for (int i = L->n_srcs; i < cap; i++) p[i].watermark_ms = INT64_MIN;
+        L->srcs = p;
+        L->n_srcs = cap;
+    }
+    lrn_src *S = &L->srcs[src];
+    if (!S->pend) S->pend = pend_new(L->cfg->join_window_ms, 1 << 12, reason, n);
+    return S->pend ? S : NULL;
 }
 
-int lrn_impression(lrn *L, const m3_impression *im, int64_t arrival_ms,
+static void advance_watermark(lrn_src *S, int64_t ts) {
+    if (ts > S->watermark_ms) S->watermark_ms = ts;
+}
+
+int lrn_impression(lrn *L, const m3_impression *im, int src, int64_t arrival_ms,
                    lrn_emit_fn emit, void *ud, char *reason, size_t reason_size) {
     int scen = scenario_of(L, im->scenario, reason, reason_size);
     if (scen < 0) return -1;
+    lrn_src *S = source(L, src, reason, reason_size);
+    if (!S) return -1;
     if (L->n_imp + L->n_settled >= L->cap || L->n_imp >= L->cfg->batch_size)
         lrn_flush(L, emit, ud);
     int i = L->n_imp++;
@@ -198,22 +234,25 @@ int lrn_impression(lrn *L, const m3_impression *im, int64_t arrival_ms,
     t->user_id = im->user_id;
     t->item_id = im->item_id;
     t->scen = scen;
+    t->src = src;
     met_counters *mc = met_board_counters(L->board);
     mc->impressions++;
     mc->clicks += im->clicked;
-    advance_watermark(L, im->ts_ms);
+    advance_watermark(S, im->ts_ms);
     if (L->n_imp >= L->cfg->batch_size) lrn_flush(L, emit, ud);
     return 0;
 }
 
-int lrn_conversion(lrn *L, const m3_conversion *cv, lrn_emit_fn emit, void *ud,
+int lrn_conversion(lrn *L, const m3_conversion *cv, int src, lrn_emit_fn emit, void *ud,
                    char *reason, size_t reason_size) {
     if (scenario_of(L, cv->scenario, reason, reason_size) < 0) return -1;
+    lrn_src *S = source(L, src, reason, reason_size);
+    if (!S) return -1;
     met_counters *mc = met_board_counters(L->board);
     mc->conversions++;
-    advance_watermark(L, cv->ts_ms);
+    advance_watermark(S, cv->ts_ms);
     if (L->n_imp + L->n_settled >= L->cap) lrn_flush(L, emit, ud);
-    int r = pend_convert(L->pending, cv->impression_id, cv->ts_ms, &L->settled[L->n_settled]);
+    int r = pend_convert(S->pend, cv->impression_id, cv->ts_ms, &L->settled[L->n_settled]);
     if (r == 1) L->n_settled++;
     else if (r == 2) mc->late_conversions++;
     else mc->unmatched_conversions++;
@@ -280,7 +319,8 @@ static void train_batch(lrn *L, lrn_emit_fn emit, void *ud) {
             met_board_add(L->board, m, ex->scenario, MET_CTR, pc, ex->y_click > 0.5f);
             if (ex->y_click < 0.5f) met_board_add(L->board, m, ex->scenario, MET_CTCVR, p_ctcvr[m], 0);
         }
-        if (ex->y_click > 0.5f) pend_add(L->pending, L->tags[i].id, ex, p_ctcvr, L->n_models);
+        if (ex->y_click > 0.5f)
+            pend_add(L->srcs[L->tags[i].src].pend, L->tags[i].id, ex, p_ctcvr, L->n_models);
     }
     for (int j = 0; j < L->n_settled; j++) {
         const pend_entry *e = &L->settled[j];
@@ -306,7 +346,13 @@ void lrn_flush(lrn *L, lrn_emit_fn emit, void *ud) {
     train_batch(L, emit, ud);
     score_requests(L, emit, ud);
     /* windows closed by the newest event time become the next batch's CTCVR negatives */
-    int64_t wm = L->watermark_ms - L->cfg->join_lateness_ms;
-    int room = L->cap - L->n_imp - L->n_settled;
-    if (room > 0) L->n_settled += pend_expire(L->pending, wm, L->settled + L->n_settled, room);
+    for (int k = 0; k < L->n_srcs; k++) {
+        int room = L->cap - L->n_imp - L->n_settled;
+        if (room <= 0) break;
+        lrn_src *S = &L->srcs[(L->expire_from + k) % L->n_srcs];
+        if (!S->pend || S->watermark_ms == INT64_MIN) continue;
+        int64_t wm = S->watermark_ms - L->cfg->join_lateness_ms;
+        L->n_settled += pend_expire(S->pend, wm, L->settled + L->n_settled, room);
+    }
+    if (L->n_srcs) L->expire_from = (L->expire_from + 1) % L->n_srcs;
 }

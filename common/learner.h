@@ -26,15 +26,19 @@ typedef void (*lrn_emit_fn)(void *ud, const m3_prediction *p);
 lrn *lrn_new(const m3_cfg *cfg, char *errstr, size_t errstr_size);
 void lrn_destroy(lrn *L);
 
-/* Queue an impression; arrival_ms is when it entered Kafka (message timestamp), used for
+/* Sources: `src` names the ordered input an event came from (the worker numbers its topic
+ * partitions 0, 1, ...). Each source keeps its own event-time clock: windows of the clicked
+ * impressions of a source close when that source's event time passes them.
+ *
+ * Queue an impression; arrival_ms is when it entered Kafka (message timestamp), used for
  * the latency metric (0 = unknown). Flushes first when the batch is full. Returns 0, or
  * -1 with reason (e.g. unknown scenario): the caller sends the message to the DLQ. */
-int lrn_impression(lrn *L, const m3_impression *im, int64_t arrival_ms,
+int lrn_impression(lrn *L, const m3_impression *im, int src, int64_t arrival_ms,
                    lrn_emit_fn emit, void *ud, char *reason, size_t reason_size);
 
-/* Join a conversion to its pending impression. Returns 0 (joined, late or unknown are
+/* Join a conversion to its pending impression (of the same source). Returns 0 (joined, late or unknown are
  * counted), or -1 with reason for an invalid conversion (unknown scenario). */
-int lrn_conversion(lrn *L, const m3_conversion *cv, lrn_emit_fn emit, void *ud,
+int lrn_conversion(lrn *L, const m3_conversion *cv, int src, lrn_emit_fn emit, void *ud,
                    char *reason, size_t reason_size);
 
 /* Queue the candidates of a score request for scoring in the next flush (after training,

@@ -79,9 +79,9 @@ int main(int argc, char **argv) {
         int rc = 0;
         if (ev.type == M3_EV_IMPRESSION) {
             app_oracle_add(orc, &tr);
-            rc = lrn_impression(L, &ev.u.imp, 0, NULL, NULL, reason, sizeof reason);
+            rc = lrn_impression(L, &ev.u.imp, tr.scen, 0, NULL, NULL, reason, sizeof reason);
         } else if (ev.type == M3_EV_CONVERSION) {
-            rc = lrn_conversion(L, &ev.u.conv, NULL, NULL, reason, sizeof reason);
+            rc = lrn_conversion(L, &ev.u.conv, tr.scen, NULL, NULL, reason, sizeof reason);
         } else if (ev.type == M3_EV_SCORE_REQUEST) {
             rc = lrn_request(L, &ev.u.req, 0, NULL, NULL, reason, sizeof reason);
         }

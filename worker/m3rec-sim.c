@@ -71,11 +71,8 @@ int main(int argc, char **argv) {
     /* Kafka properties: the kafka.* keys, with --bootstrap on top */
     kio_prop *props = calloc((size_t)cfg.n_kafka + 1, sizeof *props);
     int n_props = 0;
-    for (int i = 0; i < cfg.n_kafka; i++) {
-        /* consumer-only settings would make the producer warn: pass what a producer takes */
-        if (strcmp(cfg.kafka[i].key, "group.id") == 0) continue;
+    for (int i = 0; i < cfg.n_kafka; i++)
         props[n_props++] = (kio_prop){cfg.kafka[i].key, cfg.kafka[i].value};
-    }
     if (bootstrap) props[n_props++] = (kio_prop){"bootstrap.servers", bootstrap};
     char topics[M3_MAX_SCEN + 1][256];
     const char *names[M3_MAX_SCEN + 1];

@@ -48,6 +48,7 @@ typedef struct {
     int n_props;
     char topics[M3_MAX_SCEN + 1][TOPIC_MAX]; /* events topics, then requests */
     int n_topics;
+    int n_partitions;                      /* of every input topic (checked equal) */
     char topic_pred[TOPIC_MAX], topic_dlq[TOPIC_MAX];
     unsigned char *buf;                    /* encode buffer */
     size_t buf_cap;
@@ -115,6 +116,14 @@ static const char *topic_scenario(const worker *w, const char *topic) {
     return NULL;
 }
 
+/* The learner's source index of a message: topic index x partitions + partition. */
+static int source_index(const worker *w, const rd_kafka_message_t *m) {
+    const char *topic = rd_kafka_topic_name(m->rkt);
+    for (int t = 0; t < w->n_topics; t++)
+        if (strcmp(topic, w->topics[t]) == 0) return t * w->n_partitions + m->partition;
+    return 0;
+}
+
 static void handle(worker *w, const rd_kafka_message_t *m) {
     char reason[CODEC_REASON_MAX + 64];
     m3_event ev;
@@ -141,9 +150,9 @@ static void handle(worker *w, const rd_kafka_message_t *m) {
             snprintf(reason, sizeof reason, "scenario '%s' does not match topic %s", escen, topic);
             rc = -1;
         } else if (ev.type == M3_EV_IMPRESSION) {
-            rc = lrn_impression(w->L, &ev.u.imp, arrival, emit_prediction, w, reason, sizeof reason);
+            rc = lrn_impression(w->L, &ev.u.imp, source_index(w, m), arrival, emit_prediction, w, reason, sizeof reason);
         } else {
-            rc = lrn_conversion(w->L, &ev.u.conv, emit_prediction, w, reason, sizeof reason);
+            rc = lrn_conversion(w->L, &ev.u.conv, source_index(w, m), emit_prediction, w, reason, sizeof reason);
         }
         break;
     }
@@ -168,12 +177,14 @@ static void handle(worker *w, const rd_kafka_message_t *m) {
 
 static int setup(worker *w, char *err, size_t n) {
     const m3_cfg *c = &w->cfg;
+    char prefix[sizeof c->topic_prefix];
+    memcpy(prefix, c->topic_prefix, sizeof prefix); /* snprintf may not read from *w */
     for (int s = 0; s < c->scenarios.n; s++)
-        snprintf(w->topics[w->n_topics++], TOPIC_MAX, "%s.events.%s", c->topic_prefix,
+        snprintf(w->topics[w->n_topics++], TOPIC_MAX, "%s.events.%s", prefix,
                  c->scenarios.names[s]);
-    snprintf(w->topics[w->n_topics++], TOPIC_MAX, "%s.requests", c->topic_prefix);
-    snprintf(w->topic_pred, TOPIC_MAX, "%s.predictions", c->topic_prefix);
-    snprintf(w->topic_dlq, TOPIC_MAX, "%s.dlq", c->topic_prefix);
+    snprintf(w->topics[w->n_topics++], TOPIC_MAX, "%s.requests", prefix);
+    snprintf(w->topic_pred, TOPIC_MAX, "%s.predictions", prefix);
+    snprintf(w->topic_dlq, TOPIC_MAX, "%s.dlq", prefix);
     const char *names[M3_MAX_SCEN + 3];
     for (int i = 0; i < w->n_topics; i++) names[i] = w->topics[i];
 
@@ -208,6 +219,7 @@ static int setup(worker *w, char *err, size_t n) {
     }
     int parts = kio_check_topics(w->props, w->n_props, names, w->n_topics, START_TIMEOUT_MS, err, n);
     if (parts < 0) return -1;
+    w->n_partitions = parts;
     w->prod = kio_producer_new(w->props, w->n_props, err, n);
     if (!w->prod) return -1;
     w->cons = kio_consumer_new(w->props, w->n_props, names, w->n_topics, err, n);
