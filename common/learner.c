@@ -18,6 +18,7 @@ typedef struct {
     int64_t ts_ms, arrival_ms, user_id, item_id;
     int scen;
     int src;                               /* the input source (partition) it came from */
+    int converted;                         /* its conversion arrived while it was queued */
 } lrn_tag;
 
 /* One input source (a topic partition): its own event-time clock and pending join.
@@ -235,11 +236,29 @@ int lrn_impression(lrn *L, const m3_impression *im, int src, int64_t arrival_ms,
     t->item_id = im->item_id;
     t->scen = scen;
     t->src = src;
+    t->converted = 0;
     met_counters *mc = met_board_counters(L->board);
     mc->impressions++;
     mc->clicks += im->clicked;
     advance_watermark(S, im->ts_ms);
     if (L->n_imp >= L->cfg->batch_size) lrn_flush(L, emit, ud);
+    return 0;
+}
+
+/* A conversion for an impression still in the unflushed batch: label that row now.
+ * Returns 3 (joined in the batch), 2 (late) or 0 (not there). */
+static int convert_queued(lrn *L, const m3_conversion *cv, int src) {
+    for (int i = L->n_imp - 1; i >= 0; i--) {
+        lrn_tag *t = &L->tags[i];
+        if (t->src != src || strcmp(t->id, cv->impression_id) != 0) continue;
+        m3_example *ex = &L->ex[i];
+        if (ex->y_click < 0.5f || t->converted) return 0;
+        if (cv->ts_ms - t->ts_ms > L->cfg->join_window_ms) return 2;
+        t->converted = 1;
+        ex->y_conv = 1.0f;
+        ex->w_ctcvr = 1.0f;
+        return 3;
+    }
     return 0;
 }
 
@@ -253,9 +272,10 @@ int lrn_conversion(lrn *L, const m3_conversion *cv, int src, lrn_emit_fn emit, v
     advance_watermark(S, cv->ts_ms);
     if (L->n_imp + L->n_settled >= L->cap) lrn_flush(L, emit, ud);
     int r = pend_convert(S->pend, cv->impression_id, cv->ts_ms, &L->settled[L->n_settled]);
+    if (r == 0) r = convert_queued(L, cv, src);
     if (r == 1) L->n_settled++;
     else if (r == 2) mc->late_conversions++;
-    else mc->unmatched_conversions++;
+    else if (r == 0) mc->unmatched_conversions++;
     return 0;
 }
 
@@ -317,9 +337,10 @@ static void train_batch(lrn *L, lrn_emit_fn emit, void *ud) {
             float pc = L->p_ctr[m][i];
             p_ctcvr[m] = pc * L->p_cvr[m][i];
             met_board_add(L->board, m, ex->scenario, MET_CTR, pc, ex->y_click > 0.5f);
-            if (ex->y_click < 0.5f) met_board_add(L->board, m, ex->scenario, MET_CTCVR, p_ctcvr[m], 0);
+            if (ex->y_click < 0.5f || L->tags[i].converted)
+                met_board_add(L->board, m, ex->scenario, MET_CTCVR, p_ctcvr[m], ex->y_conv > 0.5f);
         }
-        if (ex->y_click > 0.5f)
+        if (ex->y_click > 0.5f && !L->tags[i].converted)
             pend_add(L->srcs[L->tags[i].src].pend, L->tags[i].id, ex, p_ctcvr, L->n_models);
     }
     for (int j = 0; j < L->n_settled; j++) {

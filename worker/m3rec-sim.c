@@ -3,8 +3,11 @@
  *
  * Usage: m3rec-sim [--config FILE] [--set key=value]... [--bootstrap HOST:PORT]
  *                  [--events N] [--seed S] [--difficulty X] [--report PATH]
- *                  [--out FILE] [--create-topics PARTITIONS]
+ *                  [--out FILE] [--create-topics PARTITIONS] [--rate MSGS_PER_SEC]
  *
+ * --rate paces production in wall-clock time (0 = as fast as possible); the embedded
+ * broker keeps only ~5 MB per partition, so a demo paces the stream to what the worker
+ * can follow.
  * Topics and scenarios come from the same configuration as the worker's; messages are
  * keyed by the decimal user id (murmur2 partitioner, like Java clients). --out writes
  * the messages to a file instead, each as: topic, NUL, 4-byte big-endian key length,
@@ -13,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "app.h"
 #include "cfg.h"
@@ -25,7 +29,19 @@ static void usage(void) {
     fprintf(stderr,
             "usage: m3rec-sim [--config FILE] [--set key=value]... [--bootstrap HOST:PORT]\n"
             "                 [--events N] [--seed S] [--difficulty X] [--report PATH]\n"
-            "                 [--out FILE] [--create-topics PARTITIONS]\n");
+            "                 [--out FILE] [--create-topics PARTITIONS] [--rate MSGS_PER_SEC]\n");
+}
+
+/* Sleep until `done` messages are due at `rate` per second since `start`. */
+static void pace(struct timespec start, long long done, double rate) {
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    double elapsed = (double)(now.tv_sec - start.tv_sec) + 1e-9 * (double)(now.tv_nsec - start.tv_nsec);
+    double ahead = (double)done / rate - elapsed;
+    if (ahead > 0) {
+        struct timespec d = {(time_t)ahead, (long)((ahead - (double)(time_t)ahead) * 1e9)};
+        nanosleep(&d, NULL);
+    }
 }
 
 static void put_be32(FILE *f, uint32_t v) {
@@ -40,6 +56,7 @@ int main(int argc, char **argv) {
     sim_cfg_defaults(&sc);
     const char *bootstrap = NULL, *report = NULL, *out = NULL;
     int create_parts = 0;
+    double rate = 0;
     char err[1024];
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -58,6 +75,7 @@ int main(int argc, char **argv) {
         else if (strcmp(a, "--report") == 0 && more) report = argv[++i];
         else if (strcmp(a, "--out") == 0 && more) out = argv[++i];
         else if (strcmp(a, "--create-topics") == 0 && more) create_parts = atoi(argv[++i]);
+        else if (strcmp(a, "--rate") == 0 && more) rate = atof(argv[++i]);
         else {
             usage();
             return 2;
@@ -116,6 +134,8 @@ int main(int argc, char **argv) {
     m3_event ev;
     sim_truth tr;
     long long produced = 0;
+    struct timespec start;
+    clock_gettime(CLOCK_MONOTONIC, &start);
     int rc = 0;
     while (buf && sim_next(s, &ev, &tr)) {
         if (ev.type == M3_EV_IMPRESSION) app_oracle_add(orc, &tr);
@@ -144,6 +164,7 @@ int main(int argc, char **argv) {
         }
         produced++;
         if (p && (produced & 1023) == 0) kio_producer_poll(p);
+        if (rate > 0 && (produced & 255) == 0) pace(start, produced, rate);
     }
     if (p && kio_producer_flush(p, 60000, err, sizeof err) != 0) {
         fprintf(stderr, "m3rec-sim: flush: %s\n", err);
