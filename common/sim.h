@@ -30,10 +30,10 @@ typedef struct {
     int64_t start_ms;              /* event time of the first impression */
     double rate_per_sec;           /* impressions per second of event time, default 50 */
     int64_t window_ms;             /* attribution window, for the oracle's CTCVR label */
-    double drift;                  /* turns of the segment tastes over the stream, default 0.1 */
+    double drift;                  /* turns of the segment tastes per day of event time, default 0.1 */
     double difficulty;             /* scales every logit's spread, default 1 */
     double noise;                  /* individual user taste, scenario offsets and item noise,
-                                      the part no feature explains; default 0.33 */
+                                      the part no feature explains; default 0.15 */
 } sim_cfg;
 
 /* The truth behind one impression, for the oracle. */

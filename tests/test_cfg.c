@@ -96,8 +96,8 @@ static const char *defaults_dump =
     "model.emb.dim=16\n"
     "model.hidden=128,64\n"
     "model.tower.hidden=32\n"
-    "model.lr.dense=0.001\n"
-    "model.lr.emb=0.05\n"
+    "model.lr.dense=0.005\n"
+    "model.lr.emb=0.5\n"
     "model.l2.emb=1e-06\n"
     "model.clip.norm=10\n"
     "model.seed=42\n"
@@ -130,8 +130,8 @@ static void test_defaults(void) {
     CHECK_EQ_INT(c.model.hidden[0], 128);
     CHECK_EQ_INT(c.model.hidden[1], 64);
     CHECK_EQ_INT(c.model.tower_hidden, 32);
-    CHECK_CLOSE(c.model.lr_dense, 0.001, 1e-6, 0);
-    CHECK_CLOSE(c.model.lr_emb, 0.05, 1e-6, 0);
+    CHECK_CLOSE(c.model.lr_dense, 0.005, 1e-6, 0);
+    CHECK_CLOSE(c.model.lr_emb, 0.5, 1e-6, 0);
     CHECK_CLOSE(c.model.l2_emb, 1e-6, 1e-6, 0);
     CHECK_CLOSE(c.model.clip_norm, 10, 0, 0);
     CHECK_EQ_INT(c.model.seed, 42);
@@ -468,7 +468,7 @@ static void test_documented(void) {
         CHECK_CONTAINS(props, pat);
         n++;
     }
-    CHECK_EQ_INT(n, 25);
+    CHECK_EQ_INT(n, 26);
     char *help = cfg_help();
     CHECK_CONTAINS(help, "batch.size                   impressions per minibatch "
                          "(predict, then train) (1..4096; default 256)\n");

@@ -1,0 +1,190 @@
+/* test_learner.c - the prequential loop: predict first, then train; the pending join. */
+#include <stdlib.h>
+
+#include "check.h"
+#include "learner.h"
+
+#define WINDOW 3600000
+#define T0 1767225600000LL
+
+typedef struct {
+    int n;
+    m3_prediction p[64];
+} sink;
+
+static void collect(void *ud, const m3_prediction *p) {
+    sink *s = ud;
+    CHECK(s->n < 64);
+    s->p[s->n++] = *p;
+}
+
+static m3_impression imp(const char *id, const char *scen, int64_t ts, int64_t user, int clicked) {
+    m3_impression im;
+    memset(&im, 0, sizeof im);
+    snprintf(im.impression_id, sizeof im.impression_id, "%s", id);
+    snprintf(im.scenario, sizeof im.scenario, "%s", scen);
+    im.ts_ms = ts;
+    im.user_id = user;
+    im.item_id = 1000 + user;
+    im.user_cat.n = 1;
+    snprintf(im.user_cat.kv[0].name, M3_NAME_MAX, "age");
+    im.user_cat.kv[0].value = user % 7;
+    im.clicked = clicked;
+    return im;
+}
+
+static m3_conversion conv(const char *imp_id, const char *scen, int64_t ts) {
+    m3_conversion c;
+    memset(&c, 0, sizeof c);
+    snprintf(c.conversion_id, sizeof c.conversion_id, "c-%s", imp_id);
+    snprintf(c.impression_id, sizeof c.impression_id, "%s", imp_id);
+    snprintf(c.scenario, sizeof c.scenario, "%s", scen);
+    c.ts_ms = ts;
+    return c;
+}
+
+static lrn *make(m3_cfg *cfg) {
+    cfg_defaults(cfg);
+    char err[256];
+    CHECK(cfg_set(cfg, "batch.size=4", "test", 1, err, sizeof err) == 0);
+    CHECK(cfg_set(cfg, "model.shadow=lr", "test", 2, err, sizeof err) == 0);
+    CHECK(cfg_set(cfg, "join.lateness.ms=0", "test", 3, err, sizeof err) == 0);
+    CHECK_MSG(cfg_check(cfg, err, sizeof err) == 0, "%s", err);
+    lrn *L = lrn_new(cfg, err, sizeof err);
+    CHECK_MSG(L, "%s", err);
+    return L;
+}
+
+static uint64_t ctcvr_n(lrn *L, int model) {
+    return met_board_auc(lrn_board(L), model, -1, MET_CTCVR)->n;
+}
+
+static void test_predict_then_train(void) {
+    m3_cfg cfg;
+    lrn *L = make(&cfg);
+    sink s = {0};
+    char reason[256];
+    m3_impression a = imp("a", "home", T0, 1, 0), b = imp("b", "search", T0 + 1, 2, 1);
+    CHECK(lrn_impression(L, &a, 0, 0, collect, &s, reason, sizeof reason) == 0);
+    CHECK(lrn_impression(L, &b, 0, 0, collect, &s, reason, sizeof reason) == 0);
+    CHECK_EQ_INT(s.n, 0);               /* nothing before the batch is processed */
+    CHECK_EQ_INT(lrn_queued(L), 2);
+    lrn_flush(L, collect, &s);
+    CHECK_EQ_INT(s.n, 2);
+    CHECK_EQ_STR(s.p[0].id, "a");
+    CHECK_EQ_STR(s.p[1].scenario, "search");
+    CHECK_EQ_INT(s.p[0].model_version, 0); /* scored by the model before this step */
+    CHECK_EQ_INT(lrn_model_version(L), 1);
+    CHECK_CLOSE(s.p[0].p_ctcvr, s.p[0].p_ctr * s.p[0].p_cvr, 1e-6, 0);
+    /* the same impression again is scored by the trained model: it moved */
+    float before = s.p[0].p_ctr;
+    m3_impression a2 = imp("a2", "home", T0 + 2, 1, 0);
+    CHECK(lrn_impression(L, &a2, 0, 0, collect, &s, reason, sizeof reason) == 0);
+    lrn_flush(L, collect, &s);
+    CHECK_EQ_INT(s.n, 3);
+    CHECK_EQ_INT(s.p[2].model_version, 1);
+    CHECK(s.p[2].p_ctr != before);
+    /* the batch flushes itself when full (batch.size=4) */
+    s.n = 0;
+    for (int i = 0; i < 4; i++) {
+        char id[8];
+        snprintf(id, sizeof id, "f%d", i);
+        m3_impression x = imp(id, "product", T0 + 10 + i, 3 + i, 0);
+        CHECK(lrn_impression(L, &x, 1, 0, collect, &s, reason, sizeof reason) == 0);
+    }
+    CHECK_EQ_INT(s.n, 4);
+    CHECK_EQ_INT(lrn_queued(L), 0);
+    /* a bad scenario is refused with a reason and changes nothing */
+    m3_impression bad = imp("z", "mars", T0, 1, 0);
+    CHECK(lrn_impression(L, &bad, 0, 0, collect, &s, reason, sizeof reason) == -1);
+    CHECK_EQ_STR(reason, "unknown scenario 'mars'");
+    CHECK_EQ_INT(lrn_queued(L), 0);
+    met_counters *mc = met_board_counters(lrn_board(L));
+    CHECK_EQ_INT(mc->impressions, 7);
+    CHECK_EQ_INT(mc->predictions, 7);
+    lrn_destroy(L);
+    cfg_free(&cfg);
+}
+
+static void test_join(void) {
+    m3_cfg cfg;
+    lrn *L = make(&cfg);
+    sink s = {0};
+    char reason[256];
+    /* two clicked impressions in source 0; one unclicked */
+    m3_impression c1 = imp("c1", "home", T0, 1, 1), c2 = imp("c2", "home", T0 + 5, 2, 1);
+    m3_impression u = imp("u", "home", T0 + 6, 3, 0);
+    CHECK(lrn_impression(L, &c1, 0, 0, collect, &s, reason, sizeof reason) == 0);
+    CHECK(lrn_impression(L, &c2, 0, 0, collect, &s, reason, sizeof reason) == 0);
+    CHECK(lrn_impression(L, &u, 0, 0, collect, &s, reason, sizeof reason) == 0);
+    /* c2 converts while still queued: joined in the batch */
+    m3_conversion k2 = conv("c2", "home", T0 + 60000);
+    CHECK(lrn_conversion(L, &k2, 0, collect, &s, reason, sizeof reason) == 0);
+    lrn_flush(L, collect, &s);
+    CHECK_EQ_INT(lrn_pending(L), 1);    /* c1 waits */
+    CHECK_EQ_INT(ctcvr_n(L, 0), 2);     /* u (negative at once) and c2 (joined) */
+    CHECK_EQ_INT(met_board_auc(lrn_board(L), 0, -1, MET_CTCVR)->n_pos, 1);
+    CHECK_EQ_INT(ctcvr_n(L, 1), 2);     /* the shadow model too */
+    /* a conversion in another source does not find c1 */
+    m3_conversion k1 = conv("c1", "home", T0 + 70000);
+    CHECK(lrn_conversion(L, &k1, 1, collect, &s, reason, sizeof reason) == 0);
+    met_counters *mc = met_board_counters(lrn_board(L));
+    CHECK_EQ_INT(mc->unmatched_conversions, 1);
+    /* time passes in source 0 beyond c1's window: c1 settles as a negative */
+    m3_impression late = imp("l", "home", T0 + WINDOW + 1, 4, 0);
+    CHECK(lrn_impression(L, &late, 0, 0, collect, &s, reason, sizeof reason) == 0);
+    lrn_flush(L, collect, &s);          /* closes the window: c1 queued as a settled row */
+    CHECK_EQ_INT(lrn_pending(L), 0);
+    lrn_flush(L, collect, &s);          /* trains and counts it */
+    CHECK_EQ_INT(ctcvr_n(L, 0), 4);
+    CHECK_EQ_INT(met_board_auc(lrn_board(L), 0, -1, MET_CTCVR)->n_pos, 1);
+    /* its conversion now is late, not unknown */
+    CHECK(lrn_conversion(L, &k1, 0, collect, &s, reason, sizeof reason) == 0);
+    CHECK_EQ_INT(mc->late_conversions, 1);
+    CHECK_EQ_INT(mc->conversions, 3);
+    /* a conversion with an unknown scenario is refused */
+    m3_conversion bad = conv("c1", "mars", T0);
+    CHECK(lrn_conversion(L, &bad, 0, collect, &s, reason, sizeof reason) == -1);
+    CHECK_CONTAINS(reason, "mars");
+    lrn_destroy(L);
+    cfg_free(&cfg);
+}
+
+static void test_requests(void) {
+    m3_cfg cfg;
+    lrn *L = make(&cfg);
+    sink s = {0};
+    char reason[256];
+    m3_candidate cands[3];
+    memset(cands, 0, sizeof cands);
+    for (int i = 0; i < 3; i++) cands[i].item_id = 500 + i;
+    m3_score_request rq;
+    memset(&rq, 0, sizeof rq);
+    snprintf(rq.request_id, sizeof rq.request_id, "r1");
+    snprintf(rq.scenario, sizeof rq.scenario, "search");
+    rq.user_id = 9;
+    rq.n_cands = 3;
+    rq.cands = cands;
+    CHECK(lrn_request(L, &rq, 0, collect, &s, reason, sizeof reason) == 0);
+    CHECK_EQ_INT(s.n, 0);
+    lrn_flush(L, collect, &s);
+    CHECK_EQ_INT(s.n, 3);
+    for (int i = 0; i < 3; i++) {
+        CHECK_EQ_STR(s.p[i].id, "r1");
+        CHECK_EQ_INT(s.p[i].item_id, 500 + i);
+        CHECK(s.p[i].p_ctr > 0 && s.p[i].p_ctr < 1);
+    }
+    CHECK_EQ_INT(lrn_model_version(L), 0); /* scoring does not train */
+    CHECK_EQ_INT(met_board_counters(lrn_board(L))->impressions, 0);
+    snprintf(rq.scenario, sizeof rq.scenario, "mars");
+    CHECK(lrn_request(L, &rq, 0, collect, &s, reason, sizeof reason) == -1);
+    lrn_destroy(L);
+    cfg_free(&cfg);
+}
+
+int main(void) {
+    test_predict_then_train();
+    test_join();
+    test_requests();
+    return 0;
+}
