@@ -1,0 +1,156 @@
+/* test_worker.c - the m3rec-worker program's start-up and shutdown behaviour.
+ *
+ * A bad configuration stops start-up with `file:line: message` (exit 2); missing or
+ * unequal topics stop it with a message naming them (exit 1); an unreachable broker is
+ * reported within a bound; SIGTERM shuts it down cleanly (exit 0, report written). */
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "kio.h"
+
+extern char **environ;
+
+#define WORKER M3_BINARY_DIR "/m3rec-worker"
+
+static int64_t now_ms(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+/* Run the worker with argv (NULL-terminated, without the program), output to `log`.
+ * Returns its pid. */
+static pid_t start(char **args, const char *log) {
+    char *argv[32] = {WORKER};
+    int n = 1;
+    for (; args[n - 1]; n++) argv[n] = args[n - 1];
+    argv[n] = NULL;
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 1, log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    posix_spawn_file_actions_adddup2(&fa, 1, 2);
+    pid_t pid;
+    CHECK(posix_spawn(&pid, WORKER, &fa, NULL, argv, environ) == 0);
+    posix_spawn_file_actions_destroy(&fa);
+    return pid;
+}
+
+static int finish(pid_t pid, int timeout_ms) {
+    int64_t deadline = now_ms() + timeout_ms;
+    int status;
+    while (now_ms() < deadline) {
+        if (waitpid(pid, &status, WNOHANG) == pid)
+            return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+        usleep(50 * 1000);
+    }
+    kill(pid, SIGKILL);
+    waitpid(pid, &status, 0);
+    CHECK_MSG(0, "the worker did not stop within %d ms", timeout_ms);
+    return -1;
+}
+
+static char *slurp(const char *path) {
+    static char buf[1 << 16];
+    FILE *f = fopen(path, "r");
+    if (!f) return NULL;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    return buf;
+}
+
+static int run(char **args, int timeout_ms, char **out) {
+    const char *log = "test_worker.log";
+    int rc = finish(start(args, log), timeout_ms);
+    *out = slurp(log);
+    CHECK(*out);
+    return rc;
+}
+
+static void test_bad_config(void) {
+    const char *path = "test_worker_bad.properties";
+    FILE *f = fopen(path, "w");
+    CHECK(f);
+    fputs("# a comment\nbatch.size=256\nbatch.linger.ms=soon\n", f);
+    fclose(f);
+    char *out;
+    char *a1[] = {"--config", (char *)path, NULL};
+    CHECK_EQ_INT(run(a1, 10000, &out), 2);
+    CHECK_CONTAINS(out, "test_worker_bad.properties:3: batch.linger.ms=soon");
+    char *a2[] = {"--set", "model.arch=transformer9000", NULL};
+    CHECK_EQ_INT(run(a2, 10000, &out), 2);
+    CHECK_CONTAINS(out, "--set: ");
+    CHECK_CONTAINS(out, "transformer9000");
+    char *a3[] = {"--config", "no/such/file.properties", NULL};
+    CHECK_EQ_INT(run(a3, 10000, &out), 2);
+    CHECK_CONTAINS(out, "no/such/file.properties: No such file or directory");
+    char *a4[] = {"--frobnicate", NULL};
+    CHECK_EQ_INT(run(a4, 10000, &out), 2);
+    CHECK_CONTAINS(out, "usage: m3rec-worker");
+    char *a5[] = {"--config", M3_SOURCE_DIR "/config/worker.properties", "--print-config", NULL};
+    CHECK_EQ_INT(run(a5, 10000, &out), 0);
+    CHECK_CONTAINS(out, "batch.size=256\n");
+    CHECK_CONTAINS(out, "kafka.bootstrap.servers=localhost:9092\n");
+}
+
+static void test_topics(void) {
+    char err[512];
+    const char *some[] = {"m3rec.events.home", "m3rec.events.search", "m3rec.requests"};
+    kio_mock *m = kio_mock_new(4, some, 3, err, sizeof err);
+    CHECK_MSG(m, "%s", err);
+    char bs[256];
+    snprintf(bs, sizeof bs, "kafka.bootstrap.servers=%s", kio_mock_bootstraps(m));
+    char *out;
+    char *args[] = {"--set", bs, NULL};
+    /* m3rec.events.product is missing */
+    CHECK_EQ_INT(run(args, 30000, &out), 1);
+    CHECK_CONTAINS(out, "m3rec.events.product does not exist");
+    /* present, but with another partition count */
+    CHECK(kio_mock_create_topic(m, "m3rec.events.product", 2, err, sizeof err) == 0);
+    CHECK_EQ_INT(run(args, 30000, &out), 1);
+    CHECK_CONTAINS(out, "equal partition counts");
+    CHECK_CONTAINS(out, "m3rec.events.product has 2");
+    kio_mock_destroy(m);
+    /* no broker at all: a clear message within the start-up bound, not a hang */
+    char *none[] = {"--set", "kafka.bootstrap.servers=127.0.0.1:1", NULL};
+    int64_t t0 = now_ms();
+    CHECK_EQ_INT(run(none, 60000, &out), 1);
+    CHECK_CONTAINS(out, "cannot reach Kafka at 127.0.0.1:1");
+    CHECK(now_ms() - t0 < 30000);
+}
+
+static void test_sigterm(void) {
+    const char *report = "test_worker_report.json";
+    remove(report);
+    char *args[] = {"--config", M3_SOURCE_DIR "/config/demo.properties",
+                    "--set", "worker.exit.idle.ms=0", "--report", (char *)report, NULL};
+    pid_t pid = start(args, "test_worker.log");
+    /* wait until it consumes (its log says so), then ask it to stop */
+    int64_t deadline = now_ms() + 30000;
+    char *out = NULL;
+    while (now_ms() < deadline) {
+        out = slurp("test_worker.log");
+        if (out && strstr(out, "consuming")) break;
+        usleep(100 * 1000);
+    }
+    CHECK_MSG(out && strstr(out, "consuming"), "the worker did not start: %s", out ? out : "");
+    CHECK(kill(pid, SIGTERM) == 0);
+    CHECK_EQ_INT(finish(pid, 20000), 0);
+    CHECK(slurp(report) != NULL);
+    CHECK_CONTAINS(slurp(report), "\"events\"");
+}
+
+int main(void) {
+    test_bad_config();
+    test_topics();
+    test_sigterm();
+    return 0;
+}
