@@ -21,6 +21,33 @@ int app_config_arg(m3_cfg *cfg, int argc, char **argv, int *i, char *errstr, siz
     return rc == 0 ? 1 : -1;
 }
 
+int app_sim_arg(sim_cfg *sc, int argc, char **argv, int *i, char *errstr, size_t n) {
+    static const char *opts[] = {"--events", "--seed", "--users", "--items", "--difficulty", "--noise"};
+    int k = 0;
+    while (k < 6 && strcmp(argv[*i], opts[k]) != 0) k++;
+    if (k == 6) return 0;
+    if (*i + 1 >= argc) {
+        snprintf(errstr, n, "%s needs a value", opts[k]);
+        return -1;
+    }
+    const char *v = argv[++*i];
+    char *end;
+    double x = strtod(v, &end);
+    if (*end || !(x > 0) || (k < 4 && x != (double)(long long)x)) {
+        snprintf(errstr, n, "%s %s: expected a positive %s", opts[k], v, k < 4 ? "integer" : "number");
+        return -1;
+    }
+    switch (k) {
+    case 0: sc->n_impressions = (int64_t)x; break;
+    case 1: sc->seed = strtoull(v, NULL, 10); break;
+    case 2: sc->n_users = (int)x; break;
+    case 3: sc->n_items = (int)x; break;
+    case 4: sc->difficulty = x; break;
+    default: sc->noise = x; break;
+    }
+    return 1;
+}
+
 void app_sim_from_cfg(sim_cfg *sc, const m3_cfg *cfg) {
     sc->n_scen = cfg->scenarios.n < SIM_MAX_SCEN ? cfg->scenarios.n : SIM_MAX_SCEN;
     for (int i = 0; i < sc->n_scen; i++)

@@ -2,7 +2,8 @@
  *
  * Measures the model step alone (events/s, FLOPs) and its prequential quality next to
  * the oracle, with exactly the learner the worker runs. Usage:
- *   m3rec-offline [--config FILE] [--set key=value]... [--events N] [--seed S]
+ *   m3rec-offline [--config FILE] [--set key=value]... [--events N] [--seed S] [--users N]
+ *                 [--items N] [--difficulty X] [--noise X]
  *                 [--report PATH] [--oracle-report PATH] [--quiet]
  */
 #include <stdio.h>
@@ -17,8 +18,9 @@
 
 static void usage(void) {
     fprintf(stderr,
-            "usage: m3rec-offline [--config FILE] [--set key=value]... [--events N] [--seed S]\n"
-            "                     [--difficulty X] [--report PATH] [--oracle-report PATH] [--quiet]\n");
+            "usage: m3rec-offline [--config FILE] [--set key=value]...\n"
+            "                     " APP_SIM_USAGE "\n"
+            "                     [--report PATH] [--oracle-report PATH] [--quiet]\n");
 }
 
 int main(int argc, char **argv) {
@@ -38,14 +40,11 @@ int main(int argc, char **argv) {
             return 2;
         } else if (used) {
             continue;
-        } else if (strcmp(a, "--events") == 0 && more) {
-            sc.n_impressions = atoll(argv[++i]);
-        } else if (strcmp(a, "--seed") == 0 && more) {
-            sc.seed = strtoull(argv[++i], NULL, 10);
-        } else if (strcmp(a, "--difficulty") == 0 && more) {
-            sc.difficulty = atof(argv[++i]);
-        } else if (strcmp(a, "--noise") == 0 && more) {
-            sc.noise = atof(argv[++i]);
+        } else if ((used = app_sim_arg(&sc, argc, argv, &i, err, sizeof err)) != 0) {
+            if (used < 0) {
+                fprintf(stderr, "m3rec-offline: %s\n", err);
+                return 2;
+            }
         } else if (strcmp(a, "--report") == 0 && more) {
             report = argv[++i];
         } else if (strcmp(a, "--oracle-report") == 0 && more) {

@@ -2,7 +2,8 @@
  * into the scenario topics (or a file) and write the oracle's report.
  *
  * Usage: m3rec-sim [--config FILE] [--set key=value]... [--bootstrap HOST:PORT]
- *                  [--events N] [--seed S] [--difficulty X] [--report PATH]
+ *                  [--events N] [--seed S] [--users N] [--items N] [--difficulty X]
+ *                  [--noise X] [--report PATH]
  *                  [--out FILE] [--create-topics PARTITIONS] [--rate MSGS_PER_SEC]
  *
  * --rate paces production in wall-clock time (0 = as fast as possible); the embedded
@@ -28,7 +29,8 @@
 static void usage(void) {
     fprintf(stderr,
             "usage: m3rec-sim [--config FILE] [--set key=value]... [--bootstrap HOST:PORT]\n"
-            "                 [--events N] [--seed S] [--difficulty X] [--report PATH]\n"
+            "                 " APP_SIM_USAGE "\n"
+            "                 [--report PATH]\n"
             "                 [--out FILE] [--create-topics PARTITIONS] [--rate MSGS_PER_SEC]\n");
 }
 
@@ -66,12 +68,14 @@ int main(int argc, char **argv) {
             return 2;
         }
         if (used) continue;
+        used = app_sim_arg(&sc, argc, argv, &i, err, sizeof err);
+        if (used < 0) {
+            fprintf(stderr, "m3rec-sim: %s\n", err);
+            return 2;
+        }
+        if (used) continue;
         int more = i + 1 < argc;
         if (strcmp(a, "--bootstrap") == 0 && more) bootstrap = argv[++i];
-        else if (strcmp(a, "--events") == 0 && more) sc.n_impressions = atoll(argv[++i]);
-        else if (strcmp(a, "--seed") == 0 && more) sc.seed = strtoull(argv[++i], NULL, 10);
-        else if (strcmp(a, "--difficulty") == 0 && more) sc.difficulty = atof(argv[++i]);
-        else if (strcmp(a, "--noise") == 0 && more) sc.noise = atof(argv[++i]);
         else if (strcmp(a, "--report") == 0 && more) report = argv[++i];
         else if (strcmp(a, "--out") == 0 && more) out = argv[++i];
         else if (strcmp(a, "--create-topics") == 0 && more) create_parts = atoi(argv[++i]);
