@@ -117,15 +117,19 @@ static int write_text(const char *path, const char *text, char *errstr, size_t n
 
 char *app_oracle_json(const app_oracle *o) { return board_json(o->b, NULL, NULL); }
 
-int app_oracle_write(const app_oracle *o, const char *path, char *errstr, size_t n) {
-    char *s = app_oracle_json(o);
-    if (!s) {
-        snprintf(errstr, n, "cannot render the oracle report");
+/* Write a rendered report (NULL: rendering failed) to path, and free it. */
+static int write_report(const char *path, char *text, char *errstr, size_t n) {
+    if (!text) {
+        snprintf(errstr, n, "%s: cannot render the report (out of memory?)", path);
         return -1;
     }
-    int rc = write_text(path, s, errstr, n);
-    free(s);
+    int rc = write_text(path, text, errstr, n);
+    free(text);
     return rc;
+}
+
+int app_oracle_write(const app_oracle *o, const char *path, char *errstr, size_t n) {
+    return write_report(path, app_oracle_json(o), errstr, n);
 }
 
 /* ---- the learner's report ---- */
@@ -143,14 +147,7 @@ static void report_extra(json_writer *w, void *arg) {
 char *app_report_json(lrn *L) { return board_json(lrn_board(L), report_extra, L); }
 
 int app_write_report(const char *path, lrn *L, char *errstr, size_t n) {
-    char *s = app_report_json(L);
-    if (!s) {
-        snprintf(errstr, n, "cannot render the report");
-        return -1;
-    }
-    int rc = write_text(path, s, errstr, n);
-    free(s);
-    return rc;
+    return write_report(path, app_report_json(L), errstr, n);
 }
 
 /* ---- the comparison table ---- */
