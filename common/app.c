@@ -134,20 +134,32 @@ int app_oracle_write(const app_oracle *o, const char *path, char *errstr, size_t
 
 /* ---- the learner's report ---- */
 
+typedef struct {
+    lrn *L;
+    app_extra_fn extra;
+    void *arg;
+} report_ctx;
+
 static void report_extra(json_writer *w, void *arg) {
-    lrn *L = arg;
+    const report_ctx *c = arg;
+    lrn *L = c->L;
     json_key(w, "model_version");
     json_int(w, lrn_model_version(L));
     json_key(w, "flops_per_example");
     json_num(w, lrn_flops_per_example(L));
     json_key(w, "pending");
     json_uint(w, lrn_pending(L));
+    if (c->extra) c->extra(w, c->arg);
 }
 
-char *app_report_json(lrn *L) { return board_json(lrn_board(L), report_extra, L); }
+char *app_report_json(lrn *L, app_extra_fn extra, void *arg) {
+    report_ctx c = {L, extra, arg};
+    return board_json(lrn_board(L), report_extra, &c);
+}
 
-int app_write_report(const char *path, lrn *L, char *errstr, size_t n) {
-    return write_report(path, app_report_json(L), errstr, n);
+int app_write_report(const char *path, lrn *L, app_extra_fn extra, void *arg,
+                     char *errstr, size_t n) {
+    return write_report(path, app_report_json(L, extra, arg), errstr, n);
 }
 
 /* ---- the comparison table ---- */
@@ -215,7 +227,7 @@ int app_print_comparison(FILE *out, const json_node *run, const json_node *oracl
 }
 
 int app_print_comparison_live(FILE *out, lrn *L, const app_oracle *o, char *errstr, size_t n) {
-    char *rs = app_report_json(L), *os = o ? app_oracle_json(o) : NULL;
+    char *rs = app_report_json(L, NULL, NULL), *os = o ? app_oracle_json(o) : NULL;
     json_node *run = rs ? json_parse(rs, errstr, n) : NULL;
     json_node *orc = os ? json_parse(os, errstr, n) : NULL;
     int rc = run ? app_print_comparison(out, run, orc, errstr, n) : -1;

@@ -32,10 +32,15 @@ int app_oracle_write(const app_oracle *o, const char *path, char *errstr, size_t
 /* The oracle's report as a malloc'd JSON string. */
 char *app_oracle_json(const app_oracle *o);
 
-/* Write the learner's report (metrics + model facts) to path. Returns 0 or -1. */
-int app_write_report(const char *path, lrn *L, char *errstr, size_t n);
-/* The learner's report as a malloc'd JSON string. */
-char *app_report_json(lrn *L);
+/* Writes a program's own top-level report keys (may be NULL). */
+typedef void (*app_extra_fn)(json_writer *w, void *arg);
+
+/* Write the learner's report (metrics, model facts, then extra's keys) to path.
+ * Returns 0, or -1 with errstr. */
+int app_write_report(const char *path, lrn *L, app_extra_fn extra, void *arg,
+                     char *errstr, size_t n);
+/* The learner's report as a malloc'd JSON string (NULL when out of memory). */
+char *app_report_json(lrn *L, app_extra_fn extra, void *arg);
 
 /* Print, per scenario and overall, CTR and CTCVR AUC of every model in `run` next to the
  * oracle's, and the fraction of the LR-to-oracle gap each model closes when `run` has an

@@ -96,7 +96,7 @@ int main(int argc, char **argv) {
         }
     }
     lrn_flush(L, NULL, NULL);
-    if (report && app_write_report(report, L, err, sizeof err) != 0) {
+    if (report && app_write_report(report, L, NULL, NULL, err, sizeof err) != 0) {
         fprintf(stderr, "m3rec-offline: %s\n", err);
         return 1;
     }

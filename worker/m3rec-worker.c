@@ -49,6 +49,8 @@ typedef struct {
     char topics[M3_MAX_SCEN + 1][TOPIC_MAX]; /* events topics, then requests */
     int n_topics;
     int n_partitions;                      /* of every input topic (checked equal) */
+    long long *per_source;                 /* (n_topics x n_partitions) messages handled */
+    int64_t first_input_ms, last_input_ms; /* monotonic, 0 before any input */
     char topic_pred[TOPIC_MAX], topic_dlq[TOPIC_MAX];
     unsigned char *buf;                    /* encode buffer */
     size_t buf_cap;
@@ -128,6 +130,7 @@ static void handle(worker *w, const rd_kafka_message_t *m) {
     char reason[CODEC_REASON_MAX + 64];
     m3_event ev;
     met_board_counters(lrn_board(w->L))->events++;
+    w->per_source[source_index(w, m)]++;
     if (codec_decode(w->codec, m->payload, m->len, &ev, reason, sizeof reason) != 0) {
         send_dlq(w, m, reason);
         return;
@@ -220,6 +223,11 @@ static int setup(worker *w, char *err, size_t n) {
     int parts = kio_check_topics(w->props, w->n_props, names, w->n_topics, START_TIMEOUT_MS, err, n);
     if (parts < 0) return -1;
     w->n_partitions = parts;
+    w->per_source = calloc((size_t)(w->n_topics * parts), sizeof *w->per_source);
+    if (!w->per_source) {
+        snprintf(err, n, "out of memory");
+        return -1;
+    }
     w->prod = kio_producer_new(w->props, w->n_props, err, n);
     if (!w->prod) return -1;
     w->cons = kio_consumer_new(w->props, w->n_props, names, w->n_topics, err, n);
@@ -239,7 +247,32 @@ static void teardown(worker *w) {
     codec_destroy(w->codec);
     free(w->buf);
     free(w->props);
+    free(w->per_source);
     cfg_free(&w->cfg);
+}
+
+/* The worker's own report keys: input throughput while there was input, and the
+ * messages handled per input partition (which partitions this member owned). */
+static void report_extra(json_writer *jw, void *arg) {
+    const worker *w = arg;
+    double sec = w->first_input_ms ? (double)(w->last_input_ms - w->first_input_ms) / 1000.0 : 0;
+    long long events = (long long)met_board_counters(lrn_board(w->L))->events;
+    json_key(jw, "input_sec");
+    json_num(jw, sec);
+    json_key(jw, "input_events_per_sec");
+    json_num(jw, sec > 0 ? (double)events / sec : 0);
+    json_key(jw, "partitions");
+    json_obj_begin(jw);
+    for (int t = 0; t < w->n_topics; t++)
+        for (int p = 0; p < w->n_partitions; p++) {
+            long long k = w->per_source[t * w->n_partitions + p];
+            if (!k) continue;
+            char name[TOPIC_MAX + 16];
+            snprintf(name, sizeof name, "%s/%d", w->topics[t], p);
+            json_key(jw, name);
+            json_int(jw, k);
+        }
+    json_obj_end(jw);
 }
 
 /* ---- the loop ---- */
@@ -256,7 +289,7 @@ static int loop(worker *w) {
     char err[512];
     int64_t batch_start = 0, last_input = mono_ms(), last_commit = mono_ms();
     int64_t next_progress = mono_ms() + c->progress_ms;
-    int seen_input = 0, rc = 0;
+    int seen_input = 0, rc = 0, last_assigned = 0;
     met_counters *mc = met_board_counters(lrn_board(w->L));
     while (run) {
         int timeout = 100;
@@ -281,6 +314,12 @@ static int loop(worker *w) {
         if (n > 0) {
             seen_input = 1;
             last_input = now;
+            if (!w->first_input_ms) w->first_input_ms = now;
+        }
+        int assigned = kio_consumer_assigned(w->cons);
+        if (assigned != last_assigned) {
+            fprintf(stderr, "m3rec-worker: assigned %d partitions\n", assigned);
+            last_assigned = assigned;
         }
         if (lrn_queued(w->L) && now - batch_start >= c->batch_linger_ms)
             lrn_flush(w->L, emit_prediction, w);
@@ -302,6 +341,8 @@ static int loop(worker *w) {
     }
     /* shutdown: finish the batch, flush the producer, commit, then close (in main) */
     lrn_flush(w->L, emit_prediction, w);
+    w->last_input_ms = mono_ms();
+    if (seen_input) w->last_input_ms = last_input;
     if (kio_producer_flush(w->prod, 30000, err, sizeof err) != 0) {
         fprintf(stderr, "m3rec-worker: producer flush: %s\n", err);
         rc = 1;
@@ -371,7 +412,7 @@ int main(int argc, char **argv) {
                                                                     : kio_producer_last_error(w.prod));
         rc = 1;
     }
-    if (report && app_write_report(report, w.L, err, sizeof err) != 0) {
+    if (report && app_write_report(report, w.L, report_extra, &w, err, sizeof err) != 0) {
         fprintf(stderr, "m3rec-worker: %s\n", err);
         rc = 1;
     }

@@ -1,0 +1,376 @@
+/* pipeline.h - what the end-to-end tests share: a simulated stream with bad messages in
+ * it, the real m3rec-worker process, and a check of everything it published.
+ *
+ * Header-only (static functions) so that each test program includes what it uses; the
+ * broker may be the embedded mock cluster (test_e2e) or a real Kafka (it_kafka). */
+#ifndef M3_PIPELINE_H
+#define M3_PIPELINE_H
+#include <fcntl.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <librdkafka/rdkafka.h>
+
+#include "check.h"
+#include "codec.h"
+#include "json.h"
+#include "kio.h"
+#include "sim.h"
+
+extern char **environ;
+
+#define PL_MAX_BAD 16
+
+typedef struct {
+    const char *suffix;        /* topic without the prefix: "events.home", "requests" */
+    unsigned char bytes[512];
+    size_t len;
+    const char *expect;        /* a substring of the DLQ reason */
+} pl_bad;
+
+/* What a produced stream holds, for the checks. */
+typedef struct {
+    char prefix[64];
+    uint64_t seed;
+    int64_t n_impressions;
+    long long n_cands;         /* score-request candidates: one prediction each */
+    sim_stats st;
+    pl_bad bad[PL_MAX_BAD];
+    int n_bad;
+} pl_stream;
+
+static inline int64_t pl_now_ms(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+static inline long pl_encode(codec *cd, const m3_event *ev, unsigned char *buf, size_t cap) {
+    char reason[CODEC_REASON_MAX];
+    long len = codec_encode(cd, ev, buf, cap, reason, sizeof reason);
+    CHECK_MSG(len > 0, "encode: %s", reason);
+    return len;
+}
+
+static inline void pl_topic(char *out, size_t n, const char *prefix, const char *suffix) {
+    snprintf(out, n, "%s.%s", prefix, suffix);
+}
+
+static inline void pl_sample_impression(m3_event *ev, const char *scenario) {
+    memset(ev, 0, sizeof *ev);
+    ev->type = M3_EV_IMPRESSION;
+    m3_impression *im = &ev->u.imp;
+    snprintf(im->impression_id, sizeof im->impression_id, "bad-imp");
+    im->ts_ms = 1767225600000LL;
+    snprintf(im->scenario, sizeof im->scenario, "%s", scenario);
+    im->user_id = 42;
+    im->item_id = 1000001;
+    im->item_num.n = 1;
+    snprintf(im->item_num.kv[0].name, M3_NAME_MAX, "price");
+    im->item_num.kv[0].value = 1.5f;
+}
+
+static inline pl_bad *pl_add_bad(pl_stream *s, const char *suffix, const char *expect) {
+    CHECK(s->n_bad < PL_MAX_BAD);
+    pl_bad *b = &s->bad[s->n_bad++];
+    memset(b, 0, sizeof *b);
+    b->suffix = suffix;
+    b->expect = expect;
+    return b;
+}
+
+/* One bad message of every kind, each with the reason the worker must give. */
+static inline void pl_make_bad(codec *cd, pl_stream *s) {
+    m3_event ev;
+    unsigned char good[512];
+    pl_sample_impression(&ev, "home");
+    long glen = pl_encode(cd, &ev, good, sizeof good);
+    pl_bad *b = pl_add_bad(s, "events.home", "magic");
+    static const unsigned char wrong[] = {0x00, 0x01, 1, 2, 3, 4, 5, 6, 7, 8, 9};
+    memcpy(b->bytes, wrong, sizeof wrong);
+    b->len = sizeof wrong;
+    b = pl_add_bad(s, "events.search", "fingerprint");
+    memcpy(b->bytes, good, (size_t)glen);
+    b->bytes[2] ^= 0xff; /* a fingerprint no schema has */
+    b->len = (size_t)glen;
+    b = pl_add_bad(s, "events.home", "truncated");
+    memcpy(b->bytes, good, (size_t)glen / 2);
+    b->len = (size_t)glen / 2;
+    /* a huge string length right after the header: zig-zag varint of 2^62 */
+    b = pl_add_bad(s, "events.product", "length");
+    static const unsigned char huge[] = {0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01};
+    memcpy(b->bytes, good, CODEC_HEADER_LEN);
+    memcpy(b->bytes + CODEC_HEADER_LEN, huge, sizeof huge);
+    b->len = CODEC_HEADER_LEN + sizeof huge;
+    /* NaN feature: patch the bytes of 1.5f in a valid message */
+    b = pl_add_bad(s, "events.home", "non-finite");
+    memcpy(b->bytes, good, (size_t)glen);
+    b->len = (size_t)glen;
+    static const unsigned char f15[] = {0x00, 0x00, 0xc0, 0x3f}, fnan[] = {0x00, 0x00, 0xc0, 0x7f};
+    size_t at = 0;
+    while (at + 4 <= b->len && memcmp(b->bytes + at, f15, 4) != 0) at++;
+    CHECK(at + 4 <= b->len);
+    memcpy(b->bytes + at, fnan, 4);
+    /* an impression whose scenario is not its topic's, and one on the requests topic */
+    pl_sample_impression(&ev, "mars");
+    b = pl_add_bad(s, "events.home", "does not match topic");
+    b->len = (size_t)pl_encode(cd, &ev, b->bytes, sizeof b->bytes);
+    b = pl_add_bad(s, "requests", "on the requests topic");
+    b->len = (size_t)pl_encode(cd, &ev, b->bytes, sizeof b->bytes);
+    /* a score request for a scenario no configuration knows */
+    memset(&ev, 0, sizeof ev);
+    ev.type = M3_EV_SCORE_REQUEST;
+    snprintf(ev.u.req.request_id, M3_ID_MAX, "bad-req");
+    snprintf(ev.u.req.scenario, M3_NAME_MAX, "mars");
+    ev.u.req.user_id = 42;
+    m3_candidate cand = {.item_id = 7};
+    ev.u.req.n_cands = 1;
+    ev.u.req.cands = &cand;
+    b = pl_add_bad(s, "requests", "unknown scenario 'mars'");
+    b->len = (size_t)pl_encode(cd, &ev, b->bytes, sizeof b->bytes);
+    /* an output message on an input topic */
+    memset(&ev, 0, sizeof ev);
+    ev.type = M3_EV_PREDICTION;
+    snprintf(ev.u.pred.id, M3_ID_MAX, "x");
+    snprintf(ev.u.pred.scenario, M3_NAME_MAX, "home");
+    b = pl_add_bad(s, "events.home", "not an input");
+    b->len = (size_t)pl_encode(cd, &ev, b->bytes, sizeof b->bytes);
+    pl_add_bad(s, "events.search", "empty message");
+}
+
+static inline void pl_produce(kio_producer *p, const char *topic, int64_t user, const void *v, size_t len) {
+    char key[32], err[256];
+    int klen = snprintf(key, sizeof key, "%" PRId64, user);
+    CHECK_MSG(kio_produce(p, topic, key, (size_t)klen, v, len, NULL, 0, err, sizeof err) == 0,
+              "produce: %s", err);
+}
+
+/* Produce impressions [from, to) of the simulator's stream (seed, n_impressions) with the
+ * conversions and score requests that come with them; the bad messages go out spread
+ * over the whole stream (with_bad). Returns when the producer has flushed. */
+static inline void pl_produce_stream(kio_producer *p, codec *cd, pl_stream *s, int64_t from, int64_t to,
+                              int with_bad) {
+    char err[256], topic[128];
+    sim_cfg sc;
+    sim_cfg_defaults(&sc);
+    sc.seed = s->seed;
+    sc.n_impressions = s->n_impressions;
+    sim *sm = sim_new(&sc, err, sizeof err);
+    CHECK_MSG(sm, "%s", err);
+    static unsigned char buf[1 << 16];
+    m3_event ev;
+    sim_truth tr;
+    int64_t imp = 0;
+    int next_bad = 0;
+    int64_t every = s->n_impressions / (s->n_bad + 1) + 1;
+    while (imp < to && sim_next(sm, &ev, &tr)) {
+        int is_imp = ev.type == M3_EV_IMPRESSION;
+        if (imp >= from) {
+            long len = pl_encode(cd, &ev, buf, sizeof buf);
+            if (ev.type == M3_EV_SCORE_REQUEST) {
+                pl_topic(topic, sizeof topic, s->prefix, "requests");
+                pl_produce(p, topic, ev.u.req.user_id, buf, (size_t)len);
+                s->n_cands += ev.u.req.n_cands;
+            } else {
+                char suffix[64];
+                snprintf(suffix, sizeof suffix, "events.%s", sc.scen_names[tr.scen]);
+                pl_topic(topic, sizeof topic, s->prefix, suffix);
+                pl_produce(p, topic, is_imp ? ev.u.imp.user_id : ev.u.conv.user_id, buf, (size_t)len);
+            }
+            if (with_bad && is_imp && next_bad < s->n_bad && (imp + 1) % every == 0) {
+                const pl_bad *b = &s->bad[next_bad++];
+                pl_topic(topic, sizeof topic, s->prefix, b->suffix);
+                pl_produce(p, topic, 42 + next_bad, b->bytes, b->len);
+            }
+        }
+        imp += is_imp;
+        if ((imp & 1023) == 0) kio_producer_poll(p);
+    }
+    for (; with_bad && next_bad < s->n_bad; next_bad++) {
+        const pl_bad *b = &s->bad[next_bad];
+        pl_topic(topic, sizeof topic, s->prefix, b->suffix);
+        pl_produce(p, topic, 42 + next_bad, b->bytes, b->len);
+    }
+    /* the conversions due after the last impression belong to the end of the stream */
+    if (to >= s->n_impressions)
+        while (sim_next(sm, &ev, &tr)) {
+            CHECK_EQ_INT(ev.type, M3_EV_CONVERSION);
+            long len = pl_encode(cd, &ev, buf, sizeof buf);
+            char suffix[64];
+            snprintf(suffix, sizeof suffix, "events.%s", sc.scen_names[tr.scen]);
+            pl_topic(topic, sizeof topic, s->prefix, suffix);
+            pl_produce(p, topic, ev.u.conv.user_id, buf, (size_t)len);
+        }
+    CHECK_MSG(kio_producer_flush(p, 60000, err, sizeof err) == 0, "flush: %s", err);
+    sim_get_stats(sm, &s->st);
+    sim_destroy(sm);
+}
+
+/* Start the worker against bootstrap with the stream's prefix, a consumer group and an
+ * idle exit; its output goes to `log`. extra: more arguments (NULL-terminated) or NULL. */
+static inline pid_t pl_spawn_worker(const char *bootstrap, const pl_stream *s, const char *group,
+                             int idle_ms, const char *report, const char *log, char **extra) {
+    char set_bs[256], set_prefix[128], set_group[128], set_idle[64];
+    snprintf(set_bs, sizeof set_bs, "kafka.bootstrap.servers=%s", bootstrap);
+    snprintf(set_prefix, sizeof set_prefix, "topic.prefix=%s", s->prefix);
+    snprintf(set_group, sizeof set_group, "kafka.group.id=%s", group);
+    snprintf(set_idle, sizeof set_idle, "worker.exit.idle.ms=%d", idle_ms);
+    char *argv[40] = {M3_BINARY_DIR "/m3rec-worker", "--config", M3_SOURCE_DIR "/config/demo.properties",
+                      "--set", "broker.embedded=false", "--set", "metrics.progress.ms=0",
+                      "--set", "model.shadow=", "--set", set_bs, "--set", set_prefix,
+                      "--set", set_group, "--set", set_idle, "--report", (char *)report};
+    int n = 19;
+    for (int i = 0; extra && extra[i] && n < 39; i++) argv[n++] = extra[i];
+    argv[n] = NULL;
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 1, log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    posix_spawn_file_actions_adddup2(&fa, 1, 2);
+    pid_t pid;
+    CHECK(posix_spawn(&pid, argv[0], &fa, NULL, argv, environ) == 0);
+    posix_spawn_file_actions_destroy(&fa);
+    return pid;
+}
+
+/* Wait for a worker to exit; kill it and fail past the deadline. Returns its exit code. */
+static inline int pl_wait(pid_t pid, int64_t deadline_ms) {
+    int status;
+    while (pl_now_ms() < deadline_ms) {
+        if (waitpid(pid, &status, WNOHANG) == pid)
+            return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+        usleep(100 * 1000);
+    }
+    kill(pid, SIGKILL);
+    waitpid(pid, &status, 0);
+    CHECK_MSG(0, "the worker did not finish in time");
+    return -1;
+}
+
+/* The whole text of a file (static buffer), or NULL. */
+static inline const char *pl_slurp(const char *path) {
+    static char text[1 << 20];
+    FILE *f = fopen(path, "r");
+    if (!f) return NULL;
+    size_t len = fread(text, 1, sizeof text - 1, f);
+    fclose(f);
+    text[len] = 0;
+    return text;
+}
+
+/* Wait until the log file contains `needle` (bounded). */
+static inline void pl_wait_log(const char *log, const char *needle, int timeout_ms) {
+    int64_t deadline = pl_now_ms() + timeout_ms;
+    const char *t = NULL;
+    while (pl_now_ms() < deadline) {
+        t = pl_slurp(log);
+        if (t && strstr(t, needle)) return;
+        usleep(100 * 1000);
+    }
+    CHECK_MSG(0, "%s never said '%s': %s", log, needle, t ? t : "(no log)");
+}
+
+static inline json_node *pl_report(const char *path) {
+    const char *text = pl_slurp(path);
+    CHECK_MSG(text, "no report at %s", path);
+    char err[256];
+    json_node *j = json_parse(text, err, sizeof err);
+    CHECK_MSG(j, "report %s: %s", path, err);
+    return j;
+}
+
+static inline const char *pl_header(const rd_kafka_message_t *m, const char *name, char *buf, size_t n) {
+    rd_kafka_headers_t *h = NULL;
+    const void *v;
+    size_t len;
+    if (rd_kafka_message_headers(m, &h) != RD_KAFKA_RESP_ERR_NO_ERROR) return NULL;
+    if (rd_kafka_header_get_last(h, name, &v, &len) != RD_KAFKA_RESP_ERR_NO_ERROR) return NULL;
+    snprintf(buf, n, "%.*s", (int)len, (const char *)v);
+    return buf;
+}
+
+/* Read the predictions and DLQ topics back and check: every impression and every
+ * candidate has a prediction (duplicates tolerated: at least once), and every bad message
+ * is in the DLQ with its expected reason and origin headers. */
+static inline void pl_verify_outputs(const char *bootstrap, codec *cd, const pl_stream *s, int with_bad) {
+    char err[512], t_pred[128], t_dlq[128], prefix[64];
+    pl_topic(t_pred, sizeof t_pred, s->prefix, "predictions");
+    pl_topic(t_dlq, sizeof t_dlq, s->prefix, "dlq");
+    uint8_t *seen = calloc((size_t)s->n_impressions, 1);
+    long long n_imp = 0, n_req = 0, dup = 0, n_dlq = 0;
+    int found[PL_MAX_BAD] = {0};
+    const char *topics[] = {t_pred, t_dlq};
+    char group[128];
+    snprintf(group, sizeof group, "%s-check", s->prefix);
+    kio_prop props[] = {{"bootstrap.servers", bootstrap}, {"group.id", group}};
+    kio_consumer *c = kio_consumer_new(props, 2, topics, 2, err, sizeof err);
+    CHECK_MSG(c, "%s", err);
+    snprintf(prefix, sizeof prefix, "imp-%llu-", (unsigned long long)s->seed);
+    int want_bad = with_bad ? s->n_bad : 0;
+    int64_t deadline = pl_now_ms() + 90000, last = pl_now_ms();
+    m3_event ev;
+    while (pl_now_ms() < deadline && (n_imp + n_req < s->n_impressions + s->n_cands || n_dlq < want_bad)) {
+        rd_kafka_message_t *msgs[256];
+        int n = kio_consumer_poll(c, msgs, 256, 200, err, sizeof err);
+        CHECK_MSG(n >= 0, "poll: %s", err);
+        if (n > 0) last = pl_now_ms();
+        else if (pl_now_ms() - last > 20000) break;
+        for (int i = 0; i < n; i++) {
+            rd_kafka_message_t *m = msgs[i];
+            if (strcmp(rd_kafka_topic_name(m->rkt), t_dlq) == 0) {
+                char reason[256], origin[128], offset[32];
+                CHECK(pl_header(m, "m3rec.dlq.reason", reason, sizeof reason));
+                CHECK(pl_header(m, "m3rec.dlq.topic", origin, sizeof origin));
+                CHECK(pl_header(m, "m3rec.dlq.offset", offset, sizeof offset));
+                CHECK_CONTAINS(origin, s->prefix);
+                for (int b = 0; b < s->n_bad; b++)
+                    if (!found[b] && m->len == s->bad[b].len &&
+                        (m->len == 0 || memcmp(m->payload, s->bad[b].bytes, m->len) == 0) &&
+                        strstr(reason, s->bad[b].expect)) {
+                        found[b] = 1;
+                        break;
+                    }
+                n_dlq++;
+            } else {
+                char reason[CODEC_REASON_MAX];
+                CHECK_MSG(codec_decode(cd, m->payload, m->len, &ev, reason, sizeof reason) == 0,
+                          "prediction does not decode: %s", reason);
+                CHECK_EQ_INT(ev.type, M3_EV_PREDICTION);
+                const m3_prediction *pr = &ev.u.pred;
+                CHECK(pr->p_ctr > 0 && pr->p_ctr < 1 && pr->p_cvr > 0 && pr->p_cvr < 1);
+                CHECK_CLOSE(pr->p_ctcvr, pr->p_ctr * pr->p_cvr, 1e-5, 0);
+                if (strncmp(pr->id, prefix, strlen(prefix)) == 0) {
+                    long long k = atoll(pr->id + strlen(prefix));
+                    CHECK(k >= 0 && k < s->n_impressions);
+                    if (seen[k]) dup++;
+                    else n_imp++;
+                    seen[k] = 1;
+                } else {
+                    CHECK_MSG(strncmp(pr->id, "req-", 4) == 0, "unexpected prediction id %s", pr->id);
+                    n_req++;
+                }
+            }
+            rd_kafka_message_destroy(m);
+        }
+    }
+    kio_consumer_close(c);
+    fprintf(stderr, "pipeline: %lld impressions and %lld candidates predicted (%lld duplicates), %lld in the DLQ\n",
+            n_imp, n_req, dup, n_dlq);
+    for (int64_t k = 0; k < s->n_impressions; k++)
+        CHECK_MSG(seen[k], "impression %lld has no prediction", (long long)k);
+    CHECK_MSG(n_req >= s->n_cands, "%lld of %lld candidates predicted", n_req, s->n_cands);
+    CHECK_EQ_INT(n_dlq, want_bad);
+    for (int b = 0; b < want_bad; b++)
+        CHECK_MSG(found[b], "bad message %d (%s) not in the DLQ with a reason containing '%s'", b,
+                  s->bad[b].suffix, s->bad[b].expect);
+    free(seen);
+}
+
+#endif
