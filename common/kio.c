@@ -211,6 +211,35 @@ static void kio__unreachable(char *errstr, size_t n, const kio_prop *props, int 
              why[0] ? " (" : "", why, why[0] ? ")" : "");
 }
 
+/* Wait (bounded) until metadata lists every topic with its partitions. Returns 0 or -1. */
+static int kio__wait_visible(rd_kafka_t *rk, const char *const *topics, int n_topics,
+                             int timeout_ms, char *errstr, size_t n) {
+    int64_t deadline = kio__now_ms() + timeout_ms;
+    for (;;) {
+        const struct rd_kafka_metadata *md = NULL;
+        int missing = -1;
+        if (rd_kafka_metadata(rk, 1, NULL, &md, 2000) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+            missing = 0;
+            for (int i = 0; i < n_topics && !missing; i++) {
+                int found = 0;
+                for (int t = 0; t < md->topic_cnt; t++)
+                    found |= strcmp(md->topics[t].topic, topics[i]) == 0 && !md->topics[t].err &&
+                             md->topics[t].partition_cnt > 0;
+                if (!found) missing = i + 1;
+            }
+            rd_kafka_metadata_destroy(md);
+        }
+        if (missing == 0) return 0;
+        if (kio__now_ms() >= deadline) {
+            kio__err(errstr, n, "created topic %s is not visible in the metadata after %d ms",
+                     missing > 0 ? topics[missing - 1] : topics[0], timeout_ms);
+            return -1;
+        }
+        struct timespec d = {0, 100 * 1000 * 1000};
+        nanosleep(&d, NULL);
+    }
+}
+
 int kio_create_topics(const kio_prop *props, int n_props, const char *const *topics,
                       int n_topics, int partitions, int timeout_ms, char *errstr, size_t n) {
     kio__errcap cap = {{0}, {0}};
@@ -278,7 +307,9 @@ int kio_create_topics(const kio_prop *props, int n_props, const char *const *top
             goto out;
         }
     }
-    rc = 0;
+    /* The controller answers before every broker's metadata lists the new topics; wait
+     * until they are visible, so a consumer started next finds them. */
+    rc = kio__wait_visible(rk, topics, n_topics, timeout_ms, errstr, n);
 out:
     if (ev) rd_kafka_event_destroy(ev);
     if (q) rd_kafka_queue_destroy(q);
