@@ -61,7 +61,7 @@ static inline long pl_encode(codec *cd, const m3_event *ev, unsigned char *buf, 
 }
 
 static inline void pl_topic(char *out, size_t n, const char *prefix, const char *suffix) {
-    snprintf(out, n, "%s.%s", prefix, suffix);
+    CHECK((size_t)snprintf(out, n, "%s.%s", prefix, suffix) < n);
 }
 
 static inline void pl_sample_impression(m3_event *ev, const char *scenario) {
