@@ -68,6 +68,12 @@ lrn *lrn_new(const m3_cfg *cfg, char *errstr, size_t errstr_size) {
     }
     L->cfg = cfg;
     L->cap = cfg->model.max_batch;
+    if (L->cap <= cfg->batch_size) {
+        snprintf(errstr, errstr_size, "learner: model.max_batch %d must exceed batch.size %d "
+                 "(room for settled conversion labels)", L->cap, cfg->batch_size);
+        free(L);
+        return NULL;
+    }
     const char *names[LRN_MAX_MODELS];
     int archs[LRN_MAX_MODELS];
     archs[L->n_models++] = cfg->model.arch;
@@ -208,6 +214,9 @@ static lrn_src *source(lrn *L, int src, char *reason, size_t n) {
     return S->pend ? S : NULL;
 }
 
+/* A minibatch holds up to batch.size impressions and up to this many settled rows. */
+static int settled_cap(const lrn *L) { return L->cap - L->cfg->batch_size; }
+
 static void advance_watermark(lrn_src *S, int64_t ts) {
     if (ts > S->watermark_ms) S->watermark_ms = ts;
 }
@@ -218,8 +227,7 @@ int lrn_impression(lrn *L, const m3_impression *im, int src, int64_t arrival_ms,
     if (scen < 0) return -1;
     lrn_src *S = source(L, src, reason, reason_size);
     if (!S) return -1;
-    if (L->n_imp + L->n_settled >= L->cap || L->n_imp >= L->cfg->batch_size)
-        lrn_flush(L, emit, ud);
+    if (L->n_imp >= L->cfg->batch_size) lrn_flush(L, emit, ud);
     int i = L->n_imp++;
     m3_example *ex = &L->ex[i];
     make_example(L->cfg, ex, scen, im->ts_ms, im->user_id, im->item_id, &im->user_cat,
@@ -270,7 +278,7 @@ int lrn_conversion(lrn *L, const m3_conversion *cv, int src, lrn_emit_fn emit, v
     met_counters *mc = met_board_counters(L->board);
     mc->conversions++;
     advance_watermark(S, cv->ts_ms);
-    if (L->n_imp + L->n_settled >= L->cap) lrn_flush(L, emit, ud);
+    if (L->n_settled >= settled_cap(L)) lrn_flush(L, emit, ud);
     int r = pend_convert(S->pend, cv->impression_id, cv->ts_ms, &L->settled[L->n_settled]);
     if (r == 0) r = convert_queued(L, cv, src);
     if (r == 1) L->n_settled++;
@@ -318,7 +326,22 @@ static void emit_one(lrn *L, const lrn_tag *t, float p_ctr, float p_cvr, int64_t
     if (t->arrival_ms > 0) met_board_latency(L->board, (double)(now - t->arrival_ms));
 }
 
+/* Move impressions whose window closed (per source, round robin) into the settled rows,
+ * as many as the batch has room for; the rest wait for the next batch. */
+static void collect_expired(lrn *L) {
+    for (int k = 0; k < L->n_srcs; k++) {
+        int room = settled_cap(L) - L->n_settled;
+        if (room <= 0) break;
+        lrn_src *S = &L->srcs[(L->expire_from + k) % L->n_srcs];
+        if (!S->pend || S->watermark_ms == INT64_MIN) continue;
+        int64_t wm = S->watermark_ms - L->cfg->join_lateness_ms;
+        L->n_settled += pend_expire(S->pend, wm, L->settled + L->n_settled, room);
+    }
+    if (L->n_srcs) L->expire_from = (L->expire_from + 1) % L->n_srcs;
+}
+
 static void train_batch(lrn *L, lrn_emit_fn emit, void *ud) {
+    collect_expired(L);
     int n_imp = L->n_imp, B = n_imp + L->n_settled;
     if (B == 0) return;
     /* the settled rows follow the impressions in one minibatch */
@@ -366,14 +389,4 @@ static void score_requests(lrn *L, lrn_emit_fn emit, void *ud) {
 void lrn_flush(lrn *L, lrn_emit_fn emit, void *ud) {
     train_batch(L, emit, ud);
     score_requests(L, emit, ud);
-    /* windows closed by the newest event time become the next batch's CTCVR negatives */
-    for (int k = 0; k < L->n_srcs; k++) {
-        int room = L->cap - L->n_imp - L->n_settled;
-        if (room <= 0) break;
-        lrn_src *S = &L->srcs[(L->expire_from + k) % L->n_srcs];
-        if (!S->pend || S->watermark_ms == INT64_MIN) continue;
-        int64_t wm = S->watermark_ms - L->cfg->join_lateness_ms;
-        L->n_settled += pend_expire(S->pend, wm, L->settled + L->n_settled, room);
-    }
-    if (L->n_srcs) L->expire_from = (L->expire_from + 1) % L->n_srcs;
 }

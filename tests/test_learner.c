@@ -133,9 +133,10 @@ static void test_join(void) {
     /* time passes in source 0 beyond c1's window: c1 settles as a negative */
     m3_impression late = imp("l", "home", T0 + WINDOW + 1, 4, 0);
     CHECK(lrn_impression(L, &late, 0, 0, collect, &s, reason, sizeof reason) == 0);
-    lrn_flush(L, collect, &s);          /* closes the window: c1 queued as a settled row */
+    lrn_flush(L, collect, &s);          /* closes c1's window: trained as a CTCVR negative */
     CHECK_EQ_INT(lrn_pending(L), 0);
-    lrn_flush(L, collect, &s);          /* trains and counts it */
+    CHECK_EQ_INT(ctcvr_n(L, 0), 4);
+    lrn_flush(L, collect, &s);          /* nothing left to do */
     CHECK_EQ_INT(ctcvr_n(L, 0), 4);
     CHECK_EQ_INT(met_board_auc(lrn_board(L), 0, -1, MET_CTCVR)->n_pos, 1);
     /* its conversion now is late, not unknown */
@@ -182,7 +183,46 @@ static void test_requests(void) {
     cfg_free(&cfg);
 }
 
+/* Many labels settling at once (conversions and closed windows) never overflow a
+ * minibatch, and every clicked impression is counted exactly once. */
+static void test_many_settled(void) {
+    m3_cfg cfg;
+    lrn *L = make(&cfg);
+    sink s = {0};
+    char reason[256], id[32];
+    int n = 300;
+    for (int i = 0; i < n; i++) {
+        snprintf(id, sizeof id, "m%d", i);
+        m3_impression x = imp(id, "home", T0 + i, i, 1);
+        s.n = 0;
+        CHECK(lrn_impression(L, &x, 0, 0, collect, &s, reason, sizeof reason) == 0);
+    }
+    /* half convert, in a burst */
+    for (int i = 0; i < n; i += 2) {
+        snprintf(id, sizeof id, "m%d", i);
+        m3_conversion k = conv(id, "home", T0 + n + i);
+        s.n = 0;
+        CHECK(lrn_conversion(L, &k, 0, collect, &s, reason, sizeof reason) == 0);
+    }
+    /* the rest time out together */
+    m3_impression later = imp("later", "home", T0 + 10 * WINDOW, 1, 0);
+    s.n = 0;
+    CHECK(lrn_impression(L, &later, 0, 0, collect, &s, reason, sizeof reason) == 0);
+    for (int k = 0; k < 200 && lrn_pending(L) > 0; k++) {
+        s.n = 0;
+        lrn_flush(L, collect, &s);
+    }
+    s.n = 0;
+    lrn_flush(L, collect, &s);
+    CHECK_EQ_INT(lrn_pending(L), 0);
+    CHECK_EQ_INT(ctcvr_n(L, 0), n + 1);
+    CHECK_EQ_INT(met_board_auc(lrn_board(L), 0, -1, MET_CTCVR)->n_pos, n / 2);
+    lrn_destroy(L);
+    cfg_free(&cfg);
+}
+
 int main(void) {
+    test_many_settled();
     test_predict_then_train();
     test_join();
     test_requests();
