@@ -132,11 +132,26 @@ static size_t rpl__edit_distance(const char *a, const char *b) {
     return d[lb];
 }
 
+/* The next comma-separated entry of *s (cut in place), or NULL after the last one.
+ * Unlike strtok, empty entries come out as "" so that `a,,b` can be refused. */
+static char *rpl__next_entry(char **s) {
+    char *e = *s;
+    if (!e) return NULL;
+    char *c = strchr(e, ',');
+    if (c) {
+        *c = 0;
+        *s = c + 1;
+    } else {
+        *s = NULL;
+    }
+    return e;
+}
+
 /* Parse a list `col[:name], ...` into *out. Returns 0, or -1 with msg filled. */
 static int rpl__parse_feats(char *v, rpl__feats *out, char *msg, size_t n) {
     out->n = 0;
     if (!*v) return 0;
-    for (char *save = NULL, *e = strtok_r(v, ",", &save); e; e = strtok_r(NULL, ",", &save)) {
+    for (char *rest = v, *e = rpl__next_entry(&rest); e; e = rpl__next_entry(&rest)) {
         e = rpl__trim(e);
         if (!*e) {
             rpl__err(msg, n, "empty entry");
@@ -177,8 +192,16 @@ static int rpl__parse_feats(char *v, rpl__feats *out, char *msg, size_t n) {
 /* Parse `value:name, ...` into values. Returns the count, or -1 with msg filled. */
 static int rpl__parse_values(char *v, rpl__scenval *values, char *msg, size_t n) {
     int k = 0;
-    for (char *save = NULL, *e = strtok_r(v, ",", &save); e; e = strtok_r(NULL, ",", &save)) {
+    if (!*v) {
+        rpl__err(msg, n, "needs value:scenario entries, e.g. 1:home,2:search");
+        return -1;
+    }
+    for (char *rest = v, *e = rpl__next_entry(&rest); e; e = rpl__next_entry(&rest)) {
         e = rpl__trim(e);
+        if (!*e) {
+            rpl__err(msg, n, "empty entry");
+            return -1;
+        }
         char *colon = strrchr(e, ':');
         if (!colon) {
             rpl__err(msg, n, "entry '%s' is not value:scenario", e);
@@ -208,10 +231,6 @@ static int rpl__parse_values(char *v, rpl__scenval *values, char *msg, size_t n)
         snprintf(values[k].value, sizeof values[k].value, "%s", e);
         snprintf(values[k].name, sizeof values[k].name, "%s", name);
         k++;
-    }
-    if (k == 0) {
-        rpl__err(msg, n, "needs value:scenario entries, e.g. 1:home,2:search");
-        return -1;
     }
     return k;
 }

@@ -32,7 +32,8 @@
 #define RPL_COL_MAX 64        /* bytes in a column name, including the NUL */
 #define RPL_REASONS 5         /* bad-row reasons kept for the summary */
 #define RPL_REASON_MAX 256    /* bytes in one kept reason */
-#define RPL_ID_BASE_MAX 40    /* bytes of id.prefix + file basename in impression ids */
+#define RPL_ID_BASE_MAX 48    /* id.prefix + file basename < this; with ":<line>:conv" for
+                                 lines below 10^10 an id fits in M3_ID_MAX */
 
 typedef enum { RPL_CSV = 0, RPL_ALICCP_RAW = 1 } rpl_format;
 
