@@ -7,6 +7,7 @@
 #include <inttypes.h>
 #include <signal.h>
 #include <spawn.h>
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -687,6 +688,340 @@ static void test_skip_bad(void) {
     rpl_map_destroy(m);
 }
 
+/* ---- the tool ---- */
+
+/* Run argv[0] with stdout and stderr to files; wait at most timeout_ms. Returns the
+ * exit code (128 + signal when killed). */
+static pid_t spawn(char *const argv[], const char *out, const char *errf) {
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    if (out) posix_spawn_file_actions_addopen(&fa, 1, out, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (errf && out && strcmp(errf, out) == 0) posix_spawn_file_actions_adddup2(&fa, 1, 2);
+    else if (errf) posix_spawn_file_actions_addopen(&fa, 2, errf, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    pid_t pid;
+    CHECK_MSG(posix_spawn(&pid, argv[0], &fa, NULL, argv, environ) == 0, "cannot start %s", argv[0]);
+    posix_spawn_file_actions_destroy(&fa);
+    return pid;
+}
+
+static int wait_for(pid_t pid, int64_t deadline_ms, const char *what) {
+    int status;
+    while (now_ms() < deadline_ms) {
+        if (waitpid(pid, &status, WNOHANG) == pid)
+            return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+        usleep(20 * 1000);
+    }
+    kill(pid, SIGKILL);
+    waitpid(pid, &status, 0);
+    CHECK_MSG(0, "%s did not finish in time", what);
+    return -1;
+}
+
+#define REPLAY M3_BINARY_DIR "/m3rec-replay"
+#define MAP(name) M3_SOURCE_DIR "/config/" name
+
+/* Run m3rec-replay with the given arguments; *out and *errs get its stdout and stderr. */
+static int run_replay(char **out, char **errs, ...) {
+    char *argv[32] = {REPLAY};
+    int n = 1;
+    va_list ap;
+    va_start(ap, errs);
+    for (char *a; (a = va_arg(ap, char *)) != NULL && n < 31;) argv[n++] = a;
+    va_end(ap);
+    argv[n] = NULL;
+    int rc = wait_for(spawn(argv, "test_replay_tool.out", "test_replay_tool.err"), now_ms() + 30000, "m3rec-replay");
+    *out = read_file("test_replay_tool.out");
+    *errs = read_file("test_replay_tool.err");
+    return rc;
+}
+
+static uint32_t be32(const unsigned char *p) {
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+static void test_tool(void) {
+    char *out, *errs;
+    char *ae = (char *)data("aliexpress/torchrechub_aliexpress_train_sample.csv");
+    CHECK_EQ_INT(run_replay(&out, &errs, "--mapping", MAP("replay-aliexpress.properties"), "--check", ae, NULL), 0);
+    CHECK_CONTAINS(out, "m3rec-replay: 100 rows from 1 file: 100 impressions (60 clicks), 2 conversions, "
+                        "0 bad rows skipped; checked 102 messages\n");
+    CHECK_CONTAINS(out, "m3rec-replay: scenario us: 100 impressions, 60 clicks, 2 conversions -> m3rec.events.us\n");
+    CHECK_CONTAINS(out, "event time 2026-01-01T00:00:00.000Z .. 2026-01-01T00:10:00.290Z; to continue the clock "
+                        "in another run: --map time.start.ms=1767225601000\n");
+    CHECK_EQ_STR(errs, "");
+    free(out), free(errs);
+
+    /* a worker configuration that lacks the scenario and the features: warnings */
+    CHECK_EQ_INT(run_replay(&out, &errs, "--mapping", MAP("replay-aliexpress.properties"), "--config",
+                            M3_SOURCE_DIR "/config/demo.properties", "--check", ae, NULL), 0);
+    CHECK_CONTAINS(errs, "m3rec-replay: warning: the worker's scenarios (home,search,product) lack 'us': "
+                         "it would not read m3rec.events.us\n");
+    CHECK_CONTAINS(errs, "m3rec-replay: warning: the worker's features.user_num lacks 'numerical_1', 'numerical_2', "
+                         "'numerical_3', 'numerical_4', ... (23 of 23 mapped fields): it would ignore them\n");
+    free(out), free(errs);
+    CHECK_EQ_INT(run_replay(&out, &errs, "--mapping", MAP("replay-aliexpress.properties"), "--map",
+                            "scenario.constant=nl", "--print-worker-config", NULL), 0);
+    CHECK_EQ_INT(strncmp(out, "topic.prefix=m3rec\nscenarios=nl\nfeatures.user_cat=categorical_1,", 63), 0);
+    free(out), free(errs);
+
+    /* bad data: exit 1 and the message; --skip-bad: exit 0 and the count */
+    write_file("test_replay_small.properties",
+               "scenario.column=scen\nscenario.values=1:a,2:b\nuser.column=uid\nitem.column=iid\n"
+               "click.column=click\nconversion.column=purchase\nfeatures.user_cat=c1:cat1\n"
+               "features.item_num=n1:num1\n");
+    CHECK_EQ_INT(run_replay(&out, &errs, "--mapping", "test_replay_small.properties", "--check",
+                            "test_replay_skip.csv", NULL), 1);
+    CHECK_EQ_STR(errs, "m3rec-replay: test_replay_skip.csv:4: column 'scen': value \"9\" has no scenario in "
+                       "scenario.values\n");
+    free(out), free(errs);
+    CHECK_EQ_INT(run_replay(&out, &errs, "--mapping", "test_replay_small.properties", "--check", "--skip-bad",
+                            "test_replay_skip.csv", NULL), 0);
+    CHECK_CONTAINS(out, "m3rec-replay: 11 rows from 1 file: 5 impressions (2 clicks), 2 conversions, "
+                        "6 bad rows skipped; checked 7 messages\n");
+    CHECK_CONTAINS(out, "m3rec-replay: skipped 6 bad rows; the first 5:\n"
+                        "  test_replay_skip.csv:4: column 'scen': value \"9\" has no scenario in scenario.values\n"
+                        "  test_replay_skip.csv:5: column 'purchase': conversion without a click (click is 0)\n");
+    free(out), free(errs);
+    /* mapping and usage errors: exit 2 */
+    CHECK_EQ_INT(run_replay(&out, &errs, "--mapping", "test_replay_map2.properties", "--check", ae, NULL), 2);
+    CHECK_EQ_STR(errs, "m3rec-replay: test_replay_map2.properties:3: 'bogus line' is not a key=value line\n");
+    free(out), free(errs);
+    CHECK_EQ_INT(run_replay(&out, &errs, "--mapping", MAP("replay-aliexpress.properties"), "--map",
+                            "scenario.column=search_id", "--check", ae, NULL), 2);
+    CHECK_EQ_STR(errs, "m3rec-replay: " MAP("replay-aliexpress.properties") ":10: scenario.constant and "
+                       "scenario.column (--map) are both set; keep one\n");
+    free(out), free(errs);
+    CHECK_EQ_INT(run_replay(&out, &errs, "--mapping", MAP("replay-aliexpress.properties"), ae, NULL), 2);
+    CHECK_CONTAINS(errs, "give --bootstrap HOST:PORT (or kafka.bootstrap.servers), --out FILE or --check");
+    free(out), free(errs);
+
+    /* --out: m3rec-sim's framing; every record decodes, keyed by the user id */
+    char *raw = (char *)data("ali_ccp/paddlerec_esmm_small_raw.txt");
+    CHECK_EQ_INT(run_replay(&out, &errs, "--mapping", MAP("replay-aliccp-raw.properties"), "--out",
+                            "test_replay.out", raw, NULL), 0);
+    CHECK_CONTAINS(out, "10 rows from 1 file: 10 impressions (2 clicks), 1 conversions, 0 bad rows skipped; "
+                        "wrote 11 messages\n");
+    free(out), free(errs);
+    FILE *f = fopen("test_replay.out", "rb");
+    CHECK(f);
+    static unsigned char buf[1 << 16];
+    size_t len = fread(buf, 1, sizeof buf, f);
+    fclose(f);
+    char reason[CODEC_REASON_MAX];
+    codec *cd = codec_new(err, sizeof err);
+    CHECK_MSG(cd, "%s", err);
+    int k = 0;
+    m3_event ev;
+    for (size_t at = 0; at < len; k++) {
+        const char *topic = (const char *)buf + at;
+        CHECK_EQ_STR(topic, "m3rec.events.pos1");
+        at += strlen(topic) + 1;
+        uint32_t klen = be32(buf + at);
+        CHECK_EQ_INT(klen, 2);
+        CHECK(memcmp(buf + at + 4, "12", 2) == 0);
+        at += 4 + klen;
+        uint32_t vlen = be32(buf + at);
+        at += 4;
+        CHECK(at + vlen <= len);
+        CHECK_MSG(codec_decode(cd, buf + at, vlen, &ev, reason, sizeof reason) == 0, "record %d: %s", k, reason);
+        at += vlen;
+        if (k < 10) {
+            char id[64];
+            snprintf(id, sizeof id, "paddlerec_esmm_small_raw.txt:%d", k + 1);
+            CHECK_EQ_INT(ev.type, M3_EV_IMPRESSION);
+            CHECK_EQ_STR(ev.u.imp.impression_id, id);
+            CHECK_EQ_INT(ev.u.imp.user_id, 12);
+        } else {
+            CHECK_EQ_INT(ev.type, M3_EV_CONVERSION);
+            CHECK_EQ_STR(ev.u.conv.conversion_id, "paddlerec_esmm_small_raw.txt:1:conv");
+            CHECK_EQ_INT(ev.u.conv.item_id, 6);
+        }
+        m3_event_clear(&ev);
+    }
+    CHECK_EQ_INT(k, 11);
+    codec_destroy(cd);
+}
+
+/* ---- end to end: samples -> embedded broker -> m3rec-worker -> predictions ---- */
+
+typedef struct {
+    const char *prefix;            /* topic prefix of this dataset's run */
+    const char *mapping;           /* a config/ file name */
+    const char *files[3];
+    int n_files;
+    rpl_map *map;
+    char ids[256][M3_ID_MAX];      /* the impression ids replayed */
+    int n_imp, n_conv;
+    int seen[256];
+    pid_t worker;
+    char report[128];
+} e2e_set;
+
+static void e2e_prepare(e2e_set *e) {
+    e->map = shipped(e->mapping);
+    char kv[128];
+    snprintf(kv, sizeof kv, "topic.prefix=%s", e->prefix);
+    CHECK(rpl_map_set(e->map, kv, "--map", 0, err, sizeof err) == 0);
+    m3_event *ev;
+    rpl_stats st;
+    int rc, n = replay_all(e->map, e->files, e->n_files, NULL, &ev, &st, &rc);
+    CHECK_MSG(rc == 0, "%s", err);
+    for (int i = 0; i < n; i++)
+        if (ev[i].type == M3_EV_IMPRESSION) {
+            CHECK(e->n_imp < 256);
+            memcpy(e->ids[e->n_imp++], ev[i].u.imp.impression_id, M3_ID_MAX);
+        }
+    e->n_conv = (int)st.conversions;
+    free(ev);
+}
+
+static pid_t e2e_replay(const e2e_set *e, const char *bootstrap) {
+    char kv[128], mapping[512];
+    snprintf(kv, sizeof kv, "topic.prefix=%s", e->prefix);
+    snprintf(mapping, sizeof mapping, "%s/config/%s", M3_SOURCE_DIR, e->mapping);
+    char *argv[16] = {REPLAY, "--mapping", mapping, "--map", kv, "--bootstrap", (char *)bootstrap};
+    int n = 7;
+    for (int i = 0; i < e->n_files; i++) argv[n++] = (char *)e->files[i];
+    argv[n] = NULL;
+    char log[128];
+    snprintf(log, sizeof log, "test_replay_%s_replay.log", e->prefix);
+    return spawn(argv, log, log);
+}
+
+/* The worker, configured from the mapping's own settings (scenarios, feature names). */
+static void e2e_start_worker(e2e_set *e, const char *bootstrap) {
+    static char sets[2][16][4096];
+    static int which;
+    char (*set)[4096] = sets[which++];
+    char *argv[64] = {M3_BINARY_DIR "/m3rec-worker"};
+    int n = 1, k = 0;
+    char *s = rpl_map_worker_settings(e->map);
+    for (char *save = NULL, *l = strtok_r(s, "\n", &save); l; l = strtok_r(NULL, "\n", &save)) {
+        snprintf(set[k], sizeof set[k], "%s", l);
+        argv[n++] = "--set";
+        argv[n++] = set[k++];
+    }
+    free(s);
+    snprintf(set[k], sizeof set[k], "kafka.bootstrap.servers=%s", bootstrap);
+    argv[n++] = "--set";
+    argv[n++] = set[k++];
+    snprintf(set[k], sizeof set[k], "kafka.group.id=replay-%s", e->prefix);
+    argv[n++] = "--set";
+    argv[n++] = set[k++];
+    static char *fixed[] = {"--set", "worker.exit.idle.ms=2500", "--set", "metrics.progress.ms=0",
+                            "--set", "batch.size=64"};
+    for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++) argv[n++] = fixed[i];
+    snprintf(e->report, sizeof e->report, "test_replay_%s_report.json", e->prefix);
+    remove(e->report);
+    argv[n++] = "--report";
+    argv[n++] = e->report;
+    argv[n] = NULL;
+    char log[128];
+    snprintf(log, sizeof log, "test_replay_%s_worker.log", e->prefix);
+    e->worker = spawn(argv, log, log);
+}
+
+static void e2e_check_report(const e2e_set *e) {
+    char *text = read_file(e->report);
+    json_node *j = json_parse(text, err, sizeof err);
+    CHECK_MSG(j, "%s: %s", e->report, err);
+    CHECK_EQ_INT(json_number(json_get(j, "counters.impressions"), -1), e->n_imp);
+    CHECK_EQ_INT(json_number(json_get(j, "counters.events"), -1), e->n_imp + e->n_conv);
+    CHECK_EQ_INT(json_number(json_get(j, "counters.conversions"), -1), e->n_conv);
+    CHECK_EQ_INT(json_number(json_get(j, "counters.late_conversions"), -1), 0);
+    CHECK_EQ_INT(json_number(json_get(j, "counters.unmatched_conversions"), -1), 0);
+    CHECK_EQ_INT(json_number(json_get(j, "counters.dlq"), -1), 0);
+    CHECK_EQ_INT(json_number(json_get(j, "counters.predictions"), -1), e->n_imp);
+    fprintf(stderr, "test_replay: %s: worker counted %d impressions, %d conversions; prequential AUC ctr %.3f "
+            "(meaningless on so few rows)\n", e->prefix, e->n_imp, e->n_conv,
+            json_number(json_get(j, "overall.ctr.auc"), 0));
+    json_free(j);
+    free(text);
+}
+
+static void test_e2e(void) {
+    int64_t t0 = now_ms();
+    e2e_set sets[2] = {
+        {.prefix = "rx", .mapping = "replay-aliexpress.properties", .n_files = 2,
+         .files = {data("aliexpress/torchrechub_aliexpress_train_sample.csv"),
+                   data("aliexpress/torchrechub_aliexpress_test_sample.csv")}},
+        {.prefix = "rc", .mapping = "replay-aliccp.properties", .n_files = 3,
+         .files = {data("ali_ccp/torchrechub_ali_ccp_train_sample.csv"),
+                   data("ali_ccp/torchrechub_ali_ccp_val_sample.csv"),
+                   data("ali_ccp/torchrechub_ali_ccp_test_sample.csv")}},
+    };
+    static const char *topics[] = {"rx.events.us", "rx.requests", "rx.predictions", "rx.dlq",
+                                   "rc.events.pos1", "rc.events.pos2", "rc.events.pos3", "rc.requests",
+                                   "rc.predictions", "rc.dlq"};
+    kio_mock *mock = kio_mock_new(2, topics, 10, err, sizeof err);
+    CHECK_MSG(mock, "%s", err);
+    const char *bs = kio_mock_bootstraps(mock);
+    pid_t replays[2];
+    for (int i = 0; i < 2; i++) {
+        e2e_prepare(&sets[i]);
+        replays[i] = e2e_replay(&sets[i], bs);
+    }
+    for (int i = 0; i < 2; i++) {
+        int rc = wait_for(replays[i], now_ms() + 30000, "m3rec-replay");
+        CHECK_MSG(rc == 0, "m3rec-replay exited with %d (see test_replay_%s_replay.log)", rc, sets[i].prefix);
+    }
+    CHECK_EQ_INT(sets[0].n_imp, 120);
+    CHECK_EQ_INT(sets[0].n_conv, 4);
+    CHECK_EQ_INT(sets[1].n_imp, 200);
+    CHECK_EQ_INT(sets[1].n_conv, 3);
+    fprintf(stderr, "test_replay: replayed into the embedded broker in %.1f s\n", (double)(now_ms() - t0) / 1000);
+    for (int i = 0; i < 2; i++) e2e_start_worker(&sets[i], bs);
+    for (int i = 0; i < 2; i++) {
+        char what[64];
+        snprintf(what, sizeof what, "m3rec-worker (%s)", sets[i].prefix);
+        int rc = wait_for(sets[i].worker, now_ms() + 60000, what);
+        CHECK_MSG(rc == 0, "%s exited with %d (see test_replay_%s_worker.log)", what, rc, sets[i].prefix);
+    }
+    fprintf(stderr, "test_replay: workers done at %.1f s\n", (double)(now_ms() - t0) / 1000);
+    for (int i = 0; i < 2; i++) e2e_check_report(&sets[i]);
+
+    /* every replayed impression has a Prediction on its prefix's predictions topic */
+    const char *out_topics[] = {"rx.predictions", "rc.predictions"};
+    kio_prop cprops[] = {{"bootstrap.servers", bs}, {"group.id", "replay-check"}};
+    kio_consumer *c = kio_consumer_new(cprops, 2, out_topics, 2, err, sizeof err);
+    CHECK_MSG(c, "%s", err);
+    codec *cd = codec_new(err, sizeof err);
+    CHECK_MSG(cd, "%s", err);
+    int want = sets[0].n_imp + sets[1].n_imp, got = 0;
+    int64_t deadline = now_ms() + 20000;
+    while (got < want && now_ms() < deadline) {
+        rd_kafka_message_t *msgs[256];
+        int n = kio_consumer_poll(c, msgs, 256, 200, err, sizeof err);
+        CHECK_MSG(n >= 0, "poll: %s", err);
+        for (int i = 0; i < n; i++) {
+            m3_event ev;
+            char reason[CODEC_REASON_MAX];
+            CHECK_MSG(codec_decode(cd, msgs[i]->payload, msgs[i]->len, &ev, reason, sizeof reason) == 0, "%s", reason);
+            CHECK_EQ_INT(ev.type, M3_EV_PREDICTION);
+            const m3_prediction *p = &ev.u.pred;
+            CHECK(p->p_ctr > 0 && p->p_ctr < 1 && p->p_cvr > 0 && p->p_cvr < 1);
+            e2e_set *e = strcmp(rd_kafka_topic_name(msgs[i]->rkt), "rx.predictions") == 0 ? &sets[0] : &sets[1];
+            char key[32];
+            snprintf(key, sizeof key, "%" PRId64, p->user_id);
+            CHECK(msgs[i]->key_len == strlen(key) && memcmp(msgs[i]->key, key, msgs[i]->key_len) == 0);
+            int k = 0;
+            while (k < e->n_imp && strcmp(e->ids[k], p->id) != 0) k++;
+            CHECK_MSG(k < e->n_imp, "prediction for unknown id '%s'", p->id);
+            if (!e->seen[k]++) got++;
+            rd_kafka_message_destroy(msgs[i]);
+        }
+    }
+    kio_consumer_close(c);
+    for (int s = 0; s < 2; s++)
+        for (int k = 0; k < sets[s].n_imp; k++) CHECK_MSG(sets[s].seen[k], "no prediction for %s", sets[s].ids[k]);
+    CHECK_EQ_INT(got, want);
+    fprintf(stderr, "test_replay: end to end: %d impressions replayed, all predicted, in %.1f s\n", want,
+            (double)(now_ms() - t0) / 1000);
+    codec_destroy(cd);
+    for (int i = 0; i < 2; i++) rpl_map_destroy(sets[i].map);
+    kio_mock_destroy(mock);
+}
+
 int main(void) {
     test_shipped_mappings();
     test_mapping_errors();
@@ -694,6 +1029,7 @@ int main(void) {
     test_sample_values();
     test_bad_data();
     test_skip_bad();
-    fprintf(stderr, "test_replay: library checks passed\n");
+    test_tool();
+    test_e2e();
     return 0;
 }
