@@ -8,9 +8,9 @@
  *
  * The mapping (config/replay-*.properties, docs/replay.md) says how columns become
  * events; --map overrides one of its keys after the files. --config/--set take the
- * worker's configuration, like m3rec-sim: its kafka.* keys reach the producer, and the
- * replay warns when the worker would not consume a replayed scenario or read a mapped
- * feature. Messages are keyed by the decimal user id (murmur2 partitioner, like Java
+ * worker's configuration, like m3rec-sim: its kafka.* keys reach the producer, and,
+ * given --config, the replay warns when that worker would not consume a replayed
+ * scenario or read a mapped feature. Messages are keyed by the decimal user id (murmur2 partitioner, like Java
  * clients); --out writes them to a file instead in m3rec-sim's format (topic, NUL,
  * 4-byte big-endian key length, key, 4-byte big-endian value length, value); --check
  * only parses and counts. A bad row stops the replay with "path:line: message" and
@@ -42,7 +42,8 @@ static void usage(void) {
             "  --config, --set         the worker's configuration: kafka.* keys, and a check that\n"
             "                          the worker consumes what is replayed\n"
             "  --bootstrap HOST:PORT   Kafka to produce to (or kafka.bootstrap.servers)\n"
-            "  --create-topics N       create the scenario topics and <prefix>.requests first\n"
+            "  --create-topics N       create the scenario topics, <prefix>.requests, .predictions\n"
+            "                          and .dlq with N partitions first\n"
             "  --out FILE              write the messages to FILE instead (m3rec-sim's format)\n"
             "  --check                 parse and count only\n"
             "  --skip-bad              skip bad rows (counted, the first reasons printed)\n"
@@ -107,7 +108,7 @@ int main(int argc, char **argv) {
     m3_cfg cfg;
     cfg_defaults(&cfg);
     const char *mappings[MAX_ARGS], *overrides[MAX_ARGS], *files[MAX_ARGS];
-    int n_mappings = 0, n_overrides = 0, n_files = 0, have_cfg = 0;
+    int n_mappings = 0, n_overrides = 0, n_files = 0, have_cfg = 0, have_cfg_file = 0;
     const char *bootstrap = NULL, *out = NULL;
     int create_parts = 0, check = 0, print_worker = 0;
     rpl_opts opts = {0};
@@ -122,6 +123,9 @@ int main(int argc, char **argv) {
         }
         if (used) {
             have_cfg = 1;
+            /* compare with the worker only when its configuration file is given: --set
+             * alone (e.g. kafka.* keys) leaves the other keys at their defaults */
+            if (strcmp(a, "--config") == 0) have_cfg_file = 1;
             continue;
         }
         int more = i + 1 < argc;
@@ -178,7 +182,7 @@ int main(int argc, char **argv) {
         cfg_free(&cfg);
         return s ? 0 : 1;
     }
-    if (have_cfg) {
+    if (have_cfg_file) {
         static char warn[8192];
         if (rpl_map_compare_worker(map, &cfg, warn, sizeof warn) > 0) {
             for (char *save = NULL, *l = strtok_r(warn, "\n", &save); l; l = strtok_r(NULL, "\n", &save))
@@ -209,15 +213,15 @@ int main(int argc, char **argv) {
     const char *prefix = rpl_map_prefix(map);
     const char *scen[RPL_MAX_SCEN];
     int n_scen = rpl_map_scenarios(map, scen);
-    char topics[RPL_MAX_SCEN + 1][256];
-    const char *names[RPL_MAX_SCEN + 1];
-    for (int s = 0; s < n_scen; s++) {
-        snprintf(topics[s], sizeof topics[s], "%s.events.%s", prefix, scen[s]);
-        names[s] = topics[s];
-    }
-    /* the worker also needs <prefix>.requests with the same partition count */
+    /* the events topics, then what else the worker needs: <prefix>.requests (the same
+     * partition count), .predictions and .dlq (the worker produces to them) */
+    char topics[RPL_MAX_SCEN + 3][256];
+    const char *names[RPL_MAX_SCEN + 3];
+    for (int s = 0; s < n_scen; s++) snprintf(topics[s], sizeof topics[s], "%s.events.%s", prefix, scen[s]);
     snprintf(topics[n_scen], sizeof topics[0], "%s.requests", prefix);
-    names[n_scen] = topics[n_scen];
+    snprintf(topics[n_scen + 1], sizeof topics[0], "%s.predictions", prefix);
+    snprintf(topics[n_scen + 2], sizeof topics[0], "%s.dlq", prefix);
+    for (int s = 0; s < n_scen + 3; s++) names[s] = topics[s];
 
     codec *cd = codec_new(err, sizeof err);
     rpl_replay *r = cd && props ? rpl_new(map, files, n_files, &opts, err, sizeof err) : NULL;
@@ -236,7 +240,7 @@ int main(int argc, char **argv) {
         }
     } else {
         if (create_parts > 0 &&
-            kio_create_topics(props, n_props, names, n_scen + 1, create_parts, 30000, err, sizeof err) != 0) {
+            kio_create_topics(props, n_props, names, n_scen + 3, create_parts, 30000, err, sizeof err) != 0) {
             fprintf(stderr, "m3rec-replay: %s\n", err);
             rc = 1;
         } else if (!(p = kio_producer_new(props, n_props, err, sizeof err))) {
