@@ -291,7 +291,7 @@ int main(int argc, char **argv) {
         }
         messages++;
         if (p && (messages & 1023) == 0) kio_producer_poll(p);
-        if (rate > 0 && (messages & 255) == 0) pace(start, messages, rate);
+        if (rate > 0 && (rate < 1000 || (messages & 255) == 0)) pace(start, messages, rate);
     }
     if (!buf) {
         fprintf(stderr, "m3rec-replay: out of memory\n");
