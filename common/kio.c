@@ -376,9 +376,11 @@ int kio_check_topics(const kio_prop *props, int n_props, const char *const *topi
             if (ref >= 0)
                 kio__err(errstr, n, "topic %s does not exist (create it with %d partitions like %s)",
                          topics[i], ref_cnt, topics[ref]);
-            else
+            else if (n_topics > 1)
                 kio__err(errstr, n, "topic %s does not exist (create all %d topics with the "
                          "same partition count)", topics[i], n_topics);
+            else
+                kio__err(errstr, n, "topic %s does not exist (create it first)", topics[i]);
             goto out;
         }
         if (cnt != ref_cnt) {

@@ -119,6 +119,15 @@ static void test_topics(void) {
     CHECK_CONTAINS(out, "equal partition counts");
     CHECK_CONTAINS(out, "m3rec.events.product has 2");
     kio_mock_destroy(m);
+    /* inputs in order, but nowhere to publish */
+    const char *inputs[] = {"m3rec.events.home", "m3rec.events.search", "m3rec.events.product",
+                            "m3rec.requests"};
+    m = kio_mock_new(4, inputs, 4, err, sizeof err);
+    CHECK_MSG(m, "%s", err);
+    snprintf(bs, sizeof bs, "kafka.bootstrap.servers=%s", kio_mock_bootstraps(m));
+    CHECK_EQ_INT(run(args, 30000, &out), 1);
+    CHECK_CONTAINS(out, "topic m3rec.predictions does not exist (create it first)");
+    kio_mock_destroy(m);
     /* no broker at all: a clear message within the start-up bound, not a hang */
     char *none[] = {"--set", "kafka.bootstrap.servers=127.0.0.1:1", NULL};
     int64_t t0 = now_ms();

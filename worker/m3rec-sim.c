@@ -96,14 +96,19 @@ int main(int argc, char **argv) {
     for (int i = 0; i < cfg.n_kafka; i++)
         props[n_props++] = (kio_prop){cfg.kafka[i].key, cfg.kafka[i].value};
     if (bootstrap) props[n_props++] = (kio_prop){"bootstrap.servers", bootstrap};
-    char topics[M3_MAX_SCEN + 1][256];
-    const char *names[M3_MAX_SCEN + 1];
+    char topics[M3_MAX_SCEN + 3][256];
+    const char *names[M3_MAX_SCEN + 3];
     for (int s = 0; s < cfg.scenarios.n; s++) {
         snprintf(topics[s], sizeof topics[s], "%s.events.%s", cfg.topic_prefix, cfg.scenarios.names[s]);
         names[s] = topics[s];
     }
     snprintf(topics[cfg.scenarios.n], sizeof topics[0], "%s.requests", cfg.topic_prefix);
     names[cfg.scenarios.n] = topics[cfg.scenarios.n];
+    /* the worker's outputs, so --create-topics sets up the whole pipeline */
+    snprintf(topics[cfg.scenarios.n + 1], sizeof topics[0], "%s.predictions", cfg.topic_prefix);
+    snprintf(topics[cfg.scenarios.n + 2], sizeof topics[0], "%s.dlq", cfg.topic_prefix);
+    names[cfg.scenarios.n + 1] = topics[cfg.scenarios.n + 1];
+    names[cfg.scenarios.n + 2] = topics[cfg.scenarios.n + 2];
 
     codec *cd = codec_new(err, sizeof err);
     sim *s = cd ? sim_new(&sc, err, sizeof err) : NULL;
@@ -122,7 +127,7 @@ int main(int argc, char **argv) {
         }
     } else {
         if (create_parts > 0 &&
-            kio_create_topics(props, n_props, names, cfg.scenarios.n + 1, create_parts, 30000,
+            kio_create_topics(props, n_props, names, cfg.scenarios.n + 3, create_parts, 30000,
                               err, sizeof err) != 0) {
             fprintf(stderr, "m3rec-sim: %s\n", err);
             return 1;

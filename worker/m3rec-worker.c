@@ -222,6 +222,11 @@ static int setup(worker *w, char *err, size_t n) {
     }
     int parts = kio_check_topics(w->props, w->n_props, names, w->n_topics, START_TIMEOUT_MS, err, n);
     if (parts < 0) return -1;
+    /* the outputs must exist too (any partition count), or every produce would fail */
+    const char *outs[2] = {w->topic_pred, w->topic_dlq};
+    for (int i = 0; i < 2; i++)
+        if (kio_check_topics(w->props, w->n_props, &outs[i], 1, START_TIMEOUT_MS, err, n) < 0)
+            return -1;
     w->n_partitions = parts;
     w->per_source = calloc((size_t)(w->n_topics * parts), sizeof *w->per_source);
     if (!w->per_source) {
