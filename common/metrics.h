@@ -95,7 +95,7 @@ double met_rss_mb(double *peak_mb);
 
 /* ---- the worker's scoreboard ---- */
 
-#define MET_MAX_MODELS 4         /* primary (model 0) + up to 3 shadows */
+#define MET_MAX_MODELS 8         /* primary (model 0) + up to 7 shadows */
 typedef enum { MET_CTR = 0, MET_CTCVR = 1, MET_NTASKS = 2 } met_task;
 
 /* Event counters; the caller increments them directly (met_board_counters()). */

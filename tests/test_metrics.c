@@ -250,7 +250,7 @@ static void test_board(void) {
     const char *models[] = {"shared_bottom", "lr"};
     CHECK(met_board_new(0, scen, 2, models, 8, err, sizeof err) == NULL);
     CHECK_CONTAINS(err, "scenarios");
-    CHECK(met_board_new(2, scen, 5, models, 8, err, sizeof err) == NULL);
+    CHECK(met_board_new(2, scen, MET_MAX_MODELS + 1, models, 8, err, sizeof err) == NULL);
     CHECK_CONTAINS(err, "models");
     CHECK(met_board_new(2, scen, 2, models, 30, err, sizeof err) == NULL);
     CHECK_CONTAINS(err, "bits");

@@ -17,8 +17,10 @@ static float rnd_f(void) { return (float)(rnd_u32() & 0xffffff) / 16777216.0f; }
 
 static m3_model_cfg small_cfg(int arch) {
     m3_model_cfg c;
-    memset(&c, 0, sizeof c);
+    m3_model_cfg_defaults(&c);
     c.arch = arch;
+    c.item_cat_from = 3; c.item_cat_n = 1; c.item_num_from = 1; c.item_num_n = 2;
+    c.mieg_hidden = 6; c.upt_heads = 2; c.upt_ffn = 5; c.item_warm = 3;
     c.n_scen = 3; c.n_cat = 4; c.n_num = 3; c.emb_dim = 4;
     c.n_hidden = 2; c.hidden[0] = 8; c.hidden[1] = 6;
     c.tower_hidden = 5;
@@ -61,9 +63,30 @@ static void test_grad_check(int arch) {
     CHECK_MSG(m != NULL, "%s", err);
     enum { B = 8 };
     m3_example ex[B];
+    /* a short stream first: items become warm, users get history in several scenarios */
+    for (int it = 0; it < 6; it++) {
+        random_examples(ex, B, &c, 3);
+        m3_forward(m, ex, B, NULL, NULL);
+        m3_train(m, ex, B);
+    }
     random_examples(ex, B, &c, 3);
+    for (int i = 0; i < B; i += 3) {   /* new items (young), new users (all masked) */
+        ex[i].cat[M3_SLOT_ITEM] = m3_feat_key(M3_SLOT_ITEM, 100 + i);
+        if (i % 2 == 0) ex[i].cat[M3_SLOT_USER] = m3_feat_key(M3_SLOT_USER, 200 + i);
+    }
+    /* biases start at exactly 0: a unit whose inputs are all 0 sits on its ReLU kink,
+     * where a finite difference is meaningless. Jitter every dense parameter. */
+    {
+        float *pp = m3_debug_params(m);
+        for (size_t k = 0; k < m3_n_params(m); k++) pp[k] += 0.05f * (2.0f * rnd_f() - 1.0f);
+    }
     /* moderate-scale embeddings, so that their gradients are not tiny */
     m3_debug_loss(m, ex, B);
+    int young = 0, warm = 0;
+    for (int i = 0; i < B; i++) {
+        if (m3_slice_flags(m, i) & M3_SLICE_NEW_ITEM) young++; else warm++;
+    }
+    CHECK(young > 0 && warm > 0);
     for (int i = 0; i < B; i++)
         for (int s = 0; s < c.n_cat; s++) {
             float *w = m3_debug_emb_weights(m, ex[i].cat[s]);
@@ -79,7 +102,8 @@ static void test_grad_check(int arch) {
     double gmax = 0;
     for (size_t k = 0; k < n; k++) gmax = fmax(gmax, fabs(g[k]));
     CHECK(gmax > 1e-3);
-    const float eps = 2e-3f;   /* rounding ~1e-7/eps; larger eps crosses ReLU kinks */
+    /* rounding ~1e-7/eps; measured: 2e-3 already crosses ReLU kinks in the deeper archs */
+    const float eps = 5e-4f;
     int checked = 0, nonzero = 0;
     for (size_t k = 0; k < n; k++) {
         double num = fd(m, ex, B, &p[k], eps);
@@ -89,12 +113,17 @@ static void test_grad_check(int arch) {
         checked++;
         nonzero += g[k] != 0.0f;
     }
-    CHECK(nonzero > (int)n / 3);
+    CHECK_MSG(nonzero > (int)n / 3, "%s: %d of %zu dense gradients nonzero",
+              m3_arch_name(arch), nonzero, n);
     /* every embedding row the batch touched */
     int rows_checked = 0;
     for (int i = 0; i < B; i++)
         for (int s = 0; s < c.n_cat; s++) {
             uint64_t key = ex[i].cat[s];
+            /* a warm item's row is also the alignment target, held fixed (stop-gradient):
+             * its analytic gradient leaves that term out, a finite difference would not */
+            if (s == M3_SLOT_ITEM && m3_uses_mieg(m) && !(m3_slice_flags(m, i) & M3_SLICE_NEW_ITEM))
+                continue;
             const float *eg = m3_debug_emb_grad(m, key);
             CHECK(eg != NULL);
             float ge[16];
@@ -171,7 +200,7 @@ static void test_determinism(int arch) {
 static void test_cfg_errors(void) {
     char err[256];
     m3_model_cfg c = small_cfg(M3_ARCH_SHARED_BOTTOM);
-    c.arch = 5;
+    c.arch = 99;
     CHECK(m3_new(&c, err, sizeof err) == NULL); CHECK_CONTAINS(err, "arch");
     c = small_cfg(M3_ARCH_SHARED_BOTTOM); c.n_hidden = 0;
     CHECK(m3_new(&c, err, sizeof err) == NULL); CHECK_CONTAINS(err, "hidden");
@@ -287,8 +316,7 @@ static void test_learning(void) {
 int main(void) {
     test_auc();
     test_cfg_errors();
-    test_grad_check(M3_ARCH_LR);
-    test_grad_check(M3_ARCH_SHARED_BOTTOM);
+    for (int a = 0; a < M3_ARCH__COUNT; a++) test_grad_check(a);
     test_determinism(M3_ARCH_LR);
     test_determinism(M3_ARCH_SHARED_BOTTOM);
     test_learning();
