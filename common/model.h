@@ -111,8 +111,9 @@ void m3_forward(m3_model *m, const m3_example *ex, int B, float *p_ctr, float *p
  * used). Dense: global-norm clip (cfg.clip_norm), one Adam step; rows: one Adagrad step
  * per distinct touched row with its gradient summed over the batch. Then the stream
  * state: each example with w_ctr > 0 counts one impression for its item and for its user
- * in its scenario; a click (w_ctr > 0) and a conversion (w_ctcvr > 0) move the user's
- * UPT preference; an item reaching item_warm gets its own row (MIEG). */
+ * in its scenario; a click moves the user's UPT preference when its CTCVR term is trained
+ * (w_ctcvr > 0), a conversion moves it further; an item reaching item_warm gets its own
+ * row (MIEG). */
 float m3_train(m3_model *m, const m3_example *ex, int B);
 
 /* Slice flags (M3_SLICE_*) of example i of the last m3_forward(), as they were before

@@ -17,7 +17,8 @@ struct upt_table {
     upt__slot *slots;
     size_t cap, mask;
     int shift;
-    float *pref;        /* (rows_cap, n_scen * d) */
+    float *pref;        /* (rows_cap, 2, n_scen * d): current P, then the previous one */
+    int64_t *ts;        /* (rows_cap, 2, n_scen): event times of the last two updates */
     uint32_t *cnt;      /* (rows_cap, 2 * n_scen) */
     size_t rows, rows_cap;
 };
@@ -69,6 +70,7 @@ void upt_destroy(upt_table *t) {
     free(t->slots);
     free(t->pref);
     free(t->cnt);
+    free(t->ts);
     free(t);
 }
 
@@ -95,9 +97,12 @@ int64_t upt_lookup(upt_table *t, uint64_t key) {
     if (t->rows == t->rows_cap) {
         size_t nc = t->rows_cap ? t->rows_cap * 2 : 1024;
         if (pw) {
-            float *p = realloc(t->pref, nc * pw * sizeof *p);
+            float *p = realloc(t->pref, nc * 2 * pw * sizeof *p);
             if (!p) return -1;
             t->pref = p;
+            int64_t *ts = realloc(t->ts, nc * 2 * (size_t)t->n_scen * sizeof *ts);
+            if (!ts) return -1;
+            t->ts = ts;
         }
         uint32_t *c = realloc(t->cnt, nc * cw * sizeof *c);
         if (!c) return -1;
@@ -112,29 +117,56 @@ int64_t upt_lookup(upt_table *t, uint64_t key) {
     uint32_t row = (uint32_t)t->rows++;
     t->slots[h].key = key;
     t->slots[h].row = row;
-    if (pw) memset(t->pref + (size_t)row * pw, 0, pw * sizeof(float));
+    if (pw) {
+        memset(t->pref + (size_t)row * 2 * pw, 0, 2 * pw * sizeof(float));
+        for (int k = 0; k < 2 * t->n_scen; k++) t->ts[(size_t)row * 2 * t->n_scen + k] = INT64_MAX;
+    }
     memset(t->cnt + (size_t)row * cw, 0, cw * sizeof(uint32_t));
     return row;
 }
 
 float *upt_pref(upt_table *t, int64_t row) {
-    return t->d ? t->pref + (size_t)row * t->n_scen * t->d : NULL;
+    return t->d ? t->pref + (size_t)row * 2 * t->n_scen * t->d : NULL;
+}
+
+const float *upt_pref_at(upt_table *t, int64_t row, int k, int64_t ts_ms) {
+    if (!t->d) return NULL;
+    size_t pw = (size_t)t->n_scen * t->d;
+    const int64_t *ts = t->ts + (size_t)row * 2 * t->n_scen;
+    float *cur = t->pref + (size_t)row * 2 * pw + (size_t)k * t->d;
+    if (ts[k] <= ts_ms) return cur;
+    if (ts[t->n_scen + k] <= ts_ms) return cur + pw;
+    return NULL;
 }
 
 uint32_t *upt_cnt(upt_table *t, int64_t row) { return t->cnt + (size_t)row * 2 * t->n_scen; }
 
 void upt_update(upt_table *t, int64_t row, int k, const float *e, float beta) {
+    upt_update_at(t, row, k, e, beta, INT64_MIN);
+}
+
+void upt_update_at(upt_table *t, int64_t row, int k, const float *e, float beta,
+                   int64_t now_ms) {
     uint32_t *upd = upt_cnt(t, row) + t->n_scen;
     if (upd[k] != UINT32_MAX) upd[k]++;
     if (!t->d) return;
     float *p = upt_pref(t, row) + (size_t)k * t->d;
-    for (int j = 0; j < t->d; j++) p[j] += beta * (e[j] - p[j]);
+    int64_t *ts = t->ts + (size_t)row * 2 * t->n_scen;
+    if (ts[k] == INT64_MAX || ts[k] < now_ms) {   /* keep the state before this time */
+        memcpy(p + (size_t)t->n_scen * t->d, p, sizeof(float) * t->d);
+        ts[t->n_scen + k] = ts[k];
+    }
+    ts[k] = now_ms;
+    /* the first updates average (step 1/n), so one click already sets P to its item */
+    float step = beta > 1.0f / (float)upd[k] ? beta : 1.0f / (float)upd[k];
+    for (int j = 0; j < t->d; j++) p[j] += step * (e[j] - p[j]);
 }
 
 size_t upt_rows(const upt_table *t) { return t->rows; }
 
 size_t upt_bytes(const upt_table *t) {
     return t->cap * sizeof(upt__slot) +
-           t->rows_cap * ((size_t)t->n_scen * t->d * sizeof(float) +
+           t->rows_cap * (2 * (size_t)t->n_scen * t->d * sizeof(float) +
+                          (t->d ? 2 * (size_t)t->n_scen * sizeof(int64_t) : 0) +
                           2 * (size_t)t->n_scen * sizeof(uint32_t));
 }
