@@ -5,6 +5,12 @@
 static const char *arch_names[M3_ARCH__COUNT] = {
     [M3_ARCH_LR] = "lr",
     [M3_ARCH_SHARED_BOTTOM] = "shared_bottom",
+    [M3_ARCH_MMOE] = "mmoe",
+    [M3_ARCH_PLE] = "ple",
+    [M3_ARCH_STAR] = "star",
+    [M3_ARCH_M3REC] = "m3rec",
+    [M3_ARCH_M3REC_NOMIEG] = "m3rec_nomieg",
+    [M3_ARCH_M3REC_NOUPT] = "m3rec_noupt",
 };
 
 int m3_arch_parse(const char *name) {

@@ -66,7 +66,7 @@ static const cfg__key cfg__keys[] = {
           "impressions per minibatch (predict, then train)"),
     K_INT("batch.linger.ms", batch_linger_ms, 0, 60000, "20",
           "longest wait for a minibatch to fill"),
-    K_TYP("model.arch", CFG__ARCH, model.arch, "shared_bottom",
+    K_TYP("model.arch", CFG__ARCH, model.arch, "m3rec",
           "architecture of the primary model (its predictions are published)"),
     { "model.shadow", CFG__ARCHS, OFF(shadow), OFF(n_shadow), 0, 0, 0, 0, 0,
       M3_ARCH__COUNT, "", "extra architectures trained on the same batches, for comparison" },
@@ -84,6 +84,25 @@ static const cfg__key cfg__keys[] = {
     K_FLT("model.clip.norm", model.clip_norm, 0, 0, 1e6, "10",
           "dense gradient-norm clip; 0 = off"),
     K_TYP("model.seed", CFG__UINT64, model.seed, "42", "seed of the parameter initialisation"),
+    K_INT("model.experts.shared", model.n_exp_shared, 0, 32, "2",
+          "shared experts (mmoe and ple also take the scenario and task counts as theirs)"),
+    K_INT("model.experts.scenario", model.n_exp_scen, 0, 32, "1", "experts of each scenario (m3rec)"),
+    K_INT("model.experts.task", model.n_exp_task, 0, 32, "1", "experts of each task (ple, m3rec)"),
+    K_TYP("model.mieg", CFG__BOOL, model.mieg, "true",
+          "m3rec: generate young items' embeddings from their features (MIEG)"),
+    K_INT("model.mieg.hidden", model.mieg_hidden, 1, 4096, "64", "MIEG generator hidden width"),
+    K_FLT("model.mieg.align", model.mieg_align, 0, 0, 100, "0.1",
+          "weight of MIEG's pull toward the learned rows of warm items"),
+    K_INT("model.item.warm", model.item_warm, 0, 1000000, "20",
+          "an item is young (MIEG, the new_item slice) below this many trained impressions"),
+    K_TYP("model.upt", CFG__BOOL, model.upt, "true",
+          "m3rec: transfer the user's preferences across scenarios (UPT)"),
+    K_INT("model.upt.heads", model.upt_heads, 1, 64, "2", "UPT attention heads (divide model.emb.dim)"),
+    K_INT("model.upt.ffn", model.upt_ffn, 1, 4096, "32", "UPT feed-forward width"),
+    K_FLT("model.upt.beta", model.upt_beta, 0, 0, 1, "0.2",
+          "UPT preference step toward a clicked item"),
+    K_FLT("model.upt.beta.conv", model.upt_beta_conv, 0, 0, 1, "0.5",
+          "UPT preference step toward a converted item"),
     K_I64("join.window.ms", join_window_ms, 1000, 30 * DAY_MS, "3600000",
           "conversion attribution window, in event time"),
     K_I64("join.lateness.ms", join_lateness_ms, 0, DAY_MS, "300000",
@@ -444,6 +463,10 @@ static void cfg__derive(m3_cfg *c) {
     c->model.n_cat = 2 + c->user_cat.n + c->item_cat.n + c->ctx_cat.n;
     c->model.n_num = c->user_num.n + c->item_num.n;
     c->model.max_batch = 2 * c->batch_size;
+    c->model.item_cat_from = 2 + c->user_cat.n;
+    c->model.item_cat_n = c->item_cat.n;
+    c->model.item_num_from = c->user_num.n;
+    c->model.item_num_n = c->item_num.n;
 }
 
 void cfg_defaults(m3_cfg *c) {

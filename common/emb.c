@@ -24,6 +24,7 @@ struct emb_table {
     int shift;              /* 64 - log2(cap) */
     float *store;           /* (rows_cap, 2d): weights then accumulators */
     uint32_t *mark;         /* (rows_cap) position in touched[], sparse-set style */
+    uint32_t *cnt;          /* (rows_cap) the owner's per-row counter */
     size_t rows, rows_cap;
     /* gradients of the current step */
     uint32_t *touched;      /* (touch_cap) distinct rows, in first-touch order */
@@ -100,6 +101,7 @@ void emb_destroy(emb_table *t) {
     free(t->slots);
     free(t->store);
     free(t->mark);
+    free(t->cnt);
     free(t->touched);
     free(t->gbuf);
     free(t);
@@ -128,7 +130,12 @@ static void emb__init_row(emb_table *t, float *w, uint64_t key) {
 }
 
 int64_t emb_lookup(emb_table *t, uint64_t key) {
+    return emb_lookup_init(t, key, NULL, NULL);
+}
+
+int64_t emb_lookup_init(emb_table *t, uint64_t key, const float *init, int *created) {
     size_t h = emb__home(t, key);
+    if (created) *created = 0;
     for (;;) {
         emb__slot *s = &t->slots[h];
         if (s->row == EMB__EMPTY) break;
@@ -145,6 +152,9 @@ int64_t emb_lookup(emb_table *t, uint64_t key) {
         uint32_t *mk = realloc(t->mark, nc * sizeof *mk);
         if (!mk) return -1;
         t->mark = mk;
+        uint32_t *cn = realloc(t->cnt, nc * sizeof *cn);
+        if (!cn) return -1;
+        t->cnt = cn;
         t->rows_cap = nc;
     }
     if ((t->rows + 1) * 10 > t->cap * 7) {
@@ -156,7 +166,11 @@ int64_t emb_lookup(emb_table *t, uint64_t key) {
     t->slots[h].key = key;
     t->slots[h].row = row;
     t->mark[row] = 0;
-    emb__init_row(t, t->store + (size_t)row * 2 * t->d, key);
+    t->cnt[row] = 0;
+    float *w = t->store + (size_t)row * 2 * t->d;
+    emb__init_row(t, w, key);
+    if (init) memcpy(w, init, sizeof(float) * t->d);
+    if (created) *created = 1;
     return row;
 }
 
@@ -169,6 +183,13 @@ float *emb_weights(emb_table *t, int64_t row) {
 
 float *emb_accum(emb_table *t, int64_t row) {
     return t->store + (size_t)row * 2 * t->d + t->d;
+}
+
+uint32_t *emb_count(emb_table *t, int64_t row) { return &t->cnt[row]; }
+
+size_t emb_bytes(const emb_table *t) {
+    return t->cap * sizeof(emb__slot) +
+           t->rows_cap * (2 * (size_t)t->d * sizeof(float) + 2 * sizeof(uint32_t));
 }
 
 void emb_gather(float *out, const emb_table *t, const int64_t *rows, int n) {

@@ -11,6 +11,8 @@
  * and coordinate, so a row's start does not depend on the order keys arrive in. Its
  * accumulators start at the table's init_acc.
  *
+ * Each row also has a 32-bit counter (emb_count) for its owner's bookkeeping.
+ *
  * Sparse update, once per minibatch: emb_grad_begin(); emb_grad_add() for every
  * (row, gradient) occurrence (a row may appear many times: gradients are summed);
  * emb_grad_apply() then does one Adagrad step with L2 per touched row:
@@ -35,6 +37,10 @@ void emb_destroy(emb_table *t);
 /* Row index of key, creating (and initialising) the row when absent.
  * Returns -1 only when memory runs out (the table is unchanged then). */
 int64_t emb_lookup(emb_table *t, uint64_t key);
+/* The same, but a row created now starts from init (d weights) instead of the hash
+ * initialisation; init NULL behaves as emb_lookup(). *created (may be NULL) is set to 1
+ * when the row was created by this call, else 0. */
+int64_t emb_lookup_init(emb_table *t, uint64_t key, const float *init, int *created);
 /* Row index of key, or -1 when absent. Never creates. */
 int64_t emb_find(const emb_table *t, uint64_t key);
 
@@ -43,6 +49,13 @@ int emb_dim(const emb_table *t);
 /* Weights (d) of a row, then its Adagrad accumulators (d). Valid until a row is created. */
 float *emb_weights(emb_table *t, int64_t row);
 float *emb_accum(emb_table *t, int64_t row);
+
+/* A per-row counter the owner may use (the model counts an item's trained impressions);
+ * starts at 0. Valid until a row is created. */
+uint32_t *emb_count(emb_table *t, int64_t row);
+/* Bytes the table holds now (index, rows with accumulators, counters, touch marks):
+ * divide by emb_rows() for the memory per row. */
+size_t emb_bytes(const emb_table *t);
 
 /* Copy the weights of rows[0..n) into out (n*d), in order. */
 void emb_gather(float *out, const emb_table *t, const int64_t *rows, int n);

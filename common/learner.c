@@ -352,24 +352,33 @@ static void train_batch(lrn *L, lrn_emit_fn emit, void *ud) {
     int64_t now = wall_ms();
     for (int i = 0; i < n_imp; i++)
         emit_one(L, &L->tags[i], L->p_ctr[0][i], L->p_cvr[0][i], now, emit, ud);
-    /* prequential metrics; clicked impressions wait for their CTCVR label */
+    /* prequential metrics; clicked impressions wait for their CTCVR label (with their slice
+     * flags: the later forward of the settled row sees a state that moved on) */
     for (int i = 0; i < n_imp; i++) {
-        const m3_example *ex = &L->ex[i];
+        m3_example *ex = &L->ex[i];
+        ex->slices = (uint8_t)m3_slice_flags(L->models[0], i);
         float p_ctcvr[LRN_MAX_MODELS];
         for (int m = 0; m < L->n_models; m++) {
             float pc = L->p_ctr[m][i];
             p_ctcvr[m] = pc * L->p_cvr[m][i];
             met_board_add(L->board, m, ex->scenario, MET_CTR, pc, ex->y_click > 0.5f);
-            if (ex->y_click < 0.5f || L->tags[i].converted)
+            met_board_add_slices(L->board, m, ex->slices, MET_CTR, pc, ex->y_click > 0.5f);
+            if (ex->y_click < 0.5f || L->tags[i].converted) {
                 met_board_add(L->board, m, ex->scenario, MET_CTCVR, p_ctcvr[m], ex->y_conv > 0.5f);
+                met_board_add_slices(L->board, m, ex->slices, MET_CTCVR, p_ctcvr[m],
+                                     ex->y_conv > 0.5f);
+            }
         }
         if (ex->y_click > 0.5f && !L->tags[i].converted)
             pend_add(L->srcs[L->tags[i].src].pend, L->tags[i].id, ex, p_ctcvr, L->n_models);
     }
     for (int j = 0; j < L->n_settled; j++) {
         const pend_entry *e = &L->settled[j];
-        for (int m = 0; m < L->n_models; m++)
+        for (int m = 0; m < L->n_models; m++) {
             met_board_add(L->board, m, e->ex.scenario, MET_CTCVR, e->p_ctcvr[m], e->ex.y_conv > 0.5f);
+            met_board_add_slices(L->board, m, e->ex.slices, MET_CTCVR, e->p_ctcvr[m],
+                                 e->ex.y_conv > 0.5f);
+        }
     }
     for (int m = 0; m < L->n_models; m++) m3_train(L->models[m], L->ex, B);
     L->version++;

@@ -190,6 +190,7 @@ struct met_board {
     char scen[M3_MAX_SCEN][M3_NAME_MAX];
     char model[MET_MAX_MODELS][M3_NAME_MAX];
     met_auc *auc;     /* (n_models, n_scen + 1, MET_NTASKS); scenario slot 0 = overall */
+    met_auc *sl;      /* (n_models, MET_NSLICES, MET_NTASKS) */
     met_counters c;
     met_latency lat;
     struct timespec t0;
@@ -253,6 +254,18 @@ met_board *met_board_new(int n_scen, const char *const *scen_names, int n_models
             met_board_destroy(b);
             return NULL;
         }
+    size_t n_sl = (size_t)n_models * MET_NSLICES * MET_NTASKS;
+    b->sl = calloc(n_sl, sizeof *b->sl);
+    if (!b->sl) {
+        snprintf(errstr, errstr_size, "met_board_new: out of memory");
+        met_board_destroy(b);
+        return NULL;
+    }
+    for (size_t i = 0; i < n_sl; i++)
+        if (met_auc_init(&b->sl[i], auc_bits, errstr, errstr_size) != 0) {
+            met_board_destroy(b);
+            return NULL;
+        }
     met_latency_init(&b->lat);
     clock_gettime(CLOCK_MONOTONIC, &b->t0);
     return b;
@@ -265,6 +278,11 @@ void met_board_destroy(met_board *b) {
         for (size_t i = 0; i < n_auc; i++) met_auc_free(&b->auc[i]);
         free(b->auc);
     }
+    if (b->sl) {
+        size_t n_sl = (size_t)b->n_models * MET_NSLICES * MET_NTASKS;
+        for (size_t i = 0; i < n_sl; i++) met_auc_free(&b->sl[i]);
+        free(b->sl);
+    }
     free(b);
 }
 
@@ -275,6 +293,26 @@ int met_board_add(met_board *b, int model, int scen, met_task task, double p, in
     met_auc_add(&b->auc[met__idx(b, model, scen, task)], p, y);
     met_auc_add(&b->auc[met__idx(b, model, -1, task)], p, y);
     return 0;
+}
+
+static size_t met__sidx(int model, int slice, int task) {
+    return ((size_t)model * MET_NSLICES + (size_t)slice) * MET_NTASKS + (size_t)task;
+}
+
+int met_board_add_slices(met_board *b, int model, unsigned slices, met_task task, double p,
+                         int y) {
+    if (model < 0 || model >= b->n_models || (int)task < 0 || task >= MET_NTASKS) return -1;
+    for (int s = 0; s < MET_NSLICES; s++)
+        if (slices & (1u << s)) met_auc_add(&b->sl[met__sidx(model, s, task)], p, y);
+    return 0;
+}
+
+const met_auc *met_board_slice_auc(const met_board *b, int model, met_slice slice,
+                                   met_task task) {
+    if (model < 0 || model >= b->n_models || (int)slice < 0 || slice >= MET_NSLICES ||
+        (int)task < 0 || task >= MET_NTASKS)
+        return NULL;
+    return &b->sl[met__sidx(model, slice, task)];
 }
 
 void met_board_latency(met_board *b, double ms) { met_latency_add(&b->lat, ms); }
@@ -300,7 +338,7 @@ static void met__write_tasks(const met_board *b, int model, int scen, json_write
     json_obj_end(w);
 }
 
-/* Writes the "overall" and "scenarios" members of one model into the open object. */
+/* Writes the "overall", "scenarios" and "slices" members of one model into the open object. */
 static void met__write_model_members(const met_board *b, int model, json_writer *w) {
     json_key(w, "overall");
     met__write_tasks(b, model, -1, w);
@@ -309,6 +347,17 @@ static void met__write_model_members(const met_board *b, int model, json_writer 
     for (int s = 0; s < b->n_scen; s++) {
         json_key(w, b->scen[s]);
         met__write_tasks(b, model, s, w);
+    }
+    json_obj_end(w);
+    json_key(w, "slices");
+    json_obj_begin(w);
+    static const char *names[MET_NSLICES] = { "new_item", "new_user_in_scenario" };
+    for (int sl = 0; sl < MET_NSLICES; sl++) {
+        json_key(w, names[sl]);
+        json_obj_begin(w);
+        json_key(w, "ctr"); met_auc_write_json(&b->sl[met__sidx(model, sl, MET_CTR)], w);
+        json_key(w, "ctcvr"); met_auc_write_json(&b->sl[met__sidx(model, sl, MET_CTCVR)], w);
+        json_obj_end(w);
     }
     json_obj_end(w);
 }

@@ -95,8 +95,12 @@ double met_rss_mb(double *peak_mb);
 
 /* ---- the worker's scoreboard ---- */
 
-#define MET_MAX_MODELS 4         /* primary (model 0) + up to 3 shadows */
+#define MET_MAX_MODELS 8         /* primary (model 0) + up to 7 shadows */
 typedef enum { MET_CTR = 0, MET_CTCVR = 1, MET_NTASKS = 2 } met_task;
+/* Slices of the evaluation, as the model flags them (M3_SLICE_NEW_ITEM, _NEW_USER_SCEN):
+ * "new_item" (the item is young) and "new_user_in_scenario" (first time in this scenario,
+ * known in another). Each (model, slice, task) has one met_auc more. */
+typedef enum { MET_SLICE_NEW_ITEM = 0, MET_SLICE_NEW_USER_SCEN = 1, MET_NSLICES = 2 } met_slice;
 
 /* Event counters; the caller increments them directly (met_board_counters()). */
 typedef struct {
@@ -111,8 +115,9 @@ typedef struct met_board met_board;
 
 /* A scoreboard for n_scen scenarios (1..M3_MAX_SCEN) and n_models models (1..
  * MET_MAX_MODELS; model 0 is the primary), names copied. Each (model, scenario, task)
- * and each (model, task) overall gets a met_auc of 2^auc_bits bins (0 = MET_AUC_BITS):
- * memory is (n_scen + 1) * 2 * n_models * 2^(auc_bits+3) bytes. The clock starts now.
+ * and each (model, task) overall gets a met_auc of 2^auc_bits bins (0 = MET_AUC_BITS),
+ * and so does each (model, slice, task): memory is
+ * (n_scen + 1 + MET_NSLICES) * 2 * n_models * 2^(auc_bits+3) bytes. The clock starts now.
  * On error, NULL is returned and errstr says why. */
 met_board *met_board_new(int n_scen, const char *const *scen_names, int n_models,
                          const char *const *model_names, int auc_bits,
@@ -123,6 +128,13 @@ void met_board_destroy(met_board *b);
 /* Count prediction p with label y for a model, scenario and task, in the scenario's
  * and the overall accumulator. Out-of-range indices are ignored (returns -1); else 0. */
 int met_board_add(met_board *b, int model, int scen, met_task task, double p, int y);
+/* Count prediction p with label y in every slice whose bit (1 << met_slice) is set in
+ * `slices`. Out-of-range model or task: -1; else 0. */
+int met_board_add_slices(met_board *b, int model, unsigned slices, met_task task, double p,
+                         int y);
+/* One slice accumulator, or NULL when out of range. */
+const met_auc *met_board_slice_auc(const met_board *b, int model, met_slice slice,
+                                   met_task task);
 /* Count one event-time -> prediction latency (ms). */
 void met_board_latency(met_board *b, double ms);
 /* The counters, for the caller to increment. */
@@ -137,12 +149,14 @@ double met_board_elapsed(const met_board *b);
  *   {"events", "events_per_sec", "elapsed_sec", "latency_ms": {"p50","p99","mean","n"},
  *    "rss_mb", "rss_peak_mb", "counters": {...}, "primary": name,
  *    "overall": {"ctr": {...}, "ctcvr": {...}}, "scenarios": {name: {"ctr","ctcvr"}},
- *    "models": {name: {"overall": ..., "scenarios": ...}} (every model, primary too),
+ *    "slices": {"new_item": {"ctr","ctcvr"}, "new_user_in_scenario": {...}} (the primary's),
+ *    "models": {name: {"overall": ..., "scenarios": ..., "slices": ...}} (every model,
+ *    primary too),
  *    then whatever extra() writes (keys and values at the top level; may be NULL)}.
  * Errors are reported by the writer (json_writer_error()). */
 void met_board_write_json(const met_board *b, json_writer *w,
                           void (*extra)(json_writer *w, void *arg), void *arg);
-/* Write one model's {"overall": ..., "scenarios": ...} object (reusable by the simulator,
+/* Write one model's {"overall": ..., "scenarios": ..., "slices": ...} object (reusable by the simulator,
  * e.g. a board with one model "oracle"). */
 void met_board_write_model(const met_board *b, int model, json_writer *w);
 /* One human progress line for the primary model, e.g.

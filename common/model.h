@@ -1,8 +1,11 @@
-/* model.h - the multi-scenario multi-task model: embeddings, backbone, towers, ESMM loss.
+/* model.h - the multi-scenario multi-task model: embeddings, MIEG, UPT, experts with
+ * aggregate gates, towers, ESMM loss.
  *
- * One engine, several architectures (model.arch): `lr` (no interactions, the floor),
- * `shared_bottom` (the baseline); `mmoe`, `ple`, `star`, `m3rec` come later in the same
- * engine. The worker turns each event into an m3_example, calls m3_forward() on a
+ * One engine, several architectures (model.arch), same inputs, embeddings and training
+ * loop: `lr` (no interactions, the floor), `shared_bottom`, `mmoe`, `ple` (one CGC
+ * level), `star` (shared-times-scenario weights), `m3rec` (MIEG + UPT + shared, scenario
+ * and task experts with a gate per (scenario, task)), and the ablations `m3rec_nomieg`,
+ * `m3rec_noupt`. docs/model.md describes each. The worker turns each event into an m3_example, calls m3_forward() on a
  * minibatch (predict first), publishes the predictions, then m3_train() (train second)
  * with the activations m3_forward() cached. */
 #ifndef M3_MODEL_H
@@ -13,15 +16,20 @@
 #define M3_MAX_SCEN 16    /* scenarios */
 #define M3_MAX_CAT 64     /* categorical slots: user id, item id, then the configured fields */
 #define M3_MAX_NUM 64     /* numeric slots: the configured user then item numeric fields */
-#define M3_MAX_LAYERS 4   /* hidden layers in the bottom MLP */
+#define M3_MAX_LAYERS 4   /* hidden layers in the bottom MLP / each expert */
+#define M3_MAX_EXPERTS 64 /* experts of one model, all scenarios together */
 
 /* Slot layout of m3_example.cat: */
 #define M3_SLOT_USER 0
 #define M3_SLOT_ITEM 1
 
-typedef enum { M3_ARCH_LR = 0, M3_ARCH_SHARED_BOTTOM, M3_ARCH__COUNT } m3_arch;
+typedef enum {
+    M3_ARCH_LR = 0, M3_ARCH_SHARED_BOTTOM, M3_ARCH_MMOE, M3_ARCH_PLE, M3_ARCH_STAR,
+    M3_ARCH_M3REC, M3_ARCH_M3REC_NOMIEG, M3_ARCH_M3REC_NOUPT, M3_ARCH__COUNT
+} m3_arch;
 
-/* Parse an architecture name ("lr", "shared_bottom"); -1 when unknown. */
+/* Parse an architecture name ("lr", "shared_bottom", "mmoe", "ple", "star", "m3rec",
+ * "m3rec_nomieg", "m3rec_noupt"); -1 when unknown. */
 int m3_arch_parse(const char *name);
 const char *m3_arch_name(int arch);
 
@@ -37,7 +45,14 @@ typedef struct {
     float num[M3_MAX_NUM];       /* n_num values; a missing value is 0 */
     float y_click, y_conv;       /* labels: click; click AND conversion */
     float w_ctr, w_ctcvr;        /* loss weights for this step: 1 = train that term, 0 = skip */
+    uint8_t slices;              /* the caller's copy of m3_slice_flags() at prediction time
+                                    (the model neither reads nor writes it) */
 } m3_example;
+
+/* Slices of the evaluation (m3_slice_flags()): */
+#define M3_SLICE_NEW_ITEM 1       /* the item has fewer than item_warm trained impressions */
+#define M3_SLICE_NEW_USER_SCEN 2  /* the user has no impression in this scenario yet but
+                                     has some in another one */
 
 typedef struct {
     int arch;                    /* m3_arch */
@@ -52,7 +67,26 @@ typedef struct {
     float l2_emb;                /* L2 on embedding rows touched by a step */
     float clip_norm;             /* dense gradient-norm clip; 0 = off */
     uint64_t seed;
+    /* experts (mmoe, ple, m3rec), each an MLP over cfg.hidden */
+    int n_exp_shared;            /* K_sh: shared experts */
+    int n_exp_scen;              /* K_sc: experts of each scenario */
+    int n_exp_task;              /* K_t: experts of each task */
+    /* MIEG and UPT switches (arch m3rec; the ablation archs turn one off) */
+    int mieg, upt;               /* 1 = on */
+    int item_warm;               /* an item is young below this many trained impressions */
+    int mieg_hidden;             /* generator hidden width */
+    float mieg_align;            /* weight of ||e_gen - stopgrad(e_item)||^2 on warm items */
+    int upt_heads, upt_ffn;      /* attention heads (divide d), FFN width */
+    float upt_beta, upt_beta_conv;  /* preference step on a click, on a conversion */
+    /* where the item's features sit (the generator's input): item_cat_n categorical
+     * slots from item_cat_from, item_num_n numerics from item_num_from */
+    int item_cat_from, item_cat_n, item_num_from, item_num_n;
 } m3_model_cfg;
+
+/* Fill c with the defaults of every field (shared_bottom over 3 scenarios, 11 slots,
+ * 3 numerics, d 16, hidden 128,64, tower 32, B 512, experts 2/1/1, MIEG and UPT on),
+ * the same values as config/worker.properties. */
+void m3_model_cfg_defaults(m3_model_cfg *c);
 
 typedef struct m3_model m3_model;
 
@@ -72,10 +106,21 @@ void m3_forward(m3_model *m, const m3_example *ex, int B, float *p_ctr, float *p
 
 /* Backward and update for the examples of the last m3_forward() (same ex, same B):
  * loss = sum_i w_ctr[i] BCE(p_ctr, y_click) + w_ctcvr[i] BCE(p_ctr p_cvr, y_conv),
- * divided by B. Returns that loss (before the update). B is the cached forward's (the
- * argument is not used). Dense: global-norm clip (cfg.clip_norm), one Adam step; rows:
- * one Adagrad step per distinct touched row with its gradient summed over the batch. */
+ * divided by B, plus with MIEG mieg_align/B * sum over warm items ||e_gen - sg(e_item)||^2.
+ * Returns that loss (before the update). B is the cached forward's (the argument is not
+ * used). Dense: global-norm clip (cfg.clip_norm), one Adam step; rows: one Adagrad step
+ * per distinct touched row with its gradient summed over the batch. Then the stream
+ * state: each example with w_ctr > 0 counts one impression for its item and for its user
+ * in its scenario; a click moves the user's UPT preference when its CTCVR term is trained
+ * (w_ctcvr > 0), a conversion moves it further; an item reaching item_warm gets its own
+ * row (MIEG). */
 float m3_train(m3_model *m, const m3_example *ex, int B);
+
+/* Slice flags (M3_SLICE_*) of example i of the last m3_forward(), as they were before
+ * that batch trained (0 for i out of range). Every architecture keeps the item counts
+ * and the per-user scenario counts, so the slices are the same for every model fed the
+ * same stream. */
+unsigned m3_slice_flags(const m3_model *m, int i);
 
 /* Multiply-adds x2 of one example's forward pass, from the configuration. */
 double m3_flops_per_example(const m3_model *m);
@@ -83,7 +128,28 @@ double m3_flops_per_example(const m3_model *m);
 size_t m3_emb_rows(const m3_model *m);
 /* Number of dense parameters (the Adam-trained block). */
 size_t m3_n_params(const m3_model *m);
-/* Width of the bottom input x = [n_cat*d embeddings ; n_num numerics ; d scenario]. */
+/* Bytes held by the embedding table, users tracked and the bytes of their state. */
+size_t m3_emb_bytes(const m3_model *m);
+size_t m3_user_rows(const m3_model *m);
+size_t m3_user_bytes(const m3_model *m);
+/* Whether this model runs MIEG / UPT. */
+int m3_uses_mieg(const m3_model *m);
+int m3_uses_upt(const m3_model *m);
+
+/* The dense parameters and their Adam state as one versioned blob:
+ *   "M3RB", version, the dimensions and switches, a hash of the configuration, the Adam
+ *   step, params, m, v (n_params floats each), FNV-1a 64 of everything before it.
+ * m3_blob_size() is its size; m3_blob_save() writes it into buf (size bytes) and returns
+ * the bytes written or 0 when size is too small. m3_blob_load() reads a blob back into a
+ * model made with the same configuration: bit-exact, or -1 with errstr naming the
+ * mismatch (magic, version, a dimension, the config hash, size or checksum) and the
+ * model unchanged. Embedding rows and user state are not in the blob. */
+size_t m3_blob_size(const m3_model *m);
+size_t m3_blob_save(const m3_model *m, void *buf, size_t size);
+int m3_blob_load(m3_model *m, const void *buf, size_t size, char *errstr, size_t errstr_size);
+
+/* Width of the bottom input x = [r_u (d, with UPT) ; n_cat*d embeddings ; n_num numerics ;
+ * d scenario]. */
 int m3_input_dim(const m3_model *m);
 
 /* --- testing hooks: gradients without an update ---

@@ -216,3 +216,157 @@ float nn_clip_grad_norm(float *grad, size_t n, float max_norm) {
     }
     return norm;
 }
+
+void nn_softmax_forward(float *out, const float *inp, int B, int N) {
+    for (int i = 0; i < B; i++) {
+        const float *x = inp + (size_t)i * N;
+        float *y = out + (size_t)i * N;
+        float mx = x[0];
+        for (int j = 1; j < N; j++) mx = x[j] > mx ? x[j] : mx;
+        float s = 0.0f;
+        for (int j = 0; j < N; j++) { y[j] = expf(x[j] - mx); s += y[j]; }
+        float r = 1.0f / s;
+        for (int j = 0; j < N; j++) y[j] *= r;
+    }
+}
+
+void nn_softmax_backward(float *dinp, const float *dout, const float *out, int B, int N) {
+    for (int i = 0; i < B; i++) {
+        const float *dy = dout + (size_t)i * N, *y = out + (size_t)i * N;
+        float *dx = dinp + (size_t)i * N;
+        float dot = 0.0f;
+        for (int j = 0; j < N; j++) dot += dy[j] * y[j];
+        for (int j = 0; j < N; j++) dx[j] += y[j] * (dy[j] - dot);
+    }
+}
+
+void nn_layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
+                          const float *g, const float *b, int B, int C) {
+    for (int i = 0; i < B; i++) {
+        const float *x = inp + (size_t)i * C;
+        float *y = out + (size_t)i * C;
+        float m = 0.0f;
+        for (int c = 0; c < C; c++) m += x[c];
+        m /= C;
+        float v = 0.0f;
+        for (int c = 0; c < C; c++) v += (x[c] - m) * (x[c] - m);
+        v /= C;
+        float r = 1.0f / sqrtf(v + NN_LN_EPS);
+        for (int c = 0; c < C; c++) y[c] = (x[c] - m) * r * g[c] + b[c];
+        mean[i] = m;
+        rstd[i] = r;
+    }
+}
+
+void nn_layernorm_backward(float *dinp, float *dg, float *db, const float *dout,
+                           const float *inp, const float *mean, const float *rstd,
+                           const float *g, int B, int C) {
+    for (int i = 0; i < B; i++) {
+        const float *dy = dout + (size_t)i * C, *x = inp + (size_t)i * C;
+        float *dx = dinp + (size_t)i * C;
+        float m = mean[i], r = rstd[i];
+        /* dxhat = dy g; dx = r (dxhat - mean(dxhat) - xhat mean(dxhat xhat)) */
+        float s1 = 0.0f, s2 = 0.0f;
+        for (int c = 0; c < C; c++) {
+            float xh = (x[c] - m) * r, dxh = dy[c] * g[c];
+            s1 += dxh;
+            s2 += dxh * xh;
+        }
+        s1 /= C;
+        s2 /= C;
+        for (int c = 0; c < C; c++) {
+            float xh = (x[c] - m) * r;
+            dg[c] += dy[c] * xh;
+            db[c] += dy[c];
+            dx[c] += r * (dy[c] * g[c] - s1 - xh * s2);
+        }
+    }
+}
+
+void nn_attn_forward(float *ctx, float *att, const float *q, const float *k, const float *v,
+                     const unsigned char *mask, int B, int L, int H, int dh) {
+    int D = H * dh;
+    float scale = 1.0f / sqrtf((float)dh);
+    for (int i = 0; i < B; i++)
+        for (int h = 0; h < H; h++) {
+            const float *qh = q + (size_t)i * D + h * dh;
+            float *a = att + ((size_t)i * H + h) * L;
+            float mx = -INFINITY;
+            for (int j = 0; j < L; j++) {
+                if (!mask[(size_t)i * L + j]) continue;
+                const float *kj = k + ((size_t)i * L + j) * D + h * dh;
+                float s = 0.0f;
+                for (int c = 0; c < dh; c++) s += qh[c] * kj[c];
+                a[j] = s * scale;
+                mx = a[j] > mx ? a[j] : mx;
+            }
+            float sum = 0.0f;
+            for (int j = 0; j < L; j++) {
+                a[j] = mask[(size_t)i * L + j] ? expf(a[j] - mx) : 0.0f;
+                sum += a[j];
+            }
+            float r = 1.0f / sum;
+            float *o = ctx + (size_t)i * D + h * dh;
+            for (int c = 0; c < dh; c++) o[c] = 0.0f;
+            for (int j = 0; j < L; j++) {
+                a[j] *= r;
+                if (a[j] == 0.0f) continue;
+                const float *vj = v + ((size_t)i * L + j) * D + h * dh;
+                for (int c = 0; c < dh; c++) o[c] += a[j] * vj[c];
+            }
+        }
+}
+
+void nn_attn_backward(float *dq, float *dk, float *dv, const float *dctx, const float *att,
+                      const float *q, const float *k, const float *v, int B, int L, int H,
+                      int dh) {
+    int D = H * dh;
+    float scale = 1.0f / sqrtf((float)dh);
+    float da[NN_ATTN_MAX_L];
+    for (int i = 0; i < B; i++)
+        for (int h = 0; h < H; h++) {
+            const float *a = att + ((size_t)i * H + h) * L;
+            const float *qh = q + (size_t)i * D + h * dh;
+            const float *dov = dctx + (size_t)i * D + h * dh;
+            float *dqh = dq + (size_t)i * D + h * dh;
+            float dot = 0.0f;
+            for (int j = 0; j < L && j < NN_ATTN_MAX_L; j++) {
+                const float *vj = v + ((size_t)i * L + j) * D + h * dh;
+                float *dvj = dv + ((size_t)i * L + j) * D + h * dh;
+                float s = 0.0f;
+                for (int c = 0; c < dh; c++) {
+                    s += dov[c] * vj[c];
+                    dvj[c] += a[j] * dov[c];
+                }
+                da[j] = s;
+                dot += a[j] * s;
+            }
+            for (int j = 0; j < L && j < NN_ATTN_MAX_L; j++) {
+                float ds = a[j] * (da[j] - dot) * scale;   /* masked: a = 0, ds = 0 */
+                if (ds == 0.0f) continue;
+                const float *kj = k + ((size_t)i * L + j) * D + h * dh;
+                float *dkj = dk + ((size_t)i * L + j) * D + h * dh;
+                for (int c = 0; c < dh; c++) {
+                    dqh[c] += ds * kj[c];
+                    dkj[c] += ds * qh[c];
+                }
+            }
+        }
+}
+
+void nn_scaled_tanh_forward(float *out, float *th, const float *inp, float gamma, size_t N) {
+    for (size_t i = 0; i < N; i++) {
+        th[i] = tanhf(inp[i]);
+        out[i] = gamma * th[i];
+    }
+}
+
+void nn_scaled_tanh_backward(float *dinp, float *dgamma, const float *dout, const float *th,
+                             float gamma, size_t N) {
+    float dg = 0.0f;
+    for (size_t i = 0; i < N; i++) {
+        dinp[i] += dout[i] * gamma * (1.0f - th[i] * th[i]);
+        dg += dout[i] * th[i];
+    }
+    *dgamma += dg;
+}

@@ -1,4 +1,5 @@
-/* nn.h - dense layers for the model: linear, ReLU, the ESMM loss head, Adam, clipping.
+/* nn.h - dense layers for the model: linear, ReLU, softmax, LayerNorm, query attention,
+ * scaled tanh, the ESMM loss head, Adam, clipping.
  *
  * llm.c style: each layer's forward sits next to its backward; outputs come first, then
  * inputs and weights, then sizes. Tensors are row-major float arrays; every pointer's
@@ -33,6 +34,43 @@ void nn_relu_backward(float *dinp, const float *dout, const float *out, size_t N
  * compare it with (bitwise: both use correctly rounded IEEE operations in the same order). */
 void nn_relu_forward_ref(float *out, const float *inp, size_t N);
 void nn_relu_backward_ref(float *dinp, const float *dout, const float *out, size_t N);
+
+/* Row-wise softmax: out[i,:] = softmax(inp[i,:]).  out, inp (B,N); out may equal inp. */
+void nn_softmax_forward(float *out, const float *inp, int B, int N);
+/* dinp += out .* (dout - rowsum(dout .* out)).  `out` is the forward output. dinp must
+ * not alias dout. */
+void nn_softmax_backward(float *dinp, const float *dout, const float *out, int B, int N);
+
+/* LayerNorm over the last dimension (eps NN_LN_EPS):
+ * out = (inp - mean) * rstd * g + b.  out, inp (B,C); mean, rstd (B) are saved for the
+ * backward; g, b (C). out must not alias inp. */
+#define NN_LN_EPS 1e-5f
+void nn_layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
+                          const float *g, const float *b, int B, int C);
+/* dinp += dL/dinp; dg += sum_rows dout .* xhat; db += sum_rows dout. */
+void nn_layernorm_backward(float *dinp, float *dg, float *db, const float *dout,
+                           const float *inp, const float *mean, const float *rstd,
+                           const float *g, int B, int C);
+
+/* Multi-head attention of ONE query per example over L keys (the query position of a
+ * self-attention layer: the only output a one-block encoder needs).
+ *   L <= NN_ATTN_MAX_L. q (B, H*dh); k, v (B, L, H*dh); mask (B, L): 1 = attend, 0 = masked (each row needs
+ *   at least one 1). att (B, H, L) gets the probabilities (0 where masked);
+ *   ctx (B, H*dh) = sum_j att[h,j] v[j, head h], scores scaled by 1/sqrt(dh). */
+#define NN_ATTN_MAX_L 64
+void nn_attn_forward(float *ctx, float *att, const float *q, const float *k, const float *v,
+                     const unsigned char *mask, int B, int L, int H, int dh);
+/* dq, dk, dv += the gradients given dctx (B, H*dh); att from the forward. */
+void nn_attn_backward(float *dq, float *dk, float *dv, const float *dctx, const float *att,
+                      const float *q, const float *k, const float *v, int B, int L, int H,
+                      int dh);
+
+/* Scaled tanh, the generator's output layer: th = tanh(inp), out = gamma * th (N).
+ * th is saved for the backward; out may equal inp. */
+void nn_scaled_tanh_forward(float *out, float *th, const float *inp, float gamma, size_t N);
+/* dinp += dout * gamma * (1 - th^2);  *dgamma += sum dout * th. */
+void nn_scaled_tanh_backward(float *dinp, float *dgamma, const float *dout, const float *th,
+                             float gamma, size_t N);
 
 /* Numerically stable sigmoid and softplus = log(1 + e^x). */
 double nn_sigmoid(double x);

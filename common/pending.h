@@ -19,7 +19,7 @@
 #include "event.h"
 #include "model.h"
 
-#define PEND_MAX_MODELS 4
+#define PEND_MAX_MODELS 8
 
 typedef struct {
     char impression_id[M3_ID_MAX];

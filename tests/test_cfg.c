@@ -91,7 +91,7 @@ static const char *defaults_dump =
     "features.item_num=price,rating\n"
     "batch.size=256\n"
     "batch.linger.ms=20\n"
-    "model.arch=shared_bottom\n"
+    "model.arch=m3rec\n"
     "model.shadow=\n"
     "model.emb.dim=16\n"
     "model.hidden=128,64\n"
@@ -101,6 +101,18 @@ static const char *defaults_dump =
     "model.l2.emb=1e-06\n"
     "model.clip.norm=10\n"
     "model.seed=42\n"
+    "model.experts.shared=2\n"
+    "model.experts.scenario=1\n"
+    "model.experts.task=1\n"
+    "model.mieg=true\n"
+    "model.mieg.hidden=64\n"
+    "model.mieg.align=0.1\n"
+    "model.item.warm=20\n"
+    "model.upt=true\n"
+    "model.upt.heads=2\n"
+    "model.upt.ffn=32\n"
+    "model.upt.beta=0.2\n"
+    "model.upt.beta.conv=0.5\n"
     "join.window.ms=3600000\n"
     "join.lateness.ms=300000\n"
     "broker.embedded=false\n"
@@ -123,7 +135,7 @@ static void test_defaults(void) {
     CHECK_EQ_STR(c.item_num.names[1], "rating");
     CHECK_EQ_INT(c.batch_size, 256);
     CHECK_EQ_INT(c.batch_linger_ms, 20);
-    CHECK_EQ_INT(c.model.arch, M3_ARCH_SHARED_BOTTOM);
+    CHECK_EQ_INT(c.model.arch, M3_ARCH_M3REC);
     CHECK_EQ_INT(c.n_shadow, 0);
     CHECK_EQ_INT(c.model.emb_dim, 16);
     CHECK_EQ_INT(c.model.n_hidden, 2);
@@ -319,8 +331,8 @@ static void test_set(void) {
     set_fails("model.hidden=64,0", "--set: model.hidden=64,0: '0' is out of range (each 1..4096)");
     set_fails("model.hidden=64,x", "--set: model.hidden=64,x: 'x' is not an integer (each 1..4096)");
     set_fails("model.shadow=lr,lr", "--set: model.shadow=lr,lr: 'lr' is listed twice");
-    set_fails("model.shadow=mmoe",
-              "--set: model.shadow=mmoe: 'mmoe' is not a known architecture (lr|shared_bottom)");
+    set_fails("model.shadow=mmoe2",
+              "--set: model.shadow=mmoe2: 'mmoe2' is not a known architecture (lr|shared_bottom|mmoe|ple|star|m3rec|m3rec_nomieg|m3rec_noupt)");
     set_fails("zzz=1", "--set: unknown key 'zzz'");
     set_fails("model_seed=1", "--set: unknown key 'model_seed' (did you mean 'model.seed'?)");
     set_fails("scenarios=a,,b", "--set: scenarios=a,,b: empty entry in the list");
@@ -350,8 +362,8 @@ static void test_load_errors(void) {
                "features.item_num=price,abcdefghijklmnopqrstuvwxyz012345: "
                "'abcdefghijklmnopqrstuvwxyz012345' is too long (at most 31 characters)");
     load_fails("topic.prefix=m3rec\nbatch.size 8\n", 2, "'batch.size 8' is not a key=value line");
-    load_fails("model.arch=mmoe\n", 1,
-               "model.arch=mmoe is not a known architecture (lr|shared_bottom)");
+    load_fails("model.arch=mmoe2\n", 1,
+               "model.arch=mmoe2 is not a known architecture (lr|shared_bottom|mmoe|ple|star|m3rec|m3rec_nomieg|m3rec_noupt)");
     load_fails("model.arch=\n", 1, "model.arch has an empty value");
     /* 31 characters is the longest name */
     const char *path = write_tmp("long31", "features.item_num=abcdefghijklmnopqrstuvwxyz01234\n");
@@ -378,8 +390,8 @@ static void test_load_errors(void) {
 }
 
 static void test_check_errors(void) {
-    check_fails("batch.size=8\nmodel.shadow=lr,shared_bottom\n", 2,
-                "model.shadow lists shared_bottom, the primary model.arch");
+    check_fails("batch.size=8\nmodel.shadow=lr,m3rec\n", 2,
+                "model.shadow lists m3rec, the primary model.arch");
     check_fails("model.shadow=lr\nmodel.arch=lr\nbatch.size=8\n", 2,
                 "model.shadow lists lr, the primary model.arch");
     check_fails("topic.prefix=x\nscenarios=\n", 2,
@@ -468,12 +480,12 @@ static void test_documented(void) {
         CHECK_CONTAINS(props, pat);
         n++;
     }
-    CHECK_EQ_INT(n, 26);
+    CHECK_EQ_INT(n, 38);
     char *help = cfg_help();
     CHECK_CONTAINS(help, "batch.size                   impressions per minibatch "
                          "(predict, then train) (1..4096; default 256)\n");
     CHECK_CONTAINS(help, "(1..4 of 1..4096; default 128,64)\n");
-    CHECK_CONTAINS(help, "(lr|shared_bottom, list; default empty)\n");
+    CHECK_CONTAINS(help, "(lr|shared_bottom|mmoe|ple|star|m3rec|m3rec_nomieg|m3rec_noupt, list; default empty)\n");
     CHECK_CONTAINS(help, "\nkafka.<property>");
     free(help);
     free(d);

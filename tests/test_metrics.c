@@ -250,7 +250,7 @@ static void test_board(void) {
     const char *models[] = {"shared_bottom", "lr"};
     CHECK(met_board_new(0, scen, 2, models, 8, err, sizeof err) == NULL);
     CHECK_CONTAINS(err, "scenarios");
-    CHECK(met_board_new(2, scen, 5, models, 8, err, sizeof err) == NULL);
+    CHECK(met_board_new(2, scen, MET_MAX_MODELS + 1, models, 8, err, sizeof err) == NULL);
     CHECK_CONTAINS(err, "models");
     CHECK(met_board_new(2, scen, 2, models, 30, err, sizeof err) == NULL);
     CHECK_CONTAINS(err, "bits");
@@ -269,6 +269,21 @@ static void test_board(void) {
     }
     CHECK(met_board_add(b, 2, 0, MET_CTR, 0.5, 1) == -1);
     CHECK(met_board_add(b, 0, 2, MET_CTR, 0.5, 1) == -1);
+    /* slices: only the flagged ones count; new_item perfect, new_user inverted */
+    for (int i = 0; i < 10; i++) {
+        int y = i % 2;
+        CHECK(met_board_add_slices(b, 0, 1u << MET_SLICE_NEW_ITEM, MET_CTR, y ? 0.8 : 0.3, y) == 0);
+        CHECK(met_board_add_slices(b, 0, 1u << MET_SLICE_NEW_USER_SCEN, MET_CTR, y ? 0.3 : 0.8, y) == 0);
+        CHECK(met_board_add_slices(b, 1, 3u, MET_CTCVR, 0.5, y) == 0);
+        CHECK(met_board_add_slices(b, 0, 0u, MET_CTR, 0.5, y) == 0);   /* no slice */
+    }
+    CHECK(met_board_add_slices(b, 2, 1u, MET_CTR, 0.5, 1) == -1);
+    CHECK_EQ_INT(met_board_slice_auc(b, 0, MET_SLICE_NEW_ITEM, MET_CTR)->n, 10);
+    CHECK_CLOSE(met_auc_value(met_board_slice_auc(b, 0, MET_SLICE_NEW_ITEM, MET_CTR), NULL), 1.0, 0, 0);
+    CHECK_CLOSE(met_auc_value(met_board_slice_auc(b, 0, MET_SLICE_NEW_USER_SCEN, MET_CTR), NULL), 0.0, 0, 0);
+    CHECK_EQ_INT(met_board_slice_auc(b, 1, MET_SLICE_NEW_USER_SCEN, MET_CTCVR)->n, 10);
+    CHECK_EQ_INT(met_board_slice_auc(b, 1, MET_SLICE_NEW_ITEM, MET_CTR)->n, 0);
+    CHECK(met_board_slice_auc(b, 0, MET_NSLICES, MET_CTR) == NULL);
     met_counters *c = met_board_counters(b);
     c->events = 123;
     c->dlq = 4;
@@ -313,6 +328,9 @@ static void test_board(void) {
     CHECK_EQ_INT(json_number(json_get(t, "scenarios.search.ctcvr.n"), -1), 0);
     CHECK_CLOSE(json_number(json_get(t, "models.shared_bottom.scenarios.home.ctr.auc"), -1), 1.0, 0, 0);
     CHECK_CLOSE(json_number(json_get(t, "models.lr.overall.ctr.auc"), -1), 0.5, 0, 0);
+    CHECK_CLOSE(json_number(json_get(t, "slices.new_item.ctr.auc"), -1), 1.0, 0, 0);
+    CHECK_CLOSE(json_number(json_get(t, "models.shared_bottom.slices.new_user_in_scenario.ctr.auc"), -1), 0.0, 0, 0);
+    CHECK_EQ_INT(json_number(json_get(t, "models.lr.slices.new_item.ctcvr.n"), -1), 10);
     CHECK_CLOSE(json_number(json_get(t, "models.lr.overall.ctr.auc_bound"), -1), 0.5, 0, 0);
     CHECK_EQ_INT(json_number(json_get(t, "models.lr.scenarios.search.ctr.n"), -1), 0);
     CHECK_EQ_STR(json_string(json_get(t, "run"), NULL), "demo-1");

@@ -17,8 +17,10 @@ static float rnd_f(void) { return (float)(rnd_u32() & 0xffffff) / 16777216.0f; }
 
 static m3_model_cfg small_cfg(int arch) {
     m3_model_cfg c;
-    memset(&c, 0, sizeof c);
+    m3_model_cfg_defaults(&c);
     c.arch = arch;
+    c.item_cat_from = 3; c.item_cat_n = 1; c.item_num_from = 1; c.item_num_n = 2;
+    c.mieg_hidden = 6; c.upt_heads = 2; c.upt_ffn = 5; c.item_warm = 3;
     c.n_scen = 3; c.n_cat = 4; c.n_num = 3; c.emb_dim = 4;
     c.n_hidden = 2; c.hidden[0] = 8; c.hidden[1] = 6;
     c.tower_hidden = 5;
@@ -61,9 +63,30 @@ static void test_grad_check(int arch) {
     CHECK_MSG(m != NULL, "%s", err);
     enum { B = 8 };
     m3_example ex[B];
+    /* a short stream first: items become warm, users get history in several scenarios */
+    for (int it = 0; it < 6; it++) {
+        random_examples(ex, B, &c, 3);
+        m3_forward(m, ex, B, NULL, NULL);
+        m3_train(m, ex, B);
+    }
     random_examples(ex, B, &c, 3);
+    for (int i = 0; i < B; i += 3) {   /* new items (young), new users (all masked) */
+        ex[i].cat[M3_SLOT_ITEM] = m3_feat_key(M3_SLOT_ITEM, 100 + i);
+        if (i % 2 == 0) ex[i].cat[M3_SLOT_USER] = m3_feat_key(M3_SLOT_USER, 200 + i);
+    }
+    /* biases start at exactly 0: a unit whose inputs are all 0 sits on its ReLU kink,
+     * where a finite difference is meaningless. Jitter every dense parameter. */
+    {
+        float *pp = m3_debug_params(m);
+        for (size_t k = 0; k < m3_n_params(m); k++) pp[k] += 0.05f * (2.0f * rnd_f() - 1.0f);
+    }
     /* moderate-scale embeddings, so that their gradients are not tiny */
     m3_debug_loss(m, ex, B);
+    int young = 0, warm = 0;
+    for (int i = 0; i < B; i++) {
+        if (m3_slice_flags(m, i) & M3_SLICE_NEW_ITEM) young++; else warm++;
+    }
+    CHECK(young > 0 && warm > 0);
     for (int i = 0; i < B; i++)
         for (int s = 0; s < c.n_cat; s++) {
             float *w = m3_debug_emb_weights(m, ex[i].cat[s]);
@@ -79,22 +102,31 @@ static void test_grad_check(int arch) {
     double gmax = 0;
     for (size_t k = 0; k < n; k++) gmax = fmax(gmax, fabs(g[k]));
     CHECK(gmax > 1e-3);
-    const float eps = 2e-3f;   /* rounding ~1e-7/eps; larger eps crosses ReLU kinks */
+    /* rounding ~1e-7/eps; measured: 2e-3 already crosses ReLU kinks in the deeper archs */
+    const float eps = 5e-4f;
+    /* the loss is a float near 1: its difference is quantised to ~1.2e-7, so a numeric
+     * gradient carries ~1.2e-7 / (2 eps) of rounding */
+    const double fd_atol = 2.5e-7 / (2.0 * eps);
     int checked = 0, nonzero = 0;
     for (size_t k = 0; k < n; k++) {
         double num = fd(m, ex, B, &p[k], eps);
-        CHECK_MSG(fabs(num - g[k]) <= 1e-3 * gmax + 2e-2 * fabs(num),
+        CHECK_MSG(fabs(num - g[k]) <= fd_atol + 1e-3 * gmax + 2e-2 * fabs(num),
                   "%s dense param %zu: analytic %g numeric %g", m3_arch_name(arch), k,
                   g[k], num);
         checked++;
         nonzero += g[k] != 0.0f;
     }
-    CHECK(nonzero > (int)n / 3);
+    CHECK_MSG(nonzero > (int)n / 3, "%s: %d of %zu dense gradients nonzero",
+              m3_arch_name(arch), nonzero, n);
     /* every embedding row the batch touched */
     int rows_checked = 0;
     for (int i = 0; i < B; i++)
         for (int s = 0; s < c.n_cat; s++) {
             uint64_t key = ex[i].cat[s];
+            /* a warm item's row is also the alignment target, held fixed (stop-gradient):
+             * its analytic gradient leaves that term out, a finite difference would not */
+            if (s == M3_SLOT_ITEM && m3_uses_mieg(m) && !(m3_slice_flags(m, i) & M3_SLICE_NEW_ITEM))
+                continue;
             const float *eg = m3_debug_emb_grad(m, key);
             CHECK(eg != NULL);
             float ge[16];
@@ -102,7 +134,7 @@ static void test_grad_check(int arch) {
             float *w = m3_debug_emb_weights(m, key);
             for (int j = 0; j < c.emb_dim; j++) {
                 double num = fd(m, ex, B, &w[j], eps);
-                CHECK_MSG(fabs(num - ge[j]) <= 1e-3 * gmax + 2e-2 * fabs(num),
+                CHECK_MSG(fabs(num - ge[j]) <= fd_atol + 1e-3 * gmax + 2e-2 * fabs(num),
                           "%s emb slot %d coord %d: analytic %g numeric %g",
                           m3_arch_name(arch), s, j, ge[j], num);
                 rows_checked++;
@@ -171,7 +203,7 @@ static void test_determinism(int arch) {
 static void test_cfg_errors(void) {
     char err[256];
     m3_model_cfg c = small_cfg(M3_ARCH_SHARED_BOTTOM);
-    c.arch = 5;
+    c.arch = 99;
     CHECK(m3_new(&c, err, sizeof err) == NULL); CHECK_CONTAINS(err, "arch");
     c = small_cfg(M3_ARCH_SHARED_BOTTOM); c.n_hidden = 0;
     CHECK(m3_new(&c, err, sizeof err) == NULL); CHECK_CONTAINS(err, "hidden");
@@ -284,13 +316,106 @@ static void test_learning(void) {
     CHECK_MSG(a_lr < 0.6, "lr AUC %g", a_lr);
 }
 
+/* The dense blob: bit-exact round trip, refused on any mismatch, model unchanged then. */
+static void test_blob(void) {
+    m3_model_cfg c = small_cfg(M3_ARCH_M3REC);
+    char err[256];
+    m3_model *a = m3_new(&c, err, sizeof err), *b = m3_new(&c, err, sizeof err);
+    CHECK(a && b);
+    m3_example ex[16];
+    rs = 11;
+    for (int it = 0; it < 5; it++) {
+        random_examples(ex, 16, &c, 5);
+        m3_forward(a, ex, 16, NULL, NULL);
+        m3_train(a, ex, 16);
+    }
+    size_t n = m3_blob_size(a);
+    unsigned char *buf = malloc(n), *buf2 = malloc(n);
+    CHECK_EQ_INT(m3_blob_save(a, buf, n - 1), 0);            /* too small */
+    CHECK_EQ_INT(m3_blob_save(a, buf, n), n);
+    CHECK(memcmp(m3_debug_params(a), m3_debug_params(b), m3_n_params(a) * 4) != 0);
+    CHECK_MSG(m3_blob_load(b, buf, n, err, sizeof err) == 0, "%s", err);
+    CHECK(memcmp(m3_debug_params(a), m3_debug_params(b), m3_n_params(a) * 4) == 0);
+    CHECK_EQ_INT(m3_blob_save(b, buf2, n), n);
+    CHECK(memcmp(buf, buf2, n) == 0);                         /* Adam state and step too */
+    /* refusals */
+    memcpy(buf2, buf, n); buf2[0] ^= 1;
+    CHECK(m3_blob_load(b, buf2, n, err, sizeof err) == -1); CHECK_CONTAINS(err, "magic");
+    memcpy(buf2, buf, n); buf2[4] ^= 1;
+    CHECK(m3_blob_load(b, buf2, n, err, sizeof err) == -1); CHECK_CONTAINS(err, "version");
+    memcpy(buf2, buf, n); buf2[n / 2] ^= 1;
+    CHECK(m3_blob_load(b, buf2, n, err, sizeof err) == -1); CHECK_CONTAINS(err, "checksum");
+    CHECK(m3_blob_load(b, buf, n - 4, err, sizeof err) == -1); CHECK_CONTAINS(err, "parameters");
+    CHECK(m3_blob_load(b, buf, 10, err, sizeof err) == -1); CHECK_CONTAINS(err, "header");
+    CHECK(memcmp(m3_debug_params(a), m3_debug_params(b), m3_n_params(a) * 4) == 0);
+    m3_model_cfg c2 = c; c2.hidden[1] = 7;
+    m3_model *o = m3_new(&c2, err, sizeof err);
+    CHECK(m3_blob_load(o, buf, n, err, sizeof err) == -1); CHECK_CONTAINS(err, "hidden[1]");
+    m3_destroy(o);
+    c2 = c; c2.arch = M3_ARCH_M3REC_NOUPT;
+    o = m3_new(&c2, err, sizeof err);
+    CHECK(m3_blob_load(o, buf, n, err, sizeof err) == -1); CHECK_CONTAINS(err, "arch");
+    m3_destroy(o);
+    c2 = c; c2.item_cat_from = 2;   /* same sizes, other feature slots: the hash differs */
+    o = m3_new(&c2, err, sizeof err);
+    CHECK(m3_blob_load(o, buf, n, err, sizeof err) == -1); CHECK_CONTAINS(err, "hash");
+    m3_destroy(o);
+    free(buf); free(buf2);
+    m3_destroy(a); m3_destroy(b);
+}
+
+/* Slices and stream state: item young below item_warm trained impressions; a user new in
+ * a scenario but known in another; MIEG admission keeps the prediction (lr 0: nothing
+ * learns, so the admitted row is exactly the generated embedding). */
+static void test_slices_and_admission(void) {
+    m3_model_cfg c = small_cfg(M3_ARCH_M3REC);
+    c.lr_dense = 0; c.lr_emb = 0; c.item_warm = 3;
+    char err[256];
+    m3_model *m = m3_new(&c, err, sizeof err);
+    CHECK(m);
+    m3_example e;
+    rs = 5;
+    random_examples(&e, 1, &c, 5);
+    e.scenario = 0;
+    e.cat[M3_SLOT_USER] = m3_feat_key(M3_SLOT_USER, 77);
+    e.cat[M3_SLOT_ITEM] = m3_feat_key(M3_SLOT_ITEM, 88);
+    float p0 = 0, p;
+    for (int k = 0; k < 4; k++) {
+        m3_forward(m, &e, 1, &p, NULL);
+        unsigned fl = m3_slice_flags(m, 0);
+        CHECK_EQ_INT((fl & M3_SLICE_NEW_ITEM) != 0, k < 3);   /* 3 trained impressions */
+        CHECK_EQ_INT((fl & M3_SLICE_NEW_USER_SCEN) != 0, 0);  /* new user, or known here */
+        if (k == 0) p0 = p;
+        CHECK_CLOSE(p, p0, 1e-6, 0);                           /* admission: no jump */
+        m3_train(m, &e, 1);
+    }
+    const float *w = m3_debug_emb_weights(m, e.cat[M3_SLOT_ITEM]);
+    double nrm = 0;
+    for (int j = 0; j < c.emb_dim; j++) nrm += fabs(w[j]);
+    CHECK(nrm > 0);                                            /* the delta (0) + e_gen */
+    e.scenario = 2;
+    m3_forward(m, &e, 1, &p, NULL);
+    CHECK_EQ_INT(m3_slice_flags(m, 0), M3_SLICE_NEW_USER_SCEN);
+    CHECK_EQ_INT(m3_slice_flags(m, 1), 0);                     /* out of range */
+    m3_destroy(m);
+    /* without MIEG a new item's row starts from the hash, not from a generator */
+    c.arch = M3_ARCH_M3REC_NOMIEG;
+    m = m3_new(&c, err, sizeof err);
+    m3_forward(m, &e, 1, &p, NULL);
+    CHECK_EQ_INT(m3_uses_mieg(m), 0);
+    CHECK_EQ_INT(m3_uses_upt(m), 1);
+    CHECK_EQ_INT(m3_slice_flags(m, 0) & M3_SLICE_NEW_ITEM, M3_SLICE_NEW_ITEM);
+    m3_destroy(m);
+}
+
 int main(void) {
     test_auc();
     test_cfg_errors();
-    test_grad_check(M3_ARCH_LR);
-    test_grad_check(M3_ARCH_SHARED_BOTTOM);
+    for (int a = 0; a < M3_ARCH__COUNT; a++) test_grad_check(a);
     test_determinism(M3_ARCH_LR);
     test_determinism(M3_ARCH_SHARED_BOTTOM);
     test_learning();
+    test_blob();
+    test_slices_and_admission();
     return 0;
 }

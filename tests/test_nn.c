@@ -262,6 +262,135 @@ static void test_clip(void) {
     CHECK_CLOSE(g[1], 0.8f, 1e-6, 0);
 }
 
+/* ---- the new layers: each backward against central differences of sum(R .* out) ---- */
+
+typedef struct { float *x, *R, *out; int B, N; } sm_ctx;
+static double sm_f(void *p) {
+    sm_ctx *c = p;
+    nn_softmax_forward(c->out, c->x, c->B, c->N);
+    double s = 0;
+    for (int i = 0; i < c->B * c->N; i++) s += (double)c->R[i] * c->out[i];
+    return s;
+}
+
+static void test_softmax(void) {
+    int B = 5, N = 7;
+    sm_ctx c = { rnd((size_t)B * N, 3.0f), rnd((size_t)B * N, 1.0f), zeros((size_t)B * N), B, N };
+    sm_f(&c);
+    for (int i = 0; i < B; i++) {   /* rows are distributions */
+        double s = 0;
+        for (int j = 0; j < N; j++) { s += c.out[i * N + j]; CHECK(c.out[i * N + j] > 0); }
+        CHECK_CLOSE(s, 1.0, 1e-6, 0);
+    }
+    float *dx = zeros((size_t)B * N);
+    nn_softmax_backward(dx, c.R, c.out, B, N);
+    fd_check(c.x, (size_t)B * N, dx, sm_f, &c, 1e-2f, 2e-3, 2e-4);
+    /* extreme logits stay finite (max subtraction) */
+    float big[3] = { 1000.0f, 999.0f, -1000.0f }, o[3];
+    nn_softmax_forward(o, big, 1, 3);
+    CHECK_CLOSE(o[0], 1.0 / (1.0 + exp(-1.0)), 1e-6, 0);
+    CHECK_EQ_INT(o[2] == 0.0f, 1);
+    free(c.x); free(c.R); free(c.out); free(dx);
+}
+
+typedef struct { float *x, *g, *b, *R, *out, *mean, *rstd; int B, C; } ln_ctx;
+static double ln_f(void *p) {
+    ln_ctx *c = p;
+    nn_layernorm_forward(c->out, c->mean, c->rstd, c->x, c->g, c->b, c->B, c->C);
+    double s = 0;
+    for (int i = 0; i < c->B * c->C; i++) s += (double)c->R[i] * c->out[i];
+    return s;
+}
+
+static void test_layernorm(void) {
+    int B = 4, C = 9;
+    ln_ctx c = { rnd((size_t)B * C, 2.0f), rnd(C, 1.0f), rnd(C, 1.0f), rnd((size_t)B * C, 1.0f),
+                 zeros((size_t)B * C), zeros(B), zeros(B), B, C };
+    for (int j = 0; j < C; j++) c.g[j] += 1.5f;
+    ln_f(&c);
+    /* with g = 1, b = 0 each row has mean 0 and variance ~1 */
+    float g1[9], b0[9] = {0}, y[36], mn[4], rs[4];
+    for (int j = 0; j < C; j++) g1[j] = 1.0f;
+    nn_layernorm_forward(y, mn, rs, c.x, g1, b0, B, C);
+    for (int i = 0; i < B; i++) {
+        double m = 0, v = 0;
+        for (int j = 0; j < C; j++) m += y[i * C + j];
+        for (int j = 0; j < C; j++) v += (y[i * C + j] - m / C) * (y[i * C + j] - m / C);
+        CHECK_CLOSE(m / C, 0.0, 0, 1e-6);
+        CHECK_CLOSE(v / C, 1.0, 1e-3, 0);
+    }
+    float *dx = zeros((size_t)B * C), *dg = zeros(C), *db = zeros(C);
+    nn_layernorm_backward(dx, dg, db, c.R, c.x, c.mean, c.rstd, c.g, B, C);
+    fd_check(c.x, (size_t)B * C, dx, ln_f, &c, 1e-2f, 5e-3, 5e-4);
+    fd_check(c.g, C, dg, ln_f, &c, 1e-2f, 2e-3, 2e-4);
+    fd_check(c.b, C, db, ln_f, &c, 1e-2f, 2e-3, 2e-4);
+    free(c.x); free(c.g); free(c.b); free(c.R); free(c.out); free(c.mean); free(c.rstd);
+    free(dx); free(dg); free(db);
+}
+
+typedef struct { float *q, *k, *v, *R, *ctx, *att; unsigned char *mask; int B, L, H, dh; } at_ctx;
+static double at_f(void *p) {
+    at_ctx *c = p;
+    nn_attn_forward(c->ctx, c->att, c->q, c->k, c->v, c->mask, c->B, c->L, c->H, c->dh);
+    double s = 0;
+    for (int i = 0; i < c->B * c->H * c->dh; i++) s += (double)c->R[i] * c->ctx[i];
+    return s;
+}
+
+static void test_attention(void) {
+    int B = 3, L = 5, H = 2, dh = 3, D = H * dh;
+    unsigned char mask[15] = { 1, 1, 1, 1, 1,   1, 0, 1, 0, 1,   1, 0, 0, 0, 0 };
+    at_ctx c = { rnd((size_t)B * D, 1.5f), rnd((size_t)B * L * D, 1.5f),
+                 rnd((size_t)B * L * D, 1.0f), rnd((size_t)B * D, 1.0f), zeros((size_t)B * D),
+                 zeros((size_t)B * H * L), mask, B, L, H, dh };
+    at_f(&c);
+    /* masked keys get no weight; a single unmasked key gets all of it */
+    CHECK_EQ_INT(c.att[(1 * H + 0) * L + 1] == 0.0f, 1);
+    CHECK_EQ_INT(c.att[(1 * H + 1) * L + 3] == 0.0f, 1);
+    CHECK_CLOSE(c.att[(2 * H + 1) * L + 0], 1.0, 1e-6, 0);
+    for (int j = 0; j < dh; j++)
+        CHECK_CLOSE(c.ctx[2 * D + dh + j], c.v[(2 * L + 0) * D + dh + j], 1e-6, 1e-7);
+    /* a naive recomputation of one head */
+    double sc[5], mx = -1e30, z = 0;
+    for (int j = 0; j < L; j++) {
+        sc[j] = 0;
+        for (int e = 0; e < dh; e++) sc[j] += (double)c.q[e] * c.k[j * D + e];
+        sc[j] /= sqrt((double)dh);
+        mx = fmax(mx, sc[j]);
+    }
+    for (int j = 0; j < L; j++) z += exp(sc[j] - mx);
+    for (int j = 0; j < L; j++) CHECK_CLOSE(c.att[j], exp(sc[j] - mx) / z, 1e-5, 1e-7);
+    float *dq = zeros((size_t)B * D), *dk = zeros((size_t)B * L * D), *dv = zeros((size_t)B * L * D);
+    nn_attn_backward(dq, dk, dv, c.R, c.att, c.q, c.k, c.v, B, L, H, dh);
+    fd_check(c.q, (size_t)B * D, dq, at_f, &c, 1e-2f, 2e-3, 2e-4);
+    fd_check(c.k, (size_t)B * L * D, dk, at_f, &c, 1e-2f, 2e-3, 2e-4);
+    fd_check(c.v, (size_t)B * L * D, dv, at_f, &c, 1e-2f, 2e-3, 2e-4);
+    for (int j = 0; j < D; j++) CHECK_EQ_INT(dk[(1 * L + 1) * D + j] == 0.0f, 1);  /* masked */
+    free(c.q); free(c.k); free(c.v); free(c.R); free(c.ctx); free(c.att);
+    free(dq); free(dk); free(dv);
+}
+
+typedef struct { float *x, *R, *out, *th; float gamma; size_t n; } th_ctx;
+static double th_f(void *p) {
+    th_ctx *c = p;
+    nn_scaled_tanh_forward(c->out, c->th, c->x, c->gamma, c->n);
+    double s = 0;
+    for (size_t i = 0; i < c->n; i++) s += (double)c->R[i] * c->out[i];
+    return s;
+}
+
+static void test_scaled_tanh(void) {
+    size_t n = 20;
+    th_ctx c = { rnd(n, 2.0f), rnd(n, 1.0f), zeros(n), zeros(n), 0.7f, n };
+    th_f(&c);
+    CHECK_CLOSE(c.out[3], 0.7 * tanh((double)c.x[3]), 1e-6, 1e-7);
+    float *dx = zeros(n), dg = 0.0f;
+    nn_scaled_tanh_backward(dx, &dg, c.R, c.th, c.gamma, n);
+    fd_check(c.x, n, dx, th_f, &c, 1e-2f, 2e-3, 2e-4);
+    fd_check(&c.gamma, 1, &dg, th_f, &c, 1e-2f, 2e-3, 2e-4);
+    free(c.x); free(c.R); free(c.out); free(c.th); free(dx);
+}
+
 int main(void) {
     test_linear_blas_vs_ref(7, 13, 5, 1, 1);
     test_linear_blas_vs_ref(7, 13, 5, 0, 0);
@@ -281,5 +410,9 @@ int main(void) {
     test_simd_twins(37);
     test_simd_twins(4096);
     test_clip();
+    test_softmax();
+    test_layernorm();
+    test_attention();
+    test_scaled_tanh();
     return 0;
 }

@@ -1,9 +1,11 @@
 /* m3rec-modelbench.c - times the model's forward + train step on random examples and
  * compares its FLOP rate with this core's square-SGEMM peak.
  *
- * usage: m3rec-modelbench [arch=shared_bottom] [B=256] [n_cat=11] [n_num=3] [d=16]
+ * usage: m3rec-modelbench [arch=m3rec] [B=256] [n_cat=11] [n_num=3] [d=16]
  *                         [hidden=128,64] [tower=32] [steps=2000] [values=100000]
- *                         [scen=3] [seed=1]
+ *                         [scen=3] [seed=1] [peak=1]
+ * The other sizes (experts, MIEG, UPT) are m3_model_cfg_defaults(), as the worker's.
+ * It also reports the measured bytes per embedding row and per tracked user.
  * `values` is the number of distinct values per categorical slot (embedding rows grow
  * towards n_cat*values). Train FLOPs are counted as 3x m3_flops_per_example(). */
 #include <stdio.h>
@@ -54,22 +56,20 @@ static double sgemm_peak(int n) {
 
 static void usage(const char *bad) {
     fprintf(stderr, "m3rec-modelbench: bad argument '%s'\n"
-            "usage: m3rec-modelbench [arch=lr|shared_bottom] [B=256] [n_cat=11] [n_num=3] "
+            "usage: m3rec-modelbench [arch=lr|shared_bottom|mmoe|ple|star|m3rec|...] [B=256] [n_cat=11] [n_num=3] "
             "[d=16] [hidden=128,64] [tower=32] [steps=2000] [values=100000] [scen=3] "
-            "[seed=1]\n", bad);
+            "[seed=1] [peak=1]\n", bad);
     exit(2);
 }
 
 int main(int argc, char **argv) {
     m3_model_cfg c;
-    memset(&c, 0, sizeof c);
-    c.arch = M3_ARCH_SHARED_BOTTOM;
-    c.n_scen = 3; c.n_cat = 11; c.n_num = 3; c.emb_dim = 16;
-    c.n_hidden = 2; c.hidden[0] = 128; c.hidden[1] = 64; c.tower_hidden = 32;
+    m3_model_cfg_defaults(&c);
+    c.arch = M3_ARCH_M3REC;
     c.max_batch = 256;
     c.lr_dense = 1e-3f; c.lr_emb = 0.05f; c.l2_emb = 1e-6f; c.clip_norm = 10.0f;
     c.seed = 1;
-    int steps = 2000;
+    int steps = 2000, want_peak = 1;
     long values = 100000;
     for (int i = 1; i < argc; i++) {
         char *eq = strchr(argv[i], '=');
@@ -87,6 +87,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(k, "values")) values = atol(v);
         else if (!strcmp(k, "scen")) c.n_scen = atoi(v);
         else if (!strcmp(k, "seed")) c.seed = strtoull(v, NULL, 10);
+        else if (!strcmp(k, "peak")) want_peak = atoi(v);
         else if (!strcmp(k, "hidden")) {
             c.n_hidden = 0;
             for (char *tok = strtok((char *)v, ","); tok && c.n_hidden < M3_MAX_LAYERS;
@@ -135,7 +136,7 @@ int main(int argc, char **argv) {
     double n_ex = (double)steps * B, total = t_fwd + t_train;
     double fpe = m3_flops_per_example(m);
     double eps = n_ex / total, gflops = eps * 3.0 * fpe / 1e9;
-    double peak = sgemm_peak(1024);
+    double peak = want_peak ? sgemm_peak(1024) : 0.0;
     printf("arch=%s B=%d n_cat=%d n_num=%d d=%d hidden=", m3_arch_name(c.arch), B, c.n_cat,
            c.n_num, c.emb_dim);
     for (int l = 0; l < c.n_hidden; l++) printf(l ? ",%d" : "%d", c.hidden[l]);
@@ -149,6 +150,17 @@ int main(int argc, char **argv) {
            100.0 * gflops / peak, loss / steps);
     printf("by CPU time: examples/s %.0f   train GFLOP/s %.2f\n", n_ex / cpu,
            n_ex / cpu * 3.0 * fpe / 1e9);
+    printf("memory: %zu embedding rows, %.1f bytes/row; %zu users, %.1f bytes/user "
+           "(mieg %d, upt %d)\n", m3_emb_rows(m),
+           (double)m3_emb_bytes(m) / (double)(m3_emb_rows(m) ? m3_emb_rows(m) : 1),
+           m3_user_rows(m),
+           (double)m3_user_bytes(m) / (double)(m3_user_rows(m) ? m3_user_rows(m) : 1),
+           m3_uses_mieg(m), m3_uses_upt(m));
+    printf("RESULT arch=%s examples_per_s=%.0f flops_per_example=%.0f train_gflops=%.2f "
+           "peak_gflops=%.2f frac_peak=%.3f emb_bytes_per_row=%.1f user_bytes=%.1f\n",
+           m3_arch_name(c.arch), eps, fpe, gflops, peak, peak > 0 ? gflops / peak : 0.0,
+           (double)m3_emb_bytes(m) / (double)(m3_emb_rows(m) ? m3_emb_rows(m) : 1),
+           (double)m3_user_bytes(m) / (double)(m3_user_rows(m) ? m3_user_rows(m) : 1));
     free(pool); free(pc); free(pv);
     m3_destroy(m);
     return 0;

@@ -1,0 +1,172 @@
+/* upt.c - UPT user state: per user, a preference vector and counters per scenario. */
+#include "upt.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define UPT__EMPTY UINT32_MAX
+
+typedef struct {
+    uint64_t key;
+    uint32_t row;   /* UPT__EMPTY marks a free slot */
+} upt__slot;
+
+struct upt_table {
+    int n_scen, d;
+    upt__slot *slots;
+    size_t cap, mask;
+    int shift;
+    float *pref;        /* (rows_cap, 2, n_scen * d): current P, then the previous one */
+    int64_t *ts;        /* (rows_cap, 2, n_scen): event times of the last two updates */
+    uint32_t *cnt;      /* (rows_cap, 2 * n_scen) */
+    size_t rows, rows_cap;
+};
+
+static size_t upt__home(const upt_table *t, uint64_t key) {
+    return (size_t)((key * 0x9e3779b97f4a7c15ULL) >> t->shift);
+}
+
+static int upt__alloc_slots(upt_table *t, size_t cap) {
+    upt__slot *s = malloc(cap * sizeof *s);
+    if (!s) return -1;
+    for (size_t i = 0; i < cap; i++) s[i].row = UPT__EMPTY;
+    int lg = 0;
+    while (((size_t)1 << lg) < cap) lg++;
+    upt__slot *old = t->slots;
+    size_t old_cap = t->cap;
+    t->slots = s;
+    t->cap = cap;
+    t->mask = cap - 1;
+    t->shift = 64 - lg;
+    for (size_t i = 0; i < old_cap; i++) {
+        if (old[i].row == UPT__EMPTY) continue;
+        size_t h = upt__home(t, old[i].key);
+        while (s[h].row != UPT__EMPTY) h = (h + 1) & t->mask;
+        s[h] = old[i];
+    }
+    free(old);
+    return 0;
+}
+
+upt_table *upt_new(int n_scen, int d, char *errstr, size_t errstr_size) {
+    if (n_scen < 1 || n_scen > 64 || d < 0 || d > 4096) {
+        snprintf(errstr, errstr_size, "upt: %d scenarios (1..64), width %d (0..4096)", n_scen, d);
+        return NULL;
+    }
+    upt_table *t = calloc(1, sizeof *t);
+    if (!t || upt__alloc_slots(t, 1024) != 0) {
+        upt_destroy(t);
+        snprintf(errstr, errstr_size, "upt: out of memory");
+        return NULL;
+    }
+    t->n_scen = n_scen;
+    t->d = d;
+    return t;
+}
+
+void upt_destroy(upt_table *t) {
+    if (!t) return;
+    free(t->slots);
+    free(t->pref);
+    free(t->cnt);
+    free(t->ts);
+    free(t);
+}
+
+int64_t upt_find(const upt_table *t, uint64_t key) {
+    size_t h = upt__home(t, key);
+    for (;;) {
+        const upt__slot *s = &t->slots[h];
+        if (s->row == UPT__EMPTY) return -1;
+        if (s->key == key) return s->row;
+        h = (h + 1) & t->mask;
+    }
+}
+
+int64_t upt_lookup(upt_table *t, uint64_t key) {
+    size_t h = upt__home(t, key);
+    for (;;) {
+        upt__slot *s = &t->slots[h];
+        if (s->row == UPT__EMPTY) break;
+        if (s->key == key) return s->row;
+        h = (h + 1) & t->mask;
+    }
+    if (t->rows >= UINT32_MAX - 1) return -1;
+    size_t pw = (size_t)t->n_scen * t->d, cw = 2 * (size_t)t->n_scen;
+    if (t->rows == t->rows_cap) {
+        size_t nc = t->rows_cap ? t->rows_cap * 2 : 1024;
+        if (pw) {
+            float *p = realloc(t->pref, nc * 2 * pw * sizeof *p);
+            if (!p) return -1;
+            t->pref = p;
+            int64_t *ts = realloc(t->ts, nc * 2 * (size_t)t->n_scen * sizeof *ts);
+            if (!ts) return -1;
+            t->ts = ts;
+        }
+        uint32_t *c = realloc(t->cnt, nc * cw * sizeof *c);
+        if (!c) return -1;
+        t->cnt = c;
+        t->rows_cap = nc;
+    }
+    if ((t->rows + 1) * 10 > t->cap * 7) {
+        if (upt__alloc_slots(t, t->cap * 2) != 0) return -1;
+        h = upt__home(t, key);
+        while (t->slots[h].row != UPT__EMPTY) h = (h + 1) & t->mask;
+    }
+    uint32_t row = (uint32_t)t->rows++;
+    t->slots[h].key = key;
+    t->slots[h].row = row;
+    if (pw) {
+        memset(t->pref + (size_t)row * 2 * pw, 0, 2 * pw * sizeof(float));
+        for (int k = 0; k < 2 * t->n_scen; k++) t->ts[(size_t)row * 2 * t->n_scen + k] = INT64_MAX;
+    }
+    memset(t->cnt + (size_t)row * cw, 0, cw * sizeof(uint32_t));
+    return row;
+}
+
+float *upt_pref(upt_table *t, int64_t row) {
+    return t->d ? t->pref + (size_t)row * 2 * t->n_scen * t->d : NULL;
+}
+
+const float *upt_pref_at(upt_table *t, int64_t row, int k, int64_t ts_ms) {
+    if (!t->d) return NULL;
+    size_t pw = (size_t)t->n_scen * t->d;
+    const int64_t *ts = t->ts + (size_t)row * 2 * t->n_scen;
+    float *cur = t->pref + (size_t)row * 2 * pw + (size_t)k * t->d;
+    if (ts[k] <= ts_ms) return cur;
+    if (ts[t->n_scen + k] <= ts_ms) return cur + pw;
+    return NULL;
+}
+
+uint32_t *upt_cnt(upt_table *t, int64_t row) { return t->cnt + (size_t)row * 2 * t->n_scen; }
+
+void upt_update(upt_table *t, int64_t row, int k, const float *e, float beta) {
+    upt_update_at(t, row, k, e, beta, INT64_MIN);
+}
+
+void upt_update_at(upt_table *t, int64_t row, int k, const float *e, float beta,
+                   int64_t now_ms) {
+    uint32_t *upd = upt_cnt(t, row) + t->n_scen;
+    if (upd[k] != UINT32_MAX) upd[k]++;
+    if (!t->d) return;
+    float *p = upt_pref(t, row) + (size_t)k * t->d;
+    int64_t *ts = t->ts + (size_t)row * 2 * t->n_scen;
+    if (ts[k] == INT64_MAX || ts[k] < now_ms) {   /* keep the state before this time */
+        memcpy(p + (size_t)t->n_scen * t->d, p, sizeof(float) * t->d);
+        ts[t->n_scen + k] = ts[k];
+    }
+    ts[k] = now_ms;
+    /* the first updates average (step 1/n), so one click already sets P to its item */
+    float step = beta > 1.0f / (float)upd[k] ? beta : 1.0f / (float)upd[k];
+    for (int j = 0; j < t->d; j++) p[j] += step * (e[j] - p[j]);
+}
+
+size_t upt_rows(const upt_table *t) { return t->rows; }
+
+size_t upt_bytes(const upt_table *t) {
+    return t->cap * sizeof(upt__slot) +
+           t->rows_cap * (2 * (size_t)t->n_scen * t->d * sizeof(float) +
+                          (t->d ? 2 * (size_t)t->n_scen * sizeof(int64_t) : 0) +
+                          2 * (size_t)t->n_scen * sizeof(uint32_t));
+}
