@@ -13,9 +13,11 @@
  * 4. bytes on disk per row;
  * 5. the RocksDB multi-get APIs side by side on the same files (read-only open):
  *    rocksdb_batched_multi_get_cf (what the store uses), rocksdb_multi_get_cf, and K
- *    separate rocksdb_get_cf calls.
+ *    separate rocksdb_get_cf calls, interleaved call by call, each on its own random keys.
  * Reads hit the OS page cache (the files were just written); the numbers are CPU and
- * RocksDB costs, not disk latency. */
+ * RocksDB costs, not disk latency. Each read line gives wall-clock latency per call (mean,
+ * p50, p99) and the calling thread's CPU time per key, which other processes on a shared
+ * machine disturb much less than wall time. */
 #include <dirent.h>
 #include <errno.h>
 #include <math.h>
@@ -46,6 +48,13 @@ static void die(const char *what, const char *err) {
 static double now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* CPU time of the calling thread (user + system): robust to other load on the machine. */
+static double cpu_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
@@ -105,12 +114,14 @@ static int cmp_double(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-static void print_latency(const char *label, double *us, int n, long found, int keys) {
+static void print_latency(const char *label, double *us, int n, double cpu_total_s, long found,
+                          int keys) {
     qsort(us, (size_t)n, sizeof(double), cmp_double);
     double sum = 0;
     for (int i = 0; i < n; i++) sum += us[i];
-    printf("  %-34s mean %7.1f us  p50 %7.1f  p99 %7.1f  (%.2f us/key, found %.2f)\n", label,
-           sum / n, us[n / 2], us[(int)(n * 0.99)], sum / n / keys, (double)found / n / keys);
+    printf("  %-30s wall mean %6.0f us  p50 %6.0f  p99 %6.0f | cpu %5.2f us/key | found %.2f\n",
+           label, sum / n, us[n / 2], us[(int)(n * 0.99)], cpu_total_s * 1e6 / n / keys,
+           (double)found / n / keys);
 }
 
 typedef struct { long found; } count_ctx;
@@ -137,14 +148,16 @@ static void bench_reads(store *s, const uint64_t *ids, long n_ids, int calls, in
     printf("multi-get of %d keys, %d calls each (%s):\n", k, calls, when);
     for (size_t m = 0; m < sizeof(mixes) / sizeof(mixes[0]); m++) {
         count_ctx c = {0};
+        double cpu = 0;
         for (int i = 0; i < calls; i++) {
             pick_keys(keys, k, ids, n_ids, mixes[m].present);
-            double t0 = now_s();
+            double t0 = now_s(), c0 = cpu_s();
             if (store_multi_get_u64(s, STORE_EMB, keys, (size_t)k, count_cb, &c, err, sizeof(err)) < 0)
                 die("multi-get", err);
+            cpu += cpu_s() - c0;
             us[i] = (now_s() - t0) * 1e6;
         }
-        print_latency(mixes[m].name, us, calls, c.found, k);
+        print_latency(mixes[m].name, us, calls, cpu, c.found, k);
     }
     free(keys);
     free(us);
@@ -176,47 +189,55 @@ static void compare_apis(const char *dir, const uint64_t *ids, long n_ids, int c
     rocksdb_pinnableslice_t **ps = malloc(sizeof(void *) * (size_t)k);
     const rocksdb_column_family_handle_t **cfs = malloc(sizeof(void *) * (size_t)k);
     uint64_t *keys = malloc(sizeof(uint64_t) * (size_t)k);
-    double *us = malloc(sizeof(double) * (size_t)calls);
+    double *us[3];
+    for (int api = 0; api < 3; api++) us[api] = malloc(sizeof(double) * (size_t)calls);
+    double cpu[3] = {0, 0, 0};
+    long found[3] = {0, 0, 0};
     static const char *labels[] = {"rocksdb_batched_multi_get_cf", "rocksdb_multi_get_cf",
                                    "rocksdb_get_cf x K"};
-    printf("RocksDB read APIs, half present, %d keys, %d calls (read-only open):\n", k, calls);
-    for (int api = 0; api < 3; api++) {
-        long found = 0;
-        for (int i = 0; i < calls; i++) {
-            pick_keys(keys, k, ids, n_ids, 0.5);
+    printf("RocksDB read APIs, half present, %d keys, %d calls each, interleaved "
+           "(read-only open):\n", k, calls);
+    for (int i = 0; i < calls; i++) {
+        for (int r = 0; r < 3; r++) {
+            int api = (i + r) % 3;  /* rotate the order: load drifts affect all three alike */
+            pick_keys(keys, k, ids, n_ids, 0.5);  /* own keys: no API warms the cache for another */
             for (int j = 0; j < k; j++) {
                 store_key_from_u64(kb[j], keys[j]);
                 kp[j] = (const char *)kb[j];
                 ks[j] = 8;
                 cfs[j] = h[1];
             }
-            double t0 = now_s();
+            double t0 = now_s(), c0 = cpu_s();
             if (api == 0) {
                 rocksdb_batched_multi_get_cf(db, ro, h[1], (size_t)k, kp, ks, ps, errs, false);
                 for (int j = 0; j < k; j++) {
                     if (errs[j]) die("batched multi-get", errs[j]);
-                    if (ps[j]) { found++; rocksdb_pinnableslice_destroy(ps[j]); }
+                    if (ps[j]) { found[api]++; rocksdb_pinnableslice_destroy(ps[j]); }
                 }
             } else if (api == 1) {
                 rocksdb_multi_get_cf(db, ro, cfs, (size_t)k, kp, ks, vals, vs, errs);
                 for (int j = 0; j < k; j++) {
                     if (errs[j]) die("multi-get", errs[j]);
-                    if (vals[j]) { found++; free(vals[j]); }
+                    if (vals[j]) { found[api]++; free(vals[j]); }
                 }
             } else {
                 for (int j = 0; j < k; j++) {
                     size_t vl;
                     char *v = rocksdb_get_cf(db, ro, h[1], kp[j], 8, &vl, &err);
                     if (err) die("get", err);
-                    if (v) { found++; free(v); }
+                    if (v) { found[api]++; free(v); }
                 }
             }
-            us[i] = (now_s() - t0) * 1e6;
+            cpu[api] += cpu_s() - c0;
+            us[api][i] = (now_s() - t0) * 1e6;
         }
-        print_latency(labels[api], us, calls, found, k);
+    }
+    for (int api = 0; api < 3; api++) {
+        print_latency(labels[api], us[api], calls, cpu[api], found[api], k);
+        free(us[api]);
     }
     free(kb); free(kp); free(ks); free(vs); free(vals); free(errs); free(ps); free(cfs);
-    free(keys); free(us);
+    free(keys);
     rocksdb_readoptions_destroy(ro);
     for (int i = 0; i < 5; i++) rocksdb_column_family_handle_destroy(h[i]);
     rocksdb_close(db);
@@ -272,7 +293,7 @@ int main(int argc, char **argv) {
     store_batch *b = store_batch_new(s);
     if (!ids || !b || (dense_kb && !dense)) die("setup", "out of memory");
     float row[ROW_FLOATS];
-    double t0 = now_s(), commit_s = 0, commit_max = 0;
+    double t0 = now_s(), cpu0 = cpu_s(), commit_s = 0, commit_max = 0;
     long n_batches = 0;
     for (long r = 0; r < rows; r++) {
         ids[r] = rng_next();
@@ -290,13 +311,15 @@ int main(int argc, char **argv) {
             n_batches++;
         }
     }
-    double wall = now_s() - t0;
+    double wall = now_s() - t0, cpu_write = cpu_s() - cpu0;
     store_stats stats;
     store_stats_get(s, &stats);
     printf("write: %ld rows in %ld batches of %ld (sync=%d%s): %.2f s, %.0f rows/s, "
-           "%.1f MB/s of batches; commit mean %.1f ms, max %.1f ms\n",
+           "%.1f MB/s of batches; commit mean %.1f ms, max %.1f ms; writer thread cpu "
+           "%.2f us/row (incl. making rows)\n",
            rows, n_batches, batch, sync, dense ? ", with dense blob" : "", wall, rows / wall,
-           stats.bytes_written / wall / 1e6, commit_s / n_batches * 1e3, commit_max * 1e3);
+           stats.bytes_written / wall / 1e6, commit_s / n_batches * 1e3, commit_max * 1e3,
+           cpu_write * 1e6 / rows);
 
     /* 2. reads on the store as written (memtable + fresh L0/L1 files) */
     bench_reads(s, ids, rows, calls, k, "just written");
