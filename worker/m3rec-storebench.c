@@ -342,6 +342,11 @@ int main(int argc, char **argv) {
     printf("  estimate-num-keys(emb) %llu\n", (unsigned long long)v);
     bench_reads(s, ids, rows, calls, k, "reopened, block cache cold, OS page cache warm");
     bench_reads(s, ids, rows, calls, k, "second pass, block cache warm");
+    uint64_t readers = 0, cache_use = 0;
+    store_property(s, STORE_EMB, "rocksdb.estimate-table-readers-mem", &readers);
+    store_property(s, STORE_EMB, "rocksdb.block-cache-usage", &cache_use);
+    printf("memory: SST index+filter (table readers) of emb %.1f MB (%.1f bytes/row), block cache "
+           "in use %.1f MB\n", readers / 1e6, (double)readers / rows, cache_use / 1e6);
     store_batch_destroy(b);
 
     /* the same after a close without flush: the last rows are replayed from the WAL */
