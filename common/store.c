@@ -676,7 +676,7 @@ int store_property(store *s, store_cf cf, const char *name, uint64_t *out) {
 /* ---- writes ---- */
 
 store_batch *store_batch_new(store *s) {
-    store_batch *b = malloc(sizeof(*b));
+    store_batch *b = s ? malloc(sizeof(*b)) : NULL;
     if (!b) return NULL;
     b->s = s;
     b->wb = rocksdb_writebatch_create();

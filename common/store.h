@@ -77,10 +77,15 @@ typedef struct {
  * names the directory and says what to do:
  *   - "store directory D is locked by another process (pid N): another m3rec worker may
  *     be using it; ..." (also for a second open of D in this process);
- *   - "store D has format "X" but this build reads "m3rec-store 1": ...";
+ *   - "store D has format "X" but this build reads "m3rec-store 1": ..." (and "store D
+ *     has data but no format record ...": a RocksDB database m3rec did not write);
  *   - "store D is corrupt or unreadable (RocksDB: ...): nothing was changed; ...";
- *   - "store D is not empty but has no CURRENT file: not a RocksDB store; ...";
- *   - "cannot create store directory D: <strerror>; ..." and other I/O errors.
+ *   - "store D is corrupt: MANIFEST-N ends in an incomplete record ...": a truncated
+ *     MANIFEST, which RocksDB itself would accept by falling back to an older state;
+ *   - "store directory D is not empty but has no CURRENT file ...": not a store, or one
+ *     that lost its CURRENT (RocksDB would create a new database over its files);
+ *   - "cannot create store directory D: <strerror>; ...", "... is not writable ...",
+ *     "store path D exists but is not a directory ...", and other I/O errors.
  * On any refusal, no file in an existing directory is created, modified or removed. */
 store *store_open(const char *dir, const store_opts *opts, char *errstr, size_t errstr_size);
 
@@ -110,7 +115,7 @@ int store_property(store *s, store_cf cf, const char *name, uint64_t *out);
 /* ---- writes: the checkpoint batch ---- */
 
 /* A new empty batch for store s (it records s's column families, so it must be committed
- * to s and destroyed before s is). Returns NULL when memory runs out. */
+ * to s and destroyed before s is). Returns NULL when s is NULL or memory runs out. */
 store_batch *store_batch_new(store *s);
 /* Free a batch and the operations in it (uncommitted ones are dropped); NULL: no-op. */
 void store_batch_destroy(store_batch *b);

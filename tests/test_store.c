@@ -320,6 +320,7 @@ static void test_keys_and_defaults(void) {
     CHECK_EQ_INT(o.max_open_files, -1);
     store_destroy(NULL);
     store_batch_destroy(NULL);
+    CHECK(store_batch_new(NULL) == NULL);
     CHECK_EQ_INT(store_close(NULL, 1, NULL, 0), 0);
 }
 
