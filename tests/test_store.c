@@ -647,6 +647,7 @@ static void test_offsets(void) {
     CHECK(store_batch_put(b, STORE_META, "offset", 6, "not-an-offset", 13) == 0); /* no '/' */
     CHECK(store_batch_put(b, STORE_META, "offsets", 7, "not-an-offset", 13) == 0);
     commit_ok(s, b, 1);
+    store_batch_destroy(b);
     store_destroy(s);
 
     s = open_ok(dir);
