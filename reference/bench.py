@@ -120,6 +120,8 @@ class Users:
 
 def train(args):
     torch.set_num_threads(args.threads)
+    if hasattr(torch.sparse, "check_sparse_tensor_invariants"):   # PyTorch 2: opt out, quietly
+        torch.sparse.check_sparse_tensor_invariants.disable()
     tr = Trace(args.trace, args.batches)
     c = tr.cfg
     c.arch = twin.ARCHS.index(args.arch)
@@ -187,11 +189,9 @@ def train(args):
         if c.clip_norm > 0:
             torch.nn.utils.clip_grad_norm_(dense, c.clip_norm)
         adam.step()
-        g = emb.weight.grad.coalesce()
+        g = emb.weight.grad.coalesce()   # one summed gradient per touched row
         if c.l2_emb > 0:   # emb_grad_apply: g += l2 w on the touched rows
-            i = g.indices()
-            g = torch.sparse_coo_tensor(i, g.values() + c.l2_emb * emb.weight.data[i[0]],
-                                        g.shape)
+            g.values().add_(emb.weight.data[g.indices()[0]], alpha=c.l2_emb)
         emb.weight.grad = g
         adagrad.step()
         # stream state (m3__stream_state), on the forward pass's values

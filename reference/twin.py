@@ -359,8 +359,11 @@ def forward(lay, P, rows, num, scen, young=None, pref=None, pmask=None):
         gh = torch.relu(F.linear(gin, P["mw1"], P["mb1"]))
         egen = P["mgamma"] * torch.tanh(F.linear(gh, P["mw2"], P["mb2"]))
         item = torch.where(young[:, None], egen + item, item)
-    parts = [rows[:, :SLOT_ITEM].reshape(B, -1), item, rows[:, SLOT_ITEM + 1:].reshape(B, -1),
-             num, semb]
+    if lay.use_mieg:
+        parts = [rows[:, :SLOT_ITEM].reshape(B, -1), item,
+                 rows[:, SLOT_ITEM + 1:].reshape(B, -1), num, semb]
+    else:
+        parts = [rows.reshape(B, -1), num, semb]
     if lay.use_upt:
         parts.insert(0, _upt(lay, P, item, semb, pref, pmask))
     x = torch.cat(parts, 1)                                 # (B, D)
