@@ -52,6 +52,9 @@ struct lrn {
     float *p_ctr[LRN_MAX_MODELS], *p_cvr[LRN_MAX_MODELS]; /* (cap) each */
     int64_t version;                       /* training steps taken */
     int expire_from;                       /* round-robin start for expiry */
+    lrn_batch_fn batch_fn;                 /* lrn_set_batch_hook() */
+    void *batch_ud;
+    const char **batch_ids;                /* (cap) the ids handed to batch_fn */
 };
 
 static int64_t wall_ms(void) {
@@ -122,7 +125,16 @@ void lrn_destroy(lrn *L) {
     free(L->settled);
     free(L->req_ex);
     free(L->req_tags);
+    free(L->batch_ids);
     free(L);
+}
+
+int lrn_set_batch_hook(lrn *L, lrn_batch_fn fn, void *ud) {
+    if (fn && !L->batch_ids && !(L->batch_ids = calloc((size_t)L->cap, sizeof *L->batch_ids)))
+        return -1;
+    L->batch_fn = fn;
+    L->batch_ud = ud;
+    return 0;
 }
 
 met_board *lrn_board(lrn *L) { return L->board; }
@@ -379,6 +391,11 @@ static void train_batch(lrn *L, lrn_emit_fn emit, void *ud) {
             met_board_add_slices(L->board, m, e->ex.slices, MET_CTCVR, e->p_ctcvr[m],
                                  e->ex.y_conv > 0.5f);
         }
+    }
+    if (L->batch_fn) {
+        for (int i = 0; i < n_imp; i++) L->batch_ids[i] = L->tags[i].id;
+        for (int j = 0; j < L->n_settled; j++) L->batch_ids[n_imp + j] = L->settled[j].impression_id;
+        L->batch_fn(L->batch_ud, L->ex, L->batch_ids, B, n_imp);
     }
     for (int m = 0; m < L->n_models; m++) m3_train(L->models[m], L->ex, B);
     L->version++;

@@ -14,6 +14,7 @@
 #include "cfg.h"
 #include "event.h"
 #include "metrics.h"
+#include "model.h"
 
 typedef struct lrn lrn;
 
@@ -60,6 +61,15 @@ int64_t lrn_model_version(const lrn *L);
 
 /* Model FLOPs of one example's forward pass for the primary model. */
 double lrn_flops_per_example(const lrn *L);
+
+/* Called in every flush with the minibatch the models are about to train on (after the
+ * forward pass and the metrics, before any model learns): B rows, the first n_imp of them
+ * impressions, then the settled CTCVR rows; ids[i] is row i's impression id. The rows and
+ * ids are valid only during the call. For recording the stream (m3rec-offline
+ * --dump-batches); fn NULL removes the hook. Returns 0, or -1 when out of memory. */
+typedef void (*lrn_batch_fn)(void *ud, const m3_example *ex, const char *const *ids, int B,
+                             int n_imp);
+int lrn_set_batch_hook(lrn *L, lrn_batch_fn fn, void *ud);
 
 /* Pending clicked impressions waiting for their label. */
 size_t lrn_pending(const lrn *L);

@@ -4,7 +4,9 @@
  * the oracle, with exactly the learner the worker runs. Usage:
  *   m3rec-offline [--config FILE] [--set key=value]... [--events N] [--seed S] [--users N]
  *                 [--items N] [--difficulty X] [--noise X]
- *                 [--report PATH] [--oracle-report PATH] [--quiet]
+ *                 [--report PATH] [--oracle-report PATH] [--dump-batches PATH] [--quiet]
+ * --dump-batches records every trained minibatch (common/trace.h) for m3rec-batchbench
+ * and the PyTorch twin (reference/bench.py).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,12 +17,25 @@
 #include "learner.h"
 #include "metrics.h"
 #include "sim.h"
+#include "trace.h"
 
 static void usage(void) {
     fprintf(stderr,
             "usage: m3rec-offline [--config FILE] [--set key=value]...\n"
             "                     " APP_SIM_USAGE "\n"
-            "                     [--report PATH] [--oracle-report PATH] [--quiet]\n");
+            "                     [--report PATH] [--oracle-report PATH] [--dump-batches PATH]\n"
+            "                     [--quiet]\n");
+}
+
+typedef struct {
+    FILE *f;
+    const m3_model_cfg *cfg;
+    int failed;
+} dump_ctx;
+
+static void dump_batch(void *ud, const m3_example *ex, const char *const *ids, int B, int n_imp) {
+    dump_ctx *d = ud;
+    if (!d->failed && trace_write_batch(d->f, d->cfg, ex, ids, B, n_imp) != 0) d->failed = 1;
 }
 
 int main(int argc, char **argv) {
@@ -28,7 +43,7 @@ int main(int argc, char **argv) {
     cfg_defaults(&cfg);
     sim_cfg sc;
     sim_cfg_defaults(&sc);
-    const char *report = NULL, *oracle_report = NULL;
+    const char *report = NULL, *oracle_report = NULL, *dump = NULL;
     int quiet = 0;
     char err[512];
     for (int i = 1; i < argc; i++) {
@@ -49,6 +64,8 @@ int main(int argc, char **argv) {
             report = argv[++i];
         } else if (strcmp(a, "--oracle-report") == 0 && more) {
             oracle_report = argv[++i];
+        } else if (strcmp(a, "--dump-batches") == 0 && more) {
+            dump = argv[++i];
         } else if (strcmp(a, "--quiet") == 0) {
             quiet = 1;
         } else {
@@ -67,6 +84,14 @@ int main(int argc, char **argv) {
     if (!orc) {
         fprintf(stderr, "m3rec-offline: %s\n", err);
         return 1;
+    }
+    dump_ctx dc = { NULL, &cfg.model, 0 };
+    if (dump) {
+        if (!(dc.f = fopen(dump, "wb")) || trace_write_header(dc.f, &cfg.model) != 0 ||
+            lrn_set_batch_hook(L, dump_batch, &dc) != 0) {
+            fprintf(stderr, "m3rec-offline: --dump-batches %s: cannot write\n", dump);
+            return 1;
+        }
     }
     m3_event ev;
     sim_truth tr;
@@ -96,6 +121,10 @@ int main(int argc, char **argv) {
         }
     }
     lrn_flush(L, NULL, NULL);
+    if (dc.f && (fclose(dc.f) != 0 || dc.failed)) {
+        fprintf(stderr, "m3rec-offline: --dump-batches %s: write failed\n", dump);
+        return 1;
+    }
     if (report && app_write_report(report, L, NULL, NULL, err, sizeof err) != 0) {
         fprintf(stderr, "m3rec-offline: %s\n", err);
         return 1;
