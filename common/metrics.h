@@ -201,7 +201,8 @@ const met_tl_value *met_board_tl_value(const met_board *b, int i, int model, int
 int64_t met_board_tl_window(const met_board *b);
 
 /* Write the full report object:
- *   {"events", "events_per_sec", "elapsed_sec", "latency_ms": {"p50","p99","mean","n"},
+ *   {"events", "events_per_sec", "elapsed_sec", "cpu_sec" (the process's user + system
+ *    CPU time, all threads), "latency_ms": {"p50","p99","mean","n"},
  *    "rss_mb", "rss_peak_mb", "counters": {...}, "primary": name,
  *    "timeline": {"window", "max_points", "bins", "x", "width", "sec"} (the positions),
  *    "overall": {"ctr": {...}, "ctcvr": {...}},

@@ -131,6 +131,11 @@ typedef struct {
 static const char *page__palette[] = {"#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd",
                                       "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f"};
 #define PAGE__NPAL (int)(sizeof page__palette / sizeof *page__palette)
+/* dash patterns of the runs (gnuplot dt): solid, dashed, dotted, dash-dot, ... */
+static const char *page__dashes[] = {"1", "2", "3", "4", "5", "(12,4,2,4,2,4)", "(2,6)", "(20,6)"};
+#define PAGE__NDASH (int)(sizeof page__dashes / sizeof *page__dashes)
+
+static const char *page__dash(int run) { return run < 0 ? "1" : page__dashes[run % PAGE__NDASH]; }
 
 static const char *page__color(const page__line *l) {
     return l->color < 0 ? "#000000" : page__palette[l->color % PAGE__NPAL];
@@ -240,8 +245,8 @@ static void page__key_panel(page__buf *g, const page__ctx *c, double y0, double 
         if (!with_lines && l->run < 0) continue;
         char name[160];
         page__line_name(c, l, name, sizeof name);
-        page__printf(g, "%sNaN lc rgb '%s' dt %d lw %s title ", first ? "" : ", ", page__color(l),
-                     l->run < 0 ? 1 : 1 + l->run % 5, l->run < 0 ? "2.5" : "1.5");
+        page__printf(g, "%sNaN lc rgb '%s' dt %s lw %s title ", first ? "" : ", ", page__color(l),
+                     page__dash(l->run), l->run < 0 ? "2.5" : "1.5");
         page__gpstr(g, name);
         first = 0;
     }
@@ -279,9 +284,9 @@ static void page__fig_auc(page__buf *g, page__ctx *c, const char *term, int w, i
                 if (page__datablock(g, emit_data, name, json_get(l->rep, "timeline.x"), c->xscale,
                                     json_member(s, "auc")) == 0)
                     continue;
-                page__printf(&cmd, "%s$%s using 1:2 with lines lc rgb '%s' dt %d lw %s notitle",
-                             plotted ? ", " : "plot ", name, page__color(l),
-                             l->run < 0 ? 1 : 1 + l->run % 5, l->run < 0 ? "2.5" : "1.5");
+                page__printf(&cmd, "%s$%s using 1:2 with lines lc rgb '%s' dt %s lw %s notitle",
+                             plotted ? ", " : "plot ", name, page__color(l), page__dash(l->run),
+                             l->run < 0 ? "2.5" : "1.5");
                 plotted++;
             }
             if (plotted) page__printf(g, "%s\n", cmd.s);
@@ -310,8 +315,8 @@ static int page__fig_rate(page__buf *g, page__ctx *c, const char *term, int w, i
                          span > 0 && s > s0 ? span / (s - s0) : NAN);
         }
         page__printf(g, "EOD\n");
-        page__printf(&cmd, "%s$r%d using 1:2 with lines lw 1.5 dt %d lc rgb '%s' title ",
-                     plotted ? ", " : "plot ", r, 1 + r % 5, page__palette[r % PAGE__NPAL]);
+        page__printf(&cmd, "%s$r%d using 1:2 with lines lw 1.5 dt %s lc rgb '%s' title ",
+                     plotted ? ", " : "plot ", r, page__dash(r), page__palette[r % PAGE__NPAL]);
         page__gpstr(&cmd, c->in->runs[r].label);
         plotted++;
     }
@@ -355,9 +360,9 @@ static void page__fig_calib(page__buf *g, page__ctx *c, const char *term, int w,
                              b > 0 ? a / b : NAN);
             }
             page__printf(g, "EOD\n");
-            page__printf(&cmd, "%s$c%d_%d using 1:2 with lines lc rgb '%s' dt %d lw %s notitle",
-                         plotted ? ", " : "plot ", i, t, page__color(l),
-                         l->run < 0 ? 1 : 1 + l->run % 5, l->run < 0 ? "2.5" : "1.5");
+            page__printf(&cmd, "%s$c%d_%d using 1:2 with lines lc rgb '%s' dt %s lw %s notitle",
+                         plotted ? ", " : "plot ", i, t, page__color(l), page__dash(l->run),
+                         l->run < 0 ? "2.5" : "1.5");
             plotted++;
         }
         if (plotted) page__printf(g, "%s, 1 with lines lc rgb '#888888' dt 3 notitle\n", cmd.s);
@@ -462,7 +467,7 @@ static void page__cell_num(page__buf *b, double x, const char *fmt, int bold) {
 static void page__runs_table(page__buf *b, const page__ctx *c) {
     page__printf(b, "<h2 id=runs>Runs</h2>\n<table>\n<tr><th>run</th><th>file</th><th>primary</th>"
                     "<th>models</th><th>events</th><th>events/s</th><th>input events/s</th>"
-                    "<th>elapsed s</th><th>latency p50 ms</th><th>p99 ms</th><th>peak RSS MB</th>"
+                    "<th>elapsed s</th><th>CPU s</th><th>events per CPU s</th><th>latency p50 ms</th><th>p99 ms</th><th>peak RSS MB</th>"
                     "<th>FLOPs/example</th><th>impressions</th><th>clicks</th><th>conversions "
                     "(late, unmatched)</th><th>DLQ</th></tr>\n");
     for (int r = 0; r < c->in->n_runs; r++) {
@@ -479,6 +484,8 @@ static void page__runs_table(page__buf *b, const page__ctx *c) {
         page__cell_num(b, page__num(j, "events_per_sec"), "%.0f", 0);
         page__cell_num(b, page__num(j, "input_events_per_sec"), "%.0f", 0);
         page__cell_num(b, page__num(j, "elapsed_sec"), "%.1f", 0);
+        page__cell_num(b, page__num(j, "cpu_sec"), "%.1f", 0);
+        page__cell_num(b, page__num(j, "events") / page__num(j, "cpu_sec"), "%.0f", 0);
         page__cell_num(b, page__num(j, "latency_ms.p50"), "%.1f", 0);
         page__cell_num(b, page__num(j, "latency_ms.p99"), "%.1f", 0);
         page__cell_num(b, page__num(j, "rss_peak_mb"), "%.0f", 0);
@@ -575,42 +582,51 @@ static void page__auc_table(page__buf *b, const page__ctx *c) {
 
 static const char *page__slices[2] = {"new_item", "new_user_in_scenario"};
 
+/* One row of slice cells: new_item and new_user_in_scenario, ctr and ctcvr (AUC over n). */
+static void page__slice_cells(page__buf *b, const json_node *slices) {
+    for (int s = 0; s < 2; s++)
+        for (int t = 0; t < 2; t++) {
+            const json_node *a = json_member(json_member(slices, page__slices[s]), page__tasks[t]);
+            double auc = json_number(json_member(a, "auc"), NAN);
+            double cnt = json_number(json_member(a, "n"), NAN);
+            if (isfinite(auc)) page__printf(b, "<td class=n>%.4f<br><small>%.0f</small></td>", auc, cnt);
+            else page__printf(b, "<td class=n>&ndash;</td>");
+        }
+}
+
 static void page__slice_table(page__buf *b, const page__ctx *c) {
     page__printf(b, "<h2 id=slices>Slices</h2>\n<p><i>new_item</i>: impressions of a young item "
                     "(fewer than <code>model.item.warm</code> trained impressions); "
                     "<i>new_user_in_scenario</i>: a user's first impressions in a scenario, known in "
-                    "another. AUC, and below it the impressions in the slice. Over all scenarios, "
-                    "then per scenario.</p>\n<table>\n<tr><th>run</th><th>model</th>");
-    for (int s = 0; s < 2; s++)
-        for (int t = 0; t < 2; t++) page__printf(b, "<th>%s %s</th>", page__slices[s], page__tasks[t]);
-    for (int sc = 0; sc < c->n_scen; sc++)
-        for (int s = 0; s < 2; s++)
-            for (int t = 0; t < 2; t++)
-                page__printf(b, "<th>%s: %s %s</th>", c->scen[sc], s ? "new_user" : "new_item",
-                             page__tasks[t]);
-    page__printf(b, "</tr>\n");
-    for (int i = 0; i < c->n_lines; i++) {
-        const page__line *l = &c->lines[i];
-        if (l->color < 0) continue;   /* the oracle has no slices */
-        page__printf(b, "<tr><td>");
-        page__html(b, page__run_label(c, l->run));
-        page__printf(b, "</td><td><span class=sw style='background:%s'></span>", page__color(l));
-        page__html(b, l->model);
-        page__printf(b, "</td>");
-        for (int sc = -1; sc < c->n_scen; sc++)
+                    "another. AUC, and below it the impressions in the slice; over all scenarios, "
+                    "then per scenario.</p>\n");
+    for (int sc = -1; sc < c->n_scen; sc++) {
+        if (sc == 0) page__printf(b, "<h3>Slices per scenario</h3>\n");
+        if (sc <= 0) {
+            page__printf(b, "<table>\n<tr><th>run</th><th>model</th>%s", sc < 0 ? "" : "<th>scenario</th>");
             for (int s = 0; s < 2; s++)
-                for (int t = 0; t < 2; t++) {
-                    const json_node *where = sc < 0 ? json_member(l->m, "slices")
-                        : json_member(json_member(json_member(l->m, "scenarios"), c->scen[sc]), "slices");
-                    const json_node *a = json_member(json_member(where, page__slices[s]), page__tasks[t]);
-                    double auc = json_number(json_member(a, "auc"), NAN);
-                    double cnt = json_number(json_member(a, "n"), NAN);
-                    if (isfinite(auc)) page__printf(b, "<td class=n>%.4f<br><small>%.0f</small></td>", auc, cnt);
-                    else page__printf(b, "<td class=n>&ndash;</td>");
-                }
-        page__printf(b, "</tr>\n");
+                for (int t = 0; t < 2; t++) page__printf(b, "<th>%s %s</th>", page__slices[s], page__tasks[t]);
+            page__printf(b, "</tr>\n");
+        }
+        for (int i = 0; i < c->n_lines; i++) {
+            const page__line *l = &c->lines[i];
+            if (l->color < 0) continue;   /* the oracle has no slices */
+            page__printf(b, "<tr><td>");
+            page__html(b, page__run_label(c, l->run));
+            page__printf(b, "</td><td><span class=sw style='background:%s'></span>", page__color(l));
+            page__html(b, l->model);
+            page__printf(b, "</td>");
+            if (sc >= 0) {
+                page__printf(b, "<td>");
+                page__html(b, c->scen[sc]);
+                page__printf(b, "</td>");
+            }
+            page__slice_cells(b, sc < 0 ? json_member(l->m, "slices")
+                : json_member(json_member(json_member(l->m, "scenarios"), c->scen[sc]), "slices"));
+            page__printf(b, "</tr>\n");
+        }
+        if (sc < 0 || sc == c->n_scen - 1) page__printf(b, "</table>\n");
     }
-    page__printf(b, "</table>\n");
 }
 
 static void page__calib_table(page__buf *b, const page__ctx *c) {
@@ -778,6 +794,7 @@ int page_write(const page_input *in, const char *html_path, const char *png_path
                      "td.off{background:#fde2e2}\n tr.oracle td{background:#f7f7f7;font-style:italic}\n"
                      ".sw{display:inline-block;width:10px;height:10px;margin-right:5px;border-radius:2px}\n"
                      ".fig svg{width:100%%;height:auto}\n small{color:#666}\n"
+                     "body>table{display:block;overflow-x:auto;max-width:100%%}\n"
                      "</style>\n</head>\n<body>\n<h1>");
     page__html(&b, title);
     time_t now = time(NULL);

@@ -363,6 +363,7 @@ static void test_board(void) {
     CHECK_EQ_INT(json_number(json_get(t, "events"), -1), 123);
     CHECK(json_number(json_get(t, "events_per_sec"), -1) >= 0);
     CHECK(json_number(json_get(t, "elapsed_sec"), -1) >= 0);
+    CHECK(json_number(json_get(t, "cpu_sec"), -1) > 0);
     CHECK_CLOSE(json_number(json_get(t, "latency_ms.p50"), -1), 29, 0.01, 0);
     CHECK_CLOSE(json_number(json_get(t, "latency_ms.p99"), -1), 49, 0.01, 0);
     CHECK(json_number(json_get(t, "rss_mb"), -1) > 0);

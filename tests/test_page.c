@@ -187,7 +187,8 @@ static void test_with_gnuplot(const page_input *base) {
     CHECK_CONTAINS(s, ">lr<");
     CHECK_CONTAINS(s, "class=oracle");
     CHECK_CONTAINS(s, "search ctcvr");
-    CHECK_CONTAINS(s, "product: new_user ctr");
+    CHECK_CONTAINS(s, "Slices per scenario");
+    CHECK_CONTAINS(s, "<td>product</td>");
     /* the gnuplot curve titles name run/model */
     CHECK(strstr(s, "<text>run&lt;1>/m3rec</text>") != NULL);
     free(s);
