@@ -298,7 +298,8 @@ static void page__fig_auc(page__buf *g, page__ctx *c, const char *term, int w, i
     page__printf(g, "unset multiplot\nunset output\nreset\n");
 }
 
-/* Figure 2: impressions per second of each window (the primary's clock), per run. */
+/* Figure 2: impressions per second between consecutive timeline points (the board's clock, from
+ * its creation: the first point includes start-up), per run. */
 static int page__fig_rate(page__buf *g, page__ctx *c, const char *term, int w, int h) {
     page__buf cmd = {0};
     int plotted = 0;
