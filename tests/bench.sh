@@ -20,7 +20,8 @@ def fail(msg):
     sys.exit(f"bench.sh: {msg}\n{json.dumps(r, indent=1)[:3000]}")
 for a in archs:
     x = rows.get(f"{a}: model step alone (m3rec-modelbench)")
-    if not x or not x["events_per_sec"] > 0 or not 0 < x["frac_peak"] < 1.5:
+    # (speed ratios are not asserted: this runs next to other tests on a shared machine)
+    if not x or not x["events_per_sec"] > 0 or not x["frac_peak"] > 0 or not x["events_per_cpu_sec"] > 0:
         fail(f"no sane model-step row for {a}")
     if not 0.3 < x["auc_ctr"] < 1:
         fail(f"{a}: AUC {x['auc_ctr']}")
