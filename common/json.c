@@ -10,7 +10,7 @@
 
 /* ======================================================================== writer */
 
-enum { JSON__IN_OBJ = 1, JSON__IN_ARR = 2 };
+enum { JSON__IN_OBJ = 1, JSON__IN_ARR = 2, JSON__IN_FLAT = 3 };   /* FLAT: an array on one line */
 
 struct json_writer {
     FILE *f;                 /* NULL for a buffer writer */
@@ -18,7 +18,7 @@ struct json_writer {
     size_t len, cap;
     int indent;
     int depth;
-    unsigned char kind[JSON_MAX_DEPTH];   /* JSON__IN_OBJ / JSON__IN_ARR per level */
+    unsigned char kind[JSON_MAX_DEPTH];   /* JSON__IN_OBJ / _ARR / _FLAT per level */
     unsigned char count[JSON_MAX_DEPTH];  /* 0 = no member yet at that level, 1 = some */
     bool key_pending;        /* json_key() written, its value is due */
     bool top_done;           /* the top-level value is complete */
@@ -107,9 +107,10 @@ static bool json__before_value(json_writer *w) {
         w->key_pending = false;
         return true;
     }
-    if (w->count[w->depth - 1]) json__put(w, ",", 1);
+    int flat = w->kind[w->depth - 1] == JSON__IN_FLAT;
+    if (w->count[w->depth - 1]) json__puts(w, flat && w->indent ? ", " : ",");
     w->count[w->depth - 1] = 1;
-    json__newline(w);
+    if (!flat) json__newline(w);
     return true;
 }
 
@@ -128,9 +129,11 @@ static void json__begin(json_writer *w, int kind, const char *open) {
 
 static void json__end(json_writer *w, int kind, const char *close) {
     if (w->err) return;
-    if (w->depth == 0 || w->kind[w->depth - 1] != kind) { json__fail(w, "unbalanced end"); return; }
+    int open = w->depth ? w->kind[w->depth - 1] : 0;
+    if (open == JSON__IN_FLAT && kind == JSON__IN_ARR) kind = JSON__IN_FLAT;
+    if (w->depth == 0 || open != kind) { json__fail(w, "unbalanced end"); return; }
     if (w->key_pending) { json__fail(w, "key without a value"); return; }
-    bool had = w->count[w->depth - 1];
+    bool had = w->count[w->depth - 1] && kind != JSON__IN_FLAT;
     w->depth--;
     if (had) json__newline(w);
     json__puts(w, close);
@@ -140,6 +143,7 @@ static void json__end(json_writer *w, int kind, const char *close) {
 void json_obj_begin(json_writer *w) { if (w) json__begin(w, JSON__IN_OBJ, "{"); }
 void json_obj_end(json_writer *w) { if (w) json__end(w, JSON__IN_OBJ, "}"); }
 void json_arr_begin(json_writer *w) { if (w) json__begin(w, JSON__IN_ARR, "["); }
+void json_arr_begin_flat(json_writer *w) { if (w) json__begin(w, JSON__IN_FLAT, "["); }
 void json_arr_end(json_writer *w) { if (w) json__end(w, JSON__IN_ARR, "]"); }
 
 static void json__quoted(json_writer *w, const char *s) {

@@ -43,6 +43,9 @@ bool json_writer_done(const json_writer *w);
 void json_obj_begin(json_writer *w);
 void json_obj_end(json_writer *w);
 void json_arr_begin(json_writer *w);
+/* An array written on one line even when pretty-printing (for long series of numbers);
+ * closed with json_arr_end(). Its items are separated by ", " (by "," when compact). */
+void json_arr_begin_flat(json_writer *w);
 void json_arr_end(json_writer *w);
 /* The key of the next member; only inside an object, before each value. */
 void json_key(json_writer *w, const char *key);

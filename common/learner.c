@@ -374,10 +374,10 @@ static void train_batch(lrn *L, lrn_emit_fn emit, void *ud) {
             float pc = L->p_ctr[m][i];
             p_ctcvr[m] = pc * L->p_cvr[m][i];
             met_board_add(L->board, m, ex->scenario, MET_CTR, pc, ex->y_click > 0.5f);
-            met_board_add_slices(L->board, m, ex->slices, MET_CTR, pc, ex->y_click > 0.5f);
+            met_board_add_slices(L->board, m, ex->scenario, ex->slices, MET_CTR, pc, ex->y_click > 0.5f);
             if (ex->y_click < 0.5f || L->tags[i].converted) {
                 met_board_add(L->board, m, ex->scenario, MET_CTCVR, p_ctcvr[m], ex->y_conv > 0.5f);
-                met_board_add_slices(L->board, m, ex->slices, MET_CTCVR, p_ctcvr[m],
+                met_board_add_slices(L->board, m, ex->scenario, ex->slices, MET_CTCVR, p_ctcvr[m],
                                      ex->y_conv > 0.5f);
             }
         }
@@ -388,7 +388,7 @@ static void train_batch(lrn *L, lrn_emit_fn emit, void *ud) {
         const pend_entry *e = &L->settled[j];
         for (int m = 0; m < L->n_models; m++) {
             met_board_add(L->board, m, e->ex.scenario, MET_CTCVR, e->p_ctcvr[m], e->ex.y_conv > 0.5f);
-            met_board_add_slices(L->board, m, e->ex.slices, MET_CTCVR, e->p_ctcvr[m],
+            met_board_add_slices(L->board, m, e->ex.scenario, e->ex.slices, MET_CTCVR, e->p_ctcvr[m],
                                  e->ex.y_conv > 0.5f);
         }
     }

@@ -126,6 +126,31 @@ static void test_writer_pretty_file(void) {
     json_free(t);
 }
 
+static void test_writer_flat_arrays(void) {
+    json_writer *w = json_writer_new_buf(2);
+    json_obj_begin(w);
+    json_key(w, "x"); json_arr_begin_flat(w); json_int(w, 1); json_num(w, 0.5); json_null(w); json_arr_end(w);
+    json_key(w, "e"); json_arr_begin_flat(w); json_arr_end(w);
+    json_key(w, "n"); json_arr_begin(w); json_arr_begin_flat(w); json_int(w, 3); json_int(w, 4);
+    json_arr_end(w); json_arr_end(w);
+    json_obj_end(w);
+    CHECK(json_writer_done(w));
+    CHECK_EQ_STR(json_writer_buf(w, NULL),
+                 "{\n  \"x\": [1, 0.5, null],\n  \"e\": [],\n  \"n\": [\n    [3, 4]\n  ]\n}");
+    json_writer_destroy(w);
+    /* compact: as any array */
+    w = json_writer_new_buf(0);
+    json_arr_begin_flat(w); json_int(w, 1); json_int(w, 2); json_arr_end(w);
+    CHECK_EQ_STR(json_writer_buf(w, NULL), "[1,2]");
+    json_writer_destroy(w);
+    /* closing it as an object is still a misuse */
+    w = json_writer_new_buf(0);
+    json_arr_begin_flat(w);
+    json_obj_end(w);
+    CHECK(json_writer_error(w) != NULL);
+    json_writer_destroy(w);
+}
+
 static void test_parse_valid(void) {
     char err[128];
     const char *doc =
@@ -210,6 +235,7 @@ int main(void) {
     test_writer_numbers();
     test_writer_misuse();
     test_writer_pretty_file();
+    test_writer_flat_arrays();
     test_parse_valid();
     test_parse_invalid();
     printf("test_json: all checks passed\n");

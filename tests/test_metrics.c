@@ -1,5 +1,6 @@
-/* test_metrics.c - binned AUC vs brute force within its bound, log loss, latency
- * percentiles, RSS, and the scoreboard's JSON report read back with json_parse. */
+/* test_metrics.c - binned AUC (equal-p and equal-logit bins) vs brute force within its
+ * bound, log loss, latency percentiles, RSS, the scoreboard's slices, the timeline against
+ * a brute-force windowed AUC, and the JSON report read back with json_parse. */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -36,11 +37,14 @@ static double brute_auc(const double *p, const int *y, int n) {
     return num / (P * N);
 }
 
-/* Feeds n scores to a fresh AUC of 2^bits bins; checks |binned - brute| <= bound. */
-static double check_against_brute(const double *p, const int *y, int n, int bits, double *bound_out) {
+/* Feeds n scores to a fresh AUC of 2^bits bins (equal in logit(p) when `logit`); checks
+ * |binned - brute| <= bound. */
+static double check_against_brute2(const double *p, const int *y, int n, int bits, int logit,
+                                   double *bound_out) {
     char err[128];
     met_auc a;
-    CHECK_MSG(met_auc_init(&a, bits, err, sizeof err) == 0, "%s", err);
+    int rc = logit ? met_auc_init_logit(&a, bits, err, sizeof err) : met_auc_init(&a, bits, err, sizeof err);
+    CHECK_MSG(rc == 0, "%s", err);
     for (int i = 0; i < n; i++) met_auc_add(&a, p[i], y[i]);
     double bound;
     double got = met_auc_value(&a, &bound);
@@ -51,6 +55,10 @@ static double check_against_brute(const double *p, const int *y, int n, int bits
     met_auc_free(&a);
     if (bound_out) *bound_out = bound;
     return want;
+}
+
+static double check_against_brute(const double *p, const int *y, int n, int bits, double *bound_out) {
+    return check_against_brute2(p, y, n, bits, 0, bound_out);
 }
 
 static void test_auc_vs_brute(void) {
@@ -104,6 +112,44 @@ static void test_auc_vs_brute(void) {
         y[i] = urand() < 0.5;
     }
     check_against_brute(p, y, 1000, 0, NULL);
+    free(p);
+    free(y);
+}
+
+/* Equal-logit bins: the same guarantee, and tight for small probabilities where equal-p
+ * bins of the same count are not. */
+static void test_auc_logit_bins(void) {
+    enum { N = 10000 };
+    double *p = malloc(N * sizeof *p);
+    int *y = malloc(N * sizeof *y);
+    for (int i = 0; i < N; i++) {          /* CTCVR-like: p ~ 1e-4 .. 0.02 */
+        double z = -9 + 5 * urand();
+        p[i] = 1 / (1 + exp(-z));
+        y[i] = urand() < 10 * p[i];
+    }
+    double b_logit, b_lin;
+    double auc = check_against_brute2(p, y, N, 10, 1, &b_logit);
+    check_against_brute2(p, y, N, 10, 0, &b_lin);
+    CHECK(auc > 0.6);
+    CHECK_MSG(b_logit < 3e-3, "logit bound %.3g", b_logit);
+    CHECK_MSG(b_lin > 5 * b_logit, "equal-p bound %.3g vs logit %.3g", b_lin, b_logit);
+    /* the ends: 0, 1, and scores beyond the logit range share the end bins */
+    for (int i = 0; i < 1000; i++) {
+        int k = i % 5;
+        p[i] = k == 0 ? 0.0 : k == 1 ? 1e-9 : k == 2 ? 0.5 : k == 3 ? 1 - 1e-9 : 1.0;
+        y[i] = urand() < 0.2 * (k + 0.5);
+    }
+    check_against_brute2(p, y, 1000, 10, 1, &b_logit);
+    CHECK(b_logit > 0.01);                  /* 0 and 1e-9 tie in bin 0: counted */
+    /* merging needs the same scale */
+    char err[128];
+    met_auc a, c;
+    CHECK(met_auc_init_logit(&a, 10, err, sizeof err) == 0);
+    CHECK(met_auc_init(&c, 10, err, sizeof err) == 0);
+    CHECK_EQ_INT(a.logit, 1);
+    CHECK(met_auc_merge(&a, &c) == -1);
+    met_auc_free(&a);
+    met_auc_free(&c);
     free(p);
     free(y);
 }
@@ -272,18 +318,31 @@ static void test_board(void) {
     /* slices: only the flagged ones count; new_item perfect, new_user inverted */
     for (int i = 0; i < 10; i++) {
         int y = i % 2;
-        CHECK(met_board_add_slices(b, 0, 1u << MET_SLICE_NEW_ITEM, MET_CTR, y ? 0.8 : 0.3, y) == 0);
-        CHECK(met_board_add_slices(b, 0, 1u << MET_SLICE_NEW_USER_SCEN, MET_CTR, y ? 0.3 : 0.8, y) == 0);
-        CHECK(met_board_add_slices(b, 1, 3u, MET_CTCVR, 0.5, y) == 0);
-        CHECK(met_board_add_slices(b, 0, 0u, MET_CTR, 0.5, y) == 0);   /* no slice */
+        CHECK(met_board_add_slices(b, 0, 0, 1u << MET_SLICE_NEW_ITEM, MET_CTR, y ? 0.8 : 0.3, y) == 0);
+        CHECK(met_board_add_slices(b, 0, i % 2, 1u << MET_SLICE_NEW_USER_SCEN, MET_CTR, y ? 0.3 : 0.8, y) == 0);
+        CHECK(met_board_add_slices(b, 1, 1, 3u, MET_CTCVR, 0.5, y) == 0);
+        CHECK(met_board_add_slices(b, 0, 0, 0u, MET_CTR, 0.5, y) == 0);   /* no slice */
+        CHECK(met_board_add_slices(b, 1, -1, 1u, MET_CTR, y ? 0.6 : 0.4, y) == 0); /* overall only */
     }
-    CHECK(met_board_add_slices(b, 2, 1u, MET_CTR, 0.5, 1) == -1);
-    CHECK_EQ_INT(met_board_slice_auc(b, 0, MET_SLICE_NEW_ITEM, MET_CTR)->n, 10);
-    CHECK_CLOSE(met_auc_value(met_board_slice_auc(b, 0, MET_SLICE_NEW_ITEM, MET_CTR), NULL), 1.0, 0, 0);
-    CHECK_CLOSE(met_auc_value(met_board_slice_auc(b, 0, MET_SLICE_NEW_USER_SCEN, MET_CTR), NULL), 0.0, 0, 0);
-    CHECK_EQ_INT(met_board_slice_auc(b, 1, MET_SLICE_NEW_USER_SCEN, MET_CTCVR)->n, 10);
-    CHECK_EQ_INT(met_board_slice_auc(b, 1, MET_SLICE_NEW_ITEM, MET_CTR)->n, 0);
-    CHECK(met_board_slice_auc(b, 0, MET_NSLICES, MET_CTR) == NULL);
+    CHECK(met_board_add_slices(b, 2, 0, 1u, MET_CTR, 0.5, 1) == -1);
+    CHECK(met_board_add_slices(b, 0, 2, 1u, MET_CTR, 0.5, 1) == -1);
+    CHECK(met_board_add_slices(b, 0, -2, 1u, MET_CTR, 0.5, 1) == -1);
+    CHECK_EQ_INT(met_board_slice_auc(b, 0, -1, MET_SLICE_NEW_ITEM, MET_CTR)->n, 10);
+    CHECK_CLOSE(met_auc_value(met_board_slice_auc(b, 0, -1, MET_SLICE_NEW_ITEM, MET_CTR), NULL), 1.0, 0, 0);
+    CHECK_CLOSE(met_auc_value(met_board_slice_auc(b, 0, -1, MET_SLICE_NEW_USER_SCEN, MET_CTR), NULL), 0.0, 0, 0);
+    CHECK_EQ_INT(met_board_slice_auc(b, 1, -1, MET_SLICE_NEW_USER_SCEN, MET_CTCVR)->n, 10);
+    CHECK_EQ_INT(met_board_slice_auc(b, 1, -1, MET_SLICE_NEW_ITEM, MET_CTR)->n, 10);
+    CHECK_EQ_INT(met_board_slice_auc(b, 1, 0, MET_SLICE_NEW_ITEM, MET_CTR)->n, 0);
+    /* per scenario: model 0's new_item all in home; new_user split by parity = by label */
+    CHECK_EQ_INT(met_board_slice_auc(b, 0, 0, MET_SLICE_NEW_ITEM, MET_CTR)->n, 10);
+    CHECK_EQ_INT(met_board_slice_auc(b, 0, 1, MET_SLICE_NEW_ITEM, MET_CTR)->n, 0);
+    CHECK_EQ_INT(met_board_slice_auc(b, 0, 1, MET_SLICE_NEW_USER_SCEN, MET_CTR)->n, 5);
+    CHECK_EQ_INT(met_board_slice_auc(b, 0, 1, MET_SLICE_NEW_USER_SCEN, MET_CTR)->n_pos, 5);
+    CHECK_EQ_INT(met_board_slice_auc(b, 0, 0, MET_SLICE_NEW_USER_SCEN, MET_CTR)->n_pos, 0);
+    CHECK_EQ_INT(met_board_slice_auc(b, 1, 1, MET_SLICE_NEW_USER_SCEN, MET_CTCVR)->n, 10);
+    CHECK_EQ_INT(met_board_slice_auc(b, 0, 0, MET_SLICE_NEW_ITEM, MET_CTR)->logit, 1);
+    CHECK(met_board_slice_auc(b, 0, -1, MET_NSLICES, MET_CTR) == NULL);
+    CHECK(met_board_slice_auc(b, 0, 2, MET_SLICE_NEW_ITEM, MET_CTR) == NULL);
     met_counters *c = met_board_counters(b);
     c->events = 123;
     c->dlq = 4;
@@ -304,6 +363,7 @@ static void test_board(void) {
     CHECK_EQ_INT(json_number(json_get(t, "events"), -1), 123);
     CHECK(json_number(json_get(t, "events_per_sec"), -1) >= 0);
     CHECK(json_number(json_get(t, "elapsed_sec"), -1) >= 0);
+    CHECK(json_number(json_get(t, "cpu_sec"), -1) > 0);
     CHECK_CLOSE(json_number(json_get(t, "latency_ms.p50"), -1), 29, 0.01, 0);
     CHECK_CLOSE(json_number(json_get(t, "latency_ms.p99"), -1), 49, 0.01, 0);
     CHECK(json_number(json_get(t, "rss_mb"), -1) > 0);
@@ -331,6 +391,14 @@ static void test_board(void) {
     CHECK_CLOSE(json_number(json_get(t, "slices.new_item.ctr.auc"), -1), 1.0, 0, 0);
     CHECK_CLOSE(json_number(json_get(t, "models.shared_bottom.slices.new_user_in_scenario.ctr.auc"), -1), 0.0, 0, 0);
     CHECK_EQ_INT(json_number(json_get(t, "models.lr.slices.new_item.ctcvr.n"), -1), 10);
+    CHECK_EQ_INT(json_number(json_get(t, "models.lr.scenarios.search.slices.new_user_in_scenario.ctcvr.n"), -1), 10);
+    CHECK_EQ_INT(json_number(json_get(t, "scenarios.home.slices.new_item.ctr.n"), -1), 10);
+    CHECK_CLOSE(json_number(json_get(t, "scenarios.home.slices.new_item.ctr.auc"), -1), 1.0, 0, 0);
+    /* 40 impressions: no timeline point yet (the first window is 5000) */
+    CHECK_EQ_INT(json_number(json_get(t, "timeline.window"), -1), MET_TL_WINDOW);
+    CHECK_EQ_INT(json_get(t, "timeline.x")->n, 0);
+    CHECK_EQ_INT(json_get(t, "models.lr.timeline.scenarios.home.ctr.auc")->n, 0);
+    CHECK(json_get(t, "timeline.overall") == NULL);   /* series only under models */
     CHECK_CLOSE(json_number(json_get(t, "models.lr.overall.ctr.auc_bound"), -1), 0.5, 0, 0);
     CHECK_EQ_INT(json_number(json_get(t, "models.lr.scenarios.search.ctr.n"), -1), 0);
     CHECK_EQ_STR(json_string(json_get(t, "run"), NULL), "demo-1");
@@ -356,14 +424,201 @@ static void test_board(void) {
     met_board_destroy(b);
 }
 
+/* One logged prediction, for the brute-force windows. */
+typedef struct {
+    int model, scen, task, y;
+    double p;
+    int64_t slot;   /* impressions counted (model 0, CTR) before it; its own for that one */
+} tl_ev;
+
+static double brute_auc_of(const tl_ev *ev, int n, int model, int scen, int task, int64_t from,
+                           int64_t to, int *count, double *mean_p) {
+    double *p = malloc((size_t)n * sizeof *p);
+    int *y = malloc((size_t)n * sizeof *y);
+    int k = 0, pos = 0;
+    double sp = 0;
+    for (int i = 0; i < n; i++) {
+        const tl_ev *e = &ev[i];
+        if (e->model != model || e->task != task || e->slot < from || e->slot >= to) continue;
+        if (scen >= 0 && e->scen != scen) continue;
+        p[k] = e->p;
+        y[k] = e->y;
+        pos += e->y;
+        sp += e->p;
+        k++;
+    }
+    double auc = pos > 0 && pos < k ? brute_auc(p, y, k) : NAN;
+    *count = k;
+    *mean_p = k ? sp / k : NAN;
+    free(p);
+    free(y);
+    return auc;
+}
+
+/* The timeline against the AUC of each window computed by brute force from a log of the
+ * predictions, through two decimations, and the JSON report's series. */
+static void test_timeline(void) {
+    enum { IMPS = 2000, MODELS = 2, SCEN = 3, W0 = 100, MAXP = 8 };
+    char err[160];
+    const char *scen[] = {"home", "search", "product"};
+    const char *models[] = {"m3rec", "lr"};
+    met_board *b = met_board_new(SCEN, scen, MODELS, models, 0, err, sizeof err);
+    CHECK_MSG(b, "%s", err);
+    CHECK(met_board_set_timeline(b, 0, 8, err, sizeof err) == -1);
+    CHECK_CONTAINS(err, "window 0");
+    CHECK(met_board_set_timeline(b, 10, 7, err, sizeof err) == -1);
+    CHECK(met_board_set_timeline(b, 10, 0, err, sizeof err) == -1);
+    CHECK(met_board_set_timeline(b, W0, MAXP, err, sizeof err) == 0);
+    tl_ev *ev = malloc(sizeof *ev * IMPS * MODELS * 4);
+    int n_ev = 0;
+    int64_t imps = 0;
+    /* batches of 32 impressions: every model's CTR (and CTCVR if unclicked) per impression,
+     * then the settled CTCVR rows of clicked ones a batch later (the learner's order) */
+    double held_p[64][MODELS];
+    int held_y[64], held_s[64], n_held = 0;
+    for (int i = 0; i < IMPS; i++) {
+        int s = (int)(urand() * SCEN);
+        double t = urand();
+        int click = urand() < 0.2 + 0.5 * t;
+        for (int m = 0; m < MODELS; m++) {
+            double pc = m == 0 ? 0.3 * t + 0.5 * urand() : 0.5 * urand();
+            if (m == 0) imps++;
+            CHECK(met_board_add(b, m, s, MET_CTR, pc, click) == 0);
+            ev[n_ev++] = (tl_ev){m, s, MET_CTR, click, pc, imps - 1};
+            double pv = 0.02 * (1 + t) * urand();
+            if (!click) {
+                CHECK(met_board_add(b, m, s, MET_CTCVR, pv, 0) == 0);
+                ev[n_ev++] = (tl_ev){m, s, MET_CTCVR, 0, pv, imps - 1};
+            } else {
+                held_p[n_held][m] = pv;
+            }
+        }
+        if (click) { held_y[n_held] = urand() < 0.3 + 0.4 * t; held_s[n_held++] = s; }
+        if (i % 32 == 31) {
+            for (int j = 0; j < n_held; j++)
+                for (int m = 0; m < MODELS; m++) {
+                    CHECK(met_board_add(b, m, held_s[j], MET_CTCVR, held_p[j][m], held_y[j]) == 0);
+                    ev[n_ev++] = (tl_ev){m, held_s[j], MET_CTCVR, held_y[j], held_p[j][m], imps - 1};
+                }
+            n_held = 0;
+        }
+    }
+    CHECK(met_board_set_timeline(b, W0, MAXP, err, sizeof err) == -1);   /* too late */
+    /* windows of 100 ending at 100..800 (8 points: 200..800 stay, window 200), then ending
+     * at 1000..1600 (8 again: 400, 800 (100 wide), 1200, 1600 (200 wide) stay, window 400);
+     * [1600, 2000) is open (no impression 2001 closed it) */
+    CHECK_EQ_INT(met_board_tl_window(b), 400);
+    CHECK_EQ_INT(met_board_tl_points(b), 4);
+    int64_t want_x[] = {400, 800, 1200, 1600, 2000}, want_w[] = {100, 100, 200, 200, 400};
+    for (int i = 0; i < 4; i++) {
+        int64_t x, w;
+        double sec;
+        met_board_tl_point(b, i, &x, &w, &sec);
+        CHECK_EQ_INT(x, want_x[i]);
+        CHECK_EQ_INT(w, want_w[i]);
+        CHECK(sec >= 0);
+    }
+    CHECK(met_board_tl_value(b, 4, 0, -1, MET_CTR) == NULL);
+    CHECK(met_board_tl_value(b, 0, 2, -1, MET_CTR) == NULL);
+
+    json_writer *w = json_writer_new_buf(2);
+    met_board_write_json(b, w, NULL, NULL);
+    CHECK(json_writer_done(w));
+    json_node *t = json_parse(json_writer_buf(w, NULL), err, sizeof err);
+    CHECK_MSG(t, "%s", err);
+    CHECK_EQ_INT(json_get(t, "timeline.x")->n, 5);    /* the open window is a full one */
+    CHECK_EQ_INT(json_number(json_get(t, "timeline.window"), 0), 400);
+    CHECK_EQ_INT(json_number(json_get(t, "timeline.first_window"), 0), W0);
+    CHECK_EQ_INT(json_number(json_get(t, "timeline.max_points"), 0), MAXP);
+    CHECK_EQ_INT(json_number(json_get(t, "timeline.bins"), 0), 1 << MET_TL_BITS);
+    double worst = 0;
+    int checked = 0;
+    for (int i = 0; i < 5; i++) {
+        char path[160];
+        snprintf(path, sizeof path, "timeline.x.%d", i);
+        CHECK_EQ_INT(json_number(json_get(t, path), -1), want_x[i]);
+        snprintf(path, sizeof path, "timeline.width.%d", i);
+        CHECK_EQ_INT(json_number(json_get(t, path), -1), want_w[i]);
+        for (int m = 0; m < MODELS; m++)
+            for (int s = -1; s < SCEN; s++)
+                for (int task = 0; task < MET_NTASKS; task++) {
+                    int cnt;
+                    double mp;
+                    double want = brute_auc_of(ev, n_ev, m, s, task, want_x[i] - want_w[i],
+                                               want_x[i], &cnt, &mp);
+                    char base[128];
+                    snprintf(base, sizeof base, "models.%s.timeline.%s%s.%s", models[m],
+                             s < 0 ? "overall" : "scenarios.", s < 0 ? "" : scen[s],
+                             task ? "ctcvr" : "ctr");
+                    snprintf(path, sizeof path, "%s.n.%d", base, i);
+                    CHECK_EQ_INT(json_number(json_get(t, path), -1), cnt);
+                    snprintf(path, sizeof path, "%s.mean_p.%d", base, i);
+                    CHECK_CLOSE(json_number(json_get(t, path), -1), mp, 1e-5, 0);
+                    snprintf(path, sizeof path, "%s.auc.%d", base, i);
+                    const json_node *a = json_get(t, path);
+                    CHECK(a != NULL);
+                    if (isnan(want)) {
+                        CHECK(a->type == JSON_NULL);
+                        continue;
+                    }
+                    snprintf(path, sizeof path, "%s.bound.%d", base, i);
+                    double bound = json_number(json_get(t, path), -1);
+                    CHECK(bound >= 0);
+                    /* stored as a float and rounded to 6 digits: 1e-6 slack */
+                    CHECK_MSG(fabs(a->num - want) <= bound * 1.001 + 2e-6,
+                              "%s: timeline %.6f brute %.6f bound %.3g", path, a->num, want, bound);
+                    if (i < 4) {
+                        const met_tl_value *v = met_board_tl_value(b, i, m, s, (met_task)task);
+                        CHECK_CLOSE(v->auc, a->num, 0, 2e-6);
+                        CHECK_EQ_INT(v->n, cnt);
+                    }
+                    worst = fmax(worst, bound);
+                    checked++;
+                }
+    }
+    CHECK(checked > 60);
+    CHECK_MSG(worst < 0.01, "largest bound %.3g", worst);
+    json_free(t);
+    json_writer_destroy(w);
+    free(ev);
+
+    /* a short open window (< half a window) is left out of the report */
+    met_board *c = met_board_new(1, scen, 1, models, 8, err, sizeof err);
+    CHECK(met_board_set_timeline(c, 10, 4, err, sizeof err) == 0);
+    for (int i = 0; i < 24; i++) met_board_add(c, 0, 0, MET_CTR, urand(), i % 2);
+    CHECK_EQ_INT(met_board_tl_points(c), 2);          /* [0,10) [10,20); [20,24) open */
+    w = json_writer_new_buf(0);
+    met_board_write_json(c, w, NULL, NULL);
+    t = json_parse(json_writer_buf(w, NULL), err, sizeof err);
+    CHECK_EQ_INT(json_get(t, "timeline.x")->n, 2);
+    CHECK_EQ_INT(json_get(t, "models.m3rec.timeline.overall.ctr.auc")->n, 2);
+    CHECK_EQ_INT(json_number(json_get(t, "models.m3rec.timeline.overall.ctr.n.1"), -1), 10);
+    CHECK(json_get(t, "models.m3rec.timeline.overall.ctcvr.auc.0")->type == JSON_NULL);
+    json_free(t);
+    json_writer_destroy(w);
+    met_board_add(c, 0, 0, MET_CTR, 0.5, 1);          /* 25: half a window open -> shown */
+    w = json_writer_new_buf(0);
+    met_board_write_json(c, w, NULL, NULL);
+    t = json_parse(json_writer_buf(w, NULL), err, sizeof err);
+    CHECK_EQ_INT(json_get(t, "timeline.x")->n, 3);
+    CHECK_EQ_INT(json_number(json_get(t, "timeline.x.2"), -1), 25);
+    CHECK_EQ_INT(json_number(json_get(t, "timeline.width.2"), -1), 5);
+    json_free(t);
+    json_writer_destroy(w);
+    met_board_destroy(c);
+    met_board_destroy(b);
+}
+
 int main(void) {
     test_auc_vs_brute();
+    test_auc_logit_bins();
     test_auc_simple_predictors();
     test_logloss_by_hand();
     test_auc_merge();
     test_latency();
     test_rss();
     test_board();
+    test_timeline();
     printf("test_metrics: all checks passed\n");
     return 0;
 }

@@ -13,6 +13,7 @@
 #include <string.h>
 #include <time.h>
 #include <cblas.h>
+#include "metrics.h"
 #include "model.h"
 
 static double now_s(void) {
@@ -156,11 +157,15 @@ int main(int argc, char **argv) {
            m3_user_rows(m),
            (double)m3_user_bytes(m) / (double)(m3_user_rows(m) ? m3_user_rows(m) : 1),
            m3_uses_mieg(m), m3_uses_upt(m));
+    double rss_peak;
+    met_rss_mb(&rss_peak);
     printf("RESULT arch=%s examples_per_s=%.0f flops_per_example=%.0f train_gflops=%.2f "
-           "peak_gflops=%.2f frac_peak=%.3f emb_bytes_per_row=%.1f user_bytes=%.1f\n",
+           "peak_gflops=%.2f frac_peak=%.3f emb_bytes_per_row=%.1f user_bytes=%.1f "
+           "rss_peak_mb=%.0f cpu_examples_per_s=%.0f\n",
            m3_arch_name(c.arch), eps, fpe, gflops, peak, peak > 0 ? gflops / peak : 0.0,
            (double)m3_emb_bytes(m) / (double)(m3_emb_rows(m) ? m3_emb_rows(m) : 1),
-           (double)m3_user_bytes(m) / (double)(m3_user_rows(m) ? m3_user_rows(m) : 1));
+           (double)m3_user_bytes(m) / (double)(m3_user_rows(m) ? m3_user_rows(m) : 1),
+           rss_peak, n_ex / cpu);
     free(pool); free(pc); free(pv);
     m3_destroy(m);
     return 0;
