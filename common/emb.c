@@ -31,6 +31,7 @@ struct emb_table {
     uint8_t *dirty;         /* (rows_cap) */
     uint32_t *tick;         /* (rows_cap) */
     int64_t *seen;          /* (rows_cap) */
+    size_t n_dirty;         /* rows with dirty set */
     uint32_t cur_tick;      /* stamped on every row a lookup returns */
     int64_t cur_seen;
     size_t rows, rows_cap;
@@ -190,6 +191,7 @@ static int64_t emb__new_row(emb_table *t, uint64_t key, size_t h) {
     t->cnt[row] = 0;
     t->keys[row] = key;
     t->dirty[row] = 1;
+    t->n_dirty++;
     t->tick[row] = t->cur_tick;
     t->seen[row] = t->cur_seen;
     return row;
@@ -202,6 +204,7 @@ int64_t emb_lookup_init(emb_table *t, uint64_t key, const float *init, int *crea
         emb__slot *s = &t->slots[h];
         if (s->row == EMB__EMPTY) break;
         if (s->key == key) {   /* a row a lookup hands out may change: it is dirty */
+            t->n_dirty += !t->dirty[s->row];
             t->dirty[s->row] = 1;
             t->tick[s->row] = t->cur_tick;
             t->seen[s->row] = t->cur_seen;
@@ -315,7 +318,12 @@ void emb_set_clock(emb_table *t, uint32_t tick, int64_t seen_ms) {
 
 uint64_t emb_key(const emb_table *t, int64_t row) { return t->keys[row]; }
 int emb_dirty(const emb_table *t, int64_t row) { return t->dirty[row]; }
-void emb_set_dirty(emb_table *t, int64_t row, int dirty) { t->dirty[row] = (uint8_t)(dirty != 0); }
+void emb_set_dirty(emb_table *t, int64_t row, int dirty) {
+    t->n_dirty += (size_t)(dirty != 0) - (size_t)t->dirty[row];
+    t->dirty[row] = (uint8_t)(dirty != 0);
+}
+
+size_t emb_dirty_rows(const emb_table *t) { return t->n_dirty; }
 uint32_t emb_tick(const emb_table *t, int64_t row) { return t->tick[row]; }
 int64_t emb_seen(const emb_table *t, int64_t row) { return t->seen[row]; }
 void emb_touch(emb_table *t, int64_t row) { t->tick[row] = t->cur_tick; }
@@ -356,6 +364,7 @@ int64_t emb_remove(emb_table *t, uint64_t key) {
     }
     /* the last row moves into the hole, so rows stay dense */
     uint32_t last = (uint32_t)--t->rows;
+    t->n_dirty -= t->dirty[row];
     if (row == last) return -1;
     int d = t->d;
     memcpy(t->store + (size_t)row * 2 * d, t->store + (size_t)last * 2 * d,
@@ -409,5 +418,6 @@ int64_t emb_value_load(emb_table *t, uint64_t key, const void *val, size_t len) 
     memcpy(&t->cnt[row], b + fl, sizeof(uint32_t));
     memcpy(&t->seen[row], b + fl + sizeof(uint32_t), sizeof(int64_t));
     t->dirty[row] = 0;   /* it equals what the store holds */
+    t->n_dirty--;
     return row;
 }

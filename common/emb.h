@@ -89,6 +89,8 @@ int emb_dirty(const emb_table *t, int64_t row);
 void emb_set_dirty(emb_table *t, int64_t row, int dirty);
 uint32_t emb_tick(const emb_table *t, int64_t row);
 int64_t emb_seen(const emb_table *t, int64_t row);
+/* Rows with the dirty flag set. */
+size_t emb_dirty_rows(const emb_table *t);
 /* Stamp the current tick on a row (it is in use) without marking it dirty. */
 void emb_touch(emb_table *t, int64_t row);
 /* Bytes one row of capacity costs (weights, accumulators and bookkeeping; the hash slots

@@ -26,6 +26,7 @@
 #include <time.h>
 
 #include "emb.h"
+#include "metrics.h"
 #include "model.h"
 #include "pending.h"
 #include "upt.h"
@@ -84,6 +85,8 @@ struct state {
     int64_t *useen;
     uint8_t *udirty;
     size_t ucap;
+    size_t n_udirty;                   /* user rows with udirty set */
+    size_t u_known;                    /* user rows whose bookkeeping is set (before a step) */
     /* admission */
     int admit_n;
     uint8_t admit_slot[M3_MAX_CAT];
@@ -252,6 +255,7 @@ static int state__user_side_grow(state *st, size_t cap) {
 /* Remove user row r; the last row moves into it (with its bookkeeping). */
 static void state__user_remove(state *st, int64_t r) {
     size_t last = upt_rows(st->users) - 1;
+    st->n_udirty -= st->udirty[r];
     upt_remove(st->users, st->ukey[r], st->ukey[last]);
     if ((size_t)r != last) {
         st->ukey[r] = st->ukey[last];
@@ -320,6 +324,11 @@ static int state__evict(state *st, size_t target) {
 /* Make room for the rows a minibatch will create, within the budget when there is one. */
 static void state__room(state *st, size_t new_e, size_t new_u) {
     size_t ne = emb_rows(st->emb) + new_e, nu = upt_rows(st->users) + new_u;
+    /* a checkpoint's write batch holds a copy of the changed rows, and RocksDB copies the
+     * batch into a memtable: keep them to a quarter of the budget by checkpointing early */
+    size_t dirty = emb_dirty_rows(st->emb) * (state__mem_for(st, 1, 0) - state__mem_for(st, 0, 0)) +
+                   st->n_udirty * (state__mem_for(st, 0, 1) - state__mem_for(st, 0, 0));
+    if (st->budget && dirty > st->budget / 4) st->want_ckpt = 1;
     if (st->budget && state__mem_for(st, ne, nu) > st->budget) {
         size_t low = (size_t)(STATE__LOW_WATER * (double)st->budget);
         size_t reserve = state__mem_for(st, new_e, new_u) - state__mem_for(st, 0, 0);
@@ -552,6 +561,7 @@ static void state__prepare(void *ud, m3_example *ex, int B, int n_imp, int train
         if (train) new_u = st->miss.n - c.loaded;   /* training creates the rest */
     }
     state__room(st, new_e, new_u);
+    st->u_known = upt_rows(st->users);
 }
 
 static void state__trained(void *ud, const m3_example *ex, int B, int n_imp) {
@@ -567,6 +577,9 @@ static void state__trained(void *ud, const m3_example *ex, int B, int n_imp) {
         uint64_t key = ex[i].cat[M3_SLOT_USER];
         int64_t r = upt_find(st->users, key);
         if (r < 0) continue;
+        /* a row created by this step has no bookkeeping yet */
+        if (r >= (int64_t)st->u_known) st->udirty[r] = 0;
+        st->n_udirty += !st->udirty[r];
         st->ukey[r] = key;
         st->utick[r] = st->tick;
         st->useen[r] = st->batch_clock;
@@ -818,6 +831,7 @@ int state_checkpoint(state *st, const state_offset *offs, int n, char *errstr, s
     /* durable: everything written is clean now */
     for (size_t r = 0; r < emb_rows(st->emb); r++) emb_set_dirty(st->emb, (int64_t)r, 0);
     memset(st->udirty, 0, upt_rows(st->users));
+    st->n_udirty = 0;
     for (int src = 0; src < lrn_n_sources(st->L); src++) {
         pend_table *pt = lrn_source_pending(st->L, src, errstr, errn);
         if (pt) pend_sync_done(pt);
@@ -831,6 +845,11 @@ int state_checkpoint(state *st, const state_offset *offs, int n, char *errstr, s
     st->st.forced += st->want_ckpt;
     st->want_ckpt = 0;
     st->st.ckpt_bytes += bytes;
+    if (bytes > (4u << 20)) {   /* a cleared WriteBatch keeps its buffer: give it back */
+        store_batch_destroy(st->b);
+        st->b = store_batch_new(st->s);
+        if (!st->b) goto oom;
+    }
     st->st.rows_written += rows_w;
     st->st.users_written += users_w;
     if (st->budget) {   /* everything is clean: make room now, not in the next batch */
@@ -871,6 +890,8 @@ void state_write_json(const state *st, json_writer *w) {
     json_obj_begin(w);
 #define STATE__J(name, v) do { json_key(w, name); json_num(w, (double)(v)); } while (0)
     STATE__J("open_ms", s.open_ms);
+    STATE__J("store_open_ms", s.store_open_ms);
+    STATE__J("rss_open_mb", s.rss_open_mb);
     STATE__J("pending_restored", s.pending_restored);
     STATE__J("checkpoints", s.checkpoints);
     STATE__J("checkpoints_forced_by_memory", s.forced);
@@ -1163,7 +1184,9 @@ state *state_open(const m3_cfg *cfg, lrn *L, const char *layout, char *errstr, s
     so.block_cache_mb = cfg->store_block_cache_mb;
     so.write_buffer_mb = cfg->store_write_buffer_mb;
     so.compression = cfg->store_compression;
+    double t1 = state__ms();
     st->s = store_open(cfg->store_dir, &so, errstr, n);
+    st->st.store_open_ms = state__ms() - t1;
     if (!st->s) {
         state__free(st);
         return NULL;
@@ -1179,6 +1202,7 @@ state *state_open(const m3_cfg *cfg, lrn *L, const char *layout, char *errstr, s
     }
     lrn_set_hooks(L, state__prepare, state__trained, st);
     st->st.open_ms = state__ms() - t0;
+    st->st.rss_open_mb = met_rss_mb(NULL);
     return st;
 oom:
     snprintf(errstr, n, "state: out of memory opening %s", cfg->store_dir);

@@ -43,6 +43,8 @@ typedef struct {
 
 typedef struct {
     double open_ms;                   /* state_open: store open + restore */
+    double store_open_ms;             /* of which store_open (WAL replay after a crash) */
+    double rss_open_mb;               /* process RSS right after state_open */
     uint64_t pending_restored;        /* pending impressions found at open */
     uint64_t checkpoints, forced;     /* checkpoints; of which asked for by the memory budget */
     double ckpt_ms_total, ckpt_ms_max, ckpt_ms_last;
