@@ -21,6 +21,7 @@
 #include "check.h"
 #include "emb.h"
 #include "learner.h"
+#include "model.h"
 #include "sim.h"
 #include "state.h"
 #include "upt.h"
@@ -399,6 +400,156 @@ static void test_budget_exact(void) {
     compare_stores(ref, run, 60000);
 }
 
+/* ---- admission, expiry, refusals, with hand-made impressions ---- */
+
+#define T0 1767225600000LL
+
+static void feed_imp(lrn *L, const char *id, int64_t ts, int64_t user, int64_t item) {
+    m3_impression im;
+    memset(&im, 0, sizeof im);
+    snprintf(im.impression_id, sizeof im.impression_id, "%s", id);
+    snprintf(im.scenario, sizeof im.scenario, "home");
+    im.ts_ms = ts;
+    im.user_id = user;
+    im.item_id = item;
+    char reason[256];
+    CHECK_MSG(lrn_impression(L, &im, 0, 0, NULL, NULL, reason, sizeof reason) == 0, "%s", reason);
+    lrn_flush(L, NULL, NULL);
+}
+
+static void test_admission(void) {
+    char dir[600];
+    fresh_dir(dir, sizeof dir, "admit");
+    static const char *const more[] = {"emb.admit.count=3", NULL};
+    runner r = {0};
+    open_runner(&r, dir, more);
+    m3_model *m = lrn_model(r.L, 0);
+    emb_table *e = m3_emb_table(m);
+    upt_table *u = m3_user_table(m);
+    uint64_t user = m3_feat_key(M3_SLOT_USER, 42), item = m3_feat_key(M3_SLOT_ITEM, 7);
+    uint64_t fb = m3_feat_key(M3_SLOT_USER, INT64_MIN + 1);
+    feed_imp(r.L, "i1", T0, 42, 7);
+    feed_imp(r.L, "i2", T0 + 1, 42, 8);
+    /* seen twice: served by the user slot's fallback row, state kept under its key */
+    CHECK_EQ_INT(emb_find(e, user), -1);
+    CHECK(emb_find(e, fb) >= 0);
+    CHECK_EQ_INT(upt_find(u, user), -1);
+    CHECK(upt_find(u, fb) >= 0);
+    CHECK(emb_find(e, item) >= 0);   /* the item slot: MIEG serves young items, no fallback */
+    feed_imp(r.L, "i3", T0 + 2, 42, 9);   /* the third sighting admits the id */
+    CHECK(emb_find(e, user) >= 0);
+    CHECK(upt_find(u, user) >= 0);
+    CHECK_EQ_INT(upt_cnt(u, upt_find(u, user))[0], 1);
+    state_stats ss;
+    state_stats_get(r.st, &ss);
+    CHECK(ss.fallback_uses >= 2);
+    /* the sketch is part of the checkpoint: a restart still knows the count */
+    feed_imp(r.L, "i4", T0 + 3, 43, 9);
+    feed_imp(r.L, "i5", T0 + 4, 43, 9);
+    checkpoint(&r);
+    close_runner(&r);
+    open_runner(&r, dir, more);
+    e = m3_emb_table(lrn_model(r.L, 0));
+    feed_imp(r.L, "i6", T0 + 5, 43, 9);   /* user 43's third sighting, after the restart */
+    CHECK(emb_find(e, m3_feat_key(M3_SLOT_USER, 43)) >= 0);
+    close_runner(&r);
+}
+
+static void test_expiry(void) {
+    char dir[600];
+    fresh_dir(dir, sizeof dir, "expire");
+    static const char *const more[] = {"emb.expire.ms=60000", NULL};
+    runner r = {0};
+    open_runner(&r, dir, more);
+    m3_model *m = lrn_model(r.L, 0);
+    upt_table *u = m3_user_table(m);
+    emb_table *e = m3_emb_table(m);
+    uint64_t user = m3_feat_key(M3_SLOT_USER, 42), item = m3_feat_key(M3_SLOT_ITEM, 7);
+    feed_imp(r.L, "a1", T0, 42, 7);
+    feed_imp(r.L, "a2", T0 + 1000, 42, 7);
+    CHECK_EQ_INT(upt_cnt(u, upt_find(u, user))[0], 2);
+    CHECK_EQ_INT(*emb_count(e, emb_find(e, item)), 2);
+    feed_imp(r.L, "v1", T0 + 2000, 99, 5);   /* user 99: never seen again */
+    checkpoint(&r);
+    /* 59 s later user 42 is still known; 61 s after that it starts fresh */
+    feed_imp(r.L, "b1", T0 + 60000, 50, 6);
+    feed_imp(r.L, "a3", T0 + 60500, 42, 7);
+    CHECK_EQ_INT(upt_cnt(u, upt_find(u, user))[0], 3);
+    feed_imp(r.L, "b2", T0 + 122000, 50, 6);
+    feed_imp(r.L, "a4", T0 + 122500, 42, 7);
+    CHECK_EQ_INT(upt_cnt(u, upt_find(u, user))[0], 1);
+    CHECK_EQ_INT(*emb_count(e, emb_find(e, item)), 1);
+    state_stats ss;
+    state_stats_get(r.st, &ss);
+    CHECK(ss.user_expired >= 1 && ss.emb_expired >= 1);
+    /* a checkpoint drops what expired: user 99 is gone from memory and from the store */
+    CHECK(upt_find(u, m3_feat_key(M3_SLOT_USER, 99)) >= 0);
+    checkpoint(&r);
+    CHECK_EQ_INT(upt_find(u, m3_feat_key(M3_SLOT_USER, 99)), -1);
+    close_runner(&r);
+    char err[512];
+    store *s = store_open(dir, NULL, err, sizeof err);
+    CHECK_MSG(s, "%s", err);
+    void *v;
+    size_t n;
+    unsigned char k[8];
+    store_key_from_u64(k, m3_feat_key(M3_SLOT_USER, 99));
+    CHECK_EQ_INT(store_get(s, STORE_USER, k, 8, &v, &n, err, sizeof err), 0);
+    store_key_from_u64(k, m3_feat_key(M3_SLOT_USER, 42));
+    CHECK_EQ_INT(store_get(s, STORE_USER, k, 8, &v, &n, err, sizeof err), 1);
+    free(v);
+    store_close(s, 0, err, sizeof err);
+}
+
+static void test_refusals(void) {
+    char dir[600], err[1024];
+    fresh_dir(dir, sizeof dir, "refuse");
+    runner r = {0};
+    open_runner(&r, dir, NULL);
+    feed_imp(r.L, "x", T0, 1, 2);
+    checkpoint(&r);
+    /* the same directory again, in this process */
+    m3_cfg c2;
+    make_cfg(&c2, dir, NULL);
+    lrn *L2 = lrn_new(&c2, err, sizeof err);
+    CHECK(state_open(&c2, L2, "sim", err, sizeof err) == NULL);
+    CHECK_CONTAINS(err, "already open in this process");
+    lrn_destroy(L2);
+    cfg_free(&c2);
+    close_runner(&r);
+    /* another feature layout: the configuration record says which */
+    static const char *const feat[] = {"features.ctx_cat=hour", NULL};
+    make_cfg(&c2, dir, feat);
+    L2 = lrn_new(&c2, err, sizeof err);
+    CHECK(state_open(&c2, L2, "sim", err, sizeof err) == NULL);
+    CHECK_CONTAINS(err, "holds the state of another configuration: it has "
+                        "features.ctx_cat=hour,device, this worker has features.ctx_cat=hour");
+    lrn_destroy(L2);
+    cfg_free(&c2);
+    /* other inputs */
+    make_cfg(&c2, dir, NULL);
+    L2 = lrn_new(&c2, err, sizeof err);
+    CHECK(state_open(&c2, L2, "other", err, sizeof err) == NULL);
+    CHECK_CONTAINS(err, "it has inputs=sim, this worker has inputs=other");
+    lrn_destroy(L2);
+    cfg_free(&c2);
+    /* the same record but other dense dimensions: the blob refuses */
+    static const char *const wide[] = {"model.hidden=64,16", NULL};
+    make_cfg(&c2, dir, wide);
+    L2 = lrn_new(&c2, err, sizeof err);
+    CHECK(state_open(&c2, L2, "sim", err, sizeof err) == NULL);
+    CHECK_CONTAINS(err, "its dense parameters do not fit this configuration (model blob: "
+                        "hidden[0] is 32, this model has 64)");
+    lrn_destroy(L2);
+    cfg_free(&c2);
+    /* and after all that, the original configuration still resumes */
+    runner r2 = {0};
+    open_runner(&r2, dir, NULL);
+    CHECK(!state_fresh(r2.st));
+    CHECK_EQ_INT(lrn_trained_ctr(r2.L), 1);
+    close_runner(&r2);
+}
+
 int main(void) {
     const char *base = getenv("TEST_STATE_TMP");
     snprintf(tmp_root, sizeof tmp_root, "%s/test_state.%d", base ? base : M3_BINARY_DIR,
@@ -408,6 +559,9 @@ int main(void) {
     const char *seed = getenv("M3_TEST_SEED");
     rng_state = seed ? (unsigned)atoi(seed) : (unsigned)time(NULL);
     fprintf(stderr, "test_state: seed %u (M3_TEST_SEED to repeat)\n", rng_state);
+    test_admission();
+    test_expiry();
+    test_refusals();
     test_exact_resume();
     test_budget_exact();
     rm_rf(tmp_root);
