@@ -21,6 +21,7 @@ typedef enum {
     CFG__FLOAT,    /* float, range fmin..fmax (fmin exclusive when fmin_excl) */
     CFG__BOOL,     /* int 0/1 */
     CFG__STRING,   /* char[M3_NAME_MAX * 2], a topic-safe name */
+    CFG__PATH,     /* char[CFG_PATH_MAX], a file system path; may be empty */
     CFG__NAMES,    /* cfg_list */
     CFG__INTS,     /* int[max_n] at off, count at off_n; each imin..imax, 1..max_n entries */
     CFG__ARCH,     /* int, one of the m3_arch names */
@@ -107,6 +108,24 @@ static const cfg__key cfg__keys[] = {
           "conversion attribution window, in event time"),
     K_I64("join.lateness.ms", join_lateness_ms, 0, DAY_MS, "300000",
           "windows close this long behind the newest event time seen (partitions are read unevenly)"),
+    K_TYP("store.dir", CFG__PATH, store_dir, "",
+          "RocksDB directory of the durable state (one per worker); empty = in memory only"),
+    K_INT("store.memory.max_mb", store_memory_mb, 0, 1048576, "1024",
+          "memory for embedding rows and user states; cold rows beyond it are evicted to the store; 0 = no limit"),
+    K_INT("store.block_cache_mb", store_block_cache_mb, 0, 65536, "128",
+          "RocksDB block cache (rows read back from the store); 0 = none"),
+    K_INT("store.write_buffer_mb", store_write_buffer_mb, 1, 4096, "64",
+          "RocksDB memtable size per column family"),
+    K_TYP("store.compression", CFG__BOOL, store_compression, "true",
+          "LZ4 (or Snappy) compression of the store's files"),
+    K_I64("checkpoint.interval.ms", checkpoint_interval_ms, 100, DAY_MS, "10000",
+          "time between checkpoints (state + input offsets in one RocksDB write batch)"),
+    K_TYP("checkpoint.sync", CFG__BOOL, checkpoint_sync, "true",
+          "fsync each checkpoint (survives a power loss, not only a crash)"),
+    K_INT("emb.admit.count", emb_admit_count, 1, 255, "1",
+          "sightings of an id before it gets its own embedding row (a shared row serves it before); 1 = at once"),
+    K_I64("emb.expire.ms", emb_expire_ms, 0, 3650 * DAY_MS, "2592000000",
+          "embedding rows and user states unseen this long (event time) are dropped; 0 = never"),
     K_TYP("broker.embedded", CFG__BOOL, broker_embedded, "false",
           "run against librdkafka's in-process mock cluster instead of kafka.bootstrap.servers"),
     K_INT("broker.embedded.partitions", broker_partitions, 1, 256, "4",
@@ -238,7 +257,7 @@ static int cfg__apply(m3_cfg *c, const cfg__key *k, const char *value, char *msg
                       size_t msg_size) {
     char range[64];
     cfg__range(k, range, sizeof range);
-    int is_list = k->type == CFG__NAMES || k->type == CFG__ARCHS;
+    int is_list = k->type == CFG__NAMES || k->type == CFG__ARCHS || k->type == CFG__PATH;
     if (!*value && !is_list) {
         cfg__err(msg, msg_size, "%s has an empty value", k->name);
         return -1;
@@ -309,6 +328,21 @@ static int cfg__apply(m3_cfg *c, const cfg__key *k, const char *value, char *msg
             cfg__err(msg, msg_size,
                      "%s=%s is not a valid name (1..%zu characters of A-Z a-z 0-9 _ . -)",
                      k->name, value, cap - 1);
+            return -1;
+        }
+        memcpy(cfg__at(c, k->off), value, n + 1);
+        return 0;
+    }
+    case CFG__PATH: {
+        size_t n = strlen(value);
+        for (size_t i = 0; i < n; i++)
+            if (iscntrl((unsigned char)value[i])) {
+                cfg__err(msg, msg_size, "%s: the path contains a control character", k->name);
+                return -1;
+            }
+        if (n >= CFG_PATH_MAX) {
+            cfg__err(msg, msg_size, "%s: the path is longer than %d characters", k->name,
+                     CFG_PATH_MAX - 1);
             return -1;
         }
         memcpy(cfg__at(c, k->off), value, n + 1);
@@ -630,6 +664,7 @@ int cfg_check(m3_cfg *c, char *errstr, size_t errstr_size) {
                                        "features.ctx_cat" };
     static const char *const num[] = { "features.user_num", "features.item_num" };
     static const char *const arch[] = { "model.arch", "model.shadow" };
+    static const char *const durable[] = { "store.dir", "model.shadow" };
 
     if (c->scenarios.n == 0)
         return cfg__check_fail(c, scen, 1, errstr, errstr_size,
@@ -661,6 +696,11 @@ int cfg_check(m3_cfg *c, char *errstr, size_t errstr_size) {
             return cfg__check_fail(c, arch, 2, errstr, errstr_size, msg);
         }
     }
+    if (c->store_dir[0] && c->n_shadow > 0)
+        return cfg__check_fail(c, durable, 2, errstr, errstr_size,
+                               "model.shadow must be empty with store.dir: only the primary "
+                               "model's state is persisted (compare architectures with "
+                               "m3rec-offline or a second worker without a store)");
     cfg__derive(c);
     return 0;
 }
@@ -750,7 +790,8 @@ char *cfg_dump(const m3_cfg *c) {
         case CFG__UINT64: cfg__put(&b, "%" PRIu64, *(const uint64_t *)p); break;
         case CFG__FLOAT: cfg__put_float(&b, *(const float *)p); break;
         case CFG__BOOL: cfg__put(&b, "%s", *(const int *)p ? "true" : "false"); break;
-        case CFG__STRING: cfg__put(&b, "%s", (const char *)p); break;
+        case CFG__STRING:
+        case CFG__PATH: cfg__put(&b, "%s", (const char *)p); break;
         case CFG__ARCH: cfg__put(&b, "%s", m3_arch_name(*(const int *)p)); break;
         case CFG__NAMES: {
             const cfg_list *l = p;
@@ -789,6 +830,7 @@ char *cfg_help(void) {
         switch (k->type) {
         case CFG__BOOL: snprintf(range, sizeof range, "true|false"); break;
         case CFG__STRING: snprintf(range, sizeof range, "name"); break;
+        case CFG__PATH: snprintf(range, sizeof range, "path"); break;
         case CFG__NAMES: snprintf(range, sizeof range, "list of names"); break;
         case CFG__ARCH: cfg__arch_names(range, sizeof range); break;
         case CFG__ARCHS:

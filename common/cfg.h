@@ -12,7 +12,8 @@
 #include "model.h"
 
 #define CFG_LIST_MAX 32   /* entries in a comma-separated list (scenarios, feature fields) */
-#define CFG_KEYS_MAX 48   /* capacity for the known (non-kafka) keys; cfg.c has fewer */
+#define CFG_KEYS_MAX 64   /* capacity for the known (non-kafka) keys; cfg.c has fewer */
+#define CFG_PATH_MAX 1024 /* store.dir */
 
 typedef struct {
     char *key;    /* librdkafka property, without the `kafka.` prefix */
@@ -54,6 +55,19 @@ typedef struct m3_cfg {
     int64_t join_window_ms;               /* join.window.ms: attribution window, event time */
     int64_t join_lateness_ms;             /* join.lateness.ms: windows close this far behind
                                              the newest event time (uneven partitions) */
+    /* durable state (state.c, store.c) */
+    char store_dir[CFG_PATH_MAX];         /* store.dir: RocksDB directory; "" = in memory only */
+    int store_memory_mb;                  /* store.memory.max_mb: embedding rows + user states
+                                             in memory; 0 = no limit */
+    int store_block_cache_mb;             /* store.block_cache_mb */
+    int store_write_buffer_mb;            /* store.write_buffer_mb */
+    int store_compression;                /* store.compression, bool */
+    int64_t checkpoint_interval_ms;       /* checkpoint.interval.ms */
+    int checkpoint_sync;                  /* checkpoint.sync, bool: fsync each checkpoint */
+    int emb_admit_count;                  /* emb.admit.count: sightings before an id gets its
+                                             own row (1 = at once) */
+    int64_t emb_expire_ms;                /* emb.expire.ms: rows unseen this long in event
+                                             time are dropped; 0 = never */
     /* embedded broker (librdkafka's mock cluster) */
     int broker_embedded;                  /* broker.embedded, bool, default false */
     int broker_partitions;                /* broker.embedded.partitions, 1..256, default 4 */
@@ -87,7 +101,8 @@ int cfg_set(m3_cfg *c, const char *key_eq_value, const char *origin, int line,
 
 /* Cross-key checks after everything is loaded: at least one and at most M3_MAX_SCEN
  * scenarios, 2 id slots + categorical fields <= M3_MAX_CAT, numeric fields <= M3_MAX_NUM,
- * the primary model.arch not repeated in model.shadow. On success fills the derived
+ * the primary model.arch not repeated in model.shadow, no model.shadow with store.dir
+ * (only the primary model's state is persisted). On success fills the derived
  * model fields (n_scen, n_cat, n_num, max_batch = 2 * batch.size) and returns 0.
  * Returns -1 with errstr = "where: message", where = the file:line (or --set) that set
  * the last of the keys involved. */

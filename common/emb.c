@@ -25,6 +25,15 @@ struct emb_table {
     float *store;           /* (rows_cap, 2d): weights then accumulators */
     uint32_t *mark;         /* (rows_cap) position in touched[], sparse-set style */
     uint32_t *cnt;          /* (rows_cap) the owner's per-row counter */
+    /* persistence bookkeeping (state.c): which key a row holds, whether it changed since
+     * the last checkpoint, when it was last used (batch tick, event time) */
+    uint64_t *keys;         /* (rows_cap) */
+    uint8_t *dirty;         /* (rows_cap) */
+    uint32_t *tick;         /* (rows_cap) */
+    int64_t *seen;          /* (rows_cap) */
+    size_t n_dirty;         /* rows with dirty set */
+    uint32_t cur_tick;      /* stamped on every row a lookup returns */
+    int64_t cur_seen;
     size_t rows, rows_cap;
     /* gradients of the current step */
     uint32_t *touched;      /* (touch_cap) distinct rows, in first-touch order */
@@ -78,6 +87,7 @@ static int emb__grow_touch(emb_table *t, size_t cap) {
 
 emb_table *emb_new(int d, uint64_t seed, float init_acc, size_t touch_cap,
                    char *errstr, size_t errstr_size) {
+    /* the clocks start at 0 (calloc): a row stamped before emb_set_clock reads as old */
     if (d <= 0 || d > 4096) {
         snprintf(errstr, errstr_size, "embedding width %d out of range 1..4096", d);
         return NULL;
@@ -102,6 +112,10 @@ void emb_destroy(emb_table *t) {
     free(t->store);
     free(t->mark);
     free(t->cnt);
+    free(t->keys);
+    free(t->dirty);
+    free(t->tick);
+    free(t->seen);
     free(t->touched);
     free(t->gbuf);
     free(t);
@@ -133,30 +147,38 @@ int64_t emb_lookup(emb_table *t, uint64_t key) {
     return emb_lookup_init(t, key, NULL, NULL);
 }
 
-int64_t emb_lookup_init(emb_table *t, uint64_t key, const float *init, int *created) {
-    size_t h = emb__home(t, key);
-    if (created) *created = 0;
-    for (;;) {
-        emb__slot *s = &t->slots[h];
-        if (s->row == EMB__EMPTY) break;
-        if (s->key == key) return s->row;
-        h = (h + 1) & t->mask;
-    }
-    /* absent: make room first, so a failure leaves the table unchanged */
+/* Resize every per-row array to nc rows (nc >= rows). */
+static int emb__resize_rows(emb_table *t, size_t nc) {
+    float *st = realloc(t->store, nc * 2 * (size_t)t->d * sizeof *st);
+    if (!st) return -1;
+    t->store = st;
+#define EMB__RESIZE(a) do { void *p_ = realloc((a), nc * sizeof *(a)); if (!p_) return -1;  \
+                            (a) = p_; } while (0)
+    EMB__RESIZE(t->mark);
+    EMB__RESIZE(t->cnt);
+    EMB__RESIZE(t->keys);
+    EMB__RESIZE(t->dirty);
+    EMB__RESIZE(t->tick);
+    EMB__RESIZE(t->seen);
+#undef EMB__RESIZE
+    t->rows_cap = nc;
+    return 0;
+}
+
+/* The smallest slot count (a power of two, >= 1024) that keeps rows at load <= 0.7. */
+static size_t emb__slots_for(size_t rows) {
+    size_t cap = 1024;
+    while (rows * 10 > cap * 7) cap *= 2;
+    return cap;
+}
+
+/* Append a row for key (absent; h is the free slot its probe ended on): counters zero,
+ * dirty, stamped. The weights are left for the caller. Returns the row or -1. */
+static int64_t emb__new_row(emb_table *t, uint64_t key, size_t h) {
     if (t->rows >= UINT32_MAX - 1) return -1;
-    if (t->rows == t->rows_cap) {
-        size_t nc = t->rows_cap ? t->rows_cap * 2 : 1024;
-        float *st = realloc(t->store, nc * 2 * (size_t)t->d * sizeof *st);
-        if (!st) return -1;
-        t->store = st;
-        uint32_t *mk = realloc(t->mark, nc * sizeof *mk);
-        if (!mk) return -1;
-        t->mark = mk;
-        uint32_t *cn = realloc(t->cnt, nc * sizeof *cn);
-        if (!cn) return -1;
-        t->cnt = cn;
-        t->rows_cap = nc;
-    }
+    if (t->rows == t->rows_cap &&
+        emb__resize_rows(t, t->rows_cap ? t->rows_cap * 2 : 1024) != 0)
+        return -1;
     if ((t->rows + 1) * 10 > t->cap * 7) {
         if (emb__alloc_slots(t, t->cap * 2) != 0) return -1;
         h = emb__home(t, key);
@@ -167,6 +189,32 @@ int64_t emb_lookup_init(emb_table *t, uint64_t key, const float *init, int *crea
     t->slots[h].row = row;
     t->mark[row] = 0;
     t->cnt[row] = 0;
+    t->keys[row] = key;
+    t->dirty[row] = 1;
+    t->n_dirty++;
+    t->tick[row] = t->cur_tick;
+    t->seen[row] = t->cur_seen;
+    return row;
+}
+
+int64_t emb_lookup_init(emb_table *t, uint64_t key, const float *init, int *created) {
+    size_t h = emb__home(t, key);
+    if (created) *created = 0;
+    for (;;) {
+        emb__slot *s = &t->slots[h];
+        if (s->row == EMB__EMPTY) break;
+        if (s->key == key) {   /* a row a lookup hands out may change: it is dirty */
+            t->n_dirty += !t->dirty[s->row];
+            t->dirty[s->row] = 1;
+            t->tick[s->row] = t->cur_tick;
+            t->seen[s->row] = t->cur_seen;
+            return s->row;
+        }
+        h = (h + 1) & t->mask;
+    }
+    /* absent: make room first, so a failure leaves the table unchanged */
+    int64_t row = emb__new_row(t, key, h);
+    if (row < 0) return -1;
     float *w = t->store + (size_t)row * 2 * t->d;
     emb__init_row(t, w, key);
     if (init) memcpy(w, init, sizeof(float) * t->d);
@@ -188,8 +236,7 @@ float *emb_accum(emb_table *t, int64_t row) {
 uint32_t *emb_count(emb_table *t, int64_t row) { return &t->cnt[row]; }
 
 size_t emb_bytes(const emb_table *t) {
-    return t->cap * sizeof(emb__slot) +
-           t->rows_cap * (2 * (size_t)t->d * sizeof(float) + 2 * sizeof(uint32_t));
+    return t->cap * sizeof(emb__slot) + t->rows_cap * emb_row_bytes(t);
 }
 
 void emb_gather(float *out, const emb_table *t, const int64_t *rows, int n) {
@@ -260,4 +307,117 @@ void emb_grad_apply(emb_table *t, float lr, float l2) {
         emb__adagrad_row(w, w + d, t->gbuf + p * d, d, lr, l2);
     }
     t->n_touched = 0;
+}
+
+/* ---------------------------------------------------------------- persistence */
+
+void emb_set_clock(emb_table *t, uint32_t tick, int64_t seen_ms) {
+    t->cur_tick = tick;
+    t->cur_seen = seen_ms;
+}
+
+uint64_t emb_key(const emb_table *t, int64_t row) { return t->keys[row]; }
+int emb_dirty(const emb_table *t, int64_t row) { return t->dirty[row]; }
+void emb_set_dirty(emb_table *t, int64_t row, int dirty) {
+    t->n_dirty += (size_t)(dirty != 0) - (size_t)t->dirty[row];
+    t->dirty[row] = (uint8_t)(dirty != 0);
+}
+
+size_t emb_dirty_rows(const emb_table *t) { return t->n_dirty; }
+uint32_t emb_tick(const emb_table *t, int64_t row) { return t->tick[row]; }
+int64_t emb_seen(const emb_table *t, int64_t row) { return t->seen[row]; }
+void emb_touch(emb_table *t, int64_t row) { t->tick[row] = t->cur_tick; }
+
+size_t emb_row_bytes(const emb_table *t) {
+    return 2 * (size_t)t->d * sizeof(float) + 3 * sizeof(uint32_t) + sizeof(uint64_t) +
+           sizeof(uint8_t) + sizeof(int64_t);
+}
+
+size_t emb_capacity(const emb_table *t) { return t->rows_cap; }
+
+int emb_reserve(emb_table *t, size_t rows_cap) {
+    if (rows_cap < t->rows) rows_cap = t->rows;
+    if (rows_cap < 16) rows_cap = 16;
+    size_t slots = emb__slots_for(rows_cap);
+    /* slots first: growing them can fail without touching the rows */
+    if (slots != t->cap && emb__alloc_slots(t, slots) != 0) return -1;
+    if (rows_cap != t->rows_cap && emb__resize_rows(t, rows_cap) != 0) return -1;
+    return 0;
+}
+
+int64_t emb_remove(emb_table *t, uint64_t key) {
+    size_t i = emb__home(t, key);
+    for (;;) {
+        if (t->slots[i].row == EMB__EMPTY) return -2;
+        if (t->slots[i].key == key) break;
+        i = (i + 1) & t->mask;
+    }
+    uint32_t row = t->slots[i].row;
+    /* backward-shift deletion: no tombstones, every key stays reachable from its home */
+    t->slots[i].row = EMB__EMPTY;
+    for (size_t j = (i + 1) & t->mask; t->slots[j].row != EMB__EMPTY; j = (j + 1) & t->mask) {
+        size_t home = emb__home(t, t->slots[j].key);
+        if (((j - home) & t->mask) < ((j - i) & t->mask)) continue;
+        t->slots[i] = t->slots[j];
+        t->slots[j].row = EMB__EMPTY;
+        i = j;
+    }
+    /* the last row moves into the hole, so rows stay dense */
+    uint32_t last = (uint32_t)--t->rows;
+    t->n_dirty -= t->dirty[row];
+    if (row == last) return -1;
+    int d = t->d;
+    memcpy(t->store + (size_t)row * 2 * d, t->store + (size_t)last * 2 * d,
+           sizeof(float) * 2 * (size_t)d);
+    t->mark[row] = t->mark[last];
+    t->cnt[row] = t->cnt[last];
+    t->keys[row] = t->keys[last];
+    t->dirty[row] = t->dirty[last];
+    t->tick[row] = t->tick[last];
+    t->seen[row] = t->seen[last];
+    size_t h = emb__home(t, t->keys[row]);
+    while (t->slots[h].row != last) h = (h + 1) & t->mask;
+    t->slots[h].row = row;
+    return row;
+}
+
+size_t emb_value_bytes(const emb_table *t) {
+    return 2 * (size_t)t->d * sizeof(float) + sizeof(uint32_t) + sizeof(int64_t);
+}
+
+void emb_value_save(const emb_table *t, int64_t row, void *buf) {
+    unsigned char *b = buf;
+    size_t fl = 2 * (size_t)t->d * sizeof(float);
+    memcpy(b, t->store + (size_t)row * 2 * t->d, fl);
+    memcpy(b + fl, &t->cnt[row], sizeof(uint32_t));
+    memcpy(b + fl + sizeof(uint32_t), &t->seen[row], sizeof(int64_t));
+}
+
+int64_t emb_value_seen(const emb_table *t, const void *val, size_t len) {
+    int64_t seen;
+    if (len != emb_value_bytes(t)) return INT64_MIN;
+    memcpy(&seen, (const unsigned char *)val + 2 * (size_t)t->d * sizeof(float) + sizeof(uint32_t),
+           sizeof seen);
+    return seen;
+}
+
+int64_t emb_value_load(emb_table *t, uint64_t key, const void *val, size_t len) {
+    if (len != emb_value_bytes(t)) return -2;
+    size_t h = emb__home(t, key);
+    for (;;) {
+        emb__slot *s = &t->slots[h];
+        if (s->row == EMB__EMPTY) break;
+        if (s->key == key) return -2;
+        h = (h + 1) & t->mask;
+    }
+    int64_t row = emb__new_row(t, key, h);
+    if (row < 0) return -1;
+    const unsigned char *b = val;
+    size_t fl = 2 * (size_t)t->d * sizeof(float);
+    memcpy(t->store + (size_t)row * 2 * t->d, b, fl);
+    memcpy(&t->cnt[row], b + fl, sizeof(uint32_t));
+    memcpy(&t->seen[row], b + fl + sizeof(uint32_t), sizeof(int64_t));
+    t->dirty[row] = 0;   /* it equals what the store holds */
+    t->n_dirty--;
+    return row;
 }

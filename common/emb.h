@@ -13,6 +13,13 @@
  *
  * Each row also has a 32-bit counter (emb_count) for its owner's bookkeeping.
  *
+ * Persistence (used by state.c, which puts RocksDB behind the table): each row knows its
+ * key, a dirty flag (set when a lookup hands the row out or creates it: it may change;
+ * cleared by the owner once the row is written), and the tick and event time of the last
+ * lookup (from emb_set_clock), for eviction and expiry. Rows can be removed (the last row
+ * moves into the hole) and loaded from their serialized value. None of this may happen
+ * between emb_grad_begin() and emb_grad_apply(): the step refers to rows by index.
+ *
  * Sparse update, once per minibatch: emb_grad_begin(); emb_grad_add() for every
  * (row, gradient) occurrence (a row may appear many times: gradients are summed);
  * emb_grad_apply() then does one Adagrad step with L2 per touched row:
@@ -34,7 +41,8 @@ emb_table *emb_new(int d, uint64_t seed, float init_acc, size_t touch_cap,
 /* Free a table; NULL is a no-op. */
 void emb_destroy(emb_table *t);
 
-/* Row index of key, creating (and initialising) the row when absent.
+/* Row index of key, creating (and initialising) the row when absent; the row is marked
+ * dirty and stamped with the clock (emb_set_clock).
  * Returns -1 only when memory runs out (the table is unchanged then). */
 int64_t emb_lookup(emb_table *t, uint64_t key);
 /* The same, but a row created now starts from init (d weights) instead of the hash
@@ -70,5 +78,44 @@ const float *emb_grad_get(const emb_table *t, int64_t row);
 size_t emb_grad_touched(const emb_table *t);
 /* One Adagrad step (with L2 l2) on every touched row; ends the step. */
 void emb_grad_apply(emb_table *t, float lr, float l2);
+
+/* ---- persistence ---- */
+
+/* The tick and event time stamped on every row a lookup returns or creates from now on. */
+void emb_set_clock(emb_table *t, uint32_t tick, int64_t seen_ms);
+/* A row's key, dirty flag, tick and event time of its last lookup. */
+uint64_t emb_key(const emb_table *t, int64_t row);
+int emb_dirty(const emb_table *t, int64_t row);
+void emb_set_dirty(emb_table *t, int64_t row, int dirty);
+uint32_t emb_tick(const emb_table *t, int64_t row);
+int64_t emb_seen(const emb_table *t, int64_t row);
+/* Rows with the dirty flag set. */
+size_t emb_dirty_rows(const emb_table *t);
+/* Stamp the current tick on a row (it is in use) without marking it dirty. */
+void emb_touch(emb_table *t, int64_t row);
+/* Bytes one row of capacity costs (weights, accumulators and bookkeeping; the hash slots
+ * are extra), and the row capacity now. */
+size_t emb_row_bytes(const emb_table *t);
+size_t emb_capacity(const emb_table *t);
+/* Set the row capacity to max(rows_cap, rows, 16), growing or shrinking, and the hash
+ * slots to what that many rows need (load <= 0.7). Lookups then create up to that many
+ * rows without reallocating. Returns 0, or -1 when memory runs out (the table stays valid,
+ * possibly with only the slots resized). */
+int emb_reserve(emb_table *t, size_t rows_cap);
+/* Remove key's row. The last row moves into its place: returns that new index, -1 when
+ * the removed row was the last one (nothing moved), -2 when key is absent. Row indices
+ * other than the moved one are unchanged. */
+int64_t emb_remove(emb_table *t, uint64_t key);
+
+/* A row's stored value: weights (d floats), accumulators (d floats), counter (u32), event
+ * time of its last lookup (i64), native byte order: emb_value_bytes() bytes. */
+size_t emb_value_bytes(const emb_table *t);
+void emb_value_save(const emb_table *t, int64_t row, void *buf);
+/* The event time in a stored value (INT64_MIN when len is wrong). */
+int64_t emb_value_seen(const emb_table *t, const void *val, size_t len);
+/* Create key's row from a stored value, clean (not dirty), stamped with the current tick
+ * (its event time is the stored one). Returns the row; -1 when memory runs out; -2 when
+ * key is already present or len is not emb_value_bytes() (nothing changes then). */
+int64_t emb_value_load(emb_table *t, uint64_t key, const void *val, size_t len);
 
 #endif

@@ -401,6 +401,10 @@ out:
 struct kio_consumer {
     rd_kafka_t *rk;
     int assigned;            /* partitions in the current assignment */
+    unsigned rebalances;     /* assignments and revocations served so far */
+    kio_assign_fn on_assign;
+    kio_revoke_fn on_revoke;
+    void *hook_opaque;
     int fatal;               /* a fatal error was reported */
     long long errors;
     char last_err[KIO__ERR_MAX];
@@ -419,13 +423,16 @@ static void kio__rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                               rd_kafka_topic_partition_list_t *parts, void *opaque) {
     kio_consumer *c = opaque;
     rd_kafka_resp_err_t e;
+    c->rebalances++;
     switch (err) {
     case RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS:
+        if (c->on_assign) c->on_assign(c->hook_opaque, rk, parts);
         e = rd_kafka_assign(rk, parts);
         if (e) kio__consumer_error(c, "assign: %s", rd_kafka_err2str(e));
         else c->assigned = parts->cnt;
         break;
     case RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS:
+        if (c->on_revoke) c->on_revoke(c->hook_opaque, rk, parts);
         /* Commit what was stored while the partitions are still ours (lag monitoring). */
         e = rd_kafka_commit(rk, NULL, 1);
         if (e && e != RD_KAFKA_RESP_ERR__NO_OFFSET)
@@ -526,7 +533,16 @@ int kio_consumer_poll(kio_consumer *c, rd_kafka_message_t **msgs, int max, int t
                       char *errstr, size_t n) {
     int got = 0;
     int64_t deadline = kio__now_ms() + (timeout_ms > 0 ? timeout_ms : 0);
+    unsigned rebalances = c->rebalances;
     while (got < max) {
+        if (c->rebalances != rebalances) {
+            /* Messages fetched under the assignment that just ended were not handed out:
+             * drop them. Their offsets were not stored, so whoever owns the partitions now
+             * reads them again (and a revocation handler saw a consistent position). */
+            for (int i = 0; i < got; i++) rd_kafka_message_destroy(msgs[i]);
+            got = 0;
+            rebalances = c->rebalances;
+        }
         /* Wait (up to the deadline) only for the first message; then take what is there. */
         int wait = 0;
         if (got == 0) {
@@ -534,6 +550,11 @@ int kio_consumer_poll(kio_consumer *c, rd_kafka_message_t **msgs, int max, int t
             wait = left > 0 ? (int)left : 0;
         }
         rd_kafka_message_t *m = rd_kafka_consumer_poll(c->rk, wait);
+        if (m && c->rebalances != rebalances) {
+            for (int i = 0; i < got; i++) rd_kafka_message_destroy(msgs[i]);
+            got = 0;
+            rebalances = c->rebalances;
+        }
         if (!m) {
             if (got > 0 || wait == 0) break;
             continue; /* woke early without a message: wait out the rest */
@@ -556,6 +577,10 @@ int kio_consumer_poll(kio_consumer *c, rd_kafka_message_t **msgs, int max, int t
                                 m->rkt ? rd_kafka_topic_name(m->rkt) : "-",
                                 (int)m->partition, rd_kafka_message_errstr(m));
         rd_kafka_message_destroy(m);
+    }
+    if (c->rebalances != rebalances) {   /* the last poll served a rebalance */
+        for (int i = 0; i < got; i++) rd_kafka_message_destroy(msgs[i]);
+        got = 0;
     }
     if (got == 0 && c->fatal) {
         char fe[KIO__ERR_MAX];
@@ -613,6 +638,13 @@ long long kio_consumer_errors(kio_consumer *c, char *last, size_t last_size) {
 
 rd_kafka_t *kio_consumer_handle(kio_consumer *c) {
     return c->rk;
+}
+
+void kio_consumer_set_rebalance_hooks(kio_consumer *c, kio_assign_fn on_assign,
+                                      kio_revoke_fn on_revoke, void *opaque) {
+    c->on_assign = on_assign;
+    c->on_revoke = on_revoke;
+    c->hook_opaque = opaque;
 }
 
 void kio_consumer_close(kio_consumer *c) {

@@ -105,6 +105,26 @@ long long kio_consumer_errors(kio_consumer *c, char *last, size_t last_size);
 /* The underlying handle, for what this module does not wrap (seek, pause, ...). Owned
  * by c. */
 rd_kafka_t *kio_consumer_handle(kio_consumer *c);
+/* Hooks into the rebalance callback (eager protocol: every rebalance revokes the whole
+ * assignment, then assigns a new one), run on the polling thread inside kio_consumer_poll
+ * or kio_consumer_close:
+ *  - on_assign(opaque, rk, parts) before the assignment is applied: it may set each
+ *    partition's `offset` to where consumption must start (e.g. the position a state store
+ *    holds); one left at RD_KAFKA_OFFSET_INVALID starts from the committed offset, else
+ *    auto.offset.reset. It may call rd_kafka_committed(rk, ...).
+ *  - on_revoke(opaque, rk, parts) while the partitions are still assigned: finish the work
+ *    of the messages already handled and store their offsets (kio_consumer_store_offset);
+ *    kio then commits the stored offsets synchronously and unassigns.
+ * Messages kio_consumer_poll fetched under an assignment that ended during the same call
+ * are dropped, not returned: after a revocation nothing of the old assignment arrives.
+ * Either hook may be NULL. Set them before the first poll. */
+typedef void (*kio_assign_fn)(void *opaque, rd_kafka_t *rk,
+                              rd_kafka_topic_partition_list_t *parts);
+typedef void (*kio_revoke_fn)(void *opaque, rd_kafka_t *rk,
+                              const rd_kafka_topic_partition_list_t *parts);
+void kio_consumer_set_rebalance_hooks(kio_consumer *c, kio_assign_fn on_assign,
+                                      kio_revoke_fn on_revoke, void *opaque);
+
 /* Leave the group (rd_kafka_consumer_close, which revokes through the rebalance
  * callback) and destroy. NULL: no-op. */
 void kio_consumer_close(kio_consumer *c);

@@ -55,6 +55,13 @@ struct lrn {
     lrn_batch_fn batch_fn;                 /* lrn_set_batch_hook() */
     void *batch_ud;
     const char **batch_ids;                /* (cap) the ids handed to batch_fn */
+    uint64_t trained_ctr, trained_ctcvr;   /* rows trained with w_ctr > 0, w_ctcvr > 0 */
+    /* the state behind the models (state.c), NULL when in memory only */
+    lrn_prepare_fn prepare;
+    lrn_trained_fn trained;
+    void *hook_ud;
+    pend_load_fn pend_load;
+    void *pend_ud;
 };
 
 static int64_t wall_ms(void) {
@@ -203,26 +210,33 @@ static int scenario_of(const lrn *L, const char *name, char *reason, size_t n) {
 
 /* ---- the event-time watermark and the pending join ---- */
 
+/* Make room for cap sources (cap > n_srcs). Returns 0, or -1 when out of memory. */
+static int grow_sources(lrn *L, int cap) {
+    lrn_src *p = realloc(L->srcs, (size_t)cap * sizeof *p);
+    if (!p) return -1;
+    memset(p + L->n_srcs, 0, (size_t)(cap - L->n_srcs) * sizeof *p);
+    for (int i = L->n_srcs; i < cap; i++) p[i].watermark_ms = INT64_MIN;
+    L->srcs = p;
+    L->n_srcs = cap;
+    return 0;
+}
+
 /* The source's table, created on first use; NULL (reason filled) when out of memory. */
 static lrn_src *source(lrn *L, int src, char *reason, size_t n) {
     if (src < 0 || src > 1 << 20) {
         snprintf(reason, n, "bad source index %d", src);
         return NULL;
     }
-    if (src >= L->n_srcs) {
-        int cap = src + 1 > 2 * L->n_srcs ? src + 1 : 2 * L->n_srcs;
-        lrn_src *p = realloc(L->srcs, (size_t)cap * sizeof *p);
-        if (!p) {
-            snprintf(reason, n, "out of memory");
-            return NULL;
-        }
-        memset(p + L->n_srcs, 0, (size_t)(cap - L->n_srcs) * sizeof *p);
-        for (int i = L->n_srcs; i < cap; i++) p[i].watermark_ms = INT64_MIN;
-        L->srcs = p;
-        L->n_srcs = cap;
+    if (src >= L->n_srcs &&
+        grow_sources(L, src + 1 > 2 * L->n_srcs ? src + 1 : 2 * L->n_srcs) != 0) {
+        snprintf(reason, n, "out of memory");
+        return NULL;
     }
     lrn_src *S = &L->srcs[src];
-    if (!S->pend) S->pend = pend_new(L->cfg->join_window_ms, 1 << 12, reason, n);
+    if (!S->pend) {
+        S->pend = pend_new(L->cfg->join_window_ms, 1 << 12, reason, n);
+        if (S->pend && L->pend_load) pend_set_loader(S->pend, L->pend_load, L->pend_ud, src);
+    }
     return S->pend ? S : NULL;
 }
 
@@ -358,6 +372,7 @@ static void train_batch(lrn *L, lrn_emit_fn emit, void *ud) {
     if (B == 0) return;
     /* the settled rows follow the impressions in one minibatch */
     for (int j = 0; j < L->n_settled; j++) L->ex[n_imp + j] = L->settled[j].ex;
+    if (L->prepare) L->prepare(L->hook_ud, L->ex, B, n_imp, 1);
     for (int m = 0; m < L->n_models; m++)
         m3_forward(L->models[m], L->ex, B, L->p_ctr[m], L->p_cvr[m]);
     /* predictions of the primary model go out before anything learns from them */
@@ -398,6 +413,11 @@ static void train_batch(lrn *L, lrn_emit_fn emit, void *ud) {
         L->batch_fn(L->batch_ud, L->ex, L->batch_ids, B, n_imp);
     }
     for (int m = 0; m < L->n_models; m++) m3_train(L->models[m], L->ex, B);
+    for (int i = 0; i < B; i++) {
+        L->trained_ctr += L->ex[i].w_ctr > 0;
+        L->trained_ctcvr += L->ex[i].w_ctcvr > 0;
+    }
+    if (L->trained) L->trained(L->hook_ud, L->ex, B, n_imp);
     L->version++;
     L->n_imp = 0;
     L->n_settled = 0;
@@ -405,6 +425,7 @@ static void train_batch(lrn *L, lrn_emit_fn emit, void *ud) {
 
 static void score_requests(lrn *L, lrn_emit_fn emit, void *ud) {
     if (L->n_req == 0) return;
+    if (L->prepare) L->prepare(L->hook_ud, L->req_ex, L->n_req, 0, 0);
     m3_forward(L->models[0], L->req_ex, L->n_req, L->p_ctr[0], L->p_cvr[0]);
     int64_t now = wall_ms();
     for (int i = 0; i < L->n_req; i++)
@@ -415,4 +436,130 @@ static void score_requests(lrn *L, lrn_emit_fn emit, void *ud) {
 void lrn_flush(lrn *L, lrn_emit_fn emit, void *ud) {
     train_batch(L, emit, ud);
     score_requests(L, emit, ud);
+}
+
+/* ---- the state behind the learner ---- */
+
+void lrn_set_hooks(lrn *L, lrn_prepare_fn prepare, lrn_trained_fn trained, void *ud) {
+    L->prepare = prepare;
+    L->trained = trained;
+    L->hook_ud = ud;
+}
+
+void lrn_set_pend_loader(lrn *L, pend_load_fn fn, void *ud) {
+    L->pend_load = fn;
+    L->pend_ud = ud;
+    for (int i = 0; i < L->n_srcs; i++)
+        if (L->srcs[i].pend) pend_set_loader(L->srcs[i].pend, fn, ud, i);
+}
+
+int lrn_at_boundary(const lrn *L) { return L->n_imp == 0 && L->n_req == 0 && L->n_settled == 0; }
+int lrn_n_models(const lrn *L) { return L->n_models; }
+m3_model *lrn_model(lrn *L, int i) { return i >= 0 && i < L->n_models ? L->models[i] : NULL; }
+int lrn_n_sources(const lrn *L) { return L->n_srcs; }
+uint64_t lrn_trained_ctr(const lrn *L) { return L->trained_ctr; }
+uint64_t lrn_trained_ctcvr(const lrn *L) { return L->trained_ctcvr; }
+
+pend_table *lrn_source_pending(lrn *L, int src, char *errstr, size_t errstr_size) {
+    if (src < L->n_srcs && L->srcs[src].pend) return L->srcs[src].pend;
+    lrn_src *S = source(L, src, errstr, errstr_size);
+    return S ? S->pend : NULL;
+}
+
+#define LRN__MAGIC 0x534e524cU   /* "LRNS" */
+#define LRN__VERSION 1U
+#define LRN__NCOUNT 9            /* met_counters fields, in declaration order */
+
+static void lrn__counters(met_counters *c, uint64_t **p) {
+    p[0] = &c->events; p[1] = &c->impressions; p[2] = &c->clicks; p[3] = &c->conversions;
+    p[4] = &c->requests; p[5] = &c->predictions; p[6] = &c->dlq; p[7] = &c->late_conversions;
+    p[8] = &c->unmatched_conversions;
+}
+
+size_t lrn_state_save(lrn *L, void *buf, size_t cap) {
+    size_t need = 4 + 4 + 8 + 4 + 4 + 8 + 8 + 8 * LRN__NCOUNT + 4 + 8 * (size_t)L->n_models +
+                  (size_t)L->n_srcs * (8 + 8 + 8 + 1);
+    if (!buf || cap < need) return need;
+    unsigned char *b = buf;
+    size_t o = 0;
+#define LRN__PUT(v) do { memcpy(b + o, &(v), sizeof(v)); o += sizeof(v); } while (0)
+    uint32_t magic = LRN__MAGIC, ver = LRN__VERSION;
+    int32_t ef = L->expire_from, ns = L->n_srcs, nm = L->n_models;
+    LRN__PUT(magic); LRN__PUT(ver); LRN__PUT(L->version); LRN__PUT(ef); LRN__PUT(ns);
+    LRN__PUT(L->trained_ctr); LRN__PUT(L->trained_ctcvr);
+    uint64_t *cp[LRN__NCOUNT];
+    lrn__counters(met_board_counters(L->board), cp);
+    for (int i = 0; i < LRN__NCOUNT; i++) LRN__PUT(*cp[i]);
+    LRN__PUT(nm);
+    for (int m = 0; m < L->n_models; m++) {
+        int64_t clk = m3_clock(L->models[m]);
+        LRN__PUT(clk);
+    }
+    for (int i = 0; i < L->n_srcs; i++) {
+        const lrn_src *S = &L->srcs[i];
+        int64_t pwm = S->pend ? pend_watermark(S->pend) : INT64_MIN;
+        uint64_t seq = S->pend ? pend_next_seq(S->pend) : 0;
+        uint8_t has = S->pend != NULL;
+        LRN__PUT(S->watermark_ms); LRN__PUT(pwm); LRN__PUT(seq); LRN__PUT(has);
+    }
+#undef LRN__PUT
+    return o;
+}
+
+int lrn_state_load(lrn *L, const void *buf, size_t len, char *errstr, size_t errstr_size) {
+    const unsigned char *b = buf;
+    size_t o = 0;
+#define LRN__GET(v) do { if (o + sizeof(v) > len) goto short_; memcpy(&(v), b + o, sizeof(v));  \
+                         o += sizeof(v); } while (0)
+    uint32_t magic, ver;
+    int64_t version;
+    int32_t ef, ns, nm;
+    uint64_t tc, tv, cnt[LRN__NCOUNT];
+    LRN__GET(magic); LRN__GET(ver);
+    if (magic != LRN__MAGIC || ver != LRN__VERSION) {
+        snprintf(errstr, errstr_size, "learner state: magic 0x%08x version %u, this build "
+                 "reads 0x%08x version %u", magic, ver, LRN__MAGIC, LRN__VERSION);
+        return -1;
+    }
+    LRN__GET(version); LRN__GET(ef); LRN__GET(ns); LRN__GET(tc); LRN__GET(tv);
+    for (int i = 0; i < LRN__NCOUNT; i++) LRN__GET(cnt[i]);
+    LRN__GET(nm);
+    if (nm != L->n_models) {
+        snprintf(errstr, errstr_size, "learner state: %d models stored, %d configured", nm,
+                 L->n_models);
+        return -1;
+    }
+    if (ns < 0 || ns > 1 << 20) goto short_;
+    int64_t clk[LRN_MAX_MODELS];
+    for (int m = 0; m < nm; m++) LRN__GET(clk[m]);
+    if (len - o != (size_t)ns * (8 + 8 + 8 + 1)) goto short_;
+    /* the same number of sources as saved: expiry visits them round robin */
+    if (ns > L->n_srcs && grow_sources(L, ns) != 0) {
+        snprintf(errstr, errstr_size, "learner state: out of memory");
+        return -1;
+    }
+    for (int i = 0; i < ns; i++) {
+        int64_t wm, pwm;
+        uint64_t seq;
+        uint8_t has;
+        LRN__GET(wm); LRN__GET(pwm); LRN__GET(seq); LRN__GET(has);
+        if (!has) continue;
+        lrn_src *S = source(L, i, errstr, errstr_size);
+        if (!S) return -1;
+        S->watermark_ms = wm;
+        pend_set_clock(S->pend, pwm, seq);
+    }
+#undef LRN__GET
+    L->version = version;
+    L->expire_from = ns > 0 ? ef % ns : 0;
+    L->trained_ctr = tc;
+    L->trained_ctcvr = tv;
+    uint64_t *cp[LRN__NCOUNT];
+    lrn__counters(met_board_counters(L->board), cp);
+    for (int i = 0; i < LRN__NCOUNT; i++) *cp[i] = cnt[i];
+    for (int m = 0; m < nm; m++) m3_set_clock(L->models[m], clk[m]);
+    return 0;
+short_:
+    snprintf(errstr, errstr_size, "learner state: malformed record (%zu bytes)", len);
+    return -1;
 }

@@ -15,6 +15,7 @@
 #include "event.h"
 #include "metrics.h"
 #include "model.h"
+#include "pending.h"
 
 typedef struct lrn lrn;
 
@@ -73,5 +74,44 @@ int lrn_set_batch_hook(lrn *L, lrn_batch_fn fn, void *ud);
 
 /* Pending clicked impressions waiting for their label. */
 size_t lrn_pending(const lrn *L);
+
+/* ---- the state behind the learner (state.c) ----
+ *
+ * prepare is called before every forward pass with the rows about to be used: ex[0..B),
+ * of which the first n_imp are impressions being trained (train = 1: a training minibatch,
+ * then the settled rows follow), or score-request candidates (train = 0, n_imp = 0). It
+ * may load rows into the models' tables and rewrite categorical keys (ex is the learner's
+ * own buffer; a clicked impression waits in the pending join with the keys as rewritten).
+ * trained is called after every model trained on a minibatch. */
+typedef void (*lrn_prepare_fn)(void *ud, m3_example *ex, int B, int n_imp, int train);
+typedef void (*lrn_trained_fn)(void *ud, const m3_example *ex, int B, int n_imp);
+void lrn_set_hooks(lrn *L, lrn_prepare_fn prepare, lrn_trained_fn trained, void *ud);
+/* The loader given to every source's pending table, now and when created (tag = source). */
+void lrn_set_pend_loader(lrn *L, pend_load_fn fn, void *ud);
+
+/* 1 when nothing is queued: no impression, request or settled label waits for a batch.
+ * Only then does the trained state correspond exactly to the events handled so far. */
+int lrn_at_boundary(const lrn *L);
+int lrn_n_models(const lrn *L);
+/* Model i (0 = primary), or NULL. */
+m3_model *lrn_model(lrn *L, int i);
+/* Sources known (the highest index seen + 1, or more) and one's pending table, created
+ * when absent (NULL with errstr filled when out of memory). */
+int lrn_n_sources(const lrn *L);
+pend_table *lrn_source_pending(lrn *L, int src, char *errstr, size_t errstr_size);
+/* Rows trained so far with a CTR term (every impression, once) and a CTCVR term (each
+ * impression once its conversion label is settled). */
+uint64_t lrn_trained_ctr(const lrn *L);
+uint64_t lrn_trained_ctcvr(const lrn *L);
+
+/* The learner's own stream state as bytes: model version, trained-row counters, the
+ * scoreboard's counters, each model's stream clock, each source's watermarks and pending
+ * seq (not the pending entries, the models' tables or the dense blobs). lrn_state_save
+ * writes it when cap suffices and returns its size either way. lrn_state_load restores a
+ * saved record into a learner made with the same configuration; -1 with errstr on a
+ * malformed record or a different model count (the learner may then be partly changed:
+ * discard it). Call both at a boundary (lrn_at_boundary). */
+size_t lrn_state_save(lrn *L, void *buf, size_t cap);
+int lrn_state_load(lrn *L, const void *buf, size_t len, char *errstr, size_t errstr_size);
 
 #endif

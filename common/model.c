@@ -1391,3 +1391,10 @@ int m3_blob_load(m3_model *m, const void *buf, size_t size, char *errstr, size_t
     m->step = (int)step;
     return 0;
 }
+
+/* ---------------------------------------------------------------- persistence hooks */
+
+emb_table *m3_emb_table(m3_model *m) { return m->emb; }
+upt_table *m3_user_table(m3_model *m) { return m->users; }
+int64_t m3_clock(const m3_model *m) { return m->now_ms; }
+void m3_set_clock(m3_model *m, int64_t now_ms) { m->now_ms = now_ms; }

@@ -148,6 +148,18 @@ size_t m3_blob_size(const m3_model *m);
 size_t m3_blob_save(const m3_model *m, void *buf, size_t size);
 int m3_blob_load(m3_model *m, const void *buf, size_t size, char *errstr, size_t errstr_size);
 
+/* --- persistence hooks (state.c keeps the tables in RocksDB) ---
+ * The embedding table and the UPT user table the model trains (owned by the model), and
+ * the stream clock: the newest event time trained on, which stamps UPT updates. Together
+ * with the blob they are the whole trained state. Rows may be loaded or evicted at any
+ * time except between an m3_forward() and the m3_train() that uses its activations. */
+struct emb_table;
+struct upt_table;
+struct emb_table *m3_emb_table(m3_model *m);
+struct upt_table *m3_user_table(m3_model *m);
+int64_t m3_clock(const m3_model *m);
+void m3_set_clock(m3_model *m, int64_t now_ms);
+
 /* Width of the bottom input x = [r_u (d, with UPT) ; n_cat*d embeddings ; n_num numerics ;
  * d scenario]. */
 int m3_input_dim(const m3_model *m);

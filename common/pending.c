@@ -1,10 +1,14 @@
-/* pending.c - in-memory delayed-conversion join: id hash index + event-time min-heap.
+/* pending.c - delayed-conversion join: id hash index + event-time min-heap, with the
+ * entries' bodies spilled to a store once they are written there.
  *
  * Entries live in a slab of slots (free list). Two open-addressing indexes (linear
  * probing, backward-shift deletion, so no tombstones) map ids to slots: one for pending
  * entries, one for the FIFO ring of recently expired ids. The heap orders pending entries
  * by (impression time, insertion seq); a converted entry's heap node is left in place and
- * skipped when it surfaces (it no longer matches its slot's seq), so conversion is O(1). */
+ * skipped when it surfaces (it no longer matches its slot's seq), so conversion is O(1).
+ * A slot keeps the id, time and seq; the body (the example and predictions, ~900 bytes)
+ * is malloc'd while it exists only here, and dropped once pend_sync_done() says the store
+ * has it: pend_convert / pend_expire read it back through the loader. */
 #include "pending.h"
 
 #include <stdbool.h>
@@ -17,11 +21,14 @@
 #define PEND__LATE_MAX 262144
 
 typedef struct {
-    pend_entry e;
+    char id[M3_ID_MAX];
+    int64_t ts;            /* impression time */
     uint64_t hash;
     uint64_t seq;          /* insertion number; matches its heap node while live */
+    pend_entry *body;      /* NULL once spilled (the store has it) */
     uint32_t next_free;
     bool live;
+    bool stored;           /* written to the store by a pend_sync that completed */
 } pend__slot;
 
 typedef struct {
@@ -49,6 +56,15 @@ struct pend_table {
     uint64_t *late_hash;      /* (late_cap) */
     size_t late_cap, late_head, late_n;   /* oldest at late_head */
     pend__index late_idx;     /* expired id -> ring position */
+    bool late_dirty;          /* the ring changed since the last pend_sync_done */
+    /* the store behind the table */
+    pend_load_fn load;
+    void *load_ud;
+    int load_tag;
+    uint64_t load_errors;
+    char (*dead)[M3_ID_MAX];  /* (n_dead) stored entries released since the last sync */
+    size_t n_dead, cap_dead;
+    size_t n_synced;          /* entries the last pend_sync reported */
 };
 
 /* FNV-1a, then a splitmix64 finalizer so the low bits used for the index are mixed. */
@@ -63,7 +79,7 @@ static uint64_t pend__hash(const char *s) {
 /* ---- the two indexes: `late` selects which table the values point into ---- */
 
 static const char *pend__key(const pend_table *t, bool late, uint32_t v) {
-    return late ? t->late[v] : t->slots[v].e.impression_id;
+    return late ? t->late[v] : t->slots[v].id;
 }
 
 static uint64_t pend__vhash(const pend_table *t, bool late, uint32_t v) {
@@ -213,6 +229,9 @@ oom:
 
 void pend_destroy(pend_table *t) {
     if (!t) return;
+    for (size_t i = 0; t->slots && i < t->n_slots; i++)
+        if (t->slots[i].live) free(t->slots[i].body);
+    free(t->dead);
     free(t->slots);
     free(t->heap);
     free(t->late);
@@ -243,6 +262,8 @@ static uint32_t pend__slot_alloc(pend_table *t) {
 }
 
 static void pend__slot_free(pend_table *t, uint32_t s) {
+    free(t->slots[s].body);
+    t->slots[s].body = NULL;
     t->slots[s].live = false;
     t->slots[s].next_free = t->free_head;
     t->free_head = s;
@@ -257,14 +278,22 @@ int pend_add(pend_table *t, const char *impression_id, const m3_example *ex,
     uint64_t h = pend__hash(impression_id);
     if (pend__ix_find(t, false, impression_id, h) != SIZE_MAX) return 1;
 
+    pend_entry *body = calloc(1, sizeof *body);
+    if (!body) return -1;
     uint32_t s = pend__slot_alloc(t);
-    if (s == PEND__EMPTY) return -1;
+    if (s == PEND__EMPTY) {
+        free(body);
+        return -1;
+    }
     pend__slot *sl = &t->slots[s];
-    memset(&sl->e, 0, sizeof sl->e);
-    memcpy(sl->e.impression_id, impression_id, len + 1);
-    sl->e.ex = *ex;
-    for (int i = 0; i < n_models; i++) sl->e.p_ctcvr[i] = p_ctcvr[i];
-    sl->e.n_models = n_models;
+    memcpy(body->impression_id, impression_id, len + 1);
+    body->ex = *ex;
+    for (int i = 0; i < n_models; i++) body->p_ctcvr[i] = p_ctcvr[i];
+    body->n_models = n_models;
+    memcpy(sl->id, impression_id, len + 1);
+    sl->ts = ex->ts_ms;
+    sl->body = body;
+    sl->stored = false;
     sl->hash = h;
     sl->seq = t->next_seq;
     sl->live = true;
@@ -280,16 +309,40 @@ int pend_add(pend_table *t, const char *impression_id, const m3_example *ex,
     return 0;
 }
 
-/* Copies a slot's entry out with its release labels and removes it from the table. */
+/* Remember a stored entry's id for deletion at the next sync. */
+static void pend__bury(pend_table *t, const char *id) {
+    if (t->n_dead == t->cap_dead) {
+        size_t nc = t->cap_dead ? t->cap_dead * 2 : 64;
+        char (*nd)[M3_ID_MAX] = realloc(t->dead, nc * sizeof *nd);
+        if (!nd) {   /* the store keeps a stale entry; a restart would release it twice */
+            t->load_errors++;
+            return;
+        }
+        t->dead = nd;
+        t->cap_dead = nc;
+    }
+    strcpy(t->dead[t->n_dead++], id);
+}
+
+/* Copies a slot's entry out with its release labels (reading a spilled body back through
+ * the loader) and removes it from the table. */
 static void pend__release(pend_table *t, uint32_t s, size_t ix_pos, float y_conv, pend_entry *out) {
     pend__slot *sl = &t->slots[s];
     if (out) {
-        *out = sl->e;
+        if (sl->body) {
+            *out = *sl->body;
+        } else if (!t->load || t->load(t->load_ud, t->load_tag, sl->id, out) != 0) {
+            t->load_errors++;   /* the loader reported why; the caller sees pend_load_errors */
+            memset(out, 0, sizeof *out);
+            memcpy(out->impression_id, sl->id, sizeof sl->id);
+            out->ex.ts_ms = sl->ts;
+        }
         out->ex.y_click = 1.0f;
         out->ex.y_conv = y_conv;
         out->ex.w_ctr = 0.0f;     /* the click label was trained with the impression */
         out->ex.w_ctcvr = 1.0f;
     }
+    if (sl->stored) pend__bury(t, sl->id);
     pend__ix_remove(t, false, ix_pos);
     pend__slot_free(t, s);
     t->live--;
@@ -311,6 +364,7 @@ static void pend__remember_late(pend_table *t, const char *id, uint64_t h) {
     strcpy(t->late[v], id);
     t->late_hash[v] = h;
     t->late_n++;
+    t->late_dirty = true;
     /* cannot fail: the late index never holds more than late_cap <= its cap / 2 ids */
     pend__ix_insert(t, true, v);
 }
@@ -321,7 +375,7 @@ int pend_convert(pend_table *t, const char *impression_id, int64_t ts_ms, pend_e
     size_t pos = pend__ix_find(t, false, impression_id, h);
     if (pos != SIZE_MAX) {
         uint32_t s = t->idx.v[pos];
-        if (ts_ms - t->slots[s].e.ex.ts_ms > t->window) return 2;
+        if (ts_ms - t->slots[s].ts > t->window) return 2;
         pend__release(t, s, pos, 1.0f, out);
         return 1;
     }
@@ -338,10 +392,176 @@ int pend_expire(pend_table *t, int64_t watermark_ms, pend_entry *out, int max) {
         pend__heap_pop(t);
         pend__slot *sl = &t->slots[top.slot];
         if (!sl->live || sl->seq != top.seq) continue;    /* converted since: stale node */
-        size_t pos = pend__ix_find(t, false, sl->e.impression_id, sl->hash);
-        pend__remember_late(t, sl->e.impression_id, sl->hash);
+        size_t pos = pend__ix_find(t, false, sl->id, sl->hash);
+        pend__remember_late(t, sl->id, sl->hash);
         pend__release(t, top.slot, pos, 0.0f, out ? &out[n] : NULL);
         n++;
     }
     return n;
+}
+
+/* ---- the store behind the table ---- */
+
+void pend_set_loader(pend_table *t, pend_load_fn fn, void *ud, int tag) {
+    t->load = fn;
+    t->load_ud = ud;
+    t->load_tag = tag;
+}
+
+uint64_t pend_load_errors(const pend_table *t) { return t->load_errors; }
+
+size_t pend_sync(pend_table *t, pend_put_fn put, pend_del_fn del, void *ud) {
+    for (size_t i = 0; i < t->n_dead; i++) del(ud, t->dead[i]);
+    size_t n = 0;
+    for (size_t i = 0; i < t->n_slots; i++) {
+        const pend__slot *sl = &t->slots[i];
+        if (!sl->live || sl->stored) continue;
+        put(ud, sl->body, sl->seq);
+        n++;
+    }
+    t->n_synced = n;
+    return n + t->n_dead;
+}
+
+void pend_sync_done(pend_table *t) {
+    for (size_t i = 0; i < t->n_slots; i++) {
+        pend__slot *sl = &t->slots[i];
+        if (!sl->live || sl->stored) continue;
+        sl->stored = true;
+        free(sl->body);
+        sl->body = NULL;
+    }
+    t->n_dead = 0;
+    t->late_dirty = false;
+}
+
+int pend_restore(pend_table *t, const char *impression_id, int64_t ts_ms, uint64_t seq) {
+    if (!impression_id) return -1;
+    size_t len = strlen(impression_id);
+    if (len == 0 || len >= M3_ID_MAX) return -1;
+    uint64_t h = pend__hash(impression_id);
+    if (pend__ix_find(t, false, impression_id, h) != SIZE_MAX) return 1;
+    uint32_t s = pend__slot_alloc(t);
+    if (s == PEND__EMPTY) return -1;
+    pend__slot *sl = &t->slots[s];
+    memcpy(sl->id, impression_id, len + 1);
+    sl->ts = ts_ms;
+    sl->body = NULL;
+    sl->stored = true;
+    sl->hash = h;
+    sl->seq = seq;
+    sl->live = true;
+    pend__hnode node = { ts_ms, seq, s };
+    if (pend__heap_push(t, node) != 0 || pend__ix_insert(t, false, s) != 0) {
+        sl->seq = UINT64_MAX;   /* a pushed heap node is then stale */
+        pend__slot_free(t, s);
+        return -1;
+    }
+    if (seq >= t->next_seq) t->next_seq = seq + 1;
+    t->live++;
+    return 0;
+}
+
+uint64_t pend_next_seq(const pend_table *t) { return t->next_seq; }
+
+void pend_set_clock(pend_table *t, int64_t watermark_ms, uint64_t next_seq) {
+    if (watermark_ms > t->watermark) t->watermark = watermark_ms;
+    if (next_seq > t->next_seq) t->next_seq = next_seq;
+}
+
+int pend_late_dirty(const pend_table *t) { return t->late_dirty; }
+
+size_t pend_late_save(const pend_table *t, void *buf, size_t cap) {
+    size_t need = 0;
+    for (size_t k = 0; k < t->late_n; k++)
+        need += strlen(t->late[(t->late_head + k) % t->late_cap]) + 1;
+    if (!buf || cap < need) return need;
+    char *b = buf;
+    for (size_t k = 0; k < t->late_n; k++) {
+        const char *id = t->late[(t->late_head + k) % t->late_cap];
+        size_t l = strlen(id) + 1;
+        memcpy(b, id, l);
+        b += l;
+    }
+    return need;
+}
+
+int pend_late_load(pend_table *t, const void *buf, size_t len) {
+    const char *b = buf, *end = b + len;
+    while (b < end) {
+        const char *z = memchr(b, '\0', (size_t)(end - b));
+        if (!z || z == b || z - b >= M3_ID_MAX) return -1;
+        pend__remember_late(t, b, pend__hash(b));
+        b = z + 1;
+    }
+    t->late_dirty = false;
+    return 0;
+}
+
+/* ---- the stored form of an entry ---- */
+
+#define PEND__HEAD 44   /* seq 8, ts 8, scenario 4, n_models 1, slices 1, n_cat 1, n_num 1,
+                           y_click, y_conv, w_ctr, w_ctcvr 4 each, pad 4 */
+
+size_t pend_entry_bytes(int n_models, int n_cat, int n_num) {
+    return PEND__HEAD + (size_t)n_models * 4 + (size_t)n_cat * 8 + (size_t)n_num * 4;
+}
+
+size_t pend_entry_encode(const pend_entry *e, uint64_t seq, int n_cat, int n_num, void *buf,
+                         size_t cap) {
+    if (n_cat < 0 || n_cat > M3_MAX_CAT || n_num < 0 || n_num > M3_MAX_NUM ||
+        e->n_models < 0 || e->n_models > PEND_MAX_MODELS)
+        return 0;
+    size_t need = pend_entry_bytes(e->n_models, n_cat, n_num);
+    if (cap < need) return 0;
+    unsigned char *b = buf;
+    memset(b, 0, PEND__HEAD);
+    memcpy(b, &seq, 8);
+    memcpy(b + 8, &e->ex.ts_ms, 8);
+    memcpy(b + 16, &e->ex.scenario, 4);
+    b[20] = (unsigned char)e->n_models;
+    b[21] = e->ex.slices;
+    b[22] = (unsigned char)n_cat;
+    b[23] = (unsigned char)n_num;
+    memcpy(b + 24, &e->ex.y_click, 4);
+    memcpy(b + 28, &e->ex.y_conv, 4);
+    memcpy(b + 32, &e->ex.w_ctr, 4);
+    memcpy(b + 36, &e->ex.w_ctcvr, 4);
+    size_t o = PEND__HEAD;
+    memcpy(b + o, e->p_ctcvr, (size_t)e->n_models * 4); o += (size_t)e->n_models * 4;
+    memcpy(b + o, e->ex.cat, (size_t)n_cat * 8); o += (size_t)n_cat * 8;
+    memcpy(b + o, e->ex.num, (size_t)n_num * 4); o += (size_t)n_num * 4;
+    return o;
+}
+
+int pend_entry_head(const void *buf, size_t len, uint64_t *seq, int64_t *ts_ms) {
+    if (len < PEND__HEAD) return -1;
+    memcpy(seq, buf, 8);
+    memcpy(ts_ms, (const unsigned char *)buf + 8, 8);
+    return 0;
+}
+
+int pend_entry_decode(pend_entry *e, const char *impression_id, int n_cat, int n_num,
+                      const void *buf, size_t len) {
+    const unsigned char *b = buf;
+    if (len < PEND__HEAD || !impression_id || strlen(impression_id) >= M3_ID_MAX) return -1;
+    int nm = b[20];
+    if (b[22] != n_cat || b[23] != n_num || nm > PEND_MAX_MODELS ||
+        len != pend_entry_bytes(nm, n_cat, n_num))
+        return -1;
+    memset(e, 0, sizeof *e);
+    snprintf(e->impression_id, sizeof e->impression_id, "%s", impression_id);
+    memcpy(&e->ex.ts_ms, b + 8, 8);
+    memcpy(&e->ex.scenario, b + 16, 4);
+    e->n_models = nm;
+    e->ex.slices = b[21];
+    memcpy(&e->ex.y_click, b + 24, 4);
+    memcpy(&e->ex.y_conv, b + 28, 4);
+    memcpy(&e->ex.w_ctr, b + 32, 4);
+    memcpy(&e->ex.w_ctcvr, b + 36, 4);
+    size_t o = PEND__HEAD;
+    memcpy(e->p_ctcvr, b + o, (size_t)nm * 4); o += (size_t)nm * 4;
+    memcpy(e->ex.cat, b + o, (size_t)n_cat * 8); o += (size_t)n_cat * 8;
+    memcpy(e->ex.num, b + o, (size_t)n_num * 4);
+    return 0;
 }

@@ -8,9 +8,15 @@
  * y_click = 1, y_conv = 1/0, w_ctr = 0 (the click was trained on with the impression),
  * w_ctcvr = 1.
  *
- * This is the in-memory table; the interface does not expose storage, so a RocksDB-backed
- * version can keep it. Ids of recently expired entries are remembered (a bounded FIFO)
- * to tell a late conversion from one for an impression never seen. */
+ * Ids of recently expired entries are remembered (a bounded FIFO) to tell a late
+ * conversion from one for an impression never seen.
+ *
+ * A store behind the table (state.c) keeps memory bounded: pend_sync() reports the
+ * entries not yet in the store and the stored ones released since; once they are written,
+ * pend_sync_done() drops their bodies from memory, keeping ~100 bytes per entry (id, time,
+ * order). A release reads a dropped body back through the loader (pend_set_loader). At
+ * start-up pend_restore() rebuilds the index from the store. Without a store nothing is
+ * ever dropped. */
 #ifndef M3_PENDING_H
 #define M3_PENDING_H
 #include <stddef.h>
@@ -58,6 +64,53 @@ int pend_convert(pend_table *t, const char *impression_id, int64_t ts_ms, pend_e
  * (ties in insertion order), into out[] as CTCVR negatives (y_click 1, y_conv 0, w_ctr 0,
  * w_ctcvr 1). Returns how many; call again while it returns max. */
 int pend_expire(pend_table *t, int64_t watermark_ms, pend_entry *out, int max);
+
+/* ---- the store behind the table ---- */
+
+/* Reads the stored body of impression_id into *out (its labels are then set by the
+ * release). Returns 0, or -1 (the loader records why). tag: as given to pend_set_loader. */
+typedef int (*pend_load_fn)(void *ud, int tag, const char *impression_id, pend_entry *out);
+void pend_set_loader(pend_table *t, pend_load_fn fn, void *ud, int tag);
+/* Releases whose body could not be read (the loader failed or none was set): the entry
+ * was released with an empty example. Nonzero means the state is no longer exact. */
+uint64_t pend_load_errors(const pend_table *t);
+
+typedef void (*pend_put_fn)(void *ud, const pend_entry *e, uint64_t seq);
+typedef void (*pend_del_fn)(void *ud, const char *impression_id);
+/* Report to del every stored entry released since the last pend_sync_done(), then to put
+ * every pending entry not in the store yet (with its insertion seq, which orders ties in
+ * expiry). Returns how many calls were made. Nothing else may touch the table until
+ * pend_sync_done(): it then marks the reported entries stored and frees their bodies (call
+ * it only once they are durably written), and clears the late-ring dirty flag. */
+size_t pend_sync(pend_table *t, pend_put_fn put, pend_del_fn del, void *ud);
+void pend_sync_done(pend_table *t);
+
+/* Add an entry that is in the store (body left there) with its impression time and seq.
+ * Returns 0; 1 when the id is already pending; -1 for a bad id or out of memory. */
+int pend_restore(pend_table *t, const char *impression_id, int64_t ts_ms, uint64_t seq);
+/* The next insertion seq, and restoring it with the watermark (each only moves forward). */
+uint64_t pend_next_seq(const pend_table *t);
+void pend_set_clock(pend_table *t, int64_t watermark_ms, uint64_t next_seq);
+
+/* The ring of recently expired ids: changed since the last pend_sync_done()? Its stored
+ * form is the ids, oldest first, each NUL-terminated: pend_late_save writes it to buf when
+ * cap suffices and returns its size either way; pend_late_load appends a stored ring.
+ * Returns 0, or -1 on a malformed one. */
+int pend_late_dirty(const pend_table *t);
+size_t pend_late_save(const pend_table *t, void *buf, size_t cap);
+int pend_late_load(pend_table *t, const void *buf, size_t len);
+
+/* An entry's stored value (the id is the key, not part of it): seq, impression time,
+ * scenario, model count, slices, labels, p_ctcvr[n_models], the n_cat keys and n_num
+ * numerics of its example; native byte order; pend_entry_bytes() long. encode returns the
+ * bytes written, or 0 when cap is short or a count is out of range. head reads seq and time
+ * (-1 when too short); decode fills *e (-1 when the value does not match n_cat/n_num). */
+size_t pend_entry_bytes(int n_models, int n_cat, int n_num);
+size_t pend_entry_encode(const pend_entry *e, uint64_t seq, int n_cat, int n_num, void *buf,
+                         size_t cap);
+int pend_entry_head(const void *buf, size_t len, uint64_t *seq, int64_t *ts_ms);
+int pend_entry_decode(pend_entry *e, const char *impression_id, int n_cat, int n_num,
+                      const void *buf, size_t len);
 
 /* Entries pending now. */
 size_t pend_size(const pend_table *t);

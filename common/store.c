@@ -338,6 +338,11 @@ static rocksdb_options_t *store__options(const store_opts *o, rocksdb_cache_t *c
 
     rocksdb_options_set_write_buffer_size(opt, (size_t)o->write_buffer_mb << 20);
     rocksdb_options_set_max_write_buffer_number(opt, 2);
+    /* A WAL file lives until every family's memtable holding its data is flushed, and the
+     * small families (pending, meta) seldom fill theirs: RocksDB's default bound, 4x all
+     * write buffers (2.5 GB at 64 MB), is what a restart after a crash would replay. Past
+     * two write buffers of WAL the families holding the oldest one are flushed instead. */
+    rocksdb_options_set_max_total_wal_size(opt, (uint64_t)o->write_buffer_mb << 21);
     rocksdb_options_set_compression(opt, compression);
     rocksdb_options_set_max_open_files(opt, o->max_open_files);
     rocksdb_options_set_level_compaction_dynamic_level_bytes(opt, 1);

@@ -170,3 +170,107 @@ size_t upt_bytes(const upt_table *t) {
                           (t->d ? 2 * (size_t)t->n_scen * sizeof(int64_t) : 0) +
                           2 * (size_t)t->n_scen * sizeof(uint32_t));
 }
+
+/* ---------------------------------------------------------------- persistence hooks
+ * (state.c keeps the rows in RocksDB: serialize, load, remove, size the table). */
+
+size_t upt_value_bytes(const upt_table *t) {
+    size_t pw = (size_t)t->n_scen * t->d, S = (size_t)t->n_scen;
+    return 2 * pw * sizeof(float) + (t->d ? 2 * S * sizeof(int64_t) : 0) +
+           2 * S * sizeof(uint32_t);
+}
+
+void upt_value_save(const upt_table *t, int64_t row, void *buf) {
+    size_t pw = (size_t)t->n_scen * t->d, S = (size_t)t->n_scen;
+    unsigned char *b = buf;
+    if (pw) {
+        memcpy(b, t->pref + (size_t)row * 2 * pw, 2 * pw * sizeof(float));
+        b += 2 * pw * sizeof(float);
+        memcpy(b, t->ts + (size_t)row * 2 * S, 2 * S * sizeof(int64_t));
+        b += 2 * S * sizeof(int64_t);
+    }
+    memcpy(b, t->cnt + (size_t)row * 2 * S, 2 * S * sizeof(uint32_t));
+}
+
+int64_t upt_value_load(upt_table *t, uint64_t key, const void *val, size_t len) {
+    if (len != upt_value_bytes(t) || upt_find(t, key) >= 0) return -2;
+    int64_t row = upt_lookup(t, key);
+    if (row < 0) return -1;
+    size_t pw = (size_t)t->n_scen * t->d, S = (size_t)t->n_scen;
+    const unsigned char *b = val;
+    if (pw) {
+        memcpy(t->pref + (size_t)row * 2 * pw, b, 2 * pw * sizeof(float));
+        b += 2 * pw * sizeof(float);
+        memcpy(t->ts + (size_t)row * 2 * S, b, 2 * S * sizeof(int64_t));
+        b += 2 * S * sizeof(int64_t);
+    }
+    memcpy(t->cnt + (size_t)row * 2 * S, b, 2 * S * sizeof(uint32_t));
+    return row;
+}
+
+int64_t upt_remove(upt_table *t, uint64_t key, uint64_t last_key) {
+    size_t i = upt__home(t, key);
+    for (;;) {
+        if (t->slots[i].row == UPT__EMPTY) return -2;
+        if (t->slots[i].key == key) break;
+        i = (i + 1) & t->mask;
+    }
+    uint32_t row = t->slots[i].row;
+    t->slots[i].row = UPT__EMPTY;   /* backward-shift deletion, as pending.c */
+    for (size_t j = (i + 1) & t->mask; t->slots[j].row != UPT__EMPTY; j = (j + 1) & t->mask) {
+        size_t home = upt__home(t, t->slots[j].key);
+        if (((j - home) & t->mask) < ((j - i) & t->mask)) continue;
+        t->slots[i] = t->slots[j];
+        t->slots[j].row = UPT__EMPTY;
+        i = j;
+    }
+    uint32_t last = (uint32_t)--t->rows;
+    if (row == last) return -1;
+    size_t pw = (size_t)t->n_scen * t->d, S = (size_t)t->n_scen;
+    if (pw) {
+        memcpy(t->pref + (size_t)row * 2 * pw, t->pref + (size_t)last * 2 * pw,
+               2 * pw * sizeof(float));
+        memcpy(t->ts + (size_t)row * 2 * S, t->ts + (size_t)last * 2 * S, 2 * S * sizeof(int64_t));
+    }
+    memcpy(t->cnt + (size_t)row * 2 * S, t->cnt + (size_t)last * 2 * S, 2 * S * sizeof(uint32_t));
+    /* the moved row's slot points at its new index: probe for last_key; if the caller's
+     * key was wrong, scan every slot rather than leave the table inconsistent */
+    for (size_t h = upt__home(t, last_key);; h = (h + 1) & t->mask) {
+        if (t->slots[h].row == last) {
+            t->slots[h].row = row;
+            return row;
+        }
+        if (t->slots[h].row == UPT__EMPTY) break;
+    }
+    for (size_t h = 0; h <= t->mask; h++)
+        if (t->slots[h].row == last) {
+            t->slots[h].row = row;
+            break;
+        }
+    return row;
+}
+
+size_t upt_capacity(const upt_table *t) { return t->rows_cap; }
+
+int upt_reserve(upt_table *t, size_t rows_cap) {
+    if (rows_cap < t->rows) rows_cap = t->rows;
+    if (rows_cap < 16) rows_cap = 16;
+    size_t slots = 1024;
+    while (rows_cap * 10 > slots * 7) slots *= 2;
+    if (slots != t->cap && upt__alloc_slots(t, slots) != 0) return -1;
+    if (rows_cap == t->rows_cap) return 0;
+    size_t pw = (size_t)t->n_scen * t->d, S = (size_t)t->n_scen;
+    if (pw) {
+        float *p = realloc(t->pref, rows_cap * 2 * pw * sizeof *p);
+        if (!p) return -1;
+        t->pref = p;
+        int64_t *ts = realloc(t->ts, rows_cap * 2 * S * sizeof *ts);
+        if (!ts) return -1;
+        t->ts = ts;
+    }
+    uint32_t *c = realloc(t->cnt, rows_cap * 2 * S * sizeof *c);
+    if (!c) return -1;
+    t->cnt = c;
+    t->rows_cap = rows_cap;
+    return 0;
+}

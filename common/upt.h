@@ -50,4 +50,21 @@ size_t upt_rows(const upt_table *t);
 /* Bytes held now (index + rows): divide by upt_rows() for the memory per user. */
 size_t upt_bytes(const upt_table *t);
 
+/* ---- persistence hooks (state.c) ----
+ * A row's stored value: pref (2, n_scen, d) floats, the event times of the last two updates
+ * (2, n_scen) int64 (absent when d = 0), counters (2, n_scen) uint32; native byte order. */
+size_t upt_value_bytes(const upt_table *t);
+void upt_value_save(const upt_table *t, int64_t row, void *buf);
+/* Create key's row from a stored value. Returns the row; -1 when out of memory; -2 when
+ * key is present or len is wrong (nothing changes). */
+int64_t upt_value_load(upt_table *t, uint64_t key, const void *val, size_t len);
+/* Remove key's row; the last row (row upt_rows() - 1, whose key the caller passes as
+ * last_key) moves into its place. Returns that row's new index, -1 when the removed row
+ * was the last, -2 when key is absent. */
+int64_t upt_remove(upt_table *t, uint64_t key, uint64_t last_key);
+/* Row capacity; upt_reserve sets it to max(rows_cap, rows, 16) (grow or shrink) with the
+ * hash slots sized to match. Returns 0, or -1 when out of memory (the table stays valid). */
+size_t upt_capacity(const upt_table *t);
+int upt_reserve(upt_table *t, size_t rows_cap);
+
 #endif

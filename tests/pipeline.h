@@ -218,17 +218,17 @@ static inline void pl_produce_stream(kio_producer *p, codec *cd, pl_stream *s, i
  * idle exit; its output goes to `log`. extra: more arguments (NULL-terminated) or NULL. */
 static inline pid_t pl_spawn_worker(const char *bootstrap, const pl_stream *s, const char *group,
                              int idle_ms, const char *report, const char *log, char **extra) {
-    char set_bs[256], set_prefix[128], set_group[128], set_idle[64];
+    char set_bs[256], set_prefix[128], set_group[256], set_idle[64];
     snprintf(set_bs, sizeof set_bs, "kafka.bootstrap.servers=%s", bootstrap);
     snprintf(set_prefix, sizeof set_prefix, "topic.prefix=%s", s->prefix);
     snprintf(set_group, sizeof set_group, "kafka.group.id=%s", group);
     snprintf(set_idle, sizeof set_idle, "worker.exit.idle.ms=%d", idle_ms);
-    char *argv[40] = {M3_BINARY_DIR "/m3rec-worker", "--config", M3_SOURCE_DIR "/config/demo.properties",
+    char *argv[80] = {M3_BINARY_DIR "/m3rec-worker", "--config", M3_SOURCE_DIR "/config/demo.properties",
                       "--set", "broker.embedded=false", "--set", "metrics.progress.ms=0",
                       "--set", "model.shadow=", "--set", set_bs, "--set", set_prefix,
                       "--set", set_group, "--set", set_idle, "--report", (char *)report};
     int n = 19;
-    for (int i = 0; extra && extra[i] && n < 39; i++) argv[n++] = extra[i];
+    for (int i = 0; extra && extra[i] && n < 79; i++) argv[n++] = extra[i];
     argv[n] = NULL;
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);

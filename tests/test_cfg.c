@@ -115,6 +115,15 @@ static const char *defaults_dump =
     "model.upt.beta.conv=0.5\n"
     "join.window.ms=3600000\n"
     "join.lateness.ms=300000\n"
+    "store.dir=\n"
+    "store.memory.max_mb=1024\n"
+    "store.block_cache_mb=128\n"
+    "store.write_buffer_mb=64\n"
+    "store.compression=true\n"
+    "checkpoint.interval.ms=10000\n"
+    "checkpoint.sync=true\n"
+    "emb.admit.count=1\n"
+    "emb.expire.ms=2592000000\n"
     "broker.embedded=false\n"
     "broker.embedded.partitions=4\n"
     "worker.exit.idle.ms=0\n"
@@ -480,7 +489,7 @@ static void test_documented(void) {
         CHECK_CONTAINS(props, pat);
         n++;
     }
-    CHECK_EQ_INT(n, 38);
+    CHECK_EQ_INT(n, 47);
     char *help = cfg_help();
     CHECK_CONTAINS(help, "batch.size                   impressions per minibatch "
                          "(predict, then train) (1..4096; default 256)\n");

@@ -1,5 +1,6 @@
 /* test_emb.c - embedding table: insert/lookup through rehashes, deterministic init,
- * summed-gradient Adagrad on duplicated rows, L2. */
+ * summed-gradient Adagrad on duplicated rows, L2; persistence: removal (probe chains stay
+ * intact), reserve, stored values, dirty/tick/seen stamps. */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -126,7 +127,103 @@ static void test_gather(void) {
     emb_destroy(t);
 }
 
+/* Remove every other key of a big table in random order, reserve down and up: every
+ * remaining key still finds its own row (tagged with the key), none of the removed ones. */
+static void test_remove_reserve(void) {
+    char err[128];
+    emb_table *t = emb_new(4, 3, 0.1f, 16, err, sizeof err);
+    const int N = 50000;
+    for (int i = 0; i < N; i++) {
+        int64_t r = emb_lookup(t, key_of(i));
+        emb_weights(t, r)[0] = (float)i;
+        *emb_count(t, r) = (uint32_t)i;
+    }
+    CHECK_EQ_INT(emb_dirty_rows(t), N);
+    CHECK_EQ_INT(emb_remove(t, key_of(N + 5)), -2);
+    unsigned x = 12345;
+    int removed = 0;
+    char *gone = calloc(N, 1);
+    while (removed < N / 2) {
+        x = x * 1103515245u + 12345u;
+        int i = (int)((x >> 8) % N);
+        if (gone[i] || (i & 1)) continue;
+        int64_t moved = emb_remove(t, key_of(i));
+        CHECK(moved >= -1);
+        gone[i] = 1;
+        removed++;
+    }
+    CHECK_EQ_INT(emb_rows(t), N - N / 2);
+    CHECK_EQ_INT(emb_dirty_rows(t), N - N / 2);
+    CHECK_EQ_INT(emb_reserve(t, 0), 0);   /* down to the rows */
+    CHECK_EQ_INT(emb_capacity(t), N - N / 2);
+    for (int i = 0; i < N; i++) {
+        int64_t r = emb_find(t, key_of(i));
+        if (gone[i]) {
+            CHECK_EQ_INT(r, -1);
+            continue;
+        }
+        CHECK(r >= 0 && r < (int64_t)emb_rows(t));
+        CHECK_EQ_INT(emb_key(t, r) == key_of(i), 1);
+        CHECK_EQ_INT(emb_weights(t, r)[0] == (float)i, 1);
+        CHECK_EQ_INT(*emb_count(t, r), i);
+    }
+    CHECK_EQ_INT(emb_reserve(t, 200000), 0);
+    CHECK_EQ_INT(emb_capacity(t), 200000);
+    size_t before = emb_bytes(t);
+    for (int i = 0; i < N; i++) if (gone[i]) emb_lookup(t, key_of(i));   /* no regrowth */
+    CHECK_EQ_INT(emb_bytes(t), before);
+    CHECK_EQ_INT(emb_rows(t), N);
+    free(gone);
+    emb_destroy(t);
+}
+
+/* A row saved and loaded into another table is the same row, clean; the clock stamps. */
+static void test_values_and_stamps(void) {
+    char err[128];
+    emb_table *a = emb_new(5, 7, 0.1f, 16, err, sizeof err);
+    emb_table *b = emb_new(5, 7, 0.1f, 16, err, sizeof err);
+    emb_set_clock(a, 3, 1000);
+    int64_t r = emb_lookup(a, 77);
+    CHECK_EQ_INT(emb_tick(a, r), 3);
+    CHECK_EQ_INT(emb_seen(a, r), 1000);
+    CHECK_EQ_INT(emb_dirty(a, r), 1);
+    emb_set_dirty(a, r, 0);
+    CHECK_EQ_INT(emb_dirty_rows(a), 0);
+    emb_set_clock(a, 4, 2000);
+    CHECK_EQ_INT(emb_find(a, 77), r);             /* find: no stamp */
+    CHECK_EQ_INT(emb_tick(a, r), 3);
+    emb_touch(a, r);                              /* touch: tick only */
+    CHECK_EQ_INT(emb_tick(a, r), 4);
+    CHECK_EQ_INT(emb_dirty(a, r), 0);
+    CHECK_EQ_INT(emb_lookup(a, 77), r);           /* lookup: dirty, stamped */
+    CHECK_EQ_INT(emb_dirty(a, r), 1);
+    CHECK_EQ_INT(emb_seen(a, r), 2000);
+    emb_accum(a, r)[2] = 0.75f;
+    *emb_count(a, r) = 9;
+    unsigned char val[256];
+    CHECK(emb_value_bytes(a) <= sizeof val);
+    CHECK_EQ_INT(emb_value_bytes(a), 2 * 5 * 4 + 4 + 8);
+    emb_value_save(a, r, val);
+    CHECK_EQ_INT(emb_value_seen(a, val, emb_value_bytes(a)), 2000);
+    CHECK_EQ_INT(emb_value_seen(a, val, 3), INT64_MIN);
+    emb_set_clock(b, 9, 5000);
+    CHECK_EQ_INT(emb_value_load(b, 77, val, 7), -2);   /* wrong size */
+    int64_t rb = emb_value_load(b, 77, val, emb_value_bytes(b));
+    CHECK(rb >= 0);
+    CHECK_EQ_INT(emb_value_load(b, 77, val, emb_value_bytes(b)), -2);   /* present */
+    CHECK_EQ_INT(emb_dirty(b, rb), 0);
+    CHECK_EQ_INT(emb_dirty_rows(b), 0);
+    CHECK_EQ_INT(emb_tick(b, rb), 9);
+    CHECK_EQ_INT(emb_seen(b, rb), 2000);          /* the stored time, not the clock */
+    CHECK(!memcmp(emb_weights(a, r), emb_weights(b, rb), 10 * sizeof(float)));
+    CHECK_EQ_INT(*emb_count(b, rb), 9);
+    emb_destroy(a);
+    emb_destroy(b);
+}
+
 int main(void) {
+    test_remove_reserve();
+    test_values_and_stamps();
     test_insert_lookup();
     test_init();
     test_adagrad_duplicates(4);

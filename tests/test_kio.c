@@ -1,5 +1,5 @@
 /* test_kio.c - Kafka I/O against the embedded mock cluster: co-partitioning, checks,
- * errors, headers, delivery reports; prints producer/consumer throughput. */
+ * errors, headers, delivery reports, rebalance hooks; prints producer/consumer throughput. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -187,6 +187,51 @@ static void test_copartition(const kio_prop *bs) {
     kio_consumer_close(c);
 }
 
+typedef struct {
+    int assigns, revokes, revoked_parts;
+    long min_offset;
+} hook_seen;
+
+static void on_assign_3(void *opaque, rd_kafka_t *rk, rd_kafka_topic_partition_list_t *parts) {
+    hook_seen *h = opaque;
+    (void)rk;
+    h->assigns++;
+    for (int i = 0; i < parts->cnt; i++) parts->elems[i].offset = 3;   /* e.g. a stored position */
+}
+
+static void on_revoke_count(void *opaque, rd_kafka_t *rk,
+                            const rd_kafka_topic_partition_list_t *parts) {
+    hook_seen *h = opaque;
+    (void)rk;
+    h->revokes++;
+    h->revoked_parts += parts->cnt;
+}
+
+static void on_hook_msg(const rd_kafka_message_t *m, void *ud) {
+    hook_seen *h = ud;
+    if (m->offset < h->min_offset) h->min_offset = (long)m->offset;
+}
+
+/* The assignment hook decides where each partition starts; the revocation hook runs while
+ * the partitions are still assigned (here: at close). */
+static void test_rebalance_hooks(const kio_prop *bs) {
+    const char *topics[2] = {T_HOME, T_SEARCH};
+    const kio_prop cp[] = {bs[0], {"group.id", "test-hooks"}};
+    kio_consumer *c = kio_consumer_new(cp, 2, topics, 2, errstr, sizeof(errstr));
+    CHECK_MSG(c != NULL, "consumer: %s", errstr);
+    hook_seen h = {0, 0, 0, 1L << 30};
+    kio_consumer_set_rebalance_hooks(c, on_assign_3, on_revoke_count, &h);
+    long want = 2 * N_USERS * PER_USER - 2 * PARTS * 3;
+    CHECK_EQ_INT(consume_n(c, want, 30.0, on_hook_msg, &h), want);
+    CHECK_EQ_INT(consume_n(c, 1, 0.5, NULL, NULL), 0);   /* the first 3 of each never come */
+    CHECK_EQ_INT(h.min_offset, 3);
+    CHECK_EQ_INT(h.assigns, 1);
+    CHECK_EQ_INT(h.revokes, 0);
+    kio_consumer_close(c);
+    CHECK_EQ_INT(h.revokes, 1);
+    CHECK_EQ_INT(h.revoked_parts, 2 * PARTS);
+}
+
 /* Two members of one group: range gives each the same partition numbers of both topics. */
 static void test_range_two_members(const kio_prop *bs) {
     const char *topics[2] = {T_HOME, T_SEARCH};
@@ -341,6 +386,7 @@ int main(void) {
     test_bad_config(bs);
     test_check_topics(m, bs);
     test_copartition(bs);
+    test_rebalance_hooks(bs);
     test_range_two_members(bs);
     test_headers(bs);
     test_delivery_failure(bs);

@@ -221,7 +221,78 @@ static void test_many_settled(void) {
     cfg_free(&cfg);
 }
 
+static int prepared, trained_rows;
+static void hook_prepare(void *ud, m3_example *ex, int B, int n_imp, int train) {
+    (void)ex;
+    CHECK(ud == &prepared);
+    CHECK(n_imp <= B);
+    if (train) prepared += n_imp;
+}
+static void hook_trained(void *ud, const m3_example *ex, int B, int n_imp) {
+    (void)ex; (void)n_imp;
+    CHECK(ud == &prepared);
+    trained_rows += B;
+}
+
+/* The stream state saved at a boundary loads into a fresh learner as the same bytes; the
+ * hooks see every minibatch; boundaries are where nothing is queued. */
+static void test_state_roundtrip(void) {
+    m3_cfg cfg;
+    lrn *L = make(&cfg);
+    lrn_set_hooks(L, hook_prepare, hook_trained, &prepared);
+    char reason[256], err[256];
+    CHECK(lrn_at_boundary(L));
+    m3_impression a = imp("a", "home", T0, 1, 1), b = imp("b", "search", T0 + 10, 2, 0);
+    CHECK(lrn_impression(L, &a, 0, 0, NULL, NULL, reason, sizeof reason) == 0);
+    CHECK(!lrn_at_boundary(L));
+    CHECK(lrn_impression(L, &b, 3, 0, NULL, NULL, reason, sizeof reason) == 0);
+    lrn_flush(L, NULL, NULL);
+    CHECK(lrn_at_boundary(L));
+    m3_conversion c = conv("a", "home", T0 + 100);
+    CHECK(lrn_conversion(L, &c, 0, NULL, NULL, reason, sizeof reason) == 0);
+    CHECK(!lrn_at_boundary(L));   /* a settled label waits for a batch */
+    lrn_flush(L, NULL, NULL);
+    CHECK(lrn_at_boundary(L));
+    CHECK_EQ_INT(prepared, 2);
+    CHECK_EQ_INT(trained_rows, 3);   /* two impressions, then the joined CTCVR row */
+    CHECK_EQ_INT(lrn_trained_ctr(L), 2);
+    CHECK_EQ_INT(lrn_trained_ctcvr(L), 2);
+    CHECK_EQ_INT(lrn_n_sources(L), 4);
+    size_t n = lrn_state_save(L, NULL, 0);
+    unsigned char *buf = malloc(n), *buf2 = malloc(n);
+    CHECK_EQ_INT(lrn_state_save(L, buf, n), n);
+    m3_cfg cfg2;
+    lrn *L2 = make(&cfg2);
+    CHECK_MSG(lrn_state_load(L2, buf, n, err, sizeof err) == 0, "%s", err);
+    CHECK_EQ_INT(lrn_state_save(L2, buf2, n), n);
+    CHECK(!memcmp(buf, buf2, n));
+    CHECK_EQ_INT(lrn_model_version(L2), lrn_model_version(L));
+    CHECK_EQ_INT(met_board_counters(lrn_board(L2))->conversions, 1);
+    CHECK_EQ_INT(lrn_n_sources(L2), 4);
+    /* a short record, and one of a learner with another model count, are refused */
+    lrn *L3 = make(&cfg2);
+    CHECK_EQ_INT(lrn_state_load(L3, buf, n - 1, err, sizeof err), -1);
+    CHECK_CONTAINS(err, "malformed");
+    m3_cfg cfg4;
+    cfg_defaults(&cfg4);
+    CHECK(cfg_set(&cfg4, "batch.size=4", "test", 1, err, sizeof err) == 0);
+    CHECK(cfg_check(&cfg4, err, sizeof err) == 0);
+    lrn *L4 = lrn_new(&cfg4, err, sizeof err);   /* no shadow: one model */
+    CHECK_EQ_INT(lrn_state_load(L4, buf, n, err, sizeof err), -1);
+    CHECK_CONTAINS(err, "2 models stored, 1 configured");
+    free(buf);
+    free(buf2);
+    lrn_destroy(L);
+    lrn_destroy(L2);
+    lrn_destroy(L3);
+    lrn_destroy(L4);
+    cfg_free(&cfg);
+    cfg_free(&cfg2);
+    cfg_free(&cfg4);
+}
+
 int main(void) {
+    test_state_roundtrip();
     test_many_settled();
     test_predict_then_train();
     test_join();

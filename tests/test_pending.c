@@ -1,5 +1,6 @@
 /* test_pending.c - delayed-conversion join: convert, late, unknown, expiry order,
- * duplicates, and 100k entries each released exactly once. */
+ * duplicates, and 100k entries each released exactly once; with a store behind it: sync,
+ * bodies spilled and read back, restore, the late ring, the stored form. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -251,7 +252,155 @@ static void test_many(void) {
     pend_destroy(t);
 }
 
+/* ---- a store behind the table: a list of encoded entries in the test ---- */
+
+#define NCAT 5
+#define NNUM 4
+
+typedef struct {
+    char id[16][M3_ID_MAX];
+    unsigned char val[16][512];
+    size_t len[16];
+    int n, loads, fail;
+    char dels[16][M3_ID_MAX];
+    int n_dels;
+} fake_store;
+
+static int fake_load(void *ud, int tag, const char *id, pend_entry *out) {
+    fake_store *f = ud;
+    CHECK_EQ_INT(tag, 7);
+    f->loads++;
+    if (f->fail) return -1;
+    for (int i = 0; i < f->n; i++)
+        if (!strcmp(f->id[i], id)) return pend_entry_decode(out, id, NCAT, NNUM, f->val[i], f->len[i]);
+    return -1;
+}
+
+static void fake_put(void *ud, const pend_entry *e, uint64_t seq) {
+    fake_store *f = ud;
+    CHECK(f->n < 16);
+    snprintf(f->id[f->n], M3_ID_MAX, "%s", e->impression_id);
+    f->len[f->n] = pend_entry_encode(e, seq, NCAT, NNUM, f->val[f->n], sizeof f->val[0]);
+    CHECK_EQ_INT(f->len[f->n], pend_entry_bytes(e->n_models, NCAT, NNUM));
+    f->n++;
+}
+
+static void fake_del(void *ud, const char *id) {
+    fake_store *f = ud;
+    snprintf(f->dels[f->n_dels++], M3_ID_MAX, "%s", id);
+}
+
+static m3_example rich_ex(int64_t ts, int i) {
+    m3_example ex = mk_ex(ts, i % 3, 100 + (uint64_t)i);
+    for (int s = 0; s < NCAT; s++) ex.cat[s] = (uint64_t)(i * 10 + s);
+    for (int s = 0; s < NNUM; s++) ex.num[s] = (float)i + 0.5f * (float)s;
+    ex.slices = (uint8_t)(i & 3);
+    return ex;
+}
+
+static void check_rich(const pend_entry *e, int i, float y_conv) {
+    CHECK_EQ_INT(e->ex.scenario, i % 3);
+    for (int s = 0; s < NCAT; s++) CHECK_EQ_INT(e->ex.cat[s], i * 10 + s);
+    for (int s = 0; s < NNUM; s++) CHECK_CLOSE(e->ex.num[s], (float)i + 0.5f * (float)s, 0, 0);
+    CHECK_EQ_INT(e->ex.slices, i & 3);
+    CHECK_EQ_INT(e->n_models, 2);
+    CHECK_CLOSE(e->p_ctcvr[1], 0.01f * (float)i, 0, 0);
+    CHECK_CLOSE(e->ex.y_conv, y_conv, 0, 0);
+    CHECK_CLOSE(e->ex.w_ctr, 0, 0, 0);
+    CHECK_CLOSE(e->ex.w_ctcvr, 1, 0, 0);
+}
+
+static void test_store_backed(void) {
+    static fake_store f;
+    pend_table *t = mk_table(100, 16);
+    pend_set_loader(t, fake_load, &f, 7);
+    char id[16];
+    for (int i = 0; i < 4; i++) {   /* s0..s3, times 10, 20, 30, 40 */
+        m3_example ex = rich_ex(10 * (i + 1), i);
+        float p[2] = {0.5f, 0.01f * (float)i};
+        snprintf(id, sizeof id, "s%d", i);
+        CHECK_EQ_INT(pend_add(t, id, &ex, p, 2), 0);
+    }
+    CHECK_EQ_INT(pend_sync(t, fake_put, fake_del, &f), 4);
+    CHECK_EQ_INT(f.n, 4);
+    pend_sync_done(t);
+    CHECK_EQ_INT(pend_sync(t, fake_put, fake_del, &f), 0);   /* nothing new */
+    pend_sync_done(t);
+    m3_example ex = rich_ex(35, 4);
+    float p[2] = {0.5f, 0.04f};
+    CHECK_EQ_INT(pend_add(t, "s4", &ex, p, 2), 0);            /* not in the store */
+    pend_entry e;
+    CHECK_EQ_INT(pend_convert(t, "s1", 50, &e), 1);           /* spilled: read back */
+    CHECK_EQ_INT(f.loads, 1);
+    CHECK_EQ_STR(e.impression_id, "s1");
+    check_rich(&e, 1, 1);
+    CHECK_EQ_INT(pend_convert(t, "s4", 50, &e), 1);           /* in memory: no read */
+    CHECK_EQ_INT(f.loads, 1);
+    check_rich(&e, 4, 1);
+    pend_entry out[4];
+    CHECK_EQ_INT(pend_expire(t, 145, out, 4), 3);             /* s0, s2, s3: imp < 45 */
+    CHECK_EQ_INT(f.loads, 4);
+    CHECK_EQ_STR(out[0].impression_id, "s0");
+    check_rich(&out[0], 0, 0);
+    check_rich(&out[2], 3, 0);
+    CHECK(pend_late_dirty(t));
+    /* the next sync deletes the four stored entries released, writes nothing */
+    int n_put = f.n;
+    CHECK_EQ_INT(pend_sync(t, fake_put, fake_del, &f), 4);
+    CHECK_EQ_INT(f.n, n_put);
+    CHECK_EQ_INT(f.n_dels, 4);
+    CHECK_EQ_STR(f.dels[0], "s1");
+    CHECK_EQ_STR(f.dels[3], "s3");
+    /* the late ring round trip */
+    char ring[256];
+    size_t rl = pend_late_save(t, NULL, 0);
+    CHECK_EQ_INT(rl, 9);                                      /* "s0\0s2\0s3\0" */
+    CHECK_EQ_INT(pend_late_save(t, ring, sizeof ring), rl);
+    pend_sync_done(t);
+    CHECK(!pend_late_dirty(t));
+    pend_table *t2 = mk_table(100, 16);
+    CHECK_EQ_INT(pend_late_load(t2, ring, rl), 0);
+    CHECK(!pend_late_dirty(t2));
+    CHECK_EQ_INT(pend_convert(t2, "s2", 200, NULL), 2);       /* late, as in t */
+    CHECK_EQ_INT(pend_late_load(t2, "x", 1), -1);             /* no terminator */
+    /* restore from the store: order by (time, seq); bodies read when released */
+    pend_set_loader(t2, fake_load, &f, 7);
+    uint64_t seq;
+    int64_t ts;
+    CHECK_EQ_INT(pend_entry_head(f.val[2], f.len[2], &seq, &ts), 0);
+    CHECK_EQ_INT(seq, 2);
+    CHECK_EQ_INT(ts, 30);
+    CHECK_EQ_INT(pend_restore(t2, "s3", 30, 3), 0);           /* same time as s2: seq decides */
+    CHECK_EQ_INT(pend_restore(t2, "s2", 30, 2), 0);
+    CHECK_EQ_INT(pend_restore(t2, "s2", 30, 2), 1);
+    CHECK_EQ_INT(pend_restore(t2, "", 30, 2), -1);
+    CHECK_EQ_INT(pend_next_seq(t2), 4);
+    CHECK_EQ_INT(pend_size(t2), 2);
+    CHECK_EQ_INT(pend_sync(t2, fake_put, fake_del, &f), 0);  /* restored: already stored */
+    pend_sync_done(t2);
+    CHECK_EQ_INT(pend_expire(t2, 1000, out, 4), 2);
+    CHECK_EQ_STR(out[0].impression_id, "s2");
+    CHECK_EQ_STR(out[1].impression_id, "s3");
+    check_rich(&out[1], 3, 0);
+    /* a body that cannot be read: released empty, counted */
+    CHECK_EQ_INT(pend_restore(t2, "gone", 900, 9), 0);
+    f.fail = 1;
+    CHECK_EQ_INT(pend_convert(t2, "gone", 950, &e), 1);
+    CHECK_EQ_INT(pend_load_errors(t2), 1);
+    CHECK_EQ_INT(e.ex.cat[0], 0);
+    CHECK_EQ_STR(e.impression_id, "gone");
+    /* the stored form refuses another slot layout and a short value */
+    pend_entry d;
+    CHECK_EQ_INT(pend_entry_decode(&d, "s0", NCAT + 1, NNUM, f.val[0], f.len[0]), -1);
+    CHECK_EQ_INT(pend_entry_decode(&d, "s0", NCAT, NNUM, f.val[0], f.len[0] - 1), -1);
+    CHECK_EQ_INT(pend_entry_head(f.val[0], 10, &seq, &ts), -1);
+    CHECK_EQ_INT(pend_entry_encode(&d, 0, NCAT, NNUM, ring, 8), 0);
+    pend_destroy(t);
+    pend_destroy(t2);
+}
+
 int main(void) {
+    test_store_backed();
     test_convert_within_window();
     test_late_and_unknown();
     test_bad_args();

@@ -2,7 +2,9 @@
  *
  * A bad configuration stops start-up with `file:line: message` (exit 2); missing or
  * unequal topics stop it with a message naming them (exit 1); an unreachable broker is
- * reported within a bound; SIGTERM shuts it down cleanly (exit 0, report written). */
+ * reported within a bound; SIGTERM shuts it down cleanly (exit 0, report written); a
+ * state directory that is locked, of an incompatible store format or of another
+ * configuration is refused with a message naming it (exit 1), and left as it was. */
 #include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
@@ -15,6 +17,9 @@
 
 #include "check.h"
 #include "kio.h"
+#include "learner.h"
+#include "state.h"
+#include "store.h"
 
 extern char **environ;
 
@@ -157,7 +162,104 @@ static void test_sigterm(void) {
     CHECK_CONTAINS(slurp(report), "\"events\"");
 }
 
+/* A store with one recognisable record, to see that a refusing worker leaves it alone. */
+static void put_marker(store *s) {
+    char err[256];
+    store_batch *b = store_batch_new(s);
+    CHECK(store_batch_put(b, STORE_EMB, "marker", 6, "kept", 4) == 0);
+    CHECK_MSG(store_commit(s, b, 1, err, sizeof err) == 0, "%s", err);
+    store_batch_destroy(b);
+}
+
+static void check_marker(const char *dir) {
+    char err[512];
+    store *s = store_open(dir, NULL, err, sizeof err);
+    CHECK_MSG(s, "%s", err);
+    void *v;
+    size_t n;
+    CHECK_EQ_INT(store_get(s, STORE_EMB, "marker", 6, &v, &n, err, sizeof err), 1);
+    CHECK(n == 4 && memcmp(v, "kept", 4) == 0);
+    free(v);
+    CHECK(store_close(s, 0, err, sizeof err) == 0);
+}
+
+static void test_state_dir(void) {
+    char err[1024], dir[512], set_dir[600], *out;
+    snprintf(dir, sizeof dir, "%s/test_worker_state.%d", M3_BINARY_DIR, (int)getpid());
+    snprintf(set_dir, sizeof set_dir, "store.dir=%s", dir);
+    char *args[] = {"--config", M3_SOURCE_DIR "/config/demo.properties", "--set", "model.shadow=",
+                    "--set", set_dir, "--set", "worker.exit.idle.ms=100",
+                    "--set", "worker.max.events=1", NULL};
+    /* shadows are not persisted: refused at the configuration check */
+    char *shadow[] = {"--config", M3_SOURCE_DIR "/config/demo.properties", "--set", set_dir, NULL};
+    CHECK_EQ_INT(run(shadow, 10000, &out), 2);
+    CHECK_CONTAINS(out, "model.shadow must be empty with store.dir");
+
+    /* locked: this process holds the store */
+    store *s = store_open(dir, NULL, err, sizeof err);
+    CHECK_MSG(s, "%s", err);
+    put_marker(s);
+    CHECK_EQ_INT(run(args, 30000, &out), 1);
+    char want[128];
+    snprintf(want, sizeof want, "is locked by another process (pid %d)", (int)getpid());
+    CHECK_CONTAINS(out, want);
+    CHECK_CONTAINS(out, dir);
+    CHECK(store_close(s, 0, err, sizeof err) == 0);
+    check_marker(dir);
+
+    /* written by an incompatible store format */
+    s = store_open(dir, NULL, err, sizeof err);
+    CHECK_MSG(s, "%s", err);
+    store_batch *b = store_batch_new(s);
+    CHECK(store_batch_put(b, STORE_META, STORE_KEY_FORMAT, strlen(STORE_KEY_FORMAT),
+                          "m3rec-store 99", 14) == 0);
+    CHECK_MSG(store_commit(s, b, 1, err, sizeof err) == 0, "%s", err);
+    store_batch_destroy(b);
+    CHECK(store_close(s, 1, err, sizeof err) == 0);
+    CHECK_EQ_INT(run(args, 30000, &out), 1);
+    CHECK_CONTAINS(out, "has format \"m3rec-store 99\" but this build reads \"m3rec-store 1\"");
+    CHECK_CONTAINS(out, "nothing was changed");
+    s = store_open(dir, NULL, err, sizeof err);
+    CHECK(s == NULL);   /* still the same incompatible store: the worker changed nothing */
+
+    /* the state of another configuration: an m3rec state, a shared_bottom worker */
+    char dir2[600], set_dir2[700];
+    snprintf(dir2, sizeof dir2, "%s-2", dir);
+    snprintf(set_dir2, sizeof set_dir2, "store.dir=%s", dir2);
+    m3_cfg cfg;
+    cfg_defaults(&cfg);
+    CHECK(cfg_set(&cfg, set_dir2, "test", 0, err, sizeof err) == 0);
+    CHECK(cfg_check(&cfg, err, sizeof err) == 0);
+    lrn *L = lrn_new(&cfg, err, sizeof err);
+    CHECK_MSG(L, "%s", err);
+    state *st = state_open(&cfg, L, "whatever", err, sizeof err);
+    CHECK_MSG(st, "%s", err);
+    CHECK(state_close(st, err, sizeof err) == 0);
+    lrn_destroy(L);
+    cfg_free(&cfg);
+    char *other[] = {"--config", M3_SOURCE_DIR "/config/demo.properties", "--set", "model.shadow=",
+                     "--set", set_dir2, "--set", "worker.exit.idle.ms=100", NULL};
+    CHECK_EQ_INT(run(other, 30000, &out), 1);
+    CHECK_CONTAINS(out, "holds the state of another configuration: it has model.arch=m3rec, "
+                        "this worker has model.arch=shared_bottom");
+    CHECK_CONTAINS(out, "its state was not changed");
+    /* the same configuration opens it */
+    cfg_defaults(&cfg);
+    CHECK(cfg_set(&cfg, set_dir2, "test", 0, err, sizeof err) == 0);
+    CHECK(cfg_check(&cfg, err, sizeof err) == 0);
+    L = lrn_new(&cfg, err, sizeof err);
+    st = state_open(&cfg, L, "whatever", err, sizeof err);
+    CHECK_MSG(st, "%s", err);
+    CHECK(state_close(st, err, sizeof err) == 0);
+    lrn_destroy(L);
+    cfg_free(&cfg);
+    char cmd[1400];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s' '%s'", dir, dir2);
+    CHECK(system(cmd) == 0);
+}
+
 int main(void) {
+    test_state_dir();
     test_bad_config();
     test_topics();
     test_sigterm();

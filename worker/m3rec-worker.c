@@ -8,8 +8,18 @@
  * <prefix>.dlq with the reason, runs the learner (predict first, then train) and
  * publishes a Prediction for every impression and every score-request candidate to
  * <prefix>.predictions. With broker.embedded=true it hosts librdkafka's mock cluster
- * itself, so it runs with no Kafka installed. */
+ * itself, so it runs with no Kafka installed.
+ *
+ * With store.dir set the learner's state lives in RocksDB (state.h): every
+ * checkpoint.interval.ms, at the first minibatch boundary, one write batch stores the
+ * changed state with the next offset of every input partition; on assignment each
+ * partition starts after its stored offset (or the group's committed one if that is
+ * further: another worker got there), so a restart after a crash redoes exactly the input
+ * after the last checkpoint. Kafka's committed offsets follow the checkpoints, for lag
+ * monitoring. Without store.dir offsets are stored after each message and committed every
+ * second, and a restart starts a fresh model. */
 #include <inttypes.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,6 +34,7 @@
 #include "kio.h"
 #include "learner.h"
 #include "metrics.h"
+#include "state.h"
 
 #define TOPIC_MAX 256
 #define POLL_MAX 512
@@ -56,6 +67,16 @@ typedef struct {
     size_t buf_cap;
     long long produce_errors;
     char last_produce_error[256];
+    /* durable state (store.dir), NULL when in memory */
+    state *st;
+    int64_t *next_off;                     /* (n_topics x n_partitions) next offset to consume
+                                              after what was handled; -1: nothing handled
+                                              since the partition was assigned */
+    int64_t last_ckpt_ms;                  /* monotonic */
+    uint64_t events_at_ckpt;               /* input handled at the last checkpoint */
+    int64_t version_at_ckpt;               /* and the model version (a flush may train
+                                              released pending rows without new input) */
+    int failed;                            /* a checkpoint or the state failed: stop */
 } worker;
 
 static int64_t mono_ms(void) {
@@ -131,6 +152,7 @@ static void handle(worker *w, const rd_kafka_message_t *m) {
     m3_event ev;
     met_board_counters(lrn_board(w->L))->events++;
     w->per_source[source_index(w, m)]++;
+    w->next_off[source_index(w, m)] = m->offset + 1;
     if (codec_decode(w->codec, m->payload, m->len, &ev, reason, sizeof reason) != 0) {
         send_dlq(w, m, reason);
         return;
@@ -174,6 +196,124 @@ static void handle(worker *w, const rd_kafka_message_t *m) {
     }
     m3_event_clear(&ev);
     if (rc != 0) send_dlq(w, m, reason);
+}
+
+/* ---- durable state: checkpoints and where partitions start ---- */
+
+/* Checkpoint the state with the next offset of every partition handled since its
+ * assignment, then let Kafka's committed offsets follow (lag monitoring). Only at a learner
+ * boundary. Returns 0, or -1 (w->failed set, the reason printed). */
+static int checkpoint(worker *w) {
+    char err[1024];
+    /* The outputs of what the checkpoint covers must be in Kafka first: after a crash only
+     * the input after the checkpoint is handled (and published) again. A delivery failure
+     * stops the worker without checkpointing, so the restart publishes them again. */
+    if (kio_producer_flush(w->prod, 30000, err, sizeof err) != 0) {
+        fprintf(stderr, "m3rec-worker: predictions or DLQ messages were not delivered, stopping "
+                "without a checkpoint (a restart publishes them again): %s\n", err);
+        w->failed = 1;
+        return -1;
+    }
+    int n = w->n_topics * w->n_partitions, k = 0;
+    state_offset *offs = calloc((size_t)n + 1, sizeof *offs);
+    if (!offs) {
+        fprintf(stderr, "m3rec-worker: checkpoint: out of memory\n");
+        w->failed = 1;
+        return -1;
+    }
+    for (int src = 0; src < n; src++) {
+        if (w->next_off[src] < 0) continue;
+        snprintf(offs[k].topic, sizeof offs[k].topic, "%s", w->topics[src / w->n_partitions]);
+        offs[k].partition = src % w->n_partitions;
+        offs[k].next_offset = w->next_off[src];
+        k++;
+    }
+    int rc = state_checkpoint(w->st, offs, k, err, sizeof err);
+    if (rc != 0) {
+        fprintf(stderr, "m3rec-worker: checkpoint failed, stopping (the state stays at the "
+                "previous checkpoint): %s\n", err);
+        w->failed = 1;
+    } else {
+        for (int i = 0; i < k; i++)   /* a partition revoked meanwhile just fails: fine */
+            kio_consumer_store_offset(w->cons, offs[i].topic, offs[i].partition,
+                                      offs[i].next_offset, err, sizeof err);
+        kio_consumer_commit(w->cons, err, sizeof err);
+        w->events_at_ckpt = met_board_counters(lrn_board(w->L))->events;
+        w->version_at_ckpt = lrn_model_version(w->L);
+    }
+    w->last_ckpt_ms = mono_ms();
+    free(offs);
+    return rc;
+}
+
+/* Anything handled or trained since the last checkpoint? */
+static int changed(const worker *w) {
+    return met_board_counters(lrn_board(w->L))->events != w->events_at_ckpt ||
+           lrn_model_version(w->L) != w->version_at_ckpt;
+}
+
+/* The state failed inside the learner (a store read): stop without checkpointing. */
+static int state_broken(worker *w) {
+    char err[1024];
+    if (!w->st || w->failed || !state_failed(w->st, err, sizeof err)) return w->failed;
+    fprintf(stderr, "m3rec-worker: %s; stopping without a checkpoint\n", err);
+    w->failed = 1;
+    return 1;
+}
+
+static int topic_index(const worker *w, const char *topic) {
+    for (int t = 0; t < w->n_topics; t++)
+        if (strcmp(topic, w->topics[t]) == 0) return t;
+    return -1;
+}
+
+/* Each assigned partition starts after its stored offset, or at the group's committed
+ * offset when that is further (another worker handled it since), else where
+ * auto.offset.reset says. */
+static void on_assign(void *opaque, rd_kafka_t *rk, rd_kafka_topic_partition_list_t *parts) {
+    worker *w = opaque;
+    rd_kafka_topic_partition_list_t *committed = rd_kafka_topic_partition_list_copy(parts);
+    rd_kafka_resp_err_t e = rd_kafka_committed(rk, committed, START_TIMEOUT_MS);
+    if (e)
+        fprintf(stderr, "m3rec-worker: cannot read the group's committed offsets (%s): "
+                "partitions start at the stored offsets\n", rd_kafka_err2str(e));
+    int from_store = 0, from_group = 0, from_reset = 0;
+    for (int i = 0; i < parts->cnt; i++) {
+        rd_kafka_topic_partition_t *p = &parts->elems[i];
+        int t = topic_index(w, p->topic);
+        if (t >= 0 && p->partition >= 0 && p->partition < w->n_partitions)
+            w->next_off[t * w->n_partitions + p->partition] = -1;
+        int64_t stored = -1, group = e ? -1 : committed->elems[i].offset;
+        if (!state_offset_get(w->st, p->topic, p->partition, &stored)) stored = -1;
+        if (stored >= 0 && stored >= group) {
+            p->offset = stored;
+            from_store++;
+        } else if (group >= 0) {
+            p->offset = group;
+            from_group++;
+        } else {
+            p->offset = RD_KAFKA_OFFSET_INVALID;
+            from_reset++;
+        }
+    }
+    rd_kafka_topic_partition_list_destroy(committed);
+    fprintf(stderr, "m3rec-worker: assignment of %d partitions: %d start at the stored offset, "
+            "%d at the group's committed one, %d by auto.offset.reset\n", parts->cnt,
+            from_store, from_group, from_reset);
+}
+
+/* Before the partitions go: train what is queued and checkpoint it with their offsets. */
+static void on_revoke(void *opaque, rd_kafka_t *rk, const rd_kafka_topic_partition_list_t *parts) {
+    worker *w = opaque;
+    (void)rk;
+    if (w->failed || state_broken(w)) return;
+    if (!lrn_at_boundary(w->L)) lrn_flush(w->L, emit_prediction, w);
+    if (!state_broken(w) && changed(w)) checkpoint(w);
+    for (int i = 0; i < parts->cnt; i++) {
+        int t = topic_index(w, parts->elems[i].topic);
+        int p = parts->elems[i].partition;
+        if (t >= 0 && p >= 0 && p < w->n_partitions) w->next_off[t * w->n_partitions + p] = -1;
+    }
 }
 
 /* ---- start-up ---- */
@@ -229,14 +369,37 @@ static int setup(worker *w, char *err, size_t n) {
             return -1;
     w->n_partitions = parts;
     w->per_source = calloc((size_t)(w->n_topics * parts), sizeof *w->per_source);
-    if (!w->per_source) {
+    w->next_off = malloc(sizeof *w->next_off * (size_t)(w->n_topics * parts));
+    if (!w->per_source || !w->next_off) {
         snprintf(err, n, "out of memory");
         return -1;
+    }
+    for (int i = 0; i < w->n_topics * parts; i++) w->next_off[i] = -1;
+    if (c->store_dir[0]) {
+        /* the learner numbers its sources topic x partition: the store is for this layout */
+        char layout[TOPIC_MAX * (M3_MAX_SCEN + 1) + 32];
+        size_t o = 0;
+        for (int t = 0; t < w->n_topics; t++)
+            o += (size_t)snprintf(layout + o, sizeof layout - o, "%s%s", t ? "," : "", w->topics[t]);
+        snprintf(layout + o, sizeof layout - o, " x %d partitions", parts);
+        w->st = state_open(c, w->L, layout, err, n);
+        if (!w->st) return -1;
+        state_stats ss;
+        state_stats_get(w->st, &ss);
+        fprintf(stderr, "m3rec-worker: state %s %s in %.0f ms (store open %.0f ms): model "
+                "version %lld, %llu impressions trained, %llu pending\n", c->store_dir,
+                state_fresh(w->st) ? "created" : "restored", ss.open_ms, ss.store_open_ms,
+                (long long)lrn_model_version(w->L), (unsigned long long)lrn_trained_ctr(w->L),
+                (unsigned long long)ss.pending_restored);
+        w->events_at_ckpt = met_board_counters(lrn_board(w->L))->events;
+        w->version_at_ckpt = lrn_model_version(w->L);
+        w->last_ckpt_ms = mono_ms();
     }
     w->prod = kio_producer_new(w->props, w->n_props, err, n);
     if (!w->prod) return -1;
     w->cons = kio_consumer_new(w->props, w->n_props, names, w->n_topics, err, n);
     if (!w->cons) return -1;
+    if (w->st) kio_consumer_set_rebalance_hooks(w->cons, on_assign, on_revoke, w);
     fprintf(stderr, "m3rec-worker: consuming %d topics x %d partitions as group '%s', model %s%s%s\n",
             w->n_topics, parts, cfg_kafka_get(c, "group.id") ? cfg_kafka_get(c, "group.id") : "m3rec",
             m3_arch_name(c->model.arch), c->n_shadow ? " (shadows: " : "",
@@ -245,14 +408,17 @@ static int setup(worker *w, char *err, size_t n) {
 }
 
 static void teardown(worker *w) {
-    kio_consumer_close(w->cons);
+    char err[512];
+    kio_consumer_close(w->cons);   /* may checkpoint (revocation): before the state closes */
     kio_producer_destroy(w->prod);
     kio_mock_destroy(w->mock);
+    if (state_close(w->st, err, sizeof err) != 0) fprintf(stderr, "m3rec-worker: %s\n", err);
     lrn_destroy(w->L);
     codec_destroy(w->codec);
     free(w->buf);
     free(w->props);
     free(w->per_source);
+    free(w->next_off);
     cfg_free(&w->cfg);
 }
 
@@ -278,6 +444,14 @@ static void report_extra(json_writer *jw, void *arg) {
             json_int(jw, k);
         }
     json_obj_end(jw);
+    json_key(jw, "trained_ctr");
+    json_uint(jw, lrn_trained_ctr(w->L));
+    json_key(jw, "trained_ctcvr");
+    json_uint(jw, lrn_trained_ctcvr(w->L));
+    if (w->st) {
+        json_key(jw, "state");
+        state_write_json(w->st, jw);
+    }
 }
 
 /* ---- the loop ---- */
@@ -297,10 +471,10 @@ static int loop(worker *w) {
     int seen_input = 0, rc = 0, last_assigned = 0;
     met_counters *mc = met_board_counters(lrn_board(w->L));
     while (run) {
-        int timeout = 100;
+        int timeout = 100;   /* at most: idle exit, progress and checkpoints are due on time */
         if (lrn_queued(w->L)) {
             int64_t left = batch_start + c->batch_linger_ms - mono_ms();
-            timeout = left < 0 ? 0 : (int)left;
+            timeout = left < 0 ? 0 : left < timeout ? (int)left : timeout;
         }
         int n = kio_consumer_poll(w->cons, msgs, POLL_MAX, timeout, err, sizeof err);
         if (n < 0) {
@@ -310,11 +484,24 @@ static int loop(worker *w) {
         }
         int64_t now = mono_ms();
         for (int i = 0; i < n; i++) {
+            if (w->failed) {   /* nothing more is handled: the state cannot be saved */
+                rd_kafka_message_destroy(msgs[i]);
+                continue;
+            }
             if (!lrn_queued(w->L)) batch_start = now;
             handle(w, msgs[i]);
-            kio_consumer_store(w->cons, msgs[i], err, sizeof err);
+            if (!w->st) kio_consumer_store(w->cons, msgs[i], err, sizeof err);
             rd_kafka_message_destroy(msgs[i]);
             msgs[i] = NULL;
+            /* a checkpoint must sit between two minibatches: take it right after a flush */
+            if (w->st && !state_broken(w) && lrn_at_boundary(w->L) &&
+                (now - w->last_ckpt_ms >= c->checkpoint_interval_ms ||
+                 state_want_checkpoint(w->st)))
+                checkpoint(w);
+        }
+        if (w->failed) {
+            rc = 1;
+            break;
         }
         if (n > 0) {
             seen_input = 1;
@@ -328,8 +515,16 @@ static int loop(worker *w) {
         }
         if (lrn_queued(w->L) && now - batch_start >= c->batch_linger_ms)
             lrn_flush(w->L, emit_prediction, w);
+        if (w->st && !state_broken(w) && lrn_at_boundary(w->L) &&
+            (now - w->last_ckpt_ms >= c->checkpoint_interval_ms || state_want_checkpoint(w->st)) &&
+            changed(w))
+            checkpoint(w);
+        if (w->failed) {
+            rc = 1;
+            break;
+        }
         kio_producer_poll(w->prod);
-        if (now - last_commit >= COMMIT_EVERY_MS && !lrn_queued(w->L)) {
+        if (!w->st && now - last_commit >= COMMIT_EVERY_MS && !lrn_queued(w->L)) {
             kio_consumer_commit(w->cons, err, sizeof err);
             last_commit = now;
         }
@@ -344,19 +539,24 @@ static int loop(worker *w) {
             break;
         }
     }
-    /* shutdown: finish the batch, flush the producer, commit, then close (in main) */
-    lrn_flush(w->L, emit_prediction, w);
+    /* shutdown: finish the batch, checkpoint, flush the producer, commit, then close (in
+     * main); after a failure nothing more is checkpointed */
+    if (!w->failed) lrn_flush(w->L, emit_prediction, w);
+    if (w->st && !state_broken(w) && changed(w) && checkpoint(w) != 0) rc = 1;
     w->last_input_ms = mono_ms();
     if (seen_input) w->last_input_ms = last_input;
     if (kio_producer_flush(w->prod, 30000, err, sizeof err) != 0) {
         fprintf(stderr, "m3rec-worker: producer flush: %s\n", err);
         rc = 1;
     }
-    kio_consumer_commit(w->cons, err, sizeof err);
+    if (!w->st) kio_consumer_commit(w->cons, err, sizeof err);
     return rc;
 }
 
 int main(int argc, char **argv) {
+    /* Blocks of 1 MB and more come from mmap and go back to the OS when freed: eviction
+     * grows and shrinks the state's tables (see m3rec-offline). */
+    mallopt(M_MMAP_THRESHOLD, 1 << 20);
     static worker w;
     cfg_defaults(&w.cfg);
     const char *report = NULL;

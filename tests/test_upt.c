@@ -1,0 +1,93 @@
+/* test_upt.c - UPT user state: the persistence hooks (stored values, removal with the last
+ * row moving into the hole, reserve), and that they keep lookups and history intact. */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "check.h"
+#include "upt.h"
+
+static uint64_t key_of(uint64_t i) { return (i * 0x9e3779b97f4a7c15ULL) ^ (i << 61); }
+
+/* Give user i a recognisable state: scenario (i % 3) updated twice, impressions i. */
+static void fill(upt_table *t, int i) {
+    int64_t r = upt_lookup(t, key_of((uint64_t)i));
+    CHECK(r >= 0);
+    float e[4] = {(float)i, 1, 2, 3};
+    upt_update_at(t, r, i % 3, e, 0.5f, 1000 + i);
+    upt_update_at(t, r, i % 3, e, 0.5f, 2000 + i);
+    upt_cnt(t, r)[i % 3] = (uint32_t)i;
+}
+
+static void check_user(upt_table *t, int i) {
+    int64_t r = upt_find(t, key_of((uint64_t)i));
+    CHECK_MSG(r >= 0, "user %d lost", i);
+    CHECK_EQ_INT(upt_cnt(t, r)[i % 3], i);
+    CHECK_EQ_INT(upt_cnt(t, r)[3 + i % 3], 2);
+    const float *p = upt_pref_at(t, r, i % 3, 2000 + i);
+    CHECK(p && p[0] == (float)i);
+    CHECK(upt_pref_at(t, r, i % 3, 999 + i) == NULL);   /* no history before the first */
+}
+
+static void test_values(int d) {
+    char err[128];
+    upt_table *a = upt_new(3, d, err, sizeof err), *b = upt_new(3, d, err, sizeof err);
+    CHECK(a && b);
+    fill(a, 7);
+    unsigned char val[1024];
+    size_t n = upt_value_bytes(a);
+    CHECK_EQ_INT(n, 2 * 3 * d * 4 + (d ? 2 * 3 * 8 : 0) + 2 * 3 * 4);
+    upt_value_save(a, upt_find(a, key_of(7)), val);
+    CHECK_EQ_INT(upt_value_load(b, key_of(7), val, n - 1), -2);
+    int64_t r = upt_value_load(b, key_of(7), val, n);
+    CHECK(r >= 0);
+    CHECK_EQ_INT(upt_value_load(b, key_of(7), val, n), -2);
+    if (d) check_user(b, 7);
+    CHECK_EQ_INT(upt_cnt(b, r)[7 % 3], 7);
+    upt_destroy(a);
+    upt_destroy(b);
+}
+
+static void test_remove_reserve(void) {
+    char err[128];
+    upt_table *t = upt_new(3, 4, err, sizeof err);
+    const int N = 20000;
+    uint64_t *keys = malloc(sizeof *keys * N);   /* row -> key, as state.c keeps it */
+    for (int i = 0; i < N; i++) {
+        fill(t, i);
+        keys[upt_find(t, key_of((uint64_t)i))] = key_of((uint64_t)i);
+    }
+    CHECK_EQ_INT(upt_remove(t, key_of(N + 1), keys[N - 1]), -2);
+    char *gone = calloc(N, 1);
+    for (int i = 0; i < N; i += 3) {
+        int64_t r = upt_find(t, key_of((uint64_t)i)), last = (int64_t)upt_rows(t) - 1;
+        /* every 100th removal passes a wrong last key: the table must still be right */
+        uint64_t lk = i % 300 == 0 ? 12345 : keys[last];
+        int64_t moved = upt_remove(t, key_of((uint64_t)i), lk);
+        if (r == last) CHECK_EQ_INT(moved, -1);
+        else {
+            CHECK_EQ_INT(moved, r);
+            keys[r] = keys[last];
+        }
+        gone[i] = 1;
+    }
+    CHECK_EQ_INT(upt_reserve(t, 0), 0);
+    CHECK_EQ_INT(upt_capacity(t), upt_rows(t));
+    for (int i = 0; i < N; i++) {
+        if (gone[i]) CHECK_EQ_INT(upt_find(t, key_of((uint64_t)i)), -1);
+        else check_user(t, i);
+    }
+    CHECK_EQ_INT(upt_reserve(t, 100000), 0);
+    CHECK_EQ_INT(upt_capacity(t), 100000);
+    for (int i = 0; i < N; i++) if (!gone[i]) check_user(t, i);
+    free(gone);
+    free(keys);
+    upt_destroy(t);
+}
+
+int main(void) {
+    test_values(4);
+    test_values(0);
+    test_remove_reserve();
+    return 0;
+}
