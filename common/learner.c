@@ -460,8 +460,12 @@ int lrn_n_sources(const lrn *L) { return L->n_srcs; }
 uint64_t lrn_trained_ctr(const lrn *L) { return L->trained_ctr; }
 uint64_t lrn_trained_ctcvr(const lrn *L) { return L->trained_ctcvr; }
 
-pend_table *lrn_source_pending(lrn *L, int src, char *errstr, size_t errstr_size) {
-    if (src < L->n_srcs && L->srcs[src].pend) return L->srcs[src].pend;
+pend_table *lrn_source_pending(lrn *L, int src, int create, char *errstr, size_t errstr_size) {
+    if (src >= 0 && src < L->n_srcs && L->srcs[src].pend) return L->srcs[src].pend;
+    if (!create) {
+        snprintf(errstr, errstr_size, "source %d has no pending table", src);
+        return NULL;
+    }
     lrn_src *S = source(L, src, errstr, errstr_size);
     return S ? S->pend : NULL;
 }
@@ -557,6 +561,7 @@ int lrn_state_load(lrn *L, const void *buf, size_t len, char *errstr, size_t err
     uint64_t *cp[LRN__NCOUNT];
     lrn__counters(met_board_counters(L->board), cp);
     for (int i = 0; i < LRN__NCOUNT; i++) *cp[i] = cnt[i];
+    met_board_set_events_base(L->board, cnt[0]);   /* cp[0] is events */
     for (int m = 0; m < nm; m++) m3_set_clock(L->models[m], clk[m]);
     return 0;
 short_:

@@ -95,10 +95,10 @@ int lrn_at_boundary(const lrn *L);
 int lrn_n_models(const lrn *L);
 /* Model i (0 = primary), or NULL. */
 m3_model *lrn_model(lrn *L, int i);
-/* Sources known (the highest index seen + 1, or more) and one's pending table, created
- * when absent (NULL with errstr filled when out of memory). */
+/* Sources known (the highest index seen + 1, or more) and one's pending table: NULL when
+ * it has none yet, unless create (then NULL only when out of memory); errstr says why. */
 int lrn_n_sources(const lrn *L);
-pend_table *lrn_source_pending(lrn *L, int src, char *errstr, size_t errstr_size);
+pend_table *lrn_source_pending(lrn *L, int src, int create, char *errstr, size_t errstr_size);
 /* Rows trained so far with a CTR term (every impression, once) and a CTCVR term (each
  * impression once its conversion label is settled). */
 uint64_t lrn_trained_ctr(const lrn *L);

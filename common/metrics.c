@@ -210,6 +210,7 @@ struct met_board {
     met_auc *auc;     /* (n_models, n_scen + 1, MET_NTASKS); scenario slot 0 = overall */
     met_auc *sl;      /* (n_models, n_scen + 1, MET_NSLICES, MET_NTASKS); slot 0 = overall */
     met_counters c;
+    uint64_t events_base;   /* events counted before this process (a restored state) */
     met_latency lat;
     struct timespec t0;
     /* the timeline */
@@ -465,6 +466,9 @@ const met_auc *met_board_auc(const met_board *b, int model, int scen, met_task t
     return &b->auc[met__idx(b, model, scen, task)];
 }
 
+void met_board_set_events_base(met_board *b, uint64_t events) { b->events_base = events; }
+uint64_t met_board_events_base(const met_board *b) { return b->events_base; }
+
 double met_board_elapsed(const met_board *b) {
     double t0 = (double)b->t0.tv_sec + 1e-9 * (double)b->t0.tv_nsec;
     return met__now() - t0;
@@ -627,7 +631,8 @@ void met_board_write_json(const met_board *b, json_writer *w,
     const met_counters *c = &b->c;
     json_obj_begin(w);
     json_key(w, "events"); json_uint(w, c->events);
-    json_key(w, "events_per_sec"); json_num(w, elapsed > 0 ? (double)c->events / elapsed : 0.0);
+    json_key(w, "events_per_sec");
+    json_num(w, elapsed > 0 ? (double)(c->events - b->events_base) / elapsed : 0.0);
     json_key(w, "elapsed_sec"); json_num(w, elapsed);
     /* CPU time of the whole process (every thread), steadier than wall time on a shared
      * machine: events per CPU second is the cost of an event */
@@ -682,7 +687,8 @@ static void met__human(char *buf, size_t n, double x) {
 int met_board_progress_line(const met_board *b, char *buf, size_t n) {
     double elapsed = met_board_elapsed(b);
     char rate[32];
-    met__human(rate, sizeof rate, elapsed > 0 ? (double)b->c.events / elapsed : 0.0);
+    met__human(rate, sizeof rate,
+               elapsed > 0 ? (double)(b->c.events - b->events_base) / elapsed : 0.0);
     double auc_ctr = met_auc_value(&b->auc[met__idx(b, 0, -1, MET_CTR)], NULL);
     double auc_ctcvr = met_auc_value(&b->auc[met__idx(b, 0, -1, MET_CTCVR)], NULL);
     double p99 = met_latency_percentile(&b->lat, 99);

@@ -787,8 +787,9 @@ int state_checkpoint(state *st, const state_offset *offs, int n, char *errstr, s
     }
     /* the pending join: new entries, released ones, changed late rings */
     for (int src = 0; src < lrn_n_sources(st->L); src++) {
-        pend_table *pt = lrn_source_pending(st->L, src, errstr, errn);
-        if (!pt) return -1;
+        char e2[64];
+        pend_table *pt = lrn_source_pending(st->L, src, 0, e2, sizeof e2);
+        if (!pt) continue;   /* no input from this source yet */
         state__pend_ctx pc = {st, src, 0};
         pend_sync(pt, state__pend_put, state__pend_del, &pc);
         bad |= pc.fail;
@@ -833,7 +834,8 @@ int state_checkpoint(state *st, const state_offset *offs, int n, char *errstr, s
     memset(st->udirty, 0, upt_rows(st->users));
     st->n_udirty = 0;
     for (int src = 0; src < lrn_n_sources(st->L); src++) {
-        pend_table *pt = lrn_source_pending(st->L, src, errstr, errn);
+        char e2[64];
+        pend_table *pt = lrn_source_pending(st->L, src, 0, e2, sizeof e2);
         if (pt) pend_sync_done(pt);
     }
     st->emb_del.n = st->user_del.n = 0;
@@ -884,7 +886,7 @@ void state_stats_get(const state *st, state_stats *out) {
     out->budget_bytes = st->budget;
 }
 
-void state_write_json(const state *st, json_writer *w) {
+void state_write_json(state *st, json_writer *w) {
     state_stats s;
     state_stats_get(st, &s);
     json_obj_begin(w);
@@ -916,6 +918,11 @@ void state_write_json(const state *st, json_writer *w) {
     STATE__J("user_loads", s.user_loads);
     STATE__J("user_evicted", s.user_evicted);
     STATE__J("user_expired", s.user_expired);
+    uint64_t keys = 0;
+    if (store_property(st->s, STORE_EMB, "rocksdb.estimate-num-keys", &keys) == 0)
+        STATE__J("store_emb_rows", keys);
+    if (store_property(st->s, STORE_USER, "rocksdb.estimate-num-keys", &keys) == 0)
+        STATE__J("store_user_rows", keys);
     STATE__J("mem_mb", (double)s.mem_bytes / 1048576.0);
     STATE__J("budget_mb", (double)s.budget_bytes / 1048576.0);
 #undef STATE__J
@@ -979,7 +986,7 @@ static int state__restore_pending(void *opaque, const void *key, size_t klen, co
     const unsigned char *k = key;
     if (klen < 4 || klen >= 4 + M3_ID_MAX) goto bad;
     int src = (int)(((uint32_t)k[0] << 24) | ((uint32_t)k[1] << 16) | ((uint32_t)k[2] << 8) | k[3]);
-    pend_table *pt = lrn_source_pending(st->L, src, c->errstr, c->errn);
+    pend_table *pt = lrn_source_pending(st->L, src, 1, c->errstr, c->errn);
     if (!pt) {
         c->fail = 1;
         return 1;

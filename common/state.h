@@ -91,8 +91,8 @@ int state_want_checkpoint(const state *st);
 int state_failed(const state *st, char *errstr, size_t errstr_size);
 
 void state_stats_get(const state *st, state_stats *out);
-/* Write the stats as one JSON object value. */
-void state_write_json(const state *st, json_writer *w);
+/* Write the stats as one JSON object value (with RocksDB's estimate of the rows stored). */
+void state_write_json(state *st, json_writer *w);
 
 /* Detach from the learner and close the store (flushing its memtables; no checkpoint).
  * Returns 0, or -1 with errstr when the flush failed (checkpoints are durable anyway).

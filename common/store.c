@@ -30,6 +30,9 @@ struct store {
     rocksdb_readoptions_t *ro_scan;    /* iteration: does not fill the block cache */
     rocksdb_writeoptions_t *wo_sync;
     rocksdb_writeoptions_t *wo_nosync;
+    rocksdb_flushoptions_t *fo_async;  /* flush without waiting */
+    uint64_t max_wal_bytes;            /* committed bytes between eager flushes */
+    _Atomic uint64_t unflushed;        /* committed since the last eager flush */
     char *dir;
     const char *compression;
     int created;
@@ -54,6 +57,7 @@ static void store__err(char *errstr, size_t n, const char *fmt, ...) {
 void store_opts_default(store_opts *o) {
     o->block_cache_mb = 128;
     o->write_buffer_mb = 64;
+    o->max_wal_mb = 32;
     o->compression = 1;
     o->bloom_bits = 10;
     o->max_open_files = -1;
@@ -340,9 +344,10 @@ static rocksdb_options_t *store__options(const store_opts *o, rocksdb_cache_t *c
     rocksdb_options_set_max_write_buffer_number(opt, 2);
     /* A WAL file lives until every family's memtable holding its data is flushed, and the
      * small families (pending, meta) seldom fill theirs: RocksDB's default bound, 4x all
-     * write buffers (2.5 GB at 64 MB), is what a restart after a crash would replay. Past
-     * two write buffers of WAL the families holding the oldest one are flushed instead. */
-    rocksdb_options_set_max_total_wal_size(opt, (uint64_t)o->write_buffer_mb << 21);
+     * write buffers (2.5 GB at 64 MB), is what a restart after a crash would replay (twice:
+     * the read-only check, then the open). Past max_wal_mb the families holding the oldest
+     * WAL are switched to new memtables and flushed. */
+    rocksdb_options_set_max_total_wal_size(opt, (uint64_t)o->max_wal_mb << 20);
     rocksdb_options_set_compression(opt, compression);
     rocksdb_options_set_max_open_files(opt, o->max_open_files);
     rocksdb_options_set_level_compaction_dynamic_level_bytes(opt, 1);
@@ -358,6 +363,7 @@ static int store__opts_check(const store_opts *o, const char *dir, char *errstr,
     const char *bad = NULL;
     if (o->block_cache_mb < 0 || o->block_cache_mb > (1 << 20)) bad = "block_cache_mb";
     else if (o->write_buffer_mb < 1 || o->write_buffer_mb > (1 << 16)) bad = "write_buffer_mb";
+    else if (o->max_wal_mb < 1 || o->max_wal_mb > (1 << 20)) bad = "max_wal_mb";
     else if (o->compression != 0 && o->compression != 1) bad = "compression (0 or 1)";
     else if (o->bloom_bits < 0 || o->bloom_bits > 64) bad = "bloom_bits (0..64)";
     else if (o->max_open_files < -1 || o->max_open_files == 0) bad = "max_open_files (-1 or > 0)";
@@ -463,6 +469,7 @@ static void store__free(store *s) {
     if (s->ro_scan) rocksdb_readoptions_destroy(s->ro_scan);
     if (s->wo_sync) rocksdb_writeoptions_destroy(s->wo_sync);
     if (s->wo_nosync) rocksdb_writeoptions_destroy(s->wo_nosync);
+    if (s->fo_async) rocksdb_flushoptions_destroy(s->fo_async);
     free(s->dir);
     free(s);
 }
@@ -610,6 +617,9 @@ store *store_open(const char *dir, const store_opts *opts, char *errstr, size_t 
     s->wo_sync = rocksdb_writeoptions_create();
     rocksdb_writeoptions_set_sync(s->wo_sync, 1);
     s->wo_nosync = rocksdb_writeoptions_create();
+    s->fo_async = rocksdb_flushoptions_create();
+    rocksdb_flushoptions_set_wait(s->fo_async, 0);
+    s->max_wal_bytes = (uint64_t)opts->max_wal_mb << 20;
 
     if (fresh) {
         rocksdb_put_cf(s->db, s->wo_sync, s->cf[STORE_META + 1], STORE_KEY_FORMAT,
@@ -780,6 +790,17 @@ int store_commit(store *s, store_batch *b, int sync, char *errstr, size_t errstr
     atomic_fetch_add(&s->n_ops, (uint64_t)ops);
     atomic_fetch_add(&s->n_bytes, (uint64_t)bytes);
     rocksdb_writebatch_clear(b->wb);
+    /* Flush the memtables (in the background) once max_wal_mb has been committed since the
+     * last time: their WAL can then go, so a restart after a crash replays about that much
+     * instead of up to every unflushed memtable's worth (measured: 257 MB, 7.7 s to open). */
+    if (atomic_fetch_add(&s->unflushed, (uint64_t)bytes) + bytes >= s->max_wal_bytes) {
+        atomic_store(&s->unflushed, 0);
+        for (int c = 1; c < STORE__NAMES; c++) {
+            char *ferr = NULL;
+            rocksdb_flush_cf(s->db, s->fo_async, s->cf[c], &ferr);
+            free(ferr);   /* a failed flush is retried by RocksDB; the data is in the WAL */
+        }
+    }
     return 0;
 }
 

@@ -48,10 +48,12 @@ typedef struct {
     int compression;      /* 1: LZ4, else Snappy, else none, as this RocksDB build has; 0: none */
     int bloom_bits;       /* bits per key of the full Bloom filter (0..64); 0: no filter */
     int max_open_files;   /* SST files kept open; -1: all (their index and filter stay in memory) */
+    int max_wal_mb;       /* WAL kept before the families holding its oldest part are flushed:
+                             what a restart after a crash replays (>= 1) */
 } store_opts;
 
 /* Defaults: block_cache_mb 128, write_buffer_mb 64, compression 1, bloom_bits 10,
- * max_open_files -1 (the reasons are in docs/store.md). */
+ * max_open_files -1, max_wal_mb 32 (the reasons are in docs/store.md). */
 void store_opts_default(store_opts *o);
 
 typedef struct store store;

@@ -318,6 +318,7 @@ static void test_keys_and_defaults(void) {
     CHECK_EQ_INT(o.compression, 1);
     CHECK_EQ_INT(o.bloom_bits, 10);
     CHECK_EQ_INT(o.max_open_files, -1);
+    CHECK_EQ_INT(o.max_wal_mb, 32);
     store_destroy(NULL);
     store_batch_destroy(NULL);
     CHECK(store_batch_new(NULL) == NULL);

@@ -427,7 +427,8 @@ static void teardown(worker *w) {
 static void report_extra(json_writer *jw, void *arg) {
     const worker *w = arg;
     double sec = w->first_input_ms ? (double)(w->last_input_ms - w->first_input_ms) / 1000.0 : 0;
-    long long events = (long long)met_board_counters(lrn_board(w->L))->events;
+    long long events = (long long)(met_board_counters(lrn_board(w->L))->events -
+                                   met_board_events_base(lrn_board(w->L)));
     json_key(jw, "input_sec");
     json_num(jw, sec);
     json_key(jw, "input_events_per_sec");
