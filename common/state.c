@@ -595,7 +595,7 @@ static size_t state__pend_key(unsigned char *key, int src, const char *id) {
     key[2] = (unsigned char)((uint32_t)src >> 8);
     key[3] = (unsigned char)src;
     size_t n = id ? strlen(id) : 0;
-    memcpy(key + 4, id, n);
+    if (n) memcpy(key + 4, id, n);
     return 4 + n;
 }
 

@@ -270,7 +270,8 @@ static void test_state_roundtrip(void) {
     CHECK_EQ_INT(met_board_counters(lrn_board(L2))->conversions, 1);
     CHECK_EQ_INT(lrn_n_sources(L2), 4);
     /* a short record, and one of a learner with another model count, are refused */
-    lrn *L3 = make(&cfg2);
+    m3_cfg cfg3;
+    lrn *L3 = make(&cfg3);
     CHECK_EQ_INT(lrn_state_load(L3, buf, n - 1, err, sizeof err), -1);
     CHECK_CONTAINS(err, "malformed");
     m3_cfg cfg4;
@@ -288,6 +289,7 @@ static void test_state_roundtrip(void) {
     lrn_destroy(L4);
     cfg_free(&cfg);
     cfg_free(&cfg2);
+    cfg_free(&cfg3);
     cfg_free(&cfg4);
 }
 

@@ -223,7 +223,10 @@ static int checkpoint(worker *w) {
     }
     for (int src = 0; src < n; src++) {
         if (w->next_off[src] < 0) continue;
-        snprintf(offs[k].topic, sizeof offs[k].topic, "%s", w->topics[src / w->n_partitions]);
+        /* topic names are checked to fit at start-up */
+        if ((size_t)snprintf(offs[k].topic, sizeof offs[k].topic, "%s",
+                             w->topics[src / w->n_partitions]) >= sizeof offs[k].topic)
+            continue;
         offs[k].partition = src % w->n_partitions;
         offs[k].next_offset = w->next_off[src];
         k++;
