@@ -42,6 +42,7 @@
 #define STATE__LOW_WATER 0.8           /* eviction frees down to this share of the budget */
 #define STATE__FALLBACK (INT64_MIN + 1) /* the value whose key is a slot's fallback row */
 #define STATE__SLOT_BYTES 16           /* one hash slot of emb.c / upt.c (key + row, padded) */
+#define STATE__LRU_BUCKETS 4096        /* eviction's histogram of last-use ticks */
 
 /* per-batch key resolution */
 enum { K_PRESENT = 1, K_MISSING, K_NEW, K_FALLBACK };
@@ -104,6 +105,7 @@ struct state {
     /* scratch */
     unsigned char *vbuf;
     size_t vcap;
+    uint64_t lru[STATE__LRU_BUCKETS]; /* eviction scratch: bytes per tick bucket */
     char dir[CFG_PATH_MAX];
     int failed;
     char err[512];
@@ -265,55 +267,58 @@ static void state__user_remove(state *st, int64_t r) {
     }
 }
 
-static int state__cmp_u64(const void *a, const void *b) {
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
-}
-
 /* Evict the least recently used clean rows (emb and users together, by tick; rows stamped
  * with the current tick are in use) until the tables fit in `target` bytes, then give the
- * freed capacity back. Returns 1 when they still do not fit (too many dirty rows). */
+ * freed capacity back. The threshold tick comes from a histogram of the candidates' ticks
+ * (4096 buckets over their range: no allocation, O(rows)); rows in the threshold's bucket
+ * go too. Returns 1 when the tables still do not fit (too many dirty rows). */
 static int state__evict(state *st, size_t target) {
     size_t ne = emb_rows(st->emb), nu = upt_rows(st->users);
     size_t have = state__mem_for(st, ne, nu);
     if (have <= target) return 0;
     size_t ce = state__mem_for(st, 1, 0) - state__mem_for(st, 0, 0);
     size_t cu = state__mem_for(st, 0, 1) - state__mem_for(st, 0, 0);
-    size_t n = 0;
-    uint64_t *ticks = malloc((ne + nu + 1) * sizeof *ticks);
-    if (!ticks) {
-        state__fail(st, "%s", "out of memory evicting rows");
-        return 1;
-    }
-    /* candidates by last use; the low bit says which table (a row costs ce or cu) */
+#define STATE__EMB_CAND(r) (!emb_dirty(st->emb, (int64_t)(r)) && emb_tick(st->emb, (int64_t)(r)) != st->tick)
+#define STATE__USER_CAND(r) (!st->udirty[r] && st->utick[r] != st->tick)
+    uint32_t lo = UINT32_MAX, hi = 0;
     for (size_t r = 0; r < ne; r++)
-        if (!emb_dirty(st->emb, (int64_t)r) && emb_tick(st->emb, (int64_t)r) != st->tick)
-            ticks[n++] = (uint64_t)emb_tick(st->emb, (int64_t)r) << 1;
+        if (STATE__EMB_CAND(r)) {
+            uint32_t t = emb_tick(st->emb, (int64_t)r);
+            if (t < lo) lo = t;
+            if (t > hi) hi = t;
+        }
     for (size_t r = 0; r < nu; r++)
-        if (!st->udirty[r] && st->utick[r] != st->tick)
-            ticks[n++] = ((uint64_t)st->utick[r] << 1) | 1;
-    qsort(ticks, n, sizeof *ticks, state__cmp_u64);
-    size_t need = have - target, freed = 0, k = 0;
-    while (k < n && freed < need) freed += (ticks[k++] & 1) ? cu : ce;
+        if (STATE__USER_CAND(r)) {
+            if (st->utick[r] < lo) lo = st->utick[r];
+            if (st->utick[r] > hi) hi = st->utick[r];
+        }
+    if (lo > hi) return 1;   /* no candidate: everything is dirty or in use */
+    uint64_t *bytes = st->lru;
+    memset(bytes, 0, sizeof st->lru);
+    uint64_t span = (uint64_t)(hi - lo) + 1;
+#define STATE__BUCKET(t) ((size_t)(((uint64_t)((t) - lo) * STATE__LRU_BUCKETS) / span))
+    for (size_t r = 0; r < ne; r++)
+        if (STATE__EMB_CAND(r)) bytes[STATE__BUCKET(emb_tick(st->emb, (int64_t)r))] += ce;
+    for (size_t r = 0; r < nu; r++)
+        if (STATE__USER_CAND(r)) bytes[STATE__BUCKET(st->utick[r])] += cu;
+    size_t need = have - target, b = 0;
+    uint64_t freed = 0;
+    while (b < STATE__LRU_BUCKETS && freed < need) freed += bytes[b++];
     int short_ = freed < need;
-    if (k == 0) {
-        free(ticks);
-        return short_;
-    }
-    uint32_t limit = (uint32_t)(ticks[k - 1] >> 1);   /* evict clean rows used at or before */
-    free(ticks);
+    size_t limit = b;   /* evict the candidates of buckets [0, limit) */
     for (size_t r = ne; r-- > 0;) {
-        if (emb_dirty(st->emb, (int64_t)r) || emb_tick(st->emb, (int64_t)r) > limit ||
-            emb_tick(st->emb, (int64_t)r) == st->tick)
-            continue;
+        if (!STATE__EMB_CAND(r) || STATE__BUCKET(emb_tick(st->emb, (int64_t)r)) >= limit) continue;
         emb_remove(st->emb, emb_key(st->emb, (int64_t)r));
         st->st.emb_evicted++;
     }
     for (size_t r = nu; r-- > 0;) {
-        if (st->udirty[r] || st->utick[r] > limit || st->utick[r] == st->tick) continue;
+        if (!STATE__USER_CAND(r) || STATE__BUCKET(st->utick[r]) >= limit) continue;
         state__user_remove(st, (int64_t)r);
         st->st.user_evicted++;
     }
+#undef STATE__EMB_CAND
+#undef STATE__USER_CAND
+#undef STATE__BUCKET
     /* give memory back: capacity to the rows plus an eighth */
     size_t e = emb_rows(st->emb), u = upt_rows(st->users);
     emb_reserve(st->emb, e + e / 8);
