@@ -71,9 +71,14 @@ typedef struct {
     int n_exp_shared;            /* K_sh: shared experts */
     int n_exp_scen;              /* K_sc: experts of each scenario */
     int n_exp_task;              /* K_t: experts of each task */
+    float gate_scale;            /* gate logits = gate_scale (W x + b) (mmoe, ple, m3rec): below
+                                    1 the softmax gates move slower than the experts, which
+                                    keeps them from collapsing early onto one expert */
     /* MIEG and UPT switches (arch m3rec; the ablation archs turn one off) */
     int mieg, upt;               /* 1 = on */
     int item_warm;               /* an item is young below this many trained impressions */
+    int slice_burnin;            /* slices are reported once the model has taken this many
+                                    training steps (its own start-up is no slice) */
     int mieg_hidden;             /* generator hidden width */
     float mieg_align;            /* weight of ||e_gen - stopgrad(e_item)||^2 on warm items */
     int upt_heads, upt_ffn;      /* attention heads (divide d), FFN width */
@@ -117,9 +122,10 @@ void m3_forward(m3_model *m, const m3_example *ex, int B, float *p_ctr, float *p
 float m3_train(m3_model *m, const m3_example *ex, int B);
 
 /* Slice flags (M3_SLICE_*) of example i of the last m3_forward(), as they were before
- * that batch trained (0 for i out of range). Every architecture keeps the item counts
- * and the per-user scenario counts, so the slices are the same for every model fed the
- * same stream. */
+ * that batch trained (0 for i out of range, and for every example until the model has
+ * taken cfg.slice_burnin training steps). Every architecture keeps the item counts and
+ * the per-user scenario counts, so the slices are the same for every model fed the same
+ * stream. */
 unsigned m3_slice_flags(const m3_model *m, int i);
 
 /* Multiply-adds x2 of one example's forward pass, from the configuration. */
@@ -160,8 +166,8 @@ struct upt_table *m3_user_table(m3_model *m);
 int64_t m3_clock(const m3_model *m);
 void m3_set_clock(m3_model *m, int64_t now_ms);
 
-/* Width of the bottom input x = [r_u (d, with UPT) ; n_cat*d embeddings ; n_num numerics ;
- * d scenario]. */
+/* Width of the bottom input x = [UPT: r_u (d) and S match scores ; n_cat*d embeddings ;
+ * n_num numerics ; d scenario]. */
 int m3_input_dim(const m3_model *m);
 
 /* --- testing hooks: gradients without an update ---

@@ -2,9 +2,11 @@
  * delayed conversions with known true probabilities (the oracle).
  *
  * The world: users have a latent taste that is mostly a function of their profile
- * fields (age, gender, city, tier) plus an individual part, and a scenario-specific
- * offset; items have a latent vector that is mostly a function of category and brand
- * plus noise, a quality and a price. Click and conversion logits use partly different
+ * fields (age, gender, city, tier) plus an individual part shared by every scenario (so
+ * knowing a user in one scenario helps in another) and a smaller scenario-specific
+ * offset; items have a latent vector that is mostly a function of their features -
+ * category, brand and, through a fixed non-linear map, price and rating - plus noise, a
+ * quality and a price. Click and conversion logits use partly different
  * factors (price sensitivity and a rotated taste matter for conversion), so the two
  * tasks partly conflict. New items arrive steadily; segment tastes drift slowly.
  * Conversions follow clicks after a heavy-tailed (log-normal) event-time delay, some
@@ -32,8 +34,9 @@ typedef struct {
     int64_t window_ms;             /* attribution window, for the oracle's CTCVR label */
     double drift;                  /* turns of the segment tastes per day of event time, default 0.1 */
     double difficulty;             /* scales every logit's spread, default 1 */
-    double noise;                  /* individual user taste, scenario offsets and item noise,
-                                      the part no feature explains; default 0.15 */
+    double noise;                  /* the part no feature explains, per latent dimension: the
+                                      std of the individual user taste and of the item
+                                      noise; each scenario offset has half of it; default 0.25 */
 } sim_cfg;
 
 /* The truth behind one impression, for the oracle. */

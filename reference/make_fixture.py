@@ -5,12 +5,12 @@ computes in float64 (from the float32 values the C engine holds) the predictions
 loss, every dense parameter gradient and every embedding row gradient, and writes them
 with everything the C test needs to set the same state up. Format (little-endian):
 
-  "M3TF", u32 version (1)
+  "M3TF", u32 version (2)
   i32 x32: arch, n_scen, n_cat, n_num, emb_dim, n_hidden, hidden[4], tower_hidden,
            experts shared/scenario/task, mieg, upt, item_warm, mieg_hidden, upt_heads,
            upt_ffn, item_cat_from, item_cat_n, item_num_from, item_num_n,
            B, n_keys, n_users, n_params, 0 x4
-  f32 x4:  mieg_align, upt_beta, upt_beta_conv, 0
+  f32 x4:  mieg_align, upt_beta, upt_beta_conv, gate_scale (version 2; 0 in version 1)
   u64 blob size, the blob (m3_blob_save's format, written by twin.blob_save)
   n_keys  x (u64 key, u32 trained-impression count, f32 row[d])
   n_users x (u64 key, u32 bit k = P[u,k] present, f32 P[n_scen][d])
@@ -32,7 +32,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import twin  # noqa: E402
 
 MAGIC = b"M3TF"
-VERSION = 1
+VERSION = 2
 B = 12
 RELU_MARGIN = 1e-3   # every ReLU input at least this far from the kink
 
@@ -42,7 +42,8 @@ def tiny_cfg(arch):
     batch), duplicate keys, two hidden layers, two heads, experts of every kind."""
     return twin.Cfg(arch=arch, n_scen=3, n_cat=5, n_num=3, emb_dim=4, hidden=[6, 5],
                     tower_hidden=4, max_batch=B, n_exp_shared=1, n_exp_scen=1, n_exp_task=1,
-                    mieg=1, upt=1, item_warm=3, mieg_hidden=5, mieg_align=0.3, upt_heads=2,
+                    gate_scale=0.5, mieg=1, upt=1, item_warm=3, mieg_hidden=5, mieg_align=0.3,
+                    upt_heads=2,
                     upt_ffn=6, item_cat_from=3, item_cat_n=2, item_num_from=1, item_num_n=2)
 
 
@@ -137,7 +138,7 @@ def make(arch_name, seed):
              c.item_num_from, c.item_num_n, B, len(keys), len(users), lay.n_params]
     ints += [0] * (32 - len(ints))
     out = MAGIC + struct.pack("<I32i4f", VERSION, *ints, c.mieg_align, c.upt_beta,
-                              c.upt_beta_conv, 0.0)
+                              c.upt_beta_conv, c.gate_scale)
     blob = twin.blob_save(lay, params)
     out += struct.pack("<Q", len(blob)) + blob
     for k, n, r in zip(keys, counts, rows):

@@ -52,6 +52,7 @@ class Cfg:
     n_exp_shared: int = 2
     n_exp_scen: int = 1
     n_exp_task: int = 1
+    gate_scale: float = 0.1
     mieg: int = 1
     upt: int = 1
     item_warm: int = 20
@@ -78,7 +79,7 @@ class Layout:
         self.bb = a != LR
         self.use_mieg = bool(c.mieg) and a in (M3REC, M3REC_NOUPT)
         self.use_upt = bool(c.upt) and a in (M3REC, M3REC_NOMIEG)
-        self.ud = d if self.use_upt else 0
+        self.ud = d + S if self.use_upt else 0   # r_u and the S match scores
         self.xo_emb = self.ud
         self.xo_num = self.ud + c.n_cat * d
         self.xo_scen = self.xo_num + c.n_num
@@ -355,7 +356,9 @@ def forward(lay, P, rows, num, scen, young=None, pref=None, pmask=None):
     item = rows[:, SLOT_ITEM]
     if lay.use_mieg:
         cf, cn, nf, nn_ = c.item_cat_from, c.item_cat_n, c.item_num_from, c.item_num_n
-        gin = torch.cat([rows[:, cf:cf + cn].reshape(B, cn * d), num[:, nf:nf + nn_]], 1)
+        # the generator reads the item's field rows as fixed features (stop-gradient)
+        gin = torch.cat([rows[:, cf:cf + cn].reshape(B, cn * d).detach(), num[:, nf:nf + nn_]],
+                        1)
         gh = torch.relu(F.linear(gin, P["mw1"], P["mb1"]))
         egen = P["mgamma"] * torch.tanh(F.linear(gh, P["mw2"], P["mb2"]))
         item = torch.where(young[:, None], egen + item, item)
@@ -381,8 +384,9 @@ def forward(lay, P, rows, num, scen, young=None, pref=None, pmask=None):
 
 
 def _upt(lay, P, item, semb, pref, pmask):
-    """UPT: r_u (B, d), the query position of one encoder block over the tokens
-    [q ; no-history ; P[u,k] + scen_k] (m3__upt_forward)."""
+    """UPT: [r_u (B, d) ; match (B, S)]: r_u is the query position of one encoder block over
+    the tokens [q ; no-history ; P[u,k] + scen_k], match the item's match with each
+    scenario's preference (m3__upt_forward)."""
     c, d, B = lay.c, lay.c.emb_dim, item.shape[0]
     S, L, H = c.n_scen, lay.L, lay.H
     dh = d // H
@@ -399,7 +403,12 @@ def _upt(lay, P, item, semb, pref, pmask):
     h1 = F.layer_norm(uq + F.linear(ctx, P["uWO"], P["ubO"]), (d,), P["ul1g"], P["ul1b"],
                       LN_EPS)
     f2 = F.linear(torch.relu(F.linear(h1, P["uf1w"], P["uf1b"])), P["uf2w"], P["uf2b"])
-    return F.layer_norm(h1 + f2, (d,), P["ul2g"], P["ul2b"], LN_EPS)
+    r_u = F.layer_norm(h1 + f2, (d,), P["ul2g"], P["ul2b"], LN_EPS)
+    # the item's match with the user's preference in each scenario, <P[u,k], item>/sqrt(d)
+    # (0 without history there); P is stream state, not a parameter
+    pm = torch.where(pmask[:, :, None], pref, torch.zeros_like(pref))
+    match = (pm * item[:, None, :]).sum(-1) * (1.0 / math.sqrt(d))
+    return torch.cat([r_u, match], 1)
 
 
 def _expert(lay, P, x, e, s=None):
@@ -434,7 +443,7 @@ def _backbone(lay, P, x, semb, off):
                                    for s in range(S) if off[s + 1] > off[s]], 0)
             else:
                 logit = F.linear(x, P[f"gW{t}"], P[f"gb{t}"])
-            g = torch.softmax(logit, 1)
+            g = torch.softmax(lay.c.gate_scale * logit, 1)
             h = sum(g[:, j:j + 1] * act[k] for j, k in enumerate(gs))
         t1 = torch.relu(F.linear(torch.cat([h, semb], 1), P[f"tw1.{t}"], P[f"tb1.{t}"]))
         z.append(F.linear(t1, P[f"tw2.{t}"], P[f"tb2.{t}"])[:, 0])

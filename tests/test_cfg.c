@@ -104,10 +104,12 @@ static const char *defaults_dump =
     "model.experts.shared=2\n"
     "model.experts.scenario=1\n"
     "model.experts.task=1\n"
+    "model.gate.scale=0.1\n"
     "model.mieg=true\n"
     "model.mieg.hidden=64\n"
     "model.mieg.align=0.1\n"
     "model.item.warm=20\n"
+    "model.slice.burnin=4000\n"
     "model.upt=true\n"
     "model.upt.heads=2\n"
     "model.upt.ffn=32\n"
@@ -489,7 +491,7 @@ static void test_documented(void) {
         CHECK_CONTAINS(props, pat);
         n++;
     }
-    CHECK_EQ_INT(n, 47);
+    CHECK_EQ_INT(n, 49);
     char *help = cfg_help();
     CHECK_CONTAINS(help, "batch.size                   impressions per minibatch "
                          "(predict, then train) (1..4096; default 256)\n");
