@@ -247,6 +247,20 @@ static void advance_watermark(lrn_src *S, int64_t ts) {
     if (ts > S->watermark_ms) S->watermark_ms = ts;
 }
 
+/* What a prediction needs to go out (and an impression to join its conversion);
+ * src -1 for a score request's candidates. */
+static void set_tag(lrn_tag *t, const char *id, int64_t ts, int64_t arrival_ms,
+                    int64_t user_id, int64_t item_id, int scen, int src) {
+    memcpy(t->id, id, sizeof t->id);
+    t->ts_ms = ts;
+    t->arrival_ms = arrival_ms;
+    t->user_id = user_id;
+    t->item_id = item_id;
+    t->scen = scen;
+    t->src = src;
+    t->converted = 0;
+}
+
 int lrn_impression(lrn *L, const m3_impression *im, int src, int64_t arrival_ms,
                    lrn_emit_fn emit, void *ud, char *reason, size_t reason_size) {
     int scen = scenario_of(L, im->scenario, reason, reason_size);
@@ -262,15 +276,8 @@ int lrn_impression(lrn *L, const m3_impression *im, int src, int64_t arrival_ms,
     ex->w_ctr = 1.0f;
     /* an unclicked impression is a CTCVR negative at once; a clicked one waits */
     ex->w_ctcvr = im->clicked ? 0.0f : 1.0f;
-    lrn_tag *t = &L->tags[i];
-    memcpy(t->id, im->impression_id, sizeof t->id);
-    t->ts_ms = im->ts_ms;
-    t->arrival_ms = arrival_ms;
-    t->user_id = im->user_id;
-    t->item_id = im->item_id;
-    t->scen = scen;
-    t->src = src;
-    t->converted = 0;
+    set_tag(&L->tags[i], im->impression_id, im->ts_ms, arrival_ms, im->user_id, im->item_id,
+            scen, src);
     met_counters *mc = met_board_counters(L->board);
     mc->impressions++;
     mc->clicks += im->clicked;
@@ -324,13 +331,8 @@ int lrn_request(lrn *L, const m3_score_request *rq, int64_t arrival_ms,
         int i = L->n_req++;
         make_example(L->cfg, &L->req_ex[i], scen, rq->ts_ms, rq->user_id, cd->item_id,
                      &rq->user_cat, &cd->item_cat, &rq->ctx_cat, &rq->user_num, &cd->item_num);
-        lrn_tag *t = &L->req_tags[i];
-        memcpy(t->id, rq->request_id, sizeof t->id);
-        t->ts_ms = rq->ts_ms;
-        t->arrival_ms = arrival_ms;
-        t->user_id = rq->user_id;
-        t->item_id = cd->item_id;
-        t->scen = scen;
+        set_tag(&L->req_tags[i], rq->request_id, rq->ts_ms, arrival_ms, rq->user_id,
+                cd->item_id, scen, -1);
     }
     return 0;
 }
