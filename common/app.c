@@ -22,10 +22,11 @@ int app_config_arg(m3_cfg *cfg, int argc, char **argv, int *i, char *errstr, siz
 }
 
 int app_sim_arg(sim_cfg *sc, int argc, char **argv, int *i, char *errstr, size_t n) {
-    static const char *opts[] = {"--events", "--seed", "--users", "--items", "--difficulty", "--noise"};
+    static const char *opts[] = {"--events", "--seed", "--users", "--items", "--difficulty", "--noise",
+                                  "--conflict"};
     int k = 0;
-    while (k < 6 && strcmp(argv[*i], opts[k]) != 0) k++;
-    if (k == 6) return 0;
+    while (k < 7 && strcmp(argv[*i], opts[k]) != 0) k++;
+    if (k == 7) return 0;
     if (*i + 1 >= argc) {
         snprintf(errstr, n, "%s needs a value", opts[k]);
         return -1;
@@ -33,8 +34,10 @@ int app_sim_arg(sim_cfg *sc, int argc, char **argv, int *i, char *errstr, size_t
     const char *v = argv[++*i];
     char *end;
     double x = strtod(v, &end);
-    if (*end || !(x > 0) || (k < 4 && x != (double)(long long)x)) {
-        snprintf(errstr, n, "%s %s: expected a positive %s", opts[k], v, k < 4 ? "integer" : "number");
+    if (k == 6 ? (*end || !(x >= 0 && x <= 2))
+               : (*end || !(x > 0) || (k < 4 && x != (double)(long long)x))) {
+        snprintf(errstr, n, "%s %s: expected %s", opts[k], v,
+                 k == 6 ? "a number in [0, 2]" : k < 4 ? "a positive integer" : "a positive number");
         return -1;
     }
     switch (k) {
@@ -43,7 +46,8 @@ int app_sim_arg(sim_cfg *sc, int argc, char **argv, int *i, char *errstr, size_t
     case 2: sc->n_users = (int)x; break;
     case 3: sc->n_items = (int)x; break;
     case 4: sc->difficulty = x; break;
-    default: sc->noise = x; break;
+    case 5: sc->noise = x; break;
+    default: sc->conflict = x; break;
     }
     return 1;
 }

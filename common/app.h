@@ -14,10 +14,11 @@
 int app_config_arg(m3_cfg *cfg, int argc, char **argv, int *i, char *errstr, size_t n);
 
 /* Handle the simulator's options: --events N, --seed S, --users N, --items N,
- * --difficulty X, --noise X. Returns 1 when argv[*i] was one (*i then points at its value),
- * 0 when not, -1 with errstr when its value is missing or not a positive number. */
+ * --difficulty X, --noise X, --conflict X (0..2). Returns 1 when argv[*i] was one (*i then
+ * points at its value), 0 when not, -1 with errstr when its value is missing or out of range. */
 int app_sim_arg(sim_cfg *sc, int argc, char **argv, int *i, char *errstr, size_t n);
-#define APP_SIM_USAGE "[--events N] [--seed S] [--users N] [--items N] [--difficulty X] [--noise X]"
+#define APP_SIM_USAGE \
+    "[--events N] [--seed S] [--users N] [--items N] [--difficulty X] [--noise X] [--conflict X]"
 
 /* Take the simulator's scenarios and attribution window from the configuration. */
 void app_sim_from_cfg(sim_cfg *sc, const m3_cfg *cfg);

@@ -690,6 +690,8 @@ static void m3__group(m3_model *m, const m3_example *ex, int B) {
         int young = ir >= 0 && *emb_count(m->emb, ir) < (uint32_t)c->item_warm;
         m->young[r] = (unsigned char)(young && m->use_mieg);
         if (young) fl |= M3_SLICE_NEW_ITEM;
+        else if (ir >= 0 && *emb_count(m->emb, ir) < 5 * (uint32_t)c->item_warm)
+            fl |= M3_SLICE_WARMUP_ITEM;
         m->ukey[r] = nc > M3_SLOT_USER ? e->cat[M3_SLOT_USER] : 0;
         m->ts[r] = e->ts_ms;
         int64_t u = nc > M3_SLOT_USER ? upt_find(m->users, m->ukey[r]) : -1;
@@ -773,9 +775,9 @@ static void m3__upt_forward(m3_model *m, int B) {
         int64_t u = m->urow[r];
         for (int k = 0; k < S; k++) {
             float *t = tk + (size_t)(2 + k) * d;
-            /* the preference as it was at the example's event time: a delayed CTCVR row
-             * must not see the updates its own click (and later events) made */
-            const float *Pk = u >= 0 ? upt_pref_at(m->users, u, k, m->ts[r]) : NULL;
+            /* the current preference: a click moves it only after its own CTCVR term has
+             * trained (m3__stream_state), so no row ever reads its own label here */
+            const float *Pk = u >= 0 ? upt_pref_k(m->users, u, k) : NULL;
             float *pk = m->upk + ((size_t)r * S + k) * d;
             mk[2 + k] = (unsigned char)(Pk != NULL);
             if (!Pk) {
@@ -1210,9 +1212,9 @@ static void m3__stream_state(m3_model *m) {
         int s = m->scen[r];
         uint32_t *imp = upt_cnt(m->users, u);
         if (m->w_ctr[r] > 0 && imp[s] != UINT32_MAX) imp[s]++;
-        if (settled_click) {   /* stamped with the newest event time of the stream */
-            upt_update_at(m->users, u, s, xv, c->upt_beta, m->now_ms);
-            if (m->y_conv[r] > 0.5f) upt_update_at(m->users, u, s, xv, c->upt_beta_conv, m->now_ms);
+        if (settled_click) {
+            upt_update(m->users, u, s, xv, c->upt_beta);
+            if (m->y_conv[r] > 0.5f) upt_update(m->users, u, s, xv, c->upt_beta_conv);
         }
     }
 }

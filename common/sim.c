@@ -111,6 +111,7 @@ struct sim {
     float catv[N_CAT][K], brandv[N_BRAND][K];
     float cat_price[N_CAT], brand_quality[N_BRAND];
     float conv_rot[K][K];    /* conversion uses a partly rotated taste */
+    float scen_rot[SIM_MAX_SCEN][K][K];   /* each scenario's map of the item latent */
     float num_w1[NUM_H][2], num_b1[NUM_H], num_w2[K][NUM_H];   /* g(price, rating) */
     float hour_bias[N_HOUR], device_bias[N_DEVICE];
     float tier_price_sens[N_TIER];
@@ -155,6 +156,7 @@ void sim_cfg_defaults(sim_cfg *c) {
     c->drift = 0.1;
     c->difficulty = 1.0;
     c->noise = 0.25;
+    c->conflict = 1.0;
 }
 
 static int sim__add_item(sim *s, int64_t born) {
@@ -231,6 +233,20 @@ sim *sim_new(const sim_cfg *c, char *errstr, size_t errstr_size) {
         }
         for (int k = 0; k < K; k++)
             for (int j = 0; j < NUM_H; j++) s->num_w2[k][j] = (float)(rng_normal(&r2) / sqrt(NUM_H));
+    }
+    {   /* the scenarios' relevance maps (scenario conflict), from a stream of their own too */
+        static const double own_of[] = {0.4, 0.7, 0.2};   /* home, search, product */
+        rng r3;
+        rng_seed(&r3, c->seed ^ 0x5ce7a410ULL);
+        for (int k = 0; k < SIM_MAX_SCEN; k++) {
+            double own = c->conflict * (k < 3 ? own_of[k] : 0.5);
+            if (own > 1) own = 1;
+            double shared = sqrt(1.0 - own * own);
+            for (int i = 0; i < K; i++)
+                for (int j = 0; j < K; j++)
+                    s->scen_rot[k][i][j] =
+                        (float)((i == j ? shared : 0.0) + own * rng_normal(&r3) / sqrt(K));
+        }
     }
     for (int h = 0; h < N_HOUR; h++)
         s->hour_bias[h] = (float)(0.35 * sin(6.283185307179586 * (h - 8) / 24.0));
@@ -385,12 +401,15 @@ static void truth_probs(const sim *s, const sim_user *u, const sim_item *it, int
                         int hour, int device, double *pc, double *pv) {
     float t[K];
     user_taste(s, u, sc, t);
-    double rel = 0, relc = 0;
-    for (int k = 0; k < K; k++) rel += t[k] * it->v[k];
+    double rel = 0, relc = 0;   /* t . M_sc v (click) and t . R v (conversion) */
     for (int i = 0; i < K; i++) {
-        double m = 0;
-        for (int j = 0; j < K; j++) m += s->conv_rot[i][j] * it->v[j];
-        relc += t[i] * m;
+        double m = 0, mc = 0;
+        for (int j = 0; j < K; j++) {
+            m += s->scen_rot[sc][i][j] * it->v[j];
+            mc += s->conv_rot[i][j] * it->v[j];
+        }
+        rel += t[i] * m;
+        relc += t[i] * mc;
     }
     double d = SPREAD * s->c.difficulty;
     double zc = s->b_click[sc] + d * (s->a_click[sc] * rel + s->q_click[sc] * it->quality +

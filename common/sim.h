@@ -8,7 +8,9 @@
  * category, brand and, through a fixed non-linear map, price and rating - plus noise, a
  * quality and a price. Click and conversion logits use partly different
  * factors (price sensitivity and a rotated taste matter for conversion), so the two
- * tasks partly conflict. New items arrive steadily; segment tastes drift slowly.
+ * tasks partly conflict, and each scenario scores relevance through its own partly
+ * rotated map of the item latent (search most, the product page least), so the scenarios
+ * partly conflict too. New items arrive steadily; segment tastes drift slowly.
  * Conversions follow clicks after a heavy-tailed (log-normal) event-time delay, some
  * beyond the attribution window. Feature field names match config/ defaults. */
 #ifndef M3_SIM_H
@@ -37,6 +39,12 @@ typedef struct {
     double noise;                  /* the part no feature explains, per latent dimension: the
                                       std of the individual user taste and of the item
                                       noise; each scenario offset has half of it; default 0.25 */
+    double conflict;               /* scales how far each scenario's click relevance departs
+                                      from the shared one: scenario s scores t . M_s v with
+                                      M_s = sqrt(1 - c_s^2) I + c_s R_s / sqrt(K), R_s random
+                                      normal, c_s = conflict * (0.4 home, 0.7 search, 0.2
+                                      product, 0.5 others), capped at 1; 0 = one relevance
+                                      for all scenarios; default 1 */
 } sim_cfg;
 
 /* The truth behind one impression, for the oracle. */

@@ -17,8 +17,7 @@ struct upt_table {
     upt__slot *slots;
     size_t cap, mask;
     int shift;
-    float *pref;        /* (rows_cap, 2, n_scen * d): current P, then the previous one */
-    int64_t *ts;        /* (rows_cap, 2, n_scen): event times of the last two updates */
+    float *pref;        /* (rows_cap, n_scen * d) */
     uint32_t *cnt;      /* (rows_cap, 2 * n_scen) */
     size_t rows, rows_cap;
 };
@@ -70,7 +69,6 @@ void upt_destroy(upt_table *t) {
     free(t->slots);
     free(t->pref);
     free(t->cnt);
-    free(t->ts);
     free(t);
 }
 
@@ -97,12 +95,9 @@ int64_t upt_lookup(upt_table *t, uint64_t key) {
     if (t->rows == t->rows_cap) {
         size_t nc = t->rows_cap ? t->rows_cap * 2 : 1024;
         if (pw) {
-            float *p = realloc(t->pref, nc * 2 * pw * sizeof *p);
+            float *p = realloc(t->pref, nc * pw * sizeof *p);
             if (!p) return -1;
             t->pref = p;
-            int64_t *ts = realloc(t->ts, nc * 2 * (size_t)t->n_scen * sizeof *ts);
-            if (!ts) return -1;
-            t->ts = ts;
         }
         uint32_t *c = realloc(t->cnt, nc * cw * sizeof *c);
         if (!c) return -1;
@@ -117,46 +112,27 @@ int64_t upt_lookup(upt_table *t, uint64_t key) {
     uint32_t row = (uint32_t)t->rows++;
     t->slots[h].key = key;
     t->slots[h].row = row;
-    if (pw) {
-        memset(t->pref + (size_t)row * 2 * pw, 0, 2 * pw * sizeof(float));
-        for (int k = 0; k < 2 * t->n_scen; k++) t->ts[(size_t)row * 2 * t->n_scen + k] = INT64_MAX;
-    }
+    if (pw) memset(t->pref + (size_t)row * pw, 0, pw * sizeof(float));
     memset(t->cnt + (size_t)row * cw, 0, cw * sizeof(uint32_t));
     return row;
 }
 
 float *upt_pref(upt_table *t, int64_t row) {
-    return t->d ? t->pref + (size_t)row * 2 * t->n_scen * t->d : NULL;
+    return t->d ? t->pref + (size_t)row * t->n_scen * t->d : NULL;
 }
 
-const float *upt_pref_at(upt_table *t, int64_t row, int k, int64_t ts_ms) {
-    if (!t->d) return NULL;
-    size_t pw = (size_t)t->n_scen * t->d;
-    const int64_t *ts = t->ts + (size_t)row * 2 * t->n_scen;
-    float *cur = t->pref + (size_t)row * 2 * pw + (size_t)k * t->d;
-    if (ts[k] <= ts_ms) return cur;
-    if (ts[t->n_scen + k] <= ts_ms) return cur + pw;
-    return NULL;
+const float *upt_pref_k(upt_table *t, int64_t row, int k) {
+    if (!t->d || upt_cnt(t, row)[t->n_scen + k] == 0) return NULL;
+    return t->pref + (size_t)row * t->n_scen * t->d + (size_t)k * t->d;
 }
 
 uint32_t *upt_cnt(upt_table *t, int64_t row) { return t->cnt + (size_t)row * 2 * t->n_scen; }
 
 void upt_update(upt_table *t, int64_t row, int k, const float *e, float beta) {
-    upt_update_at(t, row, k, e, beta, INT64_MIN);
-}
-
-void upt_update_at(upt_table *t, int64_t row, int k, const float *e, float beta,
-                   int64_t now_ms) {
     uint32_t *upd = upt_cnt(t, row) + t->n_scen;
     if (upd[k] != UINT32_MAX) upd[k]++;
     if (!t->d) return;
     float *p = upt_pref(t, row) + (size_t)k * t->d;
-    int64_t *ts = t->ts + (size_t)row * 2 * t->n_scen;
-    if (ts[k] == INT64_MAX || ts[k] < now_ms) {   /* keep the state before this time */
-        memcpy(p + (size_t)t->n_scen * t->d, p, sizeof(float) * t->d);
-        ts[t->n_scen + k] = ts[k];
-    }
-    ts[k] = now_ms;
     /* the first updates average (step 1/n), so one click already sets P to its item */
     float step = beta > 1.0f / (float)upd[k] ? beta : 1.0f / (float)upd[k];
     for (int j = 0; j < t->d; j++) p[j] += step * (e[j] - p[j]);
@@ -166,8 +142,7 @@ size_t upt_rows(const upt_table *t) { return t->rows; }
 
 size_t upt_bytes(const upt_table *t) {
     return t->cap * sizeof(upt__slot) +
-           t->rows_cap * (2 * (size_t)t->n_scen * t->d * sizeof(float) +
-                          (t->d ? 2 * (size_t)t->n_scen * sizeof(int64_t) : 0) +
+           t->rows_cap * ((size_t)t->n_scen * t->d * sizeof(float) +
                           2 * (size_t)t->n_scen * sizeof(uint32_t));
 }
 
@@ -176,19 +151,14 @@ size_t upt_bytes(const upt_table *t) {
 
 size_t upt_value_bytes(const upt_table *t) {
     size_t pw = (size_t)t->n_scen * t->d, S = (size_t)t->n_scen;
-    return 2 * pw * sizeof(float) + (t->d ? 2 * S * sizeof(int64_t) : 0) +
-           2 * S * sizeof(uint32_t);
+    return pw * sizeof(float) + 2 * S * sizeof(uint32_t);
 }
 
 void upt_value_save(const upt_table *t, int64_t row, void *buf) {
     size_t pw = (size_t)t->n_scen * t->d, S = (size_t)t->n_scen;
     unsigned char *b = buf;
-    if (pw) {
-        memcpy(b, t->pref + (size_t)row * 2 * pw, 2 * pw * sizeof(float));
-        b += 2 * pw * sizeof(float);
-        memcpy(b, t->ts + (size_t)row * 2 * S, 2 * S * sizeof(int64_t));
-        b += 2 * S * sizeof(int64_t);
-    }
+    if (pw) memcpy(b, t->pref + (size_t)row * pw, pw * sizeof(float));
+    b += pw * sizeof(float);
     memcpy(b, t->cnt + (size_t)row * 2 * S, 2 * S * sizeof(uint32_t));
 }
 
@@ -198,12 +168,8 @@ int64_t upt_value_load(upt_table *t, uint64_t key, const void *val, size_t len) 
     if (row < 0) return -1;
     size_t pw = (size_t)t->n_scen * t->d, S = (size_t)t->n_scen;
     const unsigned char *b = val;
-    if (pw) {
-        memcpy(t->pref + (size_t)row * 2 * pw, b, 2 * pw * sizeof(float));
-        b += 2 * pw * sizeof(float);
-        memcpy(t->ts + (size_t)row * 2 * S, b, 2 * S * sizeof(int64_t));
-        b += 2 * S * sizeof(int64_t);
-    }
+    if (pw) memcpy(t->pref + (size_t)row * pw, b, pw * sizeof(float));
+    b += pw * sizeof(float);
     memcpy(t->cnt + (size_t)row * 2 * S, b, 2 * S * sizeof(uint32_t));
     return row;
 }
@@ -227,11 +193,7 @@ int64_t upt_remove(upt_table *t, uint64_t key, uint64_t last_key) {
     uint32_t last = (uint32_t)--t->rows;
     if (row == last) return -1;
     size_t pw = (size_t)t->n_scen * t->d, S = (size_t)t->n_scen;
-    if (pw) {
-        memcpy(t->pref + (size_t)row * 2 * pw, t->pref + (size_t)last * 2 * pw,
-               2 * pw * sizeof(float));
-        memcpy(t->ts + (size_t)row * 2 * S, t->ts + (size_t)last * 2 * S, 2 * S * sizeof(int64_t));
-    }
+    if (pw) memcpy(t->pref + (size_t)row * pw, t->pref + (size_t)last * pw, pw * sizeof(float));
     memcpy(t->cnt + (size_t)row * 2 * S, t->cnt + (size_t)last * 2 * S, 2 * S * sizeof(uint32_t));
     /* the moved row's slot points at its new index: probe for last_key; if the caller's
      * key was wrong, scan every slot rather than leave the table inconsistent */
@@ -261,12 +223,9 @@ int upt_reserve(upt_table *t, size_t rows_cap) {
     if (rows_cap == t->rows_cap) return 0;
     size_t pw = (size_t)t->n_scen * t->d, S = (size_t)t->n_scen;
     if (pw) {
-        float *p = realloc(t->pref, rows_cap * 2 * pw * sizeof *p);
+        float *p = realloc(t->pref, rows_cap * pw * sizeof *p);
         if (!p) return -1;
         t->pref = p;
-        int64_t *ts = realloc(t->ts, rows_cap * 2 * S * sizeof *ts);
-        if (!ts) return -1;
-        t->ts = ts;
     }
     uint32_t *c = realloc(t->cnt, rows_cap * 2 * S * sizeof *c);
     if (!c) return -1;

@@ -1,14 +1,11 @@
 /* upt.h - UPT user state: per user, a preference vector and counters per scenario.
  *
  * A user id key maps to a row index through an open-addressing hash table (as emb.c);
- * rows are contiguous so a RocksDB store can later persist them as they are:
+ * rows are contiguous so a RocksDB store can persist them as they are:
  *   pref (n_scen, d) floats: P[u,k], moved toward the embeddings of the items the user
  *                            clicked (and, with a larger step, converted on) in scenario k;
  *   cnt  (2, n_scen) uint32: impressions seen in scenario k, then preference updates
- *                            (clicks + conversions) in scenario k;
- *   the previous P[u,k] and the event times of the last two updates, so an example can
- *   read the preference as it was at its own event time (upt_pref_at): a delayed
- *   training row must not see updates made after its impression.
+ *                            (clicks + conversions) in scenario k.
  * With d = 0 only the counters are kept (models without UPT still answer the
  * "new in this scenario, known elsewhere" question). Row pointers are valid until the
  * next upt_lookup() that creates a row; indices stay valid. */
@@ -33,26 +30,20 @@ int64_t upt_find(const upt_table *t, uint64_t key);
  * followed by upd[n_scen]. */
 float *upt_pref(upt_table *t, int64_t row);
 uint32_t *upt_cnt(upt_table *t, int64_t row);
-/* P[u,k] as it was at event time ts_ms: the current one when its last update is not
- * later than ts_ms, else the previous one when that one is not, else NULL (no history
- * then, or only later). */
-const float *upt_pref_at(upt_table *t, int64_t row, int k, int64_t ts_ms);
+/* P[u,k] (d floats), or NULL when it has had no update yet (or d = 0). */
+const float *upt_pref_k(upt_table *t, int64_t row, int k);
 /* Count the update (n = updates so far, this one included), then
  * P[u,k] <- P[u,k] + max(beta, 1/n) (e - P[u,k]) (d floats): a mean over the first
  * 1/beta updates, an exponential average after. */
 void upt_update(upt_table *t, int64_t row, int k, const float *e, float beta);
-/* The same, stamped with event time now_ms (the previous P is kept when the last update
- * was earlier than now_ms). upt_update() stamps INT64_MIN. */
-void upt_update_at(upt_table *t, int64_t row, int k, const float *e, float beta,
-                   int64_t now_ms);
 
 size_t upt_rows(const upt_table *t);
 /* Bytes held now (index + rows): divide by upt_rows() for the memory per user. */
 size_t upt_bytes(const upt_table *t);
 
 /* ---- persistence hooks (state.c) ----
- * A row's stored value: pref (2, n_scen, d) floats, the event times of the last two updates
- * (2, n_scen) int64 (absent when d = 0), counters (2, n_scen) uint32; native byte order. */
+ * A row's stored value: pref (n_scen, d) floats, counters (2, n_scen) uint32; native byte
+ * order. */
 size_t upt_value_bytes(const upt_table *t);
 void upt_value_save(const upt_table *t, int64_t row, void *buf);
 /* Create key's row from a stored value. Returns the row; -1 when out of memory; -2 when

@@ -378,8 +378,8 @@ static void test_blob(void) {
     m3_destroy(a); m3_destroy(b);
 }
 
-/* Slices and stream state: item young below item_warm trained impressions; a user new in
- * a scenario but known in another; MIEG admission keeps the prediction (lr 0: nothing
+/* Slices and stream state: item young below item_warm trained impressions, warming up
+ * below 5 item_warm; a user new in a scenario but known in another; MIEG admission keeps the prediction (lr 0: nothing
  * learns, so the admitted row is exactly the generated embedding). */
 static void test_slices_and_admission(void) {
     m3_model_cfg c = small_cfg(M3_ARCH_M3REC);
@@ -398,6 +398,7 @@ static void test_slices_and_admission(void) {
         m3_forward(m, &e, 1, &p, NULL);
         unsigned fl = m3_slice_flags(m, 0);
         CHECK_EQ_INT((fl & M3_SLICE_NEW_ITEM) != 0, k < 3);   /* 3 trained impressions */
+        CHECK_EQ_INT((fl & M3_SLICE_WARMUP_ITEM) != 0, k >= 3);
         CHECK_EQ_INT((fl & M3_SLICE_NEW_USER_SCEN) != 0, 0);  /* new user, or known here */
         if (k == 0) p0 = p;
         CHECK_CLOSE(p, p0, 1e-6, 0);                           /* admission: no jump */
@@ -409,8 +410,14 @@ static void test_slices_and_admission(void) {
     CHECK(nrm > 0);                                            /* the delta (0) + e_gen */
     e.scenario = 2;
     m3_forward(m, &e, 1, &p, NULL);
-    CHECK_EQ_INT(m3_slice_flags(m, 0), M3_SLICE_NEW_USER_SCEN);
+    CHECK_EQ_INT(m3_slice_flags(m, 0), M3_SLICE_NEW_USER_SCEN | M3_SLICE_WARMUP_ITEM);
     CHECK_EQ_INT(m3_slice_flags(m, 1), 0);                     /* out of range */
+    e.scenario = 0;
+    for (int k = 4; k < 16; k++) {   /* warm-up ends at 5 * 3 trained impressions */
+        m3_forward(m, &e, 1, &p, NULL);
+        CHECK_EQ_INT(m3_slice_flags(m, 0), k < 15 ? M3_SLICE_WARMUP_ITEM : 0);
+        m3_train(m, &e, 1);
+    }
     m3_destroy(m);
     /* slices count only once the model has taken model.slice.burnin steps */
     c.slice_burnin = 2;
@@ -434,9 +441,9 @@ static void test_slices_and_admission(void) {
 }
 
 /* UPT and a delayed CTCVR row: a clicked impression is trained again when its conversion
- * label settles, after the user's preference moved (its own click among the updates). The
- * row must see the preference its prediction saw: with nothing learning (lr 0) the row's
- * prediction is then exactly the one made when the impression arrived. */
+ * label settles. Its own click must not be in the preference it reads then (a label leak):
+ * the click moves P only once its CTCVR term has trained. With nothing learning (lr 0),
+ * predictions change only through P. */
 static void test_upt_delayed_row(void) {
     m3_model_cfg c = small_cfg(M3_ARCH_M3REC);
     c.lr_dense = 0; c.lr_emb = 0;
@@ -453,14 +460,18 @@ static void test_upt_delayed_row(void) {
     h.y_click = 1; h.y_conv = 0; h.w_ctr = 1; h.w_ctcvr = 1;
     m3_forward(m, &h, 1, NULL, NULL);
     m3_train(m, &h, 1);
-    /* T: the impression, clicked; its CTCVR label waits */
+    /* T: the impression, clicked; its CTCVR label waits, so its click leaves P alone */
     e = h;
     e.ts_ms = T;
     e.cat[M3_SLOT_ITEM] = m3_feat_key(M3_SLOT_ITEM, 3);
     e.w_ctcvr = 0;
-    float p1, v1, p2, v2, p3, v3;
+    float p1, v1, p2, v2, p3, v3, p4, v4;
     m3_forward(m, &e, 1, &p1, &v1);
     m3_train(m, &e, 1);
+    m3_example now = e;
+    now.ts_ms = T + 1;
+    m3_forward(m, &now, 1, &p2, &v2);
+    CHECK_MSG(p2 == p1 && v2 == v1, "P moved before the CTCVR term: %.9g %.9g", p2, v2);
     /* T + 1000: two more clicks of the user in scenario 0, settled: P moves twice */
     for (int i = 0; i < 2; i++) {
         o[i] = h;
@@ -471,16 +482,18 @@ static void test_upt_delayed_row(void) {
     }
     m3_forward(m, o, 2, NULL, NULL);
     m3_train(m, o, 2);
-    /* the same impression as a fresh one now sees the moved preference... */
-    m3_example now = e;
     now.ts_ms = T + 3000;
     m3_forward(m, &now, 1, &p2, &v2);
     CHECK_MSG(p2 != p1 || v2 != v1, "P did not move: %g %g", p2, v2);
-    /* ...its settled CTCVR row sees what its prediction saw */
+    /* the settled CTCVR row reads P as it is now, without its own click... */
     e.w_ctr = 0; e.w_ctcvr = 1; e.y_conv = 1;
     m3_forward(m, &e, 1, &p3, &v3);
-    CHECK_MSG(p3 == p1 && v3 == v1, "delayed row %.9g %.9g, prediction %.9g %.9g", p3, v3, p1, v1);
+    CHECK_MSG(p3 == p2 && v3 == v2, "settled row %.9g %.9g, fresh %.9g %.9g", p3, v3, p2, v2);
+    /* ...which enters P once that term has trained */
     m3_train(m, &e, 1);
+    now.ts_ms = T + 4000;
+    m3_forward(m, &now, 1, &p4, &v4);
+    CHECK_MSG(p4 != p3 || v4 != v3, "the settled click did not move P: %g %g", p4, v4);
     m3_destroy(m);
 }
 

@@ -137,7 +137,7 @@ static void check_arch(const char *arch) {
             memcpy(e, pref + sizeof(float) * (size_t)s * d, sizeof(float) * d);
             /* one update of step 1 from zero sets P to e exactly, stamped at time 0:
              * visible to every example (ts >= 1) */
-            upt_update_at(m->users, u, s, e, 1.0f, 0);
+            upt_update(m->users, u, s, e, 1.0f);
         }
     }
     m3_example *ex = calloc((size_t)B, sizeof *ex);

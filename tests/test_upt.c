@@ -14,8 +14,9 @@ static void fill(upt_table *t, int i) {
     int64_t r = upt_lookup(t, key_of((uint64_t)i));
     CHECK(r >= 0);
     float e[4] = {(float)i, 1, 2, 3};
-    upt_update_at(t, r, i % 3, e, 0.5f, 1000 + i);
-    upt_update_at(t, r, i % 3, e, 0.5f, 2000 + i);
+    CHECK(upt_pref_k(t, r, i % 3) == NULL);   /* no history before the first update */
+    upt_update(t, r, i % 3, e, 0.5f);
+    upt_update(t, r, i % 3, e, 0.5f);
     upt_cnt(t, r)[i % 3] = (uint32_t)i;
 }
 
@@ -24,9 +25,9 @@ static void check_user(upt_table *t, int i) {
     CHECK_MSG(r >= 0, "user %d lost", i);
     CHECK_EQ_INT(upt_cnt(t, r)[i % 3], i);
     CHECK_EQ_INT(upt_cnt(t, r)[3 + i % 3], 2);
-    const float *p = upt_pref_at(t, r, i % 3, 2000 + i);
-    CHECK(p && p[0] == (float)i);
-    CHECK(upt_pref_at(t, r, i % 3, 999 + i) == NULL);   /* no history before the first */
+    const float *p = upt_pref_k(t, r, i % 3);
+    CHECK(p && p[0] == (float)i && p[3] == 3.0f);
+    CHECK(upt_pref_k(t, r, (i + 1) % 3) == NULL);        /* no history in another scenario */
 }
 
 static void test_values(int d) {
@@ -36,7 +37,7 @@ static void test_values(int d) {
     fill(a, 7);
     unsigned char val[1024];
     size_t n = upt_value_bytes(a);
-    CHECK_EQ_INT(n, 2 * 3 * d * 4 + (d ? 2 * 3 * 8 : 0) + 2 * 3 * 4);
+    CHECK_EQ_INT(n, 3 * d * 4 + 2 * 3 * 4);
     upt_value_save(a, upt_find(a, key_of(7)), val);
     CHECK_EQ_INT(upt_value_load(b, key_of(7), val, n - 1), -2);
     int64_t r = upt_value_load(b, key_of(7), val, n);

@@ -3,7 +3,7 @@
  * Measures the model step alone (events/s, FLOPs) and its prequential quality next to
  * the oracle, with exactly the learner the worker runs. Usage:
  *   m3rec-offline [--config FILE] [--set key=value]... [--events N] [--seed S] [--users N]
- *                 [--items N] [--difficulty X] [--noise X]
+ *                 [--items N] [--difficulty X] [--noise X] [--conflict X]
  *                 [--report PATH] [--oracle-report PATH] [--dump-batches PATH] [--quiet]
  * --dump-batches records every trained minibatch (common/trace.h) for m3rec-batchbench
  * and the PyTorch twin (reference/bench.py).
@@ -137,8 +137,8 @@ int main(int argc, char **argv) {
     if (cfg.store_dir[0]) {
         char layout[256];   /* the store holds the state of this one stream */
         snprintf(layout, sizeof layout, "simulator seed=%llu users=%d items=%d difficulty=%g "
-                 "noise=%g", (unsigned long long)sc.seed, sc.n_users, sc.n_items, sc.difficulty,
-                 sc.noise);
+                 "noise=%g conflict=%g", (unsigned long long)sc.seed, sc.n_users, sc.n_items,
+                 sc.difficulty, sc.noise, sc.conflict);
         st = state_open(&cfg, L, layout, err, sizeof err);
         if (!st) {
             fprintf(stderr, "m3rec-offline: %s\n", err);
