@@ -2,6 +2,7 @@
 #ifndef M3_APP_H
 #define M3_APP_H
 #include <stdio.h>
+#include <time.h>
 #include "cfg.h"
 #include "json.h"
 #include "learner.h"
@@ -19,6 +20,14 @@ int app_config_arg(m3_cfg *cfg, int argc, char **argv, int *i, char *errstr, siz
 int app_sim_arg(sim_cfg *sc, int argc, char **argv, int *i, char *errstr, size_t n);
 #define APP_SIM_USAGE \
     "[--events N] [--seed S] [--users N] [--items N] [--difficulty X] [--noise X] [--conflict X]"
+
+/* Sleep until `done` messages are due at `rate` per second since `start` (CLOCK_MONOTONIC). */
+void app_pace(struct timespec start, long long done, double rate);
+
+/* Append one message to a framed file (what m3rec-sim and m3rec-replay `--out` write):
+ * topic, NUL, key length (big-endian u32), key, value length (big-endian u32), value. */
+void app_write_frame(FILE *f, const char *topic, const void *key, size_t klen,
+                     const void *val, size_t len);
 
 /* Take the simulator's scenarios and attribution window from the configuration. */
 void app_sim_from_cfg(sim_cfg *sc, const m3_cfg *cfg);

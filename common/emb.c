@@ -7,21 +7,13 @@
 #include <emmintrin.h>
 #endif
 #include "emb.h"
-
-#define EMB__EMPTY UINT32_MAX
-
-typedef struct {
-    uint64_t key;
-    uint32_t row;   /* EMB__EMPTY marks a free slot */
-} emb__slot;
+#include "keymap.h"
 
 struct emb_table {
     int d;
     uint64_t seed;
     float init_acc;
-    emb__slot *slots;       /* (cap) */
-    size_t cap, mask;       /* cap is a power of two */
-    int shift;              /* 64 - log2(cap) */
+    km_map index;           /* key -> row */
     float *store;           /* (rows_cap, 2d): weights then accumulators */
     uint32_t *mark;         /* (rows_cap) position in touched[], sparse-set style */
     uint32_t *cnt;          /* (rows_cap) the owner's per-row counter */
@@ -48,32 +40,6 @@ static uint64_t emb__mix(uint64_t x) {
     return x ^ (x >> 31);
 }
 
-static size_t emb__home(const emb_table *t, uint64_t key) {
-    return (size_t)((key * 0x9e3779b97f4a7c15ULL) >> t->shift);
-}
-
-static int emb__alloc_slots(emb_table *t, size_t cap) {
-    emb__slot *s = malloc(cap * sizeof *s);
-    if (!s) return -1;
-    for (size_t i = 0; i < cap; i++) s[i].row = EMB__EMPTY;
-    int lg = 0;
-    while (((size_t)1 << lg) < cap) lg++;
-    emb__slot *old = t->slots;
-    size_t old_cap = t->cap;
-    t->slots = s;
-    t->cap = cap;
-    t->mask = cap - 1;
-    t->shift = 64 - lg;
-    for (size_t i = 0; i < old_cap; i++) {
-        if (old[i].row == EMB__EMPTY) continue;
-        size_t h = emb__home(t, old[i].key);
-        while (s[h].row != EMB__EMPTY) h = (h + 1) & t->mask;
-        s[h] = old[i];
-    }
-    free(old);
-    return 0;
-}
-
 static int emb__grow_touch(emb_table *t, size_t cap) {
     uint32_t *tc = realloc(t->touched, cap * sizeof *tc);
     if (!tc) return -1;
@@ -97,7 +63,7 @@ emb_table *emb_new(int d, uint64_t seed, float init_acc, size_t touch_cap,
     t->d = d;
     t->seed = seed;
     t->init_acc = init_acc;
-    if (emb__alloc_slots(t, 1024) != 0) goto oom;
+    if (km_resize(&t->index, 1024) != 0) goto oom;
     if (emb__grow_touch(t, touch_cap ? touch_cap : 256) != 0) goto oom;
     return t;
 oom:
@@ -108,7 +74,7 @@ oom:
 
 void emb_destroy(emb_table *t) {
     if (!t) return;
-    free(t->slots);
+    km_free(&t->index);
     free(t->store);
     free(t->mark);
     free(t->cnt);
@@ -121,15 +87,7 @@ void emb_destroy(emb_table *t) {
     free(t);
 }
 
-int64_t emb_find(const emb_table *t, uint64_t key) {
-    size_t h = emb__home(t, key);
-    for (;;) {
-        const emb__slot *s = &t->slots[h];
-        if (s->row == EMB__EMPTY) return -1;
-        if (s->key == key) return s->row;
-        h = (h + 1) & t->mask;
-    }
-}
+int64_t emb_find(const emb_table *t, uint64_t key) { return km_find(&t->index, key); }
 
 static void emb__init_row(emb_table *t, float *w, uint64_t key) {
     int d = t->d;
@@ -165,13 +123,6 @@ static int emb__resize_rows(emb_table *t, size_t nc) {
     return 0;
 }
 
-/* The smallest slot count (a power of two, >= 1024) that keeps rows at load <= 0.7. */
-static size_t emb__slots_for(size_t rows) {
-    size_t cap = 1024;
-    while (rows * 10 > cap * 7) cap *= 2;
-    return cap;
-}
-
 /* Append a row for key (absent; h is the free slot its probe ended on): counters zero,
  * dirty, stamped. The weights are left for the caller. Returns the row or -1. */
 static int64_t emb__new_row(emb_table *t, uint64_t key, size_t h) {
@@ -179,14 +130,9 @@ static int64_t emb__new_row(emb_table *t, uint64_t key, size_t h) {
     if (t->rows == t->rows_cap &&
         emb__resize_rows(t, t->rows_cap ? t->rows_cap * 2 : 1024) != 0)
         return -1;
-    if ((t->rows + 1) * 10 > t->cap * 7) {
-        if (emb__alloc_slots(t, t->cap * 2) != 0) return -1;
-        h = emb__home(t, key);
-        while (t->slots[h].row != EMB__EMPTY) h = (h + 1) & t->mask;
-    }
-    uint32_t row = (uint32_t)t->rows++;
-    t->slots[h].key = key;
-    t->slots[h].row = row;
+    uint32_t row = (uint32_t)t->rows;
+    if (km_insert(&t->index, key, row, h, t->rows + 1) != 0) return -1;
+    t->rows++;
     t->mark[row] = 0;
     t->cnt[row] = 0;
     t->keys[row] = key;
@@ -198,19 +144,15 @@ static int64_t emb__new_row(emb_table *t, uint64_t key, size_t h) {
 }
 
 int64_t emb_lookup_init(emb_table *t, uint64_t key, const float *init, int *created) {
-    size_t h = emb__home(t, key);
+    size_t h = km_probe(&t->index, key);
     if (created) *created = 0;
-    for (;;) {
-        emb__slot *s = &t->slots[h];
-        if (s->row == EMB__EMPTY) break;
-        if (s->key == key) {   /* a row a lookup hands out may change: it is dirty */
-            t->n_dirty += !t->dirty[s->row];
-            t->dirty[s->row] = 1;
-            t->tick[s->row] = t->cur_tick;
-            t->seen[s->row] = t->cur_seen;
-            return s->row;
-        }
-        h = (h + 1) & t->mask;
+    uint32_t hit = t->index.slots[h].row;
+    if (hit != KM_EMPTY) {   /* a row a lookup hands out may change: it is dirty */
+        t->n_dirty += !t->dirty[hit];
+        t->dirty[hit] = 1;
+        t->tick[hit] = t->cur_tick;
+        t->seen[hit] = t->cur_seen;
+        return hit;
     }
     /* absent: make room first, so a failure leaves the table unchanged */
     int64_t row = emb__new_row(t, key, h);
@@ -236,7 +178,7 @@ float *emb_accum(emb_table *t, int64_t row) {
 uint32_t *emb_count(emb_table *t, int64_t row) { return &t->cnt[row]; }
 
 size_t emb_bytes(const emb_table *t) {
-    return t->cap * sizeof(emb__slot) + t->rows_cap * emb_row_bytes(t);
+    return t->index.cap * sizeof(km_slot) + t->rows_cap * emb_row_bytes(t);
 }
 
 void emb_gather(float *out, const emb_table *t, const int64_t *rows, int n) {
@@ -338,30 +280,17 @@ size_t emb_capacity(const emb_table *t) { return t->rows_cap; }
 int emb_reserve(emb_table *t, size_t rows_cap) {
     if (rows_cap < t->rows) rows_cap = t->rows;
     if (rows_cap < 16) rows_cap = 16;
-    size_t slots = emb__slots_for(rows_cap);
+    size_t slots = km_slots_for(rows_cap);
     /* slots first: growing them can fail without touching the rows */
-    if (slots != t->cap && emb__alloc_slots(t, slots) != 0) return -1;
+    if (slots != t->index.cap && km_resize(&t->index, slots) != 0) return -1;
     if (rows_cap != t->rows_cap && emb__resize_rows(t, rows_cap) != 0) return -1;
     return 0;
 }
 
 int64_t emb_remove(emb_table *t, uint64_t key) {
-    size_t i = emb__home(t, key);
-    for (;;) {
-        if (t->slots[i].row == EMB__EMPTY) return -2;
-        if (t->slots[i].key == key) break;
-        i = (i + 1) & t->mask;
-    }
-    uint32_t row = t->slots[i].row;
-    /* backward-shift deletion: no tombstones, every key stays reachable from its home */
-    t->slots[i].row = EMB__EMPTY;
-    for (size_t j = (i + 1) & t->mask; t->slots[j].row != EMB__EMPTY; j = (j + 1) & t->mask) {
-        size_t home = emb__home(t, t->slots[j].key);
-        if (((j - home) & t->mask) < ((j - i) & t->mask)) continue;
-        t->slots[i] = t->slots[j];
-        t->slots[j].row = EMB__EMPTY;
-        i = j;
-    }
+    int64_t removed = km_remove(&t->index, key);
+    if (removed < 0) return -2;
+    uint32_t row = (uint32_t)removed;
     /* the last row moves into the hole, so rows stay dense */
     uint32_t last = (uint32_t)--t->rows;
     t->n_dirty -= t->dirty[row];
@@ -375,9 +304,7 @@ int64_t emb_remove(emb_table *t, uint64_t key) {
     t->dirty[row] = t->dirty[last];
     t->tick[row] = t->tick[last];
     t->seen[row] = t->seen[last];
-    size_t h = emb__home(t, t->keys[row]);
-    while (t->slots[h].row != last) h = (h + 1) & t->mask;
-    t->slots[h].row = row;
+    km_repoint(&t->index, t->keys[row], last, row);
     return row;
 }
 
@@ -403,13 +330,8 @@ int64_t emb_value_seen(const emb_table *t, const void *val, size_t len) {
 
 int64_t emb_value_load(emb_table *t, uint64_t key, const void *val, size_t len) {
     if (len != emb_value_bytes(t)) return -2;
-    size_t h = emb__home(t, key);
-    for (;;) {
-        emb__slot *s = &t->slots[h];
-        if (s->row == EMB__EMPTY) break;
-        if (s->key == key) return -2;
-        h = (h + 1) & t->mask;
-    }
+    size_t h = km_probe(&t->index, key);
+    if (t->index.slots[h].row != KM_EMPTY) return -2;
     int64_t row = emb__new_row(t, key, h);
     if (row < 0) return -1;
     const unsigned char *b = val;

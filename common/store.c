@@ -898,8 +898,12 @@ static void *store__scratch(size_t n, int u64, const char ***kp, size_t **ks,
     return m;
 }
 
-long store_multi_get(store *s, store_cf cf, const void *const *keys, const size_t *klens,
-                     size_t n, store_value_cb cb, void *opaque, char *errstr, size_t errstr_size) {
+/* store_multi_get with the keys given either as (keys, klens) or, u64 non-NULL, as u64
+ * integers encoded by store_key_from_u64. */
+static long store__multi_get_keys(store *s, store_cf cf, const void *const *keys,
+                                  const size_t *klens, const uint64_t *u64, size_t n,
+                                  store_value_cb cb, void *opaque, char *errstr,
+                                  size_t errstr_size) {
     rocksdb_column_family_handle_t *h = store__cf(s, cf);
     if (!h) {
         store__err(errstr, errstr_size, "store %s: invalid column family %d", s->dir, (int)cf);
@@ -911,46 +915,34 @@ long store_multi_get(store *s, store_cf cf, const void *const *keys, const size_
     rocksdb_pinnableslice_t **vals;
     char **errs;
     unsigned char *k8;
-    void *m = store__scratch(n, 0, &kp, &ks, &vals, &errs, &k8);
+    void *m = store__scratch(n, u64 != NULL, &kp, &ks, &vals, &errs, &k8);
     if (!m) {
         store__err(errstr, errstr_size, "store %s: out of memory for %zu keys", s->dir, n);
         return -1;
     }
     for (size_t i = 0; i < n; i++) {
-        kp[i] = keys[i];
-        ks[i] = klens[i];
+        if (u64) {
+            store_key_from_u64(k8 + 8 * i, u64[i]);
+            kp[i] = (const char *)(k8 + 8 * i);
+            ks[i] = 8;
+        } else {
+            kp[i] = keys[i];
+            ks[i] = klens[i];
+        }
     }
     long rc = store__multi_get(s, h, kp, ks, n, cb, opaque, vals, errs, errstr, errstr_size);
     free(m);
     return rc;
 }
 
+long store_multi_get(store *s, store_cf cf, const void *const *keys, const size_t *klens,
+                     size_t n, store_value_cb cb, void *opaque, char *errstr, size_t errstr_size) {
+    return store__multi_get_keys(s, cf, keys, klens, NULL, n, cb, opaque, errstr, errstr_size);
+}
+
 long store_multi_get_u64(store *s, store_cf cf, const uint64_t *keys, size_t n,
                          store_value_cb cb, void *opaque, char *errstr, size_t errstr_size) {
-    rocksdb_column_family_handle_t *h = store__cf(s, cf);
-    if (!h) {
-        store__err(errstr, errstr_size, "store %s: invalid column family %d", s->dir, (int)cf);
-        return -1;
-    }
-    if (n == 0) return 0;
-    const char **kp;
-    size_t *ks;
-    rocksdb_pinnableslice_t **vals;
-    char **errs;
-    unsigned char *k8;
-    void *m = store__scratch(n, 1, &kp, &ks, &vals, &errs, &k8);
-    if (!m) {
-        store__err(errstr, errstr_size, "store %s: out of memory for %zu keys", s->dir, n);
-        return -1;
-    }
-    for (size_t i = 0; i < n; i++) {
-        store_key_from_u64(k8 + 8 * i, keys[i]);
-        kp[i] = (const char *)(k8 + 8 * i);
-        ks[i] = 8;
-    }
-    long rc = store__multi_get(s, h, kp, ks, n, cb, opaque, vals, errs, errstr, errstr_size);
-    free(m);
-    return rc;
+    return store__multi_get_keys(s, cf, NULL, NULL, keys, n, cb, opaque, errstr, errstr_size);
 }
 
 /* An iterator over cf positioned at the first key >= start (start NULL: first key). */

@@ -5,48 +5,15 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define UPT__EMPTY UINT32_MAX
-
-typedef struct {
-    uint64_t key;
-    uint32_t row;   /* UPT__EMPTY marks a free slot */
-} upt__slot;
+#include "keymap.h"
 
 struct upt_table {
     int n_scen, d;
-    upt__slot *slots;
-    size_t cap, mask;
-    int shift;
+    km_map index;       /* key -> row */
     float *pref;        /* (rows_cap, n_scen * d) */
     uint32_t *cnt;      /* (rows_cap, 2 * n_scen) */
     size_t rows, rows_cap;
 };
-
-static size_t upt__home(const upt_table *t, uint64_t key) {
-    return (size_t)((key * 0x9e3779b97f4a7c15ULL) >> t->shift);
-}
-
-static int upt__alloc_slots(upt_table *t, size_t cap) {
-    upt__slot *s = malloc(cap * sizeof *s);
-    if (!s) return -1;
-    for (size_t i = 0; i < cap; i++) s[i].row = UPT__EMPTY;
-    int lg = 0;
-    while (((size_t)1 << lg) < cap) lg++;
-    upt__slot *old = t->slots;
-    size_t old_cap = t->cap;
-    t->slots = s;
-    t->cap = cap;
-    t->mask = cap - 1;
-    t->shift = 64 - lg;
-    for (size_t i = 0; i < old_cap; i++) {
-        if (old[i].row == UPT__EMPTY) continue;
-        size_t h = upt__home(t, old[i].key);
-        while (s[h].row != UPT__EMPTY) h = (h + 1) & t->mask;
-        s[h] = old[i];
-    }
-    free(old);
-    return 0;
-}
 
 upt_table *upt_new(int n_scen, int d, char *errstr, size_t errstr_size) {
     if (n_scen < 1 || n_scen > 64 || d < 0 || d > 4096) {
@@ -54,7 +21,7 @@ upt_table *upt_new(int n_scen, int d, char *errstr, size_t errstr_size) {
         return NULL;
     }
     upt_table *t = calloc(1, sizeof *t);
-    if (!t || upt__alloc_slots(t, 1024) != 0) {
+    if (!t || km_resize(&t->index, 1024) != 0) {
         upt_destroy(t);
         snprintf(errstr, errstr_size, "upt: out of memory");
         return NULL;
@@ -66,30 +33,17 @@ upt_table *upt_new(int n_scen, int d, char *errstr, size_t errstr_size) {
 
 void upt_destroy(upt_table *t) {
     if (!t) return;
-    free(t->slots);
+    km_free(&t->index);
     free(t->pref);
     free(t->cnt);
     free(t);
 }
 
-int64_t upt_find(const upt_table *t, uint64_t key) {
-    size_t h = upt__home(t, key);
-    for (;;) {
-        const upt__slot *s = &t->slots[h];
-        if (s->row == UPT__EMPTY) return -1;
-        if (s->key == key) return s->row;
-        h = (h + 1) & t->mask;
-    }
-}
+int64_t upt_find(const upt_table *t, uint64_t key) { return km_find(&t->index, key); }
 
 int64_t upt_lookup(upt_table *t, uint64_t key) {
-    size_t h = upt__home(t, key);
-    for (;;) {
-        upt__slot *s = &t->slots[h];
-        if (s->row == UPT__EMPTY) break;
-        if (s->key == key) return s->row;
-        h = (h + 1) & t->mask;
-    }
+    size_t h = km_probe(&t->index, key);
+    if (t->index.slots[h].row != KM_EMPTY) return t->index.slots[h].row;
     if (t->rows >= UINT32_MAX - 1) return -1;
     size_t pw = (size_t)t->n_scen * t->d, cw = 2 * (size_t)t->n_scen;
     if (t->rows == t->rows_cap) {
@@ -104,14 +58,9 @@ int64_t upt_lookup(upt_table *t, uint64_t key) {
         t->cnt = c;
         t->rows_cap = nc;
     }
-    if ((t->rows + 1) * 10 > t->cap * 7) {
-        if (upt__alloc_slots(t, t->cap * 2) != 0) return -1;
-        h = upt__home(t, key);
-        while (t->slots[h].row != UPT__EMPTY) h = (h + 1) & t->mask;
-    }
-    uint32_t row = (uint32_t)t->rows++;
-    t->slots[h].key = key;
-    t->slots[h].row = row;
+    uint32_t row = (uint32_t)t->rows;
+    if (km_insert(&t->index, key, row, h, t->rows + 1) != 0) return -1;
+    t->rows++;
     if (pw) memset(t->pref + (size_t)row * pw, 0, pw * sizeof(float));
     memset(t->cnt + (size_t)row * cw, 0, cw * sizeof(uint32_t));
     return row;
@@ -141,7 +90,7 @@ void upt_update(upt_table *t, int64_t row, int k, const float *e, float beta) {
 size_t upt_rows(const upt_table *t) { return t->rows; }
 
 size_t upt_bytes(const upt_table *t) {
-    return t->cap * sizeof(upt__slot) +
+    return t->index.cap * sizeof(km_slot) +
            t->rows_cap * ((size_t)t->n_scen * t->d * sizeof(float) +
                           2 * (size_t)t->n_scen * sizeof(uint32_t));
 }
@@ -175,40 +124,14 @@ int64_t upt_value_load(upt_table *t, uint64_t key, const void *val, size_t len) 
 }
 
 int64_t upt_remove(upt_table *t, uint64_t key, uint64_t last_key) {
-    size_t i = upt__home(t, key);
-    for (;;) {
-        if (t->slots[i].row == UPT__EMPTY) return -2;
-        if (t->slots[i].key == key) break;
-        i = (i + 1) & t->mask;
-    }
-    uint32_t row = t->slots[i].row;
-    t->slots[i].row = UPT__EMPTY;   /* backward-shift deletion, as pending.c */
-    for (size_t j = (i + 1) & t->mask; t->slots[j].row != UPT__EMPTY; j = (j + 1) & t->mask) {
-        size_t home = upt__home(t, t->slots[j].key);
-        if (((j - home) & t->mask) < ((j - i) & t->mask)) continue;
-        t->slots[i] = t->slots[j];
-        t->slots[j].row = UPT__EMPTY;
-        i = j;
-    }
-    uint32_t last = (uint32_t)--t->rows;
+    int64_t removed = km_remove(&t->index, key);
+    if (removed < 0) return -2;
+    uint32_t row = (uint32_t)removed, last = (uint32_t)--t->rows;
     if (row == last) return -1;
     size_t pw = (size_t)t->n_scen * t->d, S = (size_t)t->n_scen;
     if (pw) memcpy(t->pref + (size_t)row * pw, t->pref + (size_t)last * pw, pw * sizeof(float));
     memcpy(t->cnt + (size_t)row * 2 * S, t->cnt + (size_t)last * 2 * S, 2 * S * sizeof(uint32_t));
-    /* the moved row's slot points at its new index: probe for last_key; if the caller's
-     * key was wrong, scan every slot rather than leave the table inconsistent */
-    for (size_t h = upt__home(t, last_key);; h = (h + 1) & t->mask) {
-        if (t->slots[h].row == last) {
-            t->slots[h].row = row;
-            return row;
-        }
-        if (t->slots[h].row == UPT__EMPTY) break;
-    }
-    for (size_t h = 0; h <= t->mask; h++)
-        if (t->slots[h].row == last) {
-            t->slots[h].row = row;
-            break;
-        }
+    km_repoint(&t->index, last_key, last, row);   /* the moved row's key */
     return row;
 }
 
@@ -217,9 +140,8 @@ size_t upt_capacity(const upt_table *t) { return t->rows_cap; }
 int upt_reserve(upt_table *t, size_t rows_cap) {
     if (rows_cap < t->rows) rows_cap = t->rows;
     if (rows_cap < 16) rows_cap = 16;
-    size_t slots = 1024;
-    while (rows_cap * 10 > slots * 7) slots *= 2;
-    if (slots != t->cap && upt__alloc_slots(t, slots) != 0) return -1;
+    size_t slots = km_slots_for(rows_cap);
+    if (slots != t->index.cap && km_resize(&t->index, slots) != 0) return -1;
     if (rows_cap == t->rows_cap) return 0;
     size_t pw = (size_t)t->n_scen * t->d, S = (size_t)t->n_scen;
     if (pw) {

@@ -23,6 +23,7 @@
 #include <sys/stat.h>
 
 #include "pipeline.h"
+#include "storecmp.h"
 #include "state.h"
 
 static char tmp_root[512];
@@ -135,42 +136,6 @@ static void lineage_init(lineage *l, const char *bootstrap, pl_stream *s, const 
 
 /* ---- comparing two stores ---- */
 
-typedef struct {
-    char **keys, **vals;
-    size_t *klens, *vlens;
-    size_t n, cap;
-} dump;
-
-static int dump_cb(void *opaque, const void *key, size_t klen, const void *val, size_t vlen) {
-    dump *d = opaque;
-    if (d->n == d->cap) {
-        d->cap = d->cap ? 2 * d->cap : 1024;
-        d->keys = realloc(d->keys, d->cap * sizeof *d->keys);
-        d->vals = realloc(d->vals, d->cap * sizeof *d->vals);
-        d->klens = realloc(d->klens, d->cap * sizeof *d->klens);
-        d->vlens = realloc(d->vlens, d->cap * sizeof *d->vlens);
-    }
-    d->keys[d->n] = malloc(klen + 1);
-    memcpy(d->keys[d->n], key, klen);
-    d->klens[d->n] = klen;
-    d->vals[d->n] = malloc(vlen + 1);
-    memcpy(d->vals[d->n], val, vlen);
-    d->vlens[d->n] = vlen;
-    d->n++;
-    return 0;
-}
-
-static void dump_free(dump *d) {
-    for (size_t i = 0; i < d->n; i++) {
-        free(d->keys[i]);
-        free(d->vals[i]);
-    }
-    free(d->keys);
-    free(d->vals);
-    free(d->klens);
-    free(d->vlens);
-}
-
 static int count_pending_cb(void *opaque, const void *key, size_t klen, const void *val,
                             size_t vlen) {
     (void)key; (void)val; (void)vlen;
@@ -195,26 +160,7 @@ static void compare_stores(const char *a, const char *b) {
     CHECK_MSG(sa, "%s", err);
     store *sb = store_open(b, NULL, err, sizeof err);
     CHECK_MSG(sb, "%s", err);
-    static const char *names[] = {"emb", "user", "pending", "meta"};
-    for (int cf = 0; cf < STORE_N_CF; cf++) {
-        dump da = {0}, db = {0};
-        CHECK(store_iterate(sa, (store_cf)cf, NULL, 0, dump_cb, &da, err, sizeof err) >= 0);
-        CHECK(store_iterate(sb, (store_cf)cf, NULL, 0, dump_cb, &db, err, sizeof err) >= 0);
-        CHECK_MSG(da.n == db.n, "family %s: %zu vs %zu entries", names[cf], da.n, db.n);
-        size_t diff = 0;
-        for (size_t i = 0; i < da.n; i++) {
-            int same = da.klens[i] == db.klens[i] && da.vlens[i] == db.vlens[i] &&
-                       !memcmp(da.keys[i], db.keys[i], da.klens[i]) &&
-                       !memcmp(da.vals[i], db.vals[i], da.vlens[i]);
-            if (!same && diff++ < 3)
-                fprintf(stderr, "family %s entry %zu differs (key %.*s)\n", names[cf], i,
-                        (int)(da.klens[i] < 24 ? da.klens[i] : 24), da.keys[i]);
-        }
-        CHECK_MSG(diff == 0, "family %s: %zu of %zu entries differ", names[cf], diff, da.n);
-        fprintf(stderr, "test_crash: family %-7s %6zu entries identical\n", names[cf], da.n);
-        dump_free(&da);
-        dump_free(&db);
-    }
+    storecmp(sa, sb, "test_crash", NULL, NULL);
     store_close(sa, 0, err, sizeof err);
     store_close(sb, 0, err, sizeof err);
 }

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "storecmp.h"
 #include "emb.h"
 #include "learner.h"
 #include "model.h"
@@ -172,56 +173,16 @@ static int feed(runner *r, int64_t stop, int every) {
 
 /* ---- comparing two stores ---- */
 
-typedef struct {
-    char **keys, **vals;
-    size_t *klens, *vlens;
-    size_t n, cap;
-    int64_t dead_before;   /* rows last seen before this are expired: not compared */
-    int cf;
-    const state *st;
-    size_t ebytes;
-} dump;
-
-static int dump_cb(void *opaque, const void *key, size_t klen, const void *val, size_t vlen) {
-    dump *d = opaque;
-    if (d->cf == STORE_EMB && d->dead_before != INT64_MIN) {
-        int64_t seen;
-        memcpy(&seen, (const char *)val + vlen - 8, 8);
-        if (seen < d->dead_before) return 0;
-    }
-    if (d->cf == STORE_USER && d->dead_before != INT64_MIN) {
-        int64_t seen;
-        memcpy(&seen, (const char *)val + vlen - 8, 8);
-        if (seen < d->dead_before) return 0;
-    }
-    if (d->n == d->cap) {
-        d->cap = d->cap ? 2 * d->cap : 1024;
-        d->keys = realloc(d->keys, d->cap * sizeof *d->keys);
-        d->vals = realloc(d->vals, d->cap * sizeof *d->vals);
-        d->klens = realloc(d->klens, d->cap * sizeof *d->klens);
-        d->vlens = realloc(d->vlens, d->cap * sizeof *d->vlens);
-    }
-    d->keys[d->n] = malloc(klen + 1);
-    memcpy(d->keys[d->n], key, klen);
-    d->klens[d->n] = klen;
-    d->vals[d->n] = malloc(vlen + 1);
-    memcpy(d->vals[d->n], val, vlen);
-    d->vlens[d->n] = vlen;
-    d->n++;
-    return 0;
+/* Rows (embedding or user) last seen before *dead_before are expired: not compared. */
+static int live_row(void *ud, int cf, const void *key, size_t klen, const void *val,
+                    size_t vlen) {
+    (void)key; (void)klen;
+    int64_t dead_before = *(const int64_t *)ud, seen;
+    if ((cf != STORE_EMB && cf != STORE_USER) || dead_before == INT64_MIN) return 1;
+    memcpy(&seen, (const char *)val + vlen - 8, 8);
+    return seen >= dead_before;
 }
 
-static void dump_free(dump *d) {
-    for (size_t i = 0; i < d->n; i++) {
-        free(d->keys[i]);
-        free(d->vals[i]);
-    }
-    free(d->keys);
-    free(d->vals);
-    free(d->klens);
-    free(d->vlens);
-    memset(d, 0, sizeof *d);
-}
 
 /* The stream clock of a closed store's meta "stream" record. */
 static int64_t stored_clock(store *s) {
@@ -246,28 +207,7 @@ static void compare_stores(const char *a, const char *b, int64_t expire_ms) {
     int64_t ca = stored_clock(sa), cb = stored_clock(sb);
     CHECK_EQ_INT(ca, cb);
     int64_t dead = expire_ms > 0 ? ca - expire_ms : INT64_MIN;
-    static const char *names[] = {"emb", "user", "pending", "meta"};
-    for (int cf = 0; cf < STORE_N_CF; cf++) {
-        dump da = {0}, db = {0};
-        da.cf = db.cf = cf;
-        da.dead_before = db.dead_before = cf <= STORE_USER ? dead : INT64_MIN;
-        CHECK(store_iterate(sa, (store_cf)cf, NULL, 0, dump_cb, &da, err, sizeof err) >= 0);
-        CHECK(store_iterate(sb, (store_cf)cf, NULL, 0, dump_cb, &db, err, sizeof err) >= 0);
-        CHECK_MSG(da.n == db.n, "family %s: %zu vs %zu entries", names[cf], da.n, db.n);
-        size_t diff = 0;
-        for (size_t i = 0; i < da.n; i++) {
-            int same = da.klens[i] == db.klens[i] && da.vlens[i] == db.vlens[i] &&
-                       !memcmp(da.keys[i], db.keys[i], da.klens[i]) &&
-                       !memcmp(da.vals[i], db.vals[i], da.vlens[i]);
-            if (!same && diff++ < 3)
-                fprintf(stderr, "family %s entry %zu differs (key %.*s...)\n", names[cf], i,
-                        (int)(da.klens[i] < 12 ? da.klens[i] : 12), da.keys[i]);
-        }
-        CHECK_MSG(diff == 0, "family %s: %zu of %zu entries differ", names[cf], diff, da.n);
-        fprintf(stderr, "test_state: family %-7s %6zu entries identical\n", names[cf], da.n);
-        dump_free(&da);
-        dump_free(&db);
-    }
+    storecmp(sa, sb, "test_state", live_row, &dead);
     store_close(sa, 0, err, sizeof err);
     store_close(sb, 0, err, sizeof err);
 }

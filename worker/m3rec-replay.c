@@ -53,22 +53,6 @@ static void usage(void) {
             "  --print-worker-config   print the worker settings this mapping needs, and exit\n");
 }
 
-/* Sleep until `done` messages are due at `rate` per second since `start`. */
-static void pace(struct timespec start, long long done, double rate) {
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    double elapsed = (double)(now.tv_sec - start.tv_sec) + 1e-9 * (double)(now.tv_nsec - start.tv_nsec);
-    double ahead = (double)done / rate - elapsed;
-    if (ahead > 0) {
-        struct timespec d = {(time_t)ahead, (long)((ahead - (double)(time_t)ahead) * 1e9)};
-        nanosleep(&d, NULL);
-    }
-}
-
-static void put_be32(FILE *f, uint32_t v) {
-    unsigned char b[4] = {v >> 24, v >> 16, v >> 8, v};
-    fwrite(b, 1, 4, f);
-}
 
 /* "2026-01-01T00:00:00.000Z" */
 static const char *iso(int64_t ms, char *buf, size_t n) {
@@ -279,11 +263,7 @@ int main(int argc, char **argv) {
         }
         int klen = snprintf(key, sizeof key, "%" PRId64, uid);
         if (fout) {
-            fwrite(names[t], 1, strlen(names[t]) + 1, fout);
-            put_be32(fout, (uint32_t)klen);
-            fwrite(key, 1, (size_t)klen, fout);
-            put_be32(fout, (uint32_t)len);
-            fwrite(buf, 1, (size_t)len, fout);
+            app_write_frame(fout, names[t], key, (size_t)klen, buf, (size_t)len);
         } else if (kio_produce(p, names[t], key, (size_t)klen, buf, (size_t)len, NULL, 0, err, sizeof err) != 0) {
             fprintf(stderr, "m3rec-replay: produce: %s\n", err);
             rc = 1;
@@ -291,7 +271,7 @@ int main(int argc, char **argv) {
         }
         messages++;
         if (p && (messages & 1023) == 0) kio_producer_poll(p);
-        if (rate > 0 && (rate < 1000 || (messages & 255) == 0)) pace(start, messages, rate);
+        if (rate > 0 && (rate < 1000 || (messages & 255) == 0)) app_pace(start, messages, rate);
     }
     if (!buf) {
         fprintf(stderr, "m3rec-replay: out of memory\n");

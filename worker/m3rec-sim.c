@@ -34,22 +34,6 @@ static void usage(void) {
             "                 [--out FILE] [--create-topics PARTITIONS] [--rate MSGS_PER_SEC]\n");
 }
 
-/* Sleep until `done` messages are due at `rate` per second since `start`. */
-static void pace(struct timespec start, long long done, double rate) {
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    double elapsed = (double)(now.tv_sec - start.tv_sec) + 1e-9 * (double)(now.tv_nsec - start.tv_nsec);
-    double ahead = (double)done / rate - elapsed;
-    if (ahead > 0) {
-        struct timespec d = {(time_t)ahead, (long)((ahead - (double)(time_t)ahead) * 1e9)};
-        nanosleep(&d, NULL);
-    }
-}
-
-static void put_be32(FILE *f, uint32_t v) {
-    unsigned char b[4] = {v >> 24, v >> 16, v >> 8, v};
-    fwrite(b, 1, 4, f);
-}
 
 int main(int argc, char **argv) {
     m3_cfg cfg;
@@ -160,11 +144,7 @@ int main(int argc, char **argv) {
         }
         int klen = snprintf(key, sizeof key, "%" PRId64, uid);
         if (fout) {
-            fwrite(topic, 1, strlen(topic) + 1, fout);
-            put_be32(fout, (uint32_t)klen);
-            fwrite(key, 1, (size_t)klen, fout);
-            put_be32(fout, (uint32_t)len);
-            fwrite(buf, 1, (size_t)len, fout);
+            app_write_frame(fout, topic, key, (size_t)klen, buf, (size_t)len);
         } else if (kio_produce(p, topic, key, (size_t)klen, buf, (size_t)len, NULL, 0, err,
                                sizeof err) != 0) {
             fprintf(stderr, "m3rec-sim: produce: %s\n", err);
@@ -173,7 +153,7 @@ int main(int argc, char **argv) {
         }
         produced++;
         if (p && (produced & 1023) == 0) kio_producer_poll(p);
-        if (rate > 0 && (produced & 255) == 0) pace(start, produced, rate);
+        if (rate > 0 && (produced & 255) == 0) app_pace(start, produced, rate);
     }
     if (p && kio_producer_flush(p, 60000, err, sizeof err) != 0) {
         fprintf(stderr, "m3rec-sim: flush: %s\n", err);
