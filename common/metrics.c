@@ -567,8 +567,7 @@ static void met__write_tl_axis(const met_board *b, json_writer *w) {
     json_obj_end(w);
 }
 
-static const char *met__slice_names[MET_NSLICES] = {"new_item", "new_user_in_scenario",
-                                                           "warmup_item"};
+static const char *met__slice_names[MET_NSLICES] = {"new_item", "new_user_in_scenario"};
 
 static void met__write_slices(const met_board *b, int model, int scen, json_writer *w) {
     json_obj_begin(w);

@@ -107,14 +107,11 @@ double met_rss_mb(double *peak_mb);
 
 #define MET_MAX_MODELS 8         /* primary (model 0) + up to 7 shadows */
 typedef enum { MET_CTR = 0, MET_CTCVR = 1, MET_NTASKS = 2 } met_task;
-/* Slices of the evaluation, as the model flags them (M3_SLICE_NEW_ITEM, _NEW_USER_SCEN,
- * _WARMUP_ITEM): "new_item" (the item is young), "new_user_in_scenario" (first time in
- * this scenario, known in another) and "warmup_item" (the item's first impressions after
- * it stopped being young). Each (model, slice, task) has one met_auc more overall, and each
+/* Slices of the evaluation, as the model flags them (M3_SLICE_NEW_ITEM, _NEW_USER_SCEN):
+ * "new_item" (the item is young) and "new_user_in_scenario" (first time in this scenario,
+ * known in another). Each (model, slice, task) has one met_auc more overall, and each
  * (model, scenario, slice, task) one of MET_SCEN_SLICE_BITS equal-logit bins. */
-typedef enum {
-    MET_SLICE_NEW_ITEM = 0, MET_SLICE_NEW_USER_SCEN = 1, MET_SLICE_WARMUP_ITEM = 2, MET_NSLICES = 3
-} met_slice;
+typedef enum { MET_SLICE_NEW_ITEM = 0, MET_SLICE_NEW_USER_SCEN = 1, MET_NSLICES = 2 } met_slice;
 #define MET_SCEN_SLICE_BITS 12   /* 32 KiB per accumulator; logit bins 0.006 wide */
 
 /* The timeline: AUC over time. Every `window` impressions (model 0's CTR predictions:

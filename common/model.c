@@ -690,8 +690,6 @@ static void m3__group(m3_model *m, const m3_example *ex, int B) {
         int young = ir >= 0 && *emb_count(m->emb, ir) < (uint32_t)c->item_warm;
         m->young[r] = (unsigned char)(young && m->use_mieg);
         if (young) fl |= M3_SLICE_NEW_ITEM;
-        else if (ir >= 0 && *emb_count(m->emb, ir) < 5 * (uint32_t)c->item_warm)
-            fl |= M3_SLICE_WARMUP_ITEM;
         m->ukey[r] = nc > M3_SLOT_USER ? e->cat[M3_SLOT_USER] : 0;
         m->ts[r] = e->ts_ms;
         int64_t u = nc > M3_SLOT_USER ? upt_find(m->users, m->ukey[r]) : -1;

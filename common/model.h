@@ -53,8 +53,6 @@ typedef struct {
 #define M3_SLICE_NEW_ITEM 1       /* the item has fewer than item_warm trained impressions */
 #define M3_SLICE_NEW_USER_SCEN 2  /* the user has no impression in this scenario yet but
                                      has some in another one */
-#define M3_SLICE_WARMUP_ITEM 4    /* the item has item_warm .. 5 item_warm - 1 trained
-                                     impressions: MIEG-admitted rows warming up */
 
 typedef struct {
     int arch;                    /* m3_arch */

@@ -581,13 +581,11 @@ static void page__auc_table(page__buf *b, const page__ctx *c) {
     page__printf(b, "</table>\n");
 }
 
-#define PAGE__NSLICES 3
-static const char *page__slices[PAGE__NSLICES] = {"new_item", "warmup_item",
-                                                  "new_user_in_scenario"};
+static const char *page__slices[2] = {"new_item", "new_user_in_scenario"};
 
-/* One row of slice cells: each slice's ctr and ctcvr (AUC over n). */
+/* One row of slice cells: new_item and new_user_in_scenario, ctr and ctcvr (AUC over n). */
 static void page__slice_cells(page__buf *b, const json_node *slices) {
-    for (int s = 0; s < PAGE__NSLICES; s++)
+    for (int s = 0; s < 2; s++)
         for (int t = 0; t < 2; t++) {
             const json_node *a = json_member(json_member(slices, page__slices[s]), page__tasks[t]);
             double auc = json_number(json_member(a, "auc"), NAN);
@@ -600,7 +598,6 @@ static void page__slice_cells(page__buf *b, const json_node *slices) {
 static void page__slice_table(page__buf *b, const page__ctx *c) {
     page__printf(b, "<h2 id=slices>Slices</h2>\n<p><i>new_item</i>: impressions of a young item "
                     "(fewer than <code>model.item.warm</code> trained impressions); "
-                    "<i>warmup_item</i>: its next impressions, up to 5 <code>model.item.warm</code>; "
                     "<i>new_user_in_scenario</i>: a user's first impressions in a scenario, known in "
                     "another. AUC, and below it the impressions in the slice; over all scenarios, "
                     "then per scenario.</p>\n");
@@ -608,7 +605,7 @@ static void page__slice_table(page__buf *b, const page__ctx *c) {
         if (sc == 0) page__printf(b, "<h3>Slices per scenario</h3>\n");
         if (sc <= 0) {
             page__printf(b, "<table>\n<tr><th>run</th><th>model</th>%s", sc < 0 ? "" : "<th>scenario</th>");
-            for (int s = 0; s < PAGE__NSLICES; s++)
+            for (int s = 0; s < 2; s++)
                 for (int t = 0; t < 2; t++) page__printf(b, "<th>%s %s</th>", page__slices[s], page__tasks[t]);
             page__printf(b, "</tr>\n");
         }

@@ -378,8 +378,8 @@ static void test_blob(void) {
     m3_destroy(a); m3_destroy(b);
 }
 
-/* Slices and stream state: item young below item_warm trained impressions, warming up
- * below 5 item_warm; a user new in a scenario but known in another; MIEG admission keeps the prediction (lr 0: nothing
+/* Slices and stream state: item young below item_warm trained impressions; a user new in
+ * a scenario but known in another; MIEG admission keeps the prediction (lr 0: nothing
  * learns, so the admitted row is exactly the generated embedding). */
 static void test_slices_and_admission(void) {
     m3_model_cfg c = small_cfg(M3_ARCH_M3REC);
@@ -398,7 +398,6 @@ static void test_slices_and_admission(void) {
         m3_forward(m, &e, 1, &p, NULL);
         unsigned fl = m3_slice_flags(m, 0);
         CHECK_EQ_INT((fl & M3_SLICE_NEW_ITEM) != 0, k < 3);   /* 3 trained impressions */
-        CHECK_EQ_INT((fl & M3_SLICE_WARMUP_ITEM) != 0, k >= 3);
         CHECK_EQ_INT((fl & M3_SLICE_NEW_USER_SCEN) != 0, 0);  /* new user, or known here */
         if (k == 0) p0 = p;
         CHECK_CLOSE(p, p0, 1e-6, 0);                           /* admission: no jump */
@@ -410,14 +409,8 @@ static void test_slices_and_admission(void) {
     CHECK(nrm > 0);                                            /* the delta (0) + e_gen */
     e.scenario = 2;
     m3_forward(m, &e, 1, &p, NULL);
-    CHECK_EQ_INT(m3_slice_flags(m, 0), M3_SLICE_NEW_USER_SCEN | M3_SLICE_WARMUP_ITEM);
+    CHECK_EQ_INT(m3_slice_flags(m, 0), M3_SLICE_NEW_USER_SCEN);
     CHECK_EQ_INT(m3_slice_flags(m, 1), 0);                     /* out of range */
-    e.scenario = 0;
-    for (int k = 4; k < 16; k++) {   /* warm-up ends at 5 * 3 trained impressions */
-        m3_forward(m, &e, 1, &p, NULL);
-        CHECK_EQ_INT(m3_slice_flags(m, 0), k < 15 ? M3_SLICE_WARMUP_ITEM : 0);
-        m3_train(m, &e, 1);
-    }
     m3_destroy(m);
     /* slices count only once the model has taken model.slice.burnin steps */
     c.slice_burnin = 2;
