@@ -3,6 +3,7 @@
 
 #include <stdlib.h>
 
+/* the home slot; km_probe (keymap.h) computes the same */
 static size_t km__home(const km_map *m, uint64_t key) {
     return (size_t)((key * 0x9e3779b97f4a7c15ULL) >> m->shift);
 }
@@ -38,17 +39,6 @@ void km_free(km_map *m) {
     free(m->slots);
     m->slots = NULL;
     m->cap = m->mask = 0;
-}
-
-size_t km_probe(const km_map *m, uint64_t key) {
-    size_t h = km__home(m, key);
-    while (m->slots[h].row != KM_EMPTY && m->slots[h].key != key) h = (h + 1) & m->mask;
-    return h;
-}
-
-int64_t km_find(const km_map *m, uint64_t key) {
-    const km_slot *s = &m->slots[km_probe(m, key)];
-    return s->row == KM_EMPTY ? -1 : (int64_t)s->row;
 }
 
 int km_insert(km_map *m, uint64_t key, uint32_t row, size_t h, size_t rows) {

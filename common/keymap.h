@@ -29,11 +29,19 @@ int km_resize(km_map *m, size_t cap);
 
 void km_free(km_map *m);
 
-/* The slot holding key, or the free slot where its probe ends. */
-size_t km_probe(const km_map *m, uint64_t key);
+/* The slot holding key, or the free slot where its probe ends. Inline: it is on the hot
+ * path of every embedding lookup. */
+static inline size_t km_probe(const km_map *m, uint64_t key) {
+    size_t h = (size_t)((key * 0x9e3779b97f4a7c15ULL) >> m->shift);
+    while (m->slots[h].row != KM_EMPTY && m->slots[h].key != key) h = (h + 1) & m->mask;
+    return h;
+}
 
 /* key's row, or -1. */
-int64_t km_find(const km_map *m, uint64_t key);
+static inline int64_t km_find(const km_map *m, uint64_t key) {
+    const km_slot *s = &m->slots[km_probe(m, key)];
+    return s->row == KM_EMPTY ? -1 : (int64_t)s->row;
+}
 
 /* Map key (absent; h = km_probe(m, key)) to row, doubling the slots first when `rows`
  * rows (this one included) would pass load 0.7. Returns 0, or -1 when out of memory

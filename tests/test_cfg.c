@@ -205,9 +205,10 @@ static void test_shipped_files(void) {
     CHECK_MSG(cfg_check(&c, errbuf, sizeof errbuf) == 0, "%s", errbuf);
     CHECK_EQ_INT(c.broker_embedded, 1);
     CHECK_EQ_STR(cfg_kafka_get(&c, "group.id"), "m3rec-demo");
-    CHECK_EQ_INT(c.n_shadow, 1);
-    CHECK_EQ_INT(c.shadow[0], M3_ARCH_LR);
-    CHECK_EQ_INT(c.model.arch, M3_ARCH_SHARED_BOTTOM);
+    CHECK_EQ_INT(c.n_shadow, 2);
+    CHECK_EQ_INT(c.shadow[0], M3_ARCH_SHARED_BOTTOM);
+    CHECK_EQ_INT(c.shadow[1], M3_ARCH_LR);
+    CHECK_EQ_INT(c.model.arch, M3_ARCH_M3REC);
     CHECK_EQ_INT(c.exit_idle_ms, 5000);
     CHECK_EQ_INT(c.progress_ms, 2000);
     CHECK_EQ_INT(c.batch_size, 256);
@@ -453,7 +454,7 @@ static void test_dump_roundtrip(void) {
     set_ok(&c, "model.seed=12345678901234567890");
     char *d1 = cfg_dump(&c);
     CHECK(d1 != NULL);
-    CHECK_CONTAINS(d1, "\nmodel.shadow=lr\n");
+    CHECK_CONTAINS(d1, "\nmodel.shadow=shared_bottom,lr\n");
     CHECK_CONTAINS(d1, "\nbroker.embedded=true\n");
     CHECK_CONTAINS(d1, "\nmodel.lr.dense=0.0003\n");
     CHECK_CONTAINS(d1, "\nmodel.hidden=256,128,64\n");

@@ -238,7 +238,8 @@ static void test_state_dir(void) {
     lrn_destroy(L);
     cfg_free(&cfg);
     char *other[] = {"--config", M3_SOURCE_DIR "/config/demo.properties", "--set", "model.shadow=",
-                     "--set", set_dir2, "--set", "worker.exit.idle.ms=100", NULL};
+                     "--set", "model.arch=shared_bottom", "--set", set_dir2,
+                     "--set", "worker.exit.idle.ms=100", NULL};
     CHECK_EQ_INT(run(other, 30000, &out), 1);
     CHECK_CONTAINS(out, "holds the state of another configuration: it has model.arch=m3rec, "
                         "this worker has model.arch=shared_bottom");
