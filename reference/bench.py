@@ -35,7 +35,6 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import twin  # noqa: E402
 
-INT64_MAX = np.iinfo(np.int64).max
 
 
 # ---- the trace ----
@@ -85,34 +84,20 @@ class Trace:
 
 # ---- the training run ----
 class Users:
-    """UPT user state (upt.c) for the users of the trace: P[u,k] now and before its last
-    update, the event times of the last two updates, the update counts."""
+    """UPT user state (upt.c) for the users of the trace: P[u,k] and the update counts."""
 
     def __init__(self, n, S, d):
         self.cur = np.zeros((n, S, d), np.float32)
-        self.prev = np.zeros((n, S, d), np.float32)
-        self.tcur = np.full((n, S), INT64_MAX, np.int64)
-        self.tprev = np.full((n, S), INT64_MAX, np.int64)
         self.upd = np.zeros((n, S), np.int64)
-        self.t_cur, self.t_prev = torch.from_numpy(self.cur), torch.from_numpy(self.prev)
-        self.t_tcur, self.t_tprev = torch.from_numpy(self.tcur), torch.from_numpy(self.tprev)
+        self.t_cur, self.t_upd = torch.from_numpy(self.cur), torch.from_numpy(self.upd)
 
-    def read(self, u, ts):
-        """upt_pref_at for every (row, scenario): (pref (B,S,d), present (B,S))."""
-        tc, tp = self.t_tcur[u], self.t_tprev[u]
-        t = ts[:, None]
-        use_cur = tc <= t
-        present = use_cur | (tp <= t)
-        pref = torch.where(use_cur[:, :, None], self.t_cur[u], self.t_prev[u])
-        return pref, present
+    def read(self, u):
+        """upt_pref_k for every (row, scenario): (pref (B,S,d), present (B,S))."""
+        return self.t_cur[u], self.t_upd[u] > 0
 
-    def update(self, u, k, e, beta, now):
-        """upt_update_at."""
+    def update(self, u, k, e, beta):
+        """upt_update."""
         self.upd[u, k] += 1
-        if self.tcur[u, k] == INT64_MAX or self.tcur[u, k] < now:
-            self.prev[u, k] = self.cur[u, k]
-            self.tprev[u, k] = self.tcur[u, k]
-        self.tcur[u, k] = now
         step = max(beta, 1.0 / self.upd[u, k])
         p = self.cur[u, k]
         p += np.float32(step) * (e - p)
@@ -151,7 +136,6 @@ def train(args):
                                   initial_accumulator_value=1e-5, eps=1e-8)
     counts = np.zeros(len(keys), np.int64)
     users = Users(len(ukeys), c.n_scen, d) if lay.use_upt else None
-    now = np.iinfo(np.int64).min
     # per-batch tensors, built before the clock starts
     batches = []
     for b in range(len(tr.B)):
@@ -161,8 +145,7 @@ def train(args):
         batches.append(dict(
             idx=torch.from_numpy(kidx[s:e]), scen=torch.from_numpy(r["scen"].astype(np.int64)),
             num=torch.from_numpy(np.ascontiguousarray(r["num"])), y1=lab[0], y2=lab[1],
-            w1=lab[2], w2=lab[3], ts=torch.from_numpy(np.ascontiguousarray(r["ts"])),
-            ts_np=r["ts"], lab_np=r["lab"], scen_np=r["scen"], item_np=kidx[s:e, twin.SLOT_ITEM],
+            w1=lab[2], w2=lab[3], lab_np=r["lab"], scen_np=r["scen"], item_np=kidx[s:e, twin.SLOT_ITEM],
             u=torch.from_numpy(uidx[s:e]), u_np=uidx[s:e], n_imp=int(tr.n_imp[b])))
     preds = np.zeros((int(tr.n_imp.sum()), 2), np.float32)
     o, secs, loss_sum = 0, 0.0, 0.0
@@ -173,7 +156,7 @@ def train(args):
         if lay.use_mieg:
             young = torch.from_numpy(counts[bt["item_np"]] < c.item_warm)
         if lay.use_upt:
-            pref, pmask = users.read(bt["u"], bt["ts"])
+            pref, pmask = users.read(bt["u"])
         rb = emb(bt["idx"])
         zc, zv, egen, item = twin.forward(lay, P, rb, bt["num"], bt["scen"], young, pref, pmask)
         with torch.no_grad():
@@ -196,7 +179,6 @@ def train(args):
         adagrad.step()
         # stream state (m3__stream_state), on the forward pass's values
         lab = bt["lab_np"]
-        now = max(now, int(bt["ts_np"].max()))
         if lay.use_mieg:
             it = bt["item_np"][lab[:, 2] > 0]
             uniq, inv, cnt = np.unique(it, return_inverse=True, return_counts=True)
@@ -216,9 +198,9 @@ def train(args):
                 xv = item.detach()[torch.from_numpy(clicks)].numpy()
                 for j, r in enumerate(clicks):
                     u, s = bt["u_np"][r], bt["scen_np"][r]
-                    users.update(u, s, xv[j], c.upt_beta, now)
+                    users.update(u, s, xv[j], c.upt_beta)
                     if lab[r, 1] > 0.5:
-                        users.update(u, s, xv[j], c.upt_beta_conv, now)
+                        users.update(u, s, xv[j], c.upt_beta_conv)
         secs += time.perf_counter() - t0
         loss_sum += loss.item()
     cpu = time.process_time() - cpu0
