@@ -25,9 +25,9 @@
 /* Item latent = CAT_W * category part + BRAND_W * brand part + NUM_W * g(price, rating)
  * + noise; g is a fixed random two-layer tanh map, so a generator can learn the latent of
  * an unseen item from its features, non-linearly. */
-#define CAT_W 0.8
+#define CAT_W 0.5
 #define BRAND_W 0.35f
-#define NUM_W 0.6
+#define NUM_W 1.0
 
 /* ---- random numbers: xoshiro256** seeded by splitmix64 ---- */
 
