@@ -456,6 +456,16 @@ static int page__run_gnuplot(const char *gnuplot, const char *script, const char
     return -1;
 }
 
+/* A table row's first cells: the run, and the model with its colour swatch (the
+ * oracle's row is marked). */
+static void page__row_head(page__buf *b, const page__ctx *c, const page__line *l) {
+    page__printf(b, "<tr%s><td>", l->color < 0 ? " class=oracle" : "");
+    page__html(b, page__run_label(c, l->run));
+    page__printf(b, "</td><td><span class=sw style='background:%s'></span>", page__color(l));
+    page__html(b, l->model);
+    page__printf(b, "</td>");
+}
+
 /* ---- the tables ---- */
 
 static void page__cell_num(page__buf *b, double x, const char *fmt, int bold) {
@@ -553,11 +563,7 @@ static void page__auc_table(page__buf *b, const page__ctx *c) {
         if (&c->lines[i] == orc) orc_mean = means[i];
     for (int i = 0; i < c->n_lines; i++) {
         const page__line *l = &c->lines[i];
-        page__printf(b, "<tr%s><td>", l->color < 0 ? " class=oracle" : "");
-        page__html(b, page__run_label(c, l->run));
-        page__printf(b, "</td><td><span class=sw style='background:%s'></span>", page__color(l));
-        page__html(b, l->model);
-        page__printf(b, "</td>");
+        page__row_head(b, c, l);
         for (int k = 0; k < ncol; k++) {
             double a = page__auc_col(c, l, k);
             page__cell_num(b, a, "%.4f", l->color >= 0 && a == best[k]);
@@ -612,11 +618,7 @@ static void page__slice_table(page__buf *b, const page__ctx *c) {
         for (int i = 0; i < c->n_lines; i++) {
             const page__line *l = &c->lines[i];
             if (l->color < 0) continue;   /* the oracle has no slices */
-            page__printf(b, "<tr><td>");
-            page__html(b, page__run_label(c, l->run));
-            page__printf(b, "</td><td><span class=sw style='background:%s'></span>", page__color(l));
-            page__html(b, l->model);
-            page__printf(b, "</td>");
+            page__row_head(b, c, l);   /* a plain row: the oracle is skipped */
             if (sc >= 0) {
                 page__printf(b, "<td>");
                 page__html(b, c->scen[sc]);
@@ -641,11 +643,7 @@ static void page__calib_table(page__buf *b, const page__ctx *c) {
     page__printf(b, "<th>log loss ctr</th><th>log loss ctcvr</th></tr>\n");
     for (int i = 0; i < c->n_lines; i++) {
         const page__line *l = &c->lines[i];
-        page__printf(b, "<tr%s><td>", l->color < 0 ? " class=oracle" : "");
-        page__html(b, page__run_label(c, l->run));
-        page__printf(b, "</td><td><span class=sw style='background:%s'></span>", page__color(l));
-        page__html(b, l->model);
-        page__printf(b, "</td>");
+        page__row_head(b, c, l);
         for (int k = 0; k < ncol; k++) {
             const char *scen = k / 2 < c->n_scen ? c->scen[k / 2] : NULL;
             const json_node *a = page__acc(l->m, scen, page__tasks[k % 2]);

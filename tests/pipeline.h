@@ -214,6 +214,19 @@ static inline void pl_produce_stream(kio_producer *p, codec *cd, pl_stream *s, i
     sim_destroy(sm);
 }
 
+/* Start argv[0] with stdout and stderr into the file `log` (truncated). */
+static inline pid_t pl_spawn_logged(char *const argv[], const char *log) {
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 1, log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    posix_spawn_file_actions_adddup2(&fa, 1, 2);
+    pid_t pid;
+    CHECK_MSG(posix_spawn(&pid, argv[0], &fa, NULL, argv, environ) == 0, "cannot start %s",
+              argv[0]);
+    posix_spawn_file_actions_destroy(&fa);
+    return pid;
+}
+
 /* Start the worker against bootstrap with the stream's prefix, a consumer group and an
  * idle exit; its output goes to `log`. extra: more arguments (NULL-terminated) or NULL. */
 static inline pid_t pl_spawn_worker(const char *bootstrap, const pl_stream *s, const char *group,
@@ -230,14 +243,7 @@ static inline pid_t pl_spawn_worker(const char *bootstrap, const pl_stream *s, c
     int n = 19;
     for (int i = 0; extra && extra[i] && n < 79; i++) argv[n++] = extra[i];
     argv[n] = NULL;
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 1, log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    posix_spawn_file_actions_adddup2(&fa, 1, 2);
-    pid_t pid;
-    CHECK(posix_spawn(&pid, argv[0], &fa, NULL, argv, environ) == 0);
-    posix_spawn_file_actions_destroy(&fa);
-    return pid;
+    return pl_spawn_logged(argv, log);
 }
 
 /* Wait for a worker to exit; kill it and fail past the deadline. Returns its exit code. */

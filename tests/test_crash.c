@@ -23,6 +23,7 @@
 #include <sys/stat.h>
 
 #include "pipeline.h"
+#include "fsutil.h"
 #include "storecmp.h"
 #include "state.h"
 
@@ -32,23 +33,6 @@ static unsigned rng;
 static unsigned rnd(void) {
     rng = rng * 1103515245u + 12345u;
     return rng >> 8;
-}
-
-static void rm_rf(const char *path) {
-    DIR *d = opendir(path);
-    if (d) {
-        struct dirent *e;
-        while ((e = readdir(d))) {
-            if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-            char p[1024];
-            snprintf(p, sizeof p, "%s/%s", path, e->d_name);
-            rm_rf(p);
-        }
-        closedir(d);
-        rmdir(path);
-    } else {
-        unlink(path);
-    }
 }
 
 /* ---- running the worker ---- */

@@ -18,16 +18,13 @@
  *    RocksDB's flushes and compactions);
  *  - the budgeted run's peak RSS is lower than the unbounded run's by at least half the
  *    difference of their tables. */
-#include <fcntl.h>
-#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "check.h"
-#include "json.h"
+#include "pipeline.h"
 
 extern char **environ;
 
@@ -38,16 +35,6 @@ extern char **environ;
 #define BASE_EVENTS "3000"
 
 static char tmp_root[512];
-
-static const char *slurp(const char *path) {
-    static char text[1 << 20];
-    FILE *f = fopen(path, "r");
-    if (!f) return NULL;
-    size_t len = fread(text, 1, sizeof text - 1, f);
-    fclose(f);
-    text[len] = 0;
-    return text;
-}
 
 /* Run m3rec-offline with a store (budget_mb: store.memory.max_mb) and return its report. */
 static json_node *run(const char *name, int budget_mb, const char *events) {
@@ -65,19 +52,13 @@ static json_node *run(const char *name, int budget_mb, const char *events) {
                     "--set", set_wb, "--set", "checkpoint.sync=false", "--users", "150000",
                     "--items", "60000", "--events", (char *)events, "--quiet", "--report", report,
                     NULL};
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 1, log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    posix_spawn_file_actions_adddup2(&fa, 1, 2);
-    pid_t pid;
-    CHECK(posix_spawn(&pid, argv[0], &fa, NULL, argv, environ) == 0);
-    posix_spawn_file_actions_destroy(&fa);
+    pid_t pid = pl_spawn_logged(argv, log);
     int status;
     CHECK(waitpid(pid, &status, 0) == pid);
     CHECK_MSG(WIFEXITED(status) && WEXITSTATUS(status) == 0, "m3rec-offline failed: %s",
-              slurp(log));
+              pl_slurp(log));
     char err[256];
-    json_node *j = json_parse(slurp(report), err, sizeof err);
+    json_node *j = json_parse(pl_slurp(report), err, sizeof err);
     CHECK_MSG(j, "%s: %s", report, err);
     return j;
 }

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "fsutil.h"
 #include "storecmp.h"
 #include "emb.h"
 #include "learner.h"
@@ -30,23 +31,6 @@
 #define EVENTS 24000
 
 static char tmp_root[512];
-
-static void rm_rf(const char *path) {
-    DIR *d = opendir(path);
-    if (d) {
-        struct dirent *e;
-        while ((e = readdir(d))) {
-            if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-            char p[1024];
-            snprintf(p, sizeof p, "%s/%s", path, e->d_name);
-            rm_rf(p);
-        }
-        closedir(d);
-        rmdir(path);
-    } else {
-        unlink(path);
-    }
-}
 
 static void fresh_dir(char *out, size_t n, const char *name) {
     snprintf(out, n, "%s/%s", tmp_root, name);

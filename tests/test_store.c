@@ -13,6 +13,7 @@
 #include <rocksdb/c.h>
 
 #include "check.h"
+#include "fsutil.h"
 #include "store.h"
 
 #define ERR_SIZE 1024
@@ -23,26 +24,6 @@ static char g_base[512];  /* scratch directory of this test run */
 static void path_join(char *out, size_t n, const char *a, const char *b) {
     int w = snprintf(out, n, "%s/%s", a, b);
     CHECK(w > 0 && (size_t)w < n);
-}
-
-static void rm_rf(const char *path) {
-    struct stat st;
-    if (lstat(path, &st) != 0) return;
-    if (S_ISDIR(st.st_mode)) {
-        DIR *d = opendir(path);
-        CHECK_MSG(d, "opendir %s: %s", path, strerror(errno));
-        struct dirent *e;
-        while ((e = readdir(d)) != NULL) {
-            if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-            char sub[1024];
-            path_join(sub, sizeof(sub), path, e->d_name);
-            rm_rf(sub);
-        }
-        closedir(d);
-        CHECK_MSG(rmdir(path) == 0, "rmdir %s: %s", path, strerror(errno));
-    } else {
-        CHECK_MSG(unlink(path) == 0, "unlink %s: %s", path, strerror(errno));
-    }
 }
 
 /* A fresh, empty-or-absent path under the scratch directory. */
