@@ -22,22 +22,31 @@ int app_config_arg(m3_cfg *cfg, int argc, char **argv, int *i, char *errstr, siz
 }
 
 int app_sim_arg(sim_cfg *sc, int argc, char **argv, int *i, char *errstr, size_t n) {
-    static const char *opts[] = {"--events", "--seed", "--users", "--items", "--difficulty", "--noise",
-                                  "--conflict"};
+    /* kind: 'i' a positive integer, 'p' a positive number, 'z' a number >= 0, 'c' in [0, 2] */
+    static const struct { const char *opt; char kind; } opts[] = {
+        {"--events", 'i'}, {"--seed", 'i'}, {"--users", 'i'}, {"--items", 'i'},
+        {"--difficulty", 'p'}, {"--noise", 'z'}, {"--conflict", 'c'}, {"--taste", 'z'},
+        {"--mix", 'z'}, {"--new-users", 'z'}, {"--visit-len", 'z'}, {"--intent", 'z'}};
+    enum { N_OPTS = (int)(sizeof opts / sizeof opts[0]) };
     int k = 0;
-    while (k < 7 && strcmp(argv[*i], opts[k]) != 0) k++;
-    if (k == 7) return 0;
+    while (k < N_OPTS && strcmp(argv[*i], opts[k].opt) != 0) k++;
+    if (k == N_OPTS) return 0;
     if (*i + 1 >= argc) {
-        snprintf(errstr, n, "%s needs a value", opts[k]);
+        snprintf(errstr, n, "%s needs a value", opts[k].opt);
         return -1;
     }
     const char *v = argv[++*i];
     char *end;
     double x = strtod(v, &end);
-    if (k == 6 ? (*end || !(x >= 0 && x <= 2))
-               : (*end || !(x > 0) || (k < 4 && x != (double)(long long)x))) {
-        snprintf(errstr, n, "%s %s: expected %s", opts[k], v,
-                 k == 6 ? "a number in [0, 2]" : k < 4 ? "a positive integer" : "a positive number");
+    char kind = opts[k].kind;
+    int ok = !*end && end != v && (kind == 'i'   ? x > 0 && x == (double)(long long)x
+                                   : kind == 'p' ? x > 0
+                                   : kind == 'z' ? x >= 0 && x < 1e9
+                                                 : x >= 0 && x <= 2);
+    if (!ok) {
+        snprintf(errstr, n, "%s %s: expected %s", opts[k].opt, v,
+                 kind == 'i' ? "a positive integer" : kind == 'p' ? "a positive number"
+                 : kind == 'z' ? "a number >= 0" : "a number in [0, 2]");
         return -1;
     }
     switch (k) {
@@ -47,7 +56,12 @@ int app_sim_arg(sim_cfg *sc, int argc, char **argv, int *i, char *errstr, size_t
     case 3: sc->n_items = (int)x; break;
     case 4: sc->difficulty = x; break;
     case 5: sc->noise = x; break;
-    default: sc->conflict = x; break;
+    case 6: sc->conflict = x; break;
+    case 7: sc->taste = x; break;
+    case 8: sc->mix = x; break;
+    case 9: sc->new_users_per_1k = x; break;
+    case 10: sc->visit_len = x; break;
+    default: sc->intent = x; break;
     }
     return 1;
 }

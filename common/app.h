@@ -15,11 +15,13 @@
 int app_config_arg(m3_cfg *cfg, int argc, char **argv, int *i, char *errstr, size_t n);
 
 /* Handle the simulator's options: --events N, --seed S, --users N, --items N,
- * --difficulty X, --noise X, --conflict X (0..2). Returns 1 when argv[*i] was one (*i then
+ * --difficulty X, --noise X, --conflict X (0..2), --taste X, --mix X, --new-users X (see
+ * sim_cfg). Returns 1 when argv[*i] was one (*i then
  * points at its value), 0 when not, -1 with errstr when its value is missing or out of range. */
 int app_sim_arg(sim_cfg *sc, int argc, char **argv, int *i, char *errstr, size_t n);
 #define APP_SIM_USAGE \
-    "[--events N] [--seed S] [--users N] [--items N] [--difficulty X] [--noise X] [--conflict X]"
+    "[--events N] [--seed S] [--users N] [--items N] [--difficulty X] [--noise X] [--conflict X] " \
+    "[--taste X] [--mix X] [--new-users X]"
 
 /* Sleep until `done` messages are due at `rate` per second since `start` (CLOCK_MONOTONIC). */
 void app_pace(struct timespec start, long long done, double rate);

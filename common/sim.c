@@ -18,6 +18,7 @@
 #define N_DEVICE 3
 #define FRESH_ITEMS 1000  /* the newest items get a share of exposure */
 #define FRESH_SHARE 0.2
+#define N_VISITS 64       /* visits in progress at once (visit_len > 1) */
 #define NUM_H 8           /* hidden units of the item numerics' map into the latent space */
 /* Logit spread at difficulty 1: puts the oracle CTR AUC of every default scenario in
  * 0.78..0.87, inside the 0.70..0.88 that public benchmarks report. */
@@ -84,6 +85,7 @@ typedef struct {
     float price_sens;
     float taste[K];          /* individual part of the latent taste */
     float off[SIM_MAX_SCEN][K];
+    float scen_cum[SIM_MAX_SCEN];   /* cumulative scenario shares (mix > 0) */
 } sim_user;
 
 typedef struct {
@@ -92,6 +94,11 @@ typedef struct {
     float quality, rating, price;
     int64_t born;            /* impression index when it arrived; -1 for initial items */
 } sim_item;
+
+typedef struct {             /* a visit in progress */
+    int user, left;          /* left: impressions still to come */
+    float intent[K];
+} sim_visit;
 
 typedef struct {             /* a conversion due at ts */
     int64_t ts;
@@ -121,7 +128,14 @@ struct sim {
     float b_conv[SIM_MAX_SCEN], a_conv[SIM_MAX_SCEN];
     /* population */
     sim_user *users;
-    double *user_cum;        /* cumulative activity weights for sampling */
+    double *user_cum;        /* cumulative activity weights for sampling, the initial
+                                population's summing to 1 */
+    int n_users, cap_users;
+    double act_norm;         /* the initial population's total activity */
+    double new_user_credit;
+    rng ru;                  /* newcomers and scenario habits draw from their own stream */
+    sim_visit visits[N_VISITS];
+    rng rv;                  /* and visits from theirs */
     sim_item *items;
     int n_items, cap_items;
     /* the clock and the queue of due conversions (min-heap by ts) */
@@ -156,7 +170,9 @@ void sim_cfg_defaults(sim_cfg *c) {
     c->drift = 0.1;
     c->difficulty = 1.0;
     c->noise = 0.25;
+    c->taste = 0.25;
     c->conflict = 1.0;
+    c->visit_len = 1.0;
 }
 
 static int sim__add_item(sim *s, int64_t born) {
@@ -192,13 +208,86 @@ static int sim__add_item(sim *s, int64_t born) {
     return 0;
 }
 
+/* Gamma(shape, 1) by Marsaglia and Tsang; shape < 1 through the boost U^(1/shape). */
+static double rng_gamma(rng *r, double shape) {
+    if (shape < 1) return rng_gamma(r, shape + 1) * pow(rng_unif(r) + 1e-300, 1.0 / shape);
+    double d = shape - 1.0 / 3.0, c = 1.0 / sqrt(9 * d);
+    for (;;) {
+        double x = rng_normal(r), v = 1 + c * x;
+        if (v <= 0) continue;
+        v = v * v * v;
+        double u = rng_unif(r);
+        if (log(u + 1e-300) < 0.5 * x * x + d - d * v + d * log(v)) return d * v;
+    }
+}
+
+/* A user's profile, activity and taste from r; returns the activity weight. */
+static double sim__draw_user(sim *s, rng *r, sim_user *us) {
+    const sim_cfg *c = &s->c;
+    us->age = rng_skewed(r, N_AGE, 1.3);
+    us->gender = rng_int(r, N_GENDER);
+    us->city = rng_skewed(r, N_CITY, 2.0);
+    us->tier = rng_skewed(r, N_TIER, 1.5);
+    us->device = rng_int(r, N_DEVICE);
+    double act = exp(1.0 * rng_normal(r)); /* log-normal activity: heavy users exist */
+    us->activity = (float)log(act);
+    us->price_sens = (float)(s->tier_price_sens[us->tier] + 0.3 * rng_normal(r));
+    /* the individual taste, shared by every scenario, and a smaller offset per scenario */
+    randvec(r, us->taste, c->taste);
+    for (int k = 0; k < c->n_scen; k++) randvec(r, us->off[k], 0.5 * c->taste);
+    return act;
+}
+
+/* The user's scenario shares: Dirichlet(mix * global shares), from the habits stream. */
+static void sim__draw_habits(sim *s, sim_user *us) {
+    if (s->c.mix <= 0) return;
+    double g[SIM_MAX_SCEN], tot = 0, prev = 0;
+    for (int k = 0; k < s->c.n_scen; k++) {
+        double share = s->scen_share_cum[k] - prev;
+        prev = s->scen_share_cum[k];
+        g[k] = rng_gamma(&s->ru, s->c.mix * share) + 1e-12;
+        tot += g[k];
+    }
+    double cum = 0;
+    for (int k = 0; k < s->c.n_scen; k++) {
+        cum += g[k] / tot;
+        us->scen_cum[k] = (float)cum;
+    }
+    us->scen_cum[s->c.n_scen - 1] = 1.0f;
+}
+
+/* A newcomer joins the population (drawn from the habits stream). */
+static int sim__add_user(sim *s) {
+    if (s->n_users == s->cap_users) {
+        int cap = s->cap_users * 2;
+        sim_user *p = realloc(s->users, (size_t)cap * sizeof *p);
+        if (!p) return -1;
+        s->users = p;
+        double *q = realloc(s->user_cum, (size_t)cap * sizeof *q);
+        if (!q) return -1;
+        s->user_cum = q;
+        s->cap_users = cap;
+    }
+    sim_user *us = &s->users[s->n_users];
+    memset(us, 0, sizeof *us);
+    double w = sim__draw_user(s, &s->ru, us) / s->act_norm;
+    sim__draw_habits(s, us);
+    s->user_cum[s->n_users] = s->user_cum[s->n_users - 1] + w;
+    s->n_users++;
+    s->st.users = s->n_users;
+    return 0;
+}
+
 sim *sim_new(const sim_cfg *c, char *errstr, size_t errstr_size) {
     if (c->n_scen < 1 || c->n_scen > SIM_MAX_SCEN || c->n_users < 1 || c->n_items < 1 ||
         c->n_impressions < 0 || c->rate_per_sec <= 0 || c->request_candidates < 1 ||
-        c->request_candidates > M3_CAND_MAX || c->difficulty <= 0) {
+        c->request_candidates > M3_CAND_MAX || c->difficulty <= 0 || !(c->noise >= 0) ||
+        !(c->taste >= 0) || !(c->mix >= 0) || !(c->new_users_per_1k >= 0) || !(c->intent >= 0) ||
+        !(c->visit_len < 1e6)) {
         snprintf(errstr, errstr_size,
                  "sim: bad configuration (scenarios 1..%d, users and items >= 1, rate > 0, "
-                 "candidates 1..%d, difficulty > 0)", SIM_MAX_SCEN, M3_CAND_MAX);
+                 "candidates 1..%d, difficulty > 0; noise, taste, mix and new users >= 0)",
+                 SIM_MAX_SCEN, M3_CAND_MAX);
         return NULL;
     }
     sim *s = calloc(1, sizeof *s);
@@ -271,27 +360,22 @@ sim *sim_new(const sim_cfg *c, char *errstr, size_t errstr_size) {
     }
     for (int i = 0; i < c->n_scen; i++) s->scen_share_cum[i] /= tot;
     /* users */
-    s->users = calloc((size_t)c->n_users, sizeof *s->users);
-    s->user_cum = calloc((size_t)c->n_users, sizeof *s->user_cum);
+    s->cap_users = c->n_users;
+    s->users = calloc((size_t)s->cap_users, sizeof *s->users);
+    s->user_cum = calloc((size_t)s->cap_users, sizeof *s->user_cum);
     if (!s->users || !s->user_cum) goto oom;
     double cum = 0;
     for (int u = 0; u < c->n_users; u++) {
-        sim_user *us = &s->users[u];
-        us->age = rng_skewed(r, N_AGE, 1.3);
-        us->gender = rng_int(r, N_GENDER);
-        us->city = rng_skewed(r, N_CITY, 2.0);
-        us->tier = rng_skewed(r, N_TIER, 1.5);
-        us->device = rng_int(r, N_DEVICE);
-        double act = exp(1.0 * rng_normal(r)); /* log-normal activity: heavy users exist */
-        us->activity = (float)log(act);
-        us->price_sens = (float)(s->tier_price_sens[us->tier] + 0.3 * rng_normal(r));
-        /* the individual taste, shared by every scenario, and a smaller offset per scenario */
-        randvec(r, us->taste, c->noise);
-        for (int k = 0; k < c->n_scen; k++) randvec(r, us->off[k], 0.5 * c->noise);
-        cum += act;
+        cum += sim__draw_user(s, r, &s->users[u]);
         s->user_cum[u] = cum;
     }
     for (int u = 0; u < c->n_users; u++) s->user_cum[u] /= cum;
+    s->n_users = c->n_users;
+    s->st.users = s->n_users;
+    s->act_norm = cum;
+    rng_seed(&s->ru, c->seed ^ 0x05e75a11ULL);
+    rng_seed(&s->rv, c->seed ^ 0x7a15175eULL);
+    for (int u = 0; u < c->n_users; u++) sim__draw_habits(s, &s->users[u]);
     for (int i = 0; i < c->n_items; i++)
         if (sim__add_item(s, -1) != 0) goto oom;
     s->cands = calloc((size_t)c->request_candidates, sizeof *s->cands);
@@ -355,13 +439,30 @@ static sim_due heap_pop(sim *s) {
 /* ---- drawing events ---- */
 
 static int pick_user(sim *s) {
-    double x = rng_unif(&s->r);
-    int lo = 0, hi = s->c.n_users - 1;
+    /* the initial population's weights sum to 1; newcomers add theirs on top */
+    double x = rng_unif(&s->r) * s->user_cum[s->n_users - 1];
+    int lo = 0, hi = s->n_users - 1;
     while (lo < hi) {
         int mid = (lo + hi) / 2;
         if (s->user_cum[mid] < x) lo = mid + 1; else hi = mid;
     }
     return lo;
+}
+
+/* The user of the next impression and the intent of their visit (NULL without visits). */
+static int pick_visit(sim *s, const float **intent) {
+    *intent = NULL;
+    if (s->c.visit_len <= 1) return pick_user(s);
+    sim_visit *v = &s->visits[rng_int(&s->r, N_VISITS)];
+    if (v->left <= 0) {   /* a new visit: lengths geometric with the configured mean */
+        v->user = pick_user(s);
+        double q = 1.0 / s->c.visit_len;
+        v->left = 1 + (int)floor(log(1.0 - rng_unif(&s->rv)) / log(1.0 - q));
+        randvec(&s->rv, v->intent, s->c.intent);
+    }
+    v->left--;
+    *intent = v->intent;
+    return v->user;
 }
 
 static int pick_item(sim *s) {
@@ -373,15 +474,16 @@ static int pick_item(sim *s) {
     return (int)(((int64_t)i * 7919) % n);
 }
 
-static int pick_scen(sim *s) {
+static int pick_scen(sim *s, const sim_user *u) {
     double x = rng_unif(&s->r);
+    const float *cum = s->c.mix > 0 ? u->scen_cum : s->scen_share_cum;
     for (int i = 0; i < s->c.n_scen; i++)
-        if (x < s->scen_share_cum[i]) return i;
+        if (x < cum[i]) return i;
     return s->c.n_scen - 1;
 }
 
 /* The user's taste in scenario sc at the current point of the stream. */
-static void user_taste(const sim *s, const sim_user *u, int sc, float *t) {
+static void user_taste(const sim *s, const sim_user *u, const float *intent, int sc, float *t) {
     double days = (double)(s->now_ms - s->c.start_ms) / 86400000.0;
     double a = 6.283185307179586 * s->c.drift * days, ca = cos(a), sa = sin(a);
     for (int k = 0; k < K; k++) {
@@ -389,7 +491,8 @@ static void user_taste(const sim *s, const sim_user *u, int sc, float *t) {
                       s->city0[u->city][k];
         double seg1 = s->age1[u->age][k] + s->gen1[u->gender][k] + s->tier1[u->tier][k] +
                       s->city1[u->city][k];
-        t[k] = (float)(ca * seg0 + sa * seg1 + u->taste[k] + u->off[sc][k]);
+        t[k] = (float)(ca * seg0 + sa * seg1 + u->taste[k] + u->off[sc][k] +
+                       (intent ? intent[k] : 0.0f));
     }
 }
 
@@ -397,10 +500,10 @@ static int local_hour(const sim *s, const sim_user *u) {
     return (int)(((s->now_ms / 3600000) + u->city % 6) % 24);
 }
 
-static void truth_probs(const sim *s, const sim_user *u, const sim_item *it, int sc,
-                        int hour, int device, double *pc, double *pv) {
+static void truth_probs(const sim *s, const sim_user *u, const float *intent,
+                        const sim_item *it, int sc, int hour, int device, double *pc, double *pv) {
     float t[K];
-    user_taste(s, u, sc, t);
+    user_taste(s, u, intent, sc, t);
     double rel = 0, relc = 0;   /* t . M_sc v (click) and t . R v (conversion) */
     for (int i = 0; i < K; i++) {
         double m = 0, mc = 0;
@@ -471,8 +574,9 @@ static void make_request(sim *s, m3_event *ev, sim_truth *tr) {
     memset(ev, 0, sizeof *ev);
     ev->type = M3_EV_SCORE_REQUEST;
     m3_score_request *q = &ev->u.req;
-    int ui = pick_user(s), sc = pick_scen(s);
+    int ui = pick_user(s);
     const sim_user *u = &s->users[ui];
+    int sc = pick_scen(s, u);
     snprintf(q->request_id, sizeof q->request_id, "req-%llu-%lld",
              (unsigned long long)s->c.seed, (long long)s->st.requests);
     q->ts_ms = s->now_ms;
@@ -530,12 +634,19 @@ int sim_next(sim *s, m3_event *ev, sim_truth *tr) {
         if (sim__add_item(s, s->seq) != 0) return 0;
         s->new_item_credit -= 1.0;
     }
-    int ui = pick_user(s), ii = pick_item(s), sc = pick_scen(s);
+    s->new_user_credit += s->c.new_users_per_1k / 1000.0;
+    while (s->new_user_credit >= 1.0) {
+        if (sim__add_user(s) != 0) return 0;
+        s->new_user_credit -= 1.0;
+    }
+    const float *intent;
+    int ui = pick_visit(s, &intent), ii = pick_item(s);
     const sim_user *u = &s->users[ui];
+    int sc = pick_scen(s, u);
     const sim_item *it = &s->items[ii];
     int hour = local_hour(s, u), device = draw_device(s, u);
     double pc, pv;
-    truth_probs(s, u, it, sc, hour, device, &pc, &pv);
+    truth_probs(s, u, intent, it, sc, hour, device, &pc, &pv);
     int clicked = rng_unif(r) < pc;
     int converted = clicked && rng_unif(r) < pv;
     int64_t delay = 0;

@@ -10,7 +10,9 @@
  * factors (price sensitivity and a rotated taste matter for conversion), so the two
  * tasks partly conflict, and each scenario scores relevance through its own partly
  * rotated map of the item latent (search most, the product page least), so the scenarios
- * partly conflict too. New items arrive steadily; segment tastes drift slowly.
+ * partly conflict too. New items arrive steadily; segment tastes drift slowly. Knobs off by
+ * default reshape the population: per-user scenario habits, newcomers during the stream,
+ * and visits (runs of one user's impressions) with an intent of their own.
  * Conversions follow clicks after a heavy-tailed (log-normal) event-time delay, some
  * beyond the attribution window. Feature field names match config/ defaults. */
 #ifndef M3_SIM_H
@@ -36,9 +38,26 @@ typedef struct {
     int64_t window_ms;             /* attribution window, for the oracle's CTCVR label */
     double drift;                  /* turns of the segment tastes per day of event time, default 0.1 */
     double difficulty;             /* scales every logit's spread, default 1 */
-    double noise;                  /* the part no feature explains, per latent dimension: the
-                                      std of the individual user taste and of the item
-                                      noise; each scenario offset has half of it; default 0.25 */
+    double noise;                  /* the part of an item's latent no feature explains, per
+                                      latent dimension (std); default 0.25 */
+    double taste;                  /* the std of a user's individual taste per latent
+                                      dimension (the part no profile field explains, shared by
+                                      every scenario); each scenario offset has half of it;
+                                      default 0.25 */
+    double mix;                    /* how users split their visits over scenarios: each user's
+                                      shares are drawn from Dirichlet(mix * global shares), so
+                                      small values make habits (mostly home, sometimes search);
+                                      0 = every user follows the global shares; default 0 */
+    double visit_len;            /* mean impressions per visit: a visit is one user's run of
+                                      impressions (interleaved with other visits), with an
+                                      intent of its own; <= 1 = every impression is drawn on
+                                      its own, as a visit of one; default 1 */
+    double intent;                 /* the std per latent dimension of a visit's intent, added
+                                      to the user's taste in every scenario of that visit (what
+                                      the user is after today); default 0 */
+    double new_users_per_1k;       /* users arriving per 1000 impressions (the population
+                                      grows; each newcomer is as active as an initial user
+                                      would be); default 0 */
     double conflict;               /* scales how far each scenario's click relevance departs
                                       from the shared one: scenario s scores t . M_s v with
                                       M_s = sqrt(1 - c_s^2) I + c_s R_s / sqrt(K), R_s random
@@ -74,7 +93,7 @@ int sim_next(sim *s, m3_event *ev, sim_truth *truth);
 
 /* Counters so far. */
 typedef struct {
-    int64_t impressions, clicks, conversions, late_conversions, requests, items;
+    int64_t impressions, clicks, conversions, late_conversions, requests, items, users;
 } sim_stats;
 void sim_get_stats(const sim *s, sim_stats *st);
 

@@ -1,5 +1,7 @@
 /* test_sim.c - the stream simulator: deterministic, ordered, realistically hard. */
+#include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "check.h"
 #include "sim.h"
@@ -138,6 +140,155 @@ static void test_default_stream(void) {
     sim_destroy(s);
 }
 
+/* FNV-1a over (user, item, click) of the first n impressions of a stream. */
+static uint64_t stream_hash(const sim_cfg *c, long n) {
+    char err[256];
+    sim *s = sim_new(c, err, sizeof err);
+    CHECK_MSG(s, "%s", err);
+    m3_event ev;
+    sim_truth t;
+    uint64_t h = 1469598103934665603ULL;
+    long k = 0;
+    while (k < n && sim_next(s, &ev, &t)) {
+        if (ev.type != M3_EV_IMPRESSION) continue;
+        uint64_t v = (uint64_t)ev.u.imp.user_id * 1000003u + (uint64_t)ev.u.imp.item_id * 31u +
+                     (uint64_t)ev.u.imp.clicked;
+        h = (h ^ v) * 1099511628211ULL;
+        k++;
+    }
+    sim_destroy(s);
+    return h;
+}
+
+/* The knobs that reshape the population (taste, habits, newcomers, visits, intents) leave
+ * the default world exactly as it was: every result in docs/ was measured on it. The hash
+ * is that of the stream before the knobs existed (commit aa3ed92). */
+static void test_default_world_unchanged(void) {
+    sim_cfg c;
+    sim_cfg_defaults(&c);
+    c.n_impressions = 20000;
+    uint64_t h = stream_hash(&c, 20000);
+    CHECK_MSG(h == 0xe77bb74389b42e0bULL, "the default stream changed: hash %016llx",
+              (unsigned long long)h);
+    c.taste = 0.5;   /* and the knobs do change it */
+    CHECK(stream_hash(&c, 20000) != h);
+}
+
+/* Per-user scenario shares: with mix > 0 each user leans on some scenarios (habits) while
+ * the traffic keeps roughly the global shares; without, every user follows them. */
+static double habit_strength(double mix, double share[SIM_MAX_SCEN]) {
+    sim_cfg c;
+    sim_cfg_defaults(&c);
+    c.n_users = 2000;
+    c.n_impressions = 100000;
+    c.mix = mix;
+    char err[256];
+    sim *s = sim_new(&c, err, sizeof err);
+    CHECK_MSG(s, "%s", err);
+    static long cnt[2000][SIM_MAX_SCEN];
+    memset(cnt, 0, sizeof cnt);
+    long tot[SIM_MAX_SCEN] = {0}, n = 0;
+    m3_event ev;
+    sim_truth t;
+    while (sim_next(s, &ev, &t)) {
+        if (ev.type != M3_EV_IMPRESSION) continue;
+        cnt[ev.u.imp.user_id - 1][t.scen]++;
+        tot[t.scen]++;
+        n++;
+    }
+    sim_destroy(s);
+    for (int k = 0; k < c.n_scen; k++) share[k] = (double)tot[k] / n;
+    /* the mean over users with 40+ impressions of their largest scenario share */
+    double sum = 0;
+    int users = 0;
+    for (int u = 0; u < c.n_users; u++) {
+        long all = 0, top = 0;
+        for (int k = 0; k < c.n_scen; k++) {
+            all += cnt[u][k];
+            if (cnt[u][k] > top) top = cnt[u][k];
+        }
+        if (all < 40) continue;
+        sum += (double)top / all;
+        users++;
+    }
+    CHECK(users > 300);
+    return sum / users;
+}
+
+static void test_habits(void) {
+    double flat[SIM_MAX_SCEN], mixed[SIM_MAX_SCEN];
+    double a = habit_strength(0, flat), b = habit_strength(0.5, mixed);
+    fprintf(stderr, "test_sim: largest scenario share per user %.3f without habits, %.3f with "
+            "mix 0.5; home's traffic share %.3f, %.3f\n", a, b, flat[0], mixed[0]);
+    CHECK_MSG(a < 0.7, "without habits a user's largest share is %.3f (global 0.6)", a);
+    CHECK_MSG(b > a + 0.15, "habits: %.3f vs %.3f", b, a);
+    CHECK_MSG(fabs(mixed[0] - 0.6) < 0.1, "home's traffic share %.3f with habits", mixed[0]);
+}
+
+/* How often the user of an impression was among the users of the previous 128: a visit's
+ * later impressions are; independent draws from 50000 users almost never. The first 64
+ * true click probabilities go to p_first (may be NULL). */
+static double repeat_rate(const sim_cfg *c, float *p_first) {
+    char err[256];
+    sim *s = sim_new(c, err, sizeof err);
+    CHECK_MSG(s, "%s", err);
+    m3_event ev;
+    sim_truth t;
+    int64_t last[128] = {0};
+    long n = 0, rep = 0;
+    while (sim_next(s, &ev, &t)) {
+        if (ev.type != M3_EV_IMPRESSION) continue;
+        for (int j = 0; j < 128; j++) rep += last[j] == ev.u.imp.user_id;
+        if (p_first && n < 64) p_first[n] = t.p_click;
+        last[n++ % 128] = ev.u.imp.user_id;
+    }
+    sim_destroy(s);
+    return (double)rep / n;
+}
+
+/* Newcomers join during the stream and are seen; visits are runs of one user's impressions
+ * whose intent changes the truth. */
+static void test_newcomers_and_visits(void) {
+    sim_cfg c;
+    sim_cfg_defaults(&c);
+    c.n_users = 5000;
+    c.n_impressions = 50000;
+    c.new_users_per_1k = 20;
+    char err[256];
+    sim *s = sim_new(&c, err, sizeof err);
+    CHECK_MSG(s, "%s", err);
+    m3_event ev;
+    sim_truth t;
+    long newcomer_imps = 0;
+    while (sim_next(s, &ev, &t))
+        if (ev.type == M3_EV_IMPRESSION) newcomer_imps += ev.u.imp.user_id > c.n_users;
+    sim_stats st;
+    sim_get_stats(s, &st);
+    sim_destroy(s);
+    CHECK_EQ_INT(st.users, c.n_users + 1000);
+    CHECK_MSG(newcomer_imps > 500, "%ld impressions of newcomers", newcomer_imps);
+
+    /* visits of 10, with and without an intent, and no visits */
+    double rep[3];
+    float p_first[2][64];
+    for (int v = 0; v < 3; v++) {
+        sim_cfg_defaults(&c);
+        c.n_impressions = 20000;
+        c.visit_len = v < 2 ? 10 : 1;
+        c.intent = v == 1 ? 1.0 : 0.0;
+        rep[v] = repeat_rate(&c, v < 2 ? p_first[v] : NULL);
+    }
+    for (int v = 0; v < 2; v++)
+        CHECK_MSG(rep[v] > 0.7, "visits of 10: %.3f of impressions follow one of their user's",
+                  rep[v]);
+    CHECK_MSG(rep[2] < 0.2, "without visits %.3f of impressions follow one of their user's", rep[2]);
+    /* the first click decides whether a conversion is drawn, so the streams part after it;
+     * up to there, the same users see the same items with other click probabilities */
+    int moved = 0;
+    for (int i = 0; i < 64; i++) moved += p_first[0][i] != p_first[1][i];
+    CHECK_MSG(moved > 32, "intent changed %d of 64 click probabilities", moved);
+}
+
 static void test_bad_config(void) {
     sim_cfg c;
     sim_cfg_defaults(&c);
@@ -145,11 +296,18 @@ static void test_bad_config(void) {
     char err[256];
     CHECK(sim_new(&c, err, sizeof err) == NULL);
     CHECK_CONTAINS(err, "bad configuration");
+    sim_cfg_defaults(&c);
+    c.mix = -1;
+    CHECK(sim_new(&c, err, sizeof err) == NULL);
+    CHECK_CONTAINS(err, "mix");
 }
 
 int main(void) {
     test_deterministic();
     test_default_stream();
+    test_default_world_unchanged();
+    test_habits();
+    test_newcomers_and_visits();
     test_bad_config();
     return 0;
 }

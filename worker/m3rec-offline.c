@@ -3,7 +3,8 @@
  * Measures the model step alone (events/s, FLOPs) and its prequential quality next to
  * the oracle, with exactly the learner the worker runs. Usage:
  *   m3rec-offline [--config FILE] [--set key=value]... [--events N] [--seed S] [--users N]
- *                 [--items N] [--difficulty X] [--noise X] [--conflict X]
+ *                 [--items N] [--difficulty X] [--noise X] [--conflict X] [--taste X] [--mix X]
+ *                 [--new-users X]
  *                 [--report PATH] [--oracle-report PATH] [--dump-batches PATH] [--quiet]
  * --dump-batches records every trained minibatch (common/trace.h) for m3rec-batchbench
  * and the PyTorch twin (reference/bench.py).
@@ -137,8 +138,9 @@ int main(int argc, char **argv) {
     if (cfg.store_dir[0]) {
         char layout[256];   /* the store holds the state of this one stream */
         snprintf(layout, sizeof layout, "simulator seed=%llu users=%d items=%d difficulty=%g "
-                 "noise=%g conflict=%g", (unsigned long long)sc.seed, sc.n_users, sc.n_items,
-                 sc.difficulty, sc.noise, sc.conflict);
+                 "noise=%g conflict=%g taste=%g mix=%g new_users=%g", (unsigned long long)sc.seed,
+                 sc.n_users, sc.n_items, sc.difficulty, sc.noise, sc.conflict, sc.taste, sc.mix,
+                 sc.new_users_per_1k);
         st = state_open(&cfg, L, layout, err, sizeof err);
         if (!st) {
             fprintf(stderr, "m3rec-offline: %s\n", err);

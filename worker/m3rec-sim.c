@@ -3,7 +3,8 @@
  *
  * Usage: m3rec-sim [--config FILE] [--set key=value]... [--bootstrap HOST:PORT]
  *                  [--events N] [--seed S] [--users N] [--items N] [--difficulty X]
- *                  [--noise X] [--conflict X] [--report PATH]
+ *                  [--noise X] [--conflict X] [--taste X] [--mix X] [--new-users X]
+ *                  [--report PATH]
  *                  [--out FILE] [--create-topics PARTITIONS] [--rate MSGS_PER_SEC]
  *
  * --rate paces production in wall-clock time (0 = as fast as possible); the embedded
