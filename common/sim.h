@@ -48,7 +48,7 @@ typedef struct {
                                       shares are drawn from Dirichlet(mix * global shares), so
                                       small values make habits (mostly home, sometimes search);
                                       0 = every user follows the global shares; default 0 */
-    double visit_len;            /* mean impressions per visit: a visit is one user's run of
+    double visit_len;              /* mean impressions per visit: a visit is one user's run of
                                       impressions (interleaved with other visits), with an
                                       intent of its own; <= 1 = every impression is drawn on
                                       its own, as a visit of one; default 1 */
