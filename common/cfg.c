@@ -80,6 +80,9 @@ static const cfg__key cfg__keys[] = {
           "Adam step size for dense parameters"),
     K_FLT("model.lr.emb", model.lr_emb, 0, 1, 10, "0.5",
           "Adagrad step size for embedding rows"),
+    K_FLT("model.acc0.emb", model.acc0_emb, 0, 0, 100, "0.1",
+          "Adagrad's starting accumulator for a new embedding row: its first steps are about "
+          "lr.emb x gradient / sqrt(acc0.emb)"),
     K_FLT("model.l2.emb", model.l2_emb, 0, 0, 1, "1e-6",
           "L2 penalty on the embedding rows a step touches"),
     K_FLT("model.clip.norm", model.clip_norm, 0, 0, 1e6, "10",

@@ -39,11 +39,6 @@
 #define M3__ADAM_B1 0.9f
 #define M3__ADAM_B2 0.999f
 #define M3__ADAM_EPS 1e-8f
-/* Adagrad's starting accumulator. The loss is a batch MEAN, so a row's gradient is
- * ~1/B per occurrence; a start of 0.1 would swamp it and make id rows learn slowly.
- * Measured on a 20k-item stream (B=256, lr_emb=0.05, prequential logloss): 0.1 -> 0.316,
- * 1e-3 -> 0.315/0.304 (lr/shared_bottom), 1e-5 -> 0.302, 1e-6 -> 0.302. */
-#define M3__EMB_INIT_ACC 1e-5f
 #define M3__MAX_BUFS 512
 #define M3__MAX_SLOTS 32
 #define M3__MAX_GATES (2 * M3_MAX_SCEN)
@@ -144,7 +139,7 @@ void m3_model_cfg_defaults(m3_model_cfg *c) {
     c->n_hidden = 2; c->hidden[0] = 128; c->hidden[1] = 64;
     c->tower_hidden = 32;
     c->max_batch = 512;
-    c->lr_dense = 0.005f; c->lr_emb = 0.5f; c->l2_emb = 1e-6f; c->clip_norm = 10.0f;
+    c->lr_dense = 0.005f; c->lr_emb = 0.5f; c->acc0_emb = 0.1f; c->l2_emb = 1e-6f; c->clip_norm = 10.0f;
     c->seed = 42;
     c->n_exp_shared = 2; c->n_exp_scen = 1; c->n_exp_task = 1;
     c->gate_scale = 0.1f;
@@ -384,10 +379,11 @@ static int m3__check_cfg(const m3_model_cfg *c, char *errstr, size_t n) {
     }
     if (c->arch == M3_ARCH_M3REC_NOMIEG || c->arch == M3_ARCH_M3REC || c->arch == M3_ARCH_M3REC_NOUPT)
         if (c->n_cat < 2) M3__BAD("m3rec needs the user and item id slots");
-    if (!(c->lr_dense >= 0 && c->lr_emb >= 0 && c->l2_emb >= 0 && c->clip_norm >= 0) ||
-        !isfinite(c->lr_dense) || !isfinite(c->lr_emb) || !isfinite(c->l2_emb) ||
-        !isfinite(c->clip_norm))
-        M3__BAD("learning rates, l2 and clip norm must be finite and >= 0");
+    if (!(c->lr_dense >= 0 && c->lr_emb >= 0 && c->acc0_emb >= 0 && c->l2_emb >= 0 &&
+          c->clip_norm >= 0) ||
+        !isfinite(c->lr_dense) || !isfinite(c->lr_emb) || !isfinite(c->acc0_emb) ||
+        !isfinite(c->l2_emb) || !isfinite(c->clip_norm))
+        M3__BAD("learning rates, the Adagrad start, l2 and clip norm must be finite and >= 0");
     return 0;
 #undef M3__BAD
 }
@@ -523,7 +519,7 @@ m3_model *m3_new(const m3_model_cfg *cfg, char *errstr, size_t errstr_size) {
     }
 
     size_t nc1 = (size_t)(c->n_cat ? c->n_cat : 1);
-    m->emb = emb_new(d, c->seed, M3__EMB_INIT_ACC, (size_t)nb * nc1, errstr, errstr_size);
+    m->emb = emb_new(d, c->seed, c->acc0_emb, (size_t)nb * nc1, errstr, errstr_size);
     if (!m->emb) goto fail;
     m->users = upt_new(S, m->use_upt ? d : 0, errstr, errstr_size);
     if (!m->users) goto fail;

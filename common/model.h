@@ -64,6 +64,7 @@ typedef struct {
     int max_batch;               /* largest B passed to m3_forward() */
     float lr_dense;              /* Adam step size for dense parameters */
     float lr_emb;                /* Adagrad step size for embedding rows */
+    float acc0_emb;              /* Adagrad's starting accumulator for a new embedding row */
     float l2_emb;                /* L2 on embedding rows touched by a step */
     float clip_norm;             /* dense gradient-norm clip; 0 = off */
     uint64_t seed;

@@ -56,7 +56,7 @@ class Trace:
          c.item_warm, c.mieg_hidden, c.upt_heads, c.upt_ffn, c.item_cat_from, c.item_cat_n,
          c.item_num_from, c.item_num_n, c.max_batch) = (next(k) for _ in range(15))
         (c.lr_dense, c.lr_emb, c.l2_emb, c.clip_norm, c.mieg_align, c.upt_beta,
-         c.upt_beta_conv) = (float(x) for x in fl[:7])
+         c.upt_beta_conv, c.acc0_emb) = (float(x) for x in fl[:8])
         c.seed = seed
         self.cfg = c
         nc, nn_ = c.n_cat, c.n_num
@@ -133,7 +133,7 @@ def train(args):
     adam = torch.optim.Adam(dense, lr=c.lr_dense, betas=(0.9, 0.999), eps=1e-8,
                             foreach=args.foreach)
     adagrad = torch.optim.Adagrad(emb.parameters(), lr=c.lr_emb,
-                                  initial_accumulator_value=1e-5, eps=1e-8)
+                                  initial_accumulator_value=c.acc0_emb, eps=1e-8)
     counts = np.zeros(len(keys), np.int64)
     users = Users(len(ukeys), c.n_scen, d) if lay.use_upt else None
     # per-batch tensors, built before the clock starts

@@ -46,6 +46,7 @@ class Cfg:
     max_batch: int = 512
     lr_dense: float = 0.005
     lr_emb: float = 0.5
+    acc0_emb: float = 0.1
     l2_emb: float = 1e-6
     clip_norm: float = 10.0
     seed: int = 42

@@ -98,6 +98,7 @@ static const char *defaults_dump =
     "model.tower.hidden=32\n"
     "model.lr.dense=0.005\n"
     "model.lr.emb=0.5\n"
+    "model.acc0.emb=0.1\n"
     "model.l2.emb=1e-06\n"
     "model.clip.norm=10\n"
     "model.seed=42\n"
@@ -492,7 +493,7 @@ static void test_documented(void) {
         CHECK_CONTAINS(props, pat);
         n++;
     }
-    CHECK_EQ_INT(n, 49);
+    CHECK_EQ_INT(n, 50);
     char *help = cfg_help();
     CHECK_CONTAINS(help, "batch.size                   impressions per minibatch "
                          "(predict, then train) (1..4096; default 256)\n");

@@ -4,8 +4,10 @@
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 #include "check.h"
+#include "emb.h"
 #include "model.h"
 
 static uint64_t rs = 99;
@@ -25,7 +27,7 @@ static m3_model_cfg small_cfg(int arch) {
     c.n_hidden = 2; c.hidden[0] = 8; c.hidden[1] = 6;
     c.tower_hidden = 5;
     c.max_batch = 16;
-    c.lr_dense = 0.01f; c.lr_emb = 0.05f; c.l2_emb = 1e-4f; c.clip_norm = 0;
+    c.lr_dense = 0.01f; c.lr_emb = 0.05f; c.acc0_emb = 1e-5f; c.l2_emb = 1e-4f; c.clip_norm = 0;
     c.seed = 7;
     c.slice_burnin = 0;
     return c;
@@ -490,6 +492,40 @@ static void test_upt_delayed_row(void) {
     m3_destroy(m);
 }
 
+/* model.acc0.emb: a new row's Adagrad accumulators start there, so a row seen once moves by
+ * about lr.emb x gradient / sqrt(acc0.emb) rather than by lr.emb in every coordinate (the
+ * sign step a tiny start gives: with ~40 impressions per user that was noise, docs/model.md). */
+static void test_first_step(void) {
+    double moved[2];
+    const float acc0[2] = {1e-5f, 0.1f};
+    for (int v = 0; v < 2; v++) {
+        m3_model_cfg c = small_cfg(M3_ARCH_SHARED_BOTTOM);
+        c.lr_dense = 0; c.lr_emb = 0.5f; c.l2_emb = 0; c.acc0_emb = acc0[v];
+        char err[256];
+        m3_model *m = m3_new(&c, err, sizeof err);
+        CHECK_MSG(m, "%s", err);
+        m3_example e;
+        rs = 11;
+        random_examples(&e, 1, &c, 5);
+        e.w_ctcvr = 1;
+        float p, w0[16];
+        m3_forward(m, &e, 1, &p, NULL);
+        struct emb_table *t = m3_emb_table(m);
+        int64_t row = emb_find(t, e.cat[M3_SLOT_USER]);
+        CHECK(row >= 0);
+        for (int j = 0; j < c.emb_dim; j++) CHECK(emb_accum(t, row)[j] == acc0[v]);
+        memcpy(w0, emb_weights(t, row), sizeof(float) * c.emb_dim);
+        m3_train(m, &e, 1);
+        moved[v] = 0;
+        for (int j = 0; j < c.emb_dim; j++) moved[v] += fabs(emb_weights(t, row)[j] - w0[j]);
+        m3_destroy(m);
+    }
+    fprintf(stderr, "test_model: a user row's first step %.4g (acc0 1e-5), %.4g (acc0 0.1)\n",
+            moved[0], moved[1]);
+    CHECK(moved[1] > 0);
+    CHECK_MSG(moved[1] < moved[0] / 3, "first step %.4g vs %.4g", moved[1], moved[0]);
+}
+
 int main(void) {
     test_auc();
     test_cfg_errors();
@@ -500,5 +536,6 @@ int main(void) {
     test_blob();
     test_slices_and_admission();
     test_upt_delayed_row();
+    test_first_step();
     return 0;
 }
