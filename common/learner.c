@@ -50,6 +50,10 @@ struct lrn {
     lrn_tag *req_tags;                     /* (cap) */
     int n_req;
     float *p_ctr[LRN_MAX_MODELS], *p_cvr[LRN_MAX_MODELS]; /* (cap) each */
+    /* UPT snapshots (m3_snap_save): model m's start in a pending entry's snap, and the
+     * rows' snapshots handed to m3_forward_snap (NULL for impressions: read live) */
+    size_t snap_off[LRN_MAX_MODELS], snap_len;
+    const void **snaps[LRN_MAX_MODELS];   /* (cap) each */
     int64_t version;                       /* training steps taken */
     int expire_from;                       /* round-robin start for expiry */
     lrn_batch_fn batch_fn;                 /* lrn_set_batch_hook() */
@@ -97,7 +101,16 @@ lrn *lrn_new(const m3_cfg *cfg, char *errstr, size_t errstr_size) {
         if (!L->models[i]) goto fail;
         L->p_ctr[i] = calloc((size_t)L->cap, sizeof(float));
         L->p_cvr[i] = calloc((size_t)L->cap, sizeof(float));
-        if (!L->p_ctr[i] || !L->p_cvr[i]) goto oom;
+        L->snaps[i] = calloc((size_t)L->cap, sizeof *L->snaps[i]);
+        if (!L->p_ctr[i] || !L->p_cvr[i] || !L->snaps[i]) goto oom;
+        L->snap_off[i] = L->snap_len;
+        L->snap_len += m3_snap_bytes(L->models[i]);
+    }
+    if (L->snap_len > PEND_SNAP_MAX) {
+        snprintf(errstr, errstr_size, "learner: the UPT models' snapshots of a pending row take "
+                 "%zu bytes, more than %d: fewer m3rec shadows, or a smaller model.emb.dim",
+                 L->snap_len, PEND_SNAP_MAX);
+        goto fail;
     }
     const char *scen[M3_MAX_SCEN];
     for (int i = 0; i < cfg->scenarios.n; i++) scen[i] = cfg->scenarios.names[i];
@@ -123,6 +136,7 @@ void lrn_destroy(lrn *L) {
         m3_destroy(L->models[i]);
         free(L->p_ctr[i]);
         free(L->p_cvr[i]);
+        free(L->snaps[i]);
     }
     for (int i = 0; i < L->n_srcs; i++) pend_destroy(L->srcs[i].pend);
     free(L->srcs);
@@ -375,8 +389,15 @@ static void train_batch(lrn *L, lrn_emit_fn emit, void *ud) {
     /* the settled rows follow the impressions in one minibatch */
     for (int j = 0; j < L->n_settled; j++) L->ex[n_imp + j] = L->settled[j].ex;
     if (L->prepare) L->prepare(L->hook_ud, L->ex, B, n_imp, 1);
-    for (int m = 0; m < L->n_models; m++)
-        m3_forward(L->models[m], L->ex, B, L->p_ctr[m], L->p_cvr[m]);
+    /* settled rows are scored again with the UPT input they were first scored with */
+    for (int m = 0; m < L->n_models; m++) {
+        size_t n = m3_snap_bytes(L->models[m]);
+        for (int i = 0; i < B; i++) {
+            const pend_entry *e = i < n_imp ? NULL : &L->settled[i - n_imp];
+            L->snaps[m][i] = n && e && e->snap_len == L->snap_len ? e->snap + L->snap_off[m] : NULL;
+        }
+        m3_forward_snap(L->models[m], L->ex, B, L->snaps[m], L->p_ctr[m], L->p_cvr[m]);
+    }
     /* predictions of the primary model go out before anything learns from them */
     int64_t now = wall_ms();
     for (int i = 0; i < n_imp; i++)
@@ -398,8 +419,13 @@ static void train_batch(lrn *L, lrn_emit_fn emit, void *ud) {
                                      ex->y_conv > 0.5f);
             }
         }
-        if (ex->y_click > 0.5f && !L->tags[i].converted)
-            pend_add(L->srcs[L->tags[i].src].pend, L->tags[i].id, ex, p_ctcvr, L->n_models);
+        if (ex->y_click > 0.5f && !L->tags[i].converted) {
+            unsigned char snap[PEND_SNAP_MAX];
+            for (int m = 0; m < L->n_models; m++)
+                m3_snap_save(L->models[m], i, snap + L->snap_off[m]);
+            pend_add(L->srcs[L->tags[i].src].pend, L->tags[i].id, ex, p_ctcvr, L->n_models, snap,
+                     L->snap_len);
+        }
     }
     for (int j = 0; j < L->n_settled; j++) {
         const pend_entry *e = &L->settled[j];

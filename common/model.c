@@ -101,6 +101,7 @@ struct m3_model {
     int32_t *scen;                     /* (B) */
     unsigned char *young;              /* (B) item uses the generated embedding */
     unsigned char *slice;              /* (B) in the caller's order */
+    const void *const *snaps;          /* m3_forward_snap's, during that call; caller's order */
     float *x;                          /* (B, D) */
     float *act[M3__MAX_SLOTS][M3_MAX_LAYERS];   /* (B, hidden[l]) post-ReLU */
     float *glog[2], *gp[2];            /* (B, n_gate[t]) gate logits, probabilities */
@@ -767,21 +768,25 @@ static void m3__upt_forward(m3_model *m, int B) {
         memcpy(tk + d, p->unohist, sizeof(float) * d);
         mk[0] = mk[1] = 1;
         int64_t u = m->urow[r];
+        /* a settled row's snapshot (m3_forward_snap): the preferences it was scored with */
+        const unsigned char *sn = m->snaps ? m->snaps[m->perm[r]] : NULL;
         for (int k = 0; k < S; k++) {
             float *t = tk + (size_t)(2 + k) * d;
-            /* the current preference: a click moves it only after its own CTCVR term has
-             * trained (m3__stream_state), so no row ever reads its own label here */
-            const float *Pk = u >= 0 ? upt_pref_k(m->users, u, k) : NULL;
             float *pk = m->upk + ((size_t)r * S + k) * d;
-            mk[2 + k] = (unsigned char)(Pk != NULL);
-            if (!Pk) {
+            /* else the current preference: a click moves it only after its own CTCVR term
+             * has trained (m3__stream_state), so no row ever reads its own label here */
+            const float *Pk = u >= 0 && !sn ? upt_pref_k(m->users, u, k) : NULL;
+            int has = sn ? sn[(size_t)S * d * 4 + k] != 0 : Pk != NULL;
+            mk[2 + k] = (unsigned char)has;
+            if (!has) {
                 memset(t, 0, sizeof(float) * d);
                 memset(pk, 0, sizeof(float) * d);
                 continue;
             }
-            memcpy(pk, Pk, sizeof(float) * d);
+            memcpy(pk, sn ? (const void *)(sn + (size_t)k * d * 4) : (const void *)Pk,
+                   sizeof(float) * d);
             const float *sk = p->scen + (size_t)k * d;
-            for (int j = 0; j < d; j++) t[j] = Pk[j] + sk[j];
+            for (int j = 0; j < d; j++) t[j] = pk[j] + sk[j];
         }
     }
     nn_linear_forward(m->uQ, m->uq, p->uWQ, NULL, B, d, d);
@@ -1053,7 +1058,28 @@ static void m3__backbone_backward(m3_model *m, int B) {
 
 /* ---------------------------------------------------------------- step */
 
+size_t m3_snap_bytes(const m3_model *m) {
+    if (!m->use_upt) return 0;
+    size_t S = (size_t)m->cfg.n_scen;
+    return (S * (size_t)m->cfg.emb_dim * 4 + S + 3) & ~(size_t)3;   /* floats, flags, pad */
+}
+
+void m3_snap_save(const m3_model *m, int i, void *buf) {
+    size_t n = m3_snap_bytes(m);
+    if (!n || i < 0 || i >= m->B) return;
+    int S = m->cfg.n_scen, d = m->cfg.emb_dim, r = m->inv[i];
+    unsigned char *b = buf;
+    memset(b, 0, n);
+    memcpy(b, m->upk + (size_t)r * S * d, sizeof(float) * S * d);   /* zeros where absent */
+    for (int k = 0; k < S; k++) b[(size_t)S * d * 4 + k] = m->umask[(size_t)r * m->L + 2 + k];
+}
+
 void m3_forward(m3_model *m, const m3_example *ex, int B, float *p_ctr, float *p_cvr) {
+    m3_forward_snap(m, ex, B, NULL, p_ctr, p_cvr);
+}
+
+void m3_forward_snap(m3_model *m, const m3_example *ex, int B, const void *const *snaps,
+                     float *p_ctr, float *p_cvr) {
     const m3_model_cfg *c = &m->cfg;
     const m3__params *p = &m->p;
     if (B > c->max_batch) B = c->max_batch;
@@ -1062,7 +1088,9 @@ void m3_forward(m3_model *m, const m3_example *ex, int B, float *p_ctr, float *p
     m3__group(m, ex, B);
     if (m->use_mieg) m3__mieg_forward(m, ex, B);
     m3__input(m, ex, B);
+    m->snaps = snaps;
     if (m->use_upt) m3__upt_forward(m, B);
+    m->snaps = NULL;
     if (m3__has_backbone(m->arch)) {
         m3__backbone_forward(m, B);
     } else {

@@ -110,6 +110,20 @@ void m3_destroy(m3_model *m);
  * B above max_batch is cut to max_batch; a scenario outside 0..n_scen-1 uses scenario 0. */
 void m3_forward(m3_model *m, const m3_example *ex, int B, float *p_ctr, float *p_cvr);
 
+/* ---- UPT snapshots: a delayed row trains on what it was scored with ----
+ * A clicked impression's CTCVR term trains when its label settles, up to the attribution
+ * window later, in a second forward pass. Read live then, UPT's input would hold the
+ * user's clicks that settled in between: only clicked rows take that path, so that is a
+ * label-correlated skew between training and serving. After m3_forward(), m3_snap_save()
+ * copies row i's UPT input (each scenario's preference and whether there was one) into
+ * m3_snap_bytes() bytes (0 for a model without UPT: nothing to keep); m3_forward_snap()
+ * forwards rows whose snaps[i] is non-NULL from such a copy instead of the live state
+ * (snaps may be NULL: m3_forward). */
+size_t m3_snap_bytes(const m3_model *m);
+void m3_snap_save(const m3_model *m, int i, void *buf);
+void m3_forward_snap(m3_model *m, const m3_example *ex, int B, const void *const *snaps,
+                     float *p_ctr, float *p_cvr);
+
 /* Backward and update for the examples of the last m3_forward() (same ex, same B):
  * loss = sum_i w_ctr[i] BCE(p_ctr, y_click) + w_ctcvr[i] BCE(p_ctr p_cvr, y_conv),
  * divided by B, plus with MIEG mieg_align/B * sum over warm items ||e_gen - sg(e_item)||^2.

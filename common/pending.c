@@ -6,12 +6,15 @@
  * entries, one for the FIFO ring of recently expired ids. The heap orders pending entries
  * by (impression time, insertion seq); a converted entry's heap node is left in place and
  * skipped when it surfaces (it no longer matches its slot's seq), so conversion is O(1).
- * A slot keeps the id, time and seq; the body (the example and predictions, ~900 bytes)
- * is malloc'd while it exists only here, and dropped once pend_sync_done() says the store
- * has it: pend_convert / pend_expire read it back through the loader. */
+ * A slot keeps the id, time and seq; the body (the example, predictions and snapshots:
+ * ~900 bytes + 196 per m3rec model at the default size, allocated only as far as its
+ * snapshots reach) is malloc'd while it exists only here, and dropped once
+ * pend_sync_done() says the store has it: pend_convert / pend_expire read it back through
+ * the loader. */
 #include "pending.h"
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -269,16 +272,20 @@ static void pend__slot_free(pend_table *t, uint32_t s) {
     t->free_head = s;
 }
 
+/* Bytes of an entry up to the end of its snapshot: what a body in the table holds. */
+static size_t pend__body_bytes(size_t snap_len) { return offsetof(pend_entry, snap) + snap_len; }
+
 int pend_add(pend_table *t, const char *impression_id, const m3_example *ex,
-             const float *p_ctcvr, int n_models) {
-    if (!impression_id || !ex || n_models < 0 || n_models > PEND_MAX_MODELS || (n_models > 0 && !p_ctcvr))
+             const float *p_ctcvr, int n_models, const void *snap, size_t snap_len) {
+    if (!impression_id || !ex || n_models < 0 || n_models > PEND_MAX_MODELS ||
+        (n_models > 0 && !p_ctcvr) || snap_len > PEND_SNAP_MAX || (snap_len > 0 && !snap))
         return -1;
     size_t len = strlen(impression_id);
     if (len == 0 || len >= M3_ID_MAX) return -1;
     uint64_t h = pend__hash(impression_id);
     if (pend__ix_find(t, false, impression_id, h) != SIZE_MAX) return 1;
 
-    pend_entry *body = calloc(1, sizeof *body);
+    pend_entry *body = calloc(1, pend__body_bytes(snap_len));
     if (!body) return -1;
     uint32_t s = pend__slot_alloc(t);
     if (s == PEND__EMPTY) {
@@ -290,6 +297,8 @@ int pend_add(pend_table *t, const char *impression_id, const m3_example *ex,
     body->ex = *ex;
     for (int i = 0; i < n_models; i++) body->p_ctcvr[i] = p_ctcvr[i];
     body->n_models = n_models;
+    body->snap_len = (uint32_t)snap_len;
+    if (snap_len) memcpy(body->snap, snap, snap_len);
     memcpy(sl->id, impression_id, len + 1);
     sl->ts = ex->ts_ms;
     sl->body = body;
@@ -330,7 +339,7 @@ static void pend__release(pend_table *t, uint32_t s, size_t ix_pos, float y_conv
     pend__slot *sl = &t->slots[s];
     if (out) {
         if (sl->body) {
-            *out = *sl->body;
+            memcpy(out, sl->body, pend__body_bytes(sl->body->snap_len));
         } else if (!t->load || t->load(t->load_ud, t->load_tag, sl->id, out) != 0) {
             t->load_errors++;   /* the loader reported why; the caller sees pend_load_errors */
             memset(out, 0, sizeof *out);
@@ -501,18 +510,18 @@ int pend_late_load(pend_table *t, const void *buf, size_t len) {
 /* ---- the stored form of an entry ---- */
 
 #define PEND__HEAD 44   /* seq 8, ts 8, scenario 4, n_models 1, slices 1, n_cat 1, n_num 1,
-                           y_click, y_conv, w_ctr, w_ctcvr 4 each, pad 4 */
+                           y_click, y_conv, w_ctr, w_ctcvr 4 each, snap_len 4 */
 
-size_t pend_entry_bytes(int n_models, int n_cat, int n_num) {
-    return PEND__HEAD + (size_t)n_models * 4 + (size_t)n_cat * 8 + (size_t)n_num * 4;
+size_t pend_entry_bytes(int n_models, int n_cat, int n_num, size_t snap_len) {
+    return PEND__HEAD + (size_t)n_models * 4 + (size_t)n_cat * 8 + (size_t)n_num * 4 + snap_len;
 }
 
 size_t pend_entry_encode(const pend_entry *e, uint64_t seq, int n_cat, int n_num, void *buf,
                          size_t cap) {
     if (n_cat < 0 || n_cat > M3_MAX_CAT || n_num < 0 || n_num > M3_MAX_NUM ||
-        e->n_models < 0 || e->n_models > PEND_MAX_MODELS)
+        e->n_models < 0 || e->n_models > PEND_MAX_MODELS || e->snap_len > PEND_SNAP_MAX)
         return 0;
-    size_t need = pend_entry_bytes(e->n_models, n_cat, n_num);
+    size_t need = pend_entry_bytes(e->n_models, n_cat, n_num, e->snap_len);
     if (cap < need) return 0;
     unsigned char *b = buf;
     memset(b, 0, PEND__HEAD);
@@ -527,10 +536,12 @@ size_t pend_entry_encode(const pend_entry *e, uint64_t seq, int n_cat, int n_num
     memcpy(b + 28, &e->ex.y_conv, 4);
     memcpy(b + 32, &e->ex.w_ctr, 4);
     memcpy(b + 36, &e->ex.w_ctcvr, 4);
+    memcpy(b + 40, &e->snap_len, 4);
     size_t o = PEND__HEAD;
     memcpy(b + o, e->p_ctcvr, (size_t)e->n_models * 4); o += (size_t)e->n_models * 4;
     memcpy(b + o, e->ex.cat, (size_t)n_cat * 8); o += (size_t)n_cat * 8;
     memcpy(b + o, e->ex.num, (size_t)n_num * 4); o += (size_t)n_num * 4;
+    memcpy(b + o, e->snap, e->snap_len); o += e->snap_len;
     return o;
 }
 
@@ -546,8 +557,10 @@ int pend_entry_decode(pend_entry *e, const char *impression_id, int n_cat, int n
     const unsigned char *b = buf;
     if (len < PEND__HEAD || !impression_id || strlen(impression_id) >= M3_ID_MAX) return -1;
     int nm = b[20];
-    if (b[22] != n_cat || b[23] != n_num || nm > PEND_MAX_MODELS ||
-        len != pend_entry_bytes(nm, n_cat, n_num))
+    uint32_t sn;
+    memcpy(&sn, b + 40, 4);
+    if (b[22] != n_cat || b[23] != n_num || nm > PEND_MAX_MODELS || sn > PEND_SNAP_MAX ||
+        len != pend_entry_bytes(nm, n_cat, n_num, sn))
         return -1;
     memset(e, 0, sizeof *e);
     snprintf(e->impression_id, sizeof e->impression_id, "%s", impression_id);
@@ -562,6 +575,8 @@ int pend_entry_decode(pend_entry *e, const char *impression_id, int n_cat, int n
     size_t o = PEND__HEAD;
     memcpy(e->p_ctcvr, b + o, (size_t)nm * 4); o += (size_t)nm * 4;
     memcpy(e->ex.cat, b + o, (size_t)n_cat * 8); o += (size_t)n_cat * 8;
-    memcpy(e->ex.num, b + o, (size_t)n_num * 4);
+    memcpy(e->ex.num, b + o, (size_t)n_num * 4); o += (size_t)n_num * 4;
+    e->snap_len = sn;
+    memcpy(e->snap, b + o, sn);
     return 0;
 }

@@ -1,7 +1,9 @@
 /* pending.h - the delayed-conversion join: clicked impressions wait for a conversion or
  * for their attribution window (event time) to close.
  *
- * A clicked impression is added with its m3_example and the models' predicted p_ctcvr.
+ * A clicked impression is added with its m3_example, the models' predicted p_ctcvr and
+ * the models' snapshots of what they scored it with (m3_snap_save), so that its settled
+ * row trains on the same input.
  * It leaves the table exactly once: as a CTCVR positive when its conversion arrives
  * within the window (pend_convert), or as a CTCVR negative when the event-time
  * watermark passes imp_ts + window (pend_expire). Released entries carry training labels
@@ -26,12 +28,17 @@
 #include "model.h"
 
 #define PEND_MAX_MODELS 8
+#define PEND_SNAP_MAX 1024   /* bytes of model snapshots an entry carries (m3_snap_bytes) */
 
 typedef struct {
     char impression_id[M3_ID_MAX];
     m3_example ex;                     /* ex.scenario: scenario index; ex.ts_ms: impression time */
     float p_ctcvr[PEND_MAX_MODELS];    /* primary first, then shadows; n_models of them */
     int n_models;
+    uint32_t snap_len;                 /* bytes of snap in use (last member: a body in the
+                                          table is allocated only this far) */
+    _Alignas(8) unsigned char snap[PEND_SNAP_MAX];  /* the models' UPT inputs as scored,
+                                                       in model order (m3_snap_save) */
 } pend_entry;
 
 typedef struct pend_table pend_table;
@@ -43,13 +50,14 @@ pend_table *pend_new(int64_t window_ms, size_t initial_capacity, char *errstr, s
 /* Free a table and everything pending in it; NULL is a no-op. */
 void pend_destroy(pend_table *t);
 
-/* Add a clicked impression, keyed by impression_id, waiting from ex->ts_ms. ex and the
- * first n_models (0..PEND_MAX_MODELS) values of p_ctcvr are copied (p_ctcvr may be NULL
- * when n_models is 0). Returns 0 when added; 1 when the id is already pending (the first
- * is kept, nothing changes); -1 when the id is empty or longer than M3_ID_MAX - 1 bytes,
- * n_models is out of range, or memory ran out (nothing changes). */
+/* Add a clicked impression, keyed by impression_id, waiting from ex->ts_ms. ex, the
+ * first n_models (0..PEND_MAX_MODELS) values of p_ctcvr and snap_len (0..PEND_SNAP_MAX)
+ * bytes of snap are copied (p_ctcvr and snap may be NULL when their count is 0). Returns 0
+ * when added; 1 when the id is already pending (the first is kept, nothing changes); -1
+ * when the id is empty or longer than M3_ID_MAX - 1 bytes, a count is out of range, or
+ * memory ran out (nothing changes). */
 int pend_add(pend_table *t, const char *impression_id, const m3_example *ex,
-             const float *p_ctcvr, int n_models);
+             const float *p_ctcvr, int n_models, const void *snap, size_t snap_len);
 
 /* A conversion for impression_id at event time ts_ms:
  *   1  pending and ts_ms - imp_ts <= window: removed and copied to *out (may be NULL) as a
@@ -101,11 +109,12 @@ size_t pend_late_save(const pend_table *t, void *buf, size_t cap);
 int pend_late_load(pend_table *t, const void *buf, size_t len);
 
 /* An entry's stored value (the id is the key, not part of it): seq, impression time,
- * scenario, model count, slices, labels, p_ctcvr[n_models], the n_cat keys and n_num
- * numerics of its example; native byte order; pend_entry_bytes() long. encode returns the
+ * scenario, model count, slices, labels, snapshot length, p_ctcvr[n_models], the n_cat
+ * keys and n_num numerics of its example, the snapshots; native byte order;
+ * pend_entry_bytes() long. encode returns the
  * bytes written, or 0 when cap is short or a count is out of range. head reads seq and time
  * (-1 when too short); decode fills *e (-1 when the value does not match n_cat/n_num). */
-size_t pend_entry_bytes(int n_models, int n_cat, int n_num);
+size_t pend_entry_bytes(int n_models, int n_cat, int n_num, size_t snap_len);
 size_t pend_entry_encode(const pend_entry *e, uint64_t seq, int n_cat, int n_num, void *buf,
                          size_t cap);
 int pend_entry_head(const void *buf, size_t len, uint64_t *seq, int64_t *ts_ms);

@@ -637,7 +637,7 @@ static void state__pend_put(void *ud, const pend_entry *e, uint64_t seq) {
     state *st = c->st;
     unsigned char key[4 + M3_ID_MAX];
     size_t klen = state__pend_key(key, c->src, e->impression_id);
-    size_t need = pend_entry_bytes(e->n_models, st->nc, st->cfg->model.n_num);
+    size_t need = pend_entry_bytes(e->n_models, st->nc, st->cfg->model.n_num, e->snap_len);
     unsigned char *v = state__vbuf(st, need);
     size_t vlen = v ? pend_entry_encode(e, seq, st->nc, st->cfg->model.n_num, v, need) : 0;
     if (!vlen || store_batch_put(st->b, STORE_PENDING, key, klen, v, vlen) != 0) c->fail = 1;

@@ -460,8 +460,11 @@ static void test_upt_delayed_row(void) {
     e.ts_ms = T;
     e.cat[M3_SLOT_ITEM] = m3_feat_key(M3_SLOT_ITEM, 3);
     e.w_ctcvr = 0;
-    float p1, v1, p2, v2, p3, v3, p4, v4;
+    float p1, v1, p2, v2, p3, v3, p4, v4, p5, v5;
     m3_forward(m, &e, 1, &p1, &v1);
+    unsigned char snap[1024];   /* what it was scored with, kept while its label waits */
+    CHECK(m3_snap_bytes(m) > 0 && m3_snap_bytes(m) <= sizeof snap);
+    m3_snap_save(m, 0, snap);
     m3_train(m, &e, 1);
     m3_example now = e;
     now.ts_ms = T + 1;
@@ -480,8 +483,13 @@ static void test_upt_delayed_row(void) {
     now.ts_ms = T + 3000;
     m3_forward(m, &now, 1, &p2, &v2);
     CHECK_MSG(p2 != p1 || v2 != v1, "P did not move: %g %g", p2, v2);
-    /* the settled CTCVR row reads P as it is now, without its own click... */
+    /* forwarded with its snapshot, the settled CTCVR row sees exactly what its prediction
+     * saw (the two later clicks are not in it: nothing else learns here, lr 0)... */
     e.w_ctr = 0; e.w_ctcvr = 1; e.y_conv = 1;
+    const void *sp[1] = {snap};
+    m3_forward_snap(m, &e, 1, sp, &p5, &v5);
+    CHECK_MSG(p5 == p1 && v5 == v1, "with its snapshot %.9g %.9g, scored %.9g %.9g", p5, v5, p1, v1);
+    /* ...and read live, P as it is now, without its own click... */
     m3_forward(m, &e, 1, &p3, &v3);
     CHECK_MSG(p3 == p2 && v3 == v2, "settled row %.9g %.9g, fresh %.9g %.9g", p3, v3, p2, v2);
     /* ...which enters P once that term has trained */
@@ -489,6 +497,10 @@ static void test_upt_delayed_row(void) {
     now.ts_ms = T + 4000;
     m3_forward(m, &now, 1, &p4, &v4);
     CHECK_MSG(p4 != p3 || v4 != v3, "the settled click did not move P: %g %g", p4, v4);
+    m3_destroy(m);
+    c.arch = M3_ARCH_M3REC_NOUPT;   /* no UPT: nothing to keep */
+    m = m3_new(&c, err, sizeof err);
+    CHECK_EQ_INT(m3_snap_bytes(m), 0);
     m3_destroy(m);
 }
 

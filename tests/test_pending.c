@@ -32,7 +32,7 @@ static void test_convert_within_window(void) {
     pend_table *t = mk_table(100, 16);
     m3_example ex = mk_ex(1000, 2, 77);
     float p[3] = {0.1f, 0.2f, 0.3f};
-    CHECK_EQ_INT(pend_add(t, "imp-a", &ex, p, 3), 0);
+    CHECK_EQ_INT(pend_add(t, "imp-a", &ex, p, 3, NULL, 0), 0);
     CHECK_EQ_INT(pend_size(t), 1);
     pend_entry e;
     memset(&e, 0xab, sizeof e);
@@ -56,7 +56,7 @@ static void test_convert_within_window(void) {
     CHECK_EQ_INT(pend_expire(t, 5000, out, 4), 0);
     /* a conversion before the impression's time (clock skew) still matches */
     ex = mk_ex(6000, 0, 1);
-    CHECK_EQ_INT(pend_add(t, "imp-b", &ex, NULL, 0), 0);
+    CHECK_EQ_INT(pend_add(t, "imp-b", &ex, NULL, 0, NULL, 0), 0);
     CHECK_EQ_INT(pend_convert(t, "imp-b", 5990, NULL), 1);
     CHECK_EQ_INT(pend_size(t), 0);
     pend_destroy(t);
@@ -66,7 +66,7 @@ static void test_late_and_unknown(void) {
     pend_table *t = mk_table(100, 16);
     m3_example ex = mk_ex(1000, 0, 1);
     float p = 0.5f;
-    CHECK_EQ_INT(pend_add(t, "b", &ex, &p, 1), 0);
+    CHECK_EQ_INT(pend_add(t, "b", &ex, &p, 1, NULL, 0), 0);
     CHECK_EQ_INT(pend_convert(t, "nope", 1001, NULL), 0);       /* unknown */
     CHECK_EQ_INT(pend_convert(t, "b", 1101, NULL), 2);          /* late, not yet expired */
     CHECK_EQ_INT(pend_size(t), 1);                              /* ... and still pending */
@@ -87,7 +87,7 @@ static void test_late_and_unknown(void) {
     CHECK_EQ_INT(pend_convert(t, "b", 1200, NULL), 2);
     /* an expired id may be added again (a new impression with that id) */
     ex = mk_ex(2000, 0, 1);
-    CHECK_EQ_INT(pend_add(t, "b", &ex, NULL, 0), 0);
+    CHECK_EQ_INT(pend_add(t, "b", &ex, NULL, 0, NULL, 0), 0);
     CHECK_EQ_INT(pend_convert(t, "b", 2050, NULL), 1);
     pend_destroy(t);
 }
@@ -103,12 +103,15 @@ static void test_bad_args(void) {
     char longid[M3_ID_MAX + 1];
     memset(longid, 'x', M3_ID_MAX);
     longid[M3_ID_MAX] = '\0';
-    CHECK_EQ_INT(pend_add(t, "", &ex, NULL, 0), -1);
-    CHECK_EQ_INT(pend_add(t, longid, &ex, NULL, 0), -1);
+    CHECK_EQ_INT(pend_add(t, "", &ex, NULL, 0, NULL, 0), -1);
+    CHECK_EQ_INT(pend_add(t, longid, &ex, NULL, 0, NULL, 0), -1);
     longid[M3_ID_MAX - 1] = '\0';                               /* 63 bytes: fits */
-    CHECK_EQ_INT(pend_add(t, longid, &ex, NULL, 0), 0);
-    CHECK_EQ_INT(pend_add(t, "m", &ex, p, PEND_MAX_MODELS + 1), -1);
-    CHECK_EQ_INT(pend_add(t, "m", &ex, NULL, 1), -1);
+    CHECK_EQ_INT(pend_add(t, longid, &ex, NULL, 0, NULL, 0), 0);
+    CHECK_EQ_INT(pend_add(t, "m", &ex, p, PEND_MAX_MODELS + 1, NULL, 0), -1);
+    CHECK_EQ_INT(pend_add(t, "m", &ex, NULL, 1, NULL, 0), -1);
+    CHECK_EQ_INT(pend_add(t, "m", &ex, NULL, 0, NULL, 4), -1);
+    static unsigned char big[PEND_SNAP_MAX + 1];
+    CHECK_EQ_INT(pend_add(t, "m", &ex, NULL, 0, big, sizeof big), -1);
     CHECK_EQ_INT(pend_size(t), 1);
     pend_destroy(t);
 }
@@ -117,8 +120,8 @@ static void test_duplicate(void) {
     pend_table *t = mk_table(100, 16);
     m3_example ex1 = mk_ex(1000, 1, 11), ex2 = mk_ex(1050, 3, 22);
     float p1 = 0.1f, p2 = 0.9f;
-    CHECK_EQ_INT(pend_add(t, "dup", &ex1, &p1, 1), 0);
-    CHECK_EQ_INT(pend_add(t, "dup", &ex2, &p2, 1), 1);
+    CHECK_EQ_INT(pend_add(t, "dup", &ex1, &p1, 1, NULL, 0), 0);
+    CHECK_EQ_INT(pend_add(t, "dup", &ex2, &p2, 1, NULL, 0), 1);
     CHECK_EQ_INT(pend_size(t), 1);
     pend_entry out[4];
     CHECK_EQ_INT(pend_expire(t, 1101, out, 4), 1);              /* expires on the first's time */
@@ -135,7 +138,7 @@ static void test_expiry_order_chunks(void) {
     static const char *ids[] = {"t50", "t10", "t30a", "t20", "t30b", "t40", "t5"};
     for (int i = 0; i < 7; i++) {
         m3_example ex = mk_ex(ts[i], 0, (uint64_t)i);
-        CHECK_EQ_INT(pend_add(t, ids[i], &ex, NULL, 0), 0);
+        CHECK_EQ_INT(pend_add(t, ids[i], &ex, NULL, 0, NULL, 0), 0);
     }
     CHECK_EQ_INT(pend_convert(t, "t20", 60, NULL), 1);          /* leaves a stale heap node */
     pend_entry out[8];
@@ -180,7 +183,7 @@ static void test_many(void) {
         m3_example ex = mk_ex(imp_ts[i], i % 3, (uint64_t)i);
         float p = (float)i;
         snprintf(id, sizeof id, "imp-%d", i);
-        CHECK_EQ_INT(pend_add(t, id, &ex, &p, 1), 0);
+        CHECK_EQ_INT(pend_add(t, id, &ex, &p, 1, NULL, 0), 0);
         if (imp_ts[i] > watermark) watermark = imp_ts[i];
         /* a conversion for an earlier impression: in window, or late */
         if (i >= 150 && next_rand() % 10 < 3) {
@@ -281,7 +284,7 @@ static void fake_put(void *ud, const pend_entry *e, uint64_t seq) {
     CHECK(f->n < 16);
     snprintf(f->id[f->n], M3_ID_MAX, "%s", e->impression_id);
     f->len[f->n] = pend_entry_encode(e, seq, NCAT, NNUM, f->val[f->n], sizeof f->val[0]);
-    CHECK_EQ_INT(f->len[f->n], pend_entry_bytes(e->n_models, NCAT, NNUM));
+    CHECK_EQ_INT(f->len[f->n], pend_entry_bytes(e->n_models, NCAT, NNUM, e->snap_len));
     f->n++;
 }
 
@@ -308,6 +311,15 @@ static void check_rich(const pend_entry *e, int i, float y_conv) {
     CHECK_CLOSE(e->ex.y_conv, y_conv, 0, 0);
     CHECK_CLOSE(e->ex.w_ctr, 0, 0, 0);
     CHECK_CLOSE(e->ex.w_ctcvr, 1, 0, 0);
+    /* the models' snapshots come back byte for byte, in memory or from the store */
+    CHECK_EQ_INT(e->snap_len, 8 * (i + 1));
+    for (uint32_t k = 0; k < e->snap_len; k++) CHECK_EQ_INT(e->snap[k], (unsigned char)(i * 16 + k));
+}
+
+/* Entry i's snapshot bytes (8 (i + 1) of them). */
+static size_t rich_snap(int i, unsigned char *sn) {
+    for (int k = 0; k < 8 * (i + 1); k++) sn[k] = (unsigned char)(i * 16 + k);
+    return (size_t)(8 * (i + 1));
 }
 
 static void test_store_backed(void) {
@@ -319,7 +331,9 @@ static void test_store_backed(void) {
         m3_example ex = rich_ex(10 * (i + 1), i);
         float p[2] = {0.5f, 0.01f * (float)i};
         snprintf(id, sizeof id, "s%d", i);
-        CHECK_EQ_INT(pend_add(t, id, &ex, p, 2), 0);
+        unsigned char sn[64];
+        size_t sl = rich_snap(i, sn);
+        CHECK_EQ_INT(pend_add(t, id, &ex, p, 2, sn, sl), 0);
     }
     CHECK_EQ_INT(pend_sync(t, fake_put, fake_del, &f), 4);
     CHECK_EQ_INT(f.n, 4);
@@ -328,7 +342,9 @@ static void test_store_backed(void) {
     pend_sync_done(t);
     m3_example ex = rich_ex(35, 4);
     float p[2] = {0.5f, 0.04f};
-    CHECK_EQ_INT(pend_add(t, "s4", &ex, p, 2), 0);            /* not in the store */
+    unsigned char sn4[64];
+    size_t sl4 = rich_snap(4, sn4);
+    CHECK_EQ_INT(pend_add(t, "s4", &ex, p, 2, sn4, sl4), 0);          /* not in the store */
     pend_entry e;
     CHECK_EQ_INT(pend_convert(t, "s1", 50, &e), 1);           /* spilled: read back */
     CHECK_EQ_INT(f.loads, 1);
