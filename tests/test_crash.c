@@ -373,10 +373,15 @@ static double auc(const float *p, const int *y, int n) {
 /* Two runs of this stream without any crash differ by minibatch composition alone: over 7
  * pairs of uninterrupted runs the probe AUCs differed by 0, 0, 0, 0.0105, 0.0111, 0.0181 and
  * 0.0228, the mean |p_ctr difference| by up to 0.082 (the models have seen 30k impressions:
- * young, and sensitive to the order they saw them in). The tolerances are about twice that:
- * a crashed run must be indistinguishable from an uninterrupted one, no more. The exact
- * guarantees are the counters above and part 1. */
-#define AUC_TOLERANCE 0.04
+ * young, and sensitive to the order they saw them in). Since model.acc0.emb and the UPT
+ * snapshots (issue 3, third round) a run ends, by the order it happened to read the
+ * partitions in, at one of a few probe AUCs - 0.7837 most often, also 0.7729, 0.7680, 0.7641
+ * and 0.7276, the last seen for an uninterrupted run as well as for a crashed one - so two
+ * lineages can differ by 0.056 with no crash involved (once in CI: crashed 0.7276,
+ * uninterrupted 0.7837). The AUC tolerance covers that spread with some room; a crashed run
+ * must be indistinguishable from an uninterrupted one, no more. The exact guarantees are the
+ * counters above and part 1. */
+#define AUC_TOLERANCE 0.08
 #define MEAN_ABS_TOLERANCE 0.15
 
 static void part_realistic(kio_mock *mock, codec *cd) {
