@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -22,11 +23,21 @@ int app_config_arg(m3_cfg *cfg, int argc, char **argv, int *i, char *errstr, siz
 }
 
 int app_sim_arg(sim_cfg *sc, int argc, char **argv, int *i, char *errstr, size_t n) {
-    /* kind: 'i' a positive integer, 'p' a positive number, 'z' a number >= 0, 'c' in [0, 2] */
-    static const struct { const char *opt; char kind; } opts[] = {
-        {"--events", 'i'}, {"--seed", 'i'}, {"--users", 'i'}, {"--items", 'i'},
-        {"--difficulty", 'p'}, {"--noise", 'z'}, {"--conflict", 'c'}, {"--taste", 'z'},
-        {"--mix", 'z'}, {"--new-users", 'z'}, {"--visit-len", 'z'}, {"--intent", 'z'}};
+    /* kind: 'i' a positive integer, 'p' a positive number, 'z' a number >= 0, 'c' in [0, 2];
+     * type: the sim_cfg field's, 'l' int64_t, 'u' uint64_t, 'n' int, 'd' double */
+    static const struct { const char *opt; char kind, type; size_t off; } opts[] = {
+        {"--events", 'i', 'l', offsetof(sim_cfg, n_impressions)},
+        {"--seed", 'i', 'u', offsetof(sim_cfg, seed)},
+        {"--users", 'i', 'n', offsetof(sim_cfg, n_users)},
+        {"--items", 'i', 'n', offsetof(sim_cfg, n_items)},
+        {"--difficulty", 'p', 'd', offsetof(sim_cfg, difficulty)},
+        {"--noise", 'z', 'd', offsetof(sim_cfg, noise)},
+        {"--conflict", 'c', 'd', offsetof(sim_cfg, conflict)},
+        {"--taste", 'z', 'd', offsetof(sim_cfg, taste)},
+        {"--mix", 'z', 'd', offsetof(sim_cfg, mix)},
+        {"--new-users", 'z', 'd', offsetof(sim_cfg, new_users_per_1k)},
+        {"--visit-len", 'z', 'd', offsetof(sim_cfg, visit_len)},
+        {"--intent", 'z', 'd', offsetof(sim_cfg, intent)}};
     enum { N_OPTS = (int)(sizeof opts / sizeof opts[0]) };
     int k = 0;
     while (k < N_OPTS && strcmp(argv[*i], opts[k].opt) != 0) k++;
@@ -49,19 +60,12 @@ int app_sim_arg(sim_cfg *sc, int argc, char **argv, int *i, char *errstr, size_t
                  : kind == 'z' ? "a number >= 0" : "a number in [0, 2]");
         return -1;
     }
-    switch (k) {
-    case 0: sc->n_impressions = (int64_t)x; break;
-    case 1: sc->seed = strtoull(v, NULL, 10); break;
-    case 2: sc->n_users = (int)x; break;
-    case 3: sc->n_items = (int)x; break;
-    case 4: sc->difficulty = x; break;
-    case 5: sc->noise = x; break;
-    case 6: sc->conflict = x; break;
-    case 7: sc->taste = x; break;
-    case 8: sc->mix = x; break;
-    case 9: sc->new_users_per_1k = x; break;
-    case 10: sc->visit_len = x; break;
-    default: sc->intent = x; break;
+    void *f = (char *)sc + opts[k].off;
+    switch (opts[k].type) {
+    case 'l': *(int64_t *)f = (int64_t)x; break;
+    case 'u': *(uint64_t *)f = strtoull(v, NULL, 10); break;   /* exact beyond 2^53 */
+    case 'n': *(int *)f = (int)x; break;
+    default: *(double *)f = x; break;
     }
     return 1;
 }

@@ -286,7 +286,8 @@ sim *sim_new(const sim_cfg *c, char *errstr, size_t errstr_size) {
         !(c->visit_len < 1e6)) {
         snprintf(errstr, errstr_size,
                  "sim: bad configuration (scenarios 1..%d, users and items >= 1, rate > 0, "
-                 "candidates 1..%d, difficulty > 0; noise, taste, mix and new users >= 0)",
+                 "candidates 1..%d, difficulty > 0; noise, taste, mix, new users and intent >= 0; "
+                 "visit length < 1e6)",
                  SIM_MAX_SCEN, M3_CAND_MAX);
         return NULL;
     }
