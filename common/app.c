@@ -107,6 +107,8 @@ void app_sim_from_cfg(sim_cfg *sc, const m3_cfg *cfg) {
 
 struct app_oracle {
     met_board *b;
+    int64_t imps, burnin;      /* impressions counted; none is in a slice before burnin */
+    uint32_t item_warm;
 };
 
 app_oracle *app_oracle_new(const m3_cfg *cfg, char *errstr, size_t n) {
@@ -115,13 +117,16 @@ app_oracle *app_oracle_new(const m3_cfg *cfg, char *errstr, size_t n) {
         snprintf(errstr, n, "out of memory");
         return NULL;
     }
-    const char *scen[M3_MAX_SCEN], *names[1] = {"oracle"};
+    const char *scen[M3_MAX_SCEN], *names[] = {"oracle", "oracle_profile", "oracle_learner"};
     for (int i = 0; i < cfg->scenarios.n; i++) scen[i] = cfg->scenarios.names[i];
-    o->b = met_board_new(cfg->scenarios.n, scen, 1, names, 0, errstr, n);
+    o->b = met_board_new(cfg->scenarios.n, scen, 3, names, 0, errstr, n);
     if (!o->b) {
         free(o);
         return NULL;
     }
+    /* the models' slices start after model.slice.burnin training steps of batch.size */
+    o->burnin = (int64_t)cfg->model.slice_burnin * cfg->batch_size;
+    o->item_warm = (uint32_t)cfg->model.item_warm;
     return o;
 }
 
@@ -136,8 +141,19 @@ void app_oracle_add(app_oracle *o, const sim_truth *t) {
     c->events++;
     c->impressions++;
     c->clicks += t->clicked;
-    met_board_add(o->b, 0, t->scen, MET_CTR, t->p_click, t->clicked);
-    met_board_add(o->b, 0, t->scen, MET_CTCVR, (double)t->p_click * t->p_conv, t->in_window);
+    unsigned sl = 0;   /* the slices as the models define them (model.h) */
+    if (t->item_imps < o->item_warm) sl |= 1u << MET_SLICE_NEW_ITEM;
+    if (t->user_scen_imps == 0 && t->user_other_imps > 0) sl |= 1u << MET_SLICE_NEW_USER_SCEN;
+    if (o->imps++ < o->burnin) sl = 0;
+    const float pc[3] = {t->p_click, t->p_click_profile, t->p_click_learner};
+    const float pv[3] = {t->p_conv, t->p_conv_profile, t->p_conv_learner};
+    for (int m = 0; m < 3; m++) {
+        double ctcvr = (double)pc[m] * pv[m];
+        met_board_add(o->b, m, t->scen, MET_CTR, pc[m], t->clicked);
+        met_board_add(o->b, m, t->scen, MET_CTCVR, ctcvr, t->in_window);
+        met_board_add_slices(o->b, m, t->scen, sl, MET_CTR, pc[m], t->clicked);
+        met_board_add_slices(o->b, m, t->scen, sl, MET_CTCVR, ctcvr, t->in_window);
+    }
 }
 
 static char *board_json(const met_board *b, void (*extra)(json_writer *, void *), void *arg) {

@@ -34,12 +34,17 @@ void app_write_frame(FILE *f, const char *topic, const void *key, size_t klen,
 /* Take the simulator's scenarios and attribution window from the configuration. */
 void app_sim_from_cfg(sim_cfg *sc, const m3_cfg *cfg);
 
-/* The oracle: the true probabilities of the simulator scored like a model. */
+/* The oracle: the true probabilities of the simulator scored like a model ("oracle"),
+ * next to its reference predictors (sim_truth: "oracle_profile", "oracle_learner"), each
+ * with the models' slices (new_item: the item's impressions < model.item.warm;
+ * new_user_in_scenario: the user's first impression in the scenario, known in another;
+ * none in the first model.slice.burnin x batch.size impressions - the models' own
+ * burn-in, the same impressions up to partial batches). */
 typedef struct app_oracle app_oracle;
 app_oracle *app_oracle_new(const m3_cfg *cfg, char *errstr, size_t n);
 void app_oracle_destroy(app_oracle *o);
 void app_oracle_add(app_oracle *o, const sim_truth *t);
-/* Write the oracle's report (same shape as the worker's, model name "oracle"). */
+/* Write the oracle's report (same shape as the worker's; primary model "oracle"). */
 int app_oracle_write(const app_oracle *o, const char *path, char *errstr, size_t n);
 /* The oracle's report as a malloc'd JSON string. */
 char *app_oracle_json(const app_oracle *o);

@@ -94,6 +94,13 @@ double met_auc_value(const met_auc *a, double *bound) {
     return num / (P * N);
 }
 
+double met_auc_se(double a, double P, double N) {
+    if (!(P > 0 && N > 0) || a != a) return NAN;
+    double q1 = a / (2 - a), q2 = 2 * a * a / (1 + a);
+    double v = (a * (1 - a) + (P - 1) * (q1 - a * a) + (N - 1) * (q2 - a * a)) / (P * N);
+    return v > 0 ? sqrt(v) : 0;
+}
+
 double met_auc_logloss(const met_auc *a) { return a->n ? a->sum_ll / (double)a->n : NAN; }
 double met_auc_mean_p(const met_auc *a) { return a->n ? a->sum_p / (double)a->n : NAN; }
 double met_auc_rate(const met_auc *a) { return a->n ? (double)a->n_pos / (double)a->n : NAN; }
@@ -122,6 +129,8 @@ void met_auc_write_json(const met_auc *a, json_writer *w) {
     json_obj_begin(w);
     json_key(w, "auc"); json_num(w, auc);
     json_key(w, "auc_bound"); json_num(w, bound);
+    json_key(w, "auc_se");
+    json_num(w, met_auc_se(auc, (double)a->n_pos, (double)(a->n - a->n_pos)));
     json_key(w, "logloss"); json_num(w, met_auc_logloss(a));
     json_key(w, "n"); json_uint(w, a->n);
     json_key(w, "pos"); json_uint(w, a->n_pos);

@@ -62,6 +62,11 @@ void met_auc_add(met_auc *a, double p, int y);
 /* The binned AUC; *bound (if not NULL) receives the computed error bound above.
  * Both are NaN when there are no positives or no negatives. O(nbins). */
 double met_auc_value(const met_auc *a, double *bound);
+/* The sampling standard error of an AUC a measured on P positives and N negatives
+ * (Hanley & McNeil 1982: exact when the scores' two classes are exponential, ~20 % wide
+ * for normal ones - test_metrics); NaN when P or N is 0. Two models scored on the same impressions differ by less than this suggests
+ * (their errors are correlated); different seeds or slices by about sqrt(2) times it. */
+double met_auc_se(double a, double P, double N);
 /* Mean log loss (NaN when empty). */
 double met_auc_logloss(const met_auc *a);
 /* Mean prediction and observed positive rate (NaN when empty). */
@@ -69,7 +74,7 @@ double met_auc_mean_p(const met_auc *a);
 double met_auc_rate(const met_auc *a);
 /* dst += src. Returns 0, or -1 when the bin counts or scales differ (dst unchanged). */
 int met_auc_merge(met_auc *dst, const met_auc *src);
-/* Write {"auc","auc_bound","logloss","n","pos","mean_p","rate"} (NaN -> null). */
+/* Write {"auc","auc_bound","auc_se","logloss","n","pos","mean_p","rate"} (NaN -> null). */
 void met_auc_write_json(const met_auc *a, json_writer *w);
 
 /* ---- latency histogram (ms), log-scale buckets of ~1% from 1 us to 1 hour ---- */

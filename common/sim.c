@@ -86,6 +86,9 @@ typedef struct {
     float taste[K];          /* individual part of the latent taste */
     float off[SIM_MAX_SCEN][K];
     float scen_cum[SIM_MAX_SCEN];   /* cumulative scenario shares (mix > 0) */
+    /* the reference learner's posterior over the user's own taste (sim_truth), and counts */
+    float mu[K], cov[K][K];
+    uint32_t imps[SIM_MAX_SCEN];
 } sim_user;
 
 typedef struct {
@@ -93,6 +96,7 @@ typedef struct {
     float v[K];              /* latent vector */
     float quality, rating, price;
     int64_t born;            /* impression index when it arrived; -1 for initial items */
+    uint32_t imps;           /* impressions so far */
 } sim_item;
 
 typedef struct {             /* a visit in progress */
@@ -204,6 +208,7 @@ static int sim__add_item(sim *s, int64_t born) {
                            NUM_W * g + s->c.noise * nz[k]);
     }
     it->born = born;
+    it->imps = 0;
     s->st.items = s->n_items;
     return 0;
 }
@@ -525,6 +530,54 @@ static void truth_probs(const sim *s, const sim_user *u, const float *intent,
     *pv = sigmoid(zv);
 }
 
+/* The reference predictors of sim_truth for this impression, then the learner's update
+ * with its click. The learner's estimate t of the user's own taste enters the logit as
+ * x . t, x = SPREAD difficulty a_click M_sc v (the logit's gradient in t); one Laplace
+ * step: S <- S - h S x x'S / (1 + h x'Sx), t <- t + S x (y - p) / (1 + h x'Sx), h = p(1-p),
+ * prior t ~ N(0, (taste^2 + offset^2) I) - the scenario offsets count as taste. */
+static void sim__references(const sim *s, sim_user *u, sim_item *it, int sc, int hour,
+                            int device, int clicked, sim_truth *tr) {
+    sim_user w = *u;
+    memset(w.off, 0, sizeof w.off);
+    memset(w.taste, 0, sizeof w.taste);
+    double pc, pv;
+    truth_probs(s, &w, NULL, it, sc, hour, device, &pc, &pv);
+    tr->p_click_profile = (float)pc;
+    tr->p_conv_profile = (float)pv;
+    uint32_t n = 0;
+    for (int k = 0; k < s->c.n_scen; k++) n += u->imps[k];
+    if (n == 0) {   /* the prior */
+        double var = 1.25 * s->c.taste * s->c.taste;
+        for (int i = 0; i < K; i++) u->cov[i][i] = (float)var;
+    }
+    memcpy(w.taste, u->mu, sizeof w.taste);
+    truth_probs(s, &w, NULL, it, sc, hour, device, &pc, &pv);
+    tr->p_click_learner = (float)pc;
+    tr->p_conv_learner = (float)pv;
+    tr->user_scen_imps = u->imps[sc];
+    tr->user_other_imps = n - u->imps[sc];
+    tr->item_imps = it->imps;
+    double x[K], sx[K], xsx = 0, gain = SPREAD * s->c.difficulty * s->a_click[sc];
+    for (int i = 0; i < K; i++) {
+        double m = 0;
+        for (int j = 0; j < K; j++) m += s->scen_rot[sc][i][j] * it->v[j];
+        x[i] = gain * m;
+    }
+    for (int i = 0; i < K; i++) {
+        double t = 0;
+        for (int j = 0; j < K; j++) t += u->cov[i][j] * x[j];
+        sx[i] = t;
+        xsx += x[i] * t;
+    }
+    double h = pc * (1 - pc), den = 1 + h * xsx, g = (clicked ? 1.0 : 0.0) - pc;
+    for (int i = 0; i < K; i++) {
+        u->mu[i] += (float)(sx[i] * g / den);
+        for (int j = 0; j < K; j++) u->cov[i][j] -= (float)(h * sx[i] * sx[j] / den);
+    }
+    if (u->imps[sc] != UINT32_MAX) u->imps[sc]++;
+    if (it->imps != UINT32_MAX) it->imps++;
+}
+
 static void set_catkv(m3_catmap *m, const char *name, int64_t v) {
     m3_catkv *kv = &m->kv[m->n++];
     snprintf(kv->name, sizeof kv->name, "%s", name);
@@ -642,9 +695,9 @@ int sim_next(sim *s, m3_event *ev, sim_truth *tr) {
     }
     const float *intent;
     int ui = pick_visit(s, &intent), ii = pick_item(s);
-    const sim_user *u = &s->users[ui];
+    sim_user *u = &s->users[ui];
     int sc = pick_scen(s, u);
-    const sim_item *it = &s->items[ii];
+    sim_item *it = &s->items[ii];
     int hour = local_hour(s, u), device = draw_device(s, u);
     double pc, pv;
     truth_probs(s, u, intent, it, sc, hour, device, &pc, &pv);
@@ -676,6 +729,7 @@ int sim_next(sim *s, m3_event *ev, sim_truth *tr) {
     tr->converted = converted;
     tr->in_window = converted && delay <= s->c.window_ms;
     tr->item_age_impressions = it->born < 0 ? INT32_MAX : (int)(s->seq - it->born);
+    sim__references(s, u, it, sc, hour, device, clicked, tr);
     s->st.impressions++;
     s->st.clicks += clicked;
     s->st.conversions += converted;

@@ -74,6 +74,22 @@ typedef struct {
     int clicked, converted;        /* converted: a conversion will follow (any delay) */
     int in_window;                 /* converted within the attribution window */
     int item_age_impressions;      /* impressions since the item arrived (0 for initial items = large) */
+    /* Reference predictors, for how much a slice has to gain from knowing the user (both
+     * know the world - item latents, scenario maps, segment tastes, context - but not the
+     * visit's intent):
+     *   profile: without the user's own taste (individual part and scenario offsets) -
+     *            the best any model without per-user state can do;
+     *   learner: profile plus an online Bayesian estimate of the user's own taste from
+     *            every earlier impression of the user's, in any scenario (a Laplace /
+     *            extended-Kalman update on the click, prior = the taste's spread), the
+     *            label used at once - about the best a per-user state (a user-id row,
+     *            UPT) can do with the user's history. */
+    float p_click_profile, p_conv_profile;
+    float p_click_learner, p_conv_learner;
+    /* Counts before this impression, for slicing like the models do. */
+    uint32_t user_scen_imps;       /* the user's impressions in this scenario */
+    uint32_t user_other_imps;      /* ... in the other scenarios */
+    uint32_t item_imps;            /* the item's impressions */
 } sim_truth;
 
 typedef struct sim sim;

@@ -195,6 +195,41 @@ static void test_auc_simple_predictors(void) {
     met_auc_free(&a);
 }
 
+/* The AUC's standard error: Hanley & McNeil's formula by hand, and against the spread of
+ * the AUCs of 300 samples drawn from two normal score distributions (AUC about 0.80; the
+ * formula, exact for exponential scores, is ~20 % wide for normal ones). */
+static void test_auc_se(void) {
+    /* a 0.8, P 100, N 900: q1 = 2/3, q2 = 0.64 * 2 / 1.8 */
+    double v = (0.16 + 99 * (2.0 / 3 - 0.64) + 899 * (1.28 / 1.8 - 0.64)) / 90000;
+    CHECK_CLOSE(met_auc_se(0.8, 100, 900), sqrt(v), 1e-12, 0);
+    CHECK(isnan(met_auc_se(0.8, 0, 900)) && isnan(met_auc_se(NAN, 10, 10)));
+    CHECK(met_auc_se(0.8, 400, 3600) < 0.55 * met_auc_se(0.8, 100, 900));
+    char err[128];
+    met_auc a;
+    CHECK(met_auc_init(&a, 0, err, sizeof err) == 0);
+    enum { REPS = 300 };
+    double sum = 0, sum2 = 0, se = 0;
+    for (int r = 0; r < REPS; r++) {
+        met_auc_reset(&a);
+        for (int i = 0; i < 1000; i++) {
+            double z = sqrt(-2 * log(1 - urand())) * cos(6.283185307179586 * urand());
+            int y = i < 100;
+            met_auc_add(&a, 1 / (1 + exp(-(z + (y ? 1.2 : 0.0)))), y);
+        }
+        double auc = met_auc_value(&a, NULL);
+        sum += auc;
+        sum2 += auc * auc;
+        se += met_auc_se(auc, 100, 900);
+    }
+    double mean = sum / REPS, sd = sqrt(sum2 / REPS - mean * mean);
+    se /= REPS;
+    CHECK_MSG(mean > 0.78 && mean < 0.82 && sd > 0.7 * se && sd < 1.3 * se,
+              "AUC mean %.4f, spread %.4f, standard error %.4f", mean, sd, se);
+    printf("test_metrics: 300 AUCs of 100 + 900: mean %.4f, spread %.4f, standard error %.4f\n",
+           mean, sd, se);
+    met_auc_free(&a);
+}
+
 static void test_logloss_by_hand(void) {
     char err[128];
     met_auc a;
@@ -377,6 +412,8 @@ static void test_board(void) {
     CHECK_EQ_INT(json_number(json_get(t, "overall.ctr.pos"), -1), 40);
     CHECK_CLOSE(json_number(json_get(t, "overall.ctr.rate"), -1), 0.5, 0, 0);
     CHECK(json_get(t, "overall.ctr.auc_bound") != NULL);
+    CHECK_CLOSE(json_number(json_get(t, "overall.ctr.auc_se"), -1), met_auc_se(0.75, 40, 40),
+                0, 1e-12);
     CHECK(json_get(t, "overall.ctr.logloss") != NULL);
     CHECK(json_get(t, "overall.ctr.mean_p") != NULL);
     CHECK_CLOSE(json_number(json_get(t, "scenarios.home.ctr.auc"), -1), 1.0, 0, 0);
@@ -610,6 +647,7 @@ static void test_timeline(void) {
 }
 
 int main(void) {
+    test_auc_se();
     test_auc_vs_brute();
     test_auc_logit_bins();
     test_auc_simple_predictors();

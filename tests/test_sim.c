@@ -1,5 +1,6 @@
 /* test_sim.c - the stream simulator: deterministic, ordered, realistically hard. */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -302,12 +303,72 @@ static void test_bad_config(void) {
     CHECK_CONTAINS(err, "mix");
 }
 
+/* The reference predictors (sim_truth): without individual taste they are the oracle
+ * itself; with a strong one the learner recovers part of it from the user's history
+ * (profile < learner < oracle); the counts are the stream's own. */
+static void references(double taste, long n, double a[3]) {
+    sim_cfg c;
+    sim_cfg_defaults(&c);
+    c.n_users = 2000;
+    c.n_items = 3000;
+    c.n_impressions = n;
+    c.taste = taste;
+    char err[256];
+    sim *s = sim_new(&c, err, sizeof err);
+    CHECK_MSG(s, "%s", err);
+    static uint32_t ucnt[4000][SIM_MAX_SCEN], icnt[8000];
+    memset(ucnt, 0, sizeof ucnt);
+    memset(icnt, 0, sizeof icnt);
+    scored *v[3];
+    for (int k = 0; k < 3; k++) CHECK((v[k] = malloc((size_t)n * sizeof *v[k])) != NULL);
+    long m = 0, exact = 0;
+    m3_event ev;
+    sim_truth t;
+    while (sim_next(s, &ev, &t)) {
+        if (ev.type != M3_EV_IMPRESSION) continue;
+        int64_t u = ev.u.imp.user_id - 1, it = ev.u.imp.item_id - 1000000;   /* sim.c: the ids */
+        CHECK(u >= 0 && u < 4000 && it >= 0 && it < 8000);
+        uint32_t other = 0;
+        for (int k = 0; k < c.n_scen; k++) other += k == t.scen ? 0 : ucnt[u][k];
+        CHECK_EQ_INT(t.user_scen_imps, ucnt[u][t.scen]);
+        CHECK_EQ_INT(t.user_other_imps, other);
+        CHECK_EQ_INT(t.item_imps, icnt[it]);
+        ucnt[u][t.scen]++;
+        icnt[it]++;
+        exact += t.p_click_profile == t.p_click && t.p_click_learner == t.p_click &&
+                 t.p_conv_profile == t.p_conv && t.p_conv_learner == t.p_conv;
+        v[0][m] = (scored){t.p_click_profile, t.clicked};
+        v[1][m] = (scored){t.p_click_learner, t.clicked};
+        v[2][m] = (scored){t.p_click, t.clicked};
+        m++;
+    }
+    sim_destroy(s);
+    CHECK_EQ_INT(m, n);
+    if (taste == 0) CHECK_MSG(exact == m, "taste 0: references differ from the oracle in %ld of %ld", m - exact, m);
+    else CHECK_MSG(exact < m / 100, "references equal the oracle in %ld of %ld", exact, m);
+    for (int k = 0; k < 3; k++) {
+        a[k] = auc(v[k], m);
+        free(v[k]);
+    }
+}
+
+static void test_references(void) {
+    double a[3];
+    references(0.0, 20000, a);
+    references(1.0, 200000, a);
+    /* ~100 impressions per user: the learner closes a good part of the profile-to-oracle gap */
+    CHECK_MSG(a[1] > a[0] + 0.3 * (a[2] - a[0]) && a[2] > a[1] && a[2] > a[0] + 0.02,
+              "CTR AUC profile %.4f learner %.4f oracle %.4f", a[0], a[1], a[2]);
+    printf("test_sim: references at taste 1: CTR AUC profile %.4f learner %.4f oracle %.4f\n", a[0], a[1], a[2]);
+}
+
 int main(void) {
     test_deterministic();
     test_default_stream();
     test_default_world_unchanged();
     test_habits();
     test_newcomers_and_visits();
+    test_references();
     test_bad_config();
     return 0;
 }
