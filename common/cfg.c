@@ -94,6 +94,9 @@ static const cfg__key cfg__keys[] = {
     K_INT("model.experts.task", model.n_exp_task, 0, 32, "1", "experts of each task (ple, m3rec)"),
     K_FLT("model.gate.scale", model.gate_scale, 0, 1, 100, "0.1",
           "gate logits are scaled by this: below 1 the softmax gates move slower than the experts"),
+    K_TYP("model.dots", CFG__BOOL, model.dots, "true",
+          "every architecture but lr also reads the dot product of each pair of field "
+          "embeddings (and the scenario's): the factorisation-machine interactions"),
     K_TYP("model.mieg", CFG__BOOL, model.mieg, "true",
           "m3rec: generate young items' embeddings from their features (MIEG)"),
     K_INT("model.mieg.hidden", model.mieg_hidden, 1, 4096, "64", "MIEG generator hidden width"),

@@ -68,10 +68,11 @@ typedef struct {
 struct m3_model {
     m3_model_cfg cfg;
     int arch;
-    int use_mieg, use_upt, n_experts;
+    int use_mieg, use_upt, use_dots, n_experts;
     int D, T, h_last, Dg, ud;          /* input, tower input, last hidden, MIEG input, UPT part
                                           (r_u and the S match scores) */
-    int xo_emb, xo_num, xo_scen;       /* offsets in x */
+    int xo_emb, xo_num, xo_scen, xo_dot;   /* offsets in x */
+    int n_dots;                        /* pairs of the n_cat + 1 vectors (use_dots) */
     /* slots and gates */
     int A;                             /* expert slots per example */
     int slot_exp[M3_MAX_SCEN][M3__MAX_SLOTS];
@@ -145,7 +146,7 @@ void m3_model_cfg_defaults(m3_model_cfg *c) {
     c->n_exp_shared = 2; c->n_exp_scen = 1; c->n_exp_task = 1;
     c->gate_scale = 0.1f;
     c->slice_burnin = 4000;
-    c->mieg = 1; c->upt = 1;
+    c->mieg = 1; c->upt = 1; c->dots = 1;
     c->item_warm = 20;
     c->mieg_hidden = 64; c->mieg_align = 0.1f;
     c->upt_heads = 2; c->upt_ffn = 32;
@@ -472,7 +473,10 @@ m3_model *m3_new(const m3_model_cfg *cfg, char *errstr, size_t errstr_size) {
     m->xo_emb = m->ud;
     m->xo_num = m->ud + c->n_cat * d;
     m->xo_scen = m->xo_num + c->n_num;
-    m->D = m->xo_scen + d;
+    m->use_dots = c->dots && bb;
+    m->xo_dot = m->xo_scen + d;
+    m->n_dots = m->use_dots ? (c->n_cat + 1) * c->n_cat / 2 : 0;
+    m->D = m->xo_dot + m->n_dots;
     m->Dg = m->use_mieg ? c->item_cat_n * d + c->item_num_n : 0;
     m->h_last = bb ? c->hidden[c->n_hidden - 1] : 0;
     m->T = m->h_last + d;
@@ -724,7 +728,49 @@ static void m3__mieg_forward(m3_model *m, const m3_example *ex, int B) {
     nn_scaled_tanh_forward(m->egen, m->gth, m->gz, p->mgamma[0], (size_t)B * d);
 }
 
-/* Build x (grouped order): embeddings (the young items' generated), numerics, scenario. */
+/* The field vector k of an example's x: embedding slot k < n_cat, the scenario's at n_cat
+ * (the scenario block follows the numerics, not the slots). */
+static float *m3__field(const m3_model *m, float *xi, int k) {
+    return k < m->cfg.n_cat ? xi + m->xo_emb + k * m->cfg.emb_dim : xi + m->xo_scen;
+}
+
+/* Interactions: x[xo_dot + pair(i, j)] = v_i . v_j for i < j over the n_cat field vectors
+ * and the scenario's - the factorisation-machine terms, which a ReLU MLP over the
+ * concatenated vectors only approximates (docs/model.md, "Interactions"). */
+static void m3__dots_forward(const m3_model *m, float *xi) {
+    int d = m->cfg.emb_dim, n = m->cfg.n_cat + 1, k = 0;
+    float *o = xi + m->xo_dot;
+    for (int i = 0; i < n; i++) {
+        const float *a = m3__field(m, xi, i);
+        for (int j = i + 1; j < n; j++, k++) {
+            const float *b = m3__field(m, xi, j);
+            float s = 0;
+            for (int t = 0; t < d; t++) s += a[t] * b[t];
+            o[k] = s;
+        }
+    }
+}
+
+/* Backward of m3__dots_forward for one example: dv_i += g_ij v_j, dv_j += g_ij v_i. */
+static void m3__dots_backward(const m3_model *m, float *xi, float *dxi) {
+    int d = m->cfg.emb_dim, n = m->cfg.n_cat + 1, k = 0;
+    const float *g = dxi + m->xo_dot;
+    for (int i = 0; i < n; i++) {
+        const float *a = m3__field(m, xi, i);
+        float *da = m3__field(m, dxi, i);
+        for (int j = i + 1; j < n; j++, k++) {
+            const float *b = m3__field(m, xi, j);
+            float *db = m3__field(m, dxi, j);
+            for (int t = 0; t < d; t++) {
+                da[t] += g[k] * b[t];
+                db[t] += g[k] * a[t];
+            }
+        }
+    }
+}
+
+/* Build x (grouped order): embeddings (the young items' generated), numerics, scenario
+ * and, with model.dots, the interactions. */
 static void m3__input(m3_model *m, const m3_example *ex, int B) {
     const m3_model_cfg *c = &m->cfg;
     int d = c->emb_dim, nc = c->n_cat, D = m->D;
@@ -743,6 +789,7 @@ static void m3__input(m3_model *m, const m3_example *ex, int B) {
         }
         memcpy(xi + m->xo_num, ex[m->perm[r]].num, sizeof(float) * c->n_num);
         memcpy(xi + m->xo_scen, m->p.scen + (size_t)m->scen[r] * d, sizeof(float) * d);
+        if (m->use_dots) m3__dots_forward(m, xi);
     }
 }
 
@@ -1164,6 +1211,9 @@ static float m3__backward(m3_model *m, const m3_example *ex) {
         for (int t = 1; t >= 0; t--)
             nn_linear_backward(m->dx, g->lw[t], g->lb[t], m->dz[t], m->x, p->lw[t], B, D, 1);
     }
+    if (m->use_dots)
+        for (int r = 0; r < B; r++)
+            m3__dots_backward(m, m->x + (size_t)r * D, m->dx + (size_t)r * D);
     if (m->use_upt) m3__upt_backward(m, B);
     /* MIEG: a young item's slot gradient reaches e_gen (the cold-start loss); a warm one's
      * generator output is pulled toward its row (alignment, the row held fixed). The
@@ -1275,6 +1325,7 @@ double m3_flops_per_example(const m3_model *m) {
         mac = 2.0 * m->D;
     }
     if (m->use_mieg) mac += (double)m->Dg * c->mieg_hidden + (double)c->mieg_hidden * d;
+    mac += (double)m->n_dots * d;
     if (m->use_upt) {
         double L = m->L;
         mac += 2.0 * d * d + d * d + 2.0 * L * d * d + 2.0 * L * d + (double)d * d +
@@ -1346,6 +1397,7 @@ static void m3__dims(const m3_model *m, uint32_t *w) {
     w[k++] = (uint32_t)(m->use_upt ? c->upt_heads : 0);
     w[k++] = (uint32_t)(m->use_upt ? c->upt_ffn : 0);
     w[k++] = (uint32_t)m->D;
+    w[k++] = (uint32_t)m->use_dots;
     while (k < M3__NDIMS) w[k++] = 0;
 }
 
@@ -1424,7 +1476,7 @@ int m3_blob_load(m3_model *m, const void *buf, size_t size, char *errstr, size_t
         "arch", "n_scen", "n_cat", "n_num", "emb_dim", "n_hidden", "hidden[0]", "hidden[1]",
         "hidden[2]", "hidden[3]", "tower_hidden", "experts.shared", "experts.scenario",
         "experts.task", "mieg", "upt", "mieg.hidden", "item_cat_n", "item_num_n",
-        "upt.heads", "upt.ffn", "input_dim", "-", "-" };
+        "upt.heads", "upt.ffn", "input_dim", "dots", "-" };
     for (int k = 0; k < M3__NDIMS; k++)
         if (dims[k] != want[k]) {
             snprintf(errstr, errstr_size, "model blob: %s is %u, this model has %u", names[k],

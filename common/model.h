@@ -77,6 +77,8 @@ typedef struct {
                                     keeps them from collapsing early onto one expert */
     /* MIEG and UPT switches (arch m3rec; the ablation archs turn one off) */
     int mieg, upt;               /* 1 = on */
+    int dots;                    /* 1 = the backbone also reads the dot product of every pair
+                                    of field embeddings and the scenario's (not lr) */
     int item_warm;               /* an item is young below this many trained impressions */
     int slice_burnin;            /* slices are reported once the model has taken this many
                                     training steps (its own start-up is no slice) */
@@ -90,7 +92,8 @@ typedef struct {
 } m3_model_cfg;
 
 /* Fill c with the defaults of every field (shared_bottom over 3 scenarios, 11 slots,
- * 3 numerics, d 16, hidden 128,64, tower 32, B 512, experts 2/1/1, MIEG and UPT on),
+ * 3 numerics, d 16, hidden 128,64, tower 32, B 512, experts 2/1/1, MIEG, UPT and the
+ * interactions on),
  * the same values as config/worker.properties. */
 void m3_model_cfg_defaults(m3_model_cfg *c);
 

@@ -54,7 +54,7 @@ class Trace:
         c.hidden = hidden[:nh]
         (c.tower_hidden, c.n_exp_shared, c.n_exp_scen, c.n_exp_task, c.mieg, c.upt,
          c.item_warm, c.mieg_hidden, c.upt_heads, c.upt_ffn, c.item_cat_from, c.item_cat_n,
-         c.item_num_from, c.item_num_n, c.max_batch) = (next(k) for _ in range(15))
+         c.item_num_from, c.item_num_n, c.max_batch, c.dots) = (next(k) for _ in range(16))
         (c.lr_dense, c.lr_emb, c.l2_emb, c.clip_norm, c.mieg_align, c.upt_beta,
          c.upt_beta_conv, c.acc0_emb) = (float(x) for x in fl[:8])
         c.seed = seed

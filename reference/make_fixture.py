@@ -9,7 +9,7 @@ with everything the C test needs to set the same state up. Format (little-endian
   i32 x32: arch, n_scen, n_cat, n_num, emb_dim, n_hidden, hidden[4], tower_hidden,
            experts shared/scenario/task, mieg, upt, item_warm, mieg_hidden, upt_heads,
            upt_ffn, item_cat_from, item_cat_n, item_num_from, item_num_n,
-           B, n_keys, n_users, n_params, 0 x4
+           B, n_keys, n_users, n_params, dots, 0 x3
   f32 x4:  mieg_align, upt_beta, upt_beta_conv, gate_scale (version 2; 0 in version 1)
   u64 blob size, the blob (m3_blob_save's format, written by twin.blob_save)
   n_keys  x (u64 key, u32 trained-impression count, f32 row[d])
@@ -18,6 +18,9 @@ with everything the C test needs to set the same state up. Format (little-endian
              f32 y_click, y_conv, w_ctr, w_ctcvr)
   expected: f64 loss, f32 p_ctr[B], f32 p_cvr[B], f32 dparams[n_params],
             f32 drow[n_keys][d]
+
+Every arch but lr gets two fixtures: twin_<arch>.bin (model.dots off) and
+twin_<arch>_dots.bin (on).
 
 usage: python3 reference/make_fixture.py OUTDIR [arch...]   (default: every arch)
 """
@@ -37,10 +40,10 @@ B = 12
 RELU_MARGIN = 1e-3   # every ReLU input at least this far from the kink
 
 
-def tiny_cfg(arch):
+def tiny_cfg(arch, dots=0):
     """Small dimensions that still exercise every path: 3 scenarios (one absent from the
     batch), duplicate keys, two hidden layers, two heads, experts of every kind."""
-    return twin.Cfg(arch=arch, n_scen=3, n_cat=5, n_num=3, emb_dim=4, hidden=[6, 5],
+    return twin.Cfg(arch=arch, dots=dots, n_scen=3, n_cat=5, n_num=3, emb_dim=4, hidden=[6, 5],
                     tower_hidden=4, max_batch=B, n_exp_shared=1, n_exp_scen=1, n_exp_task=1,
                     gate_scale=0.5, mieg=1, upt=1, item_warm=3, mieg_hidden=5, mieg_align=0.3,
                     upt_heads=2,
@@ -63,8 +66,8 @@ def random_params(lay, rng):
     return flat
 
 
-def make(arch_name, seed):
-    c = tiny_cfg(twin.ARCHS.index(arch_name))
+def make(arch_name, seed, dots=0):
+    c = tiny_cfg(twin.ARCHS.index(arch_name), dots)
     lay = twin.Layout(c)
     rng = np.random.default_rng(seed)
     d, S, nc, nn_ = c.emb_dim, c.n_scen, c.n_cat, c.n_num
@@ -135,7 +138,7 @@ def make(arch_name, seed):
                                                      for l in range(4)]
     ints += [c.tower_hidden, c.n_exp_shared, c.n_exp_scen, c.n_exp_task, c.mieg, c.upt,
              c.item_warm, c.mieg_hidden, c.upt_heads, c.upt_ffn, c.item_cat_from, c.item_cat_n,
-             c.item_num_from, c.item_num_n, B, len(keys), len(users), lay.n_params]
+             c.item_num_from, c.item_num_n, B, len(keys), len(users), lay.n_params, c.dots]
     ints += [0] * (32 - len(ints))
     out = MAGIC + struct.pack("<I32i4f", VERSION, *ints, c.mieg_align, c.upt_beta,
                               c.upt_beta_conv, c.gate_scale)
@@ -162,18 +165,19 @@ def main():
     archs = sys.argv[2:] or twin.ARCHS
     os.makedirs(outdir, exist_ok=True)
     for a in archs:
-        for seed in range(100, 200):   # the first seed whose ReLU inputs keep the margin
-            r = make(a, seed)
-            if r:
-                break
-        else:
-            sys.exit(f"{a}: no seed keeps every ReLU input {RELU_MARGIN} from 0")
-        out, info = r
-        path = os.path.join(outdir, f"twin_{a}.bin")
-        with open(path, "wb") as f:
-            f.write(out)
-        print(f"{path}: seed {seed} " + " ".join(f"{k}={v:.4g}" if isinstance(v, float)
-                                                 else f"{k}={v}" for k, v in info.items()))
+        for dots in (0, 1) if a != "lr" else (0,):   # model.dots: lr has no backbone
+            for seed in range(100, 200):   # the first seed whose ReLU inputs keep the margin
+                r = make(a, seed, dots)
+                if r:
+                    break
+            else:
+                sys.exit(f"{a}: no seed keeps every ReLU input {RELU_MARGIN} from 0")
+            out, info = r
+            path = os.path.join(outdir, f"twin_{a}{'_dots' if dots else ''}.bin")
+            with open(path, "wb") as f:
+                f.write(out)
+            print(f"{path}: seed {seed} " + " ".join(f"{k}={v:.4g}" if isinstance(v, float)
+                                                     else f"{k}={v}" for k, v in info.items()))
 
 
 if __name__ == "__main__":

@@ -56,6 +56,7 @@ class Cfg:
     gate_scale: float = 0.1
     mieg: int = 1
     upt: int = 1
+    dots: int = 1
     item_warm: int = 20
     mieg_hidden: int = 64
     mieg_align: float = 0.1
@@ -84,7 +85,9 @@ class Layout:
         self.xo_emb = self.ud
         self.xo_num = self.ud + c.n_cat * d
         self.xo_scen = self.xo_num + c.n_num
-        self.D = self.xo_scen + d
+        self.use_dots = bool(c.dots) and self.bb
+        self.n_dots = (c.n_cat + 1) * c.n_cat // 2 if self.use_dots else 0
+        self.D = self.xo_scen + d + self.n_dots
         self.Dg = c.item_cat_n * d + c.item_num_n if self.use_mieg else 0
         self.h_last = c.hidden[-1] if self.bb else 0
         self.T = self.h_last + d
@@ -224,7 +227,7 @@ class Layout:
               c.item_cat_n if self.use_mieg else 0,
               c.item_num_n if self.use_mieg else 0,
               c.upt_heads if self.use_upt else 0,
-              c.upt_ffn if self.use_upt else 0, self.D]
+              c.upt_ffn if self.use_upt else 0, self.D, int(self.use_dots)]
         return w + [0] * (NDIMS - len(w))
 
     def cfg_hash(self):
@@ -368,6 +371,11 @@ def forward(lay, P, rows, num, scen, young=None, pref=None, pmask=None):
                  rows[:, SLOT_ITEM + 1:].reshape(B, -1), num, semb]
     else:
         parts = [rows.reshape(B, -1), num, semb]
+    if lay.use_dots:   # every pair of the field vectors and the scenario's, i < j
+        v = torch.cat([rows[:, :SLOT_ITEM], item[:, None], rows[:, SLOT_ITEM + 1:],
+                       semb[:, None]], 1)                    # (B, n_cat + 1, d)
+        i, j = torch.triu_indices(c.n_cat + 1, c.n_cat + 1, 1)
+        parts.append((v[:, i] * v[:, j]).sum(2))
     if lay.use_upt:
         parts.insert(0, _upt(lay, P, item, semb, pref, pmask))
     x = torch.cat(parts, 1)                                 # (B, D)

@@ -106,6 +106,7 @@ static const char *defaults_dump =
     "model.experts.scenario=1\n"
     "model.experts.task=1\n"
     "model.gate.scale=0.1\n"
+    "model.dots=true\n"
     "model.mieg=true\n"
     "model.mieg.hidden=64\n"
     "model.mieg.align=0.1\n"
@@ -493,7 +494,7 @@ static void test_documented(void) {
         CHECK_CONTAINS(props, pat);
         n++;
     }
-    CHECK_EQ_INT(n, 50);
+    CHECK_EQ_INT(n, 51);
     char *help = cfg_help();
     CHECK_CONTAINS(help, "batch.size                   impressions per minibatch "
                          "(predict, then train) (1..4096; default 256)\n");

@@ -64,8 +64,9 @@ static double fd(m3_model *m, const m3_example *ex, int B, float *x, float eps) 
     return (lp - lm) / (2.0 * eps);
 }
 
-static void test_grad_check(int arch) {
+static void test_grad_check(int arch, int dots) {
     m3_model_cfg c = small_cfg(arch);
+    c.dots = dots;
     char err[256];
     m3_model *m = m3_new(&c, err, sizeof err);
     CHECK_MSG(m != NULL, "%s", err);
@@ -238,9 +239,16 @@ static void test_cfg_errors(void) {
     m3_destroy(m);
     m3_destroy(NULL);
     c = small_cfg(M3_ARCH_SHARED_BOTTOM);
+    c.dots = 0;
     m = m3_new(&c, err, sizeof err);
     /* 23*8 + 8*6 + 2*((6+4)*5 + 5) macs, x2 */
     CHECK_CLOSE(m3_flops_per_example(m), 2.0 * (23 * 8 + 8 * 6 + 2 * (10 * 5 + 5)), 0, 0);
+    m3_destroy(m);
+    c.dots = 1;   /* + the 10 pairs of 4 slots and the scenario, d 4 each, as 10 inputs more */
+    m = m3_new(&c, err, sizeof err);
+    CHECK_EQ_INT(m3_input_dim(m), 23 + 10);
+    CHECK_CLOSE(m3_flops_per_example(m),
+                2.0 * (33 * 8 + 8 * 6 + 2 * (10 * 5 + 5) + 10 * 4), 0, 0);
     m3_destroy(m);
 }
 
@@ -541,7 +549,8 @@ static void test_first_step(void) {
 int main(void) {
     test_auc();
     test_cfg_errors();
-    for (int a = 0; a < M3_ARCH__COUNT; a++) test_grad_check(a);
+    for (int a = 0; a < M3_ARCH__COUNT; a++) test_grad_check(a, 0);
+    for (int a = 0; a < M3_ARCH__COUNT; a++) test_grad_check(a, 1);   /* with the interactions */
     test_determinism(M3_ARCH_LR);
     test_determinism(M3_ARCH_SHARED_BOTTOM);
     test_learning();

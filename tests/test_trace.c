@@ -53,6 +53,8 @@ int main(void) {
     c.lr_dense = 0.01f;
     c.seed = 0x1234567890abcdefULL;
     c.max_batch = 16;
+    c.dots = 1;
+    c.acc0_emb = 0.25f;
     char path[512], err[512];
     tmp_path(path, sizeof path, "trace.bin");
     m3_example ex[10];
@@ -68,6 +70,8 @@ int main(void) {
     CHECK_EQ_INT(t->cfg.item_cat_from, c.item_cat_from);
     CHECK(t->cfg.lr_dense == 0.01f);
     CHECK(t->cfg.seed == 0x1234567890abcdefULL);
+    CHECK_EQ_INT(t->cfg.dots, 1);
+    CHECK(t->cfg.acc0_emb == 0.25f);
     CHECK_EQ_INT(t->n_batches, 2);
     CHECK_EQ_INT(t->n_rows, 10);
     CHECK_EQ_INT(t->B[0], 7);
