@@ -184,9 +184,11 @@ static void check_arch(const char *arch, const char *variant) {
         memcpy(de + (size_t)i * d, g, sizeof(float) * d);
     }
     double q_rows = compare(arch, "drows", de, de_t, (size_t)n_keys * d);
-    printf("%-13s%-5s B=%d params=%d rows=%d  loss %.7f (twin %.7f)  worst |diff|/tol: "
-           "outputs %.3f loss %.3f dense %.3f rows %.3f\n", arch, variant, B, n_params, n_keys,
-           loss, loss_t, q_out, q_loss, q_dense, q_rows);
+    char name[64];
+    snprintf(name, sizeof name, "%s%s", arch, variant);
+    printf("%-18s B=%d params=%d rows=%d  loss %.7f (twin %.7f)  worst |diff|/tol: "
+           "outputs %.3f loss %.3f dense %.3f rows %.3f\n", name, B, n_params, n_keys, loss,
+           loss_t, q_out, q_loss, q_dense, q_rows);
     free(pc); free(de); free(pt); free(ex); free(keys); free(buf);
     m3_destroy(m);
 }
