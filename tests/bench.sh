@@ -39,6 +39,10 @@ if not r["sgemm_peak_gflops"] > 1:
 for f in ("summary.md", "index.html"):
     if os.path.getsize(f"{out}/{f}") < 1000:
         fail(f"{f} too small")
+summary = open(f"{out}/summary.md").read()
+for n in ("oracle", "oracle_profile", "oracle_learner"):   # quality and slices tables
+    if summary.count(f"| {n} |") != 2:
+        fail(f"summary.md lacks {n} in its quality and slices tables")
 page = open(f"{out}/index.html").read()
 for s in ("id=bench", "id=timeline", "id=auc", "id=slices", "id=calibration", ">paced<"):
     if s not in page:
