@@ -113,7 +113,9 @@ typedef struct {
     const char *model;
     const json_node *m;      /* models.<model> */
     const json_node *rep;    /* the report (for its timeline axis) */
-    int color;               /* palette index, -1 = the oracle's black */
+    int color;               /* palette index; the oracle report's lines (run -1): -1 the
+                                oracle's black, -2, -3, ... the greys of its reference
+                                predictors (oracle_profile, oracle_learner) */
 } page__line;
 
 typedef struct {
@@ -138,7 +140,9 @@ static const char *page__dashes[] = {"1", "2", "3", "4", "5", "(12,4,2,4,2,4)", 
 static const char *page__dash(int run) { return run < 0 ? "1" : page__dashes[run % PAGE__NDASH]; }
 
 static const char *page__color(const page__line *l) {
-    return l->color < 0 ? "#000000" : page__palette[l->color % PAGE__NPAL];
+    static const char *refs[] = {"#000000", "#777777", "#aaaaaa", "#cccccc"};
+    if (l->color < 0) return refs[-l->color - 1 < 3 ? -l->color - 1 : 3];
+    return page__palette[l->color % PAGE__NPAL];
 }
 
 static void page__add_line(page__ctx *c, int run, const char *label, const json_node *rep,
@@ -150,8 +154,10 @@ static void page__add_line(page__ctx *c, int run, const char *label, const json_
     l->model = model;
     l->m = m;
     l->rep = rep;
-    if (strcmp(model, "oracle") == 0) {
-        l->color = -1;
+    if (run < 0) {   /* the oracle black, its reference predictors greys */
+        int refs = 0;
+        for (int i = 0; i < c->n_lines - 1; i++) refs += c->lines[i].run < 0 && c->lines[i].color < -1;
+        l->color = strcmp(model, "oracle") == 0 ? -1 : -2 - refs;
         return;
     }
     int k = 0;
@@ -191,8 +197,12 @@ static int page__collect(page__ctx *c, char *errstr, size_t n) {
         snprintf(errstr, n, "the oracle report has no model \"oracle\"");
         return -1;
     }
-    if (om) {
+    if (om) {   /* the oracle, then its reference predictors (sim.h) */
         page__add_line(c, -1, "oracle", in->oracle, "oracle", om);
+        const json_node *all = json_member(in->oracle, "models");
+        for (size_t m = 0; m < all->n; m++)
+            if (strcmp(all->keys[m], "oracle") != 0)
+                page__add_line(c, -1, "oracle", in->oracle, all->keys[m], &all->items[m]);
         page__add_scen(c, in->oracle);
     }
     double xmax = 0;
@@ -456,10 +466,10 @@ static int page__run_gnuplot(const char *gnuplot, const char *script, const char
     return -1;
 }
 
-/* A table row's first cells: the run, and the model with its colour swatch (the
- * oracle's row is marked). */
+/* A table row's first cells: the run, and the model with its colour swatch (the rows of
+ * the oracle report - the oracle and its reference predictors - are marked). */
 static void page__row_head(page__buf *b, const page__ctx *c, const page__line *l) {
-    page__printf(b, "<tr%s><td>", l->color < 0 ? " class=oracle" : "");
+    page__printf(b, "<tr%s><td>", l->run < 0 ? " class=oracle" : "");
     page__html(b, page__run_label(c, l->run));
     page__printf(b, "</td><td><span class=sw style='background:%s'></span>", page__color(l));
     page__html(b, l->model);
@@ -527,7 +537,7 @@ static const page__line *page__sibling(const page__ctx *c, const page__line *l, 
 
 static const page__line *page__oracle_line(const page__ctx *c) {
     for (int i = 0; i < c->n_lines; i++)
-        if (c->lines[i].color < 0) return &c->lines[i];
+        if (c->lines[i].color == -1) return &c->lines[i];
     return NULL;
 }
 
@@ -538,7 +548,7 @@ static void page__auc_table(page__buf *b, const page__ctx *c) {
                     "learned from it, over the whole run. <i>mean</i>: over the scenarios and tasks; "
                     "<i>gap closed</i>: the smallest, over scenarios and tasks, of (model &minus; lr) / "
                     "(oracle &minus; lr), when the run has <code>lr</code> and an oracle is given. "
-                    "Bold: the best of a column (the oracle aside).</p>\n<table>\n<tr><th>run</th>"
+                    "Bold: the best of a column (the oracle and its reference predictors aside).</p>\n<table>\n<tr><th>run</th>"
                     "<th>model</th>");
     for (int k = 0; k < ncol; k++)
         page__printf(b, "<th>%s %s</th>", k / 2 < c->n_scen ? c->scen[k / 2] : "overall",
@@ -552,11 +562,11 @@ static void page__auc_table(page__buf *b, const page__ctx *c) {
         int cnt = 0;
         for (int k = 0; k < ncol; k++) {
             double a = page__auc_col(c, &c->lines[i], k);
-            if (c->lines[i].color >= 0 && a > best[k]) best[k] = a;
+            if (c->lines[i].run >= 0 && a > best[k]) best[k] = a;
             if (k / 2 < c->n_scen && isfinite(a)) { sum += a; cnt++; }
         }
         means[i] = cnt ? sum / cnt : NAN;
-        if (c->lines[i].color >= 0 && means[i] > best[ncol]) best[ncol] = means[i];
+        if (c->lines[i].run >= 0 && means[i] > best[ncol]) best[ncol] = means[i];
     }
     double orc_mean = NAN;
     for (int i = 0; i < c->n_lines; i++)
@@ -566,13 +576,13 @@ static void page__auc_table(page__buf *b, const page__ctx *c) {
         page__row_head(b, c, l);
         for (int k = 0; k < ncol; k++) {
             double a = page__auc_col(c, l, k);
-            page__cell_num(b, a, "%.4f", l->color >= 0 && a == best[k]);
+            page__cell_num(b, a, "%.4f", l->run >= 0 && a == best[k]);
         }
-        page__cell_num(b, means[i], "%.4f", l->color >= 0 && means[i] == best[ncol]);
+        page__cell_num(b, means[i], "%.4f", l->run >= 0 && means[i] == best[ncol]);
         page__cell_num(b, orc_mean - means[i], "%+.4f", 0);
         const page__line *lr = page__sibling(c, l, "lr");
         double worst = NAN;
-        if (orc && lr && lr != l && l->color >= 0) {
+        if (orc && lr && lr != l && l->run >= 0) {
             worst = INFINITY;
             for (int k = 0; k < ncol; k++) {
                 double a = page__auc_col(c, l, k), f = page__auc_col(c, lr, k),
@@ -617,8 +627,8 @@ static void page__slice_table(page__buf *b, const page__ctx *c) {
         }
         for (int i = 0; i < c->n_lines; i++) {
             const page__line *l = &c->lines[i];
-            if (l->color < 0) continue;   /* the oracle has no slices */
-            page__row_head(b, c, l);   /* a plain row: the oracle is skipped */
+            if (l->run < 0 && !json_member(l->m, "slices")) continue;   /* an older oracle */
+            page__row_head(b, c, l);
             if (sc >= 0) {
                 page__printf(b, "<td>");
                 page__html(b, c->scen[sc]);

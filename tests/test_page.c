@@ -122,6 +122,17 @@ static void test_without_gnuplot(const page_input *base) {
     char *s = slurp(html);
     CHECK_CONTAINS(s, "<b>No figures</b>: gnuplot was not found");
     CHECK_CONTAINS(s, "id=auc");
+    /* the oracle report's reference predictor: a marked row in the AUC and slice tables,
+     * grey, never the bold best (its AUC is above every model's) */
+    const char *ref = "<tr class=oracle><td>oracle</td><td><span class=sw style='background:#777777'>"
+                      "</span>oracle_learner</td>";
+    const char *auc = strstr(s, "id=auc"), *sl = strstr(s, "id=slices");
+    CHECK(auc && sl);
+    const char *r1 = strstr(auc, ref), *r2 = r1 ? strstr(r1 + 1, ref) : NULL;
+    CHECK_MSG(r1 && r1 < sl && r2 && r2 > sl, "the reference predictor's rows are missing");
+    const char *end = strstr(r1, "</tr>");
+    const char *bold = strstr(r1, "<b>");
+    CHECK(end && (!bold || bold > end));
     CHECK(!strstr(s, "<svg"));
     free(s);
     /* a PNG cannot be made: the page is still written, the call fails */
@@ -270,10 +281,10 @@ static void test_cli_page(void) {
 
 int main(void) {
     CHECK(mkdtemp(dir));
-    const char *models[] = {"m3rec", "lr"}, *orc[] = {"oracle"};
+    const char *models[] = {"m3rec", "lr"}, *orc[] = {"oracle", "oracle_learner"};
     json_node *r1 = make_report(2, models, 0.7, 6000);
     json_node *r2 = make_report(2, models, 0.5, 6000);
-    json_node *o = make_report(1, orc, 0.9, 6000);
+    json_node *o = make_report(2, orc, 0.9, 6000);   /* the oracle and a reference predictor */
     char err[256];
     json_node *bench = json_parse(
         "{\"command\": \"scripts/bench\", \"events\": 6000, \"seed\": 42, \"repeat\": 3,"
