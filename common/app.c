@@ -108,7 +108,7 @@ void app_sim_from_cfg(sim_cfg *sc, const m3_cfg *cfg) {
 struct app_oracle {
     met_board *b;
     int64_t imps, burnin;      /* impressions counted; none is in a slice before burnin */
-    uint32_t item_warm;
+    uint32_t item_warm, user_new;
 };
 
 app_oracle *app_oracle_new(const m3_cfg *cfg, char *errstr, size_t n) {
@@ -127,6 +127,7 @@ app_oracle *app_oracle_new(const m3_cfg *cfg, char *errstr, size_t n) {
     /* the models' slices start after model.slice.burnin training steps of batch.size */
     o->burnin = (int64_t)cfg->model.slice_burnin * cfg->batch_size;
     o->item_warm = (uint32_t)cfg->model.item_warm;
+    o->user_new = (uint32_t)cfg->model.slice_user_new;
     return o;
 }
 
@@ -143,7 +144,8 @@ void app_oracle_add(app_oracle *o, const sim_truth *t) {
     c->clicks += t->clicked;
     unsigned sl = 0;   /* the slices as the models define them (model.h) */
     if (t->item_imps < o->item_warm) sl |= 1u << MET_SLICE_NEW_ITEM;
-    if (t->user_scen_imps == 0 && t->user_other_imps > 0) sl |= 1u << MET_SLICE_NEW_USER_SCEN;
+    if (t->user_scen_imps < o->user_new && t->user_other_imps > 0)
+        sl |= 1u << MET_SLICE_NEW_USER_SCEN;
     if (o->imps++ < o->burnin) sl = 0;
     const float pc[3] = {t->p_click, t->p_click_profile, t->p_click_learner};
     const float pv[3] = {t->p_conv, t->p_conv_profile, t->p_conv_learner};

@@ -37,7 +37,8 @@ void app_sim_from_cfg(sim_cfg *sc, const m3_cfg *cfg);
 /* The oracle: the true probabilities of the simulator scored like a model ("oracle"),
  * next to its reference predictors (sim_truth: "oracle_profile", "oracle_learner"), each
  * with the models' slices (new_item: the item's impressions < model.item.warm;
- * new_user_in_scenario: the user's first impression in the scenario, known in another;
+ * new_user_in_scenario: the user's first model.slice.user.new impressions in the
+ * scenario, known in another;
  * none in the first model.slice.burnin x batch.size impressions - the models' own
  * burn-in, the same impressions up to partial batches). */
 typedef struct app_oracle app_oracle;

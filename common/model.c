@@ -146,7 +146,7 @@ void m3_model_cfg_defaults(m3_model_cfg *c) {
     c->seed = 42;
     c->n_exp_shared = 2; c->n_exp_scen = 1; c->n_exp_task = 1;
     c->gate_scale = 0.1f;
-    c->slice_burnin = 4000;
+    c->slice_burnin = 4000; c->slice_user_new = 1;
     c->mieg = 1; c->upt = 1; c->dots = 1;
     c->item_warm = 20;
     c->mieg_hidden = 64; c->mieg_align = 0.1f;
@@ -331,6 +331,8 @@ static int m3__check_cfg(const m3_model_cfg *c, char *errstr, size_t n) {
     if (!(c->gate_scale > 0) || !isfinite(c->gate_scale))
         M3__BAD("model.gate.scale must be finite and > 0");
     if (c->slice_burnin < 0) M3__BAD("model.slice.burnin %d, expected >= 0", c->slice_burnin);
+    if (c->slice_user_new < 1)
+        M3__BAD("model.slice.user.new %d, expected >= 1", c->slice_user_new);
     if (m3__has_backbone(c->arch)) {
         if (c->n_hidden < 1 || c->n_hidden > M3_MAX_LAYERS)
             M3__BAD("%s needs 1..%d hidden layers, got %d", m3_arch_name(c->arch),
@@ -700,7 +702,8 @@ static void m3__group(m3_model *m, const m3_example *ex, int B) {
             const uint32_t *imp = upt_cnt(m->users, u);
             uint64_t other = 0;
             for (int k = 0; k < S; k++) if (k != m->scen[r]) other += imp[k];
-            if (imp[m->scen[r]] == 0 && other > 0) fl |= M3_SLICE_NEW_USER_SCEN;
+            if (imp[m->scen[r]] < (uint32_t)c->slice_user_new && other > 0)
+                fl |= M3_SLICE_NEW_USER_SCEN;
         }
         if (m->step < c->slice_burnin) fl = 0;   /* the model's own start-up is no slice */
         m->slice[m->perm[r]] = (unsigned char)fl;

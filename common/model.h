@@ -80,6 +80,8 @@ typedef struct {
     int dots;                    /* 1 = the backbone also reads the dot product of every pair
                                     of field embeddings and the scenario's (not lr) */
     int item_warm;               /* an item is young below this many trained impressions */
+    int slice_user_new;          /* new_user_in_scenario: the user's first this many
+                                    impressions in a scenario (known in another) */
     int slice_burnin;            /* slices are reported once the model has taken this many
                                     training steps (its own start-up is no slice) */
     int mieg_hidden;             /* generator hidden width */

@@ -111,6 +111,7 @@ static const char *defaults_dump =
     "model.mieg.hidden=64\n"
     "model.mieg.align=0.1\n"
     "model.item.warm=20\n"
+    "model.slice.user.new=1\n"
     "model.slice.burnin=4000\n"
     "model.upt=true\n"
     "model.upt.heads=2\n"
@@ -494,7 +495,7 @@ static void test_documented(void) {
         CHECK_CONTAINS(props, pat);
         n++;
     }
-    CHECK_EQ_INT(n, 51);
+    CHECK_EQ_INT(n, 52);
     char *help = cfg_help();
     CHECK_CONTAINS(help, "batch.size                   impressions per minibatch "
                          "(predict, then train) (1..4096; default 256)\n");

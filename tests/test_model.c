@@ -289,6 +289,7 @@ static void test_auc(void) {
 static double learn_stream(int arch, int steps, int B) {
     m3_model_cfg c;
     memset(&c, 0, sizeof c);
+    c.slice_user_new = 1;
     c.arch = arch;
     c.n_scen = 2; c.n_cat = 3; c.n_num = 1; c.emb_dim = 8;
     c.n_hidden = 2; c.hidden[0] = 32; c.hidden[1] = 16; c.tower_hidden = 8;
@@ -433,6 +434,20 @@ static void test_slices_and_admission(void) {
     }
     m3_destroy(m);
     c.slice_burnin = 0;
+    /* model.slice.user.new 2: the user's first two impressions in a scenario are new there */
+    c.slice_user_new = 2;
+    m = m3_new(&c, err, sizeof err);
+    e.scenario = 0;
+    m3_forward(m, &e, 1, &p, NULL);
+    m3_train(m, &e, 1);
+    e.scenario = 2;
+    for (int k = 0; k < 3; k++) {
+        m3_forward(m, &e, 1, &p, NULL);
+        CHECK_EQ_INT((m3_slice_flags(m, 0) & M3_SLICE_NEW_USER_SCEN) != 0, k < 2);
+        m3_train(m, &e, 1);
+    }
+    m3_destroy(m);
+    c.slice_user_new = 1;
     /* without MIEG a new item's row starts from the hash, not from a generator */
     c.arch = M3_ARCH_M3REC_NOMIEG;
     m = m3_new(&c, err, sizeof err);
