@@ -799,6 +799,12 @@ static void m3__input(m3_model *m, const m3_example *ex, int B) {
 
 /* ---------------------------------------------------------------- UPT */
 
+/* A UPT snapshot (m3_snap_save): each scenario's preference (S x d floats, unaligned),
+ * then at this offset one has-a-preference flag byte per scenario. */
+static size_t m3__snap_flags(const m3_model *m) {
+    return (size_t)m->cfg.n_scen * m->cfg.emb_dim * sizeof(float);
+}
+
 /* UPT forward: r_u (B, d) into x[:, 0:d] and the match scores (B, S) into x[:, d:d+S].
  * Tokens [q, no-history, t_1..t_S], the query position of one encoder block:
  * r = LN2(h1 + FFN(h1)), h1 = LN1(q + MHA(q; tokens)). */
@@ -827,14 +833,14 @@ static void m3__upt_forward(m3_model *m, int B) {
             /* else the current preference: a click moves it only after its own CTCVR term
              * has trained (m3__stream_state), so no row ever reads its own label here */
             const float *Pk = u >= 0 && !sn ? upt_pref_k(m->users, u, k) : NULL;
-            int has = sn ? sn[(size_t)S * d * 4 + k] != 0 : Pk != NULL;
+            int has = sn ? sn[m3__snap_flags(m) + k] != 0 : Pk != NULL;
             mk[2 + k] = (unsigned char)has;
             if (!has) {
                 memset(t, 0, sizeof(float) * d);
                 memset(pk, 0, sizeof(float) * d);
                 continue;
             }
-            memcpy(pk, sn ? (const void *)(sn + (size_t)k * d * 4) : (const void *)Pk,
+            memcpy(pk, sn ? (const void *)(sn + (size_t)k * d * sizeof(float)) : (const void *)Pk,
                    sizeof(float) * d);
             const float *sk = p->scen + (size_t)k * d;
             for (int j = 0; j < d; j++) t[j] = pk[j] + sk[j];
@@ -1111,8 +1117,7 @@ static void m3__backbone_backward(m3_model *m, int B) {
 
 size_t m3_snap_bytes(const m3_model *m) {
     if (!m->use_upt) return 0;
-    size_t S = (size_t)m->cfg.n_scen;
-    return (S * (size_t)m->cfg.emb_dim * 4 + S + 3) & ~(size_t)3;   /* floats, flags, pad */
+    return (m3__snap_flags(m) + (size_t)m->cfg.n_scen + 3) & ~(size_t)3;   /* pad to 4 */
 }
 
 void m3_snap_save(const m3_model *m, int i, void *buf) {
@@ -1122,7 +1127,7 @@ void m3_snap_save(const m3_model *m, int i, void *buf) {
     unsigned char *b = buf;
     memset(b, 0, n);
     memcpy(b, m->upk + (size_t)r * S * d, sizeof(float) * S * d);   /* zeros where absent */
-    for (int k = 0; k < S; k++) b[(size_t)S * d * 4 + k] = m->umask[(size_t)r * m->L + 2 + k];
+    for (int k = 0; k < S; k++) b[m3__snap_flags(m) + k] = m->umask[(size_t)r * m->L + 2 + k];
 }
 
 void m3_forward(m3_model *m, const m3_example *ex, int B, float *p_ctr, float *p_cvr) {

@@ -154,10 +154,9 @@ static void page__add_line(page__ctx *c, int run, const char *label, const json_
     l->model = model;
     l->m = m;
     l->rep = rep;
-    if (run < 0) {   /* the oracle black, its reference predictors greys */
-        int refs = 0;
-        for (int i = 0; i < c->n_lines - 1; i++) refs += c->lines[i].run < 0 && c->lines[i].color < -1;
-        l->color = strcmp(model, "oracle") == 0 ? -1 : -2 - refs;
+    if (run < 0) {   /* the oracle report's lines, the oracle first: black, then greys */
+        l->color = -1;
+        for (int i = 0; i < c->n_lines - 1; i++) l->color -= c->lines[i].run < 0;
         return;
     }
     int k = 0;

@@ -506,19 +506,25 @@ static int local_hour(const sim *s, const sim_user *u) {
     return (int)(((s->now_ms / 3600000) + u->city % 6) % 24);
 }
 
+/* out = M v for a (K, K) map of the item latent. */
+static void map_latent(const float M[K][K], const float *v, double *out) {
+    for (int i = 0; i < K; i++) {
+        double m = 0;
+        for (int j = 0; j < K; j++) m += M[i][j] * v[j];
+        out[i] = m;
+    }
+}
+
 static void truth_probs(const sim *s, const sim_user *u, const float *intent,
                         const sim_item *it, int sc, int hour, int device, double *pc, double *pv) {
     float t[K];
     user_taste(s, u, intent, sc, t);
-    double rel = 0, relc = 0;   /* t . M_sc v (click) and t . R v (conversion) */
+    double m[K], mc[K], rel = 0, relc = 0;   /* t . M_sc v (click) and t . R v (conversion) */
+    map_latent(s->scen_rot[sc], it->v, m);
+    map_latent(s->conv_rot, it->v, mc);
     for (int i = 0; i < K; i++) {
-        double m = 0, mc = 0;
-        for (int j = 0; j < K; j++) {
-            m += s->scen_rot[sc][i][j] * it->v[j];
-            mc += s->conv_rot[i][j] * it->v[j];
-        }
-        rel += t[i] * m;
-        relc += t[i] * mc;
+        rel += t[i] * m[i];
+        relc += t[i] * mc[i];
     }
     double d = SPREAD * s->c.difficulty;
     double zc = s->b_click[sc] + d * (s->a_click[sc] * rel + s->q_click[sc] * it->quality +
@@ -558,11 +564,8 @@ static void sim__references(const sim *s, sim_user *u, sim_item *it, int sc, int
     tr->user_other_imps = n - u->imps[sc];
     tr->item_imps = it->imps;
     double x[K], sx[K], xsx = 0, gain = SPREAD * s->c.difficulty * s->a_click[sc];
-    for (int i = 0; i < K; i++) {
-        double m = 0;
-        for (int j = 0; j < K; j++) m += s->scen_rot[sc][i][j] * it->v[j];
-        x[i] = gain * m;
-    }
+    map_latent(s->scen_rot[sc], it->v, x);
+    for (int i = 0; i < K; i++) x[i] *= gain;
     for (int i = 0; i < K; i++) {
         double t = 0;
         for (int j = 0; j < K; j++) t += u->cov[i][j] * x[j];
