@@ -151,7 +151,7 @@ void m3_model_cfg_defaults(m3_model_cfg *c) {
     c->item_warm = 20;
     c->mieg_hidden = 64; c->mieg_align = 0.1f;
     c->upt_heads = 2; c->upt_ffn = 32;
-    c->upt_beta = 0.2f; c->upt_beta_conv = 0.5f;
+    c->upt_step = 0.5f; c->upt_step_conv = 0.5f;
     c->item_cat_from = 6; c->item_cat_n = 3; c->item_num_from = 1; c->item_num_n = 2;
 }
 
@@ -377,9 +377,9 @@ static int m3__check_cfg(const m3_model_cfg *c, char *errstr, size_t n) {
                 M3__BAD("model.upt.ffn %d, expected 1..65536", c->upt_ffn);
             if (c->n_scen + 2 > NN_ATTN_MAX_L)
                 M3__BAD("UPT attends over n_scen + 2 <= %d tokens", NN_ATTN_MAX_L);
-            if (!(c->upt_beta >= 0 && c->upt_beta <= 1 && c->upt_beta_conv >= 0 &&
-                  c->upt_beta_conv <= 1))
-                M3__BAD("model.upt.beta and model.upt.beta.conv must be in 0..1");
+            if (!(c->upt_step >= 0 && c->upt_step <= 10 && c->upt_step_conv >= 0 &&
+                  c->upt_step_conv <= 10))
+                M3__BAD("model.upt.step and model.upt.step.conv must be in 0..10");
         }
     }
     if (c->arch == M3_ARCH_M3REC_NOMIEG || c->arch == M3_ARCH_M3REC || c->arch == M3_ARCH_M3REC_NOUPT)
@@ -1283,19 +1283,27 @@ static void m3__stream_state(m3_model *m) {
                 for (int j = 0; j < d; j++) w[j] += eg[j];
             }
         }
-        /* A click moves P only once its CTCVR label is trained (w_ctcvr > 0): the settled
-         * row is forwarded again for that term, and a P already holding this item would
-         * tell the CTCVR head "clicked" - a label leak, measured as CTCVR AUC 0.61 vs 0.75. */
+        /* UPT: P[u,s] moves by what the model did not expect of this user here - every
+         * impression by step (y_click - p_ctr) e_item once its CTR term trains, a settled
+         * click by step_conv (y_conv - p_cvr) e_item once its CTCVR term does: one
+         * logistic-gradient step of a per-user, per-scenario taste in item-embedding space.
+         * A clicked row moves P before its CTCVR term trains; that row is forwarded again
+         * from the snapshot it was scored with (m3_forward_snap), so its label never
+         * reaches its own input. */
         int settled_click = m->w_ctcvr[r] > 0 && m->y_click[r] > 0.5f;
         if (m->w_ctr[r] <= 0 && !settled_click) continue;
         int64_t u = upt_lookup(m->users, m->ukey[r]);
         if (u < 0) continue;   /* out of memory: this user is not tracked */
         int s = m->scen[r];
         uint32_t *imp = upt_cnt(m->users, u);
-        if (m->w_ctr[r] > 0 && imp[s] != UINT32_MAX) imp[s]++;
-        if (settled_click) {
-            upt_update(m->users, u, s, xv, c->upt_beta);
-            if (m->y_conv[r] > 0.5f) upt_update(m->users, u, s, xv, c->upt_beta_conv);
+        if (m->w_ctr[r] > 0) {
+            if (imp[s] != UINT32_MAX) imp[s]++;
+            float g = c->upt_step * (m->y_click[r] - (float)nn_sigmoid(m->z[0][r]));
+            upt_update(m->users, u, s, xv, g);
+        }
+        if (settled_click && c->upt_step_conv > 0) {
+            float g = c->upt_step_conv * (m->y_conv[r] - (float)nn_sigmoid(m->z[1][r]));
+            upt_update(m->users, u, s, xv, g);
         }
     }
 }
@@ -1519,5 +1527,11 @@ int m3_blob_load(m3_model *m, const void *buf, size_t size, char *errstr, size_t
 
 emb_table *m3_emb_table(m3_model *m) { return m->emb; }
 upt_table *m3_user_table(m3_model *m) { return m->users; }
+
+void m3_item_embedding(const m3_model *m, int i, float *out) {
+    int d = m->cfg.emb_dim;
+    if (i < 0 || i >= m->B || m->cfg.n_cat <= M3_SLOT_ITEM) return;
+    memcpy(out, m->x + (size_t)m->inv[i] * m->D + m->xo_emb + M3_SLOT_ITEM * d, sizeof(float) * d);
+}
 int64_t m3_clock(const m3_model *m) { return m->now_ms; }
 void m3_set_clock(m3_model *m, int64_t now_ms) { m->now_ms = now_ms; }

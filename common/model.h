@@ -87,7 +87,7 @@ typedef struct {
     int mieg_hidden;             /* generator hidden width */
     float mieg_align;            /* weight of ||e_gen - stopgrad(e_item)||^2 on warm items */
     int upt_heads, upt_ffn;      /* attention heads (divide d), FFN width */
-    float upt_beta, upt_beta_conv;  /* preference step on a click, on a conversion */
+    float upt_step, upt_step_conv;  /* preference step per unit of surprise: click, conversion */
     /* where the item's features sit (the generator's input): item_cat_n categorical
      * slots from item_cat_from, item_num_n numerics from item_num_from */
     int item_cat_from, item_cat_n, item_num_from, item_num_n;
@@ -184,6 +184,9 @@ struct upt_table;
 struct emb_table *m3_emb_table(m3_model *m);
 struct upt_table *m3_user_table(m3_model *m);
 int64_t m3_clock(const m3_model *m);
+/* The item embedding example i of the last m3_forward() read (emb_dim floats: the item's
+ * row, or MIEG's generated embedding for a young item) - what a UPT update adds. */
+void m3_item_embedding(const m3_model *m, int i, float *out);
 void m3_set_clock(m3_model *m, int64_t now_ms);
 
 /* Width of the bottom input x = [UPT: r_u (d) and S match scores ; n_cat*d embeddings ;

@@ -34,7 +34,7 @@ typedef enum { STORE_EMB = 0, STORE_USER = 1, STORE_PENDING = 2, STORE_META = 3 
 
 /* The value of meta key STORE_KEY_FORMAT. A directory holding any other value is
  * refused; bump the number whenever the key or value layout of any family changes. */
-#define STORE_FORMAT "m3rec-store 3"
+#define STORE_FORMAT "m3rec-store 4"
 #define STORE_KEY_FORMAT "format"                /* meta: STORE_FORMAT, written at creation */
 #define STORE_KEY_DENSE "dense"                  /* meta: the dense parameter blob */
 #define STORE_KEY_MODEL_VERSION "model_version"  /* meta: the model's version record */
@@ -79,7 +79,7 @@ typedef struct {
  * names the directory and says what to do:
  *   - "store directory D is locked by another process (pid N): another m3rec worker may
  *     be using it; ..." (also for a second open of D in this process);
- *   - "store D has format "X" but this build reads "m3rec-store 3": ..." (and "store D
+ *   - "store D has format "X" but this build reads "m3rec-store 4": ..." (and "store D
  *     has data but no format record ...": a RocksDB database m3rec did not write);
  *   - "store D is corrupt or unreadable (RocksDB: ...): nothing was changed; ...";
  *   - "store D is corrupt: MANIFEST-N ends in an incomplete record ...": a truncated

@@ -29,7 +29,7 @@ int trace_write_header(FILE *f, const m3_model_cfg *c) {
     v[k++] = c->item_num_from; v[k++] = c->item_num_n; v[k++] = c->max_batch;
     v[k++] = c->dots;
     float fl[TRACE__NF] = { c->lr_dense, c->lr_emb, c->l2_emb, c->clip_norm, c->mieg_align,
-                            c->upt_beta, c->upt_beta_conv, c->acc0_emb };
+                            c->upt_step, c->upt_step_conv, c->acc0_emb };
     uint32_t ver = TRACE__VERSION;
     uint64_t seed = c->seed;
     if (fwrite(TRACE__MAGIC, 4, 1, f) != 1 || fwrite(&ver, 4, 1, f) != 1 ||
@@ -122,7 +122,7 @@ trace *trace_read(const char *path, char *errstr, size_t errstr_size) {
     c->item_num_from = v[k++]; c->item_num_n = v[k++]; c->max_batch = v[k++];
     c->dots = v[k++];   /* a spare 0 in traces made before model.dots */
     c->lr_dense = fl[0]; c->lr_emb = fl[1]; c->l2_emb = fl[2]; c->clip_norm = fl[3];
-    c->mieg_align = fl[4]; c->upt_beta = fl[5]; c->upt_beta_conv = fl[6]; c->acc0_emb = fl[7];
+    c->mieg_align = fl[4]; c->upt_step = fl[5]; c->upt_step_conv = fl[6]; c->acc0_emb = fl[7];
     c->seed = seed;
     if (c->n_cat < 0 || c->n_cat > M3_MAX_CAT || c->n_num < 0 || c->n_num > M3_MAX_NUM ||
         c->max_batch < 1) {

@@ -8,7 +8,7 @@
  *            experts shared/scenario/task, mieg, upt, item_warm, mieg_hidden, upt_heads,
  *            upt_ffn, item_cat_from, item_cat_n, item_num_from, item_num_n, max_batch, dots,
  *            0 x6
- *   f32 x8:  lr_dense, lr_emb, l2_emb, clip_norm, mieg_align, upt_beta, upt_beta_conv, acc0_emb
+ *   f32 x8:  lr_dense, lr_emb, l2_emb, clip_norm, mieg_align, upt_step, upt_step_conv, acc0_emb
  *   u64 seed
  *   batches until the end of the file: u32 B, u32 n_imp, then B rows of
  *     i32 scenario, i64 ts_ms, u64 cat[n_cat], f32 num[n_num],

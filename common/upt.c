@@ -77,14 +77,12 @@ const float *upt_pref_k(upt_table *t, int64_t row, int k) {
 
 uint32_t *upt_cnt(upt_table *t, int64_t row) { return t->cnt + (size_t)row * 2 * t->n_scen; }
 
-void upt_update(upt_table *t, int64_t row, int k, const float *e, float beta) {
+void upt_update(upt_table *t, int64_t row, int k, const float *e, float g) {
     uint32_t *upd = upt_cnt(t, row) + t->n_scen;
     if (upd[k] != UINT32_MAX) upd[k]++;
     if (!t->d) return;
     float *p = upt_pref(t, row) + (size_t)k * t->d;
-    /* the first updates average (step 1/n), so one click already sets P to its item */
-    float step = beta > 1.0f / (float)upd[k] ? beta : 1.0f / (float)upd[k];
-    for (int j = 0; j < t->d; j++) p[j] += step * (e[j] - p[j]);
+    for (int j = 0; j < t->d; j++) p[j] += g * e[j];
 }
 
 size_t upt_rows(const upt_table *t) { return t->rows; }

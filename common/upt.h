@@ -32,10 +32,9 @@ float *upt_pref(upt_table *t, int64_t row);
 uint32_t *upt_cnt(upt_table *t, int64_t row);
 /* P[u,k] (d floats), or NULL when it has had no update yet (or d = 0). */
 const float *upt_pref_k(upt_table *t, int64_t row, int k);
-/* Count the update (n = updates so far, this one included), then
- * P[u,k] <- P[u,k] + max(beta, 1/n) (e - P[u,k]) (d floats): a mean over the first
- * 1/beta updates, an exponential average after. */
-void upt_update(upt_table *t, int64_t row, int k, const float *e, float beta);
+/* Count the update, then P[u,k] <- P[u,k] + g e (d floats); the first update makes P[u,k]
+ * present (from zero). */
+void upt_update(upt_table *t, int64_t row, int k, const float *e, float g);
 
 size_t upt_rows(const upt_table *t);
 /* Bytes held now (index + rows): divide by upt_rows() for the memory per user. */

@@ -55,8 +55,8 @@ class Trace:
         (c.tower_hidden, c.n_exp_shared, c.n_exp_scen, c.n_exp_task, c.mieg, c.upt,
          c.item_warm, c.mieg_hidden, c.upt_heads, c.upt_ffn, c.item_cat_from, c.item_cat_n,
          c.item_num_from, c.item_num_n, c.max_batch, c.dots) = (next(k) for _ in range(16))
-        (c.lr_dense, c.lr_emb, c.l2_emb, c.clip_norm, c.mieg_align, c.upt_beta,
-         c.upt_beta_conv, c.acc0_emb) = (float(x) for x in fl[:8])
+        (c.lr_dense, c.lr_emb, c.l2_emb, c.clip_norm, c.mieg_align, c.upt_step,
+         c.upt_step_conv, c.acc0_emb) = (float(x) for x in fl[:8])
         c.seed = seed
         self.cfg = c
         nc, nn_ = c.n_cat, c.n_num
@@ -95,12 +95,10 @@ class Users:
         """upt_pref_k for every (row, scenario): (pref (B,S,d), present (B,S))."""
         return self.t_cur[u], self.t_upd[u] > 0
 
-    def update(self, u, k, e, beta):
-        """upt_update."""
+    def update(self, u, k, e, g):
+        """upt_update: count the update, P[u,k] += g e."""
         self.upd[u, k] += 1
-        step = max(beta, 1.0 / self.upd[u, k])
-        p = self.cur[u, k]
-        p += np.float32(step) * (e - p)
+        self.cur[u, k] += np.float32(g) * e
 
 
 def train(args):
@@ -192,15 +190,17 @@ def train(args):
                 with torch.no_grad():
                     emb.weight.index_add_(0, torch.from_numpy(it[adm]), eg)
             np.add.at(counts, uniq, cnt)
-        if lay.use_upt:
-            clicks = np.nonzero((lab[:, 3] > 0) & (lab[:, 0] > 0.5))[0]
-            if len(clicks):
-                xv = item.detach()[torch.from_numpy(clicks)].numpy()
-                for j, r in enumerate(clicks):
-                    u, s = bt["u_np"][r], bt["scen_np"][r]
-                    users.update(u, s, xv[j], c.upt_beta)
-                    if lab[r, 1] > 0.5:
-                        users.update(u, s, xv[j], c.upt_beta_conv)
+        if lay.use_upt:   # P += step (y - p) e: impressions' clicks, settled clicks' conversions
+            pc = torch.sigmoid(zc).detach().numpy()
+            pv = torch.sigmoid(zv).detach().numpy()
+            rows_ = np.nonzero((lab[:, 2] > 0) | ((lab[:, 3] > 0) & (lab[:, 0] > 0.5)))[0]
+            xv = item.detach().numpy()
+            for r in rows_:
+                u, s = bt["u_np"][r], bt["scen_np"][r]
+                if lab[r, 2] > 0:
+                    users.update(u, s, xv[r], np.float32(c.upt_step) * (lab[r, 0] - pc[r]))
+                if lab[r, 3] > 0 and lab[r, 0] > 0.5 and c.upt_step_conv > 0:
+                    users.update(u, s, xv[r], np.float32(c.upt_step_conv) * (lab[r, 1] - pv[r]))
         secs += time.perf_counter() - t0
         loss_sum += loss.item()
     cpu = time.process_time() - cpu0

@@ -10,7 +10,7 @@ with everything the C test needs to set the same state up. Format (little-endian
            experts shared/scenario/task, mieg, upt, item_warm, mieg_hidden, upt_heads,
            upt_ffn, item_cat_from, item_cat_n, item_num_from, item_num_n,
            B, n_keys, n_users, n_params, dots, 0 x3
-  f32 x4:  mieg_align, upt_beta, upt_beta_conv, gate_scale (version 2; 0 in version 1)
+  f32 x4:  mieg_align, upt_step, upt_step_conv, gate_scale (version 2; 0 in version 1)
   u64 blob size, the blob (m3_blob_save's format, written by twin.blob_save)
   n_keys  x (u64 key, u32 trained-impression count, f32 row[d])
   n_users x (u64 key, u32 bit k = P[u,k] present, f32 P[n_scen][d])
@@ -140,8 +140,8 @@ def make(arch_name, seed, dots=0):
              c.item_warm, c.mieg_hidden, c.upt_heads, c.upt_ffn, c.item_cat_from, c.item_cat_n,
              c.item_num_from, c.item_num_n, B, len(keys), len(users), lay.n_params, c.dots]
     ints += [0] * (32 - len(ints))
-    out = MAGIC + struct.pack("<I32i4f", VERSION, *ints, c.mieg_align, c.upt_beta,
-                              c.upt_beta_conv, c.gate_scale)
+    out = MAGIC + struct.pack("<I32i4f", VERSION, *ints, c.mieg_align, c.upt_step,
+                              c.upt_step_conv, c.gate_scale)
     blob = twin.blob_save(lay, params)
     out += struct.pack("<Q", len(blob)) + blob
     for k, n, r in zip(keys, counts, rows):

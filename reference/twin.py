@@ -62,8 +62,8 @@ class Cfg:
     mieg_align: float = 0.1
     upt_heads: int = 2
     upt_ffn: int = 32
-    upt_beta: float = 0.2
-    upt_beta_conv: float = 0.5
+    upt_step: float = 0.5
+    upt_step_conv: float = 0.5
     item_cat_from: int = 6
     item_cat_n: int = 3
     item_num_from: int = 1

@@ -9,6 +9,7 @@
 #include "check.h"
 #include "emb.h"
 #include "model.h"
+#include "upt.h"
 
 static uint64_t rs = 99;
 static uint32_t rnd_u32(void) {
@@ -390,11 +391,13 @@ static void test_blob(void) {
 }
 
 /* Slices and stream state: item young below item_warm trained impressions; a user new in
- * a scenario but known in another; MIEG admission keeps the prediction (lr 0: nothing
- * learns, so the admitted row is exactly the generated embedding). */
+ * a scenario but known in another; MIEG admission keeps the prediction (lr 0 and UPT steps
+ * 0: nothing learns, so the admitted row is exactly the generated embedding; the user's
+ * preference here is present, at zero, from the second impression on). */
 static void test_slices_and_admission(void) {
     m3_model_cfg c = small_cfg(M3_ARCH_M3REC);
     c.lr_dense = 0; c.lr_emb = 0; c.item_warm = 3;
+    c.upt_step = 0; c.upt_step_conv = 0;
     char err[256];
     m3_model *m = m3_new(&c, err, sizeof err);
     CHECK(m);
@@ -410,8 +413,8 @@ static void test_slices_and_admission(void) {
         unsigned fl = m3_slice_flags(m, 0);
         CHECK_EQ_INT((fl & M3_SLICE_NEW_ITEM) != 0, k < 3);   /* 3 trained impressions */
         CHECK_EQ_INT((fl & M3_SLICE_NEW_USER_SCEN) != 0, 0);  /* new user, or known here */
-        if (k == 0) p0 = p;
-        CHECK_CLOSE(p, p0, 1e-6, 0);                           /* admission: no jump */
+        if (k == 1) p0 = p;
+        if (k >= 1) CHECK_CLOSE(p, p0, 1e-6, 0);               /* admission: no jump */
         m3_train(m, &e, 1);
     }
     const float *w = m3_debug_emb_weights(m, e.cat[M3_SLOT_ITEM]);
@@ -458,10 +461,12 @@ static void test_slices_and_admission(void) {
     m3_destroy(m);
 }
 
-/* UPT and a delayed CTCVR row: a clicked impression is trained again when its conversion
- * label settles. Its own click must not be in the preference it reads then (a label leak):
- * the click moves P only once its CTCVR term has trained. With nothing learning (lr 0),
- * predictions change only through P. */
+/* UPT's preference state and a delayed CTCVR row. Every impression moves P[u,s] by
+ * model.upt.step (y_click - p_ctr) e_item when its CTR term trains; a clicked impression is
+ * trained again when its conversion label settles, and that row must read the P it was
+ * scored with (its snapshot), not one holding its own click (a label leak); its conversion
+ * then moves P by model.upt.step.conv (y_conv - p_cvr) e_item. With nothing learning
+ * (lr 0), predictions change only through P. */
 static void test_upt_delayed_row(void) {
     m3_model_cfg c = small_cfg(M3_ARCH_M3REC);
     c.lr_dense = 0; c.lr_emb = 0;
@@ -470,17 +475,31 @@ static void test_upt_delayed_row(void) {
     CHECK(m);
     rs = 21;
     const int64_t T = 5000000;
-    m3_example h, e, o[2];
-    /* T - 2000: the user clicks in scenario 0 and the label settles at once (a first P) */
+    int d = c.emb_dim;
+    m3_example h, e, o;
+    /* T - 2000: the user's first impression in scenario 0, unclicked: P = -step p_ctr e */
     random_examples(&h, 1, &c, 5);
     h.scenario = 0; h.ts_ms = T - 2000;
     h.cat[M3_SLOT_USER] = m3_feat_key(M3_SLOT_USER, 7);
-    h.y_click = 1; h.y_conv = 0; h.w_ctr = 1; h.w_ctcvr = 1;
-    m3_forward(m, &h, 1, NULL, NULL);
+    h.y_click = 0; h.y_conv = 0; h.w_ctr = 1; h.w_ctcvr = 1;
+    struct upt_table *ut = m3_user_table(m);
+    float p0, e0[64];
+    m3_forward(m, &h, 1, &p0, NULL);
+    CHECK(d <= 64);
+    m3_item_embedding(m, 0, e0);
     m3_train(m, &h, 1);
-    /* T: the impression, clicked; its CTCVR label waits, so its click leaves P alone */
+    int64_t u = upt_find(ut, h.cat[M3_SLOT_USER]);
+    CHECK(u >= 0);
+    const float *P = upt_pref_k(ut, u, 0);
+    CHECK_MSG(P != NULL, "the first impression did not make P present");
+    for (int j = 0; j < d; j++)
+        CHECK_MSG(P[j] == (c.upt_step * (0.0f - p0)) * e0[j], "P[%d] %.9g, expected %.9g", j, P[j],
+                  (c.upt_step * (0.0f - p0)) * e0[j]);
+    CHECK(upt_pref_k(ut, u, 1) == NULL);   /* no impression there: masked */
+    /* T: the impression, clicked; its CTCVR label waits. Its click moves P at once */
     e = h;
     e.ts_ms = T;
+    e.y_click = 1;
     e.cat[M3_SLOT_ITEM] = m3_feat_key(M3_SLOT_ITEM, 3);
     e.w_ctcvr = 0;
     float p1, v1, p2, v2, p3, v3, p4, v4, p5, v5;
@@ -492,34 +511,29 @@ static void test_upt_delayed_row(void) {
     m3_example now = e;
     now.ts_ms = T + 1;
     m3_forward(m, &now, 1, &p2, &v2);
-    CHECK_MSG(p2 == p1 && v2 == v1, "P moved before the CTCVR term: %.9g %.9g", p2, v2);
-    /* T + 1000: two more clicks of the user in scenario 0, settled: P moves twice */
-    for (int i = 0; i < 2; i++) {
-        o[i] = h;
-        o[i].ts_ms = T + 1000 + i;
-        o[i].cat[M3_SLOT_ITEM] = m3_feat_key(M3_SLOT_ITEM, 4 + i);
-        o[i].cat[c.item_cat_from] = m3_feat_key(c.item_cat_from, 10 + i);   /* other items */
-        o[i].num[c.item_num_from] = 3.0f * (float)(i + 1);
-    }
-    m3_forward(m, o, 2, NULL, NULL);
-    m3_train(m, o, 2);
+    CHECK_MSG(p2 != p1 || v2 != v1, "the click did not move P: %.9g %.9g", p2, v2);
+    /* T + 1000: another impression of the user in scenario 0 moves it again */
+    o = h;
+    o.ts_ms = T + 1000;
+    o.cat[M3_SLOT_ITEM] = m3_feat_key(M3_SLOT_ITEM, 4);
+    o.cat[c.item_cat_from] = m3_feat_key(c.item_cat_from, 10);   /* another item */
+    o.num[c.item_num_from] = 3.0f;
+    m3_forward(m, &o, 1, NULL, NULL);
+    m3_train(m, &o, 1);
     now.ts_ms = T + 3000;
-    m3_forward(m, &now, 1, &p2, &v2);
-    CHECK_MSG(p2 != p1 || v2 != v1, "P did not move: %g %g", p2, v2);
+    m3_forward(m, &now, 1, &p3, &v3);
+    CHECK_MSG(p3 != p2 || v3 != v2, "P did not move: %g %g", p3, v3);
     /* forwarded with its snapshot, the settled CTCVR row sees exactly what its prediction
-     * saw (the two later clicks are not in it: nothing else learns here, lr 0)... */
+     * saw - not its own click, nor the later impression (nothing else learns here)... */
     e.w_ctr = 0; e.w_ctcvr = 1; e.y_conv = 1;
     const void *sp[1] = {snap};
     m3_forward_snap(m, &e, 1, sp, &p5, &v5);
     CHECK_MSG(p5 == p1 && v5 == v1, "with its snapshot %.9g %.9g, scored %.9g %.9g", p5, v5, p1, v1);
-    /* ...and read live, P as it is now, without its own click... */
-    m3_forward(m, &e, 1, &p3, &v3);
-    CHECK_MSG(p3 == p2 && v3 == v2, "settled row %.9g %.9g, fresh %.9g %.9g", p3, v3, p2, v2);
-    /* ...which enters P once that term has trained */
+    /* ...and once that term has trained, its conversion moves P */
     m3_train(m, &e, 1);
     now.ts_ms = T + 4000;
     m3_forward(m, &now, 1, &p4, &v4);
-    CHECK_MSG(p4 != p3 || v4 != v3, "the settled click did not move P: %g %g", p4, v4);
+    CHECK_MSG(p4 != p3 || v4 != v3, "the settled conversion did not move P: %g %g", p4, v4);
     m3_destroy(m);
     c.arch = M3_ARCH_M3REC_NOUPT;   /* no UPT: nothing to keep */
     m = m3_new(&c, err, sizeof err);

@@ -101,8 +101,8 @@ static void check_arch(const char *arch, const char *variant) {
     int B = v[k++], n_keys = v[k++], n_users = v[k++], n_params = v[k++];
     c.dots = v[k++];   /* a spare 0 in fixtures made before model.dots */
     c.mieg_align = take_f32(&r);
-    c.upt_beta = take_f32(&r);
-    c.upt_beta_conv = take_f32(&r);
+    c.upt_step = take_f32(&r);
+    c.upt_step_conv = take_f32(&r);
     c.gate_scale = take_f32(&r);
     c.max_batch = B;
     CHECK_EQ_STR(m3_arch_name(c.arch), arch);
