@@ -488,6 +488,13 @@ static int cfg__distance(const char *a, const char *b) {
 }
 
 /* The known key closest to name, or NULL when none is plausibly meant. */
+/* Keys that existed once: a configuration that sets one is refused with what replaced it. */
+static const struct { const char *name, *why; } cfg__retired[] = {
+    {"model.upt.beta", "replaced by model.upt.step, a different rule: UPT's preference now "
+                       "moves by the model's surprise on every impression (docs/configuration.md)"},
+    {"model.upt.beta.conv", "replaced by model.upt.step.conv (docs/configuration.md)"},
+};
+
 static const char *cfg__closest(const char *name) {
     int best = 1000;
     const char *hit = NULL;
@@ -600,6 +607,11 @@ static int cfg__set_line(m3_cfg *c, const char *line, const char *where, char *m
         rc = 0;
         goto out;
     }
+    for (size_t i = 0; i < sizeof cfg__retired / sizeof cfg__retired[0]; i++)
+        if (strcmp(key, cfg__retired[i].name) == 0) {
+            cfg__err(msg, msg_size, "'%s' is no longer a key: %s", key, cfg__retired[i].why);
+            goto out;
+        }
     const char *hint = cfg__closest(key);
     if (hint)
         cfg__err(msg, msg_size, "unknown key '%s' (did you mean '%s'?)", key, hint);

@@ -830,8 +830,9 @@ static void m3__upt_forward(m3_model *m, int B) {
         for (int k = 0; k < S; k++) {
             float *t = tk + (size_t)(2 + k) * d;
             float *pk = m->upk + ((size_t)r * S + k) * d;
-            /* else the current preference: a click moves it only after its own CTCVR term
-             * has trained (m3__stream_state), so no row ever reads its own label here */
+            /* else the current preference: a row's own click enters it only after the row's
+             * forward (m3__stream_state), and the row's delayed CTCVR pass reads its
+             * snapshot, so no row ever reads its own label here */
             const float *Pk = u >= 0 && !sn ? upt_pref_k(m->users, u, k) : NULL;
             int has = sn ? sn[m3__snap_flags(m) + k] != 0 : Pk != NULL;
             mk[2 + k] = (unsigned char)has;

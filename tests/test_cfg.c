@@ -357,6 +357,10 @@ static void test_set(void) {
 static void test_load_errors(void) {
     load_fails("batch.size=8\nbatch.sise=8\n", 2,
                "unknown key 'batch.sise' (did you mean 'batch.size'?)");
+    load_fails("batch.size=8\nmodel.upt.beta=0.2\n", 2,
+               "'model.upt.beta' is no longer a key: replaced by model.upt.step, a different rule: "
+               "UPT's preference now moves by the model's surprise on every impression "
+               "(docs/configuration.md)");
     load_fails("# c\nbatch.size=abc\n", 2, "batch.size=abc is not an integer (1..4096)");
     load_fails("batch.size=12x\n", 1, "batch.size=12x is not an integer (1..4096)");
     load_fails("\n\n! c\nbatch.size=0\n", 4, "batch.size=0 is out of range (1..4096)");
