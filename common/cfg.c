@@ -487,7 +487,6 @@ static int cfg__distance(const char *a, const char *b) {
     return prev[lb];
 }
 
-/* The known key closest to name, or NULL when none is plausibly meant. */
 /* Keys that existed once: a configuration that sets one is refused with what replaced it. */
 static const struct { const char *name, *why; } cfg__retired[] = {
     {"model.upt.beta", "replaced by model.upt.step, a different rule: UPT's preference now "
@@ -495,6 +494,7 @@ static const struct { const char *name, *why; } cfg__retired[] = {
     {"model.upt.beta.conv", "replaced by model.upt.step.conv (docs/configuration.md)"},
 };
 
+/* The known key closest to name, or NULL when none is plausibly meant. */
 static const char *cfg__closest(const char *name) {
     int best = 1000;
     const char *hit = NULL;

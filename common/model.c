@@ -1386,6 +1386,11 @@ const float *m3_debug_emb_grad(const m3_model *m, uint64_t key) {
     return r < 0 ? NULL : emb_grad_get(m->emb, r);
 }
 
+const float *m3_debug_item_input(const m3_model *m, int i) {
+    if (i < 0 || i >= m->B || m->cfg.n_cat <= M3_SLOT_ITEM) return NULL;
+    return m->x + (size_t)m->inv[i] * m->D + m->xo_emb + M3_SLOT_ITEM * m->cfg.emb_dim;
+}
+
 /* ---------------------------------------------------------------- the dense blob */
 
 #define M3__BLOB_MAGIC 0x4252334dU   /* "M3RB" little-endian */
@@ -1528,11 +1533,5 @@ int m3_blob_load(m3_model *m, const void *buf, size_t size, char *errstr, size_t
 
 emb_table *m3_emb_table(m3_model *m) { return m->emb; }
 upt_table *m3_user_table(m3_model *m) { return m->users; }
-
-void m3_item_embedding(const m3_model *m, int i, float *out) {
-    int d = m->cfg.emb_dim;
-    if (i < 0 || i >= m->B || m->cfg.n_cat <= M3_SLOT_ITEM) return;
-    memcpy(out, m->x + (size_t)m->inv[i] * m->D + m->xo_emb + M3_SLOT_ITEM * d, sizeof(float) * d);
-}
 int64_t m3_clock(const m3_model *m) { return m->now_ms; }
 void m3_set_clock(m3_model *m, int64_t now_ms) { m->now_ms = now_ms; }

@@ -184,9 +184,6 @@ struct upt_table;
 struct emb_table *m3_emb_table(m3_model *m);
 struct upt_table *m3_user_table(m3_model *m);
 int64_t m3_clock(const m3_model *m);
-/* The item embedding example i of the last m3_forward() read (emb_dim floats: the item's
- * row, or MIEG's generated embedding for a young item) - what a UPT update adds. */
-void m3_item_embedding(const m3_model *m, int i, float *out);
 void m3_set_clock(m3_model *m, int64_t now_ms);
 
 /* Width of the bottom input x = [UPT: r_u (d) and S match scores ; n_cat*d embeddings ;
@@ -208,5 +205,9 @@ float *m3_debug_params(m3_model *m);
 const float *m3_debug_dense_grads(const m3_model *m);
 float *m3_debug_emb_weights(m3_model *m, uint64_t key);
 const float *m3_debug_emb_grad(const m3_model *m, uint64_t key);
+/* The item embedding example i of the last m3_forward() read (emb_dim floats: the item's
+ * row, or MIEG's generated embedding for a young item) - what a UPT update adds; NULL
+ * without an item slot. Valid until the next forward. */
+const float *m3_debug_item_input(const m3_model *m, int i);
 
 #endif

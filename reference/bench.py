@@ -96,9 +96,9 @@ class Users:
         return self.t_cur[u], self.t_upd[u] > 0
 
     def update(self, u, k, e, g):
-        """upt_update: count the update, P[u,k] += g e."""
-        self.upd[u, k] += 1
-        self.cur[u, k] += np.float32(g) * e
+        """upt_update for rows u, k at once, in row order: count, P[u,k] += g e."""
+        np.add.at(self.upd, (u, k), 1)
+        np.add.at(self.cur, (u, k), g[:, None] * e)
 
 
 def train(args):
@@ -191,16 +191,15 @@ def train(args):
                     emb.weight.index_add_(0, torch.from_numpy(it[adm]), eg)
             np.add.at(counts, uniq, cnt)
         if lay.use_upt:   # P += step (y - p) e: impressions' clicks, settled clicks' conversions
-            pc = torch.sigmoid(zc).detach().numpy()
-            pv = torch.sigmoid(zv).detach().numpy()
-            rows_ = np.nonzero((lab[:, 2] > 0) | ((lab[:, 3] > 0) & (lab[:, 0] > 0.5)))[0]
             xv = item.detach().numpy()
-            for r in rows_:
-                u, s = bt["u_np"][r], bt["scen_np"][r]
-                if lab[r, 2] > 0:
-                    users.update(u, s, xv[r], np.float32(c.upt_step) * (lab[r, 0] - pc[r]))
-                if lab[r, 3] > 0 and lab[r, 0] > 0.5 and c.upt_step_conv > 0:
-                    users.update(u, s, xv[r], np.float32(c.upt_step_conv) * (lab[r, 1] - pv[r]))
+            u, s = bt["u_np"], bt["scen_np"]
+            r = lab[:, 2] > 0
+            g = np.float32(c.upt_step) * (lab[r, 0] - torch.sigmoid(zc).detach().numpy()[r])
+            users.update(u[r], s[r], xv[r], g)
+            if c.upt_step_conv > 0:
+                r = (lab[:, 3] > 0) & (lab[:, 0] > 0.5)
+                g = np.float32(c.upt_step_conv) * (lab[r, 1] - torch.sigmoid(zv).detach().numpy()[r])
+                users.update(u[r], s[r], xv[r], g)
         secs += time.perf_counter() - t0
         loss_sum += loss.item()
     cpu = time.process_time() - cpu0

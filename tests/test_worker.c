@@ -217,7 +217,7 @@ static void test_state_dir(void) {
     store_batch_destroy(b);
     CHECK(store_close(s, 1, err, sizeof err) == 0);
     CHECK_EQ_INT(run(args, 30000, &out), 1);
-    CHECK_CONTAINS(out, "has format \"m3rec-store 99\" but this build reads \"m3rec-store 4\"");
+    CHECK_CONTAINS(out, "has format \"m3rec-store 99\" but this build reads \"" STORE_FORMAT "\"");
     CHECK_CONTAINS(out, "nothing was changed");
     s = store_open(dir, NULL, err, sizeof err);
     CHECK(s == NULL);   /* still the same incompatible store: the worker changed nothing */
