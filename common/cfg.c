@@ -57,8 +57,9 @@ static const cfg__key cfg__keys[] = {
           "categorical fields read from an event's user_cat map"),
     K_TYP("features.item_cat", CFG__NAMES, item_cat, "category,brand,shop",
           "categorical fields read from an event's item_cat map"),
-    K_TYP("features.ctx_cat", CFG__NAMES, ctx_cat, "hour,device",
-          "categorical fields read from an event's ctx_cat map"),
+    K_TYP("features.ctx_cat", CFG__NAMES, ctx_cat, "device",
+          "categorical fields read from an event's ctx_cat map; not the hour of the event "
+          "(docs/configuration.md: a field that follows event time learns when labels arrive)"),
     K_TYP("features.user_num", CFG__NAMES, user_num, "activity",
           "numeric fields read from an event's user_num map"),
     K_TYP("features.item_num", CFG__NAMES, item_num, "price,rating",

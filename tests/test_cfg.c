@@ -86,7 +86,7 @@ static const char *defaults_dump =
     "scenarios=home,search,product\n"
     "features.user_cat=age,gender,city,tier\n"
     "features.item_cat=category,brand,shop\n"
-    "features.ctx_cat=hour,device\n"
+    "features.ctx_cat=device\n"
     "features.user_num=activity\n"
     "features.item_num=price,rating\n"
     "batch.size=256\n"
@@ -144,7 +144,8 @@ static void test_defaults(void) {
     CHECK_EQ_INT(c.user_cat.n, 4);
     CHECK_EQ_STR(c.user_cat.names[3], "tier");
     CHECK_EQ_INT(c.item_cat.n, 3);
-    CHECK_EQ_INT(c.ctx_cat.n, 2);
+    CHECK_EQ_INT(c.ctx_cat.n, 1);
+    CHECK_EQ_STR(c.ctx_cat.names[0], "device");
     CHECK_EQ_INT(c.user_num.n, 1);
     CHECK_EQ_STR(c.item_num.names[1], "rating");
     CHECK_EQ_INT(c.batch_size, 256);
@@ -174,7 +175,7 @@ static void test_defaults(void) {
     CHECK(cfg_kafka_get(&c, "group.id") == NULL);
     CHECK_MSG(cfg_check(&c, errbuf, sizeof errbuf) == 0, "%s", errbuf);
     CHECK_EQ_INT(c.model.n_scen, 3);
-    CHECK_EQ_INT(c.model.n_cat, 2 + 4 + 3 + 2);
+    CHECK_EQ_INT(c.model.n_cat, 2 + 4 + 3 + 1);
     CHECK_EQ_INT(c.model.n_num, 3);
     CHECK_EQ_INT(c.model.max_batch, 512);
     char *d = cfg_dump(&c);
@@ -215,7 +216,7 @@ static void test_shipped_files(void) {
     CHECK_EQ_INT(c.exit_idle_ms, 5000);
     CHECK_EQ_INT(c.progress_ms, 2000);
     CHECK_EQ_INT(c.batch_size, 256);
-    CHECK_EQ_INT(c.model.n_cat, 11);
+    CHECK_EQ_INT(c.model.n_cat, 10);
     cfg_free(&c);
 }
 
@@ -427,13 +428,13 @@ static void test_check_errors(void) {
     strcat(text, line2);
     strcat(text, "\n");
     check_fails(text, 3, "too many categorical slots: 2 ids + 32 user_cat + 31 item_cat + "
-                         "2 ctx_cat = 67, at most 64");
-    /* one fewer fits exactly: 2 + 32 + 28 + 2 = 64 */
+                         "1 ctx_cat = 66, at most 64");
+    /* with fewer item fields it fits exactly: 2 + 32 + 29 + 1 = 64 */
     m3_cfg c;
     cfg_defaults(&c);
     line2[0] = '\0';
     strcpy(line2, "features.item_cat=");
-    for (int i = 0; i < 28; i++)
+    for (int i = 0; i < 29; i++)
         snprintf(line2 + strlen(line2), sizeof line2 - strlen(line2), "%si%d", i ? "," : "", i);
     set_ok(&c, line2);
     strcpy(line2, "features.user_cat=");
@@ -443,10 +444,10 @@ static void test_check_errors(void) {
     CHECK_MSG(cfg_check(&c, errbuf, sizeof errbuf) == 0, "%s", errbuf);
     CHECK_EQ_INT(c.model.n_cat, M3_MAX_CAT);
     /* and one more does not */
-    set_ok(&c, "features.ctx_cat=hour,device,dow");
+    set_ok(&c, "features.ctx_cat=hour,device");
     CHECK_EQ_INT(cfg_check(&c, errbuf, sizeof errbuf), -1);
-    CHECK_EQ_STR(errbuf, "--set: too many categorical slots: 2 ids + 32 user_cat + 28 item_cat"
-                         " + 3 ctx_cat = 65, at most 64");
+    CHECK_EQ_STR(errbuf, "--set: too many categorical slots: 2 ids + 32 user_cat + 29 item_cat"
+                         " + 2 ctx_cat = 65, at most 64");
     cfg_free(&c);
 }
 

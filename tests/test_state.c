@@ -447,7 +447,7 @@ static void test_refusals(void) {
     L2 = lrn_new(&c2, err, sizeof err);
     CHECK(state_open(&c2, L2, "sim", err, sizeof err) == NULL);
     CHECK_CONTAINS(err, "holds the state of another configuration: it has "
-                        "features.ctx_cat=hour,device, this worker has features.ctx_cat=hour");
+                        "features.ctx_cat=device, this worker has features.ctx_cat=hour");
     lrn_destroy(L2);
     cfg_free(&c2);
     /* other inputs */
