@@ -105,7 +105,7 @@ static const cfg__key cfg__keys[] = {
           "weight of MIEG's pull toward the learned rows of warm items"),
     K_INT("model.item.warm", model.item_warm, 0, 1000000, "20",
           "an item is young (MIEG, the new_item slice) below this many trained impressions"),
-    K_INT("model.slice.user.new", model.slice_user_new, 1, 1000000, "1",
+    K_INT("model.slice.user.new", model.slice_user_new, 1, 1000000, "10",
           "the new_user_in_scenario slice: a user's first this many impressions in a scenario, "
           "known in another"),
     K_INT("model.slice.burnin", model.slice_burnin, 0, 100000000, "4000",

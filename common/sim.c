@@ -163,7 +163,7 @@ void sim_cfg_defaults(sim_cfg *c) {
         if (i < 3) snprintf(c->scen_names[i], M3_NAME_MAX, "%s", names[i]);
         else snprintf(c->scen_names[i], M3_NAME_MAX, "s%d", i);
     }
-    c->n_users = 50000;
+    c->n_users = 20000;
     c->n_items = 20000;
     c->new_items_per_1k = 4;
     c->requests_per_1k = 2;
@@ -174,7 +174,8 @@ void sim_cfg_defaults(sim_cfg *c) {
     c->drift = 0.1;
     c->difficulty = 1.0;
     c->noise = 0.25;
-    c->taste = 0.25;
+    c->taste = 0.5;
+    c->mix = 0.5;
     c->conflict = 1.0;
     c->visit_len = 1.0;
 }

@@ -28,7 +28,7 @@ typedef struct {
     int64_t n_impressions;         /* stream length in impressions */
     int n_scen;                    /* scenarios, with the names below */
     char scen_names[SIM_MAX_SCEN][M3_NAME_MAX];
-    int n_users;                   /* default 50000 */
+    int n_users;                   /* default 20000 (~100 impressions each over 2M) */
     int n_items;                   /* items at the start, default 20000 */
     double new_items_per_1k;       /* items arriving per 1000 impressions, default 4 */
     double requests_per_1k;        /* score requests per 1000 impressions, default 2 */
@@ -43,11 +43,11 @@ typedef struct {
     double taste;                  /* the std of a user's individual taste per latent
                                       dimension (the part no profile field explains, shared by
                                       every scenario); each scenario offset has half of it;
-                                      default 0.25 */
+                                      default 0.5 */
     double mix;                    /* how users split their visits over scenarios: each user's
                                       shares are drawn from Dirichlet(mix * global shares), so
                                       small values make habits (mostly home, sometimes search);
-                                      0 = every user follows the global shares; default 0 */
+                                      0 = every user follows the global shares; default 0.5 */
     double visit_len;              /* mean impressions per visit: a visit is one user's run of
                                       impressions (interleaved with other visits), with an
                                       intent of its own; <= 1 = every impression is drawn on

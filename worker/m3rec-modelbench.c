@@ -1,10 +1,11 @@
 /* m3rec-modelbench.c - times the model's forward + train step on random examples and
  * compares its FLOP rate with this core's square-SGEMM peak.
  *
- * usage: m3rec-modelbench [arch=m3rec] [B=256] [n_cat=11] [n_num=3] [d=16]
+ * usage: m3rec-modelbench [arch=m3rec] [B=256] [n_cat=10] [n_num=3] [d=16]
  *                         [hidden=128,64] [tower=32] [steps=2000] [values=100000]
  *                         [scen=3] [seed=1] [peak=1]
- * The other sizes (experts, MIEG, UPT) are m3_model_cfg_defaults(), as the worker's.
+ * Every size not given (fields, experts, MIEG, UPT, interactions) is the worker's at its
+ * default configuration (cfg_defaults), so the benchmark follows the product's defaults.
  * It also reports the measured bytes per embedding row and per tracked user.
  * `values` is the number of distinct values per categorical slot (embedding rows grow
  * towards n_cat*values). Train FLOPs are counted as 3x m3_flops_per_example(). */
@@ -13,6 +14,7 @@
 #include <string.h>
 #include <time.h>
 #include <cblas.h>
+#include "cfg.h"
 #include "metrics.h"
 #include "model.h"
 
@@ -57,15 +59,22 @@ static double sgemm_peak(int n) {
 
 static void usage(const char *bad) {
     fprintf(stderr, "m3rec-modelbench: bad argument '%s'\n"
-            "usage: m3rec-modelbench [arch=lr|shared_bottom|mmoe|ple|star|m3rec|...] [B=256] [n_cat=11] [n_num=3] "
+            "usage: m3rec-modelbench [arch=lr|shared_bottom|mmoe|ple|star|m3rec|...] [B=256] [n_cat=10] [n_num=3] "
             "[d=16] [hidden=128,64] [tower=32] [steps=2000] [values=100000] [scen=3] "
             "[seed=1] [peak=1]\n", bad);
     exit(2);
 }
 
 int main(int argc, char **argv) {
-    m3_model_cfg c;
-    m3_model_cfg_defaults(&c);
+    char err[256];
+    m3_cfg wc;   /* the worker's model at its default configuration */
+    cfg_defaults(&wc);
+    if (cfg_check(&wc, err, sizeof err) != 0) {
+        fprintf(stderr, "m3rec-modelbench: the default configuration is refused: %s\n", err);
+        return 1;
+    }
+    m3_model_cfg c = wc.model;
+    cfg_free(&wc);
     c.arch = M3_ARCH_M3REC;
     c.max_batch = 256;
     c.lr_dense = 1e-3f; c.lr_emb = 0.05f; c.l2_emb = 1e-6f; c.clip_norm = 10.0f;
@@ -97,7 +106,6 @@ int main(int argc, char **argv) {
         } else usage(k);
     }
     if (steps < 1 || values < 1) usage("steps/values");
-    char err[256];
     m3_model *m = m3_new(&c, err, sizeof err);   /* also pins OpenBLAS to one thread */
     if (!m) { fprintf(stderr, "m3rec-modelbench: %s\n", err); return 1; }
     int B = c.max_batch;
