@@ -1,11 +1,11 @@
 /* m3rec-modelbench.c - times the model's forward + train step on random examples and
  * compares its FLOP rate with this core's square-SGEMM peak.
  *
- * usage: m3rec-modelbench [arch=m3rec] [B=256] [n_cat=10] [n_num=3] [d=16]
- *                         [hidden=128,64] [tower=32] [steps=2000] [values=100000]
- *                         [scen=3] [seed=1] [peak=1]
- * Every size not given (fields, experts, MIEG, UPT, interactions) is the worker's at its
- * default configuration (cfg_defaults), so the benchmark follows the product's defaults.
+ * usage: m3rec-modelbench [arch=m3rec] [B=256] [n_cat=N] [n_num=N] [d=N] [hidden=N,N]
+ *                         [tower=N] [steps=2000] [values=100000] [scen=N] [seed=1] [peak=1]
+ * Every size not given (fields, scenarios, layers, experts, MIEG, UPT, interactions) is the
+ * worker's at its default configuration (cfg_defaults), so the benchmark follows the
+ * product's defaults instead of repeating them.
  * It also reports the measured bytes per embedding row and per tracked user.
  * `values` is the number of distinct values per categorical slot (embedding rows grow
  * towards n_cat*values). Train FLOPs are counted as 3x m3_flops_per_example(). */
@@ -59,9 +59,9 @@ static double sgemm_peak(int n) {
 
 static void usage(const char *bad) {
     fprintf(stderr, "m3rec-modelbench: bad argument '%s'\n"
-            "usage: m3rec-modelbench [arch=lr|shared_bottom|mmoe|ple|star|m3rec|...] [B=256] [n_cat=10] [n_num=3] "
-            "[d=16] [hidden=128,64] [tower=32] [steps=2000] [values=100000] [scen=3] "
-            "[seed=1] [peak=1]\n", bad);
+            "usage: m3rec-modelbench [arch=lr|shared_bottom|mmoe|ple|star|m3rec|...] [B=256] [n_cat=N] "
+            "[n_num=N] [d=N] [hidden=N,N] [tower=N] [steps=2000] [values=100000] [scen=N] "
+            "[seed=1] [peak=1]\n(sizes not given: the worker's default configuration)\n", bad);
     exit(2);
 }
 
