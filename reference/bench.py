@@ -1,5 +1,5 @@
 """bench.py - the PyTorch twin as the speed peer: trains on a recorded batch trace
-(m3rec-offline --dump-batches, common/trace.h) exactly as m3rec-batchbench trains the C
+(m3rec-offline --dump-batches, common/eval/trace.h) exactly as m3rec-batchbench trains the C
 engine, and computes the prequential AUCs of both from their predictions.
 
   bench.py train TRACE --arch A --init BLOB [--pred-out FILE] [--blob-out FILE]

@@ -1,7 +1,7 @@
 #!/bin/sh
 # make_fixtures.sh - regenerate every cross-check fixture (tests/data/twin_<arch>.bin) from
 # the PyTorch twin, then run the C test against them. Run after a change to the model's
-# computation (common/model.c, nn.c) once the twin (reference/twin.py) mirrors it.
+# computation (common/engine/model.c, nn.c) once the twin (reference/twin.py) mirrors it.
 #
 # usage: reference/make_fixtures.sh [BUILD=build]
 # PYTHON defaults to Debian's /usr/bin/python3 with python3-torch (docs/twin.md).

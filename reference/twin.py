@@ -1,6 +1,6 @@
 """twin.py - the m3rec model in plain PyTorch: the C engine's twin (a development tool).
 
-Mirrors common/model.c (see docs/twin.md for the revision): the same architectures
+Mirrors common/engine/model.c (see docs/twin.md for the revision): the same architectures
 (lr, shared_bottom, mmoe, ple, star, m3rec, m3rec_nomieg, m3rec_noupt), the same dense
 parameter layout (one flat block, in m3__point's order), the same embedding-row
 initialisation, the same ESMM entire-space loss with MIEG's alignment term, and the C

@@ -20,10 +20,10 @@
 #include <librdkafka/rdkafka.h>
 
 #include "check.h"
-#include "codec.h"
-#include "json.h"
-#include "kio.h"
-#include "sim.h"
+#include "stream/codec.h"
+#include "base/json.h"
+#include "stream/kio.h"
+#include "eval/sim.h"
 
 extern char **environ;
 

@@ -7,7 +7,7 @@
 #include <string.h>
 
 #include "check.h"
-#include "store.h"
+#include "state/store.h"
 
 /* Which entries count: nonzero to compare this one (cf = the family). */
 typedef int (*storecmp_keep_fn)(void *ud, int cf, const void *key, size_t klen,

@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cfg.h"
+#include "config/cfg.h"
 #include "check.h"
 
 static char errbuf[2048];

@@ -3,7 +3,7 @@
 #include <avro.h>
 #include <stdint.h>
 #include "check.h"
-#include "codec.h"
+#include "stream/codec.h"
 
 extern const char m3_embed_Impression[];
 extern const size_t m3_embed_Impression_len;

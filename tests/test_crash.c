@@ -25,7 +25,7 @@
 #include "pipeline.h"
 #include "fsutil.h"
 #include "storecmp.h"
-#include "state.h"
+#include "state/state.h"
 
 static char tmp_root[512];
 static unsigned rng;

@@ -5,7 +5,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include "check.h"
-#include "emb.h"
+#include "engine/emb.h"
 
 static uint64_t key_of(uint64_t i) {   /* spread-out keys, incl. 0 and top-bit ones */
     return i == 0 ? 0 : (i * 0xd1b54a32d192ed03ULL) ^ (i << 60);

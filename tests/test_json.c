@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "check.h"
-#include "json.h"
+#include "base/json.h"
 
 static void test_writer_nesting(void) {
     json_writer *w = json_writer_new_buf(0);

@@ -6,7 +6,7 @@
 #include <time.h>
 
 #include "check.h"
-#include "kio.h"
+#include "stream/kio.h"
 
 #define T_HOME "m3rec.events.home"
 #define T_SEARCH "m3rec.events.search"

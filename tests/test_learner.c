@@ -2,7 +2,7 @@
 #include <stdlib.h>
 
 #include "check.h"
-#include "learner.h"
+#include "stream/learner.h"
 
 #define WINDOW 3600000
 #define T0 1767225600000LL

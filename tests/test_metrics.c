@@ -8,8 +8,8 @@
 #include <string.h>
 
 #include "check.h"
-#include "json.h"
-#include "metrics.h"
+#include "base/json.h"
+#include "report/metrics.h"
 
 static uint64_t rng_state = 0x12345678abcdefULL;
 static double urand(void) {   /* xorshift64*, uniform in [0,1) */

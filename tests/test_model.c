@@ -7,9 +7,9 @@
 #include <string.h>
 #include <time.h>
 #include "check.h"
-#include "emb.h"
-#include "model.h"
-#include "upt.h"
+#include "engine/emb.h"
+#include "engine/model.h"
+#include "engine/users.h"
 
 static uint64_t rs = 99;
 static uint32_t rnd_u32(void) {
@@ -482,20 +482,20 @@ static void test_upt_delayed_row(void) {
     h.scenario = 0; h.ts_ms = T - 2000;
     h.cat[M3_SLOT_USER] = m3_feat_key(M3_SLOT_USER, 7);
     h.y_click = 0; h.y_conv = 0; h.w_ctr = 1; h.w_ctcvr = 1;
-    struct upt_table *ut = m3_user_table(m);
+    struct users_table *ut = m3_user_table(m);
     float p0, e0[64];
     m3_forward(m, &h, 1, &p0, NULL);
     CHECK(d <= 64 && m3_debug_item_input(m, 0) != NULL);
     memcpy(e0, m3_debug_item_input(m, 0), sizeof(float) * d);   /* before training moves it */
     m3_train(m, &h, 1);
-    int64_t u = upt_find(ut, h.cat[M3_SLOT_USER]);
+    int64_t u = users_find(ut, h.cat[M3_SLOT_USER]);
     CHECK(u >= 0);
-    const float *P = upt_pref_k(ut, u, 0);
+    const float *P = users_pref_k(ut, u, 0);
     CHECK_MSG(P != NULL, "the first impression did not make P present");
     for (int j = 0; j < d; j++)
         CHECK_MSG(P[j] == (c.upt_step * (0.0f - p0)) * e0[j], "P[%d] %.9g, expected %.9g", j, P[j],
                   (c.upt_step * (0.0f - p0)) * e0[j]);
-    CHECK(upt_pref_k(ut, u, 1) == NULL);   /* no impression there: masked */
+    CHECK(users_pref_k(ut, u, 1) == NULL);   /* no impression there: masked */
     /* T: the impression, clicked; its CTCVR label waits. Its click moves P at once */
     e = h;
     e.ts_ms = T;

@@ -4,7 +4,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include "check.h"
-#include "nn.h"
+#include "engine/nn.h"
 
 static uint64_t rng_state = 12345;
 static float frand(void) {   /* uniform in [-1, 1) */

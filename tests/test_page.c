@@ -12,9 +12,9 @@
 #include <unistd.h>
 
 #include "check.h"
-#include "json.h"
-#include "metrics.h"
-#include "page.h"
+#include "base/json.h"
+#include "report/metrics.h"
+#include "report/page.h"
 
 static uint64_t rng_state = 0x9e3779b97f4a7c15ULL;
 static double urand(void) {

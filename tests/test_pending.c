@@ -7,7 +7,7 @@
 #include <string.h>
 
 #include "check.h"
-#include "pending.h"
+#include "stream/pending.h"
 
 static m3_example mk_ex(int64_t ts, int scen, uint64_t tag) {
     m3_example ex;

@@ -19,12 +19,12 @@
 
 #include <librdkafka/rdkafka.h>
 
-#include "cfg.h"
+#include "config/cfg.h"
 #include "check.h"
-#include "codec.h"
-#include "json.h"
-#include "kio.h"
-#include "replay.h"
+#include "stream/codec.h"
+#include "base/json.h"
+#include "stream/kio.h"
+#include "eval/replay.h"
 
 extern char **environ;
 

@@ -5,7 +5,7 @@
 #include <string.h>
 
 #include "check.h"
-#include "sim.h"
+#include "eval/sim.h"
 
 typedef struct { float p; int y; } scored;
 

@@ -21,12 +21,12 @@
 #include "check.h"
 #include "fsutil.h"
 #include "storecmp.h"
-#include "emb.h"
-#include "learner.h"
-#include "model.h"
-#include "sim.h"
-#include "state.h"
-#include "upt.h"
+#include "engine/emb.h"
+#include "stream/learner.h"
+#include "engine/model.h"
+#include "eval/sim.h"
+#include "state/state.h"
+#include "engine/users.h"
 
 #define EVENTS 24000
 
@@ -349,7 +349,7 @@ static void test_admission(void) {
     open_runner(&r, dir, more);
     m3_model *m = lrn_model(r.L, 0);
     emb_table *e = m3_emb_table(m);
-    upt_table *u = m3_user_table(m);
+    users_table *u = m3_user_table(m);
     uint64_t user = m3_feat_key(M3_SLOT_USER, 42), item = m3_feat_key(M3_SLOT_ITEM, 7);
     uint64_t fb = m3_feat_key(M3_SLOT_USER, INT64_MIN + 1);
     feed_imp(r.L, "i1", T0, 42, 7);
@@ -357,13 +357,13 @@ static void test_admission(void) {
     /* seen twice: served by the user slot's fallback row, state kept under its key */
     CHECK_EQ_INT(emb_find(e, user), -1);
     CHECK(emb_find(e, fb) >= 0);
-    CHECK_EQ_INT(upt_find(u, user), -1);
-    CHECK(upt_find(u, fb) >= 0);
+    CHECK_EQ_INT(users_find(u, user), -1);
+    CHECK(users_find(u, fb) >= 0);
     CHECK(emb_find(e, item) >= 0);   /* the item slot: MIEG serves young items, no fallback */
     feed_imp(r.L, "i3", T0 + 2, 42, 9);   /* the third sighting admits the id */
     CHECK(emb_find(e, user) >= 0);
-    CHECK(upt_find(u, user) >= 0);
-    CHECK_EQ_INT(upt_cnt(u, upt_find(u, user))[0], 1);
+    CHECK(users_find(u, user) >= 0);
+    CHECK_EQ_INT(users_cnt(u, users_find(u, user))[0], 1);
     state_stats ss;
     state_stats_get(r.st, &ss);
     CHECK(ss.fallback_uses >= 2);
@@ -386,30 +386,30 @@ static void test_expiry(void) {
     runner r = {0};
     open_runner(&r, dir, more);
     m3_model *m = lrn_model(r.L, 0);
-    upt_table *u = m3_user_table(m);
+    users_table *u = m3_user_table(m);
     emb_table *e = m3_emb_table(m);
     uint64_t user = m3_feat_key(M3_SLOT_USER, 42), item = m3_feat_key(M3_SLOT_ITEM, 7);
     feed_imp(r.L, "a1", T0, 42, 7);
     feed_imp(r.L, "a2", T0 + 1000, 42, 7);
-    CHECK_EQ_INT(upt_cnt(u, upt_find(u, user))[0], 2);
+    CHECK_EQ_INT(users_cnt(u, users_find(u, user))[0], 2);
     CHECK_EQ_INT(*emb_count(e, emb_find(e, item)), 2);
     feed_imp(r.L, "v1", T0 + 2000, 99, 5);   /* user 99: never seen again */
     checkpoint(&r);
     /* 59 s later user 42 is still known; 61 s after that it starts fresh */
     feed_imp(r.L, "b1", T0 + 60000, 50, 6);
     feed_imp(r.L, "a3", T0 + 60500, 42, 7);
-    CHECK_EQ_INT(upt_cnt(u, upt_find(u, user))[0], 3);
+    CHECK_EQ_INT(users_cnt(u, users_find(u, user))[0], 3);
     feed_imp(r.L, "b2", T0 + 122000, 50, 6);
     feed_imp(r.L, "a4", T0 + 122500, 42, 7);
-    CHECK_EQ_INT(upt_cnt(u, upt_find(u, user))[0], 1);
+    CHECK_EQ_INT(users_cnt(u, users_find(u, user))[0], 1);
     CHECK_EQ_INT(*emb_count(e, emb_find(e, item)), 1);
     state_stats ss;
     state_stats_get(r.st, &ss);
     CHECK(ss.user_expired >= 1 && ss.emb_expired >= 1);
     /* a checkpoint drops what expired: user 99 is gone from memory and from the store */
-    CHECK(upt_find(u, m3_feat_key(M3_SLOT_USER, 99)) >= 0);
+    CHECK(users_find(u, m3_feat_key(M3_SLOT_USER, 99)) >= 0);
     checkpoint(&r);
-    CHECK_EQ_INT(upt_find(u, m3_feat_key(M3_SLOT_USER, 99)), -1);
+    CHECK_EQ_INT(users_find(u, m3_feat_key(M3_SLOT_USER, 99)), -1);
     close_runner(&r);
     char err[512];
     store *s = store_open(dir, NULL, err, sizeof err);

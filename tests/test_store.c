@@ -14,7 +14,7 @@
 
 #include "check.h"
 #include "fsutil.h"
-#include "store.h"
+#include "state/store.h"
 
 #define ERR_SIZE 1024
 static char g_base[512];  /* scratch directory of this test run */

@@ -6,7 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 #include "check.h"
-#include "trace.h"
+#include "eval/trace.h"
 
 static void tmp_path(char *buf, size_t n, const char *name) {
     const char *dir = getenv("TMPDIR");

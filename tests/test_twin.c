@@ -21,7 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "check.h"
-#include "model.c"
+#include "engine/model.c"
 
 #define RTOL 1e-5
 #define ATOL 1e-6
@@ -130,7 +130,7 @@ static void check_arch(const char *arch, const char *variant) {
         uint64_t key = take_u64(&r);
         uint32_t mask = take_u32(&r);
         const unsigned char *pref = take(&r, sizeof(float) * (size_t)S * d);
-        int64_t u = upt_lookup(m->users, key);
+        int64_t u = users_lookup(m->users, key);
         CHECK(u >= 0);
         for (int s = 0; s < S; s++) {
             if (!(mask >> s & 1u)) continue;
@@ -138,7 +138,7 @@ static void check_arch(const char *arch, const char *variant) {
             memcpy(e, pref + sizeof(float) * (size_t)s * d, sizeof(float) * d);
             /* one update of step 1 from zero sets P to e exactly, stamped at time 0:
              * visible to every example (ts >= 1) */
-            upt_update(m->users, u, s, e, 1.0f);
+            users_update(m->users, u, s, e, 1.0f);
         }
     }
     m3_example *ex = calloc((size_t)B, sizeof *ex);

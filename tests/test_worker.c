@@ -16,10 +16,10 @@
 #include <unistd.h>
 
 #include "check.h"
-#include "kio.h"
-#include "learner.h"
-#include "state.h"
-#include "store.h"
+#include "stream/kio.h"
+#include "stream/learner.h"
+#include "state/state.h"
+#include "state/store.h"
 
 extern char **environ;
 

@@ -28,13 +28,13 @@
 
 #include <librdkafka/rdkafka.h>
 
-#include "app.h"
-#include "cfg.h"
-#include "codec.h"
-#include "kio.h"
-#include "learner.h"
-#include "metrics.h"
-#include "state.h"
+#include "app/app.h"
+#include "config/cfg.h"
+#include "stream/codec.h"
+#include "stream/kio.h"
+#include "stream/learner.h"
+#include "report/metrics.h"
+#include "state/state.h"
 
 #define TOPIC_MAX 256
 #define POLL_MAX 512

@@ -1,0 +1,71 @@
+/* app.h - what the m3rec executables share: options, the oracle, reports, the summary. */
+#ifndef M3_APP_H
+#define M3_APP_H
+#include <stdio.h>
+#include <time.h>
+#include "config/cfg.h"
+#include "base/json.h"
+#include "stream/learner.h"
+#include "eval/sim.h"
+
+/* Handle the options every program takes: `--config FILE` (load a properties file) and
+ * `--set key=value` (override one key), applied in command-line order. Returns 1 when
+ * argv[*i] was one of them (*i then points at its last word), 0 when it was not, -1 on
+ * error with errstr = "file:line: message". */
+int app_config_arg(m3_cfg *cfg, int argc, char **argv, int *i, char *errstr, size_t n);
+
+/* Handle the simulator's options: --events N, --seed S, --users N, --items N,
+ * --difficulty X, --noise X, --conflict X (0..2), --taste X, --mix X, --new-users X (see
+ * sim_cfg). Returns 1 when argv[*i] was one (*i then
+ * points at its value), 0 when not, -1 with errstr when its value is missing or out of range. */
+int app_sim_arg(sim_cfg *sc, int argc, char **argv, int *i, char *errstr, size_t n);
+#define APP_SIM_USAGE \
+    "[--events N] [--seed S] [--users N] [--items N] [--difficulty X] [--noise X] [--conflict X] " \
+    "[--taste X] [--mix X] [--new-users X]"
+
+/* Sleep until `done` messages are due at `rate` per second since `start` (CLOCK_MONOTONIC). */
+void app_pace(struct timespec start, long long done, double rate);
+
+/* Append one message to a framed file (what m3rec-sim and m3rec-replay `--out` write):
+ * topic, NUL, key length (big-endian u32), key, value length (big-endian u32), value. */
+void app_write_frame(FILE *f, const char *topic, const void *key, size_t klen,
+                     const void *val, size_t len);
+
+/* Take the simulator's scenarios and attribution window from the configuration. */
+void app_sim_from_cfg(sim_cfg *sc, const m3_cfg *cfg);
+
+/* The oracle: the true probabilities of the simulator scored like a model ("oracle"),
+ * next to its reference predictors (sim_truth: "oracle_profile", "oracle_learner"), each
+ * with the models' slices (new_item: the item's impressions < model.item.warm;
+ * new_user_in_scenario: the user's first model.slice.user.new impressions in the
+ * scenario, known in another;
+ * none in the first model.slice.burnin x batch.size impressions - the models' own
+ * burn-in, the same impressions up to partial batches). */
+typedef struct app_oracle app_oracle;
+app_oracle *app_oracle_new(const m3_cfg *cfg, char *errstr, size_t n);
+void app_oracle_destroy(app_oracle *o);
+void app_oracle_add(app_oracle *o, const sim_truth *t);
+/* Write the oracle's report (same shape as the worker's; primary model "oracle"). */
+int app_oracle_write(const app_oracle *o, const char *path, char *errstr, size_t n);
+/* The oracle's report as a malloc'd JSON string. */
+char *app_oracle_json(const app_oracle *o);
+
+/* Writes a program's own top-level report keys (may be NULL). */
+typedef void (*app_extra_fn)(json_writer *w, void *arg);
+
+/* Write the learner's report (metrics, model facts, then extra's keys) to path.
+ * Returns 0, or -1 with errstr. */
+int app_write_report(const char *path, lrn *L, app_extra_fn extra, void *arg,
+                     char *errstr, size_t n);
+/* The learner's report as a malloc'd JSON string (NULL when out of memory). */
+char *app_report_json(lrn *L, app_extra_fn extra, void *arg);
+
+/* Print, per scenario and overall, CTR and CTCVR AUC of every model in `run` next to the
+ * oracle's, and the fraction of the LR-to-oracle gap each model closes when `run` has an
+ * `lr` model. oracle may be NULL. Returns 0, or -1 when run lacks the report keys. */
+int app_print_comparison(FILE *out, const json_node *run, const json_node *oracle,
+                         char *errstr, size_t n);
+/* Same, from a live learner and oracle. */
+int app_print_comparison_live(FILE *out, lrn *L, const app_oracle *o, char *errstr, size_t n);
+
+#endif

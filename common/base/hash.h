@@ -1,0 +1,54 @@
+/* hash.h - the hashes every module shares: splitmix64 (a finalizer and a random stream)
+ * and FNV-1a. Header-only: each is a few instructions on a hot path.
+ *
+ * Changing any of these changes stored keys, model initialisations and checkpoint
+ * checksums: the test fixtures pin them. */
+#ifndef M3_HASH_H
+#define M3_HASH_H
+#include <stddef.h>
+#include <stdint.h>
+
+/* splitmix64's finalizer of x + golden gamma: a bijection on 64 bits. */
+static inline uint64_t hash_mix64(uint64_t x) {
+    x += 0x9e3779b97f4a7c15ULL;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+    return x ^ (x >> 31);
+}
+
+/* The next number of the splitmix64 stream whose state is *s (the state advances). */
+static inline uint64_t hash_splitmix64(uint64_t *s) {
+    uint64_t x = *s;
+    *s += 0x9e3779b97f4a7c15ULL;
+    return hash_mix64(x);
+}
+
+/* A uniform double in [0, 1) from 53 bits of h. */
+static inline double hash_unit(uint64_t h) { return (double)(h >> 11) * (1.0 / 9007199254740992.0); }
+
+#define HASH_FNV64_INIT 0xcbf29ce484222325ULL
+#define HASH_FNV32_INIT 2166136261u
+
+/* 64-bit FNV-1a of n bytes, continuing from h (HASH_FNV64_INIT to start). */
+static inline uint64_t hash_fnv64(uint64_t h, const void *p, size_t n) {
+    const unsigned char *b = p;
+    for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 0x100000001b3ULL;
+    return h;
+}
+
+/* 64-bit FNV-1a of a NUL-terminated string. */
+static inline uint64_t hash_fnv64_str(const char *s) {
+    uint64_t h = HASH_FNV64_INIT;
+    for (; *s; s++) h = (h ^ (unsigned char)*s) * 0x100000001b3ULL;
+    return h;
+}
+
+/* 32-bit FNV-1a of n bytes, from HASH_FNV32_INIT. */
+static inline uint32_t hash_fnv32(const void *p, size_t n) {
+    const unsigned char *b = p;
+    uint32_t h = HASH_FNV32_INIT;
+    for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 16777619u;
+    return h;
+}
+
+#endif

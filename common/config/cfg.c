@@ -1,0 +1,883 @@
+/* cfg.c - the worker's configuration: one table of known keys, a properties reader,
+ * validation with file:line messages, --set overrides and a dump. */
+#include "config/cfg.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define DAY_MS (24LL * 3600 * 1000)
+
+typedef enum {
+    CFG__INT,      /* int, range imin..imax */
+    CFG__INT64,    /* int64_t, range imin..imax */
+    CFG__UINT64,   /* uint64_t, any value */
+    CFG__FLOAT,    /* float, range fmin..fmax (fmin exclusive when fmin_excl) */
+    CFG__BOOL,     /* int 0/1 */
+    CFG__STRING,   /* char[M3_NAME_MAX * 2], a topic-safe name */
+    CFG__PATH,     /* char[CFG_PATH_MAX], a file system path; may be empty */
+    CFG__NAMES,    /* cfg_list */
+    CFG__INTS,     /* int[max_n] at off, count at off_n; each imin..imax, 1..max_n entries */
+    CFG__ARCH,     /* int, one of the m3_arch names */
+    CFG__ARCHS,    /* int[M3_ARCH__COUNT] at off, count at off_n; may be empty */
+} cfg__type;
+
+typedef struct {
+    const char *name;
+    cfg__type type;
+    size_t off, off_n;
+    int64_t imin, imax;
+    double fmin, fmax;
+    int fmin_excl;
+    int max_n;
+    const char *def;
+    const char *doc;
+} cfg__key;
+
+#define OFF(f) offsetof(m3_cfg, f)
+#define K_INT(n, f, lo, hi, d, doc) { n, CFG__INT, OFF(f), 0, lo, hi, 0, 0, 0, 0, d, doc }
+#define K_I64(n, f, lo, hi, d, doc) { n, CFG__INT64, OFF(f), 0, lo, hi, 0, 0, 0, 0, d, doc }
+#define K_FLT(n, f, lo, ex, hi, d, doc) { n, CFG__FLOAT, OFF(f), 0, 0, 0, lo, hi, ex, 0, d, doc }
+#define K_TYP(n, t, f, d, doc) { n, t, OFF(f), 0, 0, 0, 0, 0, 0, 0, d, doc }
+
+/* The contract: every known key, its type, range and default. Defaults are applied
+ * through the same parser as files, so a default is valid by construction. */
+static const cfg__key cfg__keys[] = {
+    K_TYP("topic.prefix", CFG__STRING, topic_prefix, "m3rec",
+          "prefix of every topic name: <prefix>.events.<scenario>, <prefix>.requests, ..."),
+    K_TYP("scenarios", CFG__NAMES, scenarios, "home,search,product",
+          "scenario names, in model head order"),
+    K_TYP("features.user_cat", CFG__NAMES, user_cat, "age,gender,city,tier",
+          "categorical fields read from an event's user_cat map"),
+    K_TYP("features.item_cat", CFG__NAMES, item_cat, "category,brand,shop",
+          "categorical fields read from an event's item_cat map"),
+    K_TYP("features.ctx_cat", CFG__NAMES, ctx_cat, "device",
+          "categorical fields read from an event's ctx_cat map; not the hour of the event "
+          "(docs/configuration.md: a field that follows event time learns when labels arrive)"),
+    K_TYP("features.user_num", CFG__NAMES, user_num, "activity",
+          "numeric fields read from an event's user_num map"),
+    K_TYP("features.item_num", CFG__NAMES, item_num, "price,rating",
+          "numeric fields read from an event's item_num map"),
+    K_INT("batch.size", batch_size, 1, 4096, "256",
+          "impressions per minibatch (predict, then train)"),
+    K_INT("batch.linger.ms", batch_linger_ms, 0, 60000, "20",
+          "longest wait for a minibatch to fill"),
+    K_TYP("model.arch", CFG__ARCH, model.arch, "m3rec",
+          "architecture of the primary model (its predictions are published)"),
+    { "model.shadow", CFG__ARCHS, OFF(shadow), OFF(n_shadow), 0, 0, 0, 0, 0,
+      M3_ARCH__COUNT, "", "extra architectures trained on the same batches, for comparison" },
+    K_INT("model.emb.dim", model.emb_dim, 1, 256, "16", "embedding dimension d"),
+    { "model.hidden", CFG__INTS, OFF(model.hidden), OFF(model.n_hidden), 1, 4096, 0, 0, 0,
+      M3_MAX_LAYERS, "128,64", "widths of the bottom MLP layers" },
+    K_INT("model.tower.hidden", model.tower_hidden, 1, 4096, "32",
+          "hidden width of each task tower"),
+    K_FLT("model.lr.dense", model.lr_dense, 0, 1, 1, "0.005",
+          "Adam step size for dense parameters"),
+    K_FLT("model.lr.emb", model.lr_emb, 0, 1, 10, "0.5",
+          "Adagrad step size for embedding rows"),
+    K_FLT("model.acc0.emb", model.acc0_emb, 0, 0, 100, "0.1",
+          "Adagrad's starting accumulator for a new embedding row: its first steps are about "
+          "lr.emb x gradient / sqrt(acc0.emb)"),
+    K_FLT("model.l2.emb", model.l2_emb, 0, 0, 1, "1e-6",
+          "L2 penalty on the embedding rows a step touches"),
+    K_FLT("model.clip.norm", model.clip_norm, 0, 0, 1e6, "10",
+          "dense gradient-norm clip; 0 = off"),
+    K_TYP("model.seed", CFG__UINT64, model.seed, "42", "seed of the parameter initialisation"),
+    K_INT("model.experts.shared", model.n_exp_shared, 0, 32, "2",
+          "shared experts (mmoe and ple also take the scenario and task counts as theirs)"),
+    K_INT("model.experts.scenario", model.n_exp_scen, 0, 32, "1", "experts of each scenario (m3rec)"),
+    K_INT("model.experts.task", model.n_exp_task, 0, 32, "1", "experts of each task (ple, m3rec)"),
+    K_FLT("model.gate.scale", model.gate_scale, 0, 1, 100, "0.1",
+          "gate logits are scaled by this: below 1 the softmax gates move slower than the experts"),
+    K_TYP("model.dots", CFG__BOOL, model.dots, "true",
+          "every architecture but lr also reads the dot product of each pair of field "
+          "embeddings (and the scenario's): the factorisation-machine interactions"),
+    K_TYP("model.mieg", CFG__BOOL, model.mieg, "true",
+          "m3rec: generate young items' embeddings from their features (MIEG)"),
+    K_INT("model.mieg.hidden", model.mieg_hidden, 1, 4096, "64", "MIEG generator hidden width"),
+    K_FLT("model.mieg.align", model.mieg_align, 0, 0, 100, "0.1",
+          "weight of MIEG's pull toward the learned rows of warm items"),
+    K_INT("model.item.warm", model.item_warm, 0, 1000000, "20",
+          "an item is young (MIEG, the new_item slice) below this many trained impressions"),
+    K_INT("model.slice.user.new", model.slice_user_new, 1, 1000000, "10",
+          "the new_user_in_scenario slice: a user's first this many impressions in a scenario, "
+          "known in another"),
+    K_INT("model.slice.burnin", model.slice_burnin, 0, 100000000, "4000",
+          "the new_item and new_user_in_scenario slices count from this many training steps on"),
+    K_TYP("model.upt", CFG__BOOL, model.upt, "true",
+          "m3rec: transfer the user's preferences across scenarios (UPT)"),
+    K_INT("model.upt.heads", model.upt_heads, 1, 64, "2", "UPT attention heads (divide model.emb.dim)"),
+    K_INT("model.upt.ffn", model.upt_ffn, 1, 4096, "32", "UPT feed-forward width"),
+    K_FLT("model.upt.step", model.upt_step, 0, 0, 10, "0.5",
+          "UPT preference step: P += step (clicked - p_ctr) e_item on every impression"),
+    K_FLT("model.upt.step.conv", model.upt_step_conv, 0, 0, 10, "0.5",
+          "UPT preference step of a click's conversion: (converted - p_cvr) e_item"),
+    K_I64("join.window.ms", join_window_ms, 1000, 30 * DAY_MS, "3600000",
+          "conversion attribution window, in event time"),
+    K_I64("join.lateness.ms", join_lateness_ms, 0, DAY_MS, "300000",
+          "windows close this long behind the newest event time seen (partitions are read unevenly)"),
+    K_TYP("store.dir", CFG__PATH, store_dir, "",
+          "RocksDB directory of the durable state (one per worker); empty = in memory only"),
+    K_INT("store.memory.max_mb", store_memory_mb, 0, 1048576, "1024",
+          "memory for embedding rows and user states; cold rows beyond it are evicted to the store; 0 = no limit"),
+    K_INT("store.block_cache_mb", store_block_cache_mb, 0, 65536, "128",
+          "RocksDB block cache (rows read back from the store); 0 = none"),
+    K_INT("store.write_buffer_mb", store_write_buffer_mb, 1, 4096, "64",
+          "RocksDB memtable size per column family"),
+    K_TYP("store.compression", CFG__BOOL, store_compression, "true",
+          "LZ4 (or Snappy) compression of the store's files"),
+    K_I64("checkpoint.interval.ms", checkpoint_interval_ms, 100, DAY_MS, "10000",
+          "time between checkpoints (state + input offsets in one RocksDB write batch)"),
+    K_TYP("checkpoint.sync", CFG__BOOL, checkpoint_sync, "true",
+          "fsync each checkpoint (survives a power loss, not only a crash)"),
+    K_INT("emb.admit.count", emb_admit_count, 1, 255, "1",
+          "sightings of an id before it gets its own embedding row (a shared row serves it before); 1 = at once"),
+    K_I64("emb.expire.ms", emb_expire_ms, 0, 3650 * DAY_MS, "2592000000",
+          "embedding rows and user states unseen this long (event time) are dropped; 0 = never"),
+    K_TYP("broker.embedded", CFG__BOOL, broker_embedded, "false",
+          "run against librdkafka's in-process mock cluster instead of kafka.bootstrap.servers"),
+    K_INT("broker.embedded.partitions", broker_partitions, 1, 256, "4",
+          "partitions per topic of the embedded broker"),
+    K_I64("worker.exit.idle.ms", exit_idle_ms, 0, DAY_MS, "0",
+          "exit after this long without input once input was seen; 0 = never"),
+    K_I64("worker.max.events", max_events, 0, INT64_MAX, "0",
+          "stop after this many input events; 0 = no limit"),
+    K_INT("metrics.progress.ms", progress_ms, 0, 3600000, "5000",
+          "period of the progress line; 0 = off"),
+};
+#define CFG__NKEYS ((int)(sizeof cfg__keys / sizeof cfg__keys[0]))
+_Static_assert(sizeof cfg__keys / sizeof cfg__keys[0] <= CFG_KEYS_MAX, "raise CFG_KEYS_MAX");
+
+#define KAFKA_PREFIX "kafka."
+
+/* ---- helpers ---------------------------------------------------------------------- */
+
+static void cfg__err(char *errstr, size_t errstr_size, const char *fmt, ...) {
+    if (!errstr || errstr_size == 0) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(errstr, errstr_size, fmt, ap);
+    va_end(ap);
+}
+
+/* Trim s in place; returns the first non-blank character. */
+static char *cfg__trim(char *s) {
+    while (isspace((unsigned char)*s)) s++;
+    size_t n = strlen(s);
+    while (n > 0 && isspace((unsigned char)s[n - 1])) s[--n] = '\0';
+    return s;
+}
+
+static int cfg__name_char(int ch) {
+    return isalnum((unsigned char)ch) || ch == '_' || ch == '.' || ch == '-';
+}
+
+static void *cfg__at(m3_cfg *c, size_t off) { return (char *)c + off; }
+static const void *cfg__cat(const m3_cfg *c, size_t off) { return (const char *)c + off; }
+
+/* "1..4096", "(>0..1)" style range text of a numeric key, without parentheses. */
+static void cfg__range(const cfg__key *k, char *buf, size_t n) {
+    switch (k->type) {
+    case CFG__FLOAT:
+        snprintf(buf, n, "%s%.15g..%.15g", k->fmin_excl ? ">" : "", k->fmin, k->fmax);
+        break;
+    case CFG__UINT64:
+        snprintf(buf, n, "0..%" PRIu64, UINT64_MAX);
+        break;
+    default:
+        if (k->imax == INT64_MAX)
+            snprintf(buf, n, ">=%" PRId64, k->imin);
+        else
+            snprintf(buf, n, "%" PRId64 "..%" PRId64, k->imin, k->imax);
+    }
+}
+
+static void cfg__arch_names(char *buf, size_t n) {
+    size_t used = 0;
+    buf[0] = '\0';
+    for (int a = 0; a < M3_ARCH__COUNT && used < n; a++)
+        used += (size_t)snprintf(buf + used, n - used, "%s%s", a ? "|" : "", m3_arch_name(a));
+}
+
+/* Parse a whole base-10 integer. Returns 0 ok, -1 not a number, -2 overflow. */
+static int cfg__parse_i64(const char *s, int64_t *out) {
+    if (!*s || isspace((unsigned char)*s)) return -1;
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (end == s || *end) return -1;
+    if (errno == ERANGE) return -2;
+    *out = v;
+    return 0;
+}
+
+static int cfg__parse_u64(const char *s, uint64_t *out) {
+    if (!isdigit((unsigned char)*s)) return -1; /* strtoull would wrap "-1" */
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (*end) return -1;
+    if (errno == ERANGE) return -2;
+    *out = v;
+    return 0;
+}
+
+static int cfg__parse_bool(const char *s, int *out) {
+    static const char *yes[] = { "true", "1", "yes", "on" };
+    static const char *no[] = { "false", "0", "no", "off" };
+    for (int i = 0; i < 4; i++) {
+        if (strcasecmp(s, yes[i]) == 0) { *out = 1; return 0; }
+        if (strcasecmp(s, no[i]) == 0) { *out = 0; return 0; }
+    }
+    return -1;
+}
+
+/* Split a comma list into trimmed entries in buf (modified). Returns the count, or -1
+ * with msg filled when an entry is empty or there are more than max entries. */
+static int cfg__split(char *buf, char **items, int max, const cfg__key *k, const char *value,
+                      char *msg, size_t msg_size) {
+    int n = 0;
+    char *p = buf;
+    for (;;) {
+        char *comma = strchr(p, ',');
+        if (comma) *comma = '\0';
+        char *item = cfg__trim(p);
+        if (!*item) {
+            cfg__err(msg, msg_size, "%s=%s: empty entry in the list", k->name, value);
+            return -1;
+        }
+        if (n == max) {
+            cfg__err(msg, msg_size, "%s=%s: more than %d entries", k->name, value, max);
+            return -1;
+        }
+        items[n++] = item;
+        if (!comma) break;
+        p = comma + 1;
+    }
+    return n;
+}
+
+/* ---- setting one known key -------------------------------------------------------- */
+
+/* Parse value for key k and store it in c. On error returns -1 with msg filled and c
+ * unchanged. value is trimmed. */
+static int cfg__apply(m3_cfg *c, const cfg__key *k, const char *value, char *msg,
+                      size_t msg_size) {
+    char range[64];
+    cfg__range(k, range, sizeof range);
+    int is_list = k->type == CFG__NAMES || k->type == CFG__ARCHS || k->type == CFG__PATH;
+    if (!*value && !is_list) {
+        cfg__err(msg, msg_size, "%s has an empty value", k->name);
+        return -1;
+    }
+
+    switch (k->type) {
+    case CFG__INT:
+    case CFG__INT64: {
+        int64_t v;
+        int rc = cfg__parse_i64(value, &v);
+        if (rc == -1) {
+            cfg__err(msg, msg_size, "%s=%s is not an integer (%s)", k->name, value, range);
+            return -1;
+        }
+        if (rc == -2 || v < k->imin || v > k->imax) {
+            cfg__err(msg, msg_size, "%s=%s is out of range (%s)", k->name, value, range);
+            return -1;
+        }
+        if (k->type == CFG__INT) *(int *)cfg__at(c, k->off) = (int)v;
+        else *(int64_t *)cfg__at(c, k->off) = v;
+        return 0;
+    }
+    case CFG__UINT64: {
+        uint64_t v;
+        int rc = cfg__parse_u64(value, &v);
+        if (rc == -1) {
+            cfg__err(msg, msg_size, "%s=%s is not an integer (%s)", k->name, value, range);
+            return -1;
+        }
+        if (rc == -2) {
+            cfg__err(msg, msg_size, "%s=%s is out of range (%s)", k->name, value, range);
+            return -1;
+        }
+        *(uint64_t *)cfg__at(c, k->off) = v;
+        return 0;
+    }
+    case CFG__FLOAT: {
+        char *end;
+        errno = 0;
+        double v = strtod(value, &end);
+        if (end == value || *end || isspace((unsigned char)*value) || !isfinite(v)) {
+            cfg__err(msg, msg_size, "%s=%s is not a finite number (%s)", k->name, value,
+                     range);
+            return -1;
+        }
+        if (errno == ERANGE || v > k->fmax || v < k->fmin || (k->fmin_excl && v <= k->fmin)) {
+            cfg__err(msg, msg_size, "%s=%s is out of range (%s)", k->name, value, range);
+            return -1;
+        }
+        *(float *)cfg__at(c, k->off) = (float)v;
+        return 0;
+    }
+    case CFG__BOOL: {
+        int v;
+        if (cfg__parse_bool(value, &v) != 0) {
+            cfg__err(msg, msg_size, "%s=%s is not a boolean (true/false, yes/no, on/off, 1/0)",
+                     k->name, value);
+            return -1;
+        }
+        *(int *)cfg__at(c, k->off) = v;
+        return 0;
+    }
+    case CFG__STRING: {
+        size_t n = strlen(value), cap = sizeof c->topic_prefix;
+        int ok = n < cap;
+        for (size_t i = 0; ok && i < n; i++) ok = cfg__name_char(value[i]);
+        if (!ok) {
+            cfg__err(msg, msg_size,
+                     "%s=%s is not a valid name (1..%zu characters of A-Z a-z 0-9 _ . -)",
+                     k->name, value, cap - 1);
+            return -1;
+        }
+        memcpy(cfg__at(c, k->off), value, n + 1);
+        return 0;
+    }
+    case CFG__PATH: {
+        size_t n = strlen(value);
+        for (size_t i = 0; i < n; i++)
+            if (iscntrl((unsigned char)value[i])) {
+                cfg__err(msg, msg_size, "%s: the path contains a control character", k->name);
+                return -1;
+            }
+        if (n >= CFG_PATH_MAX) {
+            cfg__err(msg, msg_size, "%s: the path is longer than %d characters", k->name,
+                     CFG_PATH_MAX - 1);
+            return -1;
+        }
+        memcpy(cfg__at(c, k->off), value, n + 1);
+        return 0;
+    }
+    case CFG__ARCH: {
+        int a = m3_arch_parse(value);
+        if (a < 0) {
+            char names[128];
+            cfg__arch_names(names, sizeof names);
+            cfg__err(msg, msg_size, "%s=%s is not a known architecture (%s)", k->name, value,
+                     names);
+            return -1;
+        }
+        *(int *)cfg__at(c, k->off) = a;
+        return 0;
+    }
+    case CFG__NAMES:
+    case CFG__INTS:
+    case CFG__ARCHS:
+        break;
+    }
+
+    /* lists */
+    char *buf = strdup(value);
+    if (!buf) {
+        cfg__err(msg, msg_size, "out of memory");
+        return -1;
+    }
+    char *items[CFG_LIST_MAX];
+    int max = k->type == CFG__NAMES ? CFG_LIST_MAX : k->max_n;
+    int n = *value ? cfg__split(buf, items, max, k, value, msg, msg_size) : 0;
+    int rc = n < 0 ? -1 : 0;
+
+    if (k->type == CFG__NAMES) {
+        cfg_list l;
+        memset(&l, 0, sizeof l);
+        for (int i = 0; rc == 0 && i < n; i++) {
+            size_t len = strlen(items[i]);
+            if (len >= M3_NAME_MAX) {
+                cfg__err(msg, msg_size, "%s=%s: '%s' is too long (at most %d characters)",
+                         k->name, value, items[i], M3_NAME_MAX - 1);
+                rc = -1;
+                break;
+            }
+            for (size_t j = 0; j < len; j++)
+                if (!cfg__name_char(items[i][j])) rc = -1;
+            if (rc) {
+                cfg__err(msg, msg_size,
+                         "%s=%s: '%s' is not a valid name (characters A-Z a-z 0-9 _ . -)",
+                         k->name, value, items[i]);
+                break;
+            }
+            for (int j = 0; j < i; j++)
+                if (strcmp(items[i], items[j]) == 0) rc = -1;
+            if (rc) {
+                cfg__err(msg, msg_size, "%s=%s: '%s' is listed twice", k->name, value,
+                         items[i]);
+                break;
+            }
+            memcpy(l.names[l.n++], items[i], len + 1);
+        }
+        if (rc == 0) *(cfg_list *)cfg__at(c, k->off) = l;
+    } else if (k->type == CFG__INTS) {
+        int v[M3_MAX_LAYERS];
+        for (int i = 0; rc == 0 && i < n; i++) {
+            int64_t x;
+            int prc = cfg__parse_i64(items[i], &x);
+            if (prc == -1) {
+                cfg__err(msg, msg_size, "%s=%s: '%s' is not an integer (each %s)", k->name,
+                         value, items[i], range);
+                rc = -1;
+            } else if (prc == -2 || x < k->imin || x > k->imax) {
+                cfg__err(msg, msg_size, "%s=%s: '%s' is out of range (each %s)", k->name, value,
+                         items[i], range);
+                rc = -1;
+            } else {
+                v[i] = (int)x;
+            }
+        }
+        if (rc == 0) {
+            memcpy(cfg__at(c, k->off), v, (size_t)n * sizeof v[0]);
+            *(int *)cfg__at(c, k->off_n) = n;
+        }
+    } else { /* CFG__ARCHS */
+        int v[M3_ARCH__COUNT];
+        for (int i = 0; rc == 0 && i < n; i++) {
+            v[i] = m3_arch_parse(items[i]);
+            if (v[i] < 0) {
+                char names[128];
+                cfg__arch_names(names, sizeof names);
+                cfg__err(msg, msg_size, "%s=%s: '%s' is not a known architecture (%s)",
+                         k->name, value, items[i], names);
+                rc = -1;
+                break;
+            }
+            for (int j = 0; j < i; j++)
+                if (v[j] == v[i]) rc = -1;
+            if (rc)
+                cfg__err(msg, msg_size, "%s=%s: '%s' is listed twice", k->name, value,
+                         items[i]);
+        }
+        if (rc == 0) {
+            memcpy(cfg__at(c, k->off), v, (size_t)n * sizeof v[0]);
+            *(int *)cfg__at(c, k->off_n) = n;
+        }
+    }
+    free(buf);
+    return rc;
+}
+
+/* ---- suggestions ------------------------------------------------------------------ */
+
+/* Levenshtein distance, capped: strings longer than 63 characters never match. */
+static int cfg__distance(const char *a, const char *b) {
+    size_t la = strlen(a), lb = strlen(b);
+    if (la > 63 || lb > 63) return 1000;
+    int prev[64], cur[64];
+    for (size_t j = 0; j <= lb; j++) prev[j] = (int)j;
+    for (size_t i = 1; i <= la; i++) {
+        cur[0] = (int)i;
+        for (size_t j = 1; j <= lb; j++) {
+            int sub = prev[j - 1] + (a[i - 1] != b[j - 1]);
+            int del = prev[j] + 1, ins = cur[j - 1] + 1;
+            cur[j] = sub < del ? (sub < ins ? sub : ins) : (del < ins ? del : ins);
+        }
+        memcpy(prev, cur, (lb + 1) * sizeof prev[0]);
+    }
+    return prev[lb];
+}
+
+/* Keys that existed once: a configuration that sets one is refused with what replaced it. */
+static const struct { const char *name, *why; } cfg__retired[] = {
+    {"model.upt.beta", "replaced by model.upt.step, a different rule: UPT's preference now "
+                       "moves by the model's surprise on every impression (docs/configuration.md)"},
+    {"model.upt.beta.conv", "replaced by model.upt.step.conv (docs/configuration.md)"},
+};
+
+/* The known key closest to name, or NULL when none is plausibly meant. */
+static const char *cfg__closest(const char *name) {
+    int best = 1000;
+    const char *hit = NULL;
+    for (int i = 0; i < CFG__NKEYS; i++) {
+        int d = cfg__distance(name, cfg__keys[i].name);
+        if (d < best) {
+            best = d;
+            hit = cfg__keys[i].name;
+        }
+    }
+    int limit = (int)strlen(name) / 3;
+    if (limit < 2) limit = 2;
+    return best <= limit ? hit : NULL;
+}
+
+/* ---- public ----------------------------------------------------------------------- */
+
+static void cfg__derive(m3_cfg *c) {
+    c->model.n_scen = c->scenarios.n;
+    c->model.n_cat = 2 + c->user_cat.n + c->item_cat.n + c->ctx_cat.n;
+    c->model.n_num = c->user_num.n + c->item_num.n;
+    c->model.max_batch = 2 * c->batch_size;
+    c->model.item_cat_from = 2 + c->user_cat.n;
+    c->model.item_cat_n = c->item_cat.n;
+    c->model.item_num_from = c->user_num.n;
+    c->model.item_num_n = c->item_num.n;
+}
+
+void cfg_defaults(m3_cfg *c) {
+    char msg[256];
+    memset(c, 0, sizeof *c);
+    for (int i = 0; i < CFG__NKEYS; i++) (void)cfg__apply(c, &cfg__keys[i], cfg__keys[i].def,
+                                                           msg, sizeof msg);
+    cfg__derive(c);
+}
+
+/* Store a kafka passthrough property; a repeated key replaces the earlier value. */
+static int cfg__kafka_set(m3_cfg *c, const char *key, const char *value) {
+    char *v = strdup(value);
+    if (!v) return -1;
+    for (int i = 0; i < c->n_kafka; i++) {
+        if (strcmp(c->kafka[i].key, key) == 0) {
+            free(c->kafka[i].value);
+            c->kafka[i].value = v;
+            return 0;
+        }
+    }
+    char *k = strdup(key);
+    cfg_kafka_prop *grown = realloc(c->kafka, (size_t)(c->n_kafka + 1) * sizeof *grown);
+    if (!k || !grown) {
+        free(k);
+        free(v);
+        if (grown) c->kafka = grown;
+        return -1;
+    }
+    c->kafka = grown;
+    c->kafka[c->n_kafka].key = k;
+    c->kafka[c->n_kafka].value = v;
+    c->n_kafka++;
+    return 0;
+}
+
+/* Set "key=value" without the origin prefix on errors (msg is just the message). */
+static int cfg__set_line(m3_cfg *c, const char *line, const char *where, char *msg,
+                         size_t msg_size) {
+    char *buf = strdup(line);
+    if (!buf) {
+        cfg__err(msg, msg_size, "out of memory");
+        return -1;
+    }
+    int rc = -1;
+    char *eq = strchr(buf, '=');
+    if (!eq) {
+        cfg__err(msg, msg_size, "'%s' is not a key=value line", cfg__trim(buf));
+        goto out;
+    }
+    *eq = '\0';
+    char *key = cfg__trim(buf), *value = cfg__trim(eq + 1);
+    if (!*key) {
+        cfg__err(msg, msg_size, "missing key before '='");
+        goto out;
+    }
+    if (strncmp(key, KAFKA_PREFIX, strlen(KAFKA_PREFIX)) == 0) {
+        const char *kk = key + strlen(KAFKA_PREFIX);
+        if (!*kk) {
+            cfg__err(msg, msg_size, "'%s' names no librdkafka property", key);
+            goto out;
+        }
+        if (cfg__kafka_set(c, kk, value) != 0) {
+            cfg__err(msg, msg_size, "out of memory");
+            goto out;
+        }
+        rc = 0;
+        goto out;
+    }
+    for (int i = 0; i < CFG__NKEYS; i++) {
+        if (strcmp(key, cfg__keys[i].name) != 0) continue;
+        char *w = strdup(where);
+        if (!w) {
+            cfg__err(msg, msg_size, "out of memory");
+            goto out;
+        }
+        if (cfg__apply(c, &cfg__keys[i], value, msg, msg_size) != 0) {
+            free(w);
+            goto out;
+        }
+        free(c->origin[i].where);
+        c->origin[i].where = w;
+        c->origin[i].seq = ++c->n_set;
+        rc = 0;
+        goto out;
+    }
+    for (size_t i = 0; i < sizeof cfg__retired / sizeof cfg__retired[0]; i++)
+        if (strcmp(key, cfg__retired[i].name) == 0) {
+            cfg__err(msg, msg_size, "'%s' is no longer a key: %s", key, cfg__retired[i].why);
+            goto out;
+        }
+    const char *hint = cfg__closest(key);
+    if (hint)
+        cfg__err(msg, msg_size, "unknown key '%s' (did you mean '%s'?)", key, hint);
+    else
+        cfg__err(msg, msg_size, "unknown key '%s'", key);
+out:
+    free(buf);
+    return rc;
+}
+
+static void cfg__where(char *buf, size_t n, const char *origin, int line) {
+    if (line > 0) snprintf(buf, n, "%s:%d", origin, line);
+    else snprintf(buf, n, "%s", origin);
+}
+
+int cfg_set(m3_cfg *c, const char *key_eq_value, const char *origin, int line,
+            char *errstr, size_t errstr_size) {
+    char msg[1024], where[1024];
+    cfg__where(where, sizeof where, origin ? origin : "--set", line);
+    if (cfg__set_line(c, key_eq_value, where, msg, sizeof msg) == 0) return 0;
+    cfg__err(errstr, errstr_size, "%s: %s", where, msg);
+    return -1;
+}
+
+int cfg_load(m3_cfg *c, const char *path, char *errstr, size_t errstr_size) {
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        cfg__err(errstr, errstr_size, "%s: %s", path, strerror(errno));
+        return -1;
+    }
+    char *line = NULL;
+    size_t cap = 0;
+    int lineno = 0, rc = 0;
+    while (getline(&line, &cap, f) >= 0) {
+        lineno++;
+        char *s = cfg__trim(line);
+        if (!*s || *s == '#' || *s == '!') continue;
+        if (cfg_set(c, s, path, lineno, errstr, errstr_size) != 0) {
+            rc = -1;
+            break;
+        }
+    }
+    if (rc == 0 && ferror(f)) {
+        cfg__err(errstr, errstr_size, "%s: read error after line %d", path, lineno);
+        rc = -1;
+    }
+    free(line);
+    fclose(f);
+    return rc;
+}
+
+/* The origin of whichever of the given keys was set last (NULL if all are defaults). */
+static const char *cfg__last_where(const m3_cfg *c, const char *const *names, int n) {
+    const cfg_origin *best = NULL;
+    for (int i = 0; i < CFG__NKEYS; i++)
+        for (int j = 0; j < n; j++)
+            if (strcmp(cfg__keys[i].name, names[j]) == 0 && c->origin[i].where &&
+                (!best || c->origin[i].seq > best->seq))
+                best = &c->origin[i];
+    return best ? best->where : NULL;
+}
+
+static int cfg__check_fail(const m3_cfg *c, const char *const *names, int n, char *errstr,
+                           size_t errstr_size, const char *msg) {
+    const char *w = cfg__last_where(c, names, n);
+    if (w) cfg__err(errstr, errstr_size, "%s: %s", w, msg);
+    else cfg__err(errstr, errstr_size, "%s", msg);
+    return -1;
+}
+
+int cfg_check(m3_cfg *c, char *errstr, size_t errstr_size) {
+    char msg[512];
+    static const char *const scen[] = { "scenarios" };
+    static const char *const cat[] = { "features.user_cat", "features.item_cat",
+                                       "features.ctx_cat" };
+    static const char *const num[] = { "features.user_num", "features.item_num" };
+    static const char *const arch[] = { "model.arch", "model.shadow" };
+    static const char *const durable[] = { "store.dir", "model.shadow" };
+
+    if (c->scenarios.n == 0)
+        return cfg__check_fail(c, scen, 1, errstr, errstr_size,
+                               "scenarios is empty: at least one scenario is needed");
+    if (c->scenarios.n > M3_MAX_SCEN) {
+        snprintf(msg, sizeof msg, "%d scenarios, at most %d are supported", c->scenarios.n,
+                 M3_MAX_SCEN);
+        return cfg__check_fail(c, scen, 1, errstr, errstr_size, msg);
+    }
+    int n_cat = 2 + c->user_cat.n + c->item_cat.n + c->ctx_cat.n;
+    if (n_cat > M3_MAX_CAT) {
+        snprintf(msg, sizeof msg,
+                 "too many categorical slots: 2 ids + %d user_cat + %d item_cat + %d ctx_cat"
+                 " = %d, at most %d",
+                 c->user_cat.n, c->item_cat.n, c->ctx_cat.n, n_cat, M3_MAX_CAT);
+        return cfg__check_fail(c, cat, 3, errstr, errstr_size, msg);
+    }
+    int n_num = c->user_num.n + c->item_num.n;
+    if (n_num > M3_MAX_NUM) {
+        snprintf(msg, sizeof msg,
+                 "too many numeric slots: %d user_num + %d item_num = %d, at most %d",
+                 c->user_num.n, c->item_num.n, n_num, M3_MAX_NUM);
+        return cfg__check_fail(c, num, 2, errstr, errstr_size, msg);
+    }
+    for (int i = 0; i < c->n_shadow; i++) {
+        if (c->shadow[i] == c->model.arch) {
+            snprintf(msg, sizeof msg, "model.shadow lists %s, the primary model.arch",
+                     m3_arch_name(c->model.arch));
+            return cfg__check_fail(c, arch, 2, errstr, errstr_size, msg);
+        }
+    }
+    if (c->store_dir[0] && c->n_shadow > 0)
+        return cfg__check_fail(c, durable, 2, errstr, errstr_size,
+                               "model.shadow must be empty with store.dir: only the primary "
+                               "model's state is persisted (compare architectures with "
+                               "m3rec-offline or a second worker without a store)");
+    cfg__derive(c);
+    return 0;
+}
+
+const char *cfg_kafka_get(const m3_cfg *c, const char *key) {
+    for (int i = 0; i < c->n_kafka; i++)
+        if (strcmp(c->kafka[i].key, key) == 0) return c->kafka[i].value;
+    return NULL;
+}
+
+int cfg_scenario_index(const m3_cfg *c, const char *name) {
+    for (int i = 0; i < c->scenarios.n; i++)
+        if (strcmp(c->scenarios.names[i], name) == 0) return i;
+    return -1;
+}
+
+void cfg_free(m3_cfg *c) {
+    if (!c) return;
+    for (int i = 0; i < c->n_kafka; i++) {
+        free(c->kafka[i].key);
+        free(c->kafka[i].value);
+    }
+    free(c->kafka);
+    for (int i = 0; i < CFG_KEYS_MAX; i++) free(c->origin[i].where);
+    cfg_defaults(c);
+}
+
+/* ---- dump ------------------------------------------------------------------------- */
+
+typedef struct {
+    char *s;
+    size_t len, cap;
+    int oom;
+} cfg__buf;
+
+static void cfg__put(cfg__buf *b, const char *fmt, ...) {
+    if (b->oom) return;
+    for (;;) {
+        va_list ap;
+        va_start(ap, fmt);
+        int n = vsnprintf(b->s + b->len, b->cap - b->len, fmt, ap);
+        va_end(ap);
+        if (n < 0) {
+            b->oom = 1;
+            return;
+        }
+        if ((size_t)n < b->cap - b->len) {
+            b->len += (size_t)n;
+            return;
+        }
+        size_t cap = b->cap * 2 + (size_t)n + 1;
+        char *s = realloc(b->s, cap);
+        if (!s) {
+            b->oom = 1;
+            return;
+        }
+        b->s = s;
+        b->cap = cap;
+    }
+}
+
+/* A %g form that reads back as the same float: 6 digits unless more are needed (fewer
+ * would turn 10 into 1e+01; %g drops trailing zeros anyway). */
+static void cfg__put_float(cfg__buf *b, float v) {
+    char tmp[32];
+    for (int p = 6; p <= 9; p++) {
+        snprintf(tmp, sizeof tmp, "%.*g", p, (double)v);
+        if (strtof(tmp, NULL) == v) break;
+    }
+    cfg__put(b, "%s", tmp);
+}
+
+static int cfg__secret(const char *key) {
+    return strstr(key, "password") || strstr(key, "secret");
+}
+
+char *cfg_dump(const m3_cfg *c) {
+    cfg__buf b = { malloc(1024), 0, 1024, 0 };
+    if (!b.s) return NULL;
+    for (int i = 0; i < CFG__NKEYS; i++) {
+        const cfg__key *k = &cfg__keys[i];
+        const void *p = cfg__cat(c, k->off);
+        cfg__put(&b, "%s=", k->name);
+        switch (k->type) {
+        case CFG__INT: cfg__put(&b, "%d", *(const int *)p); break;
+        case CFG__INT64: cfg__put(&b, "%" PRId64, *(const int64_t *)p); break;
+        case CFG__UINT64: cfg__put(&b, "%" PRIu64, *(const uint64_t *)p); break;
+        case CFG__FLOAT: cfg__put_float(&b, *(const float *)p); break;
+        case CFG__BOOL: cfg__put(&b, "%s", *(const int *)p ? "true" : "false"); break;
+        case CFG__STRING:
+        case CFG__PATH: cfg__put(&b, "%s", (const char *)p); break;
+        case CFG__ARCH: cfg__put(&b, "%s", m3_arch_name(*(const int *)p)); break;
+        case CFG__NAMES: {
+            const cfg_list *l = p;
+            for (int j = 0; j < l->n; j++) cfg__put(&b, "%s%s", j ? "," : "", l->names[j]);
+            break;
+        }
+        case CFG__INTS:
+        case CFG__ARCHS: {
+            const int *v = p;
+            int n = *(const int *)cfg__cat(c, k->off_n);
+            for (int j = 0; j < n; j++) {
+                if (k->type == CFG__INTS) cfg__put(&b, "%s%d", j ? "," : "", v[j]);
+                else cfg__put(&b, "%s%s", j ? "," : "", m3_arch_name(v[j]));
+            }
+            break;
+        }
+        }
+        cfg__put(&b, "\n");
+    }
+    for (int i = 0; i < c->n_kafka; i++)
+        cfg__put(&b, KAFKA_PREFIX "%s=%s\n", c->kafka[i].key,
+                 cfg__secret(c->kafka[i].key) ? "***" : c->kafka[i].value);
+    if (b.oom) {
+        free(b.s);
+        return NULL;
+    }
+    return b.s;
+}
+
+char *cfg_help(void) {
+    cfg__buf b = { malloc(4096), 0, 4096, 0 };
+    if (!b.s) return NULL;
+    for (int i = 0; i < CFG__NKEYS; i++) {
+        const cfg__key *k = &cfg__keys[i];
+        char range[128];
+        switch (k->type) {
+        case CFG__BOOL: snprintf(range, sizeof range, "true|false"); break;
+        case CFG__STRING: snprintf(range, sizeof range, "name"); break;
+        case CFG__PATH: snprintf(range, sizeof range, "path"); break;
+        case CFG__NAMES: snprintf(range, sizeof range, "list of names"); break;
+        case CFG__ARCH: cfg__arch_names(range, sizeof range); break;
+        case CFG__ARCHS:
+            cfg__arch_names(range, sizeof range);
+            snprintf(range + strlen(range), sizeof range - strlen(range), ", list");
+            break;
+        case CFG__INTS: {
+            char each[64];
+            cfg__range(k, each, sizeof each);
+            snprintf(range, sizeof range, "1..%d of %s", k->max_n, each);
+            break;
+        }
+        default: cfg__range(k, range, sizeof range);
+        }
+        cfg__put(&b, "%-28s %s (%s; default %s)\n", k->name, k->doc, range,
+                 *k->def ? k->def : "empty");
+    }
+    cfg__put(&b, "%-28s %s\n", "kafka.<property>", "passed to librdkafka without the prefix");
+    if (b.oom) {
+        free(b.s);
+        return NULL;
+    }
+    return b.s;
+}

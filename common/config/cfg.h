@@ -1,0 +1,130 @@
+/* cfg.h - the worker's configuration: properties files, validation, --set overrides.
+ *
+ * Files are Java-properties style `key=value` lines, `#` or `!` comments, blank lines.
+ * Keys under `kafka.` are passed to librdkafka unchanged (without the prefix). Every
+ * other key is known, typed and range-checked; any mistake is reported as
+ * `file:line: what is wrong` (for --set overrides the origin is `--set`). */
+#ifndef M3_CFG_H
+#define M3_CFG_H
+#include <stddef.h>
+#include <stdint.h>
+#include "base/event.h"
+#include "engine/model.h"
+
+#define CFG_LIST_MAX 32   /* entries in a comma-separated list (scenarios, feature fields) */
+#define CFG_KEYS_MAX 64   /* capacity for the known (non-kafka) keys; cfg.c has fewer */
+#define CFG_PATH_MAX 1024 /* store.dir */
+
+typedef struct {
+    char *key;    /* librdkafka property, without the `kafka.` prefix */
+    char *value;
+} cfg_kafka_prop;
+
+typedef struct {
+    char names[CFG_LIST_MAX][M3_NAME_MAX];
+    int n;
+} cfg_list;
+
+/* Where a known key was last set, so cross-key errors can name a file and line. */
+typedef struct {
+    char *where;  /* owned: "path:line" or the --set origin; NULL = still the default */
+    unsigned seq; /* order of setting: the larger, the later */
+} cfg_origin;
+
+typedef struct m3_cfg {
+    /* topics */
+    char topic_prefix[M3_NAME_MAX * 2];   /* topic.prefix, default "m3rec" */
+    cfg_list scenarios;                   /* scenarios, default home,search,product */
+    /* features: the field names read from each map of an Impression */
+    cfg_list user_cat, item_cat, ctx_cat; /* features.user_cat etc. */
+    cfg_list user_num, item_num;          /* features.user_num, features.item_num */
+    /* batching */
+    int batch_size;                       /* batch.size, 1..4096, default 256 */
+    int batch_linger_ms;                  /* batch.linger.ms, 0..60000, default 20 */
+    /* model */
+    m3_model_cfg model;                   /* model.arch, model.emb.dim, model.hidden,
+                                             model.tower.hidden, model.lr.dense,
+                                             model.lr.emb, model.l2.emb, model.clip.norm,
+                                             model.seed; n_scen, n_cat, n_num and
+                                             max_batch = 2 * batch.size are derived
+                                             by cfg_check() */
+    int shadow[M3_ARCH__COUNT];           /* model.shadow: list of extra archs trained
+                                             on the same batches for comparison */
+    int n_shadow;
+    /* delayed conversions */
+    int64_t join_window_ms;               /* join.window.ms: attribution window, event time */
+    int64_t join_lateness_ms;             /* join.lateness.ms: windows close this far behind
+                                             the newest event time (uneven partitions) */
+    /* durable state (state.c, store.c) */
+    char store_dir[CFG_PATH_MAX];         /* store.dir: RocksDB directory; "" = in memory only */
+    int store_memory_mb;                  /* store.memory.max_mb: embedding rows + user states
+                                             in memory; 0 = no limit */
+    int store_block_cache_mb;             /* store.block_cache_mb */
+    int store_write_buffer_mb;            /* store.write_buffer_mb */
+    int store_compression;                /* store.compression, bool */
+    int64_t checkpoint_interval_ms;       /* checkpoint.interval.ms */
+    int checkpoint_sync;                  /* checkpoint.sync, bool: fsync each checkpoint */
+    int emb_admit_count;                  /* emb.admit.count: sightings before an id gets its
+                                             own row (1 = at once) */
+    int64_t emb_expire_ms;                /* emb.expire.ms: rows unseen this long in event
+                                             time are dropped; 0 = never */
+    /* embedded broker (librdkafka's mock cluster) */
+    int broker_embedded;                  /* broker.embedded, bool, default false */
+    int broker_partitions;                /* broker.embedded.partitions, 1..256, default 4 */
+    /* run control */
+    int64_t exit_idle_ms;                 /* worker.exit.idle.ms: exit after this long with no
+                                             input once some input was seen; 0 = never */
+    int64_t max_events;                   /* worker.max.events: stop after this many; 0 = no limit */
+    int progress_ms;                      /* metrics.progress.ms: progress line period; 0 = off */
+    /* librdkafka passthrough, in file order (later entries override earlier ones) */
+    cfg_kafka_prop *kafka;                /* owned */
+    int n_kafka;
+    /* bookkeeping for error messages, indexed like cfg.c's key table */
+    cfg_origin origin[CFG_KEYS_MAX];
+    unsigned n_set;
+} m3_cfg;
+
+/* Fill c with the defaults (overwriting it, so never call it on a c that owns memory:
+ * use cfg_free()). c owns no memory until cfg_load() or cfg_set() succeeds. */
+void cfg_defaults(m3_cfg *c);
+
+/* Read a properties file into c (on top of what is there), line by line. Returns 0, or
+ * -1 with errstr = "path:line: message" (an unreadable file is "path: <strerror>");
+ * the lines before the bad one stay applied, the bad one changes nothing. */
+int cfg_load(m3_cfg *c, const char *path, char *errstr, size_t errstr_size);
+
+/* Apply one `key=value` override. origin and line name it in errors: "origin:line: msg",
+ * or "origin: msg" when line is 0 (e.g. "--set", 0). Returns 0, or -1 with errstr
+ * filled and c unchanged. */
+int cfg_set(m3_cfg *c, const char *key_eq_value, const char *origin, int line,
+            char *errstr, size_t errstr_size);
+
+/* Cross-key checks after everything is loaded: at least one and at most M3_MAX_SCEN
+ * scenarios, 2 id slots + categorical fields <= M3_MAX_CAT, numeric fields <= M3_MAX_NUM,
+ * the primary model.arch not repeated in model.shadow, no model.shadow with store.dir
+ * (only the primary model's state is persisted). On success fills the derived
+ * model fields (n_scen, n_cat, n_num, max_batch = 2 * batch.size) and returns 0.
+ * Returns -1 with errstr = "where: message", where = the file:line (or --set) that set
+ * the last of the keys involved. */
+int cfg_check(m3_cfg *c, char *errstr, size_t errstr_size);
+
+/* The value of a librdkafka passthrough key (without `kafka.`), or NULL. */
+const char *cfg_kafka_get(const m3_cfg *c, const char *key);
+
+/* Index of a scenario name, or -1. */
+int cfg_scenario_index(const m3_cfg *c, const char *name);
+
+/* Free what c owns; c is left as after cfg_defaults(). NULL is a no-op. */
+void cfg_free(m3_cfg *c);
+
+/* Write every setting, one `key=value` per line, to a malloc'd string (for --print-config
+ * and the report): the known keys in table order, then the kafka. ones in file order.
+ * Values of kafka keys whose name contains "password" or "secret" are written as "***".
+ * The caller frees the string. Returns NULL on allocation failure. */
+char *cfg_dump(const m3_cfg *c);
+
+/* Describe every known key, one line each: name, meaning, range, default (for --help).
+ * The caller frees the string. Returns NULL on allocation failure. */
+char *cfg_help(void);
+
+#endif

@@ -1,0 +1,345 @@
+/* emb.c - embedding table: 64-bit key -> d-wide row, with lazy per-row Adagrad. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
+#include "engine/emb.h"
+#include "engine/keymap.h"
+
+struct emb_table {
+    int d;
+    uint64_t seed;
+    float init_acc;
+    km_map index;           /* key -> row */
+    float *store;           /* (rows_cap, 2d): weights then accumulators */
+    uint32_t *mark;         /* (rows_cap) position in touched[], sparse-set style */
+    uint32_t *cnt;          /* (rows_cap) the owner's per-row counter */
+    /* persistence bookkeeping (state.c): which key a row holds, whether it changed since
+     * the last checkpoint, when it was last used (batch tick, event time) */
+    uint64_t *keys;         /* (rows_cap) */
+    uint8_t *dirty;         /* (rows_cap) */
+    uint32_t *tick;         /* (rows_cap) */
+    int64_t *seen;          /* (rows_cap) */
+    size_t n_dirty;         /* rows with dirty set */
+    uint32_t cur_tick;      /* stamped on every row a lookup returns */
+    int64_t cur_seen;
+    size_t rows, rows_cap;
+    /* gradients of the current step */
+    uint32_t *touched;      /* (touch_cap) distinct rows, in first-touch order */
+    float *gbuf;            /* (touch_cap, d) their summed gradients */
+    size_t n_touched, touch_cap;
+};
+
+static uint64_t emb__mix(uint64_t x) {
+    x += 0x9e3779b97f4a7c15ULL;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+    return x ^ (x >> 31);
+}
+
+static int emb__grow_touch(emb_table *t, size_t cap) {
+    uint32_t *tc = realloc(t->touched, cap * sizeof *tc);
+    if (!tc) return -1;
+    t->touched = tc;
+    float *g = realloc(t->gbuf, cap * (size_t)t->d * sizeof *g);
+    if (!g) return -1;
+    t->gbuf = g;
+    t->touch_cap = cap;
+    return 0;
+}
+
+emb_table *emb_new(int d, uint64_t seed, float init_acc, size_t touch_cap,
+                   char *errstr, size_t errstr_size) {
+    /* the clocks start at 0 (calloc): a row stamped before emb_set_clock reads as old */
+    if (d <= 0 || d > 4096) {
+        snprintf(errstr, errstr_size, "embedding width %d out of range 1..4096", d);
+        return NULL;
+    }
+    emb_table *t = calloc(1, sizeof *t);
+    if (!t) goto oom;
+    t->d = d;
+    t->seed = seed;
+    t->init_acc = init_acc;
+    if (km_resize(&t->index, 1024) != 0) goto oom;
+    if (emb__grow_touch(t, touch_cap ? touch_cap : 256) != 0) goto oom;
+    return t;
+oom:
+    emb_destroy(t);
+    snprintf(errstr, errstr_size, "out of memory creating an embedding table");
+    return NULL;
+}
+
+void emb_destroy(emb_table *t) {
+    if (!t) return;
+    km_free(&t->index);
+    free(t->store);
+    free(t->mark);
+    free(t->cnt);
+    free(t->keys);
+    free(t->dirty);
+    free(t->tick);
+    free(t->seen);
+    free(t->touched);
+    free(t->gbuf);
+    free(t);
+}
+
+int64_t emb_find(const emb_table *t, uint64_t key) { return km_find(&t->index, key); }
+
+static void emb__init_row(emb_table *t, float *w, uint64_t key) {
+    int d = t->d;
+    uint64_t base = emb__mix(t->seed ^ emb__mix(key));
+    for (int j = 0; j < d; j++) {
+        uint64_t r = emb__mix(base + (uint64_t)j);
+        /* top 24 bits -> [0,1) exactly representable in float */
+        float u = (float)(r >> 40) * (1.0f / 16777216.0f);
+        w[j] = (2.0f * u - 1.0f) * EMB_INIT_SCALE;
+        w[d + j] = t->init_acc;
+    }
+}
+
+int64_t emb_lookup(emb_table *t, uint64_t key) {
+    return emb_lookup_init(t, key, NULL, NULL);
+}
+
+/* Resize every per-row array to nc rows (nc >= rows). */
+static int emb__resize_rows(emb_table *t, size_t nc) {
+    float *st = realloc(t->store, nc * 2 * (size_t)t->d * sizeof *st);
+    if (!st) return -1;
+    t->store = st;
+#define EMB__RESIZE(a) do { void *p_ = realloc((a), nc * sizeof *(a)); if (!p_) return -1;  \
+                            (a) = p_; } while (0)
+    EMB__RESIZE(t->mark);
+    EMB__RESIZE(t->cnt);
+    EMB__RESIZE(t->keys);
+    EMB__RESIZE(t->dirty);
+    EMB__RESIZE(t->tick);
+    EMB__RESIZE(t->seen);
+#undef EMB__RESIZE
+    t->rows_cap = nc;
+    return 0;
+}
+
+/* Append a row for key (absent; h is the free slot its probe ended on): counters zero,
+ * dirty, stamped. The weights are left for the caller. Returns the row or -1. */
+static int64_t emb__new_row(emb_table *t, uint64_t key, size_t h) {
+    if (t->rows >= UINT32_MAX - 1) return -1;
+    if (t->rows == t->rows_cap &&
+        emb__resize_rows(t, t->rows_cap ? t->rows_cap * 2 : 1024) != 0)
+        return -1;
+    uint32_t row = (uint32_t)t->rows;
+    if (km_insert(&t->index, key, row, h, t->rows + 1) != 0) return -1;
+    t->rows++;
+    t->mark[row] = 0;
+    t->cnt[row] = 0;
+    t->keys[row] = key;
+    t->dirty[row] = 1;
+    t->n_dirty++;
+    t->tick[row] = t->cur_tick;
+    t->seen[row] = t->cur_seen;
+    return row;
+}
+
+int64_t emb_lookup_init(emb_table *t, uint64_t key, const float *init, int *created) {
+    size_t h = km_probe(&t->index, key);
+    if (created) *created = 0;
+    uint32_t hit = t->index.slots[h].row;
+    if (hit != KM_EMPTY) {   /* a row a lookup hands out may change: it is dirty */
+        t->n_dirty += !t->dirty[hit];
+        t->dirty[hit] = 1;
+        t->tick[hit] = t->cur_tick;
+        t->seen[hit] = t->cur_seen;
+        return hit;
+    }
+    /* absent: make room first, so a failure leaves the table unchanged */
+    int64_t row = emb__new_row(t, key, h);
+    if (row < 0) return -1;
+    float *w = t->store + (size_t)row * 2 * t->d;
+    emb__init_row(t, w, key);
+    if (init) memcpy(w, init, sizeof(float) * t->d);
+    if (created) *created = 1;
+    return row;
+}
+
+size_t emb_rows(const emb_table *t) { return t->rows; }
+int emb_dim(const emb_table *t) { return t->d; }
+
+float *emb_weights(emb_table *t, int64_t row) {
+    return t->store + (size_t)row * 2 * t->d;
+}
+
+float *emb_accum(emb_table *t, int64_t row) {
+    return t->store + (size_t)row * 2 * t->d + t->d;
+}
+
+uint32_t *emb_count(emb_table *t, int64_t row) { return &t->cnt[row]; }
+
+size_t emb_bytes(const emb_table *t) {
+    return t->index.cap * sizeof(km_slot) + t->rows_cap * emb_row_bytes(t);
+}
+
+void emb_gather(float *out, const emb_table *t, const int64_t *rows, int n) {
+    int d = t->d;
+    for (int i = 0; i < n; i++)
+        memcpy(out + (size_t)i * d, t->store + (size_t)rows[i] * 2 * d, sizeof(float) * d);
+}
+
+void emb_grad_begin(emb_table *t) { t->n_touched = 0; }
+
+/* sparse-set membership: valid whatever stale value mark[row] holds */
+static int64_t emb__touch_pos(const emb_table *t, int64_t row) {
+    uint32_t p = t->mark[row];
+    return p < t->n_touched && t->touched[p] == (uint32_t)row ? (int64_t)p : -1;
+}
+
+int emb_grad_add(emb_table *t, int64_t row, const float *g) {
+    int d = t->d;
+    int64_t p = emb__touch_pos(t, row);
+    if (p < 0) {
+        if (t->n_touched == t->touch_cap && emb__grow_touch(t, t->touch_cap * 2) != 0)
+            return -1;
+        p = (int64_t)t->n_touched++;
+        t->touched[p] = (uint32_t)row;
+        t->mark[row] = (uint32_t)p;
+        memcpy(t->gbuf + (size_t)p * d, g, sizeof(float) * d);
+        return 0;
+    }
+    float *acc = t->gbuf + (size_t)p * d;
+    for (int j = 0; j < d; j++) acc[j] += g[j];
+    return 0;
+}
+
+const float *emb_grad_get(const emb_table *t, int64_t row) {
+    if (row < 0 || (size_t)row >= t->rows) return NULL;
+    int64_t p = emb__touch_pos(t, row);
+    return p < 0 ? NULL : t->gbuf + (size_t)p * t->d;
+}
+
+size_t emb_grad_touched(const emb_table *t) { return t->n_touched; }
+
+/* One Adagrad step on a row: w (d), G (d), g (d) its summed gradient. */
+static void emb__adagrad_row(float *w, float *G, const float *g, int d, float lr, float l2) {
+    int j = 0;
+#ifdef __SSE2__
+    /* the -O2 build does not vectorize; same operations in the same order as below */
+    const __m128 lr4 = _mm_set1_ps(lr), l24 = _mm_set1_ps(l2), tiny = _mm_set1_ps(1e-8f);
+    for (; j + 4 <= d; j += 4) {
+        __m128 wj = _mm_loadu_ps(w + j);
+        __m128 gj = _mm_add_ps(_mm_loadu_ps(g + j), _mm_mul_ps(l24, wj));
+        __m128 Gj = _mm_add_ps(_mm_loadu_ps(G + j), _mm_mul_ps(gj, gj));
+        _mm_storeu_ps(G + j, Gj);
+        __m128 step = _mm_div_ps(_mm_mul_ps(lr4, gj), _mm_add_ps(_mm_sqrt_ps(Gj), tiny));
+        _mm_storeu_ps(w + j, _mm_sub_ps(wj, step));
+    }
+#endif
+    for (; j < d; j++) {
+        float gj = g[j] + l2 * w[j];
+        G[j] += gj * gj;
+        w[j] -= lr * gj / (sqrtf(G[j]) + 1e-8f);
+    }
+}
+
+void emb_grad_apply(emb_table *t, float lr, float l2) {
+    int d = t->d;
+    for (size_t p = 0; p < t->n_touched; p++) {
+        float *w = t->store + (size_t)t->touched[p] * 2 * d;
+        emb__adagrad_row(w, w + d, t->gbuf + p * d, d, lr, l2);
+    }
+    t->n_touched = 0;
+}
+
+/* ---------------------------------------------------------------- persistence */
+
+void emb_set_clock(emb_table *t, uint32_t tick, int64_t seen_ms) {
+    t->cur_tick = tick;
+    t->cur_seen = seen_ms;
+}
+
+uint64_t emb_key(const emb_table *t, int64_t row) { return t->keys[row]; }
+int emb_dirty(const emb_table *t, int64_t row) { return t->dirty[row]; }
+void emb_set_dirty(emb_table *t, int64_t row, int dirty) {
+    t->n_dirty += (size_t)(dirty != 0) - (size_t)t->dirty[row];
+    t->dirty[row] = (uint8_t)(dirty != 0);
+}
+
+size_t emb_dirty_rows(const emb_table *t) { return t->n_dirty; }
+uint32_t emb_tick(const emb_table *t, int64_t row) { return t->tick[row]; }
+int64_t emb_seen(const emb_table *t, int64_t row) { return t->seen[row]; }
+void emb_touch(emb_table *t, int64_t row) { t->tick[row] = t->cur_tick; }
+
+size_t emb_row_bytes(const emb_table *t) {
+    return 2 * (size_t)t->d * sizeof(float) + 3 * sizeof(uint32_t) + sizeof(uint64_t) +
+           sizeof(uint8_t) + sizeof(int64_t);
+}
+
+size_t emb_capacity(const emb_table *t) { return t->rows_cap; }
+
+int emb_reserve(emb_table *t, size_t rows_cap) {
+    if (rows_cap < t->rows) rows_cap = t->rows;
+    if (rows_cap < 16) rows_cap = 16;
+    size_t slots = km_slots_for(rows_cap);
+    /* slots first: growing them can fail without touching the rows */
+    if (slots != t->index.cap && km_resize(&t->index, slots) != 0) return -1;
+    if (rows_cap != t->rows_cap && emb__resize_rows(t, rows_cap) != 0) return -1;
+    return 0;
+}
+
+int64_t emb_remove(emb_table *t, uint64_t key) {
+    int64_t removed = km_remove(&t->index, key);
+    if (removed < 0) return -2;
+    uint32_t row = (uint32_t)removed;
+    /* the last row moves into the hole, so rows stay dense */
+    uint32_t last = (uint32_t)--t->rows;
+    t->n_dirty -= t->dirty[row];
+    if (row == last) return -1;
+    int d = t->d;
+    memcpy(t->store + (size_t)row * 2 * d, t->store + (size_t)last * 2 * d,
+           sizeof(float) * 2 * (size_t)d);
+    t->mark[row] = t->mark[last];
+    t->cnt[row] = t->cnt[last];
+    t->keys[row] = t->keys[last];
+    t->dirty[row] = t->dirty[last];
+    t->tick[row] = t->tick[last];
+    t->seen[row] = t->seen[last];
+    km_repoint(&t->index, t->keys[row], last, row);
+    return row;
+}
+
+size_t emb_value_bytes(const emb_table *t) {
+    return 2 * (size_t)t->d * sizeof(float) + sizeof(uint32_t) + sizeof(int64_t);
+}
+
+void emb_value_save(const emb_table *t, int64_t row, void *buf) {
+    unsigned char *b = buf;
+    size_t fl = 2 * (size_t)t->d * sizeof(float);
+    memcpy(b, t->store + (size_t)row * 2 * t->d, fl);
+    memcpy(b + fl, &t->cnt[row], sizeof(uint32_t));
+    memcpy(b + fl + sizeof(uint32_t), &t->seen[row], sizeof(int64_t));
+}
+
+int64_t emb_value_seen(const emb_table *t, const void *val, size_t len) {
+    int64_t seen;
+    if (len != emb_value_bytes(t)) return INT64_MIN;
+    memcpy(&seen, (const unsigned char *)val + 2 * (size_t)t->d * sizeof(float) + sizeof(uint32_t),
+           sizeof seen);
+    return seen;
+}
+
+int64_t emb_value_load(emb_table *t, uint64_t key, const void *val, size_t len) {
+    if (len != emb_value_bytes(t)) return -2;
+    size_t h = km_probe(&t->index, key);
+    if (t->index.slots[h].row != KM_EMPTY) return -2;
+    int64_t row = emb__new_row(t, key, h);
+    if (row < 0) return -1;
+    const unsigned char *b = val;
+    size_t fl = 2 * (size_t)t->d * sizeof(float);
+    memcpy(t->store + (size_t)row * 2 * t->d, b, fl);
+    memcpy(&t->cnt[row], b + fl, sizeof(uint32_t));
+    memcpy(&t->seen[row], b + fl + sizeof(uint32_t), sizeof(int64_t));
+    t->dirty[row] = 0;   /* it equals what the store holds */
+    t->n_dirty--;
+    return row;
+}

@@ -1,0 +1,707 @@
+/* metrics.c - binned streaming AUC/log loss, log-scale latency histogram, RSS, scoreboard
+ * with slices and the AUC-over-time timeline. */
+#include "report/metrics.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+
+/* ======================================================================== AUC */
+
+static int met__auc_init(met_auc *a, int bits, int logit, char *errstr, size_t errstr_size) {
+    memset(a, 0, sizeof *a);
+    if (bits == 0) bits = MET_AUC_BITS;
+    if (bits < 1 || bits > 24) {
+        snprintf(errstr, errstr_size, "met_auc_init: bits %d out of range 1..24", bits);
+        return -1;
+    }
+    a->bits = bits;
+    a->logit = logit;
+    a->nbins = 1u << bits;
+    a->pos = calloc(a->nbins, sizeof *a->pos);
+    a->neg = calloc(a->nbins, sizeof *a->neg);
+    if (!a->pos || !a->neg) {
+        snprintf(errstr, errstr_size, "met_auc_init: out of memory for %u bins", a->nbins);
+        met_auc_free(a);
+        return -1;
+    }
+    return 0;
+}
+
+int met_auc_init(met_auc *a, int bits, char *errstr, size_t errstr_size) {
+    return met__auc_init(a, bits, 0, errstr, errstr_size);
+}
+
+int met_auc_init_logit(met_auc *a, int bits, char *errstr, size_t errstr_size) {
+    return met__auc_init(a, bits, 1, errstr, errstr_size);
+}
+
+void met_auc_free(met_auc *a) {
+    if (!a) return;
+    free(a->pos);
+    free(a->neg);
+    memset(a, 0, sizeof *a);
+}
+
+void met_auc_reset(met_auc *a) {
+    if (a->pos) memset(a->pos, 0, a->nbins * sizeof *a->pos);
+    if (a->neg) memset(a->neg, 0, a->nbins * sizeof *a->neg);
+    a->n = a->n_pos = a->n_nan = 0;
+    a->sum_p = a->sum_ll = 0;
+}
+
+void met_auc_add(met_auc *a, double p, int y) {
+    if (isnan(p)) { a->n_nan++; return; }
+    if (p < 0) p = 0;
+    if (p > 1) p = 1;
+    /* the bin is monotone in p, which is all the bound needs */
+    uint32_t b;
+    if (a->logit) {
+        double z = log(p) - log1p(-p);   /* -inf at 0, +inf at 1 */
+        double x = (z - MET_LOGIT_MIN) * (a->nbins / (MET_LOGIT_MAX - MET_LOGIT_MIN));
+        b = x <= 0 ? 0 : x >= a->nbins ? a->nbins - 1 : (uint32_t)x;
+    } else {
+        b = (uint32_t)(p * a->nbins);
+    }
+    if (b >= a->nbins) b = a->nbins - 1;
+    uint32_t *cnt = y ? &a->pos[b] : &a->neg[b];
+    if (*cnt != UINT32_MAX) (*cnt)++;
+    double q = p < MET_LOGLOSS_EPS ? MET_LOGLOSS_EPS : p > 1 - MET_LOGLOSS_EPS ? 1 - MET_LOGLOSS_EPS : p;
+    a->sum_ll -= y ? log(q) : log1p(-q);
+    a->sum_p += p;
+    a->n++;
+    if (y) a->n_pos++;
+}
+
+double met_auc_value(const met_auc *a, double *bound) {
+    /* P and N from the bins (not n/n_pos) so that a saturated bin stays consistent */
+    double P = 0, N = 0, num = 0, ties = 0;
+    for (uint32_t b = 0; b < a->nbins; b++) {
+        double pb = a->pos[b], nb = a->neg[b];
+        num += pb * (N + 0.5 * nb);   /* N = negatives in lower bins so far */
+        ties += pb * nb;
+        P += pb;
+        N += nb;
+    }
+    if (P == 0 || N == 0) {
+        if (bound) *bound = NAN;
+        return NAN;
+    }
+    if (bound) *bound = 0.5 * ties / (P * N);
+    return num / (P * N);
+}
+
+double met_auc_se(double a, double P, double N) {
+    if (!(P > 0 && N > 0) || a != a) return NAN;
+    double q1 = a / (2 - a), q2 = 2 * a * a / (1 + a);
+    double v = (a * (1 - a) + (P - 1) * (q1 - a * a) + (N - 1) * (q2 - a * a)) / (P * N);
+    return v > 0 ? sqrt(v) : 0;
+}
+
+double met_auc_logloss(const met_auc *a) { return a->n ? a->sum_ll / (double)a->n : NAN; }
+double met_auc_mean_p(const met_auc *a) { return a->n ? a->sum_p / (double)a->n : NAN; }
+double met_auc_rate(const met_auc *a) { return a->n ? (double)a->n_pos / (double)a->n : NAN; }
+
+static uint32_t met__sat_add(uint32_t x, uint32_t y) {
+    return x > UINT32_MAX - y ? UINT32_MAX : x + y;
+}
+
+int met_auc_merge(met_auc *dst, const met_auc *src) {
+    if (dst->nbins != src->nbins || dst->logit != src->logit || !dst->pos || !src->pos) return -1;
+    for (uint32_t b = 0; b < dst->nbins; b++) {
+        dst->pos[b] = met__sat_add(dst->pos[b], src->pos[b]);
+        dst->neg[b] = met__sat_add(dst->neg[b], src->neg[b]);
+    }
+    dst->n += src->n;
+    dst->n_pos += src->n_pos;
+    dst->n_nan += src->n_nan;
+    dst->sum_p += src->sum_p;
+    dst->sum_ll += src->sum_ll;
+    return 0;
+}
+
+void met_auc_write_json(const met_auc *a, json_writer *w) {
+    double bound;
+    double auc = met_auc_value(a, &bound);
+    json_obj_begin(w);
+    json_key(w, "auc"); json_num(w, auc);
+    json_key(w, "auc_bound"); json_num(w, bound);
+    json_key(w, "auc_se");
+    json_num(w, met_auc_se(auc, (double)a->n_pos, (double)(a->n - a->n_pos)));
+    json_key(w, "logloss"); json_num(w, met_auc_logloss(a));
+    json_key(w, "n"); json_uint(w, a->n);
+    json_key(w, "pos"); json_uint(w, a->n_pos);
+    json_key(w, "mean_p"); json_num(w, met_auc_mean_p(a));
+    json_key(w, "rate"); json_num(w, met_auc_rate(a));
+    json_obj_end(w);
+}
+
+/* ======================================================================== latency */
+
+void met_latency_init(met_latency *l) { memset(l, 0, sizeof *l); }
+
+static int met__lat_bucket(double ms) {
+    if (!(ms >= MET_LAT_MIN_MS)) return 0;
+    double i = 1 + floor(log(ms / MET_LAT_MIN_MS) / log(MET_LAT_GROWTH));
+    if (i >= MET_LAT_NBUCKETS - 1) return MET_LAT_NBUCKETS - 1;
+    return (int)i;
+}
+
+void met_latency_add(met_latency *l, double ms) {
+    if (isnan(ms)) return;
+    l->count[met__lat_bucket(ms)]++;
+    if (l->n == 0 || ms < l->min) l->min = ms;
+    if (l->n == 0 || ms > l->max) l->max = ms;
+    l->n++;
+    l->sum += ms;
+}
+
+double met_latency_percentile(const met_latency *l, double p) {
+    if (l->n == 0) return NAN;
+    if (p < 0) p = 0;
+    if (p > 100) p = 100;
+    uint64_t rank = (uint64_t)ceil(p / 100.0 * (double)l->n);
+    if (rank < 1) rank = 1;
+    uint64_t cum = 0;
+    int i = 0;
+    for (; i < MET_LAT_NBUCKETS; i++) {
+        cum += l->count[i];
+        if (cum >= rank) break;
+    }
+    double v;
+    if (i == 0) v = l->min;
+    else if (i >= MET_LAT_NBUCKETS - 1) v = l->max;
+    else v = MET_LAT_MIN_MS * pow(MET_LAT_GROWTH, i - 0.5);   /* geometric bucket middle */
+    if (v < l->min) v = l->min;
+    if (v > l->max) v = l->max;
+    return v;
+}
+
+double met_latency_mean(const met_latency *l) { return l->n ? l->sum / (double)l->n : NAN; }
+
+void met_latency_merge(met_latency *dst, const met_latency *src) {
+    if (src->n == 0) return;
+    for (int i = 0; i < MET_LAT_NBUCKETS; i++) dst->count[i] += src->count[i];
+    if (dst->n == 0 || src->min < dst->min) dst->min = src->min;
+    if (dst->n == 0 || src->max > dst->max) dst->max = src->max;
+    dst->n += src->n;
+    dst->sum += src->sum;
+}
+
+/* ======================================================================== RSS */
+
+double met_rss_mb(double *peak_mb) {
+    double rss = -1, peak = -1;
+    FILE *f = fopen("/proc/self/status", "r");
+    if (f) {
+        char line[256];
+        while (fgets(line, sizeof line, f)) {
+            double kb;
+            if (sscanf(line, "VmRSS: %lf", &kb) == 1) rss = kb / 1024.0;
+            else if (sscanf(line, "VmHWM: %lf", &kb) == 1) peak = kb / 1024.0;
+        }
+        fclose(f);
+    }
+    if (rss < 0) peak = -1;
+    if (peak_mb) *peak_mb = peak;
+    return rss;
+}
+
+/* ======================================================================== board */
+
+struct met_board {
+    int n_scen, n_models;
+    char scen[M3_MAX_SCEN][M3_NAME_MAX];
+    char model[MET_MAX_MODELS][M3_NAME_MAX];
+    met_auc *auc;     /* (n_models, n_scen + 1, MET_NTASKS); scenario slot 0 = overall */
+    met_auc *sl;      /* (n_models, n_scen + 1, MET_NSLICES, MET_NTASKS); slot 0 = overall */
+    met_counters c;
+    uint64_t events_base;   /* events counted before this process (a restored state) */
+    met_latency lat;
+    struct timespec t0;
+    /* the timeline */
+    met_auc *win;     /* (n_models, n_scen + 1, MET_NTASKS): the open window */
+    int64_t tl_count; /* model 0's CTR predictions counted */
+    int64_t tl_start; /* tl_count when the open window began */
+    int64_t tl_window, tl_window0;
+    int tl_max, tl_n; /* points held at most, and now */
+    int64_t *tl_x, *tl_w;            /* (tl_max) end position and width of each point */
+    double *tl_sec;                  /* (tl_max) */
+    met_tl_value *tl_val;            /* (tl_max, n_models, n_scen + 1, MET_NTASKS) */
+};
+
+/* Accumulators per model: (n_scen + 1) * MET_NTASKS, laid out as met__idx says. */
+static size_t met__per_model(const met_board *b) { return (size_t)(b->n_scen + 1) * MET_NTASKS; }
+
+static size_t met__idx(const met_board *b, int model, int scen, int task) {
+    return ((size_t)model * (size_t)(b->n_scen + 1) + (size_t)(scen + 1)) * MET_NTASKS + (size_t)task;
+}
+
+static size_t met__sidx(const met_board *b, int model, int scen, int slice, int task) {
+    return (((size_t)model * (size_t)(b->n_scen + 1) + (size_t)(scen + 1)) * MET_NSLICES +
+            (size_t)slice) * MET_NTASKS + (size_t)task;
+}
+
+static double met__now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* calloc n met_auc and init each (logit or not); NULL with errstr on failure. */
+static met_auc *met__auc_array(size_t n, int bits, int logit, char *errstr, size_t errstr_size) {
+    met_auc *a = calloc(n, sizeof *a);
+    if (!a) {
+        snprintf(errstr, errstr_size, "met_board_new: out of memory");
+        return NULL;
+    }
+    for (size_t i = 0; i < n; i++)
+        if (met__auc_init(&a[i], bits, logit, errstr, errstr_size) != 0) {
+            for (size_t j = 0; j < i; j++) met_auc_free(&a[j]);
+            free(a);
+            return NULL;
+        }
+    return a;
+}
+
+static void met__auc_array_free(met_auc *a, size_t n) {
+    if (!a) return;
+    for (size_t i = 0; i < n; i++) met_auc_free(&a[i]);
+    free(a);
+}
+
+/* (Re)allocate the timeline's points for max_points; 0, or -1 (nothing changed). */
+static int met__tl_alloc(met_board *b, int max_points) {
+    size_t per = (size_t)b->n_models * met__per_model(b);
+    int64_t *x = calloc((size_t)max_points, sizeof *x), *w = calloc((size_t)max_points, sizeof *w);
+    double *sec = calloc((size_t)max_points, sizeof *sec);
+    met_tl_value *val = calloc((size_t)max_points * per, sizeof *val);
+    if (!x || !w || !sec || !val) {
+        free(x); free(w); free(sec); free(val);
+        return -1;
+    }
+    free(b->tl_x); free(b->tl_w); free(b->tl_sec); free(b->tl_val);
+    b->tl_x = x; b->tl_w = w; b->tl_sec = sec; b->tl_val = val;
+    b->tl_max = max_points;
+    return 0;
+}
+
+met_board *met_board_new(int n_scen, const char *const *scen_names, int n_models,
+                         const char *const *model_names, int auc_bits,
+                         char *errstr, size_t errstr_size) {
+    if (n_scen < 1 || n_scen > M3_MAX_SCEN) {
+        snprintf(errstr, errstr_size, "met_board_new: %d scenarios, want 1..%d", n_scen, M3_MAX_SCEN);
+        return NULL;
+    }
+    if (n_models < 1 || n_models > MET_MAX_MODELS) {
+        snprintf(errstr, errstr_size, "met_board_new: %d models, want 1..%d", n_models, MET_MAX_MODELS);
+        return NULL;
+    }
+    if (!scen_names || !model_names) {
+        snprintf(errstr, errstr_size, "met_board_new: scenario and model names are required");
+        return NULL;
+    }
+    for (int i = 0; i < n_scen; i++)
+        if (!scen_names[i] || strlen(scen_names[i]) >= M3_NAME_MAX) {
+            snprintf(errstr, errstr_size, "met_board_new: scenario %d name missing or longer than %d bytes",
+                     i, M3_NAME_MAX - 1);
+            return NULL;
+        }
+    for (int i = 0; i < n_models; i++)
+        if (!model_names[i] || strlen(model_names[i]) >= M3_NAME_MAX) {
+            snprintf(errstr, errstr_size, "met_board_new: model %d name missing or longer than %d bytes",
+                     i, M3_NAME_MAX - 1);
+            return NULL;
+        }
+    met_board *b = calloc(1, sizeof *b);
+    if (!b) {
+        snprintf(errstr, errstr_size, "met_board_new: out of memory");
+        return NULL;
+    }
+    b->n_scen = n_scen;
+    b->n_models = n_models;
+    for (int i = 0; i < n_scen; i++) strcpy(b->scen[i], scen_names[i]);
+    for (int i = 0; i < n_models; i++) strcpy(b->model[i], model_names[i]);
+    size_t n_auc = (size_t)n_models * met__per_model(b);
+    b->auc = met__auc_array(n_auc, auc_bits, 0, errstr, errstr_size);
+    /* the slices: the overall ones as fine as the main accumulators, the per-scenario
+     * ones coarser (there are n_scen times more of them) */
+    b->sl = b->auc ? calloc(n_auc * MET_NSLICES, sizeof *b->sl) : NULL;
+    for (size_t i = 0; b->sl && i < n_auc * MET_NSLICES; i++) {
+        int overall = (i / (MET_NSLICES * MET_NTASKS)) % (size_t)(n_scen + 1) == 0;
+        if (met__auc_init(&b->sl[i], overall ? auc_bits : MET_SCEN_SLICE_BITS, !overall, errstr,
+                          errstr_size) != 0) {
+            met_board_destroy(b);
+            return NULL;
+        }
+    }
+    b->win = b->sl ? met__auc_array(n_auc, MET_TL_BITS, 1, errstr, errstr_size) : NULL;
+    if (!b->win) {
+        if (b->auc && !b->sl) snprintf(errstr, errstr_size, "met_board_new: out of memory");
+        met_board_destroy(b);
+        return NULL;
+    }
+    b->tl_window = b->tl_window0 = MET_TL_WINDOW;
+    if (met__tl_alloc(b, MET_TL_POINTS) != 0) {
+        snprintf(errstr, errstr_size, "met_board_new: out of memory");
+        met_board_destroy(b);
+        return NULL;
+    }
+    met_latency_init(&b->lat);
+    clock_gettime(CLOCK_MONOTONIC, &b->t0);
+    return b;
+}
+
+void met_board_destroy(met_board *b) {
+    if (!b) return;
+    size_t n_auc = (size_t)b->n_models * met__per_model(b);
+    met__auc_array_free(b->auc, n_auc);
+    met__auc_array_free(b->sl, n_auc * MET_NSLICES);
+    met__auc_array_free(b->win, n_auc);
+    free(b->tl_x);
+    free(b->tl_w);
+    free(b->tl_sec);
+    free(b->tl_val);
+    free(b);
+}
+
+int met_board_set_timeline(met_board *b, int64_t window, int max_points, char *errstr,
+                           size_t errstr_size) {
+    if (window < 1 || max_points < 2 || max_points > 65536 || max_points % 2) {
+        snprintf(errstr, errstr_size, "met_board_set_timeline: window %lld (want >= 1), points %d "
+                 "(want even, 2..65536)", (long long)window, max_points);
+        return -1;
+    }
+    if (b->tl_count || b->tl_n) {
+        snprintf(errstr, errstr_size, "met_board_set_timeline: predictions were counted already");
+        return -1;
+    }
+    if (met__tl_alloc(b, max_points) != 0) {
+        snprintf(errstr, errstr_size, "met_board_set_timeline: out of memory");
+        return -1;
+    }
+    b->tl_window = b->tl_window0 = window;
+    return 0;
+}
+
+static float met__nanf(double x) { return isnan(x) ? NAN : (float)x; }
+
+static void met__tl_measure(const met_auc *a, met_tl_value *v) {
+    double bound, auc = met_auc_value(a, &bound);
+    v->auc = met__nanf(auc);
+    v->bound = met__nanf(bound);
+    v->mean_p = met__nanf(met_auc_mean_p(a));
+    v->rate = met__nanf(met_auc_rate(a));
+    v->n = a->n > UINT32_MAX ? UINT32_MAX : (uint32_t)a->n;
+    v->pos = a->n_pos > UINT32_MAX ? UINT32_MAX : (uint32_t)a->n_pos;
+}
+
+/* Close the open window: one point more, every accumulator's window reset; when the
+ * points are full, keep those at odd positions and double the window. */
+static void met__tl_close(met_board *b) {
+    size_t per = (size_t)b->n_models * met__per_model(b);
+    int i = b->tl_n++;
+    b->tl_x[i] = b->tl_count;
+    b->tl_w[i] = b->tl_count - b->tl_start;
+    b->tl_sec[i] = met_board_elapsed(b);
+    for (size_t k = 0; k < per; k++) {
+        met__tl_measure(&b->win[k], &b->tl_val[(size_t)i * per + k]);
+        met_auc_reset(&b->win[k]);
+    }
+    b->tl_start = b->tl_count;
+    if (b->tl_n == b->tl_max) {
+        for (int j = 0; j < b->tl_max / 2; j++) {
+            b->tl_x[j] = b->tl_x[2 * j + 1];
+            b->tl_w[j] = b->tl_w[2 * j + 1];
+            b->tl_sec[j] = b->tl_sec[2 * j + 1];
+            memcpy(&b->tl_val[(size_t)j * per], &b->tl_val[(size_t)(2 * j + 1) * per],
+                   per * sizeof *b->tl_val);
+        }
+        b->tl_n = b->tl_max / 2;
+        b->tl_window *= 2;
+    }
+}
+
+int met_board_add(met_board *b, int model, int scen, met_task task, double p, int y) {
+    if (model < 0 || model >= b->n_models || scen < 0 || scen >= b->n_scen ||
+        (int)task < 0 || task >= MET_NTASKS)
+        return -1;
+    if (model == 0 && task == MET_CTR) {
+        /* the window closes lazily, so that every model's predictions of the last
+         * impression of a window (which follow model 0's) are still in it */
+        if (b->tl_count - b->tl_start >= b->tl_window) met__tl_close(b);
+        b->tl_count++;
+    }
+    size_t k = met__idx(b, model, scen, task), o = met__idx(b, model, -1, task);
+    met_auc_add(&b->auc[k], p, y);
+    met_auc_add(&b->auc[o], p, y);
+    met_auc_add(&b->win[k], p, y);
+    met_auc_add(&b->win[o], p, y);
+    return 0;
+}
+
+int met_board_add_slices(met_board *b, int model, int scen, unsigned slices, met_task task,
+                         double p, int y) {
+    if (model < 0 || model >= b->n_models || scen < -1 || scen >= b->n_scen || (int)task < 0 ||
+        task >= MET_NTASKS)
+        return -1;
+    for (int s = 0; s < MET_NSLICES; s++)
+        if (slices & (1u << s)) {
+            met_auc_add(&b->sl[met__sidx(b, model, -1, s, task)], p, y);
+            if (scen >= 0) met_auc_add(&b->sl[met__sidx(b, model, scen, s, task)], p, y);
+        }
+    return 0;
+}
+
+const met_auc *met_board_slice_auc(const met_board *b, int model, int scen, met_slice slice,
+                                   met_task task) {
+    if (model < 0 || model >= b->n_models || scen < -1 || scen >= b->n_scen || (int)slice < 0 ||
+        slice >= MET_NSLICES || (int)task < 0 || task >= MET_NTASKS)
+        return NULL;
+    return &b->sl[met__sidx(b, model, scen, slice, task)];
+}
+
+void met_board_latency(met_board *b, double ms) { met_latency_add(&b->lat, ms); }
+met_counters *met_board_counters(met_board *b) { return &b->c; }
+const met_latency *met_board_lat(const met_board *b) { return &b->lat; }
+
+const met_auc *met_board_auc(const met_board *b, int model, int scen, met_task task) {
+    if (model < 0 || model >= b->n_models || scen < -1 || scen >= b->n_scen ||
+        (int)task < 0 || task >= MET_NTASKS)
+        return NULL;
+    return &b->auc[met__idx(b, model, scen, task)];
+}
+
+void met_board_set_events_base(met_board *b, uint64_t events) { b->events_base = events; }
+uint64_t met_board_events_base(const met_board *b) { return b->events_base; }
+
+double met_board_elapsed(const met_board *b) {
+    double t0 = (double)b->t0.tv_sec + 1e-9 * (double)b->t0.tv_nsec;
+    return met__now() - t0;
+}
+
+int met_board_tl_points(const met_board *b) { return b->tl_n; }
+int64_t met_board_tl_window(const met_board *b) { return b->tl_window; }
+
+void met_board_tl_point(const met_board *b, int i, int64_t *x, int64_t *width, double *sec) {
+    int ok = i >= 0 && i < b->tl_n;
+    if (x) *x = ok ? b->tl_x[i] : 0;
+    if (width) *width = ok ? b->tl_w[i] : 0;
+    if (sec) *sec = ok ? b->tl_sec[i] : NAN;
+}
+
+const met_tl_value *met_board_tl_value(const met_board *b, int i, int model, int scen,
+                                       met_task task) {
+    if (i < 0 || i >= b->tl_n || model < 0 || model >= b->n_models || scen < -1 ||
+        scen >= b->n_scen || (int)task < 0 || task >= MET_NTASKS)
+        return NULL;
+    size_t per = (size_t)b->n_models * met__per_model(b);
+    return &b->tl_val[(size_t)i * per + met__idx(b, model, scen, task)];
+}
+
+/* ---- the report ---- */
+
+/* x rounded to `digits` significant digits, so that long series stay short in JSON */
+static double met__round(double x, int digits) {
+    if (!isfinite(x) || x == 0) return x;
+    char tmp[40];
+    snprintf(tmp, sizeof tmp, "%.*g", digits, x);
+    return strtod(tmp, NULL);
+}
+
+/* Is the open window reported as a last point (at least half a window)? */
+static int met__tl_open_shown(const met_board *b) {
+    int64_t w = b->tl_count - b->tl_start;
+    return w > 0 && 2 * w >= b->tl_window;
+}
+
+static void met__write_series(const met_board *b, int model, int scen, int task, json_writer *w) {
+    size_t per = (size_t)b->n_models * met__per_model(b), k = met__idx(b, model, scen, task);
+    int n = b->tl_n, open = met__tl_open_shown(b);
+    met_tl_value last;
+    if (open) met__tl_measure(&b->win[k], &last);
+    static const char *names[] = {"auc", "bound", "n", "mean_p", "rate"};
+    json_obj_begin(w);
+    for (int f = 0; f < 5; f++) {
+        json_key(w, names[f]);
+        json_arr_begin_flat(w);
+        for (int i = 0; i < n + open; i++) {
+            const met_tl_value *v = i < n ? &b->tl_val[(size_t)i * per + k] : &last;
+            switch (f) {
+            case 0: json_num(w, met__round(v->auc, 6)); break;
+            case 1: json_num(w, met__round(v->bound, 3)); break;
+            case 2: json_uint(w, v->n); break;
+            case 3: json_num(w, met__round(v->mean_p, 6)); break;
+            default: json_num(w, met__round(v->rate, 6)); break;
+            }
+        }
+        json_arr_end(w);
+    }
+    json_obj_end(w);
+}
+
+static void met__write_series_tasks(const met_board *b, int model, int scen, json_writer *w) {
+    json_obj_begin(w);
+    json_key(w, "ctr"); met__write_series(b, model, scen, MET_CTR, w);
+    json_key(w, "ctcvr"); met__write_series(b, model, scen, MET_CTCVR, w);
+    json_obj_end(w);
+}
+
+/* The timeline's positions: {"window", "max_points", "bins", "x", "width", "sec"}. */
+static void met__write_tl_axis(const met_board *b, json_writer *w) {
+    int n = b->tl_n, open = met__tl_open_shown(b);
+    json_obj_begin(w);
+    json_key(w, "window"); json_int(w, b->tl_window);
+    json_key(w, "first_window"); json_int(w, b->tl_window0);
+    json_key(w, "max_points"); json_int(w, b->tl_max);
+    json_key(w, "bins"); json_int(w, 1 << MET_TL_BITS);
+    json_key(w, "x");
+    json_arr_begin_flat(w);
+    for (int i = 0; i < n; i++) json_int(w, b->tl_x[i]);
+    if (open) json_int(w, b->tl_count);
+    json_arr_end(w);
+    json_key(w, "width");
+    json_arr_begin_flat(w);
+    for (int i = 0; i < n; i++) json_int(w, b->tl_w[i]);
+    if (open) json_int(w, b->tl_count - b->tl_start);
+    json_arr_end(w);
+    json_key(w, "sec");
+    json_arr_begin_flat(w);
+    for (int i = 0; i < n; i++) json_num(w, met__round(b->tl_sec[i], 6));
+    if (open) json_num(w, met__round(met_board_elapsed(b), 6));
+    json_arr_end(w);
+    json_obj_end(w);
+}
+
+static const char *met__slice_names[MET_NSLICES] = {"new_item", "new_user_in_scenario"};
+
+static void met__write_slices(const met_board *b, int model, int scen, json_writer *w) {
+    json_obj_begin(w);
+    for (int sl = 0; sl < MET_NSLICES; sl++) {
+        json_key(w, met__slice_names[sl]);
+        json_obj_begin(w);
+        json_key(w, "ctr"); met_auc_write_json(&b->sl[met__sidx(b, model, scen, sl, MET_CTR)], w);
+        json_key(w, "ctcvr"); met_auc_write_json(&b->sl[met__sidx(b, model, scen, sl, MET_CTCVR)], w);
+        json_obj_end(w);
+    }
+    json_obj_end(w);
+}
+
+/* Writes the "overall", "scenarios" and "slices" members of one model into the open
+ * object, and its "timeline" when `timeline`. */
+static void met__write_model_members(const met_board *b, int model, int timeline, json_writer *w) {
+    json_key(w, "overall");
+    json_obj_begin(w);
+    json_key(w, "ctr"); met_auc_write_json(&b->auc[met__idx(b, model, -1, MET_CTR)], w);
+    json_key(w, "ctcvr"); met_auc_write_json(&b->auc[met__idx(b, model, -1, MET_CTCVR)], w);
+    json_obj_end(w);
+    json_key(w, "scenarios");
+    json_obj_begin(w);
+    for (int s = 0; s < b->n_scen; s++) {
+        json_key(w, b->scen[s]);
+        json_obj_begin(w);
+        json_key(w, "ctr"); met_auc_write_json(&b->auc[met__idx(b, model, s, MET_CTR)], w);
+        json_key(w, "ctcvr"); met_auc_write_json(&b->auc[met__idx(b, model, s, MET_CTCVR)], w);
+        json_key(w, "slices"); met__write_slices(b, model, s, w);
+        json_obj_end(w);
+    }
+    json_obj_end(w);
+    json_key(w, "slices");
+    met__write_slices(b, model, -1, w);
+    if (!timeline) return;
+    json_key(w, "timeline");
+    json_obj_begin(w);
+    json_key(w, "overall");
+    met__write_series_tasks(b, model, -1, w);
+    json_key(w, "scenarios");
+    json_obj_begin(w);
+    for (int s = 0; s < b->n_scen; s++) {
+        json_key(w, b->scen[s]);
+        met__write_series_tasks(b, model, s, w);
+    }
+    json_obj_end(w);
+    json_obj_end(w);
+}
+
+void met_board_write_model(const met_board *b, int model, json_writer *w) {
+    if (model < 0 || model >= b->n_models) { json_null(w); return; }
+    json_obj_begin(w);
+    met__write_model_members(b, model, 1, w);
+    json_obj_end(w);
+}
+
+void met_board_write_json(const met_board *b, json_writer *w,
+                          void (*extra)(json_writer *w, void *arg), void *arg) {
+    double elapsed = met_board_elapsed(b);
+    double peak, rss = met_rss_mb(&peak);
+    const met_counters *c = &b->c;
+    json_obj_begin(w);
+    json_key(w, "events"); json_uint(w, c->events);
+    json_key(w, "events_per_sec");
+    json_num(w, elapsed > 0 ? (double)(c->events - b->events_base) / elapsed : 0.0);
+    json_key(w, "elapsed_sec"); json_num(w, elapsed);
+    /* CPU time of the whole process (every thread), steadier than wall time on a shared
+     * machine: events per CPU second is the cost of an event */
+    struct rusage ru;
+    double cpu = getrusage(RUSAGE_SELF, &ru) == 0
+        ? (double)ru.ru_utime.tv_sec + 1e-6 * (double)ru.ru_utime.tv_usec +
+          (double)ru.ru_stime.tv_sec + 1e-6 * (double)ru.ru_stime.tv_usec : NAN;
+    json_key(w, "cpu_sec"); json_num(w, cpu);
+    json_key(w, "latency_ms");
+    json_obj_begin(w);
+    json_key(w, "p50"); json_num(w, met_latency_percentile(&b->lat, 50));
+    json_key(w, "p99"); json_num(w, met_latency_percentile(&b->lat, 99));
+    json_key(w, "mean"); json_num(w, met_latency_mean(&b->lat));
+    json_key(w, "n"); json_uint(w, b->lat.n);
+    json_obj_end(w);
+    json_key(w, "rss_mb"); json_num(w, rss);
+    json_key(w, "rss_peak_mb"); json_num(w, peak);
+    json_key(w, "counters");
+    json_obj_begin(w);
+    json_key(w, "events"); json_uint(w, c->events);
+    json_key(w, "impressions"); json_uint(w, c->impressions);
+    json_key(w, "clicks"); json_uint(w, c->clicks);
+    json_key(w, "conversions"); json_uint(w, c->conversions);
+    json_key(w, "requests"); json_uint(w, c->requests);
+    json_key(w, "predictions"); json_uint(w, c->predictions);
+    json_key(w, "dlq"); json_uint(w, c->dlq);
+    json_key(w, "late_conversions"); json_uint(w, c->late_conversions);
+    json_key(w, "unmatched_conversions"); json_uint(w, c->unmatched_conversions);
+    json_obj_end(w);
+    json_key(w, "primary"); json_str(w, b->model[0]);
+    json_key(w, "timeline"); met__write_tl_axis(b, w);
+    /* the primary's members at the top level (its timeline only under "models") */
+    met__write_model_members(b, 0, 0, w);
+    json_key(w, "models");
+    json_obj_begin(w);
+    for (int m = 0; m < b->n_models; m++) {
+        json_key(w, b->model[m]);
+        met_board_write_model(b, m, w);
+    }
+    json_obj_end(w);
+    if (extra) extra(w, arg);
+    json_obj_end(w);
+}
+
+/* "950", "31.2k", "1.20M" */
+static void met__human(char *buf, size_t n, double x) {
+    if (x >= 1e6) snprintf(buf, n, "%.2fM", x / 1e6);
+    else if (x >= 1e3) snprintf(buf, n, "%.1fk", x / 1e3);
+    else snprintf(buf, n, "%.0f", x);
+}
+
+int met_board_progress_line(const met_board *b, char *buf, size_t n) {
+    double elapsed = met_board_elapsed(b);
+    char rate[32];
+    met__human(rate, sizeof rate,
+               elapsed > 0 ? (double)(b->c.events - b->events_base) / elapsed : 0.0);
+    double auc_ctr = met_auc_value(&b->auc[met__idx(b, 0, -1, MET_CTR)], NULL);
+    double auc_ctcvr = met_auc_value(&b->auc[met__idx(b, 0, -1, MET_CTCVR)], NULL);
+    double p99 = met_latency_percentile(&b->lat, 99);
+    double rss = met_rss_mb(NULL);
+    return snprintf(buf, n, "events %llu  %s ev/s  ctr auc %.4f  ctcvr auc %.4f  lag p99 %.1f ms  rss %.0f MB",
+                    (unsigned long long)b->c.events, rate, auc_ctr, auc_ctcvr, p99, rss);
+}

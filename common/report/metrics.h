@@ -1,0 +1,237 @@
+/* metrics.h - prequential streaming metrics: binned AUC with an error bound, log loss,
+ * calibration, latency percentiles, memory, and the worker's scoreboard with its slices
+ * and its AUC-over-time timeline.
+ *
+ * AUC. Scores are clamped to [0,1] and counted in 2^bits bins, positives and negatives
+ * apart; the bins are equal in p (the default) or in logit(p) (met_auc_init_logit). Pairs
+ * in different bins are ordered exactly; a positive and a negative in the same bin are
+ * counted as a tie (1/2), so
+ *     AUC_hist = sum_b pos_b (neg_<b + neg_b / 2) / (P N)
+ * is the exact tie-aware AUC when equal scores are the only within-bin pairs, and in
+ * general the AUC of the raw scores (ties counted 1/2) lies within
+ *     bound = 0.5 sum_b pos_b neg_b / (P N)
+ * of it: each within-bin pair contributes 0, 1/2 or 1, and we count 1/2. This holds for
+ * any binning that is monotone in p. The bound is computed from the data, not assumed;
+ * with equal-p bins it is ~0.5 / 2^bits for continuous scores spread over [0,1], and
+ * large only when many scores coincide (where the reported tie value is exact anyway).
+ * Equal-logit bins keep the same relative resolution for small probabilities (CTCVR
+ * scores of ~1e-3), which lets coarse histograms stay tight.
+ *
+ * Memory: one met_auc holds 2 * 2^bits uint32 counts (512 KiB at 16 bits). A bin
+ * saturates at 2^32 - 1 events of one label (never wraps). */
+#ifndef M3_METRICS_H
+#define M3_METRICS_H
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/event.h"
+#include "base/json.h"
+#include "engine/model.h"
+
+#define MET_AUC_BITS 16          /* default: 65536 bins */
+#define MET_LOGLOSS_EPS 1e-7     /* p is clamped to [eps, 1-eps] in the log loss */
+#define MET_LOGIT_MIN (-12.0)    /* equal-logit bins span logit(p) in [MIN, MAX] (p from */
+#define MET_LOGIT_MAX 12.0       /* 6.1e-6 to 1 - 6.1e-6); scores beyond share the end bins */
+
+/* ---- AUC + log loss + calibration over one stream of (p, y) ---- */
+
+typedef struct {
+    int bits;
+    int logit;                   /* bins equal in logit(p) rather than in p */
+    uint32_t nbins;
+    uint32_t *pos, *neg;         /* (nbins) label counts per score bin */
+    uint64_t n, n_pos;           /* events counted, of which positives */
+    uint64_t n_nan;              /* NaN scores: not counted anywhere else */
+    double sum_p;                /* sum of clamped scores: mean_p = sum_p / n */
+    double sum_ll;               /* sum of binary cross-entropy */
+} met_auc;
+
+/* Initialise with 2^bits bins (bits 1..24; 0 means MET_AUC_BITS). Returns 0, or -1 with
+ * errstr filled (bad bits, out of memory) and *a left safe to met_auc_free(). */
+int met_auc_init(met_auc *a, int bits, char *errstr, size_t errstr_size);
+/* The same with bins equal in logit(p) over [MET_LOGIT_MIN, MET_LOGIT_MAX]. */
+int met_auc_init_logit(met_auc *a, int bits, char *errstr, size_t errstr_size);
+/* Release the bins; a zeroed or already freed met_auc is a no-op. */
+void met_auc_free(met_auc *a);
+/* Zero all counts, keeping the bins. */
+void met_auc_reset(met_auc *a);
+/* Count one prediction p (clamped to [0,1]; NaN is only counted in n_nan) with label
+ * y (nonzero = positive). */
+void met_auc_add(met_auc *a, double p, int y);
+/* The binned AUC; *bound (if not NULL) receives the computed error bound above.
+ * Both are NaN when there are no positives or no negatives. O(nbins). */
+double met_auc_value(const met_auc *a, double *bound);
+/* The sampling standard error of an AUC a measured on P positives and N negatives
+ * (Hanley & McNeil 1982: exact when the scores' two classes are exponential, ~20 % wide
+ * for normal ones - test_metrics); NaN when P or N is 0. Two models scored on the same impressions differ by less than this suggests
+ * (their errors are correlated); different seeds or slices by about sqrt(2) times it. */
+double met_auc_se(double a, double P, double N);
+/* Mean log loss (NaN when empty). */
+double met_auc_logloss(const met_auc *a);
+/* Mean prediction and observed positive rate (NaN when empty). */
+double met_auc_mean_p(const met_auc *a);
+double met_auc_rate(const met_auc *a);
+/* dst += src. Returns 0, or -1 when the bin counts or scales differ (dst unchanged). */
+int met_auc_merge(met_auc *dst, const met_auc *src);
+/* Write {"auc","auc_bound","auc_se","logloss","n","pos","mean_p","rate"} (NaN -> null). */
+void met_auc_write_json(const met_auc *a, json_writer *w);
+
+/* ---- latency histogram (ms), log-scale buckets of ~1% from 1 us to 1 hour ---- */
+
+#define MET_LAT_MIN_MS 1e-3
+#define MET_LAT_MAX_MS 3.6e6
+#define MET_LAT_GROWTH 1.01      /* bucket i covers [min*g^(i-1), min*g^i) */
+#define MET_LAT_NBUCKETS 2214    /* ceil(log(max/min)/log(g)) + underflow + overflow */
+
+typedef struct {
+    uint64_t count[MET_LAT_NBUCKETS]; /* [0]: < 1 us (incl. negative); last: >= 1 h */
+    uint64_t n;
+    double sum, min, max;
+} met_latency;
+
+/* Zero a histogram (a zeroed struct is also a valid empty histogram). */
+void met_latency_init(met_latency *l);
+/* Count one latency in ms; negative values (clock skew) count as < 1 us; NaN is ignored. */
+void met_latency_add(met_latency *l, double ms);
+/* The p-th percentile (0..100) in ms: a value within ~1% of the true order statistic of
+ * rank ceil(p/100 * n), clamped to the observed [min, max]. NaN when empty. */
+double met_latency_percentile(const met_latency *l, double p);
+/* Mean latency in ms (NaN when empty). */
+double met_latency_mean(const met_latency *l);
+/* dst += src. */
+void met_latency_merge(met_latency *dst, const met_latency *src);
+
+/* ---- process memory ---- */
+
+/* Current resident memory in MiB (VmRSS of /proc/self/status); the peak (VmHWM) goes to
+ * *peak_mb when not NULL. Returns -1 (and *peak_mb = -1) when it cannot be read. */
+double met_rss_mb(double *peak_mb);
+
+/* ---- the worker's scoreboard ---- */
+
+#define MET_MAX_MODELS 8         /* primary (model 0) + up to 7 shadows */
+typedef enum { MET_CTR = 0, MET_CTCVR = 1, MET_NTASKS = 2 } met_task;
+/* Slices of the evaluation, as the model flags them (M3_SLICE_NEW_ITEM, _NEW_USER_SCEN):
+ * "new_item" (the item is young) and "new_user_in_scenario" (first time in this scenario,
+ * known in another). Each (model, slice, task) has one met_auc more overall, and each
+ * (model, scenario, slice, task) one of MET_SCEN_SLICE_BITS equal-logit bins. */
+typedef enum { MET_SLICE_NEW_ITEM = 0, MET_SLICE_NEW_USER_SCEN = 1, MET_NSLICES = 2 } met_slice;
+#define MET_SCEN_SLICE_BITS 12   /* 32 KiB per accumulator; logit bins 0.006 wide */
+
+/* The timeline: AUC over time. Every `window` impressions (model 0's CTR predictions:
+ * the same positions for every model of a board, and for every run on the same stream),
+ * each (model, scenario or overall, task) records the AUC, its bound, n, mean_p and rate
+ * of the predictions counted since the previous point, and starts again. A CTCVR label
+ * counts in the window in which it settles. The windows' histograms have
+ * 2^MET_TL_BITS equal-logit bins (32 KiB each, 0.006 wide in logit(p)); the bound is
+ * stored per point: about 0.5 / (bins the window's scores spread over), so ~1e-3 for
+ * scores spread over a logit range of 3. Memory stays bounded: when max_points points
+ * are held, every other one is dropped (the ones at odd positions stay, so the points
+ * remain evenly spaced) and the window doubles. Each point records its width. */
+#define MET_TL_WINDOW 5000       /* default impressions per window, at first */
+#define MET_TL_POINTS 256        /* default points held at most (even) */
+#define MET_TL_BITS 12
+
+/* Event counters; the caller increments them directly (met_board_counters()). */
+typedef struct {
+    uint64_t events;                 /* every input message consumed */
+    uint64_t impressions, clicks, conversions, requests, predictions;
+    uint64_t dlq;                    /* messages sent to the dead-letter queue */
+    uint64_t late_conversions;       /* conversion after its window closed */
+    uint64_t unmatched_conversions;  /* conversion for an impression never seen */
+} met_counters;
+
+/* One timeline point of one accumulator. */
+typedef struct {
+    float auc, bound;                /* NaN when the window had no positive or no negative */
+    float mean_p, rate;              /* NaN when the window was empty */
+    uint32_t n, pos;
+} met_tl_value;
+
+typedef struct met_board met_board;
+
+/* A scoreboard for n_scen scenarios (1..M3_MAX_SCEN) and n_models models (1..
+ * MET_MAX_MODELS; model 0 is the primary), names copied. Each (model, scenario, task)
+ * and each (model, task) overall gets a met_auc of 2^auc_bits bins (0 = MET_AUC_BITS),
+ * and so does each (model, slice, task): memory is
+ * (n_scen + 1 + MET_NSLICES) * 2 * n_models * 2^(auc_bits+3) bytes, plus per model
+ * n_scen * 128 KiB of scenario slices, (n_scen + 1) * 64 KiB of timeline windows and
+ * (n_scen + 1) * 48 bytes per timeline point. The timeline starts with MET_TL_WINDOW and
+ * MET_TL_POINTS. The clock starts now. On error, NULL is returned and errstr says why. */
+met_board *met_board_new(int n_scen, const char *const *scen_names, int n_models,
+                         const char *const *model_names, int auc_bits,
+                         char *errstr, size_t errstr_size);
+/* Free a board; NULL is a no-op. */
+void met_board_destroy(met_board *b);
+
+/* Set the timeline's first window (>= 1 impressions) and the points it holds (even,
+ * 2..65536), before anything is counted. Returns 0, or -1 with errstr and no change
+ * (bad values, something counted already, out of memory). */
+int met_board_set_timeline(met_board *b, int64_t window, int max_points, char *errstr,
+                           size_t errstr_size);
+
+/* Count prediction p with label y for a model, scenario and task, in the scenario's
+ * and the overall accumulator and in the timeline's window. Model 0's CTR predictions
+ * advance the timeline (a window closes before the first prediction after it). Out-of-
+ * range indices are ignored (returns -1); else 0. */
+int met_board_add(met_board *b, int model, int scen, met_task task, double p, int y);
+/* Count prediction p with label y in every slice whose bit (1 << met_slice) is set in
+ * `slices`, overall and, when scen >= 0, in the scenario's slices. Out-of-range model,
+ * scenario (< -1) or task: -1; else 0. */
+int met_board_add_slices(met_board *b, int model, int scen, unsigned slices, met_task task,
+                         double p, int y);
+/* One slice accumulator (scen -1: over all scenarios), or NULL when out of range. */
+const met_auc *met_board_slice_auc(const met_board *b, int model, int scen, met_slice slice,
+                                   met_task task);
+/* Count one event-time -> prediction latency (ms). */
+void met_board_latency(met_board *b, double ms);
+/* The counters, for the caller to increment. */
+met_counters *met_board_counters(met_board *b);
+/* Read-only access to one accumulator: scen -1 is the overall one. NULL when out of range. */
+const met_auc *met_board_auc(const met_board *b, int model, int scen, met_task task);
+const met_latency *met_board_lat(const met_board *b);
+/* Events counted before this process started (restored from a checkpoint with the
+ * counters): the rates (events_per_sec, the progress line) count only the events after. */
+void met_board_set_events_base(met_board *b, uint64_t events);
+uint64_t met_board_events_base(const met_board *b);
+/* Seconds since met_board_new() (monotonic clock). */
+double met_board_elapsed(const met_board *b);
+
+/* The timeline's closed points (the open window is not one): their number, and for
+ * point i < that number its end position (impressions), width and seconds since
+ * met_board_new() (any of the pointers may be NULL). */
+int met_board_tl_points(const met_board *b);
+void met_board_tl_point(const met_board *b, int i, int64_t *x, int64_t *width, double *sec);
+/* Point i of one accumulator (scen -1: overall), or NULL when out of range. */
+const met_tl_value *met_board_tl_value(const met_board *b, int i, int model, int scen,
+                                       met_task task);
+/* The current window width (it doubles as points are dropped). */
+int64_t met_board_tl_window(const met_board *b);
+
+/* Write the full report object:
+ *   {"events", "events_per_sec", "elapsed_sec", "cpu_sec" (the process's user + system
+ *    CPU time, all threads), "latency_ms": {"p50","p99","mean","n"},
+ *    "rss_mb", "rss_peak_mb", "counters": {...}, "primary": name,
+ *    "timeline": {"window", "max_points", "bins", "x", "width", "sec"} (the positions),
+ *    "overall": {"ctr": {...}, "ctcvr": {...}},
+ *    "scenarios": {name: {"ctr", "ctcvr", "slices": {slice: {"ctr","ctcvr"}}}},
+ *    "slices": {"new_item": {"ctr","ctcvr"}, "new_user_in_scenario": {...}} (the primary's),
+ *    "models": {name: {"overall", "scenarios", "slices", "timeline"}} (every model,
+ *    primary too; "timeline": {"overall": {task: series}, "scenarios": {name: {task:
+ *    series}}}, a series being {"auc", "bound", "n", "mean_p", "rate"} arrays, one item
+ *    per timeline point),
+ *    then whatever extra() writes (keys and values at the top level; may be NULL)}.
+ * The timeline's points are the closed ones, plus the open window when it holds at least
+ * half a window of impressions. Errors are reported by the writer (json_writer_error()). */
+void met_board_write_json(const met_board *b, json_writer *w,
+                          void (*extra)(json_writer *w, void *arg), void *arg);
+/* Write one model's {"overall", "scenarios", "slices", "timeline"} object (reusable by
+ * the simulator, e.g. a board with one model "oracle"). */
+void met_board_write_model(const met_board *b, int model, json_writer *w);
+/* One human progress line for the primary model, e.g.
+ * "events 120000  31.2k ev/s  ctr auc 0.7120  ctcvr auc 0.8010  lag p99 45.0 ms  rss 312 MB".
+ * Returns what snprintf returns. */
+int met_board_progress_line(const met_board *b, char *buf, size_t n);
+
+#endif

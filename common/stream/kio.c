@@ -1,0 +1,823 @@
+/* kio.c - Kafka I/O over librdkafka: mock broker, admin, consumer, producer (see kio.h). */
+#include "stream/kio.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <librdkafka/rdkafka_mock.h>
+
+#define KIO__ERR_MAX 512
+#define KIO__QFULL_RETRIES 100   /* x 100 ms of polling: ~10 s bound on a full queue */
+
+static void kio__err(char *errstr, size_t n, const char *fmt, ...) {
+    va_list ap;
+    if (!errstr || n == 0) return;
+    va_start(ap, fmt);
+    vsnprintf(errstr, n, fmt, ap);
+    va_end(ap);
+}
+
+static int64_t kio__now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Properties only one side of the client takes (librdkafka's CONFIGURATION.md, C or P).
+ * One kafka.* list configures the worker's consumer and producer alike, so each handle
+ * skips the other side's keys instead of warning about them. */
+static const char *const kio__consumer_only[] = {
+    "group.id", "group.instance.id", "partition.assignment.strategy", "session.timeout.ms",
+    "heartbeat.interval.ms", "group.protocol.type", "coordinator.query.interval.ms",
+    "max.poll.interval.ms", "enable.auto.commit", "auto.commit.interval.ms",
+    "enable.auto.offset.store", "queued.min.messages", "queued.max.messages.kbytes",
+    "fetch.wait.max.ms", "fetch.message.max.bytes", "max.partition.fetch.bytes",
+    "fetch.max.bytes", "fetch.min.bytes", "fetch.error.backoff.ms", "isolation.level",
+    "enable.partition.eof", "check.crcs", "auto.offset.reset", "allow.auto.create.topics",
+    "consume.callback.max.messages", NULL};
+static const char *const kio__producer_only[] = {
+    "transactional.id", "transaction.timeout.ms", "enable.idempotence",
+    "enable.gapless.guarantee", "queue.buffering.max.messages", "queue.buffering.max.kbytes",
+    "queue.buffering.max.ms", "linger.ms", "message.send.max.retries", "retries",
+    "queue.buffering.backpressure.threshold", "compression.codec", "compression.type",
+    "batch.num.messages", "batch.size", "delivery.report.only.error", "acks",
+    "request.required.acks", "request.timeout.ms", "message.timeout.ms",
+    "delivery.timeout.ms", "partitioner", "compression.level", "sticky.partitioning.linger.ms",
+    NULL};
+
+static int kio__in(const char *const *list, const char *key) {
+    for (; *list; list++)
+        if (strcmp(*list, key) == 0) return 1;
+    return 0;
+}
+
+/* Build a conf: defaults, then the caller's props, then the required settings (so the
+ * required ones win). The caller's props of the other side (`skip`) are left out.
+ * Returns NULL with errstr filled on an unknown key or bad value. */
+static rd_kafka_conf_t *kio__conf(const kio_prop *defaults, int n_defaults,
+                                  const kio_prop *props, int n_props,
+                                  const kio_prop *required, int n_required,
+                                  const char *const *skip, char *errstr, size_t n) {
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    const kio_prop *lists[3] = {defaults, props, required};
+    int counts[3] = {n_defaults, n_props, n_required};
+    char err[KIO__ERR_MAX];
+    for (int l = 0; l < 3; l++) {
+        for (int i = 0; i < counts[l]; i++) {
+            const kio_prop *p = &lists[l][i];
+            if (!p->key || !p->value) {
+                kio__err(errstr, n, "kafka property %d has a NULL key or value", i);
+                rd_kafka_conf_destroy(conf);
+                return NULL;
+            }
+            if (l == 1 && p->key && kio__in(skip, p->key)) continue;
+            if (rd_kafka_conf_set(conf, p->key, p->value, err, sizeof(err)) !=
+                RD_KAFKA_CONF_OK) {
+                kio__err(errstr, n, "kafka property %s=%s: %s", p->key, p->value, err);
+                rd_kafka_conf_destroy(conf);
+                return NULL;
+            }
+        }
+    }
+    return conf;
+}
+
+/* The last value given for key in props, or NULL. */
+static const char *kio__prop_get(const kio_prop *props, int n_props, const char *key) {
+    const char *v = NULL;
+    for (int i = 0; i < n_props; i++)
+        if (props[i].key && strcmp(props[i].key, key) == 0) v = props[i].value;
+    return v;
+}
+
+/* ---------------------------------------------------------------- mock cluster */
+
+struct kio_mock {
+    rd_kafka_t *rk;               /* hosts the mock cluster's threads */
+    rd_kafka_mock_cluster_t *mc;
+    char *bootstraps;
+};
+
+kio_mock *kio_mock_new(int partitions, const char *const *topics, int n_topics,
+                       char *errstr, size_t n) {
+    char err[KIO__ERR_MAX];
+    kio_mock *m = calloc(1, sizeof(*m));
+    if (!m) {
+        kio__err(errstr, n, "out of memory");
+        return NULL;
+    }
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    /* The host never connects anywhere: hide its "no bootstrap.servers" notice. */
+    rd_kafka_conf_set(conf, "log_level", "4", err, sizeof(err));
+    m->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));
+    if (!m->rk) {
+        rd_kafka_conf_destroy(conf);
+        kio__err(errstr, n, "mock cluster host: %s", err);
+        free(m);
+        return NULL;
+    }
+    conf = NULL; /* now owned by m->rk */
+    m->mc = rd_kafka_mock_cluster_new(m->rk, 1);
+    if (!m->mc) {
+        kio__err(errstr, n, "cannot start the mock cluster (librdkafka)");
+        kio_mock_destroy(m);
+        return NULL;
+    }
+    m->bootstraps = strdup(rd_kafka_mock_cluster_bootstraps(m->mc));
+    if (!m->bootstraps) {
+        kio__err(errstr, n, "out of memory");
+        kio_mock_destroy(m);
+        return NULL;
+    }
+    for (int i = 0; i < n_topics; i++) {
+        if (kio_mock_create_topic(m, topics[i], partitions, errstr, n) != 0) {
+            kio_mock_destroy(m);
+            return NULL;
+        }
+    }
+    return m;
+}
+
+const char *kio_mock_bootstraps(const kio_mock *m) {
+    return m->bootstraps;
+}
+
+int kio_mock_create_topic(kio_mock *m, const char *topic, int partitions,
+                          char *errstr, size_t n) {
+    if (partitions < 1) {
+        kio__err(errstr, n, "topic %s: partitions must be >= 1, got %d", topic, partitions);
+        return -1;
+    }
+    rd_kafka_resp_err_t err = rd_kafka_mock_topic_create(m->mc, topic, partitions, 1);
+    if (err) {
+        kio__err(errstr, n, "mock topic %s: %s", topic, rd_kafka_err2str(err));
+        return -1;
+    }
+    return 0;
+}
+
+void kio_mock_destroy(kio_mock *m) {
+    if (!m) return;
+    if (m->mc) rd_kafka_mock_cluster_destroy(m->mc);
+    if (m->rk) rd_kafka_destroy(m->rk);
+    free(m->bootstraps);
+    free(m);
+}
+
+/* ---------------------------------------------------------------- admin */
+
+/* Errors reported by an admin/metadata handle; served by rd_kafka_poll on our thread. */
+typedef struct {
+    char first[KIO__ERR_MAX];  /* first specific error (not "all brokers down") */
+    char last[KIO__ERR_MAX];
+} kio__errcap;
+
+static void kio__errcap_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque) {
+    kio__errcap *cap = opaque;
+    (void)rk;
+    if (!cap->first[0] && err != RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN)
+        snprintf(cap->first, sizeof(cap->first), "%s", reason);
+    snprintf(cap->last, sizeof(cap->last), "%s", reason);
+}
+
+/* A short-lived producer handle for admin and metadata requests. */
+static rd_kafka_t *kio__admin_new(const kio_prop *props, int n_props, kio__errcap *cap,
+                                  char *errstr, size_t n) {
+    char err[KIO__ERR_MAX];
+    rd_kafka_conf_t *conf = kio__conf(NULL, 0, props, n_props, NULL, 0, kio__consumer_only, errstr, n);
+    if (!conf) return NULL;
+    rd_kafka_conf_set_error_cb(conf, kio__errcap_cb);
+    rd_kafka_conf_set_opaque(conf, cap);
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));
+    if (!rk) {
+        rd_kafka_conf_destroy(conf);
+        kio__err(errstr, n, "kafka client: %s", err);
+        return NULL;
+    }
+    return rk; /* conf now owned by rk */
+}
+
+static void kio__unreachable(char *errstr, size_t n, const kio_prop *props, int n_props,
+                             int timeout_ms, rd_kafka_resp_err_t err, rd_kafka_t *rk,
+                             kio__errcap *cap) {
+    const char *bs = kio__prop_get(props, n_props, "bootstrap.servers");
+    if (!bs) bs = kio__prop_get(props, n_props, "metadata.broker.list");
+    rd_kafka_poll(rk, 0); /* serve error_cb: the connection errors tell why */
+    const char *why = cap->first[0] ? cap->first : cap->last;
+    kio__err(errstr, n, "cannot reach Kafka at %s within %d ms: %s%s%s%s",
+             bs ? bs : "(bootstrap.servers not set)", timeout_ms, rd_kafka_err2str(err),
+             why[0] ? " (" : "", why, why[0] ? ")" : "");
+}
+
+/* Wait (bounded) until metadata lists every topic with its partitions. Returns 0 or -1. */
+static int kio__wait_visible(rd_kafka_t *rk, const char *const *topics, int n_topics,
+                             int timeout_ms, char *errstr, size_t n) {
+    int64_t deadline = kio__now_ms() + timeout_ms;
+    for (;;) {
+        const struct rd_kafka_metadata *md = NULL;
+        int missing = -1;
+        if (rd_kafka_metadata(rk, 1, NULL, &md, 2000) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+            missing = 0;
+            for (int i = 0; i < n_topics && !missing; i++) {
+                int found = 0;
+                for (int t = 0; t < md->topic_cnt; t++)
+                    found |= strcmp(md->topics[t].topic, topics[i]) == 0 && !md->topics[t].err &&
+                             md->topics[t].partition_cnt > 0;
+                if (!found) missing = i + 1;
+            }
+            rd_kafka_metadata_destroy(md);
+        }
+        if (missing == 0) return 0;
+        if (kio__now_ms() >= deadline) {
+            kio__err(errstr, n, "created topic %s is not visible in the metadata after %d ms",
+                     missing > 0 ? topics[missing - 1] : topics[0], timeout_ms);
+            return -1;
+        }
+        struct timespec d = {0, 100 * 1000 * 1000};
+        nanosleep(&d, NULL);
+    }
+}
+
+int kio_create_topics(const kio_prop *props, int n_props, const char *const *topics,
+                      int n_topics, int partitions, int timeout_ms, char *errstr, size_t n) {
+    kio__errcap cap = {{0}, {0}};
+    char err[KIO__ERR_MAX];
+    int rc = -1;
+    rd_kafka_NewTopic_t **nt = NULL;
+    rd_kafka_AdminOptions_t *opts = NULL;
+    rd_kafka_queue_t *q = NULL;
+    rd_kafka_event_t *ev = NULL;
+    rd_kafka_t *rk = kio__admin_new(props, n_props, &cap, errstr, n);
+    if (!rk) return -1;
+    if (n_topics <= 0) {
+        rc = 0;
+        goto out;
+    }
+    nt = calloc((size_t)n_topics, sizeof(*nt));
+    if (!nt) {
+        kio__err(errstr, n, "out of memory");
+        goto out;
+    }
+    for (int i = 0; i < n_topics; i++) {
+        nt[i] = rd_kafka_NewTopic_new(topics[i], partitions, -1, err, sizeof(err));
+        if (!nt[i]) {
+            kio__err(errstr, n, "topic %s: %s", topics[i], err);
+            goto out;
+        }
+    }
+    opts = rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_CREATETOPICS);
+    if (rd_kafka_AdminOptions_set_request_timeout(opts, timeout_ms, err, sizeof(err)) ||
+        rd_kafka_AdminOptions_set_operation_timeout(opts, timeout_ms, err, sizeof(err))) {
+        kio__err(errstr, n, "CreateTopics options: %s", err);
+        goto out;
+    }
+    /* Tell "unreachable" apart from "the broker does not answer CreateTopics". */
+    const struct rd_kafka_metadata *md = NULL;
+    rd_kafka_resp_err_t merr = rd_kafka_metadata(rk, 0, NULL, &md, timeout_ms);
+    if (merr) {
+        kio__unreachable(errstr, n, props, n_props, timeout_ms, merr, rk, &cap);
+        goto out;
+    }
+    rd_kafka_metadata_destroy(md);
+    q = rd_kafka_queue_new(rk);
+    rd_kafka_CreateTopics(rk, nt, (size_t)n_topics, opts, q);
+    /* The request timeout bounds the result; the margin covers its delivery. */
+    ev = rd_kafka_queue_poll(q, timeout_ms + 1000);
+    if (!ev || rd_kafka_event_error(ev) == RD_KAFKA_RESP_ERR__TIMED_OUT) {
+        kio__err(errstr, n, "CreateTopics got no answer within %d ms (the broker is "
+                 "reachable; it may not support CreateTopics, as librdkafka's mock "
+                 "cluster does not)", timeout_ms);
+        goto out;
+    }
+    if (rd_kafka_event_error(ev)) {
+        kio__err(errstr, n, "CreateTopics: %s", rd_kafka_event_error_string(ev));
+        goto out;
+    }
+    size_t cnt = 0;
+    const rd_kafka_topic_result_t **res =
+        rd_kafka_CreateTopics_result_topics(rd_kafka_event_CreateTopics_result(ev), &cnt);
+    for (size_t i = 0; i < cnt; i++) {
+        rd_kafka_resp_err_t e = rd_kafka_topic_result_error(res[i]);
+        if (e && e != RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS) {
+            const char *s = rd_kafka_topic_result_error_string(res[i]);
+            kio__err(errstr, n, "cannot create topic %s: %s",
+                     rd_kafka_topic_result_name(res[i]), s ? s : rd_kafka_err2str(e));
+            goto out;
+        }
+    }
+    /* The controller answers before every broker's metadata lists the new topics; wait
+     * until they are visible, so a consumer started next finds them. */
+    rc = kio__wait_visible(rk, topics, n_topics, timeout_ms, errstr, n);
+out:
+    if (ev) rd_kafka_event_destroy(ev);
+    if (q) rd_kafka_queue_destroy(q);
+    if (opts) rd_kafka_AdminOptions_destroy(opts);
+    if (nt) {
+        for (int i = 0; i < n_topics; i++)
+            if (nt[i]) rd_kafka_NewTopic_destroy(nt[i]);
+        free(nt);
+    }
+    rd_kafka_destroy(rk);
+    return rc;
+}
+
+/* Partition count of topic in md, 0 if it does not exist, -1 on another topic error. */
+static int kio__md_partitions(const struct rd_kafka_metadata *md, const char *topic,
+                              rd_kafka_resp_err_t *err) {
+    *err = RD_KAFKA_RESP_ERR_NO_ERROR;
+    for (int i = 0; i < md->topic_cnt; i++) {
+        if (strcmp(md->topics[i].topic, topic) != 0) continue;
+        if (md->topics[i].err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART) return 0;
+        if (md->topics[i].err) {
+            *err = md->topics[i].err;
+            return -1;
+        }
+        return md->topics[i].partition_cnt;
+    }
+    return 0;
+}
+
+int kio_check_topics(const kio_prop *props, int n_props, const char *const *topics,
+                     int n_topics, int timeout_ms, char *errstr, size_t n) {
+    kio__errcap cap = {{0}, {0}};
+    const struct rd_kafka_metadata *md = NULL;
+    int rc = -1;
+    if (n_topics <= 0) {
+        kio__err(errstr, n, "no topics to check");
+        return -1;
+    }
+    rd_kafka_t *rk = kio__admin_new(props, n_props, &cap, errstr, n);
+    if (!rk) return -1;
+    /* all_topics=1: a request naming topics could make the broker auto-create them. */
+    rd_kafka_resp_err_t err = rd_kafka_metadata(rk, 1, NULL, &md, timeout_ms);
+    if (err) {
+        kio__unreachable(errstr, n, props, n_props, timeout_ms, err, rk, &cap);
+        goto out;
+    }
+    int ref = -1, ref_cnt = 0; /* the first existing topic: the partition count to match */
+    for (int i = 0; i < n_topics && ref < 0; i++) {
+        rd_kafka_resp_err_t terr;
+        int cnt = kio__md_partitions(md, topics[i], &terr);
+        if (cnt > 0) {
+            ref = i;
+            ref_cnt = cnt;
+        }
+    }
+    for (int i = 0; i < n_topics; i++) {
+        rd_kafka_resp_err_t terr;
+        int cnt = kio__md_partitions(md, topics[i], &terr);
+        if (cnt < 0) {
+            kio__err(errstr, n, "topic %s: %s", topics[i], rd_kafka_err2str(terr));
+            goto out;
+        }
+        if (cnt == 0) {
+            if (ref >= 0)
+                kio__err(errstr, n, "topic %s does not exist (create it with %d partitions like %s)",
+                         topics[i], ref_cnt, topics[ref]);
+            else if (n_topics > 1)
+                kio__err(errstr, n, "topic %s does not exist (create all %d topics with the "
+                         "same partition count)", topics[i], n_topics);
+            else
+                kio__err(errstr, n, "topic %s does not exist (create it first)", topics[i]);
+            goto out;
+        }
+        if (cnt != ref_cnt) {
+            kio__err(errstr, n, "topics must have equal partition counts for co-partitioning: "
+                     "%s has %d, %s has %d", topics[ref], ref_cnt, topics[i], cnt);
+            goto out;
+        }
+    }
+    rc = ref_cnt;
+out:
+    if (md) rd_kafka_metadata_destroy(md);
+    rd_kafka_destroy(rk);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- consumer */
+
+struct kio_consumer {
+    rd_kafka_t *rk;
+    int assigned;            /* partitions in the current assignment */
+    unsigned rebalances;     /* assignments and revocations served so far */
+    kio_assign_fn on_assign;
+    kio_revoke_fn on_revoke;
+    void *hook_opaque;
+    int fatal;               /* a fatal error was reported */
+    long long errors;
+    char last_err[KIO__ERR_MAX];
+};
+
+static void kio__consumer_error(kio_consumer *c, const char *fmt, ...) {
+    va_list ap;
+    c->errors++;
+    va_start(ap, fmt);
+    vsnprintf(c->last_err, sizeof(c->last_err), fmt, ap);
+    va_end(ap);
+}
+
+/* Eager (range) protocol: the whole assignment is replaced at each rebalance. */
+static void kio__rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                              rd_kafka_topic_partition_list_t *parts, void *opaque) {
+    kio_consumer *c = opaque;
+    rd_kafka_resp_err_t e;
+    c->rebalances++;
+    switch (err) {
+    case RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS:
+        if (c->on_assign) c->on_assign(c->hook_opaque, rk, parts);
+        e = rd_kafka_assign(rk, parts);
+        if (e) kio__consumer_error(c, "assign: %s", rd_kafka_err2str(e));
+        else c->assigned = parts->cnt;
+        break;
+    case RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS:
+        if (c->on_revoke) c->on_revoke(c->hook_opaque, rk, parts);
+        /* Commit what was stored while the partitions are still ours (lag monitoring). */
+        e = rd_kafka_commit(rk, NULL, 1);
+        if (e && e != RD_KAFKA_RESP_ERR__NO_OFFSET)
+            kio__consumer_error(c, "commit on revoke: %s", rd_kafka_err2str(e));
+        rd_kafka_assign(rk, NULL);
+        c->assigned = 0;
+        break;
+    default:
+        kio__consumer_error(c, "rebalance: %s", rd_kafka_err2str(err));
+        rd_kafka_assign(rk, NULL);
+        c->assigned = 0;
+        break;
+    }
+}
+
+static void kio__commit_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                           rd_kafka_topic_partition_list_t *offsets, void *opaque) {
+    kio_consumer *c = opaque;
+    (void)rk;
+    if (err == RD_KAFKA_RESP_ERR__NO_OFFSET) return;
+    if (err) {
+        kio__consumer_error(c, "offset commit: %s", rd_kafka_err2str(err));
+        return;
+    }
+    for (int i = 0; offsets && i < offsets->cnt; i++)
+        if (offsets->elems[i].err)
+            kio__consumer_error(c, "offset commit %s [%d]: %s", offsets->elems[i].topic,
+                                (int)offsets->elems[i].partition,
+                                rd_kafka_err2str(offsets->elems[i].err));
+}
+
+static void kio__consumer_error_cb(rd_kafka_t *rk, int err, const char *reason,
+                                   void *opaque) {
+    kio_consumer *c = opaque;
+    (void)rk;
+    if (err == RD_KAFKA_RESP_ERR__FATAL) c->fatal = 1;
+    kio__consumer_error(c, "%s", reason);
+}
+
+kio_consumer *kio_consumer_new(const kio_prop *props, int n_props,
+                               const char *const *topics, int n_topics,
+                               char *errstr, size_t n) {
+    static const kio_prop defaults[] = {{"auto.offset.reset", "earliest"}};
+    static const kio_prop required[] = {
+        {"partition.assignment.strategy", "range"},
+        {"enable.auto.commit", "false"},
+        {"enable.auto.offset.store", "false"},
+    };
+    char err[KIO__ERR_MAX];
+    const char *gid = kio__prop_get(props, n_props, "group.id");
+    if (!gid || !gid[0]) {
+        kio__err(errstr, n, "kafka property group.id is required for the consumer");
+        return NULL;
+    }
+    if (n_topics <= 0) {
+        kio__err(errstr, n, "consumer: no topics to subscribe to");
+        return NULL;
+    }
+    kio_consumer *c = calloc(1, sizeof(*c));
+    if (!c) {
+        kio__err(errstr, n, "out of memory");
+        return NULL;
+    }
+    rd_kafka_conf_t *conf = kio__conf(defaults, 1, props, n_props, required, 3, kio__producer_only, errstr, n);
+    if (!conf) {
+        free(c);
+        return NULL;
+    }
+    rd_kafka_conf_set_rebalance_cb(conf, kio__rebalance_cb);
+    rd_kafka_conf_set_offset_commit_cb(conf, kio__commit_cb);
+    rd_kafka_conf_set_error_cb(conf, kio__consumer_error_cb);
+    rd_kafka_conf_set_opaque(conf, c);
+    c->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof(err));
+    if (!c->rk) {
+        rd_kafka_conf_destroy(conf);
+        kio__err(errstr, n, "consumer: %s", err);
+        free(c);
+        return NULL;
+    }
+    conf = NULL; /* now owned by c->rk */
+    rd_kafka_poll_set_consumer(c->rk); /* one queue: callbacks are served by our poll */
+
+    rd_kafka_topic_partition_list_t *sub = rd_kafka_topic_partition_list_new(n_topics);
+    for (int i = 0; i < n_topics; i++)
+        rd_kafka_topic_partition_list_add(sub, topics[i], RD_KAFKA_PARTITION_UA);
+    rd_kafka_resp_err_t e = rd_kafka_subscribe(c->rk, sub);
+    rd_kafka_topic_partition_list_destroy(sub);
+    if (e) {
+        kio__err(errstr, n, "subscribe: %s", rd_kafka_err2str(e));
+        rd_kafka_destroy(c->rk);
+        free(c);
+        return NULL;
+    }
+    return c;
+}
+
+int kio_consumer_poll(kio_consumer *c, rd_kafka_message_t **msgs, int max, int timeout_ms,
+                      char *errstr, size_t n) {
+    int got = 0;
+    int64_t deadline = kio__now_ms() + (timeout_ms > 0 ? timeout_ms : 0);
+    unsigned rebalances = c->rebalances;
+    while (got < max) {
+        if (c->rebalances != rebalances) {
+            /* Messages fetched under the assignment that just ended were not handed out:
+             * drop them. Their offsets were not stored, so whoever owns the partitions now
+             * reads them again (and a revocation handler saw a consistent position). */
+            for (int i = 0; i < got; i++) rd_kafka_message_destroy(msgs[i]);
+            got = 0;
+            rebalances = c->rebalances;
+        }
+        /* Wait (up to the deadline) only for the first message; then take what is there. */
+        int wait = 0;
+        if (got == 0) {
+            int64_t left = deadline - kio__now_ms();
+            wait = left > 0 ? (int)left : 0;
+        }
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(c->rk, wait);
+        if (m && c->rebalances != rebalances) {
+            for (int i = 0; i < got; i++) rd_kafka_message_destroy(msgs[i]);
+            got = 0;
+            rebalances = c->rebalances;
+        }
+        if (!m) {
+            if (got > 0 || wait == 0) break;
+            continue; /* woke early without a message: wait out the rest */
+        }
+        if (!m->err) {
+            msgs[got++] = m; /* ownership to the caller */
+            continue;
+        }
+        if (m->err == RD_KAFKA_RESP_ERR__FATAL || c->fatal) {
+            char fe[KIO__ERR_MAX];
+            rd_kafka_resp_err_t ferr = rd_kafka_fatal_error(c->rk, fe, sizeof(fe));
+            kio__err(errstr, n, "fatal consumer error: %s",
+                     ferr ? fe : rd_kafka_message_errstr(m));
+            rd_kafka_message_destroy(m);
+            for (int i = 0; i < got; i++) rd_kafka_message_destroy(msgs[i]);
+            return -1;
+        }
+        if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+            kio__consumer_error(c, "consume %s [%d]: %s",
+                                m->rkt ? rd_kafka_topic_name(m->rkt) : "-",
+                                (int)m->partition, rd_kafka_message_errstr(m));
+        rd_kafka_message_destroy(m);
+    }
+    if (c->rebalances != rebalances) {   /* the last poll served a rebalance */
+        for (int i = 0; i < got; i++) rd_kafka_message_destroy(msgs[i]);
+        got = 0;
+    }
+    if (got == 0 && c->fatal) {
+        char fe[KIO__ERR_MAX];
+        rd_kafka_fatal_error(c->rk, fe, sizeof(fe));
+        kio__err(errstr, n, "fatal consumer error: %s", fe);
+        return -1;
+    }
+    return got;
+}
+
+int kio_consumer_store(kio_consumer *c, const rd_kafka_message_t *msg,
+                       char *errstr, size_t n) {
+    (void)c;
+    rd_kafka_resp_err_t e = rd_kafka_offset_store(msg->rkt, msg->partition, msg->offset);
+    if (e) {
+        kio__err(errstr, n, "store offset %s [%d] %lld: %s", rd_kafka_topic_name(msg->rkt),
+                 (int)msg->partition, (long long)msg->offset, rd_kafka_err2str(e));
+        return -1;
+    }
+    return 0;
+}
+
+int kio_consumer_store_offset(kio_consumer *c, const char *topic, int32_t partition,
+                              int64_t next_offset, char *errstr, size_t n) {
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(l, topic, partition)->offset = next_offset;
+    rd_kafka_resp_err_t e = rd_kafka_offsets_store(c->rk, l);
+    if (!e) e = l->elems[0].err;
+    rd_kafka_topic_partition_list_destroy(l);
+    if (e) {
+        kio__err(errstr, n, "store offset %s [%d] %lld: %s", topic, (int)partition,
+                 (long long)next_offset, rd_kafka_err2str(e));
+        return -1;
+    }
+    return 0;
+}
+
+int kio_consumer_commit(kio_consumer *c, char *errstr, size_t n) {
+    rd_kafka_resp_err_t e = rd_kafka_commit(c->rk, NULL, 1);
+    if (e && e != RD_KAFKA_RESP_ERR__NO_OFFSET) {
+        kio__err(errstr, n, "commit: %s", rd_kafka_err2str(e));
+        return -1;
+    }
+    return 0;
+}
+
+int kio_consumer_assigned(const kio_consumer *c) {
+    return c->assigned;
+}
+
+long long kio_consumer_errors(kio_consumer *c, char *last, size_t last_size) {
+    if (last && last_size) snprintf(last, last_size, "%s", c->last_err);
+    return c->errors;
+}
+
+rd_kafka_t *kio_consumer_handle(kio_consumer *c) {
+    return c->rk;
+}
+
+void kio_consumer_set_rebalance_hooks(kio_consumer *c, kio_assign_fn on_assign,
+                                      kio_revoke_fn on_revoke, void *opaque) {
+    c->on_assign = on_assign;
+    c->on_revoke = on_revoke;
+    c->hook_opaque = opaque;
+}
+
+void kio_consumer_close(kio_consumer *c) {
+    if (!c) return;
+    rd_kafka_consumer_close(c->rk);
+    rd_kafka_destroy(c->rk);
+    free(c);
+}
+
+/* ---------------------------------------------------------------- producer */
+
+struct kio_producer {
+    rd_kafka_t *rk;
+    long long delivered, failed;
+    long long failed_at_flush;   /* `failed` when kio_producer_flush last returned */
+    char last_err[KIO__ERR_MAX];
+};
+
+static void kio__dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
+    kio_producer *p = opaque;
+    (void)rk;
+    if (!m->err) {
+        p->delivered++;
+        return;
+    }
+    p->failed++;
+    snprintf(p->last_err, sizeof(p->last_err), "delivery to %s failed: %s",
+             rd_kafka_topic_name(m->rkt), rd_kafka_err2str(m->err));
+}
+
+static void kio__producer_error_cb(rd_kafka_t *rk, int err, const char *reason,
+                                   void *opaque) {
+    kio_producer *p = opaque;
+    (void)rk;
+    (void)err;
+    snprintf(p->last_err, sizeof(p->last_err), "%s", reason);
+}
+
+kio_producer *kio_producer_new(const kio_prop *props, int n_props, char *errstr, size_t n) {
+    static const kio_prop defaults[] = {{"linger.ms", "5"}};
+    static const kio_prop required[] = {
+        {"enable.idempotence", "true"},
+        {"partitioner", "murmur2_random"},
+    };
+    char err[KIO__ERR_MAX];
+    kio_producer *p = calloc(1, sizeof(*p));
+    if (!p) {
+        kio__err(errstr, n, "out of memory");
+        return NULL;
+    }
+    rd_kafka_conf_t *conf = kio__conf(defaults, 1, props, n_props, required, 2, kio__consumer_only, errstr, n);
+    if (!conf) {
+        free(p);
+        return NULL;
+    }
+    rd_kafka_conf_set_dr_msg_cb(conf, kio__dr_cb);
+    rd_kafka_conf_set_error_cb(conf, kio__producer_error_cb);
+    rd_kafka_conf_set_opaque(conf, p);
+    p->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));
+    if (!p->rk) {
+        rd_kafka_conf_destroy(conf);
+        kio__err(errstr, n, "producer: %s", err);
+        free(p);
+        return NULL;
+    }
+    conf = NULL; /* now owned by p->rk */
+    return p;
+}
+
+int kio_produce(kio_producer *p, const char *topic, const void *key, size_t keylen,
+                const void *val, size_t len, const char *const *hdrs, int n_hdr_pairs,
+                char *errstr, size_t n) {
+    rd_kafka_headers_t *h = NULL;
+    if (n_hdr_pairs > 0) {
+        h = rd_kafka_headers_new((size_t)n_hdr_pairs);
+        for (int i = 0; i < n_hdr_pairs; i++)
+            rd_kafka_header_add(h, hdrs[2 * i], -1, hdrs[2 * i + 1], -1);
+    }
+    rd_kafka_resp_err_t e = RD_KAFKA_RESP_ERR_NO_ERROR;
+    for (int tries = 0; tries <= KIO__QFULL_RETRIES; tries++) {
+        /* F_COPY: val is copied, so casting away const is safe; the key is always copied. */
+        e = rd_kafka_producev(p->rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY(key, keylen),
+                              RD_KAFKA_V_VALUE((void *)val, len),
+                              RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                              RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_END);
+        if (e != RD_KAFKA_RESP_ERR__QUEUE_FULL) break;
+        rd_kafka_poll(p->rk, 100); /* deliveries free queue space */
+    }
+    if (!e) {
+        h = NULL; /* now owned by the message */
+        return 0;
+    }
+    if (h) rd_kafka_headers_destroy(h);
+    if (e == RD_KAFKA_RESP_ERR__FATAL) {
+        char fe[KIO__ERR_MAX];
+        rd_kafka_fatal_error(p->rk, fe, sizeof(fe));
+        kio__err(errstr, n, "produce to %s: fatal: %s", topic, fe);
+    } else {
+        kio__err(errstr, n, "produce to %s: %s", topic, rd_kafka_err2str(e));
+    }
+    return -1;
+}
+
+void kio_producer_poll(kio_producer *p) {
+    rd_kafka_poll(p->rk, 0);
+}
+
+int kio_producer_flush(kio_producer *p, int timeout_ms, char *errstr, size_t n) {
+    rd_kafka_resp_err_t e = rd_kafka_flush(p->rk, timeout_ms);
+    long long new_failed = p->failed - p->failed_at_flush;
+    p->failed_at_flush = p->failed;
+    if (e) {
+        kio__err(errstr, n, "flush: %d messages not delivered within %d ms (%s)%s%s",
+                 rd_kafka_outq_len(p->rk), timeout_ms, rd_kafka_err2str(e),
+                 p->last_err[0] ? ": " : "", p->last_err);
+        return -1;
+    }
+    if (new_failed > 0) {
+        kio__err(errstr, n, "%lld deliveries failed; last: %s", new_failed, p->last_err);
+        return -1;
+    }
+    return 0;
+}
+
+void kio_producer_stats(const kio_producer *p, long long *delivered, long long *failed) {
+    if (delivered) *delivered = p->delivered;
+    if (failed) *failed = p->failed;
+}
+
+const char *kio_producer_last_error(const kio_producer *p) {
+    return p->last_err;
+}
+
+rd_kafka_t *kio_producer_handle(kio_producer *p) {
+    return p->rk;
+}
+
+void kio_producer_destroy(kio_producer *p) {
+    if (!p) return;
+    rd_kafka_destroy(p->rk);
+    free(p);
+}
+
+/* ---------------------------------------------------------------- partitioning */
+
+int32_t kio_murmur2(const void *key, size_t keylen) {
+    const unsigned char *d = key;
+    const uint32_t m = 0x5bd1e995u;
+    const int r = 24;
+    uint32_t h = 0x9747b28cu ^ (uint32_t)keylen;
+    size_t n4 = keylen / 4;
+    for (size_t i = 0; i < n4; i++) {
+        const unsigned char *b = d + 4 * i;
+        uint32_t k = (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 |
+                     (uint32_t)b[3] << 24;
+        k *= m;
+        k ^= k >> r;
+        k *= m;
+        h *= m;
+        h ^= k;
+    }
+    const unsigned char *t = d + 4 * n4;
+    switch (keylen & 3) {
+    case 3: h ^= (uint32_t)t[2] << 16; /* fall through */
+    case 2: h ^= (uint32_t)t[1] << 8;  /* fall through */
+    case 1: h ^= t[0]; h *= m;
+    }
+    h ^= h >> 13;
+    h *= m;
+    h ^= h >> 15;
+    return (int32_t)h;
+}
+
+int kio_partition_for_key(const void *key, size_t keylen, int partitions) {
+    return (int)(((uint32_t)kio_murmur2(key, keylen) & 0x7fffffffu) % (uint32_t)partitions);
+}

@@ -1,0 +1,598 @@
+/* learner.c - the prequential loop: minibatch, predict, emit, measure, train. */
+#include "stream/learner.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "engine/model.h"
+#include "stream/pending.h"
+
+#define LRN_MAX_MODELS MET_MAX_MODELS
+
+/* What a batch row answers, to build its Prediction. */
+typedef struct {
+    char id[M3_ID_MAX];
+    int64_t ts_ms, arrival_ms, user_id, item_id;
+    int scen;
+    int src;                               /* the input source (partition) it came from */
+    int converted;                         /* its conversion arrived while it was queued */
+} lrn_tag;
+
+/* One input source (a topic partition): its own event-time clock and pending join.
+ * Kafka keeps order within a partition and a conversion travels in the same partition
+ * as its impression (same topic, same user key), so a per-partition watermark closes
+ * windows exactly, however unevenly the partitions are consumed. */
+typedef struct {
+    pend_table *pend;
+    int64_t watermark_ms;                  /* newest event time seen in this source */
+} lrn_src;
+
+struct lrn {
+    const m3_cfg *cfg;
+    int n_models;
+    m3_model *models[LRN_MAX_MODELS];      /* [0] is the primary */
+    lrn_src *srcs;                         /* (n_srcs), created as sources appear */
+    int n_srcs;
+    met_board *board;
+    int cap;                               /* rows in a minibatch: cfg->model.max_batch */
+    /* the training minibatch: impressions first, then settled pending rows */
+    m3_example *ex;                        /* (cap) */
+    lrn_tag *tags;                         /* (cap) tags of the impression rows */
+    int n_imp;                             /* impression rows queued */
+    /* settled CTCVR labels waiting for a batch (conversion joined or window closed) */
+    pend_entry *settled;                   /* (cap) */
+    int n_settled;
+    /* score-request candidates, scored after training */
+    m3_example *req_ex;                    /* (cap) */
+    lrn_tag *req_tags;                     /* (cap) */
+    int n_req;
+    float *p_ctr[LRN_MAX_MODELS], *p_cvr[LRN_MAX_MODELS]; /* (cap) each */
+    /* UPT snapshots (m3_snap_save): model m's start in a pending entry's snap, and the
+     * rows' snapshots handed to m3_forward_snap (NULL for impressions: read live) */
+    size_t snap_off[LRN_MAX_MODELS], snap_len;
+    const void **snaps[LRN_MAX_MODELS];   /* (cap) each */
+    int64_t version;                       /* training steps taken */
+    int expire_from;                       /* round-robin start for expiry */
+    lrn_batch_fn batch_fn;                 /* lrn_set_batch_hook() */
+    void *batch_ud;
+    const char **batch_ids;                /* (cap) the ids handed to batch_fn */
+    uint64_t trained_ctr, trained_ctcvr;   /* rows trained with w_ctr > 0, w_ctcvr > 0 */
+    /* the state behind the models (state.c), NULL when in memory only */
+    lrn_prepare_fn prepare;
+    lrn_trained_fn trained;
+    void *hook_ud;
+    pend_load_fn pend_load;
+    void *pend_ud;
+};
+
+static int64_t wall_ms(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_REALTIME, &t);
+    return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+lrn *lrn_new(const m3_cfg *cfg, char *errstr, size_t errstr_size) {
+    lrn *L = calloc(1, sizeof *L);
+    if (!L) {
+        snprintf(errstr, errstr_size, "learner: out of memory");
+        return NULL;
+    }
+    L->cfg = cfg;
+    L->cap = cfg->model.max_batch;
+    if (L->cap <= cfg->batch_size) {
+        snprintf(errstr, errstr_size, "learner: model.max_batch %d must exceed batch.size %d "
+                 "(room for settled conversion labels)", L->cap, cfg->batch_size);
+        free(L);
+        return NULL;
+    }
+    const char *names[LRN_MAX_MODELS];
+    int archs[LRN_MAX_MODELS];
+    archs[L->n_models++] = cfg->model.arch;
+    for (int i = 0; i < cfg->n_shadow && L->n_models < LRN_MAX_MODELS; i++)
+        archs[L->n_models++] = cfg->shadow[i];
+    for (int i = 0; i < L->n_models; i++) {
+        m3_model_cfg mc = cfg->model;
+        mc.arch = archs[i];
+        names[i] = m3_arch_name(archs[i]);
+        L->models[i] = m3_new(&mc, errstr, errstr_size);
+        if (!L->models[i]) goto fail;
+        L->p_ctr[i] = calloc((size_t)L->cap, sizeof(float));
+        L->p_cvr[i] = calloc((size_t)L->cap, sizeof(float));
+        L->snaps[i] = calloc((size_t)L->cap, sizeof *L->snaps[i]);
+        if (!L->p_ctr[i] || !L->p_cvr[i] || !L->snaps[i]) goto oom;
+        L->snap_off[i] = L->snap_len;
+        L->snap_len += m3_snap_bytes(L->models[i]);
+    }
+    if (L->snap_len > PEND_SNAP_MAX) {
+        snprintf(errstr, errstr_size, "learner: the UPT models' snapshots of a pending row take "
+                 "%zu bytes, more than %d: fewer m3rec shadows, or a smaller model.emb.dim",
+                 L->snap_len, PEND_SNAP_MAX);
+        goto fail;
+    }
+    const char *scen[M3_MAX_SCEN];
+    for (int i = 0; i < cfg->scenarios.n; i++) scen[i] = cfg->scenarios.names[i];
+    L->board = met_board_new(cfg->scenarios.n, scen, L->n_models, names, 0, errstr, errstr_size);
+    if (!L->board) goto fail;
+    L->ex = calloc((size_t)L->cap, sizeof *L->ex);
+    L->tags = calloc((size_t)L->cap, sizeof *L->tags);
+    L->settled = calloc((size_t)L->cap, sizeof *L->settled);
+    L->req_ex = calloc((size_t)L->cap, sizeof *L->req_ex);
+    L->req_tags = calloc((size_t)L->cap, sizeof *L->req_tags);
+    if (!L->ex || !L->tags || !L->settled || !L->req_ex || !L->req_tags) goto oom;
+    return L;
+oom:
+    snprintf(errstr, errstr_size, "learner: out of memory");
+fail:
+    lrn_destroy(L);
+    return NULL;
+}
+
+void lrn_destroy(lrn *L) {
+    if (!L) return;
+    for (int i = 0; i < L->n_models; i++) {
+        m3_destroy(L->models[i]);
+        free(L->p_ctr[i]);
+        free(L->p_cvr[i]);
+        free(L->snaps[i]);
+    }
+    for (int i = 0; i < L->n_srcs; i++) pend_destroy(L->srcs[i].pend);
+    free(L->srcs);
+    met_board_destroy(L->board);
+    free(L->ex);
+    free(L->tags);
+    free(L->settled);
+    free(L->req_ex);
+    free(L->req_tags);
+    free(L->batch_ids);
+    free(L);
+}
+
+int lrn_set_batch_hook(lrn *L, lrn_batch_fn fn, void *ud) {
+    if (fn && !L->batch_ids && !(L->batch_ids = calloc((size_t)L->cap, sizeof *L->batch_ids)))
+        return -1;
+    L->batch_fn = fn;
+    L->batch_ud = ud;
+    return 0;
+}
+
+met_board *lrn_board(lrn *L) { return L->board; }
+int64_t lrn_model_version(const lrn *L) { return L->version; }
+int lrn_queued(const lrn *L) { return L->n_imp + L->n_req; }
+size_t lrn_pending(const lrn *L) {
+    size_t n = 0;
+    for (int i = 0; i < L->n_srcs; i++) n += L->srcs[i].pend ? pend_size(L->srcs[i].pend) : 0;
+    return n;
+}
+double lrn_flops_per_example(const lrn *L) { return m3_flops_per_example(L->models[0]); }
+
+/* ---- features: configured fields -> model slots ---- */
+
+static const m3_catkv *find_cat(const m3_catmap *m, const char *name) {
+    for (int i = 0; i < m->n; i++)
+        if (strcmp(m->kv[i].name, name) == 0) return &m->kv[i];
+    return NULL;
+}
+
+static const m3_numkv *find_num(const m3_nummap *m, const char *name) {
+    for (int i = 0; i < m->n; i++)
+        if (strcmp(m->kv[i].name, name) == 0) return &m->kv[i];
+    return NULL;
+}
+
+static void map_cats(const cfg_list *fields, const m3_catmap *m, int *slot, uint64_t *cat) {
+    for (int f = 0; f < fields->n; f++, (*slot)++) {
+        const m3_catkv *kv = m ? find_cat(m, fields->names[f]) : NULL;
+        cat[*slot] = m3_feat_key(*slot, kv ? kv->value : M3_MISSING);
+    }
+}
+
+static void map_nums(const cfg_list *fields, const m3_nummap *m, int *slot, float *num) {
+    for (int f = 0; f < fields->n; f++, (*slot)++) {
+        const m3_numkv *kv = m ? find_num(m, fields->names[f]) : NULL;
+        num[*slot] = kv ? kv->value : 0.0f;
+    }
+}
+
+/* Fill ex's inputs from the parts of an event (any map may be NULL = all missing). */
+static void make_example(const m3_cfg *c, m3_example *ex, int scen, int64_t ts,
+                         int64_t user_id, int64_t item_id,
+                         const m3_catmap *ucat, const m3_catmap *icat, const m3_catmap *xcat,
+                         const m3_nummap *unum, const m3_nummap *inum) {
+    ex->scenario = scen;
+    ex->ts_ms = ts;
+    ex->cat[M3_SLOT_USER] = m3_feat_key(M3_SLOT_USER, user_id);
+    ex->cat[M3_SLOT_ITEM] = m3_feat_key(M3_SLOT_ITEM, item_id);
+    int slot = 2;
+    map_cats(&c->user_cat, ucat, &slot, ex->cat);
+    map_cats(&c->item_cat, icat, &slot, ex->cat);
+    map_cats(&c->ctx_cat, xcat, &slot, ex->cat);
+    slot = 0;
+    map_nums(&c->user_num, unum, &slot, ex->num);
+    map_nums(&c->item_num, inum, &slot, ex->num);
+    ex->y_click = ex->y_conv = 0;
+    ex->w_ctr = ex->w_ctcvr = 0;
+}
+
+static int scenario_of(const lrn *L, const char *name, char *reason, size_t n) {
+    int s = cfg_scenario_index(L->cfg, name);
+    if (s < 0) snprintf(reason, n, "unknown scenario '%s'", name);
+    return s;
+}
+
+/* ---- the event-time watermark and the pending join ---- */
+
+/* Make room for cap sources (cap > n_srcs). Returns 0, or -1 when out of memory. */
+static int grow_sources(lrn *L, int cap) {
+    lrn_src *p = realloc(L->srcs, (size_t)cap * sizeof *p);
+    if (!p) return -1;
+    memset(p + L->n_srcs, 0, (size_t)(cap - L->n_srcs) * sizeof *p);
+    for (int i = L->n_srcs; i < cap; i++) p[i].watermark_ms = INT64_MIN;
+    L->srcs = p;
+    L->n_srcs = cap;
+    return 0;
+}
+
+/* The source's table, created on first use; NULL (reason filled) when out of memory. */
+static lrn_src *source(lrn *L, int src, char *reason, size_t n) {
+    if (src < 0 || src > 1 << 20) {
+        snprintf(reason, n, "bad source index %d", src);
+        return NULL;
+    }
+    if (src >= L->n_srcs &&
+        grow_sources(L, src + 1 > 2 * L->n_srcs ? src + 1 : 2 * L->n_srcs) != 0) {
+        snprintf(reason, n, "out of memory");
+        return NULL;
+    }
+    lrn_src *S = &L->srcs[src];
+    if (!S->pend) {
+        S->pend = pend_new(L->cfg->join_window_ms, 1 << 12, reason, n);
+        if (S->pend && L->pend_load) pend_set_loader(S->pend, L->pend_load, L->pend_ud, src);
+    }
+    return S->pend ? S : NULL;
+}
+
+/* A minibatch holds up to batch.size impressions and up to this many settled rows. */
+static int settled_cap(const lrn *L) { return L->cap - L->cfg->batch_size; }
+
+static void advance_watermark(lrn_src *S, int64_t ts) {
+    if (ts > S->watermark_ms) S->watermark_ms = ts;
+}
+
+/* What a prediction needs to go out (and an impression to join its conversion);
+ * src -1 for a score request's candidates. */
+static void set_tag(lrn_tag *t, const char *id, int64_t ts, int64_t arrival_ms,
+                    int64_t user_id, int64_t item_id, int scen, int src) {
+    memcpy(t->id, id, sizeof t->id);
+    t->ts_ms = ts;
+    t->arrival_ms = arrival_ms;
+    t->user_id = user_id;
+    t->item_id = item_id;
+    t->scen = scen;
+    t->src = src;
+    t->converted = 0;
+}
+
+int lrn_impression(lrn *L, const m3_impression *im, int src, int64_t arrival_ms,
+                   lrn_emit_fn emit, void *ud, char *reason, size_t reason_size) {
+    int scen = scenario_of(L, im->scenario, reason, reason_size);
+    if (scen < 0) return -1;
+    lrn_src *S = source(L, src, reason, reason_size);
+    if (!S) return -1;
+    if (L->n_imp >= L->cfg->batch_size) lrn_flush(L, emit, ud);
+    int i = L->n_imp++;
+    m3_example *ex = &L->ex[i];
+    make_example(L->cfg, ex, scen, im->ts_ms, im->user_id, im->item_id, &im->user_cat,
+                 &im->item_cat, &im->ctx_cat, &im->user_num, &im->item_num);
+    ex->y_click = im->clicked ? 1.0f : 0.0f;
+    ex->w_ctr = 1.0f;
+    /* an unclicked impression is a CTCVR negative at once; a clicked one waits */
+    ex->w_ctcvr = im->clicked ? 0.0f : 1.0f;
+    set_tag(&L->tags[i], im->impression_id, im->ts_ms, arrival_ms, im->user_id, im->item_id,
+            scen, src);
+    met_counters *mc = met_board_counters(L->board);
+    mc->impressions++;
+    mc->clicks += im->clicked;
+    advance_watermark(S, im->ts_ms);
+    if (L->n_imp >= L->cfg->batch_size) lrn_flush(L, emit, ud);
+    return 0;
+}
+
+/* A conversion for an impression still in the unflushed batch: label that row now.
+ * Returns 3 (joined in the batch), 2 (late) or 0 (not there). */
+static int convert_queued(lrn *L, const m3_conversion *cv, int src) {
+    for (int i = L->n_imp - 1; i >= 0; i--) {
+        lrn_tag *t = &L->tags[i];
+        if (t->src != src || strcmp(t->id, cv->impression_id) != 0) continue;
+        m3_example *ex = &L->ex[i];
+        if (ex->y_click < 0.5f || t->converted) return 0;
+        if (cv->ts_ms - t->ts_ms > L->cfg->join_window_ms) return 2;
+        t->converted = 1;
+        ex->y_conv = 1.0f;
+        ex->w_ctcvr = 1.0f;
+        return 3;
+    }
+    return 0;
+}
+
+int lrn_conversion(lrn *L, const m3_conversion *cv, int src, lrn_emit_fn emit, void *ud,
+                   char *reason, size_t reason_size) {
+    if (scenario_of(L, cv->scenario, reason, reason_size) < 0) return -1;
+    lrn_src *S = source(L, src, reason, reason_size);
+    if (!S) return -1;
+    met_counters *mc = met_board_counters(L->board);
+    mc->conversions++;
+    advance_watermark(S, cv->ts_ms);
+    if (L->n_settled >= settled_cap(L)) lrn_flush(L, emit, ud);
+    int r = pend_convert(S->pend, cv->impression_id, cv->ts_ms, &L->settled[L->n_settled]);
+    if (r == 0) r = convert_queued(L, cv, src);
+    if (r == 1) L->n_settled++;
+    else if (r == 2) mc->late_conversions++;
+    else if (r == 0) mc->unmatched_conversions++;
+    return 0;
+}
+
+int lrn_request(lrn *L, const m3_score_request *rq, int64_t arrival_ms,
+                lrn_emit_fn emit, void *ud, char *reason, size_t reason_size) {
+    int scen = scenario_of(L, rq->scenario, reason, reason_size);
+    if (scen < 0) return -1;
+    met_board_counters(L->board)->requests++;
+    for (int c = 0; c < rq->n_cands; c++) {
+        if (L->n_req == L->cap) lrn_flush(L, emit, ud);
+        const m3_candidate *cd = &rq->cands[c];
+        int i = L->n_req++;
+        make_example(L->cfg, &L->req_ex[i], scen, rq->ts_ms, rq->user_id, cd->item_id,
+                     &rq->user_cat, &cd->item_cat, &rq->ctx_cat, &rq->user_num, &cd->item_num);
+        set_tag(&L->req_tags[i], rq->request_id, rq->ts_ms, arrival_ms, rq->user_id,
+                cd->item_id, scen, -1);
+    }
+    return 0;
+}
+
+static void emit_one(lrn *L, const lrn_tag *t, float p_ctr, float p_cvr, int64_t now,
+                     lrn_emit_fn emit, void *ud) {
+    m3_prediction p;
+    memcpy(p.id, t->id, sizeof p.id);
+    p.ts_ms = t->ts_ms;
+    snprintf(p.scenario, sizeof p.scenario, "%s", L->cfg->scenarios.names[t->scen]);
+    p.user_id = t->user_id;
+    p.item_id = t->item_id;
+    p.p_ctr = p_ctr;
+    p.p_cvr = p_cvr;
+    p.p_ctcvr = p_ctr * p_cvr;
+    p.model_version = L->version;
+    if (emit) emit(ud, &p);
+    met_board_counters(L->board)->predictions++;
+    if (t->arrival_ms > 0) met_board_latency(L->board, (double)(now - t->arrival_ms));
+}
+
+/* Move impressions whose window closed (per source, round robin) into the settled rows,
+ * as many as the batch has room for; the rest wait for the next batch. */
+static void collect_expired(lrn *L) {
+    for (int k = 0; k < L->n_srcs; k++) {
+        int room = settled_cap(L) - L->n_settled;
+        if (room <= 0) break;
+        lrn_src *S = &L->srcs[(L->expire_from + k) % L->n_srcs];
+        if (!S->pend || S->watermark_ms == INT64_MIN) continue;
+        int64_t wm = S->watermark_ms - L->cfg->join_lateness_ms;
+        L->n_settled += pend_expire(S->pend, wm, L->settled + L->n_settled, room);
+    }
+    if (L->n_srcs) L->expire_from = (L->expire_from + 1) % L->n_srcs;
+}
+
+static void train_batch(lrn *L, lrn_emit_fn emit, void *ud) {
+    collect_expired(L);
+    int n_imp = L->n_imp, B = n_imp + L->n_settled;
+    if (B == 0) return;
+    /* the settled rows follow the impressions in one minibatch */
+    for (int j = 0; j < L->n_settled; j++) L->ex[n_imp + j] = L->settled[j].ex;
+    if (L->prepare) L->prepare(L->hook_ud, L->ex, B, n_imp, 1);
+    /* settled rows are scored again with the UPT input they were first scored with */
+    for (int m = 0; m < L->n_models; m++) {
+        size_t n = m3_snap_bytes(L->models[m]);
+        for (int i = 0; i < B; i++) {
+            const pend_entry *e = i < n_imp ? NULL : &L->settled[i - n_imp];
+            L->snaps[m][i] = n && e && e->snap_len == L->snap_len ? e->snap + L->snap_off[m] : NULL;
+        }
+        m3_forward_snap(L->models[m], L->ex, B, L->snaps[m], L->p_ctr[m], L->p_cvr[m]);
+    }
+    /* predictions of the primary model go out before anything learns from them */
+    int64_t now = wall_ms();
+    for (int i = 0; i < n_imp; i++)
+        emit_one(L, &L->tags[i], L->p_ctr[0][i], L->p_cvr[0][i], now, emit, ud);
+    /* prequential metrics; clicked impressions wait for their CTCVR label (with their slice
+     * flags: the later forward of the settled row sees a state that moved on) */
+    for (int i = 0; i < n_imp; i++) {
+        m3_example *ex = &L->ex[i];
+        ex->slices = (uint8_t)m3_slice_flags(L->models[0], i);
+        float p_ctcvr[LRN_MAX_MODELS];
+        for (int m = 0; m < L->n_models; m++) {
+            float pc = L->p_ctr[m][i];
+            p_ctcvr[m] = pc * L->p_cvr[m][i];
+            met_board_add(L->board, m, ex->scenario, MET_CTR, pc, ex->y_click > 0.5f);
+            met_board_add_slices(L->board, m, ex->scenario, ex->slices, MET_CTR, pc, ex->y_click > 0.5f);
+            if (ex->y_click < 0.5f || L->tags[i].converted) {
+                met_board_add(L->board, m, ex->scenario, MET_CTCVR, p_ctcvr[m], ex->y_conv > 0.5f);
+                met_board_add_slices(L->board, m, ex->scenario, ex->slices, MET_CTCVR, p_ctcvr[m],
+                                     ex->y_conv > 0.5f);
+            }
+        }
+        if (ex->y_click > 0.5f && !L->tags[i].converted) {
+            unsigned char snap[PEND_SNAP_MAX];
+            for (int m = 0; m < L->n_models; m++)
+                m3_snap_save(L->models[m], i, snap + L->snap_off[m]);
+            pend_add(L->srcs[L->tags[i].src].pend, L->tags[i].id, ex, p_ctcvr, L->n_models, snap,
+                     L->snap_len);
+        }
+    }
+    for (int j = 0; j < L->n_settled; j++) {
+        const pend_entry *e = &L->settled[j];
+        for (int m = 0; m < L->n_models; m++) {
+            met_board_add(L->board, m, e->ex.scenario, MET_CTCVR, e->p_ctcvr[m], e->ex.y_conv > 0.5f);
+            met_board_add_slices(L->board, m, e->ex.scenario, e->ex.slices, MET_CTCVR, e->p_ctcvr[m],
+                                 e->ex.y_conv > 0.5f);
+        }
+    }
+    if (L->batch_fn) {
+        for (int i = 0; i < n_imp; i++) L->batch_ids[i] = L->tags[i].id;
+        for (int j = 0; j < L->n_settled; j++) L->batch_ids[n_imp + j] = L->settled[j].impression_id;
+        L->batch_fn(L->batch_ud, L->ex, L->batch_ids, B, n_imp);
+    }
+    for (int m = 0; m < L->n_models; m++) m3_train(L->models[m], L->ex, B);
+    for (int i = 0; i < B; i++) {
+        L->trained_ctr += L->ex[i].w_ctr > 0;
+        L->trained_ctcvr += L->ex[i].w_ctcvr > 0;
+    }
+    if (L->trained) L->trained(L->hook_ud, L->ex, B, n_imp);
+    L->version++;
+    L->n_imp = 0;
+    L->n_settled = 0;
+}
+
+static void score_requests(lrn *L, lrn_emit_fn emit, void *ud) {
+    if (L->n_req == 0) return;
+    if (L->prepare) L->prepare(L->hook_ud, L->req_ex, L->n_req, 0, 0);
+    m3_forward(L->models[0], L->req_ex, L->n_req, L->p_ctr[0], L->p_cvr[0]);
+    int64_t now = wall_ms();
+    for (int i = 0; i < L->n_req; i++)
+        emit_one(L, &L->req_tags[i], L->p_ctr[0][i], L->p_cvr[0][i], now, emit, ud);
+    L->n_req = 0;
+}
+
+void lrn_flush(lrn *L, lrn_emit_fn emit, void *ud) {
+    train_batch(L, emit, ud);
+    score_requests(L, emit, ud);
+}
+
+/* ---- the state behind the learner ---- */
+
+void lrn_set_hooks(lrn *L, lrn_prepare_fn prepare, lrn_trained_fn trained, void *ud) {
+    L->prepare = prepare;
+    L->trained = trained;
+    L->hook_ud = ud;
+}
+
+void lrn_set_pend_loader(lrn *L, pend_load_fn fn, void *ud) {
+    L->pend_load = fn;
+    L->pend_ud = ud;
+    for (int i = 0; i < L->n_srcs; i++)
+        if (L->srcs[i].pend) pend_set_loader(L->srcs[i].pend, fn, ud, i);
+}
+
+int lrn_at_boundary(const lrn *L) { return L->n_imp == 0 && L->n_req == 0 && L->n_settled == 0; }
+int lrn_n_models(const lrn *L) { return L->n_models; }
+m3_model *lrn_model(lrn *L, int i) { return i >= 0 && i < L->n_models ? L->models[i] : NULL; }
+int lrn_n_sources(const lrn *L) { return L->n_srcs; }
+uint64_t lrn_trained_ctr(const lrn *L) { return L->trained_ctr; }
+uint64_t lrn_trained_ctcvr(const lrn *L) { return L->trained_ctcvr; }
+
+pend_table *lrn_source_pending(lrn *L, int src, int create, char *errstr, size_t errstr_size) {
+    if (src >= 0 && src < L->n_srcs && L->srcs[src].pend) return L->srcs[src].pend;
+    if (!create) {
+        snprintf(errstr, errstr_size, "source %d has no pending table", src);
+        return NULL;
+    }
+    lrn_src *S = source(L, src, errstr, errstr_size);
+    return S ? S->pend : NULL;
+}
+
+#define LRN__MAGIC 0x534e524cU   /* "LRNS" */
+#define LRN__VERSION 1U
+#define LRN__NCOUNT 9            /* met_counters fields, in declaration order */
+
+static void lrn__counters(met_counters *c, uint64_t **p) {
+    p[0] = &c->events; p[1] = &c->impressions; p[2] = &c->clicks; p[3] = &c->conversions;
+    p[4] = &c->requests; p[5] = &c->predictions; p[6] = &c->dlq; p[7] = &c->late_conversions;
+    p[8] = &c->unmatched_conversions;
+}
+
+size_t lrn_state_save(lrn *L, void *buf, size_t cap) {
+    size_t need = 4 + 4 + 8 + 4 + 4 + 8 + 8 + 8 * LRN__NCOUNT + 4 + 8 * (size_t)L->n_models +
+                  (size_t)L->n_srcs * (8 + 8 + 8 + 1);
+    if (!buf || cap < need) return need;
+    unsigned char *b = buf;
+    size_t o = 0;
+#define LRN__PUT(v) do { memcpy(b + o, &(v), sizeof(v)); o += sizeof(v); } while (0)
+    uint32_t magic = LRN__MAGIC, ver = LRN__VERSION;
+    int32_t ef = L->expire_from, ns = L->n_srcs, nm = L->n_models;
+    LRN__PUT(magic); LRN__PUT(ver); LRN__PUT(L->version); LRN__PUT(ef); LRN__PUT(ns);
+    LRN__PUT(L->trained_ctr); LRN__PUT(L->trained_ctcvr);
+    uint64_t *cp[LRN__NCOUNT];
+    lrn__counters(met_board_counters(L->board), cp);
+    for (int i = 0; i < LRN__NCOUNT; i++) LRN__PUT(*cp[i]);
+    LRN__PUT(nm);
+    for (int m = 0; m < L->n_models; m++) {
+        int64_t clk = m3_clock(L->models[m]);
+        LRN__PUT(clk);
+    }
+    for (int i = 0; i < L->n_srcs; i++) {
+        const lrn_src *S = &L->srcs[i];
+        int64_t pwm = S->pend ? pend_watermark(S->pend) : INT64_MIN;
+        uint64_t seq = S->pend ? pend_next_seq(S->pend) : 0;
+        uint8_t has = S->pend != NULL;
+        LRN__PUT(S->watermark_ms); LRN__PUT(pwm); LRN__PUT(seq); LRN__PUT(has);
+    }
+#undef LRN__PUT
+    return o;
+}
+
+int lrn_state_load(lrn *L, const void *buf, size_t len, char *errstr, size_t errstr_size) {
+    const unsigned char *b = buf;
+    size_t o = 0;
+#define LRN__GET(v) do { if (o + sizeof(v) > len) goto short_; memcpy(&(v), b + o, sizeof(v));  \
+                         o += sizeof(v); } while (0)
+    uint32_t magic, ver;
+    int64_t version;
+    int32_t ef, ns, nm;
+    uint64_t tc, tv, cnt[LRN__NCOUNT];
+    LRN__GET(magic); LRN__GET(ver);
+    if (magic != LRN__MAGIC || ver != LRN__VERSION) {
+        snprintf(errstr, errstr_size, "learner state: magic 0x%08x version %u, this build "
+                 "reads 0x%08x version %u", magic, ver, LRN__MAGIC, LRN__VERSION);
+        return -1;
+    }
+    LRN__GET(version); LRN__GET(ef); LRN__GET(ns); LRN__GET(tc); LRN__GET(tv);
+    for (int i = 0; i < LRN__NCOUNT; i++) LRN__GET(cnt[i]);
+    LRN__GET(nm);
+    if (nm != L->n_models) {
+        snprintf(errstr, errstr_size, "learner state: %d models stored, %d configured", nm,
+                 L->n_models);
+        return -1;
+    }
+    if (ns < 0 || ns > 1 << 20) goto short_;
+    int64_t clk[LRN_MAX_MODELS];
+    for (int m = 0; m < nm; m++) LRN__GET(clk[m]);
+    if (len - o != (size_t)ns * (8 + 8 + 8 + 1)) goto short_;
+    /* the same number of sources as saved: expiry visits them round robin */
+    if (ns > L->n_srcs && grow_sources(L, ns) != 0) {
+        snprintf(errstr, errstr_size, "learner state: out of memory");
+        return -1;
+    }
+    for (int i = 0; i < ns; i++) {
+        int64_t wm, pwm;
+        uint64_t seq;
+        uint8_t has;
+        LRN__GET(wm); LRN__GET(pwm); LRN__GET(seq); LRN__GET(has);
+        if (!has) continue;
+        lrn_src *S = source(L, i, errstr, errstr_size);
+        if (!S) return -1;
+        S->watermark_ms = wm;
+        pend_set_clock(S->pend, pwm, seq);
+    }
+#undef LRN__GET
+    L->version = version;
+    L->expire_from = ns > 0 ? ef % ns : 0;
+    L->trained_ctr = tc;
+    L->trained_ctcvr = tv;
+    uint64_t *cp[LRN__NCOUNT];
+    lrn__counters(met_board_counters(L->board), cp);
+    for (int i = 0; i < LRN__NCOUNT; i++) *cp[i] = cnt[i];
+    met_board_set_events_base(L->board, cnt[0]);   /* cp[0] is events */
+    for (int m = 0; m < nm; m++) m3_set_clock(L->models[m], clk[m]);
+    return 0;
+short_:
+    snprintf(errstr, errstr_size, "learner state: malformed record (%zu bytes)", len);
+    return -1;
+}

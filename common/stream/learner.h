@@ -1,0 +1,117 @@
+/* learner.h - the prequential loop: events in, predictions out, then the model learns.
+ *
+ * Kafka-free, so the worker, the offline benchmark and the tests share it. Impressions
+ * and score requests are queued into a minibatch; lrn_flush() (called when the batch
+ * is full, when the linger time is up, and at shutdown) runs every model forward on
+ * the batch, emits the primary model's predictions, feeds the metrics, and only then
+ * trains every model on it (predict first, then train). Clicked impressions wait in
+ * the pending join for their conversion or the end of the attribution window; their
+ * CTCVR term is trained when it settles. */
+#ifndef M3_LEARNER_H
+#define M3_LEARNER_H
+#include <stddef.h>
+#include <stdint.h>
+#include "config/cfg.h"
+#include "base/event.h"
+#include "report/metrics.h"
+#include "engine/model.h"
+#include "stream/pending.h"
+
+typedef struct lrn lrn;
+
+/* Called once per prediction (impressions and score-request candidates) during a flush;
+ * p is valid only during the call. */
+typedef void (*lrn_emit_fn)(void *ud, const m3_prediction *p);
+
+/* Create the models (model.arch and model.shadow), the pending join and the metrics.
+ * On error, NULL is returned and errstr says why. cfg must outlive the learner. */
+lrn *lrn_new(const m3_cfg *cfg, char *errstr, size_t errstr_size);
+void lrn_destroy(lrn *L);
+
+/* Sources: `src` names the ordered input an event came from (the worker numbers its topic
+ * partitions 0, 1, ...). Each source keeps its own event-time clock: windows of the clicked
+ * impressions of a source close when that source's event time passes them.
+ *
+ * Queue an impression; arrival_ms is when it entered Kafka (message timestamp), used for
+ * the latency metric (0 = unknown). Flushes first when the batch is full. Returns 0, or
+ * -1 with reason (e.g. unknown scenario): the caller sends the message to the DLQ. */
+int lrn_impression(lrn *L, const m3_impression *im, int src, int64_t arrival_ms,
+                   lrn_emit_fn emit, void *ud, char *reason, size_t reason_size);
+
+/* Join a conversion to its pending impression (of the same source). Returns 0 (joined, late or unknown are
+ * counted), or -1 with reason for an invalid conversion (unknown scenario). */
+int lrn_conversion(lrn *L, const m3_conversion *cv, int src, lrn_emit_fn emit, void *ud,
+                   char *reason, size_t reason_size);
+
+/* Queue the candidates of a score request for scoring in the next flush (after training,
+ * so they see the freshest model). Returns 0, or -1 with reason. */
+int lrn_request(lrn *L, const m3_score_request *rq, int64_t arrival_ms,
+                lrn_emit_fn emit, void *ud, char *reason, size_t reason_size);
+
+/* Process what is queued: predict, emit, record metrics, train. */
+void lrn_flush(lrn *L, lrn_emit_fn emit, void *ud);
+
+/* Events queued and not yet flushed. */
+int lrn_queued(const lrn *L);
+
+/* The metrics scoreboard (owned by the learner). */
+met_board *lrn_board(lrn *L);
+
+/* Training steps taken so far: the model version stamped on predictions. */
+int64_t lrn_model_version(const lrn *L);
+
+/* Model FLOPs of one example's forward pass for the primary model. */
+double lrn_flops_per_example(const lrn *L);
+
+/* Called in every flush with the minibatch the models are about to train on (after the
+ * forward pass and the metrics, before any model learns): B rows, the first n_imp of them
+ * impressions, then the settled CTCVR rows; ids[i] is row i's impression id. The rows and
+ * ids are valid only during the call. For recording the stream (m3rec-offline
+ * --dump-batches); fn NULL removes the hook. Returns 0, or -1 when out of memory. */
+typedef void (*lrn_batch_fn)(void *ud, const m3_example *ex, const char *const *ids, int B,
+                             int n_imp);
+int lrn_set_batch_hook(lrn *L, lrn_batch_fn fn, void *ud);
+
+/* Pending clicked impressions waiting for their label. */
+size_t lrn_pending(const lrn *L);
+
+/* ---- the state behind the learner (state.c) ----
+ *
+ * prepare is called before every forward pass with the rows about to be used: ex[0..B),
+ * of which the first n_imp are impressions being trained (train = 1: a training minibatch,
+ * then the settled rows follow), or score-request candidates (train = 0, n_imp = 0). It
+ * may load rows into the models' tables and rewrite categorical keys (ex is the learner's
+ * own buffer; a clicked impression waits in the pending join with the keys as rewritten).
+ * trained is called after every model trained on a minibatch. */
+typedef void (*lrn_prepare_fn)(void *ud, m3_example *ex, int B, int n_imp, int train);
+typedef void (*lrn_trained_fn)(void *ud, const m3_example *ex, int B, int n_imp);
+void lrn_set_hooks(lrn *L, lrn_prepare_fn prepare, lrn_trained_fn trained, void *ud);
+/* The loader given to every source's pending table, now and when created (tag = source). */
+void lrn_set_pend_loader(lrn *L, pend_load_fn fn, void *ud);
+
+/* 1 when nothing is queued: no impression, request or settled label waits for a batch.
+ * Only then does the trained state correspond exactly to the events handled so far. */
+int lrn_at_boundary(const lrn *L);
+int lrn_n_models(const lrn *L);
+/* Model i (0 = primary), or NULL. */
+m3_model *lrn_model(lrn *L, int i);
+/* Sources known (the highest index seen + 1, or more) and one's pending table: NULL when
+ * it has none yet, unless create (then NULL only when out of memory); errstr says why. */
+int lrn_n_sources(const lrn *L);
+pend_table *lrn_source_pending(lrn *L, int src, int create, char *errstr, size_t errstr_size);
+/* Rows trained so far with a CTR term (every impression, once) and a CTCVR term (each
+ * impression once its conversion label is settled). */
+uint64_t lrn_trained_ctr(const lrn *L);
+uint64_t lrn_trained_ctcvr(const lrn *L);
+
+/* The learner's own stream state as bytes: model version, trained-row counters, the
+ * scoreboard's counters, each model's stream clock, each source's watermarks and pending
+ * seq (not the pending entries, the models' tables or the dense blobs). lrn_state_save
+ * writes it when cap suffices and returns its size either way. lrn_state_load restores a
+ * saved record into a learner made with the same configuration; -1 with errstr on a
+ * malformed record or a different model count (the learner may then be partly changed:
+ * discard it). Call both at a boundary (lrn_at_boundary). */
+size_t lrn_state_save(lrn *L, void *buf, size_t cap);
+int lrn_state_load(lrn *L, const void *buf, size_t len, char *errstr, size_t errstr_size);
+
+#endif
