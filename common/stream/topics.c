@@ -1,0 +1,44 @@
+/* topics.c - the topic names of one pipeline (see topics.h). */
+#include "stream/topics.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static int topics__set(topics *t, int i, const char *prefix, const char *suffix,
+                       const char *scen, char *errstr, size_t errstr_size) {
+    int n = scen ? snprintf(t->names[i], TOPICS_NAME_MAX, "%s.%s.%s", prefix, suffix, scen)
+                 : snprintf(t->names[i], TOPICS_NAME_MAX, "%s.%s", prefix, suffix);
+    if (n < 0 || n >= TOPICS_NAME_MAX) {
+        snprintf(errstr, errstr_size, "topic name '%s.%s%s%s' is longer than %d bytes", prefix,
+                 suffix, scen ? "." : "", scen ? scen : "", TOPICS_NAME_MAX - 1);
+        return -1;
+    }
+    t->all[i] = t->names[i];
+    return 0;
+}
+
+int topics_init(topics *t, const char *prefix, const char *const *scen, int n_scen,
+                char *errstr, size_t errstr_size) {
+    memset(t, 0, sizeof *t);
+    if (n_scen < 1 || n_scen > M3_MAX_SCEN) {
+        snprintf(errstr, errstr_size, "%d scenarios, expected 1..%d", n_scen, M3_MAX_SCEN);
+        return -1;
+    }
+    t->n_scen = n_scen;
+    for (int s = 0; s < n_scen; s++)
+        if (topics__set(t, s, prefix, "events", scen[s], errstr, errstr_size) != 0) return -1;
+    if (topics__set(t, n_scen, prefix, "requests", NULL, errstr, errstr_size) != 0 ||
+        topics__set(t, n_scen + 1, prefix, "predictions", NULL, errstr, errstr_size) != 0 ||
+        topics__set(t, n_scen + 2, prefix, "dlq", NULL, errstr, errstr_size) != 0)
+        return -1;
+    t->requests = t->all[n_scen];
+    t->predictions = t->all[n_scen + 1];
+    t->dlq = t->all[n_scen + 2];
+    return 0;
+}
+
+int topics_scenario_of(const topics *t, const char *name) {
+    for (int s = 0; s < t->n_scen; s++)
+        if (strcmp(t->all[s], name) == 0) return s;
+    return -1;
+}
