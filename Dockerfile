@@ -8,6 +8,7 @@ COPY CMakeLists.txt ./
 COPY cmake cmake
 COPY common common
 COPY worker worker
+COPY tools tools
 COPY schemas schemas
 RUN cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBUILD_TESTING=OFF \
     && cmake --build build -j"$(nproc)"
