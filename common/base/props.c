@@ -3,9 +3,18 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+void props_err(char *errstr, size_t errstr_size, const char *fmt, ...) {
+    if (!errstr || errstr_size == 0) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(errstr, errstr_size, fmt, ap);
+    va_end(ap);
+}
 
 char *props_trim(char *s) {
     while (isspace((unsigned char)*s)) s++;
@@ -18,7 +27,7 @@ int props_load(const char *path, props_line_fn apply, void *ctx, char *errstr,
                size_t errstr_size) {
     FILE *f = fopen(path, "r");
     if (!f) {
-        snprintf(errstr, errstr_size, "%s: %s", path, strerror(errno));
+        props_err(errstr, errstr_size, "%s: %s", path, strerror(errno));
         return -1;
     }
     char *line = NULL;
@@ -34,7 +43,7 @@ int props_load(const char *path, props_line_fn apply, void *ctx, char *errstr,
         }
     }
     if (rc == 0 && ferror(f)) {
-        snprintf(errstr, errstr_size, "%s: read error after line %d", path, lineno);
+        props_err(errstr, errstr_size, "%s: read error after line %d", path, lineno);
         rc = -1;
     }
     free(line);

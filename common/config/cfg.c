@@ -161,14 +161,6 @@ _Static_assert(sizeof cfg__keys / sizeof cfg__keys[0] <= CFG_KEYS_MAX, "raise CF
 
 /* ---- helpers ---------------------------------------------------------------------- */
 
-static void cfg__err(char *errstr, size_t errstr_size, const char *fmt, ...) {
-    if (!errstr || errstr_size == 0) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(errstr, errstr_size, fmt, ap);
-    va_end(ap);
-}
-
 static int cfg__name_char(int ch) {
     return isalnum((unsigned char)ch) || ch == '_' || ch == '.' || ch == '-';
 }
@@ -232,11 +224,11 @@ static int cfg__split(char *text, char **items, int max, const cfg__key *k, cons
         if (comma) *comma = '\0';
         char *item = props_trim(p);
         if (!*item) {
-            cfg__err(msg, msg_size, "%s=%s: empty entry in the list", k->name, value);
+            props_err(msg, msg_size, "%s=%s: empty entry in the list", k->name, value);
             return -1;
         }
         if (n == max) {
-            cfg__err(msg, msg_size, "%s=%s: more than %d entries", k->name, value, max);
+            props_err(msg, msg_size, "%s=%s: more than %d entries", k->name, value, max);
             return -1;
         }
         items[n++] = item;
@@ -248,40 +240,25 @@ static int cfg__split(char *text, char **items, int max, const cfg__key *k, cons
 
 /* ---- setting one known key: one setter per type ----------------------------------- */
 
+/* CFG__INT, CFG__INT64 (in k's range) and CFG__UINT64 (any). */
 static int cfg__set_int(m3_cfg *c, const cfg__key *k, const char *value, char *msg,
                         size_t msg_size) {
     char range[64];
     cfg__range(k, range, sizeof range);
-    int64_t v;
-    int rc = props_parse_i64(value, &v);
+    int64_t v = 0;
+    uint64_t u = 0;
+    int rc = k->type == CFG__UINT64 ? cfg__parse_u64(value, &u) : props_parse_i64(value, &v);
     if (rc == -1) {
-        cfg__err(msg, msg_size, "%s=%s is not an integer (%s)", k->name, value, range);
+        props_err(msg, msg_size, "%s=%s is not an integer (%s)", k->name, value, range);
         return -1;
     }
-    if (rc == -2 || v < k->imin || v > k->imax) {
-        cfg__err(msg, msg_size, "%s=%s is out of range (%s)", k->name, value, range);
+    if (rc == -2 || (k->type != CFG__UINT64 && (v < k->imin || v > k->imax))) {
+        props_err(msg, msg_size, "%s=%s is out of range (%s)", k->name, value, range);
         return -1;
     }
     if (k->type == CFG__INT) *(int *)cfg__at(c, k->off) = (int)v;
-    else *(int64_t *)cfg__at(c, k->off) = v;
-    return 0;
-}
-
-static int cfg__set_u64(m3_cfg *c, const cfg__key *k, const char *value, char *msg,
-                        size_t msg_size) {
-    char range[64];
-    cfg__range(k, range, sizeof range);
-    uint64_t v;
-    int rc = cfg__parse_u64(value, &v);
-    if (rc == -1) {
-        cfg__err(msg, msg_size, "%s=%s is not an integer (%s)", k->name, value, range);
-        return -1;
-    }
-    if (rc == -2) {
-        cfg__err(msg, msg_size, "%s=%s is out of range (%s)", k->name, value, range);
-        return -1;
-    }
-    *(uint64_t *)cfg__at(c, k->off) = v;
+    else if (k->type == CFG__INT64) *(int64_t *)cfg__at(c, k->off) = v;
+    else *(uint64_t *)cfg__at(c, k->off) = u;
     return 0;
 }
 
@@ -293,11 +270,11 @@ static int cfg__set_float(m3_cfg *c, const cfg__key *k, const char *value, char 
     errno = 0;
     double v = strtod(value, &end);
     if (end == value || *end || isspace((unsigned char)*value) || !isfinite(v)) {
-        cfg__err(msg, msg_size, "%s=%s is not a finite number (%s)", k->name, value, range);
+        props_err(msg, msg_size, "%s=%s is not a finite number (%s)", k->name, value, range);
         return -1;
     }
     if (errno == ERANGE || v > k->fmax || v < k->fmin || (k->fmin_excl && v <= k->fmin)) {
-        cfg__err(msg, msg_size, "%s=%s is out of range (%s)", k->name, value, range);
+        props_err(msg, msg_size, "%s=%s is out of range (%s)", k->name, value, range);
         return -1;
     }
     *(float *)cfg__at(c, k->off) = (float)v;
@@ -308,7 +285,7 @@ static int cfg__set_bool(m3_cfg *c, const cfg__key *k, const char *value, char *
                          size_t msg_size) {
     int v;
     if (cfg__parse_bool(value, &v) != 0) {
-        cfg__err(msg, msg_size, "%s=%s is not a boolean (true/false, yes/no, on/off, 1/0)",
+        props_err(msg, msg_size, "%s=%s is not a boolean (true/false, yes/no, on/off, 1/0)",
                  k->name, value);
         return -1;
     }
@@ -323,7 +300,7 @@ static int cfg__set_name(m3_cfg *c, const cfg__key *k, const char *value, char *
     int ok = n < cap;
     for (size_t i = 0; ok && i < n; i++) ok = cfg__name_char(value[i]);
     if (!ok) {
-        cfg__err(msg, msg_size, "%s=%s is not a valid name (1..%zu characters of A-Z a-z 0-9 _ . -)",
+        props_err(msg, msg_size, "%s=%s is not a valid name (1..%zu characters of A-Z a-z 0-9 _ . -)",
                  k->name, value, cap - 1);
         return -1;
     }
@@ -336,11 +313,11 @@ static int cfg__set_path(m3_cfg *c, const cfg__key *k, const char *value, char *
     size_t n = strlen(value);
     for (size_t i = 0; i < n; i++)
         if (iscntrl((unsigned char)value[i])) {
-            cfg__err(msg, msg_size, "%s: the path contains a control character", k->name);
+            props_err(msg, msg_size, "%s: the path contains a control character", k->name);
             return -1;
         }
     if (n >= CFG_PATH_MAX) {
-        cfg__err(msg, msg_size, "%s: the path is longer than %d characters", k->name,
+        props_err(msg, msg_size, "%s: the path is longer than %d characters", k->name,
                  CFG_PATH_MAX - 1);
         return -1;
     }
@@ -354,7 +331,7 @@ static int cfg__set_arch(m3_cfg *c, const cfg__key *k, const char *value, char *
     if (a < 0) {
         char names[128];
         cfg__arch_names(names, sizeof names);
-        cfg__err(msg, msg_size, "%s=%s is not a known architecture (%s)", k->name, value, names);
+        props_err(msg, msg_size, "%s=%s is not a known architecture (%s)", k->name, value, names);
         return -1;
     }
     *(int *)cfg__at(c, k->off) = a;
@@ -369,20 +346,20 @@ static int cfg__set_names(m3_cfg *c, const cfg__key *k, const char *value, char 
     for (int i = 0; i < n; i++) {
         size_t len = strlen(items[i]);
         if (len >= M3_NAME_MAX) {
-            cfg__err(msg, msg_size, "%s=%s: '%s' is too long (at most %d characters)", k->name,
+            props_err(msg, msg_size, "%s=%s: '%s' is too long (at most %d characters)", k->name,
                      value, items[i], M3_NAME_MAX - 1);
             return -1;
         }
         int ok = 1;
         for (size_t j = 0; j < len; j++) ok &= cfg__name_char(items[i][j]);
         if (!ok) {
-            cfg__err(msg, msg_size, "%s=%s: '%s' is not a valid name (characters A-Z a-z 0-9 _ . -)",
+            props_err(msg, msg_size, "%s=%s: '%s' is not a valid name (characters A-Z a-z 0-9 _ . -)",
                      k->name, value, items[i]);
             return -1;
         }
         for (int j = 0; j < i; j++)
             if (strcmp(items[i], items[j]) == 0) {
-                cfg__err(msg, msg_size, "%s=%s: '%s' is listed twice", k->name, value, items[i]);
+                props_err(msg, msg_size, "%s=%s: '%s' is listed twice", k->name, value, items[i]);
                 return -1;
             }
         memcpy(l.names[l.n++], items[i], len + 1);
@@ -407,12 +384,12 @@ static int cfg__set_ints(m3_cfg *c, const cfg__key *k, const char *value, char *
         int64_t x;
         int prc = props_parse_i64(items[i], &x);
         if (prc == -1) {
-            cfg__err(msg, msg_size, "%s=%s: '%s' is not an integer (each %s)", k->name, value,
+            props_err(msg, msg_size, "%s=%s: '%s' is not an integer (each %s)", k->name, value,
                      items[i], range);
             return -1;
         }
         if (prc == -2 || x < k->imin || x > k->imax) {
-            cfg__err(msg, msg_size, "%s=%s: '%s' is out of range (each %s)", k->name, value,
+            props_err(msg, msg_size, "%s=%s: '%s' is out of range (each %s)", k->name, value,
                      items[i], range);
             return -1;
         }
@@ -431,13 +408,13 @@ static int cfg__set_archs(m3_cfg *c, const cfg__key *k, const char *value, char 
         if (v[i] < 0) {
             char names[128];
             cfg__arch_names(names, sizeof names);
-            cfg__err(msg, msg_size, "%s=%s: '%s' is not a known architecture (%s)", k->name,
+            props_err(msg, msg_size, "%s=%s: '%s' is not a known architecture (%s)", k->name,
                      value, items[i], names);
             return -1;
         }
         for (int j = 0; j < i; j++)
             if (v[j] == v[i]) {
-                cfg__err(msg, msg_size, "%s=%s: '%s' is listed twice", k->name, value, items[i]);
+                props_err(msg, msg_size, "%s=%s: '%s' is listed twice", k->name, value, items[i]);
                 return -1;
             }
     }
@@ -450,7 +427,7 @@ static int cfg__set_list(m3_cfg *c, const cfg__key *k, const char *value, char *
                          size_t msg_size) {
     char *text = strdup(value);
     if (!text) {
-        cfg__err(msg, msg_size, "out of memory");
+        props_err(msg, msg_size, "out of memory");
         return -1;
     }
     char *items[CFG_LIST_MAX];
@@ -470,13 +447,13 @@ static int cfg__apply(m3_cfg *c, const cfg__key *k, const char *value, char *msg
                       size_t msg_size) {
     int is_list = k->type == CFG__NAMES || k->type == CFG__ARCHS || k->type == CFG__PATH;
     if (!*value && !is_list) {
-        cfg__err(msg, msg_size, "%s has an empty value", k->name);
+        props_err(msg, msg_size, "%s has an empty value", k->name);
         return -1;
     }
     switch (k->type) {
     case CFG__INT:
-    case CFG__INT64: return cfg__set_int(c, k, value, msg, msg_size);
-    case CFG__UINT64: return cfg__set_u64(c, k, value, msg, msg_size);
+    case CFG__INT64:
+    case CFG__UINT64: return cfg__set_int(c, k, value, msg, msg_size);
     case CFG__FLOAT: return cfg__set_float(c, k, value, msg, msg_size);
     case CFG__BOOL: return cfg__set_bool(c, k, value, msg, msg_size);
     case CFG__STRING: return cfg__set_name(c, k, value, msg, msg_size);
@@ -560,11 +537,11 @@ static int cfg__set_kafka(m3_cfg *c, const char *key, const char *value, char *m
                           size_t msg_size) {
     const char *kk = key + strlen(KAFKA_PREFIX);
     if (!*kk) {
-        cfg__err(msg, msg_size, "'%s' names no librdkafka property", key);
+        props_err(msg, msg_size, "'%s' names no librdkafka property", key);
         return -1;
     }
     if (cfg__kafka_set(c, kk, value) != 0) {
-        cfg__err(msg, msg_size, "out of memory");
+        props_err(msg, msg_size, "out of memory");
         return -1;
     }
     return 0;
@@ -575,7 +552,7 @@ static int cfg__set_known(m3_cfg *c, int i, const char *value, const char *where
                           size_t msg_size) {
     char *w = strdup(where);
     if (!w) {
-        cfg__err(msg, msg_size, "out of memory");
+        props_err(msg, msg_size, "out of memory");
         return -1;
     }
     if (cfg__apply(c, &cfg__keys[i], value, msg, msg_size) != 0) {
@@ -592,14 +569,14 @@ static int cfg__set_known(m3_cfg *c, int i, const char *value, const char *where
 static int cfg__set_unknown(const char *key, char *msg, size_t msg_size) {
     for (size_t i = 0; i < sizeof cfg__retired / sizeof cfg__retired[0]; i++)
         if (strcmp(key, cfg__retired[i].name) == 0) {
-            cfg__err(msg, msg_size, "'%s' is no longer a key: %s", key, cfg__retired[i].why);
+            props_err(msg, msg_size, "'%s' is no longer a key: %s", key, cfg__retired[i].why);
             return -1;
         }
     const char *hint = cfg__closest(key);
     if (hint)
-        cfg__err(msg, msg_size, "unknown key '%s' (did you mean '%s'?)", key, hint);
+        props_err(msg, msg_size, "unknown key '%s' (did you mean '%s'?)", key, hint);
     else
-        cfg__err(msg, msg_size, "unknown key '%s'", key);
+        props_err(msg, msg_size, "unknown key '%s'", key);
     return -1;
 }
 
@@ -608,15 +585,15 @@ static int cfg__set_line(m3_cfg *c, const char *line, const char *where, char *m
                          size_t msg_size) {
     char *text = strdup(line);
     if (!text) {
-        cfg__err(msg, msg_size, "out of memory");
+        props_err(msg, msg_size, "out of memory");
         return -1;
     }
     char *key, *value;
     int rc = -1;
     if (props_split(text, &key, &value) != 0) {
-        cfg__err(msg, msg_size, "'%s' is not a key=value line", key);
+        props_err(msg, msg_size, "'%s' is not a key=value line", key);
     } else if (!*key) {
-        cfg__err(msg, msg_size, "missing key before '='");
+        props_err(msg, msg_size, "missing key before '='");
     } else if (strncmp(key, KAFKA_PREFIX, strlen(KAFKA_PREFIX)) == 0) {
         rc = cfg__set_kafka(c, key, value, msg, msg_size);
     } else {
@@ -634,7 +611,7 @@ int cfg_set(m3_cfg *c, const char *key_eq_value, const char *origin, int line,
     char msg[1024], where[1024];
     props_where(where, sizeof where, origin ? origin : "--set", line);
     if (cfg__set_line(c, key_eq_value, where, msg, sizeof msg) == 0) return 0;
-    cfg__err(errstr, errstr_size, "%s: %s", where, msg);
+    props_err(errstr, errstr_size, "%s: %s", where, msg);
     return -1;
 }
 
@@ -661,8 +638,8 @@ static const char *cfg__last_where(const m3_cfg *c, const char *const *names, in
 static int cfg__check_fail(const m3_cfg *c, const char *const *names, int n, char *errstr,
                            size_t errstr_size, const char *msg) {
     const char *w = cfg__last_where(c, names, n);
-    if (w) cfg__err(errstr, errstr_size, "%s: %s", w, msg);
-    else cfg__err(errstr, errstr_size, "%s", msg);
+    if (w) props_err(errstr, errstr_size, "%s: %s", w, msg);
+    else props_err(errstr, errstr_size, "%s", msg);
     return -1;
 }
 
