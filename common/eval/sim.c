@@ -675,6 +675,54 @@ static void make_request(sim *s, m3_event *ev, sim_truth *tr) {
     s->st.requests++;
 }
 
+/* The due conversion at the top of the heap as ev. */
+static void emit_conversion(sim *s, m3_event *ev, sim_truth *tr) {
+    sim_due d = heap_pop(s);
+    memset(ev, 0, sizeof *ev);
+    ev->type = M3_EV_CONVERSION;
+    m3_conversion *cv = &ev->u.conv;
+    snprintf(cv->conversion_id, sizeof cv->conversion_id, "conv-%llu-%lld", (unsigned long long)s->c.seed, (long long)d.imp_seq);
+    snprintf(cv->impression_id, sizeof cv->impression_id, "imp-%llu-%lld", (unsigned long long)s->c.seed, (long long)d.imp_seq);
+    cv->ts_ms = d.ts;
+    snprintf(cv->scenario, sizeof cv->scenario, "%s", s->c.scen_names[d.scen]);
+    cv->user_id = d.user_id;
+    cv->item_id = d.item_id;
+    memset(tr, 0, sizeof *tr);
+    tr->scen = d.scen;
+}
+
+/* New items and newcomers due by now. Returns 0, or -1 when out of memory. */
+static int grow(sim *s) {
+    s->new_item_credit += s->c.new_items_per_1k / 1000.0;
+    while (s->new_item_credit >= 1.0) {
+        if (sim__add_item(s, s->seq) != 0) return -1;
+        s->new_item_credit -= 1.0;
+    }
+    s->new_user_credit += s->c.new_users_per_1k / 1000.0;
+    while (s->new_user_credit >= 1.0) {
+        if (sim__add_user(s) != 0) return -1;
+        s->new_user_credit -= 1.0;
+    }
+    return 0;
+}
+
+/* Impression number s->seq of user ui and item ii as ev. */
+static void fill_impression(const sim *s, m3_event *ev, int ui, int ii, int sc, int hour,
+                            int device, int clicked) {
+    memset(ev, 0, sizeof *ev);
+    ev->type = M3_EV_IMPRESSION;
+    m3_impression *im = &ev->u.imp;
+    snprintf(im->impression_id, sizeof im->impression_id, "imp-%llu-%lld", (unsigned long long)s->c.seed, (long long)s->seq);
+    im->ts_ms = s->now_ms;
+    snprintf(im->scenario, sizeof im->scenario, "%s", s->c.scen_names[sc]);
+    im->user_id = user_id_of(ui);
+    im->item_id = item_id_of(ii);
+    user_fields(&s->users[ui], &im->user_cat, &im->user_num);
+    item_fields(&s->items[ii], &im->item_cat, &im->item_num);
+    ctx_fields(&im->ctx_cat, hour, device);
+    im->clicked = clicked;
+}
+
 int sim_next(sim *s, m3_event *ev, sim_truth *tr) {
     int more = s->seq < s->c.n_impressions;
     rng *r = &s->r;
@@ -687,18 +735,7 @@ int sim_next(sim *s, m3_event *ev, sim_truth *tr) {
     }
     /* a due conversion comes first when it is not later than the next event */
     if (s->n_heap && (!more || s->heap[0].ts <= s->next_ms)) {
-        sim_due d = heap_pop(s);
-        memset(ev, 0, sizeof *ev);
-        ev->type = M3_EV_CONVERSION;
-        m3_conversion *cv = &ev->u.conv;
-        snprintf(cv->conversion_id, sizeof cv->conversion_id, "conv-%llu-%lld", (unsigned long long)s->c.seed, (long long)d.imp_seq);
-        snprintf(cv->impression_id, sizeof cv->impression_id, "imp-%llu-%lld", (unsigned long long)s->c.seed, (long long)d.imp_seq);
-        cv->ts_ms = d.ts;
-        snprintf(cv->scenario, sizeof cv->scenario, "%s", s->c.scen_names[d.scen]);
-        cv->user_id = d.user_id;
-        cv->item_id = d.item_id;
-        memset(tr, 0, sizeof *tr);
-        tr->scen = d.scen;
+        emit_conversion(s, ev, tr);
         return 1;
     }
     if (!more) return 0;
@@ -708,16 +745,7 @@ int sim_next(sim *s, m3_event *ev, sim_truth *tr) {
         make_request(s, ev, tr);
         return 1;
     }
-    s->new_item_credit += s->c.new_items_per_1k / 1000.0;
-    while (s->new_item_credit >= 1.0) {
-        if (sim__add_item(s, s->seq) != 0) return 0;
-        s->new_item_credit -= 1.0;
-    }
-    s->new_user_credit += s->c.new_users_per_1k / 1000.0;
-    while (s->new_user_credit >= 1.0) {
-        if (sim__add_user(s) != 0) return 0;
-        s->new_user_credit -= 1.0;
-    }
+    if (grow(s) != 0) return 0;
     const float *intent;
     int ui = pick_visit(s, &intent), ii = pick_item(s);
     sim_user *u = &s->users[ui];
@@ -735,18 +763,7 @@ int sim_next(sim *s, m3_event *ev, sim_truth *tr) {
         sim_due d = {s->now_ms + delay, s->seq, sc, user_id_of(ui), item_id_of(ii)};
         if (heap_push(s, &d) != 0) return 0;
     }
-    memset(ev, 0, sizeof *ev);
-    ev->type = M3_EV_IMPRESSION;
-    m3_impression *im = &ev->u.imp;
-    snprintf(im->impression_id, sizeof im->impression_id, "imp-%llu-%lld", (unsigned long long)s->c.seed, (long long)s->seq);
-    im->ts_ms = s->now_ms;
-    snprintf(im->scenario, sizeof im->scenario, "%s", s->c.scen_names[sc]);
-    im->user_id = user_id_of(ui);
-    im->item_id = item_id_of(ii);
-    user_fields(u, &im->user_cat, &im->user_num);
-    item_fields(it, &im->item_cat, &im->item_num);
-    ctx_fields(&im->ctx_cat, hour, device);
-    im->clicked = clicked;
+    fill_impression(s, ev, ui, ii, sc, hour, device, clicked);
     tr->scen = sc;
     tr->p_click = (float)pc;
     tr->p_conv = (float)pv;
