@@ -116,18 +116,19 @@ int main(int argc, char **argv) {
     sink *out = orc ? sink_open(&so, err, sizeof err) : NULL;
     if (!out) {
         fprintf(stderr, "m3rec-sim: %s\n", props ? err : "out of memory");
-        return 1;
-    }
-    rc = produce(s, orc, out, &t);
-    long long produced = sink_count(out);
-    if (sink_close(out, err, sizeof err) != 0) {
-        fprintf(stderr, "m3rec-sim: %s\n", err);
         rc = 1;
-    }
-    print_stats(s, produced);
-    if (o.report && app_oracle_write(orc, o.report, err, sizeof err) != 0) {
-        fprintf(stderr, "m3rec-sim: %s\n", err);
-        rc = 1;
+    } else {
+        rc = produce(s, orc, out, &t);
+        long long produced = sink_count(out);
+        if (sink_close(out, err, sizeof err) != 0) {
+            fprintf(stderr, "m3rec-sim: %s\n", err);
+            rc = 1;
+        }
+        print_stats(s, produced);
+        if (o.report && app_oracle_write(orc, o.report, err, sizeof err) != 0) {
+            fprintf(stderr, "m3rec-sim: %s\n", err);
+            rc = 1;
+        }
     }
     app_oracle_destroy(orc);
     sim_destroy(s);
