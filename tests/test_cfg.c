@@ -514,8 +514,55 @@ static void test_documented(void) {
     cfg_free(&c);
 }
 
+/* One set of model defaults: the worker's (this key table) and the engine's
+ * (m3_model_cfg_defaults, what tools and tests start from) are the same in every field. */
+static void test_model_defaults_agree(void) {
+    m3_cfg c;
+    cfg_defaults(&c);
+    m3_model_cfg e;
+    m3_model_cfg_defaults(&e);
+    const m3_model_cfg *w = &c.model;
+    CHECK_EQ_STR(m3_arch_name(w->arch), m3_arch_name(e.arch));
+    CHECK_EQ_INT(w->n_scen, e.n_scen);
+    CHECK_EQ_INT(w->n_cat, e.n_cat);
+    CHECK_EQ_INT(w->n_num, e.n_num);
+    CHECK_EQ_INT(w->emb_dim, e.emb_dim);
+    CHECK_EQ_INT(w->n_hidden, e.n_hidden);
+    for (int l = 0; l < M3_MAX_LAYERS; l++) CHECK_EQ_INT(w->hidden[l], e.hidden[l]);
+    CHECK_EQ_INT(w->tower_hidden, e.tower_hidden);
+    CHECK_EQ_INT(w->max_batch, e.max_batch);
+    CHECK_CLOSE((double)w->lr_dense, (double)e.lr_dense, 0, 0);
+    CHECK_CLOSE((double)w->lr_emb, (double)e.lr_emb, 0, 0);
+    CHECK_CLOSE((double)w->acc0_emb, (double)e.acc0_emb, 0, 0);
+    CHECK_CLOSE((double)w->l2_emb, (double)e.l2_emb, 0, 0);
+    CHECK_CLOSE((double)w->clip_norm, (double)e.clip_norm, 0, 0);
+    CHECK_EQ_INT(w->seed == e.seed, 1);
+    CHECK_EQ_INT(w->n_exp_shared, e.n_exp_shared);
+    CHECK_EQ_INT(w->n_exp_scen, e.n_exp_scen);
+    CHECK_EQ_INT(w->n_exp_task, e.n_exp_task);
+    CHECK_CLOSE((double)w->gate_scale, (double)e.gate_scale, 0, 0);
+    CHECK_EQ_INT(w->mieg, e.mieg);
+    CHECK_EQ_INT(w->upt, e.upt);
+    CHECK_EQ_INT(w->dots, e.dots);
+    CHECK_EQ_INT(w->item_warm, e.item_warm);
+    CHECK_EQ_INT(w->slice_user_new, e.slice_user_new);
+    CHECK_EQ_INT(w->slice_burnin, e.slice_burnin);
+    CHECK_EQ_INT(w->mieg_hidden, e.mieg_hidden);
+    CHECK_CLOSE((double)w->mieg_align, (double)e.mieg_align, 0, 0);
+    CHECK_EQ_INT(w->upt_heads, e.upt_heads);
+    CHECK_EQ_INT(w->upt_ffn, e.upt_ffn);
+    CHECK_CLOSE((double)w->upt_step, (double)e.upt_step, 0, 0);
+    CHECK_CLOSE((double)w->upt_step_conv, (double)e.upt_step_conv, 0, 0);
+    CHECK_EQ_INT(w->item_cat_from, e.item_cat_from);
+    CHECK_EQ_INT(w->item_cat_n, e.item_cat_n);
+    CHECK_EQ_INT(w->item_num_from, e.item_num_from);
+    CHECK_EQ_INT(w->item_num_n, e.item_num_n);
+    cfg_free(&c);
+}
+
 int main(void) {
     test_defaults();
+    test_model_defaults_agree();
     test_shipped_files();
     test_kafka_passthrough();
     test_set();

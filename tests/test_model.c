@@ -22,6 +22,7 @@ static m3_model_cfg small_cfg(int arch) {
     m3_model_cfg c;
     m3_model_cfg_defaults(&c);
     c.arch = arch;
+    c.slice_user_new = 1;
     c.item_cat_from = 3; c.item_cat_n = 1; c.item_num_from = 1; c.item_num_n = 2;
     c.mieg_hidden = 6; c.upt_heads = 2; c.upt_ffn = 5; c.item_warm = 3;
     c.n_scen = 3; c.n_cat = 4; c.n_num = 3; c.emb_dim = 4;

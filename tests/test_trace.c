@@ -48,6 +48,7 @@ int main(void) {
     m3_model_cfg c;
     m3_model_cfg_defaults(&c);
     c.arch = M3_ARCH_M3REC;
+    c.n_cat = 11; c.slice_user_new = 1;   /* the configuration the test was written with */
     c.emb_dim = 8;
     c.hidden[0] = 32; c.hidden[1] = 16;
     c.lr_dense = 0.01f;

@@ -88,6 +88,7 @@ static void check_arch(const char *arch, const char *variant) {
     for (int i = 0; i < 32; i++) v[i] = take_i32(&r);
     m3_model_cfg c;
     m3_model_cfg_defaults(&c);
+    c.slice_user_new = 1;   /* the fixtures were made with it */
     int k = 0;
     c.arch = v[k++]; c.n_scen = v[k++]; c.n_cat = v[k++]; c.n_num = v[k++];
     c.emb_dim = v[k++]; c.n_hidden = v[k++];

@@ -24,12 +24,24 @@
 #include <time.h>
 
 #include "app/app.h"
+#include "app/sink.h"
 #include "config/cfg.h"
-#include "stream/codec.h"
-#include "stream/kio.h"
+#include "app/sink.h"
 #include "eval/replay.h"
 
 #define MAX_ARGS 256
+
+typedef struct {
+    const char *mappings[MAX_ARGS], *overrides[MAX_ARGS], *files[MAX_ARGS];
+    int n_mappings, n_overrides, n_files;
+    int have_cfg;        /* --config or --set: check the worker configuration */
+    int have_cfg_file;   /* --config: compare the mapping with that worker */
+    const char *bootstrap, *out;
+    int create_parts, check, print_worker;
+    rpl_opts ropts;
+    double rate;
+    char delay_kv[64];   /* --conversion-delay-ms as a --map override */
+} opts;
 
 static void usage(void) {
     fprintf(stderr,
@@ -88,218 +100,202 @@ static void summary(const rpl_stats *st, const char *prefix, int n_files, const 
     fflush(stdout);
 }
 
-int main(int argc, char **argv) {
-    m3_cfg cfg;
-    cfg_defaults(&cfg);
-    const char *mappings[MAX_ARGS], *overrides[MAX_ARGS], *files[MAX_ARGS];
-    int n_mappings = 0, n_overrides = 0, n_files = 0, have_cfg = 0, have_cfg_file = 0;
-    const char *bootstrap = NULL, *out = NULL;
-    int create_parts = 0, check = 0, print_worker = 0;
-    rpl_opts opts = {0};
-    double rate = 0;
-    char err[1024], delay_kv[64];
+/* One option that is not --config/--set into o. Returns 0, or 2 after saying why. */
+static int parse_opt(int argc, char **argv, int *i, opts *o) {
+    const char *a = argv[*i];
+    int more = *i + 1 < argc;
+    if (a[0] != '-') {
+        if (o->n_files == MAX_ARGS) {
+            fprintf(stderr, "m3rec-replay: more than %d data files\n", MAX_ARGS);
+            return 2;
+        }
+        o->files[o->n_files++] = a;
+    } else if (strcmp(a, "--mapping") == 0 && more && o->n_mappings < MAX_ARGS) o->mappings[o->n_mappings++] = argv[++*i];
+    else if (strcmp(a, "--map") == 0 && more && o->n_overrides < MAX_ARGS) o->overrides[o->n_overrides++] = argv[++*i];
+    else if (strcmp(a, "--bootstrap") == 0 && more) o->bootstrap = argv[++*i];
+    else if (strcmp(a, "--out") == 0 && more) o->out = argv[++*i];
+    else if (strcmp(a, "--create-topics") == 0 && more) o->create_parts = atoi(argv[++*i]);
+    else if (strcmp(a, "--rate") == 0 && more) o->rate = atof(argv[++*i]);
+    else if (strcmp(a, "--max-rows") == 0 && more) o->ropts.max_rows = atoll(argv[++*i]);
+    else if (strcmp(a, "--conversion-delay-ms") == 0 && more && o->n_overrides < MAX_ARGS) {
+        snprintf(o->delay_kv, sizeof o->delay_kv, "conversion.delay.ms=%s", argv[++*i]);
+        o->overrides[o->n_overrides++] = o->delay_kv;
+    } else if (strcmp(a, "--check") == 0) o->check = 1;
+    else if (strcmp(a, "--skip-bad") == 0) o->ropts.skip_bad = 1;
+    else if (strcmp(a, "--print-worker-config") == 0) o->print_worker = 1;
+    else {
+        usage();
+        return 2;
+    }
+    return 0;
+}
+
+/* Read the command line into cfg and o. Returns 0, or 2 after saying why. */
+static int parse_args(int argc, char **argv, m3_cfg *cfg, opts *o) {
+    char err[1024];
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
-        int used = app_config_arg(&cfg, argc, argv, &i, err, sizeof err);
+        int used = app_config_arg(cfg, argc, argv, &i, err, sizeof err);
         if (used < 0) {
             fprintf(stderr, "m3rec-replay: %s\n", err);
             return 2;
         }
         if (used) {
-            have_cfg = 1;
+            o->have_cfg = 1;
             /* compare with the worker only when its configuration file is given: --set
              * alone (e.g. kafka.* keys) leaves the other keys at their defaults */
-            if (strcmp(a, "--config") == 0) have_cfg_file = 1;
+            if (strcmp(a, "--config") == 0) o->have_cfg_file = 1;
             continue;
         }
-        int more = i + 1 < argc;
-        if (a[0] != '-') {
-            if (n_files == MAX_ARGS) {
-                fprintf(stderr, "m3rec-replay: more than %d data files\n", MAX_ARGS);
-                return 2;
-            }
-            files[n_files++] = a;
-        } else if (strcmp(a, "--mapping") == 0 && more && n_mappings < MAX_ARGS) mappings[n_mappings++] = argv[++i];
-        else if (strcmp(a, "--map") == 0 && more && n_overrides < MAX_ARGS) overrides[n_overrides++] = argv[++i];
-        else if (strcmp(a, "--bootstrap") == 0 && more) bootstrap = argv[++i];
-        else if (strcmp(a, "--out") == 0 && more) out = argv[++i];
-        else if (strcmp(a, "--create-topics") == 0 && more) create_parts = atoi(argv[++i]);
-        else if (strcmp(a, "--rate") == 0 && more) rate = atof(argv[++i]);
-        else if (strcmp(a, "--max-rows") == 0 && more) opts.max_rows = atoll(argv[++i]);
-        else if (strcmp(a, "--conversion-delay-ms") == 0 && more && n_overrides < MAX_ARGS) {
-            snprintf(delay_kv, sizeof delay_kv, "conversion.delay.ms=%s", argv[++i]);
-            overrides[n_overrides++] = delay_kv;
-        } else if (strcmp(a, "--check") == 0) check = 1;
-        else if (strcmp(a, "--skip-bad") == 0) opts.skip_bad = 1;
-        else if (strcmp(a, "--print-worker-config") == 0) print_worker = 1;
-        else {
-            usage();
-            return 2;
-        }
+        if (parse_opt(argc, argv, &i, o) != 0) return 2;
     }
-    if (n_mappings == 0) {
+    if (o->n_mappings == 0) {
         fprintf(stderr, "m3rec-replay: --mapping FILE is required (see config/replay-*.properties)\n");
         usage();
         return 2;
+    }
+    return 0;
+}
+
+/* The mapping files, then the --map overrides, checked (and the worker configuration when
+ * one is given). Returns 0, or the exit code after saying why. */
+static int load_mapping(rpl_map *map, const opts *o, m3_cfg *cfg) {
+    char err[1024];
+    int rc = 0;
+    for (int i = 0; i < o->n_mappings && rc == 0; i++) rc = rpl_map_load(map, o->mappings[i], err, sizeof err);
+    for (int i = 0; i < o->n_overrides && rc == 0; i++) rc = rpl_map_set(map, o->overrides[i], "--map", 0, err, sizeof err);
+    if (rc == 0) rc = rpl_map_check(map, err, sizeof err);
+    if (rc == 0 && o->have_cfg) rc = cfg_check(cfg, err, sizeof err);
+    if (rc == 0) return 0;
+    fprintf(stderr, "m3rec-replay: %s\n", err);
+    return 2;
+}
+
+/* Warn about what the given worker would not consume or read of this mapping's events. */
+static void warn_worker(const rpl_map *map, const m3_cfg *cfg) {
+    static char warn[8192];
+    if (rpl_map_compare_worker(map, cfg, warn, sizeof warn) == 0) return;
+    for (char *save = NULL, *l = strtok_r(warn, "\n", &save); l; l = strtok_r(NULL, "\n", &save))
+        fprintf(stderr, "m3rec-replay: warning: %s\n", l);
+    fprintf(stderr, "m3rec-replay: warning: see --print-worker-config for the settings this mapping needs\n");
+}
+
+/* What to do once the mapping is read: 0 to replay, or an exit code (after printing the
+ * worker settings, or saying what is missing). */
+static int before_replay(const rpl_map *map, const m3_cfg *cfg, const opts *o) {
+    if (o->print_worker) {
+        char *s = rpl_map_worker_settings(map);
+        fputs(s ? s : "", stdout);
+        free(s);
+        return s ? -1 : 1;   /* -1: done, exit 0 */
+    }
+    if (o->have_cfg_file) warn_worker(map, cfg);
+    if (o->n_files == 0) {
+        fprintf(stderr, "m3rec-replay: no data files given\n");
+        usage();
+        return 2;
+    }
+    if (!o->check && !o->out && !o->bootstrap && !cfg_kafka_get(cfg, "bootstrap.servers")) {
+        fprintf(stderr, "m3rec-replay: give --bootstrap HOST:PORT (or kafka.bootstrap.servers), --out FILE or --check\n");
+        return 2;
+    }
+    return 0;
+}
+
+/* Every event of the replay into out (NULL: --check, count only), on the events topic of
+ * its scenario (scen[s] is t->all[s]'s). Returns 0 or 1. */
+static int replay_events(rpl_replay *r, sink *out, const topics *t, const char *const *scen,
+                         long long *messages) {
+    static m3_event ev;
+    char err[1024];
+    for (;;) {
+        int got = rpl_next(r, &ev, err, sizeof err);
+        if (got < 0) {
+            fprintf(stderr, "m3rec-replay: %s\n", err);
+            return 1;
+        }
+        if (got == 0) return 0;
+        if (out) {
+            const char *scenario = ev.type == M3_EV_IMPRESSION ? ev.u.imp.scenario : ev.u.conv.scenario;
+            int s = 0;
+            while (s < t->n_scen && strcmp(scen[s], scenario) != 0) s++;
+            if (s == t->n_scen) {
+                fprintf(stderr, "m3rec-replay: encode: scenario not in the mapping\n");
+                return 1;
+            }
+            if (sink_put(out, t->all[s], &ev, err, sizeof err) != 0) {
+                fprintf(stderr, "m3rec-replay: %s\n", err);
+                return 1;
+            }
+        }
+        (*messages)++;
+    }
+}
+
+/* Replay the data files with a checked mapping into Kafka, a file or nowhere (--check),
+ * then print the summary. Returns the exit code. */
+static int replay(const rpl_map *map, const m3_cfg *cfg, const opts *o) {
+    char err[1024];
+    const char *scen[RPL_MAX_SCEN];
+    int n_scen = rpl_map_scenarios(map, scen), n_props;
+    topics t;
+    /* the events topics, then what else the worker needs: <prefix>.requests (the same
+     * partition count), .predictions and .dlq (the worker produces to them) */
+    if (topics_init(&t, rpl_map_prefix(map), scen, n_scen, err, sizeof err) != 0) {
+        fprintf(stderr, "m3rec-replay: %s\n", err);
+        return 2;
+    }
+    kio_prop *props = app_kafka_props(cfg, o->bootstrap, 0, &n_props);
+    rpl_replay *r = props ? rpl_new(map, o->files, o->n_files, &o->ropts, err, sizeof err) : NULL;
+    sink_opts so = {o->out, props, n_props, t.all, topics_count(&t), o->create_parts, o->rate};
+    sink *out = NULL;
+    long long messages = 0;
+    int rc = 0;
+    if (!r) {
+        fprintf(stderr, "m3rec-replay: %s\n", props ? err : "out of memory");
+        rc = 1;
+    } else if (!o->check && !(out = sink_open(&so, err, sizeof err))) {
+        fprintf(stderr, "m3rec-replay: %s\n", err);
+        rc = 1;
+    }
+    if (rc == 0) rc = replay_events(r, out, &t, scen, &messages);
+    if (sink_close(out, err, sizeof err) != 0) {
+        fprintf(stderr, "m3rec-replay: %s\n", err);
+        rc = 1;
+    }
+    if (r) {
+        rpl_stats st;
+        rpl_get_stats(r, &st);
+        summary(&st, rpl_map_prefix(map), o->n_files, o->check ? "checked" : o->out ? "wrote" : "produced",
+                messages, st.next_row_ts_ms);
+        if (rc == 0 && st.impressions == 0 && st.bad > 0) {
+            fprintf(stderr, "m3rec-replay: every row was bad\n");
+            rc = 1;
+        }
+    }
+    rpl_destroy(r);
+    free(props);
+    return rc;
+}
+
+int main(int argc, char **argv) {
+    m3_cfg cfg;
+    cfg_defaults(&cfg);
+    static opts o;
+    int rc = parse_args(argc, argv, &cfg, &o);
+    if (rc != 0) {
+        cfg_free(&cfg);
+        return rc;
     }
     rpl_map *map = rpl_map_new();
     if (!map) {
         fprintf(stderr, "m3rec-replay: out of memory\n");
         return 1;
     }
-    int rc = 0;
-    for (int i = 0; i < n_mappings && rc == 0; i++) rc = rpl_map_load(map, mappings[i], err, sizeof err);
-    for (int i = 0; i < n_overrides && rc == 0; i++) rc = rpl_map_set(map, overrides[i], "--map", 0, err, sizeof err);
-    if (rc == 0) rc = rpl_map_check(map, err, sizeof err);
-    if (rc == 0 && have_cfg) rc = cfg_check(&cfg, err, sizeof err);
-    if (rc != 0) {
-        fprintf(stderr, "m3rec-replay: %s\n", err);
-        rpl_map_destroy(map);
-        cfg_free(&cfg);
-        return 2;
-    }
-    if (print_worker) {
-        char *s = rpl_map_worker_settings(map);
-        fputs(s ? s : "", stdout);
-        free(s);
-        rpl_map_destroy(map);
-        cfg_free(&cfg);
-        return s ? 0 : 1;
-    }
-    if (have_cfg_file) {
-        static char warn[8192];
-        if (rpl_map_compare_worker(map, &cfg, warn, sizeof warn) > 0) {
-            for (char *save = NULL, *l = strtok_r(warn, "\n", &save); l; l = strtok_r(NULL, "\n", &save))
-                fprintf(stderr, "m3rec-replay: warning: %s\n", l);
-            fprintf(stderr, "m3rec-replay: warning: see --print-worker-config for the settings this mapping needs\n");
-        }
-    }
-    if (n_files == 0) {
-        fprintf(stderr, "m3rec-replay: no data files given\n");
-        usage();
-        rpl_map_destroy(map);
-        cfg_free(&cfg);
-        return 2;
-    }
-    /* Kafka properties: the kafka.* keys, with --bootstrap on top */
-    kio_prop *props = calloc((size_t)cfg.n_kafka + 1, sizeof *props);
-    int n_props = 0;
-    for (int i = 0; props && i < cfg.n_kafka; i++)
-        props[n_props++] = (kio_prop){cfg.kafka[i].key, cfg.kafka[i].value};
-    if (props && bootstrap) props[n_props++] = (kio_prop){"bootstrap.servers", bootstrap};
-    if (!check && !out && !bootstrap && !cfg_kafka_get(&cfg, "bootstrap.servers")) {
-        fprintf(stderr, "m3rec-replay: give --bootstrap HOST:PORT (or kafka.bootstrap.servers), --out FILE or --check\n");
-        free(props);
-        rpl_map_destroy(map);
-        cfg_free(&cfg);
-        return 2;
-    }
-    const char *prefix = rpl_map_prefix(map);
-    const char *scen[RPL_MAX_SCEN];
-    int n_scen = rpl_map_scenarios(map, scen);
-    /* the events topics, then what else the worker needs: <prefix>.requests (the same
-     * partition count), .predictions and .dlq (the worker produces to them) */
-    char topics[RPL_MAX_SCEN + 3][256];
-    const char *names[RPL_MAX_SCEN + 3];
-    for (int s = 0; s < n_scen; s++) snprintf(topics[s], sizeof topics[s], "%s.events.%s", prefix, scen[s]);
-    snprintf(topics[n_scen], sizeof topics[0], "%s.requests", prefix);
-    snprintf(topics[n_scen + 1], sizeof topics[0], "%s.predictions", prefix);
-    snprintf(topics[n_scen + 2], sizeof topics[0], "%s.dlq", prefix);
-    for (int s = 0; s < n_scen + 3; s++) names[s] = topics[s];
-
-    codec *cd = codec_new(err, sizeof err);
-    rpl_replay *r = cd && props ? rpl_new(map, files, n_files, &opts, err, sizeof err) : NULL;
-    FILE *fout = NULL;
-    kio_producer *p = NULL;
-    if (!r) {
-        fprintf(stderr, "m3rec-replay: %s\n", props ? err : "out of memory");
-        rc = 1;
-    } else if (check) {
-        /* parse only */
-    } else if (out) {
-        fout = fopen(out, "wb");
-        if (!fout) {
-            perror(out);
-            rc = 1;
-        }
-    } else {
-        if (create_parts > 0 &&
-            kio_create_topics(props, n_props, names, n_scen + 3, create_parts, 30000, err, sizeof err) != 0) {
-            fprintf(stderr, "m3rec-replay: %s\n", err);
-            rc = 1;
-        } else if (!(p = kio_producer_new(props, n_props, err, sizeof err))) {
-            fprintf(stderr, "m3rec-replay: %s\n", err);
-            rc = 1;
-        }
-    }
-    size_t cap = 1 << 16;
-    unsigned char *buf = malloc(cap);
-    static m3_event ev;
-    long long messages = 0;
-    struct timespec start;
-    clock_gettime(CLOCK_MONOTONIC, &start);
-    while (rc == 0 && buf) {
-        int got = rpl_next(r, &ev, err, sizeof err);
-        if (got < 0) {
-            fprintf(stderr, "m3rec-replay: %s\n", err);
-            rc = 1;
-            break;
-        }
-        if (got == 0) break;
-        if (check) {
-            messages++;
-            continue;
-        }
-        const char *scenario = ev.type == M3_EV_IMPRESSION ? ev.u.imp.scenario : ev.u.conv.scenario;
-        int64_t uid = ev.type == M3_EV_IMPRESSION ? ev.u.imp.user_id : ev.u.conv.user_id;
-        int t = 0;
-        while (t < n_scen && strcmp(scen[t], scenario) != 0) t++;
-        char reason[CODEC_REASON_MAX], key[32];
-        long len = codec_encode(cd, &ev, buf, cap, reason, sizeof reason);
-        if (len < 0 || t == n_scen) {
-            fprintf(stderr, "m3rec-replay: encode: %s\n", len < 0 ? reason : "scenario not in the mapping");
-            rc = 1;
-            break;
-        }
-        int klen = snprintf(key, sizeof key, "%" PRId64, uid);
-        if (fout) {
-            app_write_frame(fout, names[t], key, (size_t)klen, buf, (size_t)len);
-        } else if (kio_produce(p, names[t], key, (size_t)klen, buf, (size_t)len, NULL, 0, err, sizeof err) != 0) {
-            fprintf(stderr, "m3rec-replay: produce: %s\n", err);
-            rc = 1;
-            break;
-        }
-        messages++;
-        if (p && (messages & 1023) == 0) kio_producer_poll(p);
-        if (rate > 0 && (rate < 1000 || (messages & 255) == 0)) app_pace(start, messages, rate);
-    }
-    if (!buf) {
-        fprintf(stderr, "m3rec-replay: out of memory\n");
-        rc = 1;
-    }
-    if (p && kio_producer_flush(p, 60000, err, sizeof err) != 0) {
-        fprintf(stderr, "m3rec-replay: flush: %s\n", err);
-        rc = 1;
-    }
-    if (fout && fclose(fout) != 0) {
-        perror(out);
-        rc = 1;
-    }
-    if (r) {
-        rpl_stats st;
-        rpl_get_stats(r, &st);
-        summary(&st, prefix, n_files, check ? "checked" : out ? "wrote" : "produced", messages, st.next_row_ts_ms);
-        if (rc == 0 && st.impressions == 0 && st.bad > 0) {
-            fprintf(stderr, "m3rec-replay: every row was bad\n");
-            rc = 1;
-        }
-    }
-    free(buf);
-    kio_producer_destroy(p);
-    rpl_destroy(r);
-    codec_destroy(cd);
-    free(props);
+    rc = load_mapping(map, &o, &cfg);
+    if (rc == 0) rc = before_replay(map, &cfg, &o);
+    if (rc == 0) rc = replay(map, &cfg, &o);
     rpl_map_destroy(map);
     cfg_free(&cfg);
-    return rc;
+    return rc < 0 ? 0 : rc;
 }

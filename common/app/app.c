@@ -70,30 +70,20 @@ int app_sim_arg(sim_cfg *sc, int argc, char **argv, int *i, char *errstr, size_t
     return 1;
 }
 
-void app_pace(struct timespec start, long long done, double rate) {
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    double elapsed = (double)(now.tv_sec - start.tv_sec) + 1e-9 * (double)(now.tv_nsec - start.tv_nsec);
-    double ahead = (double)done / rate - elapsed;
-    if (ahead > 0) {
-        struct timespec d = {(time_t)ahead, (long)((ahead - (double)(time_t)ahead) * 1e9)};
-        nanosleep(&d, NULL);
-    }
+kio_prop *app_kafka_props(const m3_cfg *cfg, const char *bootstrap, int spare, int *n) {
+    kio_prop *props = calloc((size_t)cfg->n_kafka + 1 + (size_t)spare, sizeof *props);
+    *n = 0;
+    if (!props) return NULL;
+    for (int i = 0; i < cfg->n_kafka; i++)
+        props[(*n)++] = (kio_prop){cfg->kafka[i].key, cfg->kafka[i].value};
+    if (bootstrap) props[(*n)++] = (kio_prop){"bootstrap.servers", bootstrap};
+    return props;
 }
 
-static void app__put_be32(FILE *f, uint32_t v) {
-    unsigned char b[4] = {(unsigned char)(v >> 24), (unsigned char)(v >> 16),
-                          (unsigned char)(v >> 8), (unsigned char)v};
-    fwrite(b, 1, 4, f);
-}
-
-void app_write_frame(FILE *f, const char *topic, const void *key, size_t klen,
-                     const void *val, size_t len) {
-    fwrite(topic, 1, strlen(topic) + 1, f);
-    app__put_be32(f, (uint32_t)klen);
-    fwrite(key, 1, klen, f);
-    app__put_be32(f, (uint32_t)len);
-    fwrite(val, 1, len, f);
+int app_topics(topics *t, const m3_cfg *cfg, char *errstr, size_t n) {
+    const char *scen[CFG_LIST_MAX];
+    for (int s = 0; s < cfg->scenarios.n; s++) scen[s] = cfg->scenarios.names[s];
+    return topics_init(t, cfg->topic_prefix, scen, cfg->scenarios.n, errstr, n);
 }
 
 void app_sim_from_cfg(sim_cfg *sc, const m3_cfg *cfg) {

@@ -2,10 +2,11 @@
 #ifndef M3_APP_H
 #define M3_APP_H
 #include <stdio.h>
-#include <time.h>
 #include "config/cfg.h"
 #include "base/json.h"
+#include "stream/kio.h"
 #include "stream/learner.h"
+#include "stream/topics.h"
 #include "eval/sim.h"
 
 /* Handle the options every program takes: `--config FILE` (load a properties file) and
@@ -23,13 +24,16 @@ int app_sim_arg(sim_cfg *sc, int argc, char **argv, int *i, char *errstr, size_t
     "[--events N] [--seed S] [--users N] [--items N] [--difficulty X] [--noise X] [--conflict X] " \
     "[--taste X] [--mix X] [--new-users X]"
 
-/* Sleep until `done` messages are due at `rate` per second since `start` (CLOCK_MONOTONIC). */
-void app_pace(struct timespec start, long long done, double rate);
+/* The librdkafka properties of a program: cfg's kafka.* keys in file order, then
+ * bootstrap.servers = bootstrap when bootstrap is non-NULL (a later entry overrides an
+ * earlier one), with room for `spare` more entries the caller may append. The strings are
+ * views into cfg and bootstrap, which must outlive the array. Returns the malloc'd array
+ * (the caller frees it) with *n entries used, or NULL when out of memory. */
+kio_prop *app_kafka_props(const m3_cfg *cfg, const char *bootstrap, int spare, int *n);
 
-/* Append one message to a framed file (what m3rec-sim and m3rec-replay `--out` write):
- * topic, NUL, key length (big-endian u32), key, value length (big-endian u32), value. */
-void app_write_frame(FILE *f, const char *topic, const void *key, size_t klen,
-                     const void *val, size_t len);
+/* Fill t with the pipeline's topic names from cfg's topic.prefix and scenarios (checked
+ * by cfg_check). Returns 0, or -1 with errstr when a name would be too long. */
+int app_topics(topics *t, const m3_cfg *cfg, char *errstr, size_t n);
 
 /* Take the simulator's scenarios and attribution window from the configuration. */
 void app_sim_from_cfg(sim_cfg *sc, const m3_cfg *cfg);

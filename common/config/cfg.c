@@ -12,6 +12,9 @@
 #include <string.h>
 #include <strings.h>
 
+#include "base/buf.h"
+#include "base/props.h"
+
 #define DAY_MS (24LL * 3600 * 1000)
 
 typedef enum {
@@ -158,22 +161,6 @@ _Static_assert(sizeof cfg__keys / sizeof cfg__keys[0] <= CFG_KEYS_MAX, "raise CF
 
 /* ---- helpers ---------------------------------------------------------------------- */
 
-static void cfg__err(char *errstr, size_t errstr_size, const char *fmt, ...) {
-    if (!errstr || errstr_size == 0) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(errstr, errstr_size, fmt, ap);
-    va_end(ap);
-}
-
-/* Trim s in place; returns the first non-blank character. */
-static char *cfg__trim(char *s) {
-    while (isspace((unsigned char)*s)) s++;
-    size_t n = strlen(s);
-    while (n > 0 && isspace((unsigned char)s[n - 1])) s[--n] = '\0';
-    return s;
-}
-
 static int cfg__name_char(int ch) {
     return isalnum((unsigned char)ch) || ch == '_' || ch == '.' || ch == '-';
 }
@@ -182,39 +169,27 @@ static void *cfg__at(m3_cfg *c, size_t off) { return (char *)c + off; }
 static const void *cfg__cat(const m3_cfg *c, size_t off) { return (const char *)c + off; }
 
 /* "1..4096", "(>0..1)" style range text of a numeric key, without parentheses. */
-static void cfg__range(const cfg__key *k, char *buf, size_t n) {
+static void cfg__range(const cfg__key *k, char *out, size_t n) {
     switch (k->type) {
     case CFG__FLOAT:
-        snprintf(buf, n, "%s%.15g..%.15g", k->fmin_excl ? ">" : "", k->fmin, k->fmax);
+        snprintf(out, n, "%s%.15g..%.15g", k->fmin_excl ? ">" : "", k->fmin, k->fmax);
         break;
     case CFG__UINT64:
-        snprintf(buf, n, "0..%" PRIu64, UINT64_MAX);
+        snprintf(out, n, "0..%" PRIu64, UINT64_MAX);
         break;
     default:
         if (k->imax == INT64_MAX)
-            snprintf(buf, n, ">=%" PRId64, k->imin);
+            snprintf(out, n, ">=%" PRId64, k->imin);
         else
-            snprintf(buf, n, "%" PRId64 "..%" PRId64, k->imin, k->imax);
+            snprintf(out, n, "%" PRId64 "..%" PRId64, k->imin, k->imax);
     }
 }
 
-static void cfg__arch_names(char *buf, size_t n) {
+static void cfg__arch_names(char *out, size_t n) {
     size_t used = 0;
-    buf[0] = '\0';
+    out[0] = '\0';
     for (int a = 0; a < M3_ARCH__COUNT && used < n; a++)
-        used += (size_t)snprintf(buf + used, n - used, "%s%s", a ? "|" : "", m3_arch_name(a));
-}
-
-/* Parse a whole base-10 integer. Returns 0 ok, -1 not a number, -2 overflow. */
-static int cfg__parse_i64(const char *s, int64_t *out) {
-    if (!*s || isspace((unsigned char)*s)) return -1;
-    char *end;
-    errno = 0;
-    long long v = strtoll(s, &end, 10);
-    if (end == s || *end) return -1;
-    if (errno == ERANGE) return -2;
-    *out = v;
-    return 0;
+        used += (size_t)snprintf(out + used, n - used, "%s%s", a ? "|" : "", m3_arch_name(a));
 }
 
 static int cfg__parse_u64(const char *s, uint64_t *out) {
@@ -240,20 +215,20 @@ static int cfg__parse_bool(const char *s, int *out) {
 
 /* Split a comma list into trimmed entries in buf (modified). Returns the count, or -1
  * with msg filled when an entry is empty or there are more than max entries. */
-static int cfg__split(char *buf, char **items, int max, const cfg__key *k, const char *value,
+static int cfg__split(char *text, char **items, int max, const cfg__key *k, const char *value,
                       char *msg, size_t msg_size) {
     int n = 0;
-    char *p = buf;
+    char *p = text;
     for (;;) {
         char *comma = strchr(p, ',');
         if (comma) *comma = '\0';
-        char *item = cfg__trim(p);
+        char *item = props_trim(p);
         if (!*item) {
-            cfg__err(msg, msg_size, "%s=%s: empty entry in the list", k->name, value);
+            props_err(msg, msg_size, "%s=%s: empty entry in the list", k->name, value);
             return -1;
         }
         if (n == max) {
-            cfg__err(msg, msg_size, "%s=%s: more than %d entries", k->name, value, max);
+            props_err(msg, msg_size, "%s=%s: more than %d entries", k->name, value, max);
             return -1;
         }
         items[n++] = item;
@@ -263,230 +238,235 @@ static int cfg__split(char *buf, char **items, int max, const cfg__key *k, const
     return n;
 }
 
-/* ---- setting one known key -------------------------------------------------------- */
+/* ---- setting one known key: one setter per type ----------------------------------- */
+
+/* CFG__INT, CFG__INT64 (in k's range) and CFG__UINT64 (any). */
+static int cfg__set_int(m3_cfg *c, const cfg__key *k, const char *value, char *msg,
+                        size_t msg_size) {
+    char range[64];
+    cfg__range(k, range, sizeof range);
+    int64_t v = 0;
+    uint64_t u = 0;
+    int rc = k->type == CFG__UINT64 ? cfg__parse_u64(value, &u) : props_parse_i64(value, &v);
+    if (rc == -1) {
+        props_err(msg, msg_size, "%s=%s is not an integer (%s)", k->name, value, range);
+        return -1;
+    }
+    if (rc == -2 || (k->type != CFG__UINT64 && (v < k->imin || v > k->imax))) {
+        props_err(msg, msg_size, "%s=%s is out of range (%s)", k->name, value, range);
+        return -1;
+    }
+    if (k->type == CFG__INT) *(int *)cfg__at(c, k->off) = (int)v;
+    else if (k->type == CFG__INT64) *(int64_t *)cfg__at(c, k->off) = v;
+    else *(uint64_t *)cfg__at(c, k->off) = u;
+    return 0;
+}
+
+static int cfg__set_float(m3_cfg *c, const cfg__key *k, const char *value, char *msg,
+                          size_t msg_size) {
+    char range[64];
+    cfg__range(k, range, sizeof range);
+    char *end;
+    errno = 0;
+    double v = strtod(value, &end);
+    if (end == value || *end || isspace((unsigned char)*value) || !isfinite(v)) {
+        props_err(msg, msg_size, "%s=%s is not a finite number (%s)", k->name, value, range);
+        return -1;
+    }
+    if (errno == ERANGE || v > k->fmax || v < k->fmin || (k->fmin_excl && v <= k->fmin)) {
+        props_err(msg, msg_size, "%s=%s is out of range (%s)", k->name, value, range);
+        return -1;
+    }
+    *(float *)cfg__at(c, k->off) = (float)v;
+    return 0;
+}
+
+static int cfg__set_bool(m3_cfg *c, const cfg__key *k, const char *value, char *msg,
+                         size_t msg_size) {
+    int v;
+    if (cfg__parse_bool(value, &v) != 0) {
+        props_err(msg, msg_size, "%s=%s is not a boolean (true/false, yes/no, on/off, 1/0)",
+                 k->name, value);
+        return -1;
+    }
+    *(int *)cfg__at(c, k->off) = v;
+    return 0;
+}
+
+/* A topic-safe name (CFG__STRING). */
+static int cfg__set_name(m3_cfg *c, const cfg__key *k, const char *value, char *msg,
+                         size_t msg_size) {
+    size_t n = strlen(value), cap = sizeof c->topic_prefix;
+    int ok = n < cap;
+    for (size_t i = 0; ok && i < n; i++) ok = cfg__name_char(value[i]);
+    if (!ok) {
+        props_err(msg, msg_size, "%s=%s is not a valid name (1..%zu characters of A-Z a-z 0-9 _ . -)",
+                 k->name, value, cap - 1);
+        return -1;
+    }
+    memcpy(cfg__at(c, k->off), value, n + 1);
+    return 0;
+}
+
+static int cfg__set_path(m3_cfg *c, const cfg__key *k, const char *value, char *msg,
+                         size_t msg_size) {
+    size_t n = strlen(value);
+    for (size_t i = 0; i < n; i++)
+        if (iscntrl((unsigned char)value[i])) {
+            props_err(msg, msg_size, "%s: the path contains a control character", k->name);
+            return -1;
+        }
+    if (n >= CFG_PATH_MAX) {
+        props_err(msg, msg_size, "%s: the path is longer than %d characters", k->name,
+                 CFG_PATH_MAX - 1);
+        return -1;
+    }
+    memcpy(cfg__at(c, k->off), value, n + 1);
+    return 0;
+}
+
+static int cfg__set_arch(m3_cfg *c, const cfg__key *k, const char *value, char *msg,
+                         size_t msg_size) {
+    int a = m3_arch_parse(value);
+    if (a < 0) {
+        char names[128];
+        cfg__arch_names(names, sizeof names);
+        props_err(msg, msg_size, "%s=%s is not a known architecture (%s)", k->name, value, names);
+        return -1;
+    }
+    *(int *)cfg__at(c, k->off) = a;
+    return 0;
+}
+
+/* The n split entries of a CFG__NAMES list: each a name, none twice. */
+static int cfg__set_names(m3_cfg *c, const cfg__key *k, const char *value, char **items, int n,
+                          char *msg, size_t msg_size) {
+    cfg_list l;
+    memset(&l, 0, sizeof l);
+    for (int i = 0; i < n; i++) {
+        size_t len = strlen(items[i]);
+        if (len >= M3_NAME_MAX) {
+            props_err(msg, msg_size, "%s=%s: '%s' is too long (at most %d characters)", k->name,
+                     value, items[i], M3_NAME_MAX - 1);
+            return -1;
+        }
+        int ok = 1;
+        for (size_t j = 0; j < len; j++) ok &= cfg__name_char(items[i][j]);
+        if (!ok) {
+            props_err(msg, msg_size, "%s=%s: '%s' is not a valid name (characters A-Z a-z 0-9 _ . -)",
+                     k->name, value, items[i]);
+            return -1;
+        }
+        for (int j = 0; j < i; j++)
+            if (strcmp(items[i], items[j]) == 0) {
+                props_err(msg, msg_size, "%s=%s: '%s' is listed twice", k->name, value, items[i]);
+                return -1;
+            }
+        memcpy(l.names[l.n++], items[i], len + 1);
+    }
+    *(cfg_list *)cfg__at(c, k->off) = l;
+    return 0;
+}
+
+/* Store n ints at k's off and their count at off_n (CFG__INTS and CFG__ARCHS). */
+static void cfg__store_ints(m3_cfg *c, const cfg__key *k, const int *v, int n) {
+    memcpy(cfg__at(c, k->off), v, (size_t)n * sizeof v[0]);
+    *(int *)cfg__at(c, k->off_n) = n;
+}
+
+/* The n split entries of a CFG__INTS list: each an integer in k's range. */
+static int cfg__set_ints(m3_cfg *c, const cfg__key *k, const char *value, char **items, int n,
+                         char *msg, size_t msg_size) {
+    char range[64];
+    cfg__range(k, range, sizeof range);
+    int v[M3_MAX_LAYERS];
+    for (int i = 0; i < n; i++) {
+        int64_t x;
+        int prc = props_parse_i64(items[i], &x);
+        if (prc == -1) {
+            props_err(msg, msg_size, "%s=%s: '%s' is not an integer (each %s)", k->name, value,
+                     items[i], range);
+            return -1;
+        }
+        if (prc == -2 || x < k->imin || x > k->imax) {
+            props_err(msg, msg_size, "%s=%s: '%s' is out of range (each %s)", k->name, value,
+                     items[i], range);
+            return -1;
+        }
+        v[i] = (int)x;
+    }
+    cfg__store_ints(c, k, v, n);
+    return 0;
+}
+
+/* The n split entries of a CFG__ARCHS list: each an architecture, none twice. */
+static int cfg__set_archs(m3_cfg *c, const cfg__key *k, const char *value, char **items, int n,
+                          char *msg, size_t msg_size) {
+    int v[M3_ARCH__COUNT];
+    for (int i = 0; i < n; i++) {
+        v[i] = m3_arch_parse(items[i]);
+        if (v[i] < 0) {
+            char names[128];
+            cfg__arch_names(names, sizeof names);
+            props_err(msg, msg_size, "%s=%s: '%s' is not a known architecture (%s)", k->name,
+                     value, items[i], names);
+            return -1;
+        }
+        for (int j = 0; j < i; j++)
+            if (v[j] == v[i]) {
+                props_err(msg, msg_size, "%s=%s: '%s' is listed twice", k->name, value, items[i]);
+                return -1;
+            }
+    }
+    cfg__store_ints(c, k, v, n);
+    return 0;
+}
+
+/* A comma-separated list: split it, then set it by the type of its entries. */
+static int cfg__set_list(m3_cfg *c, const cfg__key *k, const char *value, char *msg,
+                         size_t msg_size) {
+    char *text = strdup(value);
+    if (!text) {
+        props_err(msg, msg_size, "out of memory");
+        return -1;
+    }
+    char *items[CFG_LIST_MAX];
+    int max = k->type == CFG__NAMES ? CFG_LIST_MAX : k->max_n;
+    int n = *value ? cfg__split(text, items, max, k, value, msg, msg_size) : 0;
+    int rc = -1;
+    if (n >= 0 && k->type == CFG__NAMES) rc = cfg__set_names(c, k, value, items, n, msg, msg_size);
+    else if (n >= 0 && k->type == CFG__INTS) rc = cfg__set_ints(c, k, value, items, n, msg, msg_size);
+    else if (n >= 0) rc = cfg__set_archs(c, k, value, items, n, msg, msg_size);
+    free(text);
+    return rc;
+}
 
 /* Parse value for key k and store it in c. On error returns -1 with msg filled and c
  * unchanged. value is trimmed. */
 static int cfg__apply(m3_cfg *c, const cfg__key *k, const char *value, char *msg,
                       size_t msg_size) {
-    char range[64];
-    cfg__range(k, range, sizeof range);
     int is_list = k->type == CFG__NAMES || k->type == CFG__ARCHS || k->type == CFG__PATH;
     if (!*value && !is_list) {
-        cfg__err(msg, msg_size, "%s has an empty value", k->name);
+        props_err(msg, msg_size, "%s has an empty value", k->name);
         return -1;
     }
-
     switch (k->type) {
     case CFG__INT:
-    case CFG__INT64: {
-        int64_t v;
-        int rc = cfg__parse_i64(value, &v);
-        if (rc == -1) {
-            cfg__err(msg, msg_size, "%s=%s is not an integer (%s)", k->name, value, range);
-            return -1;
-        }
-        if (rc == -2 || v < k->imin || v > k->imax) {
-            cfg__err(msg, msg_size, "%s=%s is out of range (%s)", k->name, value, range);
-            return -1;
-        }
-        if (k->type == CFG__INT) *(int *)cfg__at(c, k->off) = (int)v;
-        else *(int64_t *)cfg__at(c, k->off) = v;
-        return 0;
-    }
-    case CFG__UINT64: {
-        uint64_t v;
-        int rc = cfg__parse_u64(value, &v);
-        if (rc == -1) {
-            cfg__err(msg, msg_size, "%s=%s is not an integer (%s)", k->name, value, range);
-            return -1;
-        }
-        if (rc == -2) {
-            cfg__err(msg, msg_size, "%s=%s is out of range (%s)", k->name, value, range);
-            return -1;
-        }
-        *(uint64_t *)cfg__at(c, k->off) = v;
-        return 0;
-    }
-    case CFG__FLOAT: {
-        char *end;
-        errno = 0;
-        double v = strtod(value, &end);
-        if (end == value || *end || isspace((unsigned char)*value) || !isfinite(v)) {
-            cfg__err(msg, msg_size, "%s=%s is not a finite number (%s)", k->name, value,
-                     range);
-            return -1;
-        }
-        if (errno == ERANGE || v > k->fmax || v < k->fmin || (k->fmin_excl && v <= k->fmin)) {
-            cfg__err(msg, msg_size, "%s=%s is out of range (%s)", k->name, value, range);
-            return -1;
-        }
-        *(float *)cfg__at(c, k->off) = (float)v;
-        return 0;
-    }
-    case CFG__BOOL: {
-        int v;
-        if (cfg__parse_bool(value, &v) != 0) {
-            cfg__err(msg, msg_size, "%s=%s is not a boolean (true/false, yes/no, on/off, 1/0)",
-                     k->name, value);
-            return -1;
-        }
-        *(int *)cfg__at(c, k->off) = v;
-        return 0;
-    }
-    case CFG__STRING: {
-        size_t n = strlen(value), cap = sizeof c->topic_prefix;
-        int ok = n < cap;
-        for (size_t i = 0; ok && i < n; i++) ok = cfg__name_char(value[i]);
-        if (!ok) {
-            cfg__err(msg, msg_size,
-                     "%s=%s is not a valid name (1..%zu characters of A-Z a-z 0-9 _ . -)",
-                     k->name, value, cap - 1);
-            return -1;
-        }
-        memcpy(cfg__at(c, k->off), value, n + 1);
-        return 0;
-    }
-    case CFG__PATH: {
-        size_t n = strlen(value);
-        for (size_t i = 0; i < n; i++)
-            if (iscntrl((unsigned char)value[i])) {
-                cfg__err(msg, msg_size, "%s: the path contains a control character", k->name);
-                return -1;
-            }
-        if (n >= CFG_PATH_MAX) {
-            cfg__err(msg, msg_size, "%s: the path is longer than %d characters", k->name,
-                     CFG_PATH_MAX - 1);
-            return -1;
-        }
-        memcpy(cfg__at(c, k->off), value, n + 1);
-        return 0;
-    }
-    case CFG__ARCH: {
-        int a = m3_arch_parse(value);
-        if (a < 0) {
-            char names[128];
-            cfg__arch_names(names, sizeof names);
-            cfg__err(msg, msg_size, "%s=%s is not a known architecture (%s)", k->name, value,
-                     names);
-            return -1;
-        }
-        *(int *)cfg__at(c, k->off) = a;
-        return 0;
-    }
+    case CFG__INT64:
+    case CFG__UINT64: return cfg__set_int(c, k, value, msg, msg_size);
+    case CFG__FLOAT: return cfg__set_float(c, k, value, msg, msg_size);
+    case CFG__BOOL: return cfg__set_bool(c, k, value, msg, msg_size);
+    case CFG__STRING: return cfg__set_name(c, k, value, msg, msg_size);
+    case CFG__PATH: return cfg__set_path(c, k, value, msg, msg_size);
+    case CFG__ARCH: return cfg__set_arch(c, k, value, msg, msg_size);
     case CFG__NAMES:
     case CFG__INTS:
-    case CFG__ARCHS:
-        break;
+    case CFG__ARCHS: return cfg__set_list(c, k, value, msg, msg_size);
     }
-
-    /* lists */
-    char *buf = strdup(value);
-    if (!buf) {
-        cfg__err(msg, msg_size, "out of memory");
-        return -1;
-    }
-    char *items[CFG_LIST_MAX];
-    int max = k->type == CFG__NAMES ? CFG_LIST_MAX : k->max_n;
-    int n = *value ? cfg__split(buf, items, max, k, value, msg, msg_size) : 0;
-    int rc = n < 0 ? -1 : 0;
-
-    if (k->type == CFG__NAMES) {
-        cfg_list l;
-        memset(&l, 0, sizeof l);
-        for (int i = 0; rc == 0 && i < n; i++) {
-            size_t len = strlen(items[i]);
-            if (len >= M3_NAME_MAX) {
-                cfg__err(msg, msg_size, "%s=%s: '%s' is too long (at most %d characters)",
-                         k->name, value, items[i], M3_NAME_MAX - 1);
-                rc = -1;
-                break;
-            }
-            for (size_t j = 0; j < len; j++)
-                if (!cfg__name_char(items[i][j])) rc = -1;
-            if (rc) {
-                cfg__err(msg, msg_size,
-                         "%s=%s: '%s' is not a valid name (characters A-Z a-z 0-9 _ . -)",
-                         k->name, value, items[i]);
-                break;
-            }
-            for (int j = 0; j < i; j++)
-                if (strcmp(items[i], items[j]) == 0) rc = -1;
-            if (rc) {
-                cfg__err(msg, msg_size, "%s=%s: '%s' is listed twice", k->name, value,
-                         items[i]);
-                break;
-            }
-            memcpy(l.names[l.n++], items[i], len + 1);
-        }
-        if (rc == 0) *(cfg_list *)cfg__at(c, k->off) = l;
-    } else if (k->type == CFG__INTS) {
-        int v[M3_MAX_LAYERS];
-        for (int i = 0; rc == 0 && i < n; i++) {
-            int64_t x;
-            int prc = cfg__parse_i64(items[i], &x);
-            if (prc == -1) {
-                cfg__err(msg, msg_size, "%s=%s: '%s' is not an integer (each %s)", k->name,
-                         value, items[i], range);
-                rc = -1;
-            } else if (prc == -2 || x < k->imin || x > k->imax) {
-                cfg__err(msg, msg_size, "%s=%s: '%s' is out of range (each %s)", k->name, value,
-                         items[i], range);
-                rc = -1;
-            } else {
-                v[i] = (int)x;
-            }
-        }
-        if (rc == 0) {
-            memcpy(cfg__at(c, k->off), v, (size_t)n * sizeof v[0]);
-            *(int *)cfg__at(c, k->off_n) = n;
-        }
-    } else { /* CFG__ARCHS */
-        int v[M3_ARCH__COUNT];
-        for (int i = 0; rc == 0 && i < n; i++) {
-            v[i] = m3_arch_parse(items[i]);
-            if (v[i] < 0) {
-                char names[128];
-                cfg__arch_names(names, sizeof names);
-                cfg__err(msg, msg_size, "%s=%s: '%s' is not a known architecture (%s)",
-                         k->name, value, items[i], names);
-                rc = -1;
-                break;
-            }
-            for (int j = 0; j < i; j++)
-                if (v[j] == v[i]) rc = -1;
-            if (rc)
-                cfg__err(msg, msg_size, "%s=%s: '%s' is listed twice", k->name, value,
-                         items[i]);
-        }
-        if (rc == 0) {
-            memcpy(cfg__at(c, k->off), v, (size_t)n * sizeof v[0]);
-            *(int *)cfg__at(c, k->off_n) = n;
-        }
-    }
-    free(buf);
-    return rc;
+    return -1;
 }
 
 /* ---- suggestions ------------------------------------------------------------------ */
-
-/* Levenshtein distance, capped: strings longer than 63 characters never match. */
-static int cfg__distance(const char *a, const char *b) {
-    size_t la = strlen(a), lb = strlen(b);
-    if (la > 63 || lb > 63) return 1000;
-    int prev[64], cur[64];
-    for (size_t j = 0; j <= lb; j++) prev[j] = (int)j;
-    for (size_t i = 1; i <= la; i++) {
-        cur[0] = (int)i;
-        for (size_t j = 1; j <= lb; j++) {
-            int sub = prev[j - 1] + (a[i - 1] != b[j - 1]);
-            int del = prev[j] + 1, ins = cur[j - 1] + 1;
-            cur[j] = sub < del ? (sub < ins ? sub : ins) : (del < ins ? del : ins);
-        }
-        memcpy(prev, cur, (lb + 1) * sizeof prev[0]);
-    }
-    return prev[lb];
-}
 
 /* Keys that existed once: a configuration that sets one is refused with what replaced it. */
 static const struct { const char *name, *why; } cfg__retired[] = {
@@ -495,20 +475,14 @@ static const struct { const char *name, *why; } cfg__retired[] = {
     {"model.upt.beta.conv", "replaced by model.upt.step.conv (docs/configuration.md)"},
 };
 
-/* The known key closest to name, or NULL when none is plausibly meant. */
+/* The known key closest to name, or NULL when none is plausibly meant: at most a third of
+ * the name's characters (and at least 2) wrong. */
 static const char *cfg__closest(const char *name) {
-    int best = 1000;
-    const char *hit = NULL;
-    for (int i = 0; i < CFG__NKEYS; i++) {
-        int d = cfg__distance(name, cfg__keys[i].name);
-        if (d < best) {
-            best = d;
-            hit = cfg__keys[i].name;
-        }
-    }
+    const char *names[CFG__NKEYS];
+    for (int i = 0; i < CFG__NKEYS; i++) names[i] = cfg__keys[i].name;
     int limit = (int)strlen(name) / 3;
     if (limit < 2) limit = 2;
-    return best <= limit ? hit : NULL;
+    return props_closest(name, names, CFG__NKEYS, limit);
 }
 
 /* ---- public ----------------------------------------------------------------------- */
@@ -558,110 +532,96 @@ static int cfg__kafka_set(m3_cfg *c, const char *key, const char *value) {
     return 0;
 }
 
-/* Set "key=value" without the origin prefix on errors (msg is just the message). */
-static int cfg__set_line(m3_cfg *c, const char *line, const char *where, char *msg,
-                         size_t msg_size) {
-    char *buf = strdup(line);
-    if (!buf) {
-        cfg__err(msg, msg_size, "out of memory");
+/* A kafka.<property> line: a librdkafka passthrough. */
+static int cfg__set_kafka(m3_cfg *c, const char *key, const char *value, char *msg,
+                          size_t msg_size) {
+    const char *kk = key + strlen(KAFKA_PREFIX);
+    if (!*kk) {
+        props_err(msg, msg_size, "'%s' names no librdkafka property", key);
         return -1;
     }
-    int rc = -1;
-    char *eq = strchr(buf, '=');
-    if (!eq) {
-        cfg__err(msg, msg_size, "'%s' is not a key=value line", cfg__trim(buf));
-        goto out;
+    if (cfg__kafka_set(c, kk, value) != 0) {
+        props_err(msg, msg_size, "out of memory");
+        return -1;
     }
-    *eq = '\0';
-    char *key = cfg__trim(buf), *value = cfg__trim(eq + 1);
-    if (!*key) {
-        cfg__err(msg, msg_size, "missing key before '='");
-        goto out;
+    return 0;
+}
+
+/* Known key i set from where: apply the value, then record where it came from. */
+static int cfg__set_known(m3_cfg *c, int i, const char *value, const char *where, char *msg,
+                          size_t msg_size) {
+    char *w = strdup(where);
+    if (!w) {
+        props_err(msg, msg_size, "out of memory");
+        return -1;
     }
-    if (strncmp(key, KAFKA_PREFIX, strlen(KAFKA_PREFIX)) == 0) {
-        const char *kk = key + strlen(KAFKA_PREFIX);
-        if (!*kk) {
-            cfg__err(msg, msg_size, "'%s' names no librdkafka property", key);
-            goto out;
-        }
-        if (cfg__kafka_set(c, kk, value) != 0) {
-            cfg__err(msg, msg_size, "out of memory");
-            goto out;
-        }
-        rc = 0;
-        goto out;
+    if (cfg__apply(c, &cfg__keys[i], value, msg, msg_size) != 0) {
+        free(w);
+        return -1;
     }
-    for (int i = 0; i < CFG__NKEYS; i++) {
-        if (strcmp(key, cfg__keys[i].name) != 0) continue;
-        char *w = strdup(where);
-        if (!w) {
-            cfg__err(msg, msg_size, "out of memory");
-            goto out;
-        }
-        if (cfg__apply(c, &cfg__keys[i], value, msg, msg_size) != 0) {
-            free(w);
-            goto out;
-        }
-        free(c->origin[i].where);
-        c->origin[i].where = w;
-        c->origin[i].seq = ++c->n_set;
-        rc = 0;
-        goto out;
-    }
+    free(c->origin[i].where);
+    c->origin[i].where = w;
+    c->origin[i].seq = ++c->n_set;
+    return 0;
+}
+
+/* Why key is not one: retired (and by what), or unknown (and what was likely meant). */
+static int cfg__set_unknown(const char *key, char *msg, size_t msg_size) {
     for (size_t i = 0; i < sizeof cfg__retired / sizeof cfg__retired[0]; i++)
         if (strcmp(key, cfg__retired[i].name) == 0) {
-            cfg__err(msg, msg_size, "'%s' is no longer a key: %s", key, cfg__retired[i].why);
-            goto out;
+            props_err(msg, msg_size, "'%s' is no longer a key: %s", key, cfg__retired[i].why);
+            return -1;
         }
     const char *hint = cfg__closest(key);
     if (hint)
-        cfg__err(msg, msg_size, "unknown key '%s' (did you mean '%s'?)", key, hint);
+        props_err(msg, msg_size, "unknown key '%s' (did you mean '%s'?)", key, hint);
     else
-        cfg__err(msg, msg_size, "unknown key '%s'", key);
-out:
-    free(buf);
-    return rc;
+        props_err(msg, msg_size, "unknown key '%s'", key);
+    return -1;
 }
 
-static void cfg__where(char *buf, size_t n, const char *origin, int line) {
-    if (line > 0) snprintf(buf, n, "%s:%d", origin, line);
-    else snprintf(buf, n, "%s", origin);
+/* Set "key=value" without the origin prefix on errors (msg is just the message). */
+static int cfg__set_line(m3_cfg *c, const char *line, const char *where, char *msg,
+                         size_t msg_size) {
+    char *text = strdup(line);
+    if (!text) {
+        props_err(msg, msg_size, "out of memory");
+        return -1;
+    }
+    char *key, *value;
+    int rc = -1;
+    if (props_split(text, &key, &value) != 0) {
+        props_err(msg, msg_size, "'%s' is not a key=value line", key);
+    } else if (!*key) {
+        props_err(msg, msg_size, "missing key before '='");
+    } else if (strncmp(key, KAFKA_PREFIX, strlen(KAFKA_PREFIX)) == 0) {
+        rc = cfg__set_kafka(c, key, value, msg, msg_size);
+    } else {
+        int i = 0;
+        while (i < CFG__NKEYS && strcmp(key, cfg__keys[i].name) != 0) i++;
+        rc = i < CFG__NKEYS ? cfg__set_known(c, i, value, where, msg, msg_size)
+                            : cfg__set_unknown(key, msg, msg_size);
+    }
+    free(text);
+    return rc;
 }
 
 int cfg_set(m3_cfg *c, const char *key_eq_value, const char *origin, int line,
             char *errstr, size_t errstr_size) {
     char msg[1024], where[1024];
-    cfg__where(where, sizeof where, origin ? origin : "--set", line);
+    props_where(where, sizeof where, origin ? origin : "--set", line);
     if (cfg__set_line(c, key_eq_value, where, msg, sizeof msg) == 0) return 0;
-    cfg__err(errstr, errstr_size, "%s: %s", where, msg);
+    props_err(errstr, errstr_size, "%s: %s", where, msg);
     return -1;
 }
 
+static int cfg__load_line(void *c, const char *line, const char *origin, int lineno,
+                          char *errstr, size_t errstr_size) {
+    return cfg_set(c, line, origin, lineno, errstr, errstr_size);
+}
+
 int cfg_load(m3_cfg *c, const char *path, char *errstr, size_t errstr_size) {
-    FILE *f = fopen(path, "r");
-    if (!f) {
-        cfg__err(errstr, errstr_size, "%s: %s", path, strerror(errno));
-        return -1;
-    }
-    char *line = NULL;
-    size_t cap = 0;
-    int lineno = 0, rc = 0;
-    while (getline(&line, &cap, f) >= 0) {
-        lineno++;
-        char *s = cfg__trim(line);
-        if (!*s || *s == '#' || *s == '!') continue;
-        if (cfg_set(c, s, path, lineno, errstr, errstr_size) != 0) {
-            rc = -1;
-            break;
-        }
-    }
-    if (rc == 0 && ferror(f)) {
-        cfg__err(errstr, errstr_size, "%s: read error after line %d", path, lineno);
-        rc = -1;
-    }
-    free(line);
-    fclose(f);
-    return rc;
+    return props_load(path, cfg__load_line, c, errstr, errstr_size);
 }
 
 /* The origin of whichever of the given keys was set last (NULL if all are defaults). */
@@ -678,8 +638,8 @@ static const char *cfg__last_where(const m3_cfg *c, const char *const *names, in
 static int cfg__check_fail(const m3_cfg *c, const char *const *names, int n, char *errstr,
                            size_t errstr_size, const char *msg) {
     const char *w = cfg__last_where(c, names, n);
-    if (w) cfg__err(errstr, errstr_size, "%s: %s", w, msg);
-    else cfg__err(errstr, errstr_size, "%s", msg);
+    if (w) props_err(errstr, errstr_size, "%s: %s", w, msg);
+    else props_err(errstr, errstr_size, "%s", msg);
     return -1;
 }
 
@@ -756,47 +716,15 @@ void cfg_free(m3_cfg *c) {
 
 /* ---- dump ------------------------------------------------------------------------- */
 
-typedef struct {
-    char *s;
-    size_t len, cap;
-    int oom;
-} cfg__buf;
-
-static void cfg__put(cfg__buf *b, const char *fmt, ...) {
-    if (b->oom) return;
-    for (;;) {
-        va_list ap;
-        va_start(ap, fmt);
-        int n = vsnprintf(b->s + b->len, b->cap - b->len, fmt, ap);
-        va_end(ap);
-        if (n < 0) {
-            b->oom = 1;
-            return;
-        }
-        if ((size_t)n < b->cap - b->len) {
-            b->len += (size_t)n;
-            return;
-        }
-        size_t cap = b->cap * 2 + (size_t)n + 1;
-        char *s = realloc(b->s, cap);
-        if (!s) {
-            b->oom = 1;
-            return;
-        }
-        b->s = s;
-        b->cap = cap;
-    }
-}
-
 /* A %g form that reads back as the same float: 6 digits unless more are needed (fewer
  * would turn 10 into 1e+01; %g drops trailing zeros anyway). */
-static void cfg__put_float(cfg__buf *b, float v) {
+static void cfg__put_float(buf *b, float v) {
     char tmp[32];
     for (int p = 6; p <= 9; p++) {
         snprintf(tmp, sizeof tmp, "%.*g", p, (double)v);
         if (strtof(tmp, NULL) == v) break;
     }
-    cfg__put(b, "%s", tmp);
+    buf_puts(b, tmp);
 }
 
 static int cfg__secret(const char *key) {
@@ -804,24 +732,23 @@ static int cfg__secret(const char *key) {
 }
 
 char *cfg_dump(const m3_cfg *c) {
-    cfg__buf b = { malloc(1024), 0, 1024, 0 };
-    if (!b.s) return NULL;
+    buf b = {0};
     for (int i = 0; i < CFG__NKEYS; i++) {
         const cfg__key *k = &cfg__keys[i];
         const void *p = cfg__cat(c, k->off);
-        cfg__put(&b, "%s=", k->name);
+        buf_printf(&b, "%s=", k->name);
         switch (k->type) {
-        case CFG__INT: cfg__put(&b, "%d", *(const int *)p); break;
-        case CFG__INT64: cfg__put(&b, "%" PRId64, *(const int64_t *)p); break;
-        case CFG__UINT64: cfg__put(&b, "%" PRIu64, *(const uint64_t *)p); break;
+        case CFG__INT: buf_printf(&b, "%d", *(const int *)p); break;
+        case CFG__INT64: buf_printf(&b, "%" PRId64, *(const int64_t *)p); break;
+        case CFG__UINT64: buf_printf(&b, "%" PRIu64, *(const uint64_t *)p); break;
         case CFG__FLOAT: cfg__put_float(&b, *(const float *)p); break;
-        case CFG__BOOL: cfg__put(&b, "%s", *(const int *)p ? "true" : "false"); break;
+        case CFG__BOOL: buf_printf(&b, "%s", *(const int *)p ? "true" : "false"); break;
         case CFG__STRING:
-        case CFG__PATH: cfg__put(&b, "%s", (const char *)p); break;
-        case CFG__ARCH: cfg__put(&b, "%s", m3_arch_name(*(const int *)p)); break;
+        case CFG__PATH: buf_printf(&b, "%s", (const char *)p); break;
+        case CFG__ARCH: buf_printf(&b, "%s", m3_arch_name(*(const int *)p)); break;
         case CFG__NAMES: {
             const cfg_list *l = p;
-            for (int j = 0; j < l->n; j++) cfg__put(&b, "%s%s", j ? "," : "", l->names[j]);
+            for (int j = 0; j < l->n; j++) buf_printf(&b, "%s%s", j ? "," : "", l->names[j]);
             break;
         }
         case CFG__INTS:
@@ -829,27 +756,22 @@ char *cfg_dump(const m3_cfg *c) {
             const int *v = p;
             int n = *(const int *)cfg__cat(c, k->off_n);
             for (int j = 0; j < n; j++) {
-                if (k->type == CFG__INTS) cfg__put(&b, "%s%d", j ? "," : "", v[j]);
-                else cfg__put(&b, "%s%s", j ? "," : "", m3_arch_name(v[j]));
+                if (k->type == CFG__INTS) buf_printf(&b, "%s%d", j ? "," : "", v[j]);
+                else buf_printf(&b, "%s%s", j ? "," : "", m3_arch_name(v[j]));
             }
             break;
         }
         }
-        cfg__put(&b, "\n");
+        buf_printf(&b, "\n");
     }
     for (int i = 0; i < c->n_kafka; i++)
-        cfg__put(&b, KAFKA_PREFIX "%s=%s\n", c->kafka[i].key,
+        buf_printf(&b, KAFKA_PREFIX "%s=%s\n", c->kafka[i].key,
                  cfg__secret(c->kafka[i].key) ? "***" : c->kafka[i].value);
-    if (b.oom) {
-        free(b.s);
-        return NULL;
-    }
-    return b.s;
+    return buf_take(&b);
 }
 
 char *cfg_help(void) {
-    cfg__buf b = { malloc(4096), 0, 4096, 0 };
-    if (!b.s) return NULL;
+    buf b = {0};
     for (int i = 0; i < CFG__NKEYS; i++) {
         const cfg__key *k = &cfg__keys[i];
         char range[128];
@@ -871,13 +793,9 @@ char *cfg_help(void) {
         }
         default: cfg__range(k, range, sizeof range);
         }
-        cfg__put(&b, "%-28s %s (%s; default %s)\n", k->name, k->doc, range,
+        buf_printf(&b, "%-28s %s (%s; default %s)\n", k->name, k->doc, range,
                  *k->def ? k->def : "empty");
     }
-    cfg__put(&b, "%-28s %s\n", "kafka.<property>", "passed to librdkafka without the prefix");
-    if (b.oom) {
-        free(b.s);
-        return NULL;
-    }
-    return b.s;
+    buf_printf(&b, "%-28s %s\n", "kafka.<property>", "passed to librdkafka without the prefix");
+    return buf_take(&b);
 }

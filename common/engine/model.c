@@ -135,10 +135,13 @@ struct m3_model {
     int zero_w[M3__MAX_BUFS], n_zero;
 };
 
+/* The worker's defaults (config/cfg.c's key table, config/worker.properties) with the
+ * derived sizes of its default features: 2 ids + 4 user + 3 item + 1 context slots, 1 + 2
+ * numerics, max_batch 2 x batch.size. test_cfg fails when the two drift apart. */
 void m3_model_cfg_defaults(m3_model_cfg *c) {
     memset(c, 0, sizeof *c);
-    c->arch = M3_ARCH_SHARED_BOTTOM;
-    c->n_scen = 3; c->n_cat = 11; c->n_num = 3; c->emb_dim = 16;
+    c->arch = M3_ARCH_M3REC;
+    c->n_scen = 3; c->n_cat = 10; c->n_num = 3; c->emb_dim = 16;
     c->n_hidden = 2; c->hidden[0] = 128; c->hidden[1] = 64;
     c->tower_hidden = 32;
     c->max_batch = 512;
@@ -146,7 +149,7 @@ void m3_model_cfg_defaults(m3_model_cfg *c) {
     c->seed = 42;
     c->n_exp_shared = 2; c->n_exp_scen = 1; c->n_exp_task = 1;
     c->gate_scale = 0.1f;
-    c->slice_burnin = 4000; c->slice_user_new = 1;
+    c->slice_burnin = 4000; c->slice_user_new = 10;
     c->mieg = 1; c->upt = 1; c->dots = 1;
     c->item_warm = 20;
     c->mieg_hidden = 64; c->mieg_align = 0.1f;

@@ -12,6 +12,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/buf.h"
+#include "base/hash.h"
+#include "base/props.h"
+
 #define RPL__WHERE_MAX 300                       /* "path:line" of a mapping setting */
 #define RPL__SLOTS_MAX (5 + RPL__NMAPS * M3_MAP_MAX) /* distinct columns a mapping reads */
 #define RPL__HASH 1024                           /* raw-format field table, > 2 x slots */
@@ -68,21 +72,6 @@ struct rpl_map {
     char source[RPL__WHERE_MAX];          /* the last file loaded, for errors without a line */
 };
 
-static void rpl__err(char *errstr, size_t n, const char *fmt, ...) {
-    if (!errstr || n == 0) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(errstr, n, fmt, ap);
-    va_end(ap);
-}
-
-static char *rpl__trim(char *s) {
-    while (isspace((unsigned char)*s)) s++;
-    size_t n = strlen(s);
-    while (n > 0 && isspace((unsigned char)s[n - 1])) s[--n] = 0;
-    return s;
-}
-
 /* 1..max-1 characters of A-Z a-z 0-9 _ . - (plus `extra`): the names the worker accepts. */
 static int rpl__is_name(const char *s, size_t max, const char *extra) {
     size_t n = strlen(s);
@@ -100,36 +89,6 @@ static int rpl__is_col(const char *s) {
     for (const unsigned char *p = (const unsigned char *)s; *p; p++)
         if (*p < 0x20 || *p == 0x7f || *p == ',') return 0;
     return 1;
-}
-
-static int rpl__parse_i64(const char *s, int64_t *out) {
-    if (!(isdigit((unsigned char)s[0]) || ((s[0] == '-' || s[0] == '+') && isdigit((unsigned char)s[1]))))
-        return -1;
-    errno = 0;
-    char *end;
-    long long v = strtoll(s, &end, 10);
-    if (*end) return -1;
-    if (errno == ERANGE) return -2;
-    *out = v;
-    return 0;
-}
-
-static size_t rpl__edit_distance(const char *a, const char *b) {
-    size_t la = strlen(a), lb = strlen(b), d[64];
-    if (la > 62 || lb > 62) return 99;
-    for (size_t j = 0; j <= lb; j++) d[j] = j;
-    for (size_t i = 1; i <= la; i++) {
-        size_t diag = d[0];
-        d[0] = i;
-        for (size_t j = 1; j <= lb; j++) {
-            size_t up = d[j], best = diag + (a[i - 1] != b[j - 1]);
-            if (up + 1 < best) best = up + 1;
-            if (d[j - 1] + 1 < best) best = d[j - 1] + 1;
-            d[j] = best;
-            diag = up;
-        }
-    }
-    return d[lb];
 }
 
 /* The next comma-separated entry of *s (cut in place), or NULL after the last one.
@@ -152,34 +111,34 @@ static int rpl__parse_feats(char *v, rpl__feats *out, char *msg, size_t n) {
     out->n = 0;
     if (!*v) return 0;
     for (char *rest = v, *e = rpl__next_entry(&rest); e; e = rpl__next_entry(&rest)) {
-        e = rpl__trim(e);
+        e = props_trim(e);
         if (!*e) {
-            rpl__err(msg, n, "empty entry");
+            props_err(msg, n, "empty entry");
             return -1;
         }
         if (out->n == M3_MAP_MAX) {
-            rpl__err(msg, n, "more than %d fields; an Impression map holds at most %d", M3_MAP_MAX, M3_MAP_MAX);
+            props_err(msg, n, "more than %d fields; an Impression map holds at most %d", M3_MAP_MAX, M3_MAP_MAX);
             return -1;
         }
         char *colon = strrchr(e, ':');
         char *name = e;
         if (colon) {
             *colon = 0;
-            name = rpl__trim(colon + 1);
-            e = rpl__trim(e);
+            name = props_trim(colon + 1);
+            e = props_trim(e);
         }
         if (!rpl__is_col(e)) {
-            rpl__err(msg, n, "'%s' is not a column name (1..%d bytes, no control characters)", e, RPL_COL_MAX - 1);
+            props_err(msg, n, "'%s' is not a column name (1..%d bytes, no control characters)", e, RPL_COL_MAX - 1);
             return -1;
         }
         if (!rpl__is_name(name, M3_NAME_MAX, NULL)) {
-            rpl__err(msg, n, "field name '%s' of column '%s' is not a name (1..%d characters of A-Z a-z 0-9 _ . -; "
+            props_err(msg, n, "field name '%s' of column '%s' is not a name (1..%d characters of A-Z a-z 0-9 _ . -; "
                      "rename it with '%s:NAME')", name, e, M3_NAME_MAX - 1, e);
             return -1;
         }
         for (int i = 0; i < out->n; i++)
             if (strcmp(out->f[i].name, name) == 0) {
-                rpl__err(msg, n, "field name '%s' is listed twice", name);
+                props_err(msg, n, "field name '%s' is listed twice", name);
                 return -1;
             }
         rpl__feat *f = &out->f[out->n++];
@@ -193,39 +152,39 @@ static int rpl__parse_feats(char *v, rpl__feats *out, char *msg, size_t n) {
 static int rpl__parse_values(char *v, rpl__scenval *values, char *msg, size_t n) {
     int k = 0;
     if (!*v) {
-        rpl__err(msg, n, "needs value:scenario entries, e.g. 1:home,2:search");
+        props_err(msg, n, "needs value:scenario entries, e.g. 1:home,2:search");
         return -1;
     }
     for (char *rest = v, *e = rpl__next_entry(&rest); e; e = rpl__next_entry(&rest)) {
-        e = rpl__trim(e);
+        e = props_trim(e);
         if (!*e) {
-            rpl__err(msg, n, "empty entry");
+            props_err(msg, n, "empty entry");
             return -1;
         }
         char *colon = strrchr(e, ':');
         if (!colon) {
-            rpl__err(msg, n, "entry '%s' is not value:scenario", e);
+            props_err(msg, n, "entry '%s' is not value:scenario", e);
             return -1;
         }
         *colon = 0;
-        char *name = rpl__trim(colon + 1);
-        e = rpl__trim(e);
+        char *name = props_trim(colon + 1);
+        e = props_trim(e);
         if (!rpl__is_col(e)) {
-            rpl__err(msg, n, "'%s' is not a column value (1..%d bytes)", e, RPL_COL_MAX - 1);
+            props_err(msg, n, "'%s' is not a column value (1..%d bytes)", e, RPL_COL_MAX - 1);
             return -1;
         }
         if (!rpl__is_name(name, M3_NAME_MAX, NULL)) {
-            rpl__err(msg, n, "scenario '%s' is not a name (1..%d characters of A-Z a-z 0-9 _ . -)",
+            props_err(msg, n, "scenario '%s' is not a name (1..%d characters of A-Z a-z 0-9 _ . -)",
                      name, M3_NAME_MAX - 1);
             return -1;
         }
         if (k == RPL_MAX_VALUES) {
-            rpl__err(msg, n, "more than %d entries", RPL_MAX_VALUES);
+            props_err(msg, n, "more than %d entries", RPL_MAX_VALUES);
             return -1;
         }
         for (int i = 0; i < k; i++)
             if (strcmp(values[i].value, e) == 0) {
-                rpl__err(msg, n, "value '%s' is listed twice", e);
+                props_err(msg, n, "value '%s' is listed twice", e);
                 return -1;
             }
         snprintf(values[k].value, sizeof values[k].value, "%s", e);
@@ -249,143 +208,162 @@ rpl_map *rpl_map_new(void) {
 
 void rpl_map_destroy(rpl_map *m) { free(m); }
 
-/* Apply `value` to key k of m. Returns 0, or -1 with msg (without the where: part). */
-static int rpl__apply(rpl_map *m, int k, char *v, char *msg, size_t n) {
-    const char *key = rpl__keys[k];
+/* format=csv|aliccp_raw */
+static int rpl__apply_format(rpl_map *m, const char *v, char *msg, size_t n) {
+    if (strcmp(v, "csv") == 0) m->format = RPL_CSV;
+    else if (strcmp(v, "aliccp_raw") == 0) m->format = RPL_ALICCP_RAW;
+    else {
+        props_err(msg, n, "format=%s is not a known format (csv|aliccp_raw)", v);
+        return -1;
+    }
+    return 0;
+}
+
+/* topic.prefix and scenario.constant: names the worker accepts. */
+static int rpl__apply_name(rpl_map *m, int k, const char *v, char *msg, size_t n) {
+    char *dst = k == K_PREFIX ? m->prefix : m->scen_const;
+    size_t cap = k == K_PREFIX ? sizeof m->prefix : sizeof m->scen_const;
+    if (!rpl__is_name(v, cap, NULL)) {
+        props_err(msg, n, "%s=%s is not a name (1..%zu characters of A-Z a-z 0-9 _ . -)",
+                 rpl__keys[k], v, cap - 1);
+        return -1;
+    }
+    snprintf(dst, cap, "%s", v);
+    return 0;
+}
+
+static int rpl__apply_values(rpl_map *m, char *v, char *msg, size_t n) {
+    rpl__scenval tmp[RPL_MAX_VALUES];
+    char inner[256];
+    int c = rpl__parse_values(v, tmp, inner, sizeof inner);
+    if (c < 0) {
+        props_err(msg, n, "scenario.values: %s", inner);
+        return -1;
+    }
+    memcpy(m->values, tmp, (size_t)c * sizeof tmp[0]);
+    m->n_values = c;
+    return 0;
+}
+
+/* The *.column keys. */
+static int rpl__apply_column(rpl_map *m, int k, const char *v, char *msg, size_t n) {
+    if (!rpl__is_col(v)) {
+        props_err(msg, n, "%s=%s is not a column name (1..%d bytes, no comma or control characters)",
+                 rpl__keys[k], v, RPL_COL_MAX - 1);
+        return -1;
+    }
+    char *dst = k == K_SCEN_COL ? m->scen_col : k == K_USER_COL ? m->user_col
+              : k == K_ITEM_COL ? m->item_col : k == K_CLICK_COL ? m->click_col : m->conv_col;
+    snprintf(dst, RPL_COL_MAX, "%s", v);
+    return 0;
+}
+
+/* The features.* keys. */
+static int rpl__apply_feats(rpl_map *m, int k, char *v, char *msg, size_t n) {
+    rpl__feats tmp;
+    char inner[256];
+    if (rpl__parse_feats(v, &tmp, inner, sizeof inner) != 0) {
+        props_err(msg, n, "%s: %s", rpl__keys[k], inner);
+        return -1;
+    }
+    m->feats[k - K_USER_CAT] = tmp;
+    return 0;
+}
+
+/* time.start.ms, time.rows.per.sec, conversion.delay.ms: the synthesized event time. */
+static int rpl__apply_time(rpl_map *m, int k, const char *v, char *msg, size_t n) {
     int64_t i64 = 0;
-    switch (k) {
-    case K_FORMAT:
-        if (strcmp(v, "csv") == 0) m->format = RPL_CSV;
-        else if (strcmp(v, "aliccp_raw") == 0) m->format = RPL_ALICCP_RAW;
-        else {
-            rpl__err(msg, n, "format=%s is not a known format (csv|aliccp_raw)", v);
-            return -1;
-        }
-        return 0;
-    case K_PREFIX:
-        if (!rpl__is_name(v, sizeof m->prefix, NULL)) {
-            rpl__err(msg, n, "topic.prefix=%s is not a name (1..%zu characters of A-Z a-z 0-9 _ . -)", v,
-                     sizeof m->prefix - 1);
-            return -1;
-        }
-        snprintf(m->prefix, sizeof m->prefix, "%s", v);
-        return 0;
-    case K_SCEN_CONST:
-        if (!rpl__is_name(v, M3_NAME_MAX, NULL)) {
-            rpl__err(msg, n, "scenario.constant=%s is not a name (1..%d characters of A-Z a-z 0-9 _ . -)", v,
-                     M3_NAME_MAX - 1);
-            return -1;
-        }
-        snprintf(m->scen_const, sizeof m->scen_const, "%s", v);
-        return 0;
-    case K_SCEN_VALUES: {
-        rpl__scenval tmp[RPL_MAX_VALUES];
-        char inner[256];
-        int c = rpl__parse_values(v, tmp, inner, sizeof inner);
-        if (c < 0) {
-            rpl__err(msg, n, "scenario.values: %s", inner);
-            return -1;
-        }
-        memcpy(m->values, tmp, (size_t)c * sizeof tmp[0]);
-        m->n_values = c;
-        return 0;
-    }
-    case K_SCEN_COL: case K_USER_COL: case K_ITEM_COL: case K_CLICK_COL: case K_CONV_COL: {
-        if (!rpl__is_col(v)) {
-            rpl__err(msg, n, "%s=%s is not a column name (1..%d bytes, no comma or control characters)", key, v,
-                     RPL_COL_MAX - 1);
-            return -1;
-        }
-        char *dst = k == K_SCEN_COL ? m->scen_col : k == K_USER_COL ? m->user_col
-                  : k == K_ITEM_COL ? m->item_col : k == K_CLICK_COL ? m->click_col : m->conv_col;
-        snprintf(dst, RPL_COL_MAX, "%s", v);
-        return 0;
-    }
-    case K_ITEM_CONST:
-        if (rpl__parse_i64(v, &i64) != 0) {
-            rpl__err(msg, n, "item.constant=%s is not a 64-bit integer", v);
-            return -1;
-        }
-        m->item_const = i64;
-        return 0;
-    case K_USER_CAT: case K_ITEM_CAT: case K_CTX_CAT: case K_USER_NUM: case K_ITEM_NUM: {
-        rpl__feats tmp;
-        char inner[256];
-        if (rpl__parse_feats(v, &tmp, inner, sizeof inner) != 0) {
-            rpl__err(msg, n, "%s: %s", key, inner);
-            return -1;
-        }
-        m->feats[k - K_USER_CAT] = tmp;
-        return 0;
-    }
-    case K_START_MS:
-        if (rpl__parse_i64(v, &i64) != 0 || i64 < 0 || i64 > 253402300799999LL) {
-            rpl__err(msg, n, "time.start.ms=%s is not an integer in 0..253402300799999 (ms since the epoch)", v);
+    if (k == K_START_MS) {
+        if (props_parse_i64(v, &i64) != 0 || i64 < 0 || i64 > 253402300799999LL) {
+            props_err(msg, n, "time.start.ms=%s is not an integer in 0..253402300799999 (ms since the epoch)", v);
             return -1;
         }
         m->start_ms = i64;
         return 0;
-    case K_ROWS_PER_SEC: {
+    }
+    if (k == K_ROWS_PER_SEC) {
         char *end;
         errno = 0;
         double d = strtod(v, &end);
         if (end == v || *end || !isfinite(d) || d <= 0 || d > 1e9) {
-            rpl__err(msg, n, "time.rows.per.sec=%s is not a number in >0..1e9", v);
+            props_err(msg, n, "time.rows.per.sec=%s is not a number in >0..1e9", v);
             return -1;
         }
         m->rows_per_sec = d;
         return 0;
     }
-    case K_DELAY_MS:
-        if (rpl__parse_i64(v, &i64) != 0 || i64 < 0 || i64 > 30 * RPL__DAY_MS) {
-            rpl__err(msg, n, "conversion.delay.ms=%s is not an integer in 0..%lld (30 days)", v,
-                     30 * RPL__DAY_MS);
+    if (props_parse_i64(v, &i64) != 0 || i64 < 0 || i64 > 30 * RPL__DAY_MS) {
+        props_err(msg, n, "conversion.delay.ms=%s is not an integer in 0..%lld (30 days)", v,
+                 30 * RPL__DAY_MS);
+        return -1;
+    }
+    m->delay_ms = i64;
+    return 0;
+}
+
+/* item.constant and id.prefix. */
+static int rpl__apply_ids(rpl_map *m, int k, const char *v, char *msg, size_t n) {
+    if (k == K_ITEM_CONST) {
+        int64_t i64;
+        if (props_parse_i64(v, &i64) != 0) {
+            props_err(msg, n, "item.constant=%s is not a 64-bit integer", v);
             return -1;
         }
-        m->delay_ms = i64;
+        m->item_const = i64;
         return 0;
-    case K_ID_PREFIX:
-        if (*v && !rpl__is_name(v, RPL_ID_BASE_MAX, "/:")) {
-            rpl__err(msg, n, "id.prefix=%s is not 0..%d characters of A-Z a-z 0-9 _ . - / :", v,
-                     RPL_ID_BASE_MAX - 1);
-            return -1;
-        }
-        snprintf(m->id_prefix, sizeof m->id_prefix, "%s", v);
-        return 0;
+    }
+    if (*v && !rpl__is_name(v, RPL_ID_BASE_MAX, "/:")) {
+        props_err(msg, n, "id.prefix=%s is not 0..%d characters of A-Z a-z 0-9 _ . - / :", v,
+                 RPL_ID_BASE_MAX - 1);
+        return -1;
+    }
+    snprintf(m->id_prefix, sizeof m->id_prefix, "%s", v);
+    return 0;
+}
+
+/* Apply `value` to key k of m. Returns 0, or -1 with msg (without the where: part). */
+static int rpl__apply(rpl_map *m, int k, char *v, char *msg, size_t n) {
+    switch (k) {
+    case K_FORMAT: return rpl__apply_format(m, v, msg, n);
+    case K_PREFIX: case K_SCEN_CONST: return rpl__apply_name(m, k, v, msg, n);
+    case K_SCEN_VALUES: return rpl__apply_values(m, v, msg, n);
+    case K_SCEN_COL: case K_USER_COL: case K_ITEM_COL: case K_CLICK_COL: case K_CONV_COL:
+        return rpl__apply_column(m, k, v, msg, n);
+    case K_USER_CAT: case K_ITEM_CAT: case K_CTX_CAT: case K_USER_NUM: case K_ITEM_NUM:
+        return rpl__apply_feats(m, k, v, msg, n);
+    case K_START_MS: case K_ROWS_PER_SEC: case K_DELAY_MS: return rpl__apply_time(m, k, v, msg, n);
+    case K_ITEM_CONST: case K_ID_PREFIX: return rpl__apply_ids(m, k, v, msg, n);
     }
     return -1;
 }
 
+/* Why key is not one of the mapping's, with the key most likely meant. */
+static void rpl__unknown(const char *key, const char *where, char *errstr, size_t errstr_size) {
+    const char *hint = props_closest(key, rpl__keys, K__COUNT, 3);
+    if (hint)
+        props_err(errstr, errstr_size, "%s: unknown key '%s' (did you mean '%s'?)", where, key, hint);
+    else
+        props_err(errstr, errstr_size, "%s: unknown key '%s' (see docs/replay.md)", where, key);
+}
+
 int rpl_map_set(rpl_map *m, const char *key_eq_value, const char *origin, int line,
                 char *errstr, size_t errstr_size) {
-    char where[RPL__WHERE_MAX], buf[4096], msg[512];
-    if (line > 0) snprintf(where, sizeof where, "%s:%d", origin, line);
-    else snprintf(where, sizeof where, "%s", origin);
-    if (strlen(key_eq_value) >= sizeof buf) {
-        rpl__err(errstr, errstr_size, "%s: line longer than %zu bytes", where, sizeof buf - 1);
+    char where[RPL__WHERE_MAX], text[4096], msg[512];
+    props_where(where, sizeof where, origin, line);
+    if (strlen(key_eq_value) >= sizeof text) {
+        props_err(errstr, errstr_size, "%s: line longer than %zu bytes", where, sizeof text - 1);
         return -1;
     }
-    snprintf(buf, sizeof buf, "%s", key_eq_value);
-    char *eq = strchr(buf, '=');
-    if (!eq) {
-        rpl__err(errstr, errstr_size, "%s: '%s' is not a key=value line", where, rpl__trim(buf));
+    snprintf(text, sizeof text, "%s", key_eq_value);
+    char *key, *v;
+    if (props_split(text, &key, &v) != 0) {
+        props_err(errstr, errstr_size, "%s: '%s' is not a key=value line", where, key);
         return -1;
     }
-    *eq = 0;
-    char *key = rpl__trim(buf), *v = rpl__trim(eq + 1);
     int k = 0;
     while (k < K__COUNT && strcmp(rpl__keys[k], key) != 0) k++;
     if (k == K__COUNT) {
-        int best = -1;
-        size_t bd = 4;
-        for (int j = 0; j < K__COUNT; j++) {
-            size_t d = rpl__edit_distance(key, rpl__keys[j]);
-            if (d < bd) bd = d, best = j;
-        }
-        if (best >= 0)
-            rpl__err(errstr, errstr_size, "%s: unknown key '%s' (did you mean '%s'?)", where, key, rpl__keys[best]);
-        else
-            rpl__err(errstr, errstr_size, "%s: unknown key '%s' (see docs/replay.md)", where, key);
+        rpl__unknown(key, where, errstr, errstr_size);
         return -1;
     }
     /* an empty value of a one-of key unsets it, so an override can switch sides */
@@ -394,39 +372,22 @@ int rpl_map_set(rpl_map *m, const char *key_eq_value, const char *origin, int li
         return 0;
     }
     if (rpl__apply(m, k, v, msg, sizeof msg) != 0) {
-        rpl__err(errstr, errstr_size, "%s: %s", where, msg);
+        props_err(errstr, errstr_size, "%s: %s", where, msg);
         return -1;
     }
     snprintf(m->where[k], sizeof m->where[k], "%s", where);
     return 0;
 }
 
+static int rpl__load_line(void *m, const char *line, const char *origin, int lineno,
+                          char *errstr, size_t errstr_size) {
+    return rpl_map_set(m, line, origin, lineno, errstr, errstr_size);
+}
+
 int rpl_map_load(rpl_map *m, const char *path, char *errstr, size_t errstr_size) {
-    FILE *f = fopen(path, "r");
-    if (!f) {
-        rpl__err(errstr, errstr_size, "%s: %s", path, strerror(errno));
-        return -1;
-    }
+    /* errors without a line (rpl_map_check) name the last file loaded */
     snprintf(m->source, sizeof m->source, "%s", path);
-    char *line = NULL;
-    size_t cap = 0;
-    int lineno = 0, rc = 0;
-    while (getline(&line, &cap, f) >= 0) {
-        lineno++;
-        char *s = rpl__trim(line);
-        if (!*s || *s == '#' || *s == '!') continue;
-        if (rpl_map_set(m, s, path, lineno, errstr, errstr_size) != 0) {
-            rc = -1;
-            break;
-        }
-    }
-    if (rc == 0 && ferror(f)) {
-        rpl__err(errstr, errstr_size, "%s: %s", path, strerror(errno));
-        rc = -1;
-    }
-    free(line);
-    fclose(f);
-    return rc;
+    return props_load(path, rpl__load_line, m, errstr, errstr_size);
 }
 
 static int rpl__set(const rpl_map *m, int k) { return m->where[k][0] != 0; }
@@ -449,19 +410,19 @@ int rpl_map_check(const rpl_map *m, char *errstr, size_t errstr_size) {
     const char *src = m->source;
     if (rpl__set(m, K_SCEN_COL) == rpl__set(m, K_SCEN_CONST)) {
         if (rpl__set(m, K_SCEN_COL))
-            rpl__err(errstr, errstr_size, "%s: scenario.constant and scenario.column (%s) are both set; keep one",
+            props_err(errstr, errstr_size, "%s: scenario.constant and scenario.column (%s) are both set; keep one",
                      m->where[K_SCEN_CONST], m->where[K_SCEN_COL]);
         else
-            rpl__err(errstr, errstr_size, "%s: set scenario.column (with scenario.values) or scenario.constant", src);
+            props_err(errstr, errstr_size, "%s: set scenario.column (with scenario.values) or scenario.constant", src);
         return -1;
     }
     if (rpl__set(m, K_SCEN_CONST) && rpl__set(m, K_SCEN_VALUES)) {
-        rpl__err(errstr, errstr_size, "%s: scenario.values applies to scenario.column, not scenario.constant",
+        props_err(errstr, errstr_size, "%s: scenario.values applies to scenario.column, not scenario.constant",
                  m->where[K_SCEN_VALUES]);
         return -1;
     }
     if (rpl__set(m, K_SCEN_COL) && !rpl__set(m, K_SCEN_VALUES)) {
-        rpl__err(errstr, errstr_size, "%s: scenario.column needs scenario.values (value:scenario, ...)",
+        props_err(errstr, errstr_size, "%s: scenario.column needs scenario.values (value:scenario, ...)",
                  m->where[K_SCEN_COL]);
         return -1;
     }
@@ -474,34 +435,34 @@ int rpl_map_check(const rpl_map *m, char *errstr, size_t errstr_size) {
             if (!seen) names[n++] = m->values[i].name;
         }
         if (n > RPL_MAX_SCEN) {
-            rpl__err(errstr, errstr_size, "%s: scenario.values names %d scenarios; the worker takes at most %d",
+            props_err(errstr, errstr_size, "%s: scenario.values names %d scenarios; the worker takes at most %d",
                      m->where[K_SCEN_VALUES], n, RPL_MAX_SCEN);
             return -1;
         }
     }
     if (rpl__set(m, K_ITEM_COL) == rpl__set(m, K_ITEM_CONST)) {
         if (rpl__set(m, K_ITEM_COL))
-            rpl__err(errstr, errstr_size, "%s: item.constant and item.column (%s) are both set; keep one",
+            props_err(errstr, errstr_size, "%s: item.constant and item.column (%s) are both set; keep one",
                      m->where[K_ITEM_CONST], m->where[K_ITEM_COL]);
         else
-            rpl__err(errstr, errstr_size, "%s: set item.column or item.constant", src);
+            props_err(errstr, errstr_size, "%s: set item.column or item.constant", src);
         return -1;
     }
     static const int required[] = {K_USER_COL, K_CLICK_COL, K_CONV_COL};
     for (size_t i = 0; i < sizeof required / sizeof required[0]; i++)
         if (!rpl__set(m, required[i])) {
-            rpl__err(errstr, errstr_size, "%s: %s is not set", src, rpl__keys[required[i]]);
+            props_err(errstr, errstr_size, "%s: %s is not set", src, rpl__keys[required[i]]);
             return -1;
         }
     int n_cat = m->feats[RPL_USER_CAT].n + m->feats[RPL_ITEM_CAT].n + m->feats[RPL_CTX_CAT].n;
     int n_num = m->feats[RPL_USER_NUM].n + m->feats[RPL_ITEM_NUM].n;
     if (2 + n_cat > M3_MAX_CAT) {
-        rpl__err(errstr, errstr_size, "%s: %d categorical fields plus the user and item ids exceed the worker's %d slots",
+        props_err(errstr, errstr_size, "%s: %d categorical fields plus the user and item ids exceed the worker's %d slots",
                  src, n_cat, M3_MAX_CAT);
         return -1;
     }
     if (n_num > M3_MAX_NUM) {
-        rpl__err(errstr, errstr_size, "%s: %d numeric fields exceed the worker's %d slots", src, n_num,
+        props_err(errstr, errstr_size, "%s: %d numeric fields exceed the worker's %d slots", src, n_num,
                  M3_MAX_NUM);
         return -1;
     }
@@ -511,63 +472,36 @@ int rpl_map_check(const rpl_map *m, char *errstr, size_t errstr_size) {
 const char *rpl_map_prefix(const rpl_map *m) { return m->prefix; }
 rpl_format rpl_map_format(const rpl_map *m) { return m->format; }
 
-/* Append to a growing string; returns -1 when out of memory. */
-typedef struct { char *s; size_t len, cap; } rpl__buf;
-
-static int rpl__cat(rpl__buf *b, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    int need = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
-    if (need < 0) return -1;
-    if (b->len + (size_t)need + 1 > b->cap) {
-        size_t cap = (b->len + (size_t)need + 1) * 2;
-        char *p = realloc(b->s, cap);
-        if (!p) return -1;
-        b->s = p;
-        b->cap = cap;
-    }
-    va_start(ap, fmt);
-    vsnprintf(b->s + b->len, b->cap - b->len, fmt, ap);
-    va_end(ap);
-    b->len += (size_t)need;
-    return 0;
-}
-
 char *rpl_map_worker_settings(const rpl_map *m) {
-    rpl__buf b = {0};
+    buf b = {0};
     const char *names[RPL_MAX_SCEN];
     int n = rpl_map_scenarios(m, names);
-    int rc = rpl__cat(&b, "topic.prefix=%s\nscenarios=", m->prefix);
-    for (int i = 0; i < n && rc == 0; i++) rc = rpl__cat(&b, "%s%s", i ? "," : "", names[i]);
-    for (int k = 0; k < RPL__NMAPS && rc == 0; k++) {
-        rc = rpl__cat(&b, "\n%s=", rpl__keys[K_USER_CAT + k]);
-        for (int i = 0; i < m->feats[k].n && rc == 0; i++)
-            rc = rpl__cat(&b, "%s%s", i ? "," : "", m->feats[k].f[i].name);
+    buf_printf(&b, "topic.prefix=%s\nscenarios=", m->prefix);
+    for (int i = 0; i < n; i++) buf_printf(&b, "%s%s", i ? "," : "", names[i]);
+    for (int k = 0; k < RPL__NMAPS; k++) {
+        buf_printf(&b, "\n%s=", rpl__keys[K_USER_CAT + k]);
+        for (int i = 0; i < m->feats[k].n; i++)
+            buf_printf(&b, "%s%s", i ? "," : "", m->feats[k].f[i].name);
     }
-    if (rc == 0) rc = rpl__cat(&b, "\n");
-    if (rc != 0) {
-        free(b.s);
-        return NULL;
-    }
-    return b.s;
+    buf_putc(&b, '\n');
+    return buf_take(&b);
 }
 
 int rpl_map_compare_worker(const rpl_map *m, const m3_cfg *cfg, char *out, size_t out_size) {
-    rpl__buf b = {0};
+    buf b = {0};
     int n_warn = 0;
     const char *names[RPL_MAX_SCEN];
     int n = rpl_map_scenarios(m, names);
     for (int i = 0; i < n; i++) {
         if (cfg_scenario_index(cfg, names[i]) >= 0) continue;
         n_warn++;
-        rpl__cat(&b, "the worker's scenarios (");
-        for (int s = 0; s < cfg->scenarios.n; s++) rpl__cat(&b, "%s%s", s ? "," : "", cfg->scenarios.names[s]);
-        rpl__cat(&b, ") lack '%s': it would not read %s.events.%s\n", names[i], m->prefix, names[i]);
+        buf_printf(&b, "the worker's scenarios (");
+        for (int s = 0; s < cfg->scenarios.n; s++) buf_printf(&b, "%s%s", s ? "," : "", cfg->scenarios.names[s]);
+        buf_printf(&b, ") lack '%s': it would not read %s.events.%s\n", names[i], m->prefix, names[i]);
     }
     if (strcmp(cfg->topic_prefix, m->prefix) != 0) {
         n_warn++;
-        rpl__cat(&b, "the worker's topic.prefix is '%s', the mapping's '%s'\n", cfg->topic_prefix, m->prefix);
+        buf_printf(&b, "the worker's topic.prefix is '%s', the mapping's '%s'\n", cfg->topic_prefix, m->prefix);
     }
     const cfg_list *lists[RPL__NMAPS] = {&cfg->user_cat, &cfg->item_cat, &cfg->ctx_cat, &cfg->user_num,
                                          &cfg->item_num};
@@ -578,23 +512,23 @@ int rpl_map_compare_worker(const rpl_map *m, const m3_cfg *cfg, char *out, size_
             for (int j = 0; j < lists[k]->n && !found; j++)
                 found = strcmp(lists[k]->names[j], m->feats[k].f[i].name) == 0;
             if (found) continue;
-            if (missing == 0) rpl__cat(&b, "the worker's %s lacks ", rpl__keys[K_USER_CAT + k]);
-            if (missing < 4) rpl__cat(&b, "%s'%s'", missing ? ", " : "", m->feats[k].f[i].name);
+            if (missing == 0) buf_printf(&b, "the worker's %s lacks ", rpl__keys[K_USER_CAT + k]);
+            if (missing < 4) buf_printf(&b, "%s'%s'", missing ? ", " : "", m->feats[k].f[i].name);
             missing++;
         }
         if (missing) {
             n_warn++;
-            rpl__cat(&b, "%s (%d of %d mapped fields): it would ignore them\n", missing > 4 ? ", ..." : "",
+            buf_printf(&b, "%s (%d of %d mapped fields): it would ignore them\n", missing > 4 ? ", ..." : "",
                      missing, m->feats[k].n);
         }
     }
     if (m->delay_ms > cfg->join_window_ms) {
         n_warn++;
-        rpl__cat(&b, "conversion.delay.ms=%" PRId64 " exceeds the worker's join.window.ms=%" PRId64
+        buf_printf(&b, "conversion.delay.ms=%" PRId64 " exceeds the worker's join.window.ms=%" PRId64
                  ": every conversion would be late\n", m->delay_ms, cfg->join_window_ms);
     }
-    if (out && out_size) snprintf(out, out_size, "%s", b.s ? b.s : "");
-    free(b.s);
+    if (out && out_size) snprintf(out, out_size, "%s", b.data ? b.data : "");
+    buf_free(&b);
     return n_warn;
 }
 
@@ -638,15 +572,9 @@ struct rpl_replay {
     char fatal[1024];                   /* sticky error */
 };
 
-static uint32_t rpl__fnv(const char *s, size_t n) {
-    uint32_t h = 2166136261u;
-    for (size_t i = 0; i < n; i++) h = (h ^ (unsigned char)s[i]) * 16777619u;
-    return h;
-}
-
 /* The slot of a raw-format field id of length n, or -1. */
 static int rpl__raw_lookup(const rpl_replay *r, const char *s, size_t n) {
-    for (uint32_t i = rpl__fnv(s, n) & (RPL__HASH - 1);; i = (i + 1) & (RPL__HASH - 1)) {
+    for (uint32_t i = hash_fnv32(s, n) & (RPL__HASH - 1);; i = (i + 1) & (RPL__HASH - 1)) {
         int v = r->hash[i];
         if (v == 0) return -1;
         const char *c = r->slot_col[v - 1];
@@ -666,7 +594,7 @@ static int rpl__slot(rpl_replay *r, const char *col) {
         for (int p = 0; p < 3; p++)
             if (strcmp(col, pos[p]) == 0) r->slot_idx[s] = p;
         if (r->slot_idx[s] < 0) {
-            uint32_t i = rpl__fnv(col, strlen(col)) & (RPL__HASH - 1);
+            uint32_t i = hash_fnv32(col, strlen(col)) & (RPL__HASH - 1);
             while (r->hash[i]) i = (i + 1) & (RPL__HASH - 1);
             r->hash[i] = (short)(s + 1);
         }
@@ -677,13 +605,13 @@ static int rpl__slot(rpl_replay *r, const char *col) {
 rpl_replay *rpl_new(const rpl_map *m, const char *const *paths, int n_paths,
                     const rpl_opts *opts, char *errstr, size_t errstr_size) {
     if (n_paths < 1) {
-        rpl__err(errstr, errstr_size, "no data files");
+        props_err(errstr, errstr_size, "no data files");
         return NULL;
     }
     rpl_replay *r = calloc(1, sizeof *r);
     if (!r || !(r->files = calloc((size_t)n_paths, sizeof *r->files))) {
         free(r);
-        rpl__err(errstr, errstr_size, "out of memory");
+        props_err(errstr, errstr_size, "out of memory");
         return NULL;
     }
     r->m = m;
@@ -693,14 +621,14 @@ rpl_replay *rpl_new(const rpl_map *m, const char *const *paths, int n_paths,
         rpl__file *f = &r->files[i];
         f->path = strdup(paths[i]);
         if (!f->path) {
-            rpl__err(errstr, errstr_size, "out of memory");
+            props_err(errstr, errstr_size, "out of memory");
             rpl_destroy(r);
             return NULL;
         }
         const char *slash = strrchr(f->path, '/');
         f->base = slash ? slash + 1 : f->path;
         if (!*f->base || strlen(m->id_prefix) + strlen(f->base) >= RPL_ID_BASE_MAX) {
-            rpl__err(errstr, errstr_size,
+            props_err(errstr, errstr_size,
                      "%s: impression ids are id.prefix + file name + :line, and '%s%s' is not 1..%d bytes "
                      "(rename the file or shorten id.prefix)", f->path, m->id_prefix, f->base, RPL_ID_BASE_MAX - 1);
             rpl_destroy(r);
@@ -708,14 +636,14 @@ rpl_replay *rpl_new(const rpl_map *m, const char *const *paths, int n_paths,
         }
         for (int j = 0; j < i; j++)
             if (strcmp(r->files[j].base, f->base) == 0) {
-                rpl__err(errstr, errstr_size, "%s: same file name as %s, so their impression ids would collide "
+                props_err(errstr, errstr_size, "%s: same file name as %s, so their impression ids would collide "
                          "(replay them in separate runs with different id.prefix)", f->path, r->files[j].path);
                 rpl_destroy(r);
                 return NULL;
             }
         f->f = fopen(f->path, "r");
         if (!f->f) {
-            rpl__err(errstr, errstr_size, "%s: %s", f->path, strerror(errno));
+            props_err(errstr, errstr_size, "%s: %s", f->path, strerror(errno));
             rpl_destroy(r);
             return NULL;
         }
@@ -793,17 +721,17 @@ static int rpl__bad(rpl_replay *r, const char *fmt, ...) {
 }
 
 /* A value for an error message: at most RPL__SHOW bytes, then "...". */
-static const char *rpl__show(const char *v, char *buf, size_t n) {
-    if (strlen(v) <= RPL__SHOW) snprintf(buf, n, "%s", v);
-    else snprintf(buf, n, "%.*s...", RPL__SHOW, v);
-    return buf;
+static const char *rpl__show(const char *v, char *out, size_t n) {
+    if (strlen(v) <= RPL__SHOW) snprintf(out, n, "%s", v);
+    else snprintf(out, n, "%.*s...", RPL__SHOW, v);
+    return out;
 }
 
 /* "column 'x'" for csv and the raw format's leading columns, "field 'x'" for raw tokens. */
-static const char *rpl__what(const rpl_replay *r, int s, char *buf, size_t n) {
+static const char *rpl__what(const rpl_replay *r, int s, char *out, size_t n) {
     int field = r->m->format == RPL_ALICCP_RAW && r->slot_idx[s] < 0;
-    snprintf(buf, n, "%s '%s'", field ? "field" : "column", r->slot_col[s]);
-    return buf;
+    snprintf(out, n, "%s '%s'", field ? "field" : "column", r->slot_col[s]);
+    return out;
 }
 
 /* Parse a 0/1 label of slot s into *out. Returns 1, or 0 with the reason filled. */
@@ -827,7 +755,7 @@ static int rpl__int(rpl_replay *r, int s, int64_t *out, int optional) {
         if (optional) return 2;
         return rpl__bad(r, "%s is missing", rpl__what(r, s, w, sizeof w));
     }
-    int rc = rpl__parse_i64(v, out);
+    int rc = props_parse_i64(v, out);
     if (rc == 0) return 1;
     return rpl__bad(r, "%s: \"%s\" is %s", rpl__what(r, s, w, sizeof w), rpl__show(v, sh, sizeof sh),
                     rc == -2 ? "out of range for a 64-bit integer" : "not an integer");
@@ -1081,7 +1009,7 @@ int rpl_next(rpl_replay *r, m3_event *ev, char *errstr, size_t errstr_size) {
         else if (rc == 0) r->eof = 1;
     }
     if (r->fatal[0]) {
-        rpl__err(errstr, errstr_size, "%s", r->fatal);
+        props_err(errstr, errstr_size, "%s", r->fatal);
         return -1;
     }
     if (r->q_len && (!r->have_next || r->q[r->q_head].ts_ms <= r->next.ts_ms)) {
@@ -1097,7 +1025,7 @@ int rpl_next(rpl_replay *r, m3_event *ev, char *errstr, size_t errstr_size) {
     }
     if (!r->have_next) return 0;
     if (r->next_converted && rpl__enqueue(r) != 0) {
-        rpl__err(errstr, errstr_size, "%s", r->fatal);
+        props_err(errstr, errstr_size, "%s", r->fatal);
         return -1;
     }
     ev->type = M3_EV_IMPRESSION;

@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/hash.h"
+
 #define K 8               /* latent dimensions */
 #define N_AGE 7
 #define N_GENDER 3
@@ -34,15 +36,8 @@
 
 typedef struct { uint64_t s[4]; } rng;
 
-static uint64_t splitmix(uint64_t *x) {
-    uint64_t z = (*x += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
-
 static void rng_seed(rng *r, uint64_t seed) {
-    for (int i = 0; i < 4; i++) r->s[i] = splitmix(&seed);
+    for (int i = 0; i < 4; i++) r->s[i] = hash_splitmix64(&seed);
 }
 
 static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
@@ -284,24 +279,17 @@ static int sim__add_user(sim *s) {
     return 0;
 }
 
-sim *sim_new(const sim_cfg *c, char *errstr, size_t errstr_size) {
-    if (c->n_scen < 1 || c->n_scen > SIM_MAX_SCEN || c->n_users < 1 || c->n_items < 1 ||
-        c->n_impressions < 0 || c->rate_per_sec <= 0 || c->request_candidates < 1 ||
-        c->request_candidates > M3_CAND_MAX || c->difficulty <= 0 || !(c->noise >= 0) ||
-        !(c->taste >= 0) || !(c->mix >= 0) || !(c->new_users_per_1k >= 0) || !(c->intent >= 0) ||
-        !(c->visit_len < 1e6)) {
-        snprintf(errstr, errstr_size,
-                 "sim: bad configuration (scenarios 1..%d, users and items >= 1, rate > 0, "
-                 "candidates 1..%d, difficulty > 0; noise, taste, mix, new users and intent >= 0; "
-                 "visit length < 1e6)",
-                 SIM_MAX_SCEN, M3_CAND_MAX);
-        return NULL;
-    }
-    sim *s = calloc(1, sizeof *s);
-    if (!s) goto oom;
-    s->c = *c;
-    rng_seed(&s->r, c->seed);
-    rng *r = &s->r;
+static int sim__cfg_ok(const sim_cfg *c) {
+    return !(c->n_scen < 1 || c->n_scen > SIM_MAX_SCEN || c->n_users < 1 || c->n_items < 1 ||
+             c->n_impressions < 0 || c->rate_per_sec <= 0 || c->request_candidates < 1 ||
+             c->request_candidates > M3_CAND_MAX || c->difficulty <= 0 || !(c->noise >= 0) ||
+             !(c->taste >= 0) || !(c->mix >= 0) || !(c->new_users_per_1k >= 0) ||
+             !(c->intent >= 0) || !(c->visit_len < 1e6));
+}
+
+/* The world's fixed tables from the main stream, in the order that pins every later draw:
+ * segment tastes, categories, brands, the conversion rotation. */
+static void sim__draw_segments(sim *s, rng *r) {
     /* segment tastes: four profile parts sum to a taste of unit variance per dim */
     for (int i = 0; i < N_AGE; i++) { randvec(r, s->age0[i], 0.6); randvec(r, s->age1[i], 0.6); }
     for (int i = 0; i < N_GENDER; i++) { randvec(r, s->gen0[i], 0.5); randvec(r, s->gen1[i], 0.5); }
@@ -319,36 +307,44 @@ sim *sim_new(const sim_cfg *c, char *errstr, size_t errstr_size) {
     for (int i = 0; i < K; i++)
         for (int j = 0; j < K; j++)
             s->conv_rot[i][j] = (float)((i == j ? 0.6 : 0.0) + 0.8 * rng_normal(r) / sqrt(K));
-    {   /* g(price, rating), from its own stream so that every other draw stays as it was */
-        rng r2;
-        rng_seed(&r2, c->seed ^ 0x1234567ULL);
-        for (int j = 0; j < NUM_H; j++) {
-            s->num_w1[j][0] = (float)(1.5 * rng_normal(&r2));
-            s->num_w1[j][1] = (float)(1.5 * rng_normal(&r2));
-            s->num_b1[j] = (float)rng_normal(&r2);
-        }
-        for (int k = 0; k < K; k++)
-            for (int j = 0; j < NUM_H; j++) s->num_w2[k][j] = (float)(rng_normal(&r2) / sqrt(NUM_H));
+}
+
+/* g(price, rating), from its own stream so that every other draw stays as it was. */
+static void sim__draw_numeric_map(sim *s, uint64_t seed) {
+    rng r2;
+    rng_seed(&r2, seed ^ 0x1234567ULL);
+    for (int j = 0; j < NUM_H; j++) {
+        s->num_w1[j][0] = (float)(1.5 * rng_normal(&r2));
+        s->num_w1[j][1] = (float)(1.5 * rng_normal(&r2));
+        s->num_b1[j] = (float)rng_normal(&r2);
     }
-    {   /* the scenarios' relevance maps (scenario conflict), from a stream of their own too */
-        static const double own_of[] = {0.4, 0.7, 0.2};   /* home, search, product */
-        rng r3;
-        rng_seed(&r3, c->seed ^ 0x5ce7a410ULL);
-        for (int k = 0; k < SIM_MAX_SCEN; k++) {
-            double own = c->conflict * (k < 3 ? own_of[k] : 0.5);
-            if (own > 1) own = 1;
-            double shared = sqrt(1.0 - own * own);
-            for (int i = 0; i < K; i++)
-                for (int j = 0; j < K; j++)
-                    s->scen_rot[k][i][j] =
-                        (float)((i == j ? shared : 0.0) + own * rng_normal(&r3) / sqrt(K));
-        }
+    for (int k = 0; k < K; k++)
+        for (int j = 0; j < NUM_H; j++) s->num_w2[k][j] = (float)(rng_normal(&r2) / sqrt(NUM_H));
+}
+
+/* The scenarios' relevance maps (scenario conflict), from a stream of their own too. */
+static void sim__draw_scenario_maps(sim *s, const sim_cfg *c) {
+    static const double own_of[] = {0.4, 0.7, 0.2};   /* home, search, product */
+    rng r3;
+    rng_seed(&r3, c->seed ^ 0x5ce7a410ULL);
+    for (int k = 0; k < SIM_MAX_SCEN; k++) {
+        double own = c->conflict * (k < 3 ? own_of[k] : 0.5);
+        if (own > 1) own = 1;
+        double shared = sqrt(1.0 - own * own);
+        for (int i = 0; i < K; i++)
+            for (int j = 0; j < K; j++)
+                s->scen_rot[k][i][j] =
+                    (float)((i == j ? shared : 0.0) + own * rng_normal(&r3) / sqrt(K));
     }
+}
+
+/* Context biases, and per scenario: shares, base rates, how much relevance vs quality
+ * matters. */
+static void sim__set_scenarios(sim *s, const sim_cfg *c, rng *r) {
     for (int h = 0; h < N_HOUR; h++)
         s->hour_bias[h] = (float)(0.35 * sin(6.283185307179586 * (h - 8) / 24.0));
     for (int d = 0; d < N_DEVICE; d++) s->device_bias[d] = (float)(0.25 * rng_normal(r));
     for (int t = 0; t < N_TIER; t++) s->tier_price_sens[t] = (float)(1.2 - 0.3 * t);
-    /* scenarios: shares, base rates, how much relevance vs quality matters */
     static const float share[] = {0.60f, 0.30f, 0.10f};
     static const float ctr[] = {0.05f, 0.10f, 0.07f};
     static const float cvr[] = {0.10f, 0.15f, 0.22f};
@@ -366,11 +362,15 @@ sim *sim_new(const sim_cfg *c, char *errstr, size_t errstr_size) {
         s->a_conv[i] = 0.5f;
     }
     for (int i = 0; i < c->n_scen; i++) s->scen_share_cum[i] /= tot;
-    /* users */
+}
+
+/* The initial users (main stream), their habits (own stream) and the initial items.
+ * Returns 0, or -1 when out of memory. */
+static int sim__draw_population(sim *s, const sim_cfg *c, rng *r) {
     s->cap_users = c->n_users;
     s->users = calloc((size_t)s->cap_users, sizeof *s->users);
     s->user_cum = calloc((size_t)s->cap_users, sizeof *s->user_cum);
-    if (!s->users || !s->user_cum) goto oom;
+    if (!s->users || !s->user_cum) return -1;
     double cum = 0;
     for (int u = 0; u < c->n_users; u++) {
         cum += sim__draw_user(s, r, &s->users[u]);
@@ -384,7 +384,28 @@ sim *sim_new(const sim_cfg *c, char *errstr, size_t errstr_size) {
     rng_seed(&s->rv, c->seed ^ 0x7a15175eULL);
     for (int u = 0; u < c->n_users; u++) sim__draw_habits(s, &s->users[u]);
     for (int i = 0; i < c->n_items; i++)
-        if (sim__add_item(s, -1) != 0) goto oom;
+        if (sim__add_item(s, -1) != 0) return -1;
+    return 0;
+}
+
+sim *sim_new(const sim_cfg *c, char *errstr, size_t errstr_size) {
+    if (!sim__cfg_ok(c)) {
+        snprintf(errstr, errstr_size,
+                 "sim: bad configuration (scenarios 1..%d, users and items >= 1, rate > 0, "
+                 "candidates 1..%d, difficulty > 0; noise, taste, mix, new users and intent >= 0; "
+                 "visit length < 1e6)",
+                 SIM_MAX_SCEN, M3_CAND_MAX);
+        return NULL;
+    }
+    sim *s = calloc(1, sizeof *s);
+    if (!s) goto oom;
+    s->c = *c;
+    rng_seed(&s->r, c->seed);
+    sim__draw_segments(s, &s->r);
+    sim__draw_numeric_map(s, c->seed);
+    sim__draw_scenario_maps(s, c);
+    sim__set_scenarios(s, c, &s->r);
+    if (sim__draw_population(s, c, &s->r) != 0) goto oom;
     s->cands = calloc((size_t)c->request_candidates, sizeof *s->cands);
     if (!s->cands) goto oom;
     s->now_ms = c->start_ms;
@@ -654,6 +675,54 @@ static void make_request(sim *s, m3_event *ev, sim_truth *tr) {
     s->st.requests++;
 }
 
+/* The due conversion at the top of the heap as ev. */
+static void emit_conversion(sim *s, m3_event *ev, sim_truth *tr) {
+    sim_due d = heap_pop(s);
+    memset(ev, 0, sizeof *ev);
+    ev->type = M3_EV_CONVERSION;
+    m3_conversion *cv = &ev->u.conv;
+    snprintf(cv->conversion_id, sizeof cv->conversion_id, "conv-%llu-%lld", (unsigned long long)s->c.seed, (long long)d.imp_seq);
+    snprintf(cv->impression_id, sizeof cv->impression_id, "imp-%llu-%lld", (unsigned long long)s->c.seed, (long long)d.imp_seq);
+    cv->ts_ms = d.ts;
+    snprintf(cv->scenario, sizeof cv->scenario, "%s", s->c.scen_names[d.scen]);
+    cv->user_id = d.user_id;
+    cv->item_id = d.item_id;
+    memset(tr, 0, sizeof *tr);
+    tr->scen = d.scen;
+}
+
+/* New items and newcomers due by now. Returns 0, or -1 when out of memory. */
+static int grow(sim *s) {
+    s->new_item_credit += s->c.new_items_per_1k / 1000.0;
+    while (s->new_item_credit >= 1.0) {
+        if (sim__add_item(s, s->seq) != 0) return -1;
+        s->new_item_credit -= 1.0;
+    }
+    s->new_user_credit += s->c.new_users_per_1k / 1000.0;
+    while (s->new_user_credit >= 1.0) {
+        if (sim__add_user(s) != 0) return -1;
+        s->new_user_credit -= 1.0;
+    }
+    return 0;
+}
+
+/* Impression number s->seq of user ui and item ii as ev. */
+static void fill_impression(const sim *s, m3_event *ev, int ui, int ii, int sc, int hour,
+                            int device, int clicked) {
+    memset(ev, 0, sizeof *ev);
+    ev->type = M3_EV_IMPRESSION;
+    m3_impression *im = &ev->u.imp;
+    snprintf(im->impression_id, sizeof im->impression_id, "imp-%llu-%lld", (unsigned long long)s->c.seed, (long long)s->seq);
+    im->ts_ms = s->now_ms;
+    snprintf(im->scenario, sizeof im->scenario, "%s", s->c.scen_names[sc]);
+    im->user_id = user_id_of(ui);
+    im->item_id = item_id_of(ii);
+    user_fields(&s->users[ui], &im->user_cat, &im->user_num);
+    item_fields(&s->items[ii], &im->item_cat, &im->item_num);
+    ctx_fields(&im->ctx_cat, hour, device);
+    im->clicked = clicked;
+}
+
 int sim_next(sim *s, m3_event *ev, sim_truth *tr) {
     int more = s->seq < s->c.n_impressions;
     rng *r = &s->r;
@@ -666,18 +735,7 @@ int sim_next(sim *s, m3_event *ev, sim_truth *tr) {
     }
     /* a due conversion comes first when it is not later than the next event */
     if (s->n_heap && (!more || s->heap[0].ts <= s->next_ms)) {
-        sim_due d = heap_pop(s);
-        memset(ev, 0, sizeof *ev);
-        ev->type = M3_EV_CONVERSION;
-        m3_conversion *cv = &ev->u.conv;
-        snprintf(cv->conversion_id, sizeof cv->conversion_id, "conv-%llu-%lld", (unsigned long long)s->c.seed, (long long)d.imp_seq);
-        snprintf(cv->impression_id, sizeof cv->impression_id, "imp-%llu-%lld", (unsigned long long)s->c.seed, (long long)d.imp_seq);
-        cv->ts_ms = d.ts;
-        snprintf(cv->scenario, sizeof cv->scenario, "%s", s->c.scen_names[d.scen]);
-        cv->user_id = d.user_id;
-        cv->item_id = d.item_id;
-        memset(tr, 0, sizeof *tr);
-        tr->scen = d.scen;
+        emit_conversion(s, ev, tr);
         return 1;
     }
     if (!more) return 0;
@@ -687,16 +745,7 @@ int sim_next(sim *s, m3_event *ev, sim_truth *tr) {
         make_request(s, ev, tr);
         return 1;
     }
-    s->new_item_credit += s->c.new_items_per_1k / 1000.0;
-    while (s->new_item_credit >= 1.0) {
-        if (sim__add_item(s, s->seq) != 0) return 0;
-        s->new_item_credit -= 1.0;
-    }
-    s->new_user_credit += s->c.new_users_per_1k / 1000.0;
-    while (s->new_user_credit >= 1.0) {
-        if (sim__add_user(s) != 0) return 0;
-        s->new_user_credit -= 1.0;
-    }
+    if (grow(s) != 0) return 0;
     const float *intent;
     int ui = pick_visit(s, &intent), ii = pick_item(s);
     sim_user *u = &s->users[ui];
@@ -714,18 +763,7 @@ int sim_next(sim *s, m3_event *ev, sim_truth *tr) {
         sim_due d = {s->now_ms + delay, s->seq, sc, user_id_of(ui), item_id_of(ii)};
         if (heap_push(s, &d) != 0) return 0;
     }
-    memset(ev, 0, sizeof *ev);
-    ev->type = M3_EV_IMPRESSION;
-    m3_impression *im = &ev->u.imp;
-    snprintf(im->impression_id, sizeof im->impression_id, "imp-%llu-%lld", (unsigned long long)s->c.seed, (long long)s->seq);
-    im->ts_ms = s->now_ms;
-    snprintf(im->scenario, sizeof im->scenario, "%s", s->c.scen_names[sc]);
-    im->user_id = user_id_of(ui);
-    im->item_id = item_id_of(ii);
-    user_fields(u, &im->user_cat, &im->user_num);
-    item_fields(it, &im->item_cat, &im->item_num);
-    ctx_fields(&im->ctx_cat, hour, device);
-    im->clicked = clicked;
+    fill_impression(s, ev, ui, ii, sc, hour, device, clicked);
     tr->scen = sc;
     tr->p_click = (float)pc;
     tr->p_conv = (float)pv;

@@ -1,0 +1,50 @@
+/* props.h - the properties-file reader the worker configuration (config/cfg) and the replay
+ * mappings (eval/replay) share: Java-properties style `key=value` lines, `#` or `!`
+ * comments, blank lines; errors as `file:line: message`; "did you mean" suggestions.
+ *
+ * The reader knows no keys: a caller hands it a function that applies one line. */
+#ifndef M3_PROPS_H
+#define M3_PROPS_H
+#include <stddef.h>
+#include <stdint.h>
+
+/* Apply one setting: line is a trimmed, non-blank, non-comment line of origin (a path) at
+ * lineno (1-based). Returns 0, or -1 with errstr filled (the whole message, where: part
+ * included); loading stops at the first -1. */
+typedef int (*props_line_fn)(void *ctx, const char *line, const char *origin, int lineno,
+                             char *errstr, size_t errstr_size);
+
+/* Format a message into errstr (nothing when errstr is NULL or errstr_size 0). */
+void props_err(char *errstr, size_t errstr_size, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Trim blanks on both sides of s in place; returns the first non-blank character. */
+char *props_trim(char *s);
+
+/* Read the file at path line by line and hand every setting line to apply(ctx, ...).
+ * Returns 0; or -1 with errstr = "path: <strerror>" when the file cannot be opened,
+ * apply's message when a line is refused (the lines before it stay applied), or
+ * "path: read error after line N" when reading fails. */
+int props_load(const char *path, props_line_fn apply, void *ctx, char *errstr,
+               size_t errstr_size);
+
+/* Cut `key=value` (in place) at its first '=' into trimmed *key and *value. Returns 0, or
+ * -1 when line has no '=' (then *key is the whole line, trimmed). */
+int props_split(char *line, char **key, char **value);
+
+/* The origin of a setting in messages: "origin:line", or "origin" when line <= 0. */
+void props_where(char *out, size_t n, const char *origin, int line);
+
+/* Parse a whole base-10 integer with an optional sign and no blanks. Returns 0, -1 when s
+ * is not an integer, -2 when it is out of range for int64_t (*out is set only on 0). */
+int props_parse_i64(const char *s, int64_t *out);
+
+/* The Levenshtein distance of a and b; PROPS_FAR when either is longer than 63 bytes. */
+#define PROPS_FAR 1000
+int props_distance(const char *a, const char *b);
+
+/* The first of the n names closest to name (the smallest props_distance), when that
+ * distance is at most max_distance; else NULL. */
+const char *props_closest(const char *name, const char *const *names, int n, int max_distance);
+
+#endif
