@@ -212,66 +212,58 @@ static int state__check_config(state *st, const char *layout, char *msg, size_t 
     return rc;
 }
 
-/* The dense parameters and their optimizer state; none: a fresh model. */
-static int state__restore_dense(state *st, char *msg, size_t n) {
+/* Read meta record name and, when present, hand it to apply (which fills msg when it
+ * refuses it). Returns 1 when present and applied, 0 when absent, -1 with msg. */
+typedef int (*state__apply_fn)(state *st, const void *val, size_t len, char *msg, size_t n);
+
+static int state__restore_meta(state *st, const char *name, state__apply_fn apply, char *msg,
+                               size_t n) {
     void *val = NULL;
     size_t len = 0;
-    char e2[512];
-    int rc = state__get_meta(st, STORE_KEY_DENSE, &val, &len, msg, n);
-    if (rc < 0) return -1;
-    st->fresh = rc == 0;
-    if (rc == 1 && m3_blob_load(st->m, val, len, e2, sizeof e2) != 0) {
-        snprintf(msg, n, "store %s: its dense parameters do not fit this configuration (%s); "
-                 "its state was not changed; run with the configuration the store was written "
-                 "with, "
-                 "or give this worker an empty store.dir", st->dir, e2);
-        rc = -1;
-    }
+    int rc = state__get_meta(st, name, &val, &len, msg, n);
+    if (rc == 1 && apply(st, val, len, msg, n) != 0) rc = -1;
     free(val);
-    return rc < 0 ? -1 : 0;
+    return rc;
+}
+
+/* The dense parameters and their optimizer state. */
+static int state__apply_dense(state *st, const void *val, size_t len, char *msg, size_t n) {
+    char e2[512];
+    if (m3_blob_load(st->m, val, len, e2, sizeof e2) == 0) return 0;
+    snprintf(msg, n, "store %s: its dense parameters do not fit this configuration (%s); "
+             "its state was not changed; run with the configuration the store was written "
+             "with, "
+             "or give this worker an empty store.dir", st->dir, e2);
+    return -1;
 }
 
 /* The learner's stream state and counters. */
-static int state__restore_learner(state *st, char *msg, size_t n) {
-    void *val = NULL;
-    size_t len = 0;
+static int state__apply_learner(state *st, const void *val, size_t len, char *msg, size_t n) {
     char e2[512];
-    int rc = state__get_meta(st, STATE__KEY_LEARNER, &val, &len, msg, n);
-    if (rc == 1 && lrn_state_load(st->L, val, len, e2, sizeof e2) != 0) {
-        snprintf(msg, n, "store %s: cannot restore the learner: %s", st->dir, e2);
-        rc = -1;
-    }
-    free(val);
-    return rc < 0 ? -1 : 0;
+    if (lrn_state_load(st->L, val, len, e2, sizeof e2) == 0) return 0;
+    snprintf(msg, n, "store %s: cannot restore the learner: %s", st->dir, e2);
+    return -1;
 }
 
 /* The expiry clock and the sketch's sightings since its last halving. */
-static int state__restore_stream(state *st, char *msg, size_t n) {
-    void *val = NULL;
-    size_t len = 0;
+static int state__apply_stream(state *st, const void *val, size_t len, char *msg, size_t n) {
     int64_t stream[2];
-    int rc = state__get_meta(st, STATE__KEY_STREAM, &val, &len, msg, n);
-    if (rc == 1 && len != sizeof stream) {
+    if (len != sizeof stream) {
         snprintf(msg, n, "store %s: malformed stream record", st->dir);
-        rc = -1;
-    } else if (rc == 1) {
-        memcpy(stream, val, sizeof stream);
-        st->clock = stream[0];
-        st->sketch_adds = (uint64_t)stream[1];
+        return -1;
     }
-    free(val);
-    return rc < 0 ? -1 : 0;
+    memcpy(stream, val, sizeof stream);
+    st->clock = stream[0];
+    st->sketch_adds = (uint64_t)stream[1];
+    return 0;
 }
 
-/* The admission sketch (when admission is on; a record of another size is ignored). */
-static int state__restore_admit(state *st, char *msg, size_t n) {
-    if (!st->sketch) return 0;
-    void *val = NULL;
-    size_t len = 0;
-    int rc = state__get_meta(st, STATE__KEY_ADMIT, &val, &len, msg, n);
-    if (rc == 1 && len == 2 * (size_t)STATE__SKETCH_W) memcpy(st->sketch, val, len);
-    free(val);
-    return rc < 0 ? -1 : 0;
+/* The admission sketch (a record of another size is ignored). */
+static int state__apply_admit(state *st, const void *val, size_t len, char *msg, size_t n) {
+    (void)msg;
+    (void)n;
+    if (len == 2 * (size_t)STATE__SKETCH_W) memcpy(st->sketch, val, len);
+    return 0;
 }
 
 static int state__restore(state *st, const char *layout, char *msg, size_t n) {
@@ -280,8 +272,13 @@ static int state__restore(state *st, const char *layout, char *msg, size_t n) {
         st->fresh = 1;
         return 0;
     }
-    if (rc < 0 || state__restore_dense(st, msg, n) != 0 || state__restore_learner(st, msg, n) != 0 ||
-        state__restore_stream(st, msg, n) != 0 || state__restore_admit(st, msg, n) != 0)
+    if (rc < 0) return -1;
+    rc = state__restore_meta(st, STORE_KEY_DENSE, state__apply_dense, msg, n);
+    if (rc < 0) return -1;
+    st->fresh = rc == 0;   /* no dense parameters: a fresh model */
+    if (state__restore_meta(st, STATE__KEY_LEARNER, state__apply_learner, msg, n) < 0 ||
+        state__restore_meta(st, STATE__KEY_STREAM, state__apply_stream, msg, n) < 0 ||
+        (st->sketch && state__restore_meta(st, STATE__KEY_ADMIT, state__apply_admit, msg, n) < 0))
         return -1;
     if (store_get_offsets(st->s, state__offset_cb, st, msg, n) < 0) return -1;
     state__restore_ctx c = {st, msg, n, 0};
