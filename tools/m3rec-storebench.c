@@ -25,10 +25,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 #include <rocksdb/c.h>
 
+#include "base/clock.h"
+#include "base/hash.h"
 #include "state/store.h"
 
 #define ROW_FLOATS 32 /* 16 embedding + 16 optimizer state */
@@ -43,19 +44,6 @@ static void usage(void) {
 static void die(const char *what, const char *err) {
     fprintf(stderr, "m3rec-storebench: %s: %s\n", what, err);
     exit(1);
-}
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-/* CPU time of the calling thread (user + system): robust to other load on the machine. */
-static double cpu_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
 static uint64_t rng_state;
@@ -133,7 +121,7 @@ static void count_cb(void *opaque, size_t i, const void *val, size_t vlen) {
 /* Fill keys with K ids: present ones sampled from ids[], absent ones fresh random. */
 static void pick_keys(uint64_t *keys, int k, const uint64_t *ids, long n_ids, double present) {
     for (int i = 0; i < k; i++) {
-        double u = (double)(rng_next() >> 11) / 9007199254740992.0;
+        double u = hash_unit(rng_next());
         keys[i] = u < present ? ids[rng_next() % (uint64_t)n_ids] : rng_next();
     }
 }
@@ -151,11 +139,11 @@ static void bench_reads(store *s, const uint64_t *ids, long n_ids, int calls, in
         double cpu = 0;
         for (int i = 0; i < calls; i++) {
             pick_keys(keys, k, ids, n_ids, mixes[m].present);
-            double t0 = now_s(), c0 = cpu_s();
+            double t0 = clk_mono_s(), c0 = clk_thread_cpu_s();
             if (store_multi_get_u64(s, STORE_EMB, keys, (size_t)k, count_cb, &c, err, sizeof(err)) < 0)
                 die("multi-get", err);
-            cpu += cpu_s() - c0;
-            us[i] = (now_s() - t0) * 1e6;
+            cpu += clk_thread_cpu_s() - c0;
+            us[i] = (clk_mono_s() - t0) * 1e6;
         }
         print_latency(mixes[m].name, us, calls, cpu, c.found, k);
     }
@@ -207,7 +195,7 @@ static void compare_apis(const char *dir, const uint64_t *ids, long n_ids, int c
                 ks[j] = 8;
                 cfs[j] = h[1];
             }
-            double t0 = now_s(), c0 = cpu_s();
+            double t0 = clk_mono_s(), c0 = clk_thread_cpu_s();
             if (api == 0) {
                 rocksdb_batched_multi_get_cf(db, ro, h[1], (size_t)k, kp, ks, ps, errs, false);
                 for (int j = 0; j < k; j++) {
@@ -228,8 +216,8 @@ static void compare_apis(const char *dir, const uint64_t *ids, long n_ids, int c
                     if (v) { found[api]++; free(v); }
                 }
             }
-            cpu[api] += cpu_s() - c0;
-            us[api][i] = (now_s() - t0) * 1e6;
+            cpu[api] += clk_thread_cpu_s() - c0;
+            us[api][i] = (clk_mono_s() - t0) * 1e6;
         }
     }
     for (int api = 0; api < 3; api++) {
@@ -246,132 +234,165 @@ static void compare_apis(const char *dir, const uint64_t *ids, long n_ids, int c
     rocksdb_options_destroy(o);
 }
 
-int main(int argc, char **argv) {
-    const char *dir = "/tmp/m3rec-storebench";
-    long rows = 1000000, batch = 20000, seed = 1;
-    int calls = 2000, k = 256, sync = 1, dense_kb = 0, keep = 0;
+/* The command line. */
+typedef struct {
+    const char *dir;
+    long rows, batch, seed;
+    int calls, k, sync, dense_kb, keep;
     store_opts so;
-    store_opts_default(&so);
+} bench_args;
+
+/* Parse argv into a; 0, or -1 on a bad argument (after the usage). */
+static int parse_args(bench_args *a, int argc, char **argv) {
+    *a = (bench_args){.dir = "/tmp/m3rec-storebench", .rows = 1000000, .batch = 20000,
+                      .seed = 1, .calls = 2000, .k = 256, .sync = 1};
+    store_opts_default(&a->so);
     for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "--keep")) { keep = 1; continue; }
-        if (!v) { usage(); return 2; }
+        const char *o = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(o, "--keep")) { a->keep = 1; continue; }
+        if (!v) { usage(); return -1; }
         i++;
-        if (!strcmp(a, "--dir")) dir = v;
-        else if (!strcmp(a, "--rows")) rows = atol(v);
-        else if (!strcmp(a, "--batch")) batch = atol(v);
-        else if (!strcmp(a, "--calls")) calls = atoi(v);
-        else if (!strcmp(a, "--keys")) k = atoi(v);
-        else if (!strcmp(a, "--sync")) sync = atoi(v);
-        else if (!strcmp(a, "--compression")) so.compression = atoi(v);
-        else if (!strcmp(a, "--block-cache-mb")) so.block_cache_mb = atoi(v);
-        else if (!strcmp(a, "--bloom-bits")) so.bloom_bits = atoi(v);
-        else if (!strcmp(a, "--dense-kb")) dense_kb = atoi(v);
-        else if (!strcmp(a, "--seed")) seed = atol(v);
-        else { usage(); return 2; }
+        if (!strcmp(o, "--dir")) a->dir = v;
+        else if (!strcmp(o, "--rows")) a->rows = atol(v);
+        else if (!strcmp(o, "--batch")) a->batch = atol(v);
+        else if (!strcmp(o, "--calls")) a->calls = atoi(v);
+        else if (!strcmp(o, "--keys")) a->k = atoi(v);
+        else if (!strcmp(o, "--sync")) a->sync = atoi(v);
+        else if (!strcmp(o, "--compression")) a->so.compression = atoi(v);
+        else if (!strcmp(o, "--block-cache-mb")) a->so.block_cache_mb = atoi(v);
+        else if (!strcmp(o, "--bloom-bits")) a->so.bloom_bits = atoi(v);
+        else if (!strcmp(o, "--dense-kb")) a->dense_kb = atoi(v);
+        else if (!strcmp(o, "--seed")) a->seed = atol(v);
+        else { usage(); return -1; }
     }
-    if (rows < 1 || batch < 1 || calls < 1 || k < 1 || dense_kb < 0) { usage(); return 2; }
-    rng_state = 0x9E3779B97F4A7C15ull ^ (uint64_t)seed;
+    if (a->rows < 1 || a->batch < 1 || a->calls < 1 || a->k < 1 || a->dense_kb < 0) {
+        usage();
+        return -1;
+    }
+    return 0;
+}
 
+/* Remove a previous run's store at dir; refuse anything else there. */
+static void clear_dir(const char *dir) {
     struct stat st;
-    if (stat(dir, &st) == 0) {
-        char current[4096];
-        snprintf(current, sizeof(current), "%s/CURRENT", dir);
-        if (access(current, F_OK) == 0) rm_rf(dir);           /* a store: a previous run's */
-        else if (rmdir(dir) != 0) die(dir, "exists and is not a store: refusing to delete it");
-    }
-    char err[1024];
-    store *s = store_open(dir, &so, err, sizeof(err));
-    if (!s) die("open", err);
-    printf("store %s: compression %s, block cache %d MB, write buffer %d MB, bloom %d bits, "
-           "max_open_files %d\n", dir, store_compression(s), so.block_cache_mb,
-           so.write_buffer_mb, so.bloom_bits, so.max_open_files);
+    if (stat(dir, &st) != 0) return;
+    char current[4096];
+    snprintf(current, sizeof(current), "%s/CURRENT", dir);
+    if (access(current, F_OK) == 0) rm_rf(dir);           /* a store: a previous run's */
+    else if (rmdir(dir) != 0) die(dir, "exists and is not a store: refusing to delete it");
+}
 
-    /* 1. write */
-    uint64_t *ids = malloc(sizeof(uint64_t) * (size_t)rows);
-    unsigned char *dense = dense_kb ? calloc((size_t)dense_kb, 1024) : NULL;
+/* 1. write: rows random ids (into ids[]) in checkpoint batches, each with the offsets and
+ * the dense blob, committed as the worker's checkpoint does. */
+static void bench_write(store *s, const bench_args *a, uint64_t *ids) {
+    char err[1024];
+    unsigned char *dense = a->dense_kb ? calloc((size_t)a->dense_kb, 1024) : NULL;
     store_batch *b = store_batch_new(s);
-    if (!ids || !b || (dense_kb && !dense)) die("setup", "out of memory");
+    if (!b || (a->dense_kb && !dense)) die("setup", "out of memory");
     float row[ROW_FLOATS];
-    double t0 = now_s(), cpu0 = cpu_s(), commit_s = 0, commit_max = 0;
+    double t0 = clk_mono_s(), cpu0 = clk_thread_cpu_s(), commit_s = 0, commit_max = 0;
     long n_batches = 0;
-    for (long r = 0; r < rows; r++) {
+    for (long r = 0; r < a->rows; r++) {
         ids[r] = rng_next();
         make_row(row);
         store_batch_put_u64(b, STORE_EMB, ids[r], row, sizeof(row));
-        if ((r + 1) % batch == 0 || r + 1 == rows) {
-            store_put_offset(b, "m3.events.feed", 0, r + 1);
-            if (dense) store_batch_put(b, STORE_META, STORE_KEY_DENSE, strlen(STORE_KEY_DENSE),
-                                      dense, (size_t)dense_kb * 1024);
-            double c0 = now_s();
-            if (store_commit(s, b, sync, err, sizeof(err)) != 0) die("commit", err);
-            double dt = now_s() - c0;
-            commit_s += dt;
-            if (dt > commit_max) commit_max = dt;
-            n_batches++;
-        }
+        if ((r + 1) % a->batch != 0 && r + 1 != a->rows) continue;
+        store_put_offset(b, "m3.events.feed", 0, r + 1);
+        if (dense) store_batch_put(b, STORE_META, STORE_KEY_DENSE, strlen(STORE_KEY_DENSE),
+                                  dense, (size_t)a->dense_kb * 1024);
+        double c0 = clk_mono_s();
+        if (store_commit(s, b, a->sync, err, sizeof(err)) != 0) die("commit", err);
+        double dt = clk_mono_s() - c0;
+        commit_s += dt;
+        if (dt > commit_max) commit_max = dt;
+        n_batches++;
     }
-    double wall = now_s() - t0, cpu_write = cpu_s() - cpu0;
+    double wall = clk_mono_s() - t0, cpu_write = clk_thread_cpu_s() - cpu0;
     store_stats stats;
     store_stats_get(s, &stats);
     printf("write: %ld rows in %ld batches of %ld (sync=%d%s): %.2f s, %.0f rows/s, "
            "%.1f MB/s of batches; commit mean %.1f ms, max %.1f ms; writer thread cpu "
            "%.2f us/row (incl. making rows)\n",
-           rows, n_batches, batch, sync, dense ? ", with dense blob" : "", wall, rows / wall,
-           stats.bytes_written / wall / 1e6, commit_s / n_batches * 1e3, commit_max * 1e3,
-           cpu_write * 1e6 / rows);
+           a->rows, n_batches, a->batch, a->sync, dense ? ", with dense blob" : "", wall,
+           a->rows / wall, stats.bytes_written / wall / 1e6, commit_s / n_batches * 1e3,
+           commit_max * 1e3, cpu_write * 1e6 / a->rows);
+    store_batch_destroy(b);
+    free(dense);
+}
 
-    /* 2. reads on the store as written (memtable + fresh L0/L1 files) */
-    bench_reads(s, ids, rows, calls, k, "just written");
-
-    /* 3. close / reopen */
-    t0 = now_s();
+/* 3-4. Close with flush, bytes on disk, reopen and read again (cold, then warm cache).
+ * Returns the reopened store. */
+static store *bench_reopen(store *s, const bench_args *a, const uint64_t *ids) {
+    char err[1024];
+    double t0 = clk_mono_s();
     if (store_close(s, 1, err, sizeof(err)) != 0) die("close", err);
-    printf("close with flush: %.3f s\n", now_s() - t0);
+    printf("close with flush: %.3f s\n", clk_mono_s() - t0);
     long long all, sst;
-    disk_usage(dir, &all, &sst);
+    disk_usage(a->dir, &all, &sst);
     printf("disk: %.1f MB in all files, %.1f MB of SST: %.1f bytes/row (SST %.1f; raw key+value %d)\n",
-           all / 1e6, sst / 1e6, (double)all / rows, (double)sst / rows,
+           all / 1e6, sst / 1e6, (double)all / a->rows, (double)sst / a->rows,
            8 + ROW_FLOATS * (int)sizeof(float));
-    t0 = now_s();
-    s = store_open(dir, &so, err, sizeof(err));
+    t0 = clk_mono_s();
+    s = store_open(a->dir, &a->so, err, sizeof(err));
     if (!s) die("reopen", err);
-    printf("reopen after flushing close (%ld rows): %.3f s\n", rows, now_s() - t0);
+    printf("reopen after flushing close (%ld rows): %.3f s\n", a->rows, clk_mono_s() - t0);
     uint64_t v = 0;
     store_property(s, STORE_EMB, "rocksdb.estimate-num-keys", &v);
     printf("  estimate-num-keys(emb) %llu\n", (unsigned long long)v);
-    bench_reads(s, ids, rows, calls, k, "reopened, block cache cold, OS page cache warm");
-    bench_reads(s, ids, rows, calls, k, "second pass, block cache warm");
+    bench_reads(s, ids, a->rows, a->calls, a->k, "reopened, block cache cold, OS page cache warm");
+    bench_reads(s, ids, a->rows, a->calls, a->k, "second pass, block cache warm");
     uint64_t readers = 0, cache_use = 0;
     store_property(s, STORE_EMB, "rocksdb.estimate-table-readers-mem", &readers);
     store_property(s, STORE_EMB, "rocksdb.block-cache-usage", &cache_use);
     printf("memory: SST index+filter (table readers) of emb %.1f MB (%.1f bytes/row), block cache "
-           "in use %.1f MB\n", readers / 1e6, (double)readers / rows, cache_use / 1e6);
-    store_batch_destroy(b);
+           "in use %.1f MB\n", readers / 1e6, (double)readers / a->rows, cache_use / 1e6);
+    return s;
+}
 
-    /* the same after a close without flush: the last rows are replayed from the WAL */
-    b = store_batch_new(s);
-    long extra = batch * 5 < rows ? batch * 5 : rows;
+/* The same after a close without flush: the last rows are replayed from the WAL. Closes s. */
+static void bench_wal_replay(store *s, const bench_args *a, const uint64_t *ids) {
+    char err[1024];
+    float row[ROW_FLOATS];
+    store_batch *b = store_batch_new(s);
+    if (!b) die("setup", "out of memory");
+    long extra = a->batch * 5 < a->rows ? a->batch * 5 : a->rows;
     for (long r = 0; r < extra; r++) {
         make_row(row);
         store_batch_put_u64(b, STORE_EMB, ids[r], row, sizeof(row));
-        if ((r + 1) % batch == 0 || r + 1 == extra)
-            if (store_commit(s, b, sync, err, sizeof(err)) != 0) die("commit", err);
+        if ((r + 1) % a->batch == 0 || r + 1 == extra)
+            if (store_commit(s, b, a->sync, err, sizeof(err)) != 0) die("commit", err);
     }
     store_batch_destroy(b);
     store_destroy(s);
-    t0 = now_s();
-    s = store_open(dir, &so, err, sizeof(err));
+    double t0 = clk_mono_s();
+    s = store_open(a->dir, &a->so, err, sizeof(err));
     if (!s) die("reopen", err);
     printf("reopen after close without flush (WAL of %ld rewritten rows replayed): %.3f s\n",
-           extra, now_s() - t0);
+           extra, clk_mono_s() - t0);
     store_destroy(s);
+}
 
+int main(int argc, char **argv) {
+    bench_args a;
+    if (parse_args(&a, argc, argv) != 0) return 2;
+    rng_state = 0x9E3779B97F4A7C15ull ^ (uint64_t)a.seed;
+    clear_dir(a.dir);
+    char err[1024];
+    store *s = store_open(a.dir, &a.so, err, sizeof(err));
+    if (!s) die("open", err);
+    printf("store %s: compression %s, block cache %d MB, write buffer %d MB, bloom %d bits, "
+           "max_open_files %d\n", a.dir, store_compression(s), a.so.block_cache_mb,
+           a.so.write_buffer_mb, a.so.bloom_bits, a.so.max_open_files);
+    uint64_t *ids = malloc(sizeof(uint64_t) * (size_t)a.rows);
+    if (!ids) die("setup", "out of memory");
+    bench_write(s, &a, ids);
+    /* 2. reads on the store as written (memtable + fresh L0/L1 files) */
+    bench_reads(s, ids, a.rows, a.calls, a.k, "just written");
+    s = bench_reopen(s, &a, ids);
+    bench_wal_replay(s, &a, ids);
     /* 5. the APIs */
-    compare_apis(dir, ids, rows, calls, k, &so);
-
-    if (!keep) rm_rf(dir);
+    compare_apis(a.dir, ids, a.rows, a.calls, a.k, &a.so);
+    if (!a.keep) rm_rf(a.dir);
     free(ids);
-    free(dense);
     return 0;
 }

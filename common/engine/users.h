@@ -22,9 +22,10 @@ users_table *users_new(int n_scen, int d, char *errstr, size_t errstr_size);
 /* Free a table; NULL is a no-op. */
 void users_destroy(users_table *t);
 
-/* Row of key, created (zero preferences and counters) when absent; -1 when out of memory. */
+/* Row of key, created (zero preferences and counters) when absent; the row is marked dirty
+ * and stamped with the clock (users_set_clock). -1 when out of memory (nothing changes). */
 int64_t users_lookup(users_table *t, uint64_t key);
-/* Row of key or -1; never creates. */
+/* Row of key or -1; never creates, stamps nothing. */
 int64_t users_find(const users_table *t, uint64_t key);
 /* The row's preferences (n_scen * d floats; NULL when d = 0) and counters: imp[n_scen]
  * followed by upd[n_scen]. */
@@ -37,23 +38,51 @@ const float *users_pref_k(users_table *t, int64_t row, int k);
 void users_update(users_table *t, int64_t row, int k, const float *e, float g);
 
 size_t users_rows(const users_table *t);
-/* Bytes held now (index + rows): divide by users_rows() for the memory per user. */
+/* Bytes held now (index, rows with their bookkeeping): divide by users_rows() for the
+ * memory per user. */
 size_t users_bytes(const users_table *t);
 
-/* ---- persistence hooks (state.c) ----
- * A row's stored value: pref (n_scen, d) floats, counters (2, n_scen) uint32; native byte
- * order. */
+/* ---- persistence (state.c puts RocksDB behind the table) ----
+ * As emb.h: each row knows its key, a dirty flag (set when users_lookup hands the row out
+ * or creates it, or users_mark says it changed; cleared by the owner once the row is
+ * written), and the tick and event time of its last use (from users_set_clock), for
+ * eviction and expiry. Rows are removed with the last row moving into the hole, and
+ * loaded from their stored value. */
+
+/* The tick and event time stamped on every row users_lookup returns or creates, and on
+ * every row users_mark is given, from now on. */
+void users_set_clock(users_table *t, uint32_t tick, int64_t seen_ms);
+/* A row's key, dirty flag, tick and event time of its last use. */
+uint64_t users_key(const users_table *t, int64_t row);
+int users_dirty(const users_table *t, int64_t row);
+uint32_t users_tick(const users_table *t, int64_t row);
+int64_t users_seen(const users_table *t, int64_t row);
+/* Clear every row's dirty flag (they are all in the store now). */
+void users_clean_all(users_table *t);
+/* Rows with the dirty flag set. */
+size_t users_dirty_rows(const users_table *t);
+/* The row is in use: stamp the current tick, leave the rest. */
+void users_touch(users_table *t, int64_t row);
+/* The row changed (or was used in training): dirty, stamped with the tick and event time. */
+void users_mark(users_table *t, int64_t row);
+
+/* A row's stored value: pref (n_scen, d) floats, counters (2, n_scen) uint32; native byte
+ * order. (state.c appends the row's event time.) */
 size_t users_value_bytes(const users_table *t);
 void users_value_save(const users_table *t, int64_t row, void *buf);
-/* Create key's row from a stored value. Returns the row; -1 when out of memory; -2 when
- * key is present or len is wrong (nothing changes). */
-int64_t users_value_load(users_table *t, uint64_t key, const void *val, size_t len);
-/* Remove key's row; the last row (row users_rows() - 1, whose key the caller passes as
- * last_key) moves into its place. Returns that row's new index, -1 when the removed row
- * was the last, -2 when key is absent. */
-int64_t users_remove(users_table *t, uint64_t key, uint64_t last_key);
-/* Row capacity; users_reserve sets it to max(rows_cap, rows, 16) (grow or shrink) with the
- * hash slots sized to match. Returns 0, or -1 when out of memory (the table stays valid). */
+/* Create key's row from a stored value, clean, stamped with the current tick and with
+ * seen_ms as its event time. Returns the row; -1 when out of memory; -2 when key is
+ * present or len is wrong (nothing changes). */
+int64_t users_value_load(users_table *t, uint64_t key, const void *val, size_t len,
+                         int64_t seen_ms);
+/* Remove key's row; the last row moves into its place. Returns that row's new index, -1
+ * when the removed row was the last, -2 when key is absent. */
+int64_t users_remove(users_table *t, uint64_t key);
+/* Bytes one row of capacity costs (value and bookkeeping; the hash slots are extra), and
+ * the row capacity now; users_reserve sets it to max(rows_cap, rows, 16) (grow or shrink)
+ * with the hash slots sized to match. Returns 0, or -1 when out of memory (the table stays
+ * valid). */
+size_t users_row_bytes(const users_table *t);
 size_t users_capacity(const users_table *t);
 int users_reserve(users_table *t, size_t rows_cap);
 

@@ -474,6 +474,144 @@ static void store__free(store *s) {
     free(s);
 }
 
+/* Open step 1, the directory: create it, or check it is a writable directory. *st is its
+ * stat, *exists 0 when it was created now. Returns 0, or -1 with e. */
+static int store__check_dir(const char *dir, struct stat *st, int *exists, char *e, size_t en) {
+    *exists = 1;
+    if (stat(dir, st) != 0) {
+        if (errno != ENOENT) {
+            store__err(e, en, "cannot access store directory %s: %s; check the path and its "
+                       "permissions", dir, strerror(errno));
+            return -1;
+        }
+        if (mkdir(dir, 0755) != 0 || stat(dir, st) != 0) {
+            store__err(e, en, "cannot create store directory %s: %s; check that its parent "
+                       "directory exists and is writable", dir, strerror(errno));
+            return -1;
+        }
+        *exists = 0;
+    }
+    if (!S_ISDIR(st->st_mode)) {
+        store__err(e, en, "store path %s exists but is not a directory; point the worker at "
+                   "a directory", dir);
+        return -1;
+    }
+    if (access(dir, R_OK | W_OK | X_OK) != 0) {
+        store__err(e, en, "store directory %s is not writable: %s; fix its permissions or "
+                   "choose another directory", dir, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+/* Open step 2, the locks: this process (the registry), then others (RocksDB's LOCK).
+ * Returns 0 with the registry entry ours (every later failure must remove it), or -1 with
+ * e and no entry of ours. */
+static int store__claim(const char *dir, const struct stat *st, int exists, char *e, size_t en) {
+    pid_t holder = 0;
+    int reg = store__reg_add(st->st_dev, st->st_ino, &holder);
+    if (reg < 0) {
+        store__err(e, en, "store %s: out of memory", dir);
+        return -1;
+    }
+    if (reg == 1) {
+        if (holder == getpid())
+            store__err(e, en, "store directory %s is already open in this process: another "
+                       "m3rec worker may be using it; close it first or give each worker "
+                       "its own store directory", dir);
+        else
+            store__err_locked(e, en, dir, holder);
+        return -1;
+    }
+    if (exists && (holder = store__lock_holder(dir)) != 0) {
+        store__err_locked(e, en, dir, holder);
+        store__reg_remove(st->st_dev, st->st_ino);
+        return -1;
+    }
+    return 0;
+}
+
+/* Open step 3, what is there: STORE__DIR_EMPTY or STORE__DIR_DB, or -1 with e. */
+static int store__inspect(const char *dir, int exists, char *e, size_t en) {
+    char example[256] = "";
+    int kind = exists ? store__classify(dir, example, sizeof(example)) : STORE__DIR_EMPTY;
+    if (kind < 0) {
+        store__err(e, en, "cannot list store directory %s: %s", dir, strerror(errno));
+        return -1;
+    }
+    if (kind == STORE__DIR_FOREIGN) {
+        store__err(e, en, "store directory %s is not empty but has no CURRENT file (e.g. it "
+                   "holds %s): not a RocksDB store, or one whose CURRENT was lost; nothing "
+                   "was changed; point the worker at an empty or new directory", dir, example);
+        return -1;
+    }
+    return kind;
+}
+
+/* An existing store must be whole (its MANIFEST not torn) and ours (store__validate); *fresh
+ * is 0 when it holds our format record. Returns 0, or -1 with e. */
+static int store__check_existing(const char *dir, const rocksdb_options_t *opt, int *fresh,
+                                 char *e, size_t en) {
+    char manifest[160];
+    long long torn_at = 0, manifest_size = 0;
+    if (store__manifest_torn(dir, manifest, sizeof(manifest), &torn_at, &manifest_size)) {
+        store__err(e, en, "store %s is corrupt: %s ends in an incomplete record (at byte %lld "
+                   "of %lld): it was truncated, or torn by a power loss during a write; "
+                   "RocksDB would silently fall back to an older state and delete newer files, "
+                   "so nothing was opened and nothing was changed; restore the directory from "
+                   "a backup, or move it away and start from an empty one (state is then "
+                   "rebuilt from Kafka)", dir, manifest, torn_at, manifest_size);
+        return -1;
+    }
+    return store__validate(dir, opt, fresh, e, en);
+}
+
+/* Open step 4, for writing. An existing store is never created over: its families all
+ * exist (validated), so neither creation flag is needed. Takes opt. Returns 0, or -1 with
+ * e. */
+static int store__open_db(store *s, rocksdb_options_t *opt, int kind, char *e, size_t en) {
+    rocksdb_options_set_create_if_missing(opt, kind != STORE__DIR_DB);
+    rocksdb_options_set_create_missing_column_families(opt, kind != STORE__DIR_DB);
+    const rocksdb_options_t *cf_opts[STORE__NAMES];
+    for (int i = 0; i < STORE__NAMES; i++) cf_opts[i] = opt;
+    char *err = NULL;
+    s->db = rocksdb_open_column_families(opt, s->dir, STORE__NAMES, store__names, cf_opts,
+                                         s->cf, &err);
+    rocksdb_options_destroy(opt);
+    if (s->db) return 0;
+    if (err && strstr(err, "lock") && strstr(err, "LOCK"))  /* lost a race for it */
+        store__err_locked(e, en, s->dir, 0);
+    else
+        store__err(e, en, "cannot open store %s (RocksDB: %s); check the directory, the "
+                   "disk and the log file %s/LOG", s->dir, err ? err : "unknown error", s->dir);
+    free(err);
+    return -1;
+}
+
+/* The read, write and flush options every call uses. */
+static void store__io_options(store *s, const store_opts *opts) {
+    s->ro = rocksdb_readoptions_create();
+    s->ro_scan = rocksdb_readoptions_create();
+    rocksdb_readoptions_set_fill_cache(s->ro_scan, 0);
+    s->wo_sync = rocksdb_writeoptions_create();
+    rocksdb_writeoptions_set_sync(s->wo_sync, 1);
+    s->wo_nosync = rocksdb_writeoptions_create();
+    s->fo_async = rocksdb_flushoptions_create();
+    rocksdb_flushoptions_set_wait(s->fo_async, 0);
+    s->max_wal_bytes = (uint64_t)opts->max_wal_mb << 20;
+}
+
+/* A new store's format record, written before anything else. Returns 0, or -1 with e. */
+static int store__write_format(store *s, char *e, size_t en) {
+    char *err = NULL;
+    rocksdb_put_cf(s->db, s->wo_sync, s->cf[STORE_META + 1], STORE_KEY_FORMAT,
+                   strlen(STORE_KEY_FORMAT), STORE_FORMAT, strlen(STORE_FORMAT), &err);
+    if (!err) return 0;
+    store__err(e, en, "store %s: cannot write its format record (RocksDB: %s)", s->dir, err);
+    free(err);
+    return -1;
+}
+
 store *store_open(const char *dir, const store_opts *opts, char *errstr, size_t errstr_size) {
     char *const e = errstr;
     const size_t en = errstr_size;
@@ -491,74 +629,16 @@ store *store_open(const char *dir, const store_opts *opts, char *errstr, size_t 
         opts = &defaults;
     }
     if (store__opts_check(opts, dir, e, en) != 0) return NULL;
-
-    /* 1. The directory: create it, or check it is a writable directory. */
     struct stat st;
-    int exists = 1;
-    if (stat(dir, &st) != 0) {
-        if (errno != ENOENT) {
-            store__err(e, en, "cannot access store directory %s: %s; check the path and its "
-                       "permissions", dir, strerror(errno));
-            return NULL;
-        }
-        if (mkdir(dir, 0755) != 0 || stat(dir, &st) != 0) {
-            store__err(e, en, "cannot create store directory %s: %s; check that its parent "
-                       "directory exists and is writable", dir, strerror(errno));
-            return NULL;
-        }
-        exists = 0;
-    }
-    if (!S_ISDIR(st.st_mode)) {
-        store__err(e, en, "store path %s exists but is not a directory; point the worker at "
-                   "a directory", dir);
+    int exists;
+    if (store__check_dir(dir, &st, &exists, e, en) != 0 || store__claim(dir, &st, exists, e, en) != 0)
         return NULL;
-    }
-    if (access(dir, R_OK | W_OK | X_OK) != 0) {
-        store__err(e, en, "store directory %s is not writable: %s; fix its permissions or "
-                   "choose another directory", dir, strerror(errno));
-        return NULL;
-    }
-
-    /* 2. Locks: this process, then others. */
-    pid_t holder = 0;
-    int reg = store__reg_add(st.st_dev, st.st_ino, &holder);
-    if (reg < 0) {
-        store__err(e, en, "store %s: out of memory", dir);
-        return NULL;
-    }
-    if (reg == 1) {
-        if (holder == getpid())
-            store__err(e, en, "store directory %s is already open in this process: another "
-                       "m3rec worker may be using it; close it first or give each worker "
-                       "its own store directory", dir);
-        else
-            store__err_locked(e, en, dir, holder);
-        return NULL;
-    }
     /* From here on the registry entry is ours: every failure path removes it. */
-    int fresh = 1;
-    if (exists && (holder = store__lock_holder(dir)) != 0) {
-        store__err_locked(e, en, dir, holder);
-        goto fail_reg;
-    }
-
-    /* 3. What is there. */
-    char example[256] = "";
-    int kind = exists ? store__classify(dir, example, sizeof(example)) : STORE__DIR_EMPTY;
-    if (kind < 0) {
-        store__err(e, en, "cannot list store directory %s: %s", dir, strerror(errno));
-        goto fail_reg;
-    }
-    if (kind == STORE__DIR_FOREIGN) {
-        store__err(e, en, "store directory %s is not empty but has no CURRENT file (e.g. it "
-                   "holds %s): not a RocksDB store, or one whose CURRENT was lost; nothing "
-                   "was changed; point the worker at an empty or new directory", dir, example);
-        goto fail_reg;
-    }
+    int kind = store__inspect(dir, exists, e, en);
+    if (kind < 0) goto fail_reg;
 
     pthread_once(&store__comp_once, store__probe_compression);
     int comp = opts->compression ? store__comp_type : rocksdb_no_compression;
-
     store *s = calloc(1, sizeof(*s));
     if (!s || !(s->dir = strdup(dir))) {
         free(s);
@@ -570,63 +650,19 @@ store *store_open(const char *dir, const store_opts *opts, char *errstr, size_t 
     s->compression = opts->compression ? store__comp_name : "none";
     if (opts->block_cache_mb > 0) s->cache = rocksdb_cache_create_lru((size_t)opts->block_cache_mb << 20);
     rocksdb_options_t *opt = store__options(opts, s->cache, comp);
-
-    char manifest[160];
-    long long torn_at = 0, manifest_size = 0;
-    if (kind == STORE__DIR_DB &&
-        store__manifest_torn(dir, manifest, sizeof(manifest), &torn_at, &manifest_size)) {
-        store__err(e, en, "store %s is corrupt: %s ends in an incomplete record (at byte %lld "
-                   "of %lld): it was truncated, or torn by a power loss during a write; "
-                   "RocksDB would silently fall back to an older state and delete newer files, "
-                   "so nothing was opened and nothing was changed; restore the directory from "
-                   "a backup, or move it away and start from an empty one (state is then "
-                   "rebuilt from Kafka)", dir, manifest, torn_at, manifest_size);
+    int fresh = 1;
+    if (kind == STORE__DIR_DB && store__check_existing(dir, opt, &fresh, e, en) != 0) {
         rocksdb_options_destroy(opt);
         store__free(s);
         goto fail_reg;
     }
-    if (kind == STORE__DIR_DB && store__validate(dir, opt, &fresh, e, en) != 0) {
-        rocksdb_options_destroy(opt);
+    if (store__open_db(s, opt, kind, e, en) != 0) {
         store__free(s);
         goto fail_reg;
     }
-
-    /* 4. Open for writing. An existing store is never created over: its families all
-     * exist (validated), so neither creation flag is needed. */
-    rocksdb_options_set_create_if_missing(opt, kind != STORE__DIR_DB);
-    rocksdb_options_set_create_missing_column_families(opt, kind != STORE__DIR_DB);
-    const rocksdb_options_t *cf_opts[STORE__NAMES];
-    for (int i = 0; i < STORE__NAMES; i++) cf_opts[i] = opt;
-    char *err = NULL;
-    s->db = rocksdb_open_column_families(opt, dir, STORE__NAMES, store__names, cf_opts,
-                                         s->cf, &err);
-    rocksdb_options_destroy(opt);
-    if (!s->db) {
-        if (err && strstr(err, "lock") && strstr(err, "LOCK"))  /* lost a race for it */
-            store__err_locked(e, en, dir, 0);
-        else
-            store__err(e, en, "cannot open store %s (RocksDB: %s); check the directory, the "
-                       "disk and the log file %s/LOG", dir, err ? err : "unknown error", dir);
-        free(err);
-        store__free(s);
-        goto fail_reg;
-    }
-    s->ro = rocksdb_readoptions_create();
-    s->ro_scan = rocksdb_readoptions_create();
-    rocksdb_readoptions_set_fill_cache(s->ro_scan, 0);
-    s->wo_sync = rocksdb_writeoptions_create();
-    rocksdb_writeoptions_set_sync(s->wo_sync, 1);
-    s->wo_nosync = rocksdb_writeoptions_create();
-    s->fo_async = rocksdb_flushoptions_create();
-    rocksdb_flushoptions_set_wait(s->fo_async, 0);
-    s->max_wal_bytes = (uint64_t)opts->max_wal_mb << 20;
-
+    store__io_options(s, opts);
     if (fresh) {
-        rocksdb_put_cf(s->db, s->wo_sync, s->cf[STORE_META + 1], STORE_KEY_FORMAT,
-                       strlen(STORE_KEY_FORMAT), STORE_FORMAT, strlen(STORE_FORMAT), &err);
-        if (err) {
-            store__err(e, en, "store %s: cannot write its format record (RocksDB: %s)", dir, err);
-            free(err);
+        if (store__write_format(s, e, en) != 0) {
             store__free(s);  /* removes the registry entry */
             return NULL;
         }
