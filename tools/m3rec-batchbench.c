@@ -108,7 +108,7 @@ int main(int argc, char **argv) {
         int B = t->B[b];
         double t0 = clock_s(CLOCK_MONOTONIC);
         m3_forward(m, ex, B, pc, pv);
-        loss += m3_train(m, ex, B);
+        loss += m3_train(m, ex);
         secs += clock_s(CLOCK_MONOTONIC) - t0;
         for (int i = 0; i < t->n_imp[b]; i++) { pred[o++] = pc[i]; pred[o++] = pv[i]; }
         rows += (size_t)B;

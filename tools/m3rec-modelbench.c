@@ -129,7 +129,7 @@ int main(int argc, char **argv) {
     /* warm-up: creates most rows, faults in the buffers */
     for (int s = 0; s < POOL; s++) {
         m3_forward(m, pool + (size_t)s * B, B, pc, pv);
-        m3_train(m, pool + (size_t)s * B, B);
+        m3_train(m, pool + (size_t)s * B);
     }
     double t_fwd = 0, t_train = 0, loss = 0, cpu0 = cpu_s();
     for (int s = 0; s < steps; s++) {
@@ -137,7 +137,7 @@ int main(int argc, char **argv) {
         double t0 = now_s();
         m3_forward(m, ex, B, pc, pv);
         double t1 = now_s();
-        loss += m3_train(m, ex, B);
+        loss += m3_train(m, ex);
         t_fwd += t1 - t0;
         t_train += now_s() - t1;
     }
