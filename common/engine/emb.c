@@ -6,6 +6,7 @@
 #ifdef __SSE2__
 #include <emmintrin.h>
 #endif
+#include "base/hash.h"
 #include "engine/emb.h"
 #include "engine/keymap.h"
 
@@ -32,13 +33,6 @@ struct emb_table {
     float *gbuf;            /* (touch_cap, d) their summed gradients */
     size_t n_touched, touch_cap;
 };
-
-static uint64_t emb__mix(uint64_t x) {
-    x += 0x9e3779b97f4a7c15ULL;
-    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-    return x ^ (x >> 31);
-}
 
 static int emb__grow_touch(emb_table *t, size_t cap) {
     uint32_t *tc = realloc(t->touched, cap * sizeof *tc);
@@ -91,9 +85,9 @@ int64_t emb_find(const emb_table *t, uint64_t key) { return km_find(&t->index, k
 
 static void emb__init_row(emb_table *t, float *w, uint64_t key) {
     int d = t->d;
-    uint64_t base = emb__mix(t->seed ^ emb__mix(key));
+    uint64_t base = hash_mix64(t->seed ^ hash_mix64(key));
     for (int j = 0; j < d; j++) {
-        uint64_t r = emb__mix(base + (uint64_t)j);
+        uint64_t r = hash_mix64(base + (uint64_t)j);
         /* top 24 bits -> [0,1) exactly representable in float */
         float u = (float)(r >> 40) * (1.0f / 16777216.0f);
         w[j] = (2.0f * u - 1.0f) * EMB_INIT_SCALE;
