@@ -218,7 +218,8 @@ size_t emb_grad_touched(const emb_table *t) { return t->n_touched; }
 static void emb__adagrad_row(float *w, float *G, const float *g, int d, float lr, float l2) {
     int j = 0;
 #ifdef __SSE2__
-    /* the -O2 build does not vectorize; same operations in the same order as below */
+    /* explicit SSE, not left to the vectorizer; the same operations in the same order as
+     * the loop below */
     const __m128 lr4 = _mm_set1_ps(lr), l24 = _mm_set1_ps(l2), tiny = _mm_set1_ps(1e-8f);
     for (; j + 4 <= d; j += 4) {
         __m128 wj = _mm_loadu_ps(w + j);

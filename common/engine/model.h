@@ -5,9 +5,9 @@
  * loop: `lr` (no interactions, the floor), `shared_bottom`, `mmoe`, `ple` (one CGC
  * level), `star` (shared-times-scenario weights), `m3rec` (MIEG + UPT + shared, scenario
  * and task experts with a gate per (scenario, task)), and the ablations `m3rec_nomieg`,
- * `m3rec_noupt`. docs/model.md describes each. The worker turns each event into an m3_example, calls m3_forward() on a
- * minibatch (predict first), publishes the predictions, then m3_train() (train second)
- * with the activations m3_forward() cached. */
+ * `m3rec_noupt`. docs/model.md describes each. The worker turns each event into an
+ * m3_example, calls m3_forward() on a minibatch (predict first), publishes the
+ * predictions, then m3_train() (train second) with the activations m3_forward() cached. */
 #ifndef M3_MODEL_H
 #define M3_MODEL_H
 #include <stddef.h>
