@@ -99,20 +99,24 @@ int64_t emb_lookup(emb_table *t, uint64_t key) {
     return emb_lookup_init(t, key, NULL, NULL);
 }
 
-/* Resize every per-row array to nc rows (nc >= rows). */
+/* Resize every per-row array to nc rows (nc >= rows). On failure (-1) the arrays that did
+ * grow keep their new size and rows_cap its old value: the table stays usable. */
 static int emb__resize_rows(emb_table *t, size_t nc) {
-    float *st = realloc(t->store, nc * 2 * (size_t)t->d * sizeof *st);
-    if (!st) return -1;
-    t->store = st;
-#define EMB__RESIZE(a) do { void *p_ = realloc((a), nc * sizeof *(a)); if (!p_) return -1;  \
-                            (a) = p_; } while (0)
-    EMB__RESIZE(t->mark);
-    EMB__RESIZE(t->cnt);
-    EMB__RESIZE(t->keys);
-    EMB__RESIZE(t->dirty);
-    EMB__RESIZE(t->tick);
-    EMB__RESIZE(t->seen);
-#undef EMB__RESIZE
+    float *store = realloc(t->store, nc * 2 * (size_t)t->d * sizeof *store);
+    if (store) t->store = store;
+    uint32_t *mark = realloc(t->mark, nc * sizeof *mark);
+    if (mark) t->mark = mark;
+    uint32_t *cnt = realloc(t->cnt, nc * sizeof *cnt);
+    if (cnt) t->cnt = cnt;
+    uint64_t *keys = realloc(t->keys, nc * sizeof *keys);
+    if (keys) t->keys = keys;
+    uint8_t *dirty = realloc(t->dirty, nc * sizeof *dirty);
+    if (dirty) t->dirty = dirty;
+    uint32_t *tick = realloc(t->tick, nc * sizeof *tick);
+    if (tick) t->tick = tick;
+    int64_t *seen = realloc(t->seen, nc * sizeof *seen);
+    if (seen) t->seen = seen;
+    if (!store || !mark || !cnt || !keys || !dirty || !tick || !seen) return -1;
     t->rows_cap = nc;
     return 0;
 }
