@@ -84,7 +84,8 @@ class Trace:
 
 # ---- the training run ----
 class Users:
-    """UPT user state (upt.c) for the users of the trace: P[u,k] and the update counts."""
+    """UPT user state (common/engine/users.c) for the users of the trace: P[u,k] and the
+    update counts."""
 
     def __init__(self, n, S, d):
         self.cur = np.zeros((n, S, d), np.float32)
@@ -92,11 +93,11 @@ class Users:
         self.t_cur, self.t_upd = torch.from_numpy(self.cur), torch.from_numpy(self.upd)
 
     def read(self, u):
-        """upt_pref_k for every (row, scenario): (pref (B,S,d), present (B,S))."""
+        """users_pref_k for every (row, scenario): (pref (B,S,d), present (B,S))."""
         return self.t_cur[u], self.t_upd[u] > 0
 
     def update(self, u, k, e, g):
-        """upt_update for rows u, k at once, in row order: count, P[u,k] += g e."""
+        """users_update for rows u, k at once, in row order: count, P[u,k] += g e."""
         np.add.at(self.upd, (u, k), 1)
         np.add.at(self.cur, (u, k), g[:, None] * e)
 
@@ -190,7 +191,9 @@ def train(args):
                 with torch.no_grad():
                     emb.weight.index_add_(0, torch.from_numpy(it[adm]), eg)
             np.add.at(counts, uniq, cnt)
-        if lay.use_upt:   # P += step (y - p) e: impressions' clicks, settled clicks' conversions
+        # UPT (m3__stream_state): P += step (y_click - p_ctr) e for every impression,
+        # step_conv (y_conv - p_cvr) e for every settled click
+        if lay.use_upt:
             xv = item.detach().numpy()
             u, s = bt["u_np"], bt["scen_np"]
             r = lab[:, 2] > 0

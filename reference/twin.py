@@ -2,13 +2,13 @@
 
 Mirrors common/engine/model.c (see docs/twin.md for the revision): the same architectures
 (lr, shared_bottom, mmoe, ple, star, m3rec, m3rec_nomieg, m3rec_noupt), the same dense
-parameter layout (one flat block, in m3__point's order), the same embedding-row
+parameter layout (one flat block, in m3__param_sizes' order), the same embedding-row
 initialisation, the same ESMM entire-space loss with MIEG's alignment term, and the C
 checkpoint blob format ("M3RB" v1) both ways: blob_load() / blob_save().
 
 The model function is forward(): it takes the embedding rows of a batch and the stream
 state that the C engine keeps outside the dense block (is the item young, the user's
-preference vectors as of the example's event time), so the same code serves the fixture
+preference vectors as the batch reads them), so the same code serves the fixture
 (state given, float64) and the speed run (state kept by bench.py, float32).
 """
 import math
@@ -71,8 +71,8 @@ class Cfg:
 
 
 class Layout:
-    """m3_new()'s derived sizes, m3__layout()'s slot and gate tables and m3__point()'s
-    parameter order: names, shapes and offsets in the flat block."""
+    """m3__shape()'s derived sizes, m3__layout()'s slot and gate tables and
+    m3__param_sizes()' parameter order: names, shapes and offsets in the flat block."""
 
     def __init__(self, c: Cfg):
         self.c = c
@@ -241,7 +241,7 @@ FNV0 = 0xCBF29CE484222325
 
 
 def fnv1a(h, data):
-    """FNV-1a 64 (m3__fnv)."""
+    """FNV-1a 64 (hash_fnv64, common/base/hash.h)."""
     for b in data:
         h = ((h ^ b) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
     return h
@@ -294,7 +294,7 @@ M64 = 0xFFFFFFFFFFFFFFFF
 
 
 def _mix(x):
-    """splitmix64 finalizer on a uint64 array (emb__mix)."""
+    """splitmix64 finalizer on a uint64 array (hash_mix64, common/base/hash.h)."""
     with np.errstate(over="ignore"):
         x = x + np.uint64(0x9E3779B97F4A7C15)
         x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
@@ -344,7 +344,8 @@ def forward(lay, P, rows, num, scen, young=None, pref=None, pmask=None):
     rows  (B, n_cat, d) the embedding rows of the slots (for a MIEG item: its delta)
     num   (B, n_num); scen (B,) long
     young (B,) bool: the item is young (MIEG: its slot is e_gen + delta)
-    pref  (B, S, d), pmask (B, S) bool: P[u, k] as of the example's event time (UPT)
+    pref  (B, S, d), pmask (B, S) bool: P[u, k] as the row reads it (UPT: the user table's,
+          or for a settled row the snapshot it was scored with)
     Returns (z_ctr, z_cvr, egen or None, x_item): logits in the caller's order, the
     generated embeddings and the item slot of x (what UPT's preference update reads)."""
     c, d, B = lay.c, lay.c.emb_dim, rows.shape[0]

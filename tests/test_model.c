@@ -78,7 +78,7 @@ static void test_grad_check(int arch, int dots) {
     for (int it = 0; it < 6; it++) {
         random_examples(ex, B, &c, 3);
         m3_forward(m, ex, B, NULL, NULL);
-        m3_train(m, ex, B);
+        m3_train(m, ex);
     }
     random_examples(ex, B, &c, 3);
     for (int i = 0; i < B; i += 3) {   /* new items (young), new users (all masked) */
@@ -161,10 +161,10 @@ static void test_grad_check(int arch, int dots) {
     /* m3_train returns the loss before the update, then the loss goes down */
     float L0 = m3_debug_loss(m, ex, B);
     m3_forward(m, ex, B, NULL, NULL);
-    CHECK_CLOSE(m3_train(m, ex, B), L0, 1e-6, 0);
+    CHECK_CLOSE(m3_train(m, ex), L0, 1e-6, 0);
     for (int it = 0; it < 30; it++) {
         m3_forward(m, ex, B, NULL, NULL);
-        m3_train(m, ex, B);
+        m3_train(m, ex);
     }
     CHECK_MSG(m3_debug_loss(m, ex, B) < 0.9f * L0, "loss %g -> %g",
               L0, m3_debug_loss(m, ex, B));
@@ -180,7 +180,7 @@ static void run_stream(m3_model *m, int steps, int B, uint64_t seed, float *last
     for (int s = 0; s < steps; s++) {
         random_examples(ex, B, &c, 20);
         m3_forward(m, ex, B, last_p, last_p + B);
-        m3_train(m, ex, B);
+        m3_train(m, ex);
     }
 }
 
@@ -212,7 +212,7 @@ static void test_determinism(int arch) {
     random_examples(ex, 16, &c, 5);
     float p1[16], p2[16];
     m3_forward(z, ex, 16, p1, NULL);
-    m3_train(z, ex, 16);
+    m3_train(z, ex);
     m3_forward(z, ex, 16, p2, NULL);
     for (int i = 0; i < 16; i++) CHECK_EQ_INT(p1[i] == p2[i], 1);
     m3_destroy(a); m3_destroy(b); m3_destroy(o); m3_destroy(z);
@@ -324,7 +324,7 @@ static double learn_stream(int arch, int steps, int B) {
         m3_forward(m, ex, B, pc, pv);
         if (st >= eval_from)
             for (int i = 0; i < B; i++) { sc[k].s = pc[i]; sc[k].y = ex[i].y_click; k++; }
-        float loss = m3_train(m, ex, B);
+        float loss = m3_train(m, ex);
         CHECK_MSG(isfinite(loss), "loss %g at step %d", loss, st);
     }
     double a = auc(sc, k);
@@ -354,7 +354,7 @@ static void test_blob(void) {
     for (int it = 0; it < 5; it++) {
         random_examples(ex, 16, &c, 5);
         m3_forward(a, ex, 16, NULL, NULL);
-        m3_train(a, ex, 16);
+        m3_train(a, ex);
     }
     size_t n = m3_blob_size(a);
     unsigned char *buf = malloc(n), *buf2 = malloc(n);
@@ -416,7 +416,7 @@ static void test_slices_and_admission(void) {
         CHECK_EQ_INT((fl & M3_SLICE_NEW_USER_SCEN) != 0, 0);  /* new user, or known here */
         if (k == 1) p0 = p;
         if (k >= 1) CHECK_CLOSE(p, p0, 1e-6, 0);               /* admission: no jump */
-        m3_train(m, &e, 1);
+        m3_train(m, &e);
     }
     const float *w = m3_debug_emb_weights(m, e.cat[M3_SLOT_ITEM]);
     double nrm = 0;
@@ -434,7 +434,7 @@ static void test_slices_and_admission(void) {
     for (int k = 0; k < 3; k++) {
         m3_forward(m, &e, 1, &p, NULL);
         CHECK_EQ_INT((m3_slice_flags(m, 0) & M3_SLICE_NEW_ITEM) != 0, k >= 2);
-        m3_train(m, &e, 1);
+        m3_train(m, &e);
     }
     m3_destroy(m);
     c.slice_burnin = 0;
@@ -443,12 +443,12 @@ static void test_slices_and_admission(void) {
     m = m3_new(&c, err, sizeof err);
     e.scenario = 0;
     m3_forward(m, &e, 1, &p, NULL);
-    m3_train(m, &e, 1);
+    m3_train(m, &e);
     e.scenario = 2;
     for (int k = 0; k < 3; k++) {
         m3_forward(m, &e, 1, &p, NULL);
         CHECK_EQ_INT((m3_slice_flags(m, 0) & M3_SLICE_NEW_USER_SCEN) != 0, k < 2);
-        m3_train(m, &e, 1);
+        m3_train(m, &e);
     }
     m3_destroy(m);
     c.slice_user_new = 1;
@@ -488,7 +488,7 @@ static void test_upt_delayed_row(void) {
     m3_forward(m, &h, 1, &p0, NULL);
     CHECK(d <= 64 && m3_debug_item_input(m, 0) != NULL);
     memcpy(e0, m3_debug_item_input(m, 0), sizeof(float) * d);   /* before training moves it */
-    m3_train(m, &h, 1);
+    m3_train(m, &h);
     int64_t u = users_find(ut, h.cat[M3_SLOT_USER]);
     CHECK(u >= 0);
     const float *P = users_pref_k(ut, u, 0);
@@ -508,7 +508,7 @@ static void test_upt_delayed_row(void) {
     unsigned char snap[1024];   /* what it was scored with, kept while its label waits */
     CHECK(m3_snap_bytes(m) > 0 && m3_snap_bytes(m) <= sizeof snap);
     m3_snap_save(m, 0, snap);
-    m3_train(m, &e, 1);
+    m3_train(m, &e);
     m3_example now = e;
     now.ts_ms = T + 1;
     m3_forward(m, &now, 1, &p2, &v2);
@@ -520,7 +520,7 @@ static void test_upt_delayed_row(void) {
     o.cat[c.item_cat_from] = m3_feat_key(c.item_cat_from, 10);   /* another item */
     o.num[c.item_num_from] = 3.0f;
     m3_forward(m, &o, 1, NULL, NULL);
-    m3_train(m, &o, 1);
+    m3_train(m, &o);
     now.ts_ms = T + 3000;
     m3_forward(m, &now, 1, &p3, &v3);
     CHECK_MSG(p3 != p2 || v3 != v2, "P did not move: %g %g", p3, v3);
@@ -531,7 +531,7 @@ static void test_upt_delayed_row(void) {
     m3_forward_snap(m, &e, 1, sp, &p5, &v5);
     CHECK_MSG(p5 == p1 && v5 == v1, "with its snapshot %.9g %.9g, scored %.9g %.9g", p5, v5, p1, v1);
     /* ...and once that term has trained, its conversion moves P */
-    m3_train(m, &e, 1);
+    m3_train(m, &e);
     now.ts_ms = T + 4000;
     m3_forward(m, &now, 1, &p4, &v4);
     CHECK_MSG(p4 != p3 || v4 != v3, "the settled conversion did not move P: %g %g", p4, v4);
@@ -565,7 +565,7 @@ static void test_first_step(void) {
         CHECK(row >= 0);
         for (int j = 0; j < c.emb_dim; j++) CHECK(emb_accum(t, row)[j] == acc0[v]);
         memcpy(w0, emb_weights(t, row), sizeof(float) * c.emb_dim);
-        m3_train(m, &e, 1);
+        m3_train(m, &e);
         moved[v] = 0;
         for (int j = 0; j < c.emb_dim; j++) moved[v] += fabs(emb_weights(t, row)[j] - w0[j]);
         m3_destroy(m);

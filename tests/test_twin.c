@@ -137,8 +137,7 @@ static void check_arch(const char *arch, const char *variant) {
             if (!(mask >> s & 1u)) continue;
             float e[1024];
             memcpy(e, pref + sizeof(float) * (size_t)s * d, sizeof(float) * d);
-            /* one update of step 1 from zero sets P to e exactly, stamped at time 0:
-             * visible to every example (ts >= 1) */
+            /* one update of step 1 from zero sets P to e exactly and makes it present */
             users_update(m->users, u, s, e, 1.0f);
         }
     }

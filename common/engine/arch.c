@@ -1,5 +1,6 @@
 /* arch.c - names of the model architectures and the keys of categorical features. */
 #include <string.h>
+#include "base/hash.h"
 #include "engine/model.h"
 
 static const char *arch_names[M3_ARCH__COUNT] = {
@@ -23,18 +24,10 @@ const char *m3_arch_name(int arch) {
     return arch >= 0 && arch < M3_ARCH__COUNT ? arch_names[arch] : "?";
 }
 
-/* splitmix64 finalizer: a bijection, so (slot, value) pairs that differ give keys that
- * differ unless the slot tags collide, which they cannot below 256 slots. */
-static uint64_t mix64(uint64_t x) {
-    x += 0x9e3779b97f4a7c15ULL;
-    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-    return x ^ (x >> 31);
-}
-
 uint64_t m3_feat_key(int slot, int64_t value) {
-    /* mix the value, then tag the top byte with the slot: distinct slots never collide,
-     * and within a slot two values collide only if their mixes agree in 56 bits. */
-    uint64_t h = mix64((uint64_t)value) & 0x00ffffffffffffffULL;
+    /* mix the value (splitmix64's finalizer, a bijection), then tag the top byte with the
+     * slot: distinct slots never collide (below 256 slots), and within a slot two values
+     * collide only if their mixes agree in 56 bits. */
+    uint64_t h = hash_mix64((uint64_t)value) & 0x00ffffffffffffffULL;
     return h | ((uint64_t)(slot & 0xff) << 56);
 }

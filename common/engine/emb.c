@@ -6,6 +6,7 @@
 #ifdef __SSE2__
 #include <emmintrin.h>
 #endif
+#include "base/hash.h"
 #include "engine/emb.h"
 #include "engine/keymap.h"
 
@@ -32,13 +33,6 @@ struct emb_table {
     float *gbuf;            /* (touch_cap, d) their summed gradients */
     size_t n_touched, touch_cap;
 };
-
-static uint64_t emb__mix(uint64_t x) {
-    x += 0x9e3779b97f4a7c15ULL;
-    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-    return x ^ (x >> 31);
-}
 
 static int emb__grow_touch(emb_table *t, size_t cap) {
     uint32_t *tc = realloc(t->touched, cap * sizeof *tc);
@@ -91,9 +85,9 @@ int64_t emb_find(const emb_table *t, uint64_t key) { return km_find(&t->index, k
 
 static void emb__init_row(emb_table *t, float *w, uint64_t key) {
     int d = t->d;
-    uint64_t base = emb__mix(t->seed ^ emb__mix(key));
+    uint64_t base = hash_mix64(t->seed ^ hash_mix64(key));
     for (int j = 0; j < d; j++) {
-        uint64_t r = emb__mix(base + (uint64_t)j);
+        uint64_t r = hash_mix64(base + (uint64_t)j);
         /* top 24 bits -> [0,1) exactly representable in float */
         float u = (float)(r >> 40) * (1.0f / 16777216.0f);
         w[j] = (2.0f * u - 1.0f) * EMB_INIT_SCALE;
@@ -105,20 +99,24 @@ int64_t emb_lookup(emb_table *t, uint64_t key) {
     return emb_lookup_init(t, key, NULL, NULL);
 }
 
-/* Resize every per-row array to nc rows (nc >= rows). */
+/* Resize every per-row array to nc rows (nc >= rows). On failure (-1) the arrays that did
+ * grow keep their new size and rows_cap its old value: the table stays usable. */
 static int emb__resize_rows(emb_table *t, size_t nc) {
-    float *st = realloc(t->store, nc * 2 * (size_t)t->d * sizeof *st);
-    if (!st) return -1;
-    t->store = st;
-#define EMB__RESIZE(a) do { void *p_ = realloc((a), nc * sizeof *(a)); if (!p_) return -1;  \
-                            (a) = p_; } while (0)
-    EMB__RESIZE(t->mark);
-    EMB__RESIZE(t->cnt);
-    EMB__RESIZE(t->keys);
-    EMB__RESIZE(t->dirty);
-    EMB__RESIZE(t->tick);
-    EMB__RESIZE(t->seen);
-#undef EMB__RESIZE
+    float *store = realloc(t->store, nc * 2 * (size_t)t->d * sizeof *store);
+    if (store) t->store = store;
+    uint32_t *mark = realloc(t->mark, nc * sizeof *mark);
+    if (mark) t->mark = mark;
+    uint32_t *cnt = realloc(t->cnt, nc * sizeof *cnt);
+    if (cnt) t->cnt = cnt;
+    uint64_t *keys = realloc(t->keys, nc * sizeof *keys);
+    if (keys) t->keys = keys;
+    uint8_t *dirty = realloc(t->dirty, nc * sizeof *dirty);
+    if (dirty) t->dirty = dirty;
+    uint32_t *tick = realloc(t->tick, nc * sizeof *tick);
+    if (tick) t->tick = tick;
+    int64_t *seen = realloc(t->seen, nc * sizeof *seen);
+    if (seen) t->seen = seen;
+    if (!store || !mark || !cnt || !keys || !dirty || !tick || !seen) return -1;
     t->rows_cap = nc;
     return 0;
 }
@@ -224,7 +222,8 @@ size_t emb_grad_touched(const emb_table *t) { return t->n_touched; }
 static void emb__adagrad_row(float *w, float *G, const float *g, int d, float lr, float l2) {
     int j = 0;
 #ifdef __SSE2__
-    /* the -O2 build does not vectorize; same operations in the same order as below */
+    /* explicit SSE, not left to the vectorizer; the same operations in the same order as
+     * the loop below */
     const __m128 lr4 = _mm_set1_ps(lr), l24 = _mm_set1_ps(l2), tiny = _mm_set1_ps(1e-8f);
     for (; j + 4 <= d; j += 4) {
         __m128 wj = _mm_loadu_ps(w + j);

@@ -28,10 +28,12 @@
  * the item counters are stream state updated after each step. Every buffer is sized for
  * max_batch in m3_new(); a step allocates nothing except when a table grows. */
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <cblas.h>
+#include "base/hash.h"
 #include "engine/model.h"
 #include "engine/nn.h"
 #include "engine/emb.h"
@@ -40,7 +42,7 @@
 #define M3__ADAM_B1 0.9f
 #define M3__ADAM_B2 0.999f
 #define M3__ADAM_EPS 1e-8f
-#define M3__MAX_BUFS 512
+#define M3__MAX_PIECES 1024  /* named pieces of one block (m3__table) */
 #define M3__MAX_SLOTS 32
 #define M3__MAX_GATES (2 * M3_MAX_SCEN)
 #define M3__GAMMA0 0.1f       /* MIEG output scale at the start (rows start at +-0.05) */
@@ -65,6 +67,22 @@ typedef struct {
     float *ul1g, *ul1b, *ul2g, *ul2b;              /* LayerNorms (d) */
     float *uf1w, *uf1b, *uf2w, *uf2b;              /* FFN: (F, d), (F), (d, F), (d) */
 } m3__params;
+
+/* A table of named sizes (llm.c's fill_in_parameter_sizes): each piece is a pointer to
+ * set and its size in floats (per example, for the activation blocks). The pieces are
+ * added in layout order; m3__table_point() points each one into a block of `total` floats
+ * (times the rows per piece). */
+typedef struct {
+    float **ptr;
+    size_t n;
+} m3__piece;
+
+typedef struct {
+    m3__piece at[M3__MAX_PIECES];
+    int n;
+    size_t total;
+    int overflow;     /* more than M3__MAX_PIECES were added */
+} m3__table;
 
 struct m3_model {
     m3_model_cfg cfg;
@@ -103,7 +121,6 @@ struct m3_model {
     int32_t *scen;                     /* (B) */
     unsigned char *young;              /* (B) item uses the generated embedding */
     unsigned char *slice;              /* (B) in the caller's order */
-    const void *const *snaps;          /* m3_forward_snap's, during that call; caller's order */
     float *x;                          /* (B, D) */
     float *act[M3__MAX_SLOTS][M3_MAX_LAYERS];   /* (B, hidden[l]) post-ReLU */
     float *glog[2], *gp[2];            /* (B, n_gate[t]) gate logits, probabilities */
@@ -130,9 +147,8 @@ struct m3_model {
     float *dgh, *dghp, *dgz, *degen;
     float *dqin, *duq, *dtok, *duQ, *duK, *duV, *dctx, *duo, *dres1, *dh1, *df1, *df1p;
     float *df2, *dres2, *dur;
-    float *fwd_block, *grad_block;
-    float *zero_ptr[M3__MAX_BUFS];     /* activation-gradient buffers and their widths */
-    int zero_w[M3__MAX_BUFS], n_zero;
+    float *fwd_block, *grad_block;     /* every cache above (x to ur), every gradient (dx to dur) */
+    m3__table act_grads;               /* the pieces of grad_block, to clear each step */
 };
 
 /* The worker's defaults (config/cfg.c's key table, config/worker.properties) with the
@@ -164,95 +180,144 @@ static int m3__is_m3rec(int arch) {
 
 static int m3__has_backbone(int arch) { return arch != M3_ARCH_LR; }
 
-/* Lay the parameters out from base (NULL: only count). Returns the float count. */
-static size_t m3__point(m3__params *p, float *base, const m3_model *m) {
-    const m3_model_cfg *c = &m->cfg;
-    int d = c->emb_dim;
+/* ---------------------------------------------------------------- memory layout */
+
+static void m3__table_add(m3__table *t, float **ptr, size_t n) {
+    if (t->n == M3__MAX_PIECES) {
+        t->overflow = 1;
+        return;
+    }
+    t->at[t->n].ptr = ptr;
+    t->at[t->n].n = n;
+    t->n++;
+    t->total += n;
+}
+
+/* Point every piece into block, `rows` rows of each piece's width after the other. */
+static void m3__table_point(const m3__table *t, float *block, size_t rows) {
     size_t off = 0;
-    memset(p, 0, sizeof *p);
-#define M3__TAKE(ptr, n) do { (ptr) = base ? base + off : NULL; off += (size_t)(n); } while (0)
-    M3__TAKE(p->scen, c->n_scen * d);
-    if (m3__has_backbone(m->arch)) {
-        int n_own = m->arch == M3_ARCH_STAR ? 1 : m->n_experts;
-        for (int e = 0; e < n_own; e++) {
+    for (int i = 0; i < t->n; i++) {
+        *t->at[i].ptr = block + off;
+        off += t->at[i].n * rows;
+    }
+}
+
+/* The dense parameters (p: the block of parameters or of their gradients), in the order
+ * of the blob (m3_blob_save) and of reference/twin.py. */
+static void m3__expert_sizes(const m3_model *m, m3__params *p, m3__table *t) {
+    const m3_model_cfg *c = &m->cfg;
+    int n_own = m->arch == M3_ARCH_STAR ? 1 : m->n_experts;
+    for (int e = 0; e < n_own; e++) {
+        int in = m->D;
+        for (int l = 0; l < c->n_hidden; l++) {
+            m3__table_add(t, &p->eW[e][l], (size_t)c->hidden[l] * in);
+            m3__table_add(t, &p->eb[e][l], c->hidden[l]);
+            in = c->hidden[l];
+        }
+    }
+    if (m->arch == M3_ARCH_STAR)
+        for (int s = 0; s < c->n_scen; s++) {
             int in = m->D;
             for (int l = 0; l < c->n_hidden; l++) {
-                M3__TAKE(p->eW[e][l], (size_t)c->hidden[l] * in);
-                M3__TAKE(p->eb[e][l], c->hidden[l]);
+                m3__table_add(t, &p->sW[s][l], (size_t)c->hidden[l] * in);
+                m3__table_add(t, &p->sb[s][l], c->hidden[l]);
                 in = c->hidden[l];
             }
         }
-        if (m->arch == M3_ARCH_STAR)
-            for (int s = 0; s < c->n_scen; s++) {
-                int in = m->D;
-                for (int l = 0; l < c->n_hidden; l++) {
-                    M3__TAKE(p->sW[s][l], (size_t)c->hidden[l] * in);
-                    M3__TAKE(p->sb[s][l], c->hidden[l]);
-                    in = c->hidden[l];
-                }
-            }
-        int n_gates = m->gate_per_scen ? 2 * c->n_scen : 2;
-        for (int gi = 0; gi < n_gates; gi++) {
-            int t = gi % 2;
-            if (m->n_gate[t] < 2) continue;
-            M3__TAKE(p->gW[gi], (size_t)m->n_gate[t] * m->D);
-            M3__TAKE(p->gb[gi], m->n_gate[t]);
-        }
-        for (int t = 0; t < 2; t++) {
-            M3__TAKE(p->tw1[t], (size_t)c->tower_hidden * m->T);
-            M3__TAKE(p->tb1[t], c->tower_hidden);
-            M3__TAKE(p->tw2[t], c->tower_hidden);
-            M3__TAKE(p->tb2[t], 1);
-        }
-    } else {
-        for (int t = 0; t < 2; t++) {
-            M3__TAKE(p->lw[t], m->D);
-            M3__TAKE(p->lb[t], 1);
-        }
-    }
-    if (m->use_mieg) {
-        int mh = c->mieg_hidden;
-        M3__TAKE(p->mw1, (size_t)mh * m->Dg);
-        M3__TAKE(p->mb1, mh);
-        M3__TAKE(p->mw2, (size_t)d * mh);
-        M3__TAKE(p->mb2, d);
-        M3__TAKE(p->mgamma, 1);
-    }
-    if (m->use_upt) {
-        int F = c->upt_ffn;
-        M3__TAKE(p->uqw, 2 * d * d);
-        M3__TAKE(p->uqb, d);
-        M3__TAKE(p->unohist, d);
-        M3__TAKE(p->uWQ, d * d);
-        M3__TAKE(p->uWK, d * d);
-        M3__TAKE(p->uWV, d * d);
-        M3__TAKE(p->uWO, d * d);
-        M3__TAKE(p->ubO, d);
-        M3__TAKE(p->ul1g, d);
-        M3__TAKE(p->ul1b, d);
-        M3__TAKE(p->ul2g, d);
-        M3__TAKE(p->ul2b, d);
-        M3__TAKE(p->uf1w, F * d);
-        M3__TAKE(p->uf1b, F);
-        M3__TAKE(p->uf2w, d * F);
-        M3__TAKE(p->uf2b, d);
-    }
-#undef M3__TAKE
-    return off;
 }
 
-/* splitmix64 stream + Box-Muller: deterministic from cfg.seed on every platform. */
-static uint64_t m3__next(uint64_t *s) {
-    uint64_t x = (*s += 0x9e3779b97f4a7c15ULL);
-    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-    return x ^ (x >> 31);
+static void m3__head_sizes(const m3_model *m, m3__params *p, m3__table *t) {
+    const m3_model_cfg *c = &m->cfg;
+    if (!m3__has_backbone(m->arch)) {
+        for (int k = 0; k < 2; k++) {
+            m3__table_add(t, &p->lw[k], m->D);
+            m3__table_add(t, &p->lb[k], 1);
+        }
+        return;
+    }
+    int n_gates = m->gate_per_scen ? 2 * c->n_scen : 2;
+    for (int gi = 0; gi < n_gates; gi++) {
+        int k = gi % 2;
+        if (m->n_gate[k] < 2) continue;
+        m3__table_add(t, &p->gW[gi], (size_t)m->n_gate[k] * m->D);
+        m3__table_add(t, &p->gb[gi], m->n_gate[k]);
+    }
+    for (int k = 0; k < 2; k++) {
+        m3__table_add(t, &p->tw1[k], (size_t)c->tower_hidden * m->T);
+        m3__table_add(t, &p->tb1[k], c->tower_hidden);
+        m3__table_add(t, &p->tw2[k], c->tower_hidden);
+        m3__table_add(t, &p->tb2[k], 1);
+    }
 }
 
+static void m3__mieg_sizes(const m3_model *m, m3__params *p, m3__table *t) {
+    int d = m->cfg.emb_dim, mh = m->cfg.mieg_hidden;
+    m3__table_add(t, &p->mw1, (size_t)mh * m->Dg);
+    m3__table_add(t, &p->mb1, mh);
+    m3__table_add(t, &p->mw2, (size_t)d * mh);
+    m3__table_add(t, &p->mb2, d);
+    m3__table_add(t, &p->mgamma, 1);
+}
+
+static void m3__upt_sizes(const m3_model *m, m3__params *p, m3__table *t) {
+    size_t d = (size_t)m->cfg.emb_dim, F = (size_t)m->cfg.upt_ffn;
+    m3__table_add(t, &p->uqw, 2 * d * d);
+    m3__table_add(t, &p->uqb, d);
+    m3__table_add(t, &p->unohist, d);
+    m3__table_add(t, &p->uWQ, d * d);
+    m3__table_add(t, &p->uWK, d * d);
+    m3__table_add(t, &p->uWV, d * d);
+    m3__table_add(t, &p->uWO, d * d);
+    m3__table_add(t, &p->ubO, d);
+    m3__table_add(t, &p->ul1g, d);
+    m3__table_add(t, &p->ul1b, d);
+    m3__table_add(t, &p->ul2g, d);
+    m3__table_add(t, &p->ul2b, d);
+    m3__table_add(t, &p->uf1w, F * d);
+    m3__table_add(t, &p->uf1b, F);
+    m3__table_add(t, &p->uf2w, d * F);
+    m3__table_add(t, &p->uf2b, d);
+}
+
+static void m3__param_sizes(const m3_model *m, m3__params *p, m3__table *t) {
+    memset(p, 0, sizeof *p);
+    memset(t, 0, sizeof *t);
+    m3__table_add(t, &p->scen, (size_t)m->cfg.n_scen * m->cfg.emb_dim);
+    if (m3__has_backbone(m->arch)) m3__expert_sizes(m, p, t);
+    m3__head_sizes(m, p, t);
+    if (m->use_mieg) m3__mieg_sizes(m, p, t);
+    if (m->use_upt) m3__upt_sizes(m, p, t);
+}
+
+/* The parameters, their gradients and Adam's moments: four blocks of n_params floats,
+ * with m->p and m->g pointing into the first two. */
+static int m3__alloc_params(m3_model *m) {
+    m3__table *t = malloc(sizeof *t);
+    if (!t) return -1;
+    m3__param_sizes(m, &m->p, t);
+    m->n_params = t->total;
+    m->params = calloc(m->n_params, sizeof(float));
+    m->grads = calloc(m->n_params, sizeof(float));
+    m->adam_m = calloc(m->n_params, sizeof(float));
+    m->adam_v = calloc(m->n_params, sizeof(float));
+    int ok = m->params && m->grads && m->adam_m && m->adam_v && !t->overflow;
+    if (ok) {
+        m3__table_point(t, m->params, 1);
+        m3__param_sizes(m, &m->g, t);   /* the gradients: the same layout */
+        m3__table_point(t, m->grads, 1);
+    }
+    free(t);
+    return ok ? 0 : -1;
+}
+
+/* ---------------------------------------------------------------- initial weights */
+
+/* Normal draws by Box-Muller from the splitmix64 stream s: deterministic from cfg.seed
+ * on every platform (u1 in (0, 1] keeps the log finite). */
 static void m3__randn(float *w, size_t n, float std, uint64_t *s) {
     for (size_t i = 0; i < n; i++) {
-        double u1 = ((double)(m3__next(s) >> 11) + 1.0) * (1.0 / 9007199254740993.0);
-        double u2 = (double)(m3__next(s) >> 11) * (1.0 / 9007199254740992.0);
+        double u1 = ((double)(hash_splitmix64(s) >> 11) + 1.0) * (1.0 / 9007199254740993.0);
+        double u2 = hash_unit(hash_splitmix64(s));
         w[i] = (float)(std * sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
     }
 }
@@ -317,162 +382,171 @@ static void m3__init_params(m3_model *m) {
     }
 }
 
-static int m3__check_cfg(const m3_model_cfg *c, char *errstr, size_t n) {
-#define M3__BAD(...) do { snprintf(errstr, n, __VA_ARGS__); return -1; } while (0)
+/* Write a refusal into errstr (n bytes); returns -1, m3__check_cfg's verdict. */
+static int m3__bad(char *errstr, size_t n, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int m3__bad(char *errstr, size_t n, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(errstr, n, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+static int m3__check_cfg(const m3_model_cfg *c, char *err, size_t n) {
     if (c->arch < 0 || c->arch >= M3_ARCH__COUNT)
-        M3__BAD("model.arch %d is not implemented", c->arch);
+        return m3__bad(err, n, "model.arch %d is not implemented", c->arch);
     if (c->n_scen < 1 || c->n_scen > M3_MAX_SCEN)
-        M3__BAD("%d scenarios, expected 1..%d", c->n_scen, M3_MAX_SCEN);
+        return m3__bad(err, n, "%d scenarios, expected 1..%d", c->n_scen, M3_MAX_SCEN);
     if (c->n_cat < 0 || c->n_cat > M3_MAX_CAT)
-        M3__BAD("%d categorical slots, expected 0..%d", c->n_cat, M3_MAX_CAT);
+        return m3__bad(err, n, "%d categorical slots, expected 0..%d", c->n_cat, M3_MAX_CAT);
     if (c->n_num < 0 || c->n_num > M3_MAX_NUM)
-        M3__BAD("%d numeric slots, expected 0..%d", c->n_num, M3_MAX_NUM);
+        return m3__bad(err, n, "%d numeric slots, expected 0..%d", c->n_num, M3_MAX_NUM);
     if (c->emb_dim < 1 || c->emb_dim > 1024)
-        M3__BAD("model.emb.dim %d, expected 1..1024", c->emb_dim);
+        return m3__bad(err, n, "model.emb.dim %d, expected 1..1024", c->emb_dim);
     if (c->max_batch < 1 || c->max_batch > 1 << 20)
-        M3__BAD("max_batch %d, expected 1..%d", c->max_batch, 1 << 20);
+        return m3__bad(err, n, "max_batch %d, expected 1..%d", c->max_batch, 1 << 20);
     if (!(c->gate_scale > 0) || !isfinite(c->gate_scale))
-        M3__BAD("model.gate.scale must be finite and > 0");
-    if (c->slice_burnin < 0) M3__BAD("model.slice.burnin %d, expected >= 0", c->slice_burnin);
+        return m3__bad(err, n, "model.gate.scale must be finite and > 0");
+    if (c->slice_burnin < 0)
+        return m3__bad(err, n, "model.slice.burnin %d, expected >= 0", c->slice_burnin);
     if (c->slice_user_new < 1)
-        M3__BAD("model.slice.user.new %d, expected >= 1", c->slice_user_new);
+        return m3__bad(err, n, "model.slice.user.new %d, expected >= 1", c->slice_user_new);
     if (m3__has_backbone(c->arch)) {
         if (c->n_hidden < 1 || c->n_hidden > M3_MAX_LAYERS)
-            M3__BAD("%s needs 1..%d hidden layers, got %d", m3_arch_name(c->arch),
-                    M3_MAX_LAYERS, c->n_hidden);
+            return m3__bad(err, n, "%s needs 1..%d hidden layers, got %d",
+                           m3_arch_name(c->arch), M3_MAX_LAYERS, c->n_hidden);
         for (int l = 0; l < c->n_hidden; l++)
             if (c->hidden[l] < 1 || c->hidden[l] > 65536)
-                M3__BAD("model.hidden[%d] = %d, expected 1..65536", l, c->hidden[l]);
+                return m3__bad(err, n, "model.hidden[%d] = %d, expected 1..65536", l,
+                               c->hidden[l]);
         if (c->tower_hidden < 1 || c->tower_hidden > 65536)
-            M3__BAD("model.tower.hidden %d, expected 1..65536", c->tower_hidden);
+            return m3__bad(err, n, "model.tower.hidden %d, expected 1..65536", c->tower_hidden);
     }
     if (c->arch == M3_ARCH_MMOE || c->arch == M3_ARCH_PLE || m3__is_m3rec(c->arch)) {
         if (c->n_exp_shared < 0 || c->n_exp_scen < 0 || c->n_exp_task < 0 ||
             c->n_exp_shared + c->n_exp_scen + 2 * c->n_exp_task < 1 ||
             c->n_exp_shared + c->n_exp_scen + 2 * c->n_exp_task > M3__MAX_SLOTS ||
             c->n_exp_shared + c->n_scen * c->n_exp_scen + 2 * c->n_exp_task > M3_MAX_EXPERTS)
-            M3__BAD("model.experts: shared %d, scenario %d, task %d: need >= 0 each, >= 1 "
-                    "expert per example, <= %d per example and <= %d in all",
-                    c->n_exp_shared, c->n_exp_scen, c->n_exp_task, M3__MAX_SLOTS,
-                    M3_MAX_EXPERTS);
+            return m3__bad(err, n, "model.experts: shared %d, scenario %d, task %d: need >= 0 "
+                           "each, >= 1 expert per example, <= %d per example and <= %d in all",
+                           c->n_exp_shared, c->n_exp_scen, c->n_exp_task, M3__MAX_SLOTS,
+                           M3_MAX_EXPERTS);
         if (c->n_exp_shared + c->n_exp_scen + c->n_exp_task < 1)
-            M3__BAD("model.experts: every task needs at least one expert");
+            return m3__bad(err, n, "model.experts: every task needs at least one expert");
     }
     if (m3__is_m3rec(c->arch)) {
-        if (c->item_warm < 0) M3__BAD("model.item.warm %d, expected >= 0", c->item_warm);
+        if (c->item_warm < 0)
+            return m3__bad(err, n, "model.item.warm %d, expected >= 0", c->item_warm);
         if (c->mieg && c->arch != M3_ARCH_M3REC_NOMIEG) {
             if (c->mieg_hidden < 1 || c->mieg_hidden > 65536)
-                M3__BAD("model.mieg.hidden %d, expected 1..65536", c->mieg_hidden);
+                return m3__bad(err, n, "model.mieg.hidden %d, expected 1..65536", c->mieg_hidden);
             if (c->item_cat_n < 0 || c->item_num_n < 0 || c->item_cat_n + c->item_num_n < 1 ||
                 c->item_cat_from < 0 || c->item_cat_from + c->item_cat_n > c->n_cat ||
                 c->item_num_from < 0 || c->item_num_from + c->item_num_n > c->n_num)
-                M3__BAD("MIEG needs item features: item_cat %d+%d of %d slots, item_num "
-                        "%d+%d of %d", c->item_cat_from, c->item_cat_n, c->n_cat,
-                        c->item_num_from, c->item_num_n, c->n_num);
+                return m3__bad(err, n, "MIEG needs item features: item_cat %d+%d of %d slots, "
+                               "item_num %d+%d of %d", c->item_cat_from, c->item_cat_n, c->n_cat,
+                               c->item_num_from, c->item_num_n, c->n_num);
             if (!(c->mieg_align >= 0) || !isfinite(c->mieg_align))
-                M3__BAD("model.mieg.align must be finite and >= 0");
+                return m3__bad(err, n, "model.mieg.align must be finite and >= 0");
         }
         if (c->upt && c->arch != M3_ARCH_M3REC_NOUPT) {
             if (c->upt_heads < 1 || c->emb_dim % c->upt_heads != 0)
-                M3__BAD("model.upt.heads %d must divide model.emb.dim %d", c->upt_heads,
-                        c->emb_dim);
+                return m3__bad(err, n, "model.upt.heads %d must divide model.emb.dim %d",
+                               c->upt_heads, c->emb_dim);
             if (c->upt_ffn < 1 || c->upt_ffn > 65536)
-                M3__BAD("model.upt.ffn %d, expected 1..65536", c->upt_ffn);
+                return m3__bad(err, n, "model.upt.ffn %d, expected 1..65536", c->upt_ffn);
             if (c->n_scen + 2 > NN_ATTN_MAX_L)
-                M3__BAD("UPT attends over n_scen + 2 <= %d tokens", NN_ATTN_MAX_L);
+                return m3__bad(err, n, "UPT attends over n_scen + 2 <= %d tokens", NN_ATTN_MAX_L);
             if (!(c->upt_step >= 0 && c->upt_step <= 10 && c->upt_step_conv >= 0 &&
                   c->upt_step_conv <= 10))
-                M3__BAD("model.upt.step and model.upt.step.conv must be in 0..10");
+                return m3__bad(err, n,
+                               "model.upt.step and model.upt.step.conv must be in 0..10");
         }
     }
-    if (c->arch == M3_ARCH_M3REC_NOMIEG || c->arch == M3_ARCH_M3REC || c->arch == M3_ARCH_M3REC_NOUPT)
-        if (c->n_cat < 2) M3__BAD("m3rec needs the user and item id slots");
+    if (m3__is_m3rec(c->arch) && c->n_cat < 2)
+        return m3__bad(err, n, "m3rec needs the user and item id slots");
     if (!(c->lr_dense >= 0 && c->lr_emb >= 0 && c->acc0_emb >= 0 && c->l2_emb >= 0 &&
           c->clip_norm >= 0) ||
         !isfinite(c->lr_dense) || !isfinite(c->lr_emb) || !isfinite(c->acc0_emb) ||
         !isfinite(c->l2_emb) || !isfinite(c->clip_norm))
-        M3__BAD("learning rates, the Adagrad start, l2 and clip norm must be finite and >= 0");
+        return m3__bad(err, n, "learning rates, the Adagrad start, l2 and clip norm must be "
+                       "finite and >= 0");
     return 0;
-#undef M3__BAD
 }
 
-/* The slot and gate tables of the architecture. */
+/* ---------------------------------------------------------------- slots and gates */
+
+/* A new expert slot that runs expert e for every scenario; returns the slot. */
+static int m3__slot_shared(m3_model *m, int e) {
+    for (int s = 0; s < m->cfg.n_scen; s++) m->slot_exp[s][m->A] = e;
+    m->slot_shared[m->A] = 1;
+    return m->A++;
+}
+
+/* A new expert slot that runs expert first + s * stride for scenario s (shared when there
+ * is one scenario); returns the slot. */
+static int m3__slot_per_scen(m3_model *m, int first, int stride) {
+    for (int s = 0; s < m->cfg.n_scen; s++) m->slot_exp[s][m->A] = first + s * stride;
+    m->slot_shared[m->A] = m->cfg.n_scen == 1;
+    return m->A++;
+}
+
+/* Task t's gate mixes slot k too. */
+static void m3__gate_add(m3_model *m, int t, int k) { m->gate_slot[t][m->n_gate[t]++] = k; }
+
+/* A slot every task's gate mixes. */
+static void m3__slot_both_tasks(m3_model *m, int k) {
+    m3__gate_add(m, 0, k);
+    m3__gate_add(m, 1, k);
+}
+
+/* The slot and gate tables of the architecture (m->A slots, m->n_experts experts). */
 static void m3__layout(m3_model *m) {
     const m3_model_cfg *c = &m->cfg;
     int S = c->n_scen, Ksh = c->n_exp_shared, Ksc = c->n_exp_scen, Kt = c->n_exp_task;
-    int A = 0, E = 0;
+    m->A = 0;
     m->gate_per_scen = 0;
     m->n_gate[0] = m->n_gate[1] = 0;
-#define M3__SLOT_ALL(e) do { for (int s_ = 0; s_ < S; s_++) m->slot_exp[s_][A] = (e);    \
-                             m->slot_shared[A++] = 1; } while (0)
-#define M3__GATE(t, k) (m->gate_slot[t][m->n_gate[t]++] = (k))
     switch (m->arch) {
     case M3_ARCH_SHARED_BOTTOM:
-        E = 1;
-        M3__SLOT_ALL(0);
-        M3__GATE(0, 0); M3__GATE(1, 0);
+        m->n_experts = 1;
+        m3__slot_both_tasks(m, m3__slot_shared(m, 0));
         break;
     case M3_ARCH_STAR:
-        E = S;
-        for (int s = 0; s < S; s++) m->slot_exp[s][0] = s;
-        m->slot_shared[A++] = S == 1;
-        M3__GATE(0, 0); M3__GATE(1, 0);
+        m->n_experts = S;
+        m3__slot_both_tasks(m, m3__slot_per_scen(m, 0, 1));
         break;
     case M3_ARCH_MMOE:
-        E = Ksh + Ksc + 2 * Kt;
-        for (int e = 0; e < E; e++) {
-            M3__SLOT_ALL(e);
-            M3__GATE(0, e); M3__GATE(1, e);
-        }
+        m->n_experts = Ksh + Ksc + 2 * Kt;
+        for (int e = 0; e < m->n_experts; e++) m3__slot_both_tasks(m, m3__slot_shared(m, e));
         break;
     case M3_ARCH_PLE:
-        E = Ksh + Ksc + 2 * Kt;
-        for (int e = 0; e < Ksh + Ksc; e++) {
-            M3__SLOT_ALL(e);
-            M3__GATE(0, e); M3__GATE(1, e);
-        }
+        m->n_experts = Ksh + Ksc + 2 * Kt;
+        for (int e = 0; e < Ksh + Ksc; e++) m3__slot_both_tasks(m, m3__slot_shared(m, e));
         for (int t = 0; t < 2; t++)
-            for (int j = 0; j < Kt; j++) {
-                M3__GATE(t, A);
-                M3__SLOT_ALL(Ksh + Ksc + t * Kt + j);
-            }
+            for (int j = 0; j < Kt; j++)
+                m3__gate_add(m, t, m3__slot_shared(m, Ksh + Ksc + t * Kt + j));
         break;
     default:   /* m3rec and its ablations */
-        E = Ksh + S * Ksc + 2 * Kt;
+        m->n_experts = Ksh + S * Ksc + 2 * Kt;
         m->gate_per_scen = 1;
-        for (int e = 0; e < Ksh; e++) {
-            M3__SLOT_ALL(e);
-            M3__GATE(0, e); M3__GATE(1, e);
-        }
-        for (int j = 0; j < Ksc; j++) {
-            for (int s = 0; s < S; s++) m->slot_exp[s][A] = Ksh + s * Ksc + j;
-            m->slot_shared[A] = S == 1;
-            M3__GATE(0, A); M3__GATE(1, A);
-            A++;
-        }
+        for (int e = 0; e < Ksh; e++) m3__slot_both_tasks(m, m3__slot_shared(m, e));
+        for (int j = 0; j < Ksc; j++) m3__slot_both_tasks(m, m3__slot_per_scen(m, Ksh + j, Ksc));
         for (int t = 0; t < 2; t++)
-            for (int j = 0; j < Kt; j++) {
-                M3__GATE(t, A);
-                M3__SLOT_ALL(Ksh + S * Ksc + t * Kt + j);
-            }
+            for (int j = 0; j < Kt; j++)
+                m3__gate_add(m, t, m3__slot_shared(m, Ksh + S * Ksc + t * Kt + j));
         break;
     }
-#undef M3__SLOT_ALL
-#undef M3__GATE
-    m->A = A;
-    m->n_experts = E;
 }
 
-m3_model *m3_new(const m3_model_cfg *cfg, char *errstr, size_t errstr_size) {
-    openblas_set_num_threads(1);
-    if (m3__check_cfg(cfg, errstr, errstr_size) != 0) return NULL;
-    m3_model *m = calloc(1, sizeof *m);
-    if (!m) goto oom;
-    m->cfg = *cfg;
+/* ---------------------------------------------------------------- creation */
+
+/* Widths and offsets of the architecture: the switches, x's layout, the slots. */
+static void m3__shape(m3_model *m) {
     const m3_model_cfg *c = &m->cfg;
+    int d = c->emb_dim, S = c->n_scen, bb = m3__has_backbone(c->arch);
     m->arch = c->arch;
-    int d = c->emb_dim, th = c->tower_hidden, nb = c->max_batch, S = c->n_scen;
-    int bb = m3__has_backbone(m->arch);
     m->use_mieg = c->mieg && (m->arch == M3_ARCH_M3REC || m->arch == M3_ARCH_M3REC_NOUPT);
     m->use_upt = c->upt && (m->arch == M3_ARCH_M3REC || m->arch == M3_ARCH_M3REC_NOMIEG);
     m->ud = m->use_upt ? d + S : 0;
@@ -489,140 +563,179 @@ m3_model *m3_new(const m3_model_cfg *cfg, char *errstr, size_t errstr_size) {
     m->L = S + 2;
     m->H = m->use_upt ? c->upt_heads : 1;
     if (bb) m3__layout(m);
+}
 
-    m->n_params = m3__point(&m->p, NULL, m);
-    m->params = calloc(m->n_params, sizeof(float));
-    m->grads = calloc(m->n_params, sizeof(float));
-    m->adam_m = calloc(m->n_params, sizeof(float));
-    m->adam_v = calloc(m->n_params, sizeof(float));
-    if (!m->params || !m->grads || !m->adam_m || !m->adam_v) goto oom;
-    m3__point(&m->p, m->params, m);
-    m3__point(&m->g, m->grads, m);
-    m3__init_params(m);
-
-    /* expert weight pointers: the parameters, or STAR's effective weights */
-    if (bb && m->arch == M3_ARCH_STAR) {
-        size_t per = 0;
-        int in = m->D;
-        for (int l = 0; l < c->n_hidden; l++) {
-            per += (size_t)c->hidden[l] * in + c->hidden[l];
-            in = c->hidden[l];
-        }
-        m->star_w = calloc(per * S, sizeof(float));
-        m->star_dw = calloc(per * S, sizeof(float));
-        if (!m->star_w || !m->star_dw) goto oom;
-        for (int s = 0; s < S; s++) {
-            size_t o = per * s;
-            in = m->D;
-            for (int l = 0; l < c->n_hidden; l++) {
-                size_t nw = (size_t)c->hidden[l] * in;
-                m->EW[s][l] = m->star_w + o; m->dEW[s][l] = m->star_dw + o; o += nw;
-                m->Eb[s][l] = m->star_w + o; m->dEb[s][l] = m->star_dw + o; o += c->hidden[l];
-                in = c->hidden[l];
-            }
-        }
-    } else if (bb) {
+/* The weights each expert runs with: its parameters, or for STAR the effective weights
+ * W_sh .* W_s of each scenario, which m3__star_compose() makes in a block of their own. */
+static int m3__point_experts(m3_model *m) {
+    const m3_model_cfg *c = &m->cfg;
+    if (!m3__has_backbone(m->arch)) return 0;
+    if (m->arch != M3_ARCH_STAR) {
         for (int e = 0; e < m->n_experts; e++)
             for (int l = 0; l < c->n_hidden; l++) {
                 m->EW[e][l] = m->p.eW[e][l]; m->Eb[e][l] = m->p.eb[e][l];
                 m->dEW[e][l] = m->g.eW[e][l]; m->dEb[e][l] = m->g.eb[e][l];
             }
+        return 0;
     }
+    size_t per = 0;
+    int in = m->D;
+    for (int l = 0; l < c->n_hidden; l++) {
+        per += (size_t)c->hidden[l] * in + c->hidden[l];
+        in = c->hidden[l];
+    }
+    m->star_w = calloc(per * c->n_scen, sizeof(float));
+    m->star_dw = calloc(per * c->n_scen, sizeof(float));
+    if (!m->star_w || !m->star_dw) return -1;
+    for (int s = 0; s < c->n_scen; s++) {
+        size_t o = per * s;
+        in = m->D;
+        for (int l = 0; l < c->n_hidden; l++) {
+            size_t nw = (size_t)c->hidden[l] * in;
+            m->EW[s][l] = m->star_w + o; m->dEW[s][l] = m->star_dw + o; o += nw;
+            m->Eb[s][l] = m->star_w + o; m->dEb[s][l] = m->star_dw + o; o += c->hidden[l];
+            in = c->hidden[l];
+        }
+    }
+    return 0;
+}
 
-    size_t nc1 = (size_t)(c->n_cat ? c->n_cat : 1);
-    m->emb = emb_new(d, c->seed, c->acc0_emb, (size_t)nb * nc1, errstr, errstr_size);
-    if (!m->emb) goto fail;
-    m->users = users_new(S, m->use_upt ? d : 0, errstr, errstr_size);
-    if (!m->users) goto fail;
-    m->rows = malloc(sizeof(int64_t) * (size_t)nb * nc1);
-    m->urow = malloc(sizeof(int64_t) * (size_t)nb);
-    m->ukey = calloc((size_t)nb, sizeof(uint64_t));
-    m->ts = calloc((size_t)nb, sizeof(int64_t));
+/* The embedding table, the user table and the per-example index arrays. */
+static int m3__alloc_tables(m3_model *m, char *errstr, size_t errstr_size) {
+    const m3_model_cfg *c = &m->cfg;
+    size_t nb = (size_t)c->max_batch, nc1 = (size_t)(c->n_cat ? c->n_cat : 1);
+    m->emb = emb_new(c->emb_dim, c->seed, c->acc0_emb, nb * nc1, errstr, errstr_size);
+    if (!m->emb) return -1;
+    m->users = users_new(c->n_scen, m->use_upt ? c->emb_dim : 0, errstr, errstr_size);
+    if (!m->users) return -1;
+    m->rows = malloc(sizeof(int64_t) * nb * nc1);
+    m->urow = malloc(sizeof(int64_t) * nb);
+    m->ukey = calloc(nb, sizeof(uint64_t));
+    m->ts = calloc(nb, sizeof(int64_t));
     m->now_ms = INT64_MIN;
-    m->scen = malloc(sizeof(int32_t) * (size_t)nb);
-    m->perm = malloc(sizeof(int) * (size_t)nb);
-    m->inv = malloc(sizeof(int) * (size_t)nb);
-    m->young = calloc((size_t)nb, 1);
-    m->slice = calloc((size_t)nb, 1);
-    m->umask = calloc((size_t)nb * m->L, 1);
-    if (!m->rows || !m->urow || !m->ukey || !m->ts || !m->scen || !m->perm || !m->inv || !m->young || !m->slice ||
-        !m->umask)
-        goto oom;
-
-    /* forward and gradient caches: widths per example, carved from two blocks */
-    size_t fw = 0, gw = 0;
-    int mh = c->mieg_hidden, F = c->upt_ffn, L = m->L, H = m->H;
-    for (int pass = 0; pass < 2; pass++) {
-        float *f = m->fwd_block, *gb = m->grad_block;
-#define M3__CUT(ptr, w) do { if (pass) { (ptr) = f; f += (size_t)(w) * nb; }           \
-                             else fw += (size_t)(w); } while (0)
-#define M3__GCUT(ptr, w) do { if (pass) { (ptr) = gb; gb += (size_t)(w) * nb;           \
-                                          m->zero_ptr[m->n_zero] = (ptr);               \
-                                          m->zero_w[m->n_zero++] = (w); }               \
-                              else gw += (size_t)(w); } while (0)
-        M3__CUT(m->x, m->D);
-        M3__CUT(m->z[0], 1); M3__CUT(m->z[1], 1);
-        M3__CUT(m->y_click, 1); M3__CUT(m->y_conv, 1);
-        M3__CUT(m->w_ctr, 1); M3__CUT(m->w_ctcvr, 1);
-        M3__GCUT(m->dx, m->D);
-        M3__GCUT(m->dz[0], 1); M3__GCUT(m->dz[1], 1);
-        if (bb) {
-            for (int k = 0; k < m->A; k++)
-                for (int l = 0; l < c->n_hidden; l++) {
-                    M3__CUT(m->act[k][l], c->hidden[l]);
-                    M3__GCUT(m->dact[k][l], c->hidden[l]);
-                    M3__GCUT(m->dpre[k][l], c->hidden[l]);
-                }
-            for (int t = 0; t < 2; t++) {
-                M3__CUT(m->glog[t], m->n_gate[t]);
-                M3__CUT(m->gp[t], m->n_gate[t]);
-                M3__GCUT(m->dgp[t], m->n_gate[t]);
-                M3__GCUT(m->dglog[t], m->n_gate[t]);
-                M3__CUT(m->h[t], m->h_last);
-                M3__GCUT(m->dh[t], m->h_last);
-                M3__CUT(m->tin[t], m->T);
-                M3__GCUT(m->dtin[t], m->T);
-                M3__CUT(m->t1[t], th);
-                M3__GCUT(m->dt1[t], th);
-                M3__GCUT(m->dpre1[t], th);
-            }
-        }
-        if (m->use_mieg) {
-            M3__CUT(m->gin, m->Dg);
-            M3__CUT(m->gh, mh); M3__GCUT(m->dgh, mh); M3__GCUT(m->dghp, mh);
-            M3__CUT(m->gz, d); M3__GCUT(m->dgz, d);
-            M3__CUT(m->gth, d);
-            M3__CUT(m->egen, d); M3__GCUT(m->degen, d);
-        }
-        if (m->use_upt) {
-            M3__CUT(m->qin, 2 * d); M3__GCUT(m->dqin, 2 * d);
-            M3__CUT(m->uq, d); M3__GCUT(m->duq, d);
-            M3__CUT(m->tok, L * d); M3__GCUT(m->dtok, L * d);
-            M3__CUT(m->uQ, d); M3__GCUT(m->duQ, d);
-            M3__CUT(m->uK, L * d); M3__GCUT(m->duK, L * d);
-            M3__CUT(m->uV, L * d); M3__GCUT(m->duV, L * d);
-            M3__CUT(m->att, H * L);
-            M3__CUT(m->ctx, d); M3__GCUT(m->dctx, d);
-            M3__CUT(m->uo, d); M3__GCUT(m->duo, d);
-            M3__CUT(m->res1, d); M3__GCUT(m->dres1, d);
-            M3__CUT(m->h1, d); M3__GCUT(m->dh1, d);
-            M3__CUT(m->m1, 1); M3__CUT(m->r1, 1);
-            M3__CUT(m->f1, F); M3__GCUT(m->df1, F); M3__GCUT(m->df1p, F);
-            M3__CUT(m->f2, d); M3__GCUT(m->df2, d);
-            M3__CUT(m->res2, d); M3__GCUT(m->dres2, d);
-            M3__CUT(m->m2, 1); M3__CUT(m->r2, 1);
-            M3__CUT(m->ur, d); M3__GCUT(m->dur, d);
-            M3__CUT(m->upk, S * d);
-        }
-#undef M3__CUT
-#undef M3__GCUT
-        if (!pass) {
-            if (m->n_zero > M3__MAX_BUFS) goto oom;
-            m->fwd_block = calloc(fw * nb, sizeof(float));
-            m->grad_block = calloc(gw * nb, sizeof(float));
-            if (!m->fwd_block || !m->grad_block) goto oom;
-        }
+    m->scen = malloc(sizeof(int32_t) * nb);
+    m->perm = malloc(sizeof(int) * nb);
+    m->inv = malloc(sizeof(int) * nb);
+    m->young = calloc(nb, 1);
+    m->slice = calloc(nb, 1);
+    m->umask = calloc(nb * m->L, 1);
+    if (!m->rows || !m->urow || !m->ukey || !m->ts || !m->scen || !m->perm || !m->inv ||
+        !m->young || !m->slice || !m->umask) {
+        snprintf(errstr, errstr_size, "out of memory creating the model");
+        return -1;
     }
+    return 0;
+}
+
+/* The activations (f) and their gradients (g) of the backbone, per example. */
+static void m3__backbone_act_sizes(m3_model *m, m3__table *f, m3__table *g) {
+    const m3_model_cfg *c = &m->cfg;
+    int th = c->tower_hidden;
+    for (int k = 0; k < m->A; k++)
+        for (int l = 0; l < c->n_hidden; l++) {
+            m3__table_add(f, &m->act[k][l], c->hidden[l]);
+            m3__table_add(g, &m->dact[k][l], c->hidden[l]);
+            m3__table_add(g, &m->dpre[k][l], c->hidden[l]);
+        }
+    for (int t = 0; t < 2; t++) {
+        m3__table_add(f, &m->glog[t], m->n_gate[t]);
+        m3__table_add(f, &m->gp[t], m->n_gate[t]);
+        m3__table_add(g, &m->dgp[t], m->n_gate[t]);
+        m3__table_add(g, &m->dglog[t], m->n_gate[t]);
+        m3__table_add(f, &m->h[t], m->h_last);
+        m3__table_add(g, &m->dh[t], m->h_last);
+        m3__table_add(f, &m->tin[t], m->T);
+        m3__table_add(g, &m->dtin[t], m->T);
+        m3__table_add(f, &m->t1[t], th);
+        m3__table_add(g, &m->dt1[t], th);
+        m3__table_add(g, &m->dpre1[t], th);
+    }
+}
+
+static void m3__mieg_act_sizes(m3_model *m, m3__table *f, m3__table *g) {
+    int d = m->cfg.emb_dim, mh = m->cfg.mieg_hidden;
+    m3__table_add(f, &m->gin, m->Dg);
+    m3__table_add(f, &m->gh, mh);
+    m3__table_add(g, &m->dgh, mh);
+    m3__table_add(g, &m->dghp, mh);
+    m3__table_add(f, &m->gz, d);
+    m3__table_add(g, &m->dgz, d);
+    m3__table_add(f, &m->gth, d);
+    m3__table_add(f, &m->egen, d);
+    m3__table_add(g, &m->degen, d);
+}
+
+static void m3__upt_act_sizes(m3_model *m, m3__table *f, m3__table *g) {
+    size_t d = (size_t)m->cfg.emb_dim, F = (size_t)m->cfg.upt_ffn, L = (size_t)m->L;
+    m3__table_add(f, &m->qin, 2 * d);  m3__table_add(g, &m->dqin, 2 * d);
+    m3__table_add(f, &m->uq, d);       m3__table_add(g, &m->duq, d);
+    m3__table_add(f, &m->tok, L * d);  m3__table_add(g, &m->dtok, L * d);
+    m3__table_add(f, &m->uQ, d);       m3__table_add(g, &m->duQ, d);
+    m3__table_add(f, &m->uK, L * d);   m3__table_add(g, &m->duK, L * d);
+    m3__table_add(f, &m->uV, L * d);   m3__table_add(g, &m->duV, L * d);
+    m3__table_add(f, &m->att, (size_t)m->H * L);
+    m3__table_add(f, &m->ctx, d);      m3__table_add(g, &m->dctx, d);
+    m3__table_add(f, &m->uo, d);       m3__table_add(g, &m->duo, d);
+    m3__table_add(f, &m->res1, d);     m3__table_add(g, &m->dres1, d);
+    m3__table_add(f, &m->h1, d);       m3__table_add(g, &m->dh1, d);
+    m3__table_add(f, &m->m1, 1);
+    m3__table_add(f, &m->r1, 1);
+    m3__table_add(f, &m->f1, F);       m3__table_add(g, &m->df1, F);
+    m3__table_add(g, &m->df1p, F);
+    m3__table_add(f, &m->f2, d);       m3__table_add(g, &m->df2, d);
+    m3__table_add(f, &m->res2, d);     m3__table_add(g, &m->dres2, d);
+    m3__table_add(f, &m->m2, 1);
+    m3__table_add(f, &m->r2, 1);
+    m3__table_add(f, &m->ur, d);       m3__table_add(g, &m->dur, d);
+    m3__table_add(f, &m->upk, (size_t)m->cfg.n_scen * d);
+}
+
+/* The forward cache and the activation gradients: two blocks of max_batch rows of the
+ * widths in the tables. The gradient table stays with the model: m3__zero_grads() clears
+ * each of its pieces for the rows of a step. */
+static int m3__alloc_acts(m3_model *m) {
+    size_t nb = (size_t)m->cfg.max_batch;
+    m3__table *f = calloc(1, sizeof *f), *g = &m->act_grads;
+    if (!f) return -1;
+    m3__table_add(f, &m->x, m->D);
+    m3__table_add(f, &m->z[0], 1);
+    m3__table_add(f, &m->z[1], 1);
+    m3__table_add(f, &m->y_click, 1);
+    m3__table_add(f, &m->y_conv, 1);
+    m3__table_add(f, &m->w_ctr, 1);
+    m3__table_add(f, &m->w_ctcvr, 1);
+    m3__table_add(g, &m->dx, m->D);
+    m3__table_add(g, &m->dz[0], 1);
+    m3__table_add(g, &m->dz[1], 1);
+    if (m3__has_backbone(m->arch)) m3__backbone_act_sizes(m, f, g);
+    if (m->use_mieg) m3__mieg_act_sizes(m, f, g);
+    if (m->use_upt) m3__upt_act_sizes(m, f, g);
+    int ok = !f->overflow && !g->overflow;
+    if (ok) {
+        m->fwd_block = calloc(f->total * nb, sizeof(float));
+        m->grad_block = calloc(g->total * nb, sizeof(float));
+        ok = m->fwd_block && m->grad_block;
+    }
+    if (ok) {
+        m3__table_point(f, m->fwd_block, nb);
+        m3__table_point(g, m->grad_block, nb);
+    }
+    free(f);
+    return ok ? 0 : -1;
+}
+
+m3_model *m3_new(const m3_model_cfg *cfg, char *errstr, size_t errstr_size) {
+    openblas_set_num_threads(1);
+    if (m3__check_cfg(cfg, errstr, errstr_size) != 0) return NULL;
+    m3_model *m = calloc(1, sizeof *m);
+    if (!m) goto oom;
+    m->cfg = *cfg;
+    m3__shape(m);
+    if (m3__alloc_params(m) != 0) goto oom;
+    m3__init_params(m);
+    if (m3__point_experts(m) != 0) goto oom;
+    if (m3__alloc_tables(m, errstr, errstr_size) != 0) goto fail;
+    if (m3__alloc_acts(m) != 0) goto oom;
     return m;
 oom:
     snprintf(errstr, errstr_size, "out of memory creating the model");
@@ -735,6 +848,33 @@ static void m3__mieg_forward(m3_model *m, const m3_example *ex, int B) {
     nn_scaled_tanh_forward(m->egen, m->gth, m->gz, p->mgamma[0], (size_t)B * d);
 }
 
+/* MIEG backward: a young item's slot gradient reaches e_gen (the cold-start loss); a warm
+ * one's generator output is pulled toward its row (alignment, the row held fixed). The
+ * generator reads the item's field rows as fixed inputs (stop-gradient): they are the
+ * backbone's features, and letting the generator's losses move them cost AUC
+ * (docs/model.md). */
+static void m3__mieg_backward(m3_model *m, int B) {
+    const m3_model_cfg *c = &m->cfg;
+    const m3__params *p = &m->p, *g = &m->g;
+    int d = c->emb_dim, nc = c->n_cat, D = m->D, mh = c->mieg_hidden;
+    float a2 = 2.0f * c->mieg_align / B;
+    for (int r = 0; r < B; r++) {
+        float *de = m->degen + (size_t)r * d;
+        int64_t ir = m->rows[(size_t)r * nc + M3_SLOT_ITEM];
+        if (m->young[r]) {
+            const float *dxi = m->dx + (size_t)r * D + m->xo_emb + M3_SLOT_ITEM * d;
+            for (int j = 0; j < d; j++) de[j] += dxi[j];
+        } else if (ir >= 0 && a2 > 0) {
+            const float *eg = m->egen + (size_t)r * d, *w = emb_weights(m->emb, ir);
+            for (int j = 0; j < d; j++) de[j] += a2 * (eg[j] - w[j]);
+        }
+    }
+    nn_scaled_tanh_backward(m->dgz, g->mgamma, m->degen, m->gth, p->mgamma[0], (size_t)B * d);
+    nn_linear_backward(m->dgh, g->mw2, g->mb2, m->dgz, m->gh, p->mw2, B, mh, d);
+    nn_relu_backward(m->dghp, m->dgh, m->gh, (size_t)B * mh);
+    nn_linear_backward(NULL, g->mw1, g->mb1, m->dghp, m->gin, p->mw1, B, m->Dg, mh);
+}
+
 /* The field vector k of an example's x: embedding slot k < n_cat, the scenario's at n_cat
  * (the scenario block follows the numerics, not the slots). */
 static float *m3__field(const m3_model *m, float *xi, int k) {
@@ -744,7 +884,7 @@ static float *m3__field(const m3_model *m, float *xi, int k) {
 /* Interactions: x[xo_dot + pair(i, j)] = v_i . v_j for i < j over the n_cat field vectors
  * and the scenario's - the factorisation-machine terms, which a ReLU MLP over the
  * concatenated vectors only approximates (docs/model.md, "Interactions"). */
-static void m3__dots_forward(const m3_model *m, float *xi) {
+static void m3__dots_forward_row(const m3_model *m, float *xi) {
     int d = m->cfg.emb_dim, n = m->cfg.n_cat + 1, k = 0;
     float *o = xi + m->xo_dot;
     for (int i = 0; i < n; i++) {
@@ -758,8 +898,8 @@ static void m3__dots_forward(const m3_model *m, float *xi) {
     }
 }
 
-/* Backward of m3__dots_forward for one example: dv_i += g_ij v_j, dv_j += g_ij v_i. */
-static void m3__dots_backward(const m3_model *m, float *xi, float *dxi) {
+/* Backward of m3__dots_forward_row for one example: dv_i += g_ij v_j, dv_j += g_ij v_i. */
+static void m3__dots_backward_row(const m3_model *m, float *xi, float *dxi) {
     int d = m->cfg.emb_dim, n = m->cfg.n_cat + 1, k = 0;
     const float *g = dxi + m->xo_dot;
     for (int i = 0; i < n; i++) {
@@ -776,9 +916,18 @@ static void m3__dots_backward(const m3_model *m, float *xi, float *dxi) {
     }
 }
 
-/* Build x (grouped order): embeddings (the young items' generated), numerics, scenario
- * and, with model.dots, the interactions. */
-static void m3__input(m3_model *m, const m3_example *ex, int B) {
+static void m3__dots_forward(m3_model *m, int B) {
+    for (int r = 0; r < B; r++) m3__dots_forward_row(m, m->x + (size_t)r * m->D);
+}
+
+static void m3__dots_backward(m3_model *m, int B) {
+    for (int r = 0; r < B; r++)
+        m3__dots_backward_row(m, m->x + (size_t)r * m->D, m->dx + (size_t)r * m->D);
+}
+
+/* Build x (grouped order): embeddings (the young items' generated), numerics, scenario.
+ * (UPT's part and the interactions come from m3__upt_forward and m3__dots_forward.) */
+static void m3__input_forward(m3_model *m, const m3_example *ex, int B) {
     const m3_model_cfg *c = &m->cfg;
     int d = c->emb_dim, nc = c->n_cat, D = m->D;
     for (int r = 0; r < B; r++) {
@@ -796,7 +945,22 @@ static void m3__input(m3_model *m, const m3_example *ex, int B) {
         }
         memcpy(xi + m->xo_num, ex[m->perm[r]].num, sizeof(float) * c->n_num);
         memcpy(xi + m->xo_scen, m->p.scen + (size_t)m->scen[r] * d, sizeof(float) * d);
-        if (m->use_dots) m3__dots_forward(m, xi);
+    }
+}
+
+/* Scatter dx: the embedding slots to their rows, the scenario part to its dense row. */
+static void m3__input_backward(m3_model *m, int B) {
+    const m3_model_cfg *c = &m->cfg;
+    const m3__params *g = &m->g;
+    int d = c->emb_dim, nc = c->n_cat, D = m->D;
+    for (int r = 0; r < B; r++) {
+        const float *dxi = m->dx + (size_t)r * D;
+        const int64_t *rw = m->rows + (size_t)r * nc;
+        for (int s = 0; s < nc; s++)
+            if (rw[s] >= 0) emb_grad_add(m->emb, rw[s], dxi + m->xo_emb + s * d);
+        float *ds = g->scen + (size_t)m->scen[r] * d;
+        const float *dsx = dxi + m->xo_scen;
+        for (int j = 0; j < d; j++) ds[j] += dsx[j];
     }
 }
 
@@ -810,8 +974,9 @@ static size_t m3__snap_flags(const m3_model *m) {
 
 /* UPT forward: r_u (B, d) into x[:, 0:d] and the match scores (B, S) into x[:, d:d+S].
  * Tokens [q, no-history, t_1..t_S], the query position of one encoder block:
- * r = LN2(h1 + FFN(h1)), h1 = LN1(q + MHA(q; tokens)). */
-static void m3__upt_forward(m3_model *m, int B) {
+ * r = LN2(h1 + FFN(h1)), h1 = LN1(q + MHA(q; tokens)). snaps (caller's order, or NULL):
+ * the rows whose preferences come from a snapshot (m3_forward_snap) instead of the table. */
+static void m3__upt_forward(m3_model *m, const void *const *snaps, int B) {
     const m3_model_cfg *c = &m->cfg;
     const m3__params *p = &m->p;
     int d = c->emb_dim, S = c->n_scen, L = m->L, H = m->H, F = c->upt_ffn, D = m->D;
@@ -829,7 +994,7 @@ static void m3__upt_forward(m3_model *m, int B) {
         mk[0] = mk[1] = 1;
         int64_t u = m->urow[r];
         /* a settled row's snapshot (m3_forward_snap): the preferences it was scored with */
-        const unsigned char *sn = m->snaps ? m->snaps[m->perm[r]] : NULL;
+        const unsigned char *sn = snaps ? snaps[m->perm[r]] : NULL;
         for (int k = 0; k < S; k++) {
             float *t = tk + (size_t)(2 + k) * d;
             float *pk = m->upk + ((size_t)r * S + k) * d;
@@ -974,147 +1139,203 @@ static void m3__star_fold(m3_model *m) {
 
 /* Row blocks of slot k: one block of all B rows when the slot's expert is shared, else
  * one per scenario: runs the body with e (expert), r0 (first row), n (rows) set. */
-#define M3__FOR_BLOCKS(m, k, B, e, r0, n, ...)                                        \
-    do {                                                                               \
-        if ((m)->slot_shared[k]) {                                                     \
-            int e = (m)->slot_exp[0][k], r0 = 0, n = (B);                              \
-            if (n > 0) { __VA_ARGS__; }                                                       \
-        } else                                                                         \
-            for (int s_ = 0; s_ < (m)->cfg.n_scen; s_++) {                             \
-                int e = (m)->slot_exp[s_][k], r0 = (m)->grp_off[s_], n = (m)->grp_n[s_];\
-                if (n > 0) { __VA_ARGS__; }                                                   \
-            }                                                                          \
-    } while (0)
 
-/* Gate blocks of task t: per scenario (m3rec) or all rows. */
-#define M3__FOR_GATES(m, t, B, gi, r0, n, ...)                                        \
-    do {                                                                               \
-        if (!(m)->gate_per_scen) {                                                     \
-            int gi = (t), r0 = 0, n = (B);                                             \
-            if (n > 0) { __VA_ARGS__; }                                                       \
-        } else                                                                         \
-            for (int s_ = 0; s_ < (m)->cfg.n_scen; s_++) {                             \
-                int gi = s_ * 2 + (t), r0 = (m)->grp_off[s_], n = (m)->grp_n[s_];      \
-                if (n > 0) { __VA_ARGS__; }                                                   \
-            }                                                                          \
-    } while (0)
+/* Rows r0..r0+n-1 of the grouped batch, run by expert (or gate) e. */
+typedef struct {
+    int e, r0, n;
+} m3__block;
 
-static void m3__backbone_forward(m3_model *m, int B) {
+/* The row blocks of slot k: all B rows when its expert is shared, else one block per
+ * scenario present in the batch, in scenario order. Returns how many (<= n_scen). */
+static int m3__slot_blocks(const m3_model *m, int k, int B, m3__block *bl) {
+    if (m->slot_shared[k]) {
+        bl[0] = (m3__block){ m->slot_exp[0][k], 0, B };
+        return B > 0;
+    }
+    int nb = 0;
+    for (int s = 0; s < m->cfg.n_scen; s++)
+        if (m->grp_n[s] > 0)
+            bl[nb++] = (m3__block){ m->slot_exp[s][k], m->grp_off[s], m->grp_n[s] };
+    return nb;
+}
+
+/* The row blocks of task t's gate: one gate for all rows, or (m3rec) gate s*2+t for the
+ * rows of scenario s. Returns how many (<= n_scen). */
+static int m3__gate_blocks(const m3_model *m, int t, int B, m3__block *bl) {
+    if (!m->gate_per_scen) {
+        bl[0] = (m3__block){ t, 0, B };
+        return B > 0;
+    }
+    int nb = 0;
+    for (int s = 0; s < m->cfg.n_scen; s++)
+        if (m->grp_n[s] > 0) bl[nb++] = (m3__block){ s * 2 + t, m->grp_off[s], m->grp_n[s] };
+    return nb;
+}
+
+/* Expert slot k on the rows of b: act[k][l] = ReLU(x W_l^T + b_l), layer after layer. */
+static void m3__expert_forward(m3_model *m, int k, m3__block b) {
+    const m3_model_cfg *c = &m->cfg;
+    int D = m->D;
+    const float *in = m->x + (size_t)b.r0 * D;
+    int in_w = D;
+    for (int l = 0; l < c->n_hidden; l++) {
+        int hw = c->hidden[l];
+        float *o = m->act[k][l] + (size_t)b.r0 * hw;
+        nn_linear_forward(o, in, m->EW[b.e][l], m->Eb[b.e][l], b.n, in_w, hw);
+        nn_relu_forward(o, o, (size_t)b.n * hw);
+        in = o;
+        in_w = hw;
+    }
+}
+
+static void m3__expert_backward(m3_model *m, int k, m3__block b) {
+    const m3_model_cfg *c = &m->cfg;
+    int D = m->D;
+    for (int l = c->n_hidden - 1; l >= 0; l--) {
+        int hw = c->hidden[l], in_w = l ? c->hidden[l - 1] : D;
+        float *dpre = m->dpre[k][l] + (size_t)b.r0 * hw;
+        nn_relu_backward(dpre, m->dact[k][l] + (size_t)b.r0 * hw,
+                         m->act[k][l] + (size_t)b.r0 * hw, (size_t)b.n * hw);
+        const float *in = l ? m->act[k][l - 1] + (size_t)b.r0 * in_w : m->x + (size_t)b.r0 * D;
+        float *din = l ? m->dact[k][l - 1] + (size_t)b.r0 * in_w : m->dx + (size_t)b.r0 * D;
+        nn_linear_backward(din, m->dEW[b.e][l], m->dEb[b.e][l], dpre, in, m->EW[b.e][l], b.n,
+                           in_w, hw);
+    }
+}
+
+/* Task t's input h[t]: its one slot's output, or sum_j g_j o_j over its slots with
+ * g = softmax(gate_scale (x W^T + b)). */
+static void m3__mix_forward(m3_model *m, int t, int B) {
     const m3_model_cfg *c = &m->cfg;
     const m3__params *p = &m->p;
-    int d = c->emb_dim, th = c->tower_hidden, T = m->T, hl = m->h_last, D = m->D;
-    if (m->arch == M3_ARCH_STAR) m3__star_compose(m);
-    for (int k = 0; k < m->A; k++)
-        M3__FOR_BLOCKS(m, k, B, e, r0, n, {
-            const float *in = m->x + (size_t)r0 * D;
-            int in_w = D;
-            for (int l = 0; l < c->n_hidden; l++) {
-                int hw = c->hidden[l];
-                float *o = m->act[k][l] + (size_t)r0 * hw;
-                nn_linear_forward(o, in, m->EW[e][l], m->Eb[e][l], n, in_w, hw);
-                nn_relu_forward(o, o, (size_t)n * hw);
-                in = o;
-                in_w = hw;
-            }
-        });
-    for (int t = 0; t < 2; t++) {
-        int G = m->n_gate[t];
-        float *h = m->h[t];
-        if (G == 1) {
-            memcpy(h, m->act[m->gate_slot[t][0]][c->n_hidden - 1], sizeof(float) * B * hl);
-        } else {
-            M3__FOR_GATES(m, t, B, gi, r0, n, {
-                nn_linear_forward(m->glog[t] + (size_t)r0 * G, m->x + (size_t)r0 * D,
-                                  p->gW[gi], p->gb[gi], n, D, G);
-            });
-            if (c->gate_scale != 1.0f)   /* slow gates (m3_model_cfg.gate_scale) */
-                for (size_t i = 0; i < (size_t)B * G; i++) m->glog[t][i] *= c->gate_scale;
-            nn_softmax_forward(m->gp[t], m->glog[t], B, G);
-            memset(h, 0, sizeof(float) * B * hl);
-            for (int j = 0; j < G; j++) {
-                const float *o = m->act[m->gate_slot[t][j]][c->n_hidden - 1];
-                for (int r = 0; r < B; r++) {
-                    float gj = m->gp[t][(size_t)r * G + j];
-                    float *hr = h + (size_t)r * hl;
-                    const float *orow = o + (size_t)r * hl;
-                    for (int q = 0; q < hl; q++) hr[q] += gj * orow[q];
-                }
-            }
-        }
+    int G = m->n_gate[t], hl = m->h_last, D = m->D;
+    float *h = m->h[t];
+    if (G == 1) {
+        memcpy(h, m->act[m->gate_slot[t][0]][c->n_hidden - 1], sizeof(float) * B * hl);
+        return;
+    }
+    m3__block bl[M3_MAX_SCEN];
+    int nb = m3__gate_blocks(m, t, B, bl);
+    for (int i = 0; i < nb; i++)
+        nn_linear_forward(m->glog[t] + (size_t)bl[i].r0 * G, m->x + (size_t)bl[i].r0 * D,
+                          p->gW[bl[i].e], p->gb[bl[i].e], bl[i].n, D, G);
+    if (c->gate_scale != 1.0f)   /* slow gates (m3_model_cfg.gate_scale) */
+        for (size_t i = 0; i < (size_t)B * G; i++) m->glog[t][i] *= c->gate_scale;
+    nn_softmax_forward(m->gp[t], m->glog[t], B, G);
+    memset(h, 0, sizeof(float) * B * hl);
+    for (int j = 0; j < G; j++) {
+        const float *o = m->act[m->gate_slot[t][j]][c->n_hidden - 1];
         for (int r = 0; r < B; r++) {
-            float *ti = m->tin[t] + (size_t)r * T;
-            memcpy(ti, h + (size_t)r * hl, sizeof(float) * hl);
-            memcpy(ti + hl, p->scen + (size_t)m->scen[r] * d, sizeof(float) * d);
+            float gj = m->gp[t][(size_t)r * G + j];
+            float *hr = h + (size_t)r * hl;
+            const float *orow = o + (size_t)r * hl;
+            for (int q = 0; q < hl; q++) hr[q] += gj * orow[q];
         }
-        nn_linear_forward(m->t1[t], m->tin[t], p->tw1[t], p->tb1[t], B, T, th);
-        nn_relu_forward(m->t1[t], m->t1[t], (size_t)B * th);
-        nn_linear_forward(m->z[t], m->t1[t], p->tw2[t], p->tb2[t], B, th, 1);
+    }
+}
+
+static void m3__mix_backward(m3_model *m, int t, int B) {
+    const m3_model_cfg *c = &m->cfg;
+    const m3__params *p = &m->p, *g = &m->g;
+    int G = m->n_gate[t], hl = m->h_last, D = m->D, Lh = c->n_hidden;
+    if (G == 1) {
+        float *da = m->dact[m->gate_slot[t][0]][Lh - 1];
+        const float *dh = m->dh[t];
+        for (size_t i = 0; i < (size_t)B * hl; i++) da[i] += dh[i];
+        return;
+    }
+    /* h = sum_j g_j o_j: dg_j = dh . o_j, do_j += g_j dh */
+    for (int j = 0; j < G; j++) {
+        int k = m->gate_slot[t][j];
+        const float *o = m->act[k][Lh - 1];
+        float *da = m->dact[k][Lh - 1];
+        for (int r = 0; r < B; r++) {
+            const float *dh = m->dh[t] + (size_t)r * hl, *orow = o + (size_t)r * hl;
+            float *dar = da + (size_t)r * hl;
+            float gj = m->gp[t][(size_t)r * G + j], s = 0.0f;
+            for (int q = 0; q < hl; q++) { s += dh[q] * orow[q]; dar[q] += gj * dh[q]; }
+            m->dgp[t][(size_t)r * G + j] += s;
+        }
+    }
+    nn_softmax_backward(m->dglog[t], m->dgp[t], m->gp[t], B, G);
+    if (c->gate_scale != 1.0f)
+        for (size_t i = 0; i < (size_t)B * G; i++) m->dglog[t][i] *= c->gate_scale;
+    m3__block bl[M3_MAX_SCEN];
+    int nb = m3__gate_blocks(m, t, B, bl);
+    for (int i = 0; i < nb; i++) {
+        size_t r0 = (size_t)bl[i].r0;
+        nn_linear_backward(m->dx + r0 * D, g->gW[bl[i].e], g->gb[bl[i].e],
+                           m->dglog[t] + r0 * G, m->x + r0 * D, p->gW[bl[i].e], bl[i].n, D, G);
+    }
+}
+
+/* Tower t: z_t = Linear(ReLU(Linear([h_t ; scen], th)), 1). */
+static void m3__tower_forward(m3_model *m, int t, int B) {
+    const m3__params *p = &m->p;
+    int d = m->cfg.emb_dim, th = m->cfg.tower_hidden, T = m->T, hl = m->h_last;
+    for (int r = 0; r < B; r++) {
+        float *ti = m->tin[t] + (size_t)r * T;
+        memcpy(ti, m->h[t] + (size_t)r * hl, sizeof(float) * hl);
+        memcpy(ti + hl, p->scen + (size_t)m->scen[r] * d, sizeof(float) * d);
+    }
+    nn_linear_forward(m->t1[t], m->tin[t], p->tw1[t], p->tb1[t], B, T, th);
+    nn_relu_forward(m->t1[t], m->t1[t], (size_t)B * th);
+    nn_linear_forward(m->z[t], m->t1[t], p->tw2[t], p->tb2[t], B, th, 1);
+}
+
+static void m3__tower_backward(m3_model *m, int t, int B) {
+    const m3__params *p = &m->p, *g = &m->g;
+    int d = m->cfg.emb_dim, th = m->cfg.tower_hidden, T = m->T, hl = m->h_last;
+    nn_linear_backward(m->dt1[t], g->tw2[t], g->tb2[t], m->dz[t], m->t1[t], p->tw2[t], B, th, 1);
+    nn_relu_backward(m->dpre1[t], m->dt1[t], m->t1[t], (size_t)B * th);
+    nn_linear_backward(m->dtin[t], g->tw1[t], g->tb1[t], m->dpre1[t], m->tin[t], p->tw1[t], B,
+                       T, th);
+    for (int r = 0; r < B; r++) {
+        const float *dti = m->dtin[t] + (size_t)r * T;
+        float *dh = m->dh[t] + (size_t)r * hl;
+        float *ds = g->scen + (size_t)m->scen[r] * d;
+        for (int j = 0; j < hl; j++) dh[j] += dti[j];
+        for (int j = 0; j < d; j++) ds[j] += dti[hl + j];
+    }
+}
+
+/* The backbone: every expert slot on its row blocks, then per task the mixture and the
+ * tower. Its backward runs the same pieces in reverse. */
+static void m3__backbone_forward(m3_model *m, int B) {
+    m3__block bl[M3_MAX_SCEN];
+    if (m->arch == M3_ARCH_STAR) m3__star_compose(m);
+    for (int k = 0; k < m->A; k++) {
+        int nb = m3__slot_blocks(m, k, B, bl);
+        for (int i = 0; i < nb; i++) m3__expert_forward(m, k, bl[i]);
+    }
+    for (int t = 0; t < 2; t++) {
+        m3__mix_forward(m, t, B);
+        m3__tower_forward(m, t, B);
     }
 }
 
 static void m3__backbone_backward(m3_model *m, int B) {
-    const m3_model_cfg *c = &m->cfg;
-    const m3__params *p = &m->p, *g = &m->g;
-    int d = c->emb_dim, th = c->tower_hidden, T = m->T, hl = m->h_last, D = m->D;
-    int Lh = c->n_hidden;
+    m3__block bl[M3_MAX_SCEN];
     for (int t = 1; t >= 0; t--) {
-        nn_linear_backward(m->dt1[t], g->tw2[t], g->tb2[t], m->dz[t], m->t1[t], p->tw2[t], B,
-                           th, 1);
-        nn_relu_backward(m->dpre1[t], m->dt1[t], m->t1[t], (size_t)B * th);
-        nn_linear_backward(m->dtin[t], g->tw1[t], g->tb1[t], m->dpre1[t], m->tin[t],
-                           p->tw1[t], B, T, th);
-        for (int r = 0; r < B; r++) {
-            const float *dti = m->dtin[t] + (size_t)r * T;
-            float *dh = m->dh[t] + (size_t)r * hl;
-            float *ds = g->scen + (size_t)m->scen[r] * d;
-            for (int j = 0; j < hl; j++) dh[j] += dti[j];
-            for (int j = 0; j < d; j++) ds[j] += dti[hl + j];
-        }
-        int G = m->n_gate[t];
-        if (G == 1) {
-            float *da = m->dact[m->gate_slot[t][0]][Lh - 1];
-            const float *dh = m->dh[t];
-            for (size_t i = 0; i < (size_t)B * hl; i++) da[i] += dh[i];
-            continue;
-        }
-        /* h = sum_j g_j o_j: dg_j = dh . o_j, do_j += g_j dh */
-        for (int j = 0; j < G; j++) {
-            int k = m->gate_slot[t][j];
-            const float *o = m->act[k][Lh - 1];
-            float *da = m->dact[k][Lh - 1];
-            for (int r = 0; r < B; r++) {
-                const float *dh = m->dh[t] + (size_t)r * hl, *orow = o + (size_t)r * hl;
-                float *dar = da + (size_t)r * hl;
-                float gj = m->gp[t][(size_t)r * G + j], s = 0.0f;
-                for (int q = 0; q < hl; q++) { s += dh[q] * orow[q]; dar[q] += gj * dh[q]; }
-                m->dgp[t][(size_t)r * G + j] += s;
-            }
-        }
-        nn_softmax_backward(m->dglog[t], m->dgp[t], m->gp[t], B, G);
-        if (c->gate_scale != 1.0f)
-            for (size_t i = 0; i < (size_t)B * G; i++) m->dglog[t][i] *= c->gate_scale;
-        M3__FOR_GATES(m, t, B, gi, r0, n, {
-            nn_linear_backward(m->dx + (size_t)r0 * D, g->gW[gi], g->gb[gi],
-                               m->dglog[t] + (size_t)r0 * G, m->x + (size_t)r0 * D,
-                               p->gW[gi], n, D, G);
-        });
+        m3__tower_backward(m, t, B);
+        m3__mix_backward(m, t, B);
     }
-    for (int k = m->A - 1; k >= 0; k--)
-        M3__FOR_BLOCKS(m, k, B, e, r0, n, {
-            for (int l = Lh - 1; l >= 0; l--) {
-                int hw = c->hidden[l], in_w = l ? c->hidden[l - 1] : D;
-                float *dpre = m->dpre[k][l] + (size_t)r0 * hw;
-                nn_relu_backward(dpre, m->dact[k][l] + (size_t)r0 * hw,
-                                 m->act[k][l] + (size_t)r0 * hw, (size_t)n * hw);
-                const float *in = l ? m->act[k][l - 1] + (size_t)r0 * in_w
-                                    : m->x + (size_t)r0 * D;
-                float *din = l ? m->dact[k][l - 1] + (size_t)r0 * in_w
-                               : m->dx + (size_t)r0 * D;
-                nn_linear_backward(din, m->dEW[e][l], m->dEb[e][l], dpre, in, m->EW[e][l], n,
-                                   in_w, hw);
-            }
-        });
+    for (int k = m->A - 1; k >= 0; k--) {
+        int nb = m3__slot_blocks(m, k, B, bl);
+        for (int i = 0; i < nb; i++) m3__expert_backward(m, k, bl[i]);
+    }
     if (m->arch == M3_ARCH_STAR) m3__star_fold(m);
+}
+
+/* `lr`: z_t = x w_t^T + b_t, no backbone. */
+static void m3__lr_forward(m3_model *m, int B) {
+    for (int t = 0; t < 2; t++)
+        nn_linear_forward(m->z[t], m->x, m->p.lw[t], m->p.lb[t], B, m->D, 1);
+}
+
+static void m3__lr_backward(m3_model *m, int B) {
+    for (int t = 1; t >= 0; t--)
+        nn_linear_backward(m->dx, m->g.lw[t], m->g.lb[t], m->dz[t], m->x, m->p.lw[t], B, m->D, 1);
 }
 
 /* ---------------------------------------------------------------- step */
@@ -1140,23 +1361,18 @@ void m3_forward(m3_model *m, const m3_example *ex, int B, float *p_ctr, float *p
 
 void m3_forward_snap(m3_model *m, const m3_example *ex, int B, const void *const *snaps,
                      float *p_ctr, float *p_cvr) {
-    const m3_model_cfg *c = &m->cfg;
-    const m3__params *p = &m->p;
-    if (B > c->max_batch) B = c->max_batch;
+    if (B > m->cfg.max_batch) B = m->cfg.max_batch;
     if (B < 0) B = 0;
     m->B = B;
     m3__group(m, ex, B);
     if (m->use_mieg) m3__mieg_forward(m, ex, B);
-    m3__input(m, ex, B);
-    m->snaps = snaps;
-    if (m->use_upt) m3__upt_forward(m, B);
-    m->snaps = NULL;
-    if (m3__has_backbone(m->arch)) {
+    m3__input_forward(m, ex, B);
+    if (m->use_upt) m3__upt_forward(m, snaps, B);
+    if (m->use_dots) m3__dots_forward(m, B);
+    if (m3__has_backbone(m->arch))
         m3__backbone_forward(m, B);
-    } else {
-        for (int t = 0; t < 2; t++)
-            nn_linear_forward(m->z[t], m->x, p->lw[t], p->lb[t], B, m->D, 1);
-    }
+    else
+        m3__lr_forward(m, B);
     for (int r = 0; r < B; r++) {
         int i = m->perm[r];
         if (p_ctr) p_ctr[i] = (float)nn_sigmoid(m->z[0][r]);
@@ -1193,76 +1409,45 @@ static float m3__loss(m3_model *m, const m3_example *ex, int B) {
     return B > 0 ? (float)(sum / B) : 0.0f;
 }
 
-/* Loss and gradients of the cached forward pass: dense ones into m->grads, embedding
- * rows' into the table's step buffer. Layers run in exact reverse order of m3_forward. */
-static float m3__backward(m3_model *m, const m3_example *ex) {
+/* Clear the gradients of a step over B rows: the dense block, the activation gradients
+ * (each piece of the gradient table, B rows of it), STAR's effective-weight gradients of
+ * the scenarios in the batch, the embedding rows' step buffer. */
+static void m3__zero_grads(m3_model *m, int B) {
     const m3_model_cfg *c = &m->cfg;
-    const m3__params *p = &m->p;
-    const m3__params *g = &m->g;
-    int B = m->B, d = c->emb_dim, nc = c->n_cat, D = m->D;
-    float loss = m3__loss(m, ex, B);
     memset(m->grads, 0, m->n_params * sizeof(float));
-    for (int k = 0; k < m->n_zero; k++)
-        memset(m->zero_ptr[k], 0, sizeof(float) * (size_t)m->zero_w[k] * B);
+    for (int k = 0; k < m->act_grads.n; k++)
+        memset(*m->act_grads.at[k].ptr, 0, sizeof(float) * m->act_grads.at[k].n * B);
     emb_grad_begin(m->emb);
-    if (B == 0) return loss;
-    if (m->arch == M3_ARCH_STAR)
-        for (int s = 0; s < c->n_scen; s++) {
-            if (!m->grp_n[s]) continue;
-            int in = D;
-            for (int l = 0; l < c->n_hidden; l++) {
-                memset(m->dEW[s][l], 0, sizeof(float) * (size_t)c->hidden[l] * in);
-                memset(m->dEb[s][l], 0, sizeof(float) * c->hidden[l]);
-                in = c->hidden[l];
-            }
+    if (B == 0 || m->arch != M3_ARCH_STAR) return;
+    for (int s = 0; s < c->n_scen; s++) {
+        if (!m->grp_n[s]) continue;
+        int in = m->D;
+        for (int l = 0; l < c->n_hidden; l++) {
+            memset(m->dEW[s][l], 0, sizeof(float) * (size_t)c->hidden[l] * in);
+            memset(m->dEb[s][l], 0, sizeof(float) * c->hidden[l]);
+            in = c->hidden[l];
         }
+    }
+}
+
+/* Loss and gradients of the cached forward pass: dense ones into m->grads, embedding
+ * rows' into the table's step buffer. The pieces run in exact reverse order of
+ * m3_forward_snap. */
+static float m3__backward(m3_model *m, const m3_example *ex) {
+    int B = m->B;
+    float loss = m3__loss(m, ex, B);
+    m3__zero_grads(m, B);
+    if (B == 0) return loss;
     nn_esmm_backward(m->dz[0], m->dz[1], m->z[0], m->z[1], m->y_click, m->y_conv,
                      m->w_ctr, m->w_ctcvr, 1.0f / B, B);
-    if (m3__has_backbone(m->arch)) {
+    if (m3__has_backbone(m->arch))
         m3__backbone_backward(m, B);
-    } else {
-        for (int t = 1; t >= 0; t--)
-            nn_linear_backward(m->dx, g->lw[t], g->lb[t], m->dz[t], m->x, p->lw[t], B, D, 1);
-    }
-    if (m->use_dots)
-        for (int r = 0; r < B; r++)
-            m3__dots_backward(m, m->x + (size_t)r * D, m->dx + (size_t)r * D);
+    else
+        m3__lr_backward(m, B);
+    if (m->use_dots) m3__dots_backward(m, B);
     if (m->use_upt) m3__upt_backward(m, B);
-    /* MIEG: a young item's slot gradient reaches e_gen (the cold-start loss); a warm one's
-     * generator output is pulled toward its row (alignment, the row held fixed). The
-     * generator reads the item's field rows as fixed inputs (stop-gradient): they are the
-     * backbone's features, and letting the generator's losses move them cost AUC
-     * (docs/model.md). */
-    if (m->use_mieg) {
-        float a2 = 2.0f * c->mieg_align / B;
-        for (int r = 0; r < B; r++) {
-            float *de = m->degen + (size_t)r * d;
-            int64_t ir = m->rows[(size_t)r * nc + M3_SLOT_ITEM];
-            if (m->young[r]) {
-                const float *dxi = m->dx + (size_t)r * D + m->xo_emb + M3_SLOT_ITEM * d;
-                for (int j = 0; j < d; j++) de[j] += dxi[j];
-            } else if (ir >= 0 && a2 > 0) {
-                const float *eg = m->egen + (size_t)r * d, *w = emb_weights(m->emb, ir);
-                for (int j = 0; j < d; j++) de[j] += a2 * (eg[j] - w[j]);
-            }
-        }
-        int mh = c->mieg_hidden;
-        nn_scaled_tanh_backward(m->dgz, g->mgamma, m->degen, m->gth, p->mgamma[0],
-                                (size_t)B * d);
-        nn_linear_backward(m->dgh, g->mw2, g->mb2, m->dgz, m->gh, p->mw2, B, mh, d);
-        nn_relu_backward(m->dghp, m->dgh, m->gh, (size_t)B * mh);
-        nn_linear_backward(NULL, g->mw1, g->mb1, m->dghp, m->gin, p->mw1, B, m->Dg, mh);
-    }
-    /* scatter dx: embedding slots to their rows, the scenario part to its dense row */
-    for (int r = 0; r < B; r++) {
-        const float *dxi = m->dx + (size_t)r * D;
-        const int64_t *rw = m->rows + (size_t)r * nc;
-        for (int s = 0; s < nc; s++)
-            if (rw[s] >= 0) emb_grad_add(m->emb, rw[s], dxi + m->xo_emb + s * d);
-        float *ds = g->scen + (size_t)m->scen[r] * d;
-        const float *dsx = dxi + m->xo_scen;
-        for (int j = 0; j < d; j++) ds[j] += dsx[j];
-    }
+    if (m->use_mieg) m3__mieg_backward(m, B);
+    m3__input_backward(m, B);
     return loss;
 }
 
@@ -1312,9 +1497,8 @@ static void m3__stream_state(m3_model *m) {
     }
 }
 
-float m3_train(m3_model *m, const m3_example *ex, int B) {
+float m3_train(m3_model *m, const m3_example *ex) {
     const m3_model_cfg *c = &m->cfg;
-    (void)B;   /* the cached forward pass fixes B */
     float loss = m3__backward(m, ex);
     if (c->clip_norm > 0) nn_clip_grad_norm(m->grads, m->n_params, c->clip_norm);
     m->step++;
@@ -1427,13 +1611,6 @@ static void m3__dims(const m3_model *m, uint32_t *w) {
     while (k < M3__NDIMS) w[k++] = 0;
 }
 
-static uint64_t m3__fnv(uint64_t h, const void *p, size_t n) {
-    const unsigned char *b = p;
-    for (size_t i = 0; i < n; i++) { h ^= b[i]; h *= 0x100000001b3ULL; }
-    return h;
-}
-#define M3__FNV0 0xcbf29ce484222325ULL
-
 /* magic, version, dims, config hash (8), n_params (8), step (8), 3 n_params floats, fnv (8) */
 static size_t m3__blob_head(void) { return 8 + 4 * M3__NDIMS + 8 + 8 + 8; }
 
@@ -1446,9 +1623,9 @@ static uint64_t m3__cfg_hash(const m3_model *m) {
     const m3_model_cfg *c = &m->cfg;
     uint32_t w[M3__NDIMS];
     m3__dims(m, w);
-    uint64_t h = m3__fnv(M3__FNV0, w, sizeof w);
+    uint64_t h = hash_fnv64(HASH_FNV64_INIT, w, sizeof w);
     int32_t slots[4] = { c->item_cat_from, c->item_cat_n, c->item_num_from, c->item_num_n };
-    return m3__fnv(h, slots, sizeof slots);
+    return hash_fnv64(h, slots, sizeof slots);
 }
 
 size_t m3_blob_save(const m3_model *m, void *buf, size_t size) {
@@ -1468,7 +1645,7 @@ size_t m3_blob_save(const m3_model *m, void *buf, size_t size) {
     memcpy(b + o, m->params, fl); o += fl;
     memcpy(b + o, m->adam_m, fl); o += fl;
     memcpy(b + o, m->adam_v, fl); o += fl;
-    uint64_t sum = m3__fnv(M3__FNV0, b, o);
+    uint64_t sum = hash_fnv64(HASH_FNV64_INIT, b, o);
     memcpy(b + o, &sum, 8); o += 8;
     return o;
 }
@@ -1519,7 +1696,7 @@ int m3_blob_load(m3_model *m, const void *buf, size_t size, char *errstr, size_t
         return -1;
     }
     size_t fl = m->n_params * sizeof(float);
-    uint64_t sum, got = m3__fnv(M3__FNV0, b, o + 3 * fl);
+    uint64_t sum, got = hash_fnv64(HASH_FNV64_INIT, b, o + 3 * fl);
     memcpy(&sum, b + o + 3 * fl, 8);
     if (sum != got) {
         snprintf(errstr, errstr_size, "model blob: checksum mismatch (corrupt)");
@@ -1538,3 +1715,4 @@ emb_table *m3_emb_table(m3_model *m) { return m->emb; }
 users_table *m3_user_table(m3_model *m) { return m->users; }
 int64_t m3_clock(const m3_model *m) { return m->now_ms; }
 void m3_set_clock(m3_model *m, int64_t now_ms) { m->now_ms = now_ms; }
+

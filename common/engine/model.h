@@ -5,9 +5,9 @@
  * loop: `lr` (no interactions, the floor), `shared_bottom`, `mmoe`, `ple` (one CGC
  * level), `star` (shared-times-scenario weights), `m3rec` (MIEG + UPT + shared, scenario
  * and task experts with a gate per (scenario, task)), and the ablations `m3rec_nomieg`,
- * `m3rec_noupt`. docs/model.md describes each. The worker turns each event into an m3_example, calls m3_forward() on a
- * minibatch (predict first), publishes the predictions, then m3_train() (train second)
- * with the activations m3_forward() cached. */
+ * `m3rec_noupt`. docs/model.md describes each. The worker turns each event into an
+ * m3_example, calls m3_forward() on a minibatch (predict first), publishes the
+ * predictions, then m3_train() (train second) with the activations m3_forward() cached. */
 #ifndef M3_MODEL_H
 #define M3_MODEL_H
 #include <stddef.h>
@@ -129,17 +129,19 @@ void m3_snap_save(const m3_model *m, int i, void *buf);
 void m3_forward_snap(m3_model *m, const m3_example *ex, int B, const void *const *snaps,
                      float *p_ctr, float *p_cvr);
 
-/* Backward and update for the examples of the last m3_forward() (same ex, same B):
+/* Backward and update for the examples of the last m3_forward() (ex: the same B
+ * examples, which m3_forward cached the activations of; their labels are read here):
  * loss = sum_i w_ctr[i] BCE(p_ctr, y_click) + w_ctcvr[i] BCE(p_ctr p_cvr, y_conv),
  * divided by B, plus with MIEG mieg_align/B * sum over warm items ||e_gen - sg(e_item)||^2.
- * Returns that loss (before the update). B is the cached forward's (the argument is not
- * used). Dense: global-norm clip (cfg.clip_norm), one Adam step; rows: one Adagrad step
- * per distinct touched row with its gradient summed over the batch. Then the stream
- * state: each example with w_ctr > 0 counts one impression for its item and for its user
- * in its scenario; a click moves the user's UPT preference when its CTCVR term is trained
- * (w_ctcvr > 0), a conversion moves it further; an item reaching item_warm gets its own
+ * Returns that loss (before the update). Dense: global-norm clip (cfg.clip_norm), one Adam
+ * step; rows: one Adagrad step per distinct touched row with its gradient summed over the
+ * batch. Then the stream state: each example with w_ctr > 0 counts one impression for its
+ * item and for its user in its scenario, and moves the user's UPT preference in that
+ * scenario by upt_step (y_click - p_ctr) e_item; a settled click (w_ctcvr > 0, y_click 1)
+ * moves it by upt_step_conv (y_conv - p_cvr) e_item (e_item: the item input of the
+ * forward pass, p_ctr and p_cvr its predictions); an item reaching item_warm gets its own
  * row (MIEG). */
-float m3_train(m3_model *m, const m3_example *ex, int B);
+float m3_train(m3_model *m, const m3_example *ex);
 
 /* Slice flags (M3_SLICE_*) of example i of the last m3_forward(), as they were before
  * that batch trained (0 for i out of range, and for every example until the model has

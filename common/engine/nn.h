@@ -29,9 +29,10 @@ void nn_relu_forward(float *out, const float *inp, size_t N);
 /* dinp += dout where out > 0. `out` is the forward OUTPUT (works after an in-place
  * forward). dinp must not alias dout. */
 void nn_relu_backward(float *dinp, const float *dout, const float *out, size_t N);
-/* The build is -O2, where GCC does not vectorize loops, so the element-wise hot loops
- * (ReLU, Adam) have an SSE path on x86-64; these plain-loop twins are what the tests
- * compare it with (bitwise: both use correctly rounded IEEE operations in the same order). */
+/* The element-wise hot loops (ReLU, Adam) have an SSE path on x86-64 that does not rely
+ * on the compiler's vectorizer (the build is -O3, CMakeLists.txt); these plain-loop twins
+ * are what the tests compare it with (bitwise: both use correctly rounded IEEE operations
+ * in the same order). */
 void nn_relu_forward_ref(float *out, const float *inp, size_t N);
 void nn_relu_backward_ref(float *dinp, const float *dout, const float *out, size_t N);
 

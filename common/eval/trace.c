@@ -4,16 +4,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/hash.h"
+
 #define TRACE__MAGIC "M3BT"
 #define TRACE__VERSION 1u
 #define TRACE__NI 32
 #define TRACE__NF 8
-
-static uint64_t trace__fnv(const char *s) {
-    uint64_t h = 0xcbf29ce484222325ULL;
-    for (; *s; s++) { h ^= (unsigned char)*s; h *= 0x100000001b3ULL; }
-    return h;
-}
 
 int trace_write_header(FILE *f, const m3_model_cfg *c) {
     int32_t v[TRACE__NI] = {0};
@@ -46,7 +42,7 @@ int trace_write_batch(FILE *f, const m3_model_cfg *c, const m3_example *ex,
     for (int i = 0; i < B; i++) {
         const m3_example *e = &ex[i];
         float lab[4] = { e->y_click, e->y_conv, e->w_ctr, e->w_ctcvr };
-        uint64_t ref = trace__fnv(ids[i]);
+        uint64_t ref = hash_fnv64_str(ids[i]);
         if (fwrite(&e->scenario, 4, 1, f) != 1 || fwrite(&e->ts_ms, 8, 1, f) != 1 ||
             fwrite(e->cat, 8, (size_t)c->n_cat, f) != (size_t)c->n_cat ||
             fwrite(e->num, 4, (size_t)c->n_num, f) != (size_t)c->n_num ||
@@ -80,35 +76,9 @@ static int trace__grow_batches(trace *t, int cap) {
     return 0;
 }
 
-trace *trace_read(const char *path, char *errstr, size_t errstr_size) {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        snprintf(errstr, errstr_size, "%s: cannot open", path);
-        return NULL;
-    }
-    trace *t = calloc(1, sizeof *t);
-    char magic[4];
-    uint32_t ver;
-    int32_t v[TRACE__NI];
-    float fl[TRACE__NF];
-    uint64_t seed;
-    if (!t) goto oom;
-    if (fread(magic, 4, 1, f) != 1 || memcmp(magic, TRACE__MAGIC, 4) != 0 ||
-        fread(&ver, 4, 1, f) != 1) {
-        snprintf(errstr, errstr_size, "%s: not a batch trace (bad magic)", path);
-        goto fail;
-    }
-    if (ver != TRACE__VERSION) {
-        snprintf(errstr, errstr_size, "%s: trace version %u, this build reads %u", path, ver,
-                 TRACE__VERSION);
-        goto fail;
-    }
-    if (fread(v, sizeof v, 1, f) != 1 || fread(fl, sizeof fl, 1, f) != 1 ||
-        fread(&seed, 8, 1, f) != 1) {
-        snprintf(errstr, errstr_size, "%s: truncated header", path);
-        goto fail;
-    }
-    m3_model_cfg *c = &t->cfg;
+/* The configuration a header recorded: the int and float words in trace.h's order, over
+ * the defaults of every field the header does not hold. */
+static void trace__cfg_from(m3_model_cfg *c, const int32_t *v, const float *fl, uint64_t seed) {
     m3_model_cfg_defaults(c);
     int k = 0;
     c->arch = v[k++]; c->n_scen = v[k++]; c->n_cat = v[k++]; c->n_num = v[k++];
@@ -124,60 +94,119 @@ trace *trace_read(const char *path, char *errstr, size_t errstr_size) {
     c->lr_dense = fl[0]; c->lr_emb = fl[1]; c->l2_emb = fl[2]; c->clip_norm = fl[3];
     c->mieg_align = fl[4]; c->upt_step = fl[5]; c->upt_step_conv = fl[6]; c->acc0_emb = fl[7];
     c->seed = seed;
+}
+
+/* Read and check the header into t->cfg. Returns 0, or -1 with errstr set. */
+static int trace__read_header(FILE *f, trace *t, const char *path, char *errstr,
+                              size_t errstr_size) {
+    char magic[4];
+    uint32_t ver;
+    int32_t v[TRACE__NI];
+    float fl[TRACE__NF];
+    uint64_t seed;
+    if (fread(magic, 4, 1, f) != 1 || memcmp(magic, TRACE__MAGIC, 4) != 0 ||
+        fread(&ver, 4, 1, f) != 1) {
+        snprintf(errstr, errstr_size, "%s: not a batch trace (bad magic)", path);
+        return -1;
+    }
+    if (ver != TRACE__VERSION) {
+        snprintf(errstr, errstr_size, "%s: trace version %u, this build reads %u", path, ver,
+                 TRACE__VERSION);
+        return -1;
+    }
+    if (fread(v, sizeof v, 1, f) != 1 || fread(fl, sizeof fl, 1, f) != 1 ||
+        fread(&seed, 8, 1, f) != 1) {
+        snprintf(errstr, errstr_size, "%s: truncated header", path);
+        return -1;
+    }
+    m3_model_cfg *c = &t->cfg;
+    trace__cfg_from(c, v, fl, seed);
     if (c->n_cat < 0 || c->n_cat > M3_MAX_CAT || c->n_num < 0 || c->n_num > M3_MAX_NUM ||
         c->max_batch < 1) {
         snprintf(errstr, errstr_size, "%s: bad header (n_cat %d, n_num %d, max_batch %d)",
                  path, c->n_cat, c->n_num, c->max_batch);
-        goto fail;
+        return -1;
     }
+    return 0;
+}
+
+/* Room for one more batch of B rows: the per-batch arrays double from 1024 batches, the
+ * row arrays from 65536 rows. Returns 0, or -1 when out of memory. */
+static int trace__make_room(trace *t, size_t *cap_b, size_t *cap_rows, uint32_t B) {
+    if ((size_t)t->n_batches == *cap_b) {
+        *cap_b = *cap_b ? 2 * *cap_b : 1024;
+        if (trace__grow_batches(t, (int)*cap_b) != 0) return -1;
+    }
+    if (t->n_rows + B > *cap_rows) {
+        size_t nc = *cap_rows ? 2 * *cap_rows : 65536;
+        while (nc < t->n_rows + B) nc *= 2;
+        m3_example *ex = realloc(t->ex, nc * sizeof *ex);
+        if (!ex) return -1;
+        t->ex = ex;
+        uint64_t *ref = realloc(t->ref, nc * sizeof *ref);
+        if (!ref) return -1;
+        t->ref = ref;
+        *cap_rows = nc;
+    }
+    return 0;
+}
+
+/* Read one row into t->ex[t->n_rows] and t->ref[t->n_rows]. Returns 0, or -1 when the
+ * file ends inside it. */
+static int trace__read_row(FILE *f, trace *t) {
+    const m3_model_cfg *c = &t->cfg;
+    m3_example *e = &t->ex[t->n_rows];
+    float lab[4];
+    memset(e, 0, sizeof *e);
+    if (fread(&e->scenario, 4, 1, f) != 1 || fread(&e->ts_ms, 8, 1, f) != 1 ||
+        fread(e->cat, 8, (size_t)c->n_cat, f) != (size_t)c->n_cat ||
+        fread(e->num, 4, (size_t)c->n_num, f) != (size_t)c->n_num ||
+        fread(lab, sizeof lab, 1, f) != 1 || fread(&t->ref[t->n_rows], 8, 1, f) != 1)
+        return -1;
+    e->y_click = lab[0]; e->y_conv = lab[1]; e->w_ctr = lab[2]; e->w_ctcvr = lab[3];
+    return 0;
+}
+
+/* Read the batches until the end of the file. Returns 0, -1 with errstr set, or -2 when
+ * out of memory. */
+static int trace__read_batches(FILE *f, trace *t, const char *path, char *errstr,
+                               size_t errstr_size) {
     size_t cap_rows = 0, cap_b = 0;
     uint32_t h[2];
     while (fread(h, sizeof h, 1, f) == 1) {
-        if (h[0] > (uint32_t)c->max_batch || h[1] > h[0]) {
+        if (h[0] > (uint32_t)t->cfg.max_batch || h[1] > h[0]) {
             snprintf(errstr, errstr_size, "%s: batch %d: %u rows (%u impressions), max_batch %d",
-                     path, t->n_batches, h[0], h[1], c->max_batch);
-            goto fail;
+                     path, t->n_batches, h[0], h[1], t->cfg.max_batch);
+            return -1;
         }
-        if ((size_t)t->n_batches == cap_b) {
-            cap_b = cap_b ? 2 * cap_b : 1024;
-            if (trace__grow_batches(t, (int)cap_b) != 0) goto oom;
-        }
-        if (t->n_rows + h[0] > cap_rows) {
-            size_t nc = cap_rows ? 2 * cap_rows : 65536;
-            while (nc < t->n_rows + h[0]) nc *= 2;
-            m3_example *ex = realloc(t->ex, nc * sizeof *ex);
-            if (!ex) goto oom;
-            t->ex = ex;
-            uint64_t *ref = realloc(t->ref, nc * sizeof *ref);
-            if (!ref) goto oom;
-            t->ref = ref;
-            cap_rows = nc;
-        }
+        if (trace__make_room(t, &cap_b, &cap_rows, h[0]) != 0) return -2;
         t->B[t->n_batches] = (int)h[0];
         t->n_imp[t->n_batches] = (int)h[1];
         t->first[t->n_batches] = t->n_rows;
         for (uint32_t i = 0; i < h[0]; i++) {
-            m3_example *e = &t->ex[t->n_rows];
-            float lab[4];
-            memset(e, 0, sizeof *e);
-            if (fread(&e->scenario, 4, 1, f) != 1 || fread(&e->ts_ms, 8, 1, f) != 1 ||
-                fread(e->cat, 8, (size_t)c->n_cat, f) != (size_t)c->n_cat ||
-                fread(e->num, 4, (size_t)c->n_num, f) != (size_t)c->n_num ||
-                fread(lab, sizeof lab, 1, f) != 1 || fread(&t->ref[t->n_rows], 8, 1, f) != 1) {
+            if (trace__read_row(f, t) != 0) {
                 snprintf(errstr, errstr_size, "%s: batch %d truncated", path, t->n_batches);
-                goto fail;
+                return -1;
             }
-            e->y_click = lab[0]; e->y_conv = lab[1]; e->w_ctr = lab[2]; e->w_ctcvr = lab[3];
             t->n_rows++;
         }
         t->n_batches++;
     }
+    return 0;
+}
+
+trace *trace_read(const char *path, char *errstr, size_t errstr_size) {
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        snprintf(errstr, errstr_size, "%s: cannot open", path);
+        return NULL;
+    }
+    trace *t = calloc(1, sizeof *t);
+    int r = t ? trace__read_header(f, t, path, errstr, errstr_size) : -2;
+    if (r == 0) r = trace__read_batches(f, t, path, errstr, errstr_size);
     fclose(f);
-    return t;
-oom:
-    snprintf(errstr, errstr_size, "%s: out of memory", path);
-fail:
-    fclose(f);
+    if (r == 0) return t;
+    if (r == -2) snprintf(errstr, errstr_size, "%s: out of memory", path);
     trace_free(t);
     return NULL;
 }

@@ -440,7 +440,7 @@ static void train_batch(lrn *L, lrn_emit_fn emit, void *ud) {
         for (int j = 0; j < L->n_settled; j++) L->batch_ids[n_imp + j] = L->settled[j].impression_id;
         L->batch_fn(L->batch_ud, L->ex, L->batch_ids, B, n_imp);
     }
-    for (int m = 0; m < L->n_models; m++) m3_train(L->models[m], L->ex, B);
+    for (int m = 0; m < L->n_models; m++) m3_train(L->models[m], L->ex);
     for (int i = 0; i < B; i++) {
         L->trained_ctr += L->ex[i].w_ctr > 0;
         L->trained_ctcvr += L->ex[i].w_ctcvr > 0;
