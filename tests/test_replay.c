@@ -1,4 +1,4 @@
-/* test_replay.c - the dataset replay: shipped mappings, the shared public samples
+/* test_replay.c - the dataset replay: shipped mappings, the public dataset samples in tests/data/samples
  * (values hand-checked against the files), the raw Ali-CCP format, every kind of bad data
  * with its exact message, --skip-bad counting, event-time order, the m3rec-replay tool,
  * and the whole path: samples replayed into an embedded broker, consumed by the real
@@ -41,14 +41,13 @@ static int64_t now_ms(void) {
     return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
 }
 
-/* A shared sample: ../shared/data relative to the repository, else /work/shared/data. */
+/* A public dataset sample shipped with the tests (tests/data/samples, see its README). */
 static const char *data(const char *rel) {
     static char bufs[8][512];
     static int k;
     char *b = bufs[k++ % 8];
     struct stat st;
-    snprintf(b, 512, "%s/../shared/data/%s", M3_SOURCE_DIR, rel);
-    if (stat(b, &st) != 0) snprintf(b, 512, "/work/shared/data/%s", rel);
+    snprintf(b, 512, "%s/tests/data/samples/%s", M3_SOURCE_DIR, rel);
     CHECK_MSG(stat(b, &st) == 0, "sample %s not found", b);
     return b;
 }
