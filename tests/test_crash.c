@@ -101,6 +101,11 @@ static void add_set(lineage *l, const char *kv) {
     l->extra[n + 2] = NULL;
 }
 
+/* Append the settings kv (NULL-terminated) to l's. */
+static void add_sets(lineage *l, const char *const *kv) {
+    for (int i = 0; kv[i]; i++) add_set(l, kv[i]);
+}
+
 static void lineage_init(lineage *l, const char *bootstrap, pl_stream *s, const char *name) {
     memset(l, 0, sizeof *l);
     l->bootstrap = bootstrap;
@@ -161,12 +166,17 @@ static void produce_single(kio_producer *p, codec *cd, pl_stream *s) {
     sim_destroy(sm);
 }
 
-static void part_exact(kio_mock *mock, codec *cd) {
+/* Topics (n) of `parts` partitions each in the mock cluster. */
+static void create_topics(kio_mock *mock, const char *const *topics, int n, int parts) {
     char err[512];
+    for (int i = 0; i < n; i++)
+        CHECK_MSG(kio_mock_create_topic(mock, topics[i], parts, err, sizeof err) == 0, "%s", err);
+}
+
+static void part_exact(kio_mock *mock, codec *cd) {
     const char *topics[] = {"crash1.events.home", "crash1.requests", "crash1.predictions",
                             "crash1.dlq"};
-    for (int i = 0; i < 4; i++)
-        CHECK_MSG(kio_mock_create_topic(mock, topics[i], 1, err, sizeof err) == 0, "%s", err);
+    create_topics(mock, topics, 4, 1);
     const char *bs = kio_mock_bootstraps(mock);
     kio_producer *p = pl_producer(bs);
     static pl_stream s = {.prefix = "crash1", .seed = 5, .n_impressions = 30000};
@@ -181,10 +191,8 @@ static void part_exact(kio_mock *mock, codec *cd) {
     lineage_init(&ref, bs, &s, "exact-ref");
     lineage_init(&run, bs, &s, "exact-crash");
     run.new_group_each_run = 1;   /* start positions come from the store anyway */
-    for (int i = 0; common[i]; i++) {
-        add_set(&ref, common[i]);
-        add_set(&run, common[i]);
-    }
+    add_sets(&ref, common);
+    add_sets(&run, common);
     add_set(&ref, "store.memory.max_mb=0");
     add_set(&run, "store.memory.max_mb=2");
     run_to_end(&ref);
@@ -362,11 +370,9 @@ static double auc(const float *p, const int *y, int n) {
 #define MEAN_ABS_TOLERANCE 0.15
 
 static void part_realistic(kio_mock *mock, codec *cd) {
-    char err[512];
     const char *topics[] = {"crash2.events.home", "crash2.events.search", "crash2.events.product",
                             "crash2.requests", "crash2.predictions", "crash2.dlq"};
-    for (int i = 0; i < 6; i++)
-        CHECK_MSG(kio_mock_create_topic(mock, topics[i], REAL_PARTS, err, sizeof err) == 0, "%s", err);
+    create_topics(mock, topics, 6, REAL_PARTS);
     const char *bs = kio_mock_bootstraps(mock);
     kio_producer *p = pl_producer(bs);
     static pl_stream s = {.prefix = "crash2", .seed = 9, .n_impressions = REAL_IMPRESSIONS};
@@ -380,10 +386,8 @@ static void part_realistic(kio_mock *mock, codec *cd) {
     static lineage ref, run;
     lineage_init(&ref, bs, &s, "real-ref");
     lineage_init(&run, bs, &s, "real-crash");   /* one consumer group across restarts */
-    for (int i = 0; common[i]; i++) {
-        add_set(&ref, common[i]);
-        add_set(&run, common[i]);
-    }
+    add_sets(&ref, common);
+    add_sets(&run, common);
     /* the crashed lineage first: the predictions topic then holds only its output */
     /* M3_CRASH_BASELINE=1: no kills, to measure how far two uninterrupted runs differ */
     for (int k = 0; k < 3 && !getenv("M3_CRASH_BASELINE"); k++)

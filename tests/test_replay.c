@@ -742,19 +742,20 @@ static void test_tool(void) {
     CHECK_EQ_INT(run_replay(&out, &errs, "--mapping", MAP("replay-aliexpress.properties"), ae, NULL), 2);
     CHECK_CONTAINS(errs, "give --bootstrap HOST:PORT (or kafka.bootstrap.servers), --out FILE or --check");
     free(out), free(errs);
+}
 
-    /* --out: m3rec-sim's framing; every record decodes, keyed by the user id */
+/* --out: m3rec-sim's framing; every record decodes, keyed by the user id */
+static void test_tool_out(void) {
+    char *out, *errs;
     char *raw = (char *)data("ali_ccp/paddlerec_esmm_small_raw.txt");
     CHECK_EQ_INT(run_replay(&out, &errs, "--mapping", MAP("replay-aliccp-raw.properties"), "--out",
                             "test_replay.out", raw, NULL), 0);
     CHECK_CONTAINS(out, "10 rows from 1 file: 10 impressions (2 clicks), 1 conversions, 0 bad rows skipped; "
                         "wrote 11 messages\n");
     free(out), free(errs);
-    FILE *f = fopen("test_replay.out", "rb");
-    CHECK(f);
-    static unsigned char buf[1 << 16];
-    size_t len = fread(buf, 1, sizeof buf, f);
-    fclose(f);
+    size_t len;
+    unsigned char *buf = (unsigned char *)proc_read_file("test_replay.out", &len);
+    CHECK(buf);
     char reason[CODEC_REASON_MAX];
     codec *cd = codec_new(err, sizeof err);
     CHECK_MSG(cd, "%s", err);
@@ -788,6 +789,7 @@ static void test_tool(void) {
     }
     CHECK_EQ_INT(k, 11);
     codec_destroy(cd);
+    free(buf);
 }
 
 /* ---- end to end: samples -> embedded broker -> m3rec-worker -> predictions ---- */
@@ -979,6 +981,7 @@ int main(void) {
     test_bad_data();
     test_skip_bad();
     test_tool();
+    test_tool_out();
     test_e2e();
     return 0;
 }
