@@ -307,7 +307,7 @@ static void test_samples(void) {
 }
 
 /* Field values of specific rows, read off the files by hand. */
-static void test_sample_values(void) {
+static void test_sample_values_aliccp(void) {
     /* Ali-CCP train line 4: 1,1,1,1,1,1,1,0,1,1,1,2,3,3,3,2,2,0,1,1,1,1,1,1,1,
      * 0.4734,0.562,0.0856,0.1902,0.5605,0.256,0.4626,0.344 (the one purchase) */
     rpl_map *m = shipped("replay-aliccp.properties");
@@ -398,14 +398,18 @@ static void test_sample_values(void) {
     CHECK_EQ_INT(st.next_row_ts_ms, T0 + 1666);
     free(ev);
     rpl_map_destroy(m);
+}
 
+static void test_sample_values_raw(void) {
     /* raw Ali-CCP line 3: 3,1,0,210:886,210:887,509:888,508:889,702:890,853:891,207:892,
      * 206:893,205:894,301:5,216:895,210:896,...,121:10,...,101:12,...,150_14:18,... (no 126) */
-    m = shipped("replay-aliccp-raw.properties");
+    rpl_map *m = shipped("replay-aliccp-raw.properties");
     const char *raw[] = {data("ali_ccp/paddlerec_esmm_small_raw.txt")};
-    n = replay_all(m, raw, 1, NULL, &ev, &st, &rc);
+    m3_event *ev;
+    rpl_stats st;
+    int rc, n = replay_all(m, raw, 1, NULL, &ev, &st, &rc);
     CHECK_MSG(rc == 0, "%s", err);
-    im = find_imp(ev, n, "paddlerec_esmm_small_raw.txt:3");
+    const m3_impression *im = find_imp(ev, n, "paddlerec_esmm_small_raw.txt:3");
     CHECK_EQ_INT(im->ts_ms, T0 + 20);
     CHECK_EQ_STR(im->scenario, "pos1");
     CHECK_EQ_INT(im->user_id, 12);
@@ -432,15 +436,19 @@ static void test_sample_values(void) {
     CHECK_EQ_STR(ev[n - 1].u.conv.impression_id, "paddlerec_esmm_small_raw.txt:1");
     free(ev);
     rpl_map_destroy(m);
+}
 
+static void test_sample_values_aliexpress(void) {
     /* AliExpress train line 26: search_id 861, categorical_7 26, categorical_9 0,
      * numerical_1 1.0, numerical_23 0.38359, numerical_55 0.351549, click 1, conversion 1;
      * line 2: search_id 81, categorical_1 9, numerical_24 0.116248, click 1, conversion 0 */
-    m = shipped("replay-aliexpress.properties");
+    rpl_map *m = shipped("replay-aliexpress.properties");
     const char *ae[] = {data("aliexpress/torchrechub_aliexpress_train_sample.csv")};
-    n = replay_all(m, ae, 1, NULL, &ev, &st, &rc);
+    m3_event *ev;
+    rpl_stats st;
+    int rc, n = replay_all(m, ae, 1, NULL, &ev, &st, &rc);
     CHECK_MSG(rc == 0, "%s", err);
-    im = find_imp(ev, n, "torchrechub_aliexpress_train_sample.csv:26");
+    const m3_impression *im = find_imp(ev, n, "torchrechub_aliexpress_train_sample.csv:26");
     CHECK_EQ_STR(im->scenario, "us");
     CHECK_EQ_INT(im->user_id, 861);
     CHECK_EQ_INT(im->item_id, 0);
@@ -977,7 +985,9 @@ int main(void) {
     test_shipped_mappings();
     test_mapping_errors();
     test_samples();
-    test_sample_values();
+    test_sample_values_aliccp();
+    test_sample_values_raw();
+    test_sample_values_aliexpress();
     test_bad_data();
     test_skip_bad();
     test_tool();
