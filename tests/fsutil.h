@@ -4,6 +4,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -12,7 +13,7 @@
 
 /* Remove path and everything below it; a missing path is fine, any other failure fails
  * the test. */
-static void rm_rf(const char *path) {
+static inline void rm_rf(const char *path) {
     struct stat st;
     if (lstat(path, &st) != 0) return;
     if (S_ISDIR(st.st_mode)) {
@@ -31,6 +32,16 @@ static void rm_rf(const char *path) {
     } else {
         CHECK_MSG(unlink(path) == 0, "unlink %s: %s", path, strerror(errno));
     }
+}
+
+/* A fresh scratch directory for the test `name`: <parent>/<name>.<pid>, where parent is
+ * $TEST_STATE_TMP or else the build directory; whatever was there is removed first. */
+static inline void fs_scratch_dir(char *out, size_t n, const char *name) {
+    const char *base = getenv("TEST_STATE_TMP");
+    int w = snprintf(out, n, "%s/%s.%d", base ? base : M3_BINARY_DIR, name, (int)getpid());
+    CHECK(w > 0 && (size_t)w < n);
+    rm_rf(out);
+    CHECK_MSG(mkdir(out, 0755) == 0, "mkdir %s: %s", out, strerror(errno));
 }
 
 #endif

@@ -21,7 +21,7 @@ static void read_bootstrap(void) {
     snprintf(kafka_dir, sizeof kafka_dir, "%s", dir);
     char path[600];
     snprintf(path, sizeof path, "%s/bootstrap", dir);
-    const char *t = pl_slurp(path);
+    const char *t = proc_slurp(path);
     CHECK_MSG(t, "no %s: is the broker running (scripts/kafka --dir %s start)?", path, dir);
     snprintf(bootstrap, sizeof bootstrap, "%s", t);
     bootstrap[strcspn(bootstrap, " \r\n")] = 0;
@@ -41,14 +41,6 @@ static void create_topics(const char *prefix, int parts_requests) {
     CHECK_MSG(kio_create_topics(props, 1, in, 3, PARTS, 30000, err, sizeof err) == 0, "%s", err);
     CHECK_MSG(kio_create_topics(props, 1, &in[3], 1, parts_requests, 30000, err, sizeof err) == 0, "%s", err);
     CHECK_MSG(kio_create_topics(props, 1, out, 2, PARTS, 30000, err, sizeof err) == 0, "%s", err);
-}
-
-static kio_producer *producer(void) {
-    char err[512];
-    kio_prop props[] = {{"bootstrap.servers", bootstrap}};
-    kio_producer *p = kio_producer_new(props, 1, err, sizeof err);
-    CHECK_MSG(p, "%s", err);
-    return p;
 }
 
 /* The partition numbers a worker consumed, from its report, as a bit set. */
@@ -97,11 +89,11 @@ static void test_two_workers(codec *cd) {
         pid[w] = pl_spawn_worker(bootstrap, &s, "it1-workers", 6000, reports[w], logs[w], NULL);
     }
     /* 4 input topics x 4 partitions: the range assignor gives each member 2 of every topic */
-    for (int w = 0; w < 2; w++) pl_wait_log(logs[w], "assigned 8 partitions", 60000);
-    kio_producer *p = producer();
+    for (int w = 0; w < 2; w++) proc_wait_log(logs[w], "assigned 8 partitions", 60000);
+    kio_producer *p = pl_producer(bootstrap);
     pl_produce_stream(p, cd, &s, 0, s.n_impressions, 1);
     kio_producer_destroy(p);
-    for (int w = 0; w < 2; w++) CHECK_EQ_INT(pl_wait(pid[w], pl_now_ms() + 240000), 0);
+    for (int w = 0; w < 2; w++) CHECK_EQ_INT(proc_wait(pid[w], clk_mono_ms() + 240000, "the worker"), 0);
     pl_verify_outputs(bootstrap, cd, &s, 1);
     json_node *r[2];
     long long imps = 0;
@@ -127,18 +119,15 @@ static void test_unequal_partitions(void) {
     static pl_stream s = {.prefix = "it2", .seed = 1, .n_impressions = 1};
     create_topics(s.prefix, 2);
     pid_t pid = pl_spawn_worker(bootstrap, &s, "it2-workers", 1000, "it_kafka_w3.json", "it_kafka_w3.log", NULL);
-    CHECK_EQ_INT(pl_wait(pid, pl_now_ms() + 60000), 1);
-    const char *log = pl_slurp("it_kafka_w3.log");
+    CHECK_EQ_INT(proc_wait(pid, clk_mono_ms() + 60000, "the worker"), 1);
+    const char *log = proc_slurp("it_kafka_w3.log");
     CHECK_CONTAINS(log, "equal partition counts");
     CHECK_CONTAINS(log, "it2.requests has 2");
 }
 
 /* Messages in a topic (sum of high watermarks) as the broker sees them now. */
 static long long topic_size(const char *topic) {
-    char err[512];
-    kio_prop props[] = {{"bootstrap.servers", bootstrap}};
-    kio_producer *p = kio_producer_new(props, 1, err, sizeof err);
-    CHECK_MSG(p, "%s", err);
+    kio_producer *p = pl_producer(bootstrap);
     long long total = 0;
     for (int part = 0; part < PARTS; part++) {
         int64_t lo = 0, hi = 0;
@@ -163,23 +152,23 @@ static void test_broker_restart(codec *cd) {
     remove(report);
     /* idle exit longer than the outage, so the worker waits for the broker to return */
     pid_t pid = pl_spawn_worker(bootstrap, &s, "it3-workers", 30000, report, "it_kafka_w4.log", NULL);
-    pl_wait_log("it_kafka_w4.log", "assigned 16 partitions", 60000);
-    kio_producer *p = producer();
+    proc_wait_log("it_kafka_w4.log", "assigned 16 partitions", 60000);
+    kio_producer *p = pl_producer(bootstrap);
     pl_produce_stream(p, cd, &s, 0, s.n_impressions / 2, 0);
     kio_producer_destroy(p);
     /* wait until the worker has answered the first half, then bounce the broker */
     char t_pred[64];
     pl_topic(t_pred, sizeof t_pred, s.prefix, "predictions");
-    int64_t deadline = pl_now_ms() + 60000;
-    while (topic_size(t_pred) < s.n_impressions / 2 && pl_now_ms() < deadline) usleep(200 * 1000);
+    int64_t deadline = clk_mono_ms() + 60000;
+    while (topic_size(t_pred) < s.n_impressions / 2 && clk_mono_ms() < deadline) usleep(200 * 1000);
     CHECK(topic_size(t_pred) >= s.n_impressions / 2);
     kafka_cmd("stop");
     usleep(1000 * 1000);
     kafka_cmd("start --keep");
-    p = producer();
+    p = pl_producer(bootstrap);
     pl_produce_stream(p, cd, &s, s.n_impressions / 2, s.n_impressions, 0);
     kio_producer_destroy(p);
-    CHECK_EQ_INT(pl_wait(pid, pl_now_ms() + 240000), 0);
+    CHECK_EQ_INT(proc_wait(pid, clk_mono_ms() + 240000, "the worker"), 0);
     pl_verify_outputs(bootstrap, cd, &s, 0);
     json_node *r = pl_report(report);
     /* offsets not yet committed when the group re-forms are read again: at least once */

@@ -5,27 +5,22 @@
  * broker may be the embedded mock cluster (test_e2e) or a real Kafka (it_kafka). */
 #ifndef M3_PIPELINE_H
 #define M3_PIPELINE_H
-#include <fcntl.h>
 #include <inttypes.h>
-#include <signal.h>
-#include <spawn.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <librdkafka/rdkafka.h>
 
 #include "check.h"
-#include "stream/codec.h"
+#include "proc.h"
+#include "base/clock.h"
 #include "base/json.h"
-#include "stream/kio.h"
 #include "eval/sim.h"
-
-extern char **environ;
+#include "stream/codec.h"
+#include "stream/kio.h"
 
 #define PL_MAX_BAD 16
 
@@ -46,12 +41,6 @@ typedef struct {
     pl_bad bad[PL_MAX_BAD];
     int n_bad;
 } pl_stream;
-
-static inline int64_t pl_now_ms(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
-}
 
 static inline long pl_encode(codec *cd, const m3_event *ev, unsigned char *buf, size_t cap) {
     char reason[CODEC_REASON_MAX];
@@ -146,11 +135,29 @@ static inline void pl_make_bad(codec *cd, pl_stream *s) {
     pl_add_bad(s, "events.search", "empty message");
 }
 
+/* A producer to bootstrap; one that cannot be made fails the test. */
+static inline kio_producer *pl_producer(const char *bootstrap) {
+    char err[512];
+    kio_prop props[] = {{"bootstrap.servers", bootstrap}};
+    kio_producer *p = kio_producer_new(props, 1, err, sizeof err);
+    CHECK_MSG(p, "%s", err);
+    return p;
+}
+
 static inline void pl_produce(kio_producer *p, const char *topic, int64_t user, const void *v, size_t len) {
     char key[32], err[256];
     int klen = snprintf(key, sizeof key, "%" PRId64, user);
     CHECK_MSG(kio_produce(p, topic, key, (size_t)klen, v, len, NULL, 0, err, sizeof err) == 0,
               "produce: %s", err);
+}
+
+/* Produce one encoded impression or conversion to <prefix>.events.<scenario>. */
+static inline void pl_produce_event(kio_producer *p, const pl_stream *s, const char *scenario,
+                                    const m3_event *ev, const void *v, size_t len) {
+    char topic[128], suffix[64];
+    snprintf(suffix, sizeof suffix, "events.%s", scenario);
+    pl_topic(topic, sizeof topic, s->prefix, suffix);
+    pl_produce(p, topic, ev->type == M3_EV_IMPRESSION ? ev->u.imp.user_id : ev->u.conv.user_id, v, len);
 }
 
 /* Produce impressions [from, to) of the simulator's stream (seed, n_impressions) with the
@@ -180,10 +187,7 @@ static inline void pl_produce_stream(kio_producer *p, codec *cd, pl_stream *s, i
                 pl_produce(p, topic, ev.u.req.user_id, buf, (size_t)len);
                 s->n_cands += ev.u.req.n_cands;
             } else {
-                char suffix[64];
-                snprintf(suffix, sizeof suffix, "events.%s", sc.scen_names[tr.scen]);
-                pl_topic(topic, sizeof topic, s->prefix, suffix);
-                pl_produce(p, topic, is_imp ? ev.u.imp.user_id : ev.u.conv.user_id, buf, (size_t)len);
+                pl_produce_event(p, s, sc.scen_names[tr.scen], &ev, buf, (size_t)len);
             }
             if (with_bad && is_imp && next_bad < s->n_bad && (imp + 1) % every == 0) {
                 const pl_bad *b = &s->bad[next_bad++];
@@ -204,27 +208,11 @@ static inline void pl_produce_stream(kio_producer *p, codec *cd, pl_stream *s, i
         while (sim_next(sm, &ev, &tr)) {
             CHECK_EQ_INT(ev.type, M3_EV_CONVERSION);
             long len = pl_encode(cd, &ev, buf, sizeof buf);
-            char suffix[64];
-            snprintf(suffix, sizeof suffix, "events.%s", sc.scen_names[tr.scen]);
-            pl_topic(topic, sizeof topic, s->prefix, suffix);
-            pl_produce(p, topic, ev.u.conv.user_id, buf, (size_t)len);
+            pl_produce_event(p, s, sc.scen_names[tr.scen], &ev, buf, (size_t)len);
         }
     CHECK_MSG(kio_producer_flush(p, 60000, err, sizeof err) == 0, "flush: %s", err);
     sim_get_stats(sm, &s->st);
     sim_destroy(sm);
-}
-
-/* Start argv[0] with stdout and stderr into the file `log` (truncated). */
-static inline pid_t pl_spawn_logged(char *const argv[], const char *log) {
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 1, log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    posix_spawn_file_actions_adddup2(&fa, 1, 2);
-    pid_t pid;
-    CHECK_MSG(posix_spawn(&pid, argv[0], &fa, NULL, argv, environ) == 0, "cannot start %s",
-              argv[0]);
-    posix_spawn_file_actions_destroy(&fa);
-    return pid;
 }
 
 /* Start the worker against bootstrap with the stream's prefix, a consumer group and an
@@ -243,48 +231,11 @@ static inline pid_t pl_spawn_worker(const char *bootstrap, const pl_stream *s, c
     int n = 19;
     for (int i = 0; extra && extra[i] && n < 79; i++) argv[n++] = extra[i];
     argv[n] = NULL;
-    return pl_spawn_logged(argv, log);
-}
-
-/* Wait for a worker to exit; kill it and fail past the deadline. Returns its exit code. */
-static inline int pl_wait(pid_t pid, int64_t deadline_ms) {
-    int status;
-    while (pl_now_ms() < deadline_ms) {
-        if (waitpid(pid, &status, WNOHANG) == pid)
-            return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-        usleep(100 * 1000);
-    }
-    kill(pid, SIGKILL);
-    waitpid(pid, &status, 0);
-    CHECK_MSG(0, "the worker did not finish in time");
-    return -1;
-}
-
-/* The whole text of a file (static buffer), or NULL. */
-static inline const char *pl_slurp(const char *path) {
-    static char text[1 << 20];
-    FILE *f = fopen(path, "r");
-    if (!f) return NULL;
-    size_t len = fread(text, 1, sizeof text - 1, f);
-    fclose(f);
-    text[len] = 0;
-    return text;
-}
-
-/* Wait until the log file contains `needle` (bounded). */
-static inline void pl_wait_log(const char *log, const char *needle, int timeout_ms) {
-    int64_t deadline = pl_now_ms() + timeout_ms;
-    const char *t = NULL;
-    while (pl_now_ms() < deadline) {
-        t = pl_slurp(log);
-        if (t && strstr(t, needle)) return;
-        usleep(100 * 1000);
-    }
-    CHECK_MSG(0, "%s never said '%s': %s", log, needle, t ? t : "(no log)");
+    return proc_spawn(argv, log, log);
 }
 
 static inline json_node *pl_report(const char *path) {
-    const char *text = pl_slurp(path);
+    const char *text = proc_slurp(path);
     CHECK_MSG(text, "no report at %s", path);
     char err[256];
     json_node *j = json_parse(text, err, sizeof err);
@@ -320,14 +271,14 @@ static inline void pl_verify_outputs(const char *bootstrap, codec *cd, const pl_
     CHECK_MSG(c, "%s", err);
     snprintf(prefix, sizeof prefix, "imp-%llu-", (unsigned long long)s->seed);
     int want_bad = with_bad ? s->n_bad : 0;
-    int64_t deadline = pl_now_ms() + 90000, last = pl_now_ms();
+    int64_t deadline = clk_mono_ms() + 90000, last = clk_mono_ms();
     m3_event ev;
-    while (pl_now_ms() < deadline && (n_imp + n_req < s->n_impressions + s->n_cands || n_dlq < want_bad)) {
+    while (clk_mono_ms() < deadline && (n_imp + n_req < s->n_impressions + s->n_cands || n_dlq < want_bad)) {
         rd_kafka_message_t *msgs[256];
         int n = kio_consumer_poll(c, msgs, 256, 200, err, sizeof err);
         CHECK_MSG(n >= 0, "poll: %s", err);
-        if (n > 0) last = pl_now_ms();
-        else if (pl_now_ms() - last > 20000) break;
+        if (n > 0) last = clk_mono_ms();
+        else if (clk_mono_ms() - last > 20000) break;
         for (int i = 0; i < n; i++) {
             rd_kafka_message_t *m = msgs[i];
             if (strcmp(rd_kafka_topic_name(m->rkt), t_dlq) == 0) {

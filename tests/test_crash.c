@@ -66,27 +66,27 @@ static pid_t start(lineage *l) {
 
 /* Run to the end of the stream (idle exit) and check the exit code. */
 static void run_to_end(lineage *l) {
-    int64_t t0 = pl_now_ms();
+    int64_t t0 = clk_mono_ms();
     pid_t pid = start(l);
-    int rc = pl_wait(pid, pl_now_ms() + 240000);
-    CHECK_MSG(rc == 0, "worker exit %d: %s", rc, pl_slurp(l->log));
-    l->run_ms = (double)(pl_now_ms() - t0);
+    int rc = proc_wait(pid, clk_mono_ms() + 240000, "the worker");
+    CHECK_MSG(rc == 0, "worker exit %d: %s", rc, proc_slurp(l->log));
+    l->run_ms = (double)(clk_mono_ms() - t0);
 }
 
 /* Start, wait until it consumes, let it work for `work_ms`, then kill -9. */
 static void run_and_kill(lineage *l, int work_ms) {
     pid_t pid = start(l);
-    int64_t t0 = pl_now_ms();
-    pl_wait_log(l->log, "assignment of", 60000);
-    int64_t t1 = pl_now_ms();
+    int64_t t0 = clk_mono_ms();
+    proc_wait_log(l->log, "assignment of", 60000);
+    int64_t t1 = clk_mono_ms();
     usleep((useconds_t)work_ms * 1000);
     int status;
     CHECK(kill(pid, SIGKILL) == 0);
     CHECK(waitpid(pid, &status, 0) == pid);
     CHECK_MSG(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL,
-              "the worker was not killed (it finished first?): %s", pl_slurp(l->log));
+              "the worker was not killed (it finished first?): %s", proc_slurp(l->log));
     l->kills++;
-    const char *t = pl_slurp(l->log);
+    const char *t = proc_slurp(l->log);
     const char *r = t ? strstr(t, "m3rec-worker: state") : NULL;
     fprintf(stderr, "test_crash: kill %d after %d ms of work (assigned after %lld ms): %.*s\n",
             l->kills, work_ms, (long long)(t1 - t0), r ? (int)strcspn(r, "\n") : 0, r ? r : "");
@@ -99,6 +99,11 @@ static void add_set(lineage *l, const char *kv) {
     l->extra[n] = "--set";
     l->extra[n + 1] = strdup(kv);
     l->extra[n + 2] = NULL;
+}
+
+/* Append the settings kv (NULL-terminated) to l's. */
+static void add_sets(lineage *l, const char *const *kv) {
+    for (int i = 0; kv[i]; i++) add_set(l, kv[i]);
 }
 
 static void lineage_init(lineage *l, const char *bootstrap, pl_stream *s, const char *name) {
@@ -120,30 +125,9 @@ static void lineage_init(lineage *l, const char *bootstrap, pl_stream *s, const 
 
 /* ---- comparing two stores ---- */
 
-static int count_pending_cb(void *opaque, const void *key, size_t klen, const void *val,
-                            size_t vlen) {
-    (void)key; (void)val; (void)vlen;
-    if (klen > 4) ++*(long *)opaque;   /* <src><id>; <src> alone is the late-id ring */
-    return 0;
-}
-
-/* Pending impressions in a closed store. */
-static long stored_pending(const char *dir) {
-    char err[512];
-    store *s = store_open(dir, NULL, err, sizeof err);
-    CHECK_MSG(s, "%s", err);
-    long n = 0;
-    CHECK(store_iterate(s, STORE_PENDING, NULL, 0, count_pending_cb, &n, err, sizeof err) >= 0);
-    store_close(s, 0, err, sizeof err);
-    return n;
-}
-
 static void compare_stores(const char *a, const char *b) {
     char err[512];
-    store *sa = store_open(a, NULL, err, sizeof err);
-    CHECK_MSG(sa, "%s", err);
-    store *sb = store_open(b, NULL, err, sizeof err);
-    CHECK_MSG(sb, "%s", err);
+    store *sa = storecmp_open(a), *sb = storecmp_open(b);
     storecmp(sa, sb, "test_crash", NULL, NULL);
     store_close(sa, 0, err, sizeof err);
     store_close(sb, 0, err, sizeof err);
@@ -182,16 +166,19 @@ static void produce_single(kio_producer *p, codec *cd, pl_stream *s) {
     sim_destroy(sm);
 }
 
-static void part_exact(kio_mock *mock, codec *cd) {
+/* Topics (n) of `parts` partitions each in the mock cluster. */
+static void create_topics(kio_mock *mock, const char *const *topics, int n, int parts) {
     char err[512];
+    for (int i = 0; i < n; i++)
+        CHECK_MSG(kio_mock_create_topic(mock, topics[i], parts, err, sizeof err) == 0, "%s", err);
+}
+
+static void part_exact(kio_mock *mock, codec *cd) {
     const char *topics[] = {"crash1.events.home", "crash1.requests", "crash1.predictions",
                             "crash1.dlq"};
-    for (int i = 0; i < 4; i++)
-        CHECK_MSG(kio_mock_create_topic(mock, topics[i], 1, err, sizeof err) == 0, "%s", err);
+    create_topics(mock, topics, 4, 1);
     const char *bs = kio_mock_bootstraps(mock);
-    kio_prop props[] = {{"bootstrap.servers", bs}};
-    kio_producer *p = kio_producer_new(props, 1, err, sizeof err);
-    CHECK_MSG(p, "%s", err);
+    kio_producer *p = pl_producer(bs);
     static pl_stream s = {.prefix = "crash1", .seed = 5, .n_impressions = 30000};
     produce_single(p, cd, &s);
     kio_producer_destroy(p);
@@ -204,10 +191,8 @@ static void part_exact(kio_mock *mock, codec *cd) {
     lineage_init(&ref, bs, &s, "exact-ref");
     lineage_init(&run, bs, &s, "exact-crash");
     run.new_group_each_run = 1;   /* start positions come from the store anyway */
-    for (int i = 0; common[i]; i++) {
-        add_set(&ref, common[i]);
-        add_set(&run, common[i]);
-    }
+    add_sets(&ref, common);
+    add_sets(&run, common);
     add_set(&ref, "store.memory.max_mb=0");
     add_set(&run, "store.memory.max_mb=2");
     run_to_end(&ref);
@@ -224,7 +209,7 @@ static void part_exact(kio_mock *mock, codec *cd) {
     CHECK_EQ_INT(json_number(json_get(jr, "trained_ctr"), -1), s.n_impressions);
     CHECK_EQ_INT(json_number(json_get(jc, "trained_ctcvr"), -1) + json_number(json_get(jc, "pending"), -1),
                  s.n_impressions);
-    CHECK_EQ_INT(stored_pending(run.dir), json_number(json_get(jc, "pending"), -1));
+    CHECK_EQ_INT(storecmp_pending(run.dir), json_number(json_get(jc, "pending"), -1));
     fprintf(stderr, "test_crash: exact: state of the crashed run: %.0f evicted, %.0f loaded\n",
             json_number(json_get(jc, "state.emb_evicted"), -1),
             json_number(json_get(jc, "state.emb_loads"), -1));
@@ -251,12 +236,12 @@ static void verify_outputs(const char *bootstrap, codec *cd, const pl_stream *s)
     kio_consumer *c = kio_consumer_new(props, 2, topics, 2, err, sizeof err);
     CHECK_MSG(c, "%s", err);
     m3_event ev;
-    int64_t deadline = pl_now_ms() + 90000, last = pl_now_ms();
-    while (pl_now_ms() < deadline && pl_now_ms() - last < 5000) {
+    int64_t deadline = clk_mono_ms() + 90000, last = clk_mono_ms();
+    while (clk_mono_ms() < deadline && clk_mono_ms() - last < 5000) {
         rd_kafka_message_t *msgs[256];
         int n = kio_consumer_poll(c, msgs, 256, 200, err, sizeof err);
         CHECK_MSG(n >= 0, "poll: %s", err);
-        if (n > 0) last = pl_now_ms();
+        if (n > 0) last = clk_mono_ms();
         for (int i = 0; i < n; i++) {
             rd_kafka_message_t *m = msgs[i];
             if (strcmp(rd_kafka_topic_name(m->rkt), t_dlq) == 0) {
@@ -385,15 +370,11 @@ static double auc(const float *p, const int *y, int n) {
 #define MEAN_ABS_TOLERANCE 0.15
 
 static void part_realistic(kio_mock *mock, codec *cd) {
-    char err[512];
     const char *topics[] = {"crash2.events.home", "crash2.events.search", "crash2.events.product",
                             "crash2.requests", "crash2.predictions", "crash2.dlq"};
-    for (int i = 0; i < 6; i++)
-        CHECK_MSG(kio_mock_create_topic(mock, topics[i], REAL_PARTS, err, sizeof err) == 0, "%s", err);
+    create_topics(mock, topics, 6, REAL_PARTS);
     const char *bs = kio_mock_bootstraps(mock);
-    kio_prop props[] = {{"bootstrap.servers", bs}};
-    kio_producer *p = kio_producer_new(props, 1, err, sizeof err);
-    CHECK_MSG(p, "%s", err);
+    kio_producer *p = pl_producer(bs);
     static pl_stream s = {.prefix = "crash2", .seed = 9, .n_impressions = REAL_IMPRESSIONS};
     pl_make_bad(cd, &s);
     pl_produce_stream(p, cd, &s, 0, REAL_IMPRESSIONS, 1);
@@ -405,10 +386,8 @@ static void part_realistic(kio_mock *mock, codec *cd) {
     static lineage ref, run;
     lineage_init(&ref, bs, &s, "real-ref");
     lineage_init(&run, bs, &s, "real-crash");   /* one consumer group across restarts */
-    for (int i = 0; common[i]; i++) {
-        add_set(&ref, common[i]);
-        add_set(&run, common[i]);
-    }
+    add_sets(&ref, common);
+    add_sets(&run, common);
     /* the crashed lineage first: the predictions topic then holds only its output */
     /* M3_CRASH_BASELINE=1: no kills, to measure how far two uninterrupted runs differ */
     for (int k = 0; k < 3 && !getenv("M3_CRASH_BASELINE"); k++)
@@ -426,7 +405,7 @@ static void part_realistic(kio_mock *mock, codec *cd) {
     CHECK_EQ_INT(json_number(json_get(jc, "counters.unmatched_conversions"), -1), 0);
     CHECK_EQ_INT(json_number(json_get(jc, "counters.dlq"), -1), s.n_bad);
     CHECK_EQ_INT(json_number(json_get(jc, "counters.requests"), -1), s.st.requests);
-    CHECK_EQ_INT(stored_pending(run.dir), json_number(json_get(jc, "pending"), -1));
+    CHECK_EQ_INT(storecmp_pending(run.dir), json_number(json_get(jc, "pending"), -1));
     json_free(jc);
     run_to_end(&ref);
     json_node *jr = pl_report(ref.report);
@@ -455,14 +434,8 @@ static void part_realistic(kio_mock *mock, codec *cd) {
 
 int main(void) {
     char err[512];
-    const char *base = getenv("TEST_STATE_TMP");
-    snprintf(tmp_root, sizeof tmp_root, "%s/test_crash.%d", base ? base : M3_BINARY_DIR,
-             (int)getpid());
-    rm_rf(tmp_root);
-    CHECK(mkdir(tmp_root, 0755) == 0);
-    const char *seed = getenv("M3_TEST_SEED");
-    rng = seed ? (unsigned)atoi(seed) : (unsigned)time(NULL);
-    fprintf(stderr, "test_crash: seed %u (M3_TEST_SEED to repeat)\n", rng);
+    fs_scratch_dir(tmp_root, sizeof tmp_root, "test_crash");
+    rng = proc_seed("test_crash");
     codec *cd = codec_new(err, sizeof err);
     CHECK_MSG(cd, "%s", err);
     const char *none[] = {"m3rec.unused"};

@@ -20,9 +20,7 @@ int main(void) {
     kio_mock *mock = kio_mock_new(PARTS, topics, 6, err, sizeof err);
     CHECK_MSG(mock, "%s", err);
     const char *bs = kio_mock_bootstraps(mock);
-    kio_prop props[] = {{"bootstrap.servers", bs}};
-    kio_producer *p = kio_producer_new(props, 1, err, sizeof err);
-    CHECK_MSG(p, "%s", err);
+    kio_producer *p = pl_producer(bs);
 
     static pl_stream s = {.prefix = "m3rec", .seed = 7, .n_impressions = N_IMPRESSIONS};
     pl_make_bad(cd, &s);
@@ -32,7 +30,7 @@ int main(void) {
     const char *report = "test_e2e_report.json";
     remove(report);
     pid_t pid = pl_spawn_worker(bs, &s, "e2e-worker", 4000, report, "test_e2e_worker.log", NULL);
-    CHECK_EQ_INT(pl_wait(pid, pl_now_ms() + 240000), 0);
+    CHECK_EQ_INT(proc_wait(pid, clk_mono_ms() + 240000, "the worker"), 0);
     pl_verify_outputs(bs, cd, &s, 1);
 
     /* the worker's own report agrees, and it learned */

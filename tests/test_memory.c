@@ -52,13 +52,13 @@ static json_node *run(const char *name, int budget_mb, const char *events) {
                     "--set", set_wb, "--set", "checkpoint.sync=false", "--users", "150000",
                     "--items", "60000", "--events", (char *)events, "--quiet", "--report", report,
                     NULL};
-    pid_t pid = pl_spawn_logged(argv, log);
+    pid_t pid = proc_spawn(argv, log, log);
     int status;
     CHECK(waitpid(pid, &status, 0) == pid);
     CHECK_MSG(WIFEXITED(status) && WEXITSTATUS(status) == 0, "m3rec-offline failed: %s",
-              pl_slurp(log));
+              proc_slurp(log));
     char err[256];
-    json_node *j = json_parse(pl_slurp(report), err, sizeof err);
+    json_node *j = json_parse(proc_slurp(report), err, sizeof err);
     CHECK_MSG(j, "%s: %s", report, err);
     return j;
 }

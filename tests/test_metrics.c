@@ -325,6 +325,87 @@ static void extra_keys(json_writer *w, void *arg) {
     json_str(w, (const char *)arg);
 }
 
+/* test_board's board (home perfect, search inverted, lr constant; slices; counters 123
+ * events, 4 DLQ, 2 late) as a report. */
+static void check_board_report(met_board *b) {
+    char err[128];
+    json_writer *w = json_writer_new_buf(2);
+    met_board_write_json(b, w, extra_keys, "demo-1");
+    CHECK_MSG(json_writer_done(w), "writer: %s", json_writer_error(w) ? json_writer_error(w) : "unfinished");
+    const char *text = json_writer_buf(w, NULL);
+    json_node *t = json_parse(text, err, sizeof err);
+    CHECK_MSG(t, "%s\n%s", err, text);
+    CHECK_EQ_INT(json_number(json_get(t, "events"), -1), 123);
+    CHECK(json_number(json_get(t, "events_per_sec"), -1) >= 0);
+    CHECK(json_number(json_get(t, "elapsed_sec"), -1) >= 0);
+    CHECK(json_number(json_get(t, "cpu_sec"), -1) > 0);
+    CHECK_CLOSE(json_number(json_get(t, "latency_ms.p50"), -1), 29, 0.01, 0);
+    CHECK_CLOSE(json_number(json_get(t, "latency_ms.p99"), -1), 49, 0.01, 0);
+    CHECK(json_number(json_get(t, "rss_mb"), -1) > 0);
+    CHECK(json_number(json_get(t, "rss_peak_mb"), -1) > 0);
+    CHECK_EQ_INT(json_number(json_get(t, "counters.dlq"), -1), 4);
+    CHECK_EQ_INT(json_number(json_get(t, "counters.late_conversions"), -1), 2);
+    CHECK_EQ_INT(json_number(json_get(t, "counters.unmatched_conversions"), -1), 0);
+    CHECK_EQ_STR(json_string(json_get(t, "primary"), NULL), "shared_bottom");
+    CHECK_CLOSE(json_number(json_get(t, "overall.ctr.auc"), -1), 0.75, 0, 1e-12);
+    CHECK_EQ_INT(json_number(json_get(t, "overall.ctr.n"), -1), 80);
+    CHECK_EQ_INT(json_number(json_get(t, "overall.ctr.pos"), -1), 40);
+    CHECK_CLOSE(json_number(json_get(t, "overall.ctr.rate"), -1), 0.5, 0, 0);
+    CHECK(json_get(t, "overall.ctr.auc_bound") != NULL);
+    CHECK_CLOSE(json_number(json_get(t, "overall.ctr.auc_se"), -1), met_auc_se(0.75, 40, 40),
+                0, 1e-12);
+    CHECK(json_get(t, "overall.ctr.logloss") != NULL);
+    CHECK(json_get(t, "overall.ctr.mean_p") != NULL);
+    CHECK_CLOSE(json_number(json_get(t, "scenarios.home.ctr.auc"), -1), 1.0, 0, 0);
+    CHECK_CLOSE(json_number(json_get(t, "scenarios.search.ctr.auc"), -1), 0.0, 0, 0);
+    CHECK_CLOSE(json_number(json_get(t, "scenarios.home.ctcvr.auc"), -1),
+                met_auc_value(met_board_auc(b, 0, 0, MET_CTCVR), NULL), 0, 1e-15);
+    /* empty accumulators: auc is null, n is 0 */
+    CHECK(json_get(t, "scenarios.search.ctcvr.auc")->type == JSON_NULL);
+    CHECK_EQ_INT(json_number(json_get(t, "scenarios.search.ctcvr.n"), -1), 0);
+    CHECK_CLOSE(json_number(json_get(t, "models.shared_bottom.scenarios.home.ctr.auc"), -1), 1.0, 0, 0);
+    CHECK_CLOSE(json_number(json_get(t, "models.lr.overall.ctr.auc"), -1), 0.5, 0, 0);
+    CHECK_CLOSE(json_number(json_get(t, "slices.new_item.ctr.auc"), -1), 1.0, 0, 0);
+    CHECK_CLOSE(json_number(json_get(t, "models.shared_bottom.slices.new_user_in_scenario.ctr.auc"), -1), 0.0, 0, 0);
+    CHECK_EQ_INT(json_number(json_get(t, "models.lr.slices.new_item.ctcvr.n"), -1), 10);
+    CHECK_EQ_INT(json_number(json_get(t, "models.lr.scenarios.search.slices.new_user_in_scenario.ctcvr.n"), -1), 10);
+    CHECK_EQ_INT(json_number(json_get(t, "scenarios.home.slices.new_item.ctr.n"), -1), 10);
+    CHECK_CLOSE(json_number(json_get(t, "scenarios.home.slices.new_item.ctr.auc"), -1), 1.0, 0, 0);
+    /* 40 impressions: no timeline point yet (the first window is 5000) */
+    CHECK_EQ_INT(json_number(json_get(t, "timeline.window"), -1), MET_TL_WINDOW);
+    CHECK_EQ_INT(json_get(t, "timeline.x")->n, 0);
+    CHECK_EQ_INT(json_get(t, "models.lr.timeline.scenarios.home.ctr.auc")->n, 0);
+    CHECK(json_get(t, "timeline.overall") == NULL);   /* series only under models */
+    CHECK_CLOSE(json_number(json_get(t, "models.lr.overall.ctr.auc_bound"), -1), 0.5, 0, 0);
+    CHECK_EQ_INT(json_number(json_get(t, "models.lr.scenarios.search.ctr.n"), -1), 0);
+    CHECK_EQ_STR(json_string(json_get(t, "run"), NULL), "demo-1");
+    json_free(t);
+    json_writer_destroy(w);
+}
+
+/* The same board's per-model part and progress line. */
+static void check_board_model_and_line(met_board *b) {
+    char err[128];
+    json_writer *w;
+    json_node *t;
+    /* the reusable per-model part */
+    w = json_writer_new_buf(0);
+    met_board_write_model(b, 1, w);
+    CHECK(json_writer_done(w));
+    t = json_parse(json_writer_buf(w, NULL), err, sizeof err);
+    CHECK_MSG(t, "%s", err);
+    CHECK_EQ_INT(json_number(json_get(t, "scenarios.home.ctr.n"), -1), 40);
+    json_free(t);
+    json_writer_destroy(w);
+
+    char line[256];
+    int n = met_board_progress_line(b, line, sizeof line);
+    CHECK(n > 0 && (size_t)n < sizeof line);
+    CHECK_CONTAINS(line, "events 123 ");
+    CHECK_CONTAINS(line, "ctr auc 0.7500");
+    CHECK_CONTAINS(line, "lag p99 49.");
+}
+
 static void test_board(void) {
     char err[128];
     const char *scen[] = {"home", "search"};
@@ -389,75 +470,8 @@ static void test_board(void) {
     CHECK(met_board_auc(b, 0, 2, MET_CTR) == NULL);
     CHECK(met_board_elapsed(b) >= 0);
 
-    json_writer *w = json_writer_new_buf(2);
-    met_board_write_json(b, w, extra_keys, "demo-1");
-    CHECK_MSG(json_writer_done(w), "writer: %s", json_writer_error(w) ? json_writer_error(w) : "unfinished");
-    const char *text = json_writer_buf(w, NULL);
-    json_node *t = json_parse(text, err, sizeof err);
-    CHECK_MSG(t, "%s\n%s", err, text);
-    CHECK_EQ_INT(json_number(json_get(t, "events"), -1), 123);
-    CHECK(json_number(json_get(t, "events_per_sec"), -1) >= 0);
-    CHECK(json_number(json_get(t, "elapsed_sec"), -1) >= 0);
-    CHECK(json_number(json_get(t, "cpu_sec"), -1) > 0);
-    CHECK_CLOSE(json_number(json_get(t, "latency_ms.p50"), -1), 29, 0.01, 0);
-    CHECK_CLOSE(json_number(json_get(t, "latency_ms.p99"), -1), 49, 0.01, 0);
-    CHECK(json_number(json_get(t, "rss_mb"), -1) > 0);
-    CHECK(json_number(json_get(t, "rss_peak_mb"), -1) > 0);
-    CHECK_EQ_INT(json_number(json_get(t, "counters.dlq"), -1), 4);
-    CHECK_EQ_INT(json_number(json_get(t, "counters.late_conversions"), -1), 2);
-    CHECK_EQ_INT(json_number(json_get(t, "counters.unmatched_conversions"), -1), 0);
-    CHECK_EQ_STR(json_string(json_get(t, "primary"), NULL), "shared_bottom");
-    CHECK_CLOSE(json_number(json_get(t, "overall.ctr.auc"), -1), 0.75, 0, 1e-12);
-    CHECK_EQ_INT(json_number(json_get(t, "overall.ctr.n"), -1), 80);
-    CHECK_EQ_INT(json_number(json_get(t, "overall.ctr.pos"), -1), 40);
-    CHECK_CLOSE(json_number(json_get(t, "overall.ctr.rate"), -1), 0.5, 0, 0);
-    CHECK(json_get(t, "overall.ctr.auc_bound") != NULL);
-    CHECK_CLOSE(json_number(json_get(t, "overall.ctr.auc_se"), -1), met_auc_se(0.75, 40, 40),
-                0, 1e-12);
-    CHECK(json_get(t, "overall.ctr.logloss") != NULL);
-    CHECK(json_get(t, "overall.ctr.mean_p") != NULL);
-    CHECK_CLOSE(json_number(json_get(t, "scenarios.home.ctr.auc"), -1), 1.0, 0, 0);
-    CHECK_CLOSE(json_number(json_get(t, "scenarios.search.ctr.auc"), -1), 0.0, 0, 0);
-    CHECK_CLOSE(json_number(json_get(t, "scenarios.home.ctcvr.auc"), -1),
-                met_auc_value(met_board_auc(b, 0, 0, MET_CTCVR), NULL), 0, 1e-15);
-    /* empty accumulators: auc is null, n is 0 */
-    CHECK(json_get(t, "scenarios.search.ctcvr.auc")->type == JSON_NULL);
-    CHECK_EQ_INT(json_number(json_get(t, "scenarios.search.ctcvr.n"), -1), 0);
-    CHECK_CLOSE(json_number(json_get(t, "models.shared_bottom.scenarios.home.ctr.auc"), -1), 1.0, 0, 0);
-    CHECK_CLOSE(json_number(json_get(t, "models.lr.overall.ctr.auc"), -1), 0.5, 0, 0);
-    CHECK_CLOSE(json_number(json_get(t, "slices.new_item.ctr.auc"), -1), 1.0, 0, 0);
-    CHECK_CLOSE(json_number(json_get(t, "models.shared_bottom.slices.new_user_in_scenario.ctr.auc"), -1), 0.0, 0, 0);
-    CHECK_EQ_INT(json_number(json_get(t, "models.lr.slices.new_item.ctcvr.n"), -1), 10);
-    CHECK_EQ_INT(json_number(json_get(t, "models.lr.scenarios.search.slices.new_user_in_scenario.ctcvr.n"), -1), 10);
-    CHECK_EQ_INT(json_number(json_get(t, "scenarios.home.slices.new_item.ctr.n"), -1), 10);
-    CHECK_CLOSE(json_number(json_get(t, "scenarios.home.slices.new_item.ctr.auc"), -1), 1.0, 0, 0);
-    /* 40 impressions: no timeline point yet (the first window is 5000) */
-    CHECK_EQ_INT(json_number(json_get(t, "timeline.window"), -1), MET_TL_WINDOW);
-    CHECK_EQ_INT(json_get(t, "timeline.x")->n, 0);
-    CHECK_EQ_INT(json_get(t, "models.lr.timeline.scenarios.home.ctr.auc")->n, 0);
-    CHECK(json_get(t, "timeline.overall") == NULL);   /* series only under models */
-    CHECK_CLOSE(json_number(json_get(t, "models.lr.overall.ctr.auc_bound"), -1), 0.5, 0, 0);
-    CHECK_EQ_INT(json_number(json_get(t, "models.lr.scenarios.search.ctr.n"), -1), 0);
-    CHECK_EQ_STR(json_string(json_get(t, "run"), NULL), "demo-1");
-    json_free(t);
-    json_writer_destroy(w);
-
-    /* the reusable per-model part */
-    w = json_writer_new_buf(0);
-    met_board_write_model(b, 1, w);
-    CHECK(json_writer_done(w));
-    t = json_parse(json_writer_buf(w, NULL), err, sizeof err);
-    CHECK_MSG(t, "%s", err);
-    CHECK_EQ_INT(json_number(json_get(t, "scenarios.home.ctr.n"), -1), 40);
-    json_free(t);
-    json_writer_destroy(w);
-
-    char line[256];
-    int n = met_board_progress_line(b, line, sizeof line);
-    CHECK(n > 0 && (size_t)n < sizeof line);
-    CHECK_CONTAINS(line, "events 123 ");
-    CHECK_CONTAINS(line, "ctr auc 0.7500");
-    CHECK_CONTAINS(line, "lag p99 49.");
+    check_board_report(b);
+    check_board_model_and_line(b);
     met_board_destroy(b);
 }
 
@@ -494,12 +508,112 @@ static double brute_auc_of(const tl_ev *ev, int n, int model, int scen, int task
 
 /* The timeline against the AUC of each window computed by brute force from a log of the
  * predictions, through two decimations, and the JSON report's series. */
-static void test_timeline(void) {
-    enum { IMPS = 2000, MODELS = 2, SCEN = 3, W0 = 100, MAXP = 8 };
+/* test_timeline's stream and board */
+enum { IMPS = 2000, MODELS = 2, SCEN = 3, W0 = 100, MAXP = 8 };
+static const char *tl_scen[] = {"home", "search", "product"};
+static const char *tl_models[] = {"m3rec", "lr"};
+/* the points it must have: windows of 100 ending at 400 and 800, of 200 ending at 1200 and
+ * 1600, and the open one of 400 */
+static const int64_t want_x[] = {400, 800, 1200, 1600, 2000}, want_w[] = {100, 100, 200, 200, 400};
+
+/* The board's report holds those points, each series within its bound of the brute-force
+ * AUC of the logged predictions ev (n_ev) in that window. */
+static void check_timeline_report(met_board *b, const tl_ev *ev, int n_ev) {
     char err[160];
-    const char *scen[] = {"home", "search", "product"};
-    const char *models[] = {"m3rec", "lr"};
-    met_board *b = met_board_new(SCEN, scen, MODELS, models, 0, err, sizeof err);
+    json_writer *w = json_writer_new_buf(2);
+    met_board_write_json(b, w, NULL, NULL);
+    CHECK(json_writer_done(w));
+    json_node *t = json_parse(json_writer_buf(w, NULL), err, sizeof err);
+    CHECK_MSG(t, "%s", err);
+    CHECK_EQ_INT(json_get(t, "timeline.x")->n, 5);    /* the open window is a full one */
+    CHECK_EQ_INT(json_number(json_get(t, "timeline.window"), 0), 400);
+    CHECK_EQ_INT(json_number(json_get(t, "timeline.first_window"), 0), W0);
+    CHECK_EQ_INT(json_number(json_get(t, "timeline.max_points"), 0), MAXP);
+    CHECK_EQ_INT(json_number(json_get(t, "timeline.bins"), 0), 1 << MET_TL_BITS);
+    double worst = 0;
+    int checked = 0;
+    for (int i = 0; i < 5; i++) {
+        char path[160];
+        snprintf(path, sizeof path, "timeline.x.%d", i);
+        CHECK_EQ_INT(json_number(json_get(t, path), -1), want_x[i]);
+        snprintf(path, sizeof path, "timeline.width.%d", i);
+        CHECK_EQ_INT(json_number(json_get(t, path), -1), want_w[i]);
+        for (int m = 0; m < MODELS; m++)
+            for (int s = -1; s < SCEN; s++)
+                for (int task = 0; task < MET_NTASKS; task++) {
+                    int cnt;
+                    double mp;
+                    double want = brute_auc_of(ev, n_ev, m, s, task, want_x[i] - want_w[i],
+                                               want_x[i], &cnt, &mp);
+                    char base[128];
+                    snprintf(base, sizeof base, "models.%s.timeline.%s%s.%s", tl_models[m],
+                             s < 0 ? "overall" : "scenarios.", s < 0 ? "" : tl_scen[s],
+                             task ? "ctcvr" : "ctr");
+                    snprintf(path, sizeof path, "%s.n.%d", base, i);
+                    CHECK_EQ_INT(json_number(json_get(t, path), -1), cnt);
+                    snprintf(path, sizeof path, "%s.mean_p.%d", base, i);
+                    CHECK_CLOSE(json_number(json_get(t, path), -1), mp, 1e-5, 0);
+                    snprintf(path, sizeof path, "%s.auc.%d", base, i);
+                    const json_node *a = json_get(t, path);
+                    CHECK(a != NULL);
+                    if (isnan(want)) {
+                        CHECK(a->type == JSON_NULL);
+                        continue;
+                    }
+                    snprintf(path, sizeof path, "%s.bound.%d", base, i);
+                    double bound = json_number(json_get(t, path), -1);
+                    CHECK(bound >= 0);
+                    /* stored as a float and rounded to 6 digits: 1e-6 slack */
+                    CHECK_MSG(fabs(a->num - want) <= bound * 1.001 + 2e-6,
+                              "%s: timeline %.6f brute %.6f bound %.3g", path, a->num, want, bound);
+                    if (i < 4) {
+                        const met_tl_value *v = met_board_tl_value(b, i, m, s, (met_task)task);
+                        CHECK_CLOSE(v->auc, a->num, 0, 2e-6);
+                        CHECK_EQ_INT(v->n, cnt);
+                    }
+                    worst = fmax(worst, bound);
+                    checked++;
+                }
+    }
+    CHECK(checked > 60);
+    CHECK_MSG(worst < 0.01, "largest bound %.3g", worst);
+    json_free(t);
+    json_writer_destroy(w);
+}
+
+static void test_timeline_open_window(void) {
+    char err[160];
+    json_writer *w;
+    json_node *t;
+    /* a short open window (< half a window) is left out of the report */
+    met_board *c = met_board_new(1, tl_scen, 1, tl_models, 8, err, sizeof err);
+    CHECK(met_board_set_timeline(c, 10, 4, err, sizeof err) == 0);
+    for (int i = 0; i < 24; i++) met_board_add(c, 0, 0, MET_CTR, urand(), i % 2);
+    CHECK_EQ_INT(met_board_tl_points(c), 2);          /* [0,10) [10,20); [20,24) open */
+    w = json_writer_new_buf(0);
+    met_board_write_json(c, w, NULL, NULL);
+    t = json_parse(json_writer_buf(w, NULL), err, sizeof err);
+    CHECK_EQ_INT(json_get(t, "timeline.x")->n, 2);
+    CHECK_EQ_INT(json_get(t, "models.m3rec.timeline.overall.ctr.auc")->n, 2);
+    CHECK_EQ_INT(json_number(json_get(t, "models.m3rec.timeline.overall.ctr.n.1"), -1), 10);
+    CHECK(json_get(t, "models.m3rec.timeline.overall.ctcvr.auc.0")->type == JSON_NULL);
+    json_free(t);
+    json_writer_destroy(w);
+    met_board_add(c, 0, 0, MET_CTR, 0.5, 1);          /* 25: half a window open -> shown */
+    w = json_writer_new_buf(0);
+    met_board_write_json(c, w, NULL, NULL);
+    t = json_parse(json_writer_buf(w, NULL), err, sizeof err);
+    CHECK_EQ_INT(json_get(t, "timeline.x")->n, 3);
+    CHECK_EQ_INT(json_number(json_get(t, "timeline.x.2"), -1), 25);
+    CHECK_EQ_INT(json_number(json_get(t, "timeline.width.2"), -1), 5);
+    json_free(t);
+    json_writer_destroy(w);
+    met_board_destroy(c);
+}
+
+static void test_timeline(void) {
+    char err[160];
+    met_board *b = met_board_new(SCEN, tl_scen, MODELS, tl_models, 0, err, sizeof err);
     CHECK_MSG(b, "%s", err);
     CHECK(met_board_set_timeline(b, 0, 8, err, sizeof err) == -1);
     CHECK_CONTAINS(err, "window 0");
@@ -546,7 +660,6 @@ static void test_timeline(void) {
      * [1600, 2000) is open (no impression 2001 closed it) */
     CHECK_EQ_INT(met_board_tl_window(b), 400);
     CHECK_EQ_INT(met_board_tl_points(b), 4);
-    int64_t want_x[] = {400, 800, 1200, 1600, 2000}, want_w[] = {100, 100, 200, 200, 400};
     for (int i = 0; i < 4; i++) {
         int64_t x, w;
         double sec;
@@ -558,91 +671,9 @@ static void test_timeline(void) {
     CHECK(met_board_tl_value(b, 4, 0, -1, MET_CTR) == NULL);
     CHECK(met_board_tl_value(b, 0, 2, -1, MET_CTR) == NULL);
 
-    json_writer *w = json_writer_new_buf(2);
-    met_board_write_json(b, w, NULL, NULL);
-    CHECK(json_writer_done(w));
-    json_node *t = json_parse(json_writer_buf(w, NULL), err, sizeof err);
-    CHECK_MSG(t, "%s", err);
-    CHECK_EQ_INT(json_get(t, "timeline.x")->n, 5);    /* the open window is a full one */
-    CHECK_EQ_INT(json_number(json_get(t, "timeline.window"), 0), 400);
-    CHECK_EQ_INT(json_number(json_get(t, "timeline.first_window"), 0), W0);
-    CHECK_EQ_INT(json_number(json_get(t, "timeline.max_points"), 0), MAXP);
-    CHECK_EQ_INT(json_number(json_get(t, "timeline.bins"), 0), 1 << MET_TL_BITS);
-    double worst = 0;
-    int checked = 0;
-    for (int i = 0; i < 5; i++) {
-        char path[160];
-        snprintf(path, sizeof path, "timeline.x.%d", i);
-        CHECK_EQ_INT(json_number(json_get(t, path), -1), want_x[i]);
-        snprintf(path, sizeof path, "timeline.width.%d", i);
-        CHECK_EQ_INT(json_number(json_get(t, path), -1), want_w[i]);
-        for (int m = 0; m < MODELS; m++)
-            for (int s = -1; s < SCEN; s++)
-                for (int task = 0; task < MET_NTASKS; task++) {
-                    int cnt;
-                    double mp;
-                    double want = brute_auc_of(ev, n_ev, m, s, task, want_x[i] - want_w[i],
-                                               want_x[i], &cnt, &mp);
-                    char base[128];
-                    snprintf(base, sizeof base, "models.%s.timeline.%s%s.%s", models[m],
-                             s < 0 ? "overall" : "scenarios.", s < 0 ? "" : scen[s],
-                             task ? "ctcvr" : "ctr");
-                    snprintf(path, sizeof path, "%s.n.%d", base, i);
-                    CHECK_EQ_INT(json_number(json_get(t, path), -1), cnt);
-                    snprintf(path, sizeof path, "%s.mean_p.%d", base, i);
-                    CHECK_CLOSE(json_number(json_get(t, path), -1), mp, 1e-5, 0);
-                    snprintf(path, sizeof path, "%s.auc.%d", base, i);
-                    const json_node *a = json_get(t, path);
-                    CHECK(a != NULL);
-                    if (isnan(want)) {
-                        CHECK(a->type == JSON_NULL);
-                        continue;
-                    }
-                    snprintf(path, sizeof path, "%s.bound.%d", base, i);
-                    double bound = json_number(json_get(t, path), -1);
-                    CHECK(bound >= 0);
-                    /* stored as a float and rounded to 6 digits: 1e-6 slack */
-                    CHECK_MSG(fabs(a->num - want) <= bound * 1.001 + 2e-6,
-                              "%s: timeline %.6f brute %.6f bound %.3g", path, a->num, want, bound);
-                    if (i < 4) {
-                        const met_tl_value *v = met_board_tl_value(b, i, m, s, (met_task)task);
-                        CHECK_CLOSE(v->auc, a->num, 0, 2e-6);
-                        CHECK_EQ_INT(v->n, cnt);
-                    }
-                    worst = fmax(worst, bound);
-                    checked++;
-                }
-    }
-    CHECK(checked > 60);
-    CHECK_MSG(worst < 0.01, "largest bound %.3g", worst);
-    json_free(t);
-    json_writer_destroy(w);
+    check_timeline_report(b, ev, n_ev);
     free(ev);
-
-    /* a short open window (< half a window) is left out of the report */
-    met_board *c = met_board_new(1, scen, 1, models, 8, err, sizeof err);
-    CHECK(met_board_set_timeline(c, 10, 4, err, sizeof err) == 0);
-    for (int i = 0; i < 24; i++) met_board_add(c, 0, 0, MET_CTR, urand(), i % 2);
-    CHECK_EQ_INT(met_board_tl_points(c), 2);          /* [0,10) [10,20); [20,24) open */
-    w = json_writer_new_buf(0);
-    met_board_write_json(c, w, NULL, NULL);
-    t = json_parse(json_writer_buf(w, NULL), err, sizeof err);
-    CHECK_EQ_INT(json_get(t, "timeline.x")->n, 2);
-    CHECK_EQ_INT(json_get(t, "models.m3rec.timeline.overall.ctr.auc")->n, 2);
-    CHECK_EQ_INT(json_number(json_get(t, "models.m3rec.timeline.overall.ctr.n.1"), -1), 10);
-    CHECK(json_get(t, "models.m3rec.timeline.overall.ctcvr.auc.0")->type == JSON_NULL);
-    json_free(t);
-    json_writer_destroy(w);
-    met_board_add(c, 0, 0, MET_CTR, 0.5, 1);          /* 25: half a window open -> shown */
-    w = json_writer_new_buf(0);
-    met_board_write_json(c, w, NULL, NULL);
-    t = json_parse(json_writer_buf(w, NULL), err, sizeof err);
-    CHECK_EQ_INT(json_get(t, "timeline.x")->n, 3);
-    CHECK_EQ_INT(json_number(json_get(t, "timeline.x.2"), -1), 25);
-    CHECK_EQ_INT(json_number(json_get(t, "timeline.width.2"), -1), 5);
-    json_free(t);
-    json_writer_destroy(w);
-    met_board_destroy(c);
+    test_timeline_open_window();
     met_board_destroy(b);
 }
 

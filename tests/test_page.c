@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "proc.h"
 #include "base/json.h"
 #include "report/metrics.h"
 #include "report/page.h"
@@ -26,16 +27,12 @@ static double urand(void) {
 
 static char dir[] = "/tmp/m3rec-test-page.XXXXXX";
 
-static char *slurp(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    rewind(f);
-    char *s = malloc((size_t)n + 1);
-    CHECK(s && fread(s, 1, (size_t)n, f) == (size_t)n);
-    s[n] = '\0';
-    fclose(f);
+/* The whole of the file `name` in the test's directory (the caller frees it). */
+static char *read_in_dir(const char *name) {
+    char path[256];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    char *s = proc_read_file(path, NULL);
+    CHECK_MSG(s, "cannot read %s", path);
     return s;
 }
 
@@ -119,7 +116,7 @@ static void test_without_gnuplot(const page_input *base) {
     int plotted = -1;
     CHECK(page_write(&in, html, NULL, &plotted, err, sizeof err) == 0);
     CHECK_EQ_INT(plotted, 0);
-    char *s = slurp(html);
+    char *s = read_in_dir("nogp.html");
     CHECK_CONTAINS(s, "<b>No figures</b>: gnuplot was not found");
     CHECK_CONTAINS(s, "id=auc");
     /* the oracle report's reference predictor: a marked row in the AUC and slice tables,
@@ -174,8 +171,7 @@ static void test_with_gnuplot(const page_input *base) {
     int plotted = 0;
     CHECK_MSG(page_write(base, html, png, &plotted, err, sizeof err) == 0, "%s", err);
     CHECK_EQ_INT(plotted, 1);
-    char *s = slurp(html);
-    CHECK(s);
+    char *s = read_in_dir("page.html");
     /* the sections, in order */
     const char *want[] = {"<!DOCTYPE html>", "<title>test page</title>", "id=bench",
                           "model only (m3rec-offline)", "id=timeline", "<svg",
@@ -217,7 +213,7 @@ static void test_with_gnuplot(const page_input *base) {
     CHECK(page_write(&in, html, NULL, &plotted, err, sizeof err) == -1);
     CHECK_CONTAINS(err, "/bin/false failed (exit 1)");
     CHECK_EQ_INT(plotted, 0);
-    s = slurp(html);
+    s = read_in_dir("page.html");
     CHECK_CONTAINS(s, "gnuplot failed");
     free(s);
 }
@@ -235,8 +231,7 @@ static void test_cli(void) {
     /* the text table for two runs, and the quality bar */
     snprintf(cmd, sizeof cmd, "%s --oracle %s %s %s > %s/table.txt", bin, o, a, b, dir);
     CHECK_EQ_INT(run(cmd), 0);
-    snprintf(cmd, sizeof cmd, "%s/table.txt", dir);
-    char *t = slurp(cmd);
+    char *t = read_in_dir("table.txt");
     CHECK_CONTAINS(t, "== alpha (");
     CHECK_CONTAINS(t, "== beta (");
     CHECK_CONTAINS(t, "overall    ctr");
@@ -268,13 +263,12 @@ static void test_cli_page(void) {
     snprintf(cmd, sizeof cmd, "%s --html %s/cli.html --png %s/cli.png --title 'CLI page' --oracle "
              "%s/oracle.json first=%s/alpha.json %s/beta.json", bin, dir, dir, dir, dir, dir);
     CHECK_EQ_INT(run(cmd), 0);
-    char path[256];
-    snprintf(path, sizeof path, "%s/cli.html", dir);
-    char *s = slurp(path);
+    char *s = read_in_dir("cli.html");
     CHECK_CONTAINS(s, "<h1>CLI page</h1>");
     CHECK_CONTAINS(s, ">first<");
     CHECK_CONTAINS(s, ">beta<");
     free(s);
+    char path[256];
     snprintf(path, sizeof path, "%s/cli.png", dir);
     CHECK(file_size(path) > 10000);
 }

@@ -1,32 +1,25 @@
-/* test_replay.c - the dataset replay: shipped mappings, the shared public samples
- * (values hand-checked against the files), the raw Ali-CCP format, every kind of bad data
- * with its exact message, --skip-bad counting, event-time order, the m3rec-replay tool,
- * and the whole path: samples replayed into an embedded broker, consumed by the real
- * m3rec-worker, every impression predicted and counted. */
-#include <fcntl.h>
+/* test_replay.c - the dataset replay: shipped mappings, the public dataset samples in
+ * tests/data/samples (values hand-checked against the files), the raw Ali-CCP format, every
+ * kind of bad data with its exact message, --skip-bad counting, event-time order, the
+ * m3rec-replay tool, and the whole path: samples replayed into an embedded broker,
+ * consumed by the real m3rec-worker, every impression predicted and counted. */
 #include <inttypes.h>
-#include <signal.h>
-#include <spawn.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
-#include <time.h>
-#include <unistd.h>
 
 #include <librdkafka/rdkafka.h>
 
 #include "config/cfg.h"
 #include "check.h"
+#include "proc.h"
 #include "stream/codec.h"
 #include "base/json.h"
 #include "stream/kio.h"
 #include "eval/replay.h"
-
-extern char **environ;
 
 #define T0 1767225600000LL /* time.start.ms of the shipped mappings */
 #define DELAY 600000LL     /* their conversion.delay.ms */
@@ -35,20 +28,13 @@ static char err[2048];
 
 /* ---- helpers ---- */
 
-static int64_t now_ms(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
-}
-
-/* A shared sample: ../shared/data relative to the repository, else /work/shared/data. */
+/* A public dataset sample shipped with the tests (tests/data/samples, see its README). */
 static const char *data(const char *rel) {
     static char bufs[8][512];
     static int k;
     char *b = bufs[k++ % 8];
     struct stat st;
-    snprintf(b, 512, "%s/../shared/data/%s", M3_SOURCE_DIR, rel);
-    if (stat(b, &st) != 0) snprintf(b, 512, "/work/shared/data/%s", rel);
+    snprintf(b, 512, "%s/tests/data/samples/%s", M3_SOURCE_DIR, rel);
     CHECK_MSG(stat(b, &st) == 0, "sample %s not found", b);
     return b;
 }
@@ -68,19 +54,6 @@ static void write_file(const char *path, const char *text) {
     CHECK_MSG(f, "cannot write %s", path);
     fputs(text, f);
     CHECK(fclose(f) == 0);
-}
-
-static char *read_file(const char *path) {
-    FILE *f = fopen(path, "rb");
-    CHECK_MSG(f, "cannot read %s", path);
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *s = malloc((size_t)n + 1);
-    CHECK(s && fread(s, 1, (size_t)n, f) == (size_t)n);
-    s[n] = 0;
-    fclose(f);
-    return s;
 }
 
 /* Every event of a replay. Returns the count; *rc is rpl_next's last return (0 or -1). */
@@ -334,7 +307,7 @@ static void test_samples(void) {
 }
 
 /* Field values of specific rows, read off the files by hand. */
-static void test_sample_values(void) {
+static void test_sample_values_aliccp(void) {
     /* Ali-CCP train line 4: 1,1,1,1,1,1,1,0,1,1,1,2,3,3,3,2,2,0,1,1,1,1,1,1,1,
      * 0.4734,0.562,0.0856,0.1902,0.5605,0.256,0.4626,0.344 (the one purchase) */
     rpl_map *m = shipped("replay-aliccp.properties");
@@ -425,14 +398,18 @@ static void test_sample_values(void) {
     CHECK_EQ_INT(st.next_row_ts_ms, T0 + 1666);
     free(ev);
     rpl_map_destroy(m);
+}
 
+static void test_sample_values_raw(void) {
     /* raw Ali-CCP line 3: 3,1,0,210:886,210:887,509:888,508:889,702:890,853:891,207:892,
      * 206:893,205:894,301:5,216:895,210:896,...,121:10,...,101:12,...,150_14:18,... (no 126) */
-    m = shipped("replay-aliccp-raw.properties");
+    rpl_map *m = shipped("replay-aliccp-raw.properties");
     const char *raw[] = {data("ali_ccp/paddlerec_esmm_small_raw.txt")};
-    n = replay_all(m, raw, 1, NULL, &ev, &st, &rc);
+    m3_event *ev;
+    rpl_stats st;
+    int rc, n = replay_all(m, raw, 1, NULL, &ev, &st, &rc);
     CHECK_MSG(rc == 0, "%s", err);
-    im = find_imp(ev, n, "paddlerec_esmm_small_raw.txt:3");
+    const m3_impression *im = find_imp(ev, n, "paddlerec_esmm_small_raw.txt:3");
     CHECK_EQ_INT(im->ts_ms, T0 + 20);
     CHECK_EQ_STR(im->scenario, "pos1");
     CHECK_EQ_INT(im->user_id, 12);
@@ -459,15 +436,19 @@ static void test_sample_values(void) {
     CHECK_EQ_STR(ev[n - 1].u.conv.impression_id, "paddlerec_esmm_small_raw.txt:1");
     free(ev);
     rpl_map_destroy(m);
+}
 
+static void test_sample_values_aliexpress(void) {
     /* AliExpress train line 26: search_id 861, categorical_7 26, categorical_9 0,
      * numerical_1 1.0, numerical_23 0.38359, numerical_55 0.351549, click 1, conversion 1;
      * line 2: search_id 81, categorical_1 9, numerical_24 0.116248, click 1, conversion 0 */
-    m = shipped("replay-aliexpress.properties");
+    rpl_map *m = shipped("replay-aliexpress.properties");
     const char *ae[] = {data("aliexpress/torchrechub_aliexpress_train_sample.csv")};
-    n = replay_all(m, ae, 1, NULL, &ev, &st, &rc);
+    m3_event *ev;
+    rpl_stats st;
+    int rc, n = replay_all(m, ae, 1, NULL, &ev, &st, &rc);
     CHECK_MSG(rc == 0, "%s", err);
-    im = find_imp(ev, n, "torchrechub_aliexpress_train_sample.csv:26");
+    const m3_impression *im = find_imp(ev, n, "torchrechub_aliexpress_train_sample.csv:26");
     CHECK_EQ_STR(im->scenario, "us");
     CHECK_EQ_INT(im->user_id, 861);
     CHECK_EQ_INT(im->item_id, 0);
@@ -690,33 +671,6 @@ static void test_skip_bad(void) {
 
 /* ---- the tool ---- */
 
-/* Run argv[0] with stdout and stderr to files; wait at most timeout_ms. Returns the
- * exit code (128 + signal when killed). */
-static pid_t spawn(char *const argv[], const char *out, const char *errf) {
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    if (out) posix_spawn_file_actions_addopen(&fa, 1, out, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (errf && out && strcmp(errf, out) == 0) posix_spawn_file_actions_adddup2(&fa, 1, 2);
-    else if (errf) posix_spawn_file_actions_addopen(&fa, 2, errf, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    pid_t pid;
-    CHECK_MSG(posix_spawn(&pid, argv[0], &fa, NULL, argv, environ) == 0, "cannot start %s", argv[0]);
-    posix_spawn_file_actions_destroy(&fa);
-    return pid;
-}
-
-static int wait_for(pid_t pid, int64_t deadline_ms, const char *what) {
-    int status;
-    while (now_ms() < deadline_ms) {
-        if (waitpid(pid, &status, WNOHANG) == pid)
-            return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-        usleep(20 * 1000);
-    }
-    kill(pid, SIGKILL);
-    waitpid(pid, &status, 0);
-    CHECK_MSG(0, "%s did not finish in time", what);
-    return -1;
-}
-
 #define REPLAY M3_BINARY_DIR "/m3rec-replay"
 #define MAP(name) M3_SOURCE_DIR "/config/" name
 
@@ -729,9 +683,11 @@ static int run_replay(char **out, char **errs, ...) {
     for (char *a; (a = va_arg(ap, char *)) != NULL && n < 31;) argv[n++] = a;
     va_end(ap);
     argv[n] = NULL;
-    int rc = wait_for(spawn(argv, "test_replay_tool.out", "test_replay_tool.err"), now_ms() + 30000, "m3rec-replay");
-    *out = read_file("test_replay_tool.out");
-    *errs = read_file("test_replay_tool.err");
+    pid_t pid = proc_spawn(argv, "test_replay_tool.out", "test_replay_tool.err");
+    int rc = proc_wait(pid, clk_mono_ms() + 30000, "m3rec-replay");
+    *out = proc_read_file("test_replay_tool.out", NULL);
+    *errs = proc_read_file("test_replay_tool.err", NULL);
+    CHECK_MSG(*out && *errs, "m3rec-replay left no output files");
     return rc;
 }
 
@@ -794,19 +750,20 @@ static void test_tool(void) {
     CHECK_EQ_INT(run_replay(&out, &errs, "--mapping", MAP("replay-aliexpress.properties"), ae, NULL), 2);
     CHECK_CONTAINS(errs, "give --bootstrap HOST:PORT (or kafka.bootstrap.servers), --out FILE or --check");
     free(out), free(errs);
+}
 
-    /* --out: m3rec-sim's framing; every record decodes, keyed by the user id */
+/* --out: m3rec-sim's framing; every record decodes, keyed by the user id */
+static void test_tool_out(void) {
+    char *out, *errs;
     char *raw = (char *)data("ali_ccp/paddlerec_esmm_small_raw.txt");
     CHECK_EQ_INT(run_replay(&out, &errs, "--mapping", MAP("replay-aliccp-raw.properties"), "--out",
                             "test_replay.out", raw, NULL), 0);
     CHECK_CONTAINS(out, "10 rows from 1 file: 10 impressions (2 clicks), 1 conversions, 0 bad rows skipped; "
                         "wrote 11 messages\n");
     free(out), free(errs);
-    FILE *f = fopen("test_replay.out", "rb");
-    CHECK(f);
-    static unsigned char buf[1 << 16];
-    size_t len = fread(buf, 1, sizeof buf, f);
-    fclose(f);
+    size_t len;
+    unsigned char *buf = (unsigned char *)proc_read_file("test_replay.out", &len);
+    CHECK(buf);
     char reason[CODEC_REASON_MAX];
     codec *cd = codec_new(err, sizeof err);
     CHECK_MSG(cd, "%s", err);
@@ -840,6 +797,7 @@ static void test_tool(void) {
     }
     CHECK_EQ_INT(k, 11);
     codec_destroy(cd);
+    free(buf);
 }
 
 /* ---- end to end: samples -> embedded broker -> m3rec-worker -> predictions ---- */
@@ -885,7 +843,7 @@ static pid_t e2e_replay(const e2e_set *e, const char *bootstrap) {
     argv[n] = NULL;
     char log[128];
     snprintf(log, sizeof log, "test_replay_%s_replay.log", e->prefix);
-    return spawn(argv, log, log);
+    return proc_spawn(argv, log, log);
 }
 
 /* The worker, configured from the mapping's own settings (scenarios, feature names). */
@@ -918,11 +876,12 @@ static void e2e_start_worker(e2e_set *e, const char *bootstrap) {
     argv[n] = NULL;
     char log[128];
     snprintf(log, sizeof log, "test_replay_%s_worker.log", e->prefix);
-    e->worker = spawn(argv, log, log);
+    e->worker = proc_spawn(argv, log, log);
 }
 
 static void e2e_check_report(const e2e_set *e) {
-    char *text = read_file(e->report);
+    char *text = proc_read_file(e->report, NULL);
+    CHECK_MSG(text, "cannot read %s", e->report);
     json_node *j = json_parse(text, err, sizeof err);
     CHECK_MSG(j, "%s: %s", e->report, err);
     CHECK_EQ_INT(json_number(json_get(j, "counters.impressions"), -1), e->n_imp);
@@ -940,7 +899,7 @@ static void e2e_check_report(const e2e_set *e) {
 }
 
 static void test_e2e(void) {
-    int64_t t0 = now_ms();
+    int64_t t0 = clk_mono_ms();
     e2e_set sets[2] = {
         {.prefix = "rx", .mapping = "replay-aliexpress.properties", .n_files = 2,
          .files = {data("aliexpress/torchrechub_aliexpress_train_sample.csv"),
@@ -962,22 +921,22 @@ static void test_e2e(void) {
         replays[i] = e2e_replay(&sets[i], bs);
     }
     for (int i = 0; i < 2; i++) {
-        int rc = wait_for(replays[i], now_ms() + 30000, "m3rec-replay");
+        int rc = proc_wait(replays[i], clk_mono_ms() + 30000, "m3rec-replay");
         CHECK_MSG(rc == 0, "m3rec-replay exited with %d (see test_replay_%s_replay.log)", rc, sets[i].prefix);
     }
     CHECK_EQ_INT(sets[0].n_imp, 120);
     CHECK_EQ_INT(sets[0].n_conv, 4);
     CHECK_EQ_INT(sets[1].n_imp, 200);
     CHECK_EQ_INT(sets[1].n_conv, 3);
-    fprintf(stderr, "test_replay: replayed into the embedded broker in %.1f s\n", (double)(now_ms() - t0) / 1000);
+    fprintf(stderr, "test_replay: replayed into the embedded broker in %.1f s\n", (double)(clk_mono_ms() - t0) / 1000);
     for (int i = 0; i < 2; i++) e2e_start_worker(&sets[i], bs);
     for (int i = 0; i < 2; i++) {
         char what[64];
         snprintf(what, sizeof what, "m3rec-worker (%s)", sets[i].prefix);
-        int rc = wait_for(sets[i].worker, now_ms() + 60000, what);
+        int rc = proc_wait(sets[i].worker, clk_mono_ms() + 60000, what);
         CHECK_MSG(rc == 0, "%s exited with %d (see test_replay_%s_worker.log)", what, rc, sets[i].prefix);
     }
-    fprintf(stderr, "test_replay: workers done at %.1f s\n", (double)(now_ms() - t0) / 1000);
+    fprintf(stderr, "test_replay: workers done at %.1f s\n", (double)(clk_mono_ms() - t0) / 1000);
     for (int i = 0; i < 2; i++) e2e_check_report(&sets[i]);
 
     /* every replayed impression has a Prediction on its prefix's predictions topic */
@@ -988,8 +947,8 @@ static void test_e2e(void) {
     codec *cd = codec_new(err, sizeof err);
     CHECK_MSG(cd, "%s", err);
     int want = sets[0].n_imp + sets[1].n_imp, got = 0;
-    int64_t deadline = now_ms() + 20000;
-    while (got < want && now_ms() < deadline) {
+    int64_t deadline = clk_mono_ms() + 20000;
+    while (got < want && clk_mono_ms() < deadline) {
         rd_kafka_message_t *msgs[256];
         int n = kio_consumer_poll(c, msgs, 256, 200, err, sizeof err);
         CHECK_MSG(n >= 0, "poll: %s", err);
@@ -1016,7 +975,7 @@ static void test_e2e(void) {
         for (int k = 0; k < sets[s].n_imp; k++) CHECK_MSG(sets[s].seen[k], "no prediction for %s", sets[s].ids[k]);
     CHECK_EQ_INT(got, want);
     fprintf(stderr, "test_replay: end to end: %d impressions replayed, all predicted, in %.1f s\n", want,
-            (double)(now_ms() - t0) / 1000);
+            (double)(clk_mono_ms() - t0) / 1000);
     codec_destroy(cd);
     for (int i = 0; i < 2; i++) rpl_map_destroy(sets[i].map);
     kio_mock_destroy(mock);
@@ -1026,10 +985,13 @@ int main(void) {
     test_shipped_mappings();
     test_mapping_errors();
     test_samples();
-    test_sample_values();
+    test_sample_values_aliccp();
+    test_sample_values_raw();
+    test_sample_values_aliexpress();
     test_bad_data();
     test_skip_bad();
     test_tool();
+    test_tool_out();
     test_e2e();
     return 0;
 }

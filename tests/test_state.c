@@ -20,6 +20,7 @@
 
 #include "check.h"
 #include "fsutil.h"
+#include "proc.h"
 #include "storecmp.h"
 #include "engine/emb.h"
 #include "stream/learner.h"
@@ -184,34 +185,13 @@ static int64_t stored_clock(store *s) {
  * blob, the learner's counters and clocks, the offset), expired rows aside. */
 static void compare_stores(const char *a, const char *b, int64_t expire_ms) {
     char err[512];
-    store *sa = store_open(a, NULL, err, sizeof err);
-    CHECK_MSG(sa, "%s", err);
-    store *sb = store_open(b, NULL, err, sizeof err);
-    CHECK_MSG(sb, "%s", err);
+    store *sa = storecmp_open(a), *sb = storecmp_open(b);
     int64_t ca = stored_clock(sa), cb = stored_clock(sb);
     CHECK_EQ_INT(ca, cb);
     int64_t dead = expire_ms > 0 ? ca - expire_ms : INT64_MIN;
     storecmp(sa, sb, "test_state", live_row, &dead);
     store_close(sa, 0, err, sizeof err);
     store_close(sb, 0, err, sizeof err);
-}
-
-/* Pending entries (not late rings) in a closed store. */
-static int count_pending_cb(void *opaque, const void *key, size_t klen, const void *val,
-                            size_t vlen) {
-    (void)key; (void)val; (void)vlen;
-    if (klen > 4) ++*(long *)opaque;
-    return 0;
-}
-
-static long stored_pending(const char *dir) {
-    char err[512];
-    store *s = store_open(dir, NULL, err, sizeof err);
-    CHECK_MSG(s, "%s", err);
-    long n = 0;
-    CHECK(store_iterate(s, STORE_PENDING, NULL, 0, count_pending_cb, &n, err, sizeof err) >= 0);
-    store_close(s, 0, err, sizeof err);
-    return n;
 }
 
 /* ---- tests ---- */
@@ -235,7 +215,7 @@ static void run_reference(const char *dir, const char *const *more) {
     long pending = (long)lrn_pending(L);
     close_runner(&r);
     /* the store holds exactly what is pending: nothing released is left behind */
-    CHECK_EQ_INT(stored_pending(dir), pending);
+    CHECK_EQ_INT(storecmp_pending(dir), pending);
 }
 
 /* Crash (lose everything since the last checkpoint) at random points, resume each time. */
@@ -412,8 +392,7 @@ static void test_expiry(void) {
     CHECK_EQ_INT(users_find(u, m3_feat_key(M3_SLOT_USER, 99)), -1);
     close_runner(&r);
     char err[512];
-    store *s = store_open(dir, NULL, err, sizeof err);
-    CHECK_MSG(s, "%s", err);
+    store *s = storecmp_open(dir);
     void *v;
     size_t n;
     unsigned char k[8];
@@ -425,47 +404,40 @@ static void test_expiry(void) {
     store_close(s, 0, err, sizeof err);
 }
 
+/* Opening the state in dir with the settings `more` (NULL-terminated) and the inputs
+ * `inputs` is refused, with a message that contains `want`. */
+static void check_refused(const char *dir, const char *const *more, const char *inputs,
+                          const char *want) {
+    char err[1024];
+    m3_cfg c;
+    make_cfg(&c, dir, more);
+    lrn *L = lrn_new(&c, err, sizeof err);
+    CHECK(state_open(&c, L, inputs, err, sizeof err) == NULL);
+    CHECK_CONTAINS(err, want);
+    lrn_destroy(L);
+    cfg_free(&c);
+}
+
 static void test_refusals(void) {
-    char dir[600], err[1024];
+    char dir[600];
     fresh_dir(dir, sizeof dir, "refuse");
     runner r = {0};
     open_runner(&r, dir, NULL);
     feed_imp(r.L, "x", T0, 1, 2);
     checkpoint(&r);
     /* the same directory again, in this process */
-    m3_cfg c2;
-    make_cfg(&c2, dir, NULL);
-    lrn *L2 = lrn_new(&c2, err, sizeof err);
-    CHECK(state_open(&c2, L2, "sim", err, sizeof err) == NULL);
-    CHECK_CONTAINS(err, "already open in this process");
-    lrn_destroy(L2);
-    cfg_free(&c2);
+    check_refused(dir, NULL, "sim", "already open in this process");
     close_runner(&r);
     /* another feature layout: the configuration record says which */
     static const char *const feat[] = {"features.ctx_cat=hour", NULL};
-    make_cfg(&c2, dir, feat);
-    L2 = lrn_new(&c2, err, sizeof err);
-    CHECK(state_open(&c2, L2, "sim", err, sizeof err) == NULL);
-    CHECK_CONTAINS(err, "holds the state of another configuration: it has "
-                        "features.ctx_cat=device, this worker has features.ctx_cat=hour");
-    lrn_destroy(L2);
-    cfg_free(&c2);
+    check_refused(dir, feat, "sim", "holds the state of another configuration: it has "
+                                    "features.ctx_cat=device, this worker has features.ctx_cat=hour");
     /* other inputs */
-    make_cfg(&c2, dir, NULL);
-    L2 = lrn_new(&c2, err, sizeof err);
-    CHECK(state_open(&c2, L2, "other", err, sizeof err) == NULL);
-    CHECK_CONTAINS(err, "it has inputs=sim, this worker has inputs=other");
-    lrn_destroy(L2);
-    cfg_free(&c2);
+    check_refused(dir, NULL, "other", "it has inputs=sim, this worker has inputs=other");
     /* the same record but other dense dimensions: the blob refuses */
     static const char *const wide[] = {"model.hidden=64,16", NULL};
-    make_cfg(&c2, dir, wide);
-    L2 = lrn_new(&c2, err, sizeof err);
-    CHECK(state_open(&c2, L2, "sim", err, sizeof err) == NULL);
-    CHECK_CONTAINS(err, "its dense parameters do not fit this configuration (model blob: "
-                        "hidden[0] is 32, this model has 64)");
-    lrn_destroy(L2);
-    cfg_free(&c2);
+    check_refused(dir, wide, "sim", "its dense parameters do not fit this configuration (model blob: "
+                                    "hidden[0] is 32, this model has 64)");
     /* and after all that, the original configuration still resumes */
     runner r2 = {0};
     open_runner(&r2, dir, NULL);
@@ -475,14 +447,8 @@ static void test_refusals(void) {
 }
 
 int main(void) {
-    const char *base = getenv("TEST_STATE_TMP");
-    snprintf(tmp_root, sizeof tmp_root, "%s/test_state.%d", base ? base : M3_BINARY_DIR,
-             (int)getpid());
-    rm_rf(tmp_root);
-    CHECK(mkdir(tmp_root, 0755) == 0);
-    const char *seed = getenv("M3_TEST_SEED");
-    rng_state = seed ? (unsigned)atoi(seed) : (unsigned)time(NULL);
-    fprintf(stderr, "test_state: seed %u (M3_TEST_SEED to repeat)\n", rng_state);
+    fs_scratch_dir(tmp_root, sizeof tmp_root, "test_state");
+    rng_state = proc_seed("test_state");
     test_admission();
     test_expiry();
     test_refusals();

@@ -5,31 +5,20 @@
  * reported within a bound; SIGTERM shuts it down cleanly (exit 0, report written); a
  * state directory that is locked, of an incompatible store format or of another
  * configuration is refused with a message naming it (exit 1), and left as it was. */
-#include <fcntl.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "check.h"
+#include "proc.h"
 #include "stream/kio.h"
 #include "stream/learner.h"
 #include "state/state.h"
 #include "state/store.h"
 
-extern char **environ;
-
 #define WORKER M3_BINARY_DIR "/m3rec-worker"
-
-static int64_t now_ms(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
-}
 
 /* Run the worker with argv (NULL-terminated, without the program), output to `log`.
  * Returns its pid. */
@@ -38,44 +27,14 @@ static pid_t start(char **args, const char *log) {
     int n = 1;
     for (; args[n - 1]; n++) argv[n] = args[n - 1];
     argv[n] = NULL;
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 1, log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    posix_spawn_file_actions_adddup2(&fa, 1, 2);
-    pid_t pid;
-    CHECK(posix_spawn(&pid, WORKER, &fa, NULL, argv, environ) == 0);
-    posix_spawn_file_actions_destroy(&fa);
-    return pid;
+    return proc_spawn(argv, log, log);
 }
 
-static int finish(pid_t pid, int timeout_ms) {
-    int64_t deadline = now_ms() + timeout_ms;
-    int status;
-    while (now_ms() < deadline) {
-        if (waitpid(pid, &status, WNOHANG) == pid)
-            return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-        usleep(50 * 1000);
-    }
-    kill(pid, SIGKILL);
-    waitpid(pid, &status, 0);
-    CHECK_MSG(0, "the worker did not stop within %d ms", timeout_ms);
-    return -1;
-}
-
-static char *slurp(const char *path) {
-    static char buf[1 << 16];
-    FILE *f = fopen(path, "r");
-    if (!f) return NULL;
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = 0;
-    return buf;
-}
-
-static int run(char **args, int timeout_ms, char **out) {
+/* Run the worker to its end (at most timeout_ms); *out gets its output. Returns its exit code. */
+static int run(char **args, int timeout_ms, const char **out) {
     const char *log = "test_worker.log";
-    int rc = finish(start(args, log), timeout_ms);
-    *out = slurp(log);
+    int rc = proc_wait(start(args, log), clk_mono_ms() + timeout_ms, "the worker");
+    *out = proc_slurp(log);
     CHECK(*out);
     return rc;
 }
@@ -86,7 +45,7 @@ static void test_bad_config(void) {
     CHECK(f);
     fputs("# a comment\nbatch.size=256\nbatch.linger.ms=soon\n", f);
     fclose(f);
-    char *out;
+    const char *out;
     char *a1[] = {"--config", (char *)path, NULL};
     CHECK_EQ_INT(run(a1, 10000, &out), 2);
     CHECK_CONTAINS(out, "test_worker_bad.properties:3: batch.linger.ms=soon");
@@ -113,7 +72,7 @@ static void test_topics(void) {
     CHECK_MSG(m, "%s", err);
     char bs[256];
     snprintf(bs, sizeof bs, "kafka.bootstrap.servers=%s", kio_mock_bootstraps(m));
-    char *out;
+    const char *out;
     char *args[] = {"--set", bs, NULL};
     /* m3rec.events.product is missing */
     CHECK_EQ_INT(run(args, 30000, &out), 1);
@@ -135,10 +94,10 @@ static void test_topics(void) {
     kio_mock_destroy(m);
     /* no broker at all: a clear message within the start-up bound, not a hang */
     char *none[] = {"--set", "kafka.bootstrap.servers=127.0.0.1:1", NULL};
-    int64_t t0 = now_ms();
+    int64_t t0 = clk_mono_ms();
     CHECK_EQ_INT(run(none, 60000, &out), 1);
     CHECK_CONTAINS(out, "cannot reach Kafka at 127.0.0.1:1");
-    CHECK(now_ms() - t0 < 30000);
+    CHECK(clk_mono_ms() - t0 < 30000);
 }
 
 static void test_sigterm(void) {
@@ -148,18 +107,11 @@ static void test_sigterm(void) {
                     "--set", "worker.exit.idle.ms=0", "--report", (char *)report, NULL};
     pid_t pid = start(args, "test_worker.log");
     /* wait until it consumes (its log says so), then ask it to stop */
-    int64_t deadline = now_ms() + 30000;
-    char *out = NULL;
-    while (now_ms() < deadline) {
-        out = slurp("test_worker.log");
-        if (out && strstr(out, "consuming")) break;
-        usleep(100 * 1000);
-    }
-    CHECK_MSG(out && strstr(out, "consuming"), "the worker did not start: %s", out ? out : "");
+    proc_wait_log("test_worker.log", "consuming", 30000);
     CHECK(kill(pid, SIGTERM) == 0);
-    CHECK_EQ_INT(finish(pid, 20000), 0);
-    CHECK(slurp(report) != NULL);
-    CHECK_CONTAINS(slurp(report), "\"events\"");
+    CHECK_EQ_INT(proc_wait(pid, clk_mono_ms() + 20000, "the worker"), 0);
+    CHECK(proc_slurp(report) != NULL);
+    CHECK_CONTAINS(proc_slurp(report), "\"events\"");
 }
 
 /* A store with one recognisable record, to see that a refusing worker leaves it alone. */
@@ -183,8 +135,26 @@ static void check_marker(const char *dir) {
     CHECK(store_close(s, 0, err, sizeof err) == 0);
 }
 
+/* Open (creating it if need be) and close the state of the default configuration with
+ * `set_dir` ("store.dir=..."). */
+static void open_default_state(const char *set_dir) {
+    char err[1024];
+    m3_cfg cfg;
+    cfg_defaults(&cfg);
+    CHECK(cfg_set(&cfg, set_dir, "test", 0, err, sizeof err) == 0);
+    CHECK(cfg_check(&cfg, err, sizeof err) == 0);
+    lrn *L = lrn_new(&cfg, err, sizeof err);
+    CHECK_MSG(L, "%s", err);
+    state *st = state_open(&cfg, L, "whatever", err, sizeof err);
+    CHECK_MSG(st, "%s", err);
+    CHECK(state_close(st, err, sizeof err) == 0);
+    lrn_destroy(L);
+    cfg_free(&cfg);
+}
+
 static void test_state_dir(void) {
-    char err[1024], dir[512], set_dir[600], *out;
+    char err[1024], dir[512], set_dir[600];
+    const char *out;
     snprintf(dir, sizeof dir, "%s/test_worker_state.%d", M3_BINARY_DIR, (int)getpid());
     snprintf(set_dir, sizeof set_dir, "store.dir=%s", dir);
     char *args[] = {"--config", M3_SOURCE_DIR "/config/demo.properties", "--set", "model.shadow=",
@@ -226,17 +196,7 @@ static void test_state_dir(void) {
     char dir2[600], set_dir2[700];
     snprintf(dir2, sizeof dir2, "%s-2", dir);
     snprintf(set_dir2, sizeof set_dir2, "store.dir=%s", dir2);
-    m3_cfg cfg;
-    cfg_defaults(&cfg);
-    CHECK(cfg_set(&cfg, set_dir2, "test", 0, err, sizeof err) == 0);
-    CHECK(cfg_check(&cfg, err, sizeof err) == 0);
-    lrn *L = lrn_new(&cfg, err, sizeof err);
-    CHECK_MSG(L, "%s", err);
-    state *st = state_open(&cfg, L, "whatever", err, sizeof err);
-    CHECK_MSG(st, "%s", err);
-    CHECK(state_close(st, err, sizeof err) == 0);
-    lrn_destroy(L);
-    cfg_free(&cfg);
+    open_default_state(set_dir2);
     char *other[] = {"--config", M3_SOURCE_DIR "/config/demo.properties", "--set", "model.shadow=",
                      "--set", "model.arch=shared_bottom", "--set", set_dir2,
                      "--set", "worker.exit.idle.ms=100", NULL};
@@ -245,15 +205,7 @@ static void test_state_dir(void) {
                         "this worker has model.arch=shared_bottom");
     CHECK_CONTAINS(out, "its state was not changed");
     /* the same configuration opens it */
-    cfg_defaults(&cfg);
-    CHECK(cfg_set(&cfg, set_dir2, "test", 0, err, sizeof err) == 0);
-    CHECK(cfg_check(&cfg, err, sizeof err) == 0);
-    L = lrn_new(&cfg, err, sizeof err);
-    st = state_open(&cfg, L, "whatever", err, sizeof err);
-    CHECK_MSG(st, "%s", err);
-    CHECK(state_close(st, err, sizeof err) == 0);
-    lrn_destroy(L);
-    cfg_free(&cfg);
+    open_default_state(set_dir2);
     char cmd[1400];
     snprintf(cmd, sizeof cmd, "rm -rf '%s' '%s'", dir, dir2);
     CHECK(system(cmd) == 0);

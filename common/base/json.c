@@ -1,6 +1,8 @@
 /* json.c - streaming JSON writer (FILE* or buffer) and a recursive-descent tree reader. */
 #include "base/json.h"
 
+#include "base/buf.h"
+
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
@@ -14,8 +16,7 @@ enum { JSON__IN_OBJ = 1, JSON__IN_ARR = 2, JSON__IN_FLAT = 3 };   /* FLAT: an ar
 
 struct json_writer {
     FILE *f;                 /* NULL for a buffer writer */
-    char *buf;               /* buffer writer: text so far, NUL-terminated */
-    size_t len, cap;
+    buf out;                 /* buffer writer: the text so far */
     int indent;
     int depth;
     unsigned char kind[JSON_MAX_DEPTH];   /* JSON__IN_OBJ / _ARR / _FLAT per level */
@@ -30,11 +31,9 @@ static json_writer *json__writer_new(FILE *f, int indent) {
     if (!w) return NULL;
     w->f = f;
     w->indent = indent > 0 ? indent : 0;
-    if (!f) {
-        w->cap = 256;
-        w->buf = malloc(w->cap);
-        if (!w->buf) { free(w); return NULL; }
-        w->buf[0] = '\0';
+    if (!f) {   /* allocated now, so that json_writer_buf() has a text from the start */
+        buf_put(&w->out, "", 0);
+        if (w->out.oom) { free(w); return NULL; }
     }
     return w;
 }
@@ -48,13 +47,13 @@ json_writer *json_writer_new_buf(int indent) { return json__writer_new(NULL, ind
 
 void json_writer_destroy(json_writer *w) {
     if (!w) return;
-    free(w->buf);
+    buf_free(&w->out);
     free(w);
 }
 
 const char *json_writer_buf(const json_writer *w, size_t *len) {
-    if (len) *len = w && w->buf ? w->len : 0;
-    return w && w->buf ? w->buf : "";
+    if (len) *len = w && w->out.data ? w->out.len : 0;
+    return w && w->out.data ? w->out.data : "";
 }
 
 const char *json_writer_error(const json_writer *w) { return w ? w->err : "no writer"; }
@@ -73,17 +72,8 @@ static void json__put(json_writer *w, const char *s, size_t n) {
         if (fwrite(s, 1, n, w->f) != n) json__fail(w, "write error");
         return;
     }
-    if (w->len + n + 1 > w->cap) {
-        size_t cap = w->cap;
-        while (w->len + n + 1 > cap) cap *= 2;
-        char *nb = realloc(w->buf, cap);
-        if (!nb) { json__fail(w, "out of memory"); return; }
-        w->buf = nb;
-        w->cap = cap;
-    }
-    memcpy(w->buf + w->len, s, n);
-    w->len += n;
-    w->buf[w->len] = '\0';
+    buf_put(&w->out, s, n);
+    if (w->out.oom) json__fail(w, "out of memory");
 }
 
 static void json__puts(json_writer *w, const char *s) { json__put(w, s, strlen(s)); }
@@ -191,8 +181,14 @@ void json_key(json_writer *w, const char *key) {
     w->key_pending = true;
 }
 
-void json_num(json_writer *w, double x) {
+/* A value written as it is: a number, true, false or null. */
+static void json__literal(json_writer *w, const char *text) {
     if (!w || !json__before_value(w)) return;
+    json__puts(w, text);
+    json__after_value(w);
+}
+
+void json_num(json_writer *w, double x) {
     char tmp[40];
     if (!isfinite(x)) {
         strcpy(tmp, "null");
@@ -201,44 +197,34 @@ void json_num(json_writer *w, double x) {
         snprintf(tmp, sizeof tmp, "%.15g", x);
         if (strtod(tmp, NULL) != x) snprintf(tmp, sizeof tmp, "%.17g", x);
     }
-    json__puts(w, tmp);
-    json__after_value(w);
+    json__literal(w, tmp);
 }
 
 void json_int(json_writer *w, int64_t x) {
-    if (!w || !json__before_value(w)) return;
     char tmp[24];
     snprintf(tmp, sizeof tmp, "%" PRId64, x);
-    json__puts(w, tmp);
-    json__after_value(w);
+    json__literal(w, tmp);
 }
 
 void json_uint(json_writer *w, uint64_t x) {
-    if (!w || !json__before_value(w)) return;
     char tmp[24];
     snprintf(tmp, sizeof tmp, "%" PRIu64, x);
-    json__puts(w, tmp);
-    json__after_value(w);
+    json__literal(w, tmp);
 }
 
 void json_str(json_writer *w, const char *s) {
+    if (!s) {
+        json__literal(w, "null");
+        return;
+    }
     if (!w || !json__before_value(w)) return;
-    if (s) json__quoted(w, s);
-    else json__puts(w, "null");
+    json__quoted(w, s);
     json__after_value(w);
 }
 
-void json_bool(json_writer *w, bool b) {
-    if (!w || !json__before_value(w)) return;
-    json__puts(w, b ? "true" : "false");
-    json__after_value(w);
-}
+void json_bool(json_writer *w, bool b) { json__literal(w, b ? "true" : "false"); }
 
-void json_null(json_writer *w) {
-    if (!w || !json__before_value(w)) return;
-    json__puts(w, "null");
-    json__after_value(w);
-}
+void json_null(json_writer *w) { json__literal(w, "null"); }
 
 /* ======================================================================== reader */
 

@@ -7,7 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
-#include <time.h>
+
+#include "base/clock.h"
 
 /* ======================================================================== AUC */
 
@@ -221,7 +222,7 @@ struct met_board {
     met_counters c;
     uint64_t events_base;   /* events counted before this process (a restored state) */
     met_latency lat;
-    struct timespec t0;
+    double t0;        /* clk_mono_s() when the board was made */
     /* the timeline */
     met_auc *win;     /* (n_models, n_scen + 1, MET_NTASKS): the open window */
     int64_t tl_count; /* model 0's CTR predictions counted */
@@ -243,12 +244,6 @@ static size_t met__idx(const met_board *b, int model, int scen, int task) {
 static size_t met__sidx(const met_board *b, int model, int scen, int slice, int task) {
     return (((size_t)model * (size_t)(b->n_scen + 1) + (size_t)(scen + 1)) * MET_NSLICES +
             (size_t)slice) * MET_NTASKS + (size_t)task;
-}
-
-static double met__now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
 /* calloc n met_auc and init each (logit or not); NULL with errstr on failure. */
@@ -351,7 +346,7 @@ met_board *met_board_new(int n_scen, const char *const *scen_names, int n_models
         return NULL;
     }
     met_latency_init(&b->lat);
-    clock_gettime(CLOCK_MONOTONIC, &b->t0);
+    b->t0 = clk_mono_s();
     return b;
 }
 
@@ -479,8 +474,7 @@ void met_board_set_events_base(met_board *b, uint64_t events) { b->events_base =
 uint64_t met_board_events_base(const met_board *b) { return b->events_base; }
 
 double met_board_elapsed(const met_board *b) {
-    double t0 = (double)b->t0.tv_sec + 1e-9 * (double)b->t0.tv_nsec;
-    return met__now() - t0;
+    return clk_mono_s() - b->t0;
 }
 
 int met_board_tl_points(const met_board *b) { return b->tl_n; }

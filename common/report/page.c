@@ -1,11 +1,12 @@
 /* page.c - the comparison page: JSON reports to one HTML page with gnuplot figures. */
 #include "report/page.h"
 
+#include "base/buf.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
 #include <spawn.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,68 +20,29 @@ extern char **environ;
 #define PAGE__MAX_LINES 64      /* (run, model) curves drawn, oracle included */
 #define PAGE__MAX_SCEN 16
 
-/* ---- a growable string ---- */
-
-typedef struct {
-    char *s;
-    size_t len, cap;
-    int oom;
-} page__buf;
-
-static void page__put(page__buf *b, const char *s, size_t n) {
-    if (b->oom) return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 4096;
-        while (b->len + n + 1 > cap) cap *= 2;
-        char *t = realloc(b->s, cap);
-        if (!t) { b->oom = 1; return; }
-        b->s = t;
-        b->cap = cap;
-    }
-    memcpy(b->s + b->len, s, n);
-    b->len += n;
-    b->s[b->len] = '\0';
-}
-
-__attribute__((format(printf, 2, 3)))
-static void page__printf(page__buf *b, const char *fmt, ...) {
-    char tmp[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
-    va_end(ap);
-    if (n < 0) return;
-    if ((size_t)n < sizeof tmp) { page__put(b, tmp, (size_t)n); return; }
-    char *big = malloc((size_t)n + 1);
-    if (!big) { b->oom = 1; return; }
-    va_start(ap, fmt);
-    vsnprintf(big, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    page__put(b, big, (size_t)n);
-    free(big);
-}
+/* ---- text for the page and the gnuplot script (base/buf.h) ---- */
 
 /* Text with &, <, >, " escaped for HTML. */
-static void page__html(page__buf *b, const char *s) {
+static void page__html(buf *b, const char *s) {
     for (; s && *s; s++) {
         switch (*s) {
-        case '&': page__put(b, "&amp;", 5); break;
-        case '<': page__put(b, "&lt;", 4); break;
-        case '>': page__put(b, "&gt;", 4); break;
-        case '"': page__put(b, "&quot;", 6); break;
-        default: page__put(b, s, 1);
+        case '&': buf_put(b, "&amp;", 5); break;
+        case '<': buf_put(b, "&lt;", 4); break;
+        case '>': buf_put(b, "&gt;", 4); break;
+        case '"': buf_put(b, "&quot;", 6); break;
+        default: buf_put(b, s, 1);
         }
     }
 }
 
 /* Text as a gnuplot single-quoted string ('' is a quote; newlines dropped). */
-static void page__gpstr(page__buf *b, const char *s) {
-    page__put(b, "'", 1);
+static void page__gpstr(buf *b, const char *s) {
+    buf_put(b, "'", 1);
     for (; s && *s; s++) {
-        if (*s == '\'') page__put(b, "''", 2);
-        else if (*s != '\n' && *s != '\r') page__put(b, s, 1);
+        if (*s == '\'') buf_put(b, "''", 2);
+        else if (*s != '\n' && *s != '\r') buf_put(b, s, 1);
     }
-    page__put(b, "'", 1);
+    buf_put(b, "'", 1);
 }
 
 /* ---- reading reports ---- */
@@ -219,72 +181,72 @@ static const char *page__run_label(const page__ctx *c, int run) {
 }
 
 /* "label/model", or the model alone when there is one run (and for the oracle). */
-static void page__line_name(const page__ctx *c, const page__line *l, char *buf, size_t n) {
-    if (l->run < 0 || c->in->n_runs == 1) snprintf(buf, n, "%s", l->model);
-    else snprintf(buf, n, "%s/%s", l->label, l->model);
+static void page__line_name(const page__ctx *c, const page__line *l, char *out, size_t n) {
+    if (l->run < 0 || c->in->n_runs == 1) snprintf(out, n, "%s", l->model);
+    else snprintf(out, n, "%s/%s", l->label, l->model);
 }
 
 /* ---- the figures (a gnuplot script) ---- */
 
 /* Write one datablock $<name> (when emit) of x (scaled) and the values of a series (NaN
  * where null). Returns the number of finite values. */
-static int page__datablock(page__buf *g, int emit, const char *name, const json_node *x,
+static int page__datablock(buf *g, int emit, const char *name, const json_node *x,
                            double xscale, const json_node *y) {
     int good = 0;
-    if (emit) page__printf(g, "$%s << EOD\n", name);
+    if (emit) buf_printf(g, "$%s << EOD\n", name);
     for (size_t k = 0; x && y && k < x->n && k < y->n; k++) {
         double v = json_number(&y->items[k], NAN);
         good += isfinite(v);
-        if (emit) page__printf(g, "%.6g %.6g\n", json_number(&x->items[k], NAN) / xscale, v);
+        if (emit) buf_printf(g, "%.6g %.6g\n", json_number(&x->items[k], NAN) / xscale, v);
     }
-    if (emit) page__printf(g, "EOD\n");
+    if (emit) buf_printf(g, "EOD\n");
     return good;
 }
 
 /* The key of a figure as its own panel at the top: every line's style and name. */
-static void page__key_panel(page__buf *g, const page__ctx *c, double y0, double h, int with_lines) {
-    page__printf(g, "set origin 0,%.4f\nset size 1,%.4f\n", y0, h);
-    page__printf(g, "unset border\nunset tics\nunset xlabel\nunset ylabel\nunset title\n"
-                    "set xrange [0:1]\nset yrange [0:1]\n"
-                    "set key center center horizontal maxcols 4 samplen 3 spacing 1.1 width 2\n");
-    page__printf(g, "plot ");
+static void page__key_panel(buf *g, const page__ctx *c, double y0, double h, int with_lines) {
+    buf_printf(g, "set origin 0,%.4f\nset size 1,%.4f\n", y0, h);
+    buf_printf(g, "unset border\nunset tics\nunset xlabel\nunset ylabel\nunset title\n"
+                  "set xrange [0:1]\nset yrange [0:1]\n"
+                  "set key center center horizontal maxcols 4 samplen 3 spacing 1.1 width 2\n");
+    buf_printf(g, "plot ");
     int first = 1;
     for (int i = 0; i < c->n_lines; i++) {
         const page__line *l = &c->lines[i];
         if (!with_lines && l->run < 0) continue;
         char name[160];
         page__line_name(c, l, name, sizeof name);
-        page__printf(g, "%sNaN lc rgb '%s' dt %s lw %s title ", first ? "" : ", ", page__color(l),
-                     page__dash(l->run), l->run < 0 ? "2.5" : "1.5");
+        buf_printf(g, "%sNaN lc rgb '%s' dt %s lw %s title ", first ? "" : ", ", page__color(l),
+                   page__dash(l->run), l->run < 0 ? "2.5" : "1.5");
         page__gpstr(g, name);
         first = 0;
     }
-    page__printf(g, "\nset border\nset tics\nunset key\n");
+    buf_printf(g, "\nset border\nset tics\nunset key\n");
 }
 
 /* Figure 1: windowed AUC per (scenario or overall) x task; lines = (run, model). The data
  * is written once (emit_data), a second drawing (the PNG) reuses it. */
-static void page__fig_auc(page__buf *g, page__ctx *c, const char *term, int w, int panel_h,
+static void page__fig_auc(buf *g, page__ctx *c, const char *term, int w, int panel_h,
                           int emit_data) {
     int rows = 1 + c->n_scen;
     int key_rows = (c->n_lines + 3) / 4;
     int key_h = 30 + 18 * key_rows;
     int H = key_h + rows * panel_h;
-    page__printf(g, "set terminal %s size %d,%d\n", term, w, H);
-    page__printf(g, "set output OUT\nset multiplot\n");
+    buf_printf(g, "set terminal %s size %d,%d\n", term, w, H);
+    buf_printf(g, "set output OUT\nset multiplot\n");
     page__key_panel(g, c, (double)(rows * panel_h) / H, (double)key_h / H, 1);
-    page__printf(g, "set grid ytics lc rgb '#dddddd'\nset xrange [0:*]\nset yrange [*:*]\n"
-                    "set format y '%%.2f'\nset ytics nomirror\nset xtics nomirror\n");
+    buf_printf(g, "set grid ytics lc rgb '#dddddd'\nset xrange [0:*]\nset yrange [*:*]\n"
+                  "set format y '%%.2f'\nset ytics nomirror\nset xtics nomirror\n");
     for (int r = 0; r < rows; r++)
         for (int t = 0; t < 2; t++) {
             const char *scen = r == 0 ? NULL : c->scen[r - 1];
-            page__printf(g, "set origin %.4f,%.4f\nset size 0.5,%.4f\n", 0.5 * t,
-                         (double)((rows - 1 - r) * panel_h) / H, (double)panel_h / H);
-            page__printf(g, "set title '%s %s: AUC of each window' font ',11'\n",
-                         scen ? scen : "overall", page__tasks[t]);
-            page__printf(g, "set xlabel 'impressions (%s)' offset 0,0.5\n", c->xunit);
+            buf_printf(g, "set origin %.4f,%.4f\nset size 0.5,%.4f\n", 0.5 * t,
+                       (double)((rows - 1 - r) * panel_h) / H, (double)panel_h / H);
+            buf_printf(g, "set title '%s %s: AUC of each window' font ',11'\n",
+                       scen ? scen : "overall", page__tasks[t]);
+            buf_printf(g, "set xlabel 'impressions (%s)' offset 0,0.5\n", c->xunit);
             int plotted = 0;
-            page__buf cmd = {0};
+            buf cmd = {0};
             for (int i = 0; i < c->n_lines; i++) {
                 const page__line *l = &c->lines[i];
                 char name[32];
@@ -293,69 +255,69 @@ static void page__fig_auc(page__buf *g, page__ctx *c, const char *term, int w, i
                 if (page__datablock(g, emit_data, name, json_get(l->rep, "timeline.x"), c->xscale,
                                     json_member(s, "auc")) == 0)
                     continue;
-                page__printf(&cmd, "%s$%s using 1:2 with lines lc rgb '%s' dt %s lw %s notitle",
-                             plotted ? ", " : "plot ", name, page__color(l), page__dash(l->run),
-                             l->run < 0 ? "2.5" : "1.5");
+                buf_printf(&cmd, "%s$%s using 1:2 with lines lc rgb '%s' dt %s lw %s notitle",
+                           plotted ? ", " : "plot ", name, page__color(l), page__dash(l->run),
+                           l->run < 0 ? "2.5" : "1.5");
                 plotted++;
             }
-            if (plotted) page__printf(g, "%s\n", cmd.s);
-            else page__printf(g, "set label 1 'no timeline' at graph 0.5,0.5 center\n"
-                                 "plot NaN notitle\nunset label 1\n");
-            free(cmd.s);
+            if (plotted) buf_printf(g, "%s\n", cmd.data);
+            else buf_printf(g, "set label 1 'no timeline' at graph 0.5,0.5 center\n"
+                               "plot NaN notitle\nunset label 1\n");
             g->oom |= cmd.oom;
+            buf_free(&cmd);
         }
-    page__printf(g, "unset multiplot\nunset output\nreset\n");
+    buf_printf(g, "unset multiplot\nunset output\nreset\n");
 }
 
 /* Figure 2: impressions per second between consecutive timeline points (the board's clock, from
  * its creation: the first point includes start-up), per run. */
-static int page__fig_rate(page__buf *g, page__ctx *c, const char *term, int w, int h) {
-    page__buf cmd = {0};
+static int page__fig_rate(buf *g, page__ctx *c, const char *term, int w, int h) {
+    buf cmd = {0};
     int plotted = 0;
     for (int r = 0; r < c->in->n_runs; r++) {
         const json_node *rep = c->in->runs[r].report;
         const json_node *x = json_get(rep, "timeline.x"), *sec = json_get(rep, "timeline.sec");
         if (!x || !sec || x->n < 2) continue;
-        page__printf(g, "$r%d << EOD\n", r);
+        buf_printf(g, "$r%d << EOD\n", r);
         /* the mean rate between consecutive points (evenly spaced, also after a decimation) */
         for (size_t k = 0; k < x->n && k < sec->n; k++) {
             double s = json_number(&sec->items[k], NAN), s0 = k ? json_number(&sec->items[k - 1], NAN) : 0;
             double span = json_number(&x->items[k], NAN) - (k ? json_number(&x->items[k - 1], NAN) : 0);
-            page__printf(g, "%.6g %.6g\n", json_number(&x->items[k], NAN) / c->xscale,
-                         span > 0 && s > s0 ? span / (s - s0) : NAN);
+            buf_printf(g, "%.6g %.6g\n", json_number(&x->items[k], NAN) / c->xscale,
+                       span > 0 && s > s0 ? span / (s - s0) : NAN);
         }
-        page__printf(g, "EOD\n");
-        page__printf(&cmd, "%s$r%d using 1:2 with lines lw 1.5 dt %s lc rgb '%s' title ",
-                     plotted ? ", " : "plot ", r, page__dash(r), page__palette[r % PAGE__NPAL]);
+        buf_printf(g, "EOD\n");
+        buf_printf(&cmd, "%s$r%d using 1:2 with lines lw 1.5 dt %s lc rgb '%s' title ",
+                   plotted ? ", " : "plot ", r, page__dash(r), page__palette[r % PAGE__NPAL]);
         page__gpstr(&cmd, c->in->runs[r].label);
         plotted++;
     }
     if (plotted) {
-        page__printf(g, "set terminal %s size %d,%d\nset output OUT\n", term, w, h);
-        page__printf(g, "set title 'Throughput over time: impressions/s between timeline points' font ',11'\n"
-                        "set xlabel 'impressions (%s)'\nset ylabel 'impressions/s'\n"
-                        "set grid ytics lc rgb '#dddddd'\nset yrange [0:*]\nset xrange [0:*]\n"
-                        "set key outside right top noenhanced\n%s\nunset output\nreset\n",
-                     c->xunit, cmd.s ? cmd.s : "");
+        buf_printf(g, "set terminal %s size %d,%d\nset output OUT\n", term, w, h);
+        buf_printf(g, "set title 'Throughput over time: impressions/s between timeline points' font ',11'\n"
+                      "set xlabel 'impressions (%s)'\nset ylabel 'impressions/s'\n"
+                      "set grid ytics lc rgb '#dddddd'\nset yrange [0:*]\nset xrange [0:*]\n"
+                      "set key outside right top noenhanced\n%s\nunset output\nreset\n",
+                   c->xunit, cmd.data ? cmd.data : "");
     }
-    free(cmd.s);
     g->oom |= cmd.oom;
+    buf_free(&cmd);
     return plotted;
 }
 
 /* Figure 3: calibration over time, overall: mean prediction / observed rate per window. */
-static void page__fig_calib(page__buf *g, page__ctx *c, const char *term, int w, int panel_h) {
+static void page__fig_calib(buf *g, page__ctx *c, const char *term, int w, int panel_h) {
     int key_h = 30 + 18 * ((c->n_lines + 3) / 4);
     int H = key_h + panel_h;
-    page__printf(g, "set terminal %s size %d,%d\nset output OUT\nset multiplot\n", term, w, H);
+    buf_printf(g, "set terminal %s size %d,%d\nset output OUT\nset multiplot\n", term, w, H);
     page__key_panel(g, c, (double)panel_h / H, (double)key_h / H, 1);
-    page__printf(g, "set grid ytics lc rgb '#dddddd'\nset xrange [0:*]\nset yrange [0:2]\n"
-                    "set format y '%%.1f'\n");
+    buf_printf(g, "set grid ytics lc rgb '#dddddd'\nset xrange [0:*]\nset yrange [0:2]\n"
+                  "set format y '%%.1f'\n");
     for (int t = 0; t < 2; t++) {
-        page__printf(g, "set origin %.4f,0\nset size 0.5,%.4f\n", 0.5 * t, (double)panel_h / H);
-        page__printf(g, "set title 'overall %s: mean prediction / observed rate, per window' font ',11'\n"
-                        "set xlabel 'impressions (%s)' offset 0,0.5\n", page__tasks[t], c->xunit);
-        page__buf cmd = {0};
+        buf_printf(g, "set origin %.4f,0\nset size 0.5,%.4f\n", 0.5 * t, (double)panel_h / H);
+        buf_printf(g, "set title 'overall %s: mean prediction / observed rate, per window' font ',11'\n"
+                      "set xlabel 'impressions (%s)' offset 0,0.5\n", page__tasks[t], c->xunit);
+        buf cmd = {0};
         int plotted = 0;
         for (int i = 0; i < c->n_lines; i++) {
             const page__line *l = &c->lines[i];
@@ -363,24 +325,24 @@ static void page__fig_calib(page__buf *g, page__ctx *c, const char *term, int w,
             const json_node *x = json_get(l->rep, "timeline.x"), *mp = json_member(s, "mean_p"),
                             *rt = json_member(s, "rate");
             if (!x || !mp || !rt) continue;
-            page__printf(g, "$c%d_%d << EOD\n", i, t);
+            buf_printf(g, "$c%d_%d << EOD\n", i, t);
             for (size_t k = 0; k < x->n && k < mp->n && k < rt->n; k++) {
                 double a = json_number(&mp->items[k], NAN), b = json_number(&rt->items[k], NAN);
-                page__printf(g, "%.6g %.6g\n", json_number(&x->items[k], NAN) / c->xscale,
-                             b > 0 ? a / b : NAN);
+                buf_printf(g, "%.6g %.6g\n", json_number(&x->items[k], NAN) / c->xscale,
+                           b > 0 ? a / b : NAN);
             }
-            page__printf(g, "EOD\n");
-            page__printf(&cmd, "%s$c%d_%d using 1:2 with lines lc rgb '%s' dt %s lw %s notitle",
-                         plotted ? ", " : "plot ", i, t, page__color(l), page__dash(l->run),
-                         l->run < 0 ? "2.5" : "1.5");
+            buf_printf(g, "EOD\n");
+            buf_printf(&cmd, "%s$c%d_%d using 1:2 with lines lc rgb '%s' dt %s lw %s notitle",
+                       plotted ? ", " : "plot ", i, t, page__color(l), page__dash(l->run),
+                       l->run < 0 ? "2.5" : "1.5");
             plotted++;
         }
-        if (plotted) page__printf(g, "%s, 1 with lines lc rgb '#888888' dt 3 notitle\n", cmd.s);
-        else page__printf(g, "plot NaN notitle\n");
-        free(cmd.s);
+        if (plotted) buf_printf(g, "%s, 1 with lines lc rgb '#888888' dt 3 notitle\n", cmd.data);
+        else buf_printf(g, "plot NaN notitle\n");
         g->oom |= cmd.oom;
+        buf_free(&cmd);
     }
-    page__printf(g, "unset multiplot\nunset output\nreset\n");
+    buf_printf(g, "unset multiplot\nunset output\nreset\n");
 }
 
 /* ---- running gnuplot ---- */
@@ -418,14 +380,13 @@ static int page__write_file(const char *path, const char *text, size_t len, char
 static char *page__slurp(const char *path, size_t *len) {
     FILE *f = fopen(path, "rb");
     if (!f) return NULL;
-    page__buf b = {0};
+    buf b = {0};
     char tmp[65536];
     size_t got;
-    while ((got = fread(tmp, 1, sizeof tmp, f)) > 0) page__put(&b, tmp, got);
+    while ((got = fread(tmp, 1, sizeof tmp, f)) > 0) buf_put(&b, tmp, got);
     fclose(f);
-    if (b.oom) { free(b.s); return NULL; }
     if (len) *len = b.len;
-    return b.s ? b.s : strdup("");
+    return buf_take(&b);   /* NULL when out of memory */
 }
 
 /* Run `gnuplot script` with stderr to log; 0 when it exits 0, else -1 with errstr holding
@@ -467,39 +428,39 @@ static int page__run_gnuplot(const char *gnuplot, const char *script, const char
 
 /* A table row's first cells: the run, and the model with its colour swatch (the rows of
  * the oracle report - the oracle and its reference predictors - are marked). */
-static void page__row_head(page__buf *b, const page__ctx *c, const page__line *l) {
-    page__printf(b, "<tr%s><td>", l->run < 0 ? " class=oracle" : "");
+static void page__row_head(buf *b, const page__ctx *c, const page__line *l) {
+    buf_printf(b, "<tr%s><td>", l->run < 0 ? " class=oracle" : "");
     page__html(b, page__run_label(c, l->run));
-    page__printf(b, "</td><td><span class=sw style='background:%s'></span>", page__color(l));
+    buf_printf(b, "</td><td><span class=sw style='background:%s'></span>", page__color(l));
     page__html(b, l->model);
-    page__printf(b, "</td>");
+    buf_printf(b, "</td>");
 }
 
 /* ---- the tables ---- */
 
-static void page__cell_num(page__buf *b, double x, const char *fmt, int bold) {
-    page__printf(b, "<td class=n>%s", bold ? "<b>" : "");
-    if (isfinite(x)) page__printf(b, fmt, x);
-    else page__printf(b, "&ndash;");
-    page__printf(b, "%s</td>", bold ? "</b>" : "");
+static void page__cell_num(buf *b, double x, const char *fmt, int bold) {
+    buf_printf(b, "<td class=n>%s", bold ? "<b>" : "");
+    if (isfinite(x)) buf_printf(b, fmt, x);
+    else buf_printf(b, "&ndash;");
+    buf_printf(b, "%s</td>", bold ? "</b>" : "");
 }
 
-static void page__runs_table(page__buf *b, const page__ctx *c) {
-    page__printf(b, "<h2 id=runs>Runs</h2>\n<table>\n<tr><th>run</th><th>file</th><th>primary</th>"
-                    "<th>models</th><th>events</th><th>events/s</th><th>input events/s</th>"
-                    "<th>elapsed s</th><th>CPU s</th><th>events per CPU s</th><th>latency p50 ms</th><th>p99 ms</th><th>peak RSS MB</th>"
-                    "<th>FLOPs/example</th><th>impressions</th><th>clicks</th><th>conversions "
-                    "(late, unmatched)</th><th>DLQ</th></tr>\n");
+static void page__runs_table(buf *b, const page__ctx *c) {
+    buf_printf(b, "<h2 id=runs>Runs</h2>\n<table>\n<tr><th>run</th><th>file</th><th>primary</th>"
+                  "<th>models</th><th>events</th><th>events/s</th><th>input events/s</th>"
+                  "<th>elapsed s</th><th>CPU s</th><th>events per CPU s</th><th>latency p50 ms</th><th>p99 ms</th><th>peak RSS MB</th>"
+                  "<th>FLOPs/example</th><th>impressions</th><th>clicks</th><th>conversions "
+                  "(late, unmatched)</th><th>DLQ</th></tr>\n");
     for (int r = 0; r < c->in->n_runs; r++) {
         const page_run *run = &c->in->runs[r];
         const json_node *j = run->report;
-        page__printf(b, "<tr><td>");
+        buf_printf(b, "<tr><td>");
         page__html(b, run->label);
-        page__printf(b, "</td><td>");
+        buf_printf(b, "</td><td>");
         page__html(b, run->path ? run->path : "");
-        page__printf(b, "</td><td>");
+        buf_printf(b, "</td><td>");
         page__html(b, json_string(json_member(j, "primary"), ""));
-        page__printf(b, "</td><td class=n>%zu</td>", json_member(j, "models")->n);
+        buf_printf(b, "</td><td class=n>%zu</td>", json_member(j, "models")->n);
         page__cell_num(b, page__num(j, "events"), "%.0f", 0);
         page__cell_num(b, page__num(j, "events_per_sec"), "%.0f", 0);
         page__cell_num(b, page__num(j, "input_events_per_sec"), "%.0f", 0);
@@ -512,13 +473,13 @@ static void page__runs_table(page__buf *b, const page__ctx *c) {
         page__cell_num(b, page__num(j, "flops_per_example"), "%.0f", 0);
         page__cell_num(b, page__num(j, "counters.impressions"), "%.0f", 0);
         page__cell_num(b, page__num(j, "counters.clicks"), "%.0f", 0);
-        page__printf(b, "<td class=n>%.0f (%.0f, %.0f)</td>", page__num(j, "counters.conversions"),
-                     page__num(j, "counters.late_conversions"),
-                     page__num(j, "counters.unmatched_conversions"));
+        buf_printf(b, "<td class=n>%.0f (%.0f, %.0f)</td>", page__num(j, "counters.conversions"),
+                   page__num(j, "counters.late_conversions"),
+                   page__num(j, "counters.unmatched_conversions"));
         page__cell_num(b, page__num(j, "counters.dlq"), "%.0f", 0);
-        page__printf(b, "</tr>\n");
+        buf_printf(b, "</tr>\n");
     }
-    page__printf(b, "</table>\n");
+    buf_printf(b, "</table>\n");
 }
 
 /* The AUC of line l at column k: scenario k/2 (k/2 == n_scen: overall), task k%2. */
@@ -540,19 +501,19 @@ static const page__line *page__oracle_line(const page__ctx *c) {
     return NULL;
 }
 
-static void page__auc_table(page__buf *b, const page__ctx *c) {
+static void page__auc_table(buf *b, const page__ctx *c) {
     int ncol = 2 * (c->n_scen + 1);
     const page__line *orc = page__oracle_line(c);
-    page__printf(b, "<h2 id=auc>Prequential AUC</h2>\n<p>Every impression scored before the model "
-                    "learned from it, over the whole run. <i>mean</i>: over the scenarios and tasks; "
-                    "<i>gap closed</i>: the smallest, over scenarios and tasks, of (model &minus; lr) / "
-                    "(oracle &minus; lr), when the run has <code>lr</code> and an oracle is given. "
-                    "Bold: the best of a column (the oracle and its reference predictors aside).</p>\n<table>\n<tr><th>run</th>"
-                    "<th>model</th>");
+    buf_printf(b, "<h2 id=auc>Prequential AUC</h2>\n<p>Every impression scored before the model "
+                  "learned from it, over the whole run. <i>mean</i>: over the scenarios and tasks; "
+                  "<i>gap closed</i>: the smallest, over scenarios and tasks, of (model &minus; lr) / "
+                  "(oracle &minus; lr), when the run has <code>lr</code> and an oracle is given. "
+                  "Bold: the best of a column (the oracle and its reference predictors aside).</p>\n<table>\n<tr><th>run</th>"
+                  "<th>model</th>");
     for (int k = 0; k < ncol; k++)
-        page__printf(b, "<th>%s %s</th>", k / 2 < c->n_scen ? c->scen[k / 2] : "overall",
-                     page__tasks[k % 2]);
-    page__printf(b, "<th>mean</th><th>gap to oracle</th><th>gap closed vs lr</th></tr>\n");
+        buf_printf(b, "<th>%s %s</th>", k / 2 < c->n_scen ? c->scen[k / 2] : "overall",
+                   page__tasks[k % 2]);
+    buf_printf(b, "<th>mean</th><th>gap to oracle</th><th>gap closed vs lr</th></tr>\n");
     double best[2 * PAGE__MAX_SCEN + 3];
     for (int k = 0; k <= ncol; k++) best[k] = -INFINITY;
     double means[PAGE__MAX_LINES];
@@ -591,65 +552,65 @@ static void page__auc_table(page__buf *b, const page__ctx *c) {
             }
         }
         page__cell_num(b, worst, "%.2f", 0);
-        page__printf(b, "</tr>\n");
+        buf_printf(b, "</tr>\n");
     }
-    page__printf(b, "</table>\n");
+    buf_printf(b, "</table>\n");
 }
 
 static const char *page__slices[2] = {"new_item", "new_user_in_scenario"};
 
 /* One row of slice cells: new_item and new_user_in_scenario, ctr and ctcvr (AUC over n). */
-static void page__slice_cells(page__buf *b, const json_node *slices) {
+static void page__slice_cells(buf *b, const json_node *slices) {
     for (int s = 0; s < 2; s++)
         for (int t = 0; t < 2; t++) {
             const json_node *a = json_member(json_member(slices, page__slices[s]), page__tasks[t]);
             double auc = json_number(json_member(a, "auc"), NAN);
             double cnt = json_number(json_member(a, "n"), NAN);
-            if (isfinite(auc)) page__printf(b, "<td class=n>%.4f<br><small>%.0f</small></td>", auc, cnt);
-            else page__printf(b, "<td class=n>&ndash;</td>");
+            if (isfinite(auc)) buf_printf(b, "<td class=n>%.4f<br><small>%.0f</small></td>", auc, cnt);
+            else buf_printf(b, "<td class=n>&ndash;</td>");
         }
 }
 
-static void page__slice_table(page__buf *b, const page__ctx *c) {
-    page__printf(b, "<h2 id=slices>Slices</h2>\n<p><i>new_item</i>: impressions of a young item "
-                    "(fewer than <code>model.item.warm</code> trained impressions); "
-                    "<i>new_user_in_scenario</i>: a user's first impressions in a scenario, known in "
-                    "another. AUC, and below it the impressions in the slice; over all scenarios, "
-                    "then per scenario.</p>\n");
+static void page__slice_table(buf *b, const page__ctx *c) {
+    buf_printf(b, "<h2 id=slices>Slices</h2>\n<p><i>new_item</i>: impressions of a young item "
+                  "(fewer than <code>model.item.warm</code> trained impressions); "
+                  "<i>new_user_in_scenario</i>: a user's first impressions in a scenario, known in "
+                  "another. AUC, and below it the impressions in the slice; over all scenarios, "
+                  "then per scenario.</p>\n");
     for (int sc = -1; sc < c->n_scen; sc++) {
-        if (sc == 0) page__printf(b, "<h3>Slices per scenario</h3>\n");
+        if (sc == 0) buf_printf(b, "<h3>Slices per scenario</h3>\n");
         if (sc <= 0) {
-            page__printf(b, "<table>\n<tr><th>run</th><th>model</th>%s", sc < 0 ? "" : "<th>scenario</th>");
+            buf_printf(b, "<table>\n<tr><th>run</th><th>model</th>%s", sc < 0 ? "" : "<th>scenario</th>");
             for (int s = 0; s < 2; s++)
-                for (int t = 0; t < 2; t++) page__printf(b, "<th>%s %s</th>", page__slices[s], page__tasks[t]);
-            page__printf(b, "</tr>\n");
+                for (int t = 0; t < 2; t++) buf_printf(b, "<th>%s %s</th>", page__slices[s], page__tasks[t]);
+            buf_printf(b, "</tr>\n");
         }
         for (int i = 0; i < c->n_lines; i++) {
             const page__line *l = &c->lines[i];
             if (l->run < 0 && !json_member(l->m, "slices")) continue;   /* an older oracle */
             page__row_head(b, c, l);
             if (sc >= 0) {
-                page__printf(b, "<td>");
+                buf_printf(b, "<td>");
                 page__html(b, c->scen[sc]);
-                page__printf(b, "</td>");
+                buf_printf(b, "</td>");
             }
             page__slice_cells(b, sc < 0 ? json_member(l->m, "slices")
                 : json_member(json_member(json_member(l->m, "scenarios"), c->scen[sc]), "slices"));
-            page__printf(b, "</tr>\n");
+            buf_printf(b, "</tr>\n");
         }
-        if (sc < 0 || sc == c->n_scen - 1) page__printf(b, "</table>\n");
+        if (sc < 0 || sc == c->n_scen - 1) buf_printf(b, "</table>\n");
     }
 }
 
-static void page__calib_table(page__buf *b, const page__ctx *c) {
+static void page__calib_table(buf *b, const page__ctx *c) {
     int ncol = 2 * (c->n_scen + 1);
-    page__printf(b, "<h2 id=calibration>Calibration</h2>\n<p>Mean prediction / observed rate, "
-                    "and their ratio (1 is calibrated; highlighted beyond &plusmn;10%%). "
-                    "Log loss overall.</p>\n<table>\n<tr><th>run</th><th>model</th>");
+    buf_printf(b, "<h2 id=calibration>Calibration</h2>\n<p>Mean prediction / observed rate, "
+                  "and their ratio (1 is calibrated; highlighted beyond &plusmn;10%%). "
+                  "Log loss overall.</p>\n<table>\n<tr><th>run</th><th>model</th>");
     for (int k = 0; k < ncol; k++)
-        page__printf(b, "<th>%s %s</th>", k / 2 < c->n_scen ? c->scen[k / 2] : "overall",
-                     page__tasks[k % 2]);
-    page__printf(b, "<th>log loss ctr</th><th>log loss ctcvr</th></tr>\n");
+        buf_printf(b, "<th>%s %s</th>", k / 2 < c->n_scen ? c->scen[k / 2] : "overall",
+                   page__tasks[k % 2]);
+    buf_printf(b, "<th>log loss ctr</th><th>log loss ctcvr</th></tr>\n");
     for (int i = 0; i < c->n_lines; i++) {
         const page__line *l = &c->lines[i];
         page__row_head(b, c, l);
@@ -659,45 +620,45 @@ static void page__calib_table(page__buf *b, const page__ctx *c) {
             double mp = json_number(json_member(a, "mean_p"), NAN), rt = json_number(json_member(a, "rate"), NAN);
             double ratio = mp / rt;
             if (!isfinite(mp) || !isfinite(rt)) {
-                page__printf(b, "<td class=n>&ndash;</td>");
+                buf_printf(b, "<td class=n>&ndash;</td>");
                 continue;
             }
-            page__printf(b, "<td class='n%s'>%.4f / %.4f<br><small>%.2f</small></td>",
-                         fabs(ratio - 1) > 0.1 ? " off" : "", mp, rt, ratio);
+            buf_printf(b, "<td class='n%s'>%.4f / %.4f<br><small>%.2f</small></td>",
+                       fabs(ratio - 1) > 0.1 ? " off" : "", mp, rt, ratio);
         }
         for (int t = 0; t < 2; t++)
             page__cell_num(b, json_number(json_member(page__acc(l->m, NULL, page__tasks[t]), "logloss"), NAN),
                            "%.4f", 0);
-        page__printf(b, "</tr>\n");
+        buf_printf(b, "</tr>\n");
     }
-    page__printf(b, "</table>\n");
+    buf_printf(b, "</table>\n");
 }
 
-static void page__bench_table(page__buf *b, const json_node *bench) {
+static void page__bench_table(buf *b, const json_node *bench) {
     const json_node *rows = json_member(bench, "rows");
     if (!rows || rows->type != JSON_ARRAY) return;
-    page__printf(b, "<h2 id=bench>Benchmark</h2>\n<p>");
+    buf_printf(b, "<h2 id=bench>Benchmark</h2>\n<p>");
     page__html(b, json_string(json_member(bench, "command"), ""));
-    page__printf(b, "<br>%.0f events, seed %.0f, medians of %.0f runs side by side; single-core "
-                    "SGEMM peak %.1f GFLOP/s (measured in the run). ",
-                 page__num(bench, "events"), page__num(bench, "seed"), page__num(bench, "repeat"),
-                 page__num(bench, "sgemm_peak_gflops"));
+    buf_printf(b, "<br>%.0f events, seed %.0f, medians of %.0f runs side by side; single-core "
+                  "SGEMM peak %.1f GFLOP/s (measured in the run). ",
+               page__num(bench, "events"), page__num(bench, "seed"), page__num(bench, "repeat"),
+               page__num(bench, "sgemm_peak_gflops"));
     page__html(b, json_string(json_member(bench, "host"), ""));
-    page__printf(b, "</p>\n<table>\n<tr><th>path</th><th>events/s</th><th>runs</th>"
-                    "<th>fraction of SGEMM peak</th><th>latency p50 ms</th><th>p99 ms</th>"
-                    "<th>peak RSS MB</th><th>AUC ctr</th><th>AUC ctcvr</th><th>oracle ctr</th>"
-                    "<th>oracle ctcvr</th><th>note</th></tr>\n");
+    buf_printf(b, "</p>\n<table>\n<tr><th>path</th><th>events/s</th><th>runs</th>"
+                  "<th>fraction of SGEMM peak</th><th>latency p50 ms</th><th>p99 ms</th>"
+                  "<th>peak RSS MB</th><th>AUC ctr</th><th>AUC ctcvr</th><th>oracle ctr</th>"
+                  "<th>oracle ctcvr</th><th>note</th></tr>\n");
     for (size_t i = 0; i < rows->n; i++) {
         const json_node *r = &rows->items[i];
-        page__printf(b, "<tr><td>");
+        buf_printf(b, "<tr><td>");
         page__html(b, json_string(json_member(r, "path"), ""));
-        page__printf(b, "</td>");
+        buf_printf(b, "</td>");
         page__cell_num(b, page__num(r, "events_per_sec"), "%.0f", 0);
-        page__printf(b, "<td class=n><small>");
+        buf_printf(b, "<td class=n><small>");
         const json_node *runs = json_member(r, "runs");
         for (size_t k = 0; runs && k < runs->n; k++)
-            page__printf(b, "%s%.0f", k ? " " : "", json_number(&runs->items[k], NAN));
-        page__printf(b, "</small></td>");
+            buf_printf(b, "%s%.0f", k ? " " : "", json_number(&runs->items[k], NAN));
+        buf_printf(b, "</small></td>");
         double f = page__num(r, "frac_peak");
         page__cell_num(b, 100 * f, "%.1f%%", 0);
         page__cell_num(b, page__num(r, "latency_p50_ms"), "%.1f", 0);
@@ -707,11 +668,11 @@ static void page__bench_table(page__buf *b, const json_node *bench) {
         page__cell_num(b, page__num(r, "auc_ctcvr"), "%.4f", 0);
         page__cell_num(b, page__num(r, "oracle_ctr"), "%.4f", 0);
         page__cell_num(b, page__num(r, "oracle_ctcvr"), "%.4f", 0);
-        page__printf(b, "<td>");
+        buf_printf(b, "<td>");
         page__html(b, json_string(json_member(r, "note"), ""));
-        page__printf(b, "</td></tr>\n");
+        buf_printf(b, "</td></tr>\n");
     }
-    page__printf(b, "</table>\n");
+    buf_printf(b, "</table>\n");
 }
 
 static int page__cmp_double(const void *a, const void *b) {
@@ -756,13 +717,139 @@ static double page__bounds(const page__ctx *c, double *median, double *first_win
 }
 
 /* Append an SVG file to the page without its XML prologue. */
-static int page__inline_svg(page__buf *b, const char *path) {
+static int page__inline_svg(buf *b, const char *path) {
     char *svg = page__slurp(path, NULL);
     if (!svg) return -1;
     const char *start = strstr(svg, "<svg");
-    page__printf(b, "<div class=fig>%s</div>\n", start ? start : svg);
+    buf_printf(b, "<div class=fig>%s</div>\n", start ? start : svg);
     free(svg);
     return 0;
+}
+
+/* The scratch directory of the figures: the gnuplot script, its log and three SVGs. */
+typedef struct {
+    char dir[sizeof "/tmp/m3rec-page.XXXXXX"];
+    char fig[3][sizeof "/tmp/m3rec-page.XXXXXX" + 32];
+    char script[sizeof "/tmp/m3rec-page.XXXXXX" + 32], log[sizeof "/tmp/m3rec-page.XXXXXX" + 32];
+} page__tmp;
+
+static int page__tmp_make(page__tmp *t, char *errstr, size_t n) {
+    snprintf(t->dir, sizeof t->dir, "/tmp/m3rec-page.XXXXXX");
+    if (!mkdtemp(t->dir)) {
+        snprintf(errstr, n, "mkdtemp: %s", strerror(errno));
+        return -1;
+    }
+    for (int f = 0; f < 3; f++) snprintf(t->fig[f], sizeof t->fig[f], "%s/fig%d.svg", t->dir, f);
+    snprintf(t->script, sizeof t->script, "%s/page.gp", t->dir);
+    snprintf(t->log, sizeof t->log, "%s/gnuplot.log", t->dir);
+    return 0;
+}
+
+/* Remove the scratch directory, or keep it (and say where) when M3REC_PAGE_KEEP is set. */
+static void page__tmp_remove(const page__tmp *t) {
+    if (getenv("M3REC_PAGE_KEEP")) {
+        fprintf(stderr, "m3rec-report: gnuplot script and figures kept in %s\n", t->dir);
+        return;
+    }
+    for (int f = 0; f < 3; f++) unlink(t->fig[f]);
+    unlink(t->script);
+    unlink(t->log);
+    rmdir(t->dir);
+}
+
+/* The next figure goes to `out`. */
+static void page__gp_output(buf *g, const char *out) {
+    buf_printf(g, "OUT = ");
+    page__gpstr(g, out);
+    buf_printf(g, "\n");
+}
+
+/* Write the gnuplot script of the three figures (and the PNG when png_path is not NULL)
+ * and run it. *has_rate: the throughput figure has data. Returns 0 when gnuplot drew
+ * them, else -1 with errstr. */
+static int page__plot(page__ctx *c, const page__tmp *t, const char *gp, const char *png_path,
+                      int *has_rate, char *errstr, size_t n) {
+    buf g = {0};
+    const char *svg = "svg dynamic noenhanced font 'Helvetica,12' background '#ffffff'";
+    buf_printf(&g, "set termoption noenhanced\nset datafile missing 'NaN'\n");
+    page__gp_output(&g, t->fig[0]);
+    page__fig_auc(&g, c, svg, 1200, 260, 1);
+    page__gp_output(&g, t->fig[1]);
+    *has_rate = page__fig_rate(&g, c, svg, 1200, 320);
+    page__gp_output(&g, t->fig[2]);
+    page__fig_calib(&g, c, svg, 1200, 300);
+    if (png_path) {
+        page__gp_output(&g, png_path);
+        page__fig_auc(&g, c, "pngcairo noenhanced font 'Sans,10' background '#ffffff'", 1200, 260, 0);
+    }
+    int rc = 0;
+    if (g.oom) {
+        snprintf(errstr, n, "out of memory");
+        rc = -1;
+    }
+    if (rc == 0) rc = page__write_file(t->script, g.data, g.len, errstr, n);
+    buf_free(&g);
+    if (rc == 0) rc = page__run_gnuplot(gp, t->script, t->log, errstr, n);
+    return rc;
+}
+
+/* The page's head and its first paragraph: title, style, what it holds. */
+static void page__head(buf *b, const page_input *in) {
+    const char *title = in->title ? in->title : "m3rec comparison";
+    buf_printf(b, "<!DOCTYPE html>\n<html lang=en>\n<head>\n<meta charset=utf-8>\n<title>");
+    page__html(b, title);
+    buf_printf(b, "</title>\n<style>\n"
+               "body{font-family:Helvetica,Arial,sans-serif;margin:24px;color:#222;max-width:1300px}\n"
+               "table{border-collapse:collapse;margin:8px 0 24px;font-size:13px}\n"
+               "th,td{border:1px solid #ccc;padding:3px 6px;vertical-align:top}\n"
+               "th{background:#f3f3f3;font-weight:600}\n td.n{text-align:right;font-variant-numeric:tabular-nums}\n"
+               "td.off{background:#fde2e2}\n tr.oracle td{background:#f7f7f7;font-style:italic}\n"
+               ".sw{display:inline-block;width:10px;height:10px;margin-right:5px;border-radius:2px}\n"
+               ".fig svg{width:100%%;height:auto}\n small{color:#666}\n"
+               "body>table{display:block;overflow-x:auto;max-width:100%%}\n"
+               "</style>\n</head>\n<body>\n<h1>");
+    page__html(b, title);
+    time_t now = time(NULL);
+    char when[64];
+    strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S UTC", gmtime(&now));
+    buf_printf(b, "</h1>\n<p>%d run%s", in->n_runs, in->n_runs == 1 ? "" : "s");
+    if (in->oracle) buf_printf(b, " and the simulator's oracle");
+    buf_printf(b, "; written %s by m3rec-report. Sections: ", when);
+    if (in->bench) buf_printf(b, "<a href='#bench'>benchmark</a>, ");
+    buf_printf(b, "<a href='#timeline'>AUC over time</a>, <a href='#auc'>prequential AUC</a>, "
+               "<a href='#slices'>slices</a>, <a href='#calibration'>calibration</a>, "
+               "<a href='#runs'>runs</a>.</p>\n");
+}
+
+/* The "AUC over time" section: what a point is, then the figures gnuplot drew (figs) or a
+ * note saying why there are none (have: gnuplot was found). Returns -1 (with errstr) when
+ * a figure is missing. */
+static int page__timeline(buf *b, const page__ctx *c, const page__tmp *t, int have, int figs,
+                          int has_rate, char *errstr, size_t n) {
+    double w0, median, worst = page__bounds(c, &median, &w0);
+    buf_printf(b, "<h2 id=timeline>AUC over time</h2>\n<p>Each point is the AUC of the "
+               "predictions made in the window of impressions that ends there (first "
+               "windows %.0f impressions; the window doubles as the run grows, to keep "
+               "memory bounded), per scenario and task. A CTCVR label counts in the window "
+               "in which it settled. A window's AUC is within its computed bound of the exact AUC "
+               "of its raw scores: %.2g for the median point drawn, %.2g at most (early "
+               "windows, whose predictions are still nearly equal). Colours: models; dash "
+               "patterns: runs; black: the oracle.</p>\n", w0, median, worst);
+    if (!figs) {
+        buf_printf(b, "<p><b>No figures</b>: %s.</p>\n",
+                   have ? "gnuplot failed (see the message of m3rec-report)"
+                     : "gnuplot was not found (Debian: apt-get install gnuplot-nox)");
+        return 0;
+    }
+    int rc = page__inline_svg(b, t->fig[0]);
+    if (has_rate) {
+        buf_printf(b, "<h3>Throughput over time</h3>\n");
+        rc |= page__inline_svg(b, t->fig[1]);
+    }
+    buf_printf(b, "<h3>Calibration over time</h3>\n");
+    rc |= page__inline_svg(b, t->fig[2]);
+    if (rc) snprintf(errstr, n, "gnuplot wrote no figure in %s", t->dir);
+    return rc;
 }
 
 int page_write(const page_input *in, const char *html_path, const char *png_path, int *plotted,
@@ -771,114 +858,29 @@ int page_write(const page_input *in, const char *html_path, const char *png_path
     if (plotted) *plotted = 0;
     if (page__collect(&c, errstr, errstr_size) != 0) return -1;
     int have = page_have_gnuplot(in->gnuplot);
-    const char *gp = in->gnuplot ? in->gnuplot : "gnuplot";
-    char dir[] = "/tmp/m3rec-page.XXXXXX";
+    page__tmp t;
+    memset(&t, 0, sizeof t);
     int figs = 0, rc = 0, has_rate = 0;
-    char path[3][sizeof dir + 32], script[sizeof dir + 32], log[sizeof dir + 32];
     if (have) {
-        if (!mkdtemp(dir)) {
-            snprintf(errstr, errstr_size, "mkdtemp: %s", strerror(errno));
-            return -1;
-        }
-        page__buf g = {0};
-        for (int f = 0; f < 3; f++) snprintf(path[f], sizeof path[f], "%s/fig%d.svg", dir, f);
-        snprintf(script, sizeof script, "%s/page.gp", dir);
-        snprintf(log, sizeof log, "%s/gnuplot.log", dir);
-        const char *svg = "svg dynamic noenhanced font 'Helvetica,12' background '#ffffff'";
-        page__printf(&g, "set termoption noenhanced\nset datafile missing 'NaN'\n");
-        page__printf(&g, "OUT = ");
-        page__gpstr(&g, path[0]);
-        page__printf(&g, "\n");
-        page__fig_auc(&g, &c, svg, 1200, 260, 1);
-        page__printf(&g, "OUT = ");
-        page__gpstr(&g, path[1]);
-        page__printf(&g, "\n");
-        has_rate = page__fig_rate(&g, &c, svg, 1200, 320);
-        page__printf(&g, "OUT = ");
-        page__gpstr(&g, path[2]);
-        page__printf(&g, "\n");
-        page__fig_calib(&g, &c, svg, 1200, 300);
-        if (png_path) {
-            page__printf(&g, "OUT = ");
-            page__gpstr(&g, png_path);
-            page__printf(&g, "\n");
-            page__fig_auc(&g, &c, "pngcairo noenhanced font 'Sans,10' background '#ffffff'", 1200, 260, 0);
-        }
-        if (g.oom) {
-            snprintf(errstr, errstr_size, "out of memory");
-            rc = -1;
-        }
-        if (rc == 0) rc = page__write_file(script, g.s, g.len, errstr, errstr_size);
-        free(g.s);
-        if (rc == 0) rc = page__run_gnuplot(gp, script, log, errstr, errstr_size);
-        if (rc == 0) figs = 1;
+        if (page__tmp_make(&t, errstr, errstr_size) != 0) return -1;
+        rc = page__plot(&c, &t, in->gnuplot ? in->gnuplot : "gnuplot", png_path, &has_rate,
+                        errstr, errstr_size);
+        figs = rc == 0;
     }
 
-    page__buf b = {0};
-    const char *title = in->title ? in->title : "m3rec comparison";
-    page__printf(&b, "<!DOCTYPE html>\n<html lang=en>\n<head>\n<meta charset=utf-8>\n<title>");
-    page__html(&b, title);
-    page__printf(&b, "</title>\n<style>\n"
-                     "body{font-family:Helvetica,Arial,sans-serif;margin:24px;color:#222;max-width:1300px}\n"
-                     "table{border-collapse:collapse;margin:8px 0 24px;font-size:13px}\n"
-                     "th,td{border:1px solid #ccc;padding:3px 6px;vertical-align:top}\n"
-                     "th{background:#f3f3f3;font-weight:600}\n td.n{text-align:right;font-variant-numeric:tabular-nums}\n"
-                     "td.off{background:#fde2e2}\n tr.oracle td{background:#f7f7f7;font-style:italic}\n"
-                     ".sw{display:inline-block;width:10px;height:10px;margin-right:5px;border-radius:2px}\n"
-                     ".fig svg{width:100%%;height:auto}\n small{color:#666}\n"
-                     "body>table{display:block;overflow-x:auto;max-width:100%%}\n"
-                     "</style>\n</head>\n<body>\n<h1>");
-    page__html(&b, title);
-    time_t now = time(NULL);
-    char when[64];
-    strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S UTC", gmtime(&now));
-    page__printf(&b, "</h1>\n<p>%d run%s", in->n_runs, in->n_runs == 1 ? "" : "s");
-    if (in->oracle) page__printf(&b, " and the simulator's oracle");
-    page__printf(&b, "; written %s by m3rec-report. Sections: ", when);
-    if (in->bench) page__printf(&b, "<a href='#bench'>benchmark</a>, ");
-    page__printf(&b, "<a href='#timeline'>AUC over time</a>, <a href='#auc'>prequential AUC</a>, "
-                     "<a href='#slices'>slices</a>, <a href='#calibration'>calibration</a>, "
-                     "<a href='#runs'>runs</a>.</p>\n");
+    buf b = {0};
+    page__head(&b, in);
     if (in->bench) page__bench_table(&b, in->bench);
-    double w0, median, worst = page__bounds(&c, &median, &w0);
-    page__printf(&b, "<h2 id=timeline>AUC over time</h2>\n<p>Each point is the AUC of the "
-                     "predictions made in the window of impressions that ends there (first "
-                     "windows %.0f impressions; the window doubles as the run grows, to keep "
-                     "memory bounded), per scenario and task. A CTCVR label counts in the window "
-                     "in which it settled. A window's AUC is within its computed bound of the exact AUC "
-                     "of its raw scores: %.2g for the median point drawn, %.2g at most (early "
-                     "windows, whose predictions are still nearly equal). Colours: models; dash "
-                     "patterns: runs; black: the oracle.</p>\n", w0, median, worst);
-    if (figs) {
-        rc |= page__inline_svg(&b, path[0]);
-        if (has_rate) {
-            page__printf(&b, "<h3>Throughput over time</h3>\n");
-            rc |= page__inline_svg(&b, path[1]);
-        }
-        page__printf(&b, "<h3>Calibration over time</h3>\n");
-        rc |= page__inline_svg(&b, path[2]);
-        if (rc) snprintf(errstr, errstr_size, "gnuplot wrote no figure in %s", dir);
-    } else {
-        page__printf(&b, "<p><b>No figures</b>: %s.</p>\n",
-                     have ? "gnuplot failed (see the message of m3rec-report)"
-                          : "gnuplot was not found (Debian: apt-get install gnuplot-nox)");
-    }
+    rc |= page__timeline(&b, &c, &t, have, figs, has_rate, errstr, errstr_size);
     page__auc_table(&b, &c);
     page__slice_table(&b, &c);
     page__calib_table(&b, &c);
     page__runs_table(&b, &c);
-    page__printf(&b, "</body>\n</html>\n");
-    int wrc = b.oom ? -1 : page__write_file(html_path, b.s, b.len, errstr, errstr_size);
+    buf_printf(&b, "</body>\n</html>\n");
+    int wrc = b.oom ? -1 : page__write_file(html_path, b.data, b.len, errstr, errstr_size);
     if (b.oom) snprintf(errstr, errstr_size, "out of memory");
-    free(b.s);
-    if (have && getenv("M3REC_PAGE_KEEP")) {
-        fprintf(stderr, "m3rec-report: gnuplot script and figures kept in %s\n", dir);
-    } else if (have) {
-        for (int f = 0; f < 3; f++) unlink(path[f]);
-        unlink(script);
-        unlink(log);
-        rmdir(dir);
-    }
+    buf_free(&b);
+    if (have) page__tmp_remove(&t);
     if (wrc != 0) return -1;
     if (plotted) *plotted = figs;
     if (!have && png_path) {
