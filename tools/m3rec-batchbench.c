@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "base/buf.h"
 #include "base/clock.h"
 #include "engine/model.h"
 #include "eval/trace.h"
@@ -28,17 +29,16 @@ static void usage(const char *bad) {
     exit(2);
 }
 
+/* The file's bytes (the caller frees them) and their count, or NULL. */
 static void *read_all(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long sz = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    void *b = sz > 0 ? malloc((size_t)sz) : NULL;
-    if (b && fread(b, 1, (size_t)sz, f) != (size_t)sz) { free(b); b = NULL; }
-    fclose(f);
-    *n = (size_t)(sz > 0 ? sz : 0);
-    return b;
+    buf b = {0};
+    if (buf_read_file(&b, path) != 0 || b.len == 0) {
+        buf_free(&b);
+        *n = 0;
+        return NULL;
+    }
+    *n = b.len;
+    return buf_take(&b);
 }
 
 int main(int argc, char **argv) {

@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "app/app.h"
+#include "base/buf.h"
 #include "base/json.h"
 #include "report/page.h"
 
@@ -26,26 +27,13 @@
     "                    [--oracle ORACLE.json] [--gnuplot PROG] [LABEL=]RUN.json [...]\n"
 
 static char *slurp(const char *path, char *err, size_t n) {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
+    buf b = {0};
+    if (buf_read_file(&b, path) != 0) {
         snprintf(err, n, "%s: %s", path, strerror(errno));
+        buf_free(&b);
         return NULL;
     }
-    size_t cap = 1 << 16, len = 0;
-    char *s = malloc(cap);
-    size_t got;
-    while (s && (got = fread(s + len, 1, cap - len - 1, f)) > 0) {
-        len += got;
-        if (len + 1 == cap) {
-            char *t = realloc(s, cap *= 2);
-            if (!t) { free(s); s = NULL; }
-            else s = t;
-        }
-    }
-    fclose(f);
-    if (!s) snprintf(err, n, "%s: out of memory", path);
-    else s[len] = 0;
-    return s;
+    return buf_take(&b);
 }
 
 static json_node *load(const char *path, char *err, size_t n) {

@@ -1,6 +1,7 @@
 /* buf.c - a growable byte string (see buf.h). */
 #include "base/buf.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -42,6 +43,18 @@ void buf_printf(buf *b, const char *fmt, ...) {
     vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
     va_end(ap);
     b->len += (size_t)n;
+}
+
+int buf_read_file(buf *b, const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return -1;
+    char tmp[65536];
+    size_t got;
+    while ((got = fread(tmp, 1, sizeof tmp, f)) > 0) buf_put(b, tmp, got);
+    int err = ferror(f) ? EIO : b->oom ? ENOMEM : 0;
+    fclose(f);
+    if (err) errno = err;
+    return err ? -1 : 0;
 }
 
 void buf_clear(buf *b) {

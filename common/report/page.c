@@ -377,16 +377,14 @@ static int page__write_file(const char *path, const char *text, size_t len, char
     return bad ? -1 : 0;
 }
 
-static char *page__slurp(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
+/* The file's text (the caller frees it), or NULL when it cannot be read. */
+static char *page__slurp(const char *path) {
     buf b = {0};
-    char tmp[65536];
-    size_t got;
-    while ((got = fread(tmp, 1, sizeof tmp, f)) > 0) buf_put(&b, tmp, got);
-    fclose(f);
-    if (len) *len = b.len;
-    return buf_take(&b);   /* NULL when out of memory */
+    if (buf_read_file(&b, path) != 0) {
+        buf_free(&b);
+        return NULL;
+    }
+    return buf_take(&b);
 }
 
 /* Run `gnuplot script` with stderr to log; 0 when it exits 0, else -1 with errstr holding
@@ -412,7 +410,7 @@ static int page__run_gnuplot(const char *gnuplot, const char *script, const char
             return -1;
         }
     if (WIFEXITED(st) && WEXITSTATUS(st) == 0) return 0;
-    char *text = page__slurp(log, NULL);
+    char *text = page__slurp(log);
     const char *line = text ? text : "";
     /* gnuplot's message is the line after the echoed command and its caret */
     const char *e = strstr(line, "line ");
@@ -718,7 +716,7 @@ static double page__bounds(const page__ctx *c, double *median, double *first_win
 
 /* Append an SVG file to the page without its XML prologue. */
 static int page__inline_svg(buf *b, const char *path) {
-    char *svg = page__slurp(path, NULL);
+    char *svg = page__slurp(path);
     if (!svg) return -1;
     const char *start = strstr(svg, "<svg");
     buf_printf(b, "<div class=fig>%s</div>\n", start ? start : svg);
