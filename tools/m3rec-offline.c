@@ -193,7 +193,7 @@ int main(int argc, char **argv) {
             next_progress += cfg.progress_ms / 1000.0;
         }
     }
-    lrn_flush(L, NULL, NULL);
+    lrn_run_batch(L, NULL, NULL);
     if (dc.f && (fclose(dc.f) != 0 || dc.failed)) {
         fprintf(stderr, "m3rec-offline: --dump-batches %s: write failed\n", dump);
         return 1;

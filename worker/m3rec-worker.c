@@ -310,7 +310,7 @@ static void on_revoke(void *opaque, rd_kafka_t *rk, const rd_kafka_topic_partiti
     worker *w = opaque;
     (void)rk;
     if (w->failed || state_broken(w)) return;
-    if (!lrn_at_boundary(w->L)) lrn_flush(w->L, emit_prediction, w);
+    if (!lrn_at_boundary(w->L)) lrn_run_batch(w->L, emit_prediction, w);
     if (!state_broken(w) && changed(w)) checkpoint(w);
     for (int i = 0; i < parts->cnt; i++) {
         int t = topic_index(w, parts->elems[i].topic);
@@ -518,7 +518,7 @@ static int loop(worker *w) {
             last_assigned = assigned;
         }
         if (lrn_queued(w->L) && now - batch_start >= c->batch_linger_ms)
-            lrn_flush(w->L, emit_prediction, w);
+            lrn_run_batch(w->L, emit_prediction, w);
         if (w->st && !state_broken(w) && lrn_at_boundary(w->L) &&
             (now - w->last_ckpt_ms >= c->checkpoint_interval_ms || state_want_checkpoint(w->st)) &&
             changed(w))
@@ -545,7 +545,7 @@ static int loop(worker *w) {
     }
     /* shutdown: finish the batch, checkpoint, flush the producer, commit, then close (in
      * main); after a failure nothing more is checkpointed */
-    if (!w->failed) lrn_flush(w->L, emit_prediction, w);
+    if (!w->failed) lrn_run_batch(w->L, emit_prediction, w);
     if (w->st && !state_broken(w) && changed(w) && checkpoint(w) != 0) rc = 1;
     w->last_input_ms = mono_ms();
     if (seen_input) w->last_input_ms = last_input;
