@@ -329,7 +329,7 @@ static void probe(const char *dir, const lineage *l, const pl_stream *s, const c
         rq.n_cands = 1;
         rq.cands = &cand;
         CHECK_MSG(lrn_request(L, &rq, 0, prediction_sink, out, reason, sizeof reason) == 0, "%s", reason);
-        lrn_flush(L, prediction_sink, out);
+        lrn_run_batch(L, prediction_sink, out);
         clicked[k++] = tr.clicked;
     }
     CHECK_EQ_INT(k, PROBES);

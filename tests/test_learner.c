@@ -69,7 +69,7 @@ static void test_predict_then_train(void) {
     CHECK(lrn_impression(L, &b, 0, 0, collect, &s, reason, sizeof reason) == 0);
     CHECK_EQ_INT(s.n, 0);               /* nothing before the batch is processed */
     CHECK_EQ_INT(lrn_queued(L), 2);
-    lrn_flush(L, collect, &s);
+    lrn_run_batch(L, collect, &s);
     CHECK_EQ_INT(s.n, 2);
     CHECK_EQ_STR(s.p[0].id, "a");
     CHECK_EQ_STR(s.p[1].scenario, "search");
@@ -80,7 +80,7 @@ static void test_predict_then_train(void) {
     float before = s.p[0].p_ctr;
     m3_impression a2 = imp("a2", "home", T0 + 2, 1, 0);
     CHECK(lrn_impression(L, &a2, 0, 0, collect, &s, reason, sizeof reason) == 0);
-    lrn_flush(L, collect, &s);
+    lrn_run_batch(L, collect, &s);
     CHECK_EQ_INT(s.n, 3);
     CHECK_EQ_INT(s.p[2].model_version, 1);
     CHECK(s.p[2].p_ctr != before);
@@ -120,7 +120,7 @@ static void test_join(void) {
     /* c2 converts while still queued: joined in the batch */
     m3_conversion k2 = conv("c2", "home", T0 + 60000);
     CHECK(lrn_conversion(L, &k2, 0, collect, &s, reason, sizeof reason) == 0);
-    lrn_flush(L, collect, &s);
+    lrn_run_batch(L, collect, &s);
     CHECK_EQ_INT(lrn_pending(L), 1);    /* c1 waits */
     CHECK_EQ_INT(ctcvr_n(L, 0), 2);     /* u (negative at once) and c2 (joined) */
     CHECK_EQ_INT(met_board_auc(lrn_board(L), 0, -1, MET_CTCVR)->n_pos, 1);
@@ -133,10 +133,10 @@ static void test_join(void) {
     /* time passes in source 0 beyond c1's window: c1 settles as a negative */
     m3_impression late = imp("l", "home", T0 + WINDOW + 1, 4, 0);
     CHECK(lrn_impression(L, &late, 0, 0, collect, &s, reason, sizeof reason) == 0);
-    lrn_flush(L, collect, &s);          /* closes c1's window: trained as a CTCVR negative */
+    lrn_run_batch(L, collect, &s);          /* closes c1's window: trained as a CTCVR negative */
     CHECK_EQ_INT(lrn_pending(L), 0);
     CHECK_EQ_INT(ctcvr_n(L, 0), 4);
-    lrn_flush(L, collect, &s);          /* nothing left to do */
+    lrn_run_batch(L, collect, &s);          /* nothing left to do */
     CHECK_EQ_INT(ctcvr_n(L, 0), 4);
     CHECK_EQ_INT(met_board_auc(lrn_board(L), 0, -1, MET_CTCVR)->n_pos, 1);
     /* its conversion now is late, not unknown */
@@ -168,7 +168,7 @@ static void test_requests(void) {
     rq.cands = cands;
     CHECK(lrn_request(L, &rq, 0, collect, &s, reason, sizeof reason) == 0);
     CHECK_EQ_INT(s.n, 0);
-    lrn_flush(L, collect, &s);
+    lrn_run_batch(L, collect, &s);
     CHECK_EQ_INT(s.n, 3);
     for (int i = 0; i < 3; i++) {
         CHECK_EQ_STR(s.p[i].id, "r1");
@@ -210,10 +210,10 @@ static void test_many_settled(void) {
     CHECK(lrn_impression(L, &later, 0, 0, collect, &s, reason, sizeof reason) == 0);
     for (int k = 0; k < 200 && lrn_pending(L) > 0; k++) {
         s.n = 0;
-        lrn_flush(L, collect, &s);
+        lrn_run_batch(L, collect, &s);
     }
     s.n = 0;
-    lrn_flush(L, collect, &s);
+    lrn_run_batch(L, collect, &s);
     CHECK_EQ_INT(lrn_pending(L), 0);
     CHECK_EQ_INT(ctcvr_n(L, 0), n + 1);
     CHECK_EQ_INT(met_board_auc(lrn_board(L), 0, -1, MET_CTCVR)->n_pos, n / 2);
@@ -246,12 +246,12 @@ static void test_state_roundtrip(void) {
     CHECK(lrn_impression(L, &a, 0, 0, NULL, NULL, reason, sizeof reason) == 0);
     CHECK(!lrn_at_boundary(L));
     CHECK(lrn_impression(L, &b, 3, 0, NULL, NULL, reason, sizeof reason) == 0);
-    lrn_flush(L, NULL, NULL);
+    lrn_run_batch(L, NULL, NULL);
     CHECK(lrn_at_boundary(L));
     m3_conversion c = conv("a", "home", T0 + 100);
     CHECK(lrn_conversion(L, &c, 0, NULL, NULL, reason, sizeof reason) == 0);
     CHECK(!lrn_at_boundary(L));   /* a settled label waits for a batch */
-    lrn_flush(L, NULL, NULL);
+    lrn_run_batch(L, NULL, NULL);
     CHECK(lrn_at_boundary(L));
     CHECK_EQ_INT(prepared, 2);
     CHECK_EQ_INT(trained_rows, 3);   /* two impressions, then the joined CTCVR row */

@@ -149,7 +149,7 @@ static int feed(runner *r, int64_t stop, int every) {
             checkpoint(r);
     }
     if (ended) {
-        lrn_flush(r->L, NULL, NULL);
+        lrn_run_batch(r->L, NULL, NULL);
         checkpoint(r);
     }
     sim_destroy(s);
@@ -318,7 +318,7 @@ static void feed_imp(lrn *L, const char *id, int64_t ts, int64_t user, int64_t i
     im.item_id = item;
     char reason[256];
     CHECK_MSG(lrn_impression(L, &im, 0, 0, NULL, NULL, reason, sizeof reason) == 0, "%s", reason);
-    lrn_flush(L, NULL, NULL);
+    lrn_run_batch(L, NULL, NULL);
 }
 
 static void test_admission(void) {

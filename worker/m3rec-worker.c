@@ -24,19 +24,19 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include <librdkafka/rdkafka.h>
 
 #include "app/app.h"
+#include "base/clock.h"
 #include "config/cfg.h"
 #include "stream/codec.h"
 #include "stream/kio.h"
 #include "stream/learner.h"
+#include "stream/topics.h"
 #include "report/metrics.h"
 #include "state/state.h"
 
-#define TOPIC_MAX 256
 #define POLL_MAX 512
 #define COMMIT_EVERY_MS 1000
 #define START_TIMEOUT_MS 15000
@@ -57,12 +57,11 @@ typedef struct {
     kio_consumer *cons;
     kio_prop *props;                       /* librdkafka properties (views into cfg) */
     int n_props;
-    char topics[M3_MAX_SCEN + 1][TOPIC_MAX]; /* events topics, then requests */
-    int n_topics;
+    topics tp;                             /* the pipeline's topic names */
+    int n_topics;                          /* inputs: tp.all[0..n_topics), events then requests */
     int n_partitions;                      /* of every input topic (checked equal) */
     long long *per_source;                 /* (n_topics x n_partitions) messages handled */
     int64_t first_input_ms, last_input_ms; /* monotonic, 0 before any input */
-    char topic_pred[TOPIC_MAX], topic_dlq[TOPIC_MAX];
     unsigned char *buf;                    /* encode buffer */
     size_t buf_cap;
     long long produce_errors;
@@ -78,12 +77,6 @@ typedef struct {
                                               released pending rows without new input) */
     int failed;                            /* a checkpoint or the state failed: stop */
 } worker;
-
-static int64_t mono_ms(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
-}
 
 static void usage(void) {
     fprintf(stderr,
@@ -110,7 +103,7 @@ static void emit_prediction(void *ud, const m3_prediction *p) {
         return;
     }
     int klen = snprintf(key, sizeof key, "%" PRId64, p->user_id);
-    if (kio_produce(w->prod, w->topic_pred, key, (size_t)klen, w->buf, (size_t)len, NULL, 0,
+    if (kio_produce(w->prod, w->tp.predictions, key, (size_t)klen, w->buf, (size_t)len, NULL, 0,
                     w->last_produce_error, sizeof w->last_produce_error) != 0)
         w->produce_errors++;
 }
@@ -124,76 +117,77 @@ static void send_dlq(worker *w, const rd_kafka_message_t *m, const char *reason)
                           "m3rec.dlq.partition", part,
                           "m3rec.dlq.offset", off};
     met_board_counters(lrn_board(w->L))->dlq++;
-    if (kio_produce(w->prod, w->topic_dlq, m->key, m->key_len, m->payload, m->len, hdrs, 4,
+    if (kio_produce(w->prod, w->tp.dlq, m->key, m->key_len, m->payload, m->len, hdrs, 4,
                     w->last_produce_error, sizeof w->last_produce_error) != 0)
         w->produce_errors++;
 }
 
 /* ---- input ---- */
 
-/* The scenario an events topic carries, or NULL for the requests topic. */
-static const char *topic_scenario(const worker *w, const char *topic) {
-    size_t plen = strlen(w->cfg.topic_prefix);
-    if (strncmp(topic, w->cfg.topic_prefix, plen) == 0 && strncmp(topic + plen, ".events.", 8) == 0)
-        return topic + plen + 8;
-    return NULL;
-}
-
-/* The learner's source index of a message: topic index x partitions + partition. */
-static int source_index(const worker *w, const rd_kafka_message_t *m) {
-    const char *topic = rd_kafka_topic_name(m->rkt);
+/* The index of an input topic in tp.all, or -1. */
+static int topic_index(const worker *w, const char *topic) {
     for (int t = 0; t < w->n_topics; t++)
-        if (strcmp(topic, w->topics[t]) == 0) return t * w->n_partitions + m->partition;
-    return 0;
+        if (strcmp(topic, w->tp.all[t]) == 0) return t;
+    return -1;
 }
 
+/* Hand a decoded input event to the learner. Events must come from their scenario's
+ * events topic (scen: its index; -1 for the requests topic), score requests from the
+ * requests topic. Returns 0, or -1 with reason (the message goes to the DLQ). */
+static int dispatch(worker *w, const m3_event *ev, const rd_kafka_message_t *m, int scen,
+                    int src, char *reason, size_t reason_size) {
+    const char *topic = rd_kafka_topic_name(m->rkt);
+    const char *tscen = scen >= 0 ? w->cfg.scenarios.names[scen] : NULL;
+    rd_kafka_timestamp_type_t tstype;
+    int64_t arrival = rd_kafka_message_timestamp(m, &tstype);
+    if (arrival < 0) arrival = 0;
+    switch (ev->type) {
+    case M3_EV_IMPRESSION:
+    case M3_EV_CONVERSION: {
+        const char *escen = ev->type == M3_EV_IMPRESSION ? ev->u.imp.scenario : ev->u.conv.scenario;
+        if (!tscen) {
+            snprintf(reason, reason_size, "%s on the requests topic %s",
+                     codec_type_name(ev->type), topic);
+            return -1;
+        }
+        if (strcmp(escen, tscen) != 0) {
+            snprintf(reason, reason_size, "scenario '%s' does not match topic %s", escen, topic);
+            return -1;
+        }
+        if (ev->type == M3_EV_IMPRESSION)
+            return lrn_impression(w->L, &ev->u.imp, src, arrival, emit_prediction, w, reason,
+                                  reason_size);
+        return lrn_conversion(w->L, &ev->u.conv, src, emit_prediction, w, reason, reason_size);
+    }
+    case M3_EV_SCORE_REQUEST:
+        if (tscen) {
+            snprintf(reason, reason_size, "ScoreRequest on events topic %s (send it to %s.requests)",
+                     topic, w->cfg.topic_prefix);
+            return -1;
+        }
+        return lrn_request(w->L, &ev->u.req, arrival, emit_prediction, w, reason, reason_size);
+    default:
+        snprintf(reason, reason_size, "%s is not an input message", codec_type_name(ev->type));
+        return -1;
+    }
+}
+
+/* One input message: counted against its source (the learner's source index: topic index
+ * x partitions + partition), decoded and handed to the learner; what is refused goes to
+ * the DLQ with the reason. */
 static void handle(worker *w, const rd_kafka_message_t *m) {
     char reason[CODEC_REASON_MAX + 64];
     m3_event ev;
+    int t = topic_index(w, rd_kafka_topic_name(m->rkt));
+    int src = t < 0 ? 0 : t * w->n_partitions + m->partition;
     met_board_counters(lrn_board(w->L))->events++;
-    w->per_source[source_index(w, m)]++;
-    w->next_off[source_index(w, m)] = m->offset + 1;
+    w->per_source[src]++;
+    w->next_off[src] = m->offset + 1;
     if (codec_decode(w->codec, m->payload, m->len, &ev, reason, sizeof reason) != 0) {
         send_dlq(w, m, reason);
         return;
     }
-    const char *topic = rd_kafka_topic_name(m->rkt);
-    const char *tscen = topic_scenario(w, topic);
-    rd_kafka_timestamp_type_t tstype;
-    int64_t arrival = rd_kafka_message_timestamp(m, &tstype);
-    if (arrival < 0) arrival = 0;
-    int rc = 0;
-    switch (ev.type) {
-    case M3_EV_IMPRESSION:
-    case M3_EV_CONVERSION: {
-        const char *escen = ev.type == M3_EV_IMPRESSION ? ev.u.imp.scenario : ev.u.conv.scenario;
-        if (!tscen) {
-            snprintf(reason, sizeof reason, "%s on the requests topic %s",
-                     codec_type_name(ev.type), topic);
-            rc = -1;
-        } else if (strcmp(escen, tscen) != 0) {
-            snprintf(reason, sizeof reason, "scenario '%s' does not match topic %s", escen, topic);
-            rc = -1;
-        } else if (ev.type == M3_EV_IMPRESSION) {
-            rc = lrn_impression(w->L, &ev.u.imp, source_index(w, m), arrival, emit_prediction, w, reason, sizeof reason);
-        } else {
-            rc = lrn_conversion(w->L, &ev.u.conv, source_index(w, m), emit_prediction, w, reason, sizeof reason);
-        }
-        break;
-    }
-    case M3_EV_SCORE_REQUEST:
-        if (tscen) {
-            snprintf(reason, sizeof reason, "ScoreRequest on events topic %s (send it to %s.requests)",
-                     topic, w->cfg.topic_prefix);
-            rc = -1;
-        } else {
-            rc = lrn_request(w->L, &ev.u.req, arrival, emit_prediction, w, reason, sizeof reason);
-        }
-        break;
-    default:
-        snprintf(reason, sizeof reason, "%s is not an input message", codec_type_name(ev.type));
-        rc = -1;
-    }
+    int rc = dispatch(w, &ev, m, t < w->tp.n_scen ? t : -1, src, reason, sizeof reason);
     m3_event_clear(&ev);
     if (rc != 0) send_dlq(w, m, reason);
 }
@@ -225,7 +219,7 @@ static int checkpoint(worker *w) {
         if (w->next_off[src] < 0) continue;
         /* topic names are checked to fit at start-up */
         if ((size_t)snprintf(offs[k].topic, sizeof offs[k].topic, "%s",
-                             w->topics[src / w->n_partitions]) >= sizeof offs[k].topic)
+                             w->tp.all[src / w->n_partitions]) >= sizeof offs[k].topic)
             continue;
         offs[k].partition = src % w->n_partitions;
         offs[k].next_offset = w->next_off[src];
@@ -244,7 +238,7 @@ static int checkpoint(worker *w) {
         w->events_at_ckpt = met_board_counters(lrn_board(w->L))->events;
         w->version_at_ckpt = lrn_model_version(w->L);
     }
-    w->last_ckpt_ms = mono_ms();
+    w->last_ckpt_ms = clk_mono_ms();
     free(offs);
     return rc;
 }
@@ -262,12 +256,6 @@ static int state_broken(worker *w) {
     fprintf(stderr, "m3rec-worker: %s; stopping without a checkpoint\n", err);
     w->failed = 1;
     return 1;
-}
-
-static int topic_index(const worker *w, const char *topic) {
-    for (int t = 0; t < w->n_topics; t++)
-        if (strcmp(topic, w->topics[t]) == 0) return t;
-    return -1;
 }
 
 /* Each assigned partition starts after its stored offset, or at the group's committed
@@ -310,7 +298,7 @@ static void on_revoke(void *opaque, rd_kafka_t *rk, const rd_kafka_topic_partiti
     worker *w = opaque;
     (void)rk;
     if (w->failed || state_broken(w)) return;
-    if (!lrn_at_boundary(w->L)) lrn_flush(w->L, emit_prediction, w);
+    if (!lrn_at_boundary(w->L)) lrn_run_batch(w->L, emit_prediction, w);
     if (!state_broken(w) && changed(w)) checkpoint(w);
     for (int i = 0; i < parts->cnt; i++) {
         int t = topic_index(w, parts->elems[i].topic);
@@ -321,52 +309,49 @@ static void on_revoke(void *opaque, rd_kafka_t *rk, const rd_kafka_topic_partiti
 
 /* ---- start-up ---- */
 
-static int setup(worker *w, char *err, size_t n) {
+/* The topic names, and the librdkafka properties: kafka.* with group.id "m3rec" unless
+ * set (and room for the embedded broker's bootstrap.servers). */
+static int name_topics_and_props(worker *w, char *err, size_t n) {
     const m3_cfg *c = &w->cfg;
-    char prefix[sizeof c->topic_prefix];
-    memcpy(prefix, c->topic_prefix, sizeof prefix); /* snprintf may not read from *w */
-    for (int s = 0; s < c->scenarios.n; s++)
-        snprintf(w->topics[w->n_topics++], TOPIC_MAX, "%s.events.%s", prefix,
-                 c->scenarios.names[s]);
-    snprintf(w->topics[w->n_topics++], TOPIC_MAX, "%s.requests", prefix);
-    snprintf(w->topic_pred, TOPIC_MAX, "%s.predictions", prefix);
-    snprintf(w->topic_dlq, TOPIC_MAX, "%s.dlq", prefix);
-    const char *names[M3_MAX_SCEN + 3];
-    for (int i = 0; i < w->n_topics; i++) names[i] = w->topics[i];
-
-    w->codec = codec_new(err, n);
-    if (!w->codec) return -1;
-    w->L = lrn_new(c, err, n);
-    if (!w->L) return -1;
-    w->buf_cap = 4096;
-    w->buf = malloc(w->buf_cap);
+    const char *scen[M3_MAX_SCEN];
+    for (int s = 0; s < c->scenarios.n; s++) scen[s] = c->scenarios.names[s];
+    if (topics_init(&w->tp, c->topic_prefix, scen, c->scenarios.n, err, n) != 0) return -1;
+    w->n_topics = w->tp.n_scen + 1;
     w->props = calloc((size_t)c->n_kafka + 2, sizeof *w->props);
-    if (!w->buf || !w->props) {
+    if (!w->props) {
         snprintf(err, n, "out of memory");
         return -1;
     }
     for (int i = 0; i < c->n_kafka; i++)
         w->props[w->n_props++] = (kio_prop){c->kafka[i].key, c->kafka[i].value};
     if (!cfg_kafka_get(c, "group.id")) w->props[w->n_props++] = (kio_prop){"group.id", "m3rec"};
+    return 0;
+}
 
-    if (c->broker_embedded) {
-        names[w->n_topics] = w->topic_pred;
-        names[w->n_topics + 1] = w->topic_dlq;
-        w->mock = kio_mock_new(c->broker_partitions, names, w->n_topics + 2, err, n);
-        if (!w->mock) return -1;
-        w->props[w->n_props++] = (kio_prop){"bootstrap.servers", kio_mock_bootstraps(w->mock)};
-        printf("m3rec-worker: embedded Kafka broker (librdkafka mock cluster) at %s\n",
-               kio_mock_bootstraps(w->mock));
-        printf("m3rec-worker: topics %s.events.{", c->topic_prefix);
-        for (int s = 0; s < c->scenarios.n; s++) printf("%s%s", s ? "," : "", c->scenarios.names[s]);
-        printf("}, %s.requests, .predictions, .dlq with %d partitions\n", c->topic_prefix,
-               c->broker_partitions);
-        fflush(stdout);
-    }
-    int parts = kio_check_topics(w->props, w->n_props, names, w->n_topics, START_TIMEOUT_MS, err, n);
+/* broker.embedded: librdkafka's mock cluster in this process, with every topic. */
+static int start_embedded_broker(worker *w, char *err, size_t n) {
+    const m3_cfg *c = &w->cfg;
+    w->mock = kio_mock_new(c->broker_partitions, w->tp.all, topics_count(&w->tp), err, n);
+    if (!w->mock) return -1;
+    w->props[w->n_props++] = (kio_prop){"bootstrap.servers", kio_mock_bootstraps(w->mock)};
+    printf("m3rec-worker: embedded Kafka broker (librdkafka mock cluster) at %s\n",
+           kio_mock_bootstraps(w->mock));
+    printf("m3rec-worker: topics %s.events.{", c->topic_prefix);
+    for (int s = 0; s < c->scenarios.n; s++) printf("%s%s", s ? "," : "", c->scenarios.names[s]);
+    printf("}, %s.requests, .predictions, .dlq with %d partitions\n", c->topic_prefix,
+           c->broker_partitions);
+    fflush(stdout);
+    return 0;
+}
+
+/* The input topics must exist with one partition count (co-partitioning), the outputs
+ * with any; then the per-partition counters are sized. */
+static int check_topics(worker *w, char *err, size_t n) {
+    int parts = kio_check_topics(w->props, w->n_props, w->tp.all, w->n_topics, START_TIMEOUT_MS,
+                                 err, n);
     if (parts < 0) return -1;
     /* the outputs must exist too (any partition count), or every produce would fail */
-    const char *outs[2] = {w->topic_pred, w->topic_dlq};
+    const char *outs[2] = {w->tp.predictions, w->tp.dlq};
     for (int i = 0; i < 2; i++)
         if (kio_check_topics(w->props, w->n_props, &outs[i], 1, START_TIMEOUT_MS, err, n) < 0)
             return -1;
@@ -378,36 +363,66 @@ static int setup(worker *w, char *err, size_t n) {
         return -1;
     }
     for (int i = 0; i < w->n_topics * parts; i++) w->next_off[i] = -1;
-    if (c->store_dir[0]) {
-        /* the learner numbers its sources topic x partition: the store is for this layout */
-        char layout[TOPIC_MAX * (M3_MAX_SCEN + 1) + 32];
-        size_t o = 0;
-        for (int t = 0; t < w->n_topics; t++)
-            o += (size_t)snprintf(layout + o, sizeof layout - o, "%s%s", t ? "," : "", w->topics[t]);
-        snprintf(layout + o, sizeof layout - o, " x %d partitions", parts);
-        w->st = state_open(c, w->L, layout, err, n);
-        if (!w->st) return -1;
-        state_stats ss;
-        state_stats_get(w->st, &ss);
-        fprintf(stderr, "m3rec-worker: state %s %s in %.0f ms (store open %.0f ms): model "
-                "version %lld, %llu impressions trained, %llu pending\n", c->store_dir,
-                state_fresh(w->st) ? "created" : "restored", ss.open_ms, ss.store_open_ms,
-                (long long)lrn_model_version(w->L), (unsigned long long)lrn_trained_ctr(w->L),
-                (unsigned long long)ss.pending_restored);
-        w->events_at_ckpt = met_board_counters(lrn_board(w->L))->events;
-        w->version_at_ckpt = lrn_model_version(w->L);
-        w->last_ckpt_ms = mono_ms();
-    }
+    return 0;
+}
+
+/* store.dir: the durable state, created or restored, for this layout of sources. */
+static int open_state(worker *w, char *err, size_t n) {
+    const m3_cfg *c = &w->cfg;
+    /* the learner numbers its sources topic x partition: the store is for this layout */
+    char layout[TOPICS_NAME_MAX * (M3_MAX_SCEN + 1) + 32];
+    size_t o = 0;
+    for (int t = 0; t < w->n_topics; t++)
+        o += (size_t)snprintf(layout + o, sizeof layout - o, "%s%s", t ? "," : "", w->tp.all[t]);
+    snprintf(layout + o, sizeof layout - o, " x %d partitions", w->n_partitions);
+    w->st = state_open(c, w->L, layout, err, n);
+    if (!w->st) return -1;
+    state_stats ss;
+    state_stats_get(w->st, &ss);
+    fprintf(stderr, "m3rec-worker: state %s %s in %.0f ms (store open %.0f ms): model "
+            "version %lld, %llu impressions trained, %llu pending\n", c->store_dir,
+            state_fresh(w->st) ? "created" : "restored", ss.open_ms, ss.store_open_ms,
+            (long long)lrn_model_version(w->L), (unsigned long long)lrn_trained_ctr(w->L),
+            (unsigned long long)ss.pending_restored);
+    w->events_at_ckpt = met_board_counters(lrn_board(w->L))->events;
+    w->version_at_ckpt = lrn_model_version(w->L);
+    w->last_ckpt_ms = clk_mono_ms();
+    return 0;
+}
+
+/* The producer, and the consumer subscribed to the input topics (with the state, its
+ * rebalance hooks place each partition's start). */
+static int start_clients(worker *w, char *err, size_t n) {
+    const m3_cfg *c = &w->cfg;
     w->prod = kio_producer_new(w->props, w->n_props, err, n);
     if (!w->prod) return -1;
-    w->cons = kio_consumer_new(w->props, w->n_props, names, w->n_topics, err, n);
+    w->cons = kio_consumer_new(w->props, w->n_props, w->tp.all, w->n_topics, err, n);
     if (!w->cons) return -1;
     if (w->st) kio_consumer_set_rebalance_hooks(w->cons, on_assign, on_revoke, w);
     fprintf(stderr, "m3rec-worker: consuming %d topics x %d partitions as group '%s', model %s%s%s\n",
-            w->n_topics, parts, cfg_kafka_get(c, "group.id") ? cfg_kafka_get(c, "group.id") : "m3rec",
+            w->n_topics, w->n_partitions,
+            cfg_kafka_get(c, "group.id") ? cfg_kafka_get(c, "group.id") : "m3rec",
             m3_arch_name(c->model.arch), c->n_shadow ? " (shadows: " : "",
             c->n_shadow ? "see report)" : "");
     return 0;
+}
+
+static int setup(worker *w, char *err, size_t n) {
+    if (name_topics_and_props(w, err, n) != 0) return -1;
+    w->codec = codec_new(err, n);
+    if (!w->codec) return -1;
+    w->L = lrn_new(&w->cfg, err, n);
+    if (!w->L) return -1;
+    w->buf_cap = 4096;
+    w->buf = malloc(w->buf_cap);
+    if (!w->buf) {
+        snprintf(err, n, "out of memory");
+        return -1;
+    }
+    if (w->cfg.broker_embedded && start_embedded_broker(w, err, n) != 0) return -1;
+    if (check_topics(w, err, n) != 0) return -1;
+    if (w->cfg.store_dir[0] && open_state(w, err, n) != 0) return -1;
+    return start_clients(w, err, n);
 }
 
 static void teardown(worker *w) {
@@ -442,8 +457,8 @@ static void report_extra(json_writer *jw, void *arg) {
         for (int p = 0; p < w->n_partitions; p++) {
             long long k = w->per_source[t * w->n_partitions + p];
             if (!k) continue;
-            char name[TOPIC_MAX + 16];
-            snprintf(name, sizeof name, "%s/%d", w->topics[t], p);
+            char name[TOPICS_NAME_MAX + 16];
+            snprintf(name, sizeof name, "%s/%d", w->tp.all[t], p);
             json_key(jw, name);
             json_int(jw, k);
         }
@@ -466,95 +481,146 @@ static void progress(worker *w) {
     fprintf(stderr, "%s  pending %zu\n", line, lrn_pending(w->L));
 }
 
-static int loop(worker *w) {
-    const m3_cfg *c = &w->cfg;
-    rd_kafka_message_t *msgs[POLL_MAX];
-    char err[512];
-    int64_t batch_start = 0, last_input = mono_ms(), last_commit = mono_ms();
-    int64_t next_progress = mono_ms() + c->progress_ms;
-    int seen_input = 0, rc = 0, last_assigned = 0;
-    met_counters *mc = met_board_counters(lrn_board(w->L));
-    while (run) {
-        int timeout = 100;   /* at most: idle exit, progress and checkpoints are due on time */
-        if (lrn_queued(w->L)) {
-            int64_t left = batch_start + c->batch_linger_ms - mono_ms();
-            timeout = left < 0 ? 0 : left < timeout ? (int)left : timeout;
-        }
-        int n = kio_consumer_poll(w->cons, msgs, POLL_MAX, timeout, err, sizeof err);
-        if (n < 0) {
-            fprintf(stderr, "m3rec-worker: consumer failed: %s\n", err);
-            rc = 1;
-            break;
-        }
-        int64_t now = mono_ms();
-        for (int i = 0; i < n; i++) {
-            if (w->failed) {   /* nothing more is handled: the state cannot be saved */
-                rd_kafka_message_destroy(msgs[i]);
-                continue;
-            }
-            if (!lrn_queued(w->L)) batch_start = now;
-            handle(w, msgs[i]);
-            if (!w->st) kio_consumer_store(w->cons, msgs[i], err, sizeof err);
-            rd_kafka_message_destroy(msgs[i]);
-            msgs[i] = NULL;
-            /* a checkpoint must sit between two minibatches: take it right after a flush */
-            if (w->st && !state_broken(w) && lrn_at_boundary(w->L) &&
-                (now - w->last_ckpt_ms >= c->checkpoint_interval_ms ||
-                 state_want_checkpoint(w->st)))
-                checkpoint(w);
-        }
-        if (w->failed) {
-            rc = 1;
-            break;
-        }
-        if (n > 0) {
-            seen_input = 1;
-            last_input = now;
-            if (!w->first_input_ms) w->first_input_ms = now;
-        }
-        int assigned = kio_consumer_assigned(w->cons);
-        if (assigned != last_assigned) {
-            fprintf(stderr, "m3rec-worker: assigned %d partitions\n", assigned);
-            last_assigned = assigned;
-        }
-        if (lrn_queued(w->L) && now - batch_start >= c->batch_linger_ms)
-            lrn_flush(w->L, emit_prediction, w);
-        if (w->st && !state_broken(w) && lrn_at_boundary(w->L) &&
-            (now - w->last_ckpt_ms >= c->checkpoint_interval_ms || state_want_checkpoint(w->st)) &&
-            changed(w))
-            checkpoint(w);
-        if (w->failed) {
-            rc = 1;
-            break;
-        }
-        kio_producer_poll(w->prod);
-        if (!w->st && now - last_commit >= COMMIT_EVERY_MS && !lrn_queued(w->L)) {
-            kio_consumer_commit(w->cons, err, sizeof err);
-            last_commit = now;
-        }
-        if (c->progress_ms > 0 && now >= next_progress) {
-            progress(w);
-            next_progress = now + c->progress_ms;
-        }
-        if (c->max_events > 0 && (int64_t)mc->events >= c->max_events) break;
-        if (c->exit_idle_ms > 0 && seen_input && now - last_input >= c->exit_idle_ms) {
-            fprintf(stderr, "m3rec-worker: no input for %lld ms, stopping\n",
-                    (long long)c->exit_idle_ms);
-            break;
-        }
+/* The loop's clocks (monotonic ms). */
+typedef struct {
+    int64_t batch_start;       /* when the queued minibatch got its first event */
+    int64_t last_input;        /* the last poll that returned messages */
+    int64_t last_commit, next_progress;
+    int seen_input;            /* any input yet */
+    int last_assigned;         /* partitions at the last assignment message */
+} pace;
+
+/* A checkpoint is due: the state is kept and healthy, the learner between two minibatches,
+ * and the interval over (or the state asks for one). */
+static int checkpoint_due(worker *w, int64_t now) {
+    return w->st && !state_broken(w) && lrn_at_boundary(w->L) &&
+           (now - w->last_ckpt_ms >= w->cfg.checkpoint_interval_ms ||
+            state_want_checkpoint(w->st));
+}
+
+/* How long the next poll may wait: at most 100 ms (idle exit, progress and checkpoints
+ * are due on time), less when the queued batch's linger time runs out sooner. */
+static int poll_timeout(const worker *w, const pace *pc) {
+    int timeout = 100;
+    if (lrn_queued(w->L)) {
+        int64_t left = pc->batch_start + w->cfg.batch_linger_ms - clk_mono_ms();
+        timeout = left < 0 ? 0 : left < timeout ? (int)left : timeout;
     }
-    /* shutdown: finish the batch, checkpoint, flush the producer, commit, then close (in
-     * main); after a failure nothing more is checkpointed */
-    if (!w->failed) lrn_flush(w->L, emit_prediction, w);
+    return timeout;
+}
+
+/* Handle the n polled messages (each destroyed here), checkpointing at the minibatch
+ * boundaries they reach; after a failure the rest are only destroyed. */
+static void handle_polled(worker *w, rd_kafka_message_t **msgs, int n, int64_t now, pace *pc) {
+    char err[512];
+    for (int i = 0; i < n; i++) {
+        if (w->failed) {   /* nothing more is handled: the state cannot be saved */
+            rd_kafka_message_destroy(msgs[i]);
+            continue;
+        }
+        if (!lrn_queued(w->L)) pc->batch_start = now;
+        handle(w, msgs[i]);
+        if (!w->st) kio_consumer_store(w->cons, msgs[i], err, sizeof err);
+        rd_kafka_message_destroy(msgs[i]);
+        msgs[i] = NULL;
+        /* a checkpoint must sit between two minibatches: take it right after a batch ran */
+        if (checkpoint_due(w, now)) checkpoint(w);
+    }
+}
+
+/* The poll returned input: the idle clock and the input-throughput window move on. */
+static void note_input(worker *w, int64_t now, pace *pc) {
+    pc->seen_input = 1;
+    pc->last_input = now;
+    if (!w->first_input_ms) w->first_input_ms = now;
+}
+
+/* Between polls: say when the assignment changed, run the minibatch whose linger time is
+ * up, and checkpoint if one is due. */
+static void between_polls(worker *w, int64_t now, pace *pc) {
+    int assigned = kio_consumer_assigned(w->cons);
+    if (assigned != pc->last_assigned) {
+        fprintf(stderr, "m3rec-worker: assigned %d partitions\n", assigned);
+        pc->last_assigned = assigned;
+    }
+    if (lrn_queued(w->L) && now - pc->batch_start >= w->cfg.batch_linger_ms)
+        lrn_run_batch(w->L, emit_prediction, w);
+    if (checkpoint_due(w, now) && changed(w)) checkpoint(w);
+}
+
+/* Deliveries, the offsets commit without a store (every second, between batches), and the
+ * progress line. */
+static void keep_up(worker *w, int64_t now, pace *pc) {
+    char err[512];
+    kio_producer_poll(w->prod);
+    if (!w->st && now - pc->last_commit >= COMMIT_EVERY_MS && !lrn_queued(w->L)) {
+        kio_consumer_commit(w->cons, err, sizeof err);
+        pc->last_commit = now;
+    }
+    if (w->cfg.progress_ms > 0 && now >= pc->next_progress) {
+        progress(w);
+        pc->next_progress = now + w->cfg.progress_ms;
+    }
+}
+
+/* model.max_events handled, or no input for exit.idle.ms after some. */
+static int done(worker *w, int64_t now, const pace *pc) {
+    const m3_cfg *c = &w->cfg;
+    if (c->max_events > 0 && (int64_t)met_board_counters(lrn_board(w->L))->events >= c->max_events)
+        return 1;
+    if (c->exit_idle_ms > 0 && pc->seen_input && now - pc->last_input >= c->exit_idle_ms) {
+        fprintf(stderr, "m3rec-worker: no input for %lld ms, stopping\n",
+                (long long)c->exit_idle_ms);
+        return 1;
+    }
+    return 0;
+}
+
+/* Shutdown: finish the batch, checkpoint, flush the producer, commit, then close (in
+ * main); after a failure nothing more is checkpointed. Returns rc, or 1 on a failure. */
+static int finish(worker *w, const pace *pc, int rc) {
+    char err[512];
+    if (!w->failed) lrn_run_batch(w->L, emit_prediction, w);
     if (w->st && !state_broken(w) && changed(w) && checkpoint(w) != 0) rc = 1;
-    w->last_input_ms = mono_ms();
-    if (seen_input) w->last_input_ms = last_input;
+    w->last_input_ms = clk_mono_ms();
+    if (pc->seen_input) w->last_input_ms = pc->last_input;
     if (kio_producer_flush(w->prod, 30000, err, sizeof err) != 0) {
         fprintf(stderr, "m3rec-worker: producer flush: %s\n", err);
         rc = 1;
     }
     if (!w->st) kio_consumer_commit(w->cons, err, sizeof err);
     return rc;
+}
+
+static int loop(worker *w) {
+    rd_kafka_message_t *msgs[POLL_MAX];
+    char err[512];
+    int64_t start = clk_mono_ms();
+    pace pc = {0, start, start, start + w->cfg.progress_ms, 0, 0};
+    int rc = 0;
+    while (run) {
+        int n = kio_consumer_poll(w->cons, msgs, POLL_MAX, poll_timeout(w, &pc), err, sizeof err);
+        if (n < 0) {
+            fprintf(stderr, "m3rec-worker: consumer failed: %s\n", err);
+            rc = 1;
+            break;
+        }
+        int64_t now = clk_mono_ms();
+        handle_polled(w, msgs, n, now, &pc);
+        if (w->failed) {
+            rc = 1;
+            break;
+        }
+        if (n > 0) note_input(w, now, &pc);
+        between_polls(w, now, &pc);
+        if (w->failed) {
+            rc = 1;
+            break;
+        }
+        keep_up(w, now, &pc);
+        if (done(w, now, &pc)) break;
+    }
+    return finish(w, &pc, rc);
 }
 
 int main(int argc, char **argv) {

@@ -12,6 +12,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <avro.h>
+
+#include "base/buf.h"
+#include "base/hash.h"
 #include "stream/codec.h"
 
 extern const char m3_embed_Impression[];
@@ -51,8 +54,8 @@ const char *codec_type_name(m3_ev_type t) {
  * start-up, and needs no table to initialize (so no thread-safety question). */
 #define CODEC__EMPTY64 0xc15d213aa4d7a795ULL
 
-uint64_t codec_crc64_avro(const void *buf, size_t len) {
-    const uint8_t *p = buf;
+uint64_t codec_crc64_avro(const void *data, size_t len) {
+    const uint8_t *p = data;
     uint64_t fp = CODEC__EMPTY64;
     for (size_t i = 0; i < len; i++) {
         fp ^= p[i];
@@ -65,120 +68,98 @@ uint64_t codec_crc64_avro(const void *buf, size_t len) {
 /* Parsing Canonical Form                                                              */
 
 typedef struct {
-    char *s;
-    size_t len, cap;
-    int oom;
+    buf out;
     avro_schema_t seen[64];         /* named types already written out in full */
     int n_seen;
-} codec__sb;
-
-static void codec__sb_put(codec__sb *b, const char *s) {
-    size_t n = strlen(s);
-    if (b->oom) return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (b->len + n + 1 > cap) cap *= 2;
-        char *t = realloc(b->s, cap);
-        if (!t) { b->oom = 1; return; }
-        b->s = t;
-        b->cap = cap;
-    }
-    memcpy(b->s + b->len, s, n + 1);
-    b->len += n;
-}
+} codec__pcfw;
 
 /* A JSON string. Avro names and symbols never need escapes; quotes and backslashes
  * are escaped anyway so a PCF is always valid JSON. */
-static void codec__sb_str(codec__sb *b, const char *s) {
-    char one[2] = {0, 0};
-    codec__sb_put(b, "\"");
+static void codec__pcf_str(codec__pcfw *b, const char *s) {
+    buf_putc(&b->out, '"');
     for (; *s; s++) {
-        if (*s == '"' || *s == '\\') codec__sb_put(b, "\\");
-        one[0] = *s;
-        codec__sb_put(b, one);
+        if (*s == '"' || *s == '\\') buf_putc(&b->out, '\\');
+        buf_putc(&b->out, *s);
     }
-    codec__sb_put(b, "\"");
+    buf_puts(&b->out, "\"");
 }
 
 /* [FULLNAMES]: a name with a dot is already full; otherwise prefix the namespace. */
-static void codec__sb_fullname(codec__sb *b, avro_schema_t s) {
+static void codec__pcf_fullname(codec__pcfw *b, avro_schema_t s) {
     const char *name = avro_schema_name(s), *ns = avro_schema_namespace(s);
     if (!name) name = "";
-    codec__sb_put(b, "\"");
+    buf_puts(&b->out, "\"");
     if (!strchr(name, '.') && ns && *ns) {
-        codec__sb_put(b, ns);
-        codec__sb_put(b, ".");
+        buf_puts(&b->out, ns);
+        buf_puts(&b->out, ".");
     }
-    codec__sb_put(b, name);
-    codec__sb_put(b, "\"");
+    buf_puts(&b->out, name);
+    buf_puts(&b->out, "\"");
 }
 
 /* [PRIMITIVES] [FULLNAMES] [STRIP] [ORDER] [STRINGS] [INTEGERS] [WHITESPACE]: only
  * name, type, fields, symbols, items, values, size are kept, in that order; a named
  * type is written in full once, then by its full name. Returns -1 on an unknown type. */
-static int codec__pcf(codec__sb *b, avro_schema_t s, int depth) {
-    char num[32];
+static int codec__pcf(codec__pcfw *b, avro_schema_t s, int depth) {
     if (!s || depth > 64) return -1;
     switch (avro_typeof(s)) {
-    case AVRO_STRING: codec__sb_put(b, "\"string\""); return 0;
-    case AVRO_BYTES: codec__sb_put(b, "\"bytes\""); return 0;
-    case AVRO_INT32: codec__sb_put(b, "\"int\""); return 0;
-    case AVRO_INT64: codec__sb_put(b, "\"long\""); return 0;
-    case AVRO_FLOAT: codec__sb_put(b, "\"float\""); return 0;
-    case AVRO_DOUBLE: codec__sb_put(b, "\"double\""); return 0;
-    case AVRO_BOOLEAN: codec__sb_put(b, "\"boolean\""); return 0;
-    case AVRO_NULL: codec__sb_put(b, "\"null\""); return 0;
-    case AVRO_LINK: codec__sb_fullname(b, avro_schema_link_target(s)); return 0;
+    case AVRO_STRING: buf_puts(&b->out, "\"string\""); return 0;
+    case AVRO_BYTES: buf_puts(&b->out, "\"bytes\""); return 0;
+    case AVRO_INT32: buf_puts(&b->out, "\"int\""); return 0;
+    case AVRO_INT64: buf_puts(&b->out, "\"long\""); return 0;
+    case AVRO_FLOAT: buf_puts(&b->out, "\"float\""); return 0;
+    case AVRO_DOUBLE: buf_puts(&b->out, "\"double\""); return 0;
+    case AVRO_BOOLEAN: buf_puts(&b->out, "\"boolean\""); return 0;
+    case AVRO_NULL: buf_puts(&b->out, "\"null\""); return 0;
+    case AVRO_LINK: codec__pcf_fullname(b, avro_schema_link_target(s)); return 0;
     case AVRO_MAP:
-        codec__sb_put(b, "{\"type\":\"map\",\"values\":");
+        buf_puts(&b->out, "{\"type\":\"map\",\"values\":");
         if (codec__pcf(b, avro_schema_map_values(s), depth + 1)) return -1;
-        codec__sb_put(b, "}");
+        buf_puts(&b->out, "}");
         return 0;
     case AVRO_ARRAY:
-        codec__sb_put(b, "{\"type\":\"array\",\"items\":");
+        buf_puts(&b->out, "{\"type\":\"array\",\"items\":");
         if (codec__pcf(b, avro_schema_array_items(s), depth + 1)) return -1;
-        codec__sb_put(b, "}");
+        buf_puts(&b->out, "}");
         return 0;
     case AVRO_UNION:
-        codec__sb_put(b, "[");
+        buf_puts(&b->out, "[");
         for (size_t i = 0; i < avro_schema_union_size(s); i++) {
-            if (i) codec__sb_put(b, ",");
+            if (i) buf_puts(&b->out, ",");
             if (codec__pcf(b, avro_schema_union_branch(s, (int)i), depth + 1)) return -1;
         }
-        codec__sb_put(b, "]");
+        buf_puts(&b->out, "]");
         return 0;
     case AVRO_RECORD:
     case AVRO_ENUM:
     case AVRO_FIXED:
         for (int i = 0; i < b->n_seen; i++)
-            if (b->seen[i] == s) { codec__sb_fullname(b, s); return 0; }
+            if (b->seen[i] == s) { codec__pcf_fullname(b, s); return 0; }
         if (b->n_seen < (int)(sizeof b->seen / sizeof b->seen[0])) b->seen[b->n_seen++] = s;
-        codec__sb_put(b, "{\"name\":");
-        codec__sb_fullname(b, s);
+        buf_puts(&b->out, "{\"name\":");
+        codec__pcf_fullname(b, s);
         if (is_avro_record(s)) {
-            codec__sb_put(b, ",\"type\":\"record\",\"fields\":[");
+            buf_puts(&b->out, ",\"type\":\"record\",\"fields\":[");
             for (size_t i = 0; i < avro_schema_record_size(s); i++) {
-                if (i) codec__sb_put(b, ",");
-                codec__sb_put(b, "{\"name\":");
-                codec__sb_str(b, avro_schema_record_field_name(s, (int)i));
-                codec__sb_put(b, ",\"type\":");
+                if (i) buf_puts(&b->out, ",");
+                buf_puts(&b->out, "{\"name\":");
+                codec__pcf_str(b, avro_schema_record_field_name(s, (int)i));
+                buf_puts(&b->out, ",\"type\":");
                 if (codec__pcf(b, avro_schema_record_field_get_by_index(s, (int)i), depth + 1))
                     return -1;
-                codec__sb_put(b, "}");
+                buf_puts(&b->out, "}");
             }
-            codec__sb_put(b, "]}");
+            buf_puts(&b->out, "]}");
         } else if (is_avro_enum(s)) {
-            codec__sb_put(b, ",\"type\":\"enum\",\"symbols\":[");
+            buf_puts(&b->out, ",\"type\":\"enum\",\"symbols\":[");
             for (int i = 0; i < avro_schema_enum_number_of_symbols(s); i++) {
-                if (i) codec__sb_put(b, ",");
-                codec__sb_str(b, avro_schema_enum_get(s, i));
+                if (i) buf_puts(&b->out, ",");
+                codec__pcf_str(b, avro_schema_enum_get(s, i));
             }
-            codec__sb_put(b, "]}");
+            buf_puts(&b->out, "]}");
         } else {
-            snprintf(num, sizeof num, "%lld", (long long)avro_schema_fixed_size(s));
-            codec__sb_put(b, ",\"type\":\"fixed\",\"size\":");
-            codec__sb_put(b, num);
-            codec__sb_put(b, "}");
+            buf_printf(&b->out, ",\"type\":\"fixed\",\"size\":%lld}",
+                       (long long)avro_schema_fixed_size(s));
         }
         return 0;
     }
@@ -187,14 +168,15 @@ static int codec__pcf(codec__sb *b, avro_schema_t s, int depth) {
 
 /* The PCF of a parsed schema: a malloc'd string, or NULL with errstr filled. */
 static char *codec__pcf_of(avro_schema_t s, char *errstr, size_t errstr_size) {
-    codec__sb b;
+    codec__pcfw b;
     memset(&b, 0, sizeof b);
-    if (codec__pcf(&b, s, 0) != 0 || b.oom) {
-        snprintf(errstr, errstr_size, "%s", b.oom ? "out of memory" : "unsupported schema type");
-        free(b.s);
+    if (codec__pcf(&b, s, 0) != 0 || b.out.oom) {
+        snprintf(errstr, errstr_size, "%s",
+                 b.out.oom ? "out of memory" : "unsupported schema type");
+        buf_free(&b.out);
         return NULL;
     }
-    return b.s;
+    return buf_take(&b.out);
 }
 
 char *codec_pcf_from_json(const char *json, size_t len, char *errstr, size_t errstr_size) {
@@ -425,10 +407,19 @@ static int codec__utf8_ok(const uint8_t *s, size_t n) {
 
 /* FNV-1a of a map key: duplicate checks compare these before any strcmp, which keeps a
  * full map (32 keys, 496 pairs) cheap. */
-static uint32_t codec__key_hash(const char *s) {
-    uint32_t h = 2166136261u;
-    for (; *s; s++) h = (h ^ (uint8_t)*s) * 16777619u;
-    return h;
+static uint32_t codec__key_hash(const char *s) { return hash_fnv32(s, strlen(s)); }
+
+/* Key i of a map<long> (cat) or map<float> (num): a name not empty and not among keys
+ * 0..i-1 (hash[0..i) are theirs; hash[i] is set here). Returns 0, or -1 with the reason. */
+static int codec__check_key(const codec__ctx *x, const m3_catmap *cat, const m3_nummap *num,
+                            uint32_t *hash, int i) {
+    const char *name = cat ? cat->kv[i].name : num->kv[i].name;
+    if (!name[0]) return codec__fail(x, "empty map key");
+    hash[i] = codec__key_hash(name);
+    for (int j = 0; j < i; j++)
+        if (hash[j] == hash[i] && strcmp(name, cat ? cat->kv[j].name : num->kv[j].name) == 0)
+            return codec__fail(x, "duplicate map key \"%s\"", name);
+    return 0;
 }
 
 /* ---------------------------------------------------------------------------------- */
@@ -544,12 +535,9 @@ static int codec__rd_map(codec__rd *r, const char *field, m3_catmap *cat, m3_num
         }
         for (int64_t i = 0; i < count; i++) {
             char *name = cat ? cat->kv[*n].name : num->kv[*n].name;
-            if (codec__rd_string(r, name, M3_NAME_MAX)) return -1;
-            if (!name[0]) return codec__fail(&r->x, "empty map key");
-            hash[*n] = codec__key_hash(name);
-            for (int j = 0; j < *n; j++)
-                if (hash[j] == hash[*n] && strcmp(name, cat ? cat->kv[j].name : num->kv[j].name) == 0)
-                    return codec__fail(&r->x, "duplicate map key \"%s\"", name);
+            if (codec__rd_string(r, name, M3_NAME_MAX) ||
+                codec__check_key(&r->x, cat, num, hash, *n))
+                return -1;
             r->x.key = name;
             int rc = cat ? codec__rd_long(r, &cat->kv[*n].value)
                          : codec__rd_float(r, &num->kv[*n].value);
@@ -560,11 +548,18 @@ static int codec__rd_map(codec__rd *r, const char *field, m3_catmap *cat, m3_num
     }
 }
 
+/* What every record but Candidate starts with: its id (field id_field), ts_ms, scenario
+ * (sizeof = M3_NAME_MAX) and user_id. */
+static int codec__rd_head(codec__rd *r, const char *id_field, char *id, size_t id_cap,
+                          int64_t *ts_ms, char *scenario, int64_t *user_id) {
+    return codec__rd_id(r, id_field, id, id_cap) || codec__rd_long_field(r, "ts_ms", ts_ms) ||
+           codec__rd_id(r, "scenario", scenario, M3_NAME_MAX) ||
+           codec__rd_long_field(r, "user_id", user_id) ? -1 : 0;
+}
+
 static int codec__rd_impression(codec__rd *r, m3_impression *m) {
-    if (codec__rd_id(r, "impression_id", m->impression_id, sizeof m->impression_id) ||
-        codec__rd_long_field(r, "ts_ms", &m->ts_ms) ||
-        codec__rd_id(r, "scenario", m->scenario, sizeof m->scenario) ||
-        codec__rd_long_field(r, "user_id", &m->user_id) ||
+    if (codec__rd_head(r, "impression_id", m->impression_id, sizeof m->impression_id,
+                       &m->ts_ms, m->scenario, &m->user_id) ||
         codec__rd_long_field(r, "item_id", &m->item_id) ||
         codec__rd_map(r, "user_cat", &m->user_cat, NULL) ||
         codec__rd_map(r, "item_cat", &m->item_cat, NULL) ||
@@ -578,18 +573,13 @@ static int codec__rd_impression(codec__rd *r, m3_impression *m) {
 
 static int codec__rd_conversion(codec__rd *r, m3_conversion *m) {
     return codec__rd_id(r, "conversion_id", m->conversion_id, sizeof m->conversion_id) ||
-           codec__rd_id(r, "impression_id", m->impression_id, sizeof m->impression_id) ||
-           codec__rd_long_field(r, "ts_ms", &m->ts_ms) ||
-           codec__rd_id(r, "scenario", m->scenario, sizeof m->scenario) ||
-           codec__rd_long_field(r, "user_id", &m->user_id) ||
+           codec__rd_head(r, "impression_id", m->impression_id, sizeof m->impression_id,
+                          &m->ts_ms, m->scenario, &m->user_id) ||
            codec__rd_long_field(r, "item_id", &m->item_id) ? -1 : 0;
 }
 
 static int codec__rd_prediction(codec__rd *r, m3_prediction *m) {
-    return codec__rd_id(r, "id", m->id, sizeof m->id) ||
-           codec__rd_long_field(r, "ts_ms", &m->ts_ms) ||
-           codec__rd_id(r, "scenario", m->scenario, sizeof m->scenario) ||
-           codec__rd_long_field(r, "user_id", &m->user_id) ||
+    return codec__rd_head(r, "id", m->id, sizeof m->id, &m->ts_ms, m->scenario, &m->user_id) ||
            codec__rd_long_field(r, "item_id", &m->item_id) ||
            codec__rd_float_field(r, "p_ctr", &m->p_ctr) ||
            codec__rd_float_field(r, "p_cvr", &m->p_cvr) ||
@@ -601,10 +591,8 @@ static int codec__rd_prediction(codec__rd *r, m3_prediction *m) {
 #define CODEC__CAND_MIN_BYTES 3
 
 static int codec__rd_score_request(codec__rd *r, m3_score_request *m) {
-    if (codec__rd_id(r, "request_id", m->request_id, sizeof m->request_id) ||
-        codec__rd_long_field(r, "ts_ms", &m->ts_ms) ||
-        codec__rd_id(r, "scenario", m->scenario, sizeof m->scenario) ||
-        codec__rd_long_field(r, "user_id", &m->user_id) ||
+    if (codec__rd_head(r, "request_id", m->request_id, sizeof m->request_id, &m->ts_ms, m->scenario,
+                       &m->user_id) ||
         codec__rd_map(r, "user_cat", &m->user_cat, NULL) ||
         codec__rd_map(r, "ctx_cat", &m->ctx_cat, NULL) ||
         codec__rd_map(r, "user_num", NULL, &m->user_num))
@@ -644,9 +632,9 @@ static int codec__rd_score_request(codec__rd *r, m3_score_request *m) {
     }
 }
 
-int codec_decode(const codec *c, const void *buf, size_t len, m3_event *out,
+int codec_decode(const codec *c, const void *msg, size_t len, m3_event *out,
                  char *reason, size_t reason_size) {
-    const uint8_t *b = buf;
+    const uint8_t *b = msg;
     memset(out, 0, sizeof *out);
     if (len == 0) {
         snprintf(reason, reason_size, "empty message");
@@ -770,12 +758,8 @@ static int codec__wr_map(codec__wr *w, const char *field, const m3_catmap *cat,
     if (n > 0) codec__wr_long(w, n);
     for (int i = 0; i < n; i++) {
         const char *name = cat ? cat->kv[i].name : num->kv[i].name;
-        if (codec__wr_string(w, name, M3_NAME_MAX)) return -1;
-        if (!name[0]) return codec__fail(&w->x, "empty map key");
-        hash[i] = codec__key_hash(name);
-        for (int j = 0; j < i; j++)
-            if (hash[j] == hash[i] && strcmp(name, cat ? cat->kv[j].name : num->kv[j].name) == 0)
-                return codec__fail(&w->x, "duplicate map key \"%s\"", name);
+        if (codec__wr_string(w, name, M3_NAME_MAX) || codec__check_key(&w->x, cat, num, hash, i))
+            return -1;
         w->x.key = name;
         int rc = 0;
         if (cat) codec__wr_long(w, cat->kv[i].value);
@@ -787,11 +771,20 @@ static int codec__wr_map(codec__wr *w, const char *field, const m3_catmap *cat,
     return 0;
 }
 
+/* What every record but Candidate starts with (as codec__rd_head reads it). */
+static int codec__wr_head(codec__wr *w, const char *id_field, const char *id, size_t id_cap,
+                          int64_t ts_ms, const char *scenario, int64_t user_id) {
+    if (codec__wr_id(w, id_field, id, id_cap)) return -1;
+    codec__wr_long_field(w, "ts_ms", ts_ms);
+    if (codec__wr_id(w, "scenario", scenario, M3_NAME_MAX)) return -1;
+    codec__wr_long_field(w, "user_id", user_id);
+    return 0;
+}
+
 static int codec__wr_impression(codec__wr *w, const m3_impression *m) {
-    if (codec__wr_id(w, "impression_id", m->impression_id, sizeof m->impression_id)) return -1;
-    codec__wr_long_field(w, "ts_ms", m->ts_ms);
-    if (codec__wr_id(w, "scenario", m->scenario, sizeof m->scenario)) return -1;
-    codec__wr_long_field(w, "user_id", m->user_id);
+    if (codec__wr_head(w, "impression_id", m->impression_id, sizeof m->impression_id, m->ts_ms,
+                       m->scenario, m->user_id))
+        return -1;
     codec__wr_long_field(w, "item_id", m->item_id);
     if (codec__wr_map(w, "user_cat", &m->user_cat, NULL) ||
         codec__wr_map(w, "item_cat", &m->item_cat, NULL) ||
@@ -806,20 +799,16 @@ static int codec__wr_impression(codec__wr *w, const m3_impression *m) {
 
 static int codec__wr_conversion(codec__wr *w, const m3_conversion *m) {
     if (codec__wr_id(w, "conversion_id", m->conversion_id, sizeof m->conversion_id) ||
-        codec__wr_id(w, "impression_id", m->impression_id, sizeof m->impression_id))
+        codec__wr_head(w, "impression_id", m->impression_id, sizeof m->impression_id, m->ts_ms,
+                       m->scenario, m->user_id))
         return -1;
-    codec__wr_long_field(w, "ts_ms", m->ts_ms);
-    if (codec__wr_id(w, "scenario", m->scenario, sizeof m->scenario)) return -1;
-    codec__wr_long_field(w, "user_id", m->user_id);
     codec__wr_long_field(w, "item_id", m->item_id);
     return 0;
 }
 
 static int codec__wr_prediction(codec__wr *w, const m3_prediction *m) {
-    if (codec__wr_id(w, "id", m->id, sizeof m->id)) return -1;
-    codec__wr_long_field(w, "ts_ms", m->ts_ms);
-    if (codec__wr_id(w, "scenario", m->scenario, sizeof m->scenario)) return -1;
-    codec__wr_long_field(w, "user_id", m->user_id);
+    if (codec__wr_head(w, "id", m->id, sizeof m->id, m->ts_ms, m->scenario, m->user_id))
+        return -1;
     codec__wr_long_field(w, "item_id", m->item_id);
     if (codec__wr_float_field(w, "p_ctr", m->p_ctr) ||
         codec__wr_float_field(w, "p_cvr", m->p_cvr) ||
@@ -830,10 +819,9 @@ static int codec__wr_prediction(codec__wr *w, const m3_prediction *m) {
 }
 
 static int codec__wr_score_request(codec__wr *w, const m3_score_request *m) {
-    if (codec__wr_id(w, "request_id", m->request_id, sizeof m->request_id)) return -1;
-    codec__wr_long_field(w, "ts_ms", m->ts_ms);
-    if (codec__wr_id(w, "scenario", m->scenario, sizeof m->scenario)) return -1;
-    codec__wr_long_field(w, "user_id", m->user_id);
+    if (codec__wr_head(w, "request_id", m->request_id, sizeof m->request_id, m->ts_ms,
+                       m->scenario, m->user_id))
+        return -1;
     if (codec__wr_map(w, "user_cat", &m->user_cat, NULL) ||
         codec__wr_map(w, "ctx_cat", &m->ctx_cat, NULL) ||
         codec__wr_map(w, "user_num", NULL, &m->user_num))
@@ -857,15 +845,15 @@ static int codec__wr_score_request(codec__wr *w, const m3_score_request *m) {
     return 0;
 }
 
-long codec_encode(const codec *c, const m3_event *ev, void *buf, size_t cap,
+long codec_encode(const codec *c, const m3_event *ev, void *out, size_t cap,
                   char *reason, size_t reason_size) {
     int t = (int)ev->type;
     if (t <= M3_EV_NONE || t >= CODEC__NTYPES) {
         snprintf(reason, reason_size, "cannot encode event of type %d", t);
         return -1;
     }
-    if (!buf) cap = 0;
-    codec__wr w = {buf, buf ? (uint8_t *)buf + cap : NULL, 0,
+    if (!out) cap = 0;
+    codec__wr w = {out, out ? (uint8_t *)out + cap : NULL, 0,
                    {codec__names[t], NULL, NULL, -1, reason, reason_size}};
     uint8_t hdr[CODEC_HEADER_LEN] = {CODEC__MAGIC0, CODEC__MAGIC1};
     for (int i = 0; i < 8; i++) hdr[2 + i] = (uint8_t)(c->fp[t] >> (8 * i));
@@ -883,7 +871,7 @@ long codec_encode(const codec *c, const m3_event *ev, void *buf, size_t cap,
         snprintf(reason, reason_size, "%s does not fit in a %zu-byte buffer", codec__names[t], cap);
         return -1;
     }
-    return (long)(w.p - (uint8_t *)buf);
+    return (long)(w.p - (uint8_t *)out);
 }
 
 /* Bounds: a long takes at most 10 bytes, a string its length plus its bytes, a map

@@ -8,6 +8,8 @@
 #include <time.h>
 #include <librdkafka/rdkafka_mock.h>
 
+#include "base/clock.h"
+
 #define KIO__ERR_MAX 512
 #define KIO__QFULL_RETRIES 100   /* x 100 ms of polling: ~10 s bound on a full queue */
 
@@ -19,10 +21,17 @@ static void kio__err(char *errstr, size_t n, const char *fmt, ...) {
     va_end(ap);
 }
 
-static int64_t kio__now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+/* A client handle of type made from conf, which it then owns. On failure conf is
+ * destroyed, NULL is returned and errstr reads "<what>: <librdkafka's reason>". */
+static rd_kafka_t *kio__client_new(rd_kafka_type_t type, rd_kafka_conf_t *conf,
+                                   const char *what, char *errstr, size_t n) {
+    char err[KIO__ERR_MAX];
+    rd_kafka_t *rk = rd_kafka_new(type, conf, err, sizeof(err));
+    if (!rk) {
+        rd_kafka_conf_destroy(conf);
+        kio__err(errstr, n, "%s: %s", what, err);
+    }
+    return rk;
 }
 
 /* Properties only one side of the client takes (librdkafka's CONFIGURATION.md, C or P).
@@ -111,14 +120,12 @@ kio_mock *kio_mock_new(int partitions, const char *const *topics, int n_topics,
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     /* The host never connects anywhere: hide its "no bootstrap.servers" notice. */
     rd_kafka_conf_set(conf, "log_level", "4", err, sizeof(err));
-    m->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));
+    m->rk = kio__client_new(RD_KAFKA_PRODUCER, conf, "mock cluster host", errstr, n);
+    conf = NULL; /* now owned by m->rk, or destroyed */
     if (!m->rk) {
-        rd_kafka_conf_destroy(conf);
-        kio__err(errstr, n, "mock cluster host: %s", err);
         free(m);
         return NULL;
     }
-    conf = NULL; /* now owned by m->rk */
     m->mc = rd_kafka_mock_cluster_new(m->rk, 1);
     if (!m->mc) {
         kio__err(errstr, n, "cannot start the mock cluster (librdkafka)");
@@ -185,18 +192,11 @@ static void kio__errcap_cb(rd_kafka_t *rk, int err, const char *reason, void *op
 /* A short-lived producer handle for admin and metadata requests. */
 static rd_kafka_t *kio__admin_new(const kio_prop *props, int n_props, kio__errcap *cap,
                                   char *errstr, size_t n) {
-    char err[KIO__ERR_MAX];
     rd_kafka_conf_t *conf = kio__conf(NULL, 0, props, n_props, NULL, 0, kio__consumer_only, errstr, n);
     if (!conf) return NULL;
     rd_kafka_conf_set_error_cb(conf, kio__errcap_cb);
     rd_kafka_conf_set_opaque(conf, cap);
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));
-    if (!rk) {
-        rd_kafka_conf_destroy(conf);
-        kio__err(errstr, n, "kafka client: %s", err);
-        return NULL;
-    }
-    return rk; /* conf now owned by rk */
+    return kio__client_new(RD_KAFKA_PRODUCER, conf, "kafka client", errstr, n);
 }
 
 static void kio__unreachable(char *errstr, size_t n, const kio_prop *props, int n_props,
@@ -214,7 +214,7 @@ static void kio__unreachable(char *errstr, size_t n, const kio_prop *props, int 
 /* Wait (bounded) until metadata lists every topic with its partitions. Returns 0 or -1. */
 static int kio__wait_visible(rd_kafka_t *rk, const char *const *topics, int n_topics,
                              int timeout_ms, char *errstr, size_t n) {
-    int64_t deadline = kio__now_ms() + timeout_ms;
+    int64_t deadline = clk_mono_ms() + timeout_ms;
     for (;;) {
         const struct rd_kafka_metadata *md = NULL;
         int missing = -1;
@@ -230,7 +230,7 @@ static int kio__wait_visible(rd_kafka_t *rk, const char *const *topics, int n_to
             rd_kafka_metadata_destroy(md);
         }
         if (missing == 0) return 0;
-        if (kio__now_ms() >= deadline) {
+        if (clk_mono_ms() >= deadline) {
             kio__err(errstr, n, "created topic %s is not visible in the metadata after %d ms",
                      missing > 0 ? topics[missing - 1] : topics[0], timeout_ms);
             return -1;
@@ -481,7 +481,6 @@ kio_consumer *kio_consumer_new(const kio_prop *props, int n_props,
         {"enable.auto.commit", "false"},
         {"enable.auto.offset.store", "false"},
     };
-    char err[KIO__ERR_MAX];
     const char *gid = kio__prop_get(props, n_props, "group.id");
     if (!gid || !gid[0]) {
         kio__err(errstr, n, "kafka property group.id is required for the consumer");
@@ -505,14 +504,12 @@ kio_consumer *kio_consumer_new(const kio_prop *props, int n_props,
     rd_kafka_conf_set_offset_commit_cb(conf, kio__commit_cb);
     rd_kafka_conf_set_error_cb(conf, kio__consumer_error_cb);
     rd_kafka_conf_set_opaque(conf, c);
-    c->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof(err));
+    c->rk = kio__client_new(RD_KAFKA_CONSUMER, conf, "consumer", errstr, n);
+    conf = NULL; /* now owned by c->rk, or destroyed */
     if (!c->rk) {
-        rd_kafka_conf_destroy(conf);
-        kio__err(errstr, n, "consumer: %s", err);
         free(c);
         return NULL;
     }
-    conf = NULL; /* now owned by c->rk */
     rd_kafka_poll_set_consumer(c->rk); /* one queue: callbacks are served by our poll */
 
     rd_kafka_topic_partition_list_t *sub = rd_kafka_topic_partition_list_new(n_topics);
@@ -529,30 +526,34 @@ kio_consumer *kio_consumer_new(const kio_prop *props, int n_props,
     return c;
 }
 
+/* Destroy the n messages polled so far and not handed out. Returns 0 (the new count). */
+static int kio__drop(rd_kafka_message_t **msgs, int n) {
+    for (int i = 0; i < n; i++) rd_kafka_message_destroy(msgs[i]);
+    return 0;
+}
+
 int kio_consumer_poll(kio_consumer *c, rd_kafka_message_t **msgs, int max, int timeout_ms,
                       char *errstr, size_t n) {
     int got = 0;
-    int64_t deadline = kio__now_ms() + (timeout_ms > 0 ? timeout_ms : 0);
+    int64_t deadline = clk_mono_ms() + (timeout_ms > 0 ? timeout_ms : 0);
     unsigned rebalances = c->rebalances;
     while (got < max) {
         if (c->rebalances != rebalances) {
             /* Messages fetched under the assignment that just ended were not handed out:
              * drop them. Their offsets were not stored, so whoever owns the partitions now
              * reads them again (and a revocation handler saw a consistent position). */
-            for (int i = 0; i < got; i++) rd_kafka_message_destroy(msgs[i]);
-            got = 0;
+            got = kio__drop(msgs, got);
             rebalances = c->rebalances;
         }
         /* Wait (up to the deadline) only for the first message; then take what is there. */
         int wait = 0;
         if (got == 0) {
-            int64_t left = deadline - kio__now_ms();
+            int64_t left = deadline - clk_mono_ms();
             wait = left > 0 ? (int)left : 0;
         }
         rd_kafka_message_t *m = rd_kafka_consumer_poll(c->rk, wait);
         if (m && c->rebalances != rebalances) {
-            for (int i = 0; i < got; i++) rd_kafka_message_destroy(msgs[i]);
-            got = 0;
+            got = kio__drop(msgs, got);
             rebalances = c->rebalances;
         }
         if (!m) {
@@ -569,7 +570,7 @@ int kio_consumer_poll(kio_consumer *c, rd_kafka_message_t **msgs, int max, int t
             kio__err(errstr, n, "fatal consumer error: %s",
                      ferr ? fe : rd_kafka_message_errstr(m));
             rd_kafka_message_destroy(m);
-            for (int i = 0; i < got; i++) rd_kafka_message_destroy(msgs[i]);
+            kio__drop(msgs, got);
             return -1;
         }
         if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
@@ -578,10 +579,8 @@ int kio_consumer_poll(kio_consumer *c, rd_kafka_message_t **msgs, int max, int t
                                 (int)m->partition, rd_kafka_message_errstr(m));
         rd_kafka_message_destroy(m);
     }
-    if (c->rebalances != rebalances) {   /* the last poll served a rebalance */
-        for (int i = 0; i < got; i++) rd_kafka_message_destroy(msgs[i]);
-        got = 0;
-    }
+    if (c->rebalances != rebalances)   /* the last poll served a rebalance */
+        got = kio__drop(msgs, got);
     if (got == 0 && c->fatal) {
         char fe[KIO__ERR_MAX];
         rd_kafka_fatal_error(c->rk, fe, sizeof(fe));
@@ -689,7 +688,6 @@ kio_producer *kio_producer_new(const kio_prop *props, int n_props, char *errstr,
         {"enable.idempotence", "true"},
         {"partitioner", "murmur2_random"},
     };
-    char err[KIO__ERR_MAX];
     kio_producer *p = calloc(1, sizeof(*p));
     if (!p) {
         kio__err(errstr, n, "out of memory");
@@ -703,14 +701,12 @@ kio_producer *kio_producer_new(const kio_prop *props, int n_props, char *errstr,
     rd_kafka_conf_set_dr_msg_cb(conf, kio__dr_cb);
     rd_kafka_conf_set_error_cb(conf, kio__producer_error_cb);
     rd_kafka_conf_set_opaque(conf, p);
-    p->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));
+    p->rk = kio__client_new(RD_KAFKA_PRODUCER, conf, "producer", errstr, n);
+    conf = NULL; /* now owned by p->rk, or destroyed */
     if (!p->rk) {
-        rd_kafka_conf_destroy(conf);
-        kio__err(errstr, n, "producer: %s", err);
         free(p);
         return NULL;
     }
-    conf = NULL; /* now owned by p->rk */
     return p;
 }
 

@@ -5,8 +5,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "base/clock.h"
 #include "engine/model.h"
 #include "stream/pending.h"
 
@@ -67,12 +67,6 @@ struct lrn {
     pend_load_fn pend_load;
     void *pend_ud;
 };
-
-static int64_t wall_ms(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_REALTIME, &t);
-    return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
-}
 
 lrn *lrn_new(const m3_cfg *cfg, char *errstr, size_t errstr_size) {
     lrn *L = calloc(1, sizeof *L);
@@ -281,7 +275,7 @@ int lrn_impression(lrn *L, const m3_impression *im, int src, int64_t arrival_ms,
     if (scen < 0) return -1;
     lrn_src *S = source(L, src, reason, reason_size);
     if (!S) return -1;
-    if (L->n_imp >= L->cfg->batch_size) lrn_flush(L, emit, ud);
+    if (L->n_imp >= L->cfg->batch_size) lrn_run_batch(L, emit, ud);
     int i = L->n_imp++;
     m3_example *ex = &L->ex[i];
     make_example(L->cfg, ex, scen, im->ts_ms, im->user_id, im->item_id, &im->user_cat,
@@ -296,11 +290,11 @@ int lrn_impression(lrn *L, const m3_impression *im, int src, int64_t arrival_ms,
     mc->impressions++;
     mc->clicks += im->clicked;
     advance_watermark(S, im->ts_ms);
-    if (L->n_imp >= L->cfg->batch_size) lrn_flush(L, emit, ud);
+    if (L->n_imp >= L->cfg->batch_size) lrn_run_batch(L, emit, ud);
     return 0;
 }
 
-/* A conversion for an impression still in the unflushed batch: label that row now.
+/* A conversion for an impression still queued in the batch: label that row now.
  * Returns 3 (joined in the batch), 2 (late) or 0 (not there). */
 static int convert_queued(lrn *L, const m3_conversion *cv, int src) {
     for (int i = L->n_imp - 1; i >= 0; i--) {
@@ -325,7 +319,7 @@ int lrn_conversion(lrn *L, const m3_conversion *cv, int src, lrn_emit_fn emit, v
     met_counters *mc = met_board_counters(L->board);
     mc->conversions++;
     advance_watermark(S, cv->ts_ms);
-    if (L->n_settled >= settled_cap(L)) lrn_flush(L, emit, ud);
+    if (L->n_settled >= settled_cap(L)) lrn_run_batch(L, emit, ud);
     int r = pend_convert(S->pend, cv->impression_id, cv->ts_ms, &L->settled[L->n_settled]);
     if (r == 0) r = convert_queued(L, cv, src);
     if (r == 1) L->n_settled++;
@@ -340,7 +334,7 @@ int lrn_request(lrn *L, const m3_score_request *rq, int64_t arrival_ms,
     if (scen < 0) return -1;
     met_board_counters(L->board)->requests++;
     for (int c = 0; c < rq->n_cands; c++) {
-        if (L->n_req == L->cap) lrn_flush(L, emit, ud);
+        if (L->n_req == L->cap) lrn_run_batch(L, emit, ud);
         const m3_candidate *cd = &rq->cands[c];
         int i = L->n_req++;
         make_example(L->cfg, &L->req_ex[i], scen, rq->ts_ms, rq->user_id, cd->item_id,
@@ -382,14 +376,30 @@ static void collect_expired(lrn *L) {
     if (L->n_srcs) L->expire_from = (L->expire_from + 1) % L->n_srcs;
 }
 
-static void train_batch(lrn *L, lrn_emit_fn emit, void *ud) {
+/* ---- the minibatch: every model scores it, the primary's predictions go out, the metrics
+ * take them, and only then does every model learn from it ---- */
+
+/* Prequential metrics of model m for one row: the scenario's and each of its slices'. */
+static void measure(lrn *L, int m, const m3_example *ex, met_task task, float p, int y) {
+    met_board_add(L->board, m, ex->scenario, task, p, y);
+    met_board_add_slices(L->board, m, ex->scenario, ex->slices, task, p, y);
+}
+
+/* The rows of the minibatch: the queued impressions, then the settled rows (expired
+ * windows are collected first), shown to the state's prepare hook. Returns B (0: none). */
+static int assemble_batch(lrn *L) {
     collect_expired(L);
     int n_imp = L->n_imp, B = n_imp + L->n_settled;
-    if (B == 0) return;
-    /* the settled rows follow the impressions in one minibatch */
+    if (B == 0) return 0;
     for (int j = 0; j < L->n_settled; j++) L->ex[n_imp + j] = L->settled[j].ex;
     if (L->prepare) L->prepare(L->hook_ud, L->ex, B, n_imp, 1);
-    /* settled rows are scored again with the UPT input they were first scored with */
+    return B;
+}
+
+/* Every model's forward pass over the B rows into p_ctr[m], p_cvr[m]. Settled rows are
+ * scored again with the UPT input they were first scored with (their snapshot). */
+static void score_batch(lrn *L, int B) {
+    int n_imp = L->n_imp;
     for (int m = 0; m < L->n_models; m++) {
         size_t n = m3_snap_bytes(L->models[m]);
         for (int i = 0; i < B; i++) {
@@ -398,71 +408,106 @@ static void train_batch(lrn *L, lrn_emit_fn emit, void *ud) {
         }
         m3_forward_snap(L->models[m], L->ex, B, L->snaps[m], L->p_ctr[m], L->p_cvr[m]);
     }
-    /* predictions of the primary model go out before anything learns from them */
-    int64_t now = wall_ms();
-    for (int i = 0; i < n_imp; i++)
+}
+
+/* The primary model's predictions of the impressions go out before anything learns. */
+static void emit_batch(lrn *L, lrn_emit_fn emit, void *ud) {
+    int64_t now = clk_real_ms();
+    for (int i = 0; i < L->n_imp; i++)
         emit_one(L, &L->tags[i], L->p_ctr[0][i], L->p_cvr[0][i], now, emit, ud);
-    /* prequential metrics; clicked impressions wait for their CTCVR label (with their slice
-     * flags: the later forward of the settled row sees a state that moved on) */
-    for (int i = 0; i < n_imp; i++) {
+}
+
+/* Every model's CTR on each impression, and its CTCVR where the label is known now (not
+ * clicked, or converted while queued). Each row keeps its slice flags: a clicked one
+ * carries them into the pending join, since the later forward of the settled row sees a
+ * state that moved on. */
+static void measure_impressions(lrn *L) {
+    for (int i = 0; i < L->n_imp; i++) {
         m3_example *ex = &L->ex[i];
         ex->slices = (uint8_t)m3_slice_flags(L->models[0], i);
-        float p_ctcvr[LRN_MAX_MODELS];
+        int known = ex->y_click < 0.5f || L->tags[i].converted;
         for (int m = 0; m < L->n_models; m++) {
             float pc = L->p_ctr[m][i];
-            p_ctcvr[m] = pc * L->p_cvr[m][i];
-            met_board_add(L->board, m, ex->scenario, MET_CTR, pc, ex->y_click > 0.5f);
-            met_board_add_slices(L->board, m, ex->scenario, ex->slices, MET_CTR, pc, ex->y_click > 0.5f);
-            if (ex->y_click < 0.5f || L->tags[i].converted) {
-                met_board_add(L->board, m, ex->scenario, MET_CTCVR, p_ctcvr[m], ex->y_conv > 0.5f);
-                met_board_add_slices(L->board, m, ex->scenario, ex->slices, MET_CTCVR, p_ctcvr[m],
-                                     ex->y_conv > 0.5f);
-            }
-        }
-        if (ex->y_click > 0.5f && !L->tags[i].converted) {
-            unsigned char snap[PEND_SNAP_MAX];
-            for (int m = 0; m < L->n_models; m++)
-                m3_snap_save(L->models[m], i, snap + L->snap_off[m]);
-            pend_add(L->srcs[L->tags[i].src].pend, L->tags[i].id, ex, p_ctcvr, L->n_models, snap,
-                     L->snap_len);
+            measure(L, m, ex, MET_CTR, pc, ex->y_click > 0.5f);
+            if (known) measure(L, m, ex, MET_CTCVR, pc * L->p_cvr[m][i], ex->y_conv > 0.5f);
         }
     }
+}
+
+/* A clicked impression not yet converted waits in its source's pending join for its CTCVR
+ * label, with every model's prediction and UPT snapshot from this batch. */
+static void park_clicked(lrn *L) {
+    for (int i = 0; i < L->n_imp; i++) {
+        const m3_example *ex = &L->ex[i];
+        if (ex->y_click < 0.5f || L->tags[i].converted) continue;
+        float p_ctcvr[LRN_MAX_MODELS];
+        unsigned char snap[PEND_SNAP_MAX];
+        for (int m = 0; m < L->n_models; m++) {
+            p_ctcvr[m] = L->p_ctr[m][i] * L->p_cvr[m][i];
+            m3_snap_save(L->models[m], i, snap + L->snap_off[m]);
+        }
+        pend_add(L->srcs[L->tags[i].src].pend, L->tags[i].id, ex, p_ctcvr, L->n_models, snap,
+                 L->snap_len);
+    }
+}
+
+/* The settled rows' CTCVR, with the predictions made when they were impressions. */
+static void measure_settled(lrn *L) {
     for (int j = 0; j < L->n_settled; j++) {
         const pend_entry *e = &L->settled[j];
-        for (int m = 0; m < L->n_models; m++) {
-            met_board_add(L->board, m, e->ex.scenario, MET_CTCVR, e->p_ctcvr[m], e->ex.y_conv > 0.5f);
-            met_board_add_slices(L->board, m, e->ex.scenario, e->ex.slices, MET_CTCVR, e->p_ctcvr[m],
-                                 e->ex.y_conv > 0.5f);
-        }
+        for (int m = 0; m < L->n_models; m++)
+            measure(L, m, &e->ex, MET_CTCVR, e->p_ctcvr[m], e->ex.y_conv > 0.5f);
     }
-    if (L->batch_fn) {
-        for (int i = 0; i < n_imp; i++) L->batch_ids[i] = L->tags[i].id;
-        for (int j = 0; j < L->n_settled; j++) L->batch_ids[n_imp + j] = L->settled[j].impression_id;
-        L->batch_fn(L->batch_ud, L->ex, L->batch_ids, B, n_imp);
-    }
+}
+
+/* The minibatch as trained, to lrn_set_batch_hook's recorder. */
+static void record_batch(lrn *L, int B) {
+    if (!L->batch_fn) return;
+    int n_imp = L->n_imp;
+    for (int i = 0; i < n_imp; i++) L->batch_ids[i] = L->tags[i].id;
+    for (int j = 0; j < L->n_settled; j++) L->batch_ids[n_imp + j] = L->settled[j].impression_id;
+    L->batch_fn(L->batch_ud, L->ex, L->batch_ids, B, n_imp);
+}
+
+/* Every model learns from the B rows; the queue is empty afterwards. */
+static void train_batch(lrn *L, int B) {
     for (int m = 0; m < L->n_models; m++) m3_train(L->models[m], L->ex);
     for (int i = 0; i < B; i++) {
         L->trained_ctr += L->ex[i].w_ctr > 0;
         L->trained_ctcvr += L->ex[i].w_ctcvr > 0;
     }
-    if (L->trained) L->trained(L->hook_ud, L->ex, B, n_imp);
+    if (L->trained) L->trained(L->hook_ud, L->ex, B, L->n_imp);
     L->version++;
     L->n_imp = 0;
     L->n_settled = 0;
 }
 
+/* The prequential step on the queued impressions and settled labels. */
+static void run_training_batch(lrn *L, lrn_emit_fn emit, void *ud) {
+    int B = assemble_batch(L);
+    if (B == 0) return;
+    score_batch(L, B);
+    emit_batch(L, emit, ud);
+    measure_impressions(L);
+    park_clicked(L);
+    measure_settled(L);
+    record_batch(L, B);
+    train_batch(L, B);
+}
+
+/* The queued score-request candidates, scored by the primary model as it is now. */
 static void score_requests(lrn *L, lrn_emit_fn emit, void *ud) {
     if (L->n_req == 0) return;
     if (L->prepare) L->prepare(L->hook_ud, L->req_ex, L->n_req, 0, 0);
     m3_forward(L->models[0], L->req_ex, L->n_req, L->p_ctr[0], L->p_cvr[0]);
-    int64_t now = wall_ms();
+    int64_t now = clk_real_ms();
     for (int i = 0; i < L->n_req; i++)
         emit_one(L, &L->req_tags[i], L->p_ctr[0][i], L->p_cvr[0][i], now, emit, ud);
     L->n_req = 0;
 }
 
-void lrn_flush(lrn *L, lrn_emit_fn emit, void *ud) {
-    train_batch(L, emit, ud);
+void lrn_run_batch(lrn *L, lrn_emit_fn emit, void *ud) {
+    run_training_batch(L, emit, ud);
     score_requests(L, emit, ud);
 }
 

@@ -1,9 +1,9 @@
 /* learner.h - the prequential loop: events in, predictions out, then the model learns.
  *
  * Kafka-free, so the worker, the offline benchmark and the tests share it. Impressions
- * and score requests are queued into a minibatch; lrn_flush() (called when the batch
- * is full, when the linger time is up, and at shutdown) runs every model forward on
- * the batch, emits the primary model's predictions, feeds the metrics, and only then
+ * and score requests are queued into a minibatch; lrn_run_batch() (called when the
+ * batch is full, when the linger time is up, and at shutdown) runs every model forward
+ * on the batch, emits the primary model's predictions, feeds the metrics, and only then
  * trains every model on it (predict first, then train). Clicked impressions wait in
  * the pending join for their conversion or the end of the attribution window; their
  * CTCVR term is trained when it settles. */
@@ -19,7 +19,7 @@
 
 typedef struct lrn lrn;
 
-/* Called once per prediction (impressions and score-request candidates) during a flush;
+/* Called once per prediction (impressions and score-request candidates) during a batch;
  * p is valid only during the call. */
 typedef void (*lrn_emit_fn)(void *ud, const m3_prediction *p);
 
@@ -33,7 +33,7 @@ void lrn_destroy(lrn *L);
  * impressions of a source close when that source's event time passes them.
  *
  * Queue an impression; arrival_ms is when it entered Kafka (message timestamp), used for
- * the latency metric (0 = unknown). Flushes first when the batch is full. Returns 0, or
+ * the latency metric (0 = unknown). Runs the batch first when it is full. Returns 0, or
  * -1 with reason (e.g. unknown scenario): the caller sends the message to the DLQ. */
 int lrn_impression(lrn *L, const m3_impression *im, int src, int64_t arrival_ms,
                    lrn_emit_fn emit, void *ud, char *reason, size_t reason_size);
@@ -43,15 +43,19 @@ int lrn_impression(lrn *L, const m3_impression *im, int src, int64_t arrival_ms,
 int lrn_conversion(lrn *L, const m3_conversion *cv, int src, lrn_emit_fn emit, void *ud,
                    char *reason, size_t reason_size);
 
-/* Queue the candidates of a score request for scoring in the next flush (after training,
+/* Queue the candidates of a score request for scoring in the next batch (after training,
  * so they see the freshest model). Returns 0, or -1 with reason. */
 int lrn_request(lrn *L, const m3_score_request *rq, int64_t arrival_ms,
                 lrn_emit_fn emit, void *ud, char *reason, size_t reason_size);
 
-/* Process what is queued: predict, emit, record metrics, train. */
-void lrn_flush(lrn *L, lrn_emit_fn emit, void *ud);
+/* Run the queued minibatch, in this order: every model scores it, the primary model's
+ * predictions of its impressions go to emit, the metrics take every model's, clicked
+ * impressions join the pending table, then every model trains on it (with the settled
+ * CTCVR rows). Then the queued score-request candidates are scored by the freshly trained
+ * primary model and emitted. Nothing queued: nothing happens. emit may be NULL. */
+void lrn_run_batch(lrn *L, lrn_emit_fn emit, void *ud);
 
-/* Events queued and not yet flushed. */
+/* Events queued and not yet run in a minibatch. */
 int lrn_queued(const lrn *L);
 
 /* The metrics scoreboard (owned by the learner). */
@@ -63,7 +67,7 @@ int64_t lrn_model_version(const lrn *L);
 /* Model FLOPs of one example's forward pass for the primary model. */
 double lrn_flops_per_example(const lrn *L);
 
-/* Called in every flush with the minibatch the models are about to train on (after the
+/* Called in every batch with the minibatch the models are about to train on (after the
  * forward pass and the metrics, before any model learns): B rows, the first n_imp of them
  * impressions, then the settled CTCVR rows; ids[i] is row i's impression id. The rows and
  * ids are valid only during the call. For recording the stream (m3rec-offline

@@ -19,6 +19,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/hash.h"
+
 #define PEND__EMPTY UINT32_MAX
 #define PEND__LATE_MIN 4096
 #define PEND__LATE_MAX 262144
@@ -70,13 +72,12 @@ struct pend_table {
     size_t n_synced;          /* entries the last pend_sync reported */
 };
 
-/* FNV-1a, then a splitmix64 finalizer so the low bits used for the index are mixed. */
+/* FNV-1a, then splitmix64's finalizer so the low bits used for the index are mixed. The
+ * finalizer is applied to the FNV value itself, without the golden gamma that hash_mix64
+ * adds first: taking the gamma off beforehand (exact, mod 2^64) keeps every stored index
+ * position as it was. */
 static uint64_t pend__hash(const char *s) {
-    uint64_t h = 0xcbf29ce484222325ULL;
-    for (; *s; s++) h = (h ^ (unsigned char)*s) * 0x100000001b3ULL;
-    h ^= h >> 30; h *= 0xbf58476d1ce4e5b9ULL;
-    h ^= h >> 27; h *= 0x94d049bb133111ebULL;
-    return h ^ (h >> 31);
+    return hash_mix64(hash_fnv64_str(s) - 0x9e3779b97f4a7c15ULL);
 }
 
 /* ---- the two indexes: `late` selects which table the values point into ---- */
@@ -272,6 +273,23 @@ static void pend__slot_free(pend_table *t, uint32_t s) {
     t->free_head = s;
 }
 
+/* Fill slot s with a live entry (body NULL: in the store only) and link it into the heap
+ * and the id index. Returns 0, or -1 when either ran out of memory; the caller then frees
+ * the slot and makes a heap node already pushed stale. */
+static int pend__occupy(pend_table *t, uint32_t s, const char *id, size_t len, uint64_t h,
+                        int64_t ts, uint64_t seq, pend_entry *body) {
+    pend__slot *sl = &t->slots[s];
+    memcpy(sl->id, id, len + 1);
+    sl->ts = ts;
+    sl->body = body;
+    sl->stored = body == NULL;
+    sl->hash = h;
+    sl->seq = seq;
+    sl->live = true;
+    pend__hnode node = { ts, seq, s };
+    return pend__heap_push(t, node) != 0 || pend__ix_insert(t, false, s) != 0 ? -1 : 0;
+}
+
 /* Bytes of an entry up to the end of its snapshot: what a body in the table holds. */
 static size_t pend__body_bytes(size_t snap_len) { return offsetof(pend_entry, snap) + snap_len; }
 
@@ -292,22 +310,13 @@ int pend_add(pend_table *t, const char *impression_id, const m3_example *ex,
         free(body);
         return -1;
     }
-    pend__slot *sl = &t->slots[s];
     memcpy(body->impression_id, impression_id, len + 1);
     body->ex = *ex;
     for (int i = 0; i < n_models; i++) body->p_ctcvr[i] = p_ctcvr[i];
     body->n_models = n_models;
     body->snap_len = (uint32_t)snap_len;
     if (snap_len) memcpy(body->snap, snap, snap_len);
-    memcpy(sl->id, impression_id, len + 1);
-    sl->ts = ex->ts_ms;
-    sl->body = body;
-    sl->stored = false;
-    sl->hash = h;
-    sl->seq = t->next_seq;
-    sl->live = true;
-    pend__hnode node = { ex->ts_ms, sl->seq, s };
-    if (pend__heap_push(t, node) != 0 || pend__ix_insert(t, false, s) != 0) {
+    if (pend__occupy(t, s, impression_id, len, h, ex->ts_ms, t->next_seq, body) != 0) {
         /* a heap node pushed before an index failure is stale by seq: harmless */
         t->next_seq++;
         pend__slot_free(t, s);
@@ -452,17 +461,8 @@ int pend_restore(pend_table *t, const char *impression_id, int64_t ts_ms, uint64
     if (pend__ix_find(t, false, impression_id, h) != SIZE_MAX) return 1;
     uint32_t s = pend__slot_alloc(t);
     if (s == PEND__EMPTY) return -1;
-    pend__slot *sl = &t->slots[s];
-    memcpy(sl->id, impression_id, len + 1);
-    sl->ts = ts_ms;
-    sl->body = NULL;
-    sl->stored = true;
-    sl->hash = h;
-    sl->seq = seq;
-    sl->live = true;
-    pend__hnode node = { ts_ms, seq, s };
-    if (pend__heap_push(t, node) != 0 || pend__ix_insert(t, false, s) != 0) {
-        sl->seq = UINT64_MAX;   /* a pushed heap node is then stale */
+    if (pend__occupy(t, s, impression_id, len, h, ts_ms, seq, NULL) != 0) {
+        t->slots[s].seq = UINT64_MAX;   /* a pushed heap node is then stale */
         pend__slot_free(t, s);
         return -1;
     }
