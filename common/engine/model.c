@@ -34,6 +34,7 @@
 #include <string.h>
 #include <cblas.h>
 #include "base/hash.h"
+#include "base/wire.h"
 #include "engine/model.h"
 #include "engine/nn.h"
 #include "engine/emb.h"
@@ -1636,18 +1637,19 @@ size_t m3_blob_save(const m3_model *m, void *buf, size_t size) {
     m3__dims(m, dims);
     uint64_t hash = m3__cfg_hash(m), np = m->n_params;
     int64_t step = m->step;
-    size_t o = 0, fl = m->n_params * sizeof(float);
-    memcpy(b + o, head, 8); o += 8;
-    memcpy(b + o, dims, sizeof dims); o += sizeof dims;
-    memcpy(b + o, &hash, 8); o += 8;
-    memcpy(b + o, &np, 8); o += 8;
-    memcpy(b + o, &step, 8); o += 8;
-    memcpy(b + o, m->params, fl); o += fl;
-    memcpy(b + o, m->adam_m, fl); o += fl;
-    memcpy(b + o, m->adam_v, fl); o += fl;
-    uint64_t sum = hash_fnv64(HASH_FNV64_INIT, b, o);
-    memcpy(b + o, &sum, 8); o += 8;
-    return o;
+    size_t fl = m->n_params * sizeof(float);
+    wire_w w = {b, 0};
+    wire_put(&w, head, sizeof head);
+    wire_put(&w, dims, sizeof dims);
+    wire_put(&w, &hash, sizeof hash);
+    wire_put(&w, &np, sizeof np);
+    wire_put(&w, &step, sizeof step);
+    wire_put(&w, m->params, fl);
+    wire_put(&w, m->adam_m, fl);
+    wire_put(&w, m->adam_v, fl);
+    uint64_t sum = hash_fnv64(HASH_FNV64_INIT, b, w.off);
+    wire_put(&w, &sum, sizeof sum);
+    return w.off;
 }
 
 int m3_blob_load(m3_model *m, const void *buf, size_t size, char *errstr, size_t errstr_size) {
@@ -1659,12 +1661,13 @@ int m3_blob_load(m3_model *m, const void *buf, size_t size, char *errstr, size_t
     uint32_t head[2], dims[M3__NDIMS], want[M3__NDIMS];
     uint64_t hash, np;
     int64_t step;
-    size_t o = 0;
-    memcpy(head, b + o, 8); o += 8;
-    memcpy(dims, b + o, sizeof dims); o += sizeof dims;
-    memcpy(&hash, b + o, 8); o += 8;
-    memcpy(&np, b + o, 8); o += 8;
-    memcpy(&step, b + o, 8); o += 8;
+    wire_r r = {b, size, 0, false};   /* size covers the header: checked above */
+    wire_get(&r, head, sizeof head);
+    wire_get(&r, dims, sizeof dims);
+    wire_get(&r, &hash, sizeof hash);
+    wire_get(&r, &np, sizeof np);
+    wire_get(&r, &step, sizeof step);
+    size_t o = r.off;
     if (head[0] != M3__BLOB_MAGIC) {
         snprintf(errstr, errstr_size, "model blob: bad magic 0x%08x", head[0]);
         return -1;

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "base/clock.h"
+#include "base/wire.h"
 #include "engine/model.h"
 #include "stream/pending.h"
 
@@ -557,59 +558,74 @@ size_t lrn_state_save(lrn *L, void *buf, size_t cap) {
     size_t need = 4 + 4 + 8 + 4 + 4 + 8 + 8 + 8 * LRN__NCOUNT + 4 + 8 * (size_t)L->n_models +
                   (size_t)L->n_srcs * (8 + 8 + 8 + 1);
     if (!buf || cap < need) return need;
-    unsigned char *b = buf;
-    size_t o = 0;
-#define LRN__PUT(v) do { memcpy(b + o, &(v), sizeof(v)); o += sizeof(v); } while (0)
+    wire_w w = {buf, 0};
     uint32_t magic = LRN__MAGIC, ver = LRN__VERSION;
     int32_t ef = L->expire_from, ns = L->n_srcs, nm = L->n_models;
-    LRN__PUT(magic); LRN__PUT(ver); LRN__PUT(L->version); LRN__PUT(ef); LRN__PUT(ns);
-    LRN__PUT(L->trained_ctr); LRN__PUT(L->trained_ctcvr);
+    wire_put(&w, &magic, sizeof magic);
+    wire_put(&w, &ver, sizeof ver);
+    wire_put(&w, &L->version, sizeof L->version);
+    wire_put(&w, &ef, sizeof ef);
+    wire_put(&w, &ns, sizeof ns);
+    wire_put(&w, &L->trained_ctr, sizeof L->trained_ctr);
+    wire_put(&w, &L->trained_ctcvr, sizeof L->trained_ctcvr);
     uint64_t *cp[LRN__NCOUNT];
     lrn__counters(met_board_counters(L->board), cp);
-    for (int i = 0; i < LRN__NCOUNT; i++) LRN__PUT(*cp[i]);
-    LRN__PUT(nm);
+    for (int i = 0; i < LRN__NCOUNT; i++) wire_put(&w, cp[i], sizeof *cp[i]);
+    wire_put(&w, &nm, sizeof nm);
     for (int m = 0; m < L->n_models; m++) {
         int64_t clk = m3_clock(L->models[m]);
-        LRN__PUT(clk);
+        wire_put(&w, &clk, sizeof clk);
     }
     for (int i = 0; i < L->n_srcs; i++) {
         const lrn_src *S = &L->srcs[i];
         int64_t pwm = S->pend ? pend_watermark(S->pend) : INT64_MIN;
         uint64_t seq = S->pend ? pend_next_seq(S->pend) : 0;
         uint8_t has = S->pend != NULL;
-        LRN__PUT(S->watermark_ms); LRN__PUT(pwm); LRN__PUT(seq); LRN__PUT(has);
+        wire_put(&w, &S->watermark_ms, sizeof S->watermark_ms);
+        wire_put(&w, &pwm, sizeof pwm);
+        wire_put(&w, &seq, sizeof seq);
+        wire_put(&w, &has, sizeof has);
     }
-#undef LRN__PUT
-    return o;
+    return w.off;
+}
+
+static int lrn__malformed(size_t len, char *errstr, size_t errstr_size) {
+    snprintf(errstr, errstr_size, "learner state: malformed record (%zu bytes)", len);
+    return -1;
 }
 
 int lrn_state_load(lrn *L, const void *buf, size_t len, char *errstr, size_t errstr_size) {
-    const unsigned char *b = buf;
-    size_t o = 0;
-#define LRN__GET(v) do { if (o + sizeof(v) > len) goto short_; memcpy(&(v), b + o, sizeof(v));  \
-                         o += sizeof(v); } while (0)
+    wire_r r = {buf, len, 0, false};
     uint32_t magic, ver;
     int64_t version;
     int32_t ef, ns, nm;
     uint64_t tc, tv, cnt[LRN__NCOUNT];
-    LRN__GET(magic); LRN__GET(ver);
+    wire_get(&r, &magic, sizeof magic);
+    wire_get(&r, &ver, sizeof ver);
+    if (r.short_) return lrn__malformed(len, errstr, errstr_size);
     if (magic != LRN__MAGIC || ver != LRN__VERSION) {
         snprintf(errstr, errstr_size, "learner state: magic 0x%08x version %u, this build "
                  "reads 0x%08x version %u", magic, ver, LRN__MAGIC, LRN__VERSION);
         return -1;
     }
-    LRN__GET(version); LRN__GET(ef); LRN__GET(ns); LRN__GET(tc); LRN__GET(tv);
-    for (int i = 0; i < LRN__NCOUNT; i++) LRN__GET(cnt[i]);
-    LRN__GET(nm);
+    wire_get(&r, &version, sizeof version);
+    wire_get(&r, &ef, sizeof ef);
+    wire_get(&r, &ns, sizeof ns);
+    wire_get(&r, &tc, sizeof tc);
+    wire_get(&r, &tv, sizeof tv);
+    for (int i = 0; i < LRN__NCOUNT; i++) wire_get(&r, &cnt[i], sizeof cnt[i]);
+    wire_get(&r, &nm, sizeof nm);
+    if (r.short_) return lrn__malformed(len, errstr, errstr_size);
     if (nm != L->n_models) {
         snprintf(errstr, errstr_size, "learner state: %d models stored, %d configured", nm,
                  L->n_models);
         return -1;
     }
-    if (ns < 0 || ns > 1 << 20) goto short_;
+    if (ns < 0 || ns > 1 << 20) return lrn__malformed(len, errstr, errstr_size);
     int64_t clk[LRN_MAX_MODELS];
-    for (int m = 0; m < nm; m++) LRN__GET(clk[m]);
-    if (len - o != (size_t)ns * (8 + 8 + 8 + 1)) goto short_;
+    for (int m = 0; m < nm; m++) wire_get(&r, &clk[m], sizeof clk[m]);
+    if (r.short_ || wire_left(&r) != (size_t)ns * (8 + 8 + 8 + 1))
+        return lrn__malformed(len, errstr, errstr_size);
     /* the same number of sources as saved: expiry visits them round robin */
     if (ns > L->n_srcs && grow_sources(L, ns) != 0) {
         snprintf(errstr, errstr_size, "learner state: out of memory");
@@ -619,14 +635,16 @@ int lrn_state_load(lrn *L, const void *buf, size_t len, char *errstr, size_t err
         int64_t wm, pwm;
         uint64_t seq;
         uint8_t has;
-        LRN__GET(wm); LRN__GET(pwm); LRN__GET(seq); LRN__GET(has);
+        wire_get(&r, &wm, sizeof wm);
+        wire_get(&r, &pwm, sizeof pwm);
+        wire_get(&r, &seq, sizeof seq);
+        wire_get(&r, &has, sizeof has);
         if (!has) continue;
         lrn_src *S = source(L, i, errstr, errstr_size);
         if (!S) return -1;
         S->watermark_ms = wm;
         pend_set_clock(S->pend, pwm, seq);
     }
-#undef LRN__GET
     L->version = version;
     L->expire_from = ns > 0 ? ef % ns : 0;
     L->trained_ctr = tc;
@@ -637,7 +655,4 @@ int lrn_state_load(lrn *L, const void *buf, size_t len, char *errstr, size_t err
     met_board_set_events_base(L->board, cnt[0]);   /* cp[0] is events */
     for (int m = 0; m < nm; m++) m3_set_clock(L->models[m], clk[m]);
     return 0;
-short_:
-    snprintf(errstr, errstr_size, "learner state: malformed record (%zu bytes)", len);
-    return -1;
 }
