@@ -3,18 +3,11 @@
 
 #include <ctype.h>
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-void props_err(char *errstr, size_t errstr_size, const char *fmt, ...) {
-    if (!errstr || errstr_size == 0) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(errstr, errstr_size, fmt, ap);
-    va_end(ap);
-}
+#include "base/err.h"
 
 char *props_trim(char *s) {
     while (isspace((unsigned char)*s)) s++;
@@ -27,7 +20,7 @@ int props_load(const char *path, props_line_fn apply, void *ctx, char *errstr,
                size_t errstr_size) {
     FILE *f = fopen(path, "r");
     if (!f) {
-        props_err(errstr, errstr_size, "%s: %s", path, strerror(errno));
+        err_set(errstr, errstr_size, "%s: %s", path, strerror(errno));
         return -1;
     }
     char *line = NULL;
@@ -43,7 +36,7 @@ int props_load(const char *path, props_line_fn apply, void *ctx, char *errstr,
         }
     }
     if (rc == 0 && ferror(f)) {
-        props_err(errstr, errstr_size, "%s: read error after line %d", path, lineno);
+        err_set(errstr, errstr_size, "%s: read error after line %d", path, lineno);
         rc = -1;
     }
     free(line);

@@ -14,10 +14,6 @@
 typedef int (*props_line_fn)(void *ctx, const char *line, const char *origin, int lineno,
                              char *errstr, size_t errstr_size);
 
-/* Format a message into errstr (nothing when errstr is NULL or errstr_size 0). */
-void props_err(char *errstr, size_t errstr_size, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
 /* Trim blanks on both sides of s in place; returns the first non-blank character. */
 char *props_trim(char *s);
 

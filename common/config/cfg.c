@@ -13,6 +13,7 @@
 #include <strings.h>
 
 #include "base/buf.h"
+#include "base/err.h"
 #include "base/props.h"
 
 #define DAY_MS (24LL * 3600 * 1000)
@@ -224,11 +225,11 @@ static int cfg__split(char *text, char **items, int max, const cfg__key *k, cons
         if (comma) *comma = '\0';
         char *item = props_trim(p);
         if (!*item) {
-            props_err(msg, msg_size, "%s=%s: empty entry in the list", k->name, value);
+            err_set(msg, msg_size, "%s=%s: empty entry in the list", k->name, value);
             return -1;
         }
         if (n == max) {
-            props_err(msg, msg_size, "%s=%s: more than %d entries", k->name, value, max);
+            err_set(msg, msg_size, "%s=%s: more than %d entries", k->name, value, max);
             return -1;
         }
         items[n++] = item;
@@ -249,11 +250,11 @@ static int cfg__set_int(m3_cfg *c, const cfg__key *k, const char *value, char *m
     uint64_t u = 0;
     int rc = k->type == CFG__UINT64 ? cfg__parse_u64(value, &u) : props_parse_i64(value, &v);
     if (rc == -1) {
-        props_err(msg, msg_size, "%s=%s is not an integer (%s)", k->name, value, range);
+        err_set(msg, msg_size, "%s=%s is not an integer (%s)", k->name, value, range);
         return -1;
     }
     if (rc == -2 || (k->type != CFG__UINT64 && (v < k->imin || v > k->imax))) {
-        props_err(msg, msg_size, "%s=%s is out of range (%s)", k->name, value, range);
+        err_set(msg, msg_size, "%s=%s is out of range (%s)", k->name, value, range);
         return -1;
     }
     if (k->type == CFG__INT) *(int *)cfg__at(c, k->off) = (int)v;
@@ -270,11 +271,11 @@ static int cfg__set_float(m3_cfg *c, const cfg__key *k, const char *value, char 
     errno = 0;
     double v = strtod(value, &end);
     if (end == value || *end || isspace((unsigned char)*value) || !isfinite(v)) {
-        props_err(msg, msg_size, "%s=%s is not a finite number (%s)", k->name, value, range);
+        err_set(msg, msg_size, "%s=%s is not a finite number (%s)", k->name, value, range);
         return -1;
     }
     if (errno == ERANGE || v > k->fmax || v < k->fmin || (k->fmin_excl && v <= k->fmin)) {
-        props_err(msg, msg_size, "%s=%s is out of range (%s)", k->name, value, range);
+        err_set(msg, msg_size, "%s=%s is out of range (%s)", k->name, value, range);
         return -1;
     }
     *(float *)cfg__at(c, k->off) = (float)v;
@@ -285,7 +286,7 @@ static int cfg__set_bool(m3_cfg *c, const cfg__key *k, const char *value, char *
                          size_t msg_size) {
     int v;
     if (cfg__parse_bool(value, &v) != 0) {
-        props_err(msg, msg_size, "%s=%s is not a boolean (true/false, yes/no, on/off, 1/0)",
+        err_set(msg, msg_size, "%s=%s is not a boolean (true/false, yes/no, on/off, 1/0)",
                  k->name, value);
         return -1;
     }
@@ -300,7 +301,7 @@ static int cfg__set_name(m3_cfg *c, const cfg__key *k, const char *value, char *
     int ok = n < cap;
     for (size_t i = 0; ok && i < n; i++) ok = cfg__name_char(value[i]);
     if (!ok) {
-        props_err(msg, msg_size, "%s=%s is not a valid name (1..%zu characters of A-Z a-z 0-9 _ . -)",
+        err_set(msg, msg_size, "%s=%s is not a valid name (1..%zu characters of A-Z a-z 0-9 _ . -)",
                  k->name, value, cap - 1);
         return -1;
     }
@@ -313,11 +314,11 @@ static int cfg__set_path(m3_cfg *c, const cfg__key *k, const char *value, char *
     size_t n = strlen(value);
     for (size_t i = 0; i < n; i++)
         if (iscntrl((unsigned char)value[i])) {
-            props_err(msg, msg_size, "%s: the path contains a control character", k->name);
+            err_set(msg, msg_size, "%s: the path contains a control character", k->name);
             return -1;
         }
     if (n >= CFG_PATH_MAX) {
-        props_err(msg, msg_size, "%s: the path is longer than %d characters", k->name,
+        err_set(msg, msg_size, "%s: the path is longer than %d characters", k->name,
                  CFG_PATH_MAX - 1);
         return -1;
     }
@@ -331,7 +332,7 @@ static int cfg__set_arch(m3_cfg *c, const cfg__key *k, const char *value, char *
     if (a < 0) {
         char names[128];
         cfg__arch_names(names, sizeof names);
-        props_err(msg, msg_size, "%s=%s is not a known architecture (%s)", k->name, value, names);
+        err_set(msg, msg_size, "%s=%s is not a known architecture (%s)", k->name, value, names);
         return -1;
     }
     *(int *)cfg__at(c, k->off) = a;
@@ -346,20 +347,20 @@ static int cfg__set_names(m3_cfg *c, const cfg__key *k, const char *value, char 
     for (int i = 0; i < n; i++) {
         size_t len = strlen(items[i]);
         if (len >= M3_NAME_MAX) {
-            props_err(msg, msg_size, "%s=%s: '%s' is too long (at most %d characters)", k->name,
+            err_set(msg, msg_size, "%s=%s: '%s' is too long (at most %d characters)", k->name,
                      value, items[i], M3_NAME_MAX - 1);
             return -1;
         }
         int ok = 1;
         for (size_t j = 0; j < len; j++) ok &= cfg__name_char(items[i][j]);
         if (!ok) {
-            props_err(msg, msg_size, "%s=%s: '%s' is not a valid name (characters A-Z a-z 0-9 _ . -)",
+            err_set(msg, msg_size, "%s=%s: '%s' is not a valid name (characters A-Z a-z 0-9 _ . -)",
                      k->name, value, items[i]);
             return -1;
         }
         for (int j = 0; j < i; j++)
             if (strcmp(items[i], items[j]) == 0) {
-                props_err(msg, msg_size, "%s=%s: '%s' is listed twice", k->name, value, items[i]);
+                err_set(msg, msg_size, "%s=%s: '%s' is listed twice", k->name, value, items[i]);
                 return -1;
             }
         memcpy(l.names[l.n++], items[i], len + 1);
@@ -384,12 +385,12 @@ static int cfg__set_ints(m3_cfg *c, const cfg__key *k, const char *value, char *
         int64_t x;
         int prc = props_parse_i64(items[i], &x);
         if (prc == -1) {
-            props_err(msg, msg_size, "%s=%s: '%s' is not an integer (each %s)", k->name, value,
+            err_set(msg, msg_size, "%s=%s: '%s' is not an integer (each %s)", k->name, value,
                      items[i], range);
             return -1;
         }
         if (prc == -2 || x < k->imin || x > k->imax) {
-            props_err(msg, msg_size, "%s=%s: '%s' is out of range (each %s)", k->name, value,
+            err_set(msg, msg_size, "%s=%s: '%s' is out of range (each %s)", k->name, value,
                      items[i], range);
             return -1;
         }
@@ -408,13 +409,13 @@ static int cfg__set_archs(m3_cfg *c, const cfg__key *k, const char *value, char 
         if (v[i] < 0) {
             char names[128];
             cfg__arch_names(names, sizeof names);
-            props_err(msg, msg_size, "%s=%s: '%s' is not a known architecture (%s)", k->name,
+            err_set(msg, msg_size, "%s=%s: '%s' is not a known architecture (%s)", k->name,
                      value, items[i], names);
             return -1;
         }
         for (int j = 0; j < i; j++)
             if (v[j] == v[i]) {
-                props_err(msg, msg_size, "%s=%s: '%s' is listed twice", k->name, value, items[i]);
+                err_set(msg, msg_size, "%s=%s: '%s' is listed twice", k->name, value, items[i]);
                 return -1;
             }
     }
@@ -427,7 +428,7 @@ static int cfg__set_list(m3_cfg *c, const cfg__key *k, const char *value, char *
                          size_t msg_size) {
     char *text = strdup(value);
     if (!text) {
-        props_err(msg, msg_size, "out of memory");
+        err_set(msg, msg_size, "out of memory");
         return -1;
     }
     char *items[CFG_LIST_MAX];
@@ -447,7 +448,7 @@ static int cfg__apply(m3_cfg *c, const cfg__key *k, const char *value, char *msg
                       size_t msg_size) {
     int is_list = k->type == CFG__NAMES || k->type == CFG__ARCHS || k->type == CFG__PATH;
     if (!*value && !is_list) {
-        props_err(msg, msg_size, "%s has an empty value", k->name);
+        err_set(msg, msg_size, "%s has an empty value", k->name);
         return -1;
     }
     switch (k->type) {
@@ -537,11 +538,11 @@ static int cfg__set_kafka(m3_cfg *c, const char *key, const char *value, char *m
                           size_t msg_size) {
     const char *kk = key + strlen(KAFKA_PREFIX);
     if (!*kk) {
-        props_err(msg, msg_size, "'%s' names no librdkafka property", key);
+        err_set(msg, msg_size, "'%s' names no librdkafka property", key);
         return -1;
     }
     if (cfg__kafka_set(c, kk, value) != 0) {
-        props_err(msg, msg_size, "out of memory");
+        err_set(msg, msg_size, "out of memory");
         return -1;
     }
     return 0;
@@ -552,7 +553,7 @@ static int cfg__set_known(m3_cfg *c, int i, const char *value, const char *where
                           size_t msg_size) {
     char *w = strdup(where);
     if (!w) {
-        props_err(msg, msg_size, "out of memory");
+        err_set(msg, msg_size, "out of memory");
         return -1;
     }
     if (cfg__apply(c, &cfg__keys[i], value, msg, msg_size) != 0) {
@@ -569,14 +570,14 @@ static int cfg__set_known(m3_cfg *c, int i, const char *value, const char *where
 static int cfg__set_unknown(const char *key, char *msg, size_t msg_size) {
     for (size_t i = 0; i < sizeof cfg__retired / sizeof cfg__retired[0]; i++)
         if (strcmp(key, cfg__retired[i].name) == 0) {
-            props_err(msg, msg_size, "'%s' is no longer a key: %s", key, cfg__retired[i].why);
+            err_set(msg, msg_size, "'%s' is no longer a key: %s", key, cfg__retired[i].why);
             return -1;
         }
     const char *hint = cfg__closest(key);
     if (hint)
-        props_err(msg, msg_size, "unknown key '%s' (did you mean '%s'?)", key, hint);
+        err_set(msg, msg_size, "unknown key '%s' (did you mean '%s'?)", key, hint);
     else
-        props_err(msg, msg_size, "unknown key '%s'", key);
+        err_set(msg, msg_size, "unknown key '%s'", key);
     return -1;
 }
 
@@ -585,15 +586,15 @@ static int cfg__set_line(m3_cfg *c, const char *line, const char *where, char *m
                          size_t msg_size) {
     char *text = strdup(line);
     if (!text) {
-        props_err(msg, msg_size, "out of memory");
+        err_set(msg, msg_size, "out of memory");
         return -1;
     }
     char *key, *value;
     int rc = -1;
     if (props_split(text, &key, &value) != 0) {
-        props_err(msg, msg_size, "'%s' is not a key=value line", key);
+        err_set(msg, msg_size, "'%s' is not a key=value line", key);
     } else if (!*key) {
-        props_err(msg, msg_size, "missing key before '='");
+        err_set(msg, msg_size, "missing key before '='");
     } else if (strncmp(key, KAFKA_PREFIX, strlen(KAFKA_PREFIX)) == 0) {
         rc = cfg__set_kafka(c, key, value, msg, msg_size);
     } else {
@@ -611,7 +612,7 @@ int cfg_set(m3_cfg *c, const char *key_eq_value, const char *origin, int line,
     char msg[1024], where[1024];
     props_where(where, sizeof where, origin ? origin : "--set", line);
     if (cfg__set_line(c, key_eq_value, where, msg, sizeof msg) == 0) return 0;
-    props_err(errstr, errstr_size, "%s: %s", where, msg);
+    err_set(errstr, errstr_size, "%s: %s", where, msg);
     return -1;
 }
 
@@ -638,8 +639,8 @@ static const char *cfg__last_where(const m3_cfg *c, const char *const *names, in
 static int cfg__check_fail(const m3_cfg *c, const char *const *names, int n, char *errstr,
                            size_t errstr_size, const char *msg) {
     const char *w = cfg__last_where(c, names, n);
-    if (w) props_err(errstr, errstr_size, "%s: %s", w, msg);
-    else props_err(errstr, errstr_size, "%s", msg);
+    if (w) err_set(errstr, errstr_size, "%s: %s", w, msg);
+    else err_set(errstr, errstr_size, "%s", msg);
     return -1;
 }
 

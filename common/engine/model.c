@@ -28,11 +28,11 @@
  * the item counters are stream state updated after each step. Every buffer is sized for
  * max_batch in m3_new(); a step allocates nothing except when a table grows. */
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <cblas.h>
+#include "base/err.h"
 #include "base/hash.h"
 #include "base/wire.h"
 #include "engine/model.h"
@@ -383,95 +383,84 @@ static void m3__init_params(m3_model *m) {
     }
 }
 
-/* Write a refusal into errstr (n bytes); returns -1, m3__check_cfg's verdict. */
-static int m3__bad(char *errstr, size_t n, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static int m3__bad(char *errstr, size_t n, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(errstr, n, fmt, ap);
-    va_end(ap);
-    return -1;
-}
-
 static int m3__check_cfg(const m3_model_cfg *c, char *err, size_t n) {
     if (c->arch < 0 || c->arch >= M3_ARCH__COUNT)
-        return m3__bad(err, n, "model.arch %d is not implemented", c->arch);
+        return err_set(err, n, "model.arch %d is not implemented", c->arch);
     if (c->n_scen < 1 || c->n_scen > M3_MAX_SCEN)
-        return m3__bad(err, n, "%d scenarios, expected 1..%d", c->n_scen, M3_MAX_SCEN);
+        return err_set(err, n, "%d scenarios, expected 1..%d", c->n_scen, M3_MAX_SCEN);
     if (c->n_cat < 0 || c->n_cat > M3_MAX_CAT)
-        return m3__bad(err, n, "%d categorical slots, expected 0..%d", c->n_cat, M3_MAX_CAT);
+        return err_set(err, n, "%d categorical slots, expected 0..%d", c->n_cat, M3_MAX_CAT);
     if (c->n_num < 0 || c->n_num > M3_MAX_NUM)
-        return m3__bad(err, n, "%d numeric slots, expected 0..%d", c->n_num, M3_MAX_NUM);
+        return err_set(err, n, "%d numeric slots, expected 0..%d", c->n_num, M3_MAX_NUM);
     if (c->emb_dim < 1 || c->emb_dim > 1024)
-        return m3__bad(err, n, "model.emb.dim %d, expected 1..1024", c->emb_dim);
+        return err_set(err, n, "model.emb.dim %d, expected 1..1024", c->emb_dim);
     if (c->max_batch < 1 || c->max_batch > 1 << 20)
-        return m3__bad(err, n, "max_batch %d, expected 1..%d", c->max_batch, 1 << 20);
+        return err_set(err, n, "max_batch %d, expected 1..%d", c->max_batch, 1 << 20);
     if (!(c->gate_scale > 0) || !isfinite(c->gate_scale))
-        return m3__bad(err, n, "model.gate.scale must be finite and > 0");
+        return err_set(err, n, "model.gate.scale must be finite and > 0");
     if (c->slice_burnin < 0)
-        return m3__bad(err, n, "model.slice.burnin %d, expected >= 0", c->slice_burnin);
+        return err_set(err, n, "model.slice.burnin %d, expected >= 0", c->slice_burnin);
     if (c->slice_user_new < 1)
-        return m3__bad(err, n, "model.slice.user.new %d, expected >= 1", c->slice_user_new);
+        return err_set(err, n, "model.slice.user.new %d, expected >= 1", c->slice_user_new);
     if (m3__has_backbone(c->arch)) {
         if (c->n_hidden < 1 || c->n_hidden > M3_MAX_LAYERS)
-            return m3__bad(err, n, "%s needs 1..%d hidden layers, got %d",
+            return err_set(err, n, "%s needs 1..%d hidden layers, got %d",
                            m3_arch_name(c->arch), M3_MAX_LAYERS, c->n_hidden);
         for (int l = 0; l < c->n_hidden; l++)
             if (c->hidden[l] < 1 || c->hidden[l] > 65536)
-                return m3__bad(err, n, "model.hidden[%d] = %d, expected 1..65536", l,
+                return err_set(err, n, "model.hidden[%d] = %d, expected 1..65536", l,
                                c->hidden[l]);
         if (c->tower_hidden < 1 || c->tower_hidden > 65536)
-            return m3__bad(err, n, "model.tower.hidden %d, expected 1..65536", c->tower_hidden);
+            return err_set(err, n, "model.tower.hidden %d, expected 1..65536", c->tower_hidden);
     }
     if (c->arch == M3_ARCH_MMOE || c->arch == M3_ARCH_PLE || m3__is_m3rec(c->arch)) {
         if (c->n_exp_shared < 0 || c->n_exp_scen < 0 || c->n_exp_task < 0 ||
             c->n_exp_shared + c->n_exp_scen + 2 * c->n_exp_task < 1 ||
             c->n_exp_shared + c->n_exp_scen + 2 * c->n_exp_task > M3__MAX_SLOTS ||
             c->n_exp_shared + c->n_scen * c->n_exp_scen + 2 * c->n_exp_task > M3_MAX_EXPERTS)
-            return m3__bad(err, n, "model.experts: shared %d, scenario %d, task %d: need >= 0 "
+            return err_set(err, n, "model.experts: shared %d, scenario %d, task %d: need >= 0 "
                            "each, >= 1 expert per example, <= %d per example and <= %d in all",
                            c->n_exp_shared, c->n_exp_scen, c->n_exp_task, M3__MAX_SLOTS,
                            M3_MAX_EXPERTS);
         if (c->n_exp_shared + c->n_exp_scen + c->n_exp_task < 1)
-            return m3__bad(err, n, "model.experts: every task needs at least one expert");
+            return err_set(err, n, "model.experts: every task needs at least one expert");
     }
     if (m3__is_m3rec(c->arch)) {
         if (c->item_warm < 0)
-            return m3__bad(err, n, "model.item.warm %d, expected >= 0", c->item_warm);
+            return err_set(err, n, "model.item.warm %d, expected >= 0", c->item_warm);
         if (c->mieg && c->arch != M3_ARCH_M3REC_NOMIEG) {
             if (c->mieg_hidden < 1 || c->mieg_hidden > 65536)
-                return m3__bad(err, n, "model.mieg.hidden %d, expected 1..65536", c->mieg_hidden);
+                return err_set(err, n, "model.mieg.hidden %d, expected 1..65536", c->mieg_hidden);
             if (c->item_cat_n < 0 || c->item_num_n < 0 || c->item_cat_n + c->item_num_n < 1 ||
                 c->item_cat_from < 0 || c->item_cat_from + c->item_cat_n > c->n_cat ||
                 c->item_num_from < 0 || c->item_num_from + c->item_num_n > c->n_num)
-                return m3__bad(err, n, "MIEG needs item features: item_cat %d+%d of %d slots, "
+                return err_set(err, n, "MIEG needs item features: item_cat %d+%d of %d slots, "
                                "item_num %d+%d of %d", c->item_cat_from, c->item_cat_n, c->n_cat,
                                c->item_num_from, c->item_num_n, c->n_num);
             if (!(c->mieg_align >= 0) || !isfinite(c->mieg_align))
-                return m3__bad(err, n, "model.mieg.align must be finite and >= 0");
+                return err_set(err, n, "model.mieg.align must be finite and >= 0");
         }
         if (c->upt && c->arch != M3_ARCH_M3REC_NOUPT) {
             if (c->upt_heads < 1 || c->emb_dim % c->upt_heads != 0)
-                return m3__bad(err, n, "model.upt.heads %d must divide model.emb.dim %d",
+                return err_set(err, n, "model.upt.heads %d must divide model.emb.dim %d",
                                c->upt_heads, c->emb_dim);
             if (c->upt_ffn < 1 || c->upt_ffn > 65536)
-                return m3__bad(err, n, "model.upt.ffn %d, expected 1..65536", c->upt_ffn);
+                return err_set(err, n, "model.upt.ffn %d, expected 1..65536", c->upt_ffn);
             if (c->n_scen + 2 > NN_ATTN_MAX_L)
-                return m3__bad(err, n, "UPT attends over n_scen + 2 <= %d tokens", NN_ATTN_MAX_L);
+                return err_set(err, n, "UPT attends over n_scen + 2 <= %d tokens", NN_ATTN_MAX_L);
             if (!(c->upt_step >= 0 && c->upt_step <= 10 && c->upt_step_conv >= 0 &&
                   c->upt_step_conv <= 10))
-                return m3__bad(err, n,
+                return err_set(err, n,
                                "model.upt.step and model.upt.step.conv must be in 0..10");
         }
     }
     if (m3__is_m3rec(c->arch) && c->n_cat < 2)
-        return m3__bad(err, n, "m3rec needs the user and item id slots");
+        return err_set(err, n, "m3rec needs the user and item id slots");
     if (!(c->lr_dense >= 0 && c->lr_emb >= 0 && c->acc0_emb >= 0 && c->l2_emb >= 0 &&
           c->clip_norm >= 0) ||
         !isfinite(c->lr_dense) || !isfinite(c->lr_emb) || !isfinite(c->acc0_emb) ||
         !isfinite(c->l2_emb) || !isfinite(c->clip_norm))
-        return m3__bad(err, n, "learning rates, the Adagrad start, l2 and clip norm must be "
+        return err_set(err, n, "learning rates, the Adagrad start, l2 and clip norm must be "
                        "finite and >= 0");
     return 0;
 }

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "base/buf.h"
+#include "base/err.h"
 #include "base/hash.h"
 #include "base/props.h"
 
@@ -113,11 +114,11 @@ static int rpl__parse_feats(char *v, rpl__feats *out, char *msg, size_t n) {
     for (char *rest = v, *e = rpl__next_entry(&rest); e; e = rpl__next_entry(&rest)) {
         e = props_trim(e);
         if (!*e) {
-            props_err(msg, n, "empty entry");
+            err_set(msg, n, "empty entry");
             return -1;
         }
         if (out->n == M3_MAP_MAX) {
-            props_err(msg, n, "more than %d fields; an Impression map holds at most %d", M3_MAP_MAX, M3_MAP_MAX);
+            err_set(msg, n, "more than %d fields; an Impression map holds at most %d", M3_MAP_MAX, M3_MAP_MAX);
             return -1;
         }
         char *colon = strrchr(e, ':');
@@ -128,17 +129,17 @@ static int rpl__parse_feats(char *v, rpl__feats *out, char *msg, size_t n) {
             e = props_trim(e);
         }
         if (!rpl__is_col(e)) {
-            props_err(msg, n, "'%s' is not a column name (1..%d bytes, no control characters)", e, RPL_COL_MAX - 1);
+            err_set(msg, n, "'%s' is not a column name (1..%d bytes, no control characters)", e, RPL_COL_MAX - 1);
             return -1;
         }
         if (!rpl__is_name(name, M3_NAME_MAX, NULL)) {
-            props_err(msg, n, "field name '%s' of column '%s' is not a name (1..%d characters of A-Z a-z 0-9 _ . -; "
+            err_set(msg, n, "field name '%s' of column '%s' is not a name (1..%d characters of A-Z a-z 0-9 _ . -; "
                      "rename it with '%s:NAME')", name, e, M3_NAME_MAX - 1, e);
             return -1;
         }
         for (int i = 0; i < out->n; i++)
             if (strcmp(out->f[i].name, name) == 0) {
-                props_err(msg, n, "field name '%s' is listed twice", name);
+                err_set(msg, n, "field name '%s' is listed twice", name);
                 return -1;
             }
         rpl__feat *f = &out->f[out->n++];
@@ -152,39 +153,39 @@ static int rpl__parse_feats(char *v, rpl__feats *out, char *msg, size_t n) {
 static int rpl__parse_values(char *v, rpl__scenval *values, char *msg, size_t n) {
     int k = 0;
     if (!*v) {
-        props_err(msg, n, "needs value:scenario entries, e.g. 1:home,2:search");
+        err_set(msg, n, "needs value:scenario entries, e.g. 1:home,2:search");
         return -1;
     }
     for (char *rest = v, *e = rpl__next_entry(&rest); e; e = rpl__next_entry(&rest)) {
         e = props_trim(e);
         if (!*e) {
-            props_err(msg, n, "empty entry");
+            err_set(msg, n, "empty entry");
             return -1;
         }
         char *colon = strrchr(e, ':');
         if (!colon) {
-            props_err(msg, n, "entry '%s' is not value:scenario", e);
+            err_set(msg, n, "entry '%s' is not value:scenario", e);
             return -1;
         }
         *colon = 0;
         char *name = props_trim(colon + 1);
         e = props_trim(e);
         if (!rpl__is_col(e)) {
-            props_err(msg, n, "'%s' is not a column value (1..%d bytes)", e, RPL_COL_MAX - 1);
+            err_set(msg, n, "'%s' is not a column value (1..%d bytes)", e, RPL_COL_MAX - 1);
             return -1;
         }
         if (!rpl__is_name(name, M3_NAME_MAX, NULL)) {
-            props_err(msg, n, "scenario '%s' is not a name (1..%d characters of A-Z a-z 0-9 _ . -)",
+            err_set(msg, n, "scenario '%s' is not a name (1..%d characters of A-Z a-z 0-9 _ . -)",
                      name, M3_NAME_MAX - 1);
             return -1;
         }
         if (k == RPL_MAX_VALUES) {
-            props_err(msg, n, "more than %d entries", RPL_MAX_VALUES);
+            err_set(msg, n, "more than %d entries", RPL_MAX_VALUES);
             return -1;
         }
         for (int i = 0; i < k; i++)
             if (strcmp(values[i].value, e) == 0) {
-                props_err(msg, n, "value '%s' is listed twice", e);
+                err_set(msg, n, "value '%s' is listed twice", e);
                 return -1;
             }
         snprintf(values[k].value, sizeof values[k].value, "%s", e);
@@ -213,7 +214,7 @@ static int rpl__apply_format(rpl_map *m, const char *v, char *msg, size_t n) {
     if (strcmp(v, "csv") == 0) m->format = RPL_CSV;
     else if (strcmp(v, "aliccp_raw") == 0) m->format = RPL_ALICCP_RAW;
     else {
-        props_err(msg, n, "format=%s is not a known format (csv|aliccp_raw)", v);
+        err_set(msg, n, "format=%s is not a known format (csv|aliccp_raw)", v);
         return -1;
     }
     return 0;
@@ -224,7 +225,7 @@ static int rpl__apply_name(rpl_map *m, int k, const char *v, char *msg, size_t n
     char *dst = k == K_PREFIX ? m->prefix : m->scen_const;
     size_t cap = k == K_PREFIX ? sizeof m->prefix : sizeof m->scen_const;
     if (!rpl__is_name(v, cap, NULL)) {
-        props_err(msg, n, "%s=%s is not a name (1..%zu characters of A-Z a-z 0-9 _ . -)",
+        err_set(msg, n, "%s=%s is not a name (1..%zu characters of A-Z a-z 0-9 _ . -)",
                  rpl__keys[k], v, cap - 1);
         return -1;
     }
@@ -237,7 +238,7 @@ static int rpl__apply_values(rpl_map *m, char *v, char *msg, size_t n) {
     char inner[256];
     int c = rpl__parse_values(v, tmp, inner, sizeof inner);
     if (c < 0) {
-        props_err(msg, n, "scenario.values: %s", inner);
+        err_set(msg, n, "scenario.values: %s", inner);
         return -1;
     }
     memcpy(m->values, tmp, (size_t)c * sizeof tmp[0]);
@@ -248,7 +249,7 @@ static int rpl__apply_values(rpl_map *m, char *v, char *msg, size_t n) {
 /* The *.column keys. */
 static int rpl__apply_column(rpl_map *m, int k, const char *v, char *msg, size_t n) {
     if (!rpl__is_col(v)) {
-        props_err(msg, n, "%s=%s is not a column name (1..%d bytes, no comma or control characters)",
+        err_set(msg, n, "%s=%s is not a column name (1..%d bytes, no comma or control characters)",
                  rpl__keys[k], v, RPL_COL_MAX - 1);
         return -1;
     }
@@ -263,7 +264,7 @@ static int rpl__apply_feats(rpl_map *m, int k, char *v, char *msg, size_t n) {
     rpl__feats tmp;
     char inner[256];
     if (rpl__parse_feats(v, &tmp, inner, sizeof inner) != 0) {
-        props_err(msg, n, "%s: %s", rpl__keys[k], inner);
+        err_set(msg, n, "%s: %s", rpl__keys[k], inner);
         return -1;
     }
     m->feats[k - K_USER_CAT] = tmp;
@@ -275,7 +276,7 @@ static int rpl__apply_time(rpl_map *m, int k, const char *v, char *msg, size_t n
     int64_t i64 = 0;
     if (k == K_START_MS) {
         if (props_parse_i64(v, &i64) != 0 || i64 < 0 || i64 > 253402300799999LL) {
-            props_err(msg, n, "time.start.ms=%s is not an integer in 0..253402300799999 (ms since the epoch)", v);
+            err_set(msg, n, "time.start.ms=%s is not an integer in 0..253402300799999 (ms since the epoch)", v);
             return -1;
         }
         m->start_ms = i64;
@@ -286,14 +287,14 @@ static int rpl__apply_time(rpl_map *m, int k, const char *v, char *msg, size_t n
         errno = 0;
         double d = strtod(v, &end);
         if (end == v || *end || !isfinite(d) || d <= 0 || d > 1e9) {
-            props_err(msg, n, "time.rows.per.sec=%s is not a number in >0..1e9", v);
+            err_set(msg, n, "time.rows.per.sec=%s is not a number in >0..1e9", v);
             return -1;
         }
         m->rows_per_sec = d;
         return 0;
     }
     if (props_parse_i64(v, &i64) != 0 || i64 < 0 || i64 > 30 * RPL__DAY_MS) {
-        props_err(msg, n, "conversion.delay.ms=%s is not an integer in 0..%lld (30 days)", v,
+        err_set(msg, n, "conversion.delay.ms=%s is not an integer in 0..%lld (30 days)", v,
                  30 * RPL__DAY_MS);
         return -1;
     }
@@ -306,14 +307,14 @@ static int rpl__apply_ids(rpl_map *m, int k, const char *v, char *msg, size_t n)
     if (k == K_ITEM_CONST) {
         int64_t i64;
         if (props_parse_i64(v, &i64) != 0) {
-            props_err(msg, n, "item.constant=%s is not a 64-bit integer", v);
+            err_set(msg, n, "item.constant=%s is not a 64-bit integer", v);
             return -1;
         }
         m->item_const = i64;
         return 0;
     }
     if (*v && !rpl__is_name(v, RPL_ID_BASE_MAX, "/:")) {
-        props_err(msg, n, "id.prefix=%s is not 0..%d characters of A-Z a-z 0-9 _ . - / :", v,
+        err_set(msg, n, "id.prefix=%s is not 0..%d characters of A-Z a-z 0-9 _ . - / :", v,
                  RPL_ID_BASE_MAX - 1);
         return -1;
     }
@@ -341,9 +342,9 @@ static int rpl__apply(rpl_map *m, int k, char *v, char *msg, size_t n) {
 static void rpl__unknown(const char *key, const char *where, char *errstr, size_t errstr_size) {
     const char *hint = props_closest(key, rpl__keys, K__COUNT, 3);
     if (hint)
-        props_err(errstr, errstr_size, "%s: unknown key '%s' (did you mean '%s'?)", where, key, hint);
+        err_set(errstr, errstr_size, "%s: unknown key '%s' (did you mean '%s'?)", where, key, hint);
     else
-        props_err(errstr, errstr_size, "%s: unknown key '%s' (see docs/replay.md)", where, key);
+        err_set(errstr, errstr_size, "%s: unknown key '%s' (see docs/replay.md)", where, key);
 }
 
 int rpl_map_set(rpl_map *m, const char *key_eq_value, const char *origin, int line,
@@ -351,13 +352,13 @@ int rpl_map_set(rpl_map *m, const char *key_eq_value, const char *origin, int li
     char where[RPL__WHERE_MAX], text[4096], msg[512];
     props_where(where, sizeof where, origin, line);
     if (strlen(key_eq_value) >= sizeof text) {
-        props_err(errstr, errstr_size, "%s: line longer than %zu bytes", where, sizeof text - 1);
+        err_set(errstr, errstr_size, "%s: line longer than %zu bytes", where, sizeof text - 1);
         return -1;
     }
     snprintf(text, sizeof text, "%s", key_eq_value);
     char *key, *v;
     if (props_split(text, &key, &v) != 0) {
-        props_err(errstr, errstr_size, "%s: '%s' is not a key=value line", where, key);
+        err_set(errstr, errstr_size, "%s: '%s' is not a key=value line", where, key);
         return -1;
     }
     int k = 0;
@@ -372,7 +373,7 @@ int rpl_map_set(rpl_map *m, const char *key_eq_value, const char *origin, int li
         return 0;
     }
     if (rpl__apply(m, k, v, msg, sizeof msg) != 0) {
-        props_err(errstr, errstr_size, "%s: %s", where, msg);
+        err_set(errstr, errstr_size, "%s: %s", where, msg);
         return -1;
     }
     snprintf(m->where[k], sizeof m->where[k], "%s", where);
@@ -410,19 +411,19 @@ int rpl_map_check(const rpl_map *m, char *errstr, size_t errstr_size) {
     const char *src = m->source;
     if (rpl__set(m, K_SCEN_COL) == rpl__set(m, K_SCEN_CONST)) {
         if (rpl__set(m, K_SCEN_COL))
-            props_err(errstr, errstr_size, "%s: scenario.constant and scenario.column (%s) are both set; keep one",
+            err_set(errstr, errstr_size, "%s: scenario.constant and scenario.column (%s) are both set; keep one",
                      m->where[K_SCEN_CONST], m->where[K_SCEN_COL]);
         else
-            props_err(errstr, errstr_size, "%s: set scenario.column (with scenario.values) or scenario.constant", src);
+            err_set(errstr, errstr_size, "%s: set scenario.column (with scenario.values) or scenario.constant", src);
         return -1;
     }
     if (rpl__set(m, K_SCEN_CONST) && rpl__set(m, K_SCEN_VALUES)) {
-        props_err(errstr, errstr_size, "%s: scenario.values applies to scenario.column, not scenario.constant",
+        err_set(errstr, errstr_size, "%s: scenario.values applies to scenario.column, not scenario.constant",
                  m->where[K_SCEN_VALUES]);
         return -1;
     }
     if (rpl__set(m, K_SCEN_COL) && !rpl__set(m, K_SCEN_VALUES)) {
-        props_err(errstr, errstr_size, "%s: scenario.column needs scenario.values (value:scenario, ...)",
+        err_set(errstr, errstr_size, "%s: scenario.column needs scenario.values (value:scenario, ...)",
                  m->where[K_SCEN_COL]);
         return -1;
     }
@@ -435,34 +436,34 @@ int rpl_map_check(const rpl_map *m, char *errstr, size_t errstr_size) {
             if (!seen) names[n++] = m->values[i].name;
         }
         if (n > RPL_MAX_SCEN) {
-            props_err(errstr, errstr_size, "%s: scenario.values names %d scenarios; the worker takes at most %d",
+            err_set(errstr, errstr_size, "%s: scenario.values names %d scenarios; the worker takes at most %d",
                      m->where[K_SCEN_VALUES], n, RPL_MAX_SCEN);
             return -1;
         }
     }
     if (rpl__set(m, K_ITEM_COL) == rpl__set(m, K_ITEM_CONST)) {
         if (rpl__set(m, K_ITEM_COL))
-            props_err(errstr, errstr_size, "%s: item.constant and item.column (%s) are both set; keep one",
+            err_set(errstr, errstr_size, "%s: item.constant and item.column (%s) are both set; keep one",
                      m->where[K_ITEM_CONST], m->where[K_ITEM_COL]);
         else
-            props_err(errstr, errstr_size, "%s: set item.column or item.constant", src);
+            err_set(errstr, errstr_size, "%s: set item.column or item.constant", src);
         return -1;
     }
     static const int required[] = {K_USER_COL, K_CLICK_COL, K_CONV_COL};
     for (size_t i = 0; i < sizeof required / sizeof required[0]; i++)
         if (!rpl__set(m, required[i])) {
-            props_err(errstr, errstr_size, "%s: %s is not set", src, rpl__keys[required[i]]);
+            err_set(errstr, errstr_size, "%s: %s is not set", src, rpl__keys[required[i]]);
             return -1;
         }
     int n_cat = m->feats[RPL_USER_CAT].n + m->feats[RPL_ITEM_CAT].n + m->feats[RPL_CTX_CAT].n;
     int n_num = m->feats[RPL_USER_NUM].n + m->feats[RPL_ITEM_NUM].n;
     if (2 + n_cat > M3_MAX_CAT) {
-        props_err(errstr, errstr_size, "%s: %d categorical fields plus the user and item ids exceed the worker's %d slots",
+        err_set(errstr, errstr_size, "%s: %d categorical fields plus the user and item ids exceed the worker's %d slots",
                  src, n_cat, M3_MAX_CAT);
         return -1;
     }
     if (n_num > M3_MAX_NUM) {
-        props_err(errstr, errstr_size, "%s: %d numeric fields exceed the worker's %d slots", src, n_num,
+        err_set(errstr, errstr_size, "%s: %d numeric fields exceed the worker's %d slots", src, n_num,
                  M3_MAX_NUM);
         return -1;
     }
@@ -605,13 +606,13 @@ static int rpl__slot(rpl_replay *r, const char *col) {
 rpl_replay *rpl_new(const rpl_map *m, const char *const *paths, int n_paths,
                     const rpl_opts *opts, char *errstr, size_t errstr_size) {
     if (n_paths < 1) {
-        props_err(errstr, errstr_size, "no data files");
+        err_set(errstr, errstr_size, "no data files");
         return NULL;
     }
     rpl_replay *r = calloc(1, sizeof *r);
     if (!r || !(r->files = calloc((size_t)n_paths, sizeof *r->files))) {
         free(r);
-        props_err(errstr, errstr_size, "out of memory");
+        err_set(errstr, errstr_size, "out of memory");
         return NULL;
     }
     r->m = m;
@@ -621,14 +622,14 @@ rpl_replay *rpl_new(const rpl_map *m, const char *const *paths, int n_paths,
         rpl__file *f = &r->files[i];
         f->path = strdup(paths[i]);
         if (!f->path) {
-            props_err(errstr, errstr_size, "out of memory");
+            err_set(errstr, errstr_size, "out of memory");
             rpl_destroy(r);
             return NULL;
         }
         const char *slash = strrchr(f->path, '/');
         f->base = slash ? slash + 1 : f->path;
         if (!*f->base || strlen(m->id_prefix) + strlen(f->base) >= RPL_ID_BASE_MAX) {
-            props_err(errstr, errstr_size,
+            err_set(errstr, errstr_size,
                      "%s: impression ids are id.prefix + file name + :line, and '%s%s' is not 1..%d bytes "
                      "(rename the file or shorten id.prefix)", f->path, m->id_prefix, f->base, RPL_ID_BASE_MAX - 1);
             rpl_destroy(r);
@@ -636,14 +637,14 @@ rpl_replay *rpl_new(const rpl_map *m, const char *const *paths, int n_paths,
         }
         for (int j = 0; j < i; j++)
             if (strcmp(r->files[j].base, f->base) == 0) {
-                props_err(errstr, errstr_size, "%s: same file name as %s, so their impression ids would collide "
+                err_set(errstr, errstr_size, "%s: same file name as %s, so their impression ids would collide "
                          "(replay them in separate runs with different id.prefix)", f->path, r->files[j].path);
                 rpl_destroy(r);
                 return NULL;
             }
         f->f = fopen(f->path, "r");
         if (!f->f) {
-            props_err(errstr, errstr_size, "%s: %s", f->path, strerror(errno));
+            err_set(errstr, errstr_size, "%s: %s", f->path, strerror(errno));
             rpl_destroy(r);
             return NULL;
         }
@@ -1009,7 +1010,7 @@ int rpl_next(rpl_replay *r, m3_event *ev, char *errstr, size_t errstr_size) {
         else if (rc == 0) r->eof = 1;
     }
     if (r->fatal[0]) {
-        props_err(errstr, errstr_size, "%s", r->fatal);
+        err_set(errstr, errstr_size, "%s", r->fatal);
         return -1;
     }
     if (r->q_len && (!r->have_next || r->q[r->q_head].ts_ms <= r->next.ts_ms)) {
@@ -1025,7 +1026,7 @@ int rpl_next(rpl_replay *r, m3_event *ev, char *errstr, size_t errstr_size) {
     }
     if (!r->have_next) return 0;
     if (r->next_converted && rpl__enqueue(r) != 0) {
-        props_err(errstr, errstr_size, "%s", r->fatal);
+        err_set(errstr, errstr_size, "%s", r->fatal);
         return -1;
     }
     ev->type = M3_EV_IMPRESSION;

@@ -1,12 +1,12 @@
 /* store.c - the durable state store over RocksDB's C API (see store.h, docs/store.md). */
 #include "state/store.h"
+#include "base/err.h"
 
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -45,14 +45,6 @@ struct store_batch {
     store *s;
     rocksdb_writebatch_t *wb;
 };
-
-static void store__err(char *errstr, size_t n, const char *fmt, ...) {
-    va_list ap;
-    if (!errstr || n == 0) return;
-    va_start(ap, fmt);
-    vsnprintf(errstr, n, fmt, ap);
-    va_end(ap);
-}
 
 void store_opts_default(store_opts *o) {
     o->block_cache_mb = 128;
@@ -189,7 +181,7 @@ static pid_t store__lock_holder(const char *dir) {
 static void store__err_locked(char *errstr, size_t n, const char *dir, pid_t holder) {
     char who[64] = "";
     if (holder > 0) snprintf(who, sizeof(who), " (pid %ld)", (long)holder);
-    store__err(errstr, n,
+    err_set(errstr, n,
                "store directory %s is locked by another process%s: another m3rec worker may "
                "be using it; stop that worker or give this one its own store directory",
                dir, who);
@@ -368,7 +360,7 @@ static int store__opts_check(const store_opts *o, const char *dir, char *errstr,
     else if (o->bloom_bits < 0 || o->bloom_bits > 64) bad = "bloom_bits (0..64)";
     else if (o->max_open_files < -1 || o->max_open_files == 0) bad = "max_open_files (-1 or > 0)";
     if (!bad) return 0;
-    store__err(errstr, n, "store %s: option %s is out of range", dir, bad);
+    err_set(errstr, n, "store %s: option %s is out of range", dir, bad);
     return -1;
 }
 
@@ -392,12 +384,12 @@ static int store__validate(const char *dir, const rocksdb_options_t *opt, int *f
     rocksdb_options_destroy(ro_opt);
     if (!db) {
         if (err && strstr(err, "Column famil"))
-            store__err(errstr, n,
+            err_set(errstr, n,
                        "store %s is not an m3rec store (RocksDB: %s): nothing was changed; "
                        "point the worker at an empty or new directory",
                        dir, err);
         else
-            store__err(errstr, n,
+            err_set(errstr, n,
                        "store %s is corrupt or unreadable (RocksDB: %s): nothing was changed; "
                        "restore the directory from a backup, or move it away and start from "
                        "an empty one (state is then rebuilt from Kafka)",
@@ -413,7 +405,7 @@ static int store__validate(const char *dir, const rocksdb_options_t *opt, int *f
                              strlen(STORE_KEY_FORMAT), &vlen, &err);
     *fresh = 0;
     if (err) {
-        store__err(errstr, n, "store %s: cannot read its format record (RocksDB: %s): nothing "
+        err_set(errstr, n, "store %s: cannot read its format record (RocksDB: %s): nothing "
                    "was changed; the directory may be damaged", dir, err);
         rc = -1;
     } else if (!v) {
@@ -427,7 +419,7 @@ static int store__validate(const char *dir, const rocksdb_options_t *opt, int *f
         if (empty) {
             *fresh = 1;
         } else {
-            store__err(errstr, n,
+            err_set(errstr, n,
                        "store %s has data but no format record (meta/%s): not written by "
                        "m3rec; nothing was changed; point the worker at an empty or new "
                        "directory", dir, STORE_KEY_FORMAT);
@@ -439,7 +431,7 @@ static int store__validate(const char *dir, const rocksdb_options_t *opt, int *f
         for (size_t i = 0; i < vlen && k + 1 < sizeof(found); i++)
             found[k++] = (v[i] >= 32 && v[i] < 127) ? v[i] : '?';
         found[k] = '\0';
-        store__err(errstr, n,
+        err_set(errstr, n,
                    "store %s has format \"%s\" but this build reads \"%s\": it was written "
                    "by an incompatible m3rec version; nothing was changed; run the matching "
                    "m3rec version, or give this worker an empty store directory",
@@ -480,24 +472,24 @@ static int store__check_dir(const char *dir, struct stat *st, int *exists, char 
     *exists = 1;
     if (stat(dir, st) != 0) {
         if (errno != ENOENT) {
-            store__err(e, en, "cannot access store directory %s: %s; check the path and its "
+            err_set(e, en, "cannot access store directory %s: %s; check the path and its "
                        "permissions", dir, strerror(errno));
             return -1;
         }
         if (mkdir(dir, 0755) != 0 || stat(dir, st) != 0) {
-            store__err(e, en, "cannot create store directory %s: %s; check that its parent "
+            err_set(e, en, "cannot create store directory %s: %s; check that its parent "
                        "directory exists and is writable", dir, strerror(errno));
             return -1;
         }
         *exists = 0;
     }
     if (!S_ISDIR(st->st_mode)) {
-        store__err(e, en, "store path %s exists but is not a directory; point the worker at "
+        err_set(e, en, "store path %s exists but is not a directory; point the worker at "
                    "a directory", dir);
         return -1;
     }
     if (access(dir, R_OK | W_OK | X_OK) != 0) {
-        store__err(e, en, "store directory %s is not writable: %s; fix its permissions or "
+        err_set(e, en, "store directory %s is not writable: %s; fix its permissions or "
                    "choose another directory", dir, strerror(errno));
         return -1;
     }
@@ -511,12 +503,12 @@ static int store__claim(const char *dir, const struct stat *st, int exists, char
     pid_t holder = 0;
     int reg = store__reg_add(st->st_dev, st->st_ino, &holder);
     if (reg < 0) {
-        store__err(e, en, "store %s: out of memory", dir);
+        err_set(e, en, "store %s: out of memory", dir);
         return -1;
     }
     if (reg == 1) {
         if (holder == getpid())
-            store__err(e, en, "store directory %s is already open in this process: another "
+            err_set(e, en, "store directory %s is already open in this process: another "
                        "m3rec worker may be using it; close it first or give each worker "
                        "its own store directory", dir);
         else
@@ -536,11 +528,11 @@ static int store__inspect(const char *dir, int exists, char *e, size_t en) {
     char example[256] = "";
     int kind = exists ? store__classify(dir, example, sizeof(example)) : STORE__DIR_EMPTY;
     if (kind < 0) {
-        store__err(e, en, "cannot list store directory %s: %s", dir, strerror(errno));
+        err_set(e, en, "cannot list store directory %s: %s", dir, strerror(errno));
         return -1;
     }
     if (kind == STORE__DIR_FOREIGN) {
-        store__err(e, en, "store directory %s is not empty but has no CURRENT file (e.g. it "
+        err_set(e, en, "store directory %s is not empty but has no CURRENT file (e.g. it "
                    "holds %s): not a RocksDB store, or one whose CURRENT was lost; nothing "
                    "was changed; point the worker at an empty or new directory", dir, example);
         return -1;
@@ -555,7 +547,7 @@ static int store__check_existing(const char *dir, const rocksdb_options_t *opt, 
     char manifest[160];
     long long torn_at = 0, manifest_size = 0;
     if (store__manifest_torn(dir, manifest, sizeof(manifest), &torn_at, &manifest_size)) {
-        store__err(e, en, "store %s is corrupt: %s ends in an incomplete record (at byte %lld "
+        err_set(e, en, "store %s is corrupt: %s ends in an incomplete record (at byte %lld "
                    "of %lld): it was truncated, or torn by a power loss during a write; "
                    "RocksDB would silently fall back to an older state and delete newer files, "
                    "so nothing was opened and nothing was changed; restore the directory from "
@@ -582,7 +574,7 @@ static int store__open_db(store *s, rocksdb_options_t *opt, int kind, char *e, s
     if (err && strstr(err, "lock") && strstr(err, "LOCK"))  /* lost a race for it */
         store__err_locked(e, en, s->dir, 0);
     else
-        store__err(e, en, "cannot open store %s (RocksDB: %s); check the directory, the "
+        err_set(e, en, "cannot open store %s (RocksDB: %s); check the directory, the "
                    "disk and the log file %s/LOG", s->dir, err ? err : "unknown error", s->dir);
     free(err);
     return -1;
@@ -607,7 +599,7 @@ static int store__write_format(store *s, char *e, size_t en) {
     rocksdb_put_cf(s->db, s->wo_sync, s->cf[STORE_META + 1], STORE_KEY_FORMAT,
                    strlen(STORE_KEY_FORMAT), STORE_FORMAT, strlen(STORE_FORMAT), &err);
     if (!err) return 0;
-    store__err(e, en, "store %s: cannot write its format record (RocksDB: %s)", s->dir, err);
+    err_set(e, en, "store %s: cannot write its format record (RocksDB: %s)", s->dir, err);
     free(err);
     return -1;
 }
@@ -617,11 +609,11 @@ store *store_open(const char *dir, const store_opts *opts, char *errstr, size_t 
     const size_t en = errstr_size;
     store_opts defaults;
     if (!dir || !*dir) {
-        store__err(e, en, "store directory is not set (empty path)");
+        err_set(e, en, "store directory is not set (empty path)");
         return NULL;
     }
     if (strlen(dir) + 32 > PATH_MAX) {
-        store__err(e, en, "store directory path is too long: %.64s...", dir);
+        err_set(e, en, "store directory path is too long: %.64s...", dir);
         return NULL;
     }
     if (!opts) {
@@ -642,7 +634,7 @@ store *store_open(const char *dir, const store_opts *opts, char *errstr, size_t 
     store *s = calloc(1, sizeof(*s));
     if (!s || !(s->dir = strdup(dir))) {
         free(s);
-        store__err(e, en, "store %s: out of memory", dir);
+        err_set(e, en, "store %s: out of memory", dir);
         goto fail_reg;
     }
     s->dev = st.st_dev;
@@ -685,7 +677,7 @@ int store_close(store *s, int flush, char *errstr, size_t errstr_size) {
             char *err = NULL;
             rocksdb_flush_cf(s->db, fo, s->cf[i], &err);
             if (err) {
-                store__err(errstr, errstr_size, "store %s: flush of %s failed (RocksDB: %s); "
+                err_set(errstr, errstr_size, "store %s: flush of %s failed (RocksDB: %s); "
                            "committed batches are still in the WAL", s->dir, store__names[i], err);
                 free(err);
                 rc = -1;
@@ -808,7 +800,7 @@ size_t store_batch_bytes(const store_batch *b) {
 
 int store_commit(store *s, store_batch *b, int sync, char *errstr, size_t errstr_size) {
     if (b->s != s) {
-        store__err(errstr, errstr_size, "store %s: batch belongs to another store", s->dir);
+        err_set(errstr, errstr_size, "store %s: batch belongs to another store", s->dir);
         return -1;
     }
     int ops = store_batch_count(b);
@@ -817,7 +809,7 @@ int store_commit(store *s, store_batch *b, int sync, char *errstr, size_t errstr
     char *err = NULL;
     rocksdb_write(s->db, sync ? s->wo_sync : s->wo_nosync, b->wb, &err);
     if (err) {
-        store__err(errstr, errstr_size, "store %s: commit of %d operations failed (RocksDB: %s)",
+        err_set(errstr, errstr_size, "store %s: commit of %d operations failed (RocksDB: %s)",
                    s->dir, ops, err);
         free(err);
         return -1;
@@ -848,7 +840,7 @@ int store_get(store *s, store_cf cf, const void *key, size_t klen, void **val, s
     *val = NULL;
     *vlen = 0;
     if (!h) {
-        store__err(errstr, errstr_size, "store %s: invalid column family %d", s->dir, (int)cf);
+        err_set(errstr, errstr_size, "store %s: invalid column family %d", s->dir, (int)cf);
         return -1;
     }
     char *err = NULL;
@@ -856,7 +848,7 @@ int store_get(store *s, store_cf cf, const void *key, size_t klen, void **val, s
     atomic_fetch_add(&s->n_gets, 1);
     atomic_fetch_add(&s->n_keys, 1);
     if (err) {
-        store__err(errstr, errstr_size, "store %s: get from %s failed (RocksDB: %s)", s->dir,
+        err_set(errstr, errstr_size, "store %s: get from %s failed (RocksDB: %s)", s->dir,
                    store__names[cf + 1], err);
         free(err);
         return -1;
@@ -870,7 +862,7 @@ int store_get(store *s, store_cf cf, const void *key, size_t klen, void **val, s
     void *copy = malloc(len ? len : 1);
     if (!copy) {
         rocksdb_pinnableslice_destroy(p);
-        store__err(errstr, errstr_size, "store %s: out of memory for a %zu-byte value", s->dir, len);
+        err_set(errstr, errstr_size, "store %s: out of memory for a %zu-byte value", s->dir, len);
         return -1;
     }
     if (len) memcpy(copy, data, len);
@@ -897,7 +889,7 @@ static long store__multi_get(store *s, rocksdb_column_family_handle_t *h, const 
     for (size_t i = 0; i < n; i++) {
         if (errs[i]) {
             if (!failed)
-                store__err(errstr, errstr_size, "store %s: multi-get of %zu keys failed at key "
+                err_set(errstr, errstr_size, "store %s: multi-get of %zu keys failed at key "
                            "%zu (RocksDB: %s)", s->dir, n, i, errs[i]);
             failed = 1;
             free(errs[i]);
@@ -942,7 +934,7 @@ static long store__multi_get_keys(store *s, store_cf cf, const void *const *keys
                                   size_t errstr_size) {
     rocksdb_column_family_handle_t *h = store__cf(s, cf);
     if (!h) {
-        store__err(errstr, errstr_size, "store %s: invalid column family %d", s->dir, (int)cf);
+        err_set(errstr, errstr_size, "store %s: invalid column family %d", s->dir, (int)cf);
         return -1;
     }
     if (n == 0) return 0;
@@ -953,7 +945,7 @@ static long store__multi_get_keys(store *s, store_cf cf, const void *const *keys
     unsigned char *k8;
     void *m = store__scratch(n, u64 != NULL, &kp, &ks, &vals, &errs, &k8);
     if (!m) {
-        store__err(errstr, errstr_size, "store %s: out of memory for %zu keys", s->dir, n);
+        err_set(errstr, errstr_size, "store %s: out of memory for %zu keys", s->dir, n);
         return -1;
     }
     for (size_t i = 0; i < n; i++) {
@@ -997,7 +989,7 @@ static long store__iter_end(store *s, rocksdb_iterator_t *it, store_cf cf, long 
     rocksdb_iter_get_error(it, &err);
     rocksdb_iter_destroy(it);
     if (!err) return count;
-    store__err(errstr, errstr_size, "store %s: iteration over %s failed (RocksDB: %s)", s->dir,
+    err_set(errstr, errstr_size, "store %s: iteration over %s failed (RocksDB: %s)", s->dir,
                store__names[cf + 1], err);
     free(err);
     return -1;
@@ -1007,7 +999,7 @@ long store_iterate(store *s, store_cf cf, const void *start, size_t slen, store_
                    void *opaque, char *errstr, size_t errstr_size) {
     rocksdb_column_family_handle_t *h = store__cf(s, cf);
     if (!h) {
-        store__err(errstr, errstr_size, "store %s: invalid column family %d", s->dir, (int)cf);
+        err_set(errstr, errstr_size, "store %s: invalid column family %d", s->dir, (int)cf);
         return -1;
     }
     rocksdb_iterator_t *it = store__iter(s, h, start, slen);
@@ -1047,7 +1039,7 @@ long store_get_offsets(store *s, store_offset_cb cb, void *opaque, char *errstr,
             if (errno || *end || part > INT32_MAX) part = -1;
         }
         if (part < 0 || vlen != 8 || memchr(k, '\0', klen)) {
-            store__err(errstr, errstr_size, "store %s: malformed offset record \"%.*s\" (%zu-byte "
+            err_set(errstr, errstr_size, "store %s: malformed offset record \"%.*s\" (%zu-byte "
                        "value) in meta", s->dir, (int)(klen < 300 ? klen : 300), k, vlen);
             rocksdb_iter_destroy(it);  /* k points into the iterator */
             return -1;

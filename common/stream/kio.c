@@ -9,17 +9,10 @@
 #include <librdkafka/rdkafka_mock.h>
 
 #include "base/clock.h"
+#include "base/err.h"
 
 #define KIO__ERR_MAX 512
 #define KIO__QFULL_RETRIES 100   /* x 100 ms of polling: ~10 s bound on a full queue */
-
-static void kio__err(char *errstr, size_t n, const char *fmt, ...) {
-    va_list ap;
-    if (!errstr || n == 0) return;
-    va_start(ap, fmt);
-    vsnprintf(errstr, n, fmt, ap);
-    va_end(ap);
-}
 
 /* A client handle of type made from conf, which it then owns. On failure conf is
  * destroyed, NULL is returned and errstr reads "<what>: <librdkafka's reason>". */
@@ -29,7 +22,7 @@ static rd_kafka_t *kio__client_new(rd_kafka_type_t type, rd_kafka_conf_t *conf,
     rd_kafka_t *rk = rd_kafka_new(type, conf, err, sizeof(err));
     if (!rk) {
         rd_kafka_conf_destroy(conf);
-        kio__err(errstr, n, "%s: %s", what, err);
+        err_set(errstr, n, "%s: %s", what, err);
     }
     return rk;
 }
@@ -77,14 +70,14 @@ static rd_kafka_conf_t *kio__conf(const kio_prop *defaults, int n_defaults,
         for (int i = 0; i < counts[l]; i++) {
             const kio_prop *p = &lists[l][i];
             if (!p->key || !p->value) {
-                kio__err(errstr, n, "kafka property %d has a NULL key or value", i);
+                err_set(errstr, n, "kafka property %d has a NULL key or value", i);
                 rd_kafka_conf_destroy(conf);
                 return NULL;
             }
             if (l == 1 && p->key && kio__in(skip, p->key)) continue;
             if (rd_kafka_conf_set(conf, p->key, p->value, err, sizeof(err)) !=
                 RD_KAFKA_CONF_OK) {
-                kio__err(errstr, n, "kafka property %s=%s: %s", p->key, p->value, err);
+                err_set(errstr, n, "kafka property %s=%s: %s", p->key, p->value, err);
                 rd_kafka_conf_destroy(conf);
                 return NULL;
             }
@@ -114,7 +107,7 @@ kio_mock *kio_mock_new(int partitions, const char *const *topics, int n_topics,
     char err[KIO__ERR_MAX];
     kio_mock *m = calloc(1, sizeof(*m));
     if (!m) {
-        kio__err(errstr, n, "out of memory");
+        err_set(errstr, n, "out of memory");
         return NULL;
     }
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
@@ -128,13 +121,13 @@ kio_mock *kio_mock_new(int partitions, const char *const *topics, int n_topics,
     }
     m->mc = rd_kafka_mock_cluster_new(m->rk, 1);
     if (!m->mc) {
-        kio__err(errstr, n, "cannot start the mock cluster (librdkafka)");
+        err_set(errstr, n, "cannot start the mock cluster (librdkafka)");
         kio_mock_destroy(m);
         return NULL;
     }
     m->bootstraps = strdup(rd_kafka_mock_cluster_bootstraps(m->mc));
     if (!m->bootstraps) {
-        kio__err(errstr, n, "out of memory");
+        err_set(errstr, n, "out of memory");
         kio_mock_destroy(m);
         return NULL;
     }
@@ -154,12 +147,12 @@ const char *kio_mock_bootstraps(const kio_mock *m) {
 int kio_mock_create_topic(kio_mock *m, const char *topic, int partitions,
                           char *errstr, size_t n) {
     if (partitions < 1) {
-        kio__err(errstr, n, "topic %s: partitions must be >= 1, got %d", topic, partitions);
+        err_set(errstr, n, "topic %s: partitions must be >= 1, got %d", topic, partitions);
         return -1;
     }
     rd_kafka_resp_err_t err = rd_kafka_mock_topic_create(m->mc, topic, partitions, 1);
     if (err) {
-        kio__err(errstr, n, "mock topic %s: %s", topic, rd_kafka_err2str(err));
+        err_set(errstr, n, "mock topic %s: %s", topic, rd_kafka_err2str(err));
         return -1;
     }
     return 0;
@@ -206,7 +199,7 @@ static void kio__unreachable(char *errstr, size_t n, const kio_prop *props, int 
     if (!bs) bs = kio__prop_get(props, n_props, "metadata.broker.list");
     rd_kafka_poll(rk, 0); /* serve error_cb: the connection errors tell why */
     const char *why = cap->first[0] ? cap->first : cap->last;
-    kio__err(errstr, n, "cannot reach Kafka at %s within %d ms: %s%s%s%s",
+    err_set(errstr, n, "cannot reach Kafka at %s within %d ms: %s%s%s%s",
              bs ? bs : "(bootstrap.servers not set)", timeout_ms, rd_kafka_err2str(err),
              why[0] ? " (" : "", why, why[0] ? ")" : "");
 }
@@ -231,7 +224,7 @@ static int kio__wait_visible(rd_kafka_t *rk, const char *const *topics, int n_to
         }
         if (missing == 0) return 0;
         if (clk_mono_ms() >= deadline) {
-            kio__err(errstr, n, "created topic %s is not visible in the metadata after %d ms",
+            err_set(errstr, n, "created topic %s is not visible in the metadata after %d ms",
                      missing > 0 ? topics[missing - 1] : topics[0], timeout_ms);
             return -1;
         }
@@ -257,20 +250,20 @@ int kio_create_topics(const kio_prop *props, int n_props, const char *const *top
     }
     nt = calloc((size_t)n_topics, sizeof(*nt));
     if (!nt) {
-        kio__err(errstr, n, "out of memory");
+        err_set(errstr, n, "out of memory");
         goto out;
     }
     for (int i = 0; i < n_topics; i++) {
         nt[i] = rd_kafka_NewTopic_new(topics[i], partitions, -1, err, sizeof(err));
         if (!nt[i]) {
-            kio__err(errstr, n, "topic %s: %s", topics[i], err);
+            err_set(errstr, n, "topic %s: %s", topics[i], err);
             goto out;
         }
     }
     opts = rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_CREATETOPICS);
     if (rd_kafka_AdminOptions_set_request_timeout(opts, timeout_ms, err, sizeof(err)) ||
         rd_kafka_AdminOptions_set_operation_timeout(opts, timeout_ms, err, sizeof(err))) {
-        kio__err(errstr, n, "CreateTopics options: %s", err);
+        err_set(errstr, n, "CreateTopics options: %s", err);
         goto out;
     }
     /* Tell "unreachable" apart from "the broker does not answer CreateTopics". */
@@ -286,13 +279,13 @@ int kio_create_topics(const kio_prop *props, int n_props, const char *const *top
     /* The request timeout bounds the result; the margin covers its delivery. */
     ev = rd_kafka_queue_poll(q, timeout_ms + 1000);
     if (!ev || rd_kafka_event_error(ev) == RD_KAFKA_RESP_ERR__TIMED_OUT) {
-        kio__err(errstr, n, "CreateTopics got no answer within %d ms (the broker is "
+        err_set(errstr, n, "CreateTopics got no answer within %d ms (the broker is "
                  "reachable; it may not support CreateTopics, as librdkafka's mock "
                  "cluster does not)", timeout_ms);
         goto out;
     }
     if (rd_kafka_event_error(ev)) {
-        kio__err(errstr, n, "CreateTopics: %s", rd_kafka_event_error_string(ev));
+        err_set(errstr, n, "CreateTopics: %s", rd_kafka_event_error_string(ev));
         goto out;
     }
     size_t cnt = 0;
@@ -302,7 +295,7 @@ int kio_create_topics(const kio_prop *props, int n_props, const char *const *top
         rd_kafka_resp_err_t e = rd_kafka_topic_result_error(res[i]);
         if (e && e != RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS) {
             const char *s = rd_kafka_topic_result_error_string(res[i]);
-            kio__err(errstr, n, "cannot create topic %s: %s",
+            err_set(errstr, n, "cannot create topic %s: %s",
                      rd_kafka_topic_result_name(res[i]), s ? s : rd_kafka_err2str(e));
             goto out;
         }
@@ -345,7 +338,7 @@ int kio_check_topics(const kio_prop *props, int n_props, const char *const *topi
     const struct rd_kafka_metadata *md = NULL;
     int rc = -1;
     if (n_topics <= 0) {
-        kio__err(errstr, n, "no topics to check");
+        err_set(errstr, n, "no topics to check");
         return -1;
     }
     rd_kafka_t *rk = kio__admin_new(props, n_props, &cap, errstr, n);
@@ -369,22 +362,22 @@ int kio_check_topics(const kio_prop *props, int n_props, const char *const *topi
         rd_kafka_resp_err_t terr;
         int cnt = kio__md_partitions(md, topics[i], &terr);
         if (cnt < 0) {
-            kio__err(errstr, n, "topic %s: %s", topics[i], rd_kafka_err2str(terr));
+            err_set(errstr, n, "topic %s: %s", topics[i], rd_kafka_err2str(terr));
             goto out;
         }
         if (cnt == 0) {
             if (ref >= 0)
-                kio__err(errstr, n, "topic %s does not exist (create it with %d partitions like %s)",
+                err_set(errstr, n, "topic %s does not exist (create it with %d partitions like %s)",
                          topics[i], ref_cnt, topics[ref]);
             else if (n_topics > 1)
-                kio__err(errstr, n, "topic %s does not exist (create all %d topics with the "
+                err_set(errstr, n, "topic %s does not exist (create all %d topics with the "
                          "same partition count)", topics[i], n_topics);
             else
-                kio__err(errstr, n, "topic %s does not exist (create it first)", topics[i]);
+                err_set(errstr, n, "topic %s does not exist (create it first)", topics[i]);
             goto out;
         }
         if (cnt != ref_cnt) {
-            kio__err(errstr, n, "topics must have equal partition counts for co-partitioning: "
+            err_set(errstr, n, "topics must have equal partition counts for co-partitioning: "
                      "%s has %d, %s has %d", topics[ref], ref_cnt, topics[i], cnt);
             goto out;
         }
@@ -483,16 +476,16 @@ kio_consumer *kio_consumer_new(const kio_prop *props, int n_props,
     };
     const char *gid = kio__prop_get(props, n_props, "group.id");
     if (!gid || !gid[0]) {
-        kio__err(errstr, n, "kafka property group.id is required for the consumer");
+        err_set(errstr, n, "kafka property group.id is required for the consumer");
         return NULL;
     }
     if (n_topics <= 0) {
-        kio__err(errstr, n, "consumer: no topics to subscribe to");
+        err_set(errstr, n, "consumer: no topics to subscribe to");
         return NULL;
     }
     kio_consumer *c = calloc(1, sizeof(*c));
     if (!c) {
-        kio__err(errstr, n, "out of memory");
+        err_set(errstr, n, "out of memory");
         return NULL;
     }
     rd_kafka_conf_t *conf = kio__conf(defaults, 1, props, n_props, required, 3, kio__producer_only, errstr, n);
@@ -518,7 +511,7 @@ kio_consumer *kio_consumer_new(const kio_prop *props, int n_props,
     rd_kafka_resp_err_t e = rd_kafka_subscribe(c->rk, sub);
     rd_kafka_topic_partition_list_destroy(sub);
     if (e) {
-        kio__err(errstr, n, "subscribe: %s", rd_kafka_err2str(e));
+        err_set(errstr, n, "subscribe: %s", rd_kafka_err2str(e));
         rd_kafka_destroy(c->rk);
         free(c);
         return NULL;
@@ -567,7 +560,7 @@ int kio_consumer_poll(kio_consumer *c, rd_kafka_message_t **msgs, int max, int t
         if (m->err == RD_KAFKA_RESP_ERR__FATAL || c->fatal) {
             char fe[KIO__ERR_MAX];
             rd_kafka_resp_err_t ferr = rd_kafka_fatal_error(c->rk, fe, sizeof(fe));
-            kio__err(errstr, n, "fatal consumer error: %s",
+            err_set(errstr, n, "fatal consumer error: %s",
                      ferr ? fe : rd_kafka_message_errstr(m));
             rd_kafka_message_destroy(m);
             kio__drop(msgs, got);
@@ -584,7 +577,7 @@ int kio_consumer_poll(kio_consumer *c, rd_kafka_message_t **msgs, int max, int t
     if (got == 0 && c->fatal) {
         char fe[KIO__ERR_MAX];
         rd_kafka_fatal_error(c->rk, fe, sizeof(fe));
-        kio__err(errstr, n, "fatal consumer error: %s", fe);
+        err_set(errstr, n, "fatal consumer error: %s", fe);
         return -1;
     }
     return got;
@@ -595,7 +588,7 @@ int kio_consumer_store(kio_consumer *c, const rd_kafka_message_t *msg,
     (void)c;
     rd_kafka_resp_err_t e = rd_kafka_offset_store(msg->rkt, msg->partition, msg->offset);
     if (e) {
-        kio__err(errstr, n, "store offset %s [%d] %lld: %s", rd_kafka_topic_name(msg->rkt),
+        err_set(errstr, n, "store offset %s [%d] %lld: %s", rd_kafka_topic_name(msg->rkt),
                  (int)msg->partition, (long long)msg->offset, rd_kafka_err2str(e));
         return -1;
     }
@@ -610,7 +603,7 @@ int kio_consumer_store_offset(kio_consumer *c, const char *topic, int32_t partit
     if (!e) e = l->elems[0].err;
     rd_kafka_topic_partition_list_destroy(l);
     if (e) {
-        kio__err(errstr, n, "store offset %s [%d] %lld: %s", topic, (int)partition,
+        err_set(errstr, n, "store offset %s [%d] %lld: %s", topic, (int)partition,
                  (long long)next_offset, rd_kafka_err2str(e));
         return -1;
     }
@@ -620,7 +613,7 @@ int kio_consumer_store_offset(kio_consumer *c, const char *topic, int32_t partit
 int kio_consumer_commit(kio_consumer *c, char *errstr, size_t n) {
     rd_kafka_resp_err_t e = rd_kafka_commit(c->rk, NULL, 1);
     if (e && e != RD_KAFKA_RESP_ERR__NO_OFFSET) {
-        kio__err(errstr, n, "commit: %s", rd_kafka_err2str(e));
+        err_set(errstr, n, "commit: %s", rd_kafka_err2str(e));
         return -1;
     }
     return 0;
@@ -690,7 +683,7 @@ kio_producer *kio_producer_new(const kio_prop *props, int n_props, char *errstr,
     };
     kio_producer *p = calloc(1, sizeof(*p));
     if (!p) {
-        kio__err(errstr, n, "out of memory");
+        err_set(errstr, n, "out of memory");
         return NULL;
     }
     rd_kafka_conf_t *conf = kio__conf(defaults, 1, props, n_props, required, 2, kio__consumer_only, errstr, n);
@@ -737,9 +730,9 @@ int kio_produce(kio_producer *p, const char *topic, const void *key, size_t keyl
     if (e == RD_KAFKA_RESP_ERR__FATAL) {
         char fe[KIO__ERR_MAX];
         rd_kafka_fatal_error(p->rk, fe, sizeof(fe));
-        kio__err(errstr, n, "produce to %s: fatal: %s", topic, fe);
+        err_set(errstr, n, "produce to %s: fatal: %s", topic, fe);
     } else {
-        kio__err(errstr, n, "produce to %s: %s", topic, rd_kafka_err2str(e));
+        err_set(errstr, n, "produce to %s: %s", topic, rd_kafka_err2str(e));
     }
     return -1;
 }
@@ -753,13 +746,13 @@ int kio_producer_flush(kio_producer *p, int timeout_ms, char *errstr, size_t n) 
     long long new_failed = p->failed - p->failed_at_flush;
     p->failed_at_flush = p->failed;
     if (e) {
-        kio__err(errstr, n, "flush: %d messages not delivered within %d ms (%s)%s%s",
+        err_set(errstr, n, "flush: %d messages not delivered within %d ms (%s)%s%s",
                  rd_kafka_outq_len(p->rk), timeout_ms, rd_kafka_err2str(e),
                  p->last_err[0] ? ": " : "", p->last_err);
         return -1;
     }
     if (new_failed > 0) {
-        kio__err(errstr, n, "%lld deliveries failed; last: %s", new_failed, p->last_err);
+        err_set(errstr, n, "%lld deliveries failed; last: %s", new_failed, p->last_err);
         return -1;
     }
     return 0;
