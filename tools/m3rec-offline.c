@@ -50,19 +50,6 @@ typedef struct {
     int64_t last_ckpt_ms;  /* monotonic */
 } offline;
 
-/* The report's own keys: trained rows, and the state's counters with a store. */
-static void report_extra(json_writer *w, void *arg) {
-    const offline *o = arg;
-    json_key(w, "trained_ctr");
-    json_uint(w, lrn_trained_ctr(o->L));
-    json_key(w, "trained_ctcvr");
-    json_uint(w, lrn_trained_ctcvr(o->L));
-    if (o->st) {
-        json_key(w, "state");
-        state_write_json(o->st, w);
-    }
-}
-
 static void usage(void) {
     fprintf(stderr,
             "usage: m3rec-offline [--config FILE] [--set key=value]...\n"
@@ -244,7 +231,7 @@ static int finish(offline *o) {
         return -1;
     }
     if (o->st && checkpoint(o) != 0) return -1;
-    if (o->report && app_write_report(o->report, o->L, report_extra, o, err, sizeof err) != 0) {
+    if (o->report && app_write_report(o->report, o->L, o->st, NULL, NULL, err, sizeof err) != 0) {
         fprintf(stderr, "m3rec-offline: %s\n", err);
         return -1;
     }

@@ -463,14 +463,6 @@ static void report_extra(json_writer *jw, void *arg) {
             json_int(jw, k);
         }
     json_obj_end(jw);
-    json_key(jw, "trained_ctr");
-    json_uint(jw, lrn_trained_ctr(w->L));
-    json_key(jw, "trained_ctcvr");
-    json_uint(jw, lrn_trained_ctcvr(w->L));
-    if (w->st) {
-        json_key(jw, "state");
-        state_write_json(w->st, jw);
-    }
 }
 
 /* ---- the loop ---- */
@@ -687,7 +679,7 @@ int main(int argc, char **argv) {
                                                                     : kio_producer_last_error(w.prod));
         rc = 1;
     }
-    if (report && app_write_report(report, w.L, report_extra, &w, err, sizeof err) != 0) {
+    if (report && app_write_report(report, w.L, w.st, report_extra, &w, err, sizeof err) != 0) {
         fprintf(stderr, "m3rec-worker: %s\n", err);
         rc = 1;
     }

@@ -192,6 +192,7 @@ int app_oracle_write(const app_oracle *o, const char *path, char *errstr, size_t
 
 typedef struct {
     lrn *L;
+    state *st;
     app_extra_fn extra;
     void *arg;
 } report_ctx;
@@ -206,16 +207,24 @@ static void report_extra(json_writer *w, void *arg) {
     json_key(w, "pending");
     json_uint(w, lrn_pending(L));
     if (c->extra) c->extra(w, c->arg);
+    json_key(w, "trained_ctr");
+    json_uint(w, lrn_trained_ctr(L));
+    json_key(w, "trained_ctcvr");
+    json_uint(w, lrn_trained_ctcvr(L));
+    if (c->st) {
+        json_key(w, "state");
+        state_write_json(c->st, w);
+    }
 }
 
-char *app_report_json(lrn *L, app_extra_fn extra, void *arg) {
-    report_ctx c = {L, extra, arg};
+char *app_report_json(lrn *L, state *st, app_extra_fn extra, void *arg) {
+    report_ctx c = {L, st, extra, arg};
     return board_json(lrn_board(L), report_extra, &c);
 }
 
-int app_write_report(const char *path, lrn *L, app_extra_fn extra, void *arg,
+int app_write_report(const char *path, lrn *L, state *st, app_extra_fn extra, void *arg,
                      char *errstr, size_t n) {
-    return write_report(path, app_report_json(L, extra, arg), errstr, n);
+    return write_report(path, app_report_json(L, st, extra, arg), errstr, n);
 }
 
 /* ---- the comparison table ---- */
@@ -283,7 +292,7 @@ int app_print_comparison(FILE *out, const json_node *run, const json_node *oracl
 }
 
 int app_print_comparison_live(FILE *out, lrn *L, const app_oracle *o, char *errstr, size_t n) {
-    char *rs = app_report_json(L, NULL, NULL), *os = o ? app_oracle_json(o) : NULL;
+    char *rs = app_report_json(L, NULL, NULL, NULL), *os = o ? app_oracle_json(o) : NULL;
     json_node *run = rs ? json_parse(rs, errstr, n) : NULL;
     json_node *orc = os ? json_parse(os, errstr, n) : NULL;
     int rc = run ? app_print_comparison(out, run, orc, errstr, n) : -1;

@@ -8,6 +8,7 @@
 #include "stream/learner.h"
 #include "stream/topics.h"
 #include "eval/sim.h"
+#include "state/state.h"
 
 /* Handle the options every program takes: `--config FILE` (load a properties file) and
  * `--set key=value` (override one key), applied in command-line order. Returns 1 when
@@ -57,12 +58,13 @@ char *app_oracle_json(const app_oracle *o);
 /* Writes a program's own top-level report keys (may be NULL). */
 typedef void (*app_extra_fn)(json_writer *w, void *arg);
 
-/* Write the learner's report (metrics, model facts, then extra's keys) to path.
- * Returns 0, or -1 with errstr. */
-int app_write_report(const char *path, lrn *L, app_extra_fn extra, void *arg,
+/* Write the learner's report to path: metrics, model facts, extra's keys, the rows trained
+ * and, with a store (st not NULL), the state's counters. Returns 0, or -1 with errstr. */
+int app_write_report(const char *path, lrn *L, state *st, app_extra_fn extra, void *arg,
                      char *errstr, size_t n);
-/* The learner's report as a malloc'd JSON string (NULL when out of memory). */
-char *app_report_json(lrn *L, app_extra_fn extra, void *arg);
+/* The learner's report as app_write_report writes it, as a malloc'd JSON string (NULL when
+ * out of memory). */
+char *app_report_json(lrn *L, state *st, app_extra_fn extra, void *arg);
 
 /* Print, per scenario and overall, CTR and CTCVR AUC of every model in `run` next to the
  * oracle's, and the fraction of the LR-to-oracle gap each model closes when `run` has an
