@@ -8,13 +8,15 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* splitmix64's finalizer of x + golden gamma: a bijection on 64 bits. */
-static inline uint64_t hash_mix64(uint64_t x) {
-    x += 0x9e3779b97f4a7c15ULL;
+/* splitmix64's finalizer (Stafford's mix 13): a bijection on 64 bits. */
+static inline uint64_t hash_fin64(uint64_t x) {
     x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
     x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
     return x ^ (x >> 31);
 }
+
+/* The finalizer of x + golden gamma: one splitmix64 step from state x. */
+static inline uint64_t hash_mix64(uint64_t x) { return hash_fin64(x + 0x9e3779b97f4a7c15ULL); }
 
 /* The next number of the splitmix64 stream whose state is *s (the state advances). */
 static inline uint64_t hash_splitmix64(uint64_t *s) {

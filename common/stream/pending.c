@@ -72,13 +72,8 @@ struct pend_table {
     size_t n_synced;          /* entries the last pend_sync reported */
 };
 
-/* FNV-1a, then splitmix64's finalizer so the low bits used for the index are mixed. The
- * finalizer is applied to the FNV value itself, without the golden gamma that hash_mix64
- * adds first: taking the gamma off beforehand (exact, mod 2^64) keeps every stored index
- * position as it was. */
-static uint64_t pend__hash(const char *s) {
-    return hash_mix64(hash_fnv64_str(s) - 0x9e3779b97f4a7c15ULL);
-}
+/* FNV-1a, then splitmix64's finalizer so the low bits used for the index are mixed. */
+static uint64_t pend__hash(const char *s) { return hash_fin64(hash_fnv64_str(s)); }
 
 /* ---- the two indexes: `late` selects which table the values point into ---- */
 
