@@ -8,26 +8,17 @@
 #endif
 #include "base/hash.h"
 #include "engine/emb.h"
-#include "engine/keymap.h"
+#include "engine/rows.h"
 
 struct emb_table {
     int d;
     uint64_t seed;
     float init_acc;
-    km_map index;           /* key -> row */
-    float *store;           /* (rows_cap, 2d): weights then accumulators */
-    uint32_t *mark;         /* (rows_cap) position in touched[], sparse-set style */
-    uint32_t *cnt;          /* (rows_cap) the owner's per-row counter */
-    /* persistence bookkeeping (state.c): which key a row holds, whether it changed since
-     * the last checkpoint, when it was last used (batch tick, event time) */
-    uint64_t *keys;         /* (rows_cap) */
-    uint8_t *dirty;         /* (rows_cap) */
-    uint32_t *tick;         /* (rows_cap) */
-    int64_t *seen;          /* (rows_cap) */
-    size_t n_dirty;         /* rows with dirty set */
-    uint32_t cur_tick;      /* stamped on every row a lookup returns */
-    int64_t cur_seen;
-    size_t rows, rows_cap;
+    rows_book book;         /* key -> row, and each row's persistence bookkeeping */
+    /* the payload, (book.cap) rows each, resized by the book (emb__resize_payload) */
+    float *store;           /* (cap, 2d): weights then accumulators */
+    uint32_t *mark;         /* (cap) position in touched[], sparse-set style */
+    uint32_t *cnt;          /* (cap) the owner's per-row counter */
     /* gradients of the current step */
     uint32_t *touched;      /* (touch_cap) distinct rows, in first-touch order */
     float *gbuf;            /* (touch_cap, d) their summed gradients */
@@ -45,6 +36,16 @@ static int emb__grow_touch(emb_table *t, size_t cap) {
     return 0;
 }
 
+/* The book's rows_resize_fn: the payload arrays follow the book's capacity. */
+static int emb__resize_payload(void *owner, size_t cap) {
+    emb_table *t = owner;
+    int ok = 1;
+    t->store = rows_realloc(t->store, cap, 2 * (size_t)t->d * sizeof *t->store, &ok);
+    t->mark = rows_realloc(t->mark, cap, sizeof *t->mark, &ok);
+    t->cnt = rows_realloc(t->cnt, cap, sizeof *t->cnt, &ok);
+    return ok ? 0 : -1;
+}
+
 emb_table *emb_new(int d, uint64_t seed, float init_acc, size_t touch_cap,
                    char *errstr, size_t errstr_size) {
     /* the clocks start at 0 (calloc): a row stamped before emb_set_clock reads as old */
@@ -57,7 +58,7 @@ emb_table *emb_new(int d, uint64_t seed, float init_acc, size_t touch_cap,
     t->d = d;
     t->seed = seed;
     t->init_acc = init_acc;
-    if (km_resize(&t->index, 1024) != 0) goto oom;
+    if (rows_init(&t->book, emb__resize_payload, t) != 0) goto oom;
     if (emb__grow_touch(t, touch_cap ? touch_cap : 256) != 0) goto oom;
     return t;
 oom:
@@ -68,20 +69,16 @@ oom:
 
 void emb_destroy(emb_table *t) {
     if (!t) return;
-    km_free(&t->index);
+    rows_free(&t->book);
     free(t->store);
     free(t->mark);
     free(t->cnt);
-    free(t->keys);
-    free(t->dirty);
-    free(t->tick);
-    free(t->seen);
     free(t->touched);
     free(t->gbuf);
     free(t);
 }
 
-int64_t emb_find(const emb_table *t, uint64_t key) { return km_find(&t->index, key); }
+int64_t emb_find(const emb_table *t, uint64_t key) { return km_find(&t->book.index, key); }
 
 static void emb__init_row(emb_table *t, float *w, uint64_t key) {
     int d = t->d;
@@ -99,70 +96,20 @@ int64_t emb_lookup(emb_table *t, uint64_t key) {
     return emb_lookup_init(t, key, NULL, NULL);
 }
 
-/* Resize every per-row array to nc rows (nc >= rows). On failure (-1) the arrays that did
- * grow keep their new size and rows_cap its old value: the table stays usable. */
-static int emb__resize_rows(emb_table *t, size_t nc) {
-    float *store = realloc(t->store, nc * 2 * (size_t)t->d * sizeof *store);
-    if (store) t->store = store;
-    uint32_t *mark = realloc(t->mark, nc * sizeof *mark);
-    if (mark) t->mark = mark;
-    uint32_t *cnt = realloc(t->cnt, nc * sizeof *cnt);
-    if (cnt) t->cnt = cnt;
-    uint64_t *keys = realloc(t->keys, nc * sizeof *keys);
-    if (keys) t->keys = keys;
-    uint8_t *dirty = realloc(t->dirty, nc * sizeof *dirty);
-    if (dirty) t->dirty = dirty;
-    uint32_t *tick = realloc(t->tick, nc * sizeof *tick);
-    if (tick) t->tick = tick;
-    int64_t *seen = realloc(t->seen, nc * sizeof *seen);
-    if (seen) t->seen = seen;
-    if (!store || !mark || !cnt || !keys || !dirty || !tick || !seen) return -1;
-    t->rows_cap = nc;
-    return 0;
-}
-
-/* Append a row for key (absent; h is the free slot its probe ended on): counters zero,
- * dirty, stamped. The weights are left for the caller. Returns the row or -1. */
-static int64_t emb__new_row(emb_table *t, uint64_t key, size_t h) {
-    if (t->rows >= UINT32_MAX - 1) return -1;
-    if (t->rows == t->rows_cap &&
-        emb__resize_rows(t, t->rows_cap ? t->rows_cap * 2 : 1024) != 0)
-        return -1;
-    uint32_t row = (uint32_t)t->rows;
-    if (km_insert(&t->index, key, row, h, t->rows + 1) != 0) return -1;
-    t->rows++;
+int64_t emb_lookup_init(emb_table *t, uint64_t key, const float *init, int *created) {
+    int was_created;
+    int64_t row = rows_lookup(&t->book, key, &was_created);   /* a row handed out is dirty */
+    if (created) *created = was_created;
+    if (!was_created) return row;   /* found, or out of memory with the table unchanged */
     t->mark[row] = 0;
     t->cnt[row] = 0;
-    t->keys[row] = key;
-    t->dirty[row] = 1;
-    t->n_dirty++;
-    t->tick[row] = t->cur_tick;
-    t->seen[row] = t->cur_seen;
-    return row;
-}
-
-int64_t emb_lookup_init(emb_table *t, uint64_t key, const float *init, int *created) {
-    size_t h = km_probe(&t->index, key);
-    if (created) *created = 0;
-    uint32_t hit = t->index.slots[h].row;
-    if (hit != KM_EMPTY) {   /* a row a lookup hands out may change: it is dirty */
-        t->n_dirty += !t->dirty[hit];
-        t->dirty[hit] = 1;
-        t->tick[hit] = t->cur_tick;
-        t->seen[hit] = t->cur_seen;
-        return hit;
-    }
-    /* absent: make room first, so a failure leaves the table unchanged */
-    int64_t row = emb__new_row(t, key, h);
-    if (row < 0) return -1;
     float *w = t->store + (size_t)row * 2 * t->d;
     emb__init_row(t, w, key);
     if (init) memcpy(w, init, sizeof(float) * t->d);
-    if (created) *created = 1;
     return row;
 }
 
-size_t emb_rows(const emb_table *t) { return t->rows; }
+size_t emb_rows(const emb_table *t) { return t->book.n; }
 int emb_dim(const emb_table *t) { return t->d; }
 
 float *emb_weights(emb_table *t, int64_t row) {
@@ -176,7 +123,7 @@ float *emb_accum(emb_table *t, int64_t row) {
 uint32_t *emb_count(emb_table *t, int64_t row) { return &t->cnt[row]; }
 
 size_t emb_bytes(const emb_table *t) {
-    return t->index.cap * sizeof(km_slot) + t->rows_cap * emb_row_bytes(t);
+    return rows_index_bytes(&t->book) + t->book.cap * emb_row_bytes(t);
 }
 
 void emb_gather(float *out, const emb_table *t, const int64_t *rows, int n) {
@@ -211,7 +158,7 @@ int emb_grad_add(emb_table *t, int64_t row, const float *g) {
 }
 
 const float *emb_grad_get(const emb_table *t, int64_t row) {
-    if (row < 0 || (size_t)row >= t->rows) return NULL;
+    if (row < 0 || (size_t)row >= t->book.n) return NULL;
     int64_t p = emb__touch_pos(t, row);
     return p < 0 ? NULL : t->gbuf + (size_t)p * t->d;
 }
@@ -253,57 +200,36 @@ void emb_grad_apply(emb_table *t, float lr, float l2) {
 /* ---------------------------------------------------------------- persistence */
 
 void emb_set_clock(emb_table *t, uint32_t tick, int64_t seen_ms) {
-    t->cur_tick = tick;
-    t->cur_seen = seen_ms;
+    rows_set_clock(&t->book, tick, seen_ms);
 }
 
-uint64_t emb_key(const emb_table *t, int64_t row) { return t->keys[row]; }
-int emb_dirty(const emb_table *t, int64_t row) { return t->dirty[row]; }
-void emb_set_dirty(emb_table *t, int64_t row, int dirty) {
-    t->n_dirty += (size_t)(dirty != 0) - (size_t)t->dirty[row];
-    t->dirty[row] = (uint8_t)(dirty != 0);
-}
-
-size_t emb_dirty_rows(const emb_table *t) { return t->n_dirty; }
-uint32_t emb_tick(const emb_table *t, int64_t row) { return t->tick[row]; }
-int64_t emb_seen(const emb_table *t, int64_t row) { return t->seen[row]; }
-void emb_touch(emb_table *t, int64_t row) { t->tick[row] = t->cur_tick; }
+uint64_t emb_key(const emb_table *t, int64_t row) { return t->book.keys[row]; }
+int emb_dirty(const emb_table *t, int64_t row) { return t->book.dirty[row]; }
+void emb_set_dirty(emb_table *t, int64_t row, int dirty) { rows_set_dirty(&t->book, row, dirty); }
+void emb_clean_all(emb_table *t) { rows_clean_all(&t->book); }
+size_t emb_dirty_rows(const emb_table *t) { return t->book.n_dirty; }
+uint32_t emb_tick(const emb_table *t, int64_t row) { return t->book.tick[row]; }
+int64_t emb_seen(const emb_table *t, int64_t row) { return t->book.seen[row]; }
+void emb_touch(emb_table *t, int64_t row) { rows_touch(&t->book, row); }
 
 size_t emb_row_bytes(const emb_table *t) {
-    return 2 * (size_t)t->d * sizeof(float) + 3 * sizeof(uint32_t) + sizeof(uint64_t) +
-           sizeof(uint8_t) + sizeof(int64_t);
+    /* weights and accumulators, mark and cnt, then the book's share */
+    return 2 * (size_t)t->d * sizeof(float) + 2 * sizeof(uint32_t) + rows_row_bytes();
 }
 
-size_t emb_capacity(const emb_table *t) { return t->rows_cap; }
+size_t emb_capacity(const emb_table *t) { return t->book.cap; }
 
-int emb_reserve(emb_table *t, size_t rows_cap) {
-    if (rows_cap < t->rows) rows_cap = t->rows;
-    if (rows_cap < 16) rows_cap = 16;
-    size_t slots = km_slots_for(rows_cap);
-    /* slots first: growing them can fail without touching the rows */
-    if (slots != t->index.cap && km_resize(&t->index, slots) != 0) return -1;
-    if (rows_cap != t->rows_cap && emb__resize_rows(t, rows_cap) != 0) return -1;
-    return 0;
-}
+int emb_reserve(emb_table *t, size_t rows_cap) { return rows_reserve(&t->book, rows_cap); }
 
 int64_t emb_remove(emb_table *t, uint64_t key) {
-    int64_t removed = km_remove(&t->index, key);
-    if (removed < 0) return -2;
-    uint32_t row = (uint32_t)removed;
-    /* the last row moves into the hole, so rows stay dense */
-    uint32_t last = (uint32_t)--t->rows;
-    t->n_dirty -= t->dirty[row];
-    if (row == last) return -1;
+    uint32_t last;
+    int64_t row = rows_remove(&t->book, key, &last);
+    if (row < 0) return row;
     int d = t->d;
     memcpy(t->store + (size_t)row * 2 * d, t->store + (size_t)last * 2 * d,
            sizeof(float) * 2 * (size_t)d);
     t->mark[row] = t->mark[last];
     t->cnt[row] = t->cnt[last];
-    t->keys[row] = t->keys[last];
-    t->dirty[row] = t->dirty[last];
-    t->tick[row] = t->tick[last];
-    t->seen[row] = t->seen[last];
-    km_repoint(&t->index, t->keys[row], last, row);
     return row;
 }
 
@@ -316,7 +242,7 @@ void emb_value_save(const emb_table *t, int64_t row, void *buf) {
     size_t fl = 2 * (size_t)t->d * sizeof(float);
     memcpy(b, t->store + (size_t)row * 2 * t->d, fl);
     memcpy(b + fl, &t->cnt[row], sizeof(uint32_t));
-    memcpy(b + fl + sizeof(uint32_t), &t->seen[row], sizeof(int64_t));
+    memcpy(b + fl + sizeof(uint32_t), &t->book.seen[row], sizeof(int64_t));
 }
 
 int64_t emb_value_seen(const emb_table *t, const void *val, size_t len) {
@@ -329,16 +255,12 @@ int64_t emb_value_seen(const emb_table *t, const void *val, size_t len) {
 
 int64_t emb_value_load(emb_table *t, uint64_t key, const void *val, size_t len) {
     if (len != emb_value_bytes(t)) return -2;
-    size_t h = km_probe(&t->index, key);
-    if (t->index.slots[h].row != KM_EMPTY) return -2;
-    int64_t row = emb__new_row(t, key, h);
-    if (row < 0) return -1;
+    int64_t row = rows_append_stored(&t->book, key, emb_value_seen(t, val, len));
+    if (row < 0) return row;
     const unsigned char *b = val;
     size_t fl = 2 * (size_t)t->d * sizeof(float);
     memcpy(t->store + (size_t)row * 2 * t->d, b, fl);
+    t->mark[row] = 0;
     memcpy(&t->cnt[row], b + fl, sizeof(uint32_t));
-    memcpy(&t->seen[row], b + fl + sizeof(uint32_t), sizeof(int64_t));
-    t->dirty[row] = 0;   /* it equals what the store holds */
-    t->n_dirty--;
     return row;
 }

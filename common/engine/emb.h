@@ -13,10 +13,11 @@
  *
  * Each row also has a 32-bit counter (emb_count) for its owner's bookkeeping.
  *
- * Persistence (used by state.c, which puts RocksDB behind the table): each row knows its
- * key, a dirty flag (set when a lookup hands the row out or creates it: it may change;
- * cleared by the owner once the row is written), and the tick and event time of the last
- * lookup (from emb_set_clock), for eviction and expiry. Rows can be removed (the last row
+ * Persistence (used by state.c, which puts RocksDB behind the table; the bookkeeping is
+ * rows.h's, shared with the user table): each row knows its key, a dirty flag (set when
+ * a lookup hands the row out or creates it: it may change; cleared by the owner once the
+ * row is written), and the tick and event time of the last lookup (from emb_set_clock),
+ * for eviction and expiry. Rows can be removed (the last row
  * moves into the hole) and loaded from their serialized value. None of this may happen
  * between emb_grad_begin() and emb_grad_apply(): the step refers to rows by index.
  *
@@ -89,6 +90,8 @@ int emb_dirty(const emb_table *t, int64_t row);
 void emb_set_dirty(emb_table *t, int64_t row, int dirty);
 uint32_t emb_tick(const emb_table *t, int64_t row);
 int64_t emb_seen(const emb_table *t, int64_t row);
+/* Clear every row's dirty flag (they are all in the store now). */
+void emb_clean_all(emb_table *t);
 /* Rows with the dirty flag set. */
 size_t emb_dirty_rows(const emb_table *t);
 /* Stamp the current tick on a row (it is in use) without marking it dirty. */
@@ -100,7 +103,8 @@ size_t emb_capacity(const emb_table *t);
 /* Set the row capacity to max(rows_cap, rows, 16), growing or shrinking, and the hash
  * slots to what that many rows need (load <= 0.7). Lookups then create up to that many
  * rows without reallocating. Returns 0, or -1 when memory runs out (the table stays valid,
- * possibly with only the slots resized). */
+ * possibly with only the slots resized, and the capacity at the smaller of the old and
+ * the asked one: rows.h). */
 int emb_reserve(emb_table *t, size_t rows_cap);
 /* Remove key's row. The last row moves into its place: returns that new index, -1 when
  * the removed row was the last one (nothing moved), -2 when key is absent. Row indices

@@ -1,7 +1,7 @@
 /* keymap.h - an open-addressing index from 64-bit keys to 32-bit row numbers, for the
- * tables that keep their rows dense (emb.c, users.c): linear probing from a Fibonacci hash,
- * load kept at or below 0.7, backward-shift deletion (no tombstones). The caller owns
- * the rows; the map only says where a key's row is. */
+ * tables that keep their rows dense (rows.c, for emb.c and users.c): linear probing from
+ * a Fibonacci hash, load kept at or below 0.7, backward-shift deletion (no tombstones).
+ * The caller owns the rows; the map only says where a key's row is. */
 #ifndef M3_KEYMAP_H
 #define M3_KEYMAP_H
 #include <stddef.h>

@@ -43,10 +43,10 @@ size_t users_rows(const users_table *t);
 size_t users_bytes(const users_table *t);
 
 /* ---- persistence (state.c puts RocksDB behind the table) ----
- * As emb.h: each row knows its key, a dirty flag (set when users_lookup hands the row out
- * or creates it, or users_mark says it changed; cleared by the owner once the row is
- * written), and the tick and event time of its last use (from users_set_clock), for
- * eviction and expiry. Rows are removed with the last row moving into the hole, and
+ * The bookkeeping is rows.h's, shared with emb.h: each row knows its key, a dirty flag
+ * (set when users_lookup hands the row out or creates it, or users_mark says it changed;
+ * cleared by the owner once the row is written), and the tick and event time of its last
+ * use (from users_set_clock), for eviction and expiry. Rows are removed with the last row moving into the hole, and
  * loaded from their stored value. */
 
 /* The tick and event time stamped on every row users_lookup returns or creates, and on
@@ -81,7 +81,7 @@ int64_t users_remove(users_table *t, uint64_t key);
 /* Bytes one row of capacity costs (value and bookkeeping; the hash slots are extra), and
  * the row capacity now; users_reserve sets it to max(rows_cap, rows, 16) (grow or shrink)
  * with the hash slots sized to match. Returns 0, or -1 when out of memory (the table stays
- * valid). */
+ * valid, the capacity at the smaller of the old and the asked one: rows.h). */
 size_t users_row_bytes(const users_table *t);
 size_t users_capacity(const users_table *t);
 int users_reserve(users_table *t, size_t rows_cap);
