@@ -230,7 +230,7 @@ static int state__put_offsets(state *st, const state_offset *offs, int n, char *
 /* Durable: everything written is clean now, the deletes are done, the offsets stored.
  * Returns 0, or -1 when out of memory. */
 static int state__committed(state *st, const state_offset *offs, int n) {
-    for (size_t r = 0; r < emb_rows(st->emb); r++) emb_set_dirty(st->emb, (int64_t)r, 0);
+    emb_clean_all(st->emb);
     users_clean_all(st->users);
     for (int src = 0; src < lrn_n_sources(st->L); src++) {
         char e2[64];
