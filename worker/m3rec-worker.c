@@ -313,17 +313,13 @@ static void on_revoke(void *opaque, rd_kafka_t *rk, const rd_kafka_topic_partiti
  * set (and room for the embedded broker's bootstrap.servers). */
 static int name_topics_and_props(worker *w, char *err, size_t n) {
     const m3_cfg *c = &w->cfg;
-    const char *scen[M3_MAX_SCEN];
-    for (int s = 0; s < c->scenarios.n; s++) scen[s] = c->scenarios.names[s];
-    if (topics_init(&w->tp, c->topic_prefix, scen, c->scenarios.n, err, n) != 0) return -1;
+    if (app_topics(&w->tp, c, err, n) != 0) return -1;
     w->n_topics = w->tp.n_scen + 1;
-    w->props = calloc((size_t)c->n_kafka + 2, sizeof *w->props);
+    w->props = app_kafka_props(c, NULL, 2, &w->n_props);
     if (!w->props) {
         snprintf(err, n, "out of memory");
         return -1;
     }
-    for (int i = 0; i < c->n_kafka; i++)
-        w->props[w->n_props++] = (kio_prop){c->kafka[i].key, c->kafka[i].value};
     if (!cfg_kafka_get(c, "group.id")) w->props[w->n_props++] = (kio_prop){"group.id", "m3rec"};
     return 0;
 }
