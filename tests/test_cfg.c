@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/props.h"
 #include "config/cfg.h"
 #include "check.h"
 
@@ -409,6 +410,66 @@ static void test_load_errors(void) {
     cfg_free(&c);
 }
 
+/* Write n bytes of content (NULs included) to <build>/cfg_test_<name>.properties. */
+static const char *write_bytes(const char *name, const char *content, size_t n) {
+    static char path[1024];
+    snprintf(path, sizeof path, "%s/cfg_test_%s.properties", M3_BINARY_DIR, name);
+    FILE *f = fopen(path, "wb");
+    CHECK_MSG(f != NULL, "cannot write %s", path);
+    CHECK_EQ_INT(fwrite(content, 1, n, f), n);
+    fclose(f);
+    return path;
+}
+
+static void load_bytes_fails(const char *name, const char *content, size_t n, const char *msg) {
+    const char *path = write_bytes(name, content, n);
+    char want[2048];
+    snprintf(want, sizeof want, "%s%s", path, msg);
+    m3_cfg c;
+    cfg_defaults(&c);
+    errbuf[0] = '\0';
+    CHECK_EQ_INT(cfg_load(&c, path, errbuf, sizeof errbuf), -1);
+    CHECK_EQ_STR(errbuf, want);
+    cfg_free(&c);
+}
+
+/* A line over PROPS_LINE_MAX bytes, a NUL byte, a file over PROPS_FILE_MAX bytes: each
+ * refused with where it is, after reading no more than the limit. */
+static void test_load_limits(void) {
+    static const char nul[] = "batch.size=8\nbatch.size=16\0garbage\n";
+    load_bytes_fails("nul", nul, sizeof nul - 1, ":2: NUL byte at column 14");
+    size_t n = PROPS_LINE_MAX + 1;   /* the line and its newline */
+    char *text = malloc(n + 2);
+    CHECK(text != NULL);
+    memset(text, 'x', n + 2);
+    text[0] = '#';
+    text[1] = ' ';
+    text[n - 1] = '\n';   /* a comment line of PROPS_LINE_MAX bytes loads */
+    const char *path = write_bytes("line_max", text, n);
+    m3_cfg c;
+    cfg_defaults(&c);
+    CHECK_MSG(cfg_load(&c, path, errbuf, sizeof errbuf) == 0, "%s", errbuf);
+    cfg_free(&c);
+    text[n - 1] = 'x';     /* one byte more does not */
+    text[n] = '\n';
+    load_bytes_fails("line_long", text, n + 1, ":1: line longer than 65536 bytes");
+    free(text);
+    /* comment lines of 64 bytes past 1 MiB */
+    size_t big = PROPS_FILE_MAX + 64;
+    text = malloc(big);
+    CHECK(text != NULL);
+    for (size_t i = 0; i < big; i++) text[i] = i % 64 == 63 ? '\n' : i % 64 ? 'c' : '#';
+    char want[128];
+    snprintf(want, sizeof want, ": larger than 1048576 bytes (line %d)", PROPS_FILE_MAX / 64 + 1);
+    load_bytes_fails("big", text, big, want);
+    free(text);
+    /* an endless device: refused at its first byte, not read to the end */
+    cfg_defaults(&c);
+    CHECK_EQ_INT(cfg_load(&c, "/dev/zero", errbuf, sizeof errbuf), -1);
+    CHECK_EQ_STR(errbuf, "/dev/zero:1: NUL byte at column 1");
+    cfg_free(&c);
+}
+
 static void test_check_errors(void) {
     check_fails("batch.size=8\nmodel.shadow=lr,m3rec\n", 2,
                 "model.shadow lists m3rec, the primary model.arch");
@@ -567,6 +628,7 @@ int main(void) {
     test_kafka_passthrough();
     test_set();
     test_load_errors();
+    test_load_limits();
     test_check_errors();
     test_dump_roundtrip();
     test_documented();

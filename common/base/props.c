@@ -16,6 +16,42 @@ char *props_trim(char *s) {
     return s;
 }
 
+/* Read the next line of f into line (without its '\n', NUL-terminated). Returns its length;
+ * PROPS__EOF at the end of the file; PROPS__LONG when it has more than PROPS_LINE_MAX bytes;
+ * PROPS__NUL when it holds a NUL byte (*col = its 1-based column); PROPS__BIG when the file
+ * passes PROPS_FILE_MAX bytes (*total counts the bytes read). Reading stops at the first
+ * fault, so no input makes it read more than PROPS_FILE_MAX bytes or hold a longer line. */
+enum { PROPS__EOF = -1, PROPS__LONG = -2, PROPS__NUL = -3, PROPS__BIG = -4 };
+static long props__getline(FILE *f, char *line, long *total, long *col) {
+    long n = 0;
+    int ch;
+    while ((ch = getc(f)) != EOF) {
+        if (++*total > PROPS_FILE_MAX) return PROPS__BIG;
+        if (ch == '\n') break;
+        if (ch == '\0') {
+            *col = n + 1;
+            return PROPS__NUL;
+        }
+        if (n == PROPS_LINE_MAX) return PROPS__LONG;
+        line[n++] = (char)ch;
+    }
+    line[n] = '\0';
+    return ch == EOF && n == 0 ? PROPS__EOF : n;
+}
+
+/* The message of a refused line or file. */
+static void props__fault(long r, const char *path, int lineno, long col, char *errstr,
+                         size_t errstr_size) {
+    if (r == PROPS__LONG)
+        err_set(errstr, errstr_size, "%s:%d: line longer than %d bytes", path, lineno,
+                PROPS_LINE_MAX);
+    else if (r == PROPS__NUL)
+        err_set(errstr, errstr_size, "%s:%d: NUL byte at column %ld", path, lineno, col);
+    else
+        err_set(errstr, errstr_size, "%s: larger than %d bytes (line %d)", path,
+                PROPS_FILE_MAX, lineno);
+}
+
 int props_load(const char *path, props_line_fn apply, void *ctx, char *errstr,
                size_t errstr_size) {
     FILE *f = fopen(path, "r");
@@ -23,11 +59,21 @@ int props_load(const char *path, props_line_fn apply, void *ctx, char *errstr,
         err_set(errstr, errstr_size, "%s: %s", path, strerror(errno));
         return -1;
     }
-    char *line = NULL;
-    size_t cap = 0;
+    char *line = malloc(PROPS_LINE_MAX + 1);
+    if (!line) {
+        fclose(f);
+        err_set(errstr, errstr_size, "%s: out of memory", path);
+        return -1;
+    }
     int lineno = 0, rc = 0;
-    while (getline(&line, &cap, f) >= 0) {
+    long total = 0, col = 0, r;
+    while ((r = props__getline(f, line, &total, &col)) != PROPS__EOF) {
         lineno++;
+        if (r < 0) {
+            props__fault(r, path, lineno, col, errstr, errstr_size);
+            rc = -1;
+            break;
+        }
         char *s = props_trim(line);
         if (!*s || *s == '#' || *s == '!') continue;
         if (apply(ctx, s, path, lineno, errstr, errstr_size) != 0) {

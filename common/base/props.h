@@ -17,9 +17,15 @@ typedef int (*props_line_fn)(void *ctx, const char *line, const char *origin, in
 /* Trim blanks on both sides of s in place; returns the first non-blank character. */
 char *props_trim(char *s);
 
+#define PROPS_LINE_MAX (64 * 1024)   /* bytes in one line, without its newline */
+#define PROPS_FILE_MAX (1024 * 1024)  /* bytes in one file */
+
 /* Read the file at path line by line and hand every setting line to apply(ctx, ...).
  * Returns 0; or -1 with errstr = "path: <strerror>" when the file cannot be opened,
- * apply's message when a line is refused (the lines before it stay applied), or
+ * apply's message when a line is refused (the lines before it stay applied),
+ * "path:N: line longer than 65536 bytes", "path:N: NUL byte at column C",
+ * "path: larger than 1048576 bytes (line N)" (nothing past the limit is read, so
+ * /dev/zero or an endless pipe is refused in bounded memory and time), or
  * "path: read error after line N" when reading fails. */
 int props_load(const char *path, props_line_fn apply, void *ctx, char *errstr,
                size_t errstr_size);
