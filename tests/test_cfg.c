@@ -255,6 +255,52 @@ static void test_kafka_passthrough(void) {
     set_fails("kafka.=x", "--set: 'kafka.' names no librdkafka property");
 }
 
+/* Only allowlisted librdkafka properties print in clear: keys, passwords, tokens and
+ * oauth settings, and any property not on the list, print as "***". */
+static void test_kafka_secrets(void) {
+    static const char *const hidden[][2] = {
+        {"ssl.key.pem", "-----BEGIN PRIVATE KEY-----MIIEv"},
+        {"sasl.oauthbearer.config", "principal=admin extension_token=tok123"},
+        {"sasl.oauthbearer.client.secret", "oidcsecret"},
+        {"sasl.oauthbearer.assertion.private.key.passphrase", "pp"},
+        {"ssl.key.password", "keypw"},
+        {"ssl.keystore.password", "storepw"},
+        {"sasl.password", "hunter2"},
+        {"ssl.certificate.pem", "-----BEGIN CERTIFICATE-----"},
+        {"sasl.kerberos.keytab", "/etc/krb5.keytab"},
+        {"some.future.property", "unknown"},
+    };
+    static const char *const shown[][2] = {
+        {"bootstrap.servers", "b:9093"}, {"group.id", "g"}, {"client.id", "c"},
+        {"security.protocol", "SASL_SSL"}, {"sasl.mechanism", "SCRAM-SHA-512"},
+        {"sasl.username", "alice"}, {"ssl.ca.location", "/ca.pem"},
+        {"ssl.certificate.location", "/client.pem"}, {"ssl.key.location", "/client.key"},
+    };
+    m3_cfg c;
+    cfg_defaults(&c);
+    char kv[256], line[256];
+    for (size_t i = 0; i < sizeof hidden / sizeof hidden[0]; i++) {
+        snprintf(kv, sizeof kv, "kafka.%s=%s", hidden[i][0], hidden[i][1]);
+        set_ok(&c, kv);
+    }
+    for (size_t i = 0; i < sizeof shown / sizeof shown[0]; i++) {
+        snprintf(kv, sizeof kv, "kafka.%s=%s", shown[i][0], shown[i][1]);
+        set_ok(&c, kv);
+    }
+    char *d = cfg_dump(&c);
+    for (size_t i = 0; i < sizeof hidden / sizeof hidden[0]; i++) {
+        snprintf(line, sizeof line, "\nkafka.%s=***\n", hidden[i][0]);
+        CHECK_CONTAINS(d, line);
+        CHECK_MSG(strstr(d, hidden[i][1]) == NULL, "%s printed in clear", hidden[i][0]);
+    }
+    for (size_t i = 0; i < sizeof shown / sizeof shown[0]; i++) {
+        snprintf(line, sizeof line, "\nkafka.%s=%s\n", shown[i][0], shown[i][1]);
+        CHECK_CONTAINS(d, line);
+    }
+    free(d);
+    cfg_free(&c);
+}
+
 static void test_set(void) {
     m3_cfg c;
     cfg_defaults(&c);
@@ -626,6 +672,7 @@ int main(void) {
     test_model_defaults_agree();
     test_shipped_files();
     test_kafka_passthrough();
+    test_kafka_secrets();
     test_set();
     test_load_errors();
     test_load_limits();

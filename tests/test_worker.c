@@ -65,6 +65,25 @@ static void test_bad_config(void) {
     CHECK_CONTAINS(out, "kafka.bootstrap.servers=localhost:9092\n");
 }
 
+/* No secret reaches --print-config or a start-up error: a private key and an oauth
+ * configuration print as "***", and so does the value of a property librdkafka refuses. */
+static void test_secrets(void) {
+    const char *out;
+    char *a1[] = {"--set", "kafka.ssl.key.pem=SECRET-PEM", "--set",
+                  "kafka.sasl.oauthbearer.config=principal=x extension_t=SECRET-TOKEN",
+                  "--set", "kafka.sasl.username=alice", "--print-config", NULL};
+    CHECK_EQ_INT(run(a1, 10000, &out), 0);
+    CHECK_CONTAINS(out, "kafka.ssl.key.pem=***\n");
+    CHECK_CONTAINS(out, "kafka.sasl.oauthbearer.config=***\n");
+    CHECK_CONTAINS(out, "kafka.sasl.username=alice\n");
+    CHECK(strstr(out, "SECRET") == NULL);
+    char *a2[] = {"--set", "kafka.bootstrap.servers=127.0.0.1:1", "--set",
+                  "kafka.sasl.oauthbearer.grant.type=SECRET-GRANT", NULL};
+    CHECK_EQ_INT(run(a2, 30000, &out), 1);
+    CHECK_CONTAINS(out, "kafka property sasl.oauthbearer.grant.type=***: ");
+    CHECK(strstr(out, "SECRET") == NULL);
+}
+
 static void test_topics(void) {
     char err[512];
     const char *some[] = {"m3rec.events.home", "m3rec.events.search", "m3rec.requests"};
@@ -214,6 +233,7 @@ static void test_state_dir(void) {
 int main(void) {
     test_state_dir();
     test_bad_config();
+    test_secrets();
     test_topics();
     test_sigterm();
     return 0;

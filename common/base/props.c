@@ -150,3 +150,43 @@ const char *props_closest(const char *name, const char *const *names, int n, int
     }
     return best <= max_distance ? hit : NULL;
 }
+
+/* Non-secret librdkafka properties (CONFIGURATION.md): addresses, names, file locations,
+ * mechanisms, timings and sizes. Deliberately absent: sasl.password, ssl.key.password,
+ * ssl.keystore.password, ssl.key.pem, ssl.certificate.pem, ssl.ca.pem, every
+ * sasl.oauthbearer.* but the method (config, client.secret, assertion keys, token
+ * endpoint), sasl.kerberos.kinit.cmd and .keytab, plugin and interceptor settings. */
+static const char *const props__kafka_shown[] = {
+    "acks", "allow.auto.create.topics", "api.version.request", "auto.commit.interval.ms",
+    "auto.offset.reset", "batch.num.messages", "batch.size", "bootstrap.servers",
+    "broker.address.family", "check.crcs", "client.dns.lookup", "client.id", "client.rack",
+    "compression.codec", "compression.level", "compression.type", "connections.max.idle.ms",
+    "debug", "delivery.timeout.ms", "enable.auto.commit", "enable.auto.offset.store",
+    "enable.idempotence", "enable.partition.eof", "enable.ssl.certificate.verification",
+    "fetch.error.backoff.ms", "fetch.max.bytes", "fetch.message.max.bytes",
+    "fetch.min.bytes", "fetch.wait.max.ms", "group.id", "group.instance.id", "group.protocol",
+    "group.remote.assignor", "heartbeat.interval.ms", "isolation.level", "linger.ms",
+    "log.connection.close", "log_level", "max.in.flight", "max.in.flight.requests.per.connection",
+    "max.partition.fetch.bytes", "max.poll.interval.ms", "message.max.bytes",
+    "message.send.max.retries", "message.timeout.ms", "metadata.broker.list",
+    "metadata.max.age.ms", "partition.assignment.strategy", "partitioner",
+    "queue.buffering.max.kbytes", "queue.buffering.max.messages", "queue.buffering.max.ms",
+    "queued.max.messages.kbytes", "queued.min.messages", "receive.message.max.bytes",
+    "reconnect.backoff.max.ms", "reconnect.backoff.ms", "request.required.acks",
+    "request.timeout.ms", "retries", "retry.backoff.max.ms", "retry.backoff.ms",
+    "sasl.kerberos.principal", "sasl.kerberos.service.name", "sasl.mechanism",
+    "sasl.mechanisms", "sasl.oauthbearer.method", "sasl.username", "security.protocol",
+    "session.timeout.ms", "socket.connection.setup.timeout.ms", "socket.keepalive.enable",
+    "socket.nagle.disable", "socket.timeout.ms", "ssl.ca.certificate.stores",
+    "ssl.ca.location", "ssl.certificate.location", "ssl.cipher.suites", "ssl.crl.location",
+    "ssl.curves.list", "ssl.endpoint.identification.algorithm", "ssl.key.location",
+    "ssl.keystore.location", "ssl.sigalgs.list", "statistics.interval.ms",
+    "sticky.partitioning.linger.ms", "topic.metadata.refresh.interval.ms",
+    "transaction.timeout.ms", "transactional.id",
+};
+
+int props_kafka_shown(const char *key) {
+    for (size_t i = 0; i < sizeof props__kafka_shown / sizeof props__kafka_shown[0]; i++)
+        if (strcmp(key, props__kafka_shown[i]) == 0) return 1;
+    return 0;
+}

@@ -49,4 +49,10 @@ int props_distance(const char *a, const char *b);
  * distance is at most max_distance; else NULL. */
 const char *props_closest(const char *name, const char *const *names, int n, int max_distance);
 
+/* 1 when the value of the librdkafka property key (without "kafka.") may be shown: in
+ * --print-config, the report, a log or an error message. Only properties known to hold no
+ * key, password, token, credential or oauth setting are on the allowlist (props.c); every
+ * other key, including one librdkafka adds later, is 0 and its value is shown as "***". */
+int props_kafka_shown(const char *key);
+
 #endif

@@ -728,10 +728,6 @@ static void cfg__put_float(buf *b, float v) {
     buf_puts(b, tmp);
 }
 
-static int cfg__secret(const char *key) {
-    return strstr(key, "password") || strstr(key, "secret");
-}
-
 char *cfg_dump(const m3_cfg *c) {
     buf b = {0};
     for (int i = 0; i < CFG__NKEYS; i++) {
@@ -767,7 +763,7 @@ char *cfg_dump(const m3_cfg *c) {
     }
     for (int i = 0; i < c->n_kafka; i++)
         buf_printf(&b, KAFKA_PREFIX "%s=%s\n", c->kafka[i].key,
-                 cfg__secret(c->kafka[i].key) ? "***" : c->kafka[i].value);
+                   props_kafka_shown(c->kafka[i].key) ? c->kafka[i].value : "***");
     return buf_take(&b);
 }
 

@@ -119,7 +119,8 @@ void cfg_free(m3_cfg *c);
 
 /* Write every setting, one `key=value` per line, to a malloc'd string (for --print-config
  * and the report): the known keys in table order, then the kafka. ones in file order.
- * Values of kafka keys whose name contains "password" or "secret" are written as "***".
+ * Values of kafka keys are written as "***" unless props_kafka_shown() allows them (an
+ * allowlist of librdkafka properties that hold no key, password, token or credential).
  * The caller frees the string. Returns NULL on allocation failure. */
 char *cfg_dump(const m3_cfg *c);
 

@@ -10,6 +10,7 @@
 
 #include "base/clock.h"
 #include "base/err.h"
+#include "base/props.h"
 
 #define KIO__ERR_MAX 512
 #define KIO__QFULL_RETRIES 100   /* x 100 ms of polling: ~10 s bound on a full queue */
@@ -77,7 +78,8 @@ static rd_kafka_conf_t *kio__conf(const kio_prop *defaults, int n_defaults,
             if (l == 1 && p->key && kio__in(skip, p->key)) continue;
             if (rd_kafka_conf_set(conf, p->key, p->value, err, sizeof(err)) !=
                 RD_KAFKA_CONF_OK) {
-                err_set(errstr, n, "kafka property %s=%s: %s", p->key, p->value, err);
+                err_set(errstr, n, "kafka property %s=%s: %s", p->key,
+                        props_kafka_shown(p->key) ? p->value : "***", err);
                 rd_kafka_conf_destroy(conf);
                 return NULL;
             }
