@@ -525,6 +525,28 @@ static void test_check_errors(void) {
                 "scenarios is empty: at least one scenario is needed");
     check_fails("scenarios=a,b,c,d,e,f,g,h,i,j,k,l,m,n,o,p,q\n", 1,
                 "17 scenarios, at most 16 are supported");
+    /* the engine's checks, with the file:line of the last key they name */
+    check_fails("model.emb.dim=16\nbatch.size=8\nmodel.upt.heads=3\n", 3,
+                "model.upt.heads 3 must divide model.emb.dim 16");
+    check_fails("model.upt.heads=4\n# c\nmodel.emb.dim=18\nbatch.size=8\n", 3,
+                "model.upt.heads 4 must divide model.emb.dim 18");
+    check_fails("model.upt.heads=3\nmodel.arch=lr\nmodel.shadow=m3rec\nbatch.size=8\n", 3,
+                "model.shadow m3rec: model.upt.heads 3 must divide model.emb.dim 16");
+    check_fails("model.experts.shared=0\nmodel.experts.scenario=0\nmodel.experts.task=0\n", 3,
+                "model.experts.shared 0, model.experts.scenario 0, model.experts.task 0: need "
+                ">= 0 each, >= 1 expert per example, <= 32 per example and <= 64 in all (with "
+                "every scenario's)");
+    check_fails("features.item_num=\nfeatures.item_cat=\nbatch.size=8\n", 2,
+                "model.mieg needs item features (features.item_cat, features.item_num): "
+                "item_cat 6+0 of 7 slots, item_num 1+0 of 1");
+    check_fails("model.emb.dim=128\n", 1,
+                "the UPT snapshots of a pending row take 1540 bytes, more than 1024 (4 x "
+                "model.emb.dim 128 x 3 scenarios for each m3rec model): a smaller "
+                "model.emb.dim, fewer scenarios or fewer m3rec models in model.shadow");
+    check_fails("model.emb.dim=48\nmodel.arch=m3rec_noupt\nmodel.shadow=m3rec,m3rec_nomieg\n", 3,
+                "the UPT snapshots of a pending row take 1160 bytes, more than 1024 (4 x "
+                "model.emb.dim 48 x 3 scenarios for each m3rec model): a smaller "
+                "model.emb.dim, fewer scenarios or fewer m3rec models in model.shadow");
     /* 2 ids + 32 + 31 + 2 = 67 slots: the error names the later of the features lines */
     char text[2048] = "features.user_cat=", line2[1024] = "features.item_cat=";
     for (int i = 0; i < 32; i++)

@@ -63,6 +63,16 @@ static void test_bad_config(void) {
     CHECK_EQ_INT(run(a5, 10000, &out), 0);
     CHECK_CONTAINS(out, "batch.size=256\n");
     CHECK_CONTAINS(out, "kafka.bootstrap.servers=localhost:9092\n");
+    /* what start-up refuses, --print-config refuses too, with the file and line */
+    f = fopen(path, "w");
+    CHECK(f);
+    fputs("model.emb.dim=16\nmodel.upt.heads=3\n", f);
+    fclose(f);
+    char *a6[] = {"--config", (char *)path, "--print-config", NULL};
+    CHECK_EQ_INT(run(a6, 10000, &out), 2);
+    CHECK_CONTAINS(out, "test_worker_bad.properties:2: model.upt.heads 3 must divide "
+                        "model.emb.dim 16\n");
+    CHECK(strstr(out, "batch.size=") == NULL);
 }
 
 /* No secret reaches --print-config or a start-up error: a private key and an oauth

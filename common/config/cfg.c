@@ -644,6 +644,56 @@ static int cfg__check_fail(const m3_cfg *c, const char *const *names, int n, cha
     return -1;
 }
 
+/* Whether the key table's name occurs in msg as a whole name (a sentence's final '.' after
+ * it does not join it to the next word). */
+static int cfg__names_key(const char *msg, const char *name) {
+    size_t len = strlen(name);
+    for (const char *p = strstr(msg, name); p; p = strstr(p + 1, name)) {
+        const char *e = p + len;
+        int starts = p == msg || !cfg__name_char((unsigned char)p[-1]);
+        int ends = !cfg__name_char((unsigned char)*e) ||
+                   (*e == '.' && !cfg__name_char((unsigned char)e[1]));
+        if (starts && ends) return 1;
+    }
+    return 0;
+}
+
+/* A failed engine check: msg names the keys involved; the error names where the last of
+ * them was set. */
+static int cfg__model_fail(const m3_cfg *c, const char *msg, char *errstr, size_t errstr_size) {
+    const char *names[CFG__NKEYS];
+    int n = 0;
+    for (int i = 0; i < CFG__NKEYS; i++)
+        if (cfg__names_key(msg, cfg__keys[i].name)) names[n++] = cfg__keys[i].name;
+    return cfg__check_fail(c, names, n, errstr, errstr_size, msg);
+}
+
+/* The engine's checks of every model the learner will build (model.arch, then each of
+ * model.shadow), and the bound on their UPT snapshots together: what m3_new() and the
+ * learner would refuse at start-up, refused here with file:line. */
+static int cfg__check_models(const m3_cfg *c, char *errstr, size_t errstr_size) {
+    char msg[512], why[400];
+    size_t snap = 0;
+    for (int i = -1; i < c->n_shadow; i++) {
+        m3_model_cfg mc = c->model;
+        if (i >= 0) mc.arch = c->shadow[i];
+        if (m3_check_cfg(&mc, why, sizeof why) != 0) {
+            if (i >= 0) snprintf(msg, sizeof msg, "model.shadow %s: %s", m3_arch_name(mc.arch), why);
+            else snprintf(msg, sizeof msg, "%s", why);
+            return cfg__model_fail(c, msg, errstr, errstr_size);
+        }
+        snap += m3_cfg_snap_bytes(&mc);
+    }
+    if (snap > M3_SNAP_MAX) {
+        snprintf(msg, sizeof msg, "the UPT snapshots of a pending row take %zu bytes, more "
+                 "than %d (4 x model.emb.dim %d x %d scenarios for each m3rec model): a "
+                 "smaller model.emb.dim, fewer scenarios or fewer m3rec models in model.shadow",
+                 snap, M3_SNAP_MAX, c->model.emb_dim, c->scenarios.n);
+        return cfg__model_fail(c, msg, errstr, errstr_size);
+    }
+    return 0;
+}
+
 int cfg_check(m3_cfg *c, char *errstr, size_t errstr_size) {
     char msg[512];
     static const char *const scen[] = { "scenarios" };
@@ -689,7 +739,7 @@ int cfg_check(m3_cfg *c, char *errstr, size_t errstr_size) {
                                "model's state is persisted (compare architectures with "
                                "m3rec-offline or a second worker without a store)");
     cfg__derive(c);
-    return 0;
+    return cfg__check_models(c, errstr, errstr_size);
 }
 
 const char *cfg_kafka_get(const m3_cfg *c, const char *key) {

@@ -102,10 +102,13 @@ int cfg_set(m3_cfg *c, const char *key_eq_value, const char *origin, int line,
 /* Cross-key checks after everything is loaded: at least one and at most M3_MAX_SCEN
  * scenarios, 2 id slots + categorical fields <= M3_MAX_CAT, numeric fields <= M3_MAX_NUM,
  * the primary model.arch not repeated in model.shadow, no model.shadow with store.dir
- * (only the primary model's state is persisted). On success fills the derived
- * model fields (n_scen, n_cat, n_num, max_batch = 2 * batch.size) and returns 0.
- * Returns -1 with errstr = "where: message", where = the file:line (or --set) that set
- * the last of the keys involved. */
+ * (only the primary model's state is persisted); then the engine's own checks of every
+ * model the worker builds (m3_check_cfg of model.arch and of each model.shadow, e.g.
+ * model.upt.heads dividing model.emb.dim) and the bound on their UPT snapshots: every check
+ * start-up makes of the configuration, so --print-config refuses what start-up would.
+ * Fills the derived model fields (n_scen, n_cat, n_num, max_batch = 2 * batch.size) and
+ * returns 0. Returns -1 with errstr = "where: message", the message naming the keys and
+ * where = the file:line (or --set) that set the last of them (no where: all defaults). */
 int cfg_check(m3_cfg *c, char *errstr, size_t errstr_size);
 
 /* The value of a librdkafka passthrough key (without `kafka.`), or NULL. */

@@ -383,7 +383,7 @@ static void m3__init_params(m3_model *m) {
     }
 }
 
-static int m3__check_cfg(const m3_model_cfg *c, char *err, size_t n) {
+int m3_check_cfg(const m3_model_cfg *c, char *err, size_t n) {
     if (c->arch < 0 || c->arch >= M3_ARCH__COUNT)
         return err_set(err, n, "model.arch %d is not implemented", c->arch);
     if (c->n_scen < 1 || c->n_scen > M3_MAX_SCEN)
@@ -418,12 +418,14 @@ static int m3__check_cfg(const m3_model_cfg *c, char *err, size_t n) {
             c->n_exp_shared + c->n_exp_scen + 2 * c->n_exp_task < 1 ||
             c->n_exp_shared + c->n_exp_scen + 2 * c->n_exp_task > M3__MAX_SLOTS ||
             c->n_exp_shared + c->n_scen * c->n_exp_scen + 2 * c->n_exp_task > M3_MAX_EXPERTS)
-            return err_set(err, n, "model.experts: shared %d, scenario %d, task %d: need >= 0 "
-                           "each, >= 1 expert per example, <= %d per example and <= %d in all",
+            return err_set(err, n, "model.experts.shared %d, model.experts.scenario %d, "
+                           "model.experts.task %d: need >= 0 each, >= 1 expert per example, "
+                           "<= %d per example and <= %d in all (with every scenario's)",
                            c->n_exp_shared, c->n_exp_scen, c->n_exp_task, M3__MAX_SLOTS,
                            M3_MAX_EXPERTS);
         if (c->n_exp_shared + c->n_exp_scen + c->n_exp_task < 1)
-            return err_set(err, n, "model.experts: every task needs at least one expert");
+            return err_set(err, n, "model.experts.shared, model.experts.scenario, "
+                           "model.experts.task: every task needs at least one expert");
     }
     if (m3__is_m3rec(c->arch)) {
         if (c->item_warm < 0)
@@ -434,8 +436,9 @@ static int m3__check_cfg(const m3_model_cfg *c, char *err, size_t n) {
             if (c->item_cat_n < 0 || c->item_num_n < 0 || c->item_cat_n + c->item_num_n < 1 ||
                 c->item_cat_from < 0 || c->item_cat_from + c->item_cat_n > c->n_cat ||
                 c->item_num_from < 0 || c->item_num_from + c->item_num_n > c->n_num)
-                return err_set(err, n, "MIEG needs item features: item_cat %d+%d of %d slots, "
-                               "item_num %d+%d of %d", c->item_cat_from, c->item_cat_n, c->n_cat,
+                return err_set(err, n, "model.mieg needs item features (features.item_cat, "
+                               "features.item_num): item_cat %d+%d of %d slots, item_num "
+                               "%d+%d of %d", c->item_cat_from, c->item_cat_n, c->n_cat,
                                c->item_num_from, c->item_num_n, c->n_num);
             if (!(c->mieg_align >= 0) || !isfinite(c->mieg_align))
                 return err_set(err, n, "model.mieg.align must be finite and >= 0");
@@ -447,7 +450,8 @@ static int m3__check_cfg(const m3_model_cfg *c, char *err, size_t n) {
             if (c->upt_ffn < 1 || c->upt_ffn > 65536)
                 return err_set(err, n, "model.upt.ffn %d, expected 1..65536", c->upt_ffn);
             if (c->n_scen + 2 > NN_ATTN_MAX_L)
-                return err_set(err, n, "UPT attends over n_scen + 2 <= %d tokens", NN_ATTN_MAX_L);
+                return err_set(err, n, "model.upt attends over scenarios + 2 <= %d tokens",
+                               NN_ATTN_MAX_L);
             if (!(c->upt_step >= 0 && c->upt_step <= 10 && c->upt_step_conv >= 0 &&
                   c->upt_step_conv <= 10))
                 return err_set(err, n,
@@ -716,7 +720,7 @@ static int m3__alloc_acts(m3_model *m) {
 
 m3_model *m3_new(const m3_model_cfg *cfg, char *errstr, size_t errstr_size) {
     openblas_set_num_threads(1);
-    if (m3__check_cfg(cfg, errstr, errstr_size) != 0) return NULL;
+    if (m3_check_cfg(cfg, errstr, errstr_size) != 0) return NULL;
     m3_model *m = calloc(1, sizeof *m);
     if (!m) goto oom;
     m->cfg = *cfg;
@@ -1330,10 +1334,14 @@ static void m3__lr_backward(m3_model *m, int B) {
 
 /* ---------------------------------------------------------------- step */
 
-size_t m3_snap_bytes(const m3_model *m) {
-    if (!m->use_upt) return 0;
-    return (m3__snap_flags(m) + (size_t)m->cfg.n_scen + 3) & ~(size_t)3;   /* pad to 4 */
+size_t m3_cfg_snap_bytes(const m3_model_cfg *c) {
+    int upt = c->upt && (c->arch == M3_ARCH_M3REC || c->arch == M3_ARCH_M3REC_NOMIEG);
+    if (!upt) return 0;
+    size_t flags = (size_t)c->n_scen * (size_t)c->emb_dim * sizeof(float);
+    return (flags + (size_t)c->n_scen + 3) & ~(size_t)3;   /* pad to 4 */
 }
+
+size_t m3_snap_bytes(const m3_model *m) { return m3_cfg_snap_bytes(&m->cfg); }
 
 void m3_snap_save(const m3_model *m, int i, void *buf) {
     size_t n = m3_snap_bytes(m);

@@ -101,6 +101,17 @@ void m3_model_cfg_defaults(m3_model_cfg *c);
 
 typedef struct m3_model m3_model;
 
+/* The checks m3_new() makes of cfg, for a configuration reader to run before building
+ * anything. Returns 0, or -1 with errstr naming the configuration keys involved (e.g.
+ * "model.upt.heads 3 must divide model.emb.dim 16"). */
+int m3_check_cfg(const m3_model_cfg *cfg, char *errstr, size_t errstr_size);
+
+/* The bytes m3_snap_bytes() gives for a model built from cfg (0 without UPT). */
+size_t m3_cfg_snap_bytes(const m3_model_cfg *cfg);
+
+/* Bytes of UPT snapshots one pending row carries, the models of a learner together. */
+#define M3_SNAP_MAX 1024
+
 /* Create a model; all step buffers are allocated here, for max_batch examples. Dense
  * weights are initialised (He for ReLU layers) from cfg.seed, deterministically. Also pins
  * OpenBLAS to one thread. On error, NULL is returned and errstr says why (a bad

@@ -28,7 +28,7 @@
 #include "engine/model.h"
 
 #define PEND_MAX_MODELS 8
-#define PEND_SNAP_MAX 1024   /* bytes of model snapshots an entry carries (m3_snap_bytes) */
+#define PEND_SNAP_MAX M3_SNAP_MAX   /* bytes of model snapshots an entry carries (m3_snap_bytes) */
 
 typedef struct {
     char impression_id[M3_ID_MAX];
