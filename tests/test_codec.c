@@ -799,6 +799,21 @@ static void test_malformed(void) {
                                   0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02};
     x = msg_of(M3_EV_CONVERSION, vof, sizeof vof);
     bad(x->b, x->n, "varint overflows 64 bits in Conversion.ts_ms");
+    /* only the shortest form: 1000 is d0 0f, not d0 8f 00; 0 is 00, not 80 00 */
+    static const uint8_t vlong[] = {0x02, 'c', 0x02, 'i', 0xd0, 0x8f, 0x00,
+                                    0x02, 's', 0x00, 0x00};
+    x = msg_of(M3_EV_CONVERSION, vlong, sizeof vlong);
+    bad(x->b, x->n, "overlong varint (3 bytes for a 2-byte value) in Conversion.ts_ms");
+    static const uint8_t vzero[] = {0x02, 'c', 0x02, 'i', 0x00, 0x02, 's', 0x80, 0x00, 0x00};
+    x = msg_of(M3_EV_CONVERSION, vzero, sizeof vzero);
+    bad(x->b, x->n, "overlong varint (2 bytes for a 1-byte value) in Conversion.user_id");
+    static const uint8_t vlen[] = {0x82, 0x80, 0x00, 'c'};       /* a string length too */
+    x = msg_of(M3_EV_CONVERSION, vlen, sizeof vlen);
+    bad(x->b, x->n, "overlong varint (3 bytes for a 1-byte value) in Conversion.conversion_id");
+    static const uint8_t v10[] = {0x02, 'c', 0x02, 'i',          /* 10 bytes, the last 0 */
+                                  0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x00};
+    x = msg_of(M3_EV_CONVERSION, v10, sizeof v10);
+    bad(x->b, x->n, "overlong varint (10 bytes for a 1-byte value) in Conversion.ts_ms");
     static const uint8_t vmax[] = {0x02, 'c', 0x02, 'i',                       /* INT64_MIN ok */
                                    0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01,
                                    0x02, 's', 0x00, 0x00};

@@ -430,7 +430,17 @@ typedef struct {
     codec__ctx x;
 } codec__rd;
 
-/* Avro long: zig-zag varint, at most 10 bytes, the 10th carrying only bit 63. */
+/* reason = "overlong varint (N bytes for a K-byte value)": u, written in N bytes, takes K. */
+static int codec__fail_overlong(const codec__ctx *x, int n, uint64_t u) {
+    int need = 1;
+    while (need < 10 && u >> (7 * need)) need++;
+    return codec__fail(x, "overlong varint (%d bytes for a %d-byte value)", n, need);
+}
+
+/* Avro long: zig-zag varint, at most 10 bytes, the 10th carrying only bit 63, in its
+ * shortest form as the encoder writes it: a last byte of 0 after others (0x80 0x00 for 0)
+ * only pads, so the same value would have two encodings and decode -> encode would not
+ * give the input back. */
 static int codec__rd_long(codec__rd *r, int64_t *v) {
     uint64_t u = 0;
     for (int i = 0; i < 10; i++) {
@@ -440,7 +450,10 @@ static int codec__rd_long(codec__rd *r, int64_t *v) {
             return codec__fail(&r->x, b & 0x80 ? "varint longer than 10 bytes"
                                                : "varint overflows 64 bits");
         u |= (uint64_t)(b & 0x7F) << (7 * i);
-        if (!(b & 0x80)) break;
+        if (!(b & 0x80)) {
+            if (b == 0 && i > 0) return codec__fail_overlong(&r->x, i + 1, u);
+            break;
+        }
     }
     *v = (int64_t)(u >> 1) ^ -(int64_t)(u & 1);
     return 0;
