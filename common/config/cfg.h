@@ -89,7 +89,8 @@ typedef struct m3_cfg {
 void cfg_defaults(m3_cfg *c);
 
 /* Read a properties file into c (on top of what is there), line by line. Returns 0, or
- * -1 with errstr = "path:line: message" (an unreadable file is "path: <strerror>");
+ * -1 with errstr = "path:line: message" (an unreadable file is "path: <strerror>"; a
+ * line over 64 KiB, a NUL byte or a file over 1 MiB is refused: props_load());
  * the lines before the bad one stay applied, the bad one changes nothing. */
 int cfg_load(m3_cfg *c, const char *path, char *errstr, size_t errstr_size);
 
