@@ -20,7 +20,7 @@
 #define MAX_SECRETS 12
 #define FAIL_DEADLINE_MS 90000   /* the programs give up on an unreachable broker in 15-30 s */
 
-static char kdir[512], conf[600], bootstrap[128];
+static char kdir[512], conf[600], bootstrap[512];
 static char prop_kv[MAX_PROPS][2][512];
 static kio_prop props[MAX_PROPS];
 static int n_props;
