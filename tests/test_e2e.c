@@ -14,33 +14,36 @@
 #define N_IMPRESSIONS 60000
 #define PARTS 4
 
+/* ev encoded as a bad message on suffix, expected in the DLQ with a reason containing expect. */
+static void add_encoded(codec *cd, pl_stream *s, const char *suffix, const char *expect,
+                        const m3_event *ev) {
+    pl_bad *b = pl_add_bad(s, suffix, expect);
+    b->len = (size_t)pl_encode(cd, ev, b->bytes, sizeof b->bytes);
+}
+
 /* Valid messages the learner must refuse: numeric features of absurd magnitude (finite),
  * an impression from 300 years ahead, a conversion from 1970. */
 static void add_poison(codec *cd, pl_stream *s) {
     m3_event ev;
     pl_sample_impression(&ev, "home");
     ev.u.imp.item_num.kv[0].value = -3.4e38f;
-    pl_bad *b = pl_add_bad(s, "events.home", "item_num.price=-3.4e+38 outside [-1e+06, 1e+06] "
-                                            "(features.num.max_abs");
-    b->len = (size_t)pl_encode(cd, &ev, b->bytes, sizeof b->bytes);
+    add_encoded(cd, s, "events.home",
+                "item_num.price=-3.4e+38 outside [-1e+06, 1e+06] (features.num.max_abs", &ev);
     pl_sample_impression(&ev, "search");
     ev.u.imp.user_num.n = 1;
     snprintf(ev.u.imp.user_num.kv[0].name, M3_NAME_MAX, "activity");
     ev.u.imp.user_num.kv[0].value = 3.35e38f;
-    b = pl_add_bad(s, "events.search", "user_num.activity=3.35e+38 outside");
-    b->len = (size_t)pl_encode(cd, &ev, b->bytes, sizeof b->bytes);
+    add_encoded(cd, s, "events.search", "user_num.activity=3.35e+38 outside", &ev);
     pl_sample_impression(&ev, "product");
     ev.u.imp.ts_ms = 10000000000000LL;
     ev.u.imp.clicked = 1;
-    b = pl_add_bad(s, "events.product", "ms ahead of the newest event time");
-    b->len = (size_t)pl_encode(cd, &ev, b->bytes, sizeof b->bytes);
+    add_encoded(cd, s, "events.product", "ms ahead of the newest event time", &ev);
     memset(&ev, 0, sizeof ev);
     ev.type = M3_EV_CONVERSION;
     snprintf(ev.u.conv.conversion_id, M3_ID_MAX, "old-conv");
     snprintf(ev.u.conv.impression_id, M3_ID_MAX, "old-imp");
     snprintf(ev.u.conv.scenario, M3_NAME_MAX, "home");
-    b = pl_add_bad(s, "events.home", "ms behind its partition's event time");
-    b->len = (size_t)pl_encode(cd, &ev, b->bytes, sizeof b->bytes);
+    add_encoded(cd, s, "events.home", "ms behind its partition's event time", &ev);
 }
 
 int main(void) {
