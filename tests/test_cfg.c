@@ -130,6 +130,10 @@ static const char *defaults_dump =
     "checkpoint.sync=true\n"
     "emb.admit.count=1\n"
     "emb.expire.ms=2592000000\n"
+    "features.num.max_abs=1e+06\n"
+    "features.num.clip=false\n"
+    "time.max.ahead.ms=86400000\n"
+    "time.max.behind.ms=604800000\n"
     "broker.embedded=false\n"
     "broker.embedded.partitions=4\n"
     "worker.exit.idle.ms=0\n"
@@ -316,6 +320,7 @@ static void test_set(void) {
     set_ok(&c, "model.lr.dense=1");
     set_ok(&c, "model.clip.norm=0");
     set_ok(&c, "join.window.ms=2592000000");
+    set_ok(&c, "time.max.behind.ms=2600000000");   /* >= join.window.ms + join.lateness.ms */
     CHECK_EQ_INT(c.batch_size, 64);
     CHECK_EQ_INT(c.model.arch, M3_ARCH_LR);
     CHECK_EQ_INT(c.n_shadow, 1);
@@ -547,6 +552,10 @@ static void test_check_errors(void) {
                 "the UPT snapshots of a pending row take 1160 bytes, more than 1024 (4 x "
                 "model.emb.dim 48 x 3 scenarios for each m3rec model): a smaller "
                 "model.emb.dim, fewer scenarios or fewer m3rec models in model.shadow");
+    check_fails("time.max.behind.ms=3600000\njoin.lateness.ms=1000\n", 2,
+                "time.max.behind.ms=3600000 is below join.window.ms + join.lateness.ms = "
+                "3601000: a conversion that can still join would be refused (raise it, or 0 = "
+                "no check)");
     /* 2 ids + 32 + 31 + 2 = 67 slots: the error names the later of the features lines */
     char text[2048] = "features.user_cat=", line2[1024] = "features.item_cat=";
     for (int i = 0; i < 32; i++)
@@ -629,7 +638,7 @@ static void test_documented(void) {
         CHECK_CONTAINS(props, pat);
         n++;
     }
-    CHECK_EQ_INT(n, 52);
+    CHECK_EQ_INT(n, 56);
     char *help = cfg_help();
     CHECK_CONTAINS(help, "batch.size                   impressions per minibatch "
                          "(predict, then train) (1..4096; default 256)\n");

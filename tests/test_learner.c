@@ -130,14 +130,19 @@ static void test_join(void) {
     CHECK(lrn_conversion(L, &k1, 1, collect, &s, reason, sizeof reason) == 0);
     met_counters *mc = met_board_counters(lrn_board(L));
     CHECK_EQ_INT(mc->unmatched_conversions, 1);
-    /* time passes in source 0 beyond c1's window: c1 settles as a negative */
+    /* time passes in source 0 beyond c1's window (a jump: the second event confirms it),
+     * c1 settles as a negative */
     m3_impression late = imp("l", "home", T0 + WINDOW + 1, 4, 0);
+    m3_impression late2 = imp("l2", "home", T0 + WINDOW + 2, 5, 0);
     CHECK(lrn_impression(L, &late, 0, 0, collect, &s, reason, sizeof reason) == 0);
+    lrn_run_batch(L, collect, &s);          /* one event alone does not close the window */
+    CHECK_EQ_INT(lrn_pending(L), 1);
+    CHECK(lrn_impression(L, &late2, 0, 0, collect, &s, reason, sizeof reason) == 0);
     lrn_run_batch(L, collect, &s);          /* closes c1's window: trained as a CTCVR negative */
     CHECK_EQ_INT(lrn_pending(L), 0);
-    CHECK_EQ_INT(ctcvr_n(L, 0), 4);
+    CHECK_EQ_INT(ctcvr_n(L, 0), 5);
     lrn_run_batch(L, collect, &s);          /* nothing left to do */
-    CHECK_EQ_INT(ctcvr_n(L, 0), 4);
+    CHECK_EQ_INT(ctcvr_n(L, 0), 5);
     CHECK_EQ_INT(met_board_auc(lrn_board(L), 0, -1, MET_CTCVR)->n_pos, 1);
     /* its conversion now is late, not unknown */
     CHECK(lrn_conversion(L, &k1, 0, collect, &s, reason, sizeof reason) == 0);
@@ -204,10 +209,12 @@ static void test_many_settled(void) {
         s.n = 0;
         CHECK(lrn_conversion(L, &k, 0, collect, &s, reason, sizeof reason) == 0);
     }
-    /* the rest time out together */
+    /* the rest time out together (two events: one alone does not move the clock) */
     m3_impression later = imp("later", "home", T0 + 10 * WINDOW, 1, 0);
+    m3_impression later2 = imp("later2", "home", T0 + 10 * WINDOW + 1, 2, 0);
     s.n = 0;
     CHECK(lrn_impression(L, &later, 0, 0, collect, &s, reason, sizeof reason) == 0);
+    CHECK(lrn_impression(L, &later2, 0, 0, collect, &s, reason, sizeof reason) == 0);
     for (int k = 0; k < 200 && lrn_pending(L) > 0; k++) {
         s.n = 0;
         lrn_run_batch(L, collect, &s);
@@ -215,7 +222,7 @@ static void test_many_settled(void) {
     s.n = 0;
     lrn_run_batch(L, collect, &s);
     CHECK_EQ_INT(lrn_pending(L), 0);
-    CHECK_EQ_INT(ctcvr_n(L, 0), n + 1);
+    CHECK_EQ_INT(ctcvr_n(L, 0), n + 2);
     CHECK_EQ_INT(met_board_auc(lrn_board(L), 0, -1, MET_CTCVR)->n_pos, n / 2);
     lrn_destroy(L);
     cfg_free(&cfg);
@@ -258,6 +265,12 @@ static void test_state_roundtrip(void) {
     CHECK_EQ_INT(lrn_trained_ctr(L), 2);
     CHECK_EQ_INT(lrn_trained_ctcvr(L), 2);
     CHECK_EQ_INT(lrn_n_sources(L), 4);
+    /* a far-ahead refusal: its count and the event it remembers are stream state too */
+    m3_event far;
+    memset(&far, 0, sizeof far);
+    far.type = M3_EV_IMPRESSION;
+    far.u.imp = imp("far", "home", T0 + 400 * 86400000LL, 1, 0);
+    CHECK_EQ_INT(lrn_admit(L, &far, 0, reason, sizeof reason), 1);
     size_t n = lrn_state_save(L, NULL, 0);
     unsigned char *buf = malloc(n), *buf2 = malloc(n);
     CHECK_EQ_INT(lrn_state_save(L, buf, n), n);
@@ -269,6 +282,10 @@ static void test_state_roundtrip(void) {
     CHECK_EQ_INT(lrn_model_version(L2), lrn_model_version(L));
     CHECK_EQ_INT(met_board_counters(lrn_board(L2))->conversions, 1);
     CHECK_EQ_INT(lrn_n_sources(L2), 4);
+    CHECK_EQ_INT(lrn_admission_counts(L2)->time_ahead, 1);
+    CHECK_EQ_INT(lrn_clock(L2), lrn_clock(L));
+    far.u.imp.ts_ms += 1;   /* agrees with the remembered one: admitted after the restart too */
+    CHECK_EQ_INT(lrn_admit(L2, &far, 0, reason, sizeof reason), 0);
     /* a short record, and one of a learner with another model count, are refused */
     m3_cfg cfg3;
     lrn *L3 = make(&cfg3);
@@ -293,7 +310,157 @@ static void test_state_roundtrip(void) {
     cfg_free(&cfg4);
 }
 
+/* ---- admission ---- */
+
+static int admit(lrn *L, const m3_event *ev, int src, char *reason) {
+    reason[0] = '\0';
+    return lrn_admit(L, ev, src, reason, 256);
+}
+
+static m3_event imp_event(const char *id, int64_t ts, const char *field, float v) {
+    m3_event ev;
+    memset(&ev, 0, sizeof ev);
+    ev.type = M3_EV_IMPRESSION;
+    ev.u.imp = imp(id, "home", ts, 1, 0);
+    m3_nummap *m = strcmp(field, "activity") == 0 ? &ev.u.imp.user_num : &ev.u.imp.item_num;
+    m->n = 1;
+    snprintf(m->kv[0].name, M3_NAME_MAX, "%s", field);
+    m->kv[0].value = v;
+    return ev;
+}
+
+static float last_num[M3_MAX_NUM];
+static void keep_nums(void *ud, const m3_example *ex, const char *const *ids, int B, int n_imp) {
+    (void)ud; (void)ids; (void)B;
+    if (n_imp > 0) memcpy(last_num, ex[n_imp - 1].num, sizeof last_num);
+}
+
+/* Numeric features: a value outside [-max_abs, max_abs] refuses its event with a reason
+ * naming field, value and key; the bound itself and unread fields pass; with clip the
+ * value is clipped; and the model never sees a value outside, admitted or not. */
+static void test_admit_numbers(void) {
+    m3_cfg cfg;
+    lrn *L = make(&cfg);
+    char reason[256];
+    m3_event ev = imp_event("p", T0, "price", -3.4e38f);
+    CHECK_EQ_INT(admit(L, &ev, 0, reason), 1);
+    CHECK_EQ_STR(reason, "item_num.price=-3.4e+38 outside [-1e+06, 1e+06] "
+                         "(features.num.max_abs; or features.num.clip=true)");
+    ev = imp_event("a", T0, "activity", 3.35e38f);
+    CHECK_EQ_INT(admit(L, &ev, 0, reason), 1);
+    CHECK_CONTAINS(reason, "user_num.activity=3.35e+38 outside");
+    ev = imp_event("b", T0, "price", 1e6f);          /* the bound itself */
+    CHECK_EQ_INT(admit(L, &ev, 0, reason), 0);
+    ev = imp_event("c", T0, "weight", 3e38f);        /* a field the model does not read */
+    CHECK_EQ_INT(admit(L, &ev, 0, reason), 0);
+    /* a score request's candidate */
+    m3_candidate cand;
+    memset(&cand, 0, sizeof cand);
+    cand.item_num.n = 1;
+    snprintf(cand.item_num.kv[0].name, M3_NAME_MAX, "rating");
+    cand.item_num.kv[0].value = 2e6f;
+    m3_event rq;
+    memset(&rq, 0, sizeof rq);
+    rq.type = M3_EV_SCORE_REQUEST;
+    snprintf(rq.u.req.scenario, M3_NAME_MAX, "home");
+    rq.u.req.n_cands = 1;
+    rq.u.req.cands = &cand;
+    CHECK_EQ_INT(admit(L, &rq, -1, reason), 1);
+    CHECK_CONTAINS(reason, "item_num.rating=2e+06 outside");
+    CHECK_EQ_INT(lrn_admission_counts(L)->num_refused, 3);
+    /* handed over without lrn_admit: the model still sees the bound, not the value */
+    CHECK(lrn_set_batch_hook(L, keep_nums, NULL) == 0);
+    ev = imp_event("p", T0, "price", -3.4e38f);
+    CHECK(lrn_impression(L, &ev.u.imp, 0, 0, NULL, NULL, reason, sizeof reason) == 0);
+    lrn_run_batch(L, NULL, NULL);
+    CHECK_CLOSE(last_num[1], -1e6f, 0, 0);                /* slots: activity, price, rating */
+    lrn_destroy(L);
+    cfg_free(&cfg);
+    /* clip: admitted, counted, clipped */
+    L = make(&cfg);
+    CHECK(cfg_set(&cfg, "features.num.clip=true", "test", 9, reason, sizeof reason) == 0);
+    CHECK(lrn_set_batch_hook(L, keep_nums, NULL) == 0);
+    ev = imp_event("a", T0, "activity", 3.35e38f);
+    CHECK_EQ_INT(admit(L, &ev, 0, reason), 0);
+    CHECK_EQ_INT(lrn_admission_counts(L)->num_clipped, 1);
+    CHECK_EQ_INT(lrn_admission_counts(L)->num_refused, 0);
+    CHECK(lrn_impression(L, &ev.u.imp, 0, 0, NULL, NULL, reason, sizeof reason) == 0);
+    lrn_run_batch(L, NULL, NULL);
+    CHECK_CLOSE(last_num[0], 1e6f, 0, 0);
+    lrn_destroy(L);
+    cfg_free(&cfg);
+}
+
+/* Admit ev (an impression at ts on src) and, when admitted, queue it. Returns lrn_admit's. */
+static int offer(lrn *L, const char *id, int64_t ts, int src, char *reason) {
+    m3_event ev;
+    memset(&ev, 0, sizeof ev);
+    ev.type = M3_EV_IMPRESSION;
+    ev.u.imp = imp(id, "home", ts, 1, 1);
+    int r = admit(L, &ev, src, reason);
+    char err[256];
+    if (r == 0) CHECK(lrn_impression(L, &ev.u.imp, src, 0, NULL, NULL, err, sizeof err) == 0);
+    return r;
+}
+
+/* Event time: far ahead of the learner's clock or far behind the partition's is refused
+ * with a reason; two far-ahead events in a row that agree are a real jump; one message
+ * moves no clock, so it closes no window. */
+static void test_admit_time(void) {
+    m3_cfg cfg;
+    lrn *L = make(&cfg);   /* join.lateness.ms=0: every jump needs its confirmation */
+    char reason[256];
+    const int64_t DAY = 86400000;
+    CHECK_EQ_INT(lrn_clock(L), INT64_MIN);
+    CHECK_EQ_INT(offer(L, "c1", T0, 0, reason), 0);   /* the anchor: nothing to compare */
+    CHECK_EQ_INT(offer(L, "e2", T0 + 1000, 0, reason), 0);
+    CHECK_EQ_INT(offer(L, "e3", T0 + 2000, 0, reason), 0);
+    CHECK_EQ_INT(lrn_clock(L), T0 + 1000);
+    CHECK_EQ_INT(offer(L, "x", 10000000000000LL, 0, reason), 1);
+    CHECK_EQ_STR(reason, "Impression ts_ms=10000000000000 is 8232774399000 ms ahead of the newest "
+                         "event time 1767225601000 (time.max.ahead.ms=86400000)");
+    CHECK_EQ_INT(offer(L, "e4", T0 + 3000, 0, reason), 0);
+    CHECK_EQ_INT(offer(L, "old", T0 - 8 * DAY, 0, reason), 1);
+    CHECK_CONTAINS(reason, "ms behind its partition's event time 1767225602000 "
+                           "(time.max.behind.ms=604800000)");
+    CHECK_EQ_INT(offer(L, "first", T0 - 8 * DAY, 1, reason), 0);  /* a new partition: no clock */
+    CHECK_EQ_INT(offer(L, "late-ok", T0 - 6 * DAY, 0, reason), 0);
+    lrn_run_batch(L, NULL, NULL);
+    CHECK_EQ_INT(lrn_pending(L), 6);   /* no window closed */
+    /* a jump confirmed by the next event: the first goes to the DLQ, the second passes */
+    CHECK_EQ_INT(offer(L, "j1", T0 + 2 * DAY, 0, reason), 1);
+    CHECK_EQ_INT(offer(L, "j2", T0 + 2 * DAY + 5, 0, reason), 0);
+    CHECK_EQ_INT(offer(L, "j3", T0 + 2 * DAY + 9, 0, reason), 0);
+    lrn_run_batch(L, NULL, NULL);
+    lrn_run_batch(L, NULL, NULL);   /* a batch settles at most 4 rows (batch.size) */
+    CHECK_EQ_INT(lrn_clock(L), T0 + 2 * DAY + 5);
+    const lrn_admission *a = lrn_admission_counts(L);
+    CHECK_EQ_INT(a->time_ahead, 2);
+    CHECK_EQ_INT(a->time_behind, 1);
+    CHECK_EQ_INT(a->time_confirmed, 2);   /* j2, and j3 (source 0's clock waited for it) */
+    /* the confirmed clock closed the windows of source 0 */
+    CHECK_EQ_INT(lrn_pending(L), 3);   /* "first" (source 1), j2 and j3 */
+    lrn_destroy(L);
+    cfg_free(&cfg);
+    /* one message handed over without lrn_admit still moves no clock */
+    L = make(&cfg);
+    char err[256];
+    m3_impression c = imp("c", "home", T0, 1, 1), d = imp("d", "home", T0 + 1, 2, 0);
+    m3_impression far = imp("far", "home", 10000000000000LL, 3, 0), e = imp("e", "home", T0 + 2, 4, 0);
+    CHECK(lrn_impression(L, &c, 0, 0, NULL, NULL, err, sizeof err) == 0);
+    CHECK(lrn_impression(L, &d, 0, 0, NULL, NULL, err, sizeof err) == 0);
+    CHECK(lrn_impression(L, &far, 0, 0, NULL, NULL, err, sizeof err) == 0);
+    CHECK(lrn_impression(L, &e, 0, 0, NULL, NULL, err, sizeof err) == 0);
+    lrn_run_batch(L, NULL, NULL);
+    CHECK_EQ_INT(lrn_clock(L), T0 + 2);
+    CHECK_EQ_INT(lrn_pending(L), 1);   /* c's window is still open */
+    lrn_destroy(L);
+    cfg_free(&cfg);
+}
+
 int main(void) {
+    test_admit_numbers();
+    test_admit_time();
     test_state_roundtrip();
     test_many_settled();
     test_predict_then_train();

@@ -380,6 +380,7 @@ static void test_expiry(void) {
     feed_imp(r.L, "a3", T0 + 60500, 42, 7);
     CHECK_EQ_INT(users_cnt(u, users_find(u, user))[0], 3);
     feed_imp(r.L, "b2", T0 + 122000, 50, 6);
+    feed_imp(r.L, "b3", T0 + 122100, 50, 6);   /* confirms b2's jump: the clock moves */
     feed_imp(r.L, "a4", T0 + 122500, 42, 7);
     CHECK_EQ_INT(users_cnt(u, users_find(u, user))[0], 1);
     CHECK_EQ_INT(*emb_count(e, emb_find(e, item)), 1);

@@ -164,10 +164,17 @@ static int checkpoint(offline *o) {
 }
 
 /* One simulator event into the learner (and an impression's truth into the oracle).
- * Returns 0, or -1 after saying why: the simulator writes only valid events. */
+ * An event the learner does not admit (a configuration stricter than the simulator's
+ * values) counts as a DLQ message, as in the worker; the first few are shown. Returns 0,
+ * or -1 after saying why: the simulator writes only valid events. */
 static int feed(offline *o, const m3_event *ev, const sim_truth *tr) {
     char reason[256];
     int rc = 0;
+    if (lrn_admit(o->L, ev, tr->scen, reason, sizeof reason)) {
+        uint64_t n = ++met_board_counters(lrn_board(o->L))->dlq;
+        if (n <= 10) fprintf(stderr, "m3rec-offline: refused (DLQ): %s\n", reason);
+        return 0;
+    }
     if (ev->type == M3_EV_IMPRESSION) {
         app_oracle_add(o->orc, tr);
         rc = lrn_impression(o->L, &ev->u.imp, tr->scen, 0, NULL, NULL, reason, sizeof reason);
@@ -222,6 +229,13 @@ static int run_stream(offline *o) {
     return 0;
 }
 
+/* The report's own keys: the admission counters. */
+static void report_extra(json_writer *jw, void *arg) {
+    const offline *o = arg;
+    json_key(jw, "admission");
+    lrn_admission_write_json(o->L, jw);
+}
+
 /* The recorder closed, the last checkpoint, the reports and the comparison table. Returns
  * 0, or -1 after saying why. */
 static int finish(offline *o) {
@@ -231,7 +245,8 @@ static int finish(offline *o) {
         return -1;
     }
     if (o->st && checkpoint(o) != 0) return -1;
-    if (o->report && app_write_report(o->report, o->L, o->st, NULL, NULL, err, sizeof err) != 0) {
+    if (o->report &&
+        app_write_report(o->report, o->L, o->st, report_extra, o, err, sizeof err) != 0) {
         fprintf(stderr, "m3rec-offline: %s\n", err);
         return -1;
     }

@@ -133,7 +133,7 @@ static int topic_index(const worker *w, const char *topic) {
 
 /* Hand a decoded input event to the learner. Events must come from their scenario's
  * events topic (scen: its index; -1 for the requests topic), score requests from the
- * requests topic. Returns 0, or -1 with reason (the message goes to the DLQ). */
+ * requests topic, and the learner must admit them (lrn_admit). Returns 0, or -1 with reason (the message goes to the DLQ). */
 static int dispatch(worker *w, const m3_event *ev, const rd_kafka_message_t *m, int scen,
                     int src, char *reason, size_t reason_size) {
     const char *topic = rd_kafka_topic_name(m->rkt);
@@ -154,6 +154,7 @@ static int dispatch(worker *w, const m3_event *ev, const rd_kafka_message_t *m, 
             snprintf(reason, reason_size, "scenario '%s' does not match topic %s", escen, topic);
             return -1;
         }
+        if (lrn_admit(w->L, ev, src, reason, reason_size)) return -1;
         if (ev->type == M3_EV_IMPRESSION)
             return lrn_impression(w->L, &ev->u.imp, src, arrival, emit_prediction, w, reason,
                                   reason_size);
@@ -165,6 +166,7 @@ static int dispatch(worker *w, const m3_event *ev, const rd_kafka_message_t *m, 
                      topic, w->cfg.topic_prefix);
             return -1;
         }
+        if (lrn_admit(w->L, ev, src, reason, reason_size)) return -1;
         return lrn_request(w->L, &ev->u.req, arrival, emit_prediction, w, reason, reason_size);
     default:
         snprintf(reason, reason_size, "%s is not an input message", codec_type_name(ev->type));
@@ -436,8 +438,8 @@ static void teardown(worker *w) {
     cfg_free(&w->cfg);
 }
 
-/* The worker's own report keys: input throughput while there was input, and the
- * messages handled per input partition (which partitions this member owned). */
+/* The worker's own report keys: input throughput while there was input, the admission
+ * counters (why events went to the DLQ), and the messages handled per input partition (which partitions this member owned). */
 static void report_extra(json_writer *jw, void *arg) {
     const worker *w = arg;
     double sec = w->first_input_ms ? (double)(w->last_input_ms - w->first_input_ms) / 1000.0 : 0;
@@ -447,6 +449,8 @@ static void report_extra(json_writer *jw, void *arg) {
     json_num(jw, sec);
     json_key(jw, "input_events_per_sec");
     json_num(jw, sec > 0 ? (double)events / sec : 0);
+    json_key(jw, "admission");
+    lrn_admission_write_json(w->L, jw);
     json_key(jw, "partitions");
     json_obj_begin(jw);
     for (int t = 0; t < w->n_topics; t++)

@@ -144,6 +144,19 @@ static const cfg__key cfg__keys[] = {
           "sightings of an id before it gets its own embedding row (a shared row serves it before); 1 = at once"),
     K_I64("emb.expire.ms", emb_expire_ms, 0, 3650 * DAY_MS, "2592000000",
           "embedding rows and user states unseen this long (event time) are dropped; 0 = never"),
+    /* admission: inputs the model can digest, plausible event time (learner.c, lrn_admit) */
+    K_FLT("features.num.max_abs", num_max_abs, 0, 1, 1e38, "1e6",
+          "numeric features must lie in [-max_abs, max_abs]; an event with a value outside "
+          "goes to the DLQ (or the value is clipped: features.num.clip)"),
+    K_TYP("features.num.clip", CFG__BOOL, num_clip, "false",
+          "clip a numeric feature outside features.num.max_abs to the bound (counted) instead "
+          "of refusing its event to the DLQ"),
+    K_I64("time.max.ahead.ms", time_max_ahead_ms, 0, 3650 * DAY_MS, "86400000",
+          "refuse an impression or conversion this far ahead of the newest event time (DLQ), "
+          "unless the event just before it agrees; 0 = no check"),
+    K_I64("time.max.behind.ms", time_max_behind_ms, 0, 3650 * DAY_MS, "604800000",
+          "refuse an impression or conversion this far behind its partition's event time "
+          "(DLQ); at least join.window.ms + join.lateness.ms; 0 = no check"),
     K_TYP("broker.embedded", CFG__BOOL, broker_embedded, "false",
           "run against librdkafka's in-process mock cluster instead of kafka.bootstrap.servers"),
     K_INT("broker.embedded.partitions", broker_partitions, 1, 256, "4",
@@ -738,6 +751,16 @@ int cfg_check(m3_cfg *c, char *errstr, size_t errstr_size) {
                                "model.shadow must be empty with store.dir: only the primary "
                                "model's state is persisted (compare architectures with "
                                "m3rec-offline or a second worker without a store)");
+    static const char *const behind[] = { "time.max.behind.ms", "join.window.ms",
+                                          "join.lateness.ms" };
+    if (c->time_max_behind_ms > 0 &&
+        c->time_max_behind_ms < c->join_window_ms + c->join_lateness_ms) {
+        snprintf(msg, sizeof msg, "time.max.behind.ms=%" PRId64 " is below join.window.ms + "
+                 "join.lateness.ms = %" PRId64 ": a conversion that can still join would be "
+                 "refused (raise it, or 0 = no check)", c->time_max_behind_ms,
+                 c->join_window_ms + c->join_lateness_ms);
+        return cfg__check_fail(c, behind, 3, errstr, errstr_size, msg);
+    }
     cfg__derive(c);
     return cfg__check_models(c, errstr, errstr_size);
 }

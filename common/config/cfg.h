@@ -68,6 +68,15 @@ typedef struct m3_cfg {
                                              own row (1 = at once) */
     int64_t emb_expire_ms;                /* emb.expire.ms: rows unseen this long in event
                                              time are dropped; 0 = never */
+    /* admission (learner.c, lrn_admit): inputs the model can digest, plausible event time */
+    float num_max_abs;                    /* features.num.max_abs: numeric features lie in
+                                             [-max_abs, max_abs] */
+    int num_clip;                         /* features.num.clip, bool: clip a value outside
+                                             instead of refusing its event to the DLQ */
+    int64_t time_max_ahead_ms;            /* time.max.ahead.ms: refuse events this far ahead
+                                             of the newest event time; 0 = no check */
+    int64_t time_max_behind_ms;           /* time.max.behind.ms: refuse events this far behind
+                                             their source's event time; 0 = no check */
     /* embedded broker (librdkafka's mock cluster) */
     int broker_embedded;                  /* broker.embedded, bool, default false */
     int broker_partitions;                /* broker.embedded.partitions, 1..256, default 4 */

@@ -304,9 +304,13 @@ static size_t state__resolve_users(state *st, const m3_example *ex, int B, int64
 void state__prepare(void *ud, m3_example *ex, int B, int n_imp, int train) {
     state *st = ud;
     st->tick++;
-    int64_t bc = st->clock;
-    for (int i = 0; i < B; i++)
-        if (ex[i].ts_ms > bc) bc = ex[i].ts_ms;
+    /* the learner's clock, not the rows' newest time: one message cannot move it. Before
+     * it has one (the first events), the rows' newest time: a row is never stamped unseen */
+    int64_t bc = st->clock, lc = lrn_clock(st->L);
+    if (lc > bc) bc = lc;
+    if (bc == INT64_MIN)
+        for (int i = 0; i < B; i++)
+            if (ex[i].ts_ms > bc) bc = ex[i].ts_ms;
     st->batch_clock = bc;
     emb_set_clock(st->emb, st->tick, bc);
     users_set_clock(st->users, st->tick, bc);

@@ -1,6 +1,7 @@
 /* learner.c - the prequential loop: minibatch, predict, emit, measure, train. */
 #include "stream/learner.h"
 
+#include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,7 +29,8 @@ typedef struct {
  * windows exactly, however unevenly the partitions are consumed. */
 typedef struct {
     pend_table *pend;
-    int64_t watermark_ms;                  /* newest event time seen in this source */
+    int64_t newest_ms, second_ms;          /* the two newest event times of this source
+                                              (INT64_MIN until seen); its clock from them */
 } lrn_src;
 
 struct lrn {
@@ -56,6 +58,10 @@ struct lrn {
     size_t snap_off[LRN_MAX_MODELS], snap_len;
     const void **snaps[LRN_MAX_MODELS];   /* (cap) each */
     int64_t version;                       /* training steps taken */
+    int64_t clock_ms;                      /* newest of the sources' clocks (lrn_clock) */
+    int64_t ahead_ms;                      /* the last event refused (or confirmed) as far
+                                              ahead, INT64_MIN when the last was not */
+    lrn_admission adm;
     int expire_from;                       /* round-robin start for expiry */
     lrn_batch_fn batch_fn;                 /* lrn_set_batch_hook() */
     void *batch_ud;
@@ -76,6 +82,7 @@ lrn *lrn_new(const m3_cfg *cfg, char *errstr, size_t errstr_size) {
         return NULL;
     }
     L->cfg = cfg;
+    L->clock_ms = L->ahead_ms = INT64_MIN;
     L->cap = cfg->model.max_batch;
     if (L->cap <= cfg->batch_size) {
         snprintf(errstr, errstr_size, "learner: model.max_batch %d must exceed batch.size %d "
@@ -184,10 +191,17 @@ static void map_cats(const cfg_list *fields, const m3_catmap *m, int *slot, uint
     }
 }
 
-static void map_nums(const cfg_list *fields, const m3_nummap *m, int *slot, float *num) {
+/* v in [-max_abs, max_abs]: clipped to the nearer bound, NaN to 0. */
+static float clip_num(float v, float max_abs) {
+    if (fabsf(v) <= max_abs) return v;
+    return isnan(v) ? 0.0f : copysignf(max_abs, v);
+}
+
+static void map_nums(const cfg_list *fields, const m3_nummap *m, float max_abs, int *slot,
+                     float *num) {
     for (int f = 0; f < fields->n; f++, (*slot)++) {
         const m3_numkv *kv = m ? find_num(m, fields->names[f]) : NULL;
-        num[*slot] = kv ? kv->value : 0.0f;
+        num[*slot] = kv ? clip_num(kv->value, max_abs) : 0.0f;
     }
 }
 
@@ -205,8 +219,8 @@ static void make_example(const m3_cfg *c, m3_example *ex, int scen, int64_t ts,
     map_cats(&c->item_cat, icat, &slot, ex->cat);
     map_cats(&c->ctx_cat, xcat, &slot, ex->cat);
     slot = 0;
-    map_nums(&c->user_num, unum, &slot, ex->num);
-    map_nums(&c->item_num, inum, &slot, ex->num);
+    map_nums(&c->user_num, unum, c->num_max_abs, &slot, ex->num);
+    map_nums(&c->item_num, inum, c->num_max_abs, &slot, ex->num);
     ex->y_click = ex->y_conv = 0;
     ex->w_ctr = ex->w_ctcvr = 0;
 }
@@ -224,7 +238,7 @@ static int grow_sources(lrn *L, int cap) {
     lrn_src *p = realloc(L->srcs, (size_t)cap * sizeof *p);
     if (!p) return -1;
     memset(p + L->n_srcs, 0, (size_t)(cap - L->n_srcs) * sizeof *p);
-    for (int i = L->n_srcs; i < cap; i++) p[i].watermark_ms = INT64_MIN;
+    for (int i = L->n_srcs; i < cap; i++) p[i].newest_ms = p[i].second_ms = INT64_MIN;
     L->srcs = p;
     L->n_srcs = cap;
     return 0;
@@ -252,8 +266,127 @@ static lrn_src *source(lrn *L, int src, char *reason, size_t n) {
 /* A minibatch holds up to batch.size impressions and up to this many settled rows. */
 static int settled_cap(const lrn *L) { return L->cap - L->cfg->batch_size; }
 
-static void advance_watermark(lrn_src *S, int64_t ts) {
-    if (ts > S->watermark_ms) S->watermark_ms = ts;
+/* The source's clock: its newest event time, unless that jumped more than lateness ahead
+ * of the second newest (then the second newest, until an event confirms the jump). In
+ * order, with gaps within lateness, it is the newest event time: windows close exactly
+ * when they did with the newest alone. */
+static int64_t src_clock(const lrn_src *S, int64_t lateness) {
+    if (S->second_ms == INT64_MIN) return INT64_MIN;
+    uint64_t gap = (uint64_t)S->newest_ms - (uint64_t)S->second_ms;  /* exact: newest >= second */
+    return gap <= (uint64_t)lateness ? S->newest_ms : S->second_ms;
+}
+
+static void advance_watermark(lrn *L, lrn_src *S, int64_t ts) {
+    if (ts >= S->newest_ms) {
+        S->second_ms = S->newest_ms;
+        S->newest_ms = ts;
+    } else if (ts > S->second_ms) {
+        S->second_ms = ts;
+    }
+    int64_t c = src_clock(S, L->cfg->join_lateness_ms);
+    if (c > L->clock_ms) L->clock_ms = c;
+}
+
+/* ---- admission ---- */
+
+/* a - b, saturated to the int64 range (event times come from the wire). */
+static int64_t lrn__diff(int64_t a, int64_t b) {
+    int64_t d;
+    if (!__builtin_sub_overflow(a, b, &d)) return d;
+    return a > b ? INT64_MAX : INT64_MIN;
+}
+
+/* The configured fields of one numeric map (named `map` in reasons). Returns 0, or 1 with
+ * reason when a value is outside the range and the event is to be refused; clipped values
+ * are counted. */
+static int admit_nums(lrn *L, const cfg_list *fields, const m3_nummap *m, const char *map,
+                      char *reason, size_t n) {
+    float max = L->cfg->num_max_abs;
+    for (int f = 0; m && f < fields->n; f++) {
+        const m3_numkv *kv = find_num(m, fields->names[f]);
+        if (!kv || fabsf(kv->value) <= max) continue;
+        if (L->cfg->num_clip && !isnan(kv->value)) {
+            L->adm.num_clipped++;
+            continue;
+        }
+        snprintf(reason, n, "%s.%s=%g outside [%g, %g] (features.num.max_abs%s)", map, kv->name,
+                 (double)kv->value, -(double)max, (double)max,
+                 isnan(kv->value) ? "" : "; or features.num.clip=true");
+        L->adm.num_refused++;
+        return 1;
+    }
+    return 0;
+}
+
+static int admit_request_nums(lrn *L, const m3_score_request *rq, char *reason, size_t n) {
+    if (admit_nums(L, &L->cfg->user_num, &rq->user_num, "user_num", reason, n)) return 1;
+    for (int c = 0; c < rq->n_cands; c++)
+        if (admit_nums(L, &L->cfg->item_num, &rq->cands[c].item_num, "item_num", reason, n))
+            return 1;
+    return 0;
+}
+
+/* Event time ts of an impression or conversion (`what`) from source src. Returns 0, or 1
+ * with reason. A far-ahead event is remembered: the next one, if it agrees, is admitted. */
+static int admit_time(lrn *L, int64_t ts, int src, const char *what, char *reason, size_t n) {
+    int64_t ahead = L->cfg->time_max_ahead_ms, behind = L->cfg->time_max_behind_ms;
+    if (ahead > 0 && L->clock_ms != INT64_MIN && lrn__diff(ts, L->clock_ms) > ahead) {
+        int64_t d = lrn__diff(ts, L->ahead_ms);
+        int agrees = L->ahead_ms != INT64_MIN && d <= ahead && d >= -ahead;
+        L->ahead_ms = ts;
+        if (agrees) {
+            L->adm.time_confirmed++;
+            return 0;
+        }
+        snprintf(reason, n, "%s ts_ms=%" PRId64 " is %" PRId64 " ms ahead of the newest event "
+                 "time %" PRId64 " (time.max.ahead.ms=%" PRId64 ")", what, ts,
+                 lrn__diff(ts, L->clock_ms), L->clock_ms, ahead);
+        L->adm.time_ahead++;
+        return 1;
+    }
+    L->ahead_ms = INT64_MIN;
+    int64_t own = src >= 0 && src < L->n_srcs ? src_clock(&L->srcs[src], L->cfg->join_lateness_ms)
+                                               : INT64_MIN;
+    if (behind > 0 && own != INT64_MIN && lrn__diff(own, ts) > behind) {
+        snprintf(reason, n, "%s ts_ms=%" PRId64 " is %" PRId64 " ms behind its partition's event "
+                 "time %" PRId64 " (time.max.behind.ms=%" PRId64 ")", what, ts,
+                 lrn__diff(own, ts), own, behind);
+        L->adm.time_behind++;
+        return 1;
+    }
+    return 0;
+}
+
+int lrn_admit(lrn *L, const m3_event *ev, int src, char *reason, size_t reason_size) {
+    const m3_cfg *c = L->cfg;
+    switch (ev->type) {
+    case M3_EV_IMPRESSION: {
+        const m3_impression *im = &ev->u.imp;
+        if (admit_nums(L, &c->user_num, &im->user_num, "user_num", reason, reason_size) ||
+            admit_nums(L, &c->item_num, &im->item_num, "item_num", reason, reason_size))
+            return 1;
+        return admit_time(L, im->ts_ms, src, "Impression", reason, reason_size);
+    }
+    case M3_EV_CONVERSION:
+        return admit_time(L, ev->u.conv.ts_ms, src, "Conversion", reason, reason_size);
+    case M3_EV_SCORE_REQUEST:
+        return admit_request_nums(L, &ev->u.req, reason, reason_size);
+    default:
+        return 0;
+    }
+}
+
+const lrn_admission *lrn_admission_counts(const lrn *L) { return &L->adm; }
+int64_t lrn_clock(const lrn *L) { return L->clock_ms; }
+
+void lrn_admission_write_json(const lrn *L, json_writer *w) {
+    json_obj_begin(w);
+    json_key(w, "num_refused"); json_uint(w, L->adm.num_refused);
+    json_key(w, "num_clipped"); json_uint(w, L->adm.num_clipped);
+    json_key(w, "time_ahead"); json_uint(w, L->adm.time_ahead);
+    json_key(w, "time_behind"); json_uint(w, L->adm.time_behind);
+    json_key(w, "time_confirmed"); json_uint(w, L->adm.time_confirmed);
+    json_obj_end(w);
 }
 
 /* What a prediction needs to go out (and an impression to join its conversion);
@@ -290,7 +423,7 @@ int lrn_impression(lrn *L, const m3_impression *im, int src, int64_t arrival_ms,
     met_counters *mc = met_board_counters(L->board);
     mc->impressions++;
     mc->clicks += im->clicked;
-    advance_watermark(S, im->ts_ms);
+    advance_watermark(L, S, im->ts_ms);
     if (L->n_imp >= L->cfg->batch_size) lrn_run_batch(L, emit, ud);
     return 0;
 }
@@ -319,7 +452,7 @@ int lrn_conversion(lrn *L, const m3_conversion *cv, int src, lrn_emit_fn emit, v
     if (!S) return -1;
     met_counters *mc = met_board_counters(L->board);
     mc->conversions++;
-    advance_watermark(S, cv->ts_ms);
+    advance_watermark(L, S, cv->ts_ms);
     if (L->n_settled >= settled_cap(L)) lrn_run_batch(L, emit, ud);
     int r = pend_convert(S->pend, cv->impression_id, cv->ts_ms, &L->settled[L->n_settled]);
     if (r == 0) r = convert_queued(L, cv, src);
@@ -370,8 +503,9 @@ static void collect_expired(lrn *L) {
         int room = settled_cap(L) - L->n_settled;
         if (room <= 0) break;
         lrn_src *S = &L->srcs[(L->expire_from + k) % L->n_srcs];
-        if (!S->pend || S->watermark_ms == INT64_MIN) continue;
-        int64_t wm = S->watermark_ms - L->cfg->join_lateness_ms;
+        int64_t clock = S->pend ? src_clock(S, L->cfg->join_lateness_ms) : INT64_MIN;
+        if (clock == INT64_MIN || clock < INT64_MIN + L->cfg->join_lateness_ms) continue;
+        int64_t wm = clock - L->cfg->join_lateness_ms;
         L->n_settled += pend_expire(S->pend, wm, L->settled + L->n_settled, room);
     }
     if (L->n_srcs) L->expire_from = (L->expire_from + 1) % L->n_srcs;
@@ -545,8 +679,10 @@ pend_table *lrn_source_pending(lrn *L, int src, int create, char *errstr, size_t
 }
 
 #define LRN__MAGIC 0x534e524cU   /* "LRNS" */
-#define LRN__VERSION 1U
+#define LRN__VERSION 2U          /* 2: each source's two newest event times, admission */
 #define LRN__NCOUNT 9            /* met_counters fields, in declaration order */
+#define LRN__NADM 5              /* lrn_admission fields, in declaration order */
+#define LRN__SRC_BYTES(ver) ((ver) == 1U ? 8 + 8 + 8 + 1 : 8 + 8 + 8 + 8 + 1)
 
 static void lrn__counters(met_counters *c, uint64_t **p) {
     p[0] = &c->events; p[1] = &c->impressions; p[2] = &c->clicks; p[3] = &c->conversions;
@@ -554,9 +690,14 @@ static void lrn__counters(met_counters *c, uint64_t **p) {
     p[8] = &c->unmatched_conversions;
 }
 
+static void lrn__adm_counters(lrn_admission *a, uint64_t **p) {
+    p[0] = &a->num_refused; p[1] = &a->num_clipped; p[2] = &a->time_ahead;
+    p[3] = &a->time_behind; p[4] = &a->time_confirmed;
+}
+
 size_t lrn_state_save(lrn *L, void *buf, size_t cap) {
     size_t need = 4 + 4 + 8 + 4 + 4 + 8 + 8 + 8 * LRN__NCOUNT + 4 + 8 * (size_t)L->n_models +
-                  (size_t)L->n_srcs * (8 + 8 + 8 + 1);
+                  (size_t)L->n_srcs * LRN__SRC_BYTES(LRN__VERSION) + 8 + 8 * LRN__NADM;
     if (!buf || cap < need) return need;
     wire_w w = {buf, 0};
     uint32_t magic = LRN__MAGIC, ver = LRN__VERSION;
@@ -581,11 +722,16 @@ size_t lrn_state_save(lrn *L, void *buf, size_t cap) {
         int64_t pwm = S->pend ? pend_watermark(S->pend) : INT64_MIN;
         uint64_t seq = S->pend ? pend_next_seq(S->pend) : 0;
         uint8_t has = S->pend != NULL;
-        wire_put(&w, &S->watermark_ms, sizeof S->watermark_ms);
+        wire_put(&w, &S->newest_ms, sizeof S->newest_ms);
+        wire_put(&w, &S->second_ms, sizeof S->second_ms);
         wire_put(&w, &pwm, sizeof pwm);
         wire_put(&w, &seq, sizeof seq);
         wire_put(&w, &has, sizeof has);
     }
+    wire_put(&w, &L->ahead_ms, sizeof L->ahead_ms);
+    uint64_t *ap[LRN__NADM];
+    lrn__adm_counters(&L->adm, ap);
+    for (int i = 0; i < LRN__NADM; i++) wire_put(&w, ap[i], sizeof *ap[i]);
     return w.off;
 }
 
@@ -603,9 +749,9 @@ int lrn_state_load(lrn *L, const void *buf, size_t len, char *errstr, size_t err
     wire_get(&r, &magic, sizeof magic);
     wire_get(&r, &ver, sizeof ver);
     if (r.short_) return lrn__malformed(len, errstr, errstr_size);
-    if (magic != LRN__MAGIC || ver != LRN__VERSION) {
+    if (magic != LRN__MAGIC || ver < 1 || ver > LRN__VERSION) {
         snprintf(errstr, errstr_size, "learner state: magic 0x%08x version %u, this build "
-                 "reads 0x%08x version %u", magic, ver, LRN__MAGIC, LRN__VERSION);
+                 "reads 0x%08x versions 1..%u", magic, ver, LRN__MAGIC, LRN__VERSION);
         return -1;
     }
     wire_get(&r, &version, sizeof version);
@@ -624,7 +770,8 @@ int lrn_state_load(lrn *L, const void *buf, size_t len, char *errstr, size_t err
     if (ns < 0 || ns > 1 << 20) return lrn__malformed(len, errstr, errstr_size);
     int64_t clk[LRN_MAX_MODELS];
     for (int m = 0; m < nm; m++) wire_get(&r, &clk[m], sizeof clk[m]);
-    if (r.short_ || wire_left(&r) != (size_t)ns * (8 + 8 + 8 + 1))
+    size_t tail = ver == 1U ? 0 : 8 + 8 * LRN__NADM;
+    if (r.short_ || wire_left(&r) != (size_t)ns * LRN__SRC_BYTES(ver) + tail)
         return lrn__malformed(len, errstr, errstr_size);
     /* the same number of sources as saved: expiry visits them round robin */
     if (ns > L->n_srcs && grow_sources(L, ns) != 0) {
@@ -632,18 +779,29 @@ int lrn_state_load(lrn *L, const void *buf, size_t len, char *errstr, size_t err
         return -1;
     }
     for (int i = 0; i < ns; i++) {
-        int64_t wm, pwm;
+        int64_t wm, wm2, pwm;
         uint64_t seq;
         uint8_t has;
         wire_get(&r, &wm, sizeof wm);
+        wm2 = wm;   /* version 1 kept the newest only: it counts as confirmed */
+        if (ver > 1U) wire_get(&r, &wm2, sizeof wm2);
         wire_get(&r, &pwm, sizeof pwm);
         wire_get(&r, &seq, sizeof seq);
         wire_get(&r, &has, sizeof has);
         if (!has) continue;
         lrn_src *S = source(L, i, errstr, errstr_size);
         if (!S) return -1;
-        S->watermark_ms = wm;
+        S->newest_ms = wm;
+        S->second_ms = wm2;
+        int64_t c = src_clock(S, L->cfg->join_lateness_ms);
+        if (c > L->clock_ms) L->clock_ms = c;
         pend_set_clock(S->pend, pwm, seq);
+    }
+    if (ver > 1U) {
+        wire_get(&r, &L->ahead_ms, sizeof L->ahead_ms);
+        uint64_t *ap[LRN__NADM];
+        lrn__adm_counters(&L->adm, ap);
+        for (int i = 0; i < LRN__NADM; i++) wire_get(&r, ap[i], sizeof *ap[i]);
     }
     L->version = version;
     L->expire_from = ns > 0 ? ef % ns : 0;

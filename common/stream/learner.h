@@ -13,6 +13,7 @@
 #include <stdint.h>
 #include "config/cfg.h"
 #include "base/event.h"
+#include "base/json.h"
 #include "report/metrics.h"
 #include "engine/model.h"
 #include "stream/pending.h"
@@ -27,6 +28,41 @@ typedef void (*lrn_emit_fn)(void *ud, const m3_prediction *p);
  * On error, NULL is returned and errstr says why. cfg must outlive the learner. */
 lrn *lrn_new(const m3_cfg *cfg, char *errstr, size_t errstr_size);
 void lrn_destroy(lrn *L);
+
+/* ---- admission: what may reach the models ----
+ *
+ * An input event is admissible when every configured numeric feature lies in
+ * [-features.num.max_abs, features.num.max_abs] (with features.num.clip, a value outside is
+ * clipped instead and counted) and, for an impression or a conversion, its event time is
+ * plausible: not more than time.max.ahead.ms ahead of the learner's clock (lrn_clock),
+ * unless the event just before it was refused as ahead and agrees with it (within
+ * time.max.ahead.ms: two in a row say that time jumped), and not more than
+ * time.max.behind.ms behind its source's clock. A score request's time moves no clock and
+ * is not checked.
+ *
+ * Returns 0 (admissible), or 1 with reason naming the field, the value and the key to
+ * change, e.g. "item_num.price=-3.4e+38 outside [-1e+06, 1e+06] (features.num.max_abs)";
+ * the refusal is counted (lrn_admission_counts) and the caller sends the message to the
+ * DLQ. Call it before lrn_impression, lrn_conversion or lrn_request and pass on only what
+ * it admits: it remembers a far-ahead refusal for the confirmation. Other event types are
+ * admissible (the caller refuses them). */
+int lrn_admit(lrn *L, const m3_event *ev, int src, char *reason, size_t reason_size);
+
+typedef struct {
+    uint64_t num_refused;    /* events refused: a numeric feature outside the range */
+    uint64_t num_clipped;    /* numeric values clipped (features.num.clip) */
+    uint64_t time_ahead;     /* events refused: too far ahead of the clock */
+    uint64_t time_behind;    /* events refused: too far behind their source's clock */
+    uint64_t time_confirmed; /* far-ahead events admitted because the one before agreed */
+} lrn_admission;
+const lrn_admission *lrn_admission_counts(const lrn *L);
+
+/* The learner's event-time clock: the newest of its sources' clocks. A source's clock is
+ * its newest event time, except when that event jumped more than join.lateness.ms ahead
+ * of the one before: then the second newest, until another event confirms the jump. So
+ * one message cannot move it; the join's windows close and the state's rows expire by
+ * these clocks. INT64_MIN until a source has seen two events. */
+int64_t lrn_clock(const lrn *L);
 
 /* Sources: `src` names the ordered input an event came from (the worker numbers its topic
  * partitions 0, 1, ...). Each source keeps its own event-time clock: windows of the clicked
@@ -75,6 +111,9 @@ double lrn_flops_per_example(const lrn *L);
 typedef void (*lrn_batch_fn)(void *ud, const m3_example *ex, const char *const *ids, int B,
                              int n_imp);
 int lrn_set_batch_hook(lrn *L, lrn_batch_fn fn, void *ud);
+
+/* The admission counters as a JSON object (for a report's "admission" key). */
+void lrn_admission_write_json(const lrn *L, json_writer *w);
 
 /* Pending clicked impressions waiting for their label. */
 size_t lrn_pending(const lrn *L);
