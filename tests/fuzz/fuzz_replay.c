@@ -45,8 +45,8 @@ static int64_t fz_check_event(const m3_event *ev) {
     char reason[CODEC_REASON_MAX];
     CHECK(codec_encoded_size_max(ev) <= sizeof fz_buf);
     long k = codec_encode(fz_codec, ev, fz_buf, sizeof fz_buf, reason, sizeof reason);
-    CHECK_MSG(k > 0, "the replay made a %s the encoder refuses: %s", codec_type_name(ev->type),
-              reason);
+    CHECK_MSG(k > 0, "the replay made an event (%s) the encoder refuses: %s",
+              codec_type_name(ev->type), reason);
     return ev->type == M3_EV_IMPRESSION ? ev->u.imp.ts_ms : ev->u.conv.ts_ms;
 }
 
