@@ -90,6 +90,12 @@ size_t lrn_pending(const lrn *L);
 typedef void (*lrn_prepare_fn)(void *ud, m3_example *ex, int B, int n_imp, int train);
 typedef void (*lrn_trained_fn)(void *ud, const m3_example *ex, int B, int n_imp);
 void lrn_set_hooks(lrn *L, lrn_prepare_fn prepare, lrn_trained_fn trained, void *ud);
+/* The guard's rollback: called when model i's step was refused and its dense parameters
+ * are not finite (m3_params_finite); it puts back the model's last good state and returns
+ * 0, or -1 when it has none (the learner then uses m3_rollback). Without one, the learner
+ * keeps each model's last good copy itself (m3_mark_good, every 64 batches). */
+typedef int (*lrn_rollback_fn)(void *ud, int model);
+void lrn_set_rollback(lrn *L, lrn_rollback_fn fn, void *ud);
 /* The loader given to every source's pending table, now and when created (tag = source). */
 void lrn_set_pend_loader(lrn *L, pend_load_fn fn, void *ud);
 
