@@ -275,7 +275,7 @@ static void state__guard_dense(state *st) {
     g->rollbacks++;
     st->st.ckpt_rollbacks++;
     fprintf(stderr, "m3rec: guard: checkpoint of %s: non-finite dense parameters, rolled "
-            "back to the last checkpoint's (%llu rollbacks so far)\n", st->dir,
+            "back to the last checkpoint's (rollbacks so far: %llu)\n", st->dir,
             (unsigned long long)g->rollbacks);
 }
 

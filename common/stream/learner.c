@@ -503,7 +503,7 @@ static void roll_back(lrn *L, int m) {
     int kept = from_hook ? 1 : m3_rollback(L->models[m]);
     g->rollbacks++;
     fprintf(stderr, "m3rec: guard: model %s: non-finite parameters, rolled back to %s "
-            "(%llu rollbacks so far)\n",
+            "(rollbacks so far: %llu)\n",
             m3_arch_name(m ? L->cfg->shadow[m - 1] : L->cfg->model.arch),
             from_hook ? "the last checkpoint" : kept ? "the last good copy" : "its initial state",
             (unsigned long long)g->rollbacks);
