@@ -20,7 +20,8 @@
 typedef struct lrn lrn;
 
 /* Called once per prediction (impressions and score-request candidates) during a batch;
- * p is valid only during the call. */
+ * p is valid only during the call. Never with a non-finite p_ctr, p_cvr or p_ctcvr: such
+ * a score is withheld and counted (met_board_guard: nonfinite_predictions). */
 typedef void (*lrn_emit_fn)(void *ud, const m3_prediction *p);
 
 /* Create the models (model.arch and model.shadow), the pending join and the metrics.
@@ -52,7 +53,10 @@ int lrn_request(lrn *L, const m3_score_request *rq, int64_t arrival_ms,
  * predictions of its impressions go to emit, the metrics take every model's, clicked
  * impressions join the pending table, then every model trains on it (with the settled
  * CTCVR rows). Then the queued score-request candidates are scored by the freshly trained
- * primary model and emitted. Nothing queued: nothing happens. emit may be NULL. */
+ * primary model and emitted. Nothing queued: nothing happens. emit may be NULL.
+ * The guard (docs/model.md): a model's refused step (non-finite loss or gradient) counts
+ * in met_board_guard's skipped_steps, with a stderr line at the 1st, 2nd, 4th... one; if
+ * its dense parameters are then found non-finite it rolls back at once (rollbacks). */
 void lrn_run_batch(lrn *L, lrn_emit_fn emit, void *ud);
 
 /* Events queued and not yet run in a minibatch. */
