@@ -578,6 +578,15 @@ static void test_first_step(void) {
 
 /* ---- the guard ---- */
 
+/* n clean random batches of B, each trained with a finite loss. */
+static void train_clean(m3_model *m, const m3_model_cfg *c, m3_example *ex, int B, int n) {
+    for (int it = 0; it < n; it++) {
+        random_examples(ex, B, c, 3);
+        m3_forward(m, ex, B, NULL, NULL);
+        CHECK(isfinite(m3_train(m, ex)));
+    }
+}
+
 static int params_finite(m3_model *m) {
     const float *p = m3_debug_params(m);
     for (size_t k = 0; k < m3_n_params(m); k++)
@@ -606,11 +615,7 @@ static int test_guard_extreme_input(int arch) {
     CHECK_MSG(m != NULL, "%s", err);
     enum { B = 8 };
     m3_example ex[B];
-    for (int it = 0; it < 5; it++) {
-        random_examples(ex, B, &c, 3);
-        m3_forward(m, ex, B, NULL, NULL);
-        CHECK(isfinite(m3_train(m, ex)));
-    }
+    train_clean(m, &c, ex, B, 5);
     size_t blob_n = m3_blob_size(m);
     unsigned char *blob0 = malloc(blob_n), *blob1 = malloc(blob_n);
     static const float bigs[] = {3.4e38f, -3.4e38f, 3.35e38f};
@@ -635,9 +640,7 @@ static int test_guard_extreme_input(int arch) {
         if (w) CHECK(!memcmp(w_before, w, sizeof(float) * c.emb_dim));
     }
     float *before = params_copy(m);
-    random_examples(ex, B, &c, 3);   /* a clean batch trains again */
-    m3_forward(m, ex, B, NULL, NULL);
-    CHECK(isfinite(m3_train(m, ex)));
+    train_clean(m, &c, ex, B, 1);   /* a clean batch trains again */
     CHECK(memcmp(before, m3_debug_params(m), m3_n_params(m) * sizeof(float)) != 0);
     CHECK(params_finite(m));
     free(before);
@@ -657,21 +660,13 @@ static void test_guard_rollback(void) {
     CHECK_MSG(m && fresh, "%s", err);
     enum { B = 8 };
     m3_example ex[B];
-    for (int it = 0; it < 3; it++) {
-        random_examples(ex, B, &c, 3);
-        m3_forward(m, ex, B, NULL, NULL);
-        m3_train(m, ex);
-    }
+    train_clean(m, &c, ex, B, 3);
     /* no copy yet: the initial state */
     m3_debug_params(m)[0] = NAN;
     CHECK(!m3_params_finite(m));
     CHECK_EQ_INT(m3_rollback(m), 0);
     CHECK(!memcmp(m3_debug_params(fresh), m3_debug_params(m), m3_n_params(m) * sizeof(float)));
-    for (int it = 0; it < 3; it++) {
-        random_examples(ex, B, &c, 3);
-        m3_forward(m, ex, B, NULL, NULL);
-        m3_train(m, ex);
-    }
+    train_clean(m, &c, ex, B, 3);
     CHECK_EQ_INT(m3_mark_good(m), 1);
     size_t blob_n = m3_blob_size(m);
     unsigned char *good = malloc(blob_n), *blob = malloc(blob_n);
