@@ -1,4 +1,5 @@
 /* test_learner.c - the prequential loop: predict first, then train; the pending join. */
+#include <math.h>
 #include <stdlib.h>
 
 #include "check.h"
@@ -458,6 +459,124 @@ static void test_admit_time(void) {
     cfg_free(&cfg);
 }
 
+/* ---- the guard ---- */
+
+static int all_finite(const sink *s) {
+    for (int i = 0; i < s->n; i++)
+        if (!isfinite(s->p[i].p_ctr) || !isfinite(s->p[i].p_cvr) || !isfinite(s->p[i].p_ctcvr))
+            return 0;
+    return 1;
+}
+
+static int model_finite(lrn *L, int m) {
+    m3_model *md = lrn_model(L, m);
+    const float *p = m3_debug_params(md);
+    for (size_t k = 0; k < m3_n_params(md); k++)
+        if (!isfinite(p[k])) return 0;
+    return 1;
+}
+
+/* One batch of four impressions, the second (clicked) and the third (not) with
+ * user_num.activity = big and item_num.price = -big: whichever way the saturated logit
+ * goes, one of the two has a gradient. */
+static void poison_batch(lrn *L, sink *s, int64_t t, float big) {
+    char reason[256], id[32];
+    for (int i = 0; i < 4; i++) {
+        snprintf(id, sizeof id, "p%lld-%d", (long long)t, i);
+        m3_impression im = imp(id, i % 2 ? "home" : "search", t + i, 10 + i, i == 1);
+        if (i == 1 || i == 2) {
+            im.user_num.n = 1;
+            snprintf(im.user_num.kv[0].name, M3_NAME_MAX, "activity");
+            im.user_num.kv[0].value = big;
+            im.item_num.n = 1;
+            snprintf(im.item_num.kv[0].name, M3_NAME_MAX, "price");
+            im.item_num.kv[0].value = -big;
+        }
+        CHECK(lrn_impression(L, &im, 0, 0, collect, s, reason, sizeof reason) == 0);
+    }
+}
+
+/* An extreme finite input: no non-finite prediction reaches emit, the steps it would have
+ * poisoned are skipped and counted per model, the models stay finite and the learner goes
+ * on; the counters reach the report, the progress line and the saved learner state. */
+static void test_guard_poison(void) {
+    m3_cfg cfg;
+    lrn *L = make(&cfg);   /* m3rec, and lr as a shadow */
+    /* the widest input range: the guard must hold when admission lets anything through */
+    char msg[256];
+    CHECK(cfg_set(&cfg, "features.num.max_abs=3.4e38", "test", 4, msg, sizeof msg) == 0);
+    sink s = {0};
+    poison_batch(L, &s, T0, 1.0f);   /* a clean batch first */
+    CHECK_EQ_INT(s.n, 4);
+    s.n = 0;
+    poison_batch(L, &s, T0 + 100, 3.35e38f);
+    CHECK_MSG(all_finite(&s), "a non-finite prediction was emitted");
+    met_guard *g0 = met_board_guard(lrn_board(L), 0), *g1 = met_board_guard(lrn_board(L), 1);
+    CHECK_EQ_INT(s.n, 4 - (int)g0->nonfinite_predictions);   /* any other is withheld */
+    CHECK_EQ_INT(met_board_counters(lrn_board(L))->predictions, 4 + s.n);
+    CHECK_EQ_INT(g0->skipped_steps, 1);   /* m3rec: the gradient overflows */
+    CHECK_EQ_INT(g1->skipped_steps, 1);   /* lr: logits of +-1e37, an infinite loss */
+    CHECK_EQ_INT(g0->rollbacks + g1->rollbacks, 0);   /* the models were never bad */
+    CHECK(model_finite(L, 0) && model_finite(L, 1));
+    for (int k = 0; k < 3; k++) {   /* and the next batches score everything again */
+        s.n = 0;
+        poison_batch(L, &s, T0 + 200 + 10 * k, 2.0f);
+        CHECK_EQ_INT(s.n, 4);
+        CHECK(all_finite(&s));
+    }
+    char line[256];
+    met_board_progress_line(lrn_board(L), line, sizeof line);
+    CHECK_CONTAINS(line, "  guard 1 skipped 0 withheld 0 rollbacks");
+    /* the counters survive a restart with the learner's state */
+    size_t n = lrn_state_save(L, NULL, 0);
+    unsigned char *buf = malloc(n);
+    CHECK_EQ_INT(lrn_state_save(L, buf, n), n);
+    m3_cfg cfg2;
+    lrn *L2 = make(&cfg2);
+    char err[256];
+    CHECK_MSG(lrn_state_load(L2, buf, n, err, sizeof err) == 0, "%s", err);
+    CHECK_EQ_INT(met_board_guard(lrn_board(L2), 0)->skipped_steps, 1);
+    CHECK_EQ_INT(met_board_guard(lrn_board(L2), 1)->skipped_steps, 1);
+    free(buf);
+    lrn_destroy(L2);
+    cfg_free(&cfg2);
+    lrn_destroy(L);
+    cfg_free(&cfg);
+}
+
+/* A NaN in a dense parameter (a model gone bad): its predictions are withheld, its step is
+ * skipped, and it rolls back at once to its last good in-memory copy - the next batch is
+ * scored normally. */
+static void test_guard_rollback(void) {
+    m3_cfg cfg;
+    lrn *L = make(&cfg);
+    sink s = {0};
+    poison_batch(L, &s, T0, 1.0f);   /* version 0: the last good copy is taken after it */
+    m3_model *m = lrn_model(L, 0);
+    size_t n = m3_n_params(m) * sizeof(float);
+    float *good = malloc(n);
+    memcpy(good, m3_debug_params(m), n);
+    s.n = 0;
+    poison_batch(L, &s, T0 + 100, 1.0f);
+    for (size_t k = 0; k < m3_n_params(m); k++) m3_debug_params(m)[k] = NAN;   /* gone bad */
+    s.n = 0;
+    poison_batch(L, &s, T0 + 200, 1.0f);
+    CHECK_EQ_INT(s.n, 0);           /* all four withheld */
+    met_guard *g = met_board_guard(lrn_board(L), 0);
+    CHECK_EQ_INT(g->nonfinite_predictions, 4);
+    CHECK_EQ_INT(g->skipped_steps, 1);
+    CHECK_EQ_INT(g->rollbacks, 1);
+    CHECK(model_finite(L, 0));
+    CHECK(!memcmp(good, m3_debug_params(m), n));   /* the copy of batch 0, bit-exact */
+    s.n = 0;
+    poison_batch(L, &s, T0 + 300, 1.0f);
+    CHECK_EQ_INT(s.n, 4);
+    CHECK(all_finite(&s));
+    free(good);
+    lrn_destroy(L);
+    cfg_free(&cfg);
+}
+
 int main(void) {
     test_admit_numbers();
     test_admit_time();
@@ -466,5 +585,7 @@ int main(void) {
     test_predict_then_train();
     test_join();
     test_requests();
+    test_guard_poison();
+    test_guard_rollback();
     return 0;
 }

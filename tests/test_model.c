@@ -576,6 +576,129 @@ static void test_first_step(void) {
     CHECK_MSG(moved[1] < moved[0] / 3, "first step %.4g vs %.4g", moved[1], moved[0]);
 }
 
+/* ---- the guard ---- */
+
+/* n clean random batches of B, each trained with a finite loss. */
+static void train_clean(m3_model *m, const m3_model_cfg *c, m3_example *ex, int B, int n) {
+    for (int it = 0; it < n; it++) {
+        random_examples(ex, B, c, 3);
+        m3_forward(m, ex, B, NULL, NULL);
+        CHECK(isfinite(m3_train(m, ex)));
+    }
+}
+
+static int params_finite(m3_model *m) {
+    const float *p = m3_debug_params(m);
+    for (size_t k = 0; k < m3_n_params(m); k++)
+        if (!isfinite(p[k])) return 0;
+    return 1;
+}
+
+static float *params_copy(m3_model *m) {
+    size_t n = m3_n_params(m) * sizeof(float);
+    float *c = malloc(n);
+    CHECK(c != NULL);
+    memcpy(c, m3_debug_params(m), n);
+    return c;
+}
+
+/* A finite but extreme numeric input (3.4e38, as a decoder lets through): the parameters
+ * stay finite whatever the architecture. Where it overflows the forward or backward pass
+ * the step is refused - nothing learned changes, not the dense block, the Adam state and
+ * step, or the rows the batch touched - and the next clean batch trains as before (where
+ * ReLUs absorb it, the step is finite and runs, clipped). Returns the steps refused. */
+static int test_guard_extreme_input(int arch) {
+    m3_model_cfg c = small_cfg(arch);
+    c.clip_norm = 10;
+    char err[256];
+    m3_model *m = m3_new(&c, err, sizeof err);
+    CHECK_MSG(m != NULL, "%s", err);
+    enum { B = 8 };
+    m3_example ex[B];
+    train_clean(m, &c, ex, B, 5);
+    size_t blob_n = m3_blob_size(m);
+    unsigned char *blob0 = malloc(blob_n), *blob1 = malloc(blob_n);
+    static const float bigs[] = {3.4e38f, -3.4e38f, 3.35e38f};
+    int refused = 0;
+    for (int k = 0; k < 3; k++) {
+        CHECK_EQ_INT(m3_blob_save(m, blob0, blob_n), blob_n);
+        random_examples(ex, B, &c, 3);
+        ex[2].num[0] = bigs[k];                /* a user numeric */
+        ex[5].num[c.n_num - 1] = -bigs[k];     /* an item numeric (MIEG's input) */
+        float w_before[16];
+        const float *w = m3_debug_emb_weights(m, ex[2].cat[M3_SLOT_USER]);
+        if (w) memcpy(w_before, w, sizeof(float) * c.emb_dim);
+        m3_forward(m, ex, B, NULL, NULL);
+        float loss = m3_train(m, ex);
+        CHECK_MSG(params_finite(m), "%s: non-finite parameters after an input of %g",
+                  m3_arch_name(arch), bigs[k]);
+        if (!isnan(loss)) continue;
+        refused++;
+        CHECK_EQ_INT(m3_blob_save(m, blob1, blob_n), blob_n);   /* params, Adam state, step */
+        CHECK(!memcmp(blob0, blob1, blob_n));
+        w = m3_debug_emb_weights(m, ex[2].cat[M3_SLOT_USER]);
+        if (w) CHECK(!memcmp(w_before, w, sizeof(float) * c.emb_dim));
+    }
+    float *before = params_copy(m);
+    train_clean(m, &c, ex, B, 1);   /* a clean batch trains again */
+    CHECK(memcmp(before, m3_debug_params(m), m3_n_params(m) * sizeof(float)) != 0);
+    CHECK(params_finite(m));
+    free(before);
+    free(blob0);
+    free(blob1);
+    m3_destroy(m);
+    return refused;
+}
+
+/* A NaN in a dense parameter: every step that reads it is refused, the blob refuses to hold
+ * it (save and load), and m3_rollback puts the last good copy back bit-exactly - or,
+ * without one, the initial parameters of m3_new. */
+static void test_guard_rollback(void) {
+    m3_model_cfg c = small_cfg(M3_ARCH_M3REC);
+    char err[256];
+    m3_model *m = m3_new(&c, err, sizeof err), *fresh = m3_new(&c, err, sizeof err);
+    CHECK_MSG(m && fresh, "%s", err);
+    enum { B = 8 };
+    m3_example ex[B];
+    train_clean(m, &c, ex, B, 3);
+    /* no copy yet: the initial state */
+    m3_debug_params(m)[0] = NAN;
+    CHECK(!m3_params_finite(m));
+    CHECK_EQ_INT(m3_rollback(m), 0);
+    CHECK(!memcmp(m3_debug_params(fresh), m3_debug_params(m), m3_n_params(m) * sizeof(float)));
+    train_clean(m, &c, ex, B, 3);
+    CHECK_EQ_INT(m3_mark_good(m), 1);
+    size_t blob_n = m3_blob_size(m);
+    unsigned char *good = malloc(blob_n), *blob = malloc(blob_n);
+    CHECK_EQ_INT(m3_blob_save(m, good, blob_n), blob_n);
+    /* the scenario embeddings come first: every example reads the NaN */
+    m3_debug_params(m)[0] = NAN;
+    CHECK(!m3_params_finite(m));
+    CHECK_EQ_INT(m3_mark_good(m), 0);                 /* the good copy stays */
+    CHECK_EQ_INT(m3_blob_save(m, blob, blob_n), 0);   /* no blob holds a NaN */
+    random_examples(ex, B, &c, 3);
+    float p[B];
+    m3_forward(m, ex, B, p, NULL);
+    CHECK(isnan(m3_train(m, ex)));
+    CHECK_EQ_INT(m3_rollback(m), 1);
+    CHECK(m3_params_finite(m));
+    CHECK_EQ_INT(m3_blob_save(m, blob, blob_n), blob_n);
+    CHECK(!memcmp(good, blob, blob_n));
+    /* a blob with a NaN (as a build without the guard wrote) is refused, model unchanged */
+    float nan = NAN;
+    memcpy(blob + blob_n - 8 - 4, &nan, 4);   /* the last float of v, before the checksum */
+    uint64_t sum = 0xcbf29ce484222325ULL;
+    for (size_t k = 0; k < blob_n - 8; k++) sum = (sum ^ blob[k]) * 0x100000001b3ULL;
+    memcpy(blob + blob_n - 8, &sum, 8);
+    CHECK_EQ_INT(m3_blob_load(m, blob, blob_n, err, sizeof err), -1);
+    CHECK_CONTAINS(err, "non-finite parameters");
+    CHECK(m3_params_finite(m));
+    free(good);
+    free(blob);
+    m3_destroy(m);
+    m3_destroy(fresh);
+}
+
 int main(void) {
     test_auc();
     test_cfg_errors();
@@ -588,5 +711,12 @@ int main(void) {
     test_slices_and_admission();
     test_upt_delayed_row();
     test_first_step();
+    for (int a = 0; a < M3_ARCH__COUNT; a++) {   /* each is overflowed at least once */
+        int refused = test_guard_extreme_input(a);
+        fprintf(stderr, "test_model: guard: %s refused %d of 3 extreme steps\n",
+                m3_arch_name(a), refused);
+        CHECK(refused >= 1);
+    }
+    test_guard_rollback();
     return 0;
 }

@@ -11,6 +11,7 @@
  * configuration and a store already open are refused with a clear message. */
 #include <dirent.h>
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -447,12 +448,80 @@ static void test_refusals(void) {
     close_runner(&r2);
 }
 
+/* ---- the guard ---- */
+
+static int params_finite(m3_model *m) {
+    const float *p = m3_debug_params(m);
+    for (size_t k = 0; k < m3_n_params(m); k++)
+        if (!isfinite(p[k])) return 0;
+    return 1;
+}
+
+static void poison(m3_model *m) {
+    for (size_t k = 0; k < m3_n_params(m); k++) m3_debug_params(m)[k] = NAN;
+}
+
+/* A poisoned model is never checkpointed: the checkpoint (or the learner's next step)
+ * rolls it back to the last checkpoint's blob, memory and store stay equal, and a restart
+ * resumes from that good state and scores the rest of the stream normally. */
+static void test_poison(void) {
+    char dir[600];
+    fresh_dir(dir, sizeof dir, "poison");
+    runner r = {0};
+    open_runner(&r, dir, NULL);
+    CHECK(!feed(&r, 3000, 1000));
+    lrn_run_batch(r.L, NULL, NULL);
+    checkpoint(&r);
+    m3_model *m = lrn_model(r.L, 0);
+    size_t n = m3_n_params(m) * sizeof(float);
+    float *good = malloc(n);
+    memcpy(good, m3_debug_params(m), n);
+    /* poisoned at a boundary, then checkpointed: the stored blob stays the good one */
+    poison(m);
+    checkpoint(&r);
+    CHECK(params_finite(m));
+    CHECK(!memcmp(good, m3_debug_params(m), n));
+    state_stats ss;
+    state_stats_get(r.st, &ss);
+    CHECK_EQ_INT(ss.ckpt_rollbacks, 1);
+    /* poisoned between checkpoints: the learner's next step rolls back to the store's blob */
+    poison(m);
+    CHECK(!feed(&r, 3500, 100000));
+    CHECK(params_finite(m));
+    met_guard *g = met_board_guard(lrn_board(r.L), 0);
+    CHECK_EQ_INT(g->rollbacks, 2);
+    CHECK(g->skipped_steps >= 1);
+    lrn_run_batch(r.L, NULL, NULL);
+    checkpoint(&r);
+    uint64_t skipped = g->skipped_steps, withheld = g->nonfinite_predictions;
+    CHECK(withheld >= 1);   /* the poisoned model's scores of that batch */
+    close_runner(&r);
+    /* the restart: good parameters, the guard's counters, the rest of the stream */
+    runner r2 = {0};
+    open_runner(&r2, dir, NULL);
+    m = lrn_model(r2.L, 0);
+    CHECK(params_finite(m));
+    g = met_board_guard(lrn_board(r2.L), 0);
+    CHECK_EQ_INT(g->rollbacks, 2);
+    CHECK_EQ_INT(g->skipped_steps, skipped);
+    CHECK_EQ_INT(g->nonfinite_predictions, withheld);
+    CHECK(feed(&r2, INT64_MAX, 5000));
+    CHECK(params_finite(m));
+    CHECK_EQ_INT(g->skipped_steps, skipped);   /* a clean stream: no step refused */
+    CHECK_EQ_INT(g->nonfinite_predictions, withheld);
+    const met_auc *a = met_board_auc(lrn_board(r2.L), 0, -1, MET_CTR);
+    CHECK_EQ_INT(a->n_nan, 0);   /* nothing scored NaN after the restart */
+    free(good);
+    close_runner(&r2);
+}
+
 int main(void) {
     fs_scratch_dir(tmp_root, sizeof tmp_root, "test_state");
     rng_state = proc_seed("test_state");
     test_admission();
     test_expiry();
     test_refusals();
+    test_poison();
     test_exact_resume();
     test_budget_exact();
     rm_rf(tmp_root);

@@ -145,7 +145,7 @@ static const cfg__key cfg__keys[] = {
     K_I64("emb.expire.ms", emb_expire_ms, 0, 3650 * DAY_MS, "2592000000",
           "embedding rows and user states unseen this long (event time) are dropped; 0 = never"),
     /* admission: inputs the model can digest, plausible event time (learner.c, lrn_admit) */
-    K_FLT("features.num.max_abs", num_max_abs, 0, 1, 1e38, "1e6",
+    K_FLT("features.num.max_abs", num_max_abs, 0, 1, 3.4e38, "1e6",
           "numeric features must lie in [-max_abs, max_abs]; an event with a value outside "
           "goes to the DLQ (or the value is clipped: features.num.clip)"),
     K_TYP("features.num.clip", CFG__BOOL, num_clip, "false",

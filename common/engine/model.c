@@ -103,6 +103,9 @@ struct m3_model {
     float *params, *grads, *adam_m, *adam_v;   /* (n_params) each */
     m3__params p, g;
     int step;                          /* Adam steps taken */
+    float *good;                       /* (3 n_params) last good params, m, v (m3_mark_good),
+                                          NULL until the first copy */
+    int good_step;                     /* their Adam step */
     emb_table *emb;
     users_table *users;
     /* STAR: the effective expert weights W_sh .* W_s of each scenario, and their grads */
@@ -744,6 +747,7 @@ void m3_destroy(m3_model *m) {
     free(m->grads);
     free(m->adam_m);
     free(m->adam_v);
+    free(m->good);
     free(m->star_w);
     free(m->star_dw);
     emb_destroy(m->emb);
@@ -1495,16 +1499,88 @@ static void m3__stream_state(m3_model *m) {
     }
 }
 
+/* 1 when none of x[0..n) is an infinity or a NaN (exponent bits all ones): an integer OR
+ * over the words, which the compiler vectorises; no float compare, so -ffast-math could
+ * not fold it away. */
+static int m3__finite(const void *x, size_t n) {
+    const unsigned char *b = x;   /* bytes: a blob's floats need not be aligned */
+    uint32_t bad = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t u;
+        memcpy(&u, b + 4 * i, sizeof u);
+        bad |= (uint32_t)((u & 0x7f800000u) == 0x7f800000u);
+    }
+    return bad == 0;
+}
+
+/* The summed gradient of every embedding row the step touched is finite. */
+static int m3__emb_grads_finite(const m3_model *m) {
+    int d = m->cfg.emb_dim;
+    size_t n = (size_t)m->B * m->cfg.n_cat;
+    for (size_t k = 0; k < n; k++) {
+        const float *g = m->rows[k] >= 0 ? emb_grad_get(m->emb, m->rows[k]) : NULL;
+        if (g && !m3__finite(g, (size_t)d)) return 0;
+    }
+    return 1;
+}
+
+/* A step the guard refused: nothing learned changes (parameters, Adam state and step,
+ * rows, counters, UPT preferences); only the stream clock follows the batch's event
+ * times, as it would have. */
+static float m3__refuse(m3_model *m) {
+    for (int r = 0; r < m->B; r++)
+        if (m->ts[r] > m->now_ms) m->now_ms = m->ts[r];
+    emb_grad_begin(m->emb);   /* drop the step's row gradients */
+    return NAN;
+}
+
 float m3_train(m3_model *m, const m3_example *ex) {
     const m3_model_cfg *c = &m->cfg;
     float loss = m3__backward(m, ex);
-    if (c->clip_norm > 0) nn_clip_grad_norm(m->grads, m->n_params, c->clip_norm);
+    /* The guard reads the global norm clipping computes anyway (clip 0 only measures): a
+     * NaN or an infinity anywhere in the dense gradient makes it non-finite. */
+    float norm = nn_clip_grad_norm(m->grads, m->n_params, c->clip_norm);
+    if (!isfinite(loss) || !isfinite(norm) || !m3__emb_grads_finite(m)) return m3__refuse(m);
     m->step++;
     nn_adam_step(m->params, m->grads, m->adam_m, m->adam_v, m->n_params, c->lr_dense,
                  M3__ADAM_B1, M3__ADAM_B2, M3__ADAM_EPS, m->step);
     emb_grad_apply(m->emb, c->lr_emb, c->l2_emb);
     m3__stream_state(m);
     return loss;
+}
+
+/* ---------------------------------------------------------------- the guard's state */
+
+int m3_params_finite(const m3_model *m) {
+    return m3__finite(m->params, m->n_params) && m3__finite(m->adam_m, m->n_params) &&
+           m3__finite(m->adam_v, m->n_params);
+}
+
+int m3_mark_good(m3_model *m) {
+    if (!m3_params_finite(m)) return 0;
+    size_t n = m->n_params;
+    if (!m->good && !(m->good = malloc(3 * n * sizeof(float)))) return -1;
+    memcpy(m->good, m->params, n * sizeof(float));
+    memcpy(m->good + n, m->adam_m, n * sizeof(float));
+    memcpy(m->good + 2 * n, m->adam_v, n * sizeof(float));
+    m->good_step = m->step;
+    return 1;
+}
+
+int m3_rollback(m3_model *m) {
+    size_t n = m->n_params;
+    if (!m->good) {
+        m3__init_params(m);
+        memset(m->adam_m, 0, n * sizeof(float));
+        memset(m->adam_v, 0, n * sizeof(float));
+        m->step = 0;
+        return 0;
+    }
+    memcpy(m->params, m->good, n * sizeof(float));
+    memcpy(m->adam_m, m->good + n, n * sizeof(float));
+    memcpy(m->adam_v, m->good + 2 * n, n * sizeof(float));
+    m->step = m->good_step;
+    return 1;
 }
 
 /* ---------------------------------------------------------------- facts */
@@ -1628,7 +1704,7 @@ static uint64_t m3__cfg_hash(const m3_model *m) {
 
 size_t m3_blob_save(const m3_model *m, void *buf, size_t size) {
     size_t need = m3_blob_size(m);
-    if (size < need) return 0;
+    if (size < need || !m3_params_finite(m)) return 0;
     unsigned char *b = buf;
     uint32_t head[2] = { M3__BLOB_MAGIC, M3__BLOB_VERSION }, dims[M3__NDIMS];
     m3__dims(m, dims);
@@ -1700,6 +1776,11 @@ int m3_blob_load(m3_model *m, const void *buf, size_t size, char *errstr, size_t
     memcpy(&sum, b + o + 3 * fl, 8);
     if (sum != got) {
         snprintf(errstr, errstr_size, "model blob: checksum mismatch (corrupt)");
+        return -1;
+    }
+    if (!m3__finite(b + o, 3 * m->n_params)) {
+        snprintf(errstr, errstr_size, "model blob: non-finite parameters (written by a build "
+                 "without the guard: start from a new store.dir)");
         return -1;
     }
     memcpy(m->params, b + o, fl); o += fl;

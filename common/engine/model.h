@@ -144,15 +144,33 @@ void m3_forward_snap(m3_model *m, const m3_example *ex, int B, const void *const
  * examples, which m3_forward cached the activations of; their labels are read here):
  * loss = sum_i w_ctr[i] BCE(p_ctr, y_click) + w_ctcvr[i] BCE(p_ctr p_cvr, y_conv),
  * divided by B, plus with MIEG mieg_align/B * sum over warm items ||e_gen - sg(e_item)||^2.
- * Returns that loss (before the update). Dense: global-norm clip (cfg.clip_norm), one Adam
- * step; rows: one Adagrad step per distinct touched row with its gradient summed over the
- * batch. Then the stream state: each example with w_ctr > 0 counts one impression for its
+ * Returns that loss (before the update), or NaN when the guard refused the step (below).
+ * Dense: global-norm clip (cfg.clip_norm), one Adam step; rows: one Adagrad step per
+ * distinct touched row with its gradient summed over the batch. Then the stream state: each example with w_ctr > 0 counts one impression for its
  * item and for its user in its scenario, and moves the user's UPT preference in that
  * scenario by upt_step (y_click - p_ctr) e_item; a settled click (w_ctcvr > 0, y_click 1)
  * moves it by upt_step_conv (y_conv - p_cvr) e_item (e_item: the item input of the
  * forward pass, p_ctr and p_cvr its predictions); an item reaching item_warm gets its own
  * row (MIEG). */
 float m3_train(m3_model *m, const m3_example *ex);
+/* The guard: m3_train() refuses a step whose loss, dense gradient norm (before clipping)
+ * or any touched embedding row's gradient is not finite (NaN or an infinity, e.g. from a
+ * finite but extreme numeric input that overflows the forward pass). A refused step
+ * changes nothing learned - dense parameters, Adam state and step, embedding rows, item
+ * and user counters, UPT preferences - only the stream clock follows the batch; m3_train
+ * then returns NaN (a step that runs returns a finite loss). The caller counts it. */
+
+/* 1 when the dense parameters and their Adam state are all finite. O(n_params). */
+int m3_params_finite(const m3_model *m);
+/* Keep a copy of the dense parameters, Adam state and step as the model's last good
+ * state (3 n_params floats, allocated on the first call). Returns 1 when kept, 0 when
+ * refused because they are not finite (the previous copy stays), -1 when out of memory
+ * (no copy). */
+int m3_mark_good(m3_model *m);
+/* Put the last good state back: the copy of m3_mark_good (returns 1), or without one the
+ * initial parameters from cfg.seed with a fresh Adam state (returns 0). Embedding rows and
+ * user state are untouched (the guard keeps them finite: it refuses non-finite steps). */
+int m3_rollback(m3_model *m);
 
 /* Slice flags (M3_SLICE_*) of example i of the last m3_forward(), as they were before
  * that batch trained (0 for i out of range, and for every example until the model has
@@ -179,10 +197,11 @@ int m3_uses_upt(const m3_model *m);
  *   "M3RB", version, the dimensions and switches, a hash of the configuration, the Adam
  *   step, params, m, v (n_params floats each), FNV-1a 64 of everything before it.
  * m3_blob_size() is its size; m3_blob_save() writes it into buf (size bytes) and returns
- * the bytes written or 0 when size is too small. m3_blob_load() reads a blob back into a
- * model made with the same configuration: bit-exact, or -1 with errstr naming the
- * mismatch (magic, version, a dimension, the config hash, size or checksum) and the
- * model unchanged. Embedding rows and user state are not in the blob. */
+ * the bytes written, or 0 when size is too small or the parameters are not finite
+ * (m3_params_finite: a blob never holds a NaN or an infinity). m3_blob_load() reads a blob
+ * back into a model made with the same configuration: bit-exact, or -1 with errstr naming
+ * the mismatch (magic, version, a dimension, the config hash, size, checksum or
+ * non-finite parameters) and the model unchanged. Embedding rows and user state are not in the blob. */
 size_t m3_blob_size(const m3_model *m);
 size_t m3_blob_save(const m3_model *m, void *buf, size_t size);
 int m3_blob_load(m3_model *m, const void *buf, size_t size, char *errstr, size_t errstr_size);

@@ -220,6 +220,7 @@ struct met_board {
     met_auc *auc;     /* (n_models, n_scen + 1, MET_NTASKS); scenario slot 0 = overall */
     met_auc *sl;      /* (n_models, n_scen + 1, MET_NSLICES, MET_NTASKS); slot 0 = overall */
     met_counters c;
+    met_guard guard[MET_MAX_MODELS];
     uint64_t events_base;   /* events counted before this process (a restored state) */
     met_latency lat;
     double t0;        /* clk_mono_s() when the board was made */
@@ -461,6 +462,9 @@ const met_auc *met_board_slice_auc(const met_board *b, int model, int scen, met_
 
 void met_board_latency(met_board *b, double ms) { met_latency_add(&b->lat, ms); }
 met_counters *met_board_counters(met_board *b) { return &b->c; }
+met_guard *met_board_guard(met_board *b, int model) {
+    return model >= 0 && model < b->n_models ? &b->guard[model] : NULL;
+}
 const met_latency *met_board_lat(const met_board *b) { return &b->lat; }
 
 const met_auc *met_board_auc(const met_board *b, int model, int scen, met_task task) {
@@ -605,6 +609,13 @@ static void met__write_model_members(const met_board *b, int model, int timeline
     json_obj_end(w);
     json_key(w, "slices");
     met__write_slices(b, model, -1, w);
+    const met_guard *g = &b->guard[model];
+    json_key(w, "guard");
+    json_obj_begin(w);
+    json_key(w, "skipped_steps"); json_uint(w, g->skipped_steps);
+    json_key(w, "rollbacks"); json_uint(w, g->rollbacks);
+    json_key(w, "nonfinite_predictions"); json_uint(w, g->nonfinite_predictions);
+    json_obj_end(w);
     if (!timeline) return;
     json_key(w, "timeline");
     json_obj_begin(w);
@@ -696,6 +707,13 @@ int met_board_progress_line(const met_board *b, char *buf, size_t n) {
     double auc_ctcvr = met_auc_value(&b->auc[met__idx(b, 0, -1, MET_CTCVR)], NULL);
     double p99 = met_latency_percentile(&b->lat, 99);
     double rss = met_rss_mb(NULL);
-    return snprintf(buf, n, "events %llu  %s ev/s  ctr auc %.4f  ctcvr auc %.4f  lag p99 %.1f ms  rss %.0f MB",
-                    (unsigned long long)b->c.events, rate, auc_ctr, auc_ctcvr, p99, rss);
+    const met_guard *g = &b->guard[0];
+    char guard[96] = "";
+    if (g->skipped_steps || g->rollbacks || g->nonfinite_predictions)
+        snprintf(guard, sizeof guard, "  guard %llu skipped %llu withheld %llu rollback%s",
+                 (unsigned long long)g->skipped_steps,
+                 (unsigned long long)g->nonfinite_predictions,
+                 (unsigned long long)g->rollbacks, g->rollbacks == 1 ? "" : "s");
+    return snprintf(buf, n, "events %llu  %s ev/s  ctr auc %.4f  ctcvr auc %.4f  lag p99 %.1f ms  rss %.0f MB%s",
+                    (unsigned long long)b->c.events, rate, auc_ctr, auc_ctcvr, p99, rss, guard);
 }

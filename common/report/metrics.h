@@ -142,6 +142,15 @@ typedef struct {
     uint64_t unmatched_conversions;  /* conversion for an impression never seen */
 } met_counters;
 
+/* The guard's counters of one model (met_board_guard()); the learner increments them. */
+typedef struct {
+    uint64_t skipped_steps;          /* training steps refused: non-finite loss or gradient */
+    uint64_t rollbacks;              /* dense parameters found non-finite and put back to
+                                        the last good state */
+    uint64_t nonfinite_predictions;  /* predictions with a non-finite p_ctr or p_cvr (the
+                                        primary's are withheld: never emitted) */
+} met_guard;
+
 /* One timeline point of one accumulator. */
 typedef struct {
     float auc, bound;                /* NaN when the window had no positive or no negative */
@@ -188,6 +197,8 @@ const met_auc *met_board_slice_auc(const met_board *b, int model, int scen, met_
 void met_board_latency(met_board *b, double ms);
 /* The counters, for the caller to increment. */
 met_counters *met_board_counters(met_board *b);
+/* One model's guard counters, for the caller to increment; NULL when out of range. */
+met_guard *met_board_guard(met_board *b, int model);
 /* Read-only access to one accumulator: scen -1 is the overall one. NULL when out of range. */
 const met_auc *met_board_auc(const met_board *b, int model, int scen, met_task task);
 const met_latency *met_board_lat(const met_board *b);
@@ -217,7 +228,8 @@ int64_t met_board_tl_window(const met_board *b);
  *    "overall": {"ctr": {...}, "ctcvr": {...}},
  *    "scenarios": {name: {"ctr", "ctcvr", "slices": {slice: {"ctr","ctcvr"}}}},
  *    "slices": {"new_item": {"ctr","ctcvr"}, "new_user_in_scenario": {...}} (the primary's),
- *    "models": {name: {"overall", "scenarios", "slices", "timeline"}} (every model,
+ *    "guard": {"skipped_steps", "rollbacks", "nonfinite_predictions"} (the primary's),
+ *    "models": {name: {"overall", "scenarios", "slices", "guard", "timeline"}} (every model,
  *    primary too; "timeline": {"overall": {task: series}, "scenarios": {name: {task:
  *    series}}}, a series being {"auc", "bound", "n", "mean_p", "rate"} arrays, one item
  *    per timeline point),
@@ -226,12 +238,13 @@ int64_t met_board_tl_window(const met_board *b);
  * half a window of impressions. Errors are reported by the writer (json_writer_error()). */
 void met_board_write_json(const met_board *b, json_writer *w,
                           void (*extra)(json_writer *w, void *arg), void *arg);
-/* Write one model's {"overall", "scenarios", "slices", "timeline"} object (reusable by
+/* Write one model's {"overall", "scenarios", "slices", "guard", "timeline"} object (reusable by
  * the simulator, e.g. a board with one model "oracle"). */
 void met_board_write_model(const met_board *b, int model, json_writer *w);
 /* One human progress line for the primary model, e.g.
- * "events 120000  31.2k ev/s  ctr auc 0.7120  ctcvr auc 0.8010  lag p99 45.0 ms  rss 312 MB".
- * Returns what snprintf returns. */
+ * "events 120000  31.2k ev/s  ctr auc 0.7120  ctcvr auc 0.8010  lag p99 45.0 ms  rss 312 MB",
+ * followed by "  guard 3 skipped 12 withheld 1 rollback" once the primary's guard has
+ * counted anything. Returns what snprintf returns. */
 int met_board_progress_line(const met_board *b, char *buf, size_t n);
 
 #endif

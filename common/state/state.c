@@ -237,6 +237,23 @@ static int state__apply_dense(state *st, const void *val, size_t len, char *msg,
     return -1;
 }
 
+/* The guard's rollback (lrn_set_rollback): the primary's dense blob of the last
+ * checkpoint, which never holds a non-finite value (m3_blob_save refuses one). -1 with no
+ * checkpoint yet (the learner then restarts the model from its initial state), for a
+ * shadow (not persisted), or when the store cannot be read (the state fails). */
+int state__rollback(void *ud, int model) {
+    state *st = ud;
+    if (model != 0) return -1;
+    void *val = NULL;
+    size_t len = 0;
+    char e2[512];
+    int rc = state__get_meta(st, STORE_KEY_DENSE, &val, &len, e2, sizeof e2);
+    if (rc < 0) state__fail(st, "rollback to the last checkpoint: %s", e2);
+    int ok = rc == 1 && m3_blob_load(st->m, val, len, e2, sizeof e2) == 0;
+    free(val);
+    return ok ? 0 : -1;
+}
+
 /* The learner's stream state and counters. */
 static int state__apply_learner(state *st, const void *val, size_t len, char *msg, size_t n) {
     char e2[512];
@@ -295,6 +312,7 @@ static void state__free(state *st) {
     if (!st) return;
     if (st->L) {
         lrn_set_hooks(st->L, NULL, NULL, NULL);
+        lrn_set_rollback(st->L, NULL, NULL);
         lrn_set_pend_loader(st->L, NULL, NULL);
     }
     store_batch_destroy(st->b);
@@ -385,6 +403,7 @@ state *state_open(const m3_cfg *cfg, lrn *L, const char *layout, char *errstr, s
         return NULL;
     }
     lrn_set_hooks(L, state__prepare, state__trained, st);
+    lrn_set_rollback(L, state__rollback, st);
     st->st.open_ms = (clk_mono_s() - t0) * 1e3;
     st->st.rss_open_mb = met_rss_mb(NULL);
     return st;

@@ -47,6 +47,8 @@ typedef struct {
     double rss_open_mb;               /* process RSS right after state_open */
     uint64_t pending_restored;        /* pending impressions found at open */
     uint64_t checkpoints, forced;     /* checkpoints; of which asked for by the memory budget */
+    uint64_t ckpt_rollbacks;          /* checkpoints that found the dense parameters non-finite
+                                         and rolled them back before writing */
     double ckpt_ms_total, ckpt_ms_max, ckpt_ms_last;
     uint64_t ckpt_bytes;              /* serialized write-batch bytes of all checkpoints */
     uint64_t rows_written, users_written, pending_written, deletes;

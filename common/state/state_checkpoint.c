@@ -198,9 +198,8 @@ static int state__put_dense(state *st) {
     size_t blen = m3_blob_size(st->m), llen = lrn_state_save(st->L, NULL, 0);
     unsigned char *blob = malloc(blen > llen ? blen : llen);
     if (!blob) return -1;
-    int bad = 0;
-    m3_blob_save(st->m, blob, blen);
-    bad |= state__put_meta(st, STORE_KEY_DENSE, blob, blen);
+    int bad = m3_blob_save(st->m, blob, blen) != blen;   /* non-finite: state__guard_dense */
+    if (!bad) bad |= state__put_meta(st, STORE_KEY_DENSE, blob, blen);
     lrn_state_save(st->L, blob, llen);
     bad |= state__put_meta(st, STATE__KEY_LEARNER, blob, llen);
     free(blob);
@@ -264,6 +263,22 @@ static int state__write(state *st, const state_offset *offs, int n, size_t *byte
     return store_commit(st->s, st->b, st->cfg->checkpoint_sync, errstr, errn) != 0 ? -1 : 0;
 }
 
+/* A checkpoint never stores a non-finite parameter. Rather than leave the dense blob out
+ * (the store would then hold rows and offsets newer than its blob, and a restart would
+ * resume from a state the running worker never had), the model in memory goes back to the
+ * stored blob first - the last good checkpoint - and the checkpoint writes that: memory and
+ * store stay equal, and a restart continues exactly as this process does. */
+static void state__guard_dense(state *st) {
+    if (m3_params_finite(st->m)) return;
+    if (state__rollback(st, 0) != 0) m3_rollback(st->m);   /* none stored: initial state */
+    met_guard *g = met_board_guard(lrn_board(st->L), 0);
+    g->rollbacks++;
+    st->st.ckpt_rollbacks++;
+    fprintf(stderr, "m3rec: guard: checkpoint of %s: non-finite dense parameters, rolled "
+            "back to the last checkpoint's (rollbacks so far: %llu)\n", st->dir,
+            (unsigned long long)g->rollbacks);
+}
+
 int state_checkpoint(state *st, const state_offset *offs, int n, char *errstr, size_t errn) {
     if (st->failed) {
         snprintf(errstr, errn, "state of %s failed earlier: %s", st->dir, st->err);
@@ -271,6 +286,11 @@ int state_checkpoint(state *st, const state_offset *offs, int n, char *errstr, s
     }
     if (!lrn_at_boundary(st->L)) {
         snprintf(errstr, errn, "checkpoint outside a minibatch boundary (events are queued)");
+        return -1;
+    }
+    state__guard_dense(st);
+    if (st->failed) {   /* the rollback could not read the store */
+        snprintf(errstr, errn, "state of %s failed: %s", st->dir, st->err);
         return -1;
     }
     double t0 = clk_mono_s();

@@ -101,6 +101,8 @@ int64_t state__dead_before(const state *st);
 int state__get_meta(state *st, const char *name, void **val, size_t *len, char *msg, size_t n);
 /* Add a meta put to the write batch. Returns 0, or nonzero when the batch failed. */
 int state__put_meta(state *st, const char *name, const void *val, size_t len);
+/* The learner's rollback hook (lrn_rollback_fn): the last checkpoint's dense blob. */
+int state__rollback(void *ud, int model);
 /* Set the stored offset of topic/partition. Returns 0, or -1 when out of memory. */
 int state__offset_set(state *st, const char *topic, int32_t partition, int64_t next);
 /* A pending-family key: <src u32 BE><id> (id NULL: the late ring's key). Returns its length. */

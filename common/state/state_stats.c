@@ -35,6 +35,7 @@ void state_write_json(state *st, json_writer *w) {
         {"pending_restored", (double)s.pending_restored},
         {"checkpoints", (double)s.checkpoints},
         {"checkpoints_forced_by_memory", (double)s.forced},
+        {"checkpoint_rollbacks", (double)s.ckpt_rollbacks},
         {"checkpoint_ms_mean", s.checkpoints ? s.ckpt_ms_total / (double)s.checkpoints : 0},
         {"checkpoint_ms_max", s.ckpt_ms_max},
         {"checkpoint_bytes", (double)s.ckpt_bytes},

@@ -21,7 +21,8 @@
 typedef struct lrn lrn;
 
 /* Called once per prediction (impressions and score-request candidates) during a batch;
- * p is valid only during the call. */
+ * p is valid only during the call. Never with a non-finite p_ctr, p_cvr or p_ctcvr: such
+ * a score is withheld and counted (met_board_guard: nonfinite_predictions). */
 typedef void (*lrn_emit_fn)(void *ud, const m3_prediction *p);
 
 /* Create the models (model.arch and model.shadow), the pending join and the metrics.
@@ -88,7 +89,10 @@ int lrn_request(lrn *L, const m3_score_request *rq, int64_t arrival_ms,
  * predictions of its impressions go to emit, the metrics take every model's, clicked
  * impressions join the pending table, then every model trains on it (with the settled
  * CTCVR rows). Then the queued score-request candidates are scored by the freshly trained
- * primary model and emitted. Nothing queued: nothing happens. emit may be NULL. */
+ * primary model and emitted. Nothing queued: nothing happens. emit may be NULL.
+ * The guard (docs/model.md): a model's refused step (non-finite loss or gradient) counts
+ * in met_board_guard's skipped_steps, with a stderr line at the 1st, 2nd, 4th... one; if
+ * its dense parameters are then found non-finite it rolls back at once (rollbacks). */
 void lrn_run_batch(lrn *L, lrn_emit_fn emit, void *ud);
 
 /* Events queued and not yet run in a minibatch. */
@@ -129,6 +133,12 @@ size_t lrn_pending(const lrn *L);
 typedef void (*lrn_prepare_fn)(void *ud, m3_example *ex, int B, int n_imp, int train);
 typedef void (*lrn_trained_fn)(void *ud, const m3_example *ex, int B, int n_imp);
 void lrn_set_hooks(lrn *L, lrn_prepare_fn prepare, lrn_trained_fn trained, void *ud);
+/* The guard's rollback: called when model i's step was refused and its dense parameters
+ * are not finite (m3_params_finite); it puts back the model's last good state and returns
+ * 0, or -1 when it has none (the learner then uses m3_rollback). Without one, the learner
+ * keeps each model's last good copy itself (m3_mark_good, every 64 batches). */
+typedef int (*lrn_rollback_fn)(void *ud, int model);
+void lrn_set_rollback(lrn *L, lrn_rollback_fn fn, void *ud);
 /* The loader given to every source's pending table, now and when created (tag = source). */
 void lrn_set_pend_loader(lrn *L, pend_load_fn fn, void *ud);
 
