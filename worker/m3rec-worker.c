@@ -227,8 +227,10 @@ static int checkpoint(worker *w) {
     }
     int rc = state_checkpoint(w->st, offs, k, err, sizeof err);
     if (rc != 0) {
-        fprintf(stderr, "m3rec-worker: checkpoint failed, stopping (the state stays at the "
-                "previous checkpoint): %s\n", err);
+        /* the store writes nothing more after a failed write (store.h): stop, and say so */
+        fprintf(stderr, "m3rec-worker: checkpoint failed: %s; stopping: nothing acknowledged "
+                "was lost (the state stays at its last checkpoint, the input after it is "
+                "read again on restart)\n", err);
         w->failed = 1;
     } else {
         for (int i = 0; i < k; i++)   /* a partition revoked meanwhile just fails: fine */
