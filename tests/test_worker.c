@@ -5,7 +5,7 @@
  * reported within a bound; SIGTERM shuts it down cleanly (exit 0, report written); a
  * state directory that is locked, of an incompatible store format or of another
  * configuration is refused with a message naming it (exit 1), and left as it was, byte for
- * byte. With --disk-full (its own CTest; root mounts a 6 MB tmpfs in a private mount
+ * byte; a broker outage stops it only after worker.outage.max.ms. With --disk-full (its own CTest; root mounts a 6 MB tmpfs in a private mount
  * namespace, exit 77 where that is not permitted): a store that fills its disk stops the
  * worker with a clear message and exit 1, never an abort, and the restart with space
  * resumes exactly (every event counted and trained once). */
@@ -222,6 +222,37 @@ static void test_state_dir(void) {
     CHECK(system(cmd) == 0);
 }
 
+/* The broker goes away: the worker pauses and says so; it stops on its own only because
+ * worker.outage.max.ms asks it to (exit 1, no checkpoint), within the limit plus a bound. */
+static void test_outage_limit(void) {
+    char err[512], bs[256];
+    codec *cd = codec_new(err, sizeof err);
+    CHECK_MSG(cd, "%s", err);
+    static pl_stream s = {.prefix = "lim", .seed = 3, .n_impressions = 2000};
+    const char *topics[] = {"lim.events.home", "lim.events.search", "lim.events.product",
+                            "lim.requests", "lim.predictions", "lim.dlq"};
+    kio_mock *m = kio_mock_new(2, topics, 6, err, sizeof err);
+    CHECK_MSG(m, "%s", err);
+    kio_producer *p = pl_producer(kio_mock_bootstraps(m));
+    pl_produce_stream(p, cd, &s, 0, s.n_impressions, 0);
+    kio_producer_destroy(p);
+    snprintf(bs, sizeof bs, "%s", kio_mock_bootstraps(m));
+    char *extra[] = {"--set", "worker.outage.max.ms=3000", "--set", "metrics.progress.ms=500", NULL};
+    const char *log = "test_worker_outage.log";
+    pid_t pid = pl_spawn_worker(bs, &s, "lim", 0, "test_worker_outage.json", log, extra);
+    proc_wait_log(log, "assigned", 30000);
+    CHECK(kio_mock_set_down(m, 1, err, sizeof err) == 0);
+    int64_t t0 = clk_mono_ms();
+    int rc = proc_wait(pid, t0 + 30000, "the worker with worker.outage.max.ms=3000");
+    const char *out = proc_slurp(log);
+    CHECK_MSG(rc == 1, "exit %d:\n%s", rc, out);
+    CHECK(clk_mono_ms() - t0 >= 3000);
+    CHECK_CONTAINS(out, "broker unreachable for ");
+    CHECK_CONTAINS(out, "(worker.outage.max.ms=3000): stopping without a checkpoint");
+    kio_mock_destroy(m);
+    codec_destroy(cd);
+}
+
 /* The worker's store fills a 6 MB disk: exit 1 with the message, then a restart with space
  * resumes exactly where the last checkpoint was. */
 static int disk_full_main(void) {
@@ -280,5 +311,6 @@ int main(int argc, char **argv) {
     test_bad_config();
     test_topics();
     test_sigterm();
+    test_outage_limit();
     return 0;
 }
