@@ -243,6 +243,18 @@ static inline json_node *pl_report(const char *path) {
     return j;
 }
 
+/* A worker's report (with a store) after the whole stream s without bad messages: every
+ * event counted and trained exactly once, whatever happened on the way. */
+static inline void pl_check_exact(const json_node *r, const pl_stream *s) {
+    CHECK_EQ_INT(json_number(json_get(r, "counters.impressions"), -1), s->n_impressions);
+    CHECK_EQ_INT(json_number(json_get(r, "trained_ctr"), -1), s->n_impressions);
+    CHECK_EQ_INT(json_number(json_get(r, "counters.conversions"), -1), s->st.conversions);
+    CHECK_EQ_INT(json_number(json_get(r, "counters.requests"), -1), s->st.requests);
+    CHECK_EQ_INT(json_number(json_get(r, "counters.dlq"), -1), 0);
+    CHECK_EQ_INT(json_number(json_get(r, "trained_ctcvr"), -1) + json_number(json_get(r, "pending"), -1),
+                 s->n_impressions);
+}
+
 static inline const char *pl_header(const rd_kafka_message_t *m, const char *name, char *buf, size_t n) {
     rd_kafka_headers_t *h = NULL;
     const void *v;

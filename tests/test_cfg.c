@@ -138,7 +138,8 @@ static const char *defaults_dump =
     "broker.embedded.partitions=4\n"
     "worker.exit.idle.ms=0\n"
     "worker.max.events=0\n"
-    "metrics.progress.ms=5000\n";
+    "metrics.progress.ms=5000\n"
+    "worker.outage.max.ms=0\n";
 
 static void test_defaults(void) {
     m3_cfg c;
@@ -638,7 +639,7 @@ static void test_documented(void) {
         CHECK_CONTAINS(props, pat);
         n++;
     }
-    CHECK_EQ_INT(n, 56);
+    CHECK_EQ_INT(n, 57);
     char *help = cfg_help();
     CHECK_CONTAINS(help, "batch.size                   impressions per minibatch "
                          "(predict, then train) (1..4096; default 256)\n");

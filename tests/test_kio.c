@@ -1,5 +1,6 @@
 /* test_kio.c - Kafka I/O against the embedded mock cluster: co-partitioning, checks,
- * errors, headers, delivery reports, rebalance hooks; prints producer/consumer throughput. */
+ * errors, headers, delivery reports, rebalance hooks, a broker outage (the producer waits
+ * and tells, the consumer pauses); prints producer/consumer throughput. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -372,6 +373,88 @@ static void bench(kio_mock *m, const kio_prop *bs) {
            "consume %.0f msg/s\n", N, N / tp, (N - 1) / tc);
 }
 
+static kio_producer_state pstate(kio_producer *p) {
+    kio_producer_state st;
+    kio_producer_state_get(p, &st);
+    return st;
+}
+
+/* The broker goes down: the producer's messages wait (a flush times out with 1, not a
+ * failure), it reports the outage; back up, they are delivered and the outage ends. */
+static void test_outage_producer(kio_mock *m, const kio_prop *bs) {
+    const kio_prop pp[] = {bs[0], {"message.timeout.ms", "0"}};
+    kio_producer *p = kio_producer_new(pp, 2, errstr, sizeof(errstr));
+    CHECK_MSG(p != NULL, "producer: %s", errstr);
+    CHECK_EQ_INT(kio_produce(p, T_REQ, "1", 1, "a", 1, NULL, 0, errstr, sizeof(errstr)), 0);
+    CHECK_MSG(kio_producer_flush(p, 10000, errstr, sizeof(errstr)) == 0, "%s", errstr);
+    kio_producer_state st = pstate(p);
+    CHECK_EQ_INT(st.queued, 0);
+    CHECK_EQ_INT(st.down_ms, 0);
+    CHECK_EQ_INT(st.max_messages, 100000);   /* librdkafka 2.0's default bound */
+    CHECK(kio_mock_set_down(m, 1, errstr, sizeof(errstr)) == 0);
+    for (int i = 0; i < 10; i++)
+        CHECK_EQ_INT(kio_produce(p, T_REQ, "1", 1, "bb", 2, NULL, 0, errstr, sizeof(errstr)), 0);
+    double t0 = now_s();
+    while ((st = pstate(p)).down_ms == 0 && now_s() - t0 < KIO_STALL_MS / 1000.0 + 5)
+        kio_producer_flush(p, 200, errstr, sizeof(errstr));
+    printf("outage seen after %.1f s: %lld queued (%lld bytes)\n", now_s() - t0, st.queued,
+           st.queued_bytes);
+    CHECK(st.down_ms > 0);
+    CHECK_EQ_INT(st.queued, 10);
+    CHECK_EQ_INT(st.queued_bytes, 30);
+    CHECK_EQ_INT(kio_producer_flush(p, 500, errstr, sizeof(errstr)), 1);   /* waiting, not failed */
+    CHECK_CONTAINS(errstr, "10 messages not delivered");
+    CHECK(kio_mock_set_down(m, 0, errstr, sizeof(errstr)) == 0);
+    CHECK_MSG(kio_producer_flush(p, 30000, errstr, sizeof(errstr)) == 0, "%s", errstr);
+    st = pstate(p);
+    CHECK_EQ_INT(st.queued, 0);
+    CHECK_EQ_INT(st.down_ms, 0);
+    long long ok = -1, failed = -1;
+    kio_producer_stats(p, &ok, &failed);
+    CHECK_EQ_INT(ok, 11);
+    CHECK_EQ_INT(failed, 0);
+    kio_producer_destroy(p);
+}
+
+/* A paused consumer gets nothing; resumed, it gets everything once, from where it was
+ * (the rebalance while paused is it_kafka's outage test). */
+static void test_pause(const kio_prop *bs) {
+    const kio_prop cp[] = {bs[0], {"group.id", "kio-pause"}};
+    const char *t[] = {T_HOME};
+    kio_consumer *c = kio_consumer_new(cp, 2, t, 1, errstr, sizeof(errstr));
+    CHECK_MSG(c != NULL, "consumer: %s", errstr);
+    rd_kafka_message_t *msgs[64];
+    long long got = 0;
+    double t0 = now_s();
+    while (got < 100 && now_s() - t0 < 30) {   /* some of what copartition produced */
+        int k = kio_consumer_poll(c, msgs, 64, 100, errstr, sizeof(errstr));
+        CHECK(k >= 0);
+        for (int i = 0; i < k; i++) rd_kafka_message_destroy(msgs[i]);
+        got += k;
+    }
+    CHECK(got >= 100);
+    CHECK(kio_consumer_pause(c, 1, errstr, sizeof(errstr)) == 0);
+    CHECK_EQ_INT(kio_consumer_paused(c), 1);
+    long long during = 0;
+    for (t0 = now_s(); now_s() - t0 < 1.5;) {
+        int k = kio_consumer_poll(c, msgs, 64, 100, errstr, sizeof(errstr));
+        for (int i = 0; i < k; i++) rd_kafka_message_destroy(msgs[i]);
+        during += k;
+    }
+    CHECK_MSG(during <= 64, "%lld messages while paused", during);   /* one poll's prefetch */
+    CHECK(kio_consumer_pause(c, 0, errstr, sizeof(errstr)) == 0);
+    CHECK_EQ_INT(kio_consumer_paused(c), 0);
+    long long after = 0;
+    for (t0 = now_s(); now_s() - t0 < 30 && got + during + after < N_USERS * PER_USER;) {
+        int k = kio_consumer_poll(c, msgs, 64, 100, errstr, sizeof(errstr));
+        for (int i = 0; i < k; i++) rd_kafka_message_destroy(msgs[i]);
+        after += k;
+    }
+    printf("pause: %lld before, %lld while paused, %lld after the resume\n", got, during, after);
+    CHECK_EQ_INT(got + during + after, N_USERS * PER_USER);
+    kio_consumer_close(c);
+}
+
 int main(void) {
     setvbuf(stdout, NULL, _IOLBF, 0); /* progress lines survive an abort */
     test_murmur2();
@@ -390,6 +473,8 @@ int main(void) {
     test_range_two_members(bs);
     test_headers(bs);
     test_delivery_failure(bs);
+    test_outage_producer(m, bs);
+    test_pause(bs);
     bench(m, bs);
 
     kio_mock_destroy(m);

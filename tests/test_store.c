@@ -1,5 +1,8 @@
-/* test_store.c - the RocksDB state store: families, batches, reads, crash atomicity, and
- * refusals that leave the directory untouched. */
+/* test_store.c - the RocksDB state store: families, batches, reads, crash atomicity,
+ * refusals that leave the directory untouched (the caller's check too), and, with
+ * --disk-full (its own CTest: root mounts a 6 MB tmpfs in a private mount namespace, exit 77
+ * where that is not permitted), a full disk: a clean error, no further write, and the
+ * committed state whole once there is space again. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -31,62 +34,6 @@ static void fresh_dir(char *out, size_t n, const char *name) {
     path_join(out, n, g_base, name);
     rm_rf(out);
 }
-
-static uint64_t fnv1a_file(const char *path) {
-    uint64_t h = 1469598103934665603ull;
-    FILE *f = fopen(path, "rb");
-    CHECK_MSG(f, "fopen %s: %s", path, strerror(errno));
-    unsigned char buf[65536];
-    size_t got;
-    while ((got = fread(buf, 1, sizeof(buf), f)) > 0)
-        for (size_t i = 0; i < got; i++) h = (h ^ buf[i]) * 1099511628211ull;
-    fclose(f);
-    return h;
-}
-
-static int cmp_str(const void *a, const void *b) {
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-/* Every file of a flat directory: name, size, mtime (ns) and content hash, one line each
- * in name order. The caller frees the string. */
-static char *snapshot(const char *dir) {
-    char *names[256];
-    int n = 0;
-    DIR *d = opendir(dir);
-    CHECK_MSG(d, "opendir %s: %s", dir, strerror(errno));
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-        CHECK(n < 256);
-        names[n++] = strdup(e->d_name);
-    }
-    closedir(d);
-    qsort(names, (size_t)n, sizeof(names[0]), cmp_str);
-    size_t cap = 256 + (size_t)n * 400, len = 0;
-    char *out = malloc(cap);
-    CHECK(out);
-    out[0] = '\0';
-    for (int i = 0; i < n; i++) {
-        char p[1024];
-        struct stat st;
-        path_join(p, sizeof(p), dir, names[i]);
-        CHECK_MSG(lstat(p, &st) == 0, "stat %s: %s", p, strerror(errno));
-        len += (size_t)snprintf(out + len, cap - len, "%s size=%lld mtime=%lld.%09ld hash=%016llx\n",
-                                names[i], (long long)st.st_size, (long long)st.st_mtim.tv_sec,
-                                st.st_mtim.tv_nsec,
-                                S_ISREG(st.st_mode) ? (unsigned long long)fnv1a_file(p) : 0ull);
-        free(names[i]);
-    }
-    return out;
-}
-
-#define CHECK_UNCHANGED(before, dir)                                             \
-    do { char *after_ = snapshot(dir);                                           \
-         CHECK_MSG(strcmp((before), after_) == 0,                                \
-                   "files of %s changed:\n--- before\n%s--- after\n%s", (dir),   \
-                   (before), after_);                                            \
-         free(after_); } while (0)
 
 static void write_file(const char *path, const void *data, size_t len) {
     FILE *f = fopen(path, "wb");
@@ -795,7 +742,7 @@ static void test_error_locked(void) {
     store *s = open_ok(dir);
     struct timespec settle = {0, 200 * 1000 * 1000};
     nanosleep(&settle, NULL);  /* let the first open's background work finish */
-    char *before = snapshot(dir);
+    char *before = fs_snapshot(dir);
     CHECK(store_open(dir, NULL, err, sizeof(err)) == NULL);
     printf("second open in-process: %s\n", err);
     CHECK_CONTAINS(err, dir);
@@ -827,7 +774,7 @@ static void test_error_locked(void) {
     CHECK_EQ_INT(read_full(from, &c, 1), 1);
     CHECK(c == 'R');
     nanosleep(&settle, NULL);
-    before = snapshot(dir);
+    before = fs_snapshot(dir);
     CHECK(store_open(dir, NULL, err, sizeof(err)) == NULL);
     printf("open held by child: %s\n", err);
     CHECK_CONTAINS(err, dir);
@@ -859,7 +806,7 @@ static void test_error_format(void) {
     commit_ok(s, b, 1);
     store_batch_destroy(b);
     store_destroy(s);  /* unflushed: the new format record is only in the WAL */
-    char *before = snapshot(dir);
+    char *before = fs_snapshot(dir);
     for (int i = 0; i < 2; i++) {
         CHECK(store_open(dir, NULL, err, sizeof(err)) == NULL);
         CHECK_CONTAINS(err, dir);
@@ -881,7 +828,7 @@ static void test_error_format(void) {
     commit_ok(s, b, 1);
     store_batch_destroy(b);
     CHECK_EQ_INT(store_close(s, 1, err, sizeof(err)), 0);
-    before = snapshot(dir);
+    before = fs_snapshot(dir);
     CHECK(store_open(dir, NULL, err, sizeof(err)) == NULL);
     CHECK_CONTAINS(err, dir);
     CHECK_CONTAINS(err, "no format record");
@@ -931,7 +878,7 @@ static int record_starts(const char *path, long *starts, int max) {
 
 static void expect_corrupt(const char *dir, const char *what) {
     char err[ERR_SIZE] = "";
-    char *before = snapshot(dir);
+    char *before = fs_snapshot(dir);
     for (int i = 0; i < 2; i++) {  /* refusing twice changes nothing either */
         CHECK_MSG(store_open(dir, NULL, err, sizeof(err)) == NULL, "%s: opened", what);
         CHECK_CONTAINS(err, dir);
@@ -1031,7 +978,7 @@ static void test_error_unwritable(void) {
     fresh_dir(dir, sizeof(dir), "readonly");
     make_store_with_data(dir);
     CHECK(chmod(dir, 0555) == 0);
-    char *before = snapshot(dir);
+    char *before = fs_snapshot(dir);
     CHECK(store_open(dir, NULL, err, sizeof(err)) == NULL);
     CHECK_CONTAINS(err, "is not writable");
     CHECK_CONTAINS(err, dir);
@@ -1044,9 +991,153 @@ static void test_error_unwritable(void) {
     CHECK(chmod(dir, 0755) == 0);
 }
 
+/* ---- the caller's check at open ---- */
+
+static int check_calls;
+
+/* Accepts meta "who" == "me" or absent; refuses anything else. */
+static int check_who(void *opaque, const void *val, size_t vlen, char *errstr, size_t n) {
+    check_calls++;
+    CHECK(opaque == &check_calls);
+    if (!val || (vlen == 2 && memcmp(val, "me", 2) == 0)) return 0;
+    snprintf(errstr, n, "refused: who is %.*s", (int)vlen, (const char *)val);
+    return -1;
+}
+
+static void test_check_refuses(void) {
+    char dir[512], err[ERR_SIZE] = "";
+    fresh_dir(dir, sizeof(dir), "check");
+    store_opts o;
+    store_opts_default(&o);
+    o.check_key = "who";
+    o.check = check_who;
+    o.check_opaque = &check_calls;
+    store *s = store_open(dir, &o, err, sizeof(err));   /* new: nothing to check */
+    CHECK_MSG(s, "%s", err);
+    CHECK_EQ_INT(check_calls, 0);
+    store_batch *b = store_batch_new(s);
+    CHECK(store_batch_put(b, STORE_META, "who", 3, "you", 3) == 0);
+    commit_ok(s, b, 1);
+    store_batch_destroy(b);
+    store_destroy(s);   /* the record only in the WAL: a writable open would replay it */
+    char *before = fs_snapshot(dir);
+    for (int i = 0; i < 2; i++) {
+        CHECK(store_open(dir, &o, err, sizeof(err)) == NULL);
+        CHECK_CONTAINS(err, "refused: who is you");
+        CHECK_UNCHANGED(before, dir);   /* no MANIFEST, OPTIONS, CURRENT or LOG written */
+    }
+    CHECK_EQ_INT(check_calls, 2);
+    free(before);
+    s = store_open(dir, NULL, err, sizeof(err));   /* without the check it opens */
+    CHECK_MSG(s, "%s", err);
+    b = store_batch_new(s);
+    CHECK(store_batch_put(b, STORE_META, "who", 3, "me", 2) == 0);
+    commit_ok(s, b, 1);
+    store_batch_destroy(b);
+    store_destroy(s);
+    s = store_open(dir, &o, err, sizeof(err));
+    CHECK_MSG(s, "%s", err);
+    CHECK_EQ_INT(check_calls, 3);
+    store_destroy(s);
+}
+
+/* ---- a full disk (--disk-full) ---- */
+
+/* Commit 16 x 4 KiB rows (incompressible) numbered from seq*16 until a commit fails.
+ * Returns the number of batches committed; err gets the failure. */
+static int fill(store *s, char *err, size_t n) {
+    static unsigned char v[4096];
+    uint64_t x = 88172645463325252ull;
+    store_batch *b = store_batch_new(s);
+    int seq = 0;
+    for (;; seq++) {
+        CHECK_MSG(seq < 100000, "the disk never filled");
+        for (int j = 0; j < 16; j++) {
+            for (size_t k = 0; k < sizeof(v); k += 8) {
+                x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+                memcpy(v + k, &x, 8);
+            }
+            memcpy(v, &seq, sizeof seq);
+            CHECK(store_batch_put_u64(b, STORE_EMB, (uint64_t)seq * 16 + (uint64_t)j, v,
+                                      sizeof(v)) == 0);
+        }
+        if (store_commit(s, b, 1, err, n) != 0) break;
+    }
+    /* the same batch again: refused without reaching RocksDB (which aborted on it) */
+    char again[ERR_SIZE];
+    CHECK(store_commit(s, b, 1, again, sizeof(again)) == -1);
+    CHECK_CONTAINS(again, "writes nothing more");
+    store_batch_destroy(b);
+    return seq;
+}
+
+static void full_cb(void *opaque, size_t i, const void *val, size_t vlen) {
+    int *found = opaque;
+    if (!val) return;
+    int seq;
+    CHECK(vlen == 4096);
+    memcpy(&seq, val, sizeof seq);
+    CHECK_EQ_INT(seq, (int)(i / 16));
+    (*found)++;
+}
+
+/* Batches 0..n-1 are whole in dir and batch n is absent. */
+static void check_filled(const char *dir, int n) {
+    store *s = open_ok(dir);
+    uint64_t *keys = malloc(sizeof *keys * (size_t)(n + 1) * 16);
+    CHECK(keys);
+    for (int i = 0; i < (n + 1) * 16; i++) keys[i] = (uint64_t)i;
+    int found = 0;
+    char err[ERR_SIZE];
+    CHECK_MSG(store_multi_get_u64(s, STORE_EMB, keys, (size_t)(n + 1) * 16, full_cb, &found, err,
+                                  sizeof(err)) >= 0, "%s", err);
+    CHECK_EQ_INT(found, n * 16);
+    free(keys);
+    store_destroy(s);
+}
+
+static int disk_full_main(void) {
+    char mnt[600], dir[700], err[ERR_SIZE] = "";
+    snprintf(mnt, sizeof(mnt), "%s/test_store_full.%d", M3_BINARY_DIR, (int)getpid());
+    rm_rf(mnt);
+    CHECK(mkdir(mnt, 0755) == 0);
+    /* memtables of 64 MB: the WAL fills the disk; of 1 MB: a flush to an SST does */
+    int buffers[2] = {64, 1};
+    for (int v = 0; v < 2; v++) {
+        if (fs_private_tmpfs(mnt, "6m", err, sizeof(err)) != 0) {
+            printf("SKIP: a full disk is made with a 6 MB tmpfs: %s\n", err);
+            rm_rf(mnt);
+            return 77;
+        }
+        path_join(dir, sizeof(dir), mnt, "store");
+        store_opts o;
+        store_opts_default(&o);
+        o.write_buffer_mb = buffers[v];
+        o.block_cache_mb = 1;
+        store *s = store_open(dir, &o, err, sizeof(err));
+        CHECK_MSG(s, "%s", err);
+        int n = fill(s, err, sizeof(err));
+        printf("write buffer %d MB: %d batches, then: %s\n", buffers[v], n, err);
+        CHECK(n > 0);
+        CHECK_CONTAINS(err, "store.dir ");
+        CHECK_CONTAINS(err, dir);
+        CHECK_CONTAINS(err, "No space left on device: free space and restart");
+        CHECK_EQ_INT(store_broken(s, NULL, 0), 1);
+        CHECK_EQ_INT(store_close(s, 1, err, sizeof(err)), 0);   /* writes nothing */
+        /* space again: everything committed is there, the failed batch is not */
+        fs_tmpfs_resize(mnt, "64m");
+        check_filled(dir, n);
+        CHECK(umount(mnt) == 0);
+    }
+    rm_rf(mnt);
+    printf("test_store --disk-full: all checks passed\n");
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc == 4 && !strcmp(argv[1], "--child")) return child_main(argv[2], argv[3]);
     setvbuf(stdout, NULL, _IOLBF, 0);
+    if (argc == 2 && !strcmp(argv[1], "--disk-full")) return disk_full_main();
     /* TEST_STORE_TMP: a scratch parent for runs as another user (the permission checks
      * need a non-root user and a directory it may write) */
     const char *tmp = getenv("TEST_STORE_TMP");
@@ -1067,6 +1158,7 @@ int main(int argc, char **argv) {
     test_error_format();
     test_error_corrupt();
     test_error_unwritable();
+    test_check_refuses();
 
     rm_rf(g_base);
     printf("test_store: all checks passed\n");

@@ -4,7 +4,11 @@
  * unequal topics stop it with a message naming them (exit 1); an unreachable broker is
  * reported within a bound; SIGTERM shuts it down cleanly (exit 0, report written); a
  * state directory that is locked, of an incompatible store format or of another
- * configuration is refused with a message naming it (exit 1), and left as it was. */
+ * configuration is refused with a message naming it (exit 1), and left as it was, byte for
+ * byte; a broker outage stops it only after worker.outage.max.ms. With --disk-full (its own CTest; root mounts a 6 MB tmpfs in a private mount
+ * namespace, exit 77 where that is not permitted): a store that fills its disk stops the
+ * worker with a clear message and exit 1, never an abort, and the restart with space
+ * resumes exactly (every event counted and trained once). */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,6 +16,8 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "fsutil.h"
+#include "pipeline.h"
 #include "proc.h"
 #include "stream/kio.h"
 #include "stream/learner.h"
@@ -229,10 +235,15 @@ static void test_state_dir(void) {
     char *other[] = {"--config", M3_SOURCE_DIR "/config/demo.properties", "--set", "model.shadow=",
                      "--set", "model.arch=shared_bottom", "--set", set_dir2,
                      "--set", "worker.exit.idle.ms=100", NULL};
+    char *before = fs_snapshot(dir2);
     CHECK_EQ_INT(run(other, 30000, &out), 1);
     CHECK_CONTAINS(out, "holds the state of another configuration: it has model.arch=m3rec, "
                         "this worker has model.arch=shared_bottom");
     CHECK_CONTAINS(out, "its state was not changed");
+    /* refused before RocksDB opened it for writing: no MANIFEST, OPTIONS or CURRENT
+     * rewritten, no LOG rotated (names, sizes, times and bytes all as they were) */
+    CHECK_UNCHANGED(before, dir2);
+    free(before);
     /* the same configuration opens it */
     open_default_state(set_dir2);
     char cmd[1400];
@@ -240,11 +251,96 @@ static void test_state_dir(void) {
     CHECK(system(cmd) == 0);
 }
 
-int main(void) {
+/* The broker goes away: the worker pauses and says so; it stops on its own only because
+ * worker.outage.max.ms asks it to (exit 1, no checkpoint), within the limit plus a bound. */
+static void test_outage_limit(void) {
+    char err[512], bs[256];
+    codec *cd = codec_new(err, sizeof err);
+    CHECK_MSG(cd, "%s", err);
+    static pl_stream s = {.prefix = "lim", .seed = 3, .n_impressions = 2000};
+    const char *topics[] = {"lim.events.home", "lim.events.search", "lim.events.product",
+                            "lim.requests", "lim.predictions", "lim.dlq"};
+    kio_mock *m = kio_mock_new(2, topics, 6, err, sizeof err);
+    CHECK_MSG(m, "%s", err);
+    kio_producer *p = pl_producer(kio_mock_bootstraps(m));
+    pl_produce_stream(p, cd, &s, 0, s.n_impressions, 0);
+    kio_producer_destroy(p);
+    snprintf(bs, sizeof bs, "%s", kio_mock_bootstraps(m));
+    char *extra[] = {"--set", "worker.outage.max.ms=3000", "--set", "metrics.progress.ms=500", NULL};
+    const char *log = "test_worker_outage.log";
+    pid_t pid = pl_spawn_worker(bs, &s, "lim", 0, "test_worker_outage.json", log, extra);
+    proc_wait_log(log, "assigned", 30000);
+    CHECK(kio_mock_set_down(m, 1, err, sizeof err) == 0);
+    int64_t t0 = clk_mono_ms();
+    int rc = proc_wait(pid, t0 + 30000, "the worker with worker.outage.max.ms=3000");
+    const char *out = proc_slurp(log);
+    CHECK_MSG(rc == 1, "exit %d:\n%s", rc, out);
+    CHECK(clk_mono_ms() - t0 >= 3000);
+    CHECK_CONTAINS(out, "broker unreachable for ");
+    CHECK_CONTAINS(out, "(worker.outage.max.ms=3000): stopping without a checkpoint");
+    kio_mock_destroy(m);
+    codec_destroy(cd);
+}
+
+/* The worker's store fills a 6 MB disk: exit 1 with the message, then a restart with space
+ * resumes exactly where the last checkpoint was. */
+static int disk_full_main(void) {
+    char mnt[600], err[1024], set_dir[700];
+    snprintf(mnt, sizeof mnt, "%s/test_worker_full.%d", M3_BINARY_DIR, (int)getpid());
+    rm_rf(mnt);
+    CHECK(mkdir(mnt, 0755) == 0);
+    if (fs_private_tmpfs(mnt, "6m", err, sizeof err) != 0) {
+        printf("SKIP: a full disk is made with a 6 MB tmpfs: %s\n", err);
+        rm_rf(mnt);
+        return 77;
+    }
+    codec *cd = codec_new(err, sizeof err);
+    CHECK_MSG(cd, "%s", err);
+    static pl_stream s = {.prefix = "full", .seed = 17, .n_impressions = 30000};
+    const char *topics[] = {"full.events.home", "full.events.search", "full.events.product",
+                            "full.requests", "full.predictions", "full.dlq"};
+    kio_mock *m = kio_mock_new(2, topics, 6, err, sizeof err);
+    CHECK_MSG(m, "%s", err);
+    kio_producer *p = pl_producer(kio_mock_bootstraps(m));
+    pl_produce_stream(p, cd, &s, 0, s.n_impressions, 0);
+    kio_producer_destroy(p);
+    snprintf(set_dir, sizeof set_dir, "store.dir=%s/store", mnt);
+    char *extra[] = {"--set", set_dir, "--set", "checkpoint.interval.ms=100",
+                     "--set", "kafka.session.timeout.ms=6000",
+                     "--set", "kafka.heartbeat.interval.ms=500", NULL};
+    const char *log = "test_worker_full.log", *report = "test_worker_full.json";
+    pid_t pid = pl_spawn_worker(kio_mock_bootstraps(m), &s, "full", 1500, report, log, extra);
+    int rc = proc_wait(pid, clk_mono_ms() + 240000, "the worker on a full disk");
+    const char *out = proc_slurp(log);
+    CHECK_MSG(rc == 1, "exit %d (134: the RocksDB abort), log:\n%s", rc, out);
+    CHECK_CONTAINS(out, "No space left on device: free space and restart");
+    CHECK_CONTAINS(out, "nothing acknowledged was lost");
+    CHECK(strstr(out, "Assertion") == NULL);
+    const char *line = strstr(out, "checkpoint failed");
+    printf("full disk: %.*s\n", line ? (int)strcspn(line, "\n") : 0, line ? line : "");
+    /* space again: the restart resumes from the last checkpoint */
+    fs_tmpfs_resize(mnt, "1g");
+    pid = pl_spawn_worker(kio_mock_bootstraps(m), &s, "full", 1500, report, log, extra);
+    rc = proc_wait(pid, clk_mono_ms() + 240000, "the worker after the disk was freed");
+    CHECK_MSG(rc == 0, "exit %d, log:\n%s", rc, proc_slurp(log));
+    json_node *r = pl_report(report);
+    pl_check_exact(r, &s);
+    json_free(r);
+    kio_mock_destroy(m);
+    codec_destroy(cd);
+    CHECK(umount(mnt) == 0);
+    rm_rf(mnt);
+    printf("test_worker --disk-full: all checks passed\n");
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    if (argc == 2 && strcmp(argv[1], "--disk-full") == 0) return disk_full_main();
     test_state_dir();
     test_bad_config();
     test_secrets();
     test_topics();
     test_sigterm();
+    test_outage_limit();
     return 0;
 }

@@ -17,7 +17,13 @@
  * further: another worker got there), so a restart after a crash redoes exactly the input
  * after the last checkpoint. Kafka's committed offsets follow the checkpoints, for lag
  * monitoring. Without store.dir offsets are stored after each message and committed every
- * second, and a restart starts a fresh model. */
+ * second, and a restart starts a fresh model.
+ *
+ * Broker outages are waited out: deliveries never time out (message.timeout.ms=0); while the
+ * broker is unreachable, or the undelivered output passes half of the producer's queue bound
+ * (queue.buffering.max.*), consuming is paused; checkpoints wait until everything they
+ * cover is delivered (a due one is skipped during an outage); the worker stops on its own
+ * only after worker.outage.max.ms, when that is set. */
 #include <inttypes.h>
 #include <malloc.h>
 #include <signal.h>
@@ -40,6 +46,7 @@
 #define POLL_MAX 512
 #define COMMIT_EVERY_MS 1000
 #define START_TIMEOUT_MS 15000
+#define STOP_WAIT_MS 10000   /* after SIGINT/SIGTERM, how long a checkpoint waits for delivery */
 
 static volatile sig_atomic_t run = 1;
 
@@ -76,6 +83,18 @@ typedef struct {
     int64_t version_at_ckpt;               /* and the model version (a flush may train
                                               released pending rows without new input) */
     int failed;                            /* a checkpoint or the state failed: stop */
+    /* outages */
+    int64_t *floor_off;                    /* (n_topics x n_partitions) where the assignment
+                                              started each partition; -1: unknown */
+    long long redelivered;                 /* messages below their partition's position */
+    long long enqueue_failed;              /* outputs kio_produce refused: no checkpoint may
+                                              follow (their input would be lost) */
+    int64_t down_ms;                       /* the broker unreachable this long, 0: it answers */
+    int64_t longest_outage_ms;
+    long long pauses;                      /* times consuming was paused */
+    int outage_stop;                       /* worker.outage.max.ms ran out */
+    int64_t ckpt_retry_ms;                 /* monotonic: a put-off checkpoint is retried then */
+    long long waiting;                     /* outputs not delivered yet, at the last look */
 } worker;
 
 static void usage(void) {
@@ -104,8 +123,10 @@ static void emit_prediction(void *ud, const m3_prediction *p) {
     }
     int klen = snprintf(key, sizeof key, "%" PRId64, p->user_id);
     if (kio_produce(w->prod, w->tp.predictions, key, (size_t)klen, w->buf, (size_t)len, NULL, 0,
-                    w->last_produce_error, sizeof w->last_produce_error) != 0)
+                    w->last_produce_error, sizeof w->last_produce_error) != 0) {
         w->produce_errors++;
+        w->enqueue_failed++;
+    }
 }
 
 static void send_dlq(worker *w, const rd_kafka_message_t *m, const char *reason) {
@@ -118,8 +139,10 @@ static void send_dlq(worker *w, const rd_kafka_message_t *m, const char *reason)
                           "m3rec.dlq.offset", off};
     met_board_counters(lrn_board(w->L))->dlq++;
     if (kio_produce(w->prod, w->tp.dlq, m->key, m->key_len, m->payload, m->len, hdrs, 4,
-                    w->last_produce_error, sizeof w->last_produce_error) != 0)
+                    w->last_produce_error, sizeof w->last_produce_error) != 0) {
         w->produce_errors++;
+        w->enqueue_failed++;
+    }
 }
 
 /* ---- input ---- */
@@ -194,17 +217,126 @@ static void handle(worker *w, const rd_kafka_message_t *m) {
     if (rc != 0) send_dlq(w, m, reason);
 }
 
+/* ---- outages: pausing, the limit, waiting for delivery ---- */
+
+static void progress(worker *w);
+
+/* The producer's state; w->down_ms follows it. */
+static void producer_state(worker *w, kio_producer_state *ps) {
+    kio_producer_state_get(w->prod, ps);
+    w->down_ms = ps->down_ms;
+    w->waiting = ps->queued;
+    if (ps->down_ms > w->longest_outage_ms) w->longest_outage_ms = ps->down_ms;
+}
+
+/* worker.outage.max.ms ran out: say so once and stop (w->failed). Returns 1 then. */
+static int outage_over(worker *w, const kio_producer_state *ps) {
+    if (w->outage_stop) return 1;
+    if (w->cfg.outage_max_ms <= 0 || ps->down_ms < w->cfg.outage_max_ms) return 0;
+    fprintf(stderr, "m3rec-worker: the broker has been unreachable for %lld ms "
+            "(worker.outage.max.ms=%lld): stopping without a checkpoint; %lld outputs were not "
+            "delivered, and the input after the last checkpoint is read again on restart\n",
+            (long long)ps->down_ms, (long long)w->cfg.outage_max_ms, ps->queued);
+    w->outage_stop = 1;
+    w->failed = 1;
+    return 1;
+}
+
+/* Consume only while the output gets out: pause while the broker is unreachable or the
+ * undelivered output is over half the producer's queue bound (count or bytes), resume once
+ * it answers and the backlog is under a quarter. The other half is room for the minibatch
+ * under way: librdkafka refuses a produce past the bound. */
+static void pace_output(worker *w) {
+    char err[512];
+    kio_producer_state ps;
+    producer_state(w, &ps);
+    if (outage_over(w, &ps)) return;
+    int paused = kio_consumer_paused(w->cons), div = paused ? 4 : 2;
+    int over = ps.queued > ps.max_messages / div || ps.queued_bytes > ps.max_bytes / div;
+    int want = ps.down_ms > 0 || over;
+    if (want == paused) return;
+    if (kio_consumer_pause(w->cons, want, err, sizeof err) != 0) {
+        fprintf(stderr, "m3rec-worker: %s\n", err);
+        return;
+    }
+    w->pauses += want;
+    if (want)
+        fprintf(stderr, "m3rec-worker: consuming paused: %s (%lld outputs waiting)\n",
+                ps.down_ms > 0 ? "the broker is unreachable" : "the output backlog is over half "
+                "the producer's queue.buffering.max.*", ps.queued);
+    else
+        fprintf(stderr, "m3rec-worker: consuming resumed (%lld outputs waiting)\n", ps.queued);
+}
+
+/* Wait until every output produced so far is delivered, through an outage (the progress
+ * line says so), until worker.outage.max.ms runs out, or at most STOP_WAIT_MS after a stop
+ * was asked for. Returns 0 when delivered, -1 with err otherwise. */
+static int wait_delivered(worker *w, char *err, size_t n) {
+    int64_t stop_at = 0, next_progress = clk_mono_ms() + w->cfg.progress_ms;
+    for (;;) {
+        int rc = kio_producer_flush(w->prod, 1000, err, n);
+        if (rc <= 0) return rc;
+        kio_producer_state ps;
+        producer_state(w, &ps);
+        if (outage_over(w, &ps)) {
+            snprintf(err, n, "the broker has been unreachable for %lld ms (worker.outage.max.ms)",
+                     (long long)ps.down_ms);
+            return -1;
+        }
+        int64_t now = clk_mono_ms();
+        if (!run && !stop_at) stop_at = now + STOP_WAIT_MS;
+        if (stop_at && now >= stop_at) {
+            snprintf(err, n, "%lld not delivered %d ms after the stop signal%s", ps.queued,
+                     STOP_WAIT_MS, ps.down_ms ? " (the broker is unreachable)" : "");
+            return -1;
+        }
+        if (w->cfg.progress_ms > 0 && now >= next_progress) {
+            progress(w);
+            next_progress = now + w->cfg.progress_ms;
+        }
+    }
+}
+
+/* A message below its partition's position was handled already: librdkafka 2.0 can fetch
+ * again from an older offset after a resume or a rebalance. Returns 1 (and counts it) for
+ * such a message, which must be dropped. */
+static int redelivered(worker *w, const rd_kafka_message_t *m) {
+    int t = topic_index(w, rd_kafka_topic_name(m->rkt));
+    if (t < 0 || m->partition < 0 || m->partition >= w->n_partitions) return 0;
+    int src = t * w->n_partitions + m->partition;
+    int64_t pos = w->next_off[src] >= 0 ? w->next_off[src] : w->floor_off[src];
+    if (pos < 0 || m->offset >= pos) return 0;
+    w->redelivered++;
+    return 1;
+}
+
 /* ---- durable state: checkpoints and where partitions start ---- */
 
 /* Checkpoint the state with the next offset of every partition handled since its
  * assignment, then let Kafka's committed offsets follow (lag monitoring). Only at a learner
- * boundary. Returns 0, or -1 (w->failed set, the reason printed). */
-static int checkpoint(worker *w) {
+ * boundary. With wait, waits for the outputs through an outage (wait_delivered: on
+ * revocation and at shutdown); without, a checkpoint whose outputs are not delivered
+ * within a second is put off (retried a second later, at a boundary) and the loop goes on:
+ * pausing, the progress line and the outage limit keep running. Returns 0, 1 when put
+ * off, or -1 (w->failed set, the reason printed). */
+static int checkpoint(worker *w, int wait) {
     char err[1024];
     /* The outputs of what the checkpoint covers must be in Kafka first: after a crash only
      * the input after the checkpoint is handled (and published) again. A delivery failure
      * stops the worker without checkpointing, so the restart publishes them again. */
-    if (kio_producer_flush(w->prod, 30000, err, sizeof err) != 0) {
+    if (w->enqueue_failed) {
+        fprintf(stderr, "m3rec-worker: %lld predictions or DLQ messages could not be queued "
+                "for Kafka (last: %s), stopping without a checkpoint (a restart publishes "
+                "them again)\n", w->enqueue_failed, w->last_produce_error);
+        w->failed = 1;
+        return -1;
+    }
+    int sent = wait ? wait_delivered(w, err, sizeof err) : kio_producer_flush(w->prod, 1000, err, sizeof err);
+    if (sent == 1) {
+        w->ckpt_retry_ms = clk_mono_ms() + 1000;
+        return 1;
+    }
+    if (sent != 0) {
         fprintf(stderr, "m3rec-worker: predictions or DLQ messages were not delivered, stopping "
                 "without a checkpoint (a restart publishes them again): %s\n", err);
         w->failed = 1;
@@ -229,8 +361,10 @@ static int checkpoint(worker *w) {
     }
     int rc = state_checkpoint(w->st, offs, k, err, sizeof err);
     if (rc != 0) {
-        fprintf(stderr, "m3rec-worker: checkpoint failed, stopping (the state stays at the "
-                "previous checkpoint): %s\n", err);
+        /* the store writes nothing more after a failed write (store.h): stop, and say so */
+        fprintf(stderr, "m3rec-worker: checkpoint failed: %s; stopping: nothing acknowledged "
+                "was lost (the state stays at its last checkpoint, the input after it is "
+                "read again on restart)\n", err);
         w->failed = 1;
     } else {
         for (int i = 0; i < k; i++)   /* a partition revoked meanwhile just fails: fine */
@@ -274,8 +408,9 @@ static void on_assign(void *opaque, rd_kafka_t *rk, rd_kafka_topic_partition_lis
     for (int i = 0; i < parts->cnt; i++) {
         rd_kafka_topic_partition_t *p = &parts->elems[i];
         int t = topic_index(w, p->topic);
-        if (t >= 0 && p->partition >= 0 && p->partition < w->n_partitions)
-            w->next_off[t * w->n_partitions + p->partition] = -1;
+        int src = t >= 0 && p->partition >= 0 && p->partition < w->n_partitions
+                      ? t * w->n_partitions + p->partition : -1;
+        if (src >= 0) w->next_off[src] = -1;
         int64_t stored = -1, group = e ? -1 : committed->elems[i].offset;
         if (!state_offset_get(w->st, p->topic, p->partition, &stored)) stored = -1;
         if (stored >= 0 && stored >= group) {
@@ -288,6 +423,7 @@ static void on_assign(void *opaque, rd_kafka_t *rk, rd_kafka_topic_partition_lis
             p->offset = RD_KAFKA_OFFSET_INVALID;
             from_reset++;
         }
+        if (src >= 0) w->floor_off[src] = p->offset >= 0 ? p->offset : -1;
     }
     rd_kafka_topic_partition_list_destroy(committed);
     fprintf(stderr, "m3rec-worker: assignment of %d partitions: %d start at the stored offset, "
@@ -301,11 +437,12 @@ static void on_revoke(void *opaque, rd_kafka_t *rk, const rd_kafka_topic_partiti
     (void)rk;
     if (w->failed || state_broken(w)) return;
     if (!lrn_at_boundary(w->L)) lrn_run_batch(w->L, emit_prediction, w);
-    if (!state_broken(w) && changed(w)) checkpoint(w);
+    if (!state_broken(w) && changed(w)) checkpoint(w, 1);
     for (int i = 0; i < parts->cnt; i++) {
         int t = topic_index(w, parts->elems[i].topic);
         int p = parts->elems[i].partition;
-        if (t >= 0 && p >= 0 && p < w->n_partitions) w->next_off[t * w->n_partitions + p] = -1;
+        if (t >= 0 && p >= 0 && p < w->n_partitions)
+            w->next_off[t * w->n_partitions + p] = w->floor_off[t * w->n_partitions + p] = -1;
     }
 }
 
@@ -317,12 +454,15 @@ static int name_topics_and_props(worker *w, char *err, size_t n) {
     const m3_cfg *c = &w->cfg;
     if (app_topics(&w->tp, c, err, n) != 0) return -1;
     w->n_topics = w->tp.n_scen + 1;
-    w->props = app_kafka_props(c, NULL, 2, &w->n_props);
+    w->props = app_kafka_props(c, NULL, 3, &w->n_props);
     if (!w->props) {
         snprintf(err, n, "out of memory");
         return -1;
     }
     if (!cfg_kafka_get(c, "group.id")) w->props[w->n_props++] = (kio_prop){"group.id", "m3rec"};
+    /* Deliveries never time out: an outage is waited out (worker.outage.max.ms bounds it).
+     * Last in the list, so it wins over kafka.message.timeout.ms / delivery.timeout.ms. */
+    w->props[w->n_props++] = (kio_prop){"message.timeout.ms", "0"};
     return 0;
 }
 
@@ -356,11 +496,12 @@ static int check_topics(worker *w, char *err, size_t n) {
     w->n_partitions = parts;
     w->per_source = calloc((size_t)(w->n_topics * parts), sizeof *w->per_source);
     w->next_off = malloc(sizeof *w->next_off * (size_t)(w->n_topics * parts));
-    if (!w->per_source || !w->next_off) {
+    w->floor_off = malloc(sizeof *w->floor_off * (size_t)(w->n_topics * parts));
+    if (!w->per_source || !w->next_off || !w->floor_off) {
         snprintf(err, n, "out of memory");
         return -1;
     }
-    for (int i = 0; i < w->n_topics * parts; i++) w->next_off[i] = -1;
+    for (int i = 0; i < w->n_topics * parts; i++) w->next_off[i] = w->floor_off[i] = -1;
     return 0;
 }
 
@@ -435,6 +576,7 @@ static void teardown(worker *w) {
     free(w->props);
     free(w->per_source);
     free(w->next_off);
+    free(w->floor_off);
     cfg_free(&w->cfg);
 }
 
@@ -451,6 +593,15 @@ static void report_extra(json_writer *jw, void *arg) {
     json_num(jw, sec > 0 ? (double)events / sec : 0);
     json_key(jw, "admission");
     lrn_admission_write_json(w->L, jw);
+    json_key(jw, "outage");
+    json_obj_begin(jw);
+    json_key(jw, "longest_ms");
+    json_int(jw, w->longest_outage_ms);
+    json_key(jw, "pauses");
+    json_int(jw, w->pauses);
+    json_key(jw, "redelivered_dropped");
+    json_int(jw, w->redelivered);
+    json_obj_end(jw);
     json_key(jw, "partitions");
     json_obj_begin(jw);
     for (int t = 0; t < w->n_topics; t++)
@@ -467,10 +618,14 @@ static void report_extra(json_writer *jw, void *arg) {
 
 /* ---- the loop ---- */
 
+/* The progress line; during an outage it says for how long the broker has not answered. */
 static void progress(worker *w) {
-    char line[256];
+    char line[256], outage[160] = "";
     met_board_progress_line(lrn_board(w->L), line, sizeof line);
-    fprintf(stderr, "%s  pending %zu\n", line, lrn_pending(w->L));
+    if (w->down_ms > 0)
+        snprintf(outage, sizeof outage, "  broker unreachable for %.0f s: consuming paused, "
+                 "%lld outputs waiting", (double)w->down_ms / 1000.0, w->waiting);
+    fprintf(stderr, "%s  pending %zu%s\n", line, lrn_pending(w->L), outage);
 }
 
 /* The loop's clocks (monotonic ms). */
@@ -482,10 +637,12 @@ typedef struct {
     int last_assigned;         /* partitions at the last assignment message */
 } pace;
 
-/* A checkpoint is due: the state is kept and healthy, the learner between two minibatches,
- * and the interval over (or the state asks for one). */
+/* A checkpoint is due: the state is kept and healthy, the broker reachable, the learner
+ * between two minibatches, and the interval over (or the state asks for one). */
 static int checkpoint_due(worker *w, int64_t now) {
-    return w->st && !state_broken(w) && lrn_at_boundary(w->L) &&
+    /* during an outage a due checkpoint waits for the broker: its outputs cannot be delivered */
+    return w->st && !state_broken(w) && w->down_ms == 0 && now >= w->ckpt_retry_ms &&
+           lrn_at_boundary(w->L) &&
            (now - w->last_ckpt_ms >= w->cfg.checkpoint_interval_ms ||
             state_want_checkpoint(w->st));
 }
@@ -510,13 +667,18 @@ static void handle_polled(worker *w, rd_kafka_message_t **msgs, int n, int64_t n
             rd_kafka_message_destroy(msgs[i]);
             continue;
         }
+        if (redelivered(w, msgs[i])) {
+            rd_kafka_message_destroy(msgs[i]);
+            msgs[i] = NULL;
+            continue;
+        }
         if (!lrn_queued(w->L)) pc->batch_start = now;
         handle(w, msgs[i]);
         if (!w->st) kio_consumer_store(w->cons, msgs[i], err, sizeof err);
         rd_kafka_message_destroy(msgs[i]);
         msgs[i] = NULL;
         /* a checkpoint must sit between two minibatches: take it right after a batch ran */
-        if (checkpoint_due(w, now)) checkpoint(w);
+        if (checkpoint_due(w, now)) checkpoint(w, 0);
     }
 }
 
@@ -537,14 +699,17 @@ static void between_polls(worker *w, int64_t now, pace *pc) {
     }
     if (lrn_queued(w->L) && now - pc->batch_start >= w->cfg.batch_linger_ms)
         lrn_run_batch(w->L, emit_prediction, w);
-    if (checkpoint_due(w, now) && changed(w)) checkpoint(w);
+    if (checkpoint_due(w, now) && changed(w)) checkpoint(w, 0);
 }
 
-/* Deliveries, the offsets commit without a store (every second, between batches), and the
- * progress line. */
+/* Deliveries, pausing for the output (pace_output), the offsets commit without a store
+ * (every second, between batches), and the progress line. */
 static void keep_up(worker *w, int64_t now, pace *pc) {
     char err[512];
     kio_producer_poll(w->prod);
+    pace_output(w);
+    /* waiting for the broker, or for the group to assign partitions, is not idleness */
+    if (w->down_ms > 0 || kio_consumer_assigned(w->cons) == 0) pc->last_input = now;
     if (!w->st && now - pc->last_commit >= COMMIT_EVERY_MS && !lrn_queued(w->L)) {
         kio_consumer_commit(w->cons, err, sizeof err);
         pc->last_commit = now;
@@ -555,7 +720,8 @@ static void keep_up(worker *w, int64_t now, pace *pc) {
     }
 }
 
-/* model.max_events handled, or no input for exit.idle.ms after some. */
+/* model.max_events handled, or no input for exit.idle.ms after some (an outage or a group
+ * without an assignment for this member does not count: keep_up moves the idle clock). */
 static int done(worker *w, int64_t now, const pace *pc) {
     const m3_cfg *c = &w->cfg;
     if (c->max_events > 0 && (int64_t)met_board_counters(lrn_board(w->L))->events >= c->max_events)
@@ -573,10 +739,10 @@ static int done(worker *w, int64_t now, const pace *pc) {
 static int finish(worker *w, const pace *pc, int rc) {
     char err[512];
     if (!w->failed) lrn_run_batch(w->L, emit_prediction, w);
-    if (w->st && !state_broken(w) && changed(w) && checkpoint(w) != 0) rc = 1;
+    if (w->st && !state_broken(w) && changed(w) && checkpoint(w, 1) != 0) rc = 1;
     w->last_input_ms = clk_mono_ms();
     if (pc->seen_input) w->last_input_ms = pc->last_input;
-    if (kio_producer_flush(w->prod, 30000, err, sizeof err) != 0) {
+    if (!w->outage_stop && wait_delivered(w, err, sizeof err) != 0) {
         fprintf(stderr, "m3rec-worker: producer flush: %s\n", err);
         rc = 1;
     }
@@ -610,6 +776,10 @@ static int loop(worker *w) {
             break;
         }
         keep_up(w, now, &pc);
+        if (w->failed) {   /* worker.outage.max.ms ran out */
+            rc = 1;
+            break;
+        }
         if (done(w, now, &pc)) break;
     }
     return finish(w, &pc, rc);

@@ -167,6 +167,9 @@ static const cfg__key cfg__keys[] = {
           "stop after this many input events; 0 = no limit"),
     K_INT("metrics.progress.ms", progress_ms, 0, 3600000, "5000",
           "period of the progress line; 0 = off"),
+    /* issue 18, outages: how long the worker waits for an unreachable broker */
+    K_I64("worker.outage.max.ms", outage_max_ms, 0, 30 * DAY_MS, "0",
+          "stop (exit 1, no checkpoint) when the broker has been unreachable this long; 0 = wait for it however long"),
 };
 #define CFG__NKEYS ((int)(sizeof cfg__keys / sizeof cfg__keys[0]))
 _Static_assert(sizeof cfg__keys / sizeof cfg__keys[0] <= CFG_KEYS_MAX, "raise CFG_KEYS_MAX");

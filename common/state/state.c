@@ -176,15 +176,38 @@ static int state__offset_cb(void *opaque, const char *topic, int32_t partition, 
 
 /* ---- restore: the configuration, then each record a checkpoint writes ---- */
 
-/* Check the store's configuration record against this configuration's. Returns 1 when the
- * store is new (the record is written now, before anything), 0 when it matches, -1 with
- * msg. */
-static int state__check_config(state *st, const char *layout, char *msg, size_t n) {
-    char *want = state__config_record(st->cfg, layout);
-    if (!want) {
-        snprintf(msg, n, "out of memory");
-        return -1;
-    }
+/* The store's configuration record (have, len) against this configuration's (want).
+ * Returns 0 when they match, -1 with msg saying where they differ. */
+static int state__config_compare(const char *dir, const void *have, size_t len,
+                                 const char *want, char *msg, size_t n) {
+    if (len == strlen(want) && memcmp(have, want, len) == 0) return 0;
+    char have_s[4096], a[256], b[256];
+    snprintf(have_s, sizeof have_s, "%.*s", (int)(len < sizeof have_s ? len : sizeof have_s - 1),
+             (const char *)have);
+    state__first_diff(have_s, want, a, b, sizeof a);
+    snprintf(msg, n, "store %s holds the state of another configuration: it has %s, this "
+             "worker has %s; its state was not changed; run with the configuration the store "
+             "was written with, or give this worker an empty store.dir (the state is then "
+             "rebuilt from Kafka)", dir, a, b);
+    return -1;
+}
+
+typedef struct {
+    const char *dir, *want;
+} state__config_check;
+
+/* store_open's check, on a read-only view of an existing store: a store of another
+ * configuration is refused before anything in its directory is opened for writing. */
+static int state__config_check_cb(void *opaque, const void *val, size_t len, char *msg,
+                                  size_t n) {
+    const state__config_check *c = opaque;
+    return val ? state__config_compare(c->dir, val, len, c->want, msg, n) : 0;
+}
+
+/* After the open: a store without a configuration record (a new one) gets it now, before
+ * anything else; one with a record was checked by state__config_check_cb. Returns 1 when
+ * the store is new, 0 when its record matches, -1 with msg. */
+static int state__check_config(state *st, const char *want, char *msg, size_t n) {
     void *val = NULL;
     size_t len = 0;
     int rc = state__get_meta(st, STATE__KEY_CONFIG, &val, &len, msg, n);
@@ -194,21 +217,10 @@ static int state__check_config(state *st, const char *layout, char *msg, size_t 
                      store_commit(st->s, st->b, 1, msg, n) != 0
                  ? -1
                  : 1;
-    } else if (rc == 1 && (len != strlen(want) || memcmp(val, want, len) != 0)) {
-        char have_s[4096], a[256], b[256];
-        snprintf(have_s, sizeof have_s, "%.*s", (int)(len < sizeof have_s ? len : sizeof have_s - 1),
-                 (const char *)val);
-        state__first_diff(have_s, want, a, b, sizeof a);
-        snprintf(msg, n, "store %s holds the state of another configuration: it has %s, this "
-                 "worker has %s; its state was not changed; run with the configuration the store "
-                 "was written with, or give this worker an empty store.dir (the state is then "
-                 "rebuilt from Kafka)", st->dir, a, b);
-        rc = -1;
     } else if (rc == 1) {
-        rc = 0;
+        rc = state__config_compare(st->dir, val, len, want, msg, n);
     }
     free(val);
-    free(want);
     return rc;
 }
 
@@ -283,8 +295,8 @@ static int state__apply_admit(state *st, const void *val, size_t len, char *msg,
     return 0;
 }
 
-static int state__restore(state *st, const char *layout, char *msg, size_t n) {
-    int rc = state__check_config(st, layout, msg, n);
+static int state__restore(state *st, const char *want, char *msg, size_t n) {
+    int rc = state__check_config(st, want, msg, n);
     if (rc == 1) {   /* a new store: nothing to restore */
         st->fresh = 1;
         return 0;
@@ -362,10 +374,16 @@ static state *state__new(const m3_cfg *cfg, lrn *L) {
     return st;
 }
 
-/* Open cfg's store with its tuning; NULL with errstr. */
-static store *state__open_store(const m3_cfg *cfg, double *ms, char *errstr, size_t n) {
+/* Open cfg's store with its tuning, refusing one that holds the state of a configuration
+ * other than `want` (its record) before opening it for writing; NULL with errstr. */
+static store *state__open_store(const m3_cfg *cfg, const char *want, double *ms, char *errstr,
+                                size_t n) {
     store_opts so;
     store_opts_default(&so);
+    state__config_check check = {cfg->store_dir, want};
+    so.check_key = STATE__KEY_CONFIG;
+    so.check = state__config_check_cb;
+    so.check_opaque = &check;
     so.block_cache_mb = cfg->store_block_cache_mb;
     so.write_buffer_mb = cfg->store_write_buffer_mb;
     so.compression = cfg->store_compression;
@@ -386,10 +404,12 @@ state *state_open(const m3_cfg *cfg, lrn *L, const char *layout, char *errstr, s
                  "(empty) with store.dir");
         return NULL;
     }
-    state *st = state__new(cfg, L);
+    char *want = state__config_record(cfg, layout);
+    state *st = want ? state__new(cfg, L) : NULL;
     if (!st) goto oom;
-    st->s = state__open_store(cfg, &st->st.store_open_ms, errstr, n);
+    st->s = state__open_store(cfg, want, &st->st.store_open_ms, errstr, n);
     if (!st->s) {
+        free(want);
         state__free(st);
         return NULL;
     }
@@ -397,11 +417,13 @@ state *state_open(const m3_cfg *cfg, lrn *L, const char *layout, char *errstr, s
     if (!st->b) goto oom;
     st->L = L;
     lrn_set_pend_loader(L, state__pend_load, st);
-    if (state__restore(st, layout, errstr, n) != 0) {
+    if (state__restore(st, want, errstr, n) != 0) {
+        free(want);
         state__drop_store(st);
         state__free(st);
         return NULL;
     }
+    free(want);
     lrn_set_hooks(L, state__prepare, state__trained, st);
     lrn_set_rollback(L, state__rollback, st);
     st->st.open_ms = (clk_mono_s() - t0) * 1e3;
@@ -409,6 +431,7 @@ state *state_open(const m3_cfg *cfg, lrn *L, const char *layout, char *errstr, s
     return st;
 oom:
     snprintf(errstr, n, "state: out of memory opening %s", cfg->store_dir);
+    free(want);
     if (st) state__drop_store(st);
     state__free(st);
     return NULL;

@@ -36,6 +36,9 @@ struct store {
     char *dir;
     const char *compression;
     int created;
+    _Atomic int broken;                /* a write failed: nothing more is written */
+    char broken_err[STORE__ERR_MAX];   /* its message, set before broken */
+    pthread_mutex_t broken_mu;
     dev_t dev;                         /* identity of dir in the open-store registry */
     ino_t ino;
     _Atomic uint64_t n_batches, n_ops, n_bytes, n_gets, n_multi_gets, n_keys, n_found, n_missing;
@@ -53,6 +56,9 @@ void store_opts_default(store_opts *o) {
     o->compression = 1;
     o->bloom_bits = 10;
     o->max_open_files = -1;
+    o->check_key = NULL;
+    o->check = NULL;
+    o->check_opaque = NULL;
 }
 
 const char *store_cf_name(store_cf cf) {
@@ -348,6 +354,13 @@ static rocksdb_options_t *store__options(const store_opts *o, rocksdb_cache_t *c
     rocksdb_options_set_keep_log_file_num(opt, 4);
     rocksdb_options_set_max_manifest_file_size(opt, 64 << 20);  /* bounds the check above */
     rocksdb_options_set_paranoid_checks(opt, 1);
+    /* The info LOG lives in the store's directory. RocksDB 7.8 aborts (an assertion in
+     * WritableFileWriter) when it logs through a LOG writer whose earlier append failed, as
+     * on a full disk; at the default INFO level its background jobs log all the time, so a
+     * full disk ends in that abort. Warnings and errors only (and the header with the
+     * options at each open): after a failed write the store writes nothing more, so no
+     * second line reaches a failed LOG writer. */
+    rocksdb_options_set_info_log_level(opt, 4 /* FATAL_LEVEL */);
     return opt;
 }
 
@@ -366,12 +379,34 @@ static int store__opts_check(const store_opts *o, const char *dir, char *errstr,
 
 /* ---- validation of an existing database, read-only ---- */
 
+/* The caller's check on meta[so->check_key] of the read-only view. Returns 0 or -1 with e. */
+static int store__run_check(rocksdb_t *db, rocksdb_readoptions_t *ro,
+                            rocksdb_column_family_handle_t *meta, const char *dir,
+                            const store_opts *so, char *e, size_t en) {
+    char *err = NULL;
+    size_t vlen = 0;
+    const char *key = so->check_key ? so->check_key : "";
+    char *v = rocksdb_get_cf(db, ro, meta, key, strlen(key), &vlen, &err);
+    int rc;
+    if (err) {
+        err_set(e, en, "store %s: cannot read meta/%s (RocksDB: %s): nothing was changed; the "
+                "directory may be damaged", dir, key, err);
+        rc = -1;
+    } else {
+        rc = so->check(so->check_opaque, v, v ? vlen : 0, e, en) == 0 ? 0 : -1;
+    }
+    free(v);
+    free(err);
+    return rc;
+}
+
 /* A read-only open does not lock, does not replay into files, and writes nothing (not
- * even the info LOG), so a refused directory stays byte-for-byte as it was. Returns 0 when
- * the store can be opened for writing (*fresh: it has all families but no data and no
- * format yet, i.e. a creation interrupted by a crash), -1 with errstr filled otherwise. */
-static int store__validate(const char *dir, const rocksdb_options_t *opt, int *fresh,
-                           char *errstr, size_t n) {
+ * even the info LOG), so a refused directory stays byte-for-byte as it was. The caller's
+ * check (so->check) runs here too. Returns 0 when the store can be opened for writing
+ * (*fresh: it has all families but no data and no format yet, i.e. a creation interrupted
+ * by a crash), -1 with errstr filled otherwise. */
+static int store__validate(const char *dir, const rocksdb_options_t *opt,
+                           const store_opts *so, int *fresh, char *errstr, size_t n) {
     rocksdb_options_t *ro_opt = rocksdb_options_create_copy((rocksdb_options_t *)opt);
     rocksdb_options_set_create_if_missing(ro_opt, 0);
     rocksdb_options_set_max_open_files(ro_opt, 64); /* open tables lazily: a quick check */
@@ -440,6 +475,7 @@ static int store__validate(const char *dir, const rocksdb_options_t *opt, int *f
     }
     free(v);
     free(err);
+    if (rc == 0 && so->check) rc = store__run_check(db, ro, h[STORE_META + 1], dir, so, errstr, n);
     rocksdb_readoptions_destroy(ro);
     for (int i = 0; i < STORE__NAMES; i++) rocksdb_column_family_handle_destroy(h[i]);
     rocksdb_close(db);
@@ -462,6 +498,7 @@ static void store__free(store *s) {
     if (s->wo_sync) rocksdb_writeoptions_destroy(s->wo_sync);
     if (s->wo_nosync) rocksdb_writeoptions_destroy(s->wo_nosync);
     if (s->fo_async) rocksdb_flushoptions_destroy(s->fo_async);
+    pthread_mutex_destroy(&s->broken_mu);
     free(s->dir);
     free(s);
 }
@@ -542,8 +579,8 @@ static int store__inspect(const char *dir, int exists, char *e, size_t en) {
 
 /* An existing store must be whole (its MANIFEST not torn) and ours (store__validate); *fresh
  * is 0 when it holds our format record. Returns 0, or -1 with e. */
-static int store__check_existing(const char *dir, const rocksdb_options_t *opt, int *fresh,
-                                 char *e, size_t en) {
+static int store__check_existing(const char *dir, const rocksdb_options_t *opt,
+                                 const store_opts *so, int *fresh, char *e, size_t en) {
     char manifest[160];
     long long torn_at = 0, manifest_size = 0;
     if (store__manifest_torn(dir, manifest, sizeof(manifest), &torn_at, &manifest_size)) {
@@ -555,7 +592,7 @@ static int store__check_existing(const char *dir, const rocksdb_options_t *opt, 
                    "rebuilt from Kafka)", dir, manifest, torn_at, manifest_size);
         return -1;
     }
-    return store__validate(dir, opt, fresh, e, en);
+    return store__validate(dir, opt, so, fresh, e, en);
 }
 
 /* Open step 4, for writing. An existing store is never created over: its families all
@@ -574,8 +611,8 @@ static int store__open_db(store *s, rocksdb_options_t *opt, int kind, char *e, s
     if (err && strstr(err, "lock") && strstr(err, "LOCK"))  /* lost a race for it */
         store__err_locked(e, en, s->dir, 0);
     else
-        err_set(e, en, "cannot open store %s (RocksDB: %s); check the directory, the "
-                   "disk and the log file %s/LOG", s->dir, err ? err : "unknown error", s->dir);
+        err_set(e, en, "cannot open store %s (RocksDB: %s); check the directory and the "
+                   "disk (free space, permissions)", s->dir, err ? err : "unknown error");
     free(err);
     return -1;
 }
@@ -637,13 +674,14 @@ store *store_open(const char *dir, const store_opts *opts, char *errstr, size_t 
         err_set(e, en, "store %s: out of memory", dir);
         goto fail_reg;
     }
+    pthread_mutex_init(&s->broken_mu, NULL);
     s->dev = st.st_dev;
     s->ino = st.st_ino;
     s->compression = opts->compression ? store__comp_name : "none";
     if (opts->block_cache_mb > 0) s->cache = rocksdb_cache_create_lru((size_t)opts->block_cache_mb << 20);
     rocksdb_options_t *opt = store__options(opts, s->cache, comp);
     int fresh = 1;
-    if (kind == STORE__DIR_DB && store__check_existing(dir, opt, &fresh, e, en) != 0) {
+    if (kind == STORE__DIR_DB && store__check_existing(dir, opt, opts, &fresh, e, en) != 0) {
         rocksdb_options_destroy(opt);
         store__free(s);
         goto fail_reg;
@@ -670,7 +708,7 @@ fail_reg:
 int store_close(store *s, int flush, char *errstr, size_t errstr_size) {
     int rc = 0;
     if (!s) return 0;
-    if (flush) {
+    if (flush && !atomic_load(&s->broken)) {
         rocksdb_flushoptions_t *fo = rocksdb_flushoptions_create();
         rocksdb_flushoptions_set_wait(fo, 1);
         for (int i = 1; i < STORE__NAMES && rc == 0; i++) {
@@ -798,6 +836,46 @@ size_t store_batch_bytes(const store_batch *b) {
     return size;
 }
 
+/* What the operator reads first in a failed write's message, from the errno text RocksDB
+ * passes on, and what to do about it. */
+static const char *store__write_advice(const char *rocks, const char **cause) {
+    static const struct { const char *text, *advice; } known[] = {
+        {"No space left on device", "free space and restart"},
+        {"Disk quota exceeded", "raise the quota or free space, and restart"},
+        {"File too large", "raise the file size limit (ulimit -f) and restart"},
+        {"Read-only file system", "remount the file system read-write and restart"},
+        {"Input/output error", "check the disk (dmesg), then restart"},
+    };
+    for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)
+        if (strstr(rocks, known[i].text)) {
+            *cause = known[i].text;
+            return known[i].advice;
+        }
+    *cause = "write failed";
+    return "check the disk and the file system, then restart";
+}
+
+/* Record the first failed write (ops: of the commit, 0 for a flush); later calls keep it. */
+static void store__break(store *s, int ops, const char *rocks) {
+    pthread_mutex_lock(&s->broken_mu);
+    if (!atomic_load(&s->broken)) {
+        const char *cause, *advice = store__write_advice(rocks, &cause);
+        char what[64] = "a flush";
+        if (ops > 0) snprintf(what, sizeof(what), "a commit of %d operations", ops);
+        err_set(s->broken_err, sizeof(s->broken_err),
+                "store.dir %s: %s: %s; %s was not applied and the store writes nothing more "
+                "(earlier commits are kept) (RocksDB: %s)", s->dir, cause, advice, what, rocks);
+        atomic_store(&s->broken, 1);
+    }
+    pthread_mutex_unlock(&s->broken_mu);
+}
+
+int store_broken(const store *s, char *errstr, size_t errstr_size) {
+    if (!atomic_load(&s->broken)) return 0;
+    if (errstr && errstr_size) snprintf(errstr, errstr_size, "%s", s->broken_err);
+    return 1;
+}
+
 int store_commit(store *s, store_batch *b, int sync, char *errstr, size_t errstr_size) {
     if (b->s != s) {
         err_set(errstr, errstr_size, "store %s: batch belongs to another store", s->dir);
@@ -805,13 +883,14 @@ int store_commit(store *s, store_batch *b, int sync, char *errstr, size_t errstr
     }
     int ops = store_batch_count(b);
     if (ops == 0) return 0;
+    if (store_broken(s, errstr, errstr_size)) return -1;
     size_t bytes = store_batch_bytes(b);
     char *err = NULL;
     rocksdb_write(s->db, sync ? s->wo_sync : s->wo_nosync, b->wb, &err);
     if (err) {
-        err_set(errstr, errstr_size, "store %s: commit of %d operations failed (RocksDB: %s)",
-                   s->dir, ops, err);
+        store__break(s, ops, err);
         free(err);
+        store_broken(s, errstr, errstr_size);
         return -1;
     }
     atomic_fetch_add(&s->n_batches, 1);
@@ -826,7 +905,8 @@ int store_commit(store *s, store_batch *b, int sync, char *errstr, size_t errstr
         for (int c = 1; c < STORE__NAMES; c++) {
             char *ferr = NULL;
             rocksdb_flush_cf(s->db, s->fo_async, s->cf[c], &ferr);
-            free(ferr);   /* a failed flush is retried by RocksDB; the data is in the WAL */
+            if (ferr) store__break(s, 0, ferr);   /* the data is in the WAL; write no more */
+            free(ferr);
         }
     }
     return 0;

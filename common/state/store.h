@@ -41,6 +41,14 @@ typedef enum { STORE_EMB = 0, STORE_USER = 1, STORE_PENDING = 2, STORE_META = 3 
 #define STORE_KEY_OFFSET_PREFIX "offset/"        /* meta: offset/<topic>/<partition> */
 #define STORE_TOPIC_MAX 249                      /* Kafka's limit on a topic name */
 
+/* A check of an existing store, run by store_open on a read-only view before anything in
+ * the directory is opened for writing: val is the meta value of the key asked for (NULL and
+ * 0 when absent), valid during the call. Return 0 to go on, or -1 with errstr filled to
+ * refuse: store_open then returns NULL with that message, and no file of the directory is
+ * created, modified, rotated or removed. */
+typedef int (*store_check_fn)(void *opaque, const void *val, size_t vlen, char *errstr,
+                              size_t errstr_size);
+
 /* Tuning, filled by the caller (start from store_opts_default). */
 typedef struct {
     int block_cache_mb;   /* LRU cache of uncompressed blocks, shared by all families; 0: none */
@@ -50,10 +58,13 @@ typedef struct {
     int max_open_files;   /* SST files kept open; -1: all (their index and filter stay in memory) */
     int max_wal_mb;       /* WAL kept before the families holding its oldest part are flushed:
                              what a restart after a crash replays (>= 1) */
+    const char *check_key;  /* meta key handed to check at open; NULL: no check */
+    store_check_fn check;   /* e.g. "is this the state of my configuration?" */
+    void *check_opaque;
 } store_opts;
 
 /* Defaults: block_cache_mb 128, write_buffer_mb 64, compression 1, bloom_bits 10,
- * max_open_files -1, max_wal_mb 32 (the reasons are in docs/store.md). */
+ * max_open_files -1, max_wal_mb 32 (the reasons are in docs/store.md), no check. */
 void store_opts_default(store_opts *o);
 
 typedef struct store store;
@@ -87,14 +98,16 @@ typedef struct {
  *   - "store directory D is not empty but has no CURRENT file ...": not a store, or one
  *     that lost its CURRENT (RocksDB would create a new database over its files);
  *   - "cannot create store directory D: <strerror>; ...", "... is not writable ...",
- *     "store path D exists but is not a directory ...", and other I/O errors.
+ *     "store path D exists but is not a directory ...", and other I/O errors;
+ *   - the message of opts->check when it refuses the store.
  * On any refusal, no file in an existing directory is created, modified or removed. */
 store *store_open(const char *dir, const store_opts *opts, char *errstr, size_t errstr_size);
 
 /* Close the store and free it. With flush != 0 the memtables are written to SST files
- * first (a faster next open: no WAL replay). Returns 0, or -1 with errstr filled when
- * the flush failed; the store is closed and freed either way (committed batches are in
- * the WAL regardless). NULL: returns 0, no-op. */
+ * first (a faster next open: no WAL replay), unless a write failed before (store_broken):
+ * then nothing is written. Returns 0, or -1 with errstr filled when the flush failed; the
+ * store is closed and freed either way (committed batches are in the WAL regardless).
+ * NULL: returns 0, no-op. */
 int store_close(store *s, int flush, char *errstr, size_t errstr_size);
 /* store_close without flush, ignoring errors; NULL is a no-op. */
 void store_destroy(store *s);
@@ -150,9 +163,18 @@ size_t store_batch_bytes(const store_batch *b);
  * either all of them are visible or none. sync != 0 fsyncs the WAL before returning, so
  * the batch also survives an OS crash or power loss; sync == 0 survives a process crash
  * only. On success returns 0 and clears b (ready for reuse). On failure returns -1 with
- * errstr filled, nothing is applied, and b is unchanged (retry or destroy it). A batch
- * made for another store is refused. An empty batch is a successful no-op. */
+ * errstr filled, nothing is applied, and b is unchanged. A batch made for another store is
+ * refused. An empty batch is a successful no-op.
+ * A failed write breaks the store for writing (store_broken): every later commit is
+ * refused without reaching RocksDB, and store_close does not flush. (RocksDB 7.8 aborts the
+ * process in an assertion when it writes again through a file writer that failed, e.g.
+ * after ENOSPC.) The message of a failed write starts "store.dir D: <cause>:" with what to
+ * do, e.g. "store.dir D: No space left on device: free space and restart; ...". */
 int store_commit(store *s, store_batch *b, int sync, char *errstr, size_t errstr_size);
+
+/* 1 when a write failed and the store writes nothing more (errstr gets the first failure's
+ * message), else 0. Reads still work: close the store and open it again to write. */
+int store_broken(const store *s, char *errstr, size_t errstr_size);
 
 /* ---- reads ---- */
 

@@ -142,6 +142,14 @@ kio_mock *kio_mock_new(int partitions, const char *const *topics, int n_topics,
     return m;
 }
 
+int kio_mock_set_down(kio_mock *m, int down, char *errstr, size_t n) {
+    rd_kafka_resp_err_t e = down ? rd_kafka_mock_broker_set_down(m->mc, 1)
+                                 : rd_kafka_mock_broker_set_up(m->mc, 1);
+    if (!e) return 0;
+    err_set(errstr, n, "mock broker %s: %s", down ? "down" : "up", rd_kafka_err2str(e));
+    return -1;
+}
+
 const char *kio_mock_bootstraps(const kio_mock *m) {
     return m->bootstraps;
 }
@@ -401,6 +409,9 @@ struct kio_consumer {
     kio_revoke_fn on_revoke;
     void *hook_opaque;
     int fatal;               /* a fatal error was reported */
+    int paused;              /* kio_consumer_pause: every assignment is paused */
+    rd_kafka_topic_partition_list_t *paused_parts;   /* every partition paused since: the
+                                        pause outlives a revocation in librdkafka */
     long long errors;
     char last_err[KIO__ERR_MAX];
 };
@@ -411,6 +422,17 @@ static void kio__consumer_error(kio_consumer *c, const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(c->last_err, sizeof(c->last_err), fmt, ap);
     va_end(ap);
+}
+
+/* Pause parts too (a new assignment while paused) and remember them for the resume. */
+static void kio__pause_more(kio_consumer *c, const rd_kafka_topic_partition_list_t *parts) {
+    rd_kafka_resp_err_t e = rd_kafka_pause_partitions(c->rk, (rd_kafka_topic_partition_list_t *)parts);
+    if (e) kio__consumer_error(c, "pause: %s", rd_kafka_err2str(e));
+    for (int i = 0; i < parts->cnt; i++)
+        if (!rd_kafka_topic_partition_list_find(c->paused_parts, parts->elems[i].topic,
+                                                parts->elems[i].partition))
+            rd_kafka_topic_partition_list_add(c->paused_parts, parts->elems[i].topic,
+                                              parts->elems[i].partition);
 }
 
 /* Eager (range) protocol: the whole assignment is replaced at each rebalance. */
@@ -425,6 +447,7 @@ static void kio__rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         e = rd_kafka_assign(rk, parts);
         if (e) kio__consumer_error(c, "assign: %s", rd_kafka_err2str(e));
         else c->assigned = parts->cnt;
+        if (!e && c->paused) kio__pause_more(c, parts);
         break;
     case RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS:
         if (c->on_revoke) c->on_revoke(c->hook_opaque, rk, parts);
@@ -467,6 +490,11 @@ static void kio__consumer_error_cb(rd_kafka_t *rk, int err, const char *reason,
     kio__consumer_error(c, "%s", reason);
 }
 
+static void kio__consumer_free(kio_consumer *c) {
+    rd_kafka_topic_partition_list_destroy(c->paused_parts);
+    free(c);
+}
+
 kio_consumer *kio_consumer_new(const kio_prop *props, int n_props,
                                const char *const *topics, int n_topics,
                                char *errstr, size_t n) {
@@ -486,13 +514,14 @@ kio_consumer *kio_consumer_new(const kio_prop *props, int n_props,
         return NULL;
     }
     kio_consumer *c = calloc(1, sizeof(*c));
-    if (!c) {
+    if (!c || !(c->paused_parts = rd_kafka_topic_partition_list_new(16))) {
+        free(c);
         err_set(errstr, n, "out of memory");
         return NULL;
     }
     rd_kafka_conf_t *conf = kio__conf(defaults, 1, props, n_props, required, 3, kio__producer_only, errstr, n);
     if (!conf) {
-        free(c);
+        kio__consumer_free(c);
         return NULL;
     }
     rd_kafka_conf_set_rebalance_cb(conf, kio__rebalance_cb);
@@ -502,7 +531,7 @@ kio_consumer *kio_consumer_new(const kio_prop *props, int n_props,
     c->rk = kio__client_new(RD_KAFKA_CONSUMER, conf, "consumer", errstr, n);
     conf = NULL; /* now owned by c->rk, or destroyed */
     if (!c->rk) {
-        free(c);
+        kio__consumer_free(c);
         return NULL;
     }
     rd_kafka_poll_set_consumer(c->rk); /* one queue: callbacks are served by our poll */
@@ -515,7 +544,7 @@ kio_consumer *kio_consumer_new(const kio_prop *props, int n_props,
     if (e) {
         err_set(errstr, n, "subscribe: %s", rd_kafka_err2str(e));
         rd_kafka_destroy(c->rk);
-        free(c);
+        kio__consumer_free(c);
         return NULL;
     }
     return c;
@@ -625,6 +654,41 @@ int kio_consumer_assigned(const kio_consumer *c) {
     return c->assigned;
 }
 
+int kio_consumer_pause(kio_consumer *c, int pause, char *errstr, size_t n) {
+    pause = pause != 0;
+    if (pause == c->paused) return 0;
+    rd_kafka_resp_err_t e;
+    if (pause) {
+        rd_kafka_topic_partition_list_t *parts = NULL;
+        e = rd_kafka_assignment(c->rk, &parts);
+        if (!e) {
+            long long before = c->errors;
+            kio__pause_more(c, parts);
+            if (c->errors != before) e = RD_KAFKA_RESP_ERR__FAIL;
+        }
+        if (parts) rd_kafka_topic_partition_list_destroy(parts);
+    } else {
+        /* every partition paused since, assigned now or not: librdkafka keeps a revoked
+         * partition paused, and a later assignment of it would not fetch */
+        e = rd_kafka_resume_partitions(c->rk, c->paused_parts);
+        if (!e) {
+            rd_kafka_topic_partition_list_destroy(c->paused_parts);
+            c->paused_parts = rd_kafka_topic_partition_list_new(16);
+        }
+    }
+    if (e) {
+        err_set(errstr, n, "%s: %s", pause ? "pause" : "resume",
+                pause ? c->last_err : rd_kafka_err2str(e));
+        return -1;
+    }
+    c->paused = pause;
+    return 0;
+}
+
+int kio_consumer_paused(const kio_consumer *c) {
+    return c->paused;
+}
+
 long long kio_consumer_errors(kio_consumer *c, char *last, size_t last_size) {
     if (last && last_size) snprintf(last, last_size, "%s", c->last_err);
     return c->errors;
@@ -645,7 +709,7 @@ void kio_consumer_close(kio_consumer *c) {
     if (!c) return;
     rd_kafka_consumer_close(c->rk);
     rd_kafka_destroy(c->rk);
-    free(c);
+    kio__consumer_free(c);
 }
 
 /* ---------------------------------------------------------------- producer */
@@ -654,14 +718,24 @@ struct kio_producer {
     rd_kafka_t *rk;
     long long delivered, failed;
     long long failed_at_flush;   /* `failed` when kio_producer_flush last returned */
+    long long produced;          /* enqueued by kio_produce */
+    long long queued_bytes;      /* keys and values of those not reported yet */
+    long long max_messages, max_bytes;   /* the local queue's bound, as configured */
+    int64_t progress_ms;         /* monotonic: the last delivery report, or the moment the
+                                    queue was empty before the oldest message waiting */
+    int64_t down_since;          /* monotonic; 0 while the cluster answers */
+    int64_t last_probe;          /* the last metadata request made while down */
     char last_err[KIO__ERR_MAX];
 };
 
 static void kio__dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
     kio_producer *p = opaque;
     (void)rk;
+    p->queued_bytes -= (long long)(m->len + m->key_len);
+    p->progress_ms = clk_mono_ms();
     if (!m->err) {
         p->delivered++;
+        p->down_since = 0;
         return;
     }
     p->failed++;
@@ -673,8 +747,16 @@ static void kio__producer_error_cb(rd_kafka_t *rk, int err, const char *reason,
                                    void *opaque) {
     kio_producer *p = opaque;
     (void)rk;
-    (void)err;
+    if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN && !p->down_since) p->down_since = clk_mono_ms();
     snprintf(p->last_err, sizeof(p->last_err), "%s", reason);
+}
+
+/* A numeric property of the producer's configuration, or dflt. */
+static long long kio__conf_num(rd_kafka_t *rk, const char *name, long long dflt) {
+    char v[64];
+    size_t len = sizeof(v);
+    if (rd_kafka_conf_get(rd_kafka_conf(rk), name, v, &len) != RD_KAFKA_CONF_OK) return dflt;
+    return atoll(v);
 }
 
 kio_producer *kio_producer_new(const kio_prop *props, int n_props, char *errstr, size_t n) {
@@ -702,6 +784,9 @@ kio_producer *kio_producer_new(const kio_prop *props, int n_props, char *errstr,
         free(p);
         return NULL;
     }
+    p->max_messages = kio__conf_num(p->rk, "queue.buffering.max.messages", 100000);
+    p->max_bytes = kio__conf_num(p->rk, "queue.buffering.max.kbytes", 1048576) * 1024;
+    p->progress_ms = clk_mono_ms();
     return p;
 }
 
@@ -726,6 +811,9 @@ int kio_produce(kio_producer *p, const char *topic, const void *key, size_t keyl
     }
     if (!e) {
         h = NULL; /* now owned by the message */
+        if (p->produced - p->delivered - p->failed == 0) p->progress_ms = clk_mono_ms();
+        p->produced++;
+        p->queued_bytes += (long long)(len + keylen);
         return 0;
     }
     if (h) rd_kafka_headers_destroy(h);
@@ -746,18 +834,41 @@ void kio_producer_poll(kio_producer *p) {
 int kio_producer_flush(kio_producer *p, int timeout_ms, char *errstr, size_t n) {
     rd_kafka_resp_err_t e = rd_kafka_flush(p->rk, timeout_ms);
     long long new_failed = p->failed - p->failed_at_flush;
-    p->failed_at_flush = p->failed;
+    if (new_failed > 0) {
+        p->failed_at_flush = p->failed;
+        err_set(errstr, n, "%lld deliveries failed; last: %s", new_failed, p->last_err);
+        return -1;
+    }
     if (e) {
         err_set(errstr, n, "flush: %d messages not delivered within %d ms (%s)%s%s",
                  rd_kafka_outq_len(p->rk), timeout_ms, rd_kafka_err2str(e),
                  p->last_err[0] ? ": " : "", p->last_err);
-        return -1;
-    }
-    if (new_failed > 0) {
-        err_set(errstr, n, "%lld deliveries failed; last: %s", new_failed, p->last_err);
-        return -1;
+        return 1;
     }
     return 0;
+}
+
+void kio_producer_state_get(kio_producer *p, kio_producer_state *out) {
+    int64_t now = clk_mono_ms();
+    long long queued = p->produced - p->delivered - p->failed;
+    if (queued < 0) queued = 0;   /* reports of messages produced past kio_produce */
+    if (queued > 0 && !p->down_since && now - p->progress_ms >= KIO_STALL_MS)
+        p->down_since = p->progress_ms;   /* deliveries stopped: unreachable since then */
+    if (queued == 0 && p->down_since && now - p->last_probe >= 1000) {
+        /* nothing to deliver, so no report will say it is back: ask it */
+        const struct rd_kafka_metadata *md = NULL;
+        p->last_probe = now;
+        if (rd_kafka_metadata(p->rk, 0, NULL, &md, 200) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+            rd_kafka_metadata_destroy(md);
+            p->down_since = 0;
+        }
+    }
+    out->queued = queued;
+    out->queued_bytes = p->queued_bytes;
+    out->max_messages = p->max_messages;
+    out->max_bytes = p->max_bytes;
+    out->down_ms = p->down_since ? clk_mono_ms() - p->down_since : 0;
+    if (p->down_since && out->down_ms == 0) out->down_ms = 1;
 }
 
 void kio_producer_stats(const kio_producer *p, long long *delivered, long long *failed) {
@@ -775,6 +886,9 @@ rd_kafka_t *kio_producer_handle(kio_producer *p) {
 
 void kio_producer_destroy(kio_producer *p) {
     if (!p) return;
+    /* what was not delivered is dropped (deliveries may wait forever: message.timeout.ms 0) */
+    rd_kafka_purge(p->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+    rd_kafka_poll(p->rk, 0);
     rd_kafka_destroy(p->rk);
     free(p);
 }

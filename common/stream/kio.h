@@ -39,6 +39,9 @@ const char *kio_mock_bootstraps(const kio_mock *m);
 /* Create one more topic on the mock. Returns 0, or -1 with errstr filled. */
 int kio_mock_create_topic(kio_mock *m, const char *topic, int partitions,
                           char *errstr, size_t errstr_size);
+/* Take the mock's broker down (down != 0: its connections are closed and new ones
+ * refused, as in a broker outage) or bring it back. Returns 0, or -1 with errstr filled. */
+int kio_mock_set_down(kio_mock *m, int down, char *errstr, size_t errstr_size);
 /* Stop the mock cluster. Clients still connected to it see transport errors. NULL: no-op. */
 void kio_mock_destroy(kio_mock *m);
 
@@ -99,6 +102,16 @@ int kio_consumer_commit(kio_consumer *c, char *errstr, size_t errstr_size);
 
 /* Number of partitions currently assigned to this member (all topics). */
 int kio_consumer_assigned(const kio_consumer *c);
+/* Pause (pause != 0) or resume fetching the assigned partitions. A paused consumer stays
+ * paused across rebalances (each new assignment is paused as it is applied) until it is
+ * resumed. librdkafka drops what it had fetched of a paused partition and, on resume,
+ * fetches again from the message after the last one polled: nothing is skipped. Pausing a
+ * paused consumer or resuming a running one does nothing (a resume of a partition that is
+ * not paused can make librdkafka fetch from an older offset). Returns 0, or -1 with errstr
+ * filled. */
+int kio_consumer_pause(kio_consumer *c, int pause, char *errstr, size_t errstr_size);
+/* 1 while paused by kio_consumer_pause, else 0. */
+int kio_consumer_paused(const kio_consumer *c);
 /* Transient errors seen so far (consume errors and failed async commits); the last one
  * is copied to last (may be NULL). */
 long long kio_consumer_errors(kio_consumer *c, char *last, size_t last_size);
@@ -140,17 +153,35 @@ kio_producer *kio_producer_new(const kio_prop *props, int n_props,
 /* Produce a copy of key and val to topic (the partitioner picks the partition from the
  * key), with n_hdr_pairs headers given as hdrs[2*i] = name, hdrs[2*i+1] = value (NUL-
  * terminated strings; hdrs may be NULL when n_hdr_pairs is 0). The caller keeps
- * ownership of everything passed. When the local queue is full, serves delivery reports
- * and retries for at most ~10 s. Returns 0 when enqueued, or -1 with errstr filled. */
+ * ownership of everything passed. When the local queue is full (queue.buffering.max.*),
+ * serves delivery reports and retries for at most ~10 s. Returns 0 when enqueued, or -1
+ * with errstr filled. */
 int kio_produce(kio_producer *p, const char *topic, const void *key, size_t keylen,
                 const void *val, size_t len, const char *const *hdrs, int n_hdr_pairs,
                 char *errstr, size_t errstr_size);
 /* Serve delivery reports without blocking. Call regularly. */
 void kio_producer_poll(kio_producer *p);
 /* Wait at most timeout_ms for all queued messages to be delivered. Returns 0 when the
- * queue is empty and no delivery failed since the previous flush (or creation), or -1
- * with errstr filled (timeout with N messages left, or M failures + the last error). */
+ * queue is empty and no delivery failed since the previous flush (or creation); 1 when
+ * timeout_ms passed with messages left and none failed (errstr: "flush: N messages not
+ * delivered within T ms ..."; call again to wait longer); -1 with errstr filled when
+ * deliveries failed since the previous flush ("M deliveries failed; last: ..."). */
 int kio_producer_flush(kio_producer *p, int timeout_ms, char *errstr, size_t errstr_size);
+
+/* The producer's backlog and whether the cluster answers it. */
+typedef struct {
+    long long queued;        /* messages produced, neither delivered nor failed yet */
+    long long queued_bytes;  /* their keys and values */
+    long long max_messages;  /* the bound on the local queue: queue.buffering.max.messages */
+    long long max_bytes;     /* and queue.buffering.max.kbytes x 1024 */
+    int64_t down_ms;         /* how long the cluster has been unreachable, 0 when it answers */
+} kio_producer_state;
+/* Fill *out. The cluster counts as unreachable from librdkafka's "all brokers down" (or
+ * from the moment deliveries stopped, when messages have waited KIO_STALL_MS without
+ * one), until a delivery succeeds or, with nothing queued, a metadata request is answered
+ * (tried at most once a second, waiting at most 200 ms). */
+void kio_producer_state_get(kio_producer *p, kio_producer_state *out);
+#define KIO_STALL_MS 10000
 /* Delivery reports so far: successful and failed (either pointer may be NULL). */
 void kio_producer_stats(const kio_producer *p, long long *delivered, long long *failed);
 /* The last delivery or producer error, "" if none; owned by p. */
