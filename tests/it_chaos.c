@@ -54,18 +54,6 @@ typedef struct {
     m3_event last;                   /* and decoded */
 } chaos;
 
-static void read_bootstrap(void) {
-    const char *dir = getenv("M3_KAFKA_DIR");
-    CHECK_MSG(dir, "M3_KAFKA_DIR is not set: run this through ctest (it starts the broker)");
-    snprintf(kafka_dir, sizeof kafka_dir, "%s", dir);
-    char path[600];
-    snprintf(path, sizeof path, "%s/bootstrap", dir);
-    const char *t = proc_slurp(path);
-    CHECK_MSG(t, "no %s: is the broker running (scripts/kafka --dir %s start)?", path, dir);
-    snprintf(bootstrap, sizeof bootstrap, "%s", t);
-    bootstrap[strcspn(bootstrap, " \r\n")] = 0;
-}
-
 static void create_topics(const char *prefix) {
     char names[6][128], err[512];
     static const char *suffix[] = {"events.home", "events.search", "events.product", "requests",
@@ -334,11 +322,9 @@ static void read_outputs(chaos *ch, outputs *o) {
     memset(o, 0, sizeof *o);
     int64_t deadline = clk_mono_ms() + 90000, last = clk_mono_ms();
     while (clk_mono_ms() < deadline && (o->imp < N_IMP || o->req < ch->s.n_cands || o->dlq < n_hostile(ch))) {
-        rd_kafka_message_t *msgs[256];
-        int n = kio_consumer_poll(c, msgs, 256, 200, err, sizeof err);
-        CHECK_MSG(n >= 0, "poll: %s", err);
-        if (n > 0) last = clk_mono_ms();
-        else if (clk_mono_ms() - last > 20000) break;
+        rd_kafka_message_t *msgs[PL_POLL_MAX];
+        int n = pl_poll(c, msgs, &last);
+        if (n < 0) break;
         for (int i = 0; i < n; i++) {
             if (strcmp(rd_kafka_topic_name(msgs[i]->rkt), t_dlq) == 0) read_dlq(ch, msgs[i], seen_dlq, o);
             else read_prediction(ch, msgs[i], seen, o);
@@ -410,7 +396,7 @@ static void outage(pid_t pid, const char *log) {
 }
 
 int main(void) {
-    read_bootstrap();
+    pl_read_bootstrap(bootstrap, sizeof bootstrap, kafka_dir, sizeof kafka_dir);
     rng_state = proc_seed("it_chaos");
     static chaos ch;
     char err[512];
