@@ -18,18 +18,6 @@
 static char bootstrap[128];
 static char kafka_dir[512];
 
-static void read_bootstrap(void) {
-    const char *dir = getenv("M3_KAFKA_DIR");
-    CHECK_MSG(dir, "M3_KAFKA_DIR is not set: run this through ctest (it starts the broker)");
-    snprintf(kafka_dir, sizeof kafka_dir, "%s", dir);
-    char path[600];
-    snprintf(path, sizeof path, "%s/bootstrap", dir);
-    const char *t = proc_slurp(path);
-    CHECK_MSG(t, "no %s: is the broker running (scripts/kafka --dir %s start)?", path, dir);
-    snprintf(bootstrap, sizeof bootstrap, "%s", t);
-    bootstrap[strcspn(bootstrap, " \r\n")] = 0;
-}
-
 static void create_topics(const char *prefix, int parts_requests) {
     char names[6][128], err[512];
     static const char *suffix[] = {"events.home", "events.search", "events.product", "requests",
@@ -190,7 +178,7 @@ static void test_broker_outage(codec *cd) {
 }
 
 int main(void) {
-    read_bootstrap();
+    pl_read_bootstrap(bootstrap, sizeof bootstrap, kafka_dir, sizeof kafka_dir);
     fprintf(stderr, "it_kafka: broker at %s\n", bootstrap);
     char err[512];
     codec *cd = codec_new(err, sizeof err);

@@ -135,6 +135,33 @@ static inline void pl_make_bad(codec *cd, pl_stream *s) {
     pl_add_bad(s, "events.search", "empty message");
 }
 
+/* The broker's address from M3_KAFKA_DIR/bootstrap (CTest's fixture starts it) into
+ * bootstrap, the directory into dir: for the integration tests (it_*.c). */
+static inline void pl_read_bootstrap(char *bootstrap, size_t n, char *dir, size_t dir_n) {
+    const char *d = getenv("M3_KAFKA_DIR");
+    CHECK_MSG(d, "M3_KAFKA_DIR is not set: run this through ctest (it starts the broker)");
+    snprintf(dir, dir_n, "%s", d);
+    char path[600];
+    snprintf(path, sizeof path, "%s/bootstrap", d);
+    const char *t = proc_slurp(path);
+    CHECK_MSG(t, "no %s: is the broker running (scripts/kafka --dir %s start)?", path, d);
+    snprintf(bootstrap, n, "%s", t);
+    bootstrap[strcspn(bootstrap, " \r\n")] = 0;
+}
+
+#define PL_POLL_MAX 256
+
+/* Up to PL_POLL_MAX messages from c into msgs (the caller destroys them); *last is when
+ * messages last came. Returns their number, or -1 once nothing came for 20 s (drained). */
+static inline int pl_poll(kio_consumer *c, rd_kafka_message_t **msgs, int64_t *last) {
+    char err[512];
+    int n = kio_consumer_poll(c, msgs, PL_POLL_MAX, 200, err, sizeof err);
+    CHECK_MSG(n >= 0, "poll: %s", err);
+    if (n > 0) *last = clk_mono_ms();
+    else if (clk_mono_ms() - *last > 20000) return -1;
+    return n;
+}
+
 /* A producer to bootstrap; one that cannot be made fails the test. */
 static inline kio_producer *pl_producer(const char *bootstrap) {
     char err[512];
@@ -286,11 +313,9 @@ static inline void pl_verify_outputs(const char *bootstrap, codec *cd, const pl_
     int64_t deadline = clk_mono_ms() + 90000, last = clk_mono_ms();
     m3_event ev;
     while (clk_mono_ms() < deadline && (n_imp + n_req < s->n_impressions + s->n_cands || n_dlq < want_bad)) {
-        rd_kafka_message_t *msgs[256];
-        int n = kio_consumer_poll(c, msgs, 256, 200, err, sizeof err);
-        CHECK_MSG(n >= 0, "poll: %s", err);
-        if (n > 0) last = clk_mono_ms();
-        else if (clk_mono_ms() - last > 20000) break;
+        rd_kafka_message_t *msgs[PL_POLL_MAX];
+        int n = pl_poll(c, msgs, &last);
+        if (n < 0) break;
         for (int i = 0; i < n; i++) {
             rd_kafka_message_t *m = msgs[i];
             if (strcmp(rd_kafka_topic_name(m->rkt), t_dlq) == 0) {
