@@ -566,7 +566,11 @@ static int setup(worker *w, char *err, size_t n) {
 
 static void teardown(worker *w) {
     char err[512];
-    kio_consumer_close(w->cons);   /* may checkpoint (revocation): before the state closes */
+    /* Leaving the group may checkpoint (revocation): before the state closes. Past
+     * worker.outage.max.ms the broker is gone and nothing may be checkpointed: abandon the
+     * group instead of waiting for its coordinator. */
+    if (w->outage_stop) kio_consumer_abandon(w->cons);
+    else kio_consumer_close(w->cons);
     kio_producer_destroy(w->prod);
     kio_mock_destroy(w->mock);
     if (state_close(w->st, err, sizeof err) != 0) fprintf(stderr, "m3rec-worker: %s\n", err);

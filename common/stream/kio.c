@@ -712,6 +712,12 @@ void kio_consumer_close(kio_consumer *c) {
     kio__consumer_free(c);
 }
 
+void kio_consumer_abandon(kio_consumer *c) {
+    if (!c) return;
+    rd_kafka_destroy_flags(c->rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+    kio__consumer_free(c);
+}
+
 /* ---------------------------------------------------------------- producer */
 
 struct kio_producer {

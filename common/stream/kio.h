@@ -141,6 +141,11 @@ void kio_consumer_set_rebalance_hooks(kio_consumer *c, kio_assign_fn on_assign,
 /* Leave the group (rd_kafka_consumer_close, which revokes through the rebalance
  * callback) and destroy. NULL: no-op. */
 void kio_consumer_close(kio_consumer *c);
+/* Destroy without leaving the group: no revocation, no commit, nothing asked of the
+ * cluster, so it returns at once even when the broker is unreachable (where
+ * rd_kafka_consumer_close can wait for the coordinator); the group notices the member gone
+ * after its session timeout. NULL: no-op. */
+void kio_consumer_abandon(kio_consumer *c);
 
 /* ---- producer ---- */
 
