@@ -564,13 +564,19 @@ static int setup(worker *w, char *err, size_t n) {
     return start_clients(w, err, n);
 }
 
+/* Leave the group; it may checkpoint (revocation), so before the state closes. While the
+ * broker is unreachable (or worker.outage.max.ms gave up on it) leaving is impossible and
+ * no output can be delivered for a checkpoint to cover: abandon the group instead of
+ * waiting for its coordinator (the input after the last checkpoint is read again). */
+static void close_consumer(worker *w) {
+    if (w->outage_stop || w->down_ms > 0) kio_consumer_abandon(w->cons);
+    else kio_consumer_close(w->cons);
+    w->cons = NULL;
+}
+
 static void teardown(worker *w) {
     char err[512];
-    /* Leaving the group may checkpoint (revocation): before the state closes. Past
-     * worker.outage.max.ms the broker is gone and nothing may be checkpointed: abandon the
-     * group instead of waiting for its coordinator. */
-    if (w->outage_stop) kio_consumer_abandon(w->cons);
-    else kio_consumer_close(w->cons);
+    close_consumer(w);
     kio_producer_destroy(w->prod);
     kio_mock_destroy(w->mock);
     if (state_close(w->st, err, sizeof err) != 0) fprintf(stderr, "m3rec-worker: %s\n", err);
@@ -833,8 +839,7 @@ int main(int argc, char **argv) {
         return 1;
     }
     int rc = loop(&w);
-    kio_consumer_close(w.cons);
-    w.cons = NULL;
+    close_consumer(&w);
     met_board *b = lrn_board(w.L);
     met_counters *mc = met_board_counters(b);
     long long delivered = 0, failed = 0;
