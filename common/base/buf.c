@@ -57,11 +57,6 @@ int buf_read_file(buf *b, const char *path) {
     return err ? -1 : 0;
 }
 
-void buf_clear(buf *b) {
-    b->len = 0;
-    if (b->data) b->data[0] = '\0';
-}
-
 char *buf_take(buf *b) {
     if (b->oom) {
         buf_free(b);

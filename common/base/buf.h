@@ -27,8 +27,6 @@ void buf_printf(buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3
 /* Append the whole file at path. Returns 0, or -1 with errno set when it cannot be opened
  * or read (ENOMEM when out of memory); what was read before an error stays in b. */
 int buf_read_file(buf *b, const char *path);
-/* Forget the contents, keep the allocation. */
-void buf_clear(buf *b);
 /* Hand the string to the caller (who frees it; "" when empty, NULL when out of memory);
  * b is left empty. */
 char *buf_take(buf *b);

@@ -1,6 +1,8 @@
 /* clock.c - the clocks m3rec reads (see clock.h). */
 #include "base/clock.h"
 
+#include <time.h>
+
 static struct timespec clk__now(clockid_t id) {
     struct timespec ts;
     clock_gettime(id, &ts);
@@ -23,6 +25,3 @@ int64_t clk_real_ms(void) {
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-double clk_diff_s(struct timespec a, struct timespec b) {
-    return (double)(b.tv_sec - a.tv_sec) + (b.tv_nsec - a.tv_nsec) * 1e-9;
-}

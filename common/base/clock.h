@@ -7,7 +7,6 @@
 #ifndef M3_CLOCK_H
 #define M3_CLOCK_H
 #include <stdint.h>
-#include <time.h>
 
 /* Seconds on CLOCK_MONOTONIC (an arbitrary origin: subtract two readings). */
 double clk_mono_s(void);
@@ -19,7 +18,5 @@ int64_t clk_real_ms(void);
 double clk_process_cpu_s(void);
 /* CPU seconds of the calling thread (CLOCK_THREAD_CPUTIME_ID). */
 double clk_thread_cpu_s(void);
-/* Seconds from a to b. */
-double clk_diff_s(struct timespec a, struct timespec b);
 
 #endif

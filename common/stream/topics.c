@@ -37,8 +37,3 @@ int topics_init(topics *t, const char *prefix, const char *const *scen, int n_sc
     return 0;
 }
 
-int topics_scenario_of(const topics *t, const char *name) {
-    for (int s = 0; s < t->n_scen; s++)
-        if (strcmp(t->all[s], name) == 0) return s;
-    return -1;
-}

@@ -25,7 +25,5 @@ int topics_init(topics *t, const char *prefix, const char *const *scen, int n_sc
                 char *errstr, size_t errstr_size);
 /* The number of names in t->all: n_scen + 3. */
 static inline int topics_count(const topics *t) { return t->n_scen + 3; }
-/* The index of the events topic named name in t->all, or -1. */
-int topics_scenario_of(const topics *t, const char *name);
 
 #endif
