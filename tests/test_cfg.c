@@ -139,7 +139,10 @@ static const char *defaults_dump =
     "worker.exit.idle.ms=0\n"
     "worker.max.events=0\n"
     "metrics.progress.ms=5000\n"
-    "worker.outage.max.ms=0\n";
+    "worker.outage.max.ms=0\n"
+    "http.listen=\n"
+    "http.live.max.ms=30000\n"
+    "metrics.window.ms=300000\n";
 
 static void test_defaults(void) {
     m3_cfg c;
