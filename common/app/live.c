@@ -13,6 +13,7 @@
 
 #include <microhttpd.h>
 
+#include "base/buf.h"
 #include "base/clock.h"
 #include "base/err.h"
 
@@ -206,13 +207,20 @@ static void live__render_health(const live_health *h, buf *b) {
                   "Rebalances that revoked this worker's partitions.", h->revocations);
 }
 
-void live_render(const live_snap *s, const live_health *h, buf *out) {
-    live__render_health(h, out);
-    if (!s) return;
-    live__render_counters(s, out);
-    live__render_consumer(s, out);
-    live__render_quality(s, out);
-    live__render_state(s, out);
+char *live_render(const live_snap *s, const live_health *h) {
+    buf out = {0};
+    live__render_health(h, &out);
+    if (s) {
+        live__render_counters(s, &out);
+        live__render_consumer(s, &out);
+        live__render_quality(s, &out);
+        live__render_state(s, &out);
+    }
+    if (out.oom) {
+        buf_free(&out);
+        return NULL;
+    }
+    return buf_take(&out);
 }
 
 /* ------------------------------------------------------------------ the server */
@@ -279,16 +287,16 @@ static enum MHD_Result live__answer(void *cls, struct MHD_Connection *c, const c
                                     const char *method, const char *version,
                                     const char *upload, size_t *upload_size, void **req) {
     live *l = cls;
-    static const char text[] = "text/plain; charset=utf-8";
+    static const char plain[] = "text/plain; charset=utf-8";
     (void)version;
     (void)upload;
     (void)upload_size;
     (void)req;
     if (strcmp(method, MHD_HTTP_METHOD_GET) != 0 && strcmp(method, MHD_HTTP_METHOD_HEAD) != 0)
-        return live__respond(c, MHD_HTTP_METHOD_NOT_ALLOWED, text, "GET or HEAD only\n", 17);
+        return live__respond(c, MHD_HTTP_METHOD_NOT_ALLOWED, plain, "GET or HEAD only\n", 17);
     int metrics = strcmp(url, "/metrics") == 0, is_live = strcmp(url, "/live") == 0;
     if (!metrics && !is_live && strcmp(url, "/ready") != 0)
-        return live__respond(c, MHD_HTTP_NOT_FOUND, text,
+        return live__respond(c, MHD_HTTP_NOT_FOUND, plain,
                              "not found: /metrics, /live and /ready are served\n", 49);
     buf b = {0};
     live_health h;
@@ -296,7 +304,10 @@ static enum MHD_Result live__answer(void *cls, struct MHD_Connection *c, const c
     pthread_mutex_lock(&l->mu);
     live__health(l, &h);
     if (metrics) {
-        live_render(l->cur, &h, &b);
+        char *text = live_render(l->cur, &h);
+        if (text) buf_puts(&b, text);
+        else b.oom = true;
+        free(text);
     } else if (is_live) {
         if (h.live) buf_puts(&b, "live\n");
         else buf_printf(&b, "not live: the main loop last published %.0f s ago\n", h.snapshot_age_s);
@@ -308,7 +319,7 @@ static enum MHD_Result live__answer(void *cls, struct MHD_Connection *c, const c
     }
     pthread_mutex_unlock(&l->mu);
     enum MHD_Result ret = b.oom ? MHD_NO
-        : live__respond(c, status, metrics ? "text/plain; version=0.0.4; charset=utf-8" : text,
+        : live__respond(c, status, metrics ? "text/plain; version=0.0.4; charset=utf-8" : plain,
                         b.data ? b.data : "", b.len);
     buf_free(&b);
     return ret;

@@ -22,17 +22,16 @@
 
 #include <librdkafka/rdkafka.h>
 
-#include "base/buf.h"
 #include "base/event.h"
 #include "config/cfg.h"
 #include "report/metrics.h"
-#include "stream/topics.h"
 
 #define LIVE_CONNECTIONS 16      /* concurrent connections at most */
 #define LIVE_TIMEOUT_S 10        /* an idle connection is closed after this */
 #define LIVE_PUBLISH_MS 1000     /* live_publish renders at most this often */
 #define LIVE_WIN_SLOTS 8         /* copies of the board kept for the recent window */
 #define LIVE_WIN_BITS 12         /* bins of each copy (32 KiB; equal-p bins 1/4096 wide) */
+#define LIVE_TOPIC_MAX 256       /* bytes of a topic name with its NUL (as TOPICS_NAME_MAX) */
 
 /* DLQ reasons in a few fixed classes: the label of m3rec_dlq_messages_total stays bounded
  * whatever the reasons say. */
@@ -53,7 +52,7 @@ const char *live_dlq_name(int cls);
 
 /* One assigned partition's consumer lag: high watermark - position. */
 typedef struct {
-    char topic[TOPICS_NAME_MAX];
+    char topic[LIVE_TOPIC_MAX];
     int32_t partition;
     int64_t lag;
 } live_lag;
@@ -96,8 +95,10 @@ typedef struct {
     uint64_t revocations;  /* rebalances that took this member's partitions */
 } live_health;
 
-/* Render the exposition text (Prometheus text format 0.0.4) of s and h into out. */
-void live_render(const live_snap *s, const live_health *h, buf *out);
+/* The exposition text (Prometheus text format 0.0.4) of h and s (s NULL: before the
+ * first snapshot, the health series only), in a string the caller frees; NULL when out of
+ * memory. */
+char *live_render(const live_snap *s, const live_health *h);
 
 /* ---- the server ---- */
 
