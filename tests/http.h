@@ -1,5 +1,6 @@
-/* http.h - the tests' HTTP client (libcurl, loopback): GET a URL with a deadline, and read
- * one sample of a Prometheus text exposition.
+/* http.h - the tests' HTTP client (libcurl, loopback): GET a URL with a deadline, read one
+ * sample of a Prometheus text exposition, and wait for a worker's live view (app/live.h)
+ * to say something.
  *
  * Header-only (static inline) so that each test program includes what it uses; every
  * helper fails the test (check.h) rather than return an error the caller could forget. */
@@ -12,6 +13,7 @@
 #include <curl/curl.h>
 
 #include "check.h"
+#include "proc.h"
 
 /* A response body: malloc'd, NUL-terminated (data NULL before anything came). */
 typedef struct {
@@ -77,6 +79,51 @@ static inline int http_sample(const char *text, const char *series, double *v) {
             return 1;
         }
     return 0;
+}
+
+/* The sample's value; the test fails when it is absent. */
+static inline double http_sample_of(const char *text, const char *series) {
+    double v = NAN;
+    CHECK_MSG(http_sample(text, series, &v), "no %s in:\n%s", series, text);
+    return v;
+}
+
+/* The port of the worker whose log is at `log` (its start-up line "metrics and health at
+ * http://127.0.0.1:PORT"), waiting for that line at most 30 s. */
+static inline int http_worker_port(const char *log) {
+    static const char at[] = "metrics and health at http://127.0.0.1:";
+    proc_wait_log(log, at, 30000);
+    return atoi(strstr(proc_slurp(log), at) + strlen(at));
+}
+
+/* GET http://127.0.0.1:port<path> until it answers status want (every 50 ms, at most
+ * timeout_ms; the test fails then); the last body is in *body. */
+static inline void http_wait_status(int port, const char *path, long want, int timeout_ms,
+                                    http_body *body) {
+    char url[160];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d%s", port, path);
+    int64_t deadline = clk_mono_ms() + timeout_ms;
+    long st = 0;
+    while ((st = http_get(url, 5000, body)) != want && clk_mono_ms() < deadline) usleep(50 * 1000);
+    CHECK_MSG(st == want, "%s answered %ld, want %ld: %s", url, st, want,
+              body->data ? body->data : "");
+}
+
+/* Poll the worker's /metrics until `series` is at least want (every 200 ms, at most
+ * timeout_ms; the test fails then). Returns the text (in *body). */
+static inline const char *http_wait_sample(int port, const char *series, double want,
+                                           int timeout_ms, http_body *body) {
+    char url[160];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/metrics", port);
+    int64_t deadline = clk_mono_ms() + timeout_ms;
+    double v = NAN;
+    while (clk_mono_ms() < deadline) {
+        if (http_get(url, 5000, body) == 200 && http_sample(body->data, series, &v) && v >= want)
+            return body->data;
+        usleep(200 * 1000);
+    }
+    CHECK_MSG(0, "%s stayed at %g (want %g)", series, v, want);
+    return NULL;
 }
 
 #endif

@@ -336,12 +336,19 @@ static void test_server(void) {
     publish_board(l, board, 0);
     CHECK_EQ_INT(get_path(port, "/ready", &body), 503);   /* no assignment yet */
     CHECK_CONTAINS(body.data, "no partitions assigned");
-    live_set_assigned(l, 4);
+    live_set_assigned(l, 4);   /* ready once the main loop publishes after it */
+    CHECK_EQ_INT(get_path(port, "/ready", &body), 503);
+    CHECK_CONTAINS(body.data, "not resumed consuming yet");
+    usleep(LIVE_PUBLISH_MS * 1000);
+    publish_board(l, board, 0);
     CHECK_EQ_INT(get_path(port, "/ready", &body), 200);
     CHECK_EQ_STR(body.data, "ready\n");
     live_set_assigned(l, 0);   /* a revocation shows at once */
     CHECK_EQ_INT(get_path(port, "/ready", &body), 503);
+    CHECK_CONTAINS(body.data, "no partitions assigned");
     live_set_assigned(l, 4);
+    usleep(LIVE_PUBLISH_MS * 1000);
+    publish_board(l, board, 0);
     CHECK_EQ_INT(get_path(port, "/metrics", &body), 200);
     CHECK_CONTAINS(body.data, "\nm3rec_consumer_revocations_total 1\n");
     CHECK_CONTAINS(body.data, "\nm3rec_worker_ready 1\n");
@@ -384,39 +391,6 @@ static void test_server(void) {
 
 #define SECRET "Secret-Marker-7f3a"
 
-static int worker_port(const char *log) {
-    proc_wait_log(log, "metrics and health at http://127.0.0.1:", 30000);
-    const char *t = strstr(proc_slurp(log), "http://127.0.0.1:");
-    return atoi(t + strlen("http://127.0.0.1:"));
-}
-
-/* Poll /metrics until `series` reaches at least want (bounded); returns the text. */
-static const char *wait_metric(int port, http_body *body, const char *series, double want, int timeout_ms) {
-    int64_t deadline = clk_mono_ms() + timeout_ms;
-    double v = -1;
-    while (clk_mono_ms() < deadline) {
-        if (get_path(port, "/metrics", body) == 200 && http_sample(body->data, series, &v) && v >= want)
-            return body->data;
-        usleep(200 * 1000);
-    }
-    CHECK_MSG(0, "%s stayed at %g (want %g)", series, v, want);
-    return NULL;
-}
-
-/* Poll /ready until it answers want (bounded); returns the body. */
-static void wait_ready(int port, http_body *body, long want, int timeout_ms) {
-    int64_t deadline = clk_mono_ms() + timeout_ms;
-    long st = 0;
-    while (clk_mono_ms() < deadline && (st = get_path(port, "/ready", body)) != want) usleep(50 * 1000);
-    CHECK_MSG(st == want, "/ready answered %ld, want %ld: %s", st, want, body->data ? body->data : "");
-}
-
-static double sample(const char *text, const char *series) {
-    double v = NAN;
-    CHECK_MSG(http_sample(text, series, &v), "no %s", series);
-    return v;
-}
-
 static void test_worker(void) {
     char err[512], bs[128], dir[600], set_dir[700];
     codec *cd = codec_new(err, sizeof err);
@@ -438,35 +412,35 @@ static void test_worker(void) {
                      NULL};
     const char *log = "test_live_worker.log";
     pid_t pid = pl_spawn_worker(bs, &s, "live", 0, "test_live_worker.json", log, extra);
-    int port = worker_port(log);
+    int port = http_worker_port(log);
     http_body body = {0};
-    wait_ready(port, &body, 200, 30000);
+    http_wait_status(port, "/ready", 200, 30000, &body);
     kio_producer *p = pl_producer(bs);
     pl_produce_stream(p, cd, &s, 0, s.n_impressions, 1);
     kio_producer_destroy(p);
-    const char *t = wait_metric(port, &body, "m3rec_impressions_total", (double)s.n_impressions, 120000);
-    t = wait_metric(port, &body, "m3rec_window_predictions{task=\"ctr\"}", (double)s.n_impressions / 2, 10000);
-    t = wait_metric(port, &body, "m3rec_checkpoints_total", 1, 10000);
+    const char *t = http_wait_sample(port, "m3rec_impressions_total", (double)s.n_impressions, 120000, &body);
+    t = http_wait_sample(port, "m3rec_window_predictions{task=\"ctr\"}", (double)s.n_impressions / 2, 10000, &body);
+    t = http_wait_sample(port, "m3rec_checkpoints_total", 1, 10000, &body);
     check_exposition(t);
     CHECK(promtool(t) != 1);
-    double auc = sample(t, "m3rec_window_auc{task=\"ctr\"}");
+    double auc = http_sample_of(t, "m3rec_window_auc{task=\"ctr\"}");
     fprintf(stderr, "test_live: worker window %.0f s, ctr auc %.4f over %.0f predictions\n",
-            sample(t, "m3rec_window_seconds"), auc, sample(t, "m3rec_window_predictions{task=\"ctr\"}"));
+            http_sample_of(t, "m3rec_window_seconds"), auc, http_sample_of(t, "m3rec_window_predictions{task=\"ctr\"}"));
     CHECK_MSG(auc > 0.5, "window ctr auc %.4f", auc);
-    double window_n = sample(t, "m3rec_window_predictions{task=\"ctr\"}");
-    CHECK(sample(t, "m3rec_window_auc{scenario=\"home\",task=\"ctr\"}") > 0.5);
-    double lag = sample(t, "m3rec_consumer_lag_messages{topic=\"live.events.home\",partition=\"0\"}");
+    double window_n = http_sample_of(t, "m3rec_window_predictions{task=\"ctr\"}");
+    CHECK(http_sample_of(t, "m3rec_window_auc{scenario=\"home\",task=\"ctr\"}") > 0.5);
+    double lag = http_sample_of(t, "m3rec_consumer_lag_messages{topic=\"live.events.home\",partition=\"0\"}");
     CHECK(lag >= 0);
-    CHECK_EQ_INT(sample(t, "m3rec_consumer_assigned_partitions"), 8);
+    CHECK_EQ_INT(http_sample_of(t, "m3rec_consumer_assigned_partitions"), 8);
     /* every bad message in its class: the decoder's, the worker's routing, the learner's */
-    CHECK_EQ_INT(sample(t, "m3rec_dlq_messages_total{class=\"malformed\"}"), 4);
-    CHECK_EQ_INT(sample(t, "m3rec_dlq_messages_total{class=\"schema\"}"), 1);
-    CHECK_EQ_INT(sample(t, "m3rec_dlq_messages_total{class=\"range\"}"), 1);
-    CHECK_EQ_INT(sample(t, "m3rec_dlq_messages_total{class=\"routing\"}"), 4);
-    CHECK_EQ_INT(sample(t, "m3rec_dlq_messages_total{class=\"other\"}"), 0);
-    CHECK(sample(t, "m3rec_model_version") > 0);
-    CHECK(sample(t, "m3rec_resident_memory_bytes") > 1e6);
-    CHECK(sample(t, "m3rec_checkpoint_age_seconds") < 60);
+    CHECK_EQ_INT(http_sample_of(t, "m3rec_dlq_messages_total{class=\"malformed\"}"), 4);
+    CHECK_EQ_INT(http_sample_of(t, "m3rec_dlq_messages_total{class=\"schema\"}"), 1);
+    CHECK_EQ_INT(http_sample_of(t, "m3rec_dlq_messages_total{class=\"range\"}"), 1);
+    CHECK_EQ_INT(http_sample_of(t, "m3rec_dlq_messages_total{class=\"routing\"}"), 4);
+    CHECK_EQ_INT(http_sample_of(t, "m3rec_dlq_messages_total{class=\"other\"}"), 0);
+    CHECK(http_sample_of(t, "m3rec_model_version") > 0);
+    CHECK(http_sample_of(t, "m3rec_resident_memory_bytes") > 1e6);
+    CHECK(http_sample_of(t, "m3rec_checkpoint_age_seconds") < 60);
     /* no configuration value in any answer: the client id, the store path, the broker */
     const char *paths[] = {"/metrics", "/live", "/ready"};
     for (int i = 0; i < 3; i++) {
@@ -476,11 +450,11 @@ static void test_worker(void) {
     }
     /* the broker goes down: not ready (the worker waits); back: ready again */
     CHECK(kio_mock_set_down(m, 1, err, sizeof err) == 0);
-    wait_ready(port, &body, 503, 30000);
+    http_wait_status(port, "/ready", 503, 30000, &body);
     CHECK_CONTAINS(body.data, "the broker is unreachable");
     CHECK_EQ_INT(get_path(port, "/live", NULL), 200);
     CHECK(kio_mock_set_down(m, 0, err, sizeof err) == 0);
-    wait_ready(port, &body, 200, 60000);
+    http_wait_status(port, "/ready", 200, 60000, &body);
     kill(pid, SIGTERM);
     CHECK_EQ_INT(proc_wait(pid, clk_mono_ms() + 60000, "the worker"), 0);
     CHECK_EQ_INT(get_path(port, "/live", NULL), 0);   /* gone with the worker */

@@ -237,6 +237,9 @@ struct live {
                                      revocation still sees the old assignment) */
     int stopping;
     uint64_t revocations;
+    unsigned assign_seq;          /* assignments and revocations the hooks reported */
+    unsigned published_seq;       /* assign_seq at the last publish: ready needs them equal
+                                     (the main loop is back at work after an assignment) */
     /* main thread only */
     live_snap *snaps[2];          /* live_publish fills the one that is not cur */
     int64_t last_publish_ms;
@@ -256,7 +259,8 @@ static void live__health(live *l, live_health *h) {
     h->started = l->cur != NULL;
     h->snapshot_age_s = h->started ? (double)(now - l->published_ms) / 1000.0 : NAN;
     h->live = !h->started || now - l->published_ms <= l->live_max_ms;
-    h->ready = h->started && h->live && !l->stopping && l->assigned > 0 && l->cur->consuming;
+    h->ready = h->started && h->live && !l->stopping && l->assigned > 0 && l->cur->consuming &&
+               l->published_seq == l->assign_seq;
     h->revocations = l->revocations;
 }
 
@@ -267,7 +271,8 @@ static const char *live__not_ready(const live *l, const live_health *h) {
     if (!h->live) return "the main loop has stopped publishing (see /live)";
     if (l->cur->broker_down_s > 0) return "the broker is unreachable";
     if (!l->cur->consuming) return "the worker is stopping after a failure";
-    return "no partitions assigned (a rebalance, or more workers than partitions)";
+    if (l->assigned == 0) return "no partitions assigned (a rebalance, or more workers than partitions)";
+    return "partitions assigned, the main loop has not resumed consuming yet";
 }
 
 static enum MHD_Result live__respond(struct MHD_Connection *c, unsigned status,
@@ -538,6 +543,7 @@ void live_publish(live *l, const live_src *src) {
     pthread_mutex_lock(&l->mu);
     l->cur = fill;
     l->published_ms = now;
+    l->published_seq = l->assign_seq;
     pthread_mutex_unlock(&l->mu);
 }
 
@@ -546,6 +552,7 @@ void live_set_assigned(live *l, int n) {
     pthread_mutex_lock(&l->mu);
     if (n == 0 && l->assigned > 0) l->revocations++;
     l->assigned = n;
+    l->assign_seq++;
     pthread_mutex_unlock(&l->mu);
 }
 

@@ -135,7 +135,8 @@ int live_due(const live *l);
 /* Collect a snapshot from src and publish it. Main thread only. NULL l: no-op. */
 void live_publish(live *l, const live_src *src);
 /* The assignment changed (the rebalance hooks): n partitions now; 0 at a revocation,
- * which /ready shows at once. NULL l: no-op. */
+ * which /ready shows at once. /ready turns true only at the next live_publish (the main
+ * loop consumes again). NULL l: no-op. */
 void live_set_assigned(live *l, int n);
 /* Shutdown began: /ready fails from now on. NULL l: no-op. */
 void live_stopping(live *l);
