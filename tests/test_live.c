@@ -3,7 +3,8 @@
  *
  *  - The text is Prometheus text format: HELP and TYPE before each family's samples,
  *    counters named *_total, label values escaped, the overall quality without a scenario
- *    label; `promtool check metrics` finds nothing (when promtool is installed).
+ *    label; `promtool check metrics` finds nothing (when promtool is installed), and
+ *    docker-compose's config/prometheus.yml scrapes the port its workers listen on.
  *  - Every DLQ reason the decoder and the worker give maps to a fixed class, never
  *    "other"; a window's AUC and counts are exactly those of the events in it.
  *  - A bad http.listen stops start-up with where it was set; the server answers GET and
@@ -216,6 +217,21 @@ static void test_render(void) {
     CHECK_CONTAINS(text, "\nm3rec_snapshot_age_seconds NaN\n");
     CHECK(!strstr(text, "m3rec_input"));
     free(text);
+}
+
+/* config/prometheus.yml (docker-compose's Prometheus) is valid and scrapes the port the
+ * compose file's workers listen on. */
+static void test_compose_prometheus(void) {
+    const char *compose = proc_slurp(M3_SOURCE_DIR "/docker-compose.yml");
+    CHECK(compose);
+    CHECK_CONTAINS(compose, "\"http.listen=0.0.0.0:9464\"");
+    CHECK_CONTAINS(compose, "./config/prometheus.yml:/etc/prometheus/prometheus.yml");
+    const char *prom = proc_slurp(M3_SOURCE_DIR "/config/prometheus.yml");
+    CHECK(prom);
+    CHECK_CONTAINS(prom, "targets: [\"worker-1:9464\", \"worker-2:9464\"]");
+    if (system("command -v promtool >/dev/null 2>&1") != 0) return;
+    CHECK_MSG(system("promtool check config " M3_SOURCE_DIR "/config/prometheus.yml >/dev/null") == 0,
+              "promtool check config config/prometheus.yml failed");
 }
 
 /* ---------------------------------------------------------------- http.listen */
@@ -475,6 +491,7 @@ int main(void) {
     test_dlq_classes();
     test_window_arithmetic();
     test_render();
+    test_compose_prometheus();
     test_listen_key();
     test_server();
     test_worker();
