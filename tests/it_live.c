@@ -17,19 +17,6 @@
 static char bootstrap[128];
 static char prom_dir[600];
 
-static void make_topics(const char *prefix) {
-    static const char *suffix[] = {"events.home", "events.search", "events.product", "requests",
-                                   "predictions", "dlq"};
-    char names[6][128], err[512];
-    const char *all[6];
-    for (int i = 0; i < 6; i++) {
-        pl_topic(names[i], sizeof names[i], prefix, suffix[i]);
-        all[i] = names[i];
-    }
-    kio_prop props[] = {{"bootstrap.servers", bootstrap}};
-    CHECK_MSG(kio_create_topics(props, 1, all, 6, PARTS, 30000, err, sizeof err) == 0, "%s", err);
-}
-
 static pid_t spawn(const pl_stream *s, int w, char *set_dir, size_t n, const char *log) {
     char cmd[800];
     snprintf(set_dir, n, "store.dir=%s/it_live_w%d.store", M3_BINARY_DIR, w);
@@ -156,7 +143,7 @@ int main(void) {
     codec *cd = codec_new(err, sizeof err);
     CHECK_MSG(cd, "%s", err);
     static pl_stream s = {.prefix = "itl", .seed = 23, .n_impressions = 10000};
-    make_topics(s.prefix);
+    pl_create_topics(bootstrap, s.prefix, PARTS);
     const char *log1 = "it_live_w1.log", *log2 = "it_live_w2.log";
     pid_t w1 = spawn(&s, 1, dir1, sizeof dir1, log1);
     int port1 = http_worker_port(log1);
