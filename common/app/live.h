@@ -124,8 +124,8 @@ typedef struct {
 /* Start serving at cfg->http_host:cfg->http_port (cfg_check filled them) for a board of
  * cfg's scenarios. Returns NULL with errstr "" when http.listen is empty (off); NULL with
  * errstr filled when it cannot ("http.listen=...: cannot listen: ..."; a busy port, out
- * of memory); else the server, answering at once (/live true, /ready false until the
- * first publish shows an assignment). */
+ * of memory); else the server, answering at once (/live true during start-up, /ready false
+ * until the hooks report an assignment and a publish follows it). */
 live *live_start(const m3_cfg *cfg, char *errstr, size_t errstr_size);
 /* The port listened on (the chosen one when http.listen said port 0). */
 int live_port(const live *l);
