@@ -12,7 +12,7 @@
 #include "engine/model.h"
 
 #define CFG_LIST_MAX 32   /* entries in a comma-separated list (scenarios, feature fields) */
-#define CFG_KEYS_MAX 64   /* capacity for the known (non-kafka) keys; cfg.c has fewer */
+#define CFG_KEYS_MAX 96   /* capacity for the known (non-kafka) keys; cfg.c has fewer */
 #define CFG_PATH_MAX 1024 /* store.dir */
 
 typedef struct {
