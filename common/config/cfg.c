@@ -170,6 +170,10 @@ static const cfg__key cfg__keys[] = {
     /* issue 18, outages: how long the worker waits for an unreachable broker */
     K_I64("worker.outage.max.ms", outage_max_ms, 0, 30 * DAY_MS, "0",
           "stop (exit 1, no checkpoint) when the broker has been unreachable this long; 0 = wait for it however long"),
+    /* issue 19, schema evolution: writer schemas beyond schemas/ and schemas/history/ */
+    K_TYP("input.schemas.dir", CFG__PATH, input_schemas_dir, "",
+          "directory of extra writer schemas (*.avsc) the worker resolves to its own at start; "
+          "an incompatible one is logged and its messages go to the DLQ naming the difference"),
 };
 #define CFG__NKEYS ((int)(sizeof cfg__keys / sizeof cfg__keys[0]))
 _Static_assert(sizeof cfg__keys / sizeof cfg__keys[0] <= CFG_KEYS_MAX, "raise CFG_KEYS_MAX");

@@ -87,6 +87,8 @@ typedef struct m3_cfg {
     int progress_ms;                      /* metrics.progress.ms: progress line period; 0 = off */
     int64_t outage_max_ms;                /* worker.outage.max.ms: stop when the broker has been
                                              unreachable this long; 0 = wait however long */
+    /* schema evolution (issue 19) */
+    char input_schemas_dir[CFG_PATH_MAX]; /* input.schemas.dir: extra writer schemas; "" = none */
     /* librdkafka passthrough, in file order (later entries override earlier ones) */
     cfg_kafka_prop *kafka;                /* owned */
     int n_kafka;
