@@ -8,10 +8,15 @@
  * codec_add_writer and at every message. Then the output side: a consumer holding each
  * Prediction schema of schemas/history/ reads what the encoder writes (Avro C's resolved
  * reader). Last, end to end on the embedded broker: a producer on a newer, an older and an
- * incompatible Impression schema through the real m3rec-worker (input.schemas.dir). */
+ * incompatible Impression schema through the real m3rec-worker (input.schemas.dir).
+ *
+ * `test_evolve --bench` times the decoding of native and resolved messages instead;
+ * `test_evolve --corpus DIR` writes fuzz_codec's seeds of resolved messages. */
 #include <avro.h>
 #include <stdint.h>
+#include <time.h>
 #include "check.h"
+#include "evcmp.h"
 #include "fsutil.h"
 #include "pipeline.h"
 
@@ -257,35 +262,6 @@ static m3_event impression(void) {
     return e;
 }
 
-static void eq_cat(const m3_catmap *a, const m3_catmap *b) {
-    CHECK_EQ_INT(a->n, b->n);
-    for (int i = 0; i < a->n; i++) {
-        CHECK_EQ_STR(a->kv[i].name, b->kv[i].name);
-        CHECK_EQ_INT(a->kv[i].value, b->kv[i].value);
-    }
-}
-static void eq_num(const m3_nummap *a, const m3_nummap *b) {
-    CHECK_EQ_INT(a->n, b->n);
-    for (int i = 0; i < a->n; i++) {
-        CHECK_EQ_STR(a->kv[i].name, b->kv[i].name);
-        CHECK_MSG(a->kv[i].value == b->kv[i].value, "%s: %.9g vs %.9g", a->kv[i].name,
-                  a->kv[i].value, b->kv[i].value);
-    }
-}
-static void eq_imp(const m3_impression *a, const m3_impression *b) {
-    CHECK_EQ_STR(a->impression_id, b->impression_id);
-    CHECK_EQ_INT(a->ts_ms, b->ts_ms);
-    CHECK_EQ_STR(a->scenario, b->scenario);
-    CHECK_EQ_INT(a->user_id, b->user_id);
-    CHECK_EQ_INT(a->item_id, b->item_id);
-    eq_cat(&a->user_cat, &b->user_cat);
-    eq_cat(&a->item_cat, &b->item_cat);
-    eq_cat(&a->ctx_cat, &b->ctx_cat);
-    eq_num(&a->user_num, &b->user_num);
-    eq_num(&a->item_num, &b->item_num);
-    CHECK_EQ_INT(a->clicked, b->clicked);
-}
-
 /* Add w; expect it compatible, of type t, with fingerprint w->fp. */
 static void add_ok(const wschema *w, m3_ev_type want) {
     m3_ev_type t;
@@ -296,18 +272,31 @@ static void add_ok(const wschema *w, m3_ev_type want) {
     CHECK(fp == w->fp);
 }
 
+/* With --corpus DIR, the messages decodes_to() checks are also written to DIR/evolve-<n>:
+ * fuzz_codec's seeds of resolved messages (tests/fuzz/make_corpus.sh). */
+static const char *corpus_dir;
+
+static void save_seed(const uint8_t *msg, size_t n) {
+    static int k;
+    char path[1024];
+    if (!corpus_dir) return;
+    snprintf(path, sizeof path, "%s/evolve-%d", corpus_dir, ++k);
+    FILE *f = fopen(path, "wb");
+    CHECK_MSG(f && fwrite(msg, 1, n, f) == n && fclose(f) == 0, "cannot write %s", path);
+}
+
 /* e written with writer w decodes to `want`, as a message and as a bare datum. */
 static void decodes_to(const wschema *w, const m3_event *e, const m3_event *want) {
     static uint8_t msg[1 << 16];
     size_t n = write_msg(w, e, msg, sizeof msg);
+    save_seed(msg, n);
     m3_event d;
     CHECK_MSG(codec_decode(C, msg, n, &d, reason, sizeof reason) == 0, "%s", reason);
-    CHECK_EQ_INT(d.type, want->type);
-    if (want->type == M3_EV_IMPRESSION) eq_imp(&d.u.imp, &want->u.imp);
+    eq_event(&d, want);
     m3_event_clear(&d);
     CHECK_MSG(codec_decode_datum(C, w->fp, msg + CODEC_HEADER_LEN, n - CODEC_HEADER_LEN, &d, reason,
                                  sizeof reason) == 0, "%s", reason);
-    if (want->type == M3_EV_IMPRESSION) eq_imp(&d.u.imp, &want->u.imp);
+    eq_event(&d, want);
     m3_event_clear(&d);
 }
 
@@ -338,6 +327,38 @@ static void test_newer_older(void) {
     free_schema(&older);
 }
 
+/* The exact int -> float rounding of writer w (the promote schema), with a datum whose
+ * item_num value is an int no float has; then every truncation of it is refused. */
+static void int_to_float_rounding(const wschema *w) {
+    m3_event e = impression();
+    e.u.imp.item_num.n = 1;
+    snprintf(e.u.imp.item_num.kv[0].name, M3_NAME_MAX, "big");
+    e.u.imp.item_num.kv[0].value = 0;
+    static uint8_t msg[4096];
+    avro_value_t rec, map, v;
+    AV(avro_generic_value_new(w->iface, &rec));
+    fill(&rec, &e);
+    AV(avro_value_get_by_name(&rec, "item_num", &map, NULL));
+    AV(avro_value_get_by_name(&map, "big", &v, NULL));
+    AV(avro_value_set_int(&v, 16777217));   /* 2^24 + 1: no float has it */
+    avro_writer_t aw = avro_writer_memory((char *)msg, sizeof msg);
+    AV(avro_value_write(aw, &rec));
+    size_t n = (size_t)avro_writer_tell(aw);
+    avro_writer_free(aw);
+    avro_value_decref(&rec);
+    m3_event d;
+    CHECK_MSG(codec_decode_datum(C, w->fp, msg, n, &d, reason, sizeof reason) == 0, "%s", reason);
+    CHECK(d.u.imp.item_num.kv[0].value == (float)16777217);
+    CHECK(d.u.imp.item_num.kv[0].value == 16777216.0f);
+    m3_event_clear(&d);
+    /* a malformed resolved datum: cut short anywhere, refused with a reason, no leak */
+    for (size_t k = 0; k < n; k++) {
+        CHECK(codec_decode_datum(C, w->fp, msg, k, &d, reason, sizeof reason) == -1);
+        CHECK(reason[0]);
+        CHECK_EQ_INT(d.type, M3_EV_NONE);
+    }
+}
+
 static void test_promotions(void) {
     wschema w = load_schema(DATA "Impression.promote.avsc");
     add_ok(&w, M3_EV_IMPRESSION);
@@ -345,6 +366,7 @@ static void test_promotions(void) {
      * map<int> -> map<float>, a float|int union (both branches used), an extra array */
     m3_event e = impression();
     decodes_to(&w, &e, &e);
+    int_to_float_rounding(&w);
     free_schema(&w);
 
     /* nested: a newer ScoreRequest whose Candidate gained a field, plus a trailing field */
@@ -368,52 +390,12 @@ static void test_promotions(void) {
     q.u.req.n_cands = 3;
     static uint8_t msg[1 << 16];
     size_t n = write_msg(&r, &q, msg, sizeof msg);
+    save_seed(msg, n);
     m3_event d;
     CHECK_MSG(codec_decode(C, msg, n, &d, reason, sizeof reason) == 0, "%s", reason);
-    CHECK_EQ_STR(d.u.req.request_id, "req-evolve");
-    CHECK_EQ_INT(d.u.req.n_cands, 3);
-    for (int i = 0; i < 3; i++) {
-        CHECK_EQ_INT(d.u.req.cands[i].item_id, 1000 + i);
-        eq_cat(&d.u.req.cands[i].item_cat, &cands[i].item_cat);
-        eq_num(&d.u.req.cands[i].item_num, &cands[i].item_num);
-    }
+    eq_event(&d, &q);
     m3_event_clear(&d);
     free_schema(&r);
-}
-
-/* The exact int -> float rounding, with a hand-made datum (Avro C's writer is not needed to
- * know what an int's zig-zag bytes are). */
-static void test_int_to_float_rounding(void) {
-    wschema w = load_schema(DATA "Impression.promote.avsc");
-    add_ok(&w, M3_EV_IMPRESSION);
-    m3_event e = impression();
-    e.u.imp.item_num.n = 1;
-    snprintf(e.u.imp.item_num.kv[0].name, M3_NAME_MAX, "big");
-    e.u.imp.item_num.kv[0].value = 0;
-    static uint8_t msg[4096];
-    avro_value_t rec, map, v;
-    AV(avro_generic_value_new(w.iface, &rec));
-    fill(&rec, &e);
-    AV(avro_value_get_by_name(&rec, "item_num", &map, NULL));
-    AV(avro_value_get_by_name(&map, "big", &v, NULL));
-    AV(avro_value_set_int(&v, 16777217));   /* 2^24 + 1: no float has it */
-    avro_writer_t aw = avro_writer_memory((char *)msg, sizeof msg);
-    AV(avro_value_write(aw, &rec));
-    size_t n = (size_t)avro_writer_tell(aw);
-    avro_writer_free(aw);
-    avro_value_decref(&rec);
-    m3_event d;
-    CHECK_MSG(codec_decode_datum(C, w.fp, msg, n, &d, reason, sizeof reason) == 0, "%s", reason);
-    CHECK(d.u.imp.item_num.kv[0].value == (float)16777217);
-    CHECK(d.u.imp.item_num.kv[0].value == 16777216.0f);
-    m3_event_clear(&d);
-    /* a malformed resolved datum: cut short anywhere, refused with a reason, no leak */
-    for (size_t k = 0; k < n; k++) {
-        CHECK(codec_decode_datum(C, w.fp, msg, k, &d, reason, sizeof reason) == -1);
-        CHECK(reason[0]);
-        CHECK_EQ_INT(d.type, M3_EV_NONE);
-    }
-    free_schema(&w);
 }
 
 /* ---- (2) incompatible writers: the difference named, at add and at every message ---- */
@@ -715,18 +697,103 @@ static void test_worker(void) {
     codec_destroy(cd);
 }
 
-int main(void) {
+/* ---- --bench: decode cost of native and resolved messages (docs/results.md) ---- */
+
+#define BENCH_N 20000
+#define BENCH_RUNS 7
+
+static double cpu_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* The simulator's first BENCH_N impressions, each written by the reader's own schema
+ * (w == NULL) or by w; then the median over BENCH_RUNS of the decodes per CPU-second. */
+static double bench_one(const wschema *w) {
+    static uint8_t *msg[BENCH_N];
+    static size_t len[BENCH_N];
+    char err[256];
+    sim_cfg sc;
+    sim_cfg_defaults(&sc);
+    sc.seed = 3;
+    sc.n_impressions = BENCH_N;
+    sim *sm = sim_new(&sc, err, sizeof err);
+    CHECK_MSG(sm, "%s", err);
+    m3_event ev;
+    sim_truth tr;
+    int n = 0;
+    size_t bytes = 0;
+    while (n < BENCH_N && sim_next(sm, &ev, &tr)) {
+        if (ev.type != M3_EV_IMPRESSION) continue;
+        uint8_t buf[4096];
+        len[n] = w ? write_msg(w, &ev, buf, sizeof buf) : (size_t)pl_encode(C, &ev, buf, sizeof buf);
+        msg[n] = malloc(len[n]);
+        CHECK(msg[n]);
+        memcpy(msg[n], buf, len[n]);
+        bytes += len[n++];
+    }
+    sim_destroy(sm);
+    double rate[BENCH_RUNS];
+    for (int r = 0; r < BENCH_RUNS; r++) {
+        double t0 = cpu_s();
+        for (int i = 0; i < n; i++) {
+            m3_event d;
+            CHECK_MSG(codec_decode(C, msg[i], len[i], &d, reason, sizeof reason) == 0, "%s", reason);
+        }
+        rate[r] = n / (cpu_s() - t0);
+    }
+    for (int i = 0; i < n; i++) free(msg[i]);
+    qsort(rate, BENCH_RUNS, sizeof rate[0], cmp_double);
+    printf("%-8s %6d impressions, %5.1f bytes each: %9.0f decodes per CPU-second (median of %d; min %.0f, max %.0f)\n",
+           w ? "resolved" : "native", n, (double)bytes / n,
+           rate[BENCH_RUNS / 2], BENCH_RUNS, rate[0], rate[BENCH_RUNS - 1]);
+    return rate[BENCH_RUNS / 2];
+}
+
+static void bench(void) {
+    wschema newer = load_schema(DATA "Impression.newer.avsc");
+    wschema older = load_schema(DATA "Impression.older.avsc");
+    wschema promote = load_schema(DATA "Impression.promote.avsc");
+    add_ok(&newer, M3_EV_IMPRESSION);
+    add_ok(&older, M3_EV_IMPRESSION);
+    add_ok(&promote, M3_EV_IMPRESSION);
+    double native = bench_one(NULL);
+    const wschema *ws[] = {&newer, &older, &promote};
+    const char *names[] = {"newer (page_url added)", "older (no ctx_cat)", "promote (reordered, int, union)"};
+    for (int i = 0; i < 3; i++) {
+        printf("  %s: ", names[i]);
+        double r = bench_one(ws[i]);
+        printf("  -> %.2fx the native decode time\n", native / r);
+    }
+    free_schema(&newer);
+    free_schema(&older);
+    free_schema(&promote);
+}
+
+int main(int argc, char **argv) {
     char err[512];
+    if (argc == 3 && strcmp(argv[1], "--corpus") == 0) corpus_dir = argv[2];
     C = codec_new(err, sizeof err);
     CHECK_MSG(C, "%s", err);
+    if (argc == 2 && strcmp(argv[1], "--bench") == 0) {
+        bench();
+        codec_destroy(C);
+        return 0;
+    }
     test_history();
     test_newer_older();
     test_promotions();
-    test_int_to_float_rounding();
     test_incompatible();
     test_dir();
     test_prediction_consumers();
     codec_destroy(C);
+    if (corpus_dir) return 0;
     test_worker();
     fprintf(stderr, "test_evolve: ok\n");
     return 0;
