@@ -323,6 +323,18 @@ static void test_newer_older(void) {
     add_ok(&older, M3_EV_IMPRESSION);
     want.u.imp.ctx_cat.n = 0;           /* the reader's default {} */
     decodes_to(&older, &e, &want);
+
+    /* records match by unqualified name: another namespace (another fingerprint) resolves */
+    char *json = strdup(older.json), *ns = strstr(json, "io.m3rec.events");
+    CHECK(json && ns);
+    memcpy(ns, "com.example.ads", 15);
+    m3_ev_type t;
+    uint64_t fp;
+    char err[CODEC_REASON_MAX];
+    CHECK_MSG(codec_add_writer(C, json, strlen(json), &t, &fp, err, sizeof err) == 0, "%s", err);
+    CHECK_EQ_INT(t, M3_EV_IMPRESSION);
+    CHECK(fp != older.fp);
+    free(json);
     free_schema(&newer);
     free_schema(&older);
 }
@@ -455,9 +467,27 @@ static void test_incompatible(void) {
          "field user_cat{} is string, reader wants long (not promotable)"},
         {"{\"name\":\"user_cat\",\"type\":{\"type\":\"array\",\"items\":\"long\"}}",
          "field user_cat is array<long>, reader wants map<long> (not resolvable)"},
+        {"{\"name\":\"user_id\",\"type\":\"long\"},{\"name\":\"chain\",\"type\":[\"null\",{\"type\":"
+         "\"record\",\"name\":\"Node\",\"fields\":[{\"name\":\"next\",\"type\":[\"null\",\"Node\"]}]}]}",
+         ": schema nested deeper than 32 levels"},
     };
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        char json[2048];
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0] + 1; i++) {
+        char json[8192], dag[4096];
+        if (i == sizeof cases / sizeof cases[0]) {   /* R20 holds R19 twice, ... R1 holds R0 twice: */
+            int k = snprintf(dag, sizeof dag, "{\"name\":\"user_id\",\"type\":\"long\"},{\"name\":\"dag\",\"type\":");
+            for (int r = 20; r > 0; r--)   /* 2^20 types to resolve, if nothing bounded it */
+                k += snprintf(dag + k, sizeof dag - k, "{\"type\":\"record\",\"name\":\"R%d\",\"fields\":["
+                              "{\"name\":\"b\",\"type\":\"long\"},{\"name\":\"a\",\"type\":", r);
+            k += snprintf(dag + k, sizeof dag - k, "{\"type\":\"record\",\"name\":\"R0\",\"fields\":["
+                          "{\"name\":\"x\",\"type\":\"long\"}]}");
+            for (int r = 1; r <= 20; r++)
+                k += snprintf(dag + k, sizeof dag - k, "},{\"name\":\"c\",\"type\":\"R%d\"}]}", r - 1);
+            snprintf(dag + k, sizeof dag - k, "}");
+            CHECK((size_t)k < sizeof dag - 2);
+        }
+        const char *fields = i < sizeof cases / sizeof cases[0] ? cases[i].fields : dag;
+        const char *expect = i < sizeof cases / sizeof cases[0] ? cases[i].want
+                           : "schema too large (over 4096 types to resolve)";
         snprintf(json, sizeof json,
                  "{\"type\":\"record\",\"name\":\"Impression\",\"fields\":["
                  "{\"name\":\"impression_id\",\"type\":\"string\"},{\"name\":\"ts_ms\",\"type\":\"long\"},"
@@ -466,11 +496,11 @@ static void test_incompatible(void) {
                  "{\"name\":\"user_num\",\"type\":{\"type\":\"map\",\"values\":\"float\"}},"
                  "{\"name\":\"item_num\",\"type\":{\"type\":\"map\",\"values\":\"float\"}},"
                  "{\"name\":\"clicked\",\"type\":\"boolean\"},%s%s]}",
-                 cases[i].fields,
-                 strstr(cases[i].fields, "user_cat") ? ",{\"name\":\"user_id\",\"type\":\"long\"}"
+                 fields,
+                 strstr(fields, "user_cat") ? ",{\"name\":\"user_id\",\"type\":\"long\"}"
                                                      : ",{\"name\":\"user_cat\",\"type\":{\"type\":\"map\",\"values\":\"long\"}}");
-        CHECK(codec_add_writer(C, json, strlen(json), &t, &fp, err, sizeof err) == -1);
-        CHECK_CONTAINS(err, cases[i].want);
+        CHECK_MSG(codec_add_writer(C, json, strlen(json), &t, &fp, err, sizeof err) == -1, "%s", json);
+        CHECK_CONTAINS(err, expect);
     }
 }
 

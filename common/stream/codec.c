@@ -688,6 +688,7 @@ static int codec__rd_score_request(codec__rd *r, m3_score_request *m) {
 #define CODEC__ZERO_ITEMS_MAX 65536  /* array items that take no bytes, per message */
 #define CODEC__RESOLVED_MAX (8u << 20) /* a resolved datum (bigger than any the decoder takes) */
 #define CODEC__STACK_OUT 4096        /* a resolved datum up to this size needs no allocation */
+#define CODEC__STEPS_MAX 4096       /* resolution steps of one writer schema */
 #define CODEC__WHY_MAX 200           /* an incompatibility's description (a reason adds <= 40) */
 
 typedef enum {
@@ -784,6 +785,8 @@ static void codec__desc(avro_schema_t s, char *out, size_t n, int depth) {
 typedef struct {
     char path[96];       /* "ts_ms", "candidates[].item_num"; "" = the record itself */
     char *why;           /* CODEC__WHY_MAX bytes */
+    int steps;           /* resolution steps so far (a bound: a recursive type branching
+                            twice would otherwise take 2^depth steps) */
 } codec__rs;
 
 static const char *codec__at(const codec__rs *rs) { return rs->path[0] ? rs->path : "(record)"; }
@@ -991,7 +994,7 @@ static int codec__check_defaults(avro_schema_t s, const json_node *rj, char *err
     const json_node *fields = codec__jm(rj, "fields");
     for (size_t i = 0; fields && fields->type == JSON_ARRAY && i < fields->n; i++) {
         char why[CODEC__WHY_MAX];
-        codec__rs rs = {"", why};
+        codec__rs rs = {"", why, 0};
         buf b = {0};
         int rc = codec__jm(&fields->items[i], "default")
                  ? codec__field_default(s, (int)i, &fields->items[i], &b, &rs) : 0;
@@ -1194,6 +1197,11 @@ static codec__plan *codec__resolve(avro_schema_t w, avro_schema_t r, const json_
     if (depth > CODEC__DEPTH_MAX) {
         snprintf(rs->why, CODEC__WHY_MAX, "field %.60s: schema nested deeper than %d levels",
                  codec__at(rs), CODEC__DEPTH_MAX);
+        return NULL;
+    }
+    if (++rs->steps > CODEC__STEPS_MAX) {
+        snprintf(rs->why, CODEC__WHY_MAX, "schema too large (over %d types to resolve)",
+                 CODEC__STEPS_MAX);
         return NULL;
     }
     avro_type_t wt = avro_typeof(w), rt = avro_typeof(r);
@@ -1523,7 +1531,7 @@ int codec_add_writer(codec *c, const char *json, size_t len, m3_ev_type *type, u
         codec__desc(w, name, sizeof name, 0);
         snprintf(why, sizeof why, "%.60s is none of Impression, Conversion, ScoreRequest, Prediction", name);
     } else {
-        codec__rs rs = {"", why};
+        codec__rs rs = {"", why, 0};
         e.plan = codec__resolve(w, c->rs[e.type], c->rj[e.type], &rs, 0);
     }
     if (!e.plan) {
