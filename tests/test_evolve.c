@@ -410,6 +410,38 @@ static void test_promotions(void) {
     free_schema(&r);
 }
 
+/* Hostile resolved datums: an array of items that take no bytes announcing 2^46 of them
+ * is refused at once (the old plan would loop), a bad union index is named. */
+static void test_hostile(void) {
+    wschema w = load_schema(DATA "Impression.newer.avsc");
+    const char *blanks = "{\"name\": \"blanks\", \"type\": {\"type\": \"array\", \"items\": "
+                         "{\"type\": \"record\", \"name\": \"B\", \"fields\": [{\"name\": \"n\", \"type\": \"null\"}]}}},";
+    char json[4096], *at = strstr(w.json, "\"fields\": [");
+    CHECK(at);
+    at += strlen("\"fields\": [");
+    snprintf(json, sizeof json, "%.*s%s%s", (int)(at - w.json), w.json, blanks, at);
+    m3_ev_type t;
+    uint64_t fp;
+    char err[CODEC_REASON_MAX];
+    CHECK_MSG(codec_add_writer(C, json, strlen(json), &t, &fp, err, sizeof err) == 0, "%s", err);
+    static const uint8_t many[] = {0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x20};   /* zig-zag: 2^46 */
+    m3_event d;
+    CHECK(codec_decode_datum(C, fp, many, sizeof many, &d, reason, sizeof reason) == -1);
+    CHECK_EQ_STR(reason, "too many empty array items (70368744177664) in Impression.blanks");
+    /* the newer writer's page_url union with branch 2 of 2 */
+    static uint8_t msg[4096];
+    m3_event e = impression();
+    size_t n = write_msg(&w, &e, msg, sizeof msg);
+    add_ok(&w, M3_EV_IMPRESSION);
+    uint8_t *last = msg + n;   /* page_url is the last field: 02 <len> <bytes>; make it 04 */
+    size_t url = strlen("https://shop.example/item");
+    CHECK(last[-(long)url - 2] == 0x02);
+    last[-(long)url - 2] = 0x04;
+    CHECK(codec_decode(C, msg, n, &d, reason, sizeof reason) == -1);
+    CHECK_EQ_STR(reason, "union index 2 out of range 0..1 in Impression.page_url");
+    free_schema(&w);
+}
+
 /* ---- (2) incompatible writers: the difference named, at add and at every message ---- */
 
 static void incompatible(const char *path, const char *want) {
@@ -819,6 +851,7 @@ int main(int argc, char **argv) {
     test_history();
     test_newer_older();
     test_promotions();
+    test_hostile();
     test_incompatible();
     test_dir();
     test_prediction_consumers();

@@ -685,7 +685,8 @@ static int codec__rd_score_request(codec__rd *r, m3_score_request *m) {
 
 #define CODEC__DEPTH_MAX 32          /* schema nesting a plan follows */
 #define CODEC__FIELDS_MAX 64         /* fields of one writer record */
-#define CODEC__ZERO_ITEMS_MAX 65536  /* array items that take no bytes, per message */
+#define CODEC__ZERO_ITEMS_MAX 65536  /* plan steps spent on array items that take no bytes,
+                                        per message */
 #define CODEC__RESOLVED_MAX (8u << 20) /* a resolved datum (bigger than any the decoder takes) */
 #define CODEC__STACK_OUT 4096        /* a resolved datum up to this size needs no allocation */
 #define CODEC__STEPS_MAX 4096       /* resolution steps of one writer schema */
@@ -705,6 +706,7 @@ struct codec__plan {
                             fields; ENUM: writer symbols; WUNION: writer branches */
     int nw;              /* RECORD: writer fields */
     bool zero;           /* a writer value of this type can take no bytes */
+    int steps;           /* plan steps in this subtree (codec__plan_weigh) */
     bool long_src;       /* INT_FLOAT / INT_DOUBLE: the writer wrote a long, not an int */
     const char **wname;  /* RECORD: writer field names (owned by the writer schema) */
     codec__plan **kid;   /* RECORD: one per writer field; WUNION: one per writer branch;
@@ -722,10 +724,21 @@ struct codec__writer {
     char *why;           /* incompatible: the difference, named */
 };
 
+/* The number of kid[] entries of plan p. */
+static int codec__plan_kids(const codec__plan *p) {
+    switch (p->op) {
+    case CODEC__P_RECORD: return p->nw;
+    case CODEC__P_WUNION: return p->n;
+    case CODEC__P_ARRAY:
+    case CODEC__P_MAP:
+    case CODEC__P_RUNION: return 1;
+    default: return 0;
+    }
+}
+
 static void codec__plan_free(codec__plan *p) {
     if (!p) return;
-    int nk = p->op == CODEC__P_RECORD ? p->nw : p->op == CODEC__P_WUNION ? p->n
-             : (p->op == CODEC__P_ARRAY || p->op == CODEC__P_MAP || p->op == CODEC__P_RUNION) ? 1 : 0;
+    int nk = codec__plan_kids(p);
     for (int i = 0; p->kid && i < nk; i++) codec__plan_free(p->kid[i]);
     for (int i = 0; p->dflt && i < p->n; i++) buf_free(&p->dflt[i]);
     free(p->kid);
@@ -733,6 +746,14 @@ static void codec__plan_free(codec__plan *p) {
     free(p->dflt);
     free(p->wname);
     free(p);
+}
+
+/* Fill p->steps of every node of plan p; returns p's. */
+static int codec__plan_weigh(codec__plan *p) {
+    int nk = codec__plan_kids(p);
+    p->steps = 1;
+    for (int i = 0; i < nk; i++) p->steps += codec__plan_weigh(p->kid[i]);
+    return p->steps;
 }
 
 static avro_schema_t codec__deref(avro_schema_t s) {
@@ -1338,9 +1359,9 @@ static int codec__tc_items(codec__tc *t, const codec__plan *p) {
         if (codec__tc_long(t, count)) return -1;
         if (count == 0) return 0;
         if (!map && p->kid[0]->zero) {   /* items of no bytes: bounded apart */
-            if (count > t->zero_items)
-                return codec__fail(&t->r.x, "more than %d empty array items", CODEC__ZERO_ITEMS_MAX);
-            t->zero_items -= (long)count;
+            if (count > t->zero_items / p->kid[0]->steps)
+                return codec__fail(&t->r.x, "too many empty array items (%lld)", (long long)count);
+            t->zero_items -= (long)count * p->kid[0]->steps;
         } else if (count > t->r.end - t->r.p) {
             return codec__fail(&t->r.x, "truncated datum (%lld items announced)", (long long)count);
         }
@@ -1533,6 +1554,7 @@ int codec_add_writer(codec *c, const char *json, size_t len, m3_ev_type *type, u
     } else {
         codec__rs rs = {"", why, 0};
         e.plan = codec__resolve(w, c->rs[e.type], c->rj[e.type], &rs, 0);
+        if (e.plan) codec__plan_weigh(e.plan);
     }
     if (!e.plan) {
         char full[CODEC_REASON_MAX];
