@@ -1035,11 +1035,13 @@ static int codec__field_index(avro_schema_t s, const char *name) {
     return -1;
 }
 
-/* Descend into a child path ("user_cat", "candidates[]"); returns the old length. */
+/* Descend into a child of the path: a field (".", its name: "candidates[].item_id") or
+ * the items of an array ("[]") or values of a map ("{}"). Returns the old length, for
+ * the caller to cut the path back. */
 static size_t codec__push(codec__rs *rs, const char *sep, const char *name) {
     size_t k = strlen(rs->path);
-    snprintf(rs->path + k, sizeof rs->path - k, "%s%s", k && sep[0] == '.' ? "." : k ? "" : "",
-             sep[0] == '.' ? name : sep);
+    bool field = strcmp(sep, ".") == 0;
+    snprintf(rs->path + k, sizeof rs->path - k, "%s%s", field && k ? "." : "", field ? name : sep);
     return k;
 }
 
