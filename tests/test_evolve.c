@@ -601,6 +601,52 @@ static void test_dir(void) {
 
 /* ---- (4) output: a consumer with an earlier Prediction schema reads the worker's ---- */
 
+/* A consumer holding Prediction schema `json` (what) reads datum[n] - the encoder's
+ * Prediction of test_prediction_consumers - through Avro C's resolved reader. */
+static void consumer_reads(const char *what, const char *json, size_t len, const uint8_t *datum,
+                           size_t n) {
+    avro_schema_t writer, reader;
+    AV(avro_schema_from_json_length(m3_embed_Prediction, m3_embed_Prediction_len, &writer));
+    AV(avro_schema_from_json_length(json, len, &reader));
+    avro_value_iface_t *res = avro_resolved_writer_new(writer, reader);
+    CHECK_MSG(res, "%s cannot read the worker's Prediction: %s", what, avro_strerror());
+    avro_value_iface_t *gen = avro_generic_class_from_schema(reader);
+    avro_value_t dst, src, f;
+    AV(avro_generic_value_new(gen, &dst));
+    AV(avro_resolved_writer_new_value(res, &src));
+    avro_resolved_writer_set_dest(&src, &dst);
+    avro_reader_t r = avro_reader_memory((const char *)datum, (int64_t)n);
+    AV(avro_value_read(r, &src));
+    avro_reader_free(r);
+    const char *s;
+    size_t sl;
+    int64_t l;
+    AV(avro_value_get_by_name(&dst, "id", &f, NULL));
+    AV(avro_value_get_string(&f, &s, &sl));
+    CHECK_EQ_STR(s, "imp-42");
+    AV(avro_value_get_by_name(&dst, "item_id", &f, NULL));
+    AV(avro_value_get_long(&f, &l));
+    CHECK_EQ_INT(l, 1LL << 40);
+    AV(avro_value_get_by_name(&dst, "p_ctcvr", &f, NULL));
+    if (avro_value_get_type(&f) == AVRO_DOUBLE) {   /* a consumer that promotes float */
+        double d;
+        AV(avro_value_get_double(&f, &d));
+        CHECK(d == 0.0625);
+    } else {
+        float fl;
+        AV(avro_value_get_float(&f, &fl));
+        CHECK(fl == 0.0625f);
+    }
+    avro_value_decref(&src);
+    avro_value_decref(&dst);
+    avro_value_iface_decref(gen);
+    avro_value_iface_decref(res);
+    avro_schema_decref(reader);
+    avro_schema_decref(writer);
+}
+
+/* Every Prediction schema of schemas/history/, and the consumers' of
+ * tests/data/evolve/consumers/ (one from before model_version, with p_ctcvr a double). */
 static void test_prediction_consumers(void) {
     m3_event e;
     memset(&e, 0, sizeof e);
@@ -618,46 +664,18 @@ static void test_prediction_consumers(void) {
     static uint8_t msg[4096];
     long n = codec_encode(C, &e, msg, sizeof msg, reason, sizeof reason);
     CHECK_MSG(n > 0, "%s", reason);
-    avro_schema_t writer;
-    AV(avro_schema_from_json_length(m3_embed_Prediction, m3_embed_Prediction_len, &writer));
     int consumers = 0;
-    for (size_t i = 0; i < m3_schema_history_n; i++) {
-        if (!strstr(m3_schema_history_path[i], "/Prediction.")) continue;
-        avro_schema_t reader;
-        AV(avro_schema_from_json_length(m3_schema_history_text[i], m3_schema_history_len[i], &reader));
-        avro_value_iface_t *res = avro_resolved_writer_new(writer, reader);
-        CHECK_MSG(res, "%s cannot read the worker's Prediction: %s", m3_schema_history_path[i],
-                  avro_strerror());
-        avro_value_iface_t *gen = avro_generic_class_from_schema(reader);
-        avro_value_t dst, src, f;
-        AV(avro_generic_value_new(gen, &dst));
-        AV(avro_resolved_writer_new_value(res, &src));
-        avro_resolved_writer_set_dest(&src, &dst);
-        avro_reader_t r = avro_reader_memory((const char *)msg + CODEC_HEADER_LEN, n - CODEC_HEADER_LEN);
-        AV(avro_value_read(r, &src));
-        avro_reader_free(r);
-        const char *s;
-        size_t sl;
-        int64_t l;
-        float fl;
-        AV(avro_value_get_by_name(&dst, "id", &f, NULL));
-        AV(avro_value_get_string(&f, &s, &sl));
-        CHECK_EQ_STR(s, "imp-42");
-        AV(avro_value_get_by_name(&dst, "item_id", &f, NULL));
-        AV(avro_value_get_long(&f, &l));
-        CHECK_EQ_INT(l, 1LL << 40);
-        AV(avro_value_get_by_name(&dst, "p_ctcvr", &f, NULL));
-        AV(avro_value_get_float(&f, &fl));
-        CHECK(fl == 0.0625f);
-        avro_value_decref(&src);
-        avro_value_decref(&dst);
-        avro_value_iface_decref(gen);
-        avro_value_iface_decref(res);
-        avro_schema_decref(reader);
-        consumers++;
-    }
+    for (size_t i = 0; i < m3_schema_history_n; i++)
+        if (strstr(m3_schema_history_path[i], "/Prediction.")) {
+            consumer_reads(m3_schema_history_path[i], m3_schema_history_text[i],
+                           m3_schema_history_len[i], msg + CODEC_HEADER_LEN, (size_t)n - CODEC_HEADER_LEN);
+            consumers++;
+        }
     CHECK(consumers >= 1);
-    avro_schema_decref(writer);
+    wschema old = load_schema(DATA "consumers/Prediction.noversion.avsc");
+    consumer_reads("Prediction.noversion.avsc", old.json, strlen(old.json), msg + CODEC_HEADER_LEN,
+                   (size_t)n - CODEC_HEADER_LEN);
+    free_schema(&old);
 }
 
 /* ---- (5) end to end: producers on other Impression schemas through the real worker ---- */
