@@ -1620,9 +1620,10 @@ static int codec__add_file(codec *c, const char *path, codec_refused_fn refused,
     json_node *j = json_parse(text.data ? text.data : "", err, sizeof err);
     if (!j) {
         size_t off = 0;
-        if (sscanf(err, "offset %zu", &off) != 1) off = 0;
+        const char *what = err;   /* json_parse says "offset N: what"; the line replaces N */
+        if (sscanf(err, "offset %zu", &off) == 1 && strstr(err, ": ")) what = strstr(err, ": ") + 2;
         codec__where(path, text.data ? text.data : "", off, where, sizeof where);
-        snprintf(errstr, errstr_size, "%s: not JSON: %s", where, err);
+        snprintf(errstr, errstr_size, "%s: not JSON: %s", where, what);
         buf_free(&text);
         return -1;
     }
