@@ -122,7 +122,7 @@ static void emit_prediction(void *ud, const m3_prediction *p) {
     long len = codec_encode(w->codec, &ev, w->buf, w->buf_cap, reason, sizeof reason);
     if (len < 0) {
         w->produce_errors++;
-        snprintf(w->last_produce_error, sizeof w->last_produce_error, "encode: %s", reason);
+        snprintf(w->last_produce_error, sizeof w->last_produce_error, "encode: %.240s", reason);
         return;
     }
     int klen = snprintf(key, sizeof key, "%" PRId64, p->user_id);
@@ -569,11 +569,20 @@ static int start_live(worker *w, char *err, size_t n) {
     return 0;
 }
 
+/* input.schemas.dir: an incompatible writer schema is no start-up error (its producers
+ * may be gone); its messages go to the DLQ with this reason. */
+static void schema_refused(void *arg, const char *path, const char *why) {
+    fprintf(stderr, "m3rec-worker: %s: refused, its messages go to the DLQ: %s\n", path, why);
+}
+
 static int setup(worker *w, char *err, size_t n) {
     if (start_live(w, err, n) != 0) return -1;
     if (name_topics_and_props(w, err, n) != 0) return -1;
     w->codec = codec_new(err, n);
     if (!w->codec) return -1;
+    if (w->cfg.input_schemas_dir[0] &&
+        codec_add_dir(w->codec, w->cfg.input_schemas_dir, schema_refused, NULL, err, n) < 0)
+        return -1;
     w->L = lrn_new(&w->cfg, err, n);
     if (!w->L) return -1;
     w->buf_cap = 4096;

@@ -179,6 +179,10 @@ static const cfg__key cfg__keys[] = {
           "/live fails once the main loop has not published its metrics for this long"),
     K_I64("metrics.window.ms", metrics_window_ms, 10000, DAY_MS, "300000",
           "the recent window of the live AUC, log loss and calibration gauges"),
+    /* issue 19, schema evolution: writer schemas beyond schemas/ and schemas/history/ */
+    K_TYP("input.schemas.dir", CFG__PATH, input_schemas_dir, "",
+          "directory of extra writer schemas (*.avsc) the worker resolves to its own at start; "
+          "an incompatible one is logged and its messages go to the DLQ naming the difference"),
 };
 #define CFG__NKEYS ((int)(sizeof cfg__keys / sizeof cfg__keys[0]))
 _Static_assert(sizeof cfg__keys / sizeof cfg__keys[0] <= CFG_KEYS_MAX, "raise CFG_KEYS_MAX");

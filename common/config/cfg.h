@@ -95,6 +95,8 @@ typedef struct m3_cfg {
     int64_t http_live_max_ms;             /* http.live.max.ms: /live fails past this without
                                              a published snapshot */
     int64_t metrics_window_ms;            /* metrics.window.ms: the live quality window */
+    /* schema evolution (issue 19) */
+    char input_schemas_dir[CFG_PATH_MAX]; /* input.schemas.dir: extra writer schemas; "" = none */
     /* librdkafka passthrough, in file order (later entries override earlier ones) */
     cfg_kafka_prop *kafka;                /* owned */
     int n_kafka;
