@@ -768,7 +768,33 @@ static void test_feedback_durable(void) {
     rm_rf(dir);
 }
 
+/* lrn_drain settles every click whose window closed, however many more than one batch
+ * holds (lrn_run_batch alone takes model.max_batch - batch.size of them). */
+static void test_drain(void) {
+    m3_cfg cfg;
+    lrn *L = make(&cfg);
+    sink s = {0};
+    char reason[256], id[32];
+    for (int i = 0; i < 40; i++) {
+        snprintf(id, sizeof id, "k%d", i);
+        m3_impression x = imp(id, "home", T0 + i, i, 1);
+        s.n = 0;
+        CHECK(lrn_impression(L, &x, 0, 0, collect, &s, reason, sizeof reason) == 0);
+    }
+    m3_impression a = imp("a", "home", T0 + 2 * WINDOW, 1, 0), b = imp("b", "home", T0 + 2 * WINDOW + 1, 2, 0);
+    CHECK(lrn_impression(L, &a, 0, 0, collect, &s, reason, sizeof reason) == 0);
+    CHECK(lrn_impression(L, &b, 0, 0, collect, &s, reason, sizeof reason) == 0);
+    s.n = 0;
+    lrn_drain(L, collect, &s);
+    CHECK_EQ_INT(lrn_pending(L), 0);
+    CHECK_EQ_INT(ctcvr_n(L, 0), 42);
+    CHECK(lrn_at_boundary(L));
+    lrn_destroy(L);
+    cfg_free(&cfg);
+}
+
 int main(void) {
+    test_drain();
     test_feedback_methods();
     test_feedback_durable();
     test_admit_numbers();
