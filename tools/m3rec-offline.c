@@ -6,6 +6,10 @@
  *                 [--items N] [--difficulty X] [--noise X] [--conflict X] [--taste X] [--mix X]
  *                 [--new-users X]
  *                 [--report PATH] [--oracle-report PATH] [--dump-batches PATH] [--quiet]
+ *                 [--drain]
+ * --drain settles, at the end, every clicked impression whose window the stream's clock
+ * has closed (lrn_drain), so the CTCVR metrics cover the whole stream (the simulator's
+ * trailing conversions move the clock past nearly every window).
  * --dump-batches records every trained minibatch (common/eval/trace.h) for m3rec-batchbench
  * and the PyTorch twin (reference/bench.py).
  *
@@ -40,7 +44,7 @@ typedef struct {
     m3_cfg cfg;
     sim_cfg sc;
     const char *report, *oracle_report, *dump;
-    int quiet;
+    int quiet, drain;
     sim *s;
     lrn *L;
     app_oracle *orc;
@@ -55,7 +59,7 @@ static void usage(void) {
             "usage: m3rec-offline [--config FILE] [--set key=value]...\n"
             "                     " APP_SIM_USAGE "\n"
             "                     [--report PATH] [--oracle-report PATH] [--dump-batches PATH]\n"
-            "                     [--quiet]\n");
+            "                     [--quiet] [--drain]\n");
 }
 
 static void dump_batch(void *ud, const m3_example *ex, const char *const *ids, int B, int n_imp) {
@@ -89,6 +93,8 @@ static int parse_args(offline *o, int argc, char **argv) {
             o->dump = argv[++i];
         } else if (strcmp(a, "--quiet") == 0) {
             o->quiet = 1;
+        } else if (strcmp(a, "--drain") == 0) {
+            o->drain = 1;
         } else {
             usage();
             return 2;
@@ -225,7 +231,8 @@ static int run_stream(offline *o) {
             next_progress += o->cfg.progress_ms / 1000.0;
         }
     }
-    lrn_run_batch(o->L, NULL, NULL);
+    if (o->drain) lrn_drain(o->L, NULL, NULL);
+    else lrn_run_batch(o->L, NULL, NULL);
     return 0;
 }
 

@@ -37,8 +37,21 @@ int app_sim_arg(sim_cfg *sc, int argc, char **argv, int *i, char *errstr, size_t
         {"--mix", 'z', 'd', offsetof(sim_cfg, mix)},
         {"--new-users", 'z', 'd', offsetof(sim_cfg, new_users_per_1k)},
         {"--visit-len", 'z', 'd', offsetof(sim_cfg, visit_len)},
-        {"--intent", 'z', 'd', offsetof(sim_cfg, intent)}};
+        {"--intent", 'z', 'd', offsetof(sim_cfg, intent)},
+        {"--time-rate", 'p', 'd', offsetof(sim_cfg, rate_per_sec)}};
     enum { N_OPTS = (int)(sizeof opts / sizeof opts[0]) };
+    int delay = strcmp(argv[*i], "--conversion-delay") == 0;
+    if (delay || strcmp(argv[*i], "--immediate-labels") == 0) {
+        if (*i + 1 >= argc) {
+            snprintf(errstr, n, "%s needs a value", argv[*i]);
+            return -1;
+        }
+        const char *v = argv[++*i];
+        if (delay) return sim_delay_parse(v, &sc->delay, errstr, n) == 0 ? 1 : -1;
+        if (sim_duration_parse(v, &sc->immediate_ms) == 0) return 1;
+        snprintf(errstr, n, "--immediate-labels %s: expected a duration (e.g. 7d, 1h)", v);
+        return -1;
+    }
     int k = 0;
     while (k < N_OPTS && strcmp(argv[*i], opts[k].opt) != 0) k++;
     if (k == N_OPTS) return 0;

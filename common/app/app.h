@@ -17,13 +17,15 @@
 int app_config_arg(m3_cfg *cfg, int argc, char **argv, int *i, char *errstr, size_t n);
 
 /* Handle the simulator's options: --events N, --seed S, --users N, --items N,
- * --difficulty X, --noise X, --conflict X (0..2), --taste X, --mix X, --new-users X (see
- * sim_cfg). Returns 1 when argv[*i] was one (*i then
+ * --difficulty X, --noise X, --conflict X (0..2), --taste X, --mix X, --new-users X,
+ * --time-rate X (impressions per second of event time), --conversion-delay DIST
+ * (sim_delay_parse), --immediate-labels WINDOW (sim_cfg.immediate_ms; see sim_cfg). Returns 1 when argv[*i] was one (*i then
  * points at its value), 0 when not, -1 with errstr when its value is missing or out of range. */
 int app_sim_arg(sim_cfg *sc, int argc, char **argv, int *i, char *errstr, size_t n);
 #define APP_SIM_USAGE \
     "[--events N] [--seed S] [--users N] [--items N] [--difficulty X] [--noise X] [--conflict X] " \
-    "[--taste X] [--mix X] [--new-users X]"
+    "[--taste X] [--mix X] [--new-users X] [--time-rate IMPS_PER_SEC] " \
+    "[--conversion-delay DIST] [--immediate-labels WINDOW]"
 
 /* The librdkafka properties of a program: cfg's kafka.* keys in file order, then
  * bootstrap.servers = bootstrap when bootstrap is non-NULL (a later entry overrides an

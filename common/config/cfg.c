@@ -127,6 +127,10 @@ static const cfg__key cfg__keys[] = {
           "conversion attribution window, in event time"),
     K_I64("join.lateness.ms", join_lateness_ms, 0, DAY_MS, "300000",
           "windows close this long behind the newest event time seen (partitions are read unevenly)"),
+    /* delayed-feedback learning (issue 17) */
+    K_TYP("join.feedback", CFG__STRING, join_feedback, "window",
+          "a clicked impression's CTCVR term: window (trains when its label settles), fnw or "
+          "defer (trains at once as a negative, corrected when the conversion arrives)"),
     K_TYP("store.dir", CFG__PATH, store_dir, "",
           "RocksDB directory of the durable state (one per worker); empty = in memory only"),
     K_INT("store.memory.max_mb", store_memory_mb, 0, 1048576, "1024",
@@ -805,6 +809,13 @@ int cfg_check(m3_cfg *c, char *errstr, size_t errstr_size) {
         snprintf(msg, sizeof msg, "http.listen=%.200s is not host:port (an IPv4 literal, [IPv6] "
                  "or localhost, and a port 0..65535; empty = off)", c->http_listen);
         return cfg__check_fail(c, http, 1, errstr, errstr_size, msg);
+    }
+    static const char *const feedback[] = { "join.feedback" };
+    if (strcmp(c->join_feedback, "window") != 0 && strcmp(c->join_feedback, "fnw") != 0 &&
+        strcmp(c->join_feedback, "defer") != 0) {
+        snprintf(msg, sizeof msg, "join.feedback=%s: expected window, fnw or defer",
+                 c->join_feedback);
+        return cfg__check_fail(c, feedback, 1, errstr, errstr_size, msg);
     }
     cfg__derive(c);
     return cfg__check_models(c, errstr, errstr_size);

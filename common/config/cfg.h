@@ -55,6 +55,10 @@ typedef struct m3_cfg {
     int64_t join_window_ms;               /* join.window.ms: attribution window, event time */
     int64_t join_lateness_ms;             /* join.lateness.ms: windows close this far behind
                                              the newest event time (uneven partitions) */
+    char join_feedback[M3_NAME_MAX * 2];  /* join.feedback: how a clicked impression's CTCVR
+                                             term learns before its label settles: "window"
+                                             (waits), "fnw", "defer" (fake negatives; the
+                                             size of topic_prefix, as every name key) */
     /* durable state (state.c, store.c) */
     char store_dir[CFG_PATH_MAX];         /* store.dir: RocksDB directory; "" = in memory only */
     int store_memory_mb;                  /* store.memory.max_mb: embedding rows + user states
