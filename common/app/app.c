@@ -114,8 +114,8 @@ app_oracle *app_oracle_new(const m3_cfg *cfg, char *errstr, size_t n) {
         free(o);
         return NULL;
     }
-    /* the models' slices start after model.slice.burnin training steps of batch.size */
-    o->burnin = (int64_t)cfg->model.slice_burnin * cfg->batch_size;
+    /* the models' slices start after model.slice.burnin.impressions */
+    o->burnin = cfg->slice_burnin_imps;
     o->item_warm = (uint32_t)cfg->model.item_warm;
     o->user_new = (uint32_t)cfg->model.slice_user_new;
     return o;

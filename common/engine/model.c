@@ -169,7 +169,7 @@ void m3_model_cfg_defaults(m3_model_cfg *c) {
     c->seed = 42;
     c->n_exp_shared = 2; c->n_exp_scen = 1; c->n_exp_task = 1;
     c->gate_scale = 0.1f;
-    c->slice_burnin = 4000; c->slice_user_new = 10;
+    c->slice_burnin = 0; c->slice_user_new = 10;   /* the board's burn-in counts impressions */
     c->mieg = 1; c->upt = 1; c->dots = 1;
     c->item_warm = 20;
     c->mieg_hidden = 64; c->mieg_align = 0.1f;

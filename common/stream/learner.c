@@ -124,6 +124,10 @@ lrn *lrn_new(const m3_cfg *cfg, char *errstr, size_t errstr_size) {
     for (int i = 0; i < cfg->scenarios.n; i++) scen[i] = cfg->scenarios.names[i];
     L->board = met_board_new(cfg->scenarios.n, scen, L->n_models, names, 0, errstr, errstr_size);
     if (!L->board) goto fail;
+    /* the slices' burn-in and the settled CTCVR (windows close join.lateness.ms late) */
+    met_board_set_slice_burnin(L->board, cfg->slice_burnin_imps);
+    if (met_board_set_settle(L->board, cfg->join_window_ms + cfg->join_lateness_ms, errstr,
+                             errstr_size) != 0) goto fail;
     L->ex = calloc((size_t)L->cap, sizeof *L->ex);
     L->tags = calloc((size_t)L->cap, sizeof *L->tags);
     L->settled = calloc((size_t)L->cap, sizeof *L->settled);
@@ -540,8 +544,8 @@ static void collect_expired(lrn *L) {
 
 /* Prequential metrics of model m for one row: the scenario's and each of its slices'. */
 static void measure(lrn *L, int m, const m3_example *ex, met_task task, float p, int y) {
-    met_board_add(L->board, m, ex->scenario, task, p, y);
-    met_board_add_slices(L->board, m, ex->scenario, ex->slices, task, p, y);
+    met_board_add_at(L->board, m, ex->scenario, task, p, y, ex->ts_ms);
+    met_board_add_slices_at(L->board, m, ex->scenario, ex->slices, task, p, y, ex->ts_ms);
 }
 
 /* The rows of the minibatch: the queued impressions, then the settled rows (expired
