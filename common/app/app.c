@@ -245,7 +245,7 @@ static void print_row(FILE *out, const json_node *models, int n_models, const ch
     double lr = has_lr ? auc_at(models, "lr", scen, task) : NAN;
     double oracle = orc_models ? auc_at(orc_models, "oracle", scen, task) : NAN;
     for (int m = 0; m < n_models; m++) fprintf(out, " %13.4f", auc_at(models, names[m], scen, task));
-    fprintf(out, " %8.4f", oracle);
+    if (orc_models) fprintf(out, " %8.4f", oracle);
     for (int m = 0; m < n_models && has_lr && orc_models; m++) {
         if (strcmp(names[m], "lr") == 0) continue;
         double a = auc_at(models, names[m], scen, task);
@@ -263,6 +263,7 @@ int app_print_comparison(FILE *out, const json_node *run, const json_node *oracl
         return -1;
     }
     const json_node *orc_models = oracle ? json_member(oracle, "models") : NULL;
+    if (!json_member(orc_models, "oracle")) orc_models = NULL;   /* no column of NaN */
     int n_models = (int)models->n;
     if (n_models > 8) n_models = 8;
     const char *names[8];
@@ -273,7 +274,7 @@ int app_print_comparison(FILE *out, const json_node *run, const json_node *oracl
     }
     fprintf(out, "%-10s %-6s", "scenario", "task");
     for (int m = 0; m < n_models; m++) fprintf(out, " %13s", names[m]);
-    fprintf(out, " %8s", "oracle");
+    if (orc_models) fprintf(out, " %8s", "oracle");
     for (int m = 0; m < n_models && has_lr && orc_models; m++)
         if (strcmp(names[m], "lr") != 0) fprintf(out, " %12.12s", names[m]);
     fputc('\n', out);
@@ -288,6 +289,10 @@ int app_print_comparison(FILE *out, const json_node *run, const json_node *oracl
                       tasks[t], has_lr);
     for (int t = 0; t < 2; t++)
         print_row(out, models, n_models, names, orc_models, NULL, tasks[t], has_lr);
+    if (!orc_models)
+        fprintf(out, "no oracle: %s\n", oracle ? "the oracle report has no model \"oracle\""
+                : "the true probabilities are unknown (a replay has them with m3rec-offline "
+                  "--oracle-rows, docs/replay.md)");
     return 0;
 }
 

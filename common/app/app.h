@@ -68,7 +68,9 @@ char *app_report_json(lrn *L, state *st, app_extra_fn extra, void *arg);
 
 /* Print, per scenario and overall, CTR and CTCVR AUC of every model in `run` next to the
  * oracle's, and the fraction of the LR-to-oracle gap each model closes when `run` has an
- * `lr` model. oracle may be NULL. Returns 0, or -1 when run lacks the report keys. */
+ * `lr` model. oracle may be NULL, or lack a model "oracle": then the table has no oracle
+ * column and ends with a line "no oracle: <why>". Returns 0, or -1 when run lacks the
+ * report keys. */
 int app_print_comparison(FILE *out, const json_node *run, const json_node *oracle,
                          char *errstr, size_t n);
 /* Same, from a live learner and oracle. */

@@ -178,6 +178,7 @@ size_t lrn_pending(const lrn *L) {
     for (int i = 0; i < L->n_srcs; i++) n += L->srcs[i].pend ? pend_size(L->srcs[i].pend) : 0;
     return n;
 }
+const m3_cfg *lrn_cfg(const lrn *L) { return L->cfg; }
 double lrn_flops_per_example(const lrn *L) { return m3_flops_per_example(L->models[0]); }
 
 /* ---- features: configured fields -> model slots ---- */
