@@ -197,9 +197,38 @@ typedef struct {
     void *arg;
 } report_ctx;
 
+/* The keys whose values decide what the models predict: workers whose reports are merged
+ * (m3rec-report --merge) must agree on them. The others (store, Kafka, the worker's run
+ * control, metrics) may differ from worker to worker. */
+static int model_key(const char *line) {
+    static const char *const pre[] = {"scenarios=", "features.", "batch.size=", "model.",
+                                      "join.", "emb.", "time."};
+    for (size_t i = 0; i < sizeof pre / sizeof pre[0]; i++)
+        if (strncmp(line, pre[i], strlen(pre[i])) == 0) return 1;
+    return 0;
+}
+
+/* "config": {key: value} of the model keys, from the configuration's dump. */
+static void write_model_config(json_writer *w, const m3_cfg *cfg) {
+    char *dump = cfg_dump(cfg);
+    json_key(w, "config");
+    json_obj_begin(w);
+    for (char *save = NULL, *l = dump ? strtok_r(dump, "\n", &save) : NULL; l;
+         l = strtok_r(NULL, "\n", &save)) {
+        char *eq = strchr(l, '=');
+        if (l[0] == '#' || !eq || !model_key(l)) continue;
+        *eq = '\0';
+        json_key(w, l);
+        json_str(w, eq + 1);
+    }
+    json_obj_end(w);
+    free(dump);
+}
+
 static void report_extra(json_writer *w, void *arg) {
     const report_ctx *c = arg;
     lrn *L = c->L;
+    write_model_config(w, lrn_cfg(L));
     json_key(w, "model_version");
     json_int(w, lrn_model_version(L));
     json_key(w, "flops_per_example");

@@ -58,8 +58,11 @@ char *app_oracle_json(const app_oracle *o);
 /* Writes a program's own top-level report keys (may be NULL). */
 typedef void (*app_extra_fn)(json_writer *w, void *arg);
 
-/* Write the learner's report to path: metrics, model facts, extra's keys, the rows trained
- * and, with a store (st not NULL), the state's counters. Returns 0, or -1 with errstr. */
+/* Write the learner's report to path: metrics, model facts ("config": the keys that decide
+ * what the models predict - scenarios, features.*, batch.size, model.*, join.*, emb.*,
+ * time.* - as {key: value}, which m3rec-report --merge requires equal), extra's keys, the
+ * rows trained and, with a store (st not NULL), the state's counters. Returns 0, or -1 with
+ * errstr. */
 int app_write_report(const char *path, lrn *L, state *st, app_extra_fn extra, void *arg,
                      char *errstr, size_t n);
 /* The learner's report as app_write_report writes it, as a malloc'd JSON string (NULL when
