@@ -834,25 +834,41 @@ static void met__write_slices(const met_board *b, int model, int scen, json_writ
     json_obj_end(w);
 }
 
-/* Writes the "overall", "scenarios" and "slices" members of one model into the open
- * object, and its "timeline" when `timeline`. */
-static void met__write_model_members(const met_board *b, int model, int timeline, json_writer *w) {
+/* Writes "ctr" and "ctcvr" of one model and scenario (-1: overall) into the open object,
+ * each as fn writes an accumulator (its figures, or its histogram). */
+static void met__write_task_keys(const met_board *b, int model, int scen,
+                                 void (*fn)(const met_auc *, json_writer *), json_writer *w) {
+    json_key(w, "ctr"); fn(&b->auc[met__idx(b, model, scen, MET_CTR)], w);
+    json_key(w, "ctcvr"); fn(&b->auc[met__idx(b, model, scen, MET_CTCVR)], w);
+}
+
+/* {"overall": {task}, "scenarios": {name: {task, and "slices" when slices}}} members of one
+ * model into the open object, each accumulator as fn writes it. */
+static void met__write_scopes(const met_board *b, int model, int slices,
+                              void (*fn)(const met_auc *, json_writer *), json_writer *w) {
     json_key(w, "overall");
     json_obj_begin(w);
-    json_key(w, "ctr"); met_auc_write_json(&b->auc[met__idx(b, model, -1, MET_CTR)], w);
-    json_key(w, "ctcvr"); met_auc_write_json(&b->auc[met__idx(b, model, -1, MET_CTCVR)], w);
+    met__write_task_keys(b, model, -1, fn, w);
     json_obj_end(w);
     json_key(w, "scenarios");
     json_obj_begin(w);
     for (int s = 0; s < b->n_scen; s++) {
         json_key(w, b->scen[s]);
         json_obj_begin(w);
-        json_key(w, "ctr"); met_auc_write_json(&b->auc[met__idx(b, model, s, MET_CTR)], w);
-        json_key(w, "ctcvr"); met_auc_write_json(&b->auc[met__idx(b, model, s, MET_CTCVR)], w);
-        json_key(w, "slices"); met__write_slices(b, model, s, w);
+        met__write_task_keys(b, model, s, fn, w);
+        if (slices) {
+            json_key(w, "slices");
+            met__write_slices(b, model, s, w);
+        }
         json_obj_end(w);
     }
     json_obj_end(w);
+}
+
+/* Writes the "overall", "scenarios" and "slices" members of one model into the open
+ * object, and its "hist" and "timeline" when `timeline`. */
+static void met__write_model_members(const met_board *b, int model, int timeline, json_writer *w) {
+    met__write_scopes(b, model, 1, met_auc_write_json, w);
     json_key(w, "slices");
     met__write_slices(b, model, -1, w);
     const met_guard *g = &b->guard[model];
@@ -866,21 +882,7 @@ static void met__write_model_members(const met_board *b, int model, int timeline
     /* the histograms, for merging reports (met_board_merge_report) */
     json_key(w, "hist");
     json_obj_begin(w);
-    json_key(w, "overall");
-    json_obj_begin(w);
-    json_key(w, "ctr"); met_auc_write_hist(&b->auc[met__idx(b, model, -1, MET_CTR)], w);
-    json_key(w, "ctcvr"); met_auc_write_hist(&b->auc[met__idx(b, model, -1, MET_CTCVR)], w);
-    json_obj_end(w);
-    json_key(w, "scenarios");
-    json_obj_begin(w);
-    for (int s = 0; s < b->n_scen; s++) {
-        json_key(w, b->scen[s]);
-        json_obj_begin(w);
-        json_key(w, "ctr"); met_auc_write_hist(&b->auc[met__idx(b, model, s, MET_CTR)], w);
-        json_key(w, "ctcvr"); met_auc_write_hist(&b->auc[met__idx(b, model, s, MET_CTCVR)], w);
-        json_obj_end(w);
-    }
-    json_obj_end(w);
+    met__write_scopes(b, model, 0, met_auc_write_hist, w);
     json_obj_end(w);
     json_key(w, "timeline");
     json_obj_begin(w);
