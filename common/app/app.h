@@ -44,8 +44,8 @@ void app_sim_from_cfg(sim_cfg *sc, const m3_cfg *cfg);
  * with the models' slices (new_item: the item's impressions < model.item.warm;
  * new_user_in_scenario: the user's first model.slice.user.new impressions in the
  * scenario, known in another;
- * none in the first model.slice.burnin x batch.size impressions - the models' own
- * burn-in, the same impressions up to partial batches). */
+ * none in the first model.slice.burnin.impressions impressions - the scoreboard's
+ * burn-in, the same impressions up to a partial minibatch). */
 typedef struct app_oracle app_oracle;
 app_oracle *app_oracle_new(const m3_cfg *cfg, char *errstr, size_t n);
 void app_oracle_destroy(app_oracle *o);

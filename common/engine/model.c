@@ -402,7 +402,7 @@ int m3_check_cfg(const m3_model_cfg *c, char *err, size_t n) {
     if (!(c->gate_scale > 0) || !isfinite(c->gate_scale))
         return err_set(err, n, "model.gate.scale must be finite and > 0");
     if (c->slice_burnin < 0)
-        return err_set(err, n, "model.slice.burnin %d, expected >= 0", c->slice_burnin);
+        return err_set(err, n, "slice_burnin %d (training steps), expected >= 0", c->slice_burnin);
     if (c->slice_user_new < 1)
         return err_set(err, n, "model.slice.user.new %d, expected >= 1", c->slice_user_new);
     if (m3__has_backbone(c->arch)) {
