@@ -68,6 +68,13 @@ static void test_span_warning(void) {
     st.impressions = 0;
     CHECK_EQ_INT(rpl_span_warning(&st, &cfg, out, sizeof out), 0);
     cfg_free(&cfg);
+    /* m3rec-replay says it at the end when it knows the worker's configuration */
+    char *argv[] = {M3_BINARY_DIR "/m3rec-replay", "--mapping", MAPPING, "--config",
+                    M3_SOURCE_DIR "/config/worker.properties", "--set", "scenarios=pos1,pos2,pos3",
+                    "--check", TRAIN, NULL};
+    CHECK_EQ_INT(run(argv, "replay"), 0);
+    CHECK_CONTAINS(output("replay", "err"), "m3rec-replay: warning: the stream spans 10.0 min of "
+                                            "event time, less than the worker's join.window.ms");
 }
 
 /* Every architecture on the three sample files through the mapping: one model per
