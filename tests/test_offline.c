@@ -122,13 +122,17 @@ static void test_oracle_rows(void) {
     fclose(s);
     fclose(b);
     char *argv[] = {OFFLINE, "--mapping", MAPPING, "--oracle-rows", rows, "--oracle-report", orc,
-                    "--quiet", TRAIN, NULL};
+                    "--set", "model.slice.burnin.impressions=0", "--quiet", TRAIN, NULL};
     CHECK_EQ_INT(run(argv, "orc"), 0);
     CHECK_CONTAINS(output("orc", "out"), "   oracle\n");
     CHECK(!strstr(output("orc", "out"), "no oracle"));
     json_node *o = load_json(orc);
     CHECK_EQ_INT((int)json_number(json_get(o, "models.oracle.overall.ctr.n"), -1), 100);
     CHECK_EQ_INT((int)json_number(json_get(o, "models.oracle.overall.ctcvr.n"), -1), 100);
+    /* its slices from the replay's own counts: item 0 has 35 of the 100 impressions, the
+     * last 15 of them past model.item.warm (20); every other item stays young */
+    CHECK_EQ_INT((int)json_number(json_get(o, "models.oracle.slices.new_item.ctr.n"), -1), 85);
+    CHECK_EQ_INT((int)json_number(json_get(o, "models.oracle.slices.new_user_in_scenario.ctr.n"), -1), 0);
     json_free(o);
     argv[4] = shortf;
     CHECK_EQ_INT(run(argv, "short"), 1);

@@ -35,6 +35,7 @@
 #include "app/app.h"
 #include "base/clock.h"
 #include "config/cfg.h"
+#include "engine/keymap.h"
 #include "stream/learner.h"
 #include "report/metrics.h"
 #include "eval/replay.h"
@@ -47,6 +48,33 @@ typedef struct {
     const m3_model_cfg *cfg;
     int failed;
 } dump_ctx;
+
+/* Impressions so far per key (an item, or a user with one count per scenario): what the
+ * replay's oracle slices are counted from, as the simulator counts them for its own. */
+typedef struct {
+    km_map idx;           /* key -> row */
+    uint32_t *cnt;        /* (cap, width) */
+    size_t n, cap;
+    int width;
+} counts;
+
+/* key's counters (width of them, zero at first), or NULL when out of memory. */
+static uint32_t *counts_of(counts *c, uint64_t key) {
+    if (!c->idx.slots && km_resize(&c->idx, km_slots_for(1024)) != 0) return NULL;
+    size_t h = km_probe(&c->idx, key);
+    if (c->idx.slots[h].row != KM_EMPTY) return c->cnt + (size_t)c->idx.slots[h].row * c->width;
+    if (c->n == c->cap) {
+        size_t cap = c->cap ? 2 * c->cap : 4096;
+        uint32_t *cnt = realloc(c->cnt, cap * (size_t)c->width * sizeof *cnt);
+        if (!cnt) return NULL;
+        c->cnt = cnt;
+        c->cap = cap;
+    }
+    if (c->n >= UINT32_MAX || km_insert(&c->idx, key, (uint32_t)c->n, h, c->n + 1) != 0) return NULL;
+    uint32_t *row = c->cnt + c->n++ * (size_t)c->width;
+    memset(row, 0, (size_t)c->width * sizeof *row);
+    return row;
+}
 
 /* A replayed clicked impression's truth, until its conversion arrives or a later one's does
  * (the replay's conversions come in the order of their impressions) or the stream ends. */
@@ -71,6 +99,7 @@ typedef struct {
     FILE *orows;            /* --oracle-rows, read one line per impression */
     int64_t orow_line;      /* its line last read */
     held *hq;               /* (hq_cap) ring: clicked impressions' truths awaiting the label */
+    counts items, users;    /* the oracle's slices: impressions per item, per user x scenario */
     size_t hq_cap, hq_head, hq_n;
     sim *s;
     lrn *L;
@@ -298,11 +327,12 @@ static int feed(offline *o, const m3_event *ev, int scen, const sim_truth *tr) {
 }
 
 /* The truth of the replay's next impression from the per-row oracle file: its p_ctr and
- * p_cvr, and the labels from the event (a conversion counts when the mapping's delay is
- * within the window). The oracle gets no slices: the file does not say which items and
- * users are new. Returns 0, or -1 with err (a short or malformed file). */
-static int oracle_row(offline *o, const m3_impression *im, int scen, int converted,
-                      sim_truth *tr, char *err, size_t n) {
+ * p_cvr, the click from the event (the conversion label comes with settle_held), and the
+ * counts its slices are decided by: the item's impressions so far, the user's in this
+ * scenario and in the others. The file has no reference predictors (NaN). Returns 0, or
+ * -1 with err (a short or malformed file, out of memory). */
+static int oracle_row(offline *o, const m3_impression *im, int scen, sim_truth *tr, char *err,
+                      size_t n) {
     char line[128], *end;
     o->orow_line++;
     if (!fgets(line, sizeof line, o->orows)) {
@@ -316,11 +346,22 @@ static int oracle_row(offline *o, const m3_impression *im, int scen, int convert
                  (long long)o->orow_line);
         return -1;
     }
+    o->items.width = 1;
+    o->users.width = M3_MAX_SCEN;
+    uint32_t *item = counts_of(&o->items, (uint64_t)im->item_id);
+    uint32_t *user = item ? counts_of(&o->users, (uint64_t)im->user_id) : NULL;
+    if (!user) {
+        snprintf(err, n, "out of memory");
+        return -1;
+    }
+    uint32_t other = 0;
+    for (int k = 0; k < M3_MAX_SCEN; k++) other += k == scen ? 0 : user[k];
     *tr = (sim_truth){.scen = scen, .p_click = (float)pc, .p_conv = (float)pv,
-                      .clicked = im->clicked, .converted = converted, .in_window = converted,
-                      .p_click_profile = NAN, .p_conv_profile = NAN,
-                      .p_click_learner = NAN, .p_conv_learner = NAN,
-                      .item_imps = UINT32_MAX, .user_scen_imps = UINT32_MAX};
+                      .clicked = im->clicked, .p_click_profile = NAN, .p_conv_profile = NAN,
+                      .p_click_learner = NAN, .p_conv_learner = NAN, .item_imps = item[0],
+                      .user_scen_imps = user[scen], .user_other_imps = other};
+    item[0]++;
+    user[scen]++;
     return 0;
 }
 
@@ -387,7 +428,7 @@ static int oracle_event(offline *o, const m3_event *ev, int scen) {
     if (ev->type == M3_EV_CONVERSION) {
         settle_held(o, &ev->u.conv);
     } else if (ev->type == M3_EV_IMPRESSION) {
-        if (oracle_row(o, &ev->u.imp, scen, 0, &tr, err, sizeof err) != 0) {
+        if (oracle_row(o, &ev->u.imp, scen, &tr, err, sizeof err) != 0) {
             fprintf(stderr, "m3rec-offline: %s\n", err);
             return -1;
         }
@@ -512,6 +553,10 @@ static void close_run(offline *o) {
     rpl_map_destroy(o->map);
     if (o->orows) fclose(o->orows);
     free(o->hq);
+    km_free(&o->items.idx);
+    km_free(&o->users.idx);
+    free(o->items.cnt);
+    free(o->users.cnt);
     if (state_close(o->st, err, sizeof err) != 0) fprintf(stderr, "m3rec-offline: %s\n", err);
     lrn_destroy(o->L);
     sim_destroy(o->s);
