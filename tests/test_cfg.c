@@ -113,7 +113,7 @@ static const char *defaults_dump =
     "model.mieg.align=0.1\n"
     "model.item.warm=20\n"
     "model.slice.user.new=10\n"
-    "model.slice.burnin=4000\n"
+    "model.slice.burnin.impressions=100000\n"
     "model.upt=true\n"
     "model.upt.heads=2\n"
     "model.upt.ffn=32\n"
@@ -420,6 +420,11 @@ static void test_load_errors(void) {
                "'model.upt.beta' is no longer a key: replaced by model.upt.step, a different rule: "
                "UPT's preference now moves by the model's surprise on every impression "
                "(docs/configuration.md)");
+    /* the burn-in counted training steps once: an old file stops at its line */
+    load_fails("batch.size=8\nmodel.slice.burnin=4000\n", 2,
+               "'model.slice.burnin' is no longer a key: it counted training steps; "
+               "model.slice.burnin.impressions counts impressions (steps x batch.size: the old "
+               "default 4000 x 256 = 1024000; docs/configuration.md)");
     load_fails("# c\nbatch.size=abc\n", 2, "batch.size=abc is not an integer (1..4096)");
     load_fails("batch.size=12x\n", 1, "batch.size=12x is not an integer (1..4096)");
     load_fails("\n\n! c\nbatch.size=0\n", 4, "batch.size=0 is out of range (1..4096)");

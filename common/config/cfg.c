@@ -113,8 +113,10 @@ static const cfg__key cfg__keys[] = {
     K_INT("model.slice.user.new", model.slice_user_new, 1, 1000000, "10",
           "the new_user_in_scenario slice: a user's first this many impressions in a scenario, "
           "known in another"),
-    K_INT("model.slice.burnin", model.slice_burnin, 0, 100000000, "4000",
-          "the new_item and new_user_in_scenario slices count from this many training steps on"),
+    /* -- offline datasets (issue 17 item 3): the slices' burn-in in impressions -- */
+    K_I64("model.slice.burnin.impressions", slice_burnin_imps, 0, INT64_MAX, "100000",
+          "the new_item and new_user_in_scenario slices count from this many impressions on "
+          "(during the models' own start-up every item and user is new)"),
     K_TYP("model.upt", CFG__BOOL, model.upt, "true",
           "m3rec: transfer the user's preferences across scenarios (UPT)"),
     K_INT("model.upt.heads", model.upt_heads, 1, 64, "2", "UPT attention heads (divide model.emb.dim)"),
@@ -507,6 +509,9 @@ static const struct { const char *name, *why; } cfg__retired[] = {
     {"model.upt.beta", "replaced by model.upt.step, a different rule: UPT's preference now "
                        "moves by the model's surprise on every impression (docs/configuration.md)"},
     {"model.upt.beta.conv", "replaced by model.upt.step.conv (docs/configuration.md)"},
+    {"model.slice.burnin", "it counted training steps; model.slice.burnin.impressions counts "
+                           "impressions (steps x batch.size: the old default 4000 x 256 = "
+                           "1024000; docs/configuration.md)"},
 };
 
 /* The known key closest to name, or NULL when none is plausibly meant: at most a third of

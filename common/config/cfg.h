@@ -89,6 +89,9 @@ typedef struct m3_cfg {
                                              input once some input was seen; 0 = never */
     int64_t max_events;                   /* worker.max.events: stop after this many; 0 = no limit */
     int progress_ms;                      /* metrics.progress.ms: progress line period; 0 = off */
+    int64_t slice_burnin_imps;            /* model.slice.burnin.impressions: no slice counts
+                                             before this many impressions (the scoreboard's
+                                             and the oracle's; model.slice_burnin stays 0) */
     int64_t outage_max_ms;                /* worker.outage.max.ms: stop when the broker has been
                                              unreachable this long; 0 = wait however long */
     /* issue 19, live metrics and health (app/live.c) */

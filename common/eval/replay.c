@@ -558,6 +558,21 @@ int rpl_map_compare_worker(const rpl_map *m, const m3_cfg *cfg, char *out, size_
     return n_warn;
 }
 
+int rpl_span_warning(const rpl_stats *st, const m3_cfg *cfg, char *out, size_t out_size) {
+    int64_t span = st->impressions ? st->last_ts_ms - st->first_ts_ms : 0;
+    if (!st->impressions || span >= cfg->join_window_ms) {
+        if (out && out_size) out[0] = '\0';
+        return 0;
+    }
+    snprintf(out, out_size, "the stream spans %.1f min of event time, less than the worker's "
+             "join.window.ms (%.1f min): a click that does not convert settles only when its "
+             "window closes, so none of this stream's does; their CTCVR labels stay pending "
+             "(untrained, not in the AUC). Replay more rows, more event time per row "
+             "(time.rows.per.sec) or a shorter window\n",
+             (double)span / 60000.0, (double)cfg->join_window_ms / 60000.0);
+    return 1;
+}
+
 /* ---- the replay ---- */
 
 typedef struct {

@@ -143,6 +143,10 @@ lrn *lrn_new(const m3_cfg *cfg, char *errstr, size_t errstr_size) {
     for (int i = 0; i < cfg->scenarios.n; i++) scen[i] = cfg->scenarios.names[i];
     L->board = met_board_new(cfg->scenarios.n, scen, L->n_models, names, 0, errstr, errstr_size);
     if (!L->board) goto fail;
+    /* the slices' burn-in and the settled CTCVR (windows close join.lateness.ms late) */
+    met_board_set_slice_burnin(L->board, cfg->slice_burnin_imps);
+    if (met_board_set_settle(L->board, cfg->join_window_ms + cfg->join_lateness_ms, errstr,
+                             errstr_size) != 0) goto fail;
     L->ex = calloc((size_t)L->cap, sizeof *L->ex);
     L->tags = calloc((size_t)L->cap, sizeof *L->tags);
     L->settled = calloc((size_t)L->cap, sizeof *L->settled);
@@ -195,6 +199,7 @@ size_t lrn_pending(const lrn *L) {
     for (int i = 0; i < L->n_srcs; i++) n += L->srcs[i].pend ? pend_size(L->srcs[i].pend) : 0;
     return n;
 }
+const m3_cfg *lrn_cfg(const lrn *L) { return L->cfg; }
 double lrn_flops_per_example(const lrn *L) { return m3_flops_per_example(L->models[0]); }
 
 /* ---- features: configured fields -> model slots ---- */
@@ -547,8 +552,8 @@ static void emit_one(lrn *L, const lrn_tag *t, float p_ctr, float p_cvr, int64_t
 
 /* Prequential metrics of model m for one row: the scenario's and each of its slices'. */
 static void measure(lrn *L, int m, const m3_example *ex, met_task task, float p, int y) {
-    met_board_add(L->board, m, ex->scenario, task, p, y);
-    met_board_add_slices(L->board, m, ex->scenario, ex->slices, task, p, y);
+    met_board_add_at(L->board, m, ex->scenario, task, p, y, ex->ts_ms);
+    met_board_add_slices_at(L->board, m, ex->scenario, ex->slices, task, p, y, ex->ts_ms);
 }
 
 /* Move impressions whose window closed (per source, round robin) into the settled rows,

@@ -110,6 +110,8 @@ int lrn_queued(const lrn *L);
 
 /* The metrics scoreboard (owned by the learner). */
 met_board *lrn_board(lrn *L);
+/* The configuration the learner was made with. */
+const m3_cfg *lrn_cfg(const lrn *L);
 
 /* Training steps taken so far: the model version stamped on predictions. */
 int64_t lrn_model_version(const lrn *L);
