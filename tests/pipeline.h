@@ -149,6 +149,22 @@ static inline void pl_read_bootstrap(char *bootstrap, size_t n, char *dir, size_
     bootstrap[strcspn(bootstrap, " \r\n")] = 0;
 }
 
+/* Create the six topics of prefix (the events of home, search and product, requests,
+ * predictions, dlq) with parts partitions each on the broker at bootstrap (an existing
+ * topic is fine). */
+static inline void pl_create_topics(const char *bootstrap, const char *prefix, int parts) {
+    static const char *suffix[] = {"events.home", "events.search", "events.product", "requests",
+                                   "predictions", "dlq"};
+    char names[6][128], err[512];
+    const char *all[6];
+    for (int i = 0; i < 6; i++) {
+        pl_topic(names[i], sizeof names[i], prefix, suffix[i]);
+        all[i] = names[i];
+    }
+    kio_prop props[] = {{"bootstrap.servers", bootstrap}};
+    CHECK_MSG(kio_create_topics(props, 1, all, 6, parts, 30000, err, sizeof err) == 0, "%s", err);
+}
+
 #define PL_POLL_MAX 256
 
 /* Up to PL_POLL_MAX messages from c into msgs (the caller destroys them); *last is when

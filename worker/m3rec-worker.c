@@ -34,6 +34,7 @@
 #include <librdkafka/rdkafka.h>
 
 #include "app/app.h"
+#include "app/live.h"
 #include "base/clock.h"
 #include "config/cfg.h"
 #include "stream/codec.h"
@@ -95,6 +96,9 @@ typedef struct {
     int outage_stop;                       /* worker.outage.max.ms ran out */
     int64_t ckpt_retry_ms;                 /* monotonic: a put-off checkpoint is retried then */
     long long waiting;                     /* outputs not delivered yet, at the last look */
+    /* the live view (http.listen), NULL when off */
+    live *live;
+    uint64_t dlq_class[LIVE_DLQ__COUNT];   /* DLQ messages by reason class */
 } worker;
 
 static void usage(void) {
@@ -118,7 +122,7 @@ static void emit_prediction(void *ud, const m3_prediction *p) {
     long len = codec_encode(w->codec, &ev, w->buf, w->buf_cap, reason, sizeof reason);
     if (len < 0) {
         w->produce_errors++;
-        snprintf(w->last_produce_error, sizeof w->last_produce_error, "encode: %s", reason);
+        snprintf(w->last_produce_error, sizeof w->last_produce_error, "encode: %.240s", reason);
         return;
     }
     int klen = snprintf(key, sizeof key, "%" PRId64, p->user_id);
@@ -138,6 +142,7 @@ static void send_dlq(worker *w, const rd_kafka_message_t *m, const char *reason)
                           "m3rec.dlq.partition", part,
                           "m3rec.dlq.offset", off};
     met_board_counters(lrn_board(w->L))->dlq++;
+    w->dlq_class[live_dlq_class(reason)]++;
     if (kio_produce(w->prod, w->tp.dlq, m->key, m->key_len, m->payload, m->len, hdrs, 4,
                     w->last_produce_error, sizeof w->last_produce_error) != 0) {
         w->produce_errors++;
@@ -220,6 +225,7 @@ static void handle(worker *w, const rd_kafka_message_t *m) {
 /* ---- outages: pausing, the limit, waiting for delivery ---- */
 
 static void progress(worker *w);
+static void publish(worker *w);
 
 /* The producer's state; w->down_ms follows it. */
 static void producer_state(worker *w, kio_producer_state *ps) {
@@ -294,6 +300,7 @@ static int wait_delivered(worker *w, char *err, size_t n) {
             progress(w);
             next_progress = now + w->cfg.progress_ms;
         }
+        publish(w);   /* waiting for the broker is progress: /live stays true */
     }
 }
 
@@ -399,6 +406,10 @@ static int state_broken(worker *w) {
  * auto.offset.reset says. */
 static void on_assign(void *opaque, rd_kafka_t *rk, rd_kafka_topic_partition_list_t *parts) {
     worker *w = opaque;
+    if (!w->st) {   /* in memory: partitions start at the committed offsets */
+        live_set_assigned(w->live, parts->cnt);
+        return;
+    }
     rd_kafka_topic_partition_list_t *committed = rd_kafka_topic_partition_list_copy(parts);
     rd_kafka_resp_err_t e = rd_kafka_committed(rk, committed, START_TIMEOUT_MS);
     if (e)
@@ -429,13 +440,15 @@ static void on_assign(void *opaque, rd_kafka_t *rk, rd_kafka_topic_partition_lis
     fprintf(stderr, "m3rec-worker: assignment of %d partitions: %d start at the stored offset, "
             "%d at the group's committed one, %d by auto.offset.reset\n", parts->cnt,
             from_store, from_group, from_reset);
+    live_set_assigned(w->live, parts->cnt);   /* restored and placed: ready */
 }
 
 /* Before the partitions go: train what is queued and checkpoint it with their offsets. */
 static void on_revoke(void *opaque, rd_kafka_t *rk, const rd_kafka_topic_partition_list_t *parts) {
     worker *w = opaque;
     (void)rk;
-    if (w->failed || state_broken(w)) return;
+    live_set_assigned(w->live, 0);   /* not ready from the revocation to the next assignment */
+    if (!w->st || w->failed || state_broken(w)) return;
     if (!lrn_at_boundary(w->L)) lrn_run_batch(w->L, emit_prediction, w);
     if (!state_broken(w) && changed(w)) checkpoint(w, 1);
     for (int i = 0; i < parts->cnt; i++) {
@@ -537,7 +550,7 @@ static int start_clients(worker *w, char *err, size_t n) {
     if (!w->prod) return -1;
     w->cons = kio_consumer_new(w->props, w->n_props, w->tp.all, w->n_topics, err, n);
     if (!w->cons) return -1;
-    if (w->st) kio_consumer_set_rebalance_hooks(w->cons, on_assign, on_revoke, w);
+    kio_consumer_set_rebalance_hooks(w->cons, on_assign, on_revoke, w);
     fprintf(stderr, "m3rec-worker: consuming %d topics x %d partitions as group '%s', model %s%s%s\n",
             w->n_topics, w->n_partitions,
             cfg_kafka_get(c, "group.id") ? cfg_kafka_get(c, "group.id") : "m3rec",
@@ -546,10 +559,30 @@ static int start_clients(worker *w, char *err, size_t n) {
     return 0;
 }
 
+/* http.listen: the live view, answering /live from here on (start-up included). */
+static int start_live(worker *w, char *err, size_t n) {
+    w->live = live_start(&w->cfg, err, n);
+    if (!w->live) return err[0] ? -1 : 0;
+    int v6 = strchr(w->cfg.http_host, ':') != NULL;
+    fprintf(stderr, "m3rec-worker: metrics and health at http://%s%s%s:%d (/metrics, /live, "
+            "/ready)\n", v6 ? "[" : "", w->cfg.http_host, v6 ? "]" : "", live_port(w->live));
+    return 0;
+}
+
+/* input.schemas.dir: an incompatible writer schema is no start-up error (its producers
+ * may be gone); its messages go to the DLQ with this reason. */
+static void schema_refused(void *arg, const char *path, const char *why) {
+    fprintf(stderr, "m3rec-worker: %s: refused, its messages go to the DLQ: %s\n", path, why);
+}
+
 static int setup(worker *w, char *err, size_t n) {
+    if (start_live(w, err, n) != 0) return -1;
     if (name_topics_and_props(w, err, n) != 0) return -1;
     w->codec = codec_new(err, n);
     if (!w->codec) return -1;
+    if (w->cfg.input_schemas_dir[0] &&
+        codec_add_dir(w->codec, w->cfg.input_schemas_dir, schema_refused, NULL, err, n) < 0)
+        return -1;
     w->L = lrn_new(&w->cfg, err, n);
     if (!w->L) return -1;
     w->buf_cap = 4096;
@@ -587,6 +620,7 @@ static void teardown(worker *w) {
     free(w->per_source);
     free(w->next_off);
     free(w->floor_off);
+    live_stop(w->live);
     cfg_free(&w->cfg);
 }
 
@@ -636,6 +670,22 @@ static void progress(worker *w) {
         snprintf(outage, sizeof outage, "  broker unreachable for %.0f s: consuming paused, "
                  "%lld outputs waiting", (double)w->down_ms / 1000.0, w->waiting);
     fprintf(stderr, "%s  pending %zu%s\n", line, lrn_pending(w->L), outage);
+}
+
+/* The live view's snapshot (at most once a second: live_due). */
+static void publish(worker *w) {
+    if (!live_due(w->live)) return;
+    state_stats ss = {0};
+    if (w->st) state_stats_get(w->st, &ss);
+    live_src src = {.board = lrn_board(w->L), .consumer = kio_consumer_handle(w->cons),
+                    .assigned = kio_consumer_assigned(w->cons),
+                    .paused = kio_consumer_paused(w->cons), .down_ms = w->down_ms,
+                    .outputs_waiting = w->waiting, .dlq = w->dlq_class,
+                    .pending = lrn_pending(w->L), .model_version = lrn_model_version(w->L),
+                    .has_store = w->st != NULL, .checkpoints = ss.checkpoints,
+                    .ckpt_last_ms = ss.ckpt_ms_last, .last_ckpt_ms = w->last_ckpt_ms,
+                    .failed = w->failed};
+    live_publish(w->live, &src);
 }
 
 /* The loop's clocks (monotonic ms). */
@@ -728,6 +778,7 @@ static void keep_up(worker *w, int64_t now, pace *pc) {
         progress(w);
         pc->next_progress = now + w->cfg.progress_ms;
     }
+    publish(w);
 }
 
 /* model.max_events handled, or no input for exit.idle.ms after some (an outage or a group
@@ -748,6 +799,7 @@ static int done(worker *w, int64_t now, const pace *pc) {
  * main); after a failure nothing more is checkpointed. Returns rc, or 1 on a failure. */
 static int finish(worker *w, const pace *pc, int rc) {
     char err[512];
+    live_stopping(w->live);
     if (!w->failed) lrn_run_batch(w->L, emit_prediction, w);
     if (w->st && !state_broken(w) && changed(w) && checkpoint(w, 1) != 0) rc = 1;
     w->last_input_ms = clk_mono_ms();

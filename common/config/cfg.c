@@ -2,6 +2,7 @@
  * validation with file:line messages, --set overrides and a dump. */
 #include "config/cfg.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
@@ -170,6 +171,18 @@ static const cfg__key cfg__keys[] = {
     /* issue 18, outages: how long the worker waits for an unreachable broker */
     K_I64("worker.outage.max.ms", outage_max_ms, 0, 30 * DAY_MS, "0",
           "stop (exit 1, no checkpoint) when the broker has been unreachable this long; 0 = wait for it however long"),
+    /* issue 19, live metrics and health (app/live.c): an HTTP endpoint, off by default */
+    K_TYP("http.listen", CFG__PATH, http_listen, "",
+          "host:port of the HTTP endpoint serving /metrics (Prometheus), /live and /ready; "
+          "an IPv4 literal, [IPv6] or localhost; port 0 = any free port; empty = off"),
+    K_I64("http.live.max.ms", http_live_max_ms, 1000, DAY_MS, "30000",
+          "/live fails once the main loop has not published its metrics for this long"),
+    K_I64("metrics.window.ms", metrics_window_ms, 10000, DAY_MS, "300000",
+          "the recent window of the live AUC, log loss and calibration gauges"),
+    /* issue 19, schema evolution: writer schemas beyond schemas/ and schemas/history/ */
+    K_TYP("input.schemas.dir", CFG__PATH, input_schemas_dir, "",
+          "directory of extra writer schemas (*.avsc) the worker resolves to its own at start; "
+          "an incompatible one is logged and its messages go to the DLQ naming the difference"),
 };
 #define CFG__NKEYS ((int)(sizeof cfg__keys / sizeof cfg__keys[0]))
 _Static_assert(sizeof cfg__keys / sizeof cfg__keys[0] <= CFG_KEYS_MAX, "raise CFG_KEYS_MAX");
@@ -652,6 +665,29 @@ static const char *cfg__last_where(const m3_cfg *c, const char *const *names, in
     return best ? best->where : NULL;
 }
 
+/* http.listen into http_host (a numeric address; localhost is 127.0.0.1) and http_port;
+ * "" leaves http_port -1 (off). Returns 0, or -1 when it is not host:port. */
+static int cfg__http_listen(m3_cfg *c) {
+    const char *s = c->http_listen, *colon = strrchr(s, ':');
+    c->http_host[0] = '\0';
+    c->http_port = -1;
+    if (!s[0]) return 0;
+    if (!colon || !colon[1] || strspn(colon + 1, "0123456789") != strlen(colon + 1) ||
+        strlen(colon + 1) > 5 || atoi(colon + 1) > 65535)
+        return -1;
+    size_t hl = (size_t)(colon - s);
+    int v6 = hl >= 2 && s[0] == '[' && s[hl - 1] == ']';
+    if (v6) s++, hl -= 2;
+    if (hl == 0 || hl >= sizeof c->http_host) return -1;
+    memcpy(c->http_host, s, hl);
+    c->http_host[hl] = '\0';
+    if (!v6 && strcmp(c->http_host, "localhost") == 0) snprintf(c->http_host, sizeof c->http_host, "127.0.0.1");
+    unsigned char addr[sizeof(struct in6_addr)];
+    if (inet_pton(v6 ? AF_INET6 : AF_INET, c->http_host, addr) != 1) return -1;
+    c->http_port = atoi(colon + 1);
+    return 0;
+}
+
 static int cfg__check_fail(const m3_cfg *c, const char *const *names, int n, char *errstr,
                            size_t errstr_size, const char *msg) {
     const char *w = cfg__last_where(c, names, n);
@@ -763,6 +799,12 @@ int cfg_check(m3_cfg *c, char *errstr, size_t errstr_size) {
                  "refused (raise it, or 0 = no check)", c->time_max_behind_ms,
                  c->join_window_ms + c->join_lateness_ms);
         return cfg__check_fail(c, behind, 3, errstr, errstr_size, msg);
+    }
+    if (cfg__http_listen(c) != 0) {
+        static const char *const http[] = { "http.listen" };
+        snprintf(msg, sizeof msg, "http.listen=%.200s is not host:port (an IPv4 literal, [IPv6] "
+                 "or localhost, and a port 0..65535; empty = off)", c->http_listen);
+        return cfg__check_fail(c, http, 1, errstr, errstr_size, msg);
     }
     cfg__derive(c);
     return cfg__check_models(c, errstr, errstr_size);

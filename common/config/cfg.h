@@ -12,7 +12,7 @@
 #include "engine/model.h"
 
 #define CFG_LIST_MAX 32   /* entries in a comma-separated list (scenarios, feature fields) */
-#define CFG_KEYS_MAX 64   /* capacity for the known (non-kafka) keys; cfg.c has fewer */
+#define CFG_KEYS_MAX 96   /* capacity for the known (non-kafka) keys; cfg.c has fewer */
 #define CFG_PATH_MAX 1024 /* store.dir */
 
 typedef struct {
@@ -87,6 +87,16 @@ typedef struct m3_cfg {
     int progress_ms;                      /* metrics.progress.ms: progress line period; 0 = off */
     int64_t outage_max_ms;                /* worker.outage.max.ms: stop when the broker has been
                                              unreachable this long; 0 = wait however long */
+    /* issue 19, live metrics and health (app/live.c) */
+    char http_listen[CFG_PATH_MAX];       /* http.listen: "host:port"; "" = off */
+    char http_host[64];                   /* derived by cfg_check: the numeric address */
+    int http_port;                        /* derived by cfg_check: 0..65535 (0: any free
+                                             port), -1 when off */
+    int64_t http_live_max_ms;             /* http.live.max.ms: /live fails past this without
+                                             a published snapshot */
+    int64_t metrics_window_ms;            /* metrics.window.ms: the live quality window */
+    /* schema evolution (issue 19) */
+    char input_schemas_dir[CFG_PATH_MAX]; /* input.schemas.dir: extra writer schemas; "" = none */
     /* librdkafka passthrough, in file order (later entries override earlier ones) */
     cfg_kafka_prop *kafka;                /* owned */
     int n_kafka;
@@ -112,7 +122,8 @@ int cfg_set(m3_cfg *c, const char *key_eq_value, const char *origin, int line,
             char *errstr, size_t errstr_size);
 
 /* Cross-key checks after everything is loaded: at least one and at most M3_MAX_SCEN
- * scenarios, 2 id slots + categorical fields <= M3_MAX_CAT, numeric fields <= M3_MAX_NUM,
+ * scenarios, http.listen a host:port (or empty; fills http_host and http_port),
+ * 2 id slots + categorical fields <= M3_MAX_CAT, numeric fields <= M3_MAX_NUM,
  * the primary model.arch not repeated in model.shadow, no model.shadow with store.dir
  * (only the primary model's state is persisted); then the engine's own checks of every
  * model the worker builds (m3_check_cfg of model.arch and of each model.shadow, e.g.

@@ -124,6 +124,39 @@ int met_auc_merge(met_auc *dst, const met_auc *src) {
     return 0;
 }
 
+int met_auc_fold(met_auc *dst, const met_auc *src) {
+    if (dst->logit != src->logit || dst->bits > src->bits || !dst->pos || !src->pos) return -1;
+    int shift = src->bits - dst->bits;
+    memset(dst->pos, 0, dst->nbins * sizeof *dst->pos);
+    memset(dst->neg, 0, dst->nbins * sizeof *dst->neg);
+    for (uint32_t b = 0; b < src->nbins; b++) {
+        dst->pos[b >> shift] = met__sat_add(dst->pos[b >> shift], src->pos[b]);
+        dst->neg[b >> shift] = met__sat_add(dst->neg[b >> shift], src->neg[b]);
+    }
+    dst->n = src->n;
+    dst->n_pos = src->n_pos;
+    dst->n_nan = src->n_nan;
+    dst->sum_p = src->sum_p;
+    dst->sum_ll = src->sum_ll;
+    return 0;
+}
+
+static uint64_t met__sub0(uint64_t x, uint64_t y) { return x > y ? x - y : 0; }
+
+int met_auc_sub(met_auc *dst, const met_auc *src) {
+    if (dst->nbins != src->nbins || dst->logit != src->logit || !dst->pos || !src->pos) return -1;
+    for (uint32_t b = 0; b < dst->nbins; b++) {
+        dst->pos[b] = (uint32_t)met__sub0(dst->pos[b], src->pos[b]);
+        dst->neg[b] = (uint32_t)met__sub0(dst->neg[b], src->neg[b]);
+    }
+    dst->n = met__sub0(dst->n, src->n);
+    dst->n_pos = met__sub0(dst->n_pos, src->n_pos);
+    dst->n_nan = met__sub0(dst->n_nan, src->n_nan);
+    dst->sum_p -= src->sum_p;
+    dst->sum_ll -= src->sum_ll;
+    return 0;
+}
+
 void met_auc_write_json(const met_auc *a, json_writer *w) {
     double bound;
     double auc = met_auc_value(a, &bound);

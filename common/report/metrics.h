@@ -74,6 +74,16 @@ double met_auc_mean_p(const met_auc *a);
 double met_auc_rate(const met_auc *a);
 /* dst += src. Returns 0, or -1 when the bin counts or scales differ (dst unchanged). */
 int met_auc_merge(met_auc *dst, const met_auc *src);
+/* For a window over a cumulative accumulator (the live metrics: now minus a copy taken
+ * earlier). dst = src with its bins folded into dst's fewer ones (each dst bin sums
+ * 2^(src->bits - dst->bits) adjacent src bins: still monotone in p, so the bound holds);
+ * dst's counts are replaced. Returns 0, or -1 (dst unchanged) when the scales differ or
+ * dst has more bins than src. */
+int met_auc_fold(met_auc *dst, const met_auc *src);
+/* dst -= src, for src an earlier state of the same stream (bins floored at 0, so a bin
+ * that saturated since does not wrap). Returns 0, or -1 (dst unchanged) when the bin
+ * counts or scales differ. */
+int met_auc_sub(met_auc *dst, const met_auc *src);
 /* Write {"auc","auc_bound","auc_se","logloss","n","pos","mean_p","rate"} (NaN -> null). */
 void met_auc_write_json(const met_auc *a, json_writer *w);
 
