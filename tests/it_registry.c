@@ -8,7 +8,9 @@
  *      reach the DLQ with their reasons, nothing else; every prediction carries the id the
  *      registry gives the Prediction schema and decodes with the schema fetched by that id.
  *   2. A registry answering garbage (an in-process fake: HTTP 200 with HTML): the worker
- *      waits, says why, retries, and a stop ends it cleanly (exit 1, nothing handled).
+ *      waits, says why (never the URL's password), retries, and a stop ends it cleanly
+ *      (exit 1, nothing handled). A registry refusing the Prediction schema (409) stops a
+ *      worker with output.format=registry at start, with the registry's message.
  *      Then the real registry is stopped: a worker of the same group waits for it
  *      ("cannot answer"), the registry restarts (same storage), the messages flow - every
  *      impression and candidate predicted, none lost, none to the DLQ. */
@@ -17,6 +19,7 @@
 
 #include "fakehttp.h"
 #include "pipeline.h"
+#include "regfake.h"
 #include "stream/registry.h"
 
 #define PARTS 3
@@ -136,7 +139,7 @@ static void test_outage_and_garbage(codec *cd) {
     fh_start(&f, "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 17\r\n"
                  "Connection: close\r\n\r\n<html>hi</html>\r\n");
     char a[4][300];
-    snprintf(a[2], sizeof a[2], "registry.url=http://127.0.0.1:%d/apis/ccompat/v7", f.port);
+    snprintf(a[2], sizeof a[2], "registry.url=http://m3:s3cret@127.0.0.1:%d/apis/ccompat/v7", f.port);
     char *garbage[] = {"--set", set(a[0], sizeof a[0], "input.format=registry"),
                        "--set", set(a[1], sizeof a[1], "metrics.progress.ms=1000"),
                        "--set", a[2], NULL};
@@ -149,6 +152,21 @@ static void test_outage_and_garbage(codec *cd) {
     int rc = proc_wait(pid, clk_mono_ms() + 60000, "the worker");
     CHECK_MSG(rc == 1, "worker exit %d (want 1: stopped while waiting):\n%s", rc, proc_slurp(log));
     CHECK_CONTAINS(proc_slurp(log), "stopped while waiting");
+    CHECK_MSG(!strstr(proc_slurp(log), "s3cret"), "the registry's password in the log:\n%s", proc_slurp(log));
+    fh_stop(&f);
+
+    /* a registry refusing the Prediction schema: the worker stops at start, saying why */
+    char resp[512];
+    regfake_http(resp, sizeof resp, "409 Conflict", "{\"error_code\":409,\"message\":\"nope!!\"}");
+    fh_start(&f, resp);
+    snprintf(a[2], sizeof a[2], "registry.url=http://127.0.0.1:%d/apis/ccompat/v7", f.port);
+    char *refused[] = {"--set", set(a[1], sizeof a[1], "output.format=registry"), "--set", a[2], NULL};
+    log = "it_registry_r.log";
+    pid = pl_spawn_worker(bootstrap, &s, "itreg2-refused", 6000, "it_registry_r.json", log, refused);
+    rc = proc_wait(pid, clk_mono_ms() + 60000, "the worker");
+    CHECK_MSG(rc == 1, "worker exit %d (want 1: the registry refused the schema):\n%s", rc, proc_slurp(log));
+    CHECK_CONTAINS(proc_slurp(log), "registering subject itreg2.predictions-value: registry");
+    CHECK_CONTAINS(proc_slurp(log), "answered HTTP 409: nope!!");
     fh_stop(&f);
 
     /* the real registry, stopped: the next worker of the group waits until it is back */
