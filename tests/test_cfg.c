@@ -144,7 +144,13 @@ static const char *defaults_dump =
     "http.listen=\n"
     "http.live.max.ms=30000\n"
     "metrics.window.ms=300000\n"
-    "input.schemas.dir=\n";
+    "input.schemas.dir=\n"
+    "input.format=single-object\n"
+    "output.format=single-object\n"
+    "registry.url=\n"
+    "registry.subject.strategy=topic\n"
+    "registry.timeout.ms=5000\n"
+    "registry.backoff.max.ms=5000\n";
 
 static void test_defaults(void) {
     m3_cfg c;
@@ -297,7 +303,11 @@ static void test_kafka_secrets(void) {
         snprintf(kv, sizeof kv, "kafka.%s=%s", shown[i][0], shown[i][1]);
         set_ok(&c, kv);
     }
+    /* the registry's basic-authentication credentials in its URL */
+    set_ok(&c, "registry.url=https://reg:p@ss@registry.example:8081/apis/ccompat/v7");
     char *d = cfg_dump(&c);
+    CHECK_CONTAINS(d, "\nregistry.url=https://***@registry.example:8081/apis/ccompat/v7\n");
+    CHECK_MSG(strstr(d, "p@ss") == NULL && strstr(d, "reg:") == NULL, "registry credentials printed");
     for (size_t i = 0; i < sizeof hidden / sizeof hidden[0]; i++) {
         snprintf(line, sizeof line, "\nkafka.%s=***\n", hidden[i][0]);
         CHECK_CONTAINS(d, line);
@@ -533,6 +543,17 @@ static void test_load_limits(void) {
 }
 
 static void test_check_errors(void) {
+    /* registry framing (issue 19): known names, and a registry to resolve ids at */
+    check_fails("batch.size=8\ninput.format=confluent\n", 2,
+                "input.format must be single-object, registry or auto");
+    check_fails("output.format=auto\n", 1, "output.format must be single-object or registry");
+    check_fails("input.format=single\n", 1, "input.format must be single-object, registry or auto");
+    check_fails("registry.subject.strategy=TopicNameStrategy\n", 1,
+                "registry.subject.strategy must be topic, record or topic-record");
+    check_fails("batch.size=8\noutput.format=registry\n", 2,
+                "registry framing needs registry.url (the schema registry's Confluent-compatible API)");
+    check_fails("registry.url=localhost:8080\ninput.format=registry\n", 1,
+                "registry.url must start with http:// or https://");
     check_fails("batch.size=8\nmodel.shadow=lr,m3rec\n", 2,
                 "model.shadow lists m3rec, the primary model.arch");
     check_fails("model.shadow=lr\nmodel.arch=lr\nbatch.size=8\n", 2,
@@ -651,7 +672,7 @@ static void test_documented(void) {
         CHECK_CONTAINS(props, pat);
         n++;
     }
-    CHECK_EQ_INT(n, 62);
+    CHECK_EQ_INT(n, 68);
     char *help = cfg_help();
     CHECK_CONTAINS(help, "batch.size                   impressions per minibatch "
                          "(predict, then train) (1..4096; default 256)\n");

@@ -30,16 +30,20 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <librdkafka/rdkafka.h>
 
 #include "app/app.h"
 #include "app/live.h"
 #include "base/clock.h"
+#include "base/err.h"
 #include "config/cfg.h"
 #include "stream/codec.h"
+#include "stream/format.h"
 #include "stream/kio.h"
 #include "stream/learner.h"
+#include "stream/registry.h"
 #include "stream/topics.h"
 #include "report/metrics.h"
 #include "state/state.h"
@@ -99,6 +103,13 @@ typedef struct {
     /* the live view (http.listen), NULL when off */
     live *live;
     uint64_t dlq_class[LIVE_DLQ__COUNT];   /* DLQ messages by reason class */
+    /* input and output framing (format.h), the schema registry (registry.h) */
+    fmt_decoder *dec;
+    reg *reg;                              /* NULL without registry.url */
+    int out_registry;                      /* output.format=registry: frame with out_id */
+    uint32_t out_id;                       /* the Prediction schema's registry id */
+    long long registry_waits;              /* messages that waited for the registry */
+    int64_t registry_wait_ms;              /* for how long, in all */
 } worker;
 
 static void usage(void) {
@@ -125,8 +136,14 @@ static void emit_prediction(void *ud, const m3_prediction *p) {
         snprintf(w->last_produce_error, sizeof w->last_produce_error, "encode: %.240s", reason);
         return;
     }
+    unsigned char *out = w->buf;
+    if (w->out_registry) {   /* the datum stays; its 10-byte header becomes the 5-byte one */
+        out += CODEC_HEADER_LEN - FMT_REGISTRY_HEADER_LEN;
+        len -= CODEC_HEADER_LEN - FMT_REGISTRY_HEADER_LEN;
+        fmt_put_registry_header(out, w->out_id);
+    }
     int klen = snprintf(key, sizeof key, "%" PRId64, p->user_id);
-    if (kio_produce(w->prod, w->tp.predictions, key, (size_t)klen, w->buf, (size_t)len, NULL, 0,
+    if (kio_produce(w->prod, w->tp.predictions, key, (size_t)klen, out, (size_t)len, NULL, 0,
                     w->last_produce_error, sizeof w->last_produce_error) != 0) {
         w->produce_errors++;
         w->enqueue_failed++;
@@ -202,24 +219,31 @@ static int dispatch(worker *w, const m3_event *ev, const rd_kafka_message_t *m, 
     }
 }
 
-/* One input message: counted against its source (the learner's source index: topic index
- * x partitions + partition), decoded and handed to the learner; what is refused goes to
- * the DLQ with the reason. */
-static void handle(worker *w, const rd_kafka_message_t *m) {
-    char reason[CODEC_REASON_MAX + 64];
+static int decode_waiting(worker *w, const rd_kafka_message_t *m, m3_event *ev, char *reason,
+                          size_t n);
+
+/* One input message: decoded (waiting for the registry if need be) and counted against
+ * its source (the learner's source index: topic index x partitions + partition), handed
+ * to the learner; what is refused goes to the DLQ with the reason. Returns 0, or -1 when
+ * the worker stopped while the message waited for the registry: it was not handled. */
+static int handle(worker *w, const rd_kafka_message_t *m) {
+    char reason[CODEC_REASON_MAX + 160];
     m3_event ev;
     int t = topic_index(w, rd_kafka_topic_name(m->rkt));
     int src = t < 0 ? 0 : t * w->n_partitions + m->partition;
+    int dec = decode_waiting(w, m, &ev, reason, sizeof reason);
+    if (dec == FMT_WAIT) return -1;
     met_board_counters(lrn_board(w->L))->events++;
     w->per_source[src]++;
     w->next_off[src] = m->offset + 1;
-    if (codec_decode(w->codec, m->payload, m->len, &ev, reason, sizeof reason) != 0) {
+    if (dec != FMT_OK) {
         send_dlq(w, m, reason);
-        return;
+        return 0;
     }
     int rc = dispatch(w, &ev, m, t < w->tp.n_scen ? t : -1, src, reason, sizeof reason);
     m3_event_clear(&ev);
     if (rc != 0) send_dlq(w, m, reason);
+    return 0;
 }
 
 /* ---- outages: pausing, the limit, waiting for delivery ---- */
@@ -302,6 +326,54 @@ static int wait_delivered(worker *w, char *err, size_t n) {
         }
         publish(w);   /* waiting for the broker is progress: /live stays true */
     }
+}
+
+/* ---- the schema registry: ids resolved at the message, waiting while it cannot answer ---- */
+
+/* Decode m (fmt_decode). While the registry cannot answer, the message waits - like the
+ * input during a broker outage, nothing is lost: retried with a doubling pause (100 ms to
+ * registry.backoff.max.ms), deliveries, the live view and the progress line going on. A
+ * stop signal, or worker.outage.max.ms running out, ends the wait with FMT_WAIT and
+ * w->failed: no checkpoint covers the message, which is read again on restart. */
+static int decode_waiting(worker *w, const rd_kafka_message_t *m, m3_event *ev, char *reason,
+                          size_t n) {
+    fmt_result r = fmt_decode(w->dec, m->payload, m->len, ev, reason, n);
+    if (r != FMT_WAIT) return r;
+    int64_t start = clk_mono_ms(), pause = 100, next_progress = start + w->cfg.progress_ms;
+    w->registry_waits++;
+    fprintf(stderr, "m3rec-worker: the schema registry cannot answer (%s): consuming waits, "
+            "retrying\n", reason);
+    while (r == FMT_WAIT) {
+        for (int64_t until = clk_mono_ms() + pause; run && clk_mono_ms() < until;) {
+            struct timespec d = {0, 20 * 1000000L};
+            nanosleep(&d, NULL);
+            kio_producer_poll(w->prod);
+            publish(w);   /* waiting for the registry is no hang: /live stays true */
+        }
+        int64_t now = clk_mono_ms();
+        int over = w->cfg.outage_max_ms > 0 && now - start >= w->cfg.outage_max_ms;
+        if (!run || over) {
+            fprintf(stderr, "m3rec-worker: %s while waiting %lld ms for the schema registry: "
+                    "stopping without a checkpoint (the input after the last one is read "
+                    "again on restart)\n", run ? "worker.outage.max.ms ran out" : "stopped",
+                    (long long)(now - start));
+            w->failed = 1;
+            w->registry_wait_ms += now - start;
+            return FMT_WAIT;
+        }
+        if (w->cfg.progress_ms > 0 && now >= next_progress) {
+            progress(w);
+            fprintf(stderr, "m3rec-worker: waiting %.0f s for the schema registry: %s\n",
+                    (double)(now - start) / 1000.0, reason);
+            next_progress = now + w->cfg.progress_ms;
+        }
+        pause = pause * 2 < w->cfg.registry_backoff_max_ms ? pause * 2 : w->cfg.registry_backoff_max_ms;
+        r = fmt_decode(w->dec, m->payload, m->len, ev, reason, n);
+    }
+    w->registry_wait_ms += clk_mono_ms() - start;
+    fprintf(stderr, "m3rec-worker: the schema registry answers again after %lld ms: consuming "
+            "goes on\n", (long long)(clk_mono_ms() - start));
+    return r;
 }
 
 /* A message below its partition's position was handled already: librdkafka 2.0 can fetch
@@ -575,6 +647,40 @@ static void schema_refused(void *arg, const char *path, const char *why) {
     fprintf(stderr, "m3rec-worker: %s: refused, its messages go to the DLQ: %s\n", path, why);
 }
 
+/* registry.url: the client; output.format=registry: the Prediction schema registered under
+ * its subject (retried for START_TIMEOUT_MS while the registry cannot answer); then the
+ * input decoder. */
+static int open_registry(worker *w, char *err, size_t n) {
+    const m3_cfg *c = &w->cfg;
+    fmt_mode in, out;
+    fmt_subject_strategy strategy;
+    fmt_mode_parse(c->input_format, 1, &in);   /* names checked by cfg_check */
+    fmt_mode_parse(c->output_format, 0, &out);
+    fmt_strategy_parse(c->registry_subject, &strategy);
+    if (c->registry_url[0] && !(w->reg = reg_new(c->registry_url, c->registry_timeout_ms, err, n)))
+        return -1;
+    if (out == FMT_REGISTRY) {
+        char subject[TOPICS_NAME_MAX + 64];
+        if (fmt_subject(strategy, w->tp.predictions, "io.m3rec.events.Prediction", subject,
+                        sizeof subject) != 0)
+            return err_set(err, n, "the Prediction subject name is too long");
+        const char *schema = codec_canonical(w->codec, M3_EV_PREDICTION);
+        int64_t give_up = clk_mono_ms() + START_TIMEOUT_MS;
+        reg_status st;
+        while ((st = reg_register(w->reg, subject, schema, &w->out_id, err, n)) == REG_UNAVAILABLE &&
+               run && clk_mono_ms() < give_up) {
+            struct timespec d = {0, 500 * 1000000L};
+            nanosleep(&d, NULL);
+        }
+        if (st != REG_OK) return -1;
+        w->out_registry = 1;
+        fprintf(stderr, "m3rec-worker: predictions framed with schema id %u (subject %s at %s)\n",
+                w->out_id, subject, reg_url_safe(w->reg));
+    }
+    w->dec = fmt_decoder_new(in, w->codec, w->reg);
+    return w->dec ? 0 : err_set(err, n, "out of memory");
+}
+
 static int setup(worker *w, char *err, size_t n) {
     if (start_live(w, err, n) != 0) return -1;
     if (name_topics_and_props(w, err, n) != 0) return -1;
@@ -583,6 +689,7 @@ static int setup(worker *w, char *err, size_t n) {
     if (w->cfg.input_schemas_dir[0] &&
         codec_add_dir(w->codec, w->cfg.input_schemas_dir, schema_refused, NULL, err, n) < 0)
         return -1;
+    if (open_registry(w, err, n) != 0) return -1;
     w->L = lrn_new(&w->cfg, err, n);
     if (!w->L) return -1;
     w->buf_cap = 4096;
@@ -614,6 +721,8 @@ static void teardown(worker *w) {
     kio_mock_destroy(w->mock);
     if (state_close(w->st, err, sizeof err) != 0) fprintf(stderr, "m3rec-worker: %s\n", err);
     lrn_destroy(w->L);
+    fmt_decoder_destroy(w->dec);
+    reg_destroy(w->reg);
     codec_destroy(w->codec);
     free(w->buf);
     free(w->props);
@@ -646,6 +755,21 @@ static void report_extra(json_writer *jw, void *arg) {
     json_key(jw, "redelivered_dropped");
     json_int(jw, w->redelivered);
     json_obj_end(jw);
+    if (w->reg) {
+        long long req, fail;
+        reg_stats(w->reg, &req, &fail);
+        json_key(jw, "registry");
+        json_obj_begin(jw);
+        json_key(jw, "requests");
+        json_int(jw, req);
+        json_key(jw, "failures");
+        json_int(jw, fail);
+        json_key(jw, "waits");
+        json_int(jw, w->registry_waits);
+        json_key(jw, "wait_ms");
+        json_int(jw, w->registry_wait_ms);
+        json_obj_end(jw);
+    }
     json_key(jw, "partitions");
     json_obj_begin(jw);
     for (int t = 0; t < w->n_topics; t++)
@@ -733,8 +857,7 @@ static void handle_polled(worker *w, rd_kafka_message_t **msgs, int n, int64_t n
             continue;
         }
         if (!lrn_queued(w->L)) pc->batch_start = now;
-        handle(w, msgs[i]);
-        if (!w->st) kio_consumer_store(w->cons, msgs[i], err, sizeof err);
+        if (handle(w, msgs[i]) == 0 && !w->st) kio_consumer_store(w->cons, msgs[i], err, sizeof err);
         rd_kafka_message_destroy(msgs[i]);
         msgs[i] = NULL;
         /* a checkpoint must sit between two minibatches: take it right after a batch ran */

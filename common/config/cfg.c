@@ -189,6 +189,23 @@ static const cfg__key cfg__keys[] = {
     K_TYP("input.schemas.dir", CFG__PATH, input_schemas_dir, "",
           "directory of extra writer schemas (*.avsc) the worker resolves to its own at start; "
           "an incompatible one is logged and its messages go to the DLQ naming the difference"),
+    /* issue 19, registry framing: how messages are framed and the schema registry */
+    K_TYP("input.format", CFG__STRING, input_format, "single-object",
+          "framing of input messages: single-object (C3 01 + fingerprint), registry (00 + "
+          "schema id, resolved at registry.url) or auto (by the first byte)"),
+    K_TYP("output.format", CFG__STRING, output_format, "single-object",
+          "framing of predictions: single-object, or registry (the Prediction schema is "
+          "registered at start and its id framed in)"),
+    K_TYP("registry.url", CFG__PATH, registry_url, "",
+          "base URL of a Confluent-compatible schema registry (e.g. http://host:8080/apis/ccompat/v7); "
+          "user:password@ in it is basic authentication"),
+    K_TYP("registry.subject.strategy", CFG__STRING, registry_subject, "topic",
+          "subject the Prediction schema is registered under: topic (<topic>-value), record "
+          "(io.m3rec.events.Prediction) or topic-record (<topic>-<record>)"),
+    K_INT("registry.timeout.ms", registry_timeout_ms, 100, 600000, "5000",
+          "bound of one registry request, connecting included"),
+    K_INT("registry.backoff.max.ms", registry_backoff_max_ms, 10, 600000, "5000",
+          "longest pause between retries while the registry cannot answer (messages wait)"),
 };
 #define CFG__NKEYS ((int)(sizeof cfg__keys / sizeof cfg__keys[0]))
 _Static_assert(sizeof cfg__keys / sizeof cfg__keys[0] <= CFG_KEYS_MAX, "raise CFG_KEYS_MAX");
@@ -755,6 +772,44 @@ static int cfg__check_models(const m3_cfg *c, char *errstr, size_t errstr_size) 
     return 0;
 }
 
+/* Is value one of the '|'-separated names? */
+static int cfg__one_of(const char *value, const char *names) {
+    size_t n = strlen(value);
+    for (const char *p = names; *p; p += strcspn(p, "|"), p += *p == '|') {
+        if (strncmp(p, value, n) == 0 && (p[n] == '|' || p[n] == '\0') && n > 0) return 1;
+    }
+    return 0;
+}
+
+/* input.format, output.format, registry.subject.strategy name known values (the names
+ * stream/format.c parses: config sits below stream, so it only checks them); registry
+ * framing needs registry.url (input.format=auto without it refuses registry-framed
+ * messages to the DLQ, saying so). */
+static int cfg__check_formats(m3_cfg *c, char *errstr, size_t errstr_size) {
+    static const char *const in[] = { "input.format" }, *const out[] = { "output.format" };
+    static const char *const subj[] = { "registry.subject.strategy" };
+    static const char *const url[] = { "registry.url", "input.format", "output.format" };
+    if (!cfg__one_of(c->input_format, "single-object|registry|auto"))
+        return cfg__check_fail(c, in, 1, errstr, errstr_size,
+                               "input.format must be single-object, registry or auto");
+    if (!cfg__one_of(c->output_format, "single-object|registry"))
+        return cfg__check_fail(c, out, 1, errstr, errstr_size,
+                               "output.format must be single-object or registry");
+    if (!cfg__one_of(c->registry_subject, "topic|record|topic-record"))
+        return cfg__check_fail(c, subj, 1, errstr, errstr_size,
+                               "registry.subject.strategy must be topic, record or topic-record");
+    if (c->registry_url[0] && strncmp(c->registry_url, "http://", 7) != 0 &&
+        strncmp(c->registry_url, "https://", 8) != 0)
+        return cfg__check_fail(c, url, 1, errstr, errstr_size,
+                               "registry.url must start with http:// or https://");
+    int uses = strcmp(c->input_format, "registry") == 0 || strcmp(c->output_format, "registry") == 0;
+    if (!c->registry_url[0] && uses)
+        return cfg__check_fail(c, url, 3, errstr, errstr_size,
+                               "registry framing needs registry.url (the schema registry's "
+                               "Confluent-compatible API)");
+    return 0;
+}
+
 int cfg_check(m3_cfg *c, char *errstr, size_t errstr_size) {
     char msg[512];
     static const char *const scen[] = { "scenarios" };
@@ -822,6 +877,7 @@ int cfg_check(m3_cfg *c, char *errstr, size_t errstr_size) {
                  c->join_feedback);
         return cfg__check_fail(c, feedback, 1, errstr, errstr_size, msg);
     }
+    if (cfg__check_formats(c, errstr, errstr_size) != 0) return -1;
     cfg__derive(c);
     return cfg__check_models(c, errstr, errstr_size);
 }
@@ -862,6 +918,23 @@ static void cfg__put_float(buf *b, float v) {
     buf_puts(b, tmp);
 }
 
+/* A URL with its user information (user:password@, basic authentication) as ***@. */
+static void cfg__put_url(buf *b, const char *url) {
+    const char *host = strstr(url, "://");
+    host = host ? host + 3 : url;
+    size_t end = strcspn(host, "/?#");
+    const char *at = NULL;   /* the last '@' before the path ends the user information */
+    for (size_t i = 0; i < end; i++)
+        if (host[i] == '@') at = host + i;
+    if (!at) {
+        buf_puts(b, url);
+        return;
+    }
+    buf_put(b, url, (size_t)(host - url));
+    buf_puts(b, "***");
+    buf_puts(b, at);
+}
+
 char *cfg_dump(const m3_cfg *c) {
     buf b = {0};
     for (int i = 0; i < CFG__NKEYS; i++) {
@@ -874,8 +947,11 @@ char *cfg_dump(const m3_cfg *c) {
         case CFG__UINT64: buf_printf(&b, "%" PRIu64, *(const uint64_t *)p); break;
         case CFG__FLOAT: cfg__put_float(&b, *(const float *)p); break;
         case CFG__BOOL: buf_printf(&b, "%s", *(const int *)p ? "true" : "false"); break;
-        case CFG__STRING:
-        case CFG__PATH: buf_printf(&b, "%s", (const char *)p); break;
+        case CFG__STRING: buf_printf(&b, "%s", (const char *)p); break;
+        case CFG__PATH:
+            if (k->off == OFF(registry_url)) cfg__put_url(&b, p);
+            else buf_printf(&b, "%s", (const char *)p);
+            break;
         case CFG__ARCH: buf_printf(&b, "%s", m3_arch_name(*(const int *)p)); break;
         case CFG__NAMES: {
             const cfg_list *l = p;

@@ -104,6 +104,15 @@ typedef struct m3_cfg {
     int64_t metrics_window_ms;            /* metrics.window.ms: the live quality window */
     /* schema evolution (issue 19) */
     char input_schemas_dir[CFG_PATH_MAX]; /* input.schemas.dir: extra writer schemas; "" = none */
+    /* issue 19, registry framing (stream/format.c, stream/registry.c) */
+    char input_format[M3_NAME_MAX * 2];   /* input.format: single-object, registry, auto */
+    char output_format[M3_NAME_MAX * 2];  /* output.format: single-object, registry */
+    char registry_url[CFG_PATH_MAX];      /* registry.url: Confluent-compatible API base */
+    char registry_subject[M3_NAME_MAX * 2]; /* registry.subject.strategy: topic, record,
+                                             topic-record */
+    int registry_timeout_ms;              /* registry.timeout.ms: one request's bound */
+    int registry_backoff_max_ms;          /* registry.backoff.max.ms: longest pause between
+                                             retries while the registry cannot answer */
     /* librdkafka passthrough, in file order (later entries override earlier ones) */
     cfg_kafka_prop *kafka;                /* owned */
     int n_kafka;
