@@ -43,6 +43,10 @@ static void test_dlq_classes(void) {
     CHECK_EQ_INT(live_dlq_class("ScoreRequest on events topic m3rec.events.home (send it to m3rec.requests)"), LIVE_DLQ_ROUTING);
     CHECK_EQ_INT(live_dlq_class("Prediction is not an input message"), LIVE_DLQ_ROUTING);
     CHECK_EQ_INT(live_dlq_class("unknown scenario 'mars'"), LIVE_DLQ_ROUTING);
+    CHECK_EQ_INT(live_dlq_class("registry framing, schema id 17: set input.format=registry (or auto) and registry.url"), LIVE_DLQ_FORMAT);
+    CHECK_EQ_INT(live_dlq_class("single-object encoding (C3 01): set input.format=single-object or auto"), LIVE_DLQ_FORMAT);
+    CHECK_EQ_INT(live_dlq_class("an Avro object container file (Obj 01), not one message: write each record as its own message"), LIVE_DLQ_FORMAT);
+    CHECK_EQ_INT(live_dlq_class("JSON text, not Avro binary: encode with the schema in schemas/"), LIVE_DLQ_FORMAT);
     CHECK_EQ_INT(live_dlq_class("something new"), LIVE_DLQ_OTHER);
     CHECK_EQ_INT(live_dlq_class(NULL), LIVE_DLQ_OTHER);
     CHECK_EQ_STR(live_dlq_name(LIVE_DLQ_SCHEMA), "schema");

@@ -20,12 +20,15 @@
 /* ------------------------------------------------------------------ DLQ classes */
 
 static const char *const live__dlq_names[LIVE_DLQ__COUNT] = {
-    "schema", "malformed", "routing", "range", "time", "other"};
+    "schema", "malformed", "routing", "range", "time", "format", "other"};
 
 /* Substrings of the reasons codec.c, the worker's dispatch and lrn_admit give, first
  * match wins: a schema problem before the generic decoder words, the learner's time and
  * range refusals before the routing ones. */
 static const struct { const char *needle; live_dlq cls; } live__dlq_rules[] = {
+    {"set input.format", LIVE_DLQ_FORMAT},   /* stream/format.c: the framing is not input.format's */
+    {"object container file", LIVE_DLQ_FORMAT},
+    {"JSON text", LIVE_DLQ_FORMAT},
     {"schema", LIVE_DLQ_SCHEMA},
     {"registry", LIVE_DLQ_SCHEMA},
     {" ms ahead of", LIVE_DLQ_TIME},

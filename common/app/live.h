@@ -41,6 +41,8 @@ typedef enum {
     LIVE_DLQ_ROUTING,      /* a valid message on the wrong topic, or of an unknown scenario */
     LIVE_DLQ_RANGE,        /* a value the model cannot digest (non-finite, out of range) */
     LIVE_DLQ_TIME,         /* an event time too far ahead or behind */
+    LIVE_DLQ_FORMAT,       /* another framing than input.format expects (registry, single-object,
+                              an Avro container file, JSON) */
     LIVE_DLQ_OTHER,
     LIVE_DLQ__COUNT
 } live_dlq;
