@@ -56,6 +56,8 @@ public final class Produce {
         p.put(ProducerConfig.BOOTSTRAP_SERVERS_CONFIG, a.str("bootstrap"));
         p.put(ProducerConfig.ACKS_CONFIG, "all");
         p.put(ProducerConfig.LINGER_MS_CONFIG, "5");
+        // no broker (or one that does not speak Kafka 4's protocol): fail in 15 s, not hang
+        p.put(ProducerConfig.MAX_BLOCK_MS_CONFIG, "15000");
         String prefix = a.str("prefix");
         List<String> scenarios = List.of(a.str("scenarios").split(","));
         if (a.num("create-topics") > 0) createTopics(a.str("bootstrap"), prefix, scenarios, (int) a.num("create-topics"));
@@ -63,6 +65,7 @@ public final class Produce {
         AtomicLong failed = new AtomicLong();
         try (KafkaProducer<String, SpecificRecord> producer = new KafkaProducer<>(p, new StringSerializer(), values)) {
             s.generate(scenarios, a.num("impressions"), (int) a.num("candidates"), (scen, r) -> {
+                if (failed.get() > 0) return;   // after the first failure: skip the rest, exit 1
                 String topic = scen != null ? prefix + ".events." + scen : prefix + ".requests";
                 // the key: the user id in decimal ASCII, the same on every record of that user
                 String key = Long.toString((Long) r.get(r.getSchema().getField("user_id").pos()));
