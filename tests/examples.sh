@@ -5,7 +5,11 @@
 # must decode every prediction: 0 to the DLQ, one prediction per impression and candidate.
 # The python run also checks the kcat recipe of examples/README.md: a message kcat sends
 # is the only DLQ message, with its reason header; kcat counts the predictions.
-#   usage: examples.sh java|python SOURCE_DIR BUILD_DIR      (M3_KAFKA_DIR: the broker's state)
+# java-registry: the Java examples with a registry serde (schema-registry framing) against
+# the registry of scripts/registry (started here) and a worker with input.format and
+# output.format=registry.
+#   usage: examples.sh java|java-registry|python SOURCE_DIR BUILD_DIR
+#          (M3_KAFKA_DIR: the broker's state)
 # Maven (~/.m2) and PyPI (a venv in BUILD_DIR) must be reachable on the first run: a
 # missing tool or registry fails the test, it never skips.
 set -eu
@@ -19,22 +23,34 @@ BS=$("$SRC/scripts/kafka" --dir "${M3_KAFKA_DIR:?M3_KAFKA_DIR: the broker state 
     fail "no broker running in $M3_KAFKA_DIR"
 PREFIX="ex-$LANG_-$$"   # fresh topics and group each run: the shared broker keeps old ones
 OUT="$B/examples-$LANG_"
+TARGET="$B/examples-java-target"   # one Maven build for java and java-registry
 mkdir -p "$OUT"
 
 # ---- build / install the example, then produce
+FORMAT=single-object WORKER_FORMAT=""
 case "$LANG_" in
-java)
+java|java-registry)
     command -v mvn >/dev/null && command -v javac >/dev/null || fail "needs Maven and a JDK 17 (scripts/bootstrap --test)"
     POM="$SRC/examples/java/pom.xml"
     # offline when ~/.m2 has everything (fast); else resolve from Maven Central
-    if ! timeout 120 mvn -B -q -o -f "$POM" -Dm3.out="$OUT/target" package >"$OUT/mvn.log" 2>&1; then
+    if ! timeout 120 mvn -B -q -o -f "$POM" -Dm3.out="$TARGET" package >"$OUT/mvn.log" 2>&1; then
         say "offline build failed, resolving from Maven Central"
-        timeout 600 mvn -B -q -f "$POM" -Dm3.out="$OUT/target" package >"$OUT/mvn.log" 2>&1 ||
+        timeout 600 mvn -B -q -f "$POM" -Dm3.out="$TARGET" package >"$OUT/mvn.log" 2>&1 ||
             { cat "$OUT/mvn.log" >&2; fail "mvn package (Maven Central unreachable?)"; }
     fi
-    JAR="$OUT/target/m3rec-examples.jar"
+    JAR="$TARGET/m3rec-examples.jar"
     say "built $JAR"
-    timeout 60 java -cp "$JAR" io.m3rec.examples.Produce --bootstrap "$BS" --prefix "$PREFIX" \
+    if [ "$LANG_" = java-registry ]; then
+        REG="$OUT/registry"
+        trap '"$SRC/scripts/registry" --dir "$REG" stop >/dev/null 2>&1 || true' EXIT
+        CCOMPAT=$("$SRC/scripts/registry" --dir "$REG" start 2>"$OUT/registry.out" | tail -n 1) ||
+            { cat "$OUT/registry.out" >&2; fail "scripts/registry start"; }
+        FORMAT="registry --registry ${CCOMPAT%/apis/ccompat/v7}"
+        WORKER_FORMAT="--set input.format=registry --set output.format=registry --set registry.url=$CCOMPAT"
+        say "registry at $CCOMPAT"
+    fi
+    # shellcheck disable=SC2086 # FORMAT: the --format option and its --registry
+    timeout 60 java -cp "$JAR" io.m3rec.examples.Produce --bootstrap "$BS" --prefix "$PREFIX" --format $FORMAT \
         --create-topics 4 --impressions $IMPRESSIONS --candidates $CANDIDATES >"$OUT/produce.out" ||
         fail "the producer: $(cat "$OUT/produce.out")"
     ;;
@@ -55,7 +71,7 @@ python)
     # the README's kcat recipe: one message that is not Avro single-object, to the DLQ
     printf 'hello' | timeout 20 kcat -b "$BS" -P -t "$PREFIX.events.home" -k 42 || fail "kcat -P"
     ;;
-*) fail "usage: examples.sh java|python SOURCE_DIR BUILD_DIR" ;;
+*) fail "usage: examples.sh java|java-registry|python SOURCE_DIR BUILD_DIR" ;;
 esac
 cat "$OUT/produce.out"
 field() { sed -n "s/.* $1=\([0-9]*\).*/\1/p" "$OUT/produce.out"; }
@@ -68,7 +84,7 @@ DLQ_WANT=0
 [ "$LANG_" = python ] && DLQ_WANT=1
 OPENBLAS_NUM_THREADS=1 timeout 90 "$B/m3rec-worker" --config "$SRC/config/worker.properties" \
     --set "kafka.bootstrap.servers=$BS" --set "topic.prefix=$PREFIX" --set "kafka.group.id=$PREFIX" \
-    --set worker.exit.idle.ms=3000 --set metrics.progress.ms=0 --report "$OUT/worker.json" \
+    --set worker.exit.idle.ms=3000 --set metrics.progress.ms=0 --report "$OUT/worker.json" $WORKER_FORMAT \
     >"$OUT/worker.out" 2>"$OUT/worker.log" || { cat "$OUT/worker.log" >&2; fail "the worker"; }
 tail -n 1 "$OUT/worker.log"
 python3 - "$OUT/worker.json" "$(field impressions)" "$(field conversions)" "$(field requests)" "$EXPECT" "$DLQ_WANT" <<'PY' ||
@@ -83,8 +99,8 @@ say "worker: every event answered, $DLQ_WANT to the DLQ"
 
 # ---- the example consumer decodes every prediction
 case "$LANG_" in
-java) timeout 60 java -cp "$JAR" io.m3rec.examples.ConsumePredictions --bootstrap "$BS" --prefix "$PREFIX" \
-          --expect "$EXPECT" --timeout-ms 45000 ;;
+java*) timeout 60 java -cp "$JAR" io.m3rec.examples.ConsumePredictions --bootstrap "$BS" --prefix "$PREFIX" \
+          --format $FORMAT --expect "$EXPECT" --timeout-ms 45000 ;;
 python) timeout 60 "$VENV/bin/python" consume_predictions.py --bootstrap "$BS" --prefix "$PREFIX" \
           --expect "$EXPECT" --timeout-ms 45000 ;;
 esac || fail "the consumer did not decode all $EXPECT predictions"

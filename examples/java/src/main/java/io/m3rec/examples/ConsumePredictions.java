@@ -21,11 +21,12 @@ import org.apache.kafka.common.serialization.StringDeserializer;
 
 public final class ConsumePredictions {
     static final String USAGE = "usage: ConsumePredictions [--bootstrap HOST:PORT] [--prefix m3rec] [--expect N]\n"
-        + "               [--timeout-ms 60000] [--group ID] [--format avro|registry] [--registry URL]";
+        + "               [--timeout-ms 60000] [--group ID] [--format single-object|registry] [--registry URL]";
 
     public static void main(String[] argv) {
         Args a = new Args(argv, USAGE, "bootstrap", "localhost:9092", "prefix", "m3rec", "expect", "-1",
-            "timeout-ms", "60000", "group", "m3rec-example-" + System.nanoTime(), "format", "avro", "registry", "");
+            "timeout-ms", "60000", "group", "m3rec-example-" + System.nanoTime(), "format", "single-object",
+            "registry", "");
         Deserializer<Prediction> values = Formats.deserializer(a.str("format"), a.str("registry"));
         Properties p = new Properties();
         p.put(ConsumerConfig.BOOTSTRAP_SERVERS_CONFIG, a.str("bootstrap"));

@@ -1,5 +1,6 @@
-// Formats - the value serdes by --format name: "avro" (Avro single-object encoding, the
-// worker's default input.format/output.format).
+// Formats - the value serdes by --format name, as the worker's input.format and
+// output.format: "single-object" (Avro single-object encoding, the default) or
+// "registry" (schema-registry framing, Registry.java).
 package io.m3rec.examples;
 
 import io.m3rec.events.Prediction;
@@ -11,12 +12,14 @@ final class Formats {
     private Formats() {}
 
     static Serializer<SpecificRecord> serializer(String format, String registry) {
-        if (format.equals("avro")) return new SingleObject.Out();
-        throw new IllegalArgumentException("unknown --format " + format + " (avro)");
+        if (format.equals("single-object")) return new SingleObject.Out();
+        if (format.equals("registry")) return Registry.serializer(registry);
+        throw new IllegalArgumentException("unknown --format " + format + " (single-object, registry)");
     }
 
     static Deserializer<Prediction> deserializer(String format, String registry) {
-        if (format.equals("avro")) return new SingleObject.In();
-        throw new IllegalArgumentException("unknown --format " + format + " (avro)");
+        if (format.equals("single-object")) return new SingleObject.In();
+        if (format.equals("registry")) return Registry.deserializer(registry);
+        throw new IllegalArgumentException("unknown --format " + format + " (single-object, registry)");
     }
 }

@@ -23,7 +23,7 @@ import org.apache.kafka.common.serialization.StringSerializer;
 public final class Produce {
     static final String USAGE = "usage: Produce [--bootstrap HOST:PORT] [--prefix m3rec] [--scenarios home,search,product]\n"
         + "               [--impressions N] [--candidates K] [--seed S] [--run-id ID] [--users N] [--items N]\n"
-        + "               [--format avro|registry] [--registry URL] [--create-topics PARTITIONS]\n"
+        + "               [--format single-object|registry] [--registry URL] [--create-topics PARTITIONS]\n"
         + "--create-topics: first create the worker's six topics with that many partitions (if missing)";
 
     /**
@@ -49,7 +49,7 @@ public final class Produce {
     public static void main(String[] argv) throws Exception {
         Args a = new Args(argv, USAGE, "bootstrap", "localhost:9092", "prefix", "m3rec",
             "scenarios", "home,search,product", "impressions", "3000", "candidates", "5", "seed", "1",
-            "run-id", "java", "users", "200", "items", "300", "format", "avro", "registry", "",
+            "run-id", "java", "users", "200", "items", "300", "format", "single-object", "registry", "",
             "create-topics", "0");
         Serializer<SpecificRecord> values = Formats.serializer(a.str("format"), a.str("registry"));
         Properties p = new Properties();
