@@ -6,10 +6,9 @@
 # The python run also checks the kcat recipe of examples/README.md: a message kcat sends
 # is the only DLQ message, with its reason header; kcat counts the predictions.
 # java-registry: the Java examples with a registry serde (schema-registry framing) against
-# the registry of scripts/registry (started here) and a worker with input.format and
-# output.format=registry.
+# the registry of scripts/registry and a worker with input.format and output.format=registry.
 #   usage: examples.sh java|java-registry|python SOURCE_DIR BUILD_DIR
-#          (M3_KAFKA_DIR: the broker's state)
+#          (M3_KAFKA_DIR: the broker's state; M3_REGISTRY_DIR: the registry's, for java-registry)
 # Maven (~/.m2) and PyPI (a venv in BUILD_DIR) must be reachable on the first run: a
 # missing tool or registry fails the test, it never skips.
 set -eu
@@ -41,10 +40,8 @@ java|java-registry)
     JAR="$TARGET/m3rec-examples.jar"
     say "built $JAR"
     if [ "$LANG_" = java-registry ]; then
-        REG="$OUT/registry"
-        trap '"$SRC/scripts/registry" --dir "$REG" stop >/dev/null 2>&1 || true' EXIT
-        CCOMPAT=$("$SRC/scripts/registry" --dir "$REG" start 2>"$OUT/registry.out" | tail -n 1) ||
-            { cat "$OUT/registry.out" >&2; fail "scripts/registry start"; }
+        CCOMPAT=$("$SRC/scripts/registry" --dir "${M3_REGISTRY_DIR:?M3_REGISTRY_DIR: the registry state dir}" url) ||
+            fail "no registry running in $M3_REGISTRY_DIR"
         FORMAT="registry --registry ${CCOMPAT%/apis/ccompat/v7}"
         WORKER_FORMAT="--set input.format=registry --set output.format=registry --set registry.url=$CCOMPAT"
         say "registry at $CCOMPAT"

@@ -54,19 +54,6 @@ typedef struct {
     m3_event last;                   /* and decoded */
 } chaos;
 
-static void create_topics(const char *prefix) {
-    char names[6][128], err[512];
-    static const char *suffix[] = {"events.home", "events.search", "events.product", "requests",
-                                   "predictions", "dlq"};
-    const char *all[6];
-    for (int i = 0; i < 6; i++) {
-        pl_topic(names[i], sizeof names[i], prefix, suffix[i]);
-        all[i] = names[i];
-    }
-    kio_prop props[] = {{"bootstrap.servers", bootstrap}};
-    CHECK_MSG(kio_create_topics(props, 1, all, 6, PARTS, 30000, err, sizeof err) == 0, "%s", err);
-}
-
 static void kafka_cmd(const char *what) {
     char cmd[1200];
     snprintf(cmd, sizeof cmd, "%s/scripts/kafka --dir '%s' %s >/dev/null", M3_SOURCE_DIR, kafka_dir, what);
@@ -410,7 +397,7 @@ int main(void) {
     ch.sc.n_impressions = N_IMP;
     ch.sm = sim_new(&ch.sc, err, sizeof err);
     CHECK_MSG(ch.sm, "%s", err);
-    create_topics(ch.s.prefix);
+    pl_create_topics(bootstrap, ch.s.prefix, PARTS);
     char set_dir[700], rm[800];
     snprintf(set_dir, sizeof set_dir, "store.dir=%s/it_chaos.store", M3_BINARY_DIR);
     snprintf(rm, sizeof rm, "rm -rf '%s'", set_dir + strlen("store.dir="));

@@ -42,11 +42,37 @@ typedef struct {
     int n_bad;
 } pl_stream;
 
+/* Registry framing (it_registry): a type whose id here is not 0 is encoded as 00 + id +
+ * datum instead of single-object encoding; a registry-framed prediction must carry
+ * pl_reg_pred_id and decodes with the writer fingerprint pl_reg_pred_fp. */
+static uint32_t pl_reg_ids[M3_EV_PREDICTION + 1];
+static uint32_t pl_reg_pred_id;
+static uint64_t pl_reg_pred_fp;
+
 static inline long pl_encode(codec *cd, const m3_event *ev, unsigned char *buf, size_t cap) {
     char reason[CODEC_REASON_MAX];
     long len = codec_encode(cd, ev, buf, cap, reason, sizeof reason);
     CHECK_MSG(len > 0, "encode: %s", reason);
+    if (ev->type <= M3_EV_PREDICTION && pl_reg_ids[ev->type]) {
+        const long cut = CODEC_HEADER_LEN - 5;   /* the datum moves up over the shorter header */
+        memmove(buf + 5, buf + CODEC_HEADER_LEN, (size_t)(len - CODEC_HEADER_LEN));
+        uint32_t id = pl_reg_ids[ev->type];
+        buf[0] = 0;
+        for (int i = 0; i < 4; i++) buf[1 + i] = (unsigned char)(id >> (24 - 8 * i));
+        len -= cut;
+    }
     return len;
+}
+
+/* Decode a prediction in either framing (registry: the id must be pl_reg_pred_id). */
+static inline int pl_decode_prediction(codec *cd, const rd_kafka_message_t *m, m3_event *ev,
+                                       char *reason, size_t n) {
+    const unsigned char *p = m->payload;
+    if (m->len < 5 || p[0] != 0) return codec_decode(cd, p, m->len, ev, reason, n);
+    uint32_t id = (uint32_t)p[1] << 24 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 8 | p[4];
+    CHECK_MSG(pl_reg_pred_id && id == pl_reg_pred_id, "prediction framed with schema id %u, "
+              "the registry gave %u", id, pl_reg_pred_id);
+    return codec_decode_datum(cd, pl_reg_pred_fp, p + 5, m->len - 5, ev, reason, n);
 }
 
 static inline void pl_topic(char *out, size_t n, const char *prefix, const char *suffix) {
@@ -83,7 +109,8 @@ static inline void pl_make_bad(codec *cd, pl_stream *s) {
     pl_sample_impression(&ev, "home");
     long glen = pl_encode(cd, &ev, good, sizeof good);
     pl_bad *b = pl_add_bad(s, "events.home", "magic");
-    static const unsigned char wrong[] = {0x00, 0x01, 1, 2, 3, 4, 5, 6, 7, 8, 9};
+    /* not 00 first: that is registry framing, with a reason of its own (format.c) */
+    static const unsigned char wrong[] = {0x01, 0x00, 1, 2, 3, 4, 5, 6, 7, 8, 9};
     memcpy(b->bytes, wrong, sizeof wrong);
     b->len = sizeof wrong;
     b = pl_add_bad(s, "events.search", "fingerprint");
@@ -147,6 +174,22 @@ static inline void pl_read_bootstrap(char *bootstrap, size_t n, char *dir, size_
     CHECK_MSG(t, "no %s: is the broker running (scripts/kafka --dir %s start)?", path, d);
     snprintf(bootstrap, n, "%s", t);
     bootstrap[strcspn(bootstrap, " \r\n")] = 0;
+}
+
+/* Create the six topics of prefix (the events of home, search and product, requests,
+ * predictions, dlq) with parts partitions each on the broker at bootstrap (an existing
+ * topic is fine). */
+static inline void pl_create_topics(const char *bootstrap, const char *prefix, int parts) {
+    static const char *suffix[] = {"events.home", "events.search", "events.product", "requests",
+                                   "predictions", "dlq"};
+    char names[6][128], err[512];
+    const char *all[6];
+    for (int i = 0; i < 6; i++) {
+        pl_topic(names[i], sizeof names[i], prefix, suffix[i]);
+        all[i] = names[i];
+    }
+    kio_prop props[] = {{"bootstrap.servers", bootstrap}};
+    CHECK_MSG(kio_create_topics(props, 1, all, 6, parts, 30000, err, sizeof err) == 0, "%s", err);
 }
 
 #define PL_POLL_MAX 256
@@ -334,7 +377,7 @@ static inline void pl_verify_outputs(const char *bootstrap, codec *cd, const pl_
                 n_dlq++;
             } else {
                 char reason[CODEC_REASON_MAX];
-                CHECK_MSG(codec_decode(cd, m->payload, m->len, &ev, reason, sizeof reason) == 0,
+                CHECK_MSG(pl_decode_prediction(cd, m, &ev, reason, sizeof reason) == 0,
                           "prediction does not decode: %s", reason);
                 CHECK_EQ_INT(ev.type, M3_EV_PREDICTION);
                 const m3_prediction *pr = &ev.u.pred;

@@ -113,7 +113,7 @@ static const char *defaults_dump =
     "model.mieg.align=0.1\n"
     "model.item.warm=20\n"
     "model.slice.user.new=10\n"
-    "model.slice.burnin=4000\n"
+    "model.slice.burnin.impressions=100000\n"
     "model.upt=true\n"
     "model.upt.heads=2\n"
     "model.upt.ffn=32\n"
@@ -121,6 +121,7 @@ static const char *defaults_dump =
     "model.upt.step.conv=0.5\n"
     "join.window.ms=3600000\n"
     "join.lateness.ms=300000\n"
+    "join.feedback=window\n"
     "store.dir=\n"
     "store.memory.max_mb=1024\n"
     "store.block_cache_mb=128\n"
@@ -139,7 +140,17 @@ static const char *defaults_dump =
     "worker.exit.idle.ms=0\n"
     "worker.max.events=0\n"
     "metrics.progress.ms=5000\n"
-    "worker.outage.max.ms=0\n";
+    "worker.outage.max.ms=0\n"
+    "http.listen=\n"
+    "http.live.max.ms=30000\n"
+    "metrics.window.ms=300000\n"
+    "input.schemas.dir=\n"
+    "input.format=single-object\n"
+    "output.format=single-object\n"
+    "registry.url=\n"
+    "registry.subject.strategy=topic\n"
+    "registry.timeout.ms=5000\n"
+    "registry.backoff.max.ms=5000\n";
 
 static void test_defaults(void) {
     m3_cfg c;
@@ -292,7 +303,11 @@ static void test_kafka_secrets(void) {
         snprintf(kv, sizeof kv, "kafka.%s=%s", shown[i][0], shown[i][1]);
         set_ok(&c, kv);
     }
+    /* the registry's basic-authentication credentials in its URL */
+    set_ok(&c, "registry.url=https://reg:p@ss@registry.example:8081/apis/ccompat/v7");
     char *d = cfg_dump(&c);
+    CHECK_CONTAINS(d, "\nregistry.url=https://***@registry.example:8081/apis/ccompat/v7\n");
+    CHECK_MSG(strstr(d, "p@ss") == NULL && strstr(d, "reg:") == NULL, "registry credentials printed");
     for (size_t i = 0; i < sizeof hidden / sizeof hidden[0]; i++) {
         snprintf(line, sizeof line, "\nkafka.%s=***\n", hidden[i][0]);
         CHECK_CONTAINS(d, line);
@@ -415,6 +430,11 @@ static void test_load_errors(void) {
                "'model.upt.beta' is no longer a key: replaced by model.upt.step, a different rule: "
                "UPT's preference now moves by the model's surprise on every impression "
                "(docs/configuration.md)");
+    /* the burn-in counted training steps once: an old file stops at its line */
+    load_fails("batch.size=8\nmodel.slice.burnin=4000\n", 2,
+               "'model.slice.burnin' is no longer a key: it counted training steps; "
+               "model.slice.burnin.impressions counts impressions (steps x batch.size: the old "
+               "default 4000 x 256 = 1024000; docs/configuration.md)");
     load_fails("# c\nbatch.size=abc\n", 2, "batch.size=abc is not an integer (1..4096)");
     load_fails("batch.size=12x\n", 1, "batch.size=12x is not an integer (1..4096)");
     load_fails("\n\n! c\nbatch.size=0\n", 4, "batch.size=0 is out of range (1..4096)");
@@ -523,6 +543,17 @@ static void test_load_limits(void) {
 }
 
 static void test_check_errors(void) {
+    /* registry framing (issue 19): known names, and a registry to resolve ids at */
+    check_fails("batch.size=8\ninput.format=confluent\n", 2,
+                "input.format must be single-object, registry or auto");
+    check_fails("output.format=auto\n", 1, "output.format must be single-object or registry");
+    check_fails("input.format=single\n", 1, "input.format must be single-object, registry or auto");
+    check_fails("registry.subject.strategy=TopicNameStrategy\n", 1,
+                "registry.subject.strategy must be topic, record or topic-record");
+    check_fails("batch.size=8\noutput.format=registry\n", 2,
+                "registry framing needs registry.url (the schema registry's Confluent-compatible API)");
+    check_fails("registry.url=localhost:8080\ninput.format=registry\n", 1,
+                "registry.url must start with http:// or https://");
     check_fails("batch.size=8\nmodel.shadow=lr,m3rec\n", 2,
                 "model.shadow lists m3rec, the primary model.arch");
     check_fails("model.shadow=lr\nmodel.arch=lr\nbatch.size=8\n", 2,
@@ -553,6 +584,8 @@ static void test_check_errors(void) {
                 "the UPT snapshots of a pending row take 1160 bytes, more than 1024 (4 x "
                 "model.emb.dim 48 x 3 scenarios for each m3rec model): a smaller "
                 "model.emb.dim, fewer scenarios or fewer m3rec models in model.shadow");
+    check_fails("batch.size=8\njoin.feedback=esdfm\n", 2,
+                "join.feedback=esdfm: expected window, fnw or defer");
     check_fails("time.max.behind.ms=3600000\njoin.lateness.ms=1000\n", 2,
                 "time.max.behind.ms=3600000 is below join.window.ms + join.lateness.ms = "
                 "3601000: a conversion that can still join would be refused (raise it, or 0 = "
@@ -639,7 +672,7 @@ static void test_documented(void) {
         CHECK_CONTAINS(props, pat);
         n++;
     }
-    CHECK_EQ_INT(n, 57);
+    CHECK_EQ_INT(n, 68);
     char *help = cfg_help();
     CHECK_CONTAINS(help, "batch.size                   impressions per minibatch "
                          "(predict, then train) (1..4096; default 256)\n");

@@ -1,8 +1,13 @@
 /* test_learner.c - the prequential loop: predict first, then train; the pending join. */
+#include <errno.h>
 #include <math.h>
 #include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "check.h"
+#include "fsutil.h"
+#include "state/state.h"
 #include "stream/learner.h"
 
 #define WINDOW 3600000
@@ -577,7 +582,221 @@ static void test_guard_rollback(void) {
     cfg_free(&cfg);
 }
 
+/* ---- delayed feedback (join.feedback) ---- */
+
+#define WEEK (7 * 86400000LL)
+
+/* The rows each minibatch trains, as the recorder sees them (the primary's weights). */
+typedef struct {
+    int n;
+    struct { char id[M3_ID_MAX]; float y_conv, w_ctr, w_ctcvr; int settled; } r[256];
+} rows;
+
+static void record(void *ud, const m3_example *ex, const char *const *ids, int B, int n_imp) {
+    rows *R = ud;
+    for (int i = 0; i < B; i++) {
+        CHECK(R->n < 256);
+        snprintf(R->r[R->n].id, M3_ID_MAX, "%s", ids[i]);
+        R->r[R->n].y_conv = ex[i].y_conv;
+        R->r[R->n].w_ctr = ex[i].w_ctr;
+        R->r[R->n].w_ctcvr = ex[i].w_ctcvr;
+        R->r[R->n].settled = i >= n_imp;
+        R->n++;
+    }
+}
+
+/* How many recorded rows of id trained a CTCVR term; the last one in *last. */
+static int trained_as(const rows *R, const char *id, int *last) {
+    int n = 0;
+    for (int i = 0; i < R->n; i++)
+        if (strcmp(R->r[i].id, id) == 0 && R->r[i].w_ctcvr > 0) {
+            n++;
+            *last = i;
+        }
+    return n;
+}
+
+/* A learner with a 7-day window and the given join.feedback, batch.size 4, no shadow. */
+static lrn *make_fb(m3_cfg *cfg, const char *feedback, const char *store_dir) {
+    cfg_defaults(cfg);
+    char err[512], kv[600];
+    const char *kvs[] = {"batch.size=4", "model.shadow=", "join.lateness.ms=0",
+                         "join.window.ms=604800000", "time.max.behind.ms=0",
+                         "time.max.ahead.ms=0", "checkpoint.sync=false"};
+    for (size_t i = 0; i < sizeof kvs / sizeof kvs[0]; i++)
+        CHECK_MSG(cfg_set(cfg, kvs[i], "test", 1, err, sizeof err) == 0, "%s", err);
+    snprintf(kv, sizeof kv, "join.feedback=%s", feedback);
+    CHECK_MSG(cfg_set(cfg, kv, "test", 2, err, sizeof err) == 0, "%s", err);
+    snprintf(kv, sizeof kv, "store.dir=%s", store_dir ? store_dir : "");
+    CHECK_MSG(cfg_set(cfg, kv, "test", 3, err, sizeof err) == 0, "%s", err);
+    CHECK_MSG(cfg_check(cfg, err, sizeof err) == 0, "%s", err);
+    lrn *L = lrn_new(cfg, err, sizeof err);
+    CHECK_MSG(L, "%s", err);
+    return L;
+}
+
+/* One batch of four impressions at ts: the first clicked (id), three not (id.u0..2). */
+static void batch_of_four(lrn *L, const char *id, int64_t ts, int64_t user, sink *s) {
+    char reason[256], uid[32];
+    m3_impression c = imp(id, "home", ts, user, 1);
+    CHECK(lrn_impression(L, &c, 0, 0, collect, s, reason, sizeof reason) == 0);
+    for (int i = 0; i < 3; i++) {
+        snprintf(uid, sizeof uid, "%s.u%d", id, i);
+        m3_impression u = imp(uid, "home", ts + 1 + i, user + 1 + i, 0);
+        CHECK(lrn_impression(L, &u, 0, 0, collect, s, reason, sizeof reason) == 0);
+    }
+    CHECK_EQ_INT(lrn_queued(L), 0);   /* batch.size 4: it ran */
+}
+
+/* The emitted p_cvr of impression id (the primary's forward, which its weight reads). */
+static float p_cvr_of(const sink *s, const char *id) {
+    for (int i = 0; i < s->n; i++)
+        if (strcmp(s->p[i].id, id) == 0) return s->p[i].p_cvr;
+    CHECK_MSG(0, "no prediction for %s", id);
+    return 0;
+}
+
+/* fnw and defer: a click trains its CTCVR term at once as a weighted negative (window:
+ * not before its window closes), its conversion days later trains one positive copy, a
+ * repeated conversion none; at the window's end defer trains a negative copy, fnw
+ * nothing; the metrics count each click's CTCVR once either way. */
+static void test_feedback_methods(void) {
+    const char *methods[] = {"window", "fnw", "defer"};
+    for (int k = 0; k < 3; k++) {
+        m3_cfg cfg;
+        lrn *L = make_fb(&cfg, methods[k], NULL);
+        rows R = {0};
+        sink s = {0};
+        char reason[256];
+        CHECK(lrn_set_batch_hook(L, record, &R) == 0);
+        batch_of_four(L, "c1", T0, 10, &s);
+        batch_of_four(L, "c2", T0 + 1000, 20, &s);
+        int at = -1, n = trained_as(&R, "c1", &at);
+        if (k == 0) {
+            CHECK_EQ_INT(n, 0);                 /* window: it waits */
+        } else {
+            CHECK_EQ_INT(n, 1);                 /* trained at click time, as a negative */
+            CHECK(!R.r[at].settled && R.r[at].y_conv == 0.0f && R.r[at].w_ctr == 1.0f);
+            float q = p_cvr_of(&s, "c1");
+            CHECK(q > 0.0f && q < 1.0f);
+            CHECK_CLOSE(R.r[at].w_ctcvr, k == 1 ? 1.0f - q : (1.0f - q) / (2.0f - q), 1e-6, 0);
+        }
+        CHECK_EQ_INT(lrn_trained_ctcvr(L), k == 0 ? 6 : 8);
+        CHECK_EQ_INT(lrn_pending(L), 2);       /* both wait for their label all the same */
+        /* c1 converts 3 days later: one positive copy, weight 1 */
+        m3_conversion cv = conv("c1", "home", T0 + 3 * 86400000LL);
+        CHECK(lrn_conversion(L, &cv, 0, collect, &s, reason, sizeof reason) == 0);
+        lrn_run_batch(L, collect, &s);
+        CHECK_EQ_INT(trained_as(&R, "c1", &at), k == 0 ? 1 : 2);
+        CHECK(R.r[at].settled && R.r[at].y_conv == 1.0f && R.r[at].w_ctr == 0.0f);
+        CHECK(R.r[at].w_ctcvr == 1.0f);
+        /* the same conversion again: no second positive */
+        CHECK(lrn_conversion(L, &cv, 0, collect, &s, reason, sizeof reason) == 0);
+        lrn_run_batch(L, collect, &s);
+        CHECK_EQ_INT(trained_as(&R, "c1", &at), k == 0 ? 1 : 2);
+        CHECK_EQ_INT(met_board_counters(lrn_board(L))->unmatched_conversions, 1);
+        uint64_t before = ctcvr_n(L, 0);
+        /* c2's window closes (two events past it move the clock) */
+        batch_of_four(L, "late", T0 + WEEK + 5000, 30, &s);
+        lrn_run_batch(L, collect, &s);
+        CHECK_EQ_INT(lrn_pending(L), 1);        /* "late" itself was clicked */
+        int n2 = trained_as(&R, "c2", &at);
+        CHECK_EQ_INT(n2, k == 1 ? 1 : k == 0 ? 1 : 2);
+        if (k == 2) {
+            float w = R.r[at].w_ctcvr;
+            CHECK(R.r[at].settled && R.r[at].y_conv == 0.0f && w > 0.0f && w < 0.5f);
+        }
+        CHECK_EQ_INT(ctcvr_n(L, 0), before + 4);   /* c2 once, the 3 unclicked */
+        /* a conversion after the window is counted late and trains nothing */
+        m3_conversion cv2 = conv("c2", "home", T0 + WEEK + 6000);
+        CHECK(lrn_conversion(L, &cv2, 0, collect, &s, reason, sizeof reason) == 0);
+        lrn_run_batch(L, collect, &s);
+        CHECK_EQ_INT(trained_as(&R, "c2", &at), n2);
+        CHECK_EQ_INT(met_board_counters(lrn_board(L))->late_conversions, 1);
+        lrn_destroy(L);
+        cfg_free(&cfg);
+    }
+}
+
+/* With a store: a click trained as a fake negative, a checkpoint, a restart (the pending
+ * join comes back from the store), its conversion 6 days later trains the positive copy
+ * exactly once; then the window closes for the other click. */
+static void test_feedback_durable(void) {
+    char dir[512], err[512];
+    fs_scratch_dir(dir, sizeof dir, "test_learner_fb");
+    m3_cfg cfg;
+    sink s = {0};
+    char reason[256];
+    lrn *L = make_fb(&cfg, "fnw", dir);
+    state *st = state_open(&cfg, L, "test", err, sizeof err);
+    CHECK_MSG(st, "%s", err);
+    batch_of_four(L, "d1", T0, 10, &s);
+    batch_of_four(L, "d2", T0 + 1000, 20, &s);
+    CHECK_EQ_INT(lrn_trained_ctcvr(L), 8);
+    state_offset off = {"test", 0, 8};
+    CHECK(lrn_at_boundary(L));
+    CHECK_MSG(state_checkpoint(st, &off, 1, err, sizeof err) == 0, "%s", err);
+    CHECK_MSG(state_close(st, err, sizeof err) == 0, "%s", err);
+    lrn_destroy(L);
+    cfg_free(&cfg);
+
+    L = make_fb(&cfg, "fnw", dir);
+    st = state_open(&cfg, L, "test", err, sizeof err);
+    CHECK_MSG(st, "%s", err);
+    CHECK(!state_fresh(st));
+    CHECK_EQ_INT(lrn_pending(L), 2);
+    CHECK_EQ_INT(lrn_trained_ctcvr(L), 8);
+    rows R = {0};
+    CHECK(lrn_set_batch_hook(L, record, &R) == 0);
+    m3_conversion cv = conv("d1", "home", T0 + 6 * 86400000LL);
+    CHECK(lrn_conversion(L, &cv, 0, collect, &s, reason, sizeof reason) == 0);
+    CHECK(lrn_conversion(L, &cv, 0, collect, &s, reason, sizeof reason) == 0);
+    lrn_run_batch(L, collect, &s);
+    int at = -1;
+    CHECK_EQ_INT(trained_as(&R, "d1", &at), 1);
+    CHECK(R.r[at].settled && R.r[at].y_conv == 1.0f);
+    CHECK_EQ_INT(lrn_pending(L), 1);
+    batch_of_four(L, "e", T0 + WEEK + 5000, 30, &s);
+    lrn_run_batch(L, collect, &s);
+    CHECK_EQ_INT(trained_as(&R, "d2", &at), 0);   /* fnw: its fake negative was it */
+    CHECK_EQ_INT(lrn_pending(L), 1);              /* "e" */
+    CHECK_EQ_INT(pend_load_errors(lrn_source_pending(L, 0, 0, err, sizeof err)), 0);
+    CHECK_MSG(!state_failed(st, err, sizeof err), "%s", err);
+    CHECK_MSG(state_close(st, err, sizeof err) == 0, "%s", err);
+    lrn_destroy(L);
+    cfg_free(&cfg);
+    rm_rf(dir);
+}
+
+/* lrn_drain settles every click whose window closed, however many more than one batch
+ * holds (lrn_run_batch alone takes model.max_batch - batch.size of them). */
+static void test_drain(void) {
+    m3_cfg cfg;
+    lrn *L = make(&cfg);
+    sink s = {0};
+    char reason[256], id[32];
+    for (int i = 0; i < 40; i++) {
+        snprintf(id, sizeof id, "k%d", i);
+        m3_impression x = imp(id, "home", T0 + i, i, 1);
+        s.n = 0;
+        CHECK(lrn_impression(L, &x, 0, 0, collect, &s, reason, sizeof reason) == 0);
+    }
+    m3_impression a = imp("a", "home", T0 + 2 * WINDOW, 1, 0), b = imp("b", "home", T0 + 2 * WINDOW + 1, 2, 0);
+    CHECK(lrn_impression(L, &a, 0, 0, collect, &s, reason, sizeof reason) == 0);
+    CHECK(lrn_impression(L, &b, 0, 0, collect, &s, reason, sizeof reason) == 0);
+    s.n = 0;
+    lrn_drain(L, collect, &s);
+    CHECK_EQ_INT(lrn_pending(L), 0);
+    CHECK_EQ_INT(ctcvr_n(L, 0), 42);
+    CHECK(lrn_at_boundary(L));
+    lrn_destroy(L);
+    cfg_free(&cfg);
+}
+
 int main(void) {
+    test_drain();
+    test_feedback_methods();
+    test_feedback_durable();
     test_admit_numbers();
     test_admit_time();
     test_state_roundtrip();

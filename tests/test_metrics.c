@@ -677,6 +677,186 @@ static void test_timeline(void) {
     met_board_destroy(b);
 }
 
+/* ---- the settled CTCVR, the slices' burn-in and merged reports ---- */
+
+/* A replay-like stream, 10 impressions per event-time second for 2 hours: a model whose
+ * scores drift upward (it learns the base rate), conversions that arrive 10 minutes after
+ * their impression, clicks that do not convert settling when their window (1 h, plus 5 min
+ * of lateness) closes. Delivered in the learner's order; at 1.5 h the cumulative CTCVR AUC
+ * sees early positives against late negatives, the settled one the complete prefix. */
+static void test_settled_ctcvr(void) {
+    enum { N = 72000 };
+    const int64_t W = 3600000, LATE = 300000, D = 600000;
+    char err[256];
+    const char *scen[] = {"s"}, *models[] = {"m"};
+    met_board *b = met_board_new(1, scen, 1, models, 0, err, sizeof err);
+    CHECK(b != NULL);
+    CHECK(met_board_set_settle(b, W + LATE, err, sizeof err) == 0);
+    static double p[N];
+    static int click[N], conv[N], done[N];
+    for (int i = 0; i < N; i++) {
+        double q = urand();                       /* the impression's true quality */
+        click[i] = urand() < 0.1 + 0.3 * q;
+        conv[i] = click[i] && urand() < 0.5 * q;
+        double drift = -6 + 12.0 * i / N;         /* the model's scale rises */
+        p[i] = 1 / (1 + exp(-(drift + 1.5 * q)));
+    }
+    int64_t ts_stop = 5400000;                    /* look at 1.5 h */
+    int first = 0;                                /* the oldest impression not settled */
+    for (int i = 0; i < N && (int64_t)i * 100 <= ts_stop; i++) {
+        int64_t now = (int64_t)i * 100;
+        /* labels due by now: conversions D after, unconverted clicks W + LATE after */
+        for (int j = first; j < i; j++) {
+            if (done[j] || !click[j]) continue;
+            int64_t due = (int64_t)j * 100 + (conv[j] ? D : W + LATE);
+            if (due > now) continue;
+            met_board_add_at(b, 0, 0, MET_CTCVR, p[j], conv[j], (int64_t)j * 100);
+            done[j] = 1;
+        }
+        while (first < i && (done[first] || !click[first])) first++;
+        met_board_add_at(b, 0, 0, MET_CTR, p[i], click[i], now);
+        if (!click[i]) {
+            met_board_add_at(b, 0, 0, MET_CTCVR, p[i], 0, now);
+            done[i] = 1;
+        }
+    }
+    int64_t horizon;
+    const met_auc *st = met_board_settled(b, &horizon);
+    CHECK(st != NULL);
+    /* at most a window, the lateness and two buckets behind */
+    CHECK(horizon <= ts_stop - W - LATE && horizon >= ts_stop - W - LATE - (W + LATE) / 8);
+    met_auc ref;
+    CHECK(met_auc_init_logit(&ref, MET_TL_BITS, err, sizeof err) == 0);
+    for (int i = 0; (int64_t)i * 100 < horizon; i++) {
+        CHECK(done[i]);                           /* every label of the prefix is known */
+        met_auc_add(&ref, p[i], conv[i]);
+    }
+    CHECK_EQ_INT(st->n, ref.n);
+    CHECK_CLOSE(met_auc_value(st, NULL), met_auc_value(&ref, NULL), 0, 0);
+    double cum = met_auc_value(met_board_auc(b, 0, -1, MET_CTCVR), NULL);
+    printf("settled ctcvr auc %.4f on %llu, cumulative %.4f\n", met_auc_value(st, NULL),
+           (unsigned long long)st->n, cum);
+    CHECK(met_auc_value(st, NULL) > 0.6);         /* the scores do rank the prefix */
+    CHECK(fabs(cum - met_auc_value(st, NULL)) > 0.1);   /* the old measure: far off */
+    char line[256];
+    met_board_progress_line(b, line, sizeof line);
+    CHECK_CONTAINS(line, " settled)");
+    met_auc_free(&ref);
+    met_board_destroy(b);
+    /* before a window has passed nothing is settled, and the line says so */
+    b = met_board_new(1, scen, 1, models, 0, err, sizeof err);
+    CHECK(met_board_set_settle(b, W, err, sizeof err) == 0);
+    for (int i = 0; i < 1000; i++) {
+        met_board_add_at(b, 0, 0, MET_CTR, 0.5, i % 2, i * 100);
+        met_board_add_at(b, 0, 0, MET_CTCVR, 0.1 * (i % 3), i % 4 == 0, i * 100);
+    }
+    met_board_progress_line(b, line, sizeof line);
+    CHECK_CONTAINS(line, "ctcvr auc - (0 settled)");
+    CHECK(met_board_set_settle(b, W, err, sizeof err) == -1);   /* counted already */
+    met_board_destroy(b);
+}
+
+/* Slices count once the stream has passed the burn-in in impressions; a label settling
+ * later of an impression from the burn-in does not count either. */
+static void test_slice_burnin(void) {
+    char err[256];
+    const char *scen[] = {"s"}, *models[] = {"m", "n"};
+    met_board *b = met_board_new(1, scen, 2, models, 0, err, sizeof err);
+    CHECK(b != NULL);
+    met_board_set_slice_burnin(b, 100);
+    unsigned all = (1u << MET_SLICE_NEW_ITEM) | (1u << MET_SLICE_NEW_USER_SCEN);
+    for (int i = 0; i < 300; i++)
+        for (int m = 0; m < 2; m++) {
+            met_board_add_at(b, m, 0, MET_CTR, 0.01 * (i % 90), i % 3 == 0, 1000 + i);
+            met_board_add_slices_at(b, m, 0, all, MET_CTR, 0.01 * (i % 90), i % 3 == 0, 1000 + i);
+        }
+    for (int m = 0; m < 2; m++) {
+        CHECK_EQ_INT(met_board_slice_auc(b, m, -1, MET_SLICE_NEW_ITEM, MET_CTR)->n, 200);
+        CHECK_EQ_INT(met_board_slice_auc(b, m, 0, MET_SLICE_NEW_USER_SCEN, MET_CTR)->n, 200);
+    }
+    /* settled labels: impression 50 (burn-in) is dropped, impression 150 counts */
+    met_board_add_slices_at(b, 0, 0, all, MET_CTCVR, 0.2, 1, 1000 + 50);
+    met_board_add_slices_at(b, 0, 0, all, MET_CTCVR, 0.2, 1, 1000 + 150);
+    CHECK_EQ_INT(met_board_slice_auc(b, 0, -1, MET_SLICE_NEW_ITEM, MET_CTCVR)->n, 1);
+    met_board_destroy(b);
+}
+
+/* A report as a parsed JSON tree. */
+static json_node *board_report(const met_board *b) {
+    json_writer *w = json_writer_new_buf(0);
+    met_board_write_json(b, w, NULL, NULL);
+    size_t len;
+    char err[256];
+    json_node *j = json_parse(json_writer_buf(w, &len), err, sizeof err);
+    CHECK_MSG(j != NULL, "%s", err);
+    json_writer_destroy(w);
+    return j;
+}
+
+/* Two workers' halves of a stream merged: the whole's AUCs exactly, the counters added;
+ * another model set, other bins and a damaged histogram are refused. */
+static void test_merge_reports(void) {
+    char err[256];
+    const char *scen[] = {"home", "search"}, *models[] = {"m3rec", "lr"}, *other[] = {"lr", "m3rec"};
+    met_board *whole = met_board_new(2, scen, 2, models, 0, err, sizeof err);
+    met_board *half[2] = {met_board_new(2, scen, 2, models, 0, err, sizeof err),
+                          met_board_new(2, scen, 2, models, 0, err, sizeof err)};
+    for (int i = 0; i < 20000; i++) {
+        double q = urand();
+        int s = i % 2, y = urand() < q, worker = urand() < 0.5;
+        for (int m = 0; m < 2; m++) {
+            double pm = m ? 0.5 * q + 0.25 : q * q;
+            met_board_add(whole, m, s, MET_CTR, pm, y);
+            met_board_add(half[worker], m, s, MET_CTR, pm, y);
+            met_board_add(whole, m, s, MET_CTCVR, pm / 10, y && q > 0.7);
+            met_board_add(half[worker], m, s, MET_CTCVR, pm / 10, y && q > 0.7);
+        }
+        met_board_counters(whole)->impressions++;
+        met_board_counters(half[worker])->impressions++;
+    }
+    met_board *merged = met_board_new(2, scen, 2, models, 0, err, sizeof err);
+    for (int h = 0; h < 2; h++) {
+        json_node *j = board_report(half[h]);
+        CHECK_MSG(met_board_merge_report(merged, j, err, sizeof err) == 0, "%s", err);
+        json_free(j);
+    }
+    for (int m = 0; m < 2; m++)
+        for (int s = -1; s < 2; s++)
+            for (int t = 0; t < MET_NTASKS; t++) {
+                const met_auc *a = met_board_auc(merged, m, s, (met_task)t);
+                const met_auc *w = met_board_auc(whole, m, s, (met_task)t);
+                CHECK_CLOSE(met_auc_value(a, NULL), met_auc_value(w, NULL), 0, 0);
+                CHECK_EQ_INT(a->n, w->n);
+                CHECK_EQ_INT(a->n_pos, w->n_pos);
+                CHECK_CLOSE(a->sum_ll, w->sum_ll, 1e-12, 0);
+            }
+    CHECK_EQ_INT(met_board_counters(merged)->impressions, 20000);
+    /* refused: another model order, other bins, a damaged histogram; nothing added */
+    met_board *swapped = met_board_new(2, scen, 2, other, 0, err, sizeof err);
+    met_board *coarse = met_board_new(2, scen, 2, models, 10, err, sizeof err);
+    json_node *js = board_report(swapped), *jc = board_report(coarse), *jw = board_report(whole);
+    CHECK(met_board_merge_report(merged, js, err, sizeof err) == -1);
+    CHECK_CONTAINS(err, "another model set");
+    CHECK(met_board_merge_report(merged, jc, err, sizeof err) == -1);
+    CHECK_CONTAINS(err, "1024 bins where the first report has 65536");
+    json_node *bins = (json_node *)json_get(jw, "models.lr.hist.scenarios.search.ctcvr.bins");
+    CHECK(bins && bins->type == JSON_STRING && strlen(bins->str) > 8);
+    bins->str[4] = '*';
+    CHECK(met_board_merge_report(merged, jw, err, sizeof err) == -1);
+    CHECK_CONTAINS(err, "model lr search ctcvr: a histogram's \"bins\" are malformed");
+    CHECK_EQ_INT(met_board_auc(merged, 0, -1, MET_CTR)->n, 20000);
+    CHECK_EQ_INT(met_board_counters(merged)->impressions, 20000);
+    json_free(js);
+    json_free(jc);
+    json_free(jw);
+    met_board_destroy(swapped);
+    met_board_destroy(coarse);
+    met_board_destroy(merged);
+    met_board_destroy(whole);
+    met_board_destroy(half[0]);
+    met_board_destroy(half[1]);
+}
+
 int main(void) {
     test_auc_se();
     test_auc_vs_brute();
@@ -688,6 +868,9 @@ int main(void) {
     test_rss();
     test_board();
     test_timeline();
+    test_settled_ctcvr();
+    test_slice_burnin();
+    test_merge_reports();
     printf("test_metrics: all checks passed\n");
     return 0;
 }

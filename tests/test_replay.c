@@ -981,7 +981,82 @@ static void test_e2e(void) {
     kio_mock_destroy(mock);
 }
 
+/* conversion.delay: a log-normal draw per converted row, the same on every replay, the
+ * events still in event-time order; fixed:D is conversion.delay.ms=D; a bad spec is
+ * refused with what is expected; the worker warning counts the share past its window. */
+static void test_delay_distribution(void) {
+    rpl_map *m = small_map();
+    CHECK(rpl_map_set(m, "time.rows.per.sec=1", "t", 1, err, sizeof err) == 0);
+    CHECK_MSG(rpl_map_set(m, "conversion.delay=lognormal:median=1h,sigma=1", "t", 2, err,
+                          sizeof err) == 0, "%s", err);
+    const char *path = "test_replay_delay.csv";
+    FILE *f = fopen(path, "w");
+    CHECK(f);
+    fputs(HDR, f);
+    for (int i = 0; i < 2000; i++) fprintf(f, "1,1,%d,8,1,5,0.5\n", i);
+    CHECK(fclose(f) == 0);
+    const char *paths[] = {path};
+    m3_event *ev, *ev2;
+    rpl_stats st;
+    int rc, n = replay_all(m, paths, 1, NULL, &ev, &st, &rc);
+    CHECK_MSG(rc == 0, "%s", err);
+    CHECK_EQ_INT(n, 4000);
+    int64_t *d = calloc(2000, sizeof *d);
+    int k = 0, past = 0;
+    for (int i = 0; i < n; i++) {
+        if (i > 0) {
+            int64_t a = ev[i - 1].type == M3_EV_IMPRESSION ? ev[i - 1].u.imp.ts_ms : ev[i - 1].u.conv.ts_ms;
+            int64_t b = ev[i].type == M3_EV_IMPRESSION ? ev[i].u.imp.ts_ms : ev[i].u.conv.ts_ms;
+            CHECK(a <= b);
+        }
+        if (ev[i].type != M3_EV_CONVERSION) continue;
+        const m3_impression *im = find_imp(ev, i, ev[i].u.conv.impression_id);
+        CHECK(im);
+        d[k] = ev[i].u.conv.ts_ms - im->ts_ms;
+        past += d[k] > 4 * 3600000;   /* ln 4 = 1.39 sigmas: 8.3 % */
+        k++;
+    }
+    CHECK_EQ_INT(k, 2000);
+    int below = 0;
+    for (int i = 0; i < k; i++) below += d[i] < 3600000;
+    CHECK_MSG(below > 900 && below < 1100, "%d of 2000 below the median", below);
+    CHECK_MSG(past > 120 && past < 220, "%d of 2000 past 4 h", past);
+    int n2 = replay_all(m, paths, 1, NULL, &ev2, &st, &rc);
+    CHECK_EQ_INT(n2, n);
+    for (int i = 0; i < n; i++) {
+        CHECK(ev[i].type == ev2[i].type);
+        if (ev[i].type == M3_EV_CONVERSION) {
+            CHECK_EQ_STR(ev[i].u.conv.impression_id, ev2[i].u.conv.impression_id);
+            CHECK(ev[i].u.conv.ts_ms == ev2[i].u.conv.ts_ms);
+        }
+    }
+    free(ev2);
+    m3_cfg cfg;
+    cfg_defaults(&cfg);
+    char warn[1024];
+    CHECK(rpl_map_set(m, "conversion.delay=lognormal:median=2h,sigma=1", "t", 3, err, sizeof err) == 0);
+    CHECK(rpl_map_compare_worker(m, &cfg, warn, sizeof warn) >= 1);
+    CHECK_CONTAINS(warn, "conversion.delay puts 76% of the conversions after the worker's "
+                         "join.window.ms=3600000: most would be late");
+    /* fixed:15 is conversion.delay.ms=15 */
+    CHECK(rpl_map_set(m, "conversion.delay=fixed:15", "t", 4, err, sizeof err) == 0);
+    free(ev);
+    n = replay_all(m, paths, 1, NULL, &ev, &st, &rc);
+    check_order(ev, n, 15);
+    free(ev);
+    free(d);
+    cfg_free(&cfg);
+    rpl_map_destroy(m);
+    remove(path);
+    CHECK_EQ_STR(map_error("conversion.delay=lognormal:median=2h"),
+                 "t.properties:9: conversion.delay=lognormal:median=2h: conversion delay "
+                 "'lognormal:median=2h': expected lognormal:median=DURATION,sigma=X (e.g. "
+                 "lognormal:median=2h,sigma=1.5; sigma 0..10) or fixed:DURATION (e.g. "
+                 "fixed:10m; units ms s m h d)");
+}
+
 int main(void) {
+    test_delay_distribution();
     test_shipped_mappings();
     test_mapping_errors();
     test_samples();

@@ -370,7 +370,74 @@ static void test_references(void) {
     printf("test_sim: references at taste 1: CTR AUC profile %.4f learner %.4f oracle %.4f\n", a[0], a[1], a[2]);
 }
 
+/* --conversion-delay: the spec parses or says what it expects; a log-normal's draws have
+ * its median and its tail past a window as sim_delay_tail says; immediate labels keep the
+ * stream (the same impressions, clicks and conversions) and move only the conversions
+ * within their window to the click's time. */
+static void test_delay(void) {
+    sim_delay d;
+    char err[256];
+    int64_t ms;
+    CHECK(sim_duration_parse("2h", &ms) == 0 && ms == 7200000);
+    CHECK(sim_duration_parse("1.5d", &ms) == 0 && ms == 129600000);
+    CHECK(sim_duration_parse("250ms", &ms) == 0 && ms == 250);
+    CHECK(sim_duration_parse("900000", &ms) == 0 && ms == 900000);
+    CHECK(sim_duration_parse("2w", &ms) == -1 && sim_duration_parse("-1h", &ms) == -1);
+    CHECK(sim_delay_parse("lognormal:median=2h,sigma=1.5", &d, err, sizeof err) == 0);
+    CHECK(d.kind == SIM_DELAY_LOGNORMAL && d.median_ms == 7200000.0 && d.sigma == 1.5);
+    CHECK(sim_delay_parse("fixed:10m", &d, err, sizeof err) == 0);
+    CHECK(d.kind == SIM_DELAY_FIXED && sim_delay_draw(&d, 3.0) == 600000);
+    CHECK(sim_delay_parse("lognormal:median=2h", &d, err, sizeof err) == -1);
+    CHECK_CONTAINS(err, "expected lognormal:median=DURATION,sigma=X");
+    CHECK(sim_delay_parse("weibull:k=2", &d, err, sizeof err) == -1);
+    CHECK(d.kind == SIM_DELAY_FIXED);   /* unchanged by a refused spec */
+    /* the default is the former built-in: median 15 min, sigma 1.2 */
+    sim_cfg c;
+    sim_cfg_defaults(&c);
+    CHECK(c.delay.kind == SIM_DELAY_LOGNORMAL && c.delay.median_ms == 900000.0 &&
+          c.delay.sigma == 1.2);
+    CHECK_CLOSE(sim_delay_tail(&c.delay, 900000), 0.5, 1e-12, 0);
+    /* a stream with a 1-day window and delays of median 3 h: the share of conversions
+     * after the window is the distribution's tail (ln 8 / 1.5 sigmas: 8.2 %) */
+    c.n_impressions = 60000;
+    c.rate_per_sec = 1.0;
+    c.window_ms = 86400000;
+    CHECK(sim_delay_parse("lognormal:median=3h,sigma=1.5", &c.delay, err, sizeof err) == 0);
+    double tail = sim_delay_tail(&c.delay, c.window_ms);
+    CHECK_CLOSE(tail, 0.0827, 0.01, 0);
+    sim_cfg ci = c;
+    ci.immediate_ms = c.window_ms;
+    sim *a = sim_new(&c, err, sizeof err), *b = sim_new(&ci, err, sizeof err);
+    CHECK_MSG(a && b, "%s", err);
+    m3_event ea, eb;
+    sim_truth ta, tb;
+    int64_t imp_ts = 0, n_conv = 0, n_at_click = 0;
+    while (sim_next(a, &ea, &ta)) {
+        if (ea.type == M3_EV_IMPRESSION) {
+            do CHECK(sim_next(b, &eb, &tb));
+            while (eb.type != M3_EV_IMPRESSION);
+            CHECK_EQ_STR(ea.u.imp.impression_id, eb.u.imp.impression_id);
+            CHECK(ea.u.imp.clicked == eb.u.imp.clicked && ta.converted == tb.converted);
+            CHECK(ta.in_window == tb.in_window);
+            imp_ts = ea.u.imp.ts_ms;
+        } else if (ea.type == M3_EV_CONVERSION) {
+            n_conv++;
+            n_at_click += ea.u.conv.ts_ms == imp_ts;
+        }
+    }
+    sim_stats sa, sb;
+    sim_get_stats(a, &sa);
+    sim_get_stats(b, &sb);
+    CHECK(sa.conversions == sb.conversions && sa.conversions == n_conv && n_conv > 1000);
+    CHECK(sa.late_conversions == sb.late_conversions);
+    CHECK_CLOSE((double)sa.late_conversions / (double)sa.conversions, tail, 0.25, 0);
+    CHECK(n_at_click < n_conv / 50);      /* delayed: hardly any at the click's time */
+    sim_destroy(a);
+    sim_destroy(b);
+}
+
 int main(void) {
+    test_delay();
     test_deterministic();
     test_default_stream();
     test_default_world_unchanged();

@@ -1,4 +1,5 @@
-/* m3rec-offline - the simulator's stream straight into the learner, no Kafka.
+/* m3rec-offline - the simulator's stream, or a dataset through a replay mapping, straight
+ * into the learner, no Kafka.
  *
  * Measures the model step alone (events/s, FLOPs) and its prequential quality next to
  * the oracle, with exactly the learner the worker runs. Usage:
@@ -6,8 +7,21 @@
  *                 [--items N] [--difficulty X] [--noise X] [--conflict X] [--taste X] [--mix X]
  *                 [--new-users X]
  *                 [--report PATH] [--oracle-report PATH] [--dump-batches PATH] [--quiet]
+ *                 [--drain]
+ *   m3rec-offline --mapping FILE [--map key=value]... [--oracle-rows FILE] [--max-rows N]
+ *                 [--config FILE] [--set key=value]... [--report PATH] [--oracle-report PATH]
+ *                 [--dump-batches PATH] [--quiet] [--drain] DATA_FILE...
+ * --drain settles, at the end, every clicked impression whose window the stream's clock
+ * has closed (lrn_drain), so the CTCVR metrics cover the whole stream (the simulator's
+ * trailing conversions move the clock past nearly every window).
  * --dump-batches records every trained minibatch (common/eval/trace.h) for m3rec-batchbench
  * and the PyTorch twin (reference/bench.py).
+ *
+ * With --mapping the events are the dataset's (common/eval/replay.h, docs/replay.md), in
+ * event-time order as m3rec-replay would produce them; the mapping's worker settings
+ * (scenarios, feature fields, topic prefix) are applied after the command line's. The
+ * oracle is the dataset's own when --oracle-rows names a per-row oracle file (docs/replay.md:
+ * a header `p_ctr,p_cvr`, then one line per data row); without one there is no oracle.
  *
  * With store.dir set the state is durable (state.h), the simulator's position being the
  * input offset ("sim" partition 0): checkpoints every checkpoint.interval.ms at a minibatch
@@ -15,7 +29,9 @@
  * checkpoint left off (the oracle and the metrics then cover only the resumed part). This
  * measures the state's cost without Kafka.
  */
+#include <errno.h>
 #include <malloc.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,8 +39,10 @@
 #include "app/app.h"
 #include "base/clock.h"
 #include "config/cfg.h"
+#include "engine/keymap.h"
 #include "stream/learner.h"
 #include "report/metrics.h"
+#include "eval/replay.h"
 #include "eval/sim.h"
 #include "eval/trace.h"
 #include "state/state.h"
@@ -35,12 +53,58 @@ typedef struct {
     int failed;
 } dump_ctx;
 
+/* Impressions so far per key (an item, or a user with one count per scenario): what the
+ * replay's oracle slices are counted from, as the simulator counts them for its own. */
+typedef struct {
+    km_map idx;           /* key -> row */
+    uint32_t *cnt;        /* (cap, width) */
+    size_t n, cap;
+    int width;
+} counts;
+
+/* key's counters (width of them, zero at first), or NULL when out of memory. */
+static uint32_t *counts_of(counts *c, uint64_t key) {
+    if (!c->idx.slots && km_resize(&c->idx, km_slots_for(1024)) != 0) return NULL;
+    size_t h = km_probe(&c->idx, key);
+    if (c->idx.slots[h].row != KM_EMPTY) return c->cnt + (size_t)c->idx.slots[h].row * c->width;
+    if (c->n == c->cap) {
+        size_t cap = c->cap ? 2 * c->cap : 4096;
+        uint32_t *cnt = realloc(c->cnt, cap * (size_t)c->width * sizeof *cnt);
+        if (!cnt) return NULL;
+        c->cnt = cnt;
+        c->cap = cap;
+    }
+    if (c->n >= UINT32_MAX || km_insert(&c->idx, key, (uint32_t)c->n, h, c->n + 1) != 0) return NULL;
+    uint32_t *row = c->cnt + c->n++ * (size_t)c->width;
+    memset(row, 0, (size_t)c->width * sizeof *row);
+    return row;
+}
+
+/* A replayed clicked impression's truth, until its conversion arrives or a later one's does
+ * (the replay's conversions come in the order of their impressions) or the stream ends. */
+typedef struct {
+    sim_truth tr;
+    int64_t ts;
+    char id[M3_ID_MAX];
+} held;
+
 /* One run: the configuration, the stream and what it feeds. */
 typedef struct {
     m3_cfg cfg;
     sim_cfg sc;
     const char *report, *oracle_report, *dump;
-    int quiet;
+    int quiet, drain;
+    /* --mapping: a dataset instead of the simulator */
+    const char *mappings[8], *overrides[64], *files[256], *oracle_rows;
+    int n_mappings, n_overrides, n_files;
+    int64_t max_rows;
+    rpl_map *map;
+    rpl_replay *rp;
+    FILE *orows;            /* --oracle-rows, read one line per impression */
+    int64_t orow_line;      /* its line last read */
+    held *hq;               /* (hq_cap) ring: clicked impressions' truths awaiting the label */
+    counts items, users;    /* the oracle's slices: impressions per item, per user x scenario */
+    size_t hq_cap, hq_head, hq_n;
     sim *s;
     lrn *L;
     app_oracle *orc;
@@ -55,12 +119,40 @@ static void usage(void) {
             "usage: m3rec-offline [--config FILE] [--set key=value]...\n"
             "                     " APP_SIM_USAGE "\n"
             "                     [--report PATH] [--oracle-report PATH] [--dump-batches PATH]\n"
-            "                     [--quiet]\n");
+            "                     [--quiet] [--drain]\n"
+            "       m3rec-offline --mapping FILE [--map key=value]... [--oracle-rows FILE]\n"
+            "                     [--max-rows N] [--config FILE] [--set key=value]...\n"
+            "                     [--report PATH] [--oracle-report PATH] [--dump-batches PATH]\n"
+            "                     [--quiet] [--drain] DATA_FILE...\n");
 }
 
 static void dump_batch(void *ud, const m3_example *ex, const char *const *ids, int B, int n_imp) {
     dump_ctx *d = ud;
     if (!d->failed && trace_write_batch(d->f, d->cfg, ex, ids, B, n_imp) != 0) d->failed = 1;
+}
+
+/* --mapping: the mapping files and --map overrides read and checked, and the worker settings
+ * its events need applied to the configuration. Returns 0, or -1 after saying why. */
+static int load_mapping(offline *o) {
+    char err[512];
+    int rc = (o->map = rpl_map_new()) ? 0 : -1;
+    if (rc) snprintf(err, sizeof err, "out of memory");
+    for (int i = 0; i < o->n_mappings && rc == 0; i++)
+        rc = rpl_map_load(o->map, o->mappings[i], err, sizeof err);
+    for (int i = 0; i < o->n_overrides && rc == 0; i++)
+        rc = rpl_map_set(o->map, o->overrides[i], "--map", 0, err, sizeof err);
+    if (rc == 0) rc = rpl_map_check(o->map, err, sizeof err);
+    char *settings = rc == 0 ? rpl_map_worker_settings(o->map) : NULL;
+    if (rc == 0 && !settings) {
+        snprintf(err, sizeof err, "out of memory");
+        rc = -1;
+    }
+    for (char *save = NULL, *l = settings ? strtok_r(settings, "\n", &save) : NULL; l && rc == 0;
+         l = strtok_r(NULL, "\n", &save))
+        rc = cfg_set(&o->cfg, l, "--mapping (the settings its events need)", 0, err, sizeof err);
+    free(settings);
+    if (rc != 0) fprintf(stderr, "m3rec-offline: %s\n", err);
+    return rc;
 }
 
 /* The command line into o's configuration and options, then the configuration checked.
@@ -89,11 +181,30 @@ static int parse_args(offline *o, int argc, char **argv) {
             o->dump = argv[++i];
         } else if (strcmp(a, "--quiet") == 0) {
             o->quiet = 1;
+        } else if (strcmp(a, "--drain") == 0) {
+            o->drain = 1;
+        } else if (strcmp(a, "--mapping") == 0 && more && o->n_mappings < 8) {
+            o->mappings[o->n_mappings++] = argv[++i];
+        } else if (strcmp(a, "--map") == 0 && more && o->n_overrides < 64) {
+            o->overrides[o->n_overrides++] = argv[++i];
+        } else if (strcmp(a, "--oracle-rows") == 0 && more) {
+            o->oracle_rows = argv[++i];
+        } else if (strcmp(a, "--max-rows") == 0 && more) {
+            o->max_rows = atoll(argv[++i]);
+        } else if (a[0] != '-' && o->n_files < 256) {
+            o->files[o->n_files++] = a;
         } else {
             usage();
             return 2;
         }
     }
+    if ((o->n_mappings > 0) != (o->n_files > 0) || (o->oracle_rows && !o->n_mappings)) {
+        fprintf(stderr, "m3rec-offline: --mapping and data files go together (and --oracle-rows "
+                "with them)\n");
+        usage();
+        return 2;
+    }
+    if (o->n_mappings && load_mapping(o) != 0) return 2;
     if (cfg_check(&o->cfg, err, sizeof err) != 0) {
         fprintf(stderr, "m3rec-offline: %s\n", err);
         return 2;
@@ -101,15 +212,44 @@ static int parse_args(offline *o, int argc, char **argv) {
     return 0;
 }
 
-/* The simulator, the learner, the oracle and the --dump-batches recorder. Returns 0, or -1
- * after saying why. */
+/* --mapping: the replay of the data files, the mapping's warnings about this configuration,
+ * and the per-row oracle file with its header checked. Returns 0, or -1 with err. */
+static int open_replay(offline *o, char *err, size_t n) {
+    static char warn[8192];
+    if (rpl_map_compare_worker(o->map, &o->cfg, warn, sizeof warn) > 0)
+        for (char *save = NULL, *l = strtok_r(warn, "\n", &save); l; l = strtok_r(NULL, "\n", &save))
+            fprintf(stderr, "m3rec-offline: warning: %s\n", l);
+    rpl_opts ro = {0, o->max_rows};
+    if (!(o->rp = rpl_new(o->map, o->files, o->n_files, &ro, err, n))) return -1;
+    if (!o->oracle_rows) return 0;
+    char head[64];
+    if (!(o->orows = fopen(o->oracle_rows, "r"))) {
+        snprintf(err, n, "--oracle-rows %s: %s", o->oracle_rows, strerror(errno));
+        return -1;
+    }
+    o->orow_line = 1;
+    if (!fgets(head, sizeof head, o->orows) || strncmp(head, "p_ctr,p_cvr", 11) != 0 ||
+        (head[11] != '\n' && head[11] != '\r' && head[11] != '\0')) {
+        snprintf(err, n, "%s:1: expected the header p_ctr,p_cvr (docs/replay.md)", o->oracle_rows);
+        return -1;
+    }
+    return 0;
+}
+
+/* The simulator or the replay, the learner, the oracle (the simulator's, the per-row
+ * file's, or none) and the --dump-batches recorder. Returns 0, or -1 after saying why. */
 static int open_run(offline *o) {
     char err[512];
-    app_sim_from_cfg(&o->sc, &o->cfg);
-    o->s = sim_new(&o->sc, err, sizeof err);
-    o->L = o->s ? lrn_new(&o->cfg, err, sizeof err) : NULL;
-    o->orc = o->L ? app_oracle_new(&o->cfg, err, sizeof err) : NULL;
-    if (!o->orc) {
+    int ok;
+    if (o->map) {
+        ok = open_replay(o, err, sizeof err) == 0;
+    } else {
+        app_sim_from_cfg(&o->sc, &o->cfg);
+        ok = (o->s = sim_new(&o->sc, err, sizeof err)) != NULL;
+    }
+    ok = ok && (o->L = lrn_new(&o->cfg, err, sizeof err)) != NULL;
+    if (ok && (o->s || o->orows)) ok = (o->orc = app_oracle_new(&o->cfg, err, sizeof err)) != NULL;
+    if (!ok) {
         fprintf(stderr, "m3rec-offline: %s\n", err);
         return -1;
     }
@@ -163,30 +303,71 @@ static int checkpoint(offline *o) {
     return 0;
 }
 
-/* One simulator event into the learner (and an impression's truth into the oracle).
- * An event the learner does not admit (a configuration stricter than the simulator's
- * values) counts as a DLQ message, as in the worker; the first few are shown. Returns 0,
- * or -1 after saying why: the simulator writes only valid events. */
-static int feed(offline *o, const m3_event *ev, const sim_truth *tr) {
+/* One event into the learner, from source (and scenario) scen; an impression's truth, when
+ * there is one, into the oracle. An event the learner does not admit (a configuration
+ * stricter than the input's values) counts as a DLQ message, as in the worker; the first
+ * few are shown. Returns 0, or -1 after saying why: the simulator and the replay write
+ * only valid events. */
+static int feed(offline *o, const m3_event *ev, int scen, const sim_truth *tr) {
     char reason[256];
     int rc = 0;
-    if (lrn_admit(o->L, ev, tr->scen, reason, sizeof reason)) {
+    if (lrn_admit(o->L, ev, scen, reason, sizeof reason)) {
         uint64_t n = ++met_board_counters(lrn_board(o->L))->dlq;
         if (n <= 10) fprintf(stderr, "m3rec-offline: refused (DLQ): %s\n", reason);
         return 0;
     }
     if (ev->type == M3_EV_IMPRESSION) {
-        app_oracle_add(o->orc, tr);
-        rc = lrn_impression(o->L, &ev->u.imp, tr->scen, 0, NULL, NULL, reason, sizeof reason);
+        if (tr) app_oracle_add(o->orc, tr);
+        rc = lrn_impression(o->L, &ev->u.imp, scen, 0, NULL, NULL, reason, sizeof reason);
     } else if (ev->type == M3_EV_CONVERSION) {
-        rc = lrn_conversion(o->L, &ev->u.conv, tr->scen, NULL, NULL, reason, sizeof reason);
+        rc = lrn_conversion(o->L, &ev->u.conv, scen, NULL, NULL, reason, sizeof reason);
     } else if (ev->type == M3_EV_SCORE_REQUEST) {
         rc = lrn_request(o->L, &ev->u.req, 0, NULL, NULL, reason, sizeof reason);
     }
     if (rc != 0) {
-        fprintf(stderr, "m3rec-offline: simulator event rejected: %s\n", reason);
+        fprintf(stderr, "m3rec-offline: %s event rejected: %s\n", o->map ? "replayed" : "simulator",
+                reason);
         return -1;
     }
+    return 0;
+}
+
+/* The truth of the replay's next impression from the per-row oracle file: its p_ctr and
+ * p_cvr, the click from the event (the conversion label comes with settle_held), and the
+ * counts its slices are decided by: the item's impressions so far, the user's in this
+ * scenario and in the others. The file has no reference predictors (NaN). Returns 0, or
+ * -1 with err (a short or malformed file, out of memory). */
+static int oracle_row(offline *o, const m3_impression *im, int scen, sim_truth *tr, char *err,
+                      size_t n) {
+    char line[128], *end;
+    o->orow_line++;
+    if (!fgets(line, sizeof line, o->orows)) {
+        snprintf(err, n, "%s:%lld: the file ends before the data (one line per data row)",
+                 o->oracle_rows, (long long)o->orow_line);
+        return -1;
+    }
+    double pc = strtod(line, &end), pv = *end == ',' ? strtod(end + 1, &end) : NAN;
+    if (!(pc >= 0 && pc <= 1 && pv >= 0 && pv <= 1) || (*end != '\n' && *end != '\r' && *end)) {
+        snprintf(err, n, "%s:%lld: expected p_ctr,p_cvr, two probabilities", o->oracle_rows,
+                 (long long)o->orow_line);
+        return -1;
+    }
+    o->items.width = 1;
+    o->users.width = M3_MAX_SCEN;
+    uint32_t *item = counts_of(&o->items, (uint64_t)im->item_id);
+    uint32_t *user = item ? counts_of(&o->users, (uint64_t)im->user_id) : NULL;
+    if (!user) {
+        snprintf(err, n, "out of memory");
+        return -1;
+    }
+    uint32_t other = 0;
+    for (int k = 0; k < M3_MAX_SCEN; k++) other += k == scen ? 0 : user[k];
+    *tr = (sim_truth){.scen = scen, .p_click = (float)pc, .p_conv = (float)pv,
+                      .clicked = im->clicked, .p_click_profile = NAN, .p_conv_profile = NAN,
+                      .p_click_learner = NAN, .p_conv_learner = NAN, .item_imps = item[0],
+                      .user_scen_imps = user[scen], .user_other_imps = other};
+    item[0]++;
+    user[scen]++;
     return 0;
 }
 
@@ -206,27 +387,134 @@ static int keep_state(offline *o) {
     return 0;
 }
 
+/* Hold a clicked impression's truth for its label. Returns 0, or -1 when out of memory. */
+static int hold(offline *o, const sim_truth *tr, const m3_impression *im) {
+    if (o->hq_n == o->hq_cap) {
+        size_t cap = o->hq_cap ? 2 * o->hq_cap : 1024;
+        held *q = malloc(cap * sizeof *q);
+        if (!q) return -1;
+        for (size_t i = 0; i < o->hq_n; i++) q[i] = o->hq[(o->hq_head + i) % o->hq_cap];
+        free(o->hq);
+        o->hq = q;
+        o->hq_cap = cap;
+        o->hq_head = 0;
+    }
+    held *h = &o->hq[(o->hq_head + o->hq_n++) % o->hq_cap];
+    h->tr = *tr;
+    h->ts = im->ts_ms;
+    snprintf(h->id, sizeof h->id, "%s", im->impression_id);
+    return 0;
+}
+
+/* A conversion (NULL: the stream ended): the held impressions before its own are not
+ * converted, its own is (in the window when its delay is within join.window.ms); at the end
+ * every one left is not converted. Each goes to the oracle with its label. */
+static void settle_held(offline *o, const m3_conversion *cv) {
+    size_t k = 0;
+    while (cv && k < o->hq_n && strcmp(o->hq[(o->hq_head + k) % o->hq_cap].id, cv->impression_id))
+        k++;
+    if (cv && k == o->hq_n) return;     /* not a held impression's: nothing is known */
+    size_t upto = cv ? k + 1 : o->hq_n;
+    for (size_t i = 0; i < upto; i++) {
+        held *h = &o->hq[o->hq_head];
+        h->tr.converted = cv && i == k;
+        h->tr.in_window = h->tr.converted && cv->ts_ms - h->ts <= o->cfg.join_window_ms;
+        app_oracle_add(o->orc, &h->tr);
+        o->hq_head = (o->hq_head + 1) % o->hq_cap;
+        o->hq_n--;
+    }
+}
+
+/* The replay's event to the oracle: an impression's truth from the per-row file, at once
+ * when not clicked, else held for its label; a conversion settles the held ones. Returns 0,
+ * or -1 after saying why. */
+static int oracle_event(offline *o, const m3_event *ev, int scen) {
+    char err[512];
+    sim_truth tr;
+    if (ev->type == M3_EV_CONVERSION) {
+        settle_held(o, &ev->u.conv);
+    } else if (ev->type == M3_EV_IMPRESSION) {
+        if (oracle_row(o, &ev->u.imp, scen, &tr, err, sizeof err) != 0) {
+            fprintf(stderr, "m3rec-offline: %s\n", err);
+            return -1;
+        }
+        if (!tr.clicked) app_oracle_add(o->orc, &tr);
+        else if (hold(o, &tr, &ev->u.imp) != 0) {
+            fprintf(stderr, "m3rec-offline: out of memory\n");
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* The next event of the simulator or the replay, its scenario (the learner's source) and,
+ * from the simulator, its truth (*trp; NULL from the replay, whose truth oracle_event
+ * handles). Returns 1, 0 at the end, or -1 after saying why. */
+static int next_event(offline *o, m3_event *ev, int *scen, sim_truth *tr, const sim_truth **trp) {
+    char err[512];
+    if (o->s) {
+        if (!sim_next(o->s, ev, tr)) return 0;
+        *scen = tr->scen;
+        *trp = tr;
+        return 1;
+    }
+    int r = rpl_next(o->rp, ev, err, sizeof err);
+    if (r < 0) fprintf(stderr, "m3rec-offline: %s\n", err);
+    if (r <= 0) return r;
+    const char *name = ev->type == M3_EV_IMPRESSION ? ev->u.imp.scenario : ev->u.conv.scenario;
+    *scen = cfg_scenario_index(&o->cfg, name);   /* the mapping's settings made them the same */
+    *trp = NULL;
+    if (o->orows && oracle_event(o, ev, *scen) != 0) return -1;
+    return 1;
+}
+
+/* The progress line, with the clicked impressions waiting for their label. */
+static void progress(offline *o) {
+    char line[256];
+    met_board_progress_line(lrn_board(o->L), line, sizeof line);
+    fprintf(stderr, "%s  pending %zu\n", line, lrn_pending(o->L));
+}
+
 /* The whole stream through the learner, then the last minibatch. Returns 0, or -1 after
  * saying why. */
 static int run_stream(offline *o) {
     m3_event ev;
     sim_truth tr;
+    const sim_truth *trp;
+    int scen, r;
     met_board *b = lrn_board(o->L);
     double next_progress = o->cfg.progress_ms / 1000.0;
-    while (sim_next(o->s, &ev, &tr)) {
+    while ((r = next_event(o, &ev, &scen, &tr, &trp)) == 1) {
         met_board_counters(b)->events++;
-        if (feed(o, &ev, &tr) != 0) return -1;
+        if (feed(o, &ev, scen, trp) != 0) return -1;
         o->pos++;
         if (o->st && keep_state(o) != 0) return -1;
         if (!o->quiet && o->cfg.progress_ms > 0 && met_board_elapsed(b) >= next_progress) {
-            char line[256];
-            met_board_progress_line(b, line, sizeof line);
-            fprintf(stderr, "%s\n", line);
+            progress(o);
             next_progress += o->cfg.progress_ms / 1000.0;
         }
     }
-    lrn_run_batch(o->L, NULL, NULL);
+    if (r < 0) return -1;
+    if (o->orows) settle_held(o, NULL);
+    if (o->drain) lrn_drain(o->L, NULL, NULL);
+    else lrn_run_batch(o->L, NULL, NULL);
     return 0;
+}
+
+/* The replay's summary and its warning about the event-time span and the window. */
+static void replay_summary(offline *o) {
+    rpl_stats st;
+    char warn[512];
+    rpl_get_stats(o->rp, &st);
+    fprintf(stderr, "m3rec-offline: replayed %lld rows: %lld impressions (%lld clicks), %lld "
+            "conversions, event time %.1f min\n", (long long)st.rows, (long long)st.impressions,
+            (long long)st.clicks, (long long)st.conversions,
+            (double)(st.last_ts_ms - st.first_ts_ms) / 60000.0);
+    if (rpl_span_warning(&st, &o->cfg, warn, sizeof warn))
+        fprintf(stderr, "m3rec-offline: warning: %s", warn);
+    if (o->orows && fgetc(o->orows) != EOF)
+        fprintf(stderr, "m3rec-offline: warning: %s has more lines than the data has rows\n",
+                o->oracle_rows);
 }
 
 /* The report's own keys: the admission counters. */
@@ -250,6 +538,12 @@ static int finish(offline *o) {
         fprintf(stderr, "m3rec-offline: %s\n", err);
         return -1;
     }
+    if (o->rp) replay_summary(o);
+    if (o->oracle_report && !o->orc) {
+        fprintf(stderr, "m3rec-offline: --oracle-report: no oracle (a replay has one with "
+                "--oracle-rows)\n");
+        return -1;
+    }
     if (o->oracle_report && app_oracle_write(o->orc, o->oracle_report, err, sizeof err) != 0) {
         fprintf(stderr, "m3rec-offline: %s\n", err);
         return -1;
@@ -262,6 +556,14 @@ static int finish(offline *o) {
 static void close_run(offline *o) {
     char err[512];
     app_oracle_destroy(o->orc);
+    rpl_destroy(o->rp);
+    rpl_map_destroy(o->map);
+    if (o->orows) fclose(o->orows);
+    free(o->hq);
+    km_free(&o->items.idx);
+    km_free(&o->users.idx);
+    free(o->items.cnt);
+    free(o->users.cnt);
     if (state_close(o->st, err, sizeof err) != 0) fprintf(stderr, "m3rec-offline: %s\n", err);
     lrn_destroy(o->L);
     sim_destroy(o->s);
@@ -279,6 +581,11 @@ int main(int argc, char **argv) {
     int rc = parse_args(&o, argc, argv);
     if (rc != 0) return rc;
     /* on a failure the process ends at once: the store keeps its last checkpoint */
+    if (o.map && o.cfg.store_dir[0]) {
+        fprintf(stderr, "m3rec-offline: store.dir is for the simulator's stream; a replay "
+                "runs in memory\n");
+        return 2;
+    }
     if (open_run(&o) != 0 || (o.cfg.store_dir[0] && open_state(&o) != 0) ||
         run_stream(&o) != 0 || finish(&o) != 0)
         return 1;

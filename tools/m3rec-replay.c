@@ -268,6 +268,9 @@ static int replay(const rpl_map *map, const m3_cfg *cfg, const opts *o) {
         rpl_get_stats(r, &st);
         summary(&st, rpl_map_prefix(map), o->n_files, o->check ? "checked" : o->out ? "wrote" : "produced",
                 messages, st.next_row_ts_ms);
+        char span[512];   /* the worker's windows against the stream's event time */
+        if (o->have_cfg && rpl_span_warning(&st, cfg, span, sizeof span))
+            fprintf(stderr, "m3rec-replay: warning: %s", span);
         if (rc == 0 && st.impressions == 0 && st.bad > 0) {
             fprintf(stderr, "m3rec-replay: every row was bad\n");
             rc = 1;

@@ -4,11 +4,16 @@
  *
  * Usage:
  *   m3rec-report [--oracle ORACLE.json] [--min-gap X] RUN.json [RUN.json ...]
+ *   m3rec-report --merge [--oracle ORACLE.json] WORKER.json WORKER.json [...]
  *   m3rec-report --html OUT.html [--png OUT.png] [--title TEXT] [--bench RESULT.json]
  *                [--oracle ORACLE.json] [--gnuplot PROG] [LABEL=]RUN.json [...]
  * With --min-gap, exits 1 unless every non-lr model of every run closes at least X of the
  * gap between lr and the oracle in every scenario and task (the foundation's quality bar).
- * A run's label on the page is LABEL, or its file name without ".json". Exit codes: 0,
+ * A run's label on the page is LABEL, or its file name without ".json".
+ * --merge: the reports of a group's workers (each predicted its own share of one stream)
+ * make one table of the group's prequential AUCs: their histograms add, per scenario x
+ * task x model, and so do their counters. Reports from another configuration (their
+ * "config" keys differ) or another model set are refused with the reason. Exit codes: 0,
  * 1 (an unreadable report, a failed bar, gnuplot failing or missing for --png), 2 (usage). */
 #include <errno.h>
 #include <math.h>
@@ -19,10 +24,12 @@
 #include "app/app.h"
 #include "base/buf.h"
 #include "base/json.h"
+#include "report/metrics.h"
 #include "report/page.h"
 
 #define USAGE                                                                                \
     "usage: m3rec-report [--oracle ORACLE.json] [--min-gap X] RUN.json [RUN.json ...]\n"     \
+    "       m3rec-report --merge [--oracle ORACLE.json] WORKER.json WORKER.json [...]\n"     \
     "       m3rec-report --html OUT.html [--png OUT.png] [--title TEXT] [--bench RESULT.json]\n" \
     "                    [--oracle ORACLE.json] [--gnuplot PROG] [LABEL=]RUN.json [...]\n"
 
@@ -92,9 +99,102 @@ static void run_label(const char *arg, char *label, size_t n, const char **path)
     snprintf(label, n, "%.*s", (int)len, base);
 }
 
+/* Do two reports' "config" objects agree? Returns 1, or 0 with why naming the first key that
+ * differs. */
+static int same_config(const json_node *a, const json_node *b, const char *pa, char *why, size_t n) {
+    const json_node *ca = json_member(a, "config"), *cb = json_member(b, "config");
+    if (!ca || !cb || ca->type != JSON_OBJECT || cb->type != JSON_OBJECT) {
+        snprintf(why, n, "no \"config\" in %s (a report from before --merge existed?)",
+                 !ca ? "this report" : pa);
+        return 0;
+    }
+    for (int pass = 0; pass < 2; pass++) {   /* every key of a in b, then of b in a */
+        const json_node *x = pass ? cb : ca, *y = pass ? ca : cb;
+        for (size_t i = 0; i < x->n; i++) {
+            const char *vx = json_string(&x->items[i], ""), *vy = json_string(json_member(y, x->keys[i]), NULL);
+            if (vy && strcmp(vx, vy) == 0) continue;
+            const char *here = pass ? vy : vx, *there = pass ? vx : vy;
+            snprintf(why, n, "another configuration: %s=%s here, %s in %s", x->keys[i],
+                     here ? here : "(unset)", there ? there : "(unset)", pa);
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* A board shaped like report r: its models, its scenarios, its histograms' bins. NULL with
+ * err when r has none of them. */
+static met_board *board_like(const json_node *r, char *err, size_t n) {
+    const json_node *models = json_member(r, "models");
+    const json_node *first = models && models->type == JSON_OBJECT && models->n ? &models->items[0] : NULL;
+    const json_node *scens = json_member(first, "scenarios");
+    if (!first || !scens || scens->type != JSON_OBJECT || !scens->n || scens->n > M3_MAX_SCEN ||
+        models->n > MET_MAX_MODELS) {
+        snprintf(err, n, "no models or scenarios: not an m3rec report?");
+        return NULL;
+    }
+    const char *mn[MET_MAX_MODELS], *sn[M3_MAX_SCEN];
+    for (size_t i = 0; i < models->n; i++) mn[i] = models->keys[i];
+    for (size_t i = 0; i < scens->n; i++) sn[i] = scens->keys[i];
+    int bits = (int)json_number(json_get(first, "hist.overall.ctr.bits"), 0);
+    return met_board_new((int)scens->n, sn, (int)models->n, mn, bits, err, n);
+}
+
+/* --merge: the group's table. Returns the exit code. */
+static int merge_reports(json_node *const *runs, const page_run *pr, int n, const json_node *orc) {
+    char err[512];
+    met_board *b = board_like(runs[0], err, sizeof err);
+    if (!b) {
+        fprintf(stderr, "m3rec-report: %s: %s\n", pr[0].path, err);
+        return 1;
+    }
+    double pending = 0;
+    int rc = 0;
+    for (int r = 0; r < n && !rc; r++) {
+        if ((r > 0 && !same_config(runs[r], runs[0], pr[0].path, err, sizeof err)) ||
+            met_board_merge_report(b, runs[r], err, sizeof err) != 0) {
+            fprintf(stderr, "m3rec-report: %s: refused: %s\n", pr[r].path, err);
+            rc = 1;
+        }
+        pending += json_number(json_member(runs[r], "pending"), 0);
+    }
+    json_writer *w = rc ? NULL : json_writer_new_buf(0);
+    json_node *merged = NULL;
+    if (w) {
+        met_board_write_json(b, w, NULL, NULL);
+        size_t len;
+        const char *text = json_writer_buf(w, &len);
+        merged = text ? json_parse(text, err, sizeof err) : NULL;
+        json_writer_destroy(w);
+    }
+    if (!rc && !merged) {
+        fprintf(stderr, "m3rec-report: cannot render the merged board: %s\n", err);
+        rc = 1;
+    }
+    if (!rc) {
+        const met_counters *c = met_board_counters(b);
+        printf("group of %d reports: %llu events, %llu impressions, %llu clicks, %llu conversions "
+               "(%llu late, %llu unmatched), %llu dlq, %.0f pending\n", n,
+               (unsigned long long)c->events, (unsigned long long)c->impressions,
+               (unsigned long long)c->clicks, (unsigned long long)c->conversions,
+               (unsigned long long)c->late_conversions, (unsigned long long)c->unmatched_conversions,
+               (unsigned long long)c->dlq, pending);
+        if (app_print_comparison(stdout, merged, orc, err, sizeof err) != 0) {
+            fprintf(stderr, "m3rec-report: %s\n", err);
+            rc = 1;
+        }
+        printf("not merged (per worker, in each report): slices, timeline, latency, rss, "
+               "elapsed and cpu time, events per second\n");
+    }
+    json_free(merged);
+    met_board_destroy(b);
+    return rc;
+}
+
 int main(int argc, char **argv) {
     const char *oracle = NULL, *html = NULL, *png = NULL, *title = NULL, *bench = NULL;
     const char *gnuplot = NULL;
+    int merge = 0;
     const char *args[PAGE_MAX_RUNS];
     int n_args = 0;
     double want = NAN;
@@ -108,13 +208,15 @@ int main(int argc, char **argv) {
         else if (strcmp(a, "--title") == 0 && more) title = argv[++i];
         else if (strcmp(a, "--bench") == 0 && more) bench = argv[++i];
         else if (strcmp(a, "--gnuplot") == 0 && more) gnuplot = argv[++i];
+        else if (strcmp(a, "--merge") == 0) merge = 1;
         else if (a[0] != '-' && n_args < PAGE_MAX_RUNS) args[n_args++] = a;
         else {
             fprintf(stderr, "%s%s", a[0] == '-' ? "" : "m3rec-report: too many runs\n", USAGE);
             return 2;
         }
     }
-    if (n_args == 0 || ((png || title || bench || gnuplot) && !html)) {
+    if (n_args == 0 || ((png || title || bench || gnuplot) && !html) ||
+        (merge && (html || !isnan(want) || n_args < 2))) {
         fprintf(stderr, USAGE);
         return 2;
     }
@@ -132,7 +234,8 @@ int main(int argc, char **argv) {
         pr[r].report = runs[r];
     }
     if (rc) fprintf(stderr, "m3rec-report: %s\n", err);
-    for (int r = 0; !rc && !html && r < n_args; r++) {
+    if (!rc && merge) rc = merge_reports(runs, pr, n_args, orc);
+    for (int r = 0; !rc && !html && !merge && r < n_args; r++) {
         if (n_args > 1) printf("%s== %s (%s)\n", r ? "\n" : "", pr[r].label, pr[r].path);
         if (app_print_comparison(stdout, runs[r], orc, err, sizeof err) != 0) {
             fprintf(stderr, "m3rec-report: %s: %s\n", pr[r].path, err);

@@ -4,9 +4,12 @@
  * Usage: m3rec-sim [--config FILE] [--set key=value]... [--bootstrap HOST:PORT]
  *                  [--events N] [--seed S] [--users N] [--items N] [--difficulty X]
  *                  [--noise X] [--conflict X] [--taste X] [--mix X] [--new-users X]
- *                  [--report PATH]
+ *                  [--time-rate IMPS_PER_SEC] [--conversion-delay DIST]
+ *                  [--immediate-labels WINDOW] [--report PATH]
  *                  [--out FILE] [--create-topics PARTITIONS] [--rate MSGS_PER_SEC]
  *
+ * --time-rate sets the event-time rate (the stream's span); --conversion-delay the delay
+ * distribution, e.g. lognormal:median=2h,sigma=1.5 (docs/simulator.md).
  * --rate paces production in wall-clock time (0 = as fast as possible); the embedded
  * broker keeps only ~5 MB per partition, so a demo paces the stream to what the worker
  * can follow.

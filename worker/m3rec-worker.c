@@ -30,15 +30,20 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <librdkafka/rdkafka.h>
 
 #include "app/app.h"
+#include "app/live.h"
 #include "base/clock.h"
+#include "base/err.h"
 #include "config/cfg.h"
 #include "stream/codec.h"
+#include "stream/format.h"
 #include "stream/kio.h"
 #include "stream/learner.h"
+#include "stream/registry.h"
 #include "stream/topics.h"
 #include "report/metrics.h"
 #include "state/state.h"
@@ -95,6 +100,16 @@ typedef struct {
     int outage_stop;                       /* worker.outage.max.ms ran out */
     int64_t ckpt_retry_ms;                 /* monotonic: a put-off checkpoint is retried then */
     long long waiting;                     /* outputs not delivered yet, at the last look */
+    /* the live view (http.listen), NULL when off */
+    live *live;
+    uint64_t dlq_class[LIVE_DLQ__COUNT];   /* DLQ messages by reason class */
+    /* input and output framing (format.h), the schema registry (registry.h) */
+    fmt_decoder *dec;
+    reg *reg;                              /* NULL without registry.url */
+    int out_registry;                      /* output.format=registry: frame with out_id */
+    uint32_t out_id;                       /* the Prediction schema's registry id */
+    long long registry_waits;              /* messages that waited for the registry */
+    int64_t registry_wait_ms;              /* for how long, in all */
 } worker;
 
 static void usage(void) {
@@ -118,11 +133,17 @@ static void emit_prediction(void *ud, const m3_prediction *p) {
     long len = codec_encode(w->codec, &ev, w->buf, w->buf_cap, reason, sizeof reason);
     if (len < 0) {
         w->produce_errors++;
-        snprintf(w->last_produce_error, sizeof w->last_produce_error, "encode: %s", reason);
+        snprintf(w->last_produce_error, sizeof w->last_produce_error, "encode: %.240s", reason);
         return;
     }
+    unsigned char *out = w->buf;
+    if (w->out_registry) {   /* the datum stays; its 10-byte header becomes the 5-byte one */
+        out += CODEC_HEADER_LEN - FMT_REGISTRY_HEADER_LEN;
+        len -= CODEC_HEADER_LEN - FMT_REGISTRY_HEADER_LEN;
+        fmt_put_registry_header(out, w->out_id);
+    }
     int klen = snprintf(key, sizeof key, "%" PRId64, p->user_id);
-    if (kio_produce(w->prod, w->tp.predictions, key, (size_t)klen, w->buf, (size_t)len, NULL, 0,
+    if (kio_produce(w->prod, w->tp.predictions, key, (size_t)klen, out, (size_t)len, NULL, 0,
                     w->last_produce_error, sizeof w->last_produce_error) != 0) {
         w->produce_errors++;
         w->enqueue_failed++;
@@ -138,6 +159,7 @@ static void send_dlq(worker *w, const rd_kafka_message_t *m, const char *reason)
                           "m3rec.dlq.partition", part,
                           "m3rec.dlq.offset", off};
     met_board_counters(lrn_board(w->L))->dlq++;
+    w->dlq_class[live_dlq_class(reason)]++;
     if (kio_produce(w->prod, w->tp.dlq, m->key, m->key_len, m->payload, m->len, hdrs, 4,
                     w->last_produce_error, sizeof w->last_produce_error) != 0) {
         w->produce_errors++;
@@ -197,29 +219,37 @@ static int dispatch(worker *w, const m3_event *ev, const rd_kafka_message_t *m, 
     }
 }
 
-/* One input message: counted against its source (the learner's source index: topic index
- * x partitions + partition), decoded and handed to the learner; what is refused goes to
- * the DLQ with the reason. */
-static void handle(worker *w, const rd_kafka_message_t *m) {
-    char reason[CODEC_REASON_MAX + 64];
+static int decode_waiting(worker *w, const rd_kafka_message_t *m, m3_event *ev, char *reason,
+                          size_t n);
+
+/* One input message: decoded (waiting for the registry if need be) and counted against
+ * its source (the learner's source index: topic index x partitions + partition), handed
+ * to the learner; what is refused goes to the DLQ with the reason. Returns 0, or -1 when
+ * the worker stopped while the message waited for the registry: it was not handled. */
+static int handle(worker *w, const rd_kafka_message_t *m) {
+    char reason[CODEC_REASON_MAX + 160];
     m3_event ev;
     int t = topic_index(w, rd_kafka_topic_name(m->rkt));
     int src = t < 0 ? 0 : t * w->n_partitions + m->partition;
+    int dec = decode_waiting(w, m, &ev, reason, sizeof reason);
+    if (dec == FMT_WAIT) return -1;
     met_board_counters(lrn_board(w->L))->events++;
     w->per_source[src]++;
     w->next_off[src] = m->offset + 1;
-    if (codec_decode(w->codec, m->payload, m->len, &ev, reason, sizeof reason) != 0) {
+    if (dec != FMT_OK) {
         send_dlq(w, m, reason);
-        return;
+        return 0;
     }
     int rc = dispatch(w, &ev, m, t < w->tp.n_scen ? t : -1, src, reason, sizeof reason);
     m3_event_clear(&ev);
     if (rc != 0) send_dlq(w, m, reason);
+    return 0;
 }
 
 /* ---- outages: pausing, the limit, waiting for delivery ---- */
 
 static void progress(worker *w);
+static void publish(worker *w);
 
 /* The producer's state; w->down_ms follows it. */
 static void producer_state(worker *w, kio_producer_state *ps) {
@@ -294,7 +324,56 @@ static int wait_delivered(worker *w, char *err, size_t n) {
             progress(w);
             next_progress = now + w->cfg.progress_ms;
         }
+        publish(w);   /* waiting for the broker is progress: /live stays true */
     }
+}
+
+/* ---- the schema registry: ids resolved at the message, waiting while it cannot answer ---- */
+
+/* Decode m (fmt_decode). While the registry cannot answer, the message waits - like the
+ * input during a broker outage, nothing is lost: retried with a doubling pause (100 ms to
+ * registry.backoff.max.ms), deliveries, the live view and the progress line going on. A
+ * stop signal, or worker.outage.max.ms running out, ends the wait with FMT_WAIT and
+ * w->failed: no checkpoint covers the message, which is read again on restart. */
+static int decode_waiting(worker *w, const rd_kafka_message_t *m, m3_event *ev, char *reason,
+                          size_t n) {
+    fmt_result r = fmt_decode(w->dec, m->payload, m->len, ev, reason, n);
+    if (r != FMT_WAIT) return r;
+    int64_t start = clk_mono_ms(), pause = 100, next_progress = start + w->cfg.progress_ms;
+    w->registry_waits++;
+    fprintf(stderr, "m3rec-worker: the schema registry cannot answer (%s): consuming waits, "
+            "retrying\n", reason);
+    while (r == FMT_WAIT) {
+        for (int64_t until = clk_mono_ms() + pause; run && clk_mono_ms() < until;) {
+            struct timespec d = {0, 20 * 1000000L};
+            nanosleep(&d, NULL);
+            kio_producer_poll(w->prod);
+            publish(w);   /* waiting for the registry is no hang: /live stays true */
+        }
+        int64_t now = clk_mono_ms();
+        int over = w->cfg.outage_max_ms > 0 && now - start >= w->cfg.outage_max_ms;
+        if (!run || over) {
+            fprintf(stderr, "m3rec-worker: %s while waiting %lld ms for the schema registry: "
+                    "stopping without a checkpoint (the input after the last one is read "
+                    "again on restart)\n", run ? "worker.outage.max.ms ran out" : "stopped",
+                    (long long)(now - start));
+            w->failed = 1;
+            w->registry_wait_ms += now - start;
+            return FMT_WAIT;
+        }
+        if (w->cfg.progress_ms > 0 && now >= next_progress) {
+            progress(w);
+            fprintf(stderr, "m3rec-worker: waiting %.0f s for the schema registry: %s\n",
+                    (double)(now - start) / 1000.0, reason);
+            next_progress = now + w->cfg.progress_ms;
+        }
+        pause = pause * 2 < w->cfg.registry_backoff_max_ms ? pause * 2 : w->cfg.registry_backoff_max_ms;
+        r = fmt_decode(w->dec, m->payload, m->len, ev, reason, n);
+    }
+    w->registry_wait_ms += clk_mono_ms() - start;
+    fprintf(stderr, "m3rec-worker: the schema registry answers again after %lld ms: consuming "
+            "goes on\n", (long long)(clk_mono_ms() - start));
+    return r;
 }
 
 /* A message below its partition's position was handled already: librdkafka 2.0 can fetch
@@ -399,6 +478,10 @@ static int state_broken(worker *w) {
  * auto.offset.reset says. */
 static void on_assign(void *opaque, rd_kafka_t *rk, rd_kafka_topic_partition_list_t *parts) {
     worker *w = opaque;
+    if (!w->st) {   /* in memory: partitions start at the committed offsets */
+        live_set_assigned(w->live, parts->cnt);
+        return;
+    }
     rd_kafka_topic_partition_list_t *committed = rd_kafka_topic_partition_list_copy(parts);
     rd_kafka_resp_err_t e = rd_kafka_committed(rk, committed, START_TIMEOUT_MS);
     if (e)
@@ -429,13 +512,15 @@ static void on_assign(void *opaque, rd_kafka_t *rk, rd_kafka_topic_partition_lis
     fprintf(stderr, "m3rec-worker: assignment of %d partitions: %d start at the stored offset, "
             "%d at the group's committed one, %d by auto.offset.reset\n", parts->cnt,
             from_store, from_group, from_reset);
+    live_set_assigned(w->live, parts->cnt);   /* restored and placed: ready */
 }
 
 /* Before the partitions go: train what is queued and checkpoint it with their offsets. */
 static void on_revoke(void *opaque, rd_kafka_t *rk, const rd_kafka_topic_partition_list_t *parts) {
     worker *w = opaque;
     (void)rk;
-    if (w->failed || state_broken(w)) return;
+    live_set_assigned(w->live, 0);   /* not ready from the revocation to the next assignment */
+    if (!w->st || w->failed || state_broken(w)) return;
     if (!lrn_at_boundary(w->L)) lrn_run_batch(w->L, emit_prediction, w);
     if (!state_broken(w) && changed(w)) checkpoint(w, 1);
     for (int i = 0; i < parts->cnt; i++) {
@@ -537,7 +622,7 @@ static int start_clients(worker *w, char *err, size_t n) {
     if (!w->prod) return -1;
     w->cons = kio_consumer_new(w->props, w->n_props, w->tp.all, w->n_topics, err, n);
     if (!w->cons) return -1;
-    if (w->st) kio_consumer_set_rebalance_hooks(w->cons, on_assign, on_revoke, w);
+    kio_consumer_set_rebalance_hooks(w->cons, on_assign, on_revoke, w);
     fprintf(stderr, "m3rec-worker: consuming %d topics x %d partitions as group '%s', model %s%s%s\n",
             w->n_topics, w->n_partitions,
             cfg_kafka_get(c, "group.id") ? cfg_kafka_get(c, "group.id") : "m3rec",
@@ -546,10 +631,65 @@ static int start_clients(worker *w, char *err, size_t n) {
     return 0;
 }
 
+/* http.listen: the live view, answering /live from here on (start-up included). */
+static int start_live(worker *w, char *err, size_t n) {
+    w->live = live_start(&w->cfg, err, n);
+    if (!w->live) return err[0] ? -1 : 0;
+    int v6 = strchr(w->cfg.http_host, ':') != NULL;
+    fprintf(stderr, "m3rec-worker: metrics and health at http://%s%s%s:%d (/metrics, /live, "
+            "/ready)\n", v6 ? "[" : "", w->cfg.http_host, v6 ? "]" : "", live_port(w->live));
+    return 0;
+}
+
+/* input.schemas.dir: an incompatible writer schema is no start-up error (its producers
+ * may be gone); its messages go to the DLQ with this reason. */
+static void schema_refused(void *arg, const char *path, const char *why) {
+    fprintf(stderr, "m3rec-worker: %s: refused, its messages go to the DLQ: %s\n", path, why);
+}
+
+/* registry.url: the client; output.format=registry: the Prediction schema registered under
+ * its subject (retried for START_TIMEOUT_MS while the registry cannot answer); then the
+ * input decoder. */
+static int open_registry(worker *w, char *err, size_t n) {
+    const m3_cfg *c = &w->cfg;
+    fmt_mode in, out;
+    fmt_subject_strategy strategy;
+    fmt_mode_parse(c->input_format, 1, &in);   /* names checked by cfg_check */
+    fmt_mode_parse(c->output_format, 0, &out);
+    fmt_strategy_parse(c->registry_subject, &strategy);
+    if (c->registry_url[0] && !(w->reg = reg_new(c->registry_url, c->registry_timeout_ms, err, n)))
+        return -1;
+    if (out == FMT_REGISTRY) {
+        char subject[TOPICS_NAME_MAX + 64];
+        if (fmt_subject(strategy, w->tp.predictions, "io.m3rec.events.Prediction", subject,
+                        sizeof subject) != 0)
+            return err_set(err, n, "the Prediction subject name is too long");
+        const char *schema = codec_canonical(w->codec, M3_EV_PREDICTION);
+        int64_t give_up = clk_mono_ms() + START_TIMEOUT_MS;
+        reg_status st;
+        while ((st = reg_register(w->reg, subject, schema, &w->out_id, err, n)) == REG_UNAVAILABLE &&
+               run && clk_mono_ms() < give_up) {
+            struct timespec d = {0, 500 * 1000000L};
+            nanosleep(&d, NULL);
+        }
+        if (st != REG_OK) return -1;
+        w->out_registry = 1;
+        fprintf(stderr, "m3rec-worker: predictions framed with schema id %u (subject %s at %s)\n",
+                w->out_id, subject, reg_url_safe(w->reg));
+    }
+    w->dec = fmt_decoder_new(in, w->codec, w->reg);
+    return w->dec ? 0 : err_set(err, n, "out of memory");
+}
+
 static int setup(worker *w, char *err, size_t n) {
+    if (start_live(w, err, n) != 0) return -1;
     if (name_topics_and_props(w, err, n) != 0) return -1;
     w->codec = codec_new(err, n);
     if (!w->codec) return -1;
+    if (w->cfg.input_schemas_dir[0] &&
+        codec_add_dir(w->codec, w->cfg.input_schemas_dir, schema_refused, NULL, err, n) < 0)
+        return -1;
+    if (open_registry(w, err, n) != 0) return -1;
     w->L = lrn_new(&w->cfg, err, n);
     if (!w->L) return -1;
     w->buf_cap = 4096;
@@ -581,12 +721,15 @@ static void teardown(worker *w) {
     kio_mock_destroy(w->mock);
     if (state_close(w->st, err, sizeof err) != 0) fprintf(stderr, "m3rec-worker: %s\n", err);
     lrn_destroy(w->L);
+    fmt_decoder_destroy(w->dec);
+    reg_destroy(w->reg);
     codec_destroy(w->codec);
     free(w->buf);
     free(w->props);
     free(w->per_source);
     free(w->next_off);
     free(w->floor_off);
+    live_stop(w->live);
     cfg_free(&w->cfg);
 }
 
@@ -612,6 +755,21 @@ static void report_extra(json_writer *jw, void *arg) {
     json_key(jw, "redelivered_dropped");
     json_int(jw, w->redelivered);
     json_obj_end(jw);
+    if (w->reg) {
+        long long req, fail;
+        reg_stats(w->reg, &req, &fail);
+        json_key(jw, "registry");
+        json_obj_begin(jw);
+        json_key(jw, "requests");
+        json_int(jw, req);
+        json_key(jw, "failures");
+        json_int(jw, fail);
+        json_key(jw, "waits");
+        json_int(jw, w->registry_waits);
+        json_key(jw, "wait_ms");
+        json_int(jw, w->registry_wait_ms);
+        json_obj_end(jw);
+    }
     json_key(jw, "partitions");
     json_obj_begin(jw);
     for (int t = 0; t < w->n_topics; t++)
@@ -636,6 +794,22 @@ static void progress(worker *w) {
         snprintf(outage, sizeof outage, "  broker unreachable for %.0f s: consuming paused, "
                  "%lld outputs waiting", (double)w->down_ms / 1000.0, w->waiting);
     fprintf(stderr, "%s  pending %zu%s\n", line, lrn_pending(w->L), outage);
+}
+
+/* The live view's snapshot (at most once a second: live_due). */
+static void publish(worker *w) {
+    if (!live_due(w->live)) return;
+    state_stats ss = {0};
+    if (w->st) state_stats_get(w->st, &ss);
+    live_src src = {.board = lrn_board(w->L), .consumer = kio_consumer_handle(w->cons),
+                    .assigned = kio_consumer_assigned(w->cons),
+                    .paused = kio_consumer_paused(w->cons), .down_ms = w->down_ms,
+                    .outputs_waiting = w->waiting, .dlq = w->dlq_class,
+                    .pending = lrn_pending(w->L), .model_version = lrn_model_version(w->L),
+                    .has_store = w->st != NULL, .checkpoints = ss.checkpoints,
+                    .ckpt_last_ms = ss.ckpt_ms_last, .last_ckpt_ms = w->last_ckpt_ms,
+                    .failed = w->failed};
+    live_publish(w->live, &src);
 }
 
 /* The loop's clocks (monotonic ms). */
@@ -683,8 +857,7 @@ static void handle_polled(worker *w, rd_kafka_message_t **msgs, int n, int64_t n
             continue;
         }
         if (!lrn_queued(w->L)) pc->batch_start = now;
-        handle(w, msgs[i]);
-        if (!w->st) kio_consumer_store(w->cons, msgs[i], err, sizeof err);
+        if (handle(w, msgs[i]) == 0 && !w->st) kio_consumer_store(w->cons, msgs[i], err, sizeof err);
         rd_kafka_message_destroy(msgs[i]);
         msgs[i] = NULL;
         /* a checkpoint must sit between two minibatches: take it right after a batch ran */
@@ -728,6 +901,7 @@ static void keep_up(worker *w, int64_t now, pace *pc) {
         progress(w);
         pc->next_progress = now + w->cfg.progress_ms;
     }
+    publish(w);
 }
 
 /* model.max_events handled, or no input for exit.idle.ms after some (an outage or a group
@@ -748,6 +922,7 @@ static int done(worker *w, int64_t now, const pace *pc) {
  * main); after a failure nothing more is checkpointed. Returns rc, or 1 on a failure. */
 static int finish(worker *w, const pace *pc, int rc) {
     char err[512];
+    live_stopping(w->live);
     if (!w->failed) lrn_run_batch(w->L, emit_prediction, w);
     if (w->st && !state_broken(w) && changed(w) && checkpoint(w, 1) != 0) rc = 1;
     w->last_input_ms = clk_mono_ms();

@@ -37,8 +37,21 @@ int app_sim_arg(sim_cfg *sc, int argc, char **argv, int *i, char *errstr, size_t
         {"--mix", 'z', 'd', offsetof(sim_cfg, mix)},
         {"--new-users", 'z', 'd', offsetof(sim_cfg, new_users_per_1k)},
         {"--visit-len", 'z', 'd', offsetof(sim_cfg, visit_len)},
-        {"--intent", 'z', 'd', offsetof(sim_cfg, intent)}};
+        {"--intent", 'z', 'd', offsetof(sim_cfg, intent)},
+        {"--time-rate", 'p', 'd', offsetof(sim_cfg, rate_per_sec)}};
     enum { N_OPTS = (int)(sizeof opts / sizeof opts[0]) };
+    int delay = strcmp(argv[*i], "--conversion-delay") == 0;
+    if (delay || strcmp(argv[*i], "--immediate-labels") == 0) {
+        if (*i + 1 >= argc) {
+            snprintf(errstr, n, "%s needs a value", argv[*i]);
+            return -1;
+        }
+        const char *v = argv[++*i];
+        if (delay) return sim_delay_parse(v, &sc->delay, errstr, n) == 0 ? 1 : -1;
+        if (sim_duration_parse(v, &sc->immediate_ms) == 0) return 1;
+        snprintf(errstr, n, "--immediate-labels %s: expected a duration (e.g. 7d, 1h)", v);
+        return -1;
+    }
     int k = 0;
     while (k < N_OPTS && strcmp(argv[*i], opts[k].opt) != 0) k++;
     if (k == N_OPTS) return 0;
@@ -114,8 +127,8 @@ app_oracle *app_oracle_new(const m3_cfg *cfg, char *errstr, size_t n) {
         free(o);
         return NULL;
     }
-    /* the models' slices start after model.slice.burnin training steps of batch.size */
-    o->burnin = (int64_t)cfg->model.slice_burnin * cfg->batch_size;
+    /* the models' slices start after model.slice.burnin.impressions */
+    o->burnin = cfg->slice_burnin_imps;
     o->item_warm = (uint32_t)cfg->model.item_warm;
     o->user_new = (uint32_t)cfg->model.slice_user_new;
     return o;
@@ -197,9 +210,38 @@ typedef struct {
     void *arg;
 } report_ctx;
 
+/* The keys whose values decide what the models predict: workers whose reports are merged
+ * (m3rec-report --merge) must agree on them. The others (store, Kafka, the worker's run
+ * control, metrics) may differ from worker to worker. */
+static int model_key(const char *line) {
+    static const char *const pre[] = {"scenarios=", "features.", "batch.size=", "model.",
+                                      "join.", "emb.", "time."};
+    for (size_t i = 0; i < sizeof pre / sizeof pre[0]; i++)
+        if (strncmp(line, pre[i], strlen(pre[i])) == 0) return 1;
+    return 0;
+}
+
+/* "config": {key: value} of the model keys, from the configuration's dump. */
+static void write_model_config(json_writer *w, const m3_cfg *cfg) {
+    char *dump = cfg_dump(cfg);
+    json_key(w, "config");
+    json_obj_begin(w);
+    for (char *save = NULL, *l = dump ? strtok_r(dump, "\n", &save) : NULL; l;
+         l = strtok_r(NULL, "\n", &save)) {
+        char *eq = strchr(l, '=');
+        if (l[0] == '#' || !eq || !model_key(l)) continue;
+        *eq = '\0';
+        json_key(w, l);
+        json_str(w, eq + 1);
+    }
+    json_obj_end(w);
+    free(dump);
+}
+
 static void report_extra(json_writer *w, void *arg) {
     const report_ctx *c = arg;
     lrn *L = c->L;
+    write_model_config(w, lrn_cfg(L));
     json_key(w, "model_version");
     json_int(w, lrn_model_version(L));
     json_key(w, "flops_per_example");
@@ -245,7 +287,7 @@ static void print_row(FILE *out, const json_node *models, int n_models, const ch
     double lr = has_lr ? auc_at(models, "lr", scen, task) : NAN;
     double oracle = orc_models ? auc_at(orc_models, "oracle", scen, task) : NAN;
     for (int m = 0; m < n_models; m++) fprintf(out, " %13.4f", auc_at(models, names[m], scen, task));
-    fprintf(out, " %8.4f", oracle);
+    if (orc_models) fprintf(out, " %8.4f", oracle);
     for (int m = 0; m < n_models && has_lr && orc_models; m++) {
         if (strcmp(names[m], "lr") == 0) continue;
         double a = auc_at(models, names[m], scen, task);
@@ -263,6 +305,7 @@ int app_print_comparison(FILE *out, const json_node *run, const json_node *oracl
         return -1;
     }
     const json_node *orc_models = oracle ? json_member(oracle, "models") : NULL;
+    if (!json_member(orc_models, "oracle")) orc_models = NULL;   /* no column of NaN */
     int n_models = (int)models->n;
     if (n_models > 8) n_models = 8;
     const char *names[8];
@@ -273,7 +316,7 @@ int app_print_comparison(FILE *out, const json_node *run, const json_node *oracl
     }
     fprintf(out, "%-10s %-6s", "scenario", "task");
     for (int m = 0; m < n_models; m++) fprintf(out, " %13s", names[m]);
-    fprintf(out, " %8s", "oracle");
+    if (orc_models) fprintf(out, " %8s", "oracle");
     for (int m = 0; m < n_models && has_lr && orc_models; m++)
         if (strcmp(names[m], "lr") != 0) fprintf(out, " %12.12s", names[m]);
     fputc('\n', out);
@@ -288,6 +331,10 @@ int app_print_comparison(FILE *out, const json_node *run, const json_node *oracl
                       tasks[t], has_lr);
     for (int t = 0; t < 2; t++)
         print_row(out, models, n_models, names, orc_models, NULL, tasks[t], has_lr);
+    if (!orc_models)
+        fprintf(out, "no oracle: %s\n", oracle ? "the oracle report has no model \"oracle\""
+                : "the true probabilities are unknown (a replay has them with m3rec-offline "
+                  "--oracle-rows, docs/replay.md)");
     return 0;
 }
 

@@ -17,13 +17,15 @@
 int app_config_arg(m3_cfg *cfg, int argc, char **argv, int *i, char *errstr, size_t n);
 
 /* Handle the simulator's options: --events N, --seed S, --users N, --items N,
- * --difficulty X, --noise X, --conflict X (0..2), --taste X, --mix X, --new-users X (see
- * sim_cfg). Returns 1 when argv[*i] was one (*i then
+ * --difficulty X, --noise X, --conflict X (0..2), --taste X, --mix X, --new-users X,
+ * --time-rate X (impressions per second of event time), --conversion-delay DIST
+ * (sim_delay_parse), --immediate-labels WINDOW (sim_cfg.immediate_ms; see sim_cfg). Returns 1 when argv[*i] was one (*i then
  * points at its value), 0 when not, -1 with errstr when its value is missing or out of range. */
 int app_sim_arg(sim_cfg *sc, int argc, char **argv, int *i, char *errstr, size_t n);
 #define APP_SIM_USAGE \
     "[--events N] [--seed S] [--users N] [--items N] [--difficulty X] [--noise X] [--conflict X] " \
-    "[--taste X] [--mix X] [--new-users X]"
+    "[--taste X] [--mix X] [--new-users X] [--time-rate IMPS_PER_SEC] " \
+    "[--conversion-delay DIST] [--immediate-labels WINDOW]"
 
 /* The librdkafka properties of a program: cfg's kafka.* keys in file order, then
  * bootstrap.servers = bootstrap when bootstrap is non-NULL (a later entry overrides an
@@ -44,8 +46,8 @@ void app_sim_from_cfg(sim_cfg *sc, const m3_cfg *cfg);
  * with the models' slices (new_item: the item's impressions < model.item.warm;
  * new_user_in_scenario: the user's first model.slice.user.new impressions in the
  * scenario, known in another;
- * none in the first model.slice.burnin x batch.size impressions - the models' own
- * burn-in, the same impressions up to partial batches). */
+ * none in the first model.slice.burnin.impressions impressions - the scoreboard's
+ * burn-in, the same impressions up to a partial minibatch). */
 typedef struct app_oracle app_oracle;
 app_oracle *app_oracle_new(const m3_cfg *cfg, char *errstr, size_t n);
 void app_oracle_destroy(app_oracle *o);
@@ -58,8 +60,11 @@ char *app_oracle_json(const app_oracle *o);
 /* Writes a program's own top-level report keys (may be NULL). */
 typedef void (*app_extra_fn)(json_writer *w, void *arg);
 
-/* Write the learner's report to path: metrics, model facts, extra's keys, the rows trained
- * and, with a store (st not NULL), the state's counters. Returns 0, or -1 with errstr. */
+/* Write the learner's report to path: metrics, model facts ("config": the keys that decide
+ * what the models predict - scenarios, features.*, batch.size, model.*, join.*, emb.*,
+ * time.* - as {key: value}, which m3rec-report --merge requires equal), extra's keys, the
+ * rows trained and, with a store (st not NULL), the state's counters. Returns 0, or -1 with
+ * errstr. */
 int app_write_report(const char *path, lrn *L, state *st, app_extra_fn extra, void *arg,
                      char *errstr, size_t n);
 /* The learner's report as app_write_report writes it, as a malloc'd JSON string (NULL when
@@ -68,7 +73,9 @@ char *app_report_json(lrn *L, state *st, app_extra_fn extra, void *arg);
 
 /* Print, per scenario and overall, CTR and CTCVR AUC of every model in `run` next to the
  * oracle's, and the fraction of the LR-to-oracle gap each model closes when `run` has an
- * `lr` model. oracle may be NULL. Returns 0, or -1 when run lacks the report keys. */
+ * `lr` model. oracle may be NULL, or lack a model "oracle": then the table has no oracle
+ * column and ends with a line "no oracle: <why>". Returns 0, or -1 when run lacks the
+ * report keys. */
 int app_print_comparison(FILE *out, const json_node *run, const json_node *oracle,
                          char *errstr, size_t n);
 /* Same, from a live learner and oracle. */

@@ -2,6 +2,7 @@
  * validation with file:line messages, --set overrides and a dump. */
 #include "config/cfg.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
@@ -112,8 +113,10 @@ static const cfg__key cfg__keys[] = {
     K_INT("model.slice.user.new", model.slice_user_new, 1, 1000000, "10",
           "the new_user_in_scenario slice: a user's first this many impressions in a scenario, "
           "known in another"),
-    K_INT("model.slice.burnin", model.slice_burnin, 0, 100000000, "4000",
-          "the new_item and new_user_in_scenario slices count from this many training steps on"),
+    /* -- offline datasets (issue 17 item 3): the slices' burn-in in impressions -- */
+    K_I64("model.slice.burnin.impressions", slice_burnin_imps, 0, INT64_MAX, "100000",
+          "the new_item and new_user_in_scenario slices count from this many impressions on "
+          "(during the models' own start-up every item and user is new)"),
     K_TYP("model.upt", CFG__BOOL, model.upt, "true",
           "m3rec: transfer the user's preferences across scenarios (UPT)"),
     K_INT("model.upt.heads", model.upt_heads, 1, 64, "2", "UPT attention heads (divide model.emb.dim)"),
@@ -126,6 +129,10 @@ static const cfg__key cfg__keys[] = {
           "conversion attribution window, in event time"),
     K_I64("join.lateness.ms", join_lateness_ms, 0, DAY_MS, "300000",
           "windows close this long behind the newest event time seen (partitions are read unevenly)"),
+    /* delayed-feedback learning (issue 17) */
+    K_TYP("join.feedback", CFG__STRING, join_feedback, "window",
+          "a clicked impression's CTCVR term: window (trains when its label settles), fnw or "
+          "defer (trains at once as a negative, corrected when the conversion arrives)"),
     K_TYP("store.dir", CFG__PATH, store_dir, "",
           "RocksDB directory of the durable state (one per worker); empty = in memory only"),
     K_INT("store.memory.max_mb", store_memory_mb, 0, 1048576, "1024",
@@ -170,6 +177,35 @@ static const cfg__key cfg__keys[] = {
     /* issue 18, outages: how long the worker waits for an unreachable broker */
     K_I64("worker.outage.max.ms", outage_max_ms, 0, 30 * DAY_MS, "0",
           "stop (exit 1, no checkpoint) when the broker has been unreachable this long; 0 = wait for it however long"),
+    /* issue 19, live metrics and health (app/live.c): an HTTP endpoint, off by default */
+    K_TYP("http.listen", CFG__PATH, http_listen, "",
+          "host:port of the HTTP endpoint serving /metrics (Prometheus), /live and /ready; "
+          "an IPv4 literal, [IPv6] or localhost; port 0 = any free port; empty = off"),
+    K_I64("http.live.max.ms", http_live_max_ms, 1000, DAY_MS, "30000",
+          "/live fails once the main loop has not published its metrics for this long"),
+    K_I64("metrics.window.ms", metrics_window_ms, 10000, DAY_MS, "300000",
+          "the recent window of the live AUC, log loss and calibration gauges"),
+    /* issue 19, schema evolution: writer schemas beyond schemas/ and schemas/history/ */
+    K_TYP("input.schemas.dir", CFG__PATH, input_schemas_dir, "",
+          "directory of extra writer schemas (*.avsc) the worker resolves to its own at start; "
+          "an incompatible one is logged and its messages go to the DLQ naming the difference"),
+    /* issue 19, registry framing: how messages are framed and the schema registry */
+    K_TYP("input.format", CFG__STRING, input_format, "single-object",
+          "framing of input messages: single-object (C3 01 + fingerprint), registry (00 + "
+          "schema id, resolved at registry.url) or auto (by the first byte)"),
+    K_TYP("output.format", CFG__STRING, output_format, "single-object",
+          "framing of predictions: single-object, or registry (the Prediction schema is "
+          "registered at start and its id framed in)"),
+    K_TYP("registry.url", CFG__PATH, registry_url, "",
+          "base URL of a Confluent-compatible schema registry (e.g. http://host:8080/apis/ccompat/v7); "
+          "user:password@ in it is basic authentication"),
+    K_TYP("registry.subject.strategy", CFG__STRING, registry_subject, "topic",
+          "subject the Prediction schema is registered under: topic (<topic>-value), record "
+          "(io.m3rec.events.Prediction) or topic-record (<topic>-<record>)"),
+    K_INT("registry.timeout.ms", registry_timeout_ms, 100, 600000, "5000",
+          "bound of one registry request, connecting included"),
+    K_INT("registry.backoff.max.ms", registry_backoff_max_ms, 10, 600000, "5000",
+          "longest pause between retries while the registry cannot answer (messages wait)"),
 };
 #define CFG__NKEYS ((int)(sizeof cfg__keys / sizeof cfg__keys[0]))
 _Static_assert(sizeof cfg__keys / sizeof cfg__keys[0] <= CFG_KEYS_MAX, "raise CFG_KEYS_MAX");
@@ -490,6 +526,9 @@ static const struct { const char *name, *why; } cfg__retired[] = {
     {"model.upt.beta", "replaced by model.upt.step, a different rule: UPT's preference now "
                        "moves by the model's surprise on every impression (docs/configuration.md)"},
     {"model.upt.beta.conv", "replaced by model.upt.step.conv (docs/configuration.md)"},
+    {"model.slice.burnin", "it counted training steps; model.slice.burnin.impressions counts "
+                           "impressions (steps x batch.size: the old default 4000 x 256 = "
+                           "1024000; docs/configuration.md)"},
 };
 
 /* The known key closest to name, or NULL when none is plausibly meant: at most a third of
@@ -652,6 +691,29 @@ static const char *cfg__last_where(const m3_cfg *c, const char *const *names, in
     return best ? best->where : NULL;
 }
 
+/* http.listen into http_host (a numeric address; localhost is 127.0.0.1) and http_port;
+ * "" leaves http_port -1 (off). Returns 0, or -1 when it is not host:port. */
+static int cfg__http_listen(m3_cfg *c) {
+    const char *s = c->http_listen, *colon = strrchr(s, ':');
+    c->http_host[0] = '\0';
+    c->http_port = -1;
+    if (!s[0]) return 0;
+    if (!colon || !colon[1] || strspn(colon + 1, "0123456789") != strlen(colon + 1) ||
+        strlen(colon + 1) > 5 || atoi(colon + 1) > 65535)
+        return -1;
+    size_t hl = (size_t)(colon - s);
+    int v6 = hl >= 2 && s[0] == '[' && s[hl - 1] == ']';
+    if (v6) s++, hl -= 2;
+    if (hl == 0 || hl >= sizeof c->http_host) return -1;
+    memcpy(c->http_host, s, hl);
+    c->http_host[hl] = '\0';
+    if (!v6 && strcmp(c->http_host, "localhost") == 0) snprintf(c->http_host, sizeof c->http_host, "127.0.0.1");
+    unsigned char addr[sizeof(struct in6_addr)];
+    if (inet_pton(v6 ? AF_INET6 : AF_INET, c->http_host, addr) != 1) return -1;
+    c->http_port = atoi(colon + 1);
+    return 0;
+}
+
 static int cfg__check_fail(const m3_cfg *c, const char *const *names, int n, char *errstr,
                            size_t errstr_size, const char *msg) {
     const char *w = cfg__last_where(c, names, n);
@@ -710,6 +772,44 @@ static int cfg__check_models(const m3_cfg *c, char *errstr, size_t errstr_size) 
     return 0;
 }
 
+/* Is value one of the '|'-separated names? */
+static int cfg__one_of(const char *value, const char *names) {
+    size_t n = strlen(value);
+    for (const char *p = names; *p; p += strcspn(p, "|"), p += *p == '|') {
+        if (strncmp(p, value, n) == 0 && (p[n] == '|' || p[n] == '\0') && n > 0) return 1;
+    }
+    return 0;
+}
+
+/* input.format, output.format, registry.subject.strategy name known values (the names
+ * stream/format.c parses: config sits below stream, so it only checks them); registry
+ * framing needs registry.url (input.format=auto without it refuses registry-framed
+ * messages to the DLQ, saying so). */
+static int cfg__check_formats(m3_cfg *c, char *errstr, size_t errstr_size) {
+    static const char *const in[] = { "input.format" }, *const out[] = { "output.format" };
+    static const char *const subj[] = { "registry.subject.strategy" };
+    static const char *const url[] = { "registry.url", "input.format", "output.format" };
+    if (!cfg__one_of(c->input_format, "single-object|registry|auto"))
+        return cfg__check_fail(c, in, 1, errstr, errstr_size,
+                               "input.format must be single-object, registry or auto");
+    if (!cfg__one_of(c->output_format, "single-object|registry"))
+        return cfg__check_fail(c, out, 1, errstr, errstr_size,
+                               "output.format must be single-object or registry");
+    if (!cfg__one_of(c->registry_subject, "topic|record|topic-record"))
+        return cfg__check_fail(c, subj, 1, errstr, errstr_size,
+                               "registry.subject.strategy must be topic, record or topic-record");
+    if (c->registry_url[0] && strncmp(c->registry_url, "http://", 7) != 0 &&
+        strncmp(c->registry_url, "https://", 8) != 0)
+        return cfg__check_fail(c, url, 1, errstr, errstr_size,
+                               "registry.url must start with http:// or https://");
+    int uses = strcmp(c->input_format, "registry") == 0 || strcmp(c->output_format, "registry") == 0;
+    if (!c->registry_url[0] && uses)
+        return cfg__check_fail(c, url, 3, errstr, errstr_size,
+                               "registry framing needs registry.url (the schema registry's "
+                               "Confluent-compatible API)");
+    return 0;
+}
+
 int cfg_check(m3_cfg *c, char *errstr, size_t errstr_size) {
     char msg[512];
     static const char *const scen[] = { "scenarios" };
@@ -764,6 +864,20 @@ int cfg_check(m3_cfg *c, char *errstr, size_t errstr_size) {
                  c->join_window_ms + c->join_lateness_ms);
         return cfg__check_fail(c, behind, 3, errstr, errstr_size, msg);
     }
+    if (cfg__http_listen(c) != 0) {
+        static const char *const http[] = { "http.listen" };
+        snprintf(msg, sizeof msg, "http.listen=%.200s is not host:port (an IPv4 literal, [IPv6] "
+                 "or localhost, and a port 0..65535; empty = off)", c->http_listen);
+        return cfg__check_fail(c, http, 1, errstr, errstr_size, msg);
+    }
+    static const char *const feedback[] = { "join.feedback" };
+    if (strcmp(c->join_feedback, "window") != 0 && strcmp(c->join_feedback, "fnw") != 0 &&
+        strcmp(c->join_feedback, "defer") != 0) {
+        snprintf(msg, sizeof msg, "join.feedback=%s: expected window, fnw or defer",
+                 c->join_feedback);
+        return cfg__check_fail(c, feedback, 1, errstr, errstr_size, msg);
+    }
+    if (cfg__check_formats(c, errstr, errstr_size) != 0) return -1;
     cfg__derive(c);
     return cfg__check_models(c, errstr, errstr_size);
 }
@@ -804,6 +918,23 @@ static void cfg__put_float(buf *b, float v) {
     buf_puts(b, tmp);
 }
 
+/* A URL with its user information (user:password@, basic authentication) as ***@. */
+static void cfg__put_url(buf *b, const char *url) {
+    const char *host = strstr(url, "://");
+    host = host ? host + 3 : url;
+    size_t end = strcspn(host, "/?#");
+    const char *at = NULL;   /* the last '@' before the path ends the user information */
+    for (size_t i = 0; i < end; i++)
+        if (host[i] == '@') at = host + i;
+    if (!at) {
+        buf_puts(b, url);
+        return;
+    }
+    buf_put(b, url, (size_t)(host - url));
+    buf_puts(b, "***");
+    buf_puts(b, at);
+}
+
 char *cfg_dump(const m3_cfg *c) {
     buf b = {0};
     for (int i = 0; i < CFG__NKEYS; i++) {
@@ -816,8 +947,11 @@ char *cfg_dump(const m3_cfg *c) {
         case CFG__UINT64: buf_printf(&b, "%" PRIu64, *(const uint64_t *)p); break;
         case CFG__FLOAT: cfg__put_float(&b, *(const float *)p); break;
         case CFG__BOOL: buf_printf(&b, "%s", *(const int *)p ? "true" : "false"); break;
-        case CFG__STRING:
-        case CFG__PATH: buf_printf(&b, "%s", (const char *)p); break;
+        case CFG__STRING: buf_printf(&b, "%s", (const char *)p); break;
+        case CFG__PATH:
+            if (k->off == OFF(registry_url)) cfg__put_url(&b, p);
+            else buf_printf(&b, "%s", (const char *)p);
+            break;
         case CFG__ARCH: buf_printf(&b, "%s", m3_arch_name(*(const int *)p)); break;
         case CFG__NAMES: {
             const cfg_list *l = p;

@@ -12,7 +12,7 @@
 #include "engine/model.h"
 
 #define CFG_LIST_MAX 32   /* entries in a comma-separated list (scenarios, feature fields) */
-#define CFG_KEYS_MAX 64   /* capacity for the known (non-kafka) keys; cfg.c has fewer */
+#define CFG_KEYS_MAX 96   /* capacity for the known (non-kafka) keys; cfg.c has fewer */
 #define CFG_PATH_MAX 1024 /* store.dir */
 
 typedef struct {
@@ -55,6 +55,10 @@ typedef struct m3_cfg {
     int64_t join_window_ms;               /* join.window.ms: attribution window, event time */
     int64_t join_lateness_ms;             /* join.lateness.ms: windows close this far behind
                                              the newest event time (uneven partitions) */
+    char join_feedback[M3_NAME_MAX * 2];  /* join.feedback: how a clicked impression's CTCVR
+                                             term learns before its label settles: "window"
+                                             (waits), "fnw", "defer" (fake negatives; the
+                                             size of topic_prefix, as every name key) */
     /* durable state (state.c, store.c) */
     char store_dir[CFG_PATH_MAX];         /* store.dir: RocksDB directory; "" = in memory only */
     int store_memory_mb;                  /* store.memory.max_mb: embedding rows + user states
@@ -85,8 +89,30 @@ typedef struct m3_cfg {
                                              input once some input was seen; 0 = never */
     int64_t max_events;                   /* worker.max.events: stop after this many; 0 = no limit */
     int progress_ms;                      /* metrics.progress.ms: progress line period; 0 = off */
+    int64_t slice_burnin_imps;            /* model.slice.burnin.impressions: no slice counts
+                                             before this many impressions (the scoreboard's
+                                             and the oracle's; model.slice_burnin stays 0) */
     int64_t outage_max_ms;                /* worker.outage.max.ms: stop when the broker has been
                                              unreachable this long; 0 = wait however long */
+    /* issue 19, live metrics and health (app/live.c) */
+    char http_listen[CFG_PATH_MAX];       /* http.listen: "host:port"; "" = off */
+    char http_host[64];                   /* derived by cfg_check: the numeric address */
+    int http_port;                        /* derived by cfg_check: 0..65535 (0: any free
+                                             port), -1 when off */
+    int64_t http_live_max_ms;             /* http.live.max.ms: /live fails past this without
+                                             a published snapshot */
+    int64_t metrics_window_ms;            /* metrics.window.ms: the live quality window */
+    /* schema evolution (issue 19) */
+    char input_schemas_dir[CFG_PATH_MAX]; /* input.schemas.dir: extra writer schemas; "" = none */
+    /* issue 19, registry framing (stream/format.c, stream/registry.c) */
+    char input_format[M3_NAME_MAX * 2];   /* input.format: single-object, registry, auto */
+    char output_format[M3_NAME_MAX * 2];  /* output.format: single-object, registry */
+    char registry_url[CFG_PATH_MAX];      /* registry.url: Confluent-compatible API base */
+    char registry_subject[M3_NAME_MAX * 2]; /* registry.subject.strategy: topic, record,
+                                             topic-record */
+    int registry_timeout_ms;              /* registry.timeout.ms: one request's bound */
+    int registry_backoff_max_ms;          /* registry.backoff.max.ms: longest pause between
+                                             retries while the registry cannot answer */
     /* librdkafka passthrough, in file order (later entries override earlier ones) */
     cfg_kafka_prop *kafka;                /* owned */
     int n_kafka;
@@ -112,7 +138,8 @@ int cfg_set(m3_cfg *c, const char *key_eq_value, const char *origin, int line,
             char *errstr, size_t errstr_size);
 
 /* Cross-key checks after everything is loaded: at least one and at most M3_MAX_SCEN
- * scenarios, 2 id slots + categorical fields <= M3_MAX_CAT, numeric fields <= M3_MAX_NUM,
+ * scenarios, http.listen a host:port (or empty; fills http_host and http_port),
+ * 2 id slots + categorical fields <= M3_MAX_CAT, numeric fields <= M3_MAX_NUM,
  * the primary model.arch not repeated in model.shadow, no model.shadow with store.dir
  * (only the primary model's state is persisted); then the engine's own checks of every
  * model the worker builds (m3_check_cfg of model.arch and of each model.shadow, e.g.

@@ -169,7 +169,7 @@ void m3_model_cfg_defaults(m3_model_cfg *c) {
     c->seed = 42;
     c->n_exp_shared = 2; c->n_exp_scen = 1; c->n_exp_task = 1;
     c->gate_scale = 0.1f;
-    c->slice_burnin = 4000; c->slice_user_new = 10;
+    c->slice_burnin = 0; c->slice_user_new = 10;   /* the board's burn-in counts impressions */
     c->mieg = 1; c->upt = 1; c->dots = 1;
     c->item_warm = 20;
     c->mieg_hidden = 64; c->mieg_align = 0.1f;
@@ -402,7 +402,7 @@ int m3_check_cfg(const m3_model_cfg *c, char *err, size_t n) {
     if (!(c->gate_scale > 0) || !isfinite(c->gate_scale))
         return err_set(err, n, "model.gate.scale must be finite and > 0");
     if (c->slice_burnin < 0)
-        return err_set(err, n, "model.slice.burnin %d, expected >= 0", c->slice_burnin);
+        return err_set(err, n, "slice_burnin %d (training steps), expected >= 0", c->slice_burnin);
     if (c->slice_user_new < 1)
         return err_set(err, n, "model.slice.user.new %d, expected >= 1", c->slice_user_new);
     if (m3__has_backbone(c->arch)) {

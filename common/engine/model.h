@@ -83,7 +83,9 @@ typedef struct {
     int slice_user_new;          /* new_user_in_scenario: the user's first this many
                                     impressions in a scenario (known in another) */
     int slice_burnin;            /* slices are reported once the model has taken this many
-                                    training steps (its own start-up is no slice) */
+                                    training steps (its own start-up is no slice); 0 by
+                                    default: the worker's burn-in is the scoreboard's, in
+                                    impressions (model.slice.burnin.impressions) */
     int mieg_hidden;             /* generator hidden width */
     float mieg_align;            /* weight of ||e_gen - stopgrad(e_item)||^2 on warm items */
     int upt_heads, upt_ffn;      /* attention heads (divide d), FFN width */

@@ -16,6 +16,7 @@
 #include "base/err.h"
 #include "base/hash.h"
 #include "base/props.h"
+#include "eval/sim.h"
 
 #define RPL__WHERE_MAX 300                       /* "path:line" of a mapping setting */
 #define RPL__SLOTS_MAX (5 + RPL__NMAPS * M3_MAP_MAX) /* distinct columns a mapping reads */
@@ -28,7 +29,7 @@
 typedef enum {
     K_FORMAT, K_PREFIX, K_SCEN_COL, K_SCEN_CONST, K_SCEN_VALUES, K_USER_COL, K_ITEM_COL,
     K_ITEM_CONST, K_CLICK_COL, K_CONV_COL, K_USER_CAT, K_ITEM_CAT, K_CTX_CAT, K_USER_NUM,
-    K_ITEM_NUM, K_START_MS, K_ROWS_PER_SEC, K_DELAY_MS, K_ID_PREFIX, K__COUNT
+    K_ITEM_NUM, K_START_MS, K_ROWS_PER_SEC, K_DELAY_MS, K_ID_PREFIX, K_DELAY, K__COUNT
 } rpl__key;
 
 /* Key names; features.* are in the order of the RPL_*_CAT / _NUM map indices. */
@@ -37,7 +38,7 @@ static const char *const rpl__keys[K__COUNT] = {
     "user.column", "item.column", "item.constant", "click.column", "conversion.column",
     "features.user_cat", "features.item_cat", "features.ctx_cat", "features.user_num",
     "features.item_num", "time.start.ms", "time.rows.per.sec", "conversion.delay.ms",
-    "id.prefix",
+    "id.prefix", "conversion.delay",
 };
 
 typedef struct {
@@ -67,7 +68,7 @@ struct rpl_map {
     rpl__feats feats[RPL__NMAPS];
     int64_t start_ms;
     double rows_per_sec;
-    int64_t delay_ms;
+    sim_delay delay;                      /* conversion.delay (conversion.delay.ms: fixed) */
     char id_prefix[RPL_ID_BASE_MAX];
     char where[K__COUNT][RPL__WHERE_MAX]; /* where each key was last set; "" = default */
     char source[RPL__WHERE_MAX];          /* the last file loaded, for errors without a line */
@@ -202,7 +203,7 @@ rpl_map *rpl_map_new(void) {
     snprintf(m->prefix, sizeof m->prefix, "m3rec");
     m->start_ms = 1767225600000LL; /* 2026-01-01T00:00:00Z */
     m->rows_per_sec = 100;
-    m->delay_ms = 600000;
+    m->delay = (sim_delay){SIM_DELAY_FIXED, 600000.0, 0.0};
     snprintf(m->source, sizeof m->source, "mapping");
     return m;
 }
@@ -298,7 +299,23 @@ static int rpl__apply_time(rpl_map *m, int k, const char *v, char *msg, size_t n
                  30 * RPL__DAY_MS);
         return -1;
     }
-    m->delay_ms = i64;
+    m->delay = (sim_delay){SIM_DELAY_FIXED, (double)i64, 0.0};
+    return 0;
+}
+
+/* conversion.delay: a distribution (sim_delay_parse), drawn per converted row. */
+static int rpl__apply_delay(rpl_map *m, const char *v, char *msg, size_t n) {
+    sim_delay d;
+    char e[256];
+    if (sim_delay_parse(v, &d, e, sizeof e) != 0) {
+        err_set(msg, n, "conversion.delay=%s: %s", v, e);
+        return -1;
+    }
+    if (d.median_ms > 30.0 * RPL__DAY_MS) {
+        err_set(msg, n, "conversion.delay=%s: the delay (median) is above 30 days", v);
+        return -1;
+    }
+    m->delay = d;
     return 0;
 }
 
@@ -333,6 +350,7 @@ static int rpl__apply(rpl_map *m, int k, char *v, char *msg, size_t n) {
     case K_USER_CAT: case K_ITEM_CAT: case K_CTX_CAT: case K_USER_NUM: case K_ITEM_NUM:
         return rpl__apply_feats(m, k, v, msg, n);
     case K_START_MS: case K_ROWS_PER_SEC: case K_DELAY_MS: return rpl__apply_time(m, k, v, msg, n);
+    case K_DELAY: return rpl__apply_delay(m, v, msg, n);
     case K_ITEM_CONST: case K_ID_PREFIX: return rpl__apply_ids(m, k, v, msg, n);
     }
     return -1;
@@ -523,14 +541,36 @@ int rpl_map_compare_worker(const rpl_map *m, const m3_cfg *cfg, char *out, size_
                      missing, m->feats[k].n);
         }
     }
-    if (m->delay_ms > cfg->join_window_ms) {
+    double late = sim_delay_tail(&m->delay, cfg->join_window_ms);
+    if (m->delay.kind == SIM_DELAY_FIXED && late > 0) {
         n_warn++;
         buf_printf(&b, "conversion.delay.ms=%" PRId64 " exceeds the worker's join.window.ms=%" PRId64
-                 ": every conversion would be late\n", m->delay_ms, cfg->join_window_ms);
+                 ": every conversion would be late\n", (int64_t)m->delay.median_ms,
+                 cfg->join_window_ms);
+    } else if (late >= 0.5) {
+        n_warn++;
+        buf_printf(&b, "conversion.delay puts %.0f%% of the conversions after the worker's "
+                   "join.window.ms=%" PRId64 ": most would be late\n", 100.0 * late,
+                   cfg->join_window_ms);
     }
     if (out && out_size) snprintf(out, out_size, "%s", b.data ? b.data : "");
     buf_free(&b);
     return n_warn;
+}
+
+int rpl_span_warning(const rpl_stats *st, const m3_cfg *cfg, char *out, size_t out_size) {
+    int64_t span = st->impressions ? st->last_ts_ms - st->first_ts_ms : 0;
+    if (!st->impressions || span >= cfg->join_window_ms) {
+        if (out && out_size) out[0] = '\0';
+        return 0;
+    }
+    snprintf(out, out_size, "the stream spans %.1f min of event time, less than the worker's "
+             "join.window.ms (%.1f min): a click that does not convert settles only when its "
+             "window closes, so none of this stream's does; their CTCVR labels stay pending "
+             "(untrained, not in the AUC). Replay more rows, more event time per row "
+             "(time.rows.per.sec) or a shorter window\n",
+             (double)span / 60000.0, (double)cfg->join_window_ms / 60000.0);
+    return 1;
 }
 
 /* ---- the replay ---- */
@@ -540,6 +580,13 @@ typedef struct {
     const char *base;   /* basename, inside path */
     FILE *f;
 } rpl__file;
+
+/* A conversion due, with its scenario and queue number. */
+typedef struct {
+    m3_conversion c;
+    int scen;
+    uint64_t seq;
+} rpl__due;
 
 struct rpl_replay {
     const rpl_map *m;
@@ -565,9 +612,9 @@ struct rpl_replay {
     /* the look-ahead impression and the queue of conversions due */
     m3_impression next;
     int next_scen, next_converted, have_next, eof;
-    m3_conversion *q;
-    size_t q_cap, q_head, q_len;
-    int *q_scen;
+    rpl__due *q;                        /* min-heap of conversions due, on (ts, seq) */
+    size_t q_cap, q_len;
+    uint64_t q_seq;                     /* conversions queued so far: ties in queue order */
     rpl_stats st;
     char reason[RPL_REASON_MAX + 64];
     char fatal[1024];                   /* sticky error */
@@ -677,7 +724,6 @@ void rpl_destroy(rpl_replay *r) {
     free(r->fields);
     free(r->buf);
     free(r->q);
-    free(r->q_scen);
     free(r);
 }
 
@@ -960,41 +1006,67 @@ static int rpl__read(rpl_replay *r) {
     return 0;
 }
 
+/* The delay of impression id's conversion: a draw from the mapping's distribution with a
+ * standard normal from the id's hash (Box-Muller), so a replay is the same every time. */
+static int64_t rpl__delay(const rpl_map *m, const char *id) {
+    if (m->delay.kind == SIM_DELAY_FIXED) return (int64_t)m->delay.median_ms;
+    uint64_t h1 = hash_fin64(hash_fnv64_str(id)), h2 = hash_fin64(h1 ^ 0x9e3779b97f4a7c15ULL);
+    double u1 = ((double)(h1 >> 11) + 0.5) / 9007199254740992.0;   /* (0, 1) */
+    double u2 = (double)(h2 >> 11) / 9007199254740992.0;
+    double z = sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
+    int64_t d = sim_delay_draw(&m->delay, z);
+    return d < 30 * RPL__DAY_MS ? d : 30 * RPL__DAY_MS;
+}
+
+static int rpl__due_before(const rpl__due *a, const rpl__due *b) {
+    return a->c.ts_ms < b->c.ts_ms || (a->c.ts_ms == b->c.ts_ms && a->seq < b->seq);
+}
+
+/* Take the earliest due conversion off the heap (q_len > 0). */
+static rpl__due rpl__pop(rpl_replay *r) {
+    rpl__due top = r->q[0], last = r->q[--r->q_len];
+    size_t i = 0;
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= r->q_len) break;
+        if (c + 1 < r->q_len && rpl__due_before(&r->q[c + 1], &r->q[c])) c++;
+        if (!rpl__due_before(&r->q[c], &last)) break;
+        r->q[i] = r->q[c];
+        i = c;
+    }
+    if (r->q_len) r->q[i] = last;
+    return top;
+}
+
 /* Queue the conversion of r->next (a converted impression). Returns 0 or -1. */
 static int rpl__enqueue(rpl_replay *r) {
     if (r->q_len == r->q_cap) {
         size_t cap = r->q_cap ? 2 * r->q_cap : 64;
-        m3_conversion *q = malloc(cap * sizeof *q);
-        int *qs = malloc(cap * sizeof *qs);
-        if (!q || !qs) {
-            free(q);
-            free(qs);
+        rpl__due *q = realloc(r->q, cap * sizeof *q);
+        if (!q) {
             snprintf(r->fatal, sizeof r->fatal, "out of memory");
             return -1;
         }
-        for (size_t i = 0; i < r->q_len; i++) { /* unwrap the ring */
-            q[i] = r->q[(r->q_head + i) % r->q_cap];
-            qs[i] = r->q_scen[(r->q_head + i) % r->q_cap];
-        }
-        free(r->q);
-        free(r->q_scen);
         r->q = q;
-        r->q_scen = qs;
         r->q_cap = cap;
-        r->q_head = 0;
     }
-    size_t at = (r->q_head + r->q_len++) % r->q_cap;
-    m3_conversion *c = &r->q[at];
+    rpl__due d;
+    m3_conversion *c = &d.c;
     const m3_impression *im = &r->next;
     size_t idlen = strlen(im->impression_id); /* rpl__build left room for ":conv" */
     memcpy(c->conversion_id, im->impression_id, idlen);
     memcpy(c->conversion_id + idlen, ":conv", 6);
     memcpy(c->impression_id, im->impression_id, sizeof c->impression_id);
-    c->ts_ms = im->ts_ms + r->m->delay_ms;
+    c->ts_ms = im->ts_ms + rpl__delay(r->m, im->impression_id);
     memcpy(c->scenario, im->scenario, sizeof c->scenario);
     c->user_id = im->user_id;
     c->item_id = im->item_id;
-    r->q_scen[at] = r->next_scen;
+    d.scen = r->next_scen;
+    d.seq = r->q_seq++;
+    size_t i = r->q_len++;
+    for (; i > 0 && rpl__due_before(&d, &r->q[(i - 1) / 2]); i = (i - 1) / 2)
+        r->q[i] = r->q[(i - 1) / 2];
+    r->q[i] = d;
     return 0;
 }
 
@@ -1013,12 +1085,11 @@ int rpl_next(rpl_replay *r, m3_event *ev, char *errstr, size_t errstr_size) {
         err_set(errstr, errstr_size, "%s", r->fatal);
         return -1;
     }
-    if (r->q_len && (!r->have_next || r->q[r->q_head].ts_ms <= r->next.ts_ms)) {
+    if (r->q_len && (!r->have_next || r->q[0].c.ts_ms <= r->next.ts_ms)) {
+        rpl__due d = rpl__pop(r);
         ev->type = M3_EV_CONVERSION;
-        ev->u.conv = r->q[r->q_head];
-        int s = r->q_scen[r->q_head];
-        r->q_head = (r->q_head + 1) % r->q_cap;
-        r->q_len--;
+        ev->u.conv = d.c;
+        int s = d.scen;
         rpl__seen_ts(&r->st, ev->u.conv.ts_ms);
         r->st.conversions++;
         r->st.scen_conversions[s]++;

@@ -139,4 +139,10 @@ int rpl_next(rpl_replay *r, m3_event *ev, char *errstr, size_t errstr_size);
 /* Counters so far. */
 void rpl_get_stats(const rpl_replay *r, rpl_stats *st);
 
+/* Compare a replay's event-time span (st: its counters, at the end) with a worker
+ * configuration: a span shorter than join.window.ms leaves every click that does not
+ * convert pending. Writes the warning (one line, truncated to out_size) into out and
+ * returns 1, or returns 0 with out empty. */
+int rpl_span_warning(const rpl_stats *st, const m3_cfg *cfg, char *out, size_t out_size);
+
 #endif

@@ -166,6 +166,7 @@ void sim_cfg_defaults(sim_cfg *c) {
     c->start_ms = 1767225600000LL; /* 2026-01-01T00:00:00Z */
     c->rate_per_sec = 50;
     c->window_ms = 3600000;
+    c->delay = (sim_delay){SIM_DELAY_LOGNORMAL, 900000.0, 1.2};
     c->drift = 0.1;
     c->difficulty = 1.0;
     c->noise = 0.25;
@@ -284,7 +285,8 @@ static int sim__cfg_ok(const sim_cfg *c) {
              c->n_impressions < 0 || c->rate_per_sec <= 0 || c->request_candidates < 1 ||
              c->request_candidates > M3_CAND_MAX || c->difficulty <= 0 || !(c->noise >= 0) ||
              !(c->taste >= 0) || !(c->mix >= 0) || !(c->new_users_per_1k >= 0) ||
-             !(c->intent >= 0) || !(c->visit_len < 1e6));
+             !(c->intent >= 0) || !(c->visit_len < 1e6) || !(c->delay.median_ms >= 0) ||
+             !(c->delay.sigma >= 0) || c->immediate_ms < 0);
 }
 
 /* The world's fixed tables from the main stream, in the order that pins every later draw:
@@ -758,8 +760,9 @@ int sim_next(sim *s, m3_event *ev, sim_truth *tr) {
     int converted = clicked && rng_unif(r) < pv;
     int64_t delay = 0;
     if (converted) {
-        /* log-normal delay: median 15 min, heavy tail beyond the window */
-        delay = (int64_t)(900000.0 * exp(1.2 * rng_normal(r)));
+        /* one normal draw whatever the distribution: every delay setting keeps the stream */
+        delay = sim_delay_draw(&s->c.delay, rng_normal(r));
+        if (s->c.immediate_ms > 0 && delay <= s->c.immediate_ms) delay = 0;
         sim_due d = {s->now_ms + delay, s->seq, sc, user_id_of(ui), item_id_of(ii)};
         if (heap_push(s, &d) != 0) return 0;
     }
@@ -778,4 +781,84 @@ int sim_next(sim *s, m3_event *ev, sim_truth *tr) {
     s->st.late_conversions += converted && !tr->in_window;
     s->seq++;
     return 1;
+}
+
+/* ---- conversion delay distributions ---- */
+
+#define SIM__MAX_DELAY_MS (3650.0 * 86400000.0)
+
+int sim_duration_parse(const char *s, int64_t *ms) {
+    static const struct { const char *unit; double ms; } units[] = {
+        {"ms", 1.0}, {"s", 1000.0}, {"m", 60000.0}, {"h", 3600000.0}, {"d", 86400000.0}, {"", 1.0}};
+    char *end;
+    double v = strtod(s, &end);
+    if (end == s || !(v >= 0)) return -1;
+    for (size_t i = 0; i < sizeof units / sizeof units[0]; i++) {
+        if (strcmp(end, units[i].unit) != 0) continue;
+        double x = v * units[i].ms;
+        if (!(x <= SIM__MAX_DELAY_MS)) return -1;
+        *ms = (int64_t)llround(x);
+        return 0;
+    }
+    return -1;
+}
+
+/* "name=value" pairs of a log-normal spec (after "lognormal:") into d. Returns 0 or -1. */
+static int sim__lognormal_args(const char *args, sim_delay *d) {
+    char buf[128];
+    if (snprintf(buf, sizeof buf, "%s", args) >= (int)sizeof buf) return -1;
+    int have_median = 0, have_sigma = 0;
+    for (char *save = NULL, *kv = strtok_r(buf, ",", &save); kv; kv = strtok_r(NULL, ",", &save)) {
+        char *eq = strchr(kv, '=');
+        if (!eq) return -1;
+        *eq = '\0';
+        const char *v = eq + 1;
+        int64_t ms;
+        char *end;
+        if (strcmp(kv, "median") == 0 && !have_median++ && sim_duration_parse(v, &ms) == 0 && ms > 0) {
+            d->median_ms = (double)ms;
+        } else if (strcmp(kv, "sigma") == 0 && !have_sigma++) {
+            d->sigma = strtod(v, &end);
+            if (end == v || *end || !(d->sigma >= 0 && d->sigma <= 10)) return -1;
+        } else {
+            return -1;
+        }
+    }
+    return have_median && have_sigma ? 0 : -1;
+}
+
+int sim_delay_parse(const char *spec, sim_delay *d, char *errstr, size_t n) {
+    sim_delay t = {SIM_DELAY_LOGNORMAL, 0, 0};
+    int64_t ms;
+    int ok;
+    if (strncmp(spec, "lognormal:", 10) == 0) {
+        ok = sim__lognormal_args(spec + 10, &t) == 0;
+    } else if (strncmp(spec, "fixed:", 6) == 0) {
+        t.kind = SIM_DELAY_FIXED;
+        ok = sim_duration_parse(spec + 6, &ms) == 0;
+        t.median_ms = ok ? (double)ms : 0;
+    } else {
+        ok = 0;
+    }
+    if (!ok) {
+        snprintf(errstr, n, "conversion delay '%s': expected lognormal:median=DURATION,sigma=X "
+                 "(e.g. lognormal:median=2h,sigma=1.5; sigma 0..10) or fixed:DURATION "
+                 "(e.g. fixed:10m; units ms s m h d)", spec);
+        return -1;
+    }
+    *d = t;
+    return 0;
+}
+
+int64_t sim_delay_draw(const sim_delay *d, double z) {
+    if (d->kind == SIM_DELAY_FIXED) return (int64_t)d->median_ms;
+    double x = d->median_ms * exp(d->sigma * z);
+    return (int64_t)(x < SIM__MAX_DELAY_MS ? x : SIM__MAX_DELAY_MS);
+}
+
+double sim_delay_tail(const sim_delay *d, int64_t window_ms) {
+    if (d->kind == SIM_DELAY_FIXED || d->sigma == 0) return d->median_ms > (double)window_ms;
+    if (window_ms <= 0) return 1.0;
+    /* P(median e^(sigma z) > w) = P(z > ln(w / median) / sigma) */
+    return 0.5 * erfc(log((double)window_ms / d->median_ms) / (d->sigma * sqrt(2.0)));
 }

@@ -13,8 +13,9 @@
  * partly conflict too. New items arrive steadily; segment tastes drift slowly. Knobs off by
  * default reshape the population: per-user scenario habits, newcomers during the stream,
  * and visits (runs of one user's impressions) with an intent of their own.
- * Conversions follow clicks after a heavy-tailed (log-normal) event-time delay, some
- * beyond the attribution window. Feature field names match config/ defaults. */
+ * Conversions follow clicks after an event-time delay drawn from a configurable
+ * distribution (sim_delay: log-normal by default, heavy-tailed, some beyond the
+ * attribution window). Feature field names match config/ defaults. */
 #ifndef M3_SIM_H
 #define M3_SIM_H
 #include <stddef.h>
@@ -22,6 +23,26 @@
 #include "base/event.h"
 
 #define SIM_MAX_SCEN 8
+
+/* A conversion's delay after its click, in event time. */
+typedef enum { SIM_DELAY_LOGNORMAL = 0, SIM_DELAY_FIXED = 1 } sim_delay_kind;
+typedef struct {
+    int kind;                      /* sim_delay_kind */
+    double median_ms;              /* log-normal: the median; fixed: the delay */
+    double sigma;                  /* log-normal: the std of ln(delay); fixed: unused */
+} sim_delay;
+
+/* Parse a delay distribution: "lognormal:median=D,sigma=X" or "fixed:D", D a duration
+ * (sim_duration_parse). Returns 0, or -1 with errstr saying what was expected (d is then
+ * unchanged). */
+int sim_delay_parse(const char *spec, sim_delay *d, char *errstr, size_t n);
+/* A duration: a number with a unit ms, s, m, h or d ("2h", "1.5d", "900000ms"); a bare
+ * number is milliseconds. 0 .. 3650 days. Returns 0 with *ms, or -1. */
+int sim_duration_parse(const char *s, int64_t *ms);
+/* The delay for a standard normal draw z (a fixed delay ignores it). */
+int64_t sim_delay_draw(const sim_delay *d, double z);
+/* The probability that a delay exceeds window_ms. */
+double sim_delay_tail(const sim_delay *d, int64_t window_ms);
 
 typedef struct {
     uint64_t seed;                 /* everything follows from it */
@@ -34,7 +55,14 @@ typedef struct {
     double requests_per_1k;        /* score requests per 1000 impressions, default 2 */
     int request_candidates;        /* candidates per score request, default 10 */
     int64_t start_ms;              /* event time of the first impression */
-    double rate_per_sec;           /* impressions per second of event time, default 50 */
+    double rate_per_sec;           /* impressions per second of event time, default 50 (the
+                                      stream spans n_impressions / rate_per_sec seconds) */
+    sim_delay delay;               /* a conversion's delay after its click; default
+                                      log-normal, median 15 min, sigma 1.2 */
+    int64_t immediate_ms;          /* > 0: a conversion due within this delay of its click
+                                      comes at the click's event time instead (immediate
+                                      labels on the same stream: the same draws, the same
+                                      conversions); later ones keep their delay. 0 = off */
     int64_t window_ms;             /* attribution window, for the oracle's CTCVR label */
     double drift;                  /* turns of the segment tastes per day of event time, default 0.1 */
     double difficulty;             /* scales every logit's spread, default 1 */

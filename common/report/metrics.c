@@ -10,6 +10,8 @@
 
 #include "base/clock.h"
 
+#define MET__NO_TS INT64_MIN   /* an add without event time */
+
 /* ======================================================================== AUC */
 
 static int met__auc_init(met_auc *a, int bits, int logit, char *errstr, size_t errstr_size) {
@@ -124,6 +126,39 @@ int met_auc_merge(met_auc *dst, const met_auc *src) {
     return 0;
 }
 
+int met_auc_fold(met_auc *dst, const met_auc *src) {
+    if (dst->logit != src->logit || dst->bits > src->bits || !dst->pos || !src->pos) return -1;
+    int shift = src->bits - dst->bits;
+    memset(dst->pos, 0, dst->nbins * sizeof *dst->pos);
+    memset(dst->neg, 0, dst->nbins * sizeof *dst->neg);
+    for (uint32_t b = 0; b < src->nbins; b++) {
+        dst->pos[b >> shift] = met__sat_add(dst->pos[b >> shift], src->pos[b]);
+        dst->neg[b >> shift] = met__sat_add(dst->neg[b >> shift], src->neg[b]);
+    }
+    dst->n = src->n;
+    dst->n_pos = src->n_pos;
+    dst->n_nan = src->n_nan;
+    dst->sum_p = src->sum_p;
+    dst->sum_ll = src->sum_ll;
+    return 0;
+}
+
+static uint64_t met__sub0(uint64_t x, uint64_t y) { return x > y ? x - y : 0; }
+
+int met_auc_sub(met_auc *dst, const met_auc *src) {
+    if (dst->nbins != src->nbins || dst->logit != src->logit || !dst->pos || !src->pos) return -1;
+    for (uint32_t b = 0; b < dst->nbins; b++) {
+        dst->pos[b] = (uint32_t)met__sub0(dst->pos[b], src->pos[b]);
+        dst->neg[b] = (uint32_t)met__sub0(dst->neg[b], src->neg[b]);
+    }
+    dst->n = met__sub0(dst->n, src->n);
+    dst->n_pos = met__sub0(dst->n_pos, src->n_pos);
+    dst->n_nan = met__sub0(dst->n_nan, src->n_nan);
+    dst->sum_p -= src->sum_p;
+    dst->sum_ll -= src->sum_ll;
+    return 0;
+}
+
 void met_auc_write_json(const met_auc *a, json_writer *w) {
     double bound;
     double auc = met_auc_value(a, &bound);
@@ -138,6 +173,136 @@ void met_auc_write_json(const met_auc *a, json_writer *w) {
     json_key(w, "mean_p"); json_num(w, met_auc_mean_p(a));
     json_key(w, "rate"); json_num(w, met_auc_rate(a));
     json_obj_end(w);
+}
+
+/* ---- histograms in a report: the nonzero bins as varints (gap since the last nonzero bin,
+ * positives, negatives), in base64 ---- */
+
+static const char met__b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+static size_t met__varint(unsigned char *out, uint64_t x) {
+    size_t n = 0;
+    do {
+        out[n++] = (unsigned char)((x & 0x7f) | (x > 0x7f ? 0x80 : 0));
+        x >>= 7;
+    } while (x);
+    return n;
+}
+
+/* bytes -> NUL-terminated base64 (malloc'd), or NULL when out of memory */
+static char *met__b64_encode(const unsigned char *in, size_t n) {
+    char *out = malloc(4 * ((n + 2) / 3) + 1), *o = out;
+    if (!out) return NULL;
+    for (size_t i = 0; i < n; i += 3) {
+        uint32_t v = (uint32_t)in[i] << 16 | (i + 1 < n ? (uint32_t)in[i + 1] << 8 : 0) |
+                     (i + 2 < n ? in[i + 2] : 0);
+        *o++ = met__b64[v >> 18];
+        *o++ = met__b64[(v >> 12) & 63];
+        *o++ = i + 1 < n ? met__b64[(v >> 6) & 63] : '=';
+        *o++ = i + 2 < n ? met__b64[v & 63] : '=';
+    }
+    *o = '\0';
+    return out;
+}
+
+/* base64 -> bytes (malloc'd, *n of them), or NULL on a bad character or out of memory */
+static unsigned char *met__b64_decode(const char *s, size_t *n) {
+    size_t len = strlen(s);
+    unsigned char *out = malloc(len / 4 * 3 + 3);
+    if (!out || len % 4) { free(out); return NULL; }
+    size_t k = 0;
+    for (size_t i = 0; i < len; i += 4) {
+        uint32_t v = 0;
+        int pad = 0;
+        for (int j = 0; j < 4; j++) {
+            const char *c = s[i + j] == '=' ? NULL : strchr(met__b64, s[i + j]);
+            if (s[i + j] == '=' && i + 4 == len && j >= 2) { pad++; v <<= 6; continue; }
+            if (!c || !*c || pad) { free(out); return NULL; }
+            v = v << 6 | (uint32_t)(c - met__b64);
+        }
+        out[k++] = (unsigned char)(v >> 16);
+        if (pad < 2) out[k++] = (unsigned char)(v >> 8);
+        if (pad < 1) out[k++] = (unsigned char)v;
+    }
+    *n = k;
+    return out;
+}
+
+void met_auc_write_hist(const met_auc *a, json_writer *w) {
+    unsigned char *bytes = malloc((size_t)a->nbins * 15 + 1);
+    size_t n = 0;
+    uint32_t last = 0;
+    for (uint32_t b = 0; bytes && b < a->nbins; b++) {
+        if (!a->pos[b] && !a->neg[b]) continue;
+        n += met__varint(bytes + n, b - last);
+        n += met__varint(bytes + n, a->pos[b]);
+        n += met__varint(bytes + n, a->neg[b]);
+        last = b + 1;
+    }
+    char *text = bytes ? met__b64_encode(bytes, n) : NULL;
+    free(bytes);
+    json_obj_begin(w);
+    json_key(w, "bits"); json_int(w, a->bits);
+    json_key(w, "logit"); json_bool(w, a->logit);
+    json_key(w, "n"); json_uint(w, a->n);
+    json_key(w, "pos"); json_uint(w, a->n_pos);
+    json_key(w, "nan"); json_uint(w, a->n_nan);
+    json_key(w, "sum_p"); json_num(w, a->sum_p);
+    json_key(w, "sum_ll"); json_num(w, a->sum_ll);
+    json_key(w, "bins");
+    if (text) json_str(w, text);
+    else json_null(w);   /* out of memory: the report says the histogram is missing */
+    json_obj_end(w);
+    free(text);
+}
+
+static int met__read_varint(const unsigned char *p, size_t n, size_t *at, uint64_t *x) {
+    *x = 0;
+    for (int shift = 0; *at < n && shift < 64; shift += 7) {
+        unsigned char c = p[(*at)++];
+        *x |= (uint64_t)(c & 0x7f) << shift;
+        if (!(c & 0x80)) return 0;
+    }
+    return -1;
+}
+
+int met_auc_read_hist(met_auc *a, const json_node *j, char *errstr, size_t errstr_size) {
+    memset(a, 0, sizeof *a);
+    const char *text = json_string(json_member(j, "bins"), NULL);
+    int bits = (int)json_number(json_member(j, "bits"), -1);
+    if (!text) {
+        snprintf(errstr, errstr_size, "no histogram (\"bins\")");
+        return -1;
+    }
+    if (met__auc_init(a, bits, json_boolean(json_member(j, "logit"), false), errstr,
+                      errstr_size) != 0)
+        return -1;
+    size_t n = 0, at = 0;
+    unsigned char *bytes = met__b64_decode(text, &n);
+    uint64_t b = 0, gap, pos, neg;
+    while (bytes && at < n) {
+        if (met__read_varint(bytes, n, &at, &gap) || met__read_varint(bytes, n, &at, &pos) ||
+            met__read_varint(bytes, n, &at, &neg) || gap >= a->nbins - b ||
+            pos > UINT32_MAX || neg > UINT32_MAX)
+            break;
+        b += gap;
+        a->pos[b] = (uint32_t)pos;
+        a->neg[b] = (uint32_t)neg;
+        b++;
+    }
+    int bad = !bytes || at < n;
+    free(bytes);
+    if (bad) {
+        snprintf(errstr, errstr_size, "a histogram's \"bins\" are malformed");
+        met_auc_free(a);
+        return -1;
+    }
+    a->n = (uint64_t)json_number(json_member(j, "n"), 0);
+    a->n_pos = (uint64_t)json_number(json_member(j, "pos"), 0);
+    a->n_nan = (uint64_t)json_number(json_member(j, "nan"), 0);
+    a->sum_p = json_number(json_member(j, "sum_p"), 0);
+    a->sum_ll = json_number(json_member(j, "sum_ll"), 0);
+    return 0;
 }
 
 /* ======================================================================== latency */
@@ -233,6 +398,17 @@ struct met_board {
     int64_t *tl_x, *tl_w;            /* (tl_max) end position and width of each point */
     double *tl_sec;                  /* (tl_max) */
     met_tl_value *tl_val;            /* (tl_max, n_models, n_scen + 1, MET_NTASKS) */
+    /* the slices' burn-in (met_board_set_slice_burnin) */
+    int64_t sl_burnin;               /* impressions before the slices count */
+    int sl_open;                     /* the burn-in is over */
+    int64_t sl_open_ts;              /* event time of the first impression after it */
+    /* the primary's settled CTCVR (met_board_set_settle) */
+    int64_t st_window, st_width;     /* 0: off; bucket width in event-time ms */
+    int64_t st_clock;                /* the newest event time counted */
+    int64_t st_folded;               /* the newest bucket folded into st_done */
+    int64_t st_id[MET_SETTLE_SLOTS]; /* the bucket each slot holds, MET__NO_TS = free */
+    met_auc *st_slot;                /* (MET_SETTLE_SLOTS) CTCVR counted per bucket */
+    met_auc st_done;                 /* the buckets every label of which has settled */
 };
 
 /* Accumulators per model: (n_scen + 1) * MET_NTASKS, laid out as met__idx says. */
@@ -348,6 +524,8 @@ met_board *met_board_new(int n_scen, const char *const *scen_names, int n_models
     }
     met_latency_init(&b->lat);
     b->t0 = clk_mono_s();
+    b->sl_open = 1;
+    b->sl_open_ts = MET__NO_TS;
     return b;
 }
 
@@ -357,6 +535,8 @@ void met_board_destroy(met_board *b) {
     met__auc_array_free(b->auc, n_auc);
     met__auc_array_free(b->sl, n_auc * MET_NSLICES);
     met__auc_array_free(b->win, n_auc);
+    met__auc_array_free(b->st_slot, MET_SETTLE_SLOTS);
+    met_auc_free(&b->st_done);
     free(b->tl_x);
     free(b->tl_w);
     free(b->tl_sec);
@@ -421,7 +601,82 @@ static void met__tl_close(met_board *b) {
     }
 }
 
-int met_board_add(met_board *b, int model, int scen, met_task task, double p, int y) {
+/* ---- the settled CTCVR: counted by the event time of its impression, in buckets of
+ * window/16; a bucket joins st_done once the clock is a window and a bucket past its end,
+ * when every label of its impressions has settled (converted or its window closed; the
+ * extra bucket covers the learner's lateness and a partial minibatch). */
+
+static int64_t met__floor_div(int64_t a, int64_t b) { return a / b - (a % b < 0); }
+
+static void met__settle_fold(met_board *b, int slot) {
+    if (b->st_id[slot] > b->st_folded) b->st_folded = b->st_id[slot];
+    met_auc_merge(&b->st_done, &b->st_slot[slot]);
+    met_auc_reset(&b->st_slot[slot]);
+    b->st_id[slot] = MET__NO_TS;
+}
+
+/* The clock moved to ts: fold every bucket whose labels have all settled. */
+static void met__settle_clock(met_board *b, int64_t ts) {
+    if (ts <= b->st_clock) return;
+    b->st_clock = ts;
+    int64_t last = met__floor_div(ts - b->st_window, b->st_width) - 2; /* newest settled bucket */
+    for (int i = 0; i < MET_SETTLE_SLOTS; i++)
+        if (b->st_id[i] != MET__NO_TS && b->st_id[i] <= last) met__settle_fold(b, i);
+    if (last > b->st_folded) b->st_folded = last;
+}
+
+static void met__settle_add(met_board *b, int64_t ts, double p, int y) {
+    int64_t k = met__floor_div(ts, b->st_width);
+    if (k <= b->st_folded) {          /* a label of a bucket already folded: counts at once */
+        met_auc_add(&b->st_done, p, y);
+        return;
+    }
+    int slot = (int)(((k % MET_SETTLE_SLOTS) + MET_SETTLE_SLOTS) % MET_SETTLE_SLOTS);
+    if (b->st_id[slot] != k) {
+        /* the slot's bucket is a ring older: its stragglers are counted settled */
+        if (b->st_id[slot] != MET__NO_TS) met__settle_fold(b, slot);
+        b->st_id[slot] = k;
+    }
+    met_auc_add(&b->st_slot[slot], p, y);
+}
+
+int met_board_set_settle(met_board *b, int64_t window_ms, char *errstr, size_t errstr_size) {
+    if (window_ms < 1 || b->tl_count) {
+        snprintf(errstr, errstr_size, "met_board_set_settle: window %lld ms (want >= 1), or "
+                 "predictions were counted already", (long long)window_ms);
+        return -1;
+    }
+    if (!b->st_slot) {
+        b->st_slot = met__auc_array(MET_SETTLE_SLOTS, MET_TL_BITS, 1, errstr, errstr_size);
+        if (!b->st_slot) return -1;
+        if (met__auc_init(&b->st_done, MET_TL_BITS, 1, errstr, errstr_size) != 0) {
+            met__auc_array_free(b->st_slot, MET_SETTLE_SLOTS);
+            b->st_slot = NULL;
+            return -1;
+        }
+    }
+    b->st_window = window_ms;
+    b->st_width = window_ms / 16 > 0 ? window_ms / 16 : 1;
+    b->st_clock = b->st_folded = MET__NO_TS;
+    for (int i = 0; i < MET_SETTLE_SLOTS; i++) b->st_id[i] = MET__NO_TS;
+    return 0;
+}
+
+const met_auc *met_board_settled(const met_board *b, int64_t *horizon_ms) {
+    if (horizon_ms)
+        *horizon_ms = b->st_window && b->st_folded != MET__NO_TS
+                          ? (b->st_folded + 1) * b->st_width : MET__NO_TS;
+    return b->st_window ? &b->st_done : NULL;
+}
+
+void met_board_set_slice_burnin(met_board *b, int64_t impressions) {
+    b->sl_burnin = impressions > 0 ? impressions : 0;
+    b->sl_open = b->sl_burnin == 0 && b->tl_count == 0;
+    b->sl_open_ts = MET__NO_TS;
+}
+
+int met_board_add_at(met_board *b, int model, int scen, met_task task, double p, int y,
+                     int64_t ts_ms) {
     if (model < 0 || model >= b->n_models || scen < 0 || scen >= b->n_scen ||
         (int)task < 0 || task >= MET_NTASKS)
         return -1;
@@ -430,6 +685,18 @@ int met_board_add(met_board *b, int model, int scen, met_task task, double p, in
          * impression of a window (which follow model 0's) are still in it */
         if (b->tl_count - b->tl_start >= b->tl_window) met__tl_close(b);
         b->tl_count++;
+        /* the stream position: impressions measured, or counted by the caller (restored
+         * with a state, and ahead by the queued minibatch) */
+        int64_t pos = b->tl_count > (int64_t)b->c.impressions ? b->tl_count
+                                                              : (int64_t)b->c.impressions;
+        if (!b->sl_open && pos > b->sl_burnin) {
+            b->sl_open = 1;
+            b->sl_open_ts = ts_ms;
+        }
+    }
+    if (model == 0 && b->st_window && ts_ms != MET__NO_TS) {
+        met__settle_clock(b, ts_ms);
+        if (task == MET_CTCVR) met__settle_add(b, ts_ms, p, y);
     }
     size_t k = met__idx(b, model, scen, task), o = met__idx(b, model, -1, task);
     met_auc_add(&b->auc[k], p, y);
@@ -439,17 +706,29 @@ int met_board_add(met_board *b, int model, int scen, met_task task, double p, in
     return 0;
 }
 
-int met_board_add_slices(met_board *b, int model, int scen, unsigned slices, met_task task,
-                         double p, int y) {
+int met_board_add(met_board *b, int model, int scen, met_task task, double p, int y) {
+    return met_board_add_at(b, model, scen, task, p, y, MET__NO_TS);
+}
+
+int met_board_add_slices_at(met_board *b, int model, int scen, unsigned slices, met_task task,
+                            double p, int y, int64_t ts_ms) {
     if (model < 0 || model >= b->n_models || scen < -1 || scen >= b->n_scen || (int)task < 0 ||
         task >= MET_NTASKS)
         return -1;
+    /* during the burn-in nothing is a slice, nor later is a label of an impression from it */
+    if (!b->sl_open || (ts_ms != MET__NO_TS && b->sl_open_ts != MET__NO_TS && ts_ms < b->sl_open_ts))
+        return 0;
     for (int s = 0; s < MET_NSLICES; s++)
         if (slices & (1u << s)) {
             met_auc_add(&b->sl[met__sidx(b, model, -1, s, task)], p, y);
             if (scen >= 0) met_auc_add(&b->sl[met__sidx(b, model, scen, s, task)], p, y);
         }
     return 0;
+}
+
+int met_board_add_slices(met_board *b, int model, int scen, unsigned slices, met_task task,
+                         double p, int y) {
+    return met_board_add_slices_at(b, model, scen, slices, task, p, y, MET__NO_TS);
 }
 
 const met_auc *met_board_slice_auc(const met_board *b, int model, int scen, met_slice slice,
@@ -588,25 +867,41 @@ static void met__write_slices(const met_board *b, int model, int scen, json_writ
     json_obj_end(w);
 }
 
-/* Writes the "overall", "scenarios" and "slices" members of one model into the open
- * object, and its "timeline" when `timeline`. */
-static void met__write_model_members(const met_board *b, int model, int timeline, json_writer *w) {
+/* Writes "ctr" and "ctcvr" of one model and scenario (-1: overall) into the open object,
+ * each as fn writes an accumulator (its figures, or its histogram). */
+static void met__write_task_keys(const met_board *b, int model, int scen,
+                                 void (*fn)(const met_auc *, json_writer *), json_writer *w) {
+    json_key(w, "ctr"); fn(&b->auc[met__idx(b, model, scen, MET_CTR)], w);
+    json_key(w, "ctcvr"); fn(&b->auc[met__idx(b, model, scen, MET_CTCVR)], w);
+}
+
+/* {"overall": {task}, "scenarios": {name: {task, and "slices" when slices}}} members of one
+ * model into the open object, each accumulator as fn writes it. */
+static void met__write_scopes(const met_board *b, int model, int slices,
+                              void (*fn)(const met_auc *, json_writer *), json_writer *w) {
     json_key(w, "overall");
     json_obj_begin(w);
-    json_key(w, "ctr"); met_auc_write_json(&b->auc[met__idx(b, model, -1, MET_CTR)], w);
-    json_key(w, "ctcvr"); met_auc_write_json(&b->auc[met__idx(b, model, -1, MET_CTCVR)], w);
+    met__write_task_keys(b, model, -1, fn, w);
     json_obj_end(w);
     json_key(w, "scenarios");
     json_obj_begin(w);
     for (int s = 0; s < b->n_scen; s++) {
         json_key(w, b->scen[s]);
         json_obj_begin(w);
-        json_key(w, "ctr"); met_auc_write_json(&b->auc[met__idx(b, model, s, MET_CTR)], w);
-        json_key(w, "ctcvr"); met_auc_write_json(&b->auc[met__idx(b, model, s, MET_CTCVR)], w);
-        json_key(w, "slices"); met__write_slices(b, model, s, w);
+        met__write_task_keys(b, model, s, fn, w);
+        if (slices) {
+            json_key(w, "slices");
+            met__write_slices(b, model, s, w);
+        }
         json_obj_end(w);
     }
     json_obj_end(w);
+}
+
+/* Writes the "overall", "scenarios" and "slices" members of one model into the open
+ * object, and its "hist" and "timeline" when `timeline`. */
+static void met__write_model_members(const met_board *b, int model, int timeline, json_writer *w) {
+    met__write_scopes(b, model, 1, met_auc_write_json, w);
     json_key(w, "slices");
     met__write_slices(b, model, -1, w);
     const met_guard *g = &b->guard[model];
@@ -617,6 +912,11 @@ static void met__write_model_members(const met_board *b, int model, int timeline
     json_key(w, "nonfinite_predictions"); json_uint(w, g->nonfinite_predictions);
     json_obj_end(w);
     if (!timeline) return;
+    /* the histograms, for merging reports (met_board_merge_report) */
+    json_key(w, "hist");
+    json_obj_begin(w);
+    met__write_scopes(b, model, 0, met_auc_write_hist, w);
+    json_obj_end(w);
     json_key(w, "timeline");
     json_obj_begin(w);
     json_key(w, "overall");
@@ -691,6 +991,95 @@ void met_board_write_json(const met_board *b, json_writer *w,
     json_obj_end(w);
 }
 
+/* ---- merging reports ---- */
+
+/* Are the keys of obj exactly names[0..n), in order? */
+static int met__same_keys(const json_node *obj, char names[][M3_NAME_MAX], int n) {
+    if (!obj || obj->type != JSON_OBJECT || (int)obj->n != n) return 0;
+    for (int i = 0; i < n; i++)
+        if (strcmp(obj->keys[i], names[i]) != 0) return 0;
+    return 1;
+}
+
+/* Add one histogram of the report (hist = {"ctr": H, "ctcvr": H}) into dst[task]. */
+static int met__merge_tasks(met_auc *dst0, met_auc *dst1, const json_node *hist, const char *where,
+                            char *errstr, size_t errstr_size) {
+    met_auc *dst[2] = {dst0, dst1};
+    static const char *tasks[2] = {"ctr", "ctcvr"};
+    for (int t = 0; t < 2; t++) {
+        met_auc a;
+        char why[128];
+        if (met_auc_read_hist(&a, json_member(hist, tasks[t]), why, sizeof why) != 0) {
+            snprintf(errstr, errstr_size, "%s %s: %s", where, tasks[t], why);
+            return -1;
+        }
+        int rc = met_auc_merge(dst[t], &a);
+        if (rc != 0)
+            snprintf(errstr, errstr_size, "%s %s: %u bins%s where the first report has %u%s",
+                     where, tasks[t], a.nbins, a.logit ? " (logit)" : "", dst[t]->nbins,
+                     dst[t]->logit ? " (logit)" : "");
+        met_auc_free(&a);
+        if (rc != 0) return -1;
+    }
+    return 0;
+}
+
+int met_board_merge_report(met_board *b, const json_node *report, char *errstr,
+                           size_t errstr_size) {
+    const json_node *models = json_member(report, "models");
+    const json_node *first = models && models->n ? &models->items[0] : NULL;
+    if (!met__same_keys(models, b->model, b->n_models) ||
+        !met__same_keys(json_member(first, "scenarios"), b->scen, b->n_scen)) {
+        snprintf(errstr, errstr_size, "another model set or other scenarios (want models %s%s "
+                 "and %d scenarios from %s)", b->model[0], b->n_models > 1 ? ",..." : "",
+                 b->n_scen, b->scen[0]);
+        return -1;
+    }
+    /* every histogram is read and checked before anything is added: a refused report
+     * leaves the board as it was */
+    size_t n_auc = (size_t)b->n_models * met__per_model(b);
+    met_auc *sum = met__auc_array(n_auc, b->auc[0].bits, b->auc[0].logit, errstr, errstr_size);
+    if (!sum) return -1;
+    int rc = 0;
+    for (int m = 0; !rc && m < b->n_models; m++) {
+        const json_node *h = json_member(&models->items[m], "hist");
+        char where[2 * M3_NAME_MAX + 32];
+        for (int s = -1; !rc && s < b->n_scen; s++) {
+            const json_node *hs = s < 0 ? json_member(h, "overall")
+                                        : json_member(json_member(h, "scenarios"), b->scen[s]);
+            snprintf(where, sizeof where, "model %s %s", b->model[m], s < 0 ? "overall" : b->scen[s]);
+            if (!h) {
+                snprintf(errstr, errstr_size, "model %s has no histograms (\"hist\"): a report "
+                         "from before merging existed?", b->model[m]);
+                rc = -1;
+            } else {
+                rc = met__merge_tasks(&sum[met__idx(b, m, s, MET_CTR)],
+                                      &sum[met__idx(b, m, s, MET_CTCVR)], hs, where, errstr,
+                                      errstr_size);
+            }
+        }
+    }
+    for (size_t i = 0; !rc && i < n_auc; i++) met_auc_merge(&b->auc[i], &sum[i]);
+    met__auc_array_free(sum, n_auc);
+    if (rc) return -1;
+    const json_node *c = json_member(report, "counters");
+    uint64_t *dst[] = {&b->c.events, &b->c.impressions, &b->c.clicks, &b->c.conversions,
+                       &b->c.requests, &b->c.predictions, &b->c.dlq, &b->c.late_conversions,
+                       &b->c.unmatched_conversions};
+    static const char *names[] = {"events", "impressions", "clicks", "conversions", "requests",
+                                  "predictions", "dlq", "late_conversions",
+                                  "unmatched_conversions"};
+    for (int i = 0; i < 9; i++) *dst[i] += (uint64_t)json_number(json_member(c, names[i]), 0);
+    for (int m = 0; m < b->n_models; m++) {
+        const json_node *g = json_member(&models->items[m], "guard");
+        b->guard[m].skipped_steps += (uint64_t)json_number(json_member(g, "skipped_steps"), 0);
+        b->guard[m].rollbacks += (uint64_t)json_number(json_member(g, "rollbacks"), 0);
+        b->guard[m].nonfinite_predictions +=
+            (uint64_t)json_number(json_member(g, "nonfinite_predictions"), 0);
+    }
+    return 0;
+}
+
 /* "950", "31.2k", "1.20M" */
 static void met__human(char *buf, size_t n, double x) {
     if (x >= 1e6) snprintf(buf, n, "%.2fM", x / 1e6);
@@ -704,7 +1093,16 @@ int met_board_progress_line(const met_board *b, char *buf, size_t n) {
     met__human(rate, sizeof rate,
                elapsed > 0 ? (double)(b->c.events - b->events_base) / elapsed : 0.0);
     double auc_ctr = met_auc_value(&b->auc[met__idx(b, 0, -1, MET_CTR)], NULL);
-    double auc_ctcvr = met_auc_value(&b->auc[met__idx(b, 0, -1, MET_CTCVR)], NULL);
+    const met_auc *ctcvr = b->st_window ? &b->st_done : &b->auc[met__idx(b, 0, -1, MET_CTCVR)];
+    double auc_ctcvr = met_auc_value(ctcvr, NULL);
+    char auc_cv[64], settled[32];
+    if (isnan(auc_ctcvr)) snprintf(auc_cv, sizeof auc_cv, "-");
+    else snprintf(auc_cv, sizeof auc_cv, "%.4f", auc_ctcvr);
+    if (b->st_window) {
+        met__human(settled, sizeof settled, (double)ctcvr->n);
+        size_t u = strlen(auc_cv);
+        snprintf(auc_cv + u, sizeof auc_cv - u, " (%s settled)", settled);
+    }
     double p99 = met_latency_percentile(&b->lat, 99);
     double rss = met_rss_mb(NULL);
     const met_guard *g = &b->guard[0];
@@ -714,6 +1112,6 @@ int met_board_progress_line(const met_board *b, char *buf, size_t n) {
                  (unsigned long long)g->skipped_steps,
                  (unsigned long long)g->nonfinite_predictions,
                  (unsigned long long)g->rollbacks, g->rollbacks == 1 ? "" : "s");
-    return snprintf(buf, n, "events %llu  %s ev/s  ctr auc %.4f  ctcvr auc %.4f  lag p99 %.1f ms  rss %.0f MB%s",
-                    (unsigned long long)b->c.events, rate, auc_ctr, auc_ctcvr, p99, rss, guard);
+    return snprintf(buf, n, "events %llu  %s ev/s  ctr auc %.4f  ctcvr auc %s  lag p99 %.1f ms  rss %.0f MB%s",
+                    (unsigned long long)b->c.events, rate, auc_ctr, auc_cv, p99, rss, guard);
 }

@@ -74,8 +74,25 @@ double met_auc_mean_p(const met_auc *a);
 double met_auc_rate(const met_auc *a);
 /* dst += src. Returns 0, or -1 when the bin counts or scales differ (dst unchanged). */
 int met_auc_merge(met_auc *dst, const met_auc *src);
+/* For a window over a cumulative accumulator (the live metrics: now minus a copy taken
+ * earlier). dst = src with its bins folded into dst's fewer ones (each dst bin sums
+ * 2^(src->bits - dst->bits) adjacent src bins: still monotone in p, so the bound holds);
+ * dst's counts are replaced. Returns 0, or -1 (dst unchanged) when the scales differ or
+ * dst has more bins than src. */
+int met_auc_fold(met_auc *dst, const met_auc *src);
+/* dst -= src, for src an earlier state of the same stream (bins floored at 0, so a bin
+ * that saturated since does not wrap). Returns 0, or -1 (dst unchanged) when the bin
+ * counts or scales differ. */
+int met_auc_sub(met_auc *dst, const met_auc *src);
 /* Write {"auc","auc_bound","auc_se","logloss","n","pos","mean_p","rate"} (NaN -> null). */
 void met_auc_write_json(const met_auc *a, json_writer *w);
+/* Write the accumulator itself, {"bits","logit","n","pos","nan","sum_p","sum_ll","bins"}:
+ * "bins" is base64 of varints (bins skipped since the last nonzero one, its positives,
+ * its negatives) per nonzero bin, so a report holds it in a few bytes per bin used. */
+void met_auc_write_hist(const met_auc *a, json_writer *w);
+/* Initialise *a from what met_auc_write_hist wrote. Returns 0, or -1 with errstr (missing,
+ * bad bits, malformed bins, out of memory) and *a left safe to met_auc_free(). */
+int met_auc_read_hist(met_auc *a, const json_node *j, char *errstr, size_t errstr_size);
 
 /* ---- latency histogram (ms), log-scale buckets of ~1% from 1 us to 1 hour ---- */
 
@@ -185,11 +202,43 @@ int met_board_set_timeline(met_board *b, int64_t window, int max_points, char *e
  * advance the timeline (a window closes before the first prediction after it). Out-of-
  * range indices are ignored (returns -1); else 0. */
 int met_board_add(met_board *b, int model, int scen, met_task task, double p, int y);
+/* The same with the event time of the impression the prediction is of (its settled CTCVR
+ * label too): it places the primary's CTCVR in the settled measure (met_board_set_settle)
+ * and drops slice labels of impressions from the burn-in (met_board_add_slices_at). */
+int met_board_add_at(met_board *b, int model, int scen, met_task task, double p, int y,
+                     int64_t ts_ms);
 /* Count prediction p with label y in every slice whose bit (1 << met_slice) is set in
  * `slices`, overall and, when scen >= 0, in the scenario's slices. Out-of-range model,
  * scenario (< -1) or task: -1; else 0. */
 int met_board_add_slices(met_board *b, int model, int scen, unsigned slices, met_task task,
                          double p, int y);
+/* The same with the impression's event time: a label of an impression older than the end
+ * of the burn-in (a click that settles later) is not counted either. */
+int met_board_add_slices_at(met_board *b, int model, int scen, unsigned slices, met_task task,
+                            double p, int y, int64_t ts_ms);
+/* The slices' burn-in: nothing counts in a slice until the stream position passes this many
+ * impressions (model 0's CTR predictions counted, or the counters' impressions when
+ * larger: a restored state's position, ahead by the queued minibatch). 0 (the default):
+ * slices count from the start. Call before anything is counted. */
+void met_board_set_slice_burnin(met_board *b, int64_t impressions);
+
+/* The primary's settled CTCVR. A clicked impression's CTCVR label settles when its
+ * conversion arrives or its window closes, a converted one sooner than an unconverted
+ * one; the cumulative accumulator therefore holds, during a run, the positives of the
+ * last window without their negatives, scored by a model from further back than the
+ * negatives from impressions not clicked (test_metrics: 0.51 where the complete prefix
+ * gives 0.64, for a model whose scores drift as it learns). The settled measure counts only impressions older than the clock (the
+ * newest event time counted, through met_board_add_at) by window_ms plus up to
+ * window_ms / 8 (buckets of window_ms / 16): every label of theirs is known. Give it the
+ * attribution window plus the lateness with which windows close. Its bins are the
+ * timeline's (2^MET_TL_BITS equal in logit). Returns 0, or -1 with
+ * errstr (window < 1, something counted already, out of memory). */
+#define MET_SETTLE_SLOTS 24
+int met_board_set_settle(met_board *b, int64_t window_ms, char *errstr, size_t errstr_size);
+/* The settled CTCVR accumulator (NULL when met_board_set_settle was not called); *horizon_ms
+ * (if not NULL) receives the event time before which every impression is counted
+ * (INT64_MIN while none is). */
+const met_auc *met_board_settled(const met_board *b, int64_t *horizon_ms);
 /* One slice accumulator (scen -1: over all scenarios), or NULL when out of range. */
 const met_auc *met_board_slice_auc(const met_board *b, int model, int scen, met_slice slice,
                                    met_task task);
@@ -229,20 +278,32 @@ int64_t met_board_tl_window(const met_board *b);
  *    "scenarios": {name: {"ctr", "ctcvr", "slices": {slice: {"ctr","ctcvr"}}}},
  *    "slices": {"new_item": {"ctr","ctcvr"}, "new_user_in_scenario": {...}} (the primary's),
  *    "guard": {"skipped_steps", "rollbacks", "nonfinite_predictions"} (the primary's),
- *    "models": {name: {"overall", "scenarios", "slices", "guard", "timeline"}} (every model,
+ *    "models": {name: {"overall", "scenarios", "slices", "guard", "hist", "timeline"}} (every model,
  *    primary too; "timeline": {"overall": {task: series}, "scenarios": {name: {task:
  *    series}}}, a series being {"auc", "bound", "n", "mean_p", "rate"} arrays, one item
- *    per timeline point),
+ *    per timeline point; "hist": {"overall": {task: H}, "scenarios": {name: {task: H}}},
+ *    H as met_auc_write_hist writes it),
  *    then whatever extra() writes (keys and values at the top level; may be NULL)}.
  * The timeline's points are the closed ones, plus the open window when it holds at least
  * half a window of impressions. Errors are reported by the writer (json_writer_error()). */
 void met_board_write_json(const met_board *b, json_writer *w,
                           void (*extra)(json_writer *w, void *arg), void *arg);
-/* Write one model's {"overall", "scenarios", "slices", "guard", "timeline"} object (reusable by
+/* Add a report's histograms (every model's "hist": overall and per scenario, both tasks)
+ * into the board's accumulators, and its counters and guard counters into the board's: the
+ * workers of a group, each of which predicted its own share of the stream, make one
+ * scoreboard whose AUCs are the group's. The report must have the board's models in the
+ * board's order and its scenarios, with histograms of the board's bins. Slices, the
+ * timeline and the latency are not merged. Returns 0, or -1 with errstr saying what does
+ * not match (nothing is added then). */
+int met_board_merge_report(met_board *b, const json_node *report, char *errstr,
+                           size_t errstr_size);
+/* Write one model's {"overall", "scenarios", "slices", "guard", "hist", "timeline"} object (reusable by
  * the simulator, e.g. a board with one model "oracle"). */
 void met_board_write_model(const met_board *b, int model, json_writer *w);
 /* One human progress line for the primary model, e.g.
  * "events 120000  31.2k ev/s  ctr auc 0.7120  ctcvr auc 0.8010  lag p99 45.0 ms  rss 312 MB",
+ * with the settled CTCVR when it is on: "ctcvr auc 0.8010 (93.2k settled)", or
+ * "ctcvr auc - (0 settled)" before a window has passed,
  * followed by "  guard 3 skipped 12 withheld 1 rollback" once the primary's guard has
  * counted anything. Returns what snprintf returns. */
 int met_board_progress_line(const met_board *b, char *buf, size_t n);

@@ -6,6 +6,8 @@
  * Per message, the datum is read and written by hand: every length is checked against
  * the bytes that remain and the capacity of its destination before anything is copied.
  * Why: docs/contract.md, "Why a hand-written datum codec". */
+#include <dirent.h>
+#include <errno.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -15,6 +17,7 @@
 
 #include "base/buf.h"
 #include "base/hash.h"
+#include "base/json.h"
 #include "stream/codec.h"
 
 extern const char m3_embed_Impression[];
@@ -30,9 +33,15 @@ extern const size_t m3_embed_Prediction_len;
 #define CODEC__MAGIC0 0xC3
 #define CODEC__MAGIC1 0x01
 
+typedef struct codec__writer codec__writer;
+
 struct codec {
     char *pcf[CODEC__NTYPES];       /* Parsing Canonical Form, indexed by m3_ev_type */
     uint64_t fp[CODEC__NTYPES];     /* CRC-64-AVRO of pcf */
+    avro_schema_t rs[CODEC__NTYPES];/* the reader schemas */
+    json_node *rj[CODEC__NTYPES];   /* their JSON (Avro C keeps no field defaults) */
+    codec__writer *wr;              /* other writer schemas, sorted by fingerprint */
+    size_t n_wr, cap_wr;
 };
 
 static const char *codec__names[CODEC__NTYPES] = {
@@ -279,6 +288,11 @@ static int codec__check_record(avro_schema_t s, const char *name, const codec__f
 /* ---------------------------------------------------------------------------------- */
 /* Codec object                                                                        */
 
+static int codec__check_defaults(avro_schema_t s, const json_node *rj, char *errstr,
+                                 size_t errstr_size);
+static int codec__add_history(codec *c, char *errstr, size_t errstr_size);
+static void codec__writers_free(codec *c);
+
 codec *codec_new(char *errstr, size_t errstr_size) {
     const char *json[CODEC__NTYPES] = {NULL, m3_embed_Impression, m3_embed_Conversion,
                                        m3_embed_ScoreRequest, m3_embed_Prediction};
@@ -297,15 +311,16 @@ codec *codec_new(char *errstr, size_t errstr_size) {
             codec_destroy(c);
             return NULL;
         }
+        c->rs[t] = s;
         int rc = codec__check_record(s, codec__names[t], codec__layouts[t], errstr, errstr_size);
         if (rc == 0) {
             c->pcf[t] = codec__pcf_of(s, err, sizeof err);
-            if (!c->pcf[t]) {
+            c->rj[t] = c->pcf[t] ? json_parse(json[t], err, sizeof err) : NULL;
+            if (!c->rj[t] || codec__check_defaults(s, c->rj[t], err, sizeof err) != 0) {
                 snprintf(errstr, errstr_size, "schemas/%s.avsc: %s", codec__names[t], err);
                 rc = -1;
             }
         }
-        avro_schema_decref(s);
         if (rc != 0) {
             codec_destroy(c);
             return NULL;
@@ -319,12 +334,21 @@ codec *codec_new(char *errstr, size_t errstr_size) {
                 return NULL;
             }
     }
+    if (codec__add_history(c, errstr, errstr_size) != 0) {
+        codec_destroy(c);
+        return NULL;
+    }
     return c;
 }
 
 void codec_destroy(codec *c) {
     if (!c) return;
-    for (int t = 0; t < CODEC__NTYPES; t++) free(c->pcf[t]);
+    for (int t = 0; t < CODEC__NTYPES; t++) {
+        free(c->pcf[t]);
+        if (c->rs[t]) avro_schema_decref(c->rs[t]);
+        json_free(c->rj[t]);
+    }
+    codec__writers_free(c);
     free(c);
 }
 
@@ -645,6 +669,1079 @@ static int codec__rd_score_request(codec__rd *r, m3_score_request *m) {
     }
 }
 
+/* ---------------------------------------------------------------------------------- */
+/* Schema resolution: writer schemas other than the reader's own                       */
+
+/* A writer schema is resolved against the reader schema of its record name once, when it
+ * is added, into a plan: a tree of steps that reads a datum written with the writer
+ * schema and writes the datum the reader schema would have (fields in the reader's order,
+ * defaults for the fields the writer lacks, the writer's extra fields skipped, promoted
+ * numbers widened, union branches chosen). Per message, the plan transcodes the datum
+ * into a stack buffer and the hand decoder above reads that, so every check the decoder
+ * makes (capacities, UTF-8, keys) applies to resolved messages too. Avro C's resolved
+ * reader is not used: it has no field defaults (it refuses any reader field the writer
+ * lacks) and builds generic values per message. Why, and the rules: docs/contract.md,
+ * "Schema evolution". */
+
+#define CODEC__DEPTH_MAX 32          /* schema nesting a plan follows */
+#define CODEC__FIELDS_MAX 64         /* fields of one writer record */
+#define CODEC__ZERO_ITEMS_MAX 65536  /* plan steps spent on array items that take no bytes,
+                                        per message */
+#define CODEC__RESOLVED_MAX (8u << 20) /* a resolved datum (bigger than any the decoder takes) */
+#define CODEC__STACK_OUT 4096        /* a resolved datum up to this size needs no allocation */
+#define CODEC__STEPS_MAX 4096       /* resolution steps of one writer schema */
+#define CODEC__WHY_MAX 200           /* an incompatibility's description (a reason adds <= 40) */
+
+typedef enum {
+    CODEC__P_NULL, CODEC__P_BOOL, CODEC__P_INT, CODEC__P_LONG, CODEC__P_INT_FLOAT,
+    CODEC__P_INT_DOUBLE, CODEC__P_FLOAT, CODEC__P_DOUBLE, CODEC__P_FLOAT_DOUBLE,
+    CODEC__P_BYTES, CODEC__P_FIXED, CODEC__P_ENUM, CODEC__P_RECORD, CODEC__P_ARRAY,
+    CODEC__P_MAP, CODEC__P_WUNION, CODEC__P_RUNION
+} codec__op;
+
+typedef struct codec__plan codec__plan;
+struct codec__plan {
+    codec__op op;
+    int n;               /* FIXED: size; RUNION: the reader branch written; RECORD: reader
+                            fields; ENUM: writer symbols; WUNION: writer branches */
+    int nw;              /* RECORD: writer fields */
+    bool zero;           /* a writer value of this type can take no bytes */
+    int steps;           /* plan steps in this subtree (codec__plan_weigh) */
+    bool long_src;       /* INT_FLOAT / INT_DOUBLE: the writer wrote a long, not an int */
+    const char **wname;  /* RECORD: writer field names (owned by the writer schema) */
+    codec__plan **kid;   /* RECORD: one per writer field; WUNION: one per writer branch;
+                            ARRAY, MAP, RUNION: kid[0] */
+    int *from;           /* RECORD: reader field i <- writer field from[i], -1 = default;
+                            ENUM: writer symbol -> reader symbol */
+    buf *dflt;           /* RECORD: the encoded default of reader field i when from[i] < 0 */
+};
+
+struct codec__writer {
+    uint64_t fp;
+    m3_ev_type type;     /* M3_EV_NONE: not a record the codec reads */
+    avro_schema_t w;     /* the writer schema (field names of the plan point into it) */
+    codec__plan *plan;   /* NULL: incompatible */
+    char *why;           /* incompatible: the difference, named */
+};
+
+/* The number of kid[] entries of plan p. */
+static int codec__plan_kids(const codec__plan *p) {
+    switch (p->op) {
+    case CODEC__P_RECORD: return p->nw;
+    case CODEC__P_WUNION: return p->n;
+    case CODEC__P_ARRAY:
+    case CODEC__P_MAP:
+    case CODEC__P_RUNION: return 1;
+    default: return 0;
+    }
+}
+
+static void codec__plan_free(codec__plan *p) {
+    if (!p) return;
+    int nk = codec__plan_kids(p);
+    for (int i = 0; p->kid && i < nk; i++) codec__plan_free(p->kid[i]);
+    for (int i = 0; p->dflt && i < p->n; i++) buf_free(&p->dflt[i]);
+    free(p->kid);
+    free(p->from);
+    free(p->dflt);
+    free(p->wname);
+    free(p);
+}
+
+/* Fill p->steps of every node of plan p; returns p's. */
+static int codec__plan_weigh(codec__plan *p) {
+    int nk = codec__plan_kids(p);
+    p->steps = 1;
+    for (int i = 0; i < nk; i++) p->steps += codec__plan_weigh(p->kid[i]);
+    return p->steps;
+}
+
+static avro_schema_t codec__deref(avro_schema_t s) {
+    return s && avro_typeof(s) == AVRO_LINK ? avro_schema_link_target(s) : s;
+}
+
+/* A short description of a type for reasons: "long", "map<float>", "[null,string]",
+ * "record Candidate", "fixed Hash(16)". */
+static void codec__desc(avro_schema_t s, char *out, size_t n, int depth) {
+    s = codec__deref(s);
+    char a[64];
+    if (depth > 2) { snprintf(out, n, "..."); return; }
+    switch (avro_typeof(s)) {
+    case AVRO_STRING: snprintf(out, n, "string"); return;
+    case AVRO_BYTES: snprintf(out, n, "bytes"); return;
+    case AVRO_INT32: snprintf(out, n, "int"); return;
+    case AVRO_INT64: snprintf(out, n, "long"); return;
+    case AVRO_FLOAT: snprintf(out, n, "float"); return;
+    case AVRO_DOUBLE: snprintf(out, n, "double"); return;
+    case AVRO_BOOLEAN: snprintf(out, n, "boolean"); return;
+    case AVRO_NULL: snprintf(out, n, "null"); return;
+    case AVRO_RECORD: snprintf(out, n, "record %s", avro_schema_name(s)); return;
+    case AVRO_ENUM: snprintf(out, n, "enum %s", avro_schema_name(s)); return;
+    case AVRO_FIXED:
+        snprintf(out, n, "fixed %s(%lld)", avro_schema_name(s), (long long)avro_schema_fixed_size(s));
+        return;
+    case AVRO_ARRAY:
+        codec__desc(avro_schema_array_items(s), a, sizeof a, depth + 1);
+        snprintf(out, n, "array<%s>", a);
+        return;
+    case AVRO_MAP:
+        codec__desc(avro_schema_map_values(s), a, sizeof a, depth + 1);
+        snprintf(out, n, "map<%s>", a);
+        return;
+    case AVRO_UNION: {
+        size_t k = 0;
+        k += (size_t)snprintf(out, n, "[");
+        for (size_t i = 0; i < avro_schema_union_size(s) && k < n; i++) {
+            codec__desc(avro_schema_union_branch(s, (int)i), a, sizeof a, depth + 1);
+            k += (size_t)snprintf(out + k, n - k, "%s%s", i ? "," : "", a);
+        }
+        if (k < n) snprintf(out + k, n - k, "]");
+        return;
+    }
+    default: snprintf(out, n, "?"); return;
+    }
+}
+
+/* Resolution context: where in the schema (for reasons) and the reason itself. */
+typedef struct {
+    char path[96];       /* "ts_ms", "candidates[].item_num"; "" = the record itself */
+    char *why;           /* CODEC__WHY_MAX bytes */
+    int steps;           /* resolution steps so far (a bound: a recursive type branching
+                            twice would otherwise take 2^depth steps) */
+} codec__rs;
+
+static const char *codec__at(const codec__rs *rs) { return rs->path[0] ? rs->path : "(record)"; }
+
+static codec__plan *codec__plan_new(codec__op op, codec__rs *rs) {
+    codec__plan *p = calloc(1, sizeof *p);
+    if (!p) snprintf(rs->why, CODEC__WHY_MAX, "out of memory");
+    else p->op = op;
+    return p;
+}
+
+/* Same kind of type, and for named types the same unqualified name (and fixed size). */
+static bool codec__same_kind(avro_schema_t w, avro_schema_t r) {
+    if (avro_typeof(w) != avro_typeof(r)) return false;
+    if (is_avro_named_type(w) && strcmp(avro_schema_name(w), avro_schema_name(r)) != 0)
+        return false;
+    return !is_avro_fixed(w) || avro_schema_fixed_size(w) == avro_schema_fixed_size(r);
+}
+
+/* The primitive step from w to r, or -1: same type or one of Avro's promotions (int to
+ * long, float, double; long to float, double; float to double; string <-> bytes). */
+static int codec__prim_op(avro_type_t w, avro_type_t r, bool *long_src) {
+    *long_src = w == AVRO_INT64;
+    switch (r) {
+    case AVRO_NULL: return w == AVRO_NULL ? CODEC__P_NULL : -1;
+    case AVRO_BOOLEAN: return w == AVRO_BOOLEAN ? CODEC__P_BOOL : -1;
+    case AVRO_INT32: return w == AVRO_INT32 ? CODEC__P_INT : -1;
+    case AVRO_INT64: return w == AVRO_INT32 || w == AVRO_INT64 ? CODEC__P_LONG : -1;
+    case AVRO_FLOAT:
+        return w == AVRO_FLOAT ? CODEC__P_FLOAT
+               : w == AVRO_INT32 || w == AVRO_INT64 ? CODEC__P_INT_FLOAT : -1;
+    case AVRO_DOUBLE:
+        return w == AVRO_DOUBLE ? CODEC__P_DOUBLE : w == AVRO_FLOAT ? CODEC__P_FLOAT_DOUBLE
+               : w == AVRO_INT32 || w == AVRO_INT64 ? CODEC__P_INT_DOUBLE : -1;
+    case AVRO_STRING:
+    case AVRO_BYTES: return w == AVRO_STRING || w == AVRO_BYTES ? CODEC__P_BYTES : -1;
+    default: return -1;
+    }
+}
+
+static bool codec__is_prim(avro_type_t t) {
+    return t == AVRO_NULL || t == AVRO_BOOLEAN || t == AVRO_INT32 || t == AVRO_INT64 ||
+           t == AVRO_FLOAT || t == AVRO_DOUBLE || t == AVRO_STRING || t == AVRO_BYTES;
+}
+
+/* Would w resolve to r without looking inside (the test that picks a reader union branch)? */
+static bool codec__matches(avro_schema_t w, avro_schema_t r) {
+    bool ls;
+    avro_type_t wt = avro_typeof(w), rt = avro_typeof(r);
+    if (codec__is_prim(wt) && codec__is_prim(rt)) return codec__prim_op(wt, rt, &ls) >= 0;
+    return codec__same_kind(w, r);
+}
+
+static codec__plan *codec__resolve(avro_schema_t w, avro_schema_t r, const json_node *rj,
+                                   codec__rs *rs, int depth);
+
+/* A JSON schema node's member (rj is NULL when the reader's JSON is not at hand). */
+static const json_node *codec__jm(const json_node *rj, const char *key) {
+    return rj && rj->type == JSON_OBJECT ? json_member(rj, key) : NULL;
+}
+
+/* v zig-zag encoded as an Avro varint into tmp; returns its length (1..10). */
+static size_t codec__zigzag(int64_t v, uint8_t tmp[10]) {
+    uint64_t u = ((uint64_t)v << 1) ^ (0 - ((uint64_t)v >> 63));
+    size_t n = 0;
+    while (u >= 0x80) {
+        tmp[n++] = (uint8_t)(u | 0x80);
+        u >>= 7;
+    }
+    tmp[n++] = (uint8_t)u;
+    return n;
+}
+
+static void codec__put_long(buf *b, int64_t v) {
+    uint8_t tmp[10];
+    buf_put(b, tmp, codec__zigzag(v, tmp));
+}
+
+/* The low n bytes of u, little-endian (the wire's order for float and double). */
+static void codec__le(uint64_t u, int n, uint8_t *out) {
+    for (int i = 0; i < n; i++) out[i] = (uint8_t)(u >> (8 * i));
+}
+
+/* The Avro encoding of JSON default d for reader type r (rj: r's JSON node, for the
+ * defaults of a record's own fields). Returns -1 when d does not fit r. */
+static int codec__encode_default(avro_schema_t r, const json_node *rj, const json_node *d,
+                                 buf *out, int depth) {
+    r = codec__deref(r);
+    if (depth > CODEC__DEPTH_MAX) return -1;
+    switch (avro_typeof(r)) {
+    case AVRO_NULL: return d->type == JSON_NULL ? 0 : -1;
+    case AVRO_BOOLEAN:
+        if (d->type != JSON_BOOL) return -1;
+        buf_putc(out, d->b ? 1 : 0);
+        return 0;
+    case AVRO_INT32:
+    case AVRO_INT64: {
+        double lim = avro_typeof(r) == AVRO_INT32 ? 2147483648.0 : 9223372036854775808.0;
+        if (d->type != JSON_NUMBER || d->num != floor(d->num) || d->num < -lim || d->num >= lim)
+            return -1;
+        codec__put_long(out, (int64_t)d->num);
+        return 0;
+    }
+    case AVRO_FLOAT:
+    case AVRO_DOUBLE: {
+        if (d->type != JSON_NUMBER) return -1;
+        uint8_t tmp[8];
+        if (avro_typeof(r) == AVRO_FLOAT) {
+            float f = (float)d->num;
+            uint32_t u;
+            memcpy(&u, &f, 4);
+            codec__le(u, 4, tmp);
+            buf_put(out, tmp, 4);
+        } else {
+            uint64_t u;
+            memcpy(&u, &d->num, 8);
+            codec__le(u, 8, tmp);
+            buf_put(out, tmp, 8);
+        }
+        return 0;
+    }
+    case AVRO_STRING:
+    case AVRO_BYTES:
+        if (d->type != JSON_STRING) return -1;
+        codec__put_long(out, (int64_t)strlen(d->str));
+        buf_puts(out, d->str);
+        return 0;
+    case AVRO_ENUM:
+        if (d->type != JSON_STRING) return -1;
+        for (int i = 0; i < avro_schema_enum_number_of_symbols(r); i++)
+            if (strcmp(avro_schema_enum_get(r, i), d->str) == 0) {
+                codec__put_long(out, i);
+                return 0;
+            }
+        return -1;
+    case AVRO_FIXED:
+        if (d->type != JSON_STRING || (int64_t)strlen(d->str) != avro_schema_fixed_size(r)) return -1;
+        buf_puts(out, d->str);
+        return 0;
+    case AVRO_ARRAY:
+    case AVRO_MAP: {
+        bool map = is_avro_map(r);
+        if (d->type != (map ? JSON_OBJECT : JSON_ARRAY)) return -1;
+        if (d->n) codec__put_long(out, (int64_t)d->n);
+        for (size_t i = 0; i < d->n; i++) {
+            if (map) {
+                codec__put_long(out, (int64_t)strlen(d->keys[i]));
+                buf_puts(out, d->keys[i]);
+            }
+            if (codec__encode_default(map ? avro_schema_map_values(r) : avro_schema_array_items(r),
+                                      codec__jm(rj, map ? "values" : "items"), &d->items[i], out,
+                                      depth + 1))
+                return -1;
+        }
+        buf_putc(out, 0);
+        return 0;
+    }
+    case AVRO_UNION:   /* a union's default is of its first branch */
+        buf_putc(out, 0);
+        return codec__encode_default(avro_schema_union_branch(r, 0),
+                                     rj && rj->type == JSON_ARRAY && rj->n ? &rj->items[0] : NULL,
+                                     d, out, depth + 1);
+    case AVRO_RECORD: {
+        if (d->type != JSON_OBJECT) return -1;
+        const json_node *fields = codec__jm(rj, "fields");
+        for (size_t i = 0; i < avro_schema_record_size(r); i++) {
+            const char *name = avro_schema_record_field_name(r, (int)i);
+            const json_node *fj = fields && fields->type == JSON_ARRAY && i < fields->n
+                                  ? &fields->items[i] : NULL;
+            const json_node *v = json_member(d, name);
+            if (!v) v = codec__jm(fj, "default");
+            if (!v || codec__encode_default(avro_schema_record_field_get_by_index(r, (int)i),
+                                            codec__jm(fj, "type"), v, out, depth + 1))
+                return -1;
+        }
+        return 0;
+    }
+    default: return -1;
+    }
+}
+
+/* Reader field i of record r (JSON node rf) that the writer lacks: its default, encoded. */
+static int codec__field_default(avro_schema_t r, int i, const json_node *rf, buf *out,
+                                codec__rs *rs) {
+    const char *name = avro_schema_record_field_name(r, i);
+    const json_node *d = codec__jm(rf, "default");
+    if (!d) {
+        snprintf(rs->why, CODEC__WHY_MAX, "reader field %.60s%s%.60s has no default and the writer lacks it",
+                 rs->path, rs->path[0] ? "." : "", name);
+        return -1;
+    }
+    if (codec__encode_default(avro_schema_record_field_get_by_index(r, i), codec__jm(rf, "type"),
+                              d, out, 0) != 0 || out->oom) {
+        snprintf(rs->why, CODEC__WHY_MAX, "reader field %.60s%s%.60s: default does not fit its type",
+                 rs->path, rs->path[0] ? "." : "", name);
+        return -1;
+    }
+    return 0;
+}
+
+/* Every default of reader record s's own fields fits its type (checked at codec_new, so
+ * a bad default is a start-up error, not a refusal of the first old writer). */
+static int codec__check_defaults(avro_schema_t s, const json_node *rj, char *errstr,
+                                 size_t errstr_size) {
+    const json_node *fields = codec__jm(rj, "fields");
+    for (size_t i = 0; fields && fields->type == JSON_ARRAY && i < fields->n; i++) {
+        char why[CODEC__WHY_MAX];
+        codec__rs rs = {"", why, 0};
+        buf b = {0};
+        int rc = codec__jm(&fields->items[i], "default")
+                 ? codec__field_default(s, (int)i, &fields->items[i], &b, &rs) : 0;
+        buf_free(&b);
+        if (rc) {
+            snprintf(errstr, errstr_size, "%s", why);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Index of the field named `name` in record s, or -1. */
+static int codec__field_index(avro_schema_t s, const char *name) {
+    for (size_t i = 0; i < avro_schema_record_size(s); i++)
+        if (strcmp(avro_schema_record_field_name(s, (int)i), name) == 0) return (int)i;
+    return -1;
+}
+
+/* Descend into a child of the path: a field (".", its name: "candidates[].item_id") or
+ * the items of an array ("[]") or values of a map ("{}"). Returns the old length, for
+ * the caller to cut the path back. */
+static size_t codec__push(codec__rs *rs, const char *sep, const char *name) {
+    size_t k = strlen(rs->path);
+    bool field = strcmp(sep, ".") == 0;
+    snprintf(rs->path + k, sizeof rs->path - k, "%s%s", field && k ? "." : "", field ? name : sep);
+    return k;
+}
+
+static codec__plan *codec__resolve_record(avro_schema_t w, avro_schema_t r, const json_node *rj,
+                                          codec__rs *rs, int depth) {
+    int nw = (int)avro_schema_record_size(w), nr = (int)avro_schema_record_size(r);
+    if (nw > CODEC__FIELDS_MAX || nr > CODEC__FIELDS_MAX) {
+        snprintf(rs->why, CODEC__WHY_MAX, "record %.60s has more than %d fields", avro_schema_name(w),
+                 CODEC__FIELDS_MAX);
+        return NULL;
+    }
+    codec__plan *p = codec__plan_new(CODEC__P_RECORD, rs);
+    if (!p) return NULL;
+    p->n = nr;
+    p->nw = nw;
+    p->zero = true;
+    p->kid = calloc((size_t)nw + 1, sizeof *p->kid);
+    p->wname = calloc((size_t)nw + 1, sizeof *p->wname);
+    p->from = calloc((size_t)nr + 1, sizeof *p->from);
+    p->dflt = calloc((size_t)nr + 1, sizeof *p->dflt);
+    if (!p->kid || !p->wname || !p->from || !p->dflt) goto oom;
+    const json_node *fields = codec__jm(rj, "fields");
+    for (int i = 0; i < nr; i++) {
+        const char *name = avro_schema_record_field_name(r, i);
+        const json_node *rf = fields && fields->type == JSON_ARRAY && (size_t)i < fields->n
+                              ? &fields->items[i] : NULL;
+        int j = p->from[i] = codec__field_index(w, name);
+        if (j < 0) {
+            if (codec__field_default(r, i, rf, &p->dflt[i], rs)) goto fail;
+            continue;
+        }
+        size_t k = codec__push(rs, ".", name);
+        p->kid[j] = codec__resolve(avro_schema_record_field_get_by_index(w, j),
+                                   avro_schema_record_field_get_by_index(r, i),
+                                   codec__jm(rf, "type"), rs, depth + 1);
+        if (!p->kid[j]) goto fail;
+        rs->path[k] = '\0';
+    }
+    for (int j = 0; j < nw; j++) {
+        p->wname[j] = avro_schema_record_field_name(w, j);
+        avro_schema_t wf = avro_schema_record_field_get_by_index(w, j);
+        if (!p->kid[j]) {   /* a field the reader does not have: read to be skipped */
+            size_t k = codec__push(rs, ".", p->wname[j]);
+            p->kid[j] = codec__resolve(wf, wf, NULL, rs, depth + 1);
+            if (!p->kid[j]) goto fail;
+            rs->path[k] = '\0';
+        }
+        p->zero = p->zero && p->kid[j]->zero;
+    }
+    return p;
+oom:
+    snprintf(rs->why, CODEC__WHY_MAX, "out of memory");
+fail:
+    codec__plan_free(p);
+    return NULL;
+}
+
+static int codec__type_error(codec__rs *rs, avro_schema_t w, avro_schema_t r, const char *what) {
+    char a[64], b[64];
+    codec__desc(w, a, sizeof a, 0);
+    codec__desc(r, b, sizeof b, 0);
+    snprintf(rs->why, CODEC__WHY_MAX, "field %.60s is %.40s, reader wants %.40s (%.20s)", codec__at(rs), a, b,
+             what);
+    return -1;
+}
+
+/* Writer union: each branch resolved against the whole reader type. Every branch must
+ * resolve (as registries check), so no message can meet an unresolvable branch. */
+static codec__plan *codec__resolve_wunion(avro_schema_t w, avro_schema_t r, const json_node *rj,
+                                          codec__rs *rs, int depth) {
+    codec__plan *p = codec__plan_new(CODEC__P_WUNION, rs);
+    if (!p) return NULL;
+    p->n = (int)avro_schema_union_size(w);
+    p->kid = calloc((size_t)p->n + 1, sizeof *p->kid);
+    if (!p->kid) {
+        snprintf(rs->why, CODEC__WHY_MAX, "out of memory");
+        codec__plan_free(p);
+        return NULL;
+    }
+    for (int b = 0; b < p->n; b++) {
+        p->kid[b] = codec__resolve(avro_schema_union_branch(w, b), r, rj, rs, depth + 1);
+        if (!p->kid[b]) {
+            codec__plan_free(p);
+            return NULL;
+        }
+    }
+    return p;
+}
+
+/* Reader union, writer not: the first reader branch of the same type, else the first the
+ * writer's type promotes to. */
+static codec__plan *codec__resolve_runion(avro_schema_t w, avro_schema_t r, const json_node *rj,
+                                          codec__rs *rs, int depth) {
+    int n = (int)avro_schema_union_size(r), pick = -1;
+    for (int b = 0; b < n && pick < 0; b++)
+        if (codec__same_kind(w, codec__deref(avro_schema_union_branch(r, b)))) pick = b;
+    for (int b = 0; b < n && pick < 0; b++)
+        if (codec__matches(w, codec__deref(avro_schema_union_branch(r, b)))) pick = b;
+    if (pick < 0) {
+        codec__type_error(rs, w, r, "no branch matches");
+        return NULL;
+    }
+    codec__plan *p = codec__plan_new(CODEC__P_RUNION, rs);
+    if (!p) return NULL;
+    p->n = pick;
+    p->kid = calloc(1, sizeof *p->kid);
+    if (p->kid)
+        p->kid[0] = codec__resolve(w, avro_schema_union_branch(r, pick),
+                                   rj && rj->type == JSON_ARRAY && (size_t)pick < rj->n
+                                   ? &rj->items[pick] : NULL, rs, depth + 1);
+    else
+        snprintf(rs->why, CODEC__WHY_MAX, "out of memory");
+    if (!p->kid || !p->kid[0]) {
+        codec__plan_free(p);
+        return NULL;
+    }
+    p->zero = p->kid[0]->zero;
+    return p;
+}
+
+/* Enum: each writer symbol to the reader's index of the same symbol. */
+static codec__plan *codec__resolve_enum(avro_schema_t w, avro_schema_t r, codec__rs *rs) {
+    codec__plan *p = codec__plan_new(CODEC__P_ENUM, rs);
+    if (!p) return NULL;
+    p->n = avro_schema_enum_number_of_symbols(w);
+    p->from = calloc((size_t)p->n + 1, sizeof *p->from);
+    if (!p->from) {
+        snprintf(rs->why, CODEC__WHY_MAX, "out of memory");
+        codec__plan_free(p);
+        return NULL;
+    }
+    for (int i = 0; i < p->n; i++) {
+        const char *sym = avro_schema_enum_get(w, i);
+        p->from[i] = avro_schema_enum_get_by_name(r, sym);
+        if (p->from[i] < 0) {
+            snprintf(rs->why, CODEC__WHY_MAX, "field %.60s: writer symbol %.40s is not in the reader's enum %.40s",
+                     codec__at(rs), sym, avro_schema_name(r));
+            codec__plan_free(p);
+            return NULL;
+        }
+    }
+    return p;
+}
+
+/* Array items or map values. */
+static codec__plan *codec__resolve_items(avro_schema_t w, avro_schema_t r, const json_node *rj,
+                                         codec__rs *rs, int depth) {
+    bool map = is_avro_map(r);
+    codec__plan *p = codec__plan_new(CODEC__P_ARRAY, rs);
+    if (!p) return NULL;
+    p->op = map ? CODEC__P_MAP : CODEC__P_ARRAY;
+    p->kid = calloc(1, sizeof *p->kid);
+    if (!p->kid) {
+        snprintf(rs->why, CODEC__WHY_MAX, "out of memory");
+        codec__plan_free(p);
+        return NULL;
+    }
+    size_t k = codec__push(rs, map ? "{}" : "[]", NULL);
+    p->kid[0] = codec__resolve(map ? avro_schema_map_values(w) : avro_schema_array_items(w),
+                               map ? avro_schema_map_values(r) : avro_schema_array_items(r),
+                               codec__jm(rj, map ? "values" : "items"), rs, depth + 1);
+    if (!p->kid[0]) {
+        codec__plan_free(p);
+        return NULL;
+    }
+    rs->path[k] = '\0';
+    return p;   /* not zero: an array or map takes at least its end marker */
+}
+
+/* The plan that reads w's datum and writes r's (rj: r's JSON node, for defaults), or NULL
+ * with rs->why naming the difference. */
+static codec__plan *codec__resolve(avro_schema_t w, avro_schema_t r, const json_node *rj,
+                                   codec__rs *rs, int depth) {
+    w = codec__deref(w);
+    r = codec__deref(r);
+    if (depth > CODEC__DEPTH_MAX) {
+        snprintf(rs->why, CODEC__WHY_MAX, "field %.60s: schema nested deeper than %d levels",
+                 codec__at(rs), CODEC__DEPTH_MAX);
+        return NULL;
+    }
+    if (++rs->steps > CODEC__STEPS_MAX) {
+        snprintf(rs->why, CODEC__WHY_MAX, "schema too large (over %d types to resolve)",
+                 CODEC__STEPS_MAX);
+        return NULL;
+    }
+    avro_type_t wt = avro_typeof(w), rt = avro_typeof(r);
+    if (wt == AVRO_UNION) return codec__resolve_wunion(w, r, rj, rs, depth);
+    if (rt == AVRO_UNION) return codec__resolve_runion(w, r, rj, rs, depth);
+    if (codec__is_prim(wt) && codec__is_prim(rt)) {
+        bool long_src;
+        int op = codec__prim_op(wt, rt, &long_src);
+        if (op < 0) {
+            codec__type_error(rs, w, r, "not promotable");
+            return NULL;
+        }
+        codec__plan *p = codec__plan_new((codec__op)op, rs);
+        if (!p) return NULL;
+        p->long_src = long_src;
+        p->zero = op == CODEC__P_NULL;
+        return p;
+    }
+    if (!codec__same_kind(w, r)) {
+        codec__type_error(rs, w, r, "not resolvable");
+        return NULL;
+    }
+    switch (wt) {
+    case AVRO_RECORD: return codec__resolve_record(w, r, rj, rs, depth);
+    case AVRO_ENUM: return codec__resolve_enum(w, r, rs);
+    case AVRO_ARRAY:
+    case AVRO_MAP: return codec__resolve_items(w, r, rj, rs, depth);
+    case AVRO_FIXED: {
+        codec__plan *p = codec__plan_new(CODEC__P_FIXED, rs);
+        if (!p) return NULL;
+        p->n = (int)avro_schema_fixed_size(w);
+        p->zero = p->n == 0;
+        return p;
+    }
+    default:
+        codec__type_error(rs, w, r, "unsupported type");
+        return NULL;
+    }
+}
+
+/* ---- per message: transcode a writer datum into the reader's ---- */
+
+typedef struct {
+    codec__rd r;          /* the writer's bytes; r.x.field names the writer field being read */
+    uint8_t *o;           /* output: the caller's stack buffer, or heap once it outgrew it */
+    size_t n, cap;
+    bool heap;
+    int discard;          /* > 0: reading a value to skip it, nothing is written */
+    long zero_items;      /* what is left of CODEC__ZERO_ITEMS_MAX */
+} codec__tc;
+
+static int codec__tc_put(codec__tc *t, const void *src, size_t len) {
+    if (t->discard) return 0;
+    if (len > t->cap - t->n) {
+        size_t cap = t->cap * 2 > t->n + len ? t->cap * 2 : t->n + len;
+        if (cap > CODEC__RESOLVED_MAX)
+            return codec__fail(&t->r.x, "resolved datum over %u bytes", CODEC__RESOLVED_MAX);
+        uint8_t *o = t->heap ? realloc(t->o, cap) : malloc(cap);
+        if (!o) return codec__fail(&t->r.x, "out of memory");
+        if (!t->heap) memcpy(o, t->o, t->n);
+        t->o = o;
+        t->cap = cap;
+        t->heap = true;
+    }
+    memcpy(t->o + t->n, src, len);
+    t->n += len;
+    return 0;
+}
+
+static int codec__tc_long(codec__tc *t, int64_t v) {
+    uint8_t tmp[10];
+    size_t k = codec__zigzag(v, tmp);
+    return codec__tc_put(t, tmp, k);
+}
+
+/* n raw bytes from the input to the output. */
+static int codec__tc_copy(codec__tc *t, size_t n) {
+    if (n > (size_t)(t->r.end - t->r.p)) return codec__fail(&t->r.x, "truncated datum");
+    const uint8_t *src = t->r.p;
+    t->r.p += n;
+    return codec__tc_put(t, src, n);
+}
+
+static int codec__tc_value(codec__tc *t, const codec__plan *p);
+
+static int codec__tc_skip(codec__tc *t, const codec__plan *p) {
+    t->discard++;
+    int rc = codec__tc_value(t, p);
+    t->discard--;
+    return rc;
+}
+
+static int codec__tc_record(codec__tc *t, const codec__plan *p) {
+    const uint8_t *start[CODEC__FIELDS_MAX];
+    const char *outer = t->r.x.field;
+    int next = 0, rc = 0;   /* writer fields before `next` have been read past */
+    for (int i = 0; i < p->n && !t->discard && rc == 0; i++) {
+        int j = p->from[i];
+        if (j < 0) {
+            rc = codec__tc_put(t, p->dflt[i].data, p->dflt[i].len);
+            continue;
+        }
+        for (; next < j && rc == 0; next++) {
+            start[next] = t->r.p;
+            t->r.x.field = p->wname[next];
+            rc = codec__tc_skip(t, p->kid[next]);
+        }
+        if (rc) break;
+        t->r.x.field = p->wname[j];
+        if (j >= next) {   /* in writer order: read on */
+            start[j] = t->r.p;
+            next = j + 1;
+            rc = codec__tc_value(t, p->kid[j]);
+        } else {           /* a field the reader wants later than the writer wrote it */
+            const uint8_t *resume = t->r.p;
+            t->r.p = start[j];
+            rc = codec__tc_value(t, p->kid[j]);
+            t->r.p = resume;
+        }
+    }
+    for (; next < p->nw && rc == 0; next++) {
+        t->r.x.field = p->wname[next];
+        rc = codec__tc_skip(t, p->kid[next]);
+    }
+    if (rc == 0) t->r.x.field = outer;
+    return rc;
+}
+
+static int codec__tc_items(codec__tc *t, const codec__plan *p) {
+    bool map = p->op == CODEC__P_MAP;
+    for (;;) {
+        int64_t count;
+        if (codec__rd_block(&t->r, &count)) return -1;
+        if (codec__tc_long(t, count)) return -1;
+        if (count == 0) return 0;
+        if (!map && p->kid[0]->zero) {   /* items of no bytes: bounded apart */
+            if (count > t->zero_items / p->kid[0]->steps)
+                return codec__fail(&t->r.x, "too many empty array items (%lld)", (long long)count);
+            t->zero_items -= (long)count * p->kid[0]->steps;
+        } else if (count > t->r.end - t->r.p) {
+            return codec__fail(&t->r.x, "truncated datum (%lld items announced)", (long long)count);
+        }
+        for (int64_t i = 0; i < count; i++) {
+            if (map) {
+                int64_t klen;
+                if (codec__rd_long(&t->r, &klen) || codec__tc_long(t, klen)) return -1;
+                if (klen < 0) return codec__fail(&t->r.x, "negative string length %lld", (long long)klen);
+                if ((uint64_t)klen > (uint64_t)(t->r.end - t->r.p))
+                    return codec__fail(&t->r.x, "truncated datum");
+                if (codec__tc_copy(t, (size_t)klen)) return -1;
+            }
+            if (codec__tc_value(t, p->kid[0])) return -1;
+        }
+    }
+}
+
+/* A writer int or long; an int must fit in 32 bits. */
+static int codec__tc_read_int(codec__tc *t, const codec__plan *p, int64_t *v) {
+    if (codec__rd_long(&t->r, v)) return -1;
+    if (!p->long_src && (*v < INT32_MIN || *v > INT32_MAX))
+        return codec__fail(&t->r.x, "int %lld out of range", (long long)*v);
+    return 0;
+}
+
+static int codec__tc_number(codec__tc *t, const codec__plan *p) {
+    int64_t v;
+    uint8_t tmp[8];
+    uint32_t u32;
+    uint64_t u64;
+    switch (p->op) {
+    case CODEC__P_INT:
+    case CODEC__P_LONG:
+        return codec__tc_read_int(t, p, &v) || codec__tc_long(t, v) ? -1 : 0;
+    case CODEC__P_INT_FLOAT: {
+        if (codec__tc_read_int(t, p, &v)) return -1;
+        float f = (float)v;   /* rounded to nearest, as Java's promotion does */
+        memcpy(&u32, &f, 4);
+        codec__le(u32, 4, tmp);
+        return codec__tc_put(t, tmp, 4);
+    }
+    case CODEC__P_INT_DOUBLE: {
+        if (codec__tc_read_int(t, p, &v)) return -1;
+        double d = (double)v;
+        memcpy(&u64, &d, 8);
+        codec__le(u64, 8, tmp);
+        return codec__tc_put(t, tmp, 8);
+    }
+    case CODEC__P_FLOAT_DOUBLE: {
+        if (t->r.end - t->r.p < 4) return codec__fail(&t->r.x, "truncated datum");
+        const uint8_t *q = t->r.p;
+        u32 = (uint32_t)q[0] | (uint32_t)q[1] << 8 | (uint32_t)q[2] << 16 | (uint32_t)q[3] << 24;
+        t->r.p += 4;
+        float f;
+        memcpy(&f, &u32, 4);
+        double d = f;   /* exact */
+        memcpy(&u64, &d, 8);
+        codec__le(u64, 8, tmp);
+        return codec__tc_put(t, tmp, 8);
+    }
+    default: return codec__fail(&t->r.x, "internal: bad plan step %d", (int)p->op);
+    }
+}
+
+static int codec__tc_value(codec__tc *t, const codec__plan *p) {
+    int64_t v;
+    switch (p->op) {
+    case CODEC__P_NULL: return 0;
+    case CODEC__P_BOOL: return codec__tc_copy(t, 1);
+    case CODEC__P_FLOAT: return codec__tc_copy(t, 4);
+    case CODEC__P_DOUBLE: return codec__tc_copy(t, 8);
+    case CODEC__P_FIXED: return codec__tc_copy(t, (size_t)p->n);
+    case CODEC__P_BYTES:
+        if (codec__rd_long(&t->r, &v)) return -1;
+        if (v < 0) return codec__fail(&t->r.x, "negative string length %lld", (long long)v);
+        if ((uint64_t)v > (uint64_t)(t->r.end - t->r.p)) return codec__fail(&t->r.x, "truncated datum");
+        return codec__tc_long(t, v) || codec__tc_copy(t, (size_t)v) ? -1 : 0;
+    case CODEC__P_ENUM:
+    case CODEC__P_WUNION:
+        if (codec__rd_long(&t->r, &v)) return -1;
+        if (v < 0 || v >= p->n)
+            return codec__fail(&t->r.x, "%s index %lld out of range 0..%d",
+                               p->op == CODEC__P_ENUM ? "enum" : "union", (long long)v, p->n - 1);
+        if (p->op == CODEC__P_ENUM) return codec__tc_long(t, p->from[v]);
+        return codec__tc_value(t, p->kid[v]);
+    case CODEC__P_RUNION: return codec__tc_long(t, p->n) || codec__tc_value(t, p->kid[0]) ? -1 : 0;
+    case CODEC__P_RECORD: return codec__tc_record(t, p);
+    case CODEC__P_ARRAY:
+    case CODEC__P_MAP: return codec__tc_items(t, p);
+    default: return codec__tc_number(t, p);
+    }
+}
+
+/* ---- the writers a codec knows ---- */
+
+/* The entry of fingerprint fp in c's sorted table, or NULL. */
+static const codec__writer *codec__find(const codec *c, uint64_t fp) {
+    size_t lo = 0, hi = c->n_wr;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (c->wr[mid].fp == fp) return &c->wr[mid];
+        if (c->wr[mid].fp < fp) lo = mid + 1;
+        else hi = mid;
+    }
+    return NULL;
+}
+
+/* Insert e into the sorted table (its fp is not there yet). */
+static int codec__insert(codec *c, const codec__writer *e) {
+    if (c->n_wr == c->cap_wr) {
+        size_t cap = c->cap_wr ? 2 * c->cap_wr : 8;
+        codec__writer *t = realloc(c->wr, cap * sizeof *t);
+        if (!t) return -1;
+        c->wr = t;
+        c->cap_wr = cap;
+    }
+    size_t i = c->n_wr;
+    while (i > 0 && c->wr[i - 1].fp > e->fp) {
+        c->wr[i] = c->wr[i - 1];
+        i--;
+    }
+    c->wr[i] = *e;
+    c->n_wr++;
+    return 0;
+}
+
+static void codec__writers_free(codec *c) {
+    for (size_t i = 0; i < c->n_wr; i++) {
+        codec__plan_free(c->wr[i].plan);
+        free(c->wr[i].why);
+        if (c->wr[i].w) avro_schema_decref(c->wr[i].w);
+    }
+    free(c->wr);
+}
+
+/* The reader type whose record has w's unqualified name, or M3_EV_NONE. */
+static m3_ev_type codec__type_of(avro_schema_t w) {
+    if (!is_avro_record(w)) return M3_EV_NONE;
+    const char *name = avro_schema_name(w), *dot = strrchr(name, '.');
+    if (dot) name = dot + 1;
+    for (int t = M3_EV_IMPRESSION; t < CODEC__NTYPES; t++)
+        if (strcmp(name, codec__names[t]) == 0) return (m3_ev_type)t;
+    return M3_EV_NONE;
+}
+
+/* The status of a known fp for codec_add_writer's answer. */
+static int codec__status(const codec *c, uint64_t fp, const codec__writer *e, m3_ev_type *type,
+                         char *errstr, size_t errstr_size) {
+    for (int t = M3_EV_IMPRESSION; t < CODEC__NTYPES; t++)
+        if (c->fp[t] == fp) {
+            *type = (m3_ev_type)t;
+            return 0;
+        }
+    *type = e->type;
+    if (e->plan) return 0;
+    snprintf(errstr, errstr_size, "%s", e->why);
+    return -1;
+}
+
+int codec_add_writer(codec *c, const char *json, size_t len, m3_ev_type *type, uint64_t *fp,
+                     char *errstr, size_t errstr_size) {
+    avro_schema_t w;
+    char err[256], why[CODEC__WHY_MAX];
+    *type = M3_EV_NONE;
+    *fp = 0;
+    if (avro_schema_from_json_length(json, len, &w) != 0) {
+        snprintf(errstr, errstr_size, "invalid schema: %s", avro_strerror());
+        return -1;
+    }
+    char *pcf = codec__pcf_of(w, err, sizeof err);
+    if (!pcf) {
+        avro_schema_decref(w);
+        snprintf(errstr, errstr_size, "%s", err);
+        return -1;
+    }
+    *fp = codec_crc64_avro(pcf, strlen(pcf));
+    free(pcf);
+    const codec__writer *known = codec__find(c, *fp);
+    bool native = false;
+    for (int t = M3_EV_IMPRESSION; t < CODEC__NTYPES; t++) native = native || c->fp[t] == *fp;
+    if (known || native) {
+        avro_schema_decref(w);
+        return codec__status(c, *fp, known, type, errstr, errstr_size);
+    }
+    codec__writer e = {*fp, codec__type_of(w), w, NULL, NULL};
+    char name[CODEC__WHY_MAX];
+    if (e.type == M3_EV_NONE) {
+        codec__desc(w, name, sizeof name, 0);
+        snprintf(why, sizeof why, "%.60s is none of Impression, Conversion, ScoreRequest, Prediction", name);
+    } else {
+        codec__rs rs = {"", why, 0};
+        e.plan = codec__resolve(w, c->rs[e.type], c->rj[e.type], &rs, 0);
+        if (e.plan) codec__plan_weigh(e.plan);
+    }
+    if (!e.plan) {
+        char full[CODEC_REASON_MAX];
+        snprintf(full, sizeof full, "%s%swriter 0x%016llx: %.200s",
+                 e.type == M3_EV_NONE ? "" : codec_type_name(e.type), e.type == M3_EV_NONE ? "" : " ",
+                 (unsigned long long)*fp, why);
+        e.why = strdup(full);
+    }
+    if ((!e.plan && !e.why) || codec__insert(c, &e) != 0) {
+        codec__plan_free(e.plan);
+        free(e.why);
+        avro_schema_decref(w);
+        snprintf(errstr, errstr_size, "out of memory");
+        return -1;
+    }
+    *type = e.type;
+    return codec__status(c, *fp, codec__find(c, *fp), type, errstr, errstr_size);
+}
+
+/* The schemas of schemas/history/ (cmake/embed.cmake), added to every codec. */
+extern const char *const m3_schema_history_path[];
+extern const char *const m3_schema_history_text[];
+extern const size_t m3_schema_history_len[];
+extern const size_t m3_schema_history_n;
+
+static int codec__add_history(codec *c, char *errstr, size_t errstr_size) {
+    for (size_t i = 0; i < m3_schema_history_n; i++) {
+        m3_ev_type t;
+        uint64_t fp;
+        char err[CODEC_REASON_MAX];
+        if (codec_add_writer(c, m3_schema_history_text[i], m3_schema_history_len[i], &t, &fp, err,
+                             sizeof err) != 0) {
+            snprintf(errstr, errstr_size, "%s: %s", m3_schema_history_path[i], err);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* "path:line:col" of a JSON syntax error at byte offset off of text. */
+static void codec__where(const char *path, const char *text, size_t off, char *out, size_t n) {
+    int line = 1, col = 1;
+    for (size_t i = 0; i < off && text[i]; i++) {
+        if (text[i] == '\n') { line++; col = 1; }
+        else col++;
+    }
+    snprintf(out, n, "%s:%d:%d", path, line, col);
+}
+
+/* One .avsc file of codec_add_dir. Returns 0 (added, or refused as incompatible: reported
+ * through refused), or -1 with errstr = "path:line: ..." when unreadable or no schema. */
+static int codec__add_file(codec *c, const char *path, codec_refused_fn refused, void *arg,
+                           char *errstr, size_t errstr_size) {
+    buf text = {0};
+    char err[256], where[4200];
+    if (buf_read_file(&text, path) != 0) {
+        snprintf(errstr, errstr_size, "%s: %s", path, strerror(errno));
+        buf_free(&text);
+        return -1;
+    }
+    json_node *j = json_parse(text.data ? text.data : "", err, sizeof err);
+    if (!j) {
+        size_t off = 0;
+        const char *what = err;   /* json_parse says "offset N: what"; the line replaces N */
+        if (sscanf(err, "offset %zu", &off) == 1 && strstr(err, ": ")) what = strstr(err, ": ") + 2;
+        codec__where(path, text.data ? text.data : "", off, where, sizeof where);
+        snprintf(errstr, errstr_size, "%s: not JSON: %s", where, what);
+        buf_free(&text);
+        return -1;
+    }
+    json_free(j);
+    m3_ev_type t;
+    uint64_t fp;
+    char why[CODEC_REASON_MAX];
+    int rc = codec_add_writer(c, text.data, text.len, &t, &fp, why, sizeof why);
+    buf_free(&text);
+    if (rc == 0) return 0;
+    if (!fp) {   /* parsed as JSON, but not a schema Avro C accepts */
+        snprintf(errstr, errstr_size, "%s:1: %s", path, why);
+        return -1;
+    }
+    if (refused) refused(arg, path, why);
+    return 0;
+}
+
+static int codec__avsc_only(const struct dirent *d) {
+    size_t n = strlen(d->d_name);
+    return d->d_name[0] != '.' && n > 5 && strcmp(d->d_name + n - 5, ".avsc") == 0;
+}
+
+int codec_add_dir(codec *c, const char *dir, codec_refused_fn refused, void *arg,
+                  char *errstr, size_t errstr_size) {
+    struct dirent **ents;
+    int n = scandir(dir, &ents, codec__avsc_only, alphasort), rc = 0, added = 0;
+    if (n < 0) {
+        snprintf(errstr, errstr_size, "%s: %s", dir, strerror(errno));
+        return -1;
+    }
+    for (int i = 0; i < n; i++) {
+        char path[4096];
+        size_t dl = strlen(dir);
+        snprintf(path, sizeof path, "%s%s%s", dir, dl && dir[dl - 1] == '/' ? "" : "/", ents[i]->d_name);
+        if (rc == 0) rc = codec__add_file(c, path, refused, arg, errstr, errstr_size);
+        if (rc == 0) added++;
+        free(ents[i]);
+    }
+    free(ents);
+    return rc ? -1 : added;
+}
+
+int codec_writer_status(const codec *c, uint64_t fp, m3_ev_type *type, char *why, size_t why_size) {
+    const codec__writer *e = codec__find(c, fp);
+    for (int t = M3_EV_IMPRESSION; t < CODEC__NTYPES; t++)
+        if (c->fp[t] == fp) {
+            *type = (m3_ev_type)t;
+            return 1;
+        }
+    *type = e ? e->type : M3_EV_NONE;
+    if (!e) {
+        snprintf(why, why_size, "unknown writer schema 0x%016llx", (unsigned long long)fp);
+        return 0;
+    }
+    if (e->plan) return 1;
+    snprintf(why, why_size, "%s", e->why);
+    return -1;
+}
+
+/* ---- decoding ---- */
+
+/* A datum of type t written with the reader's own schema. */
+static int codec__decode_native(int t, const uint8_t *p, size_t len, m3_event *out,
+                                char *reason, size_t reason_size) {
+    codec__rd r = {p, p + len, {codec__names[t], NULL, NULL, -1, reason, reason_size}};
+    out->type = (m3_ev_type)t;
+    int rc = -1;
+    switch (out->type) {
+    case M3_EV_IMPRESSION: rc = codec__rd_impression(&r, &out->u.imp); break;
+    case M3_EV_CONVERSION: rc = codec__rd_conversion(&r, &out->u.conv); break;
+    case M3_EV_SCORE_REQUEST: rc = codec__rd_score_request(&r, &out->u.req); break;
+    case M3_EV_PREDICTION: rc = codec__rd_prediction(&r, &out->u.pred); break;
+    default: break;
+    }
+    if (rc == 0 && r.p != r.end) {
+        snprintf(reason, reason_size, "%zu trailing bytes after %s datum",
+                 (size_t)(r.end - r.p), codec__names[t]);
+        rc = -1;
+    }
+    if (rc != 0) m3_event_clear(out);
+    return rc;
+}
+
+/* A datum written with writer e: transcoded to the reader's datum, then decoded. */
+static int codec__decode_resolved(const codec__writer *e, const uint8_t *p, size_t len,
+                                  m3_event *out, char *reason, size_t reason_size) {
+    uint8_t stack[CODEC__STACK_OUT];
+    codec__tc t = {{p, p + len, {codec__names[e->type], NULL, NULL, -1, reason, reason_size}},
+                   stack, 0, sizeof stack, false, 0, CODEC__ZERO_ITEMS_MAX};
+    int rc = codec__tc_value(&t, e->plan);
+    if (rc == 0 && t.r.p != t.r.end) {
+        snprintf(reason, reason_size, "%zu trailing bytes after %s datum (writer 0x%016llx)",
+                 (size_t)(t.r.end - t.r.p), codec__names[e->type], (unsigned long long)e->fp);
+        rc = -1;
+    }
+    if (rc == 0) rc = codec__decode_native(e->type, t.o, t.n, out, reason, reason_size);
+    if (t.heap) free(t.o);
+    return rc;
+}
+
+int codec_decode_datum(const codec *c, uint64_t fp, const void *datum, size_t len, m3_event *out,
+                       char *reason, size_t reason_size) {
+    memset(out, 0, sizeof *out);
+    for (int t = M3_EV_IMPRESSION; t < CODEC__NTYPES; t++)
+        if (c->fp[t] == fp) return codec__decode_native(t, datum, len, out, reason, reason_size);
+    const codec__writer *e = codec__find(c, fp);
+    if (!e) {
+        snprintf(reason, reason_size, "unknown writer schema 0x%016llx", (unsigned long long)fp);
+        return -1;
+    }
+    if (!e->plan) {
+        snprintf(reason, reason_size, "%s", e->why);
+        return -1;
+    }
+    return codec__decode_resolved(e, datum, len, out, reason, reason_size);
+}
+
 int codec_decode(const codec *c, const void *msg, size_t len, m3_event *out,
                  char *reason, size_t reason_size) {
     const uint8_t *b = msg;
@@ -664,32 +1761,17 @@ int codec_decode(const codec *c, const void *msg, size_t len, m3_event *out,
     }
     uint64_t fp = 0;
     for (int i = 7; i >= 0; i--) fp = fp << 8 | b[2 + i];
-    int t;
-    for (t = M3_EV_IMPRESSION; t < CODEC__NTYPES; t++)
-        if (c->fp[t] == fp) break;
-    if (t == CODEC__NTYPES) {
+    for (int t = M3_EV_IMPRESSION; t < CODEC__NTYPES; t++)
+        if (c->fp[t] == fp)
+            return codec__decode_native(t, b + CODEC_HEADER_LEN, len - CODEC_HEADER_LEN, out,
+                                        reason, reason_size);
+    if (!codec__find(c, fp)) {
         snprintf(reason, reason_size, "unknown schema fingerprint 0x%016llx",
                  (unsigned long long)fp);
         return -1;
     }
-    codec__rd r = {b + CODEC_HEADER_LEN, b + len,
-                   {codec__names[t], NULL, NULL, -1, reason, reason_size}};
-    out->type = (m3_ev_type)t;
-    int rc = -1;
-    switch (out->type) {
-    case M3_EV_IMPRESSION: rc = codec__rd_impression(&r, &out->u.imp); break;
-    case M3_EV_CONVERSION: rc = codec__rd_conversion(&r, &out->u.conv); break;
-    case M3_EV_SCORE_REQUEST: rc = codec__rd_score_request(&r, &out->u.req); break;
-    case M3_EV_PREDICTION: rc = codec__rd_prediction(&r, &out->u.pred); break;
-    default: break;
-    }
-    if (rc == 0 && r.p != r.end) {
-        snprintf(reason, reason_size, "%zu trailing bytes after %s datum",
-                 (size_t)(r.end - r.p), codec__names[t]);
-        rc = -1;
-    }
-    if (rc != 0) m3_event_clear(out);
-    return rc;
+    return codec_decode_datum(c, fp, b + CODEC_HEADER_LEN, len - CODEC_HEADER_LEN, out, reason,
+                              reason_size);
 }
 
 /* ---------------------------------------------------------------------------------- */
@@ -713,14 +1795,7 @@ static void codec__wr_bytes(codec__wr *w, const void *src, size_t n) {
 
 static void codec__wr_long(codec__wr *w, int64_t v) {
     uint8_t tmp[10];
-    uint64_t u = ((uint64_t)v << 1) ^ (0 - ((uint64_t)v >> 63));   /* zig-zag */
-    size_t n = 0;
-    while (u >= 0x80) {
-        tmp[n++] = (uint8_t)(u | 0x80);
-        u >>= 7;
-    }
-    tmp[n++] = (uint8_t)u;
-    codec__wr_bytes(w, tmp, n);
+    codec__wr_bytes(w, tmp, codec__zigzag(v, tmp));
 }
 
 static int codec__wr_float(codec__wr *w, float v) {

@@ -5,8 +5,14 @@
  * Avro C parses the schemas (schemas/, embedded at build time) once, at codec_new();
  * the datum is encoded and decoded by hand, bounds-checked, straight into the
  * fixed-capacity structs: no allocation per message (except ScoreRequest candidates),
- * and a precise reason for every rejected message. A codec is immutable after
- * codec_new(), so one codec may be shared by threads. */
+ * and a precise reason for every rejected message.
+ *
+ * Schema evolution (docs/contract.md, "Schema evolution"): the codec also reads datums
+ * written with other writer schemas of the same records - those of schemas/history/
+ * (embedded) and those added with codec_add_writer() - resolved by Avro's rules to the
+ * reader schema once, when added; such a datum is transcoded to the reader's form and
+ * decoded as above. Decoding and encoding never change a codec, so once the writers are
+ * added one codec may be shared by threads. */
 #ifndef M3_CODEC_H
 #define M3_CODEC_H
 #include <stddef.h>
@@ -14,13 +20,15 @@
 #include "base/event.h"
 
 #define CODEC_HEADER_LEN 10   /* C3 01 + 8-byte fingerprint */
-#define CODEC_REASON_MAX 160  /* a reason buffer of this size never truncates */
+#define CODEC_REASON_MAX 256  /* a reason buffer of this size never truncates */
 
 typedef struct codec codec;
 
 /* Parse the embedded schemas, check that each has the field layout this codec was
- * written for, compute their canonical forms and fingerprints. Returns a new codec, or
- * NULL with errstr filled (e.g. "schema Impression: field 6 is ..., codec expects ..."). */
+ * written for and that their field defaults fit, compute their canonical forms and
+ * fingerprints, then add the writer schemas of schemas/history/ (codec_add_writer).
+ * Returns a new codec, or NULL with errstr filled (e.g. "schema Impression: field 6 is
+ * ..., codec expects ...", "schemas/history/X.avsc: <why it is incompatible>"). */
 codec *codec_new(char *errstr, size_t errstr_size);
 
 /* Free a codec; NULL is a no-op. */
@@ -36,11 +44,52 @@ const char *codec_canonical(const codec *c, m3_ev_type t);
 /* The Avro schema name of type t ("Impression", ...), or "?" for an unknown t. */
 const char *codec_type_name(m3_ev_type t);
 
+/* Add a writer schema (JSON text) for one of the four record types (by its record name),
+ * resolved against the codec's reader schema of that name. Returns 0 with *type and *fp
+ * (CRC-64-AVRO of its Parsing Canonical Form) set: from then on single-object messages
+ * with that fingerprint decode, and codec_decode_datum(c, fp, ...) does too. Returns -1
+ * with errstr naming the difference when it is incompatible ("Impression writer 0x...:
+ * field ts_ms is string, reader wants long (not promotable)", "... reader field ctx_cat
+ * has no default and the writer lacks it", "record Foo is none of ..."); the codec still
+ * remembers fp, so that messages written with it are refused with that reason (*type is
+ * then the record it names, or M3_EV_NONE). JSON that is no Avro schema: -1, *fp = 0,
+ * nothing remembered. Adding a known schema again is a cheap no-op with the same answer
+ * (the reader's own schema is known from the start). Not safe while another thread uses
+ * the codec (the worker is single-threaded). */
+int codec_add_writer(codec *c, const char *json, size_t len, m3_ev_type *type, uint64_t *fp,
+                     char *errstr, size_t errstr_size);
+
+/* Called by codec_add_dir for a file whose schema is incompatible: why is the reason
+ * its messages will be refused with. */
+typedef void (*codec_refused_fn)(void *arg, const char *path, const char *why);
+
+/* Add every `*.avsc` file of directory dir (in name order; hidden files skipped) with
+ * codec_add_writer. An incompatible schema is remembered and reported through refused
+ * (which may be NULL); it is not an error. Returns the number of files added or refused,
+ * or -1 with errstr = "dir: <strerror>", "path: <strerror>" (unreadable), "path:L:C: not
+ * JSON: ..." or "path:1: invalid schema: ..." for the first bad file. */
+int codec_add_dir(codec *c, const char *dir, codec_refused_fn refused, void *arg,
+                  char *errstr, size_t errstr_size);
+
+/* What the codec knows of writer fingerprint fp: 1 = it decodes (the reader's own or a
+ * resolved writer), with *type set; -1 = incompatible, why = the reason its messages get;
+ * 0 = unknown (why = "unknown writer schema 0x..."). */
+int codec_writer_status(const codec *c, uint64_t fp, m3_ev_type *type, char *why,
+                        size_t why_size);
+
+/* Decode a bare Avro datum (no header) written with the writer schema whose fingerprint is
+ * fp (the reader's own or one added). Same contract as codec_decode. Unknown fp: -1,
+ * reason "unknown writer schema 0x..."; an incompatible one: its reason. */
+int codec_decode_datum(const codec *c, uint64_t fp, const void *datum, size_t len, m3_event *out,
+                       char *reason, size_t reason_size);
+
 /* Decode one message (header + datum) into *out. *out is treated as uninitialized: it is
  * overwritten, never freed. Returns 0 on success; call m3_event_clear(out) when done
  * (a ScoreRequest owns its candidate array). Returns -1 for a malformed message, with
  * `reason` filled with a short specific reason for the DLQ (CODEC_REASON_MAX bytes
- * suffice) and *out left cleared: nothing to free. */
+ * suffice) and *out left cleared: nothing to free. The header's fingerprint selects the
+ * writer schema: the reader's own, or one added (codec_add_writer); an unknown one is
+ * refused as "unknown schema fingerprint 0x...", an incompatible one with its reason. */
 int codec_decode(const codec *c, const void *buf, size_t len, m3_event *out,
                  char *reason, size_t reason_size);
 

@@ -18,6 +18,19 @@
  * ~6 ms for one step of 256 rows, so ~0.05 % of the training time (docs/model.md). */
 #define LRN__GOOD_EVERY 64
 
+/* join.feedback: how a clicked impression's CTCVR term learns before its label settles
+ * (docs/model.md, "Delayed feedback"). */
+enum { LRN__FB_WINDOW = 0, LRN__FB_FNW, LRN__FB_DEFER };
+/* What a training row is to the fake-negative methods, which weight its CTCVR term from
+ * the training model's own p_cvr (a constant in the step: stop-gradient). */
+enum {
+    LRN__ROW_PLAIN = 0,    /* a label known for sure (unclicked, converted while queued):
+                              weight 1 */
+    LRN__ROW_FAKE_NEG,     /* a click trained at once as a negative, its label unknown */
+    LRN__ROW_POS,          /* the positive copy: its conversion arrived */
+    LRN__ROW_DUP_NEG       /* DEFER: the negative copy when its window closed unconverted */
+};
+
 /* What a batch row answers, to build its Prediction. */
 typedef struct {
     char id[M3_ID_MAX];
@@ -67,6 +80,9 @@ struct lrn {
                                               ahead, INT64_MIN when the last was not */
     lrn_admission adm;
     int expire_from;                       /* round-robin start for expiry */
+    int feedback;                          /* LRN__FB_*, from join.feedback */
+    int last_settled;                      /* settled rows in the last training batch */
+    unsigned char *role;                   /* (cap) LRN__ROW_* of each training row */
     lrn_batch_fn batch_fn;                 /* lrn_set_batch_hook() */
     void *batch_ud;
     const char **batch_ids;                /* (cap) the ids handed to batch_fn */
@@ -90,6 +106,9 @@ lrn *lrn_new(const m3_cfg *cfg, char *errstr, size_t errstr_size) {
     L->cfg = cfg;
     L->clock_ms = L->ahead_ms = INT64_MIN;
     L->cap = cfg->model.max_batch;
+    L->feedback = strcmp(cfg->join_feedback, "fnw") == 0     ? LRN__FB_FNW
+                  : strcmp(cfg->join_feedback, "defer") == 0 ? LRN__FB_DEFER
+                                                             : LRN__FB_WINDOW;
     if (L->cap <= cfg->batch_size) {
         snprintf(errstr, errstr_size, "learner: model.max_batch %d must exceed batch.size %d "
                  "(room for settled conversion labels)", L->cap, cfg->batch_size);
@@ -124,12 +143,17 @@ lrn *lrn_new(const m3_cfg *cfg, char *errstr, size_t errstr_size) {
     for (int i = 0; i < cfg->scenarios.n; i++) scen[i] = cfg->scenarios.names[i];
     L->board = met_board_new(cfg->scenarios.n, scen, L->n_models, names, 0, errstr, errstr_size);
     if (!L->board) goto fail;
+    /* the slices' burn-in and the settled CTCVR (windows close join.lateness.ms late) */
+    met_board_set_slice_burnin(L->board, cfg->slice_burnin_imps);
+    if (met_board_set_settle(L->board, cfg->join_window_ms + cfg->join_lateness_ms, errstr,
+                             errstr_size) != 0) goto fail;
     L->ex = calloc((size_t)L->cap, sizeof *L->ex);
     L->tags = calloc((size_t)L->cap, sizeof *L->tags);
     L->settled = calloc((size_t)L->cap, sizeof *L->settled);
     L->req_ex = calloc((size_t)L->cap, sizeof *L->req_ex);
     L->req_tags = calloc((size_t)L->cap, sizeof *L->req_tags);
-    if (!L->ex || !L->tags || !L->settled || !L->req_ex || !L->req_tags) goto oom;
+    L->role = calloc((size_t)L->cap, 1);
+    if (!L->ex || !L->tags || !L->settled || !L->req_ex || !L->req_tags || !L->role) goto oom;
     return L;
 oom:
     snprintf(errstr, errstr_size, "learner: out of memory");
@@ -154,6 +178,7 @@ void lrn_destroy(lrn *L) {
     free(L->settled);
     free(L->req_ex);
     free(L->req_tags);
+    free(L->role);
     free(L->batch_ids);
     free(L);
 }
@@ -174,6 +199,7 @@ size_t lrn_pending(const lrn *L) {
     for (int i = 0; i < L->n_srcs; i++) n += L->srcs[i].pend ? pend_size(L->srcs[i].pend) : 0;
     return n;
 }
+const m3_cfg *lrn_cfg(const lrn *L) { return L->cfg; }
 double lrn_flops_per_example(const lrn *L) { return m3_flops_per_example(L->models[0]); }
 
 /* ---- features: configured fields -> model slots ---- */
@@ -422,8 +448,9 @@ int lrn_impression(lrn *L, const m3_impression *im, int src, int64_t arrival_ms,
                  &im->item_cat, &im->ctx_cat, &im->user_num, &im->item_num);
     ex->y_click = im->clicked ? 1.0f : 0.0f;
     ex->w_ctr = 1.0f;
-    /* an unclicked impression is a CTCVR negative at once; a clicked one waits */
-    ex->w_ctcvr = im->clicked ? 0.0f : 1.0f;
+    /* an unclicked impression is a CTCVR negative at once; a clicked one waits for its
+     * label (window), or trains at once as a negative corrected later (fnw, defer) */
+    ex->w_ctcvr = im->clicked && L->feedback == LRN__FB_WINDOW ? 0.0f : 1.0f;
     set_tag(&L->tags[i], im->impression_id, im->ts_ms, arrival_ms, im->user_id, im->item_id,
             scen, src);
     met_counters *mc = met_board_counters(L->board);
@@ -520,8 +547,18 @@ static void emit_one(lrn *L, const lrn_tag *t, float p_ctr, float p_cvr, int64_t
     if (t->arrival_ms > 0) met_board_latency(L->board, (double)(now - t->arrival_ms));
 }
 
+/* ---- the minibatch: every model scores it, the primary's predictions go out, the metrics
+ * take them, and only then does every model learn from it ---- */
+
+/* Prequential metrics of model m for one row: the scenario's and each of its slices'. */
+static void measure(lrn *L, int m, const m3_example *ex, met_task task, float p, int y) {
+    met_board_add_at(L->board, m, ex->scenario, task, p, y, ex->ts_ms);
+    met_board_add_slices_at(L->board, m, ex->scenario, ex->slices, task, p, y, ex->ts_ms);
+}
+
 /* Move impressions whose window closed (per source, round robin) into the settled rows,
- * as many as the batch has room for; the rest wait for the next batch. */
+ * as many as the batch has room for; the rest wait for the next batch. With fnw a closed
+ * window trains nothing (its fake negative did): the row is measured and leaves at once. */
 static void collect_expired(lrn *L) {
     for (int k = 0; k < L->n_srcs; k++) {
         int room = settled_cap(L) - L->n_settled;
@@ -530,18 +567,30 @@ static void collect_expired(lrn *L) {
         int64_t clock = S->pend ? src_clock(S, L->cfg->join_lateness_ms) : INT64_MIN;
         if (clock == INT64_MIN || clock < INT64_MIN + L->cfg->join_lateness_ms) continue;
         int64_t wm = clock - L->cfg->join_lateness_ms;
-        L->n_settled += pend_expire(S->pend, wm, L->settled + L->n_settled, room);
+        pend_entry *out = L->settled + L->n_settled;
+        int got = pend_expire(S->pend, wm, out, room);
+        if (L->feedback != LRN__FB_FNW) {
+            L->n_settled += got;
+            continue;
+        }
+        for (; got > 0; got = got == room ? pend_expire(S->pend, wm, out, room) : 0)
+            for (int j = 0; j < got; j++)
+                for (int m = 0; m < L->n_models; m++)
+                    measure(L, m, &out[j].ex, MET_CTCVR, out[j].p_ctcvr[m], 0);
     }
     if (L->n_srcs) L->expire_from = (L->expire_from + 1) % L->n_srcs;
 }
 
-/* ---- the minibatch: every model scores it, the primary's predictions go out, the metrics
- * take them, and only then does every model learn from it ---- */
-
-/* Prequential metrics of model m for one row: the scenario's and each of its slices'. */
-static void measure(lrn *L, int m, const m3_example *ex, met_task task, float p, int y) {
-    met_board_add(L->board, m, ex->scenario, task, p, y);
-    met_board_add_slices(L->board, m, ex->scenario, ex->slices, task, p, y);
+/* Each training row's role for the fake-negative methods (LRN__ROW_*). */
+static void assign_roles(lrn *L, int B) {
+    for (int i = 0; i < B; i++) {
+        const m3_example *ex = &L->ex[i];
+        if (i < L->n_imp)
+            L->role[i] = ex->y_click > 0.5f && !L->tags[i].converted ? LRN__ROW_FAKE_NEG
+                                                                      : LRN__ROW_PLAIN;
+        else
+            L->role[i] = ex->y_conv > 0.5f ? LRN__ROW_POS : LRN__ROW_DUP_NEG;
+    }
 }
 
 /* The rows of the minibatch: the queued impressions, then the settled rows (expired
@@ -549,8 +598,10 @@ static void measure(lrn *L, int m, const m3_example *ex, met_task task, float p,
 static int assemble_batch(lrn *L) {
     collect_expired(L);
     int n_imp = L->n_imp, B = n_imp + L->n_settled;
+    L->last_settled = L->n_settled;
     if (B == 0) return 0;
     for (int j = 0; j < L->n_settled; j++) L->ex[n_imp + j] = L->settled[j].ex;
+    if (L->feedback != LRN__FB_WINDOW) assign_roles(L, B);
     if (L->prepare) L->prepare(L->hook_ud, L->ex, B, n_imp, 1);
     return B;
 }
@@ -643,13 +694,44 @@ static void roll_back(lrn *L, int m) {
             (unsigned long long)g->rollbacks);
 }
 
+/* The CTCVR weight of a row of the given role, q being the training model's p_cvr on it.
+ * A clicked row's CTCVR label is observed with a bias: fnw shows every click as a
+ * negative and each converted one again as a positive, so b(1|x) = q / (1 + q), and the
+ * importance weights p/b of Ktena et al. 2019 are 1 + q on a positive and (1 - q)(1 + q)
+ * on a negative. defer (Gu et al. 2021, no wait) shows every click twice - a fake
+ * negative now, the true label when the window closes - so b(1|x) = q / 2: weights 2 on
+ * a positive, (1 - q) / (1 - q / 2) on either negative. Both assume the biased rows are
+ * all there is; here CTCVR is learned over the entire impression space, where a click's
+ * rows share p_ctcvr(x) with the unclicked impressions of weight 1. A click must then
+ * weigh 1 in expectation, as it would with its true label alone: so the weights are
+ * divided by the click's expected row count, 1 + q (fnw) or 2 (defer) - measured: without
+ * it mean p_ctcvr ran 29 % (fnw) and 69 % (defer) above the observed rate. Hence fnw
+ * 1 on a positive, 1 - q on a negative; defer 1 on a positive, (1 - q) / (2 - q) on each
+ * negative: a click's expected loss is q l(1) + (1 - q) l(0), the unbiased one. A label
+ * known for sure (an unclicked impression, a conversion that arrived while its impression
+ * was queued) keeps weight 1. */
+static float fb_weight(int feedback, int role, float q) {
+    q = q > 0.0f ? (q < 1.0f ? q : 1.0f) : 0.0f;   /* NaN too: the guard refuses the step */
+    if (role == LRN__ROW_PLAIN || role == LRN__ROW_POS) return 1.0f;
+    return feedback == LRN__FB_FNW ? 1.0f - q : (1.0f - q) / (2.0f - q);
+}
+
+/* The fake-negative methods' CTCVR weights of the B rows for model m, from its own p_cvr
+ * of this batch's forward pass. */
+static void set_weights(lrn *L, int m, int B) {
+    for (int i = 0; i < B; i++)
+        L->ex[i].w_ctcvr = fb_weight(L->feedback, L->role[i], L->p_cvr[m][i]);
+}
+
 /* Every model takes its step on the cached batch. A step the model's guard refused is
  * counted; if the refusal came from parameters gone bad (not from the batch), the model
  * rolls back at once, so no later batch is scored by it. Without a store, a good model is
  * copied every LRN__GOOD_EVERY batches. */
 static void train_models(lrn *L) {
+    int B = L->n_imp + L->n_settled;
     for (int m = 0; m < L->n_models; m++) {
         m3_model *md = L->models[m];
+        if (L->feedback != LRN__FB_WINDOW) set_weights(L, m, B);
         if (!isnan(m3_train(md, L->ex))) {
             if (!L->rollback && L->version % LRN__GOOD_EVERY == 0) m3_mark_good(md);
             continue;
@@ -683,6 +765,7 @@ static void run_training_batch(lrn *L, lrn_emit_fn emit, void *ud) {
     measure_impressions(L);
     park_clicked(L);
     measure_settled(L);
+    if (L->feedback != LRN__FB_WINDOW) set_weights(L, 0, B);   /* the recorder sees them */
     record_batch(L, B);
     train_batch(L, B);
 }
@@ -701,6 +784,11 @@ static void score_requests(lrn *L, lrn_emit_fn emit, void *ud) {
 void lrn_run_batch(lrn *L, lrn_emit_fn emit, void *ud) {
     run_training_batch(L, emit, ud);
     score_requests(L, emit, ud);
+}
+
+void lrn_drain(lrn *L, lrn_emit_fn emit, void *ud) {
+    do lrn_run_batch(L, emit, ud);
+    while (L->last_settled >= settled_cap(L));
 }
 
 /* ---- the state behind the learner ---- */

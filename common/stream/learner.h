@@ -5,8 +5,12 @@
  * batch is full, when the linger time is up, and at shutdown) runs every model forward
  * on the batch, emits the primary model's predictions, feeds the metrics, and only then
  * trains every model on it (predict first, then train). Clicked impressions wait in
- * the pending join for their conversion or the end of the attribution window; their
- * CTCVR term is trained when it settles. */
+ * the pending join for their conversion or the end of the attribution window, where
+ * their CTCVR label settles and is measured. join.feedback says when their CTCVR term
+ * trains: "window" when it settles; "fnw" and "defer" at once as a negative, then a
+ * positive copy when the conversion arrives (defer also trains a negative copy when the
+ * window closes unconverted), importance-weighted from the training model's own p_cvr
+ * (docs/model.md, "Delayed feedback"). */
 #ifndef M3_LEARNER_H
 #define M3_LEARNER_H
 #include <stddef.h>
@@ -95,11 +99,19 @@ int lrn_request(lrn *L, const m3_score_request *rq, int64_t arrival_ms,
  * its dense parameters are then found non-finite it rolls back at once (rollbacks). */
 void lrn_run_batch(lrn *L, lrn_emit_fn emit, void *ud);
 
+/* At the end of a stream: lrn_run_batch(), then more batches while the last one was
+ * full of settled rows, so every clicked impression whose window the clock has closed is
+ * settled, measured and trained (lrn_run_batch alone settles at most model.max_batch -
+ * batch.size of them). */
+void lrn_drain(lrn *L, lrn_emit_fn emit, void *ud);
+
 /* Events queued and not yet run in a minibatch. */
 int lrn_queued(const lrn *L);
 
 /* The metrics scoreboard (owned by the learner). */
 met_board *lrn_board(lrn *L);
+/* The configuration the learner was made with. */
+const m3_cfg *lrn_cfg(const lrn *L);
 
 /* Training steps taken so far: the model version stamped on predictions. */
 int64_t lrn_model_version(const lrn *L);
@@ -153,7 +165,8 @@ m3_model *lrn_model(lrn *L, int i);
 int lrn_n_sources(const lrn *L);
 pend_table *lrn_source_pending(lrn *L, int src, int create, char *errstr, size_t errstr_size);
 /* Rows trained so far with a CTR term (every impression, once) and a CTCVR term (each
- * impression once its conversion label is settled). */
+ * impression once its conversion label is settled; with fnw and defer also each click
+ * at once, and defer's negative copies). */
 uint64_t lrn_trained_ctr(const lrn *L);
 uint64_t lrn_trained_ctcvr(const lrn *L);
 

@@ -1,8 +1,10 @@
 #!/bin/sh
 # make_corpus.sh - (re)write the committed seed corpus of the fuzz harnesses:
 #   codec/   messages the encoder wrote: m3rec-sim's --out frames split per message (a few
-#            of each type), the contract's example (docs/contract.md), a Prediction; and
-#            regress-*: non-canonical forms the decoder must refuse
+#            of each type), the contract's example (docs/contract.md), a Prediction;
+#            regress-*: non-canonical forms the decoder must refuse; and evolve-*: messages
+#            of other writer schemas (tests/data/evolve/) by Avro C, from test_evolve --corpus
+#            (built next to m3rec-sim)
 #   props/   the shipped configuration files and mappings (config/*.properties)
 #   replay/  the head of each public dataset sample (tests/data/samples/)
 # Usage: tests/fuzz/make_corpus.sh PATH/TO/m3rec-sim    (from the repository's root)
@@ -61,6 +63,8 @@ open(f"{dest}/regress-overlong-varint", "wb").write(imp(bytes.fromhex("d08f00"),
 open(f"{dest}/regress-map-two-blocks", "wb").write(imp(zz(1000), zz(1) + kv[:3] + zz(1) + kv[3:] + zz(0)))
 open(f"{dest}/regress-map-negative-count", "wb").write(imp(zz(1000), zz(-2) + zz(len(kv)) + kv + zz(0)))
 EOF
+
+"$(dirname "$sim")/test_evolve" --corpus "$out/codec"
 
 cp config/*.properties "$out/props/"
 for f in tests/data/samples/*/*.csv; do
