@@ -233,6 +233,16 @@ static int env_int(const char *name, int dflt) {
     return v && *v ? atoi(v) : dflt;
 }
 
+/* The two runs' learners, configurations and predictions. */
+static void free_runs(lrn *A, lrn *B, m3_cfg *c1, m3_cfg *c2, preds *pa, preds *pb) {
+    free(pa->p);
+    free(pb->p);
+    lrn_destroy(A);
+    lrn_destroy(B);
+    cfg_free(c1);
+    cfg_free(c2);
+}
+
 /* Clip off: every hostile message is refused, and the run is the clean run bit for bit. */
 static void test_refused_leave_no_trace(int seed, int events) {
     m3_cfg c1, c2;
@@ -268,12 +278,7 @@ static void test_refused_leave_no_trace(int seed, int events) {
            seed, events, (unsigned long long)sb.poison_sent,
            (unsigned long long)ad->num_refused, (unsigned long long)ad->time_ahead,
            (unsigned long long)ad->time_behind, pa.n);
-    free(pa.p);
-    free(pb.p);
-    lrn_destroy(A);
-    lrn_destroy(B);
-    cfg_free(&c1);
-    cfg_free(&c2);
+    free_runs(A, B, &c1, &c2, &pa, &pb);
 }
 
 /* Clip on: the extreme values are clipped to features.num.max_abs and trained; the event
@@ -311,12 +316,7 @@ static double test_clip_auc(int seed, int events, const char *max_abs, double wi
     free(fb);
     free(ya);
     free(yb);
-    free(pa.p);
-    free(pb.p);
-    lrn_destroy(A);
-    lrn_destroy(B);
-    cfg_free(&c1);
-    cfg_free(&c2);
+    free_runs(A, B, &c1, &c2, &pa, &pb);
     return ab - aa;
 }
 
