@@ -420,13 +420,22 @@ static int admit_time(lrn *L, int64_t ts, int src, const char *what, char *reaso
 
 /* A score request's event time. It trains nothing and moves no clock, but it is stamped
  * on its prediction and is the only time the state has before the learner has a clock;
- * so it gets the same bounds: ahead of the learner's clock (or the wall clock) and behind
- * the learner's clock (a request has no partition clock of its own). It neither confirms
- * nor breaks a far-ahead impression's or conversion's jump. */
+ * so it is bounded too. Ahead: of the newest admitted event time and of the wall clock,
+ * whichever is later - a request is live, and while the worker catches up on a backlog
+ * of events its requests run ahead of them by the lag. Behind: of the learner's clock (a
+ * request has no partition clock of its own). It neither confirms nor breaks a far-ahead
+ * impression's or conversion's jump. */
 static int admit_request_time(lrn *L, int64_t ts, char *reason, size_t n) {
     int64_t ahead = L->cfg->time_max_ahead_ms, behind = L->cfg->time_max_behind_ms;
-    const char *name = NULL;
-    int64_t ref = ahead > 0 ? ahead_ref(L, &name) : INT64_MIN;
+    const char *name = "the wall clock";
+    int64_t ref = INT64_MIN;
+    if (ahead > 0) {
+        ref = clk_real_ms();
+        if (L->clock_ms != INT64_MIN && L->newest_ms > ref) {
+            ref = L->newest_ms;
+            name = "the newest event time";
+        }
+    }
     if (ahead > 0 && lrn__diff(ts, ref) > ahead)
         return refuse_time(L, 1, "ScoreRequest", ts, ref, name, reason, n);
     if (behind > 0 && L->clock_ms != INT64_MIN && lrn__diff(L->clock_ms, ts) > behind)

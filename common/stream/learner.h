@@ -45,8 +45,10 @@ void lrn_destroy(lrn *L);
  * time.max.behind.ms behind its source's clock. Before the learner has a clock (its first
  * events), the future side is bounded by the wall clock instead (no confirmation): one
  * far-future first event cannot become the anchor. A score request's time moves no clock,
- * but is checked the same way: ahead of the learner's clock (or the wall clock), and
- * behind the learner's clock (it has no partition), with no confirmation either way.
+ * but is checked too: not more than time.max.ahead.ms ahead of the later of the newest
+ * event time and the wall clock (a live request runs ahead of a lagging event stream),
+ * nor more than time.max.behind.ms behind the learner's clock (it has no partition); it
+ * neither confirms nor breaks a jump.
  *
  * Returns 0 (admissible), or 1 with reason naming the field, the value and the key to
  * change, e.g. "item_num.price=-3.4e+38 outside [-1e+06, 1e+06] (features.num.max_abs)";
