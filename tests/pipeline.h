@@ -145,6 +145,7 @@ static inline void pl_make_bad(codec *cd, pl_stream *s) {
     memset(&ev, 0, sizeof ev);
     ev.type = M3_EV_SCORE_REQUEST;
     snprintf(ev.u.req.request_id, M3_ID_MAX, "bad-req");
+    ev.u.req.ts_ms = 1767225600000LL;   /* a plausible time: refused for its scenario only */
     snprintf(ev.u.req.scenario, M3_NAME_MAX, "mars");
     ev.u.req.user_id = 42;
     m3_candidate cand = {.item_id = 7};

@@ -7,6 +7,7 @@
 
 #include "check.h"
 #include "fsutil.h"
+#include "engine/users.h"
 #include "state/state.h"
 #include "stream/learner.h"
 
@@ -271,6 +272,11 @@ static void test_state_roundtrip(void) {
     CHECK_EQ_INT(lrn_trained_ctr(L), 2);
     CHECK_EQ_INT(lrn_trained_ctcvr(L), 2);
     CHECK_EQ_INT(lrn_n_sources(L), 4);
+    /* a third event gives source 0 a clock (its first two are far apart for lateness 0) */
+    m3_impression a3 = imp("a3", "home", T0 + 200, 1, 0);
+    CHECK(lrn_impression(L, &a3, 0, 0, NULL, NULL, reason, sizeof reason) == 0);
+    lrn_run_batch(L, NULL, NULL);
+    CHECK_EQ_INT(lrn_clock(L), T0 + 100);
     /* a far-ahead refusal: its count and the event it remembers are stream state too */
     m3_event far;
     memset(&far, 0, sizeof far);
@@ -423,8 +429,8 @@ static void test_admit_time(void) {
     CHECK_EQ_INT(offer(L, "e3", T0 + 2000, 0, reason), 0);
     CHECK_EQ_INT(lrn_clock(L), T0 + 1000);
     CHECK_EQ_INT(offer(L, "x", 10000000000000LL, 0, reason), 1);
-    CHECK_EQ_STR(reason, "Impression ts_ms=10000000000000 is 8232774399000 ms ahead of the newest "
-                         "event time 1767225601000 (time.max.ahead.ms=86400000)");
+    CHECK_EQ_STR(reason, "Impression ts_ms=10000000000000 is 8232774398000 ms ahead of the newest "
+                         "event time 1767225602000 (time.max.ahead.ms=86400000)");
     CHECK_EQ_INT(offer(L, "e4", T0 + 3000, 0, reason), 0);
     CHECK_EQ_INT(offer(L, "old", T0 - 8 * DAY, 0, reason), 1);
     CHECK_CONTAINS(reason, "ms behind its partition's event time 1767225602000 "
@@ -443,7 +449,7 @@ static void test_admit_time(void) {
     const lrn_admission *a = lrn_admission_counts(L);
     CHECK_EQ_INT(a->time_ahead, 2);
     CHECK_EQ_INT(a->time_behind, 1);
-    CHECK_EQ_INT(a->time_confirmed, 2);   /* j2, and j3 (source 0's clock waited for it) */
+    CHECK_EQ_INT(a->time_confirmed, 1);   /* j2; j3 is near the newest admitted time, j2 */
     /* the confirmed clock closed the windows of source 0 */
     CHECK_EQ_INT(lrn_pending(L), 3);   /* "first" (source 1), j2 and j3 */
     lrn_destroy(L);
@@ -462,6 +468,151 @@ static void test_admit_time(void) {
     CHECK_EQ_INT(lrn_pending(L), 1);   /* c's window is still open */
     lrn_destroy(L);
     cfg_free(&cfg);
+}
+
+/* A score request at ts for user, one candidate. */
+static m3_event request_event(int64_t ts, int64_t user, m3_candidate *cand) {
+    memset(cand, 0, sizeof *cand);
+    cand->item_id = 1000 + user;
+    m3_event rq;
+    memset(&rq, 0, sizeof rq);
+    rq.type = M3_EV_SCORE_REQUEST;
+    snprintf(rq.u.req.request_id, sizeof rq.u.req.request_id, "r%lld", (long long)ts);
+    snprintf(rq.u.req.scenario, M3_NAME_MAX, "home");
+    rq.u.req.ts_ms = ts;
+    rq.u.req.user_id = user;
+    rq.u.req.n_cands = 1;
+    rq.u.req.cands = cand;
+    return rq;
+}
+
+/* A score request's time: far ahead of both the newest event time and the wall clock, or
+ * far behind the learner's clock, goes to the DLQ with a reason, counted with the others;
+ * it neither confirms nor breaks an impression's jump, and moves no clock. */
+static void test_admit_request_time(void) {
+    m3_cfg cfg;
+    lrn *L = make(&cfg);
+    char reason[256];
+    const int64_t DAY = 86400000;
+    m3_candidate cand;
+    m3_event rq = request_event(10000000000000LL, 1, &cand);
+    CHECK_EQ_INT(admit(L, &rq, -1, reason), 1);   /* no clock yet: the wall bounds it */
+    CHECK_CONTAINS(reason, "ScoreRequest ts_ms=10000000000000 is ");
+    CHECK_CONTAINS(reason, " ms ahead of the wall clock ");
+    rq = request_event(T0, 1, &cand);
+    CHECK_EQ_INT(admit(L, &rq, -1, reason), 0);
+    CHECK_EQ_INT(offer(L, "c1", T0, 0, reason), 0);
+    CHECK_EQ_INT(offer(L, "c2", T0 + 1000, 0, reason), 0);
+    CHECK_EQ_INT(offer(L, "c3", T0 + 2000, 0, reason), 0);
+    CHECK_EQ_INT(lrn_clock(L), T0 + 1000);
+    rq = request_event(10000000000000LL, 1, &cand);
+    CHECK_EQ_INT(admit(L, &rq, -1, reason), 1);
+    CHECK_CONTAINS(reason, " ms ahead of the wall clock ");
+    /* a request is live: ahead of a lagging event stream (this one is from 2026-01-01) by
+     * more than time.max.ahead.ms, but not of the wall clock */
+    rq = request_event(T0 + 2 * DAY, 1, &cand);
+    CHECK_EQ_INT(admit(L, &rq, -1, reason), 0);
+    rq = request_event(T0 - 8 * DAY, 1, &cand);
+    CHECK_EQ_INT(admit(L, &rq, -1, reason), 1);
+    CHECK_EQ_STR(reason, "ScoreRequest ts_ms=1766534400000 is 691201000 ms behind the learner's "
+                         "clock 1767225601000 (time.max.behind.ms=604800000)");
+    rq = request_event(T0 - 6 * DAY, 1, &cand);   /* within both bounds */
+    CHECK_EQ_INT(admit(L, &rq, -1, reason), 0);
+    /* an impression's jump, a request in between: the request neither confirms nor breaks
+     * it; the next impression does */
+    CHECK_EQ_INT(offer(L, "j1", T0 + 2 * DAY, 0, reason), 1);
+    rq = request_event(T0 + 2 * DAY + 1, 1, &cand);
+    CHECK_EQ_INT(admit(L, &rq, -1, reason), 0);
+    CHECK_EQ_INT(offer(L, "j2", T0 + 2 * DAY + 5, 0, reason), 0);
+    const lrn_admission *a = lrn_admission_counts(L);
+    CHECK_EQ_INT(a->time_ahead, 3);
+    CHECK_EQ_INT(a->time_behind, 1);
+    CHECK_EQ_INT(a->time_confirmed, 1);
+    /* an admitted request moves no clock */
+    lrn_run_batch(L, NULL, NULL);
+    int64_t clock = lrn_clock(L);
+    rq = request_event(clock + DAY - 1, 1, &cand);
+    CHECK_EQ_INT(admit(L, &rq, -1, reason), 0);
+    CHECK(lrn_request(L, &rq.u.req, 0, NULL, NULL, reason, sizeof reason) == 0);
+    lrn_run_batch(L, NULL, NULL);
+    CHECK_EQ_INT(lrn_clock(L), clock);
+    lrn_destroy(L);
+    cfg_free(&cfg);
+}
+
+/* A fresh worker with a store, one event per batch (the linger time runs out between
+ * events), rows expiring after a minute. */
+static lrn *make_expiring(m3_cfg *cfg, const char *dir, state **st) {
+    cfg_defaults(cfg);
+    char err[512], kv[600];
+    const char *kvs[] = {"batch.size=4", "model.shadow=", "join.lateness.ms=0",
+                         "join.window.ms=1000", "emb.expire.ms=60000", "checkpoint.sync=false"};
+    for (size_t i = 0; i < sizeof kvs / sizeof kvs[0]; i++)
+        CHECK_MSG(cfg_set(cfg, kvs[i], "test", 1, err, sizeof err) == 0, "%s", err);
+    snprintf(kv, sizeof kv, "store.dir=%s", dir);
+    CHECK_MSG(cfg_set(cfg, kv, "test", 2, err, sizeof err) == 0, "%s", err);
+    CHECK_MSG(cfg_check(cfg, err, sizeof err) == 0, "%s", err);
+    lrn *L = lrn_new(cfg, err, sizeof err);
+    CHECK_MSG(L, "%s", err);
+    *st = state_open(cfg, L, "test", err, sizeof err);
+    CHECK_MSG(*st, "%s", err);
+    return L;
+}
+
+/* As the worker does: admit, queue what is admitted, run the batch. Returns lrn_admit's. */
+static int handle(lrn *L, const char *id, int64_t ts, int64_t user) {
+    m3_event ev;
+    memset(&ev, 0, sizeof ev);
+    ev.type = M3_EV_IMPRESSION;
+    ev.u.imp = imp(id, "home", ts, user, 0);
+    char reason[256];
+    int r = admit(L, &ev, 0, reason);
+    if (r == 0) CHECK(lrn_impression(L, &ev.u.imp, 0, 0, NULL, NULL, reason, sizeof reason) == 0);
+    lrn_run_batch(L, NULL, NULL);
+    return r;
+}
+
+/* The very first event of a fresh worker with a bit-flipped time cannot anchor a clock:
+ * far in the future it is refused (the wall clock bounds the first events), so the state's
+ * expiry clock follows the good events and a user unseen for longer than emb.expire.ms
+ * still expires (before, the state's clock stayed at the first time, year 2286, for good:
+ * nothing expired again). A 1970 first event is admitted (replays are legitimately old)
+ * and moves no clock past the good events: nothing good is refused or expired. */
+static void test_first_event_anchor(void) {
+    char dir[512], err[512];
+    for (int pass = 0; pass < 2; pass++) {
+        fs_scratch_dir(dir, sizeof dir, "test_learner_anchor");
+        m3_cfg cfg;
+        state *st;
+        lrn *L = make_expiring(&cfg, dir, &st);
+        int64_t bad = pass == 0 ? 10000000000000LL : 1;
+        CHECK_EQ_INT(handle(L, "flip", bad, 7), pass == 0 ? 1 : 0);
+        CHECK_EQ_INT(handle(L, "a1", T0, 42), 0);
+        CHECK_EQ_INT(handle(L, "v1", T0 + 1000, 99), 0);   /* user 99: never seen again */
+        CHECK_EQ_INT(handle(L, "a2", T0 + 2000, 42), 0);
+        users_table *u = m3_user_table(lrn_model(L, 0));
+        uint64_t u42 = m3_feat_key(M3_SLOT_USER, 42);
+        CHECK_EQ_INT(users_cnt(u, users_find(u, u42))[0], 2);   /* not expired meanwhile */
+        for (int k = 0; k < 4; k++) {   /* two minutes on, confirmed, user 42 again */
+            char id[16];
+            snprintf(id, sizeof id, "b%d", k);
+            CHECK_EQ_INT(handle(L, id, T0 + 120000 + 100 * k, 50), 0);
+        }
+        CHECK_EQ_INT(handle(L, "a3", T0 + 120500, 42), 0);
+        state_stats ss;
+        state_stats_get(st, &ss);
+        CHECK_MSG(ss.user_expired >= 1, "pass %d: no user expired (the clock is anchored)", pass);
+        CHECK_EQ_INT(users_cnt(u, users_find(u, u42))[0], 1);   /* 42 expired, starts fresh */
+        CHECK_EQ_INT(lrn_clock(L), T0 + 120300);   /* b3: lateness 0, a3 waits */
+        const lrn_admission *a = lrn_admission_counts(L);
+        CHECK_EQ_INT(a->time_ahead, pass == 0 ? 1 : 0);
+        CHECK_EQ_INT(a->time_behind, 0);
+        CHECK_MSG(!state_failed(st, err, sizeof err), "%s", err);
+        CHECK_MSG(state_close(st, err, sizeof err) == 0, "%s", err);
+        lrn_destroy(L);
+        cfg_free(&cfg);
+        rm_rf(dir);
+    }
 }
 
 /* ---- the guard ---- */
@@ -529,6 +680,10 @@ static void test_guard_poison(void) {
         CHECK_EQ_INT(s.n, 4);
         CHECK(all_finite(&s));
     }
+    /* the counters count what the primary trained: the skipped step's 4 rows are not */
+    CHECK_EQ_INT(lrn_trained_ctr(L), 4 + 3 * 4);
+    CHECK_EQ_INT(g0->skipped_rows, 4);
+    CHECK_EQ_INT(g1->skipped_rows, 4);
     char line[256];
     met_board_progress_line(lrn_board(L), line, sizeof line);
     CHECK_CONTAINS(line, "  guard 1 skipped 0 withheld 0 rollbacks");
@@ -542,6 +697,8 @@ static void test_guard_poison(void) {
     CHECK_MSG(lrn_state_load(L2, buf, n, err, sizeof err) == 0, "%s", err);
     CHECK_EQ_INT(met_board_guard(lrn_board(L2), 0)->skipped_steps, 1);
     CHECK_EQ_INT(met_board_guard(lrn_board(L2), 1)->skipped_steps, 1);
+    CHECK_EQ_INT(met_board_guard(lrn_board(L2), 0)->skipped_rows, 4);
+    CHECK_EQ_INT(lrn_trained_ctr(L2), 16);
     free(buf);
     lrn_destroy(L2);
     cfg_free(&cfg2);
@@ -799,6 +956,8 @@ int main(void) {
     test_feedback_durable();
     test_admit_numbers();
     test_admit_time();
+    test_admit_request_time();
+    test_first_event_anchor();
     test_state_roundtrip();
     test_many_settled();
     test_predict_then_train();

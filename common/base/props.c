@@ -16,16 +16,24 @@ char *props_trim(char *s) {
     return s;
 }
 
-/* Read the next line of f into line (without its '\n', NUL-terminated). Returns its length;
- * PROPS__EOF at the end of the file; PROPS__LONG when it has more than PROPS_LINE_MAX bytes;
- * PROPS__NUL when it holds a NUL byte (*col = its 1-based column); PROPS__BIG when the file
- * passes PROPS_FILE_MAX bytes (*total counts the bytes read). Reading stops at the first
- * fault, so no input makes it read more than PROPS_FILE_MAX bytes or hold a longer line. */
+/* A text being read: the bytes and the position of the next one. */
+typedef struct {
+    const char *text;
+    size_t len, pos;
+} props__src;
+
+/* Read the next line of src into line (without its '\n', NUL-terminated). Returns its
+ * length; PROPS__EOF at the end of the text; PROPS__LONG when it has more than
+ * PROPS_LINE_MAX bytes; PROPS__NUL when it holds a NUL byte (*col = its 1-based column);
+ * PROPS__BIG when the text passes PROPS_FILE_MAX bytes (*total counts the bytes read).
+ * Reading stops at the first fault, so no input makes it read more than PROPS_FILE_MAX
+ * bytes or hold a longer line. */
 enum { PROPS__EOF = -1, PROPS__LONG = -2, PROPS__NUL = -3, PROPS__BIG = -4 };
-static long props__getline(FILE *f, char *line, long *total, long *col) {
+static long props__getline(props__src *src, char *line, long *total, long *col) {
     long n = 0;
-    int ch;
-    while ((ch = getc(f)) != EOF) {
+    int ch = EOF;
+    while (src->pos < src->len) {
+        ch = (unsigned char)src->text[src->pos++];
         if (++*total > PROPS_FILE_MAX) return PROPS__BIG;
         if (ch == '\n') break;
         if (ch == '\0') {
@@ -36,10 +44,10 @@ static long props__getline(FILE *f, char *line, long *total, long *col) {
         line[n++] = (char)ch;
     }
     line[n] = '\0';
-    return ch == EOF && n == 0 ? PROPS__EOF : n;
+    return ch != '\n' && n == 0 ? PROPS__EOF : n;
 }
 
-/* The message of a refused line or file. */
+/* The message of a refused line or text. */
 static void props__fault(long r, const char *path, int lineno, long col, char *errstr,
                          size_t errstr_size) {
     if (r == PROPS__LONG)
@@ -52,6 +60,44 @@ static void props__fault(long r, const char *path, int lineno, long col, char *e
                 PROPS_FILE_MAX, lineno);
 }
 
+int props_load_mem(const char *text, size_t len, const char *origin, props_line_fn apply,
+                   void *ctx, char *errstr, size_t errstr_size) {
+    char *line = malloc(PROPS_LINE_MAX + 1);
+    if (!line) {
+        err_set(errstr, errstr_size, "%s: out of memory", origin);
+        return -1;
+    }
+    props__src src = {text, len, 0};
+    int lineno = 0, rc = 0;
+    long total = 0, col = 0, r;
+    while ((r = props__getline(&src, line, &total, &col)) != PROPS__EOF) {
+        lineno++;
+        if (r < 0) {
+            props__fault(r, origin, lineno, col, errstr, errstr_size);
+            rc = -1;
+            break;
+        }
+        char *s = props_trim(line);
+        if (!*s || *s == '#' || *s == '!') continue;
+        if (apply(ctx, s, origin, lineno, errstr, errstr_size) != 0) {
+            rc = -1;
+            break;
+        }
+    }
+    free(line);
+    return rc;
+}
+
+/* The lines of text[0..n) (a last one without '\n' counts). */
+static int props__lines(const char *text, size_t n) {
+    int lines = 0;
+    for (const char *p = text, *end = text + n; p < end; lines++) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        p = nl ? nl + 1 : end;
+    }
+    return lines;
+}
+
 int props_load(const char *path, props_line_fn apply, void *ctx, char *errstr,
                size_t errstr_size) {
     FILE *f = fopen(path, "r");
@@ -59,33 +105,22 @@ int props_load(const char *path, props_line_fn apply, void *ctx, char *errstr,
         err_set(errstr, errstr_size, "%s: %s", path, strerror(errno));
         return -1;
     }
-    char *line = malloc(PROPS_LINE_MAX + 1);
-    if (!line) {
+    /* one byte past the limit, so props_load_mem sees that the file is too large */
+    char *text = malloc(PROPS_FILE_MAX + 1);
+    if (!text) {
         fclose(f);
         err_set(errstr, errstr_size, "%s: out of memory", path);
         return -1;
     }
-    int lineno = 0, rc = 0;
-    long total = 0, col = 0, r;
-    while ((r = props__getline(f, line, &total, &col)) != PROPS__EOF) {
-        lineno++;
-        if (r < 0) {
-            props__fault(r, path, lineno, col, errstr, errstr_size);
-            rc = -1;
-            break;
-        }
-        char *s = props_trim(line);
-        if (!*s || *s == '#' || *s == '!') continue;
-        if (apply(ctx, s, path, lineno, errstr, errstr_size) != 0) {
-            rc = -1;
-            break;
-        }
-    }
-    if (rc == 0 && ferror(f)) {
-        err_set(errstr, errstr_size, "%s: read error after line %d", path, lineno);
+    size_t n = fread(text, 1, PROPS_FILE_MAX + 1, f);
+    int rc;
+    if (ferror(f)) {
+        err_set(errstr, errstr_size, "%s: read error after line %d", path, props__lines(text, n));
         rc = -1;
+    } else {
+        rc = props_load_mem(text, n, path, apply, ctx, errstr, errstr_size);
     }
-    free(line);
+    free(text);
     fclose(f);
     return rc;
 }
@@ -121,34 +156,50 @@ int props_parse_i64(const char *s, int64_t *out) {
     return 0;
 }
 
-int props_distance(const char *a, const char *b) {
-    size_t la = strlen(a), lb = strlen(b);
-    if (la > 63 || lb > 63) return PROPS_FAR;
+/* The Levenshtein distance of a (la bytes) and b (lb bytes, both at most 63) when it is at
+ * most k, else k + 1. Each row of the table only gets larger at its minimum, so once that
+ * passes k the answer is known: a name far from the target costs a few rows, not la x lb. */
+static int props__distance_within(const char *a, size_t la, const char *b, size_t lb, int k) {
+    size_t diff = la > lb ? la - lb : lb - la;
+    if (diff > (size_t)k) return k + 1;   /* at least that many insertions or deletions */
     int prev[64], cur[64];
     for (size_t j = 0; j <= lb; j++) prev[j] = (int)j;
     for (size_t i = 1; i <= la; i++) {
         cur[0] = (int)i;
+        int row_min = cur[0];
         for (size_t j = 1; j <= lb; j++) {
             int sub = prev[j - 1] + (a[i - 1] != b[j - 1]);
             int del = prev[j] + 1, ins = cur[j - 1] + 1;
             cur[j] = sub < del ? (sub < ins ? sub : ins) : (del < ins ? del : ins);
+            if (cur[j] < row_min) row_min = cur[j];
         }
+        if (row_min > k) return k + 1;
         memcpy(prev, cur, (lb + 1) * sizeof prev[0]);
     }
-    return prev[lb];
+    return prev[lb] <= k ? prev[lb] : k + 1;
+}
+
+int props_distance(const char *a, const char *b) {
+    size_t la = strlen(a), lb = strlen(b);
+    if (la > 63 || lb > 63) return PROPS_FAR;
+    return props__distance_within(a, la, b, lb, PROPS_FAR);
 }
 
 const char *props_closest(const char *name, const char *const *names, int n, int max_distance) {
-    int best = PROPS_FAR;
+    size_t ln = strlen(name);
+    if (ln > 63 || max_distance < 0) return NULL;
+    int best = max_distance + 1;   /* only a strictly closer name replaces the first found */
     const char *hit = NULL;
-    for (int i = 0; i < n; i++) {
-        int d = props_distance(name, names[i]);
+    for (int i = 0; i < n && best > 0; i++) {
+        size_t li = strlen(names[i]);
+        if (li > 63) continue;
+        int d = props__distance_within(name, ln, names[i], li, best - 1);
         if (d < best) {
             best = d;
             hit = names[i];
         }
     }
-    return best <= max_distance ? hit : NULL;
+    return hit;
 }
 
 /* Non-secret librdkafka properties (CONFIGURATION.md): addresses, names, file locations,

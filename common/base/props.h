@@ -30,6 +30,12 @@ char *props_trim(char *s);
 int props_load(const char *path, props_line_fn apply, void *ctx, char *errstr,
                size_t errstr_size);
 
+/* The same for text[0..len) already in memory (a file's content, a fuzzer's input), named
+ * origin in messages: props_load reads the file (at most PROPS_FILE_MAX + 1 bytes) and
+ * hands it here, so both take one path. The same returns, with origin for path. */
+int props_load_mem(const char *text, size_t len, const char *origin, props_line_fn apply,
+                   void *ctx, char *errstr, size_t errstr_size);
+
 /* Cut `key=value` (in place) at its first '=' into trimmed *key and *value. Returns 0, or
  * -1 when line has no '=' (then *key is the whole line, trimmed). */
 int props_split(char *line, char **key, char **value);
@@ -46,7 +52,9 @@ int props_parse_i64(const char *s, int64_t *out);
 int props_distance(const char *a, const char *b);
 
 /* The first of the n names closest to name (the smallest props_distance), when that
- * distance is at most max_distance; else NULL. */
+ * distance is at most max_distance; else NULL. Bounded: a name further than the best so
+ * far costs a few rows of the distance table, or nothing when the lengths alone differ
+ * by more (the "did you mean" of an unknown key is cheap next to loading the file). */
 const char *props_closest(const char *name, const char *const *names, int n, int max_distance);
 
 /* 1 when the value of the librdkafka property key (without "kafka.") may be shown: in

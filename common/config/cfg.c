@@ -680,6 +680,11 @@ int cfg_load(m3_cfg *c, const char *path, char *errstr, size_t errstr_size) {
     return props_load(path, cfg__load_line, c, errstr, errstr_size);
 }
 
+int cfg_load_mem(m3_cfg *c, const char *text, size_t len, const char *origin, char *errstr,
+                 size_t errstr_size) {
+    return props_load_mem(text, len, origin, cfg__load_line, c, errstr, errstr_size);
+}
+
 /* The origin of whichever of the given keys was set last (NULL if all are defaults). */
 static const char *cfg__last_where(const m3_cfg *c, const char *const *names, int n) {
     const cfg_origin *best = NULL;

@@ -130,6 +130,9 @@ void cfg_defaults(m3_cfg *c);
  * line over 64 KiB, a NUL byte or a file over 1 MiB is refused: props_load());
  * the lines before the bad one stay applied, the bad one changes nothing. */
 int cfg_load(m3_cfg *c, const char *path, char *errstr, size_t errstr_size);
+/* The same for a properties text in memory, named origin in messages (props_load_mem). */
+int cfg_load_mem(m3_cfg *c, const char *text, size_t len, const char *origin, char *errstr,
+                 size_t errstr_size);
 
 /* Apply one `key=value` override. origin and line name it in errors: "origin:line: msg",
  * or "origin: msg" when line is 0 (e.g. "--set", 0). Returns 0, or -1 with errstr

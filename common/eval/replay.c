@@ -409,6 +409,12 @@ int rpl_map_load(rpl_map *m, const char *path, char *errstr, size_t errstr_size)
     return props_load(path, rpl__load_line, m, errstr, errstr_size);
 }
 
+int rpl_map_load_mem(rpl_map *m, const char *text, size_t len, const char *origin,
+                     char *errstr, size_t errstr_size) {
+    snprintf(m->source, sizeof m->source, "%s", origin);
+    return props_load_mem(text, len, origin, rpl__load_line, m, errstr, errstr_size);
+}
+
 static int rpl__set(const rpl_map *m, int k) { return m->where[k][0] != 0; }
 
 int rpl_map_scenarios(const rpl_map *m, const char *names[RPL_MAX_SCEN]) {
@@ -650,8 +656,11 @@ static int rpl__slot(rpl_replay *r, const char *col) {
     return s;
 }
 
-rpl_replay *rpl_new(const rpl_map *m, const char *const *paths, int n_paths,
-                    const rpl_opts *opts, char *errstr, size_t errstr_size) {
+/* rpl_new, with data[0..len) as the content of the one file when data is not NULL: read
+ * through a memory stream, by the same row reader as a file (rpl_new_mem). */
+static rpl_replay *rpl__new(const rpl_map *m, const char *const *paths, int n_paths,
+                            const rpl_opts *opts, const void *data, size_t len,
+                            char *errstr, size_t errstr_size) {
     if (n_paths < 1) {
         err_set(errstr, errstr_size, "no data files");
         return NULL;
@@ -689,7 +698,7 @@ rpl_replay *rpl_new(const rpl_map *m, const char *const *paths, int n_paths,
                 rpl_destroy(r);
                 return NULL;
             }
-        f->f = fopen(f->path, "r");
+        f->f = data ? fmemopen((void *)(uintptr_t)data, len, "r") : fopen(f->path, "r");
         if (!f->f) {
             err_set(errstr, errstr_size, "%s: %s", f->path, strerror(errno));
             rpl_destroy(r);
@@ -712,6 +721,17 @@ rpl_replay *rpl_new(const rpl_map *m, const char *const *paths, int n_paths,
         for (int s = 0; s < r->st.n_scen; s++)
             if (strcmp(m->values[i].name, names[s]) == 0) r->value_scen[i] = s;
     return r;
+}
+
+rpl_replay *rpl_new(const rpl_map *m, const char *const *paths, int n_paths,
+                    const rpl_opts *opts, char *errstr, size_t errstr_size) {
+    return rpl__new(m, paths, n_paths, opts, NULL, 0, errstr, errstr_size);
+}
+
+rpl_replay *rpl_new_mem(const rpl_map *m, const char *name, const void *data, size_t len,
+                        const rpl_opts *opts, char *errstr, size_t errstr_size) {
+    static const char empty[1];
+    return rpl__new(m, &name, 1, opts, data ? data : empty, data ? len : 0, errstr, errstr_size);
 }
 
 void rpl_destroy(rpl_replay *r) {

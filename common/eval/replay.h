@@ -59,6 +59,9 @@ void rpl_map_destroy(rpl_map *m);
  * errstr = "path:line: message" ("path: <strerror>" when unreadable); the lines before
  * the bad one stay applied. */
 int rpl_map_load(rpl_map *m, const char *path, char *errstr, size_t errstr_size);
+/* The same for a properties text in memory, named origin in messages (props_load_mem). */
+int rpl_map_load_mem(rpl_map *m, const char *text, size_t len, const char *origin,
+                     char *errstr, size_t errstr_size);
 
 /* Apply one `key=value` setting; origin and line name it in errors ("origin:line: msg",
  * or "origin: msg" when line is 0, e.g. "--map", 0). Returns 0, or -1 with errstr
@@ -123,6 +126,12 @@ typedef struct rpl_replay rpl_replay;
  * refused. Returns the replay, or NULL with errstr filled ("path: <strerror>", ...). */
 rpl_replay *rpl_new(const rpl_map *m, const char *const *paths, int n_paths,
                     const rpl_opts *opts, char *errstr, size_t errstr_size);
+
+/* The same for one data file already in memory, data[0..len) (a fuzzer's input), named
+ * name (its basename makes the impression ids; errors start with it). data must outlive
+ * the replay. */
+rpl_replay *rpl_new_mem(const rpl_map *m, const char *name, const void *data, size_t len,
+                        const rpl_opts *opts, char *errstr, size_t errstr_size);
 
 /* Free a replay and close its files; NULL is a no-op. */
 void rpl_destroy(rpl_replay *r);

@@ -908,6 +908,7 @@ static void met__write_model_members(const met_board *b, int model, int timeline
     json_key(w, "guard");
     json_obj_begin(w);
     json_key(w, "skipped_steps"); json_uint(w, g->skipped_steps);
+    json_key(w, "skipped_rows"); json_uint(w, g->skipped_rows);
     json_key(w, "rollbacks"); json_uint(w, g->rollbacks);
     json_key(w, "nonfinite_predictions"); json_uint(w, g->nonfinite_predictions);
     json_obj_end(w);

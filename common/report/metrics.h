@@ -162,6 +162,8 @@ typedef struct {
 /* The guard's counters of one model (met_board_guard()); the learner increments them. */
 typedef struct {
     uint64_t skipped_steps;          /* training steps refused: non-finite loss or gradient */
+    uint64_t skipped_rows;           /* the rows of those steps (impressions and settled
+                                        labels), not trained */
     uint64_t rollbacks;              /* dense parameters found non-finite and put back to
                                         the last good state */
     uint64_t nonfinite_predictions;  /* predictions with a non-finite p_ctr or p_cvr (the
@@ -277,7 +279,7 @@ int64_t met_board_tl_window(const met_board *b);
  *    "overall": {"ctr": {...}, "ctcvr": {...}},
  *    "scenarios": {name: {"ctr", "ctcvr", "slices": {slice: {"ctr","ctcvr"}}}},
  *    "slices": {"new_item": {"ctr","ctcvr"}, "new_user_in_scenario": {...}} (the primary's),
- *    "guard": {"skipped_steps", "rollbacks", "nonfinite_predictions"} (the primary's),
+ *    "guard": {"skipped_steps", "skipped_rows", "rollbacks", "nonfinite_predictions"} (the primary's),
  *    "models": {name: {"overall", "scenarios", "slices", "guard", "hist", "timeline"}} (every model,
  *    primary too; "timeline": {"overall": {task: series}, "scenarios": {name: {task:
  *    series}}}, a series being {"auc", "bound", "n", "mean_p", "rate"} arrays, one item

@@ -334,7 +334,10 @@ void state__prepare(void *ud, m3_example *ex, int B, int n_imp, int train) {
 void state__trained(void *ud, const m3_example *ex, int B, int n_imp) {
     state *st = ud;
     (void)n_imp;
-    st->clock = st->batch_clock;
+    /* the expiry clock follows the learner's only: the rows' newest time of a batch before
+     * it has one (a fresh worker's first events) stamps those rows, never the clock - one
+     * 1970 or far-future first event would hold it there */
+    if (lrn_clock(st->L) != INT64_MIN) st->clock = st->batch_clock;
     if (st->nc <= M3_SLOT_USER) return;
     /* every user of a trained batch is written with this batch's event time, changed or
      * not: it was seen (expiry counts from it) */

@@ -48,6 +48,7 @@ typedef struct {
     pend_table *pend;
     int64_t newest_ms, second_ms;          /* the two newest event times of this source
                                               (INT64_MIN until seen); its clock from them */
+    int seen;                              /* events seen, counted up to 3 */
 } lrn_src;
 
 struct lrn {
@@ -76,6 +77,9 @@ struct lrn {
     const void **snaps[LRN_MAX_MODELS];   /* (cap) each */
     int64_t version;                       /* training steps taken */
     int64_t clock_ms;                      /* newest of the sources' clocks (lrn_clock) */
+    int64_t newest_ms;                     /* newest event time of any source, INT64_MIN
+                                              before the first: what admission's
+                                              time.max.ahead.ms counts from */
     int64_t ahead_ms;                      /* the last event refused (or confirmed) as far
                                               ahead, INT64_MIN when the last was not */
     lrn_admission adm;
@@ -104,7 +108,7 @@ lrn *lrn_new(const m3_cfg *cfg, char *errstr, size_t errstr_size) {
         return NULL;
     }
     L->cfg = cfg;
-    L->clock_ms = L->ahead_ms = INT64_MIN;
+    L->clock_ms = L->ahead_ms = L->newest_ms = INT64_MIN;
     L->cap = cfg->model.max_batch;
     L->feedback = strcmp(cfg->join_feedback, "fnw") == 0     ? LRN__FB_FNW
                   : strcmp(cfg->join_feedback, "defer") == 0 ? LRN__FB_DEFER
@@ -305,10 +309,15 @@ static int settled_cap(const lrn *L) { return L->cap - L->cfg->batch_size; }
 static int64_t src_clock(const lrn_src *S, int64_t lateness) {
     if (S->second_ms == INT64_MIN) return INT64_MIN;
     uint64_t gap = (uint64_t)S->newest_ms - (uint64_t)S->second_ms;  /* exact: newest >= second */
-    return gap <= (uint64_t)lateness ? S->newest_ms : S->second_ms;
+    if (gap <= (uint64_t)lateness) return S->newest_ms;
+    /* two events only, far apart: either may be the bad one (a 1970 first event, or a
+     * far-future second one): no clock until a third tells */
+    return S->seen < 3 ? INT64_MIN : S->second_ms;
 }
 
 static void advance_watermark(lrn *L, lrn_src *S, int64_t ts) {
+    if (ts > L->newest_ms) L->newest_ms = ts;
+    if (S->seen < 3) S->seen++;
     if (ts >= S->newest_ms) {
         S->second_ms = S->newest_ms;
         S->newest_ms = ts;
@@ -358,11 +367,45 @@ static int admit_request_nums(lrn *L, const m3_score_request *rq, char *reason, 
     return 0;
 }
 
+/* What an event time may not run more than time.max.ahead.ms ahead of: the newest event
+ * time admitted (every one was checked against it, so one message cannot move it far),
+ * once the learner has a clock; before (a fresh learner's first events), the wall clock.
+ * Not the clock itself: after a 1970 first event, the clock is that time until a third
+ * event confirms the jump to the real ones, and the second good event would be refused.
+ * An event from the future is never plausible, so the wall bounds the future side; a
+ * replayed dataset is legitimately years in the past, so nothing bounds the past side
+ * but the clocks. Without the wall, one far-future first event would be the anchor: alone
+ * in the first batch it would set the state's expiry clock, and nothing would expire. */
+static int64_t ahead_ref(const lrn *L, const char **name) {
+    if (L->clock_ms != INT64_MIN) {
+        *name = "the newest event time";
+        return L->newest_ms;
+    }
+    *name = "the wall clock (no event-time clock yet)";
+    return clk_real_ms();
+}
+
+static int refuse_time(lrn *L, int ahead, const char *what, int64_t ts, int64_t ref,
+                       const char *name, char *reason, size_t n) {
+    snprintf(reason, n, "%s ts_ms=%" PRId64 " is %" PRId64 " ms %s %s %" PRId64 " (%s=%" PRId64
+             ")", what, ts, ahead ? lrn__diff(ts, ref) : lrn__diff(ref, ts),
+             ahead ? "ahead of" : "behind", name, ref,
+             ahead ? "time.max.ahead.ms" : "time.max.behind.ms",
+             ahead ? L->cfg->time_max_ahead_ms : L->cfg->time_max_behind_ms);
+    if (ahead) L->adm.time_ahead++;
+    else L->adm.time_behind++;
+    return 1;
+}
+
 /* Event time ts of an impression or conversion (`what`) from source src. Returns 0, or 1
- * with reason. A far-ahead event is remembered: the next one, if it agrees, is admitted. */
+ * with reason. A far-ahead event is remembered: the next one, if it agrees, is admitted
+ * (not against the wall clock: that bound is absolute). */
 static int admit_time(lrn *L, int64_t ts, int src, const char *what, char *reason, size_t n) {
     int64_t ahead = L->cfg->time_max_ahead_ms, behind = L->cfg->time_max_behind_ms;
-    if (ahead > 0 && L->clock_ms != INT64_MIN && lrn__diff(ts, L->clock_ms) > ahead) {
+    const char *name = NULL;
+    int64_t ref = ahead > 0 ? ahead_ref(L, &name) : INT64_MIN;
+    if (ahead > 0 && lrn__diff(ts, ref) > ahead) {
+        if (L->clock_ms == INT64_MIN) return refuse_time(L, 1, what, ts, ref, name, reason, n);
         int64_t d = lrn__diff(ts, L->ahead_ms);
         int agrees = L->ahead_ms != INT64_MIN && d <= ahead && d >= -ahead;
         L->ahead_ms = ts;
@@ -370,22 +413,39 @@ static int admit_time(lrn *L, int64_t ts, int src, const char *what, char *reaso
             L->adm.time_confirmed++;
             return 0;
         }
-        snprintf(reason, n, "%s ts_ms=%" PRId64 " is %" PRId64 " ms ahead of the newest event "
-                 "time %" PRId64 " (time.max.ahead.ms=%" PRId64 ")", what, ts,
-                 lrn__diff(ts, L->clock_ms), L->clock_ms, ahead);
-        L->adm.time_ahead++;
-        return 1;
+        return refuse_time(L, 1, what, ts, ref, name, reason, n);
     }
     L->ahead_ms = INT64_MIN;
     int64_t own = src >= 0 && src < L->n_srcs ? src_clock(&L->srcs[src], L->cfg->join_lateness_ms)
                                                : INT64_MIN;
-    if (behind > 0 && own != INT64_MIN && lrn__diff(own, ts) > behind) {
-        snprintf(reason, n, "%s ts_ms=%" PRId64 " is %" PRId64 " ms behind its partition's event "
-                 "time %" PRId64 " (time.max.behind.ms=%" PRId64 ")", what, ts,
-                 lrn__diff(own, ts), own, behind);
-        L->adm.time_behind++;
-        return 1;
+    if (behind > 0 && own != INT64_MIN && lrn__diff(own, ts) > behind)
+        return refuse_time(L, 0, what, ts, own, "its partition's event time", reason, n);
+    return 0;
+}
+
+/* A score request's event time. It trains nothing and moves no clock, but it is stamped
+ * on its prediction and is the only time the state has before the learner has a clock;
+ * so it is bounded too. Ahead: of the newest admitted event time and of the wall clock,
+ * whichever is later - a request is live, and while the worker catches up on a backlog
+ * of events its requests run ahead of them by the lag. Behind: of the learner's clock (a
+ * request has no partition clock of its own). It neither confirms nor breaks a far-ahead
+ * impression's or conversion's jump. */
+static int admit_request_time(lrn *L, int64_t ts, char *reason, size_t n) {
+    int64_t ahead = L->cfg->time_max_ahead_ms, behind = L->cfg->time_max_behind_ms;
+    const char *name = "the wall clock";
+    int64_t ref = INT64_MIN;
+    if (ahead > 0) {
+        ref = clk_real_ms();
+        if (L->clock_ms != INT64_MIN && L->newest_ms > ref) {
+            ref = L->newest_ms;
+            name = "the newest event time";
+        }
     }
+    if (ahead > 0 && lrn__diff(ts, ref) > ahead)
+        return refuse_time(L, 1, "ScoreRequest", ts, ref, name, reason, n);
+    if (behind > 0 && L->clock_ms != INT64_MIN && lrn__diff(L->clock_ms, ts) > behind)
+        return refuse_time(L, 0, "ScoreRequest", ts, L->clock_ms, "the learner's clock",
+                           reason, n);
     return 0;
 }
 
@@ -402,7 +462,8 @@ int lrn_admit(lrn *L, const m3_event *ev, int src, char *reason, size_t reason_s
     case M3_EV_CONVERSION:
         return admit_time(L, ev->u.conv.ts_ms, src, "Conversion", reason, reason_size);
     case M3_EV_SCORE_REQUEST:
-        return admit_request_nums(L, &ev->u.req, reason, reason_size);
+        return admit_request_nums(L, &ev->u.req, reason, reason_size) ||
+               admit_request_time(L, ev->u.req.ts_ms, reason, reason_size);
     default:
         return 0;
     }
@@ -727,8 +788,8 @@ static void set_weights(lrn *L, int m, int B) {
  * counted; if the refusal came from parameters gone bad (not from the batch), the model
  * rolls back at once, so no later batch is scored by it. Without a store, a good model is
  * copied every LRN__GOOD_EVERY batches. */
-static void train_models(lrn *L) {
-    int B = L->n_imp + L->n_settled;
+static int train_models(lrn *L) {
+    int B = L->n_imp + L->n_settled, primary_trained = 1;
     for (int m = 0; m < L->n_models; m++) {
         m3_model *md = L->models[m];
         if (L->feedback != LRN__FB_WINDOW) set_weights(L, m, B);
@@ -737,18 +798,24 @@ static void train_models(lrn *L) {
             continue;
         }
         met_guard *g = met_board_guard(L->board, m);
+        g->skipped_rows += (uint64_t)B;
         guard_log(L, m, "training step skipped (non-finite loss or gradient)",
                   ++g->skipped_steps);
+        if (m == 0) primary_trained = 0;
         if (!m3_params_finite(md)) roll_back(L, m);
     }
+    return primary_trained;
 }
 
-/* Every model learns from the B rows; the queue is empty afterwards. */
+/* Every model learns from the B rows; the queue is empty afterwards. The trained-row
+ * counters follow the primary model: a step its guard refused trained nothing, and its
+ * rows count in the guard's skipped_rows instead. */
 static void train_batch(lrn *L, int B) {
-    train_models(L);
-    for (int i = 0; i < B; i++) {
-        L->trained_ctr += L->ex[i].w_ctr > 0;
-        L->trained_ctcvr += L->ex[i].w_ctcvr > 0;
+    if (train_models(L)) {
+        for (int i = 0; i < B; i++) {
+            L->trained_ctr += L->ex[i].w_ctr > 0;
+            L->trained_ctcvr += L->ex[i].w_ctcvr > 0;
+        }
     }
     if (L->trained) L->trained(L->hook_ud, L->ex, B, L->n_imp);
     L->version++;
@@ -829,16 +896,21 @@ pend_table *lrn_source_pending(lrn *L, int src, int create, char *errstr, size_t
 }
 
 #define LRN__MAGIC 0x534e524cU   /* "LRNS" */
-#define LRN__VERSION 2U          /* 2: each model's guard counters after its clock, each
+#define LRN__VERSION 3U          /* 2: each model's guard counters after its clock, each
                                     source's two newest event times, the admission counters;
-                                    1 is read too (those from 0) */
-#define LRN__NGUARD 3            /* met_guard fields, in declaration order */
+                                    3: the guard's skipped_rows, each source's event count
+                                    (up to 3). 1 and 2 are read too (what they lack from 0;
+                                    a source with two times as having seen 3) */
+#define LRN__NGUARD 4            /* met_guard fields saved (version 3; 2 saved 3 of them) */
+#define LRN__NGUARD_V(ver) ((ver) >= 3U ? 4 : (ver) == 2U ? 3 : 0)
 #define LRN__NCOUNT 9            /* met_counters fields, in declaration order */
 #define LRN__NADM 5              /* lrn_admission fields, in declaration order */
-#define LRN__SRC_BYTES(ver) ((ver) == 1U ? 8 + 8 + 8 + 1 : 8 + 8 + 8 + 8 + 1)
+#define LRN__SRC_BYTES(ver) ((ver) == 1U ? 8 + 8 + 8 + 1 : (ver) == 2U ? 8 + 8 + 8 + 8 + 1 \
+                                                                  : 8 + 8 + 8 + 8 + 1 + 1)
 
 static void lrn__guard(met_guard *g, uint64_t **p) {
     p[0] = &g->skipped_steps; p[1] = &g->rollbacks; p[2] = &g->nonfinite_predictions;
+    p[3] = &g->skipped_rows;   /* last: version 2 records end before it */
 }
 
 static void lrn__counters(met_counters *c, uint64_t **p) {
@@ -888,6 +960,8 @@ size_t lrn_state_save(lrn *L, void *buf, size_t cap) {
         wire_put(&w, &pwm, sizeof pwm);
         wire_put(&w, &seq, sizeof seq);
         wire_put(&w, &has, sizeof has);
+        uint8_t seen = (uint8_t)S->seen;
+        wire_put(&w, &seen, sizeof seen);
     }
     wire_put(&w, &L->ahead_ms, sizeof L->ahead_ms);
     uint64_t *ap[LRN__NADM];
@@ -933,7 +1007,7 @@ int lrn_state_load(lrn *L, const void *buf, size_t len, char *errstr, size_t err
     uint64_t guard[LRN_MAX_MODELS][LRN__NGUARD] = {{0}};
     for (int m = 0; m < nm; m++) {
         wire_get(&r, &clk[m], sizeof clk[m]);
-        for (int k = 0; ver >= 2 && k < LRN__NGUARD; k++)
+        for (int k = 0; k < LRN__NGUARD_V(ver); k++)
             wire_get(&r, &guard[m][k], sizeof guard[m][k]);
     }
     size_t tail = ver == 1U ? 0 : 8 + 8 * LRN__NADM;
@@ -954,11 +1028,15 @@ int lrn_state_load(lrn *L, const void *buf, size_t len, char *errstr, size_t err
         wire_get(&r, &pwm, sizeof pwm);
         wire_get(&r, &seq, sizeof seq);
         wire_get(&r, &has, sizeof has);
+        uint8_t seen = wm2 != INT64_MIN ? 3 : wm != INT64_MIN;   /* before version 3 */
+        if (ver >= 3U) wire_get(&r, &seen, sizeof seen);
         if (!has) continue;
         lrn_src *S = source(L, i, errstr, errstr_size);
         if (!S) return -1;
         S->newest_ms = wm;
         S->second_ms = wm2;
+        S->seen = seen > 3 ? 3 : seen;
+        if (wm > L->newest_ms) L->newest_ms = wm;
         int64_t c = src_clock(S, L->cfg->join_lateness_ms);
         if (c > L->clock_ms) L->clock_ms = c;
         pend_set_clock(S->pend, pwm, seq);

@@ -42,8 +42,13 @@ void lrn_destroy(lrn *L);
  * plausible: not more than time.max.ahead.ms ahead of the learner's clock (lrn_clock),
  * unless the event just before it was refused as ahead and agrees with it (within
  * time.max.ahead.ms: two in a row say that time jumped), and not more than
- * time.max.behind.ms behind its source's clock. A score request's time moves no clock and
- * is not checked.
+ * time.max.behind.ms behind its source's clock. Before the learner has a clock (its first
+ * events), the future side is bounded by the wall clock instead (no confirmation): one
+ * far-future first event cannot become the anchor. A score request's time moves no clock,
+ * but is checked too: not more than time.max.ahead.ms ahead of the later of the newest
+ * event time and the wall clock (a live request runs ahead of a lagging event stream),
+ * nor more than time.max.behind.ms behind the learner's clock (it has no partition); it
+ * neither confirms nor breaks a jump.
  *
  * Returns 0 (admissible), or 1 with reason naming the field, the value and the key to
  * change, e.g. "item_num.price=-3.4e+38 outside [-1e+06, 1e+06] (features.num.max_abs)";
@@ -95,7 +100,7 @@ int lrn_request(lrn *L, const m3_score_request *rq, int64_t arrival_ms,
  * CTCVR rows). Then the queued score-request candidates are scored by the freshly trained
  * primary model and emitted. Nothing queued: nothing happens. emit may be NULL.
  * The guard (docs/model.md): a model's refused step (non-finite loss or gradient) counts
- * in met_board_guard's skipped_steps, with a stderr line at the 1st, 2nd, 4th... one; if
+ * in met_board_guard's skipped_steps (its rows in skipped_rows), with a stderr line at the 1st, 2nd, 4th... one; if
  * its dense parameters are then found non-finite it rolls back at once (rollbacks). */
 void lrn_run_batch(lrn *L, lrn_emit_fn emit, void *ud);
 
@@ -164,9 +169,10 @@ m3_model *lrn_model(lrn *L, int i);
  * it has none yet, unless create (then NULL only when out of memory); errstr says why. */
 int lrn_n_sources(const lrn *L);
 pend_table *lrn_source_pending(lrn *L, int src, int create, char *errstr, size_t errstr_size);
-/* Rows trained so far with a CTR term (every impression, once) and a CTCVR term (each
- * impression once its conversion label is settled; with fnw and defer also each click
- * at once, and defer's negative copies). */
+/* Rows the primary model trained so far with a CTR term (every impression, once) and a
+ * CTCVR term (each impression once its conversion label is settled; with fnw and defer
+ * also each click at once, and defer's negative copies). A step the guard refused trained
+ * nothing: its rows count in met_board_guard's skipped_rows, not here. */
 uint64_t lrn_trained_ctr(const lrn *L);
 uint64_t lrn_trained_ctcvr(const lrn *L);
 

@@ -1,9 +1,11 @@
 /* fuzz_props - libFuzzer harness of the properties reader (base/props) through both of its
  * users: the input is a properties file, loaded as the worker's configuration (cfg_load,
- * cfg_check) and as a replay mapping (rpl_map_load, rpl_map_check).
+ * cfg_check) and as a replay mapping (rpl_map_load, rpl_map_check), read from memory
+ * (cfg_load_mem, rpl_map_load_mem: the file readers' one code path, without a scratch
+ * file per input).
  *
  * Properties, beyond no crash, no sanitizer report and no leak:
- *  - a refused file gets an error that starts with its path (`path:line: ...`);
+ *  - a refused file gets an error that starts with its name (`name:line: ...`);
  *  - a loaded configuration's dump (--print-config) is itself a configuration that
  *    cfg_set accepts line by line, and that dumps to the same text;
  *  - a checked mapping's worker settings (m3rec-replay --print-worker-config) are accepted
@@ -34,11 +36,15 @@ static void fz_apply_lines(m3_cfg *c, const char *text, const char *what) {
     free(copy);
 }
 
-static void fz_config(const char *path) {
+/* The name the input goes by in messages. */
+#define FZ_ORIGIN "fuzz-input.properties"
+
+static void fz_config(const char *text, size_t n) {
+    const char *path = FZ_ORIGIN;
     m3_cfg c, again;
     char err[1024];
     cfg_defaults(&c);
-    if (cfg_load(&c, path, err, sizeof err) != 0) {
+    if (cfg_load_mem(&c, text, n, path, err, sizeof err) != 0) {
         fuzz_check_errstr(err, sizeof err, path);
         cfg_free(&c);
         return;
@@ -57,11 +63,12 @@ static void fz_config(const char *path) {
     cfg_free(&c);
 }
 
-static void fz_mapping(const char *path) {
+static void fz_mapping(const char *text, size_t n) {
+    const char *path = FZ_ORIGIN;
     char err[1024];
     rpl_map *m = rpl_map_new();
     CHECK(m);
-    if (rpl_map_load(m, path, err, sizeof err) != 0) {
+    if (rpl_map_load_mem(m, text, n, path, err, sizeof err) != 0) {
         fuzz_check_errstr(err, sizeof err, path);
     } else if (rpl_map_check(m, err, sizeof err) != 0) {
         fuzz_check_errstr(err, sizeof err, path);
@@ -80,8 +87,7 @@ static void fz_mapping(const char *path) {
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t n) {
-    const char *path = fuzz_scratch(data, n);
-    fz_config(path);
-    fz_mapping(path);
+    fz_config((const char *)data, n);
+    fz_mapping((const char *)data, n);
     return 0;
 }

@@ -1,5 +1,6 @@
 /* fuzz_replay - libFuzzer harness of the replay's row parser (eval/replay): the input is a
- * data file, replayed with each shipped mapping (config/replay-*.properties: the csv
+ * data file (in memory: rpl_new_mem, the file reader's row parser on a memory stream),
+ * replayed with each shipped mapping (config/replay-*.properties: the csv
  * layouts of Ali-CCP and AliExpress, and the raw Ali-CCP lines), bad rows skipped.
  *
  * Properties, beyond no crash, no sanitizer report and no leak:
@@ -50,11 +51,13 @@ static int64_t fz_check_event(const m3_event *ev) {
     return ev->type == M3_EV_IMPRESSION ? ev->u.imp.ts_ms : ev->u.conv.ts_ms;
 }
 
-/* Replay the file at path with mapping m to its end or its first fatal error. */
-static void fz_replay(const rpl_map *m, const char *path) {
+/* Replay data[0..n) with mapping m to its end or its first fatal error. The name is short:
+ * the replay puts it in its impression ids. */
+static void fz_replay(const rpl_map *m, const uint8_t *data, size_t n) {
+    const char *path = "m3fz";
     char err[1024];
     rpl_opts opts = {.skip_bad = 1, .max_rows = 0};
-    rpl_replay *r = rpl_new(m, &path, 1, &opts, err, sizeof err);
+    rpl_replay *r = rpl_new_mem(m, path, data, n, &opts, err, sizeof err);
     CHECK_MSG(r, "rpl_new: %s", err);
     m3_event ev;
     int64_t last_ts = INT64_MIN;
@@ -77,7 +80,6 @@ static void fz_replay(const rpl_map *m, const char *path) {
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t n) {
-    const char *path = fuzz_scratch(data, n);
-    for (int i = 0; i < FZ_MAPS; i++) fz_replay(fz_maps[i], path);
+    for (int i = 0; i < FZ_MAPS; i++) fz_replay(fz_maps[i], data, n);
     return 0;
 }
