@@ -139,7 +139,11 @@ static const char *defaults_dump =
     "worker.exit.idle.ms=0\n"
     "worker.max.events=0\n"
     "metrics.progress.ms=5000\n"
-    "worker.outage.max.ms=0\n";
+    "worker.outage.max.ms=0\n"
+    "input.order.event_time=true\n"
+    "input.order.buffer=32768\n"
+    "input.order.idle.ms=2000\n"
+    "input.loss.fail=false\n";
 
 static void test_defaults(void) {
     m3_cfg c;
@@ -639,7 +643,7 @@ static void test_documented(void) {
         CHECK_CONTAINS(props, pat);
         n++;
     }
-    CHECK_EQ_INT(n, 57);
+    CHECK_EQ_INT(n, 61);
     char *help = cfg_help();
     CHECK_CONTAINS(help, "batch.size                   impressions per minibatch "
                          "(predict, then train) (1..4096; default 256)\n");

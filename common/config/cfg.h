@@ -87,6 +87,11 @@ typedef struct m3_cfg {
     int progress_ms;                      /* metrics.progress.ms: progress line period; 0 = off */
     int64_t outage_max_ms;                /* worker.outage.max.ms: stop when the broker has been
                                              unreachable this long; 0 = wait however long */
+    /* input order and loss (stream/order.h) */
+    int order_event_time;                 /* input.order.event_time, bool */
+    int order_buffer;                     /* input.order.buffer: messages in all */
+    int64_t order_idle_ms;                /* input.order.idle.ms: wait for a lagging partition */
+    int loss_fail;                        /* input.loss.fail, bool: stop when input is lost */
     /* librdkafka passthrough, in file order (later entries override earlier ones) */
     cfg_kafka_prop *kafka;                /* owned */
     int n_kafka;
