@@ -247,7 +247,9 @@ static int replay(const rpl_map *map, const m3_cfg *cfg, const opts *o) {
     }
     kio_prop *props = app_kafka_props(cfg, o->bootstrap, 0, &n_props);
     rpl_replay *r = props ? rpl_new(map, o->files, o->n_files, &o->ropts, err, sizeof err) : NULL;
-    sink_opts so = {o->out, props, n_props, t.all, topics_count(&t), o->create_parts, o->rate};
+    sink_opts so = {o->out, props, n_props, t.all, topics_count(&t), o->create_parts, o->rate,
+                    /* the worker's group: on the embedded broker production waits for it */
+                    cfg_kafka_get(cfg, "group.id") ? cfg_kafka_get(cfg, "group.id") : "m3rec"};
     sink *out = NULL;
     long long messages = 0;
     int rc = 0;

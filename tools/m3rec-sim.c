@@ -112,7 +112,9 @@ int main(int argc, char **argv) {
     sim *s = props ? sim_new(&sc, err, sizeof err) : NULL;
     app_oracle *orc = s ? app_oracle_new(&cfg, err, sizeof err) : NULL;
     /* the worker's outputs too, so --create-topics sets up the whole pipeline */
-    sink_opts so = {o.out, props, n_props, t.all, topics_count(&t), o.create_parts, o.rate};
+    sink_opts so = {o.out, props, n_props, t.all, topics_count(&t), o.create_parts, o.rate,
+                    /* the worker's group: on the embedded broker production waits for it */
+                    cfg_kafka_get(&cfg, "group.id") ? cfg_kafka_get(&cfg, "group.id") : "m3rec"};
     sink *out = orc ? sink_open(&so, err, sizeof err) : NULL;
     if (!out) {
         fprintf(stderr, "m3rec-sim: %s\n", props ? err : "out of memory");

@@ -824,6 +824,55 @@ void kio_consumer_abandon(kio_consumer *c) {
     kio__consumer_free(c);
 }
 
+/* ---------------------------------------------------------------- lag probe */
+
+struct kio_probe {
+    rd_kafka_t *rk;   /* a consumer of the group that never joins it: it only reads offsets */
+};
+
+kio_probe *kio_probe_new(const kio_prop *props, int n_props, const char *group,
+                         char *errstr, size_t n) {
+    const kio_prop required[] = {{"group.id", group}, {"enable.auto.commit", "false"}};
+    kio_probe *p = calloc(1, sizeof(*p));
+    if (!p) {
+        err_set(errstr, n, "out of memory");
+        return NULL;
+    }
+    rd_kafka_conf_t *conf = kio__conf(NULL, 0, props, n_props, required, 2, kio__producer_only,
+                                      errstr, n);
+    if (conf) p->rk = kio__client_new(RD_KAFKA_CONSUMER, conf, "lag probe", errstr, n);
+    if (!p->rk) {
+        free(p);
+        return NULL;
+    }
+    return p;
+}
+
+int64_t kio_probe_lag(kio_probe *p, const char *topic, int32_t partition, int timeout_ms,
+                      char *errstr, size_t n) {
+    int64_t lo = -1, hi = -1;
+    rd_kafka_resp_err_t e = rd_kafka_query_watermark_offsets(p->rk, topic, partition, &lo, &hi,
+                                                             timeout_ms);
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(l, topic, partition);
+    if (!e) e = rd_kafka_committed(p->rk, l, timeout_ms);
+    int64_t committed = l->elems[0].offset;
+    if (!e) e = l->elems[0].err;
+    rd_kafka_topic_partition_list_destroy(l);
+    if (e) {
+        err_set(errstr, n, "lag of %s [%d]: %s", topic, (int)partition, rd_kafka_err2str(e));
+        return -1;
+    }
+    if (committed < lo) committed = lo;   /* none (-1001), or below what the log still has */
+    return hi > committed ? hi - committed : 0;
+}
+
+void kio_probe_destroy(kio_probe *p) {
+    if (!p) return;
+    rd_kafka_destroy(p->rk);
+    free(p);
+}
+
 /* ---------------------------------------------------------------- producer */
 
 struct kio_producer {

@@ -167,6 +167,21 @@ void kio_consumer_close(kio_consumer *c);
  * after its session timeout. NULL: no-op. */
 void kio_consumer_abandon(kio_consumer *c);
 
+/* ---- lag probe: how far a consumer group is behind a partition ---- */
+
+typedef struct kio_probe kio_probe;
+/* A client that reads group's committed offsets without joining the group (it never
+ * subscribes). Returns it, or NULL with errstr filled. */
+kio_probe *kio_probe_new(const kio_prop *props, int n_props, const char *group,
+                         char *errstr, size_t errstr_size);
+/* Messages of topic/partition the group has not committed yet: the high watermark (asked
+ * of the broker) minus the committed offset (the low watermark when there is none).
+ * Returns >= 0, or -1 with errstr filled (nothing answered within timeout_ms). */
+int64_t kio_probe_lag(kio_probe *p, const char *topic, int32_t partition, int timeout_ms,
+                      char *errstr, size_t errstr_size);
+/* NULL: no-op. */
+void kio_probe_destroy(kio_probe *p);
+
 /* ---- producer ---- */
 
 /* Create a producer. Order: linger.ms=5 (a default), then the caller's props, then the
