@@ -288,11 +288,13 @@ static int64_t event_time(worker *w, const rd_kafka_message_t *m) {
     return ts;
 }
 
-/* ord_lag_fn: the partition may have messages at the broker beyond what was polled. */
+/* ord_lag_fn: the partition has messages at the broker beyond what was polled (1), not
+ * (0), or that is not known yet (-1). */
 static int lagging(void *ud, int src) {
     worker *w = ud;
-    return kio_consumer_lag(w->cons, w->tp.all[src / w->n_partitions], src % w->n_partitions,
-                            ord_position(w->ord, src)) != 0;
+    int64_t lag = kio_consumer_lag(w->cons, w->tp.all[src / w->n_partitions],
+                                   src % w->n_partitions, ord_position(w->ord, src));
+    return lag < 0 ? -1 : lag > 0;
 }
 
 static void drop_message(void *m) {
@@ -844,10 +846,13 @@ static void hand(worker *w, rd_kafka_message_t *m, int64_t now, pace *pc) {
 static void release(worker *w, int64_t now, pace *pc) {
     int src;
     rd_kafka_message_t *m;
+    int handed = 0;
     while (!w->failed && (m = ord_pop(w->ord, now, lagging, w, &src))) {
         hand(w, m, now, pc);
         update_hold(w, src);
+        handed = 1;
     }
+    if (handed) pc->last_input = clk_mono_ms();   /* handing a backlog out is not idleness */
 }
 
 /* Handle the n polled messages (each destroyed here, or owned by the order buffer):
@@ -914,13 +919,15 @@ static void keep_up(worker *w, int64_t now, pace *pc) {
     }
 }
 
-/* model.max_events handled, or no input for exit.idle.ms after some (an outage or a group
- * without an assignment for this member does not count: keep_up moves the idle clock). */
+/* model.max_events handled, or no input for exit.idle.ms after some and nothing buffered
+ * (an outage or a group without an assignment for this member does not count: keep_up
+ * moves the idle clock; nor does handing out the order buffer: release moves it). */
 static int done(worker *w, int64_t now, const pace *pc) {
     const m3_cfg *c = &w->cfg;
     if (c->max_events > 0 && (int64_t)met_board_counters(lrn_board(w->L))->events >= c->max_events)
         return 1;
-    if (c->exit_idle_ms > 0 && pc->seen_input && now - pc->last_input >= c->exit_idle_ms) {
+    if (c->exit_idle_ms > 0 && pc->seen_input && now - pc->last_input >= c->exit_idle_ms &&
+        ord_count(w->ord, -1) == 0) {
         fprintf(stderr, "m3rec-worker: no input for %lld ms, stopping\n",
                 (long long)c->exit_idle_ms);
         return 1;

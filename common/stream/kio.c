@@ -779,10 +779,11 @@ int64_t kio_consumer_lag(kio_consumer *c, const char *topic, int32_t partition,
     if (!c->assignment || !rd_kafka_topic_partition_list_find(c->assignment, topic, partition))
         return 0;
     int64_t lo = -1, hi = -1;
-    if (position < 0 ||
-        rd_kafka_get_watermark_offsets(c->rk, topic, partition, &lo, &hi) != RD_KAFKA_RESP_ERR_NO_ERROR ||
+    if (rd_kafka_get_watermark_offsets(c->rk, topic, partition, &lo, &hi) != RD_KAFKA_RESP_ERR_NO_ERROR ||
         hi < 0)
         return -1;
+    if (position < 0)   /* where it starts is not known: an empty log has nothing to wait for */
+        return lo >= 0 && hi > lo ? -1 : 0;
     return hi > position ? hi - position : 0;
 }
 

@@ -122,7 +122,8 @@ int kio_consumer_hold(kio_consumer *c, const char *topic, int32_t partition, int
                       char *errstr, size_t errstr_size);
 /* Messages of an assigned partition beyond position (the next offset the caller expects)
  * by the high watermark of the last fetch response (no request is made): > 0 lag, 0
- * caught up or not assigned, -1 not known yet (nothing fetched, or position < 0). */
+ * caught up, not assigned, or an empty log (position < 0 and the watermarks equal), -1
+ * not known yet (nothing fetched, or position < 0 with messages in the log). */
 int64_t kio_consumer_lag(kio_consumer *c, const char *topic, int32_t partition,
                          int64_t position);
 /* Rebalances (assignments and revocations) served so far: a change means that messages

@@ -18,7 +18,7 @@ typedef struct {
     int64_t last_ts;        /* event time of the last item pushed (ORD_TS_UNKNOWN: none) */
     int64_t empty_since;    /* monotonic ms: when it last ran empty */
     int asked;              /* lag asked since it ran empty */
-    int lagging;            /* the answer */
+    int lagging;            /* the answer: 1, 0, or -1 not known (asked again) */
     int held;
 } ord__src;
 
@@ -136,8 +136,9 @@ static int ord__waiting(ord *o, int64_t now_ms, ord_lag_fn lag, void *ud) {
     for (int i = 0; i < o->n_src; i++) {
         ord__src *s = &o->src[i];
         if (s->n) continue;
-        if (!s->asked) {
-            s->lagging = lag ? lag(ud, i) != 0 : 0;
+        if (!s->asked || s->lagging < 0) {   /* not known yet: asked again */
+            int l = lag ? lag(ud, i) : 0;
+            s->lagging = l < 0 ? -1 : l != 0;
             s->asked = 1;
         }
         if (s->lagging && now_ms - s->empty_since < o->idle_ms) wait = 1;

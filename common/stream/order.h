@@ -26,9 +26,10 @@
 
 typedef struct ord ord;
 
-/* 1 when source src may have messages at the broker beyond what was polled (its
- * position is below the high watermark, or not known yet), 0 when it is caught up or not
- * assigned to this consumer. Asked when a source runs empty. */
+/* 1 when source src has messages at the broker beyond what was polled (its position is
+ * below the high watermark), 0 when it is caught up or not assigned to this consumer, -1
+ * when that is not known yet (nothing fetched): it counts as lagging and is asked again
+ * at the next ord_pop. Asked when a source runs empty. */
 typedef int (*ord_lag_fn)(void *ud, int src);
 /* Frees an item that is dropped rather than handed out. */
 typedef void (*ord_drop_fn)(void *item);
@@ -61,7 +62,7 @@ int64_t ord_position(const ord *o, int src);
 int ord_push(ord *o, int src, int64_t ts, void *item);
 /* The item to hand to the learner next, removed from its FIFO (*src_out = its source), or
  * NULL when the buffer is empty or must wait for a lagging empty source (lag is asked
- * once per source each time it runs empty). now_ms: a monotonic clock. */
+ * once per source each time it runs empty, and again while the answer is -1). now_ms: a monotonic clock. */
 void *ord_pop(ord *o, int64_t now_ms, ord_lag_fn lag, void *ud, int *src_out);
 /* Remove the next item regardless of waiting (at shutdown: hand out what was polled in
  * order). NULL when empty. */
