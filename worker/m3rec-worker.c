@@ -728,18 +728,13 @@ static void input_write_json(const worker *w, json_writer *jw) {
     json_obj_begin(jw);
     json_key(jw, "order");
     json_str(jw, w->cfg.order_event_time ? "event-time" : "arrival");
-    json_key(jw, "buffered_max");
-    json_int(jw, w->buffered_max);
-    json_key(jw, "holds");
-    json_int(jw, w->holds);
-    json_key(jw, "lost");
-    json_int(jw, w->gaps || w->resets);
-    json_key(jw, "gaps");
-    json_int(jw, w->gaps);
-    json_key(jw, "gap_messages");
-    json_int(jw, w->gap_messages);
-    json_key(jw, "offset_resets");
-    json_int(jw, w->resets);
+    const struct { const char *key; long long v; } f[] = {
+        {"buffered_max", w->buffered_max}, {"holds", w->holds}, {"lost", w->gaps || w->resets},
+        {"gaps", w->gaps}, {"gap_messages", w->gap_messages}, {"offset_resets", w->resets}};
+    for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) {
+        json_key(jw, f[i].key);
+        json_int(jw, f[i].v);
+    }
     json_obj_end(jw);
 }
 
