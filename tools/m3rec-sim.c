@@ -7,9 +7,10 @@
  *                  [--report PATH]
  *                  [--out FILE] [--create-topics PARTITIONS] [--rate MSGS_PER_SEC]
  *
- * --rate paces production in wall-clock time (0 = as fast as possible); the embedded
- * broker keeps only ~5 MB per partition, so a demo paces the stream to what the worker
- * can follow.
+ * --rate paces production in wall-clock time (0 = as fast as possible). The embedded
+ * broker keeps only ~5 MB per partition: there production also waits for the worker's
+ * consumer group (its kafka.group.id from --config/--set, "m3rec" by default) so that no
+ * partition runs more than app/sink.h's bound ahead of what the worker has committed.
  * Topics and scenarios come from the same configuration as the worker's; messages are
  * keyed by the decimal user id (murmur2 partitioner, like Java clients). --out writes
  * the messages to a file instead (app/sink.h has the format). */

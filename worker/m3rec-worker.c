@@ -23,7 +23,14 @@
  * broker is unreachable, or the undelivered output passes half of the producer's queue bound
  * (queue.buffering.max.*), consuming is paused; checkpoints wait until everything they
  * cover is delivered (a due one is skipped during an outage); the worker stops on its own
- * only after worker.outage.max.ms, when that is set. */
+ * only after worker.outage.max.ms, when that is set.
+ *
+ * Input order and loss (stream/order.h): what is polled is handed to the learner in
+ * event-time order across all assigned partitions (the earliest buffered ts_ms first,
+ * waiting up to input.order.idle.ms for an empty partition that still has messages at the
+ * broker, pausing a partition whose share of input.order.buffer is full), so a backlog
+ * trains as the live stream would; every skipped offset is reported (INPUT LOST, the
+ * progress line, the report's "input"), and input.loss.fail=true stops the worker. */
 #include <inttypes.h>
 #include <malloc.h>
 #include <signal.h>
