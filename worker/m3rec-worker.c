@@ -310,18 +310,21 @@ static void drop_message(void *m) {
 
 /* After a rebalance the buffered messages belong to an assignment that ended: drop them
  * (their offsets were not stored; they are fetched again by whoever owns the partitions)
- * and expect each partition after what was handled of it, else where its new assignment
- * starts (known with a store), else at 0 on the embedded broker. */
+ * and expect each partition where its new assignment starts, when that is known. */
 static void sync_rebalance(worker *w, int64_t now) {
     unsigned r = kio_consumer_rebalances(w->cons);
     if (r == w->rebalances) return;
+    int first = w->rebalances == 0;
     w->rebalances = r;
     ord_clear(w->ord, drop_message, now);
     for (int src = 0; src < w->n_topics * w->n_partitions; src++) {
-        int64_t next = w->next_off[src] >= 0 ? w->next_off[src] : w->floor_off[src];
-        /* the embedded broker's topics were created empty by this process: every offset
-         * from 0 on is this run's input (its limit drops the oldest before they are read) */
-        if (next < 0 && w->mock) next = 0;
+        /* where the new assignment starts: known with a store (on_assign); without one the
+         * group's committed offset, which another member may have moved: not known */
+        int64_t next = w->floor_off[src];
+        /* the embedded broker's topics were created empty by this process: at the first
+         * assignment every offset from 0 on is this run's input (its limit drops the
+         * oldest before they are read) */
+        if (next < 0 && w->mock && first) next = 0;
         ord_expect(w->ord, src, next);
     }
 }
