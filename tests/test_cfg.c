@@ -150,7 +150,11 @@ static const char *defaults_dump =
     "registry.url=\n"
     "registry.subject.strategy=topic\n"
     "registry.timeout.ms=5000\n"
-    "registry.backoff.max.ms=5000\n";
+    "registry.backoff.max.ms=5000\n"
+    "input.order.event_time=true\n"
+    "input.order.buffer=32768\n"
+    "input.order.idle.ms=2000\n"
+    "input.loss.fail=false\n";
 
 static void test_defaults(void) {
     m3_cfg c;
@@ -672,7 +676,7 @@ static void test_documented(void) {
         CHECK_CONTAINS(props, pat);
         n++;
     }
-    CHECK_EQ_INT(n, 68);
+    CHECK_EQ_INT(n, 72);
     char *help = cfg_help();
     CHECK_CONTAINS(help, "batch.size                   impressions per minibatch "
                          "(predict, then train) (1..4096; default 256)\n");

@@ -13,7 +13,9 @@
  * scenario or read a mapped feature. Messages are keyed by the decimal user id (murmur2 partitioner, like Java
  * clients); --out writes them to a file instead in m3rec-sim's format (topic, NUL,
  * 4-byte big-endian key length, key, 4-byte big-endian value length, value); --check
- * only parses and counts. A bad row stops the replay with "path:line: message" and
+ * only parses and counts. Into the embedded broker (~5 MB per partition) production
+ * waits for the worker's consumer group (its kafka.group.id), as m3rec-sim's does. A bad
+ * row stops the replay with "path:line: message" and
  * exit code 1 (the rows before it are already produced: run --check first), unless
  * --skip-bad counts and skips it. Exit codes: 0 done, 1 data or Kafka error, 2 usage,
  * mapping or configuration error. */
@@ -247,7 +249,9 @@ static int replay(const rpl_map *map, const m3_cfg *cfg, const opts *o) {
     }
     kio_prop *props = app_kafka_props(cfg, o->bootstrap, 0, &n_props);
     rpl_replay *r = props ? rpl_new(map, o->files, o->n_files, &o->ropts, err, sizeof err) : NULL;
-    sink_opts so = {o->out, props, n_props, t.all, topics_count(&t), o->create_parts, o->rate};
+    sink_opts so = {o->out, props, n_props, t.all, topics_count(&t), o->create_parts, o->rate,
+                    /* the worker's group: on the embedded broker production waits for it */
+                    cfg_kafka_get(cfg, "group.id") ? cfg_kafka_get(cfg, "group.id") : "m3rec"};
     sink *out = NULL;
     long long messages = 0;
     int rc = 0;

@@ -10,9 +10,10 @@
  *
  * --time-rate sets the event-time rate (the stream's span); --conversion-delay the delay
  * distribution, e.g. lognormal:median=2h,sigma=1.5 (docs/simulator.md).
- * --rate paces production in wall-clock time (0 = as fast as possible); the embedded
- * broker keeps only ~5 MB per partition, so a demo paces the stream to what the worker
- * can follow.
+ * --rate paces production in wall-clock time (0 = as fast as possible). The embedded
+ * broker keeps only ~5 MB per partition: there production also waits for the worker's
+ * consumer group (its kafka.group.id from --config/--set, "m3rec" by default) so that no
+ * partition runs more than app/sink.h's bound ahead of what the worker has committed.
  * Topics and scenarios come from the same configuration as the worker's; messages are
  * keyed by the decimal user id (murmur2 partitioner, like Java clients). --out writes
  * the messages to a file instead (app/sink.h has the format). */
@@ -115,7 +116,9 @@ int main(int argc, char **argv) {
     sim *s = props ? sim_new(&sc, err, sizeof err) : NULL;
     app_oracle *orc = s ? app_oracle_new(&cfg, err, sizeof err) : NULL;
     /* the worker's outputs too, so --create-topics sets up the whole pipeline */
-    sink_opts so = {o.out, props, n_props, t.all, topics_count(&t), o.create_parts, o.rate};
+    sink_opts so = {o.out, props, n_props, t.all, topics_count(&t), o.create_parts, o.rate,
+                    /* the worker's group: on the embedded broker production waits for it */
+                    cfg_kafka_get(&cfg, "group.id") ? cfg_kafka_get(&cfg, "group.id") : "m3rec"};
     sink *out = orc ? sink_open(&so, err, sizeof err) : NULL;
     if (!out) {
         fprintf(stderr, "m3rec-sim: %s\n", props ? err : "out of memory");

@@ -23,7 +23,14 @@
  * broker is unreachable, or the undelivered output passes half of the producer's queue bound
  * (queue.buffering.max.*), consuming is paused; checkpoints wait until everything they
  * cover is delivered (a due one is skipped during an outage); the worker stops on its own
- * only after worker.outage.max.ms, when that is set. */
+ * only after worker.outage.max.ms, when that is set.
+ *
+ * Input order and loss (stream/order.h): what is polled is handed to the learner in
+ * event-time order across all assigned partitions (the earliest buffered ts_ms first,
+ * waiting up to input.order.idle.ms for an empty partition that still has messages at the
+ * broker, pausing a partition whose share of input.order.buffer is full), so a backlog
+ * trains as the live stream would; every skipped offset is reported (INPUT LOST, the
+ * progress line, the report's "input"), and input.loss.fail=true stops the worker. */
 #include <inttypes.h>
 #include <malloc.h>
 #include <signal.h>
@@ -44,6 +51,7 @@
 #include "stream/kio.h"
 #include "stream/learner.h"
 #include "stream/registry.h"
+#include "stream/order.h"
 #include "stream/topics.h"
 #include "report/metrics.h"
 #include "state/state.h"
@@ -110,6 +118,14 @@ typedef struct {
     uint32_t out_id;                       /* the Prediction schema's registry id */
     long long registry_waits;              /* messages that waited for the registry */
     int64_t registry_wait_ms;              /* for how long, in all */
+    /* input order and loss (input.order.*, input.loss.fail; stream/order.h) */
+    ord *ord;                              /* the order buffer and each partition's expected
+                                              offset (its FIFOs stay empty in arrival order) */
+    unsigned rebalances;                   /* kio_consumer_rebalances at the last look */
+    long long gaps, gap_messages;          /* offset gaps seen, offsets they skipped */
+    long long resets;                      /* offset resets (out of range) seen */
+    long long buffered_max, holds;         /* the buffer's high mark; partitions paused for it */
+    int loss_stop;                         /* input.loss.fail stopped the worker */
 } worker;
 
 static void usage(void) {
@@ -246,6 +262,125 @@ static int handle(worker *w, const rd_kafka_message_t *m) {
     return 0;
 }
 
+/* ---- input: event-time order across partitions, and loss (stream/order.h) ---- */
+
+#define LOSS_LINES 20   /* gap lines printed in full; after them every 100th */
+
+/* The learner's source index of m (topic index x partitions + partition), or -1 when m is
+ * not from an input partition this worker numbers. */
+static int source_of(const worker *w, const rd_kafka_message_t *m) {
+    int t = topic_index(w, rd_kafka_topic_name(m->rkt));
+    if (t < 0 || m->partition < 0 || m->partition >= w->n_partitions) return -1;
+    return t * w->n_partitions + m->partition;
+}
+
+/* input.loss.fail: input was lost, stop at once (no checkpoint: it would store offsets
+ * past the hole). */
+static void loss_stop(worker *w) {
+    if (!w->cfg.loss_fail || w->loss_stop) return;
+    fprintf(stderr, "m3rec-worker: stopping: input was lost and input.loss.fail=true (no "
+            "checkpoint; the report covers a partial stream)\n");
+    w->loss_stop = 1;
+    w->failed = 1;
+}
+
+/* skipped offsets before m in its partition: the broker no longer had them (retention,
+ * the embedded broker's limit, an offset reset) or a transaction marker took one. */
+static void input_lost(worker *w, const rd_kafka_message_t *m, int64_t skipped) {
+    w->gaps++;
+    w->gap_messages += skipped;
+    if (w->gaps <= LOSS_LINES || w->gaps % 100 == 0)
+        fprintf(stderr, "m3rec-worker: INPUT LOST: %s [%d]: offsets %" PRId64 "..%" PRId64
+                " were skipped (%" PRId64 " messages; %lld gaps, %lld messages so far)%s\n",
+                rd_kafka_topic_name(m->rkt), (int)m->partition, m->offset - skipped,
+                m->offset - 1, skipped, w->gaps, w->gap_messages,
+                skipped == 1 ? " - one offset can also be a transaction marker" : "");
+    loss_stop(w);
+}
+
+/* Offset resets kio saw since the last look: loud, counted, and a stop under
+ * input.loss.fail (what they skipped shows as a gap when the next message arrives). */
+static void check_resets(worker *w) {
+    char last[512];
+    long long r = kio_consumer_resets(w->cons, last, sizeof last);
+    if (r == w->resets) return;
+    fprintf(stderr, "m3rec-worker: INPUT LOST: offset out of range, position reset (%lld so "
+            "far): %s\n", r, last);
+    w->resets = r;
+    loss_stop(w);
+}
+
+/* The event time of m: its payload's ts_ms (the learner's clocks use it), or
+ * ORD_TS_UNKNOWN when it does not decode (it goes to the DLQ in its partition's place). */
+static int64_t event_time(worker *w, const rd_kafka_message_t *m) {
+    char reason[CODEC_REASON_MAX];
+    m3_event ev;
+    if (fmt_decode(w->dec, m->payload, m->len, &ev, reason, sizeof reason) != FMT_OK)
+        return ORD_TS_UNKNOWN;   /* refused, or waiting for the registry: handle() decides */
+    int64_t ts = ev.type == M3_EV_IMPRESSION ? ev.u.imp.ts_ms
+               : ev.type == M3_EV_CONVERSION ? ev.u.conv.ts_ms
+               : ev.type == M3_EV_SCORE_REQUEST ? ev.u.req.ts_ms : ORD_TS_UNKNOWN;
+    m3_event_clear(&ev);
+    return ts;
+}
+
+/* ord_lag_fn: the partition has messages at the broker beyond what was polled (1), not
+ * (0), or that is not known yet (-1). */
+static int lagging(void *ud, int src) {
+    worker *w = ud;
+    int64_t lag = kio_consumer_lag(w->cons, w->tp.all[src / w->n_partitions],
+                                   src % w->n_partitions, ord_position(w->ord, src));
+    return lag < 0 ? -1 : lag > 0;
+}
+
+static void drop_message(void *m) {
+    rd_kafka_message_destroy(m);
+}
+
+/* After a rebalance the buffered messages belong to an assignment that ended: drop them
+ * (their offsets were not stored; they are fetched again by whoever owns the partitions)
+ * and expect each partition where its new assignment starts, when that is known. */
+static void sync_rebalance(worker *w, int64_t now) {
+    unsigned r = kio_consumer_rebalances(w->cons);
+    if (r == w->rebalances) return;
+    int first = w->rebalances == 0;
+    w->rebalances = r;
+    ord_clear(w->ord, drop_message, now);
+    for (int src = 0; src < w->n_topics * w->n_partitions; src++) {
+        /* where the new assignment starts: known with a store (on_assign); without one the
+         * group's committed offset, which another member may have moved: not known */
+        int64_t next = w->floor_off[src];
+        /* the embedded broker's topics were created empty by this process: at the first
+         * assignment every offset from 0 on is this run's input (its limit drops the
+         * oldest before they are read) */
+        if (next < 0 && w->mock && first) next = 0;
+        ord_expect(w->ord, src, next);
+    }
+}
+
+/* Pause a partition whose buffer is full, resume it when it has drained to half. */
+static void update_hold(worker *w, int src) {
+    char err[512];
+    int held = ord_held(w->ord);
+    int want = ord_hold(w->ord, src);
+    if (ord_held(w->ord) == held) return;
+    w->holds += want;
+    if (kio_consumer_hold(w->cons, w->tp.all[src / w->n_partitions], src % w->n_partitions, want,
+                          err, sizeof err) != 0)
+        fprintf(stderr, "m3rec-worker: %s\n", err);
+}
+
+/* Put m in the order buffer (it owns m from here). Returns 0, or -1 out of memory. */
+static int buffer_input(worker *w, rd_kafka_message_t *m) {
+    int src = source_of(w, m);
+    if (src < 0) src = 0;
+    if (ord_push(w->ord, src, event_time(w, m), m) != 0) return -1;
+    long long n = ord_count(w->ord, -1);
+    if (n > w->buffered_max) w->buffered_max = n;
+    update_hold(w, src);
+    return 0;
+}
+
 /* ---- outages: pausing, the limit, waiting for delivery ---- */
 
 static void progress(worker *w);
@@ -376,17 +511,20 @@ static int decode_waiting(worker *w, const rd_kafka_message_t *m, m3_event *ev, 
     return r;
 }
 
-/* A message below its partition's position was handled already: librdkafka 2.0 can fetch
- * again from an older offset after a resume or a rebalance. Returns 1 (and counts it) for
- * such a message, which must be dropped. */
+/* A message below its partition's position was polled already: librdkafka 2.0 can fetch
+ * again from an older offset after a pause, a resume or a rebalance. Returns 1 (and counts
+ * it) for such a message, which must be dropped; a message past the position means input
+ * was skipped (input_lost). */
 static int redelivered(worker *w, const rd_kafka_message_t *m) {
-    int t = topic_index(w, rd_kafka_topic_name(m->rkt));
-    if (t < 0 || m->partition < 0 || m->partition >= w->n_partitions) return 0;
-    int src = t * w->n_partitions + m->partition;
-    int64_t pos = w->next_off[src] >= 0 ? w->next_off[src] : w->floor_off[src];
-    if (pos < 0 || m->offset >= pos) return 0;
-    w->redelivered++;
-    return 1;
+    int src = source_of(w, m);
+    if (src < 0) return 0;
+    int64_t skipped = ord_check(w->ord, src, m->offset);
+    if (skipped < 0) {
+        w->redelivered++;
+        return 1;
+    }
+    if (skipped > 0) input_lost(w, m, skipped);
+    return 0;
 }
 
 /* ---- durable state: checkpoints and where partitions start ---- */
@@ -568,7 +706,7 @@ static int start_embedded_broker(worker *w, char *err, size_t n) {
 }
 
 /* The input topics must exist with one partition count (co-partitioning), the outputs
- * with any; then the per-partition counters are sized. */
+ * with any; then the per-partition counters and the order buffer are sized. */
 static int check_topics(worker *w, char *err, size_t n) {
     int parts = kio_check_topics(w->props, w->n_props, w->tp.all, w->n_topics, START_TIMEOUT_MS,
                                  err, n);
@@ -587,7 +725,10 @@ static int check_topics(worker *w, char *err, size_t n) {
         return -1;
     }
     for (int i = 0; i < w->n_topics * parts; i++) w->next_off[i] = w->floor_off[i] = -1;
-    return 0;
+    int share = w->cfg.order_buffer / (w->n_topics * parts);   /* each source's share */
+    w->ord = ord_new(w->n_topics * parts, share < 16 ? 16 : share, w->cfg.order_idle_ms,
+                     clk_mono_ms(), err, n);
+    return w->ord ? 0 : -1;
 }
 
 /* store.dir: the durable state, created or restored, for this layout of sources. */
@@ -716,6 +857,7 @@ static void close_consumer(worker *w) {
 
 static void teardown(worker *w) {
     char err[512];
+    ord_free(w->ord, drop_message);   /* messages go before their consumer */
     close_consumer(w);
     kio_producer_destroy(w->prod);
     kio_mock_destroy(w->mock);
@@ -731,6 +873,22 @@ static void teardown(worker *w) {
     free(w->floor_off);
     live_stop(w->live);
     cfg_free(&w->cfg);
+}
+
+/* The report's "input" object: how the input was ordered, and what of it was lost. */
+static void input_write_json(const worker *w, json_writer *jw) {
+    json_key(jw, "input");
+    json_obj_begin(jw);
+    json_key(jw, "order");
+    json_str(jw, w->cfg.order_event_time ? "event-time" : "arrival");
+    const struct { const char *key; long long v; } f[] = {
+        {"buffered_max", w->buffered_max}, {"holds", w->holds}, {"lost", w->gaps || w->resets},
+        {"gaps", w->gaps}, {"gap_messages", w->gap_messages}, {"offset_resets", w->resets}};
+    for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) {
+        json_key(jw, f[i].key);
+        json_int(jw, f[i].v);
+    }
+    json_obj_end(jw);
 }
 
 /* The worker's own report keys: input throughput while there was input, the admission
@@ -770,6 +928,7 @@ static void report_extra(json_writer *jw, void *arg) {
         json_int(jw, w->registry_wait_ms);
         json_obj_end(jw);
     }
+    input_write_json(w, jw);
     json_key(jw, "partitions");
     json_obj_begin(jw);
     for (int t = 0; t < w->n_topics; t++)
@@ -786,14 +945,18 @@ static void report_extra(json_writer *jw, void *arg) {
 
 /* ---- the loop ---- */
 
-/* The progress line; during an outage it says for how long the broker has not answered. */
+/* The progress line; during an outage it says for how long the broker has not answered,
+ * and once input was lost it says how much, on every line. */
 static void progress(worker *w) {
-    char line[256], outage[160] = "";
+    char line[256], outage[160] = "", lost[160] = "";
     met_board_progress_line(lrn_board(w->L), line, sizeof line);
     if (w->down_ms > 0)
         snprintf(outage, sizeof outage, "  broker unreachable for %.0f s: consuming paused, "
                  "%lld outputs waiting", (double)w->down_ms / 1000.0, w->waiting);
-    fprintf(stderr, "%s  pending %zu%s\n", line, lrn_pending(w->L), outage);
+    if (w->gaps || w->resets)
+        snprintf(lost, sizeof lost, "  INPUT LOST: %lld messages in %lld gaps, %lld offset resets",
+                 w->gap_messages, w->gaps, w->resets);
+    fprintf(stderr, "%s  pending %zu%s%s\n", line, lrn_pending(w->L), outage, lost);
 }
 
 /* The live view's snapshot (at most once a second: live_due). */
@@ -832,37 +995,67 @@ static int checkpoint_due(worker *w, int64_t now) {
 }
 
 /* How long the next poll may wait: at most 100 ms (idle exit, progress and checkpoints
- * are due on time), less when the queued batch's linger time runs out sooner. */
+ * are due on time), less when the queued batch's linger time or the order buffer's wait
+ * for a lagging partition runs out sooner. */
 static int poll_timeout(const worker *w, const pace *pc) {
     int timeout = 100;
     if (lrn_queued(w->L)) {
         int64_t left = pc->batch_start + w->cfg.batch_linger_ms - clk_mono_ms();
         timeout = left < 0 ? 0 : left < timeout ? (int)left : timeout;
     }
+    int64_t wait = ord_wait_ms(w->ord, clk_mono_ms());   /* the order buffer's idle wait ends */
+    if (wait >= 0 && wait < timeout) timeout = (int)wait;
     return timeout;
 }
 
-/* Handle the n polled messages (each destroyed here), checkpointing at the minibatch
- * boundaries they reach; after a failure the rest are only destroyed. */
-static void handle_polled(worker *w, rd_kafka_message_t **msgs, int n, int64_t now, pace *pc) {
+/* Hand one message to the learner (it is destroyed here), checkpointing at the minibatch
+ * boundary it reaches. */
+static void hand(worker *w, rd_kafka_message_t *m, int64_t now, pace *pc) {
     char err[512];
-    for (int i = 0; i < n; i++) {
-        if (w->failed) {   /* nothing more is handled: the state cannot be saved */
-            rd_kafka_message_destroy(msgs[i]);
-            continue;
-        }
-        if (redelivered(w, msgs[i])) {
-            rd_kafka_message_destroy(msgs[i]);
-            msgs[i] = NULL;
-            continue;
-        }
-        if (!lrn_queued(w->L)) pc->batch_start = now;
-        if (handle(w, msgs[i]) == 0 && !w->st) kio_consumer_store(w->cons, msgs[i], err, sizeof err);
-        rd_kafka_message_destroy(msgs[i]);
-        msgs[i] = NULL;
-        /* a checkpoint must sit between two minibatches: take it right after a batch ran */
-        if (checkpoint_due(w, now)) checkpoint(w, 0);
+    if (!lrn_queued(w->L)) pc->batch_start = now;
+    /* a message that waited for the registry and was not handled stores no offset */
+    if (handle(w, m) == 0 && !w->st) kio_consumer_store(w->cons, m, err, sizeof err);
+    rd_kafka_message_destroy(m);
+    /* a checkpoint must sit between two minibatches: take it right after a batch ran */
+    if (checkpoint_due(w, now)) checkpoint(w, 0);
+}
+
+/* Hand out what the order buffer releases (ord_pop: the earliest head, unless a lagging
+ * partition is still awaited), resuming partitions that drained. */
+static void release(worker *w, int64_t now, pace *pc) {
+    int src;
+    rd_kafka_message_t *m;
+    int handed = 0;
+    while (!w->failed && (m = ord_pop(w->ord, now, lagging, w, &src))) {
+        hand(w, m, now, pc);
+        update_hold(w, src);
+        handed = 1;
     }
+    if (handed) pc->last_input = clk_mono_ms();   /* handing a backlog out is not idleness */
+}
+
+/* Handle the n polled messages (each destroyed here, or owned by the order buffer):
+ * duplicates are dropped, gaps reported, and the rest handed to the learner in order;
+ * after a failure they are only destroyed. */
+static void handle_polled(worker *w, rd_kafka_message_t **msgs, int n, int64_t now, pace *pc) {
+    sync_rebalance(w, now);
+    check_resets(w);
+    for (int i = 0; i < n; i++) {
+        rd_kafka_message_t *m = msgs[i];
+        msgs[i] = NULL;
+        if (w->failed || redelivered(w, m)) {   /* after a failure nothing more is handled */
+            rd_kafka_message_destroy(m);
+            continue;
+        }
+        if (!w->cfg.order_event_time) {
+            hand(w, m, now, pc);
+        } else if (buffer_input(w, m) != 0) {
+            fprintf(stderr, "m3rec-worker: the order buffer is out of memory, stopping\n");
+            rd_kafka_message_destroy(m);
+            w->failed = 1;
+        }
+    }
+    if (w->cfg.order_event_time) release(w, now, pc);
 }
 
 /* The poll returned input: the idle clock and the input-throughput window move on. */
@@ -872,9 +1065,11 @@ static void note_input(worker *w, int64_t now, pace *pc) {
     if (!w->first_input_ms) w->first_input_ms = now;
 }
 
-/* Between polls: say when the assignment changed, run the minibatch whose linger time is
- * up, and checkpoint if one is due. */
+/* Between polls: say when the assignment changed, hand out what the order buffer
+ * releases now (a lagging partition's wait may be over), run the minibatch whose linger
+ * time is up, and checkpoint if one is due. */
 static void between_polls(worker *w, int64_t now, pace *pc) {
+    release(w, now, pc);
     int assigned = kio_consumer_assigned(w->cons);
     if (assigned != pc->last_assigned) {
         fprintf(stderr, "m3rec-worker: assigned %d partitions\n", assigned);
@@ -904,13 +1099,15 @@ static void keep_up(worker *w, int64_t now, pace *pc) {
     publish(w);
 }
 
-/* model.max_events handled, or no input for exit.idle.ms after some (an outage or a group
- * without an assignment for this member does not count: keep_up moves the idle clock). */
+/* model.max_events handled, or no input for exit.idle.ms after some and nothing buffered
+ * (an outage or a group without an assignment for this member does not count: keep_up
+ * moves the idle clock; nor does handing out the order buffer: release moves it). */
 static int done(worker *w, int64_t now, const pace *pc) {
     const m3_cfg *c = &w->cfg;
     if (c->max_events > 0 && (int64_t)met_board_counters(lrn_board(w->L))->events >= c->max_events)
         return 1;
-    if (c->exit_idle_ms > 0 && pc->seen_input && now - pc->last_input >= c->exit_idle_ms) {
+    if (c->exit_idle_ms > 0 && pc->seen_input && now - pc->last_input >= c->exit_idle_ms &&
+        ord_count(w->ord, -1) == 0) {
         fprintf(stderr, "m3rec-worker: no input for %lld ms, stopping\n",
                 (long long)c->exit_idle_ms);
         return 1;
@@ -918,11 +1115,16 @@ static int done(worker *w, int64_t now, const pace *pc) {
     return 0;
 }
 
-/* Shutdown: finish the batch, checkpoint, flush the producer, commit, then close (in
+/* Shutdown: hand out the order buffer, finish the batch, checkpoint, flush the producer, commit, then close (in
  * main); after a failure nothing more is checkpointed. Returns rc, or 1 on a failure. */
-static int finish(worker *w, const pace *pc, int rc) {
+static int finish(worker *w, pace *pc, int rc) {
     char err[512];
     live_stopping(w->live);
+    int src;
+    rd_kafka_message_t *m;
+    sync_rebalance(w, clk_mono_ms());   /* what was polled is still assigned: hand it out */
+    while (!w->failed && (m = ord_pop_any(w->ord, &src))) hand(w, m, clk_mono_ms(), pc);
+    ord_clear(w->ord, drop_message, 0);   /* after a failure: before the consumer closes */
     if (!w->failed) lrn_run_batch(w->L, emit_prediction, w);
     if (w->st && !state_broken(w) && changed(w) && checkpoint(w, 1) != 0) rc = 1;
     w->last_input_ms = clk_mono_ms();
@@ -931,7 +1133,10 @@ static int finish(worker *w, const pace *pc, int rc) {
         fprintf(stderr, "m3rec-worker: producer flush: %s\n", err);
         rc = 1;
     }
-    if (!w->st) kio_consumer_commit(w->cons, err, sizeof err);
+    /* without a store the offsets are committed to Kafka - unless the broker was down at
+     * the last look: the consumer is then abandoned (close_consumer), and a commit in
+     * flight to an unreachable coordinator would hold up its destruction */
+    if (!w->st && !w->outage_stop && w->down_ms == 0) kio_consumer_commit(w->cons, err, sizeof err);
     return rc;
 }
 
@@ -1027,6 +1232,12 @@ int main(int argc, char **argv) {
             (unsigned long long)mc->conversions, (unsigned long long)mc->late_conversions,
             (unsigned long long)mc->unmatched_conversions, (unsigned long long)mc->requests,
             (unsigned long long)mc->predictions, (unsigned long long)mc->dlq, delivered, failed);
+    if (w.gaps || w.resets) {
+        fprintf(stderr, "m3rec-worker: INPUT LOST: %lld messages skipped in %lld offset gaps, "
+                "%lld offset resets: this run saw a partial stream%s\n", w.gap_messages, w.gaps,
+                w.resets, w.cfg.loss_fail ? "" : " (input.loss.fail=true makes it fail)");
+        if (w.cfg.loss_fail) rc = 1;
+    }
     if (w.produce_errors || failed) {
         fprintf(stderr, "m3rec-worker: %lld produce errors, last: %s\n",
                 w.produce_errors + failed, w.last_produce_error[0] ? w.last_produce_error

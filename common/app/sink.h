@@ -19,17 +19,30 @@ typedef struct {
     int n_topics;
     int create_parts;              /* partitions of the created topics; 0 = create none */
     double rate;                   /* messages per wall-clock second; 0 = as fast as possible */
+    const char *group;             /* Kafka: the consumer group reading the topics (the
+                                      worker's group.id); NULL = none is checked */
 } sink_opts;
 
 typedef struct sink sink;
 
 /* Open the file, or create the topics (when asked) and a producer. The pacing clock starts
- * here. Returns the sink, or NULL with errstr = "path: <strerror>" or Kafka's error. */
+ * here. When the cluster is the embedded broker (librdkafka's mock cluster, which keeps
+ * only ~5 MB or 100,000 messages per partition and drops the oldest silently) and a group
+ * is given, production is also paced to that group: a partition may run at most
+ * SINK_EMBEDDED_BYTES / SINK_EMBEDDED_MSGS ahead of the group's committed offset (sink_put
+ * waits, saying so once), so the broker never drops what the worker has not read.
+ * Returns the sink, or NULL with errstr = "path: <strerror>" or Kafka's error. */
 sink *sink_open(const sink_opts *o, char *errstr, size_t errstr_size);
 
+#define SINK_EMBEDDED_BYTES (3LL << 20)   /* unread bytes per partition of the embedded broker */
+#define SINK_EMBEDDED_MSGS 60000           /* and messages (its limits: ~5 MB, 100,000) */
+#define SINK_EMBEDDED_STALL_S 120          /* no progress of the group for this long: refuse */
+
 /* Encode ev, key it by its user id and put it on topic; serves the producer's delivery
- * reports every 1024 messages and sleeps as the rate asks. Returns 0, or -1 with
- * errstr = "encode: <reason>" or "produce: <Kafka's error>". */
+ * reports every 1024 messages and sleeps as the rate asks (and, on the embedded broker,
+ * as the group's progress asks). Returns 0, or -1 with errstr = "encode: <reason>",
+ * "produce: <Kafka's error>" or "embedded broker: ..." (the group read nothing of a full
+ * partition for SINK_EMBEDDED_STALL_S: producing more would lose messages). */
 int sink_put(sink *s, const char *topic, const m3_event *ev, char *errstr, size_t errstr_size);
 
 /* The messages put so far. */

@@ -206,6 +206,19 @@ static const cfg__key cfg__keys[] = {
           "bound of one registry request, connecting included"),
     K_INT("registry.backoff.max.ms", registry_backoff_max_ms, 10, 600000, "5000",
           "longest pause between retries while the registry cannot answer (messages wait)"),
+    /* issue 17, input order and loss: event-time order across partitions, offset gaps */
+    K_TYP("input.order.event_time", CFG__BOOL, order_event_time, "true",
+          "hand input to the learner in event-time order across the assigned partitions "
+          "(bounded buffer); false = in the order the consumer fetched it"),
+    K_INT("input.order.buffer", order_buffer, 1, 10000000, "32768",
+          "messages the order buffer holds, shared evenly by the assigned partitions (at "
+          "least 16 each); a partition whose share is full is paused"),
+    K_I64("input.order.idle.ms", order_idle_ms, 0, 600000, "2000",
+          "how long the input waits for an empty partition that still has messages at the "
+          "broker before it goes on without it (as Kafka Streams' max.task.idle.ms)"),
+    K_TYP("input.loss.fail", CFG__BOOL, loss_fail, "false",
+          "stop (exit 1, no checkpoint) when input is lost: an offset gap or an offset reset; "
+          "false = count and report it"),
 };
 #define CFG__NKEYS ((int)(sizeof cfg__keys / sizeof cfg__keys[0]))
 _Static_assert(sizeof cfg__keys / sizeof cfg__keys[0] <= CFG_KEYS_MAX, "raise CFG_KEYS_MAX");

@@ -113,6 +113,11 @@ typedef struct m3_cfg {
     int registry_timeout_ms;              /* registry.timeout.ms: one request's bound */
     int registry_backoff_max_ms;          /* registry.backoff.max.ms: longest pause between
                                              retries while the registry cannot answer */
+    /* input order and loss (stream/order.h) */
+    int order_event_time;                 /* input.order.event_time, bool */
+    int order_buffer;                     /* input.order.buffer: messages in all */
+    int64_t order_idle_ms;                /* input.order.idle.ms: wait for a lagging partition */
+    int loss_fail;                        /* input.loss.fail, bool: stop when input is lost */
     /* librdkafka passthrough, in file order (later entries override earlier ones) */
     cfg_kafka_prop *kafka;                /* owned */
     int n_kafka;

@@ -412,6 +412,10 @@ struct kio_consumer {
     int paused;              /* kio_consumer_pause: every assignment is paused */
     rd_kafka_topic_partition_list_t *paused_parts;   /* every partition paused since: the
                                         pause outlives a revocation in librdkafka */
+    rd_kafka_topic_partition_list_t *held_parts;     /* paused one by one (kio_consumer_hold) */
+    rd_kafka_topic_partition_list_t *assignment;     /* the current one, NULL when none */
+    long long resets;        /* offset out of range: the position was reset */
+    char last_reset[KIO__ERR_MAX];
     long long errors;
     char last_err[KIO__ERR_MAX];
 };
@@ -435,6 +439,33 @@ static void kio__pause_more(kio_consumer *c, const rd_kafka_topic_partition_list
                                               parts->elems[i].partition);
 }
 
+/* Remember the assignment (kio_consumer_lag asks it); NULL: none. */
+static void kio__set_assignment(kio_consumer *c, const rd_kafka_topic_partition_list_t *parts) {
+    if (c->assignment) rd_kafka_topic_partition_list_destroy(c->assignment);
+    c->assignment = parts ? rd_kafka_topic_partition_list_copy(parts) : NULL;
+}
+
+/* Resume parts; a failure is counted. */
+static void kio__resume_list(kio_consumer *c, rd_kafka_topic_partition_list_t *parts) {
+    if (!parts->cnt) return;
+    rd_kafka_resp_err_t e = rd_kafka_resume_partitions(c->rk, parts);
+    if (e) kio__consumer_error(c, "resume: %s", rd_kafka_err2str(e));
+}
+
+/* A revocation ends every hold: the partitions are resumed now unless the whole consumer
+ * is paused (its resume covers them), since librdkafka keeps a revoked partition paused
+ * and a later assignment of it would not fetch. */
+static void kio__release_holds(kio_consumer *c) {
+    if (!c->paused) {
+        kio__resume_list(c, c->held_parts);
+        for (int i = 0; i < c->held_parts->cnt; i++)
+            rd_kafka_topic_partition_list_del(c->paused_parts, c->held_parts->elems[i].topic,
+                          c->held_parts->elems[i].partition);
+    }
+    rd_kafka_topic_partition_list_destroy(c->held_parts);
+    c->held_parts = rd_kafka_topic_partition_list_new(16);
+}
+
 /* Eager (range) protocol: the whole assignment is replaced at each rebalance. */
 static void kio__rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                               rd_kafka_topic_partition_list_t *parts, void *opaque) {
@@ -447,6 +478,7 @@ static void kio__rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         e = rd_kafka_assign(rk, parts);
         if (e) kio__consumer_error(c, "assign: %s", rd_kafka_err2str(e));
         else c->assigned = parts->cnt;
+        kio__set_assignment(c, e ? NULL : parts);
         if (!e && c->paused) kio__pause_more(c, parts);
         break;
     case RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS:
@@ -455,13 +487,17 @@ static void kio__rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         e = rd_kafka_commit(rk, NULL, 1);
         if (e && e != RD_KAFKA_RESP_ERR__NO_OFFSET)
             kio__consumer_error(c, "commit on revoke: %s", rd_kafka_err2str(e));
+        kio__release_holds(c);
         rd_kafka_assign(rk, NULL);
         c->assigned = 0;
+        kio__set_assignment(c, NULL);
         break;
     default:
         kio__consumer_error(c, "rebalance: %s", rd_kafka_err2str(err));
+        kio__release_holds(c);
         rd_kafka_assign(rk, NULL);
         c->assigned = 0;
+        kio__set_assignment(c, NULL);
         break;
     }
 }
@@ -491,7 +527,9 @@ static void kio__consumer_error_cb(rd_kafka_t *rk, int err, const char *reason,
 }
 
 static void kio__consumer_free(kio_consumer *c) {
-    rd_kafka_topic_partition_list_destroy(c->paused_parts);
+    if (c->paused_parts) rd_kafka_topic_partition_list_destroy(c->paused_parts);
+    if (c->held_parts) rd_kafka_topic_partition_list_destroy(c->held_parts);
+    if (c->assignment) rd_kafka_topic_partition_list_destroy(c->assignment);
     free(c);
 }
 
@@ -514,8 +552,9 @@ kio_consumer *kio_consumer_new(const kio_prop *props, int n_props,
         return NULL;
     }
     kio_consumer *c = calloc(1, sizeof(*c));
-    if (!c || !(c->paused_parts = rd_kafka_topic_partition_list_new(16))) {
-        free(c);
+    if (!c || !(c->paused_parts = rd_kafka_topic_partition_list_new(16)) ||
+        !(c->held_parts = rd_kafka_topic_partition_list_new(16))) {
+        if (c) kio__consumer_free(c);
         err_set(errstr, n, "out of memory");
         return NULL;
     }
@@ -597,6 +636,13 @@ int kio_consumer_poll(kio_consumer *c, rd_kafka_message_t **msgs, int max, int t
             kio__drop(msgs, got);
             return -1;
         }
+        if (m->err == RD_KAFKA_RESP_ERR__AUTO_OFFSET_RESET ||
+            m->err == RD_KAFKA_RESP_ERR_OFFSET_OUT_OF_RANGE) {
+            c->resets++;
+            snprintf(c->last_reset, sizeof(c->last_reset), "%s [%d]: %s",
+                     m->rkt ? rd_kafka_topic_name(m->rkt) : "-", (int)m->partition,
+                     rd_kafka_message_errstr(m));
+        }
         if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
             kio__consumer_error(c, "consume %s [%d]: %s",
                                 m->rkt ? rd_kafka_topic_name(m->rkt) : "-",
@@ -670,11 +716,19 @@ int kio_consumer_pause(kio_consumer *c, int pause, char *errstr, size_t n) {
     } else {
         /* every partition paused since, assigned now or not: librdkafka keeps a revoked
          * partition paused, and a later assignment of it would not fetch */
-        e = rd_kafka_resume_partitions(c->rk, c->paused_parts);
-        if (!e) {
-            rd_kafka_topic_partition_list_destroy(c->paused_parts);
-            c->paused_parts = rd_kafka_topic_partition_list_new(16);
+        rd_kafka_topic_partition_list_t *held = c->held_parts;
+        rd_kafka_topic_partition_list_t *go = rd_kafka_topic_partition_list_new(16);
+        for (int i = 0; i < c->paused_parts->cnt; i++) {
+            const rd_kafka_topic_partition_t *p = &c->paused_parts->elems[i];
+            if (!rd_kafka_topic_partition_list_find(held, p->topic, p->partition))
+                rd_kafka_topic_partition_list_add(go, p->topic, p->partition);
         }
+        e = go->cnt ? rd_kafka_resume_partitions(c->rk, go) : RD_KAFKA_RESP_ERR_NO_ERROR;
+        if (!e) {   /* the held ones stay paused */
+            rd_kafka_topic_partition_list_destroy(c->paused_parts);
+            c->paused_parts = rd_kafka_topic_partition_list_copy(held);
+        }
+        rd_kafka_topic_partition_list_destroy(go);
     }
     if (e) {
         err_set(errstr, n, "%s: %s", pause ? "pause" : "resume",
@@ -687,6 +741,59 @@ int kio_consumer_pause(kio_consumer *c, int pause, char *errstr, size_t n) {
 
 int kio_consumer_paused(const kio_consumer *c) {
     return c->paused;
+}
+
+int kio_consumer_hold(kio_consumer *c, const char *topic, int32_t partition, int hold,
+                      char *errstr, size_t n) {
+    int held = rd_kafka_topic_partition_list_find(c->held_parts, topic, partition) != NULL;
+    if (!!hold == held) return 0;
+    rd_kafka_topic_partition_list_t *one = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(one, topic, partition);
+    rd_kafka_resp_err_t e = RD_KAFKA_RESP_ERR_NO_ERROR;
+    if (hold) {
+        e = rd_kafka_pause_partitions(c->rk, one);
+        if (!e) {
+            rd_kafka_topic_partition_list_add(c->held_parts, topic, partition);
+            if (!rd_kafka_topic_partition_list_find(c->paused_parts, topic, partition))
+                rd_kafka_topic_partition_list_add(c->paused_parts, topic, partition);
+        }
+    } else {
+        rd_kafka_topic_partition_list_del(c->held_parts, topic, partition);
+        if (!c->paused) {   /* else the consumer's resume covers it */
+            e = rd_kafka_resume_partitions(c->rk, one);
+            rd_kafka_topic_partition_list_del(c->paused_parts, topic, partition);
+        }
+    }
+    if (!e) e = one->elems[0].err;
+    rd_kafka_topic_partition_list_destroy(one);
+    if (e) {
+        err_set(errstr, n, "%s %s [%d]: %s", hold ? "pause" : "resume", topic, (int)partition,
+                rd_kafka_err2str(e));
+        return -1;
+    }
+    return 0;
+}
+
+int64_t kio_consumer_lag(kio_consumer *c, const char *topic, int32_t partition,
+                         int64_t position) {
+    if (!c->assignment || !rd_kafka_topic_partition_list_find(c->assignment, topic, partition))
+        return 0;
+    int64_t lo = -1, hi = -1;
+    if (rd_kafka_get_watermark_offsets(c->rk, topic, partition, &lo, &hi) != RD_KAFKA_RESP_ERR_NO_ERROR ||
+        hi < 0)
+        return -1;
+    if (position < 0)   /* where it starts is not known: an empty log has nothing to wait for */
+        return lo >= 0 && hi > lo ? -1 : 0;
+    return hi > position ? hi - position : 0;
+}
+
+unsigned kio_consumer_rebalances(const kio_consumer *c) {
+    return c->rebalances;
+}
+
+long long kio_consumer_resets(const kio_consumer *c, char *last, size_t last_size) {
+    if (last && last_size) snprintf(last, last_size, "%s", c->last_reset);
+    return c->resets;
 }
 
 long long kio_consumer_errors(kio_consumer *c, char *last, size_t last_size) {
@@ -716,6 +823,55 @@ void kio_consumer_abandon(kio_consumer *c) {
     if (!c) return;
     rd_kafka_destroy_flags(c->rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
     kio__consumer_free(c);
+}
+
+/* ---------------------------------------------------------------- lag probe */
+
+struct kio_probe {
+    rd_kafka_t *rk;   /* a consumer of the group that never joins it: it only reads offsets */
+};
+
+kio_probe *kio_probe_new(const kio_prop *props, int n_props, const char *group,
+                         char *errstr, size_t n) {
+    const kio_prop required[] = {{"group.id", group}, {"enable.auto.commit", "false"}};
+    kio_probe *p = calloc(1, sizeof(*p));
+    if (!p) {
+        err_set(errstr, n, "out of memory");
+        return NULL;
+    }
+    rd_kafka_conf_t *conf = kio__conf(NULL, 0, props, n_props, required, 2, kio__producer_only,
+                                      errstr, n);
+    if (conf) p->rk = kio__client_new(RD_KAFKA_CONSUMER, conf, "lag probe", errstr, n);
+    if (!p->rk) {
+        free(p);
+        return NULL;
+    }
+    return p;
+}
+
+int64_t kio_probe_lag(kio_probe *p, const char *topic, int32_t partition, int timeout_ms,
+                      char *errstr, size_t n) {
+    int64_t lo = -1, hi = -1;
+    rd_kafka_resp_err_t e = rd_kafka_query_watermark_offsets(p->rk, topic, partition, &lo, &hi,
+                                                             timeout_ms);
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(l, topic, partition);
+    if (!e) e = rd_kafka_committed(p->rk, l, timeout_ms);
+    int64_t committed = l->elems[0].offset;
+    if (!e) e = l->elems[0].err;
+    rd_kafka_topic_partition_list_destroy(l);
+    if (e) {
+        err_set(errstr, n, "lag of %s [%d]: %s", topic, (int)partition, rd_kafka_err2str(e));
+        return -1;
+    }
+    if (committed < lo) committed = lo;   /* none (-1001), or below what the log still has */
+    return hi > committed ? hi - committed : 0;
+}
+
+void kio_probe_destroy(kio_probe *p) {
+    if (!p) return;
+    rd_kafka_destroy(p->rk);
+    free(p);
 }
 
 /* ---------------------------------------------------------------- producer */
@@ -835,6 +991,14 @@ int kio_produce(kio_producer *p, const char *topic, const void *key, size_t keyl
 
 void kio_producer_poll(kio_producer *p) {
     rd_kafka_poll(p->rk, 0);
+}
+
+int kio_producer_embedded(kio_producer *p, int timeout_ms) {
+    char *id = rd_kafka_clusterid(p->rk, timeout_ms);
+    if (!id) return -1;
+    int mock = strncmp(id, "mockCluster", 11) == 0;
+    rd_kafka_mem_free(p->rk, id);
+    return mock;
 }
 
 int kio_producer_flush(kio_producer *p, int timeout_ms, char *errstr, size_t n) {

@@ -112,6 +112,27 @@ int kio_consumer_assigned(const kio_consumer *c);
 int kio_consumer_pause(kio_consumer *c, int pause, char *errstr, size_t errstr_size);
 /* 1 while paused by kio_consumer_pause, else 0. */
 int kio_consumer_paused(const kio_consumer *c);
+/* Pause (hold != 0) or resume one assigned partition, apart from kio_consumer_pause: a
+ * held partition stays paused when the consumer resumes, and a released one stays paused
+ * while the consumer is. A revocation releases every hold. As with kio_consumer_pause,
+ * librdkafka drops what it had fetched of the partition and fetches again after the
+ * last message polled (possibly from an older offset: callers drop duplicates). Returns
+ * 0, or -1 with errstr filled. */
+int kio_consumer_hold(kio_consumer *c, const char *topic, int32_t partition, int hold,
+                      char *errstr, size_t errstr_size);
+/* Messages of an assigned partition beyond position (the next offset the caller expects)
+ * by the high watermark of the last fetch response (no request is made): > 0 lag, 0
+ * caught up, not assigned, or an empty log (position < 0 and the watermarks equal), -1
+ * not known yet (nothing fetched, or position < 0 with messages in the log). */
+int64_t kio_consumer_lag(kio_consumer *c, const char *topic, int32_t partition,
+                         int64_t position);
+/* Rebalances (assignments and revocations) served so far: a change means that messages
+ * polled before it belong to an assignment that ended (drop what was not handled). */
+unsigned kio_consumer_rebalances(const kio_consumer *c);
+/* Offset resets so far: librdkafka's "offset out of range" (the broker no longer has the
+ * position, e.g. retention or the embedded broker's limit; auto.offset.reset moved it).
+ * The last one is copied to last (may be NULL). Each is counted as an error too. */
+long long kio_consumer_resets(const kio_consumer *c, char *last, size_t last_size);
 /* Transient errors seen so far (consume errors and failed async commits); the last one
  * is copied to last (may be NULL). */
 long long kio_consumer_errors(kio_consumer *c, char *last, size_t last_size);
@@ -146,6 +167,21 @@ void kio_consumer_close(kio_consumer *c);
  * rd_kafka_consumer_close can wait for the coordinator); the group notices the member gone
  * after its session timeout. NULL: no-op. */
 void kio_consumer_abandon(kio_consumer *c);
+
+/* ---- lag probe: how far a consumer group is behind a partition ---- */
+
+typedef struct kio_probe kio_probe;
+/* A client that reads group's committed offsets without joining the group (it never
+ * subscribes). Returns it, or NULL with errstr filled. */
+kio_probe *kio_probe_new(const kio_prop *props, int n_props, const char *group,
+                         char *errstr, size_t errstr_size);
+/* Messages of topic/partition the group has not committed yet: the high watermark (asked
+ * of the broker) minus the committed offset (the low watermark when there is none).
+ * Returns >= 0, or -1 with errstr filled (nothing answered within timeout_ms). */
+int64_t kio_probe_lag(kio_probe *p, const char *topic, int32_t partition, int timeout_ms,
+                      char *errstr, size_t errstr_size);
+/* NULL: no-op. */
+void kio_probe_destroy(kio_probe *p);
 
 /* ---- producer ---- */
 
@@ -193,6 +229,10 @@ void kio_producer_stats(const kio_producer *p, long long *delivered, long long *
 const char *kio_producer_last_error(const kio_producer *p);
 /* The underlying handle, for what this module does not wrap. Owned by p. */
 rd_kafka_t *kio_producer_handle(kio_producer *p);
+/* 1 when the cluster is librdkafka's mock cluster (the embedded broker: its cluster id
+ * starts with "mockCluster"), 0 when it is another, -1 when it did not answer within
+ * timeout_ms. */
+int kio_producer_embedded(kio_producer *p, int timeout_ms);
 /* Destroy without flushing (call kio_producer_flush first). NULL: no-op. */
 void kio_producer_destroy(kio_producer *p);
 
