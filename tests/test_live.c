@@ -295,9 +295,10 @@ static long get_path(int port, const char *path, http_body *body) {
 }
 
 /* Publish a snapshot of board; returns how long live_publish took (ms). */
-static double publish_board(live *l, met_board *board, int failed) {
+static double publish_board(live *l, met_board *board, int failed, int registry_wait) {
     uint64_t dlq[LIVE_DLQ__COUNT] = {0};
-    live_src src = {.board = board, .dlq = dlq, .failed = failed, .assigned = 4};
+    live_src src = {.board = board, .dlq = dlq, .failed = failed, .assigned = 4,
+                    .registry_wait = registry_wait};
     CHECK(live_due(l));
     double t0 = clk_mono_s();
     live_publish(l, &src);
@@ -357,22 +358,31 @@ static void test_server(void) {
     met_board *board = met_board_new(c.scenarios.n, (const char *const[]){"home", "search", "product"},
                                      1, (const char *const[]){"m3rec"}, 0, err, sizeof err);
     CHECK_MSG(board, "%s", err);
-    publish_board(l, board, 0);
+    publish_board(l, board, 0, 0);
     CHECK_EQ_INT(get_path(port, "/ready", &body), 503);   /* no assignment yet */
     CHECK_CONTAINS(body.data, "no partitions assigned");
     live_set_assigned(l, 4);   /* ready once the main loop publishes after it */
     CHECK_EQ_INT(get_path(port, "/ready", &body), 503);
     CHECK_CONTAINS(body.data, "not resumed consuming yet");
     usleep(LIVE_PUBLISH_MS * 1000);
-    publish_board(l, board, 0);
+    publish_board(l, board, 0, 0);
     CHECK_EQ_INT(get_path(port, "/ready", &body), 200);
     CHECK_EQ_STR(body.data, "ready\n");
+    /* a message waiting for the schema registry stalls the input: not ready meanwhile */
+    usleep(LIVE_PUBLISH_MS * 1000);
+    publish_board(l, board, 0, 1);
+    CHECK_EQ_INT(get_path(port, "/ready", &body), 503);
+    CHECK_CONTAINS(body.data, "input waits for the schema registry");
+    CHECK_EQ_INT(get_path(port, "/live", &body), 200);
+    usleep(LIVE_PUBLISH_MS * 1000);
+    publish_board(l, board, 0, 0);
+    CHECK_EQ_INT(get_path(port, "/ready", &body), 200);
     live_set_assigned(l, 0);   /* a revocation shows at once */
     CHECK_EQ_INT(get_path(port, "/ready", &body), 503);
     CHECK_CONTAINS(body.data, "no partitions assigned");
     live_set_assigned(l, 4);
     usleep(LIVE_PUBLISH_MS * 1000);
-    publish_board(l, board, 0);
+    publish_board(l, board, 0, 0);
     CHECK_EQ_INT(get_path(port, "/metrics", &body), 200);
     CHECK_CONTAINS(body.data, "\nm3rec_consumer_revocations_total 1\n");
     CHECK_CONTAINS(body.data, "\nm3rec_worker_ready 1\n");
@@ -392,12 +402,12 @@ static void test_server(void) {
     CHECK_EQ_INT(get_path(port, "/live", &body), 503);
     CHECK_CONTAINS(body.data, "not live: the main loop last published");
     CHECK_EQ_INT(get_path(port, "/ready", &body), 503);
-    publish_board(l, board, 0);
+    publish_board(l, board, 0, 0);
     CHECK_EQ_INT(get_path(port, "/live", &body), 200);
     CHECK_EQ_INT(get_path(port, "/ready", &body), 200);
     /* a failure, then shutdown */
     usleep(1000 * 1000);
-    double ms = publish_board(l, board, 1);
+    double ms = publish_board(l, board, 1, 0);
     fprintf(stderr, "test_live: one publish (3 scenarios, default 2^16-bin board) took %.2f ms "
             "of the main loop\n", ms);
     CHECK_EQ_INT(get_path(port, "/ready", &body), 503);

@@ -118,6 +118,7 @@ typedef struct {
     uint32_t out_id;                       /* the Prediction schema's registry id */
     long long registry_waits;              /* messages that waited for the registry */
     int64_t registry_wait_ms;              /* for how long, in all */
+    int registry_waiting;                  /* one waits now: /ready is false */
     /* input order and loss (input.order.*, input.loss.fail; stream/order.h) */
     ord *ord;                              /* the order buffer and each partition's expected
                                               offset (its FIFOs stay empty in arrival order) */
@@ -476,6 +477,7 @@ static int decode_waiting(worker *w, const rd_kafka_message_t *m, m3_event *ev, 
     if (r != FMT_WAIT) return r;
     int64_t start = clk_mono_ms(), pause = 100, next_progress = start + w->cfg.progress_ms;
     w->registry_waits++;
+    w->registry_waiting = 1;
     fprintf(stderr, "m3rec-worker: the schema registry cannot answer (%s): consuming waits, "
             "retrying\n", reason);
     while (r == FMT_WAIT) {
@@ -494,6 +496,7 @@ static int decode_waiting(worker *w, const rd_kafka_message_t *m, m3_event *ev, 
                     (long long)(now - start));
             w->failed = 1;
             w->registry_wait_ms += now - start;
+            w->registry_waiting = 0;
             return FMT_WAIT;
         }
         if (w->cfg.progress_ms > 0 && now >= next_progress) {
@@ -506,6 +509,7 @@ static int decode_waiting(worker *w, const rd_kafka_message_t *m, m3_event *ev, 
         r = fmt_decode(w->dec, m->payload, m->len, ev, reason, n);
     }
     w->registry_wait_ms += clk_mono_ms() - start;
+    w->registry_waiting = 0;
     fprintf(stderr, "m3rec-worker: the schema registry answers again after %lld ms: consuming "
             "goes on\n", (long long)(clk_mono_ms() - start));
     return r;
@@ -971,7 +975,7 @@ static void publish(worker *w) {
                     .pending = lrn_pending(w->L), .model_version = lrn_model_version(w->L),
                     .has_store = w->st != NULL, .checkpoints = ss.checkpoints,
                     .ckpt_last_ms = ss.ckpt_ms_last, .last_ckpt_ms = w->last_ckpt_ms,
-                    .failed = w->failed};
+                    .failed = w->failed, .registry_wait = w->registry_waiting};
     live_publish(w->live, &src);
 }
 

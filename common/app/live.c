@@ -273,6 +273,7 @@ static const char *live__not_ready(const live *l, const live_health *h) {
     if (!h->started) return "starting";
     if (!h->live) return "the main loop has stopped publishing (see /live)";
     if (l->cur->broker_down_s > 0) return "the broker is unreachable";
+    if (l->cur->registry_wait) return "input waits for the schema registry";
     if (!l->cur->consuming) return "the worker is stopping after a failure";
     if (l->assigned == 0) return "no partitions assigned (a rebalance, or more workers than partitions)";
     return "partitions assigned, the main loop has not resumed consuming yet";
@@ -529,7 +530,8 @@ static void live__collect(live *l, const live_src *src, int64_t now, live_snap *
     s->ckpt_last_s = src->ckpt_last_ms / 1000.0;
     double mb = met_rss_mb(NULL);
     s->rss_bytes = mb < 0 ? -1 : mb * 1048576.0;
-    s->consuming = src->down_ms == 0 && !src->failed;
+    s->registry_wait = src->registry_wait;
+    s->consuming = src->down_ms == 0 && !src->failed && !src->registry_wait;
 }
 
 int live_due(const live *l) {

@@ -87,6 +87,7 @@ typedef struct {
     double ckpt_age_s, ckpt_last_s;       /* since the last checkpoint; its duration */
     double rss_bytes;                     /* resident memory; < 0 when unknown */
     int consuming;                        /* broker reachable, not failed, not stopping */
+    int registry_wait;                    /* input waits for the schema registry */
 } live_snap;
 
 /* The state of the endpoints at one moment (computed by the server thread). */
@@ -121,6 +122,7 @@ typedef struct {
     double ckpt_last_ms;
     int64_t last_ckpt_ms;    /* monotonic: the last checkpoint (or the state's opening) */
     int failed;              /* the worker is stopping on a failure */
+    int registry_wait;       /* a message waits for the schema registry: input stalled */
 } live_src;
 
 /* Start serving at cfg->http_host:cfg->http_port (cfg_check filled them) for a board of
