@@ -28,14 +28,12 @@ static m3_model_cfg tiny_cfg(void) {
     m3_model_cfg c;
     m3_model_cfg_defaults(&c);
     c.arch = M3_ARCH_M3REC;
-    c.item_cat_from = 3; c.item_cat_n = 1; c.item_num_from = 1; c.item_num_n = 2;
-    c.mieg_hidden = 6; c.upt_heads = 2; c.upt_ffn = 5; c.item_warm = 3;
-    c.n_scen = 2; c.n_cat = 4; c.n_num = 3; c.emb_dim = 4;
-    c.n_hidden = 2; c.hidden[0] = 8; c.hidden[1] = 6;
-    c.tower_hidden = 5;
-    c.max_batch = 16;
-    c.lr_dense = 0.01f; c.lr_emb = 0.05f;
-    c.seed = 7;
+    c.n_scen = 2, c.n_cat = 4, c.n_num = 3, c.emb_dim = 4, c.max_batch = 16, c.seed = 7;
+    c.n_hidden = 2, c.hidden[0] = 8, c.hidden[1] = 6, c.tower_hidden = 5;
+    /* the item's fields for MIEG: slot 3 and numerics 1..2 */
+    c.item_cat_from = 3, c.item_cat_n = 1, c.item_num_from = 1, c.item_num_n = 2;
+    c.mieg_hidden = 6, c.item_warm = 3, c.upt_heads = 2, c.upt_ffn = 5;
+    c.lr_dense = 0.01f, c.lr_emb = 0.05f;
     return c;
 }
 
