@@ -322,15 +322,19 @@ static void test_offline_group(void) {
         free(x);
         free(y);
     }
-    /* quality: a group of two with the chosen rule stays near one learner */
+    /* quality: a group of two with the chosen rule (sum every minibatch, the group's
+     * minibatch the size of one learner's: 128 each) stays near one learner. The tolerance,
+     * 0.01, is about two standard errors of these short streams' AUCs; the group without
+     * the shared model loses 0.02 and more here (docs/results.md). */
     char *big1 = offline("big1", (char *[]){ "--events", "60000", NULL });
-    char *g2 = offline("g2", (char *[]){ "--events", "60000", "--group", "2", NULL });
+    char *g2 = offline("g2", (char *[]){ "--events", "60000", "--group", "2", "--sync", "sum",
+                                         "--sync.every", "1", "--set", "batch.size=128", NULL });
     CHECK(strstr(g2, "\"sync\"") != NULL);
     for (int t = 0; t < 2; t++) {
         const char *task = t ? "ctcvr" : "ctr";
         double a = overall_auc(big1, task), b = overall_auc(g2, task);
         fprintf(stderr, "%s AUC: one learner %.4f, group of 2 %.4f\n", task, a, b);
-        CHECK_MSG(b > a - 0.02, "%s: group of 2 %.4f more than 0.02 below one learner %.4f",
+        CHECK_MSG(b > a - 0.01, "%s: group of 2 %.4f more than 0.01 below one learner %.4f",
                   task, b, a);
     }
     free(one); free(g1); free(big1); free(g2);
