@@ -23,6 +23,13 @@
  * oracle is the dataset's own when --oracle-rows names a per-row oracle file (docs/replay.md:
  * a header `p_ctr,p_cvr`, then one line per data row); without one there is no oracle.
  *
+ * --group N [--sync RULE] [--sync.every K] [--sync.delay D]: N learners on the stream split
+ * by a hash of the user id (as a consumer group's workers get it), one model shared through
+ * update blobs (engine/sync.h: RULE none, sum (the default), scaled, avg or mixed) exchanged
+ * every K minibatches (1) and applied D rounds late (0). The report is the group's (the
+ * learners' scoreboards merged), each learner's beside it as --report's PATH.w0, .w1, ...
+ * (docs/architecture.md, "Scaling out"; figures: docs/results.md).
+ *
  * With store.dir set the state is durable (state.h), the simulator's position being the
  * input offset ("sim" partition 0): checkpoints every checkpoint.interval.ms at a minibatch
  * boundary and at the end, and a second run on the same store resumes where the last
