@@ -23,6 +23,13 @@
  * oracle is the dataset's own when --oracle-rows names a per-row oracle file (docs/replay.md:
  * a header `p_ctr,p_cvr`, then one line per data row); without one there is no oracle.
  *
+ * --group N [--sync RULE] [--sync.every K] [--sync.delay D]: N learners on the stream split
+ * by a hash of the user id (as a consumer group's workers get it), one model shared through
+ * update blobs (engine/sync.h: RULE none, sum (the default), scaled, avg or mixed) exchanged
+ * every K minibatches (1) and applied D rounds late (0). The report is the group's (the
+ * learners' scoreboards merged), each learner's beside it as --report's PATH.w0, .w1, ...
+ * (docs/architecture.md, "Scaling out"; figures: docs/results.md).
+ *
  * With store.dir set the state is durable (state.h), the simulator's position being the
  * input offset ("sim" partition 0): checkpoints every checkpoint.interval.ms at a minibatch
  * boundary and at the end, and a second run on the same store resumes where the last
@@ -39,7 +46,9 @@
 #include "app/app.h"
 #include "base/clock.h"
 #include "config/cfg.h"
+#include "base/hash.h"
 #include "engine/keymap.h"
+#include "engine/sync.h"
 #include "stream/learner.h"
 #include "report/metrics.h"
 #include "eval/replay.h"
@@ -88,6 +97,23 @@ typedef struct {
     char id[M3_ID_MAX];
 } held;
 
+/* --group N: N learners on one stream split by user, as a consumer group's workers, with
+ * one model shared through update blobs (engine/sync.h) exchanged every `every` minibatches
+ * (on average per learner) and applied `delay` sync rounds late (the transport's latency). */
+#define GROUP_MAX 64
+typedef struct {
+    int n;                  /* learners; 0 or 1: the one learner of a plain run */
+    int rule, every, delay; /* sync_rule, --sync.every K, --sync.delay D */
+    lrn *L[GROUP_MAX];      /* L[0] is the run's own (offline.L) */
+    int n_models;           /* each learner's models (primary and shadows), all synced */
+    sync_state **ss;        /* (n, n_models) */
+    unsigned char **q;      /* (delay + 1, n, n_models) blobs of the last rounds, a ring */
+    size_t *qlen;           /* their sizes */
+    int64_t next_steps;     /* the next round when the learners' steps add up to this */
+    uint64_t rounds, blobs, rows;
+    double bytes, dense_bytes, sync_s;
+} group;
+
 /* One run: the configuration, the stream and what it feeds. */
 typedef struct {
     m3_cfg cfg;
@@ -112,6 +138,7 @@ typedef struct {
     state *st;             /* store.dir, else NULL */
     int64_t pos;           /* simulator events handled, the state's offset */
     int64_t last_ckpt_ms;  /* monotonic */
+    group g;               /* --group */
 } offline;
 
 static void usage(void) {
@@ -119,11 +146,12 @@ static void usage(void) {
             "usage: m3rec-offline [--config FILE] [--set key=value]...\n"
             "                     " APP_SIM_USAGE "\n"
             "                     [--report PATH] [--oracle-report PATH] [--dump-batches PATH]\n"
-            "                     [--quiet] [--drain]\n"
+            "                     [--quiet] [--drain] [GROUP]\n"
             "       m3rec-offline --mapping FILE [--map key=value]... [--oracle-rows FILE]\n"
             "                     [--max-rows N] [--config FILE] [--set key=value]...\n"
             "                     [--report PATH] [--oracle-report PATH] [--dump-batches PATH]\n"
-            "                     [--quiet] [--drain] DATA_FILE...\n");
+            "                     [--quiet] [--drain] [GROUP] DATA_FILE...\n"
+            "GROUP: --group N [--sync none|sum|scaled|avg|mixed] [--sync.every K] [--sync.delay D]\n");
 }
 
 static void dump_batch(void *ud, const m3_example *ex, const char *const *ids, int B, int n_imp) {
@@ -153,6 +181,200 @@ static int load_mapping(offline *o) {
     free(settings);
     if (rc != 0) fprintf(stderr, "m3rec-offline: %s\n", err);
     return rc;
+}
+
+/* ---------------------------------------------------------------- --group: one shared model */
+
+/* A --group option at argv[*i]: 1 when used (*i moved past its value), 0 when not a group
+ * option, -1 after saying why. */
+static int group_arg(group *g, int argc, char **argv, int *i) {
+    const char *a = argv[*i], *v = *i + 1 < argc ? argv[*i + 1] : NULL;
+    int *num = strcmp(a, "--group") == 0 ? &g->n : strcmp(a, "--sync.every") == 0 ? &g->every
+             : strcmp(a, "--sync.delay") == 0 ? &g->delay : NULL;
+    if (!num && strcmp(a, "--sync") != 0) return 0;
+    char *end = NULL;
+    long x = v ? strtol(v, &end, 10) : 0;
+    if (!v || (num && (*end || x < 0 || x > 1000000)) ||
+        (!num && (g->rule = sync_rule_parse(v)) < 0)) {
+        fprintf(stderr, "m3rec-offline: %s %s: expected %s\n", a, v ? v : "(nothing)",
+                num ? "a count 0..1000000" : "none, sum, scaled, avg or mixed");
+        return -1;
+    }
+    if (num) *num = (int)x;
+    (*i)++;
+    return 1;
+}
+
+/* The group's options together, after the command line. Returns 0, or -1 after saying why. */
+static int group_check(offline *o) {
+    group *g = &o->g;
+    if (g->n > GROUP_MAX) {
+        fprintf(stderr, "m3rec-offline: --group %d: at most %d learners\n", g->n, GROUP_MAX);
+        return -1;
+    }
+    if (g->n > 1 && (o->cfg.store_dir[0] || o->dump)) {
+        fprintf(stderr, "m3rec-offline: --group runs in memory: no store.dir, no --dump-batches\n");
+        return -1;
+    }
+    if (g->every <= 0) g->every = 1;
+    if (g->rule < 0) g->rule = SYNC_SUM;   /* the measured choice (docs/results.md) */
+    return 0;
+}
+
+/* The learner of an event: its user's, by a hash of the user id, as the worker's key (the
+ * user id) picks a partition and the group's assignment a worker. */
+static int group_route(const group *g, const m3_event *ev) {
+    int64_t user = ev->type == M3_EV_IMPRESSION   ? ev->u.imp.user_id
+                   : ev->type == M3_EV_CONVERSION ? ev->u.conv.user_id
+                   : ev->type == M3_EV_SCORE_REQUEST ? ev->u.req.user_id : 0;
+    return (int)(hash_mix64((uint64_t)user) % (uint64_t)g->n);
+}
+
+/* The other learners (L[0] is the run's), a sync state per model and the blob ring.
+ * Every learner is made from one configuration, so every model starts from the same
+ * parameters (cfg.seed): the group's common first sync point. Returns 0, or -1 after
+ * saying why. */
+static int group_open(offline *o) {
+    char err[512];
+    group *g = &o->g;
+    if (g->n <= 1) return 0;
+    g->L[0] = o->L;
+    for (int k = 1; k < g->n; k++)
+        if (!(g->L[k] = lrn_new(&o->cfg, err, sizeof err))) goto fail;
+    g->n_models = lrn_n_models(o->L);
+    size_t nq = (size_t)(g->delay + 1) * g->n * g->n_models;
+    g->ss = calloc((size_t)g->n * g->n_models, sizeof *g->ss);
+    g->q = calloc(nq, sizeof *g->q);
+    g->qlen = calloc(nq, sizeof *g->qlen);
+    if (!g->ss || !g->q || !g->qlen) {
+        snprintf(err, sizeof err, "out of memory");
+        goto fail;
+    }
+    for (int k = 0; k < g->n; k++)
+        for (int i = 0; i < g->n_models; i++)
+            if (!(g->ss[k * g->n_models + i] = sync_new(lrn_model(g->L[k], i), (uint32_t)k, err,
+                                                       sizeof err)))
+                goto fail;
+    g->next_steps = (int64_t)g->n * g->every;
+    return 0;
+fail:
+    fprintf(stderr, "m3rec-offline: --group: %s\n", err);
+    return -1;
+}
+
+/* Apply round `due`'s blobs (its ring slot) to every learner's models, with the rule's
+ * weights: a peer's delta, and its own (avg). Returns 0, or -1 after saying why. */
+static int group_apply(group *g, size_t slot) {
+    char err[512];
+    sync_weight wp, wo;
+    sync_rule_weights(g->rule, g->n, &wp, &wo);
+    for (int k = 0; k < g->n; k++)
+        for (int i = 0; i < g->n_models; i++)
+            for (int j = 0; j < g->n; j++) {
+                sync_weight w = j == k ? wo : wp;
+                size_t q = (slot * g->n + j) * g->n_models + i;
+                if ((w.dense != 0.0f || w.rows != 0.0f) && sync_apply(lrn_model(g->L[k], i), g->ss[k * g->n_models + i],
+                                            g->q[q], g->qlen[q], w, err, sizeof err) != 0) {
+                    fprintf(stderr, "m3rec-offline: learner %d refused learner %d's update: "
+                            "%s\n", k, j, err);
+                    return -1;
+                }
+            }
+    return 0;
+}
+
+/* A sync round when the learners have taken `every` more minibatches each, on average:
+ * every model's update extracted into the ring, then the round `delay` rounds back applied.
+ * Returns 0, or -1 after saying why. */
+static int group_sync(group *g) {
+    char err[512];
+    int64_t steps = 0;
+    for (int k = 0; k < g->n; k++) steps += lrn_model_version(g->L[k]);
+    if (steps < g->next_steps) return 0;
+    double t0 = clk_process_cpu_s();
+    g->next_steps += (int64_t)g->n * g->every;
+    size_t slot = g->rounds % (size_t)(g->delay + 1);
+    for (int k = 0; k < g->n; k++)
+        for (int i = 0; i < g->n_models; i++) {
+            size_t q = (slot * g->n + k) * g->n_models + i;
+            sync_state *s = g->ss[k * g->n_models + i];
+            free(g->q[q]);   /* the round delay + 1 back: applied already */
+            if (!(g->qlen[q] = sync_extract(s, &g->q[q], err, sizeof err))) {
+                fprintf(stderr, "m3rec-offline: learner %d: %s\n", k, err);
+                return -1;
+            }
+            sync_stats st;
+            sync_last_stats(s, &st);
+            g->blobs++;
+            g->bytes += (double)st.bytes;
+            g->dense_bytes += (double)st.dense_bytes;
+            g->rows += st.rows;
+        }
+    g->rounds++;
+    int rc = 0;
+    if (g->rounds > (uint64_t)g->delay)
+        rc = group_apply(g, (g->rounds - 1 - (uint64_t)g->delay) % (size_t)(g->delay + 1));
+    g->sync_s += clk_process_cpu_s() - t0;
+    return rc;
+}
+
+/* The report's "sync" object: the group, the rule, its staleness and the blobs' sizes. */
+static void group_write_json(const group *g, json_writer *w) {
+    double nb = g->blobs ? (double)g->blobs : 1.0;
+    json_key(w, "sync");
+    json_obj_begin(w);
+    json_key(w, "group"); json_int(w, g->n);
+    json_key(w, "rule"); json_str(w, sync_rule_name(g->rule));
+    json_key(w, "every_batches"); json_int(w, g->every);
+    json_key(w, "delay_rounds"); json_int(w, g->delay);
+    json_key(w, "rounds"); json_int(w, (int64_t)g->rounds);
+    json_key(w, "blob_bytes_mean"); json_num(w, g->bytes / nb);
+    json_key(w, "blob_dense_bytes"); json_num(w, g->dense_bytes / nb);
+    json_key(w, "blob_rows_mean"); json_num(w, (double)g->rows / nb);
+    json_key(w, "bytes_total"); json_num(w, g->bytes);
+    json_key(w, "sync_cpu_s"); json_num(w, g->sync_s);
+    json_obj_end(w);
+}
+
+/* Each learner's report (--report PATH.wK) and the group's scoreboard: learners 1..N-1's
+ * histograms and counters merged into learner 0's (met_board_merge_report), which the run's
+ * report and table then show. Returns 0, or -1 after saying why. */
+static int group_merge(offline *o) {
+    char err[512], path[4096];
+    group *g = &o->g;
+    for (int k = 0; o->report && k < g->n; k++) {
+        snprintf(path, sizeof path, "%s.w%d", o->report, k);
+        if (app_write_report(path, g->L[k], NULL, NULL, NULL, err, sizeof err) != 0) goto fail;
+    }
+    for (int k = 1; k < g->n; k++) {
+        char *text = app_report_json(g->L[k], NULL, NULL, NULL);
+        json_node *j = text ? json_parse(text, err, sizeof err) : NULL;
+        int rc = j ? met_board_merge_report(lrn_board(g->L[0]), j, err, sizeof err) : -1;
+        if (!text) snprintf(err, sizeof err, "out of memory");
+        free(text);
+        json_free(j);
+        if (rc != 0) goto fail;
+    }
+    fprintf(stderr, "m3rec-offline: group of %d, sync %s every %d batches, delay %d: %llu "
+            "rounds, %.0f bytes per blob (%.0f dense, %.1f rows), %.2f CPU s syncing\n",
+            g->n, sync_rule_name(g->rule), g->every, g->delay, (unsigned long long)g->rounds,
+            g->blobs ? g->bytes / (double)g->blobs : 0.0,
+            g->blobs ? g->dense_bytes / (double)g->blobs : 0.0,
+            g->blobs ? (double)g->rows / (double)g->blobs : 0.0, g->sync_s);
+    return 0;
+fail:
+    fprintf(stderr, "m3rec-offline: --group: %s\n", err);
+    return -1;
+}
+
+static void group_close(group *g) {
+    if (g->n <= 1) return;
+    for (int k = 0; g->ss && k < g->n * g->n_models; k++) sync_destroy(g->ss[k]);
+    for (size_t q = 0; g->q && q < (size_t)(g->delay + 1) * g->n * g->n_models; q++) free(g->q[q]);
+    for (int k = 1; k < g->n; k++) lrn_destroy(g->L[k]);
+    free(g->ss);
+    free(g->q);
+    free(g->qlen);
 }
 
 /* The command line into o's configuration and options, then the configuration checked.
@@ -191,6 +413,8 @@ static int parse_args(offline *o, int argc, char **argv) {
             o->oracle_rows = argv[++i];
         } else if (strcmp(a, "--max-rows") == 0 && more) {
             o->max_rows = atoll(argv[++i]);
+        } else if ((used = group_arg(&o->g, argc, argv, &i)) != 0) {
+            if (used < 0) return 2;
         } else if (a[0] != '-' && o->n_files < 256) {
             o->files[o->n_files++] = a;
         } else {
@@ -205,6 +429,7 @@ static int parse_args(offline *o, int argc, char **argv) {
         return 2;
     }
     if (o->n_mappings && load_mapping(o) != 0) return 2;
+    if (group_check(o) != 0) return 2;
     if (cfg_check(&o->cfg, err, sizeof err) != 0) {
         fprintf(stderr, "m3rec-offline: %s\n", err);
         return 2;
@@ -482,11 +707,13 @@ static int run_stream(offline *o) {
     sim_truth tr;
     const sim_truth *trp;
     int scen, r;
-    met_board *b = lrn_board(o->L);
     double next_progress = o->cfg.progress_ms / 1000.0;
     while ((r = next_event(o, &ev, &scen, &tr, &trp)) == 1) {
+        if (o->g.n > 1) o->L = o->g.L[group_route(&o->g, &ev)];
+        met_board *b = lrn_board(o->L);
         met_board_counters(b)->events++;
         if (feed(o, &ev, scen, trp) != 0) return -1;
+        if (o->g.n > 1 && o->g.rule != SYNC_NONE && group_sync(&o->g) != 0) return -1;
         o->pos++;
         if (o->st && keep_state(o) != 0) return -1;
         if (!o->quiet && o->cfg.progress_ms > 0 && met_board_elapsed(b) >= next_progress) {
@@ -496,8 +723,12 @@ static int run_stream(offline *o) {
     }
     if (r < 0) return -1;
     if (o->orows) settle_held(o, NULL);
-    if (o->drain) lrn_drain(o->L, NULL, NULL);
-    else lrn_run_batch(o->L, NULL, NULL);
+    for (int k = 0; k < (o->g.n > 1 ? o->g.n : 1); k++) {
+        if (o->g.n > 1) o->L = o->g.L[k];
+        if (o->drain) lrn_drain(o->L, NULL, NULL);
+        else lrn_run_batch(o->L, NULL, NULL);
+    }
+    if (o->g.n > 1) o->L = o->g.L[0];
     return 0;
 }
 
@@ -522,6 +753,7 @@ static void report_extra(json_writer *jw, void *arg) {
     const offline *o = arg;
     json_key(jw, "admission");
     lrn_admission_write_json(o->L, jw);
+    if (o->g.n > 1) group_write_json(&o->g, jw);
 }
 
 /* The recorder closed, the last checkpoint, the reports and the comparison table. Returns
@@ -533,6 +765,7 @@ static int finish(offline *o) {
         return -1;
     }
     if (o->st && checkpoint(o) != 0) return -1;
+    if (o->g.n > 1 && group_merge(o) != 0) return -1;
     if (o->report &&
         app_write_report(o->report, o->L, o->st, report_extra, o, err, sizeof err) != 0) {
         fprintf(stderr, "m3rec-offline: %s\n", err);
@@ -555,6 +788,7 @@ static int finish(offline *o) {
 
 static void close_run(offline *o) {
     char err[512];
+    group_close(&o->g);
     app_oracle_destroy(o->orc);
     rpl_destroy(o->rp);
     rpl_map_destroy(o->map);
@@ -576,6 +810,7 @@ int main(int argc, char **argv) {
      * keep the freed ones in the heap (measured: 15-25 MB more RSS in a budgeted run). */
     mallopt(M_MMAP_THRESHOLD, 1 << 20);
     static offline o;
+    o.g.rule = -1;   /* --sync not given */
     cfg_defaults(&o.cfg);
     sim_cfg_defaults(&o.sc);
     int rc = parse_args(&o, argc, argv);
@@ -586,7 +821,7 @@ int main(int argc, char **argv) {
                 "runs in memory\n");
         return 2;
     }
-    if (open_run(&o) != 0 || (o.cfg.store_dir[0] && open_state(&o) != 0) ||
+    if (open_run(&o) != 0 || group_open(&o) != 0 || (o.cfg.store_dir[0] && open_state(&o) != 0) ||
         run_stream(&o) != 0 || finish(&o) != 0)
         return 1;
     close_run(&o);

@@ -23,6 +23,8 @@ struct emb_table {
     uint32_t *touched;      /* (touch_cap) distinct rows, in first-touch order */
     float *gbuf;            /* (touch_cap, d) their summed gradients */
     size_t n_touched, touch_cap;
+    emb_step_hook hook;     /* emb_set_step_hook, or NULL */
+    void *hook_ud;
 };
 
 static int emb__grow_touch(emb_table *t, size_t cap) {
@@ -188,8 +190,14 @@ static void emb__adagrad_row(float *w, float *G, const float *g, int d, float lr
     }
 }
 
+void emb_set_step_hook(emb_table *t, emb_step_hook fn, void *ud) {
+    t->hook = fn;
+    t->hook_ud = ud;
+}
+
 void emb_grad_apply(emb_table *t, float lr, float l2) {
     int d = t->d;
+    if (t->hook && t->n_touched) t->hook(t->hook_ud, t, t->touched, t->n_touched);
     for (size_t p = 0; p < t->n_touched; p++) {
         float *w = t->store + (size_t)t->touched[p] * 2 * d;
         emb__adagrad_row(w, w + d, t->gbuf + p * d, d, lr, l2);

@@ -79,6 +79,11 @@ const float *emb_grad_get(const emb_table *t, int64_t row);
 size_t emb_grad_touched(const emb_table *t);
 /* One Adagrad step (with L2 l2) on every touched row; ends the step. */
 void emb_grad_apply(emb_table *t, float lr, float l2);
+/* Called by emb_grad_apply() before it changes any row, with the n distinct rows it is about
+ * to step: the sync module (sync.h) keeps their values at its last sync point. fn NULL
+ * removes the hook; one hook per table. The hook must not create or remove rows. */
+typedef void (*emb_step_hook)(void *ud, emb_table *t, const uint32_t *rows, size_t n);
+void emb_set_step_hook(emb_table *t, emb_step_hook fn, void *ud);
 
 /* ---- persistence ---- */
 

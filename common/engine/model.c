@@ -1702,6 +1702,10 @@ static uint64_t m3__cfg_hash(const m3_model *m) {
     return hash_fnv64(h, slots, sizeof slots);
 }
 
+uint64_t m3_cfg_hash(const m3_model *m) { return m3__cfg_hash(m); }
+float *m3_params(m3_model *m) { return m->params; }
+int64_t m3_steps(const m3_model *m) { return m->step; }
+
 size_t m3_blob_save(const m3_model *m, void *buf, size_t size) {
     size_t need = m3_blob_size(m);
     if (size < need || !m3_params_finite(m)) return 0;

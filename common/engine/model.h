@@ -205,6 +205,14 @@ int m3_uses_upt(const m3_model *m);
  * the mismatch (magic, version, a dimension, the config hash, size, checksum or
  * non-finite parameters) and the model unchanged. Embedding rows and user state are not in the blob. */
 size_t m3_blob_size(const m3_model *m);
+/* The hash of the configuration that fixes the parameter layout, as the blob carries it
+ * (the sync module stamps its update blobs with it). */
+uint64_t m3_cfg_hash(const m3_model *m);
+/* The dense parameter block (m3_n_params() floats), writable: the sync module (sync.h)
+ * adds peers' deltas to it between steps. Adam's state is not part of it. */
+float *m3_params(m3_model *m);
+/* Adam steps taken: the model's version. */
+int64_t m3_steps(const m3_model *m);
 size_t m3_blob_save(const m3_model *m, void *buf, size_t size);
 int m3_blob_load(m3_model *m, const void *buf, size_t size, char *errstr, size_t errstr_size);
 

@@ -1,0 +1,106 @@
+/* sync.h - one model shared by a group: a model's update since its last sync point as a
+ * self-describing blob, and a peer's blob applied to a model (issue 16, item 2).
+ *
+ * The update is what the group shares: the dense parameters' delta and the deltas of the
+ * SHARED embedding rows touched since the last sync point (items and every other
+ * categorical field). Rows keyed by the user id (slot M3_SLOT_USER) are never in a blob:
+ * they live with the user's input partition. Also local: the optimiser state (Adam's
+ * moments and step, Adagrad's accumulators), the item counters (MIEG's warm-up) and the UPT
+ * user table. Adam and Adagrad normalise each worker's OWN gradients by their own history;
+ * adding peers' accumulators would count every peer's squared gradients as this worker's
+ * and shrink its steps N-fold, and shipping them would triple the bytes (docs/architecture.md,
+ * "Scaling out").
+ *
+ * The unit of exchange is a byte blob (a transport, e.g. a Kafka model topic, carries it
+ * as the message value): native byte order, a fixed header
+ *   magic "M3SY", format version, header bytes, the configuration hash the dense blob
+ *   carries (m3_cfg_hash), sender id, sequence number, the sender's model version (Adam
+ *   steps), emb width, dense count, row count, exception count,
+ * then the dense delta (n_params floats), the rows (key u64 + d floats each), the
+ * exceptions (index u32 + float: the low part of a delta a float cannot hold exactly, so
+ * that a delta applied to the sender's own sync point reproduces the sender's parameters
+ * bit for bit), and FNV-1a 64 of everything before it. Sizes are bounded (SYNC_MAX_BYTES).
+ *
+ * A sync point is set by sync_new() and by every sync_extract(): the delta of a coordinate
+ * is its value now minus its value at the last sync point. The rows' values at the sync
+ * point are kept only for rows touched since (a hook in emb_grad_apply), so an extract
+ * costs O(dense + touched rows), never O(table). */
+#ifndef M3_SYNC_H
+#define M3_SYNC_H
+#include <stddef.h>
+#include <stdint.h>
+#include "engine/model.h"
+
+#define SYNC_FORMAT_VERSION 1u
+#define SYNC_MAX_BYTES ((size_t)1 << 30)   /* a blob larger than this is refused */
+
+/* What a blob's header says (sync_check). */
+typedef struct {
+    uint32_t sender;
+    uint64_t seq;
+    int64_t model_version;
+    uint64_t n_params, n_rows, n_exc;
+} sync_info;
+
+typedef struct sync_state sync_state;
+
+/* Start tracking model m's updates from now (its current state is the first sync point),
+ * as sender `sender`. Installs m's embedding table's step hook (one sync_state per model).
+ * On error (out of memory) NULL, and errstr says why. */
+sync_state *sync_new(m3_model *m, uint32_t sender, char *errstr, size_t errstr_size);
+/* Remove the hook and free; NULL is a no-op. */
+void sync_destroy(sync_state *s);
+
+/* The update since the last sync point as a malloc'd blob (*out, the caller frees it) with
+ * the next sequence number; the model's current state becomes the new sync point. Returns
+ * the blob's size, or 0 with errstr (out of memory, a non-finite delta, or larger than
+ * SYNC_MAX_BYTES) and *out NULL; the sync point does not move then. Call it between
+ * minibatches (never between an m3_forward and its m3_train). */
+size_t sync_extract(sync_state *s, unsigned char **out, char *errstr, size_t errstr_size);
+
+/* Check a blob against model m without applying it: size bounds, magic, format version,
+ * the configuration hash, the embedding width and dense count, the checksum, no user row,
+ * finite values. Returns 0 (info filled when not NULL), or -1 with errstr giving the reason,
+ * e.g. "sync blob: configuration hash differs (another model configuration)". */
+int sync_check(const m3_model *m, const void *blob, size_t len, sync_info *info,
+               char *errstr, size_t errstr_size);
+
+/* The weight of a delta's dense part and of its rows (sync_rule_weights). */
+typedef struct {
+    float dense, rows;
+} sync_weight;
+
+/* Add w x the blob's delta to model m (w.dense to each dense parameter, w.rows to each
+ * row; a row is skipped when w.rows is 0): a row the
+ * model lacks created first as m3_forward would create it (the same seed gives the same
+ * start on every worker). Checked first (sync_check): a refused blob changes nothing and
+ * returns -1 with the reason. With s (the model's own sync state, may be NULL) the same
+ * change is made to the sync point, so a peer's delta is never sent back as this worker's
+ * own. Returns 0. Call it between minibatches. */
+int sync_apply(m3_model *m, sync_state *s, const void *blob, size_t len, sync_weight w,
+               char *errstr, size_t errstr_size);
+
+/* Bytes of the last extract: dense part, rows part; rows in it; deltas a float could not
+ * hold exactly (exceptions). */
+typedef struct {
+    size_t bytes, dense_bytes, row_bytes;
+    uint64_t rows, exceptions;
+} sync_stats;
+void sync_last_stats(const sync_state *s, sync_stats *st);
+
+/* ---- merge rules: the weights a worker gives the deltas of one sync round ----
+ * sum: every peer's delta added as is (a parameter server's asynchronous updates);
+ * scaled: peers' deltas times 1/N; avg: the group's mean of the models (periodic model
+ * averaging, local SGD): peers' deltas times 1/N and its own delta times 1/N - 1, which
+ * from a common sync point lands every worker on the mean. none: no exchange (isolated
+ * workers, the group of today). mixed: the dense parameters averaged (avg), the rows summed
+ * (sum): a row only some workers touched keeps its whole update, which averaging would cut
+ * to 1/N. */
+typedef enum { SYNC_NONE = 0, SYNC_SUM, SYNC_SCALED, SYNC_AVG, SYNC_MIXED } sync_rule;
+/* "none", "sum", "scaled", "avg", "mixed"; -1 when unknown. */
+int sync_rule_parse(const char *name);
+const char *sync_rule_name(int rule);
+/* The weights of a peer's delta and of the worker's own, for a group of n. */
+void sync_rule_weights(int rule, int n, sync_weight *peer, sync_weight *own);
+
+#endif
