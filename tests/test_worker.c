@@ -334,6 +334,39 @@ static int disk_full_main(void) {
     return 0;
 }
 
+/* worker.exit.idle.ms counts time spent polling: a worker stopped (SIGSTOP) for longer than
+ * its idle limit goes on after SIGCONT and handles what came meanwhile, instead of leaving
+ * at once because its clock says "no input for 4 s". */
+static void test_idle_after_stall(void) {
+    char err[512];
+    codec *cd = codec_new(err, sizeof err);
+    CHECK_MSG(cd, "%s", err);
+    static pl_stream s = {.prefix = "stall", .seed = 4, .n_impressions = 600};
+    const char *topics[] = {"stall.events.home", "stall.events.search", "stall.events.product",
+                            "stall.requests", "stall.predictions", "stall.dlq"};
+    kio_mock *m = kio_mock_new(2, topics, 6, err, sizeof err);
+    CHECK_MSG(m, "%s", err);
+    const char *bs = kio_mock_bootstraps(m);
+    const char *log = "test_worker_stall.log", *report = "test_worker_stall.json";
+    remove(report);
+    pid_t pid = pl_spawn_worker(bs, &s, "stall", 1500, report, log, NULL);
+    proc_wait_log(log, "assigned", 30000);
+    kio_producer *p = pl_producer(bs);
+    pl_produce_stream(p, cd, &s, 0, 300, 0);
+    usleep(1000 * 1000);   /* read while it arrives, well within the idle limit */
+    CHECK(kill(pid, SIGSTOP) == 0);
+    pl_produce_stream(p, cd, &s, 300, s.n_impressions, 0);
+    usleep(4000 * 1000);   /* stopped for longer than worker.exit.idle.ms */
+    CHECK(kill(pid, SIGCONT) == 0);
+    CHECK_EQ_INT(proc_wait(pid, clk_mono_ms() + 60000, "the worker"), 0);
+    json_node *r = pl_report(report);
+    CHECK_EQ_INT(json_number(json_get(r, "counters.impressions"), -1), s.n_impressions);
+    json_free(r);
+    kio_producer_destroy(p);
+    kio_mock_destroy(m);
+    codec_destroy(cd);
+}
+
 int main(int argc, char **argv) {
     if (argc == 2 && strcmp(argv[1], "--disk-full") == 0) return disk_full_main();
     test_state_dir();
@@ -342,5 +375,6 @@ int main(int argc, char **argv) {
     test_topics();
     test_sigterm();
     test_outage_limit();
+    test_idle_after_stall();
     return 0;
 }

@@ -986,6 +986,7 @@ typedef struct {
     int64_t last_commit, next_progress;
     int seen_input;            /* any input yet */
     int last_assigned;         /* partitions at the last assignment message */
+    int64_t resumed;           /* the end of the last stall of the loop (discount_stall) */
 } pace;
 
 /* A checkpoint is due: the state is kept and healthy, the broker reachable, the learner
@@ -1110,7 +1111,8 @@ static int done(worker *w, int64_t now, const pace *pc) {
     const m3_cfg *c = &w->cfg;
     if (c->max_events > 0 && (int64_t)met_board_counters(lrn_board(w->L))->events >= c->max_events)
         return 1;
-    if (c->exit_idle_ms > 0 && pc->seen_input && now - pc->last_input >= c->exit_idle_ms &&
+    int64_t quiet_since = pc->last_input > pc->resumed ? pc->last_input : pc->resumed;
+    if (c->exit_idle_ms > 0 && pc->seen_input && now - quiet_since >= c->exit_idle_ms &&
         ord_count(w->ord, -1) == 0) {
         fprintf(stderr, "m3rec-worker: no input for %lld ms, stopping\n",
                 (long long)c->exit_idle_ms);
@@ -1144,20 +1146,31 @@ static int finish(worker *w, pace *pc, int rc) {
     return rc;
 }
 
+/* worker.exit.idle.ms counts time spent polling for input: a loop held up for more than a
+ * second beyond its poll (a stopped or starved process, a long checkpoint) was not idle,
+ * and must not stop before it has polled again. */
+static void discount_stall(pace *pc, int64_t prev, int64_t now, int timeout) {
+    if (now - prev - timeout > 1000) pc->resumed = now;
+}
+
 static int loop(worker *w) {
     rd_kafka_message_t *msgs[POLL_MAX];
     char err[512];
     int64_t start = clk_mono_ms();
-    pace pc = {0, start, start, start + w->cfg.progress_ms, 0, 0};
+    pace pc = {0, start, start, start + w->cfg.progress_ms, 0, 0, 0};
     int rc = 0;
+    int64_t prev = start;   /* the end of the previous poll */
     while (run) {
-        int n = kio_consumer_poll(w->cons, msgs, POLL_MAX, poll_timeout(w, &pc), err, sizeof err);
+        int timeout = poll_timeout(w, &pc);
+        int n = kio_consumer_poll(w->cons, msgs, POLL_MAX, timeout, err, sizeof err);
         if (n < 0) {
             fprintf(stderr, "m3rec-worker: consumer failed: %s\n", err);
             rc = 1;
             break;
         }
         int64_t now = clk_mono_ms();
+        discount_stall(&pc, prev, now, timeout);
+        prev = now;
         handle_polled(w, msgs, n, now, &pc);
         if (w->failed) {
             rc = 1;
