@@ -744,7 +744,6 @@ met_counters *met_board_counters(met_board *b) { return &b->c; }
 met_guard *met_board_guard(met_board *b, int model) {
     return model >= 0 && model < b->n_models ? &b->guard[model] : NULL;
 }
-const met_latency *met_board_lat(const met_board *b) { return &b->lat; }
 
 const met_auc *met_board_auc(const met_board *b, int model, int scen, met_task task) {
     if (model < 0 || model >= b->n_models || scen < -1 || scen >= b->n_scen ||

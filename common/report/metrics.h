@@ -252,7 +252,6 @@ met_counters *met_board_counters(met_board *b);
 met_guard *met_board_guard(met_board *b, int model);
 /* Read-only access to one accumulator: scen -1 is the overall one. NULL when out of range. */
 const met_auc *met_board_auc(const met_board *b, int model, int scen, met_task task);
-const met_latency *met_board_lat(const met_board *b);
 /* Events counted before this process started (restored from a checkpoint with the
  * counters): the rates (events_per_sec, the progress line) count only the events after. */
 void met_board_set_events_base(met_board *b, uint64_t events);

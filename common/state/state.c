@@ -465,4 +465,3 @@ int state_failed(const state *st, char *errstr, size_t n) {
 }
 
 int state_fresh(const state *st) { return st->fresh; }
-const char *state_dir(const state *st) { return st->dir; }

@@ -73,8 +73,6 @@ state *state_open(const m3_cfg *cfg, lrn *L, const char *layout, char *errstr,
                   size_t errstr_size);
 /* 1 when state_open found no earlier checkpoint (a fresh model). */
 int state_fresh(const state *st);
-/* The directory. */
-const char *state_dir(const state *st);
 
 /* The stored next offset of topic/partition: 1 with *next set, or 0 when none. */
 int state_offset_get(const state *st, const char *topic, int32_t partition, int64_t *next);
