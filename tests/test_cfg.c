@@ -588,8 +588,8 @@ static void test_check_errors(void) {
                 "the UPT snapshots of a pending row take 1160 bytes, more than 1024 (4 x "
                 "model.emb.dim 48 x 3 scenarios for each m3rec model): a smaller "
                 "model.emb.dim, fewer scenarios or fewer m3rec models in model.shadow");
-    check_fails("batch.size=8\njoin.feedback=esdfm\n", 2,
-                "join.feedback=esdfm: expected window, fnw or defer");
+    check_fails("batch.size=8\njoin.feedback=dfm\n", 2,
+                "join.feedback=dfm: expected window, fnw, defer or esdfm");
     check_fails("time.max.behind.ms=3600000\njoin.lateness.ms=1000\n", 2,
                 "time.max.behind.ms=3600000 is below join.window.ms + join.lateness.ms = "
                 "3601000: a conversion that can still join would be refused (raise it, or 0 = "

@@ -9,8 +9,10 @@
  * their CTCVR label settles and is measured. join.feedback says when their CTCVR term
  * trains: "window" when it settles; "fnw" and "defer" at once as a negative, then a
  * positive copy when the conversion arrives (defer also trains a negative copy when the
- * window closes unconverted), importance-weighted from the training model's own p_cvr
- * (docs/model.md, "Delayed feedback"). */
+ * window closes unconverted), importance-weighted from the training model's own p_cvr;
+ * "esdfm" as fnw, the fake negatives weighted by an auxiliary model of how likely they are
+ * real negatives, trained on the settled labels (stream/esdfm.h; docs/model.md, "Delayed
+ * feedback"). */
 #ifndef M3_LEARNER_H
 #define M3_LEARNER_H
 #include <stddef.h>
