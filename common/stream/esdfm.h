@@ -14,9 +14,9 @@
  * conversion arrived. Every categorical key of the row (hashed into ESD_BUCKETS weights),
  * each numeric value (one weight each), the scenario and a bias; lazy Adagrad per weight
  * (engine/emb.h's table, one-wide rows). Its memory is bounded: at most ESD_BUCKETS +
- * M3_MAX_NUM + M3_MAX_SCEN + 1 weights (~12 MB with the table's bookkeeping). It is not
- * durable: a restarted learner starts it again (esdfm then weighs as fnw until it is warm,
- * see learner.c). */
+ * M3_MAX_NUM + M3_MAX_SCEN + 1 weights, 27 MB with the table's index and bookkeeping when
+ * every bucket is used. It is not durable: a restarted learner starts it again (esdfm
+ * then weighs as fnw until it is warm, see learner.c). */
 #ifndef M3_ESDFM_H
 #define M3_ESDFM_H
 #include <stddef.h>
