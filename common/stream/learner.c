@@ -32,7 +32,8 @@ enum {
                               weight 1 */
     LRN__ROW_FAKE_NEG,     /* a click trained at once as a negative, its label unknown */
     LRN__ROW_POS,          /* the positive copy: its conversion arrived */
-    LRN__ROW_DUP_NEG       /* DEFER: the negative copy when its window closed unconverted */
+    LRN__ROW_DUP_NEG,      /* DEFER: the negative copy when its window closed unconverted */
+    LRN__ROW_WAIT          /* esdfm with an elapsed time: a click, its CTCVR term waits */
 };
 
 /* What a batch row answers, to build its Prediction. */
@@ -97,6 +98,7 @@ struct lrn {
     esd *aux;
     float *aux_rn;
     int aux_open;
+    int64_t elapse_ms;                     /* esdfm: join.esdfm.elapsed.ms, else 0 */
     lrn_batch_fn batch_fn;                 /* lrn_set_batch_hook() */
     void *batch_ud;
     const char **batch_ids;                /* (cap) the ids handed to batch_fn */
@@ -170,6 +172,7 @@ lrn *lrn_new(const m3_cfg *cfg, char *errstr, size_t errstr_size) {
     L->role = calloc((size_t)L->cap, 1);
     if (!L->ex || !L->tags || !L->settled || !L->req_ex || !L->req_tags || !L->role) goto oom;
     if (L->feedback == LRN__FB_ESDFM) {
+        L->elapse_ms = cfg->join_elapsed_ms;
         L->aux = esd_new(cfg->model.n_cat, cfg->model.n_num, L->cap, errstr, errstr_size);
         if (!L->aux) goto fail;
         if (!(L->aux_rn = calloc((size_t)L->cap, sizeof *L->aux_rn))) goto oom;
@@ -313,6 +316,7 @@ static lrn_src *source(lrn *L, int src, char *reason, size_t n) {
     if (!S->pend) {
         S->pend = pend_new(L->cfg->join_window_ms, 1 << 12, reason, n);
         if (S->pend && L->pend_load) pend_set_loader(S->pend, L->pend_load, L->pend_ud, src);
+        if (S->pend) pend_set_elapse(S->pend, L->elapse_ms);
     }
     return S->pend ? S : NULL;
 }
@@ -528,8 +532,10 @@ int lrn_impression(lrn *L, const m3_impression *im, int src, int64_t arrival_ms,
     ex->y_click = im->clicked ? 1.0f : 0.0f;
     ex->w_ctr = 1.0f;
     /* an unclicked impression is a CTCVR negative at once; a clicked one waits for its
-     * label (window), or trains at once as a negative corrected later (fnw, defer) */
-    ex->w_ctcvr = im->clicked && L->feedback == LRN__FB_WINDOW ? 0.0f : 1.0f;
+     * label (window) or its elapsed time (esdfm with one), or trains at once as a negative
+     * corrected later (fnw, defer, esdfm) */
+    ex->w_ctcvr = im->clicked && (L->feedback == LRN__FB_WINDOW || L->elapse_ms > 0) ? 0.0f
+                                                                                   : 1.0f;
     set_tag(&L->tags[i], im->impression_id, im->ts_ms, arrival_ms, im->user_id, im->item_id,
             scen, src);
     met_counters *mc = met_board_counters(L->board);
@@ -642,6 +648,31 @@ static void aux_learn(lrn *L, const m3_example *ex, int real_negative) {
     if (L->aux_open) esd_add(L->aux, ex, real_negative);
 }
 
+/* esdfm with an elapsed time, one source: the closed windows first - a click whose fake
+ * negative went out is measured (and teaches the auxiliary model) and leaves, one whose
+ * copy had not gone out yet settles as a plain negative - then the fake-negative copies of
+ * the clicks whose elapsed time passed, as many as the batch has room for. */
+static void collect_elapsed(lrn *L, lrn_src *S, int64_t wm) {
+    int room;
+    while ((room = settled_cap(L) - L->n_settled) > 0) {
+        pend_entry *out = L->settled + L->n_settled;
+        int got = pend_expire(S->pend, wm, out, room);
+        for (int j = 0; j < got; j++) {
+            if (!out[j].elapsed) {
+                if (L->settled + L->n_settled != &out[j]) L->settled[L->n_settled] = out[j];
+                L->n_settled++;
+                continue;
+            }
+            for (int m = 0; m < L->n_models; m++)
+                measure(L, m, &out[j].ex, MET_CTCVR, out[j].p_ctcvr[m], 0);
+            aux_learn(L, &out[j].ex, 1);
+        }
+        if (got < room) break;
+    }
+    room = settled_cap(L) - L->n_settled;
+    if (room > 0) L->n_settled += pend_elapse(S->pend, wm, L->settled + L->n_settled, room);
+}
+
 /* Move impressions whose window closed (per source, round robin) into the settled rows,
  * as many as the batch has room for; the rest wait for the next batch. With fnw and esdfm
  * a closed window trains the model nothing (its fake negative did): the row is measured
@@ -654,6 +685,10 @@ static void collect_expired(lrn *L) {
         int64_t clock = S->pend ? src_clock(S, L->cfg->join_lateness_ms) : INT64_MIN;
         if (clock == INT64_MIN || clock < INT64_MIN + L->cfg->join_lateness_ms) continue;
         int64_t wm = clock - L->cfg->join_lateness_ms;
+        if (L->elapse_ms > 0) {
+            collect_elapsed(L, S, wm);
+            continue;
+        }
         pend_entry *out = L->settled + L->n_settled;
         int got = pend_expire(S->pend, wm, out, room);
         if (L->feedback != LRN__FB_FNW && L->feedback != LRN__FB_ESDFM) {
@@ -670,15 +705,20 @@ static void collect_expired(lrn *L) {
     if (L->n_srcs) L->expire_from = (L->expire_from + 1) % L->n_srcs;
 }
 
-/* Each training row's role for the fake-negative methods (LRN__ROW_*). */
+/* Each training row's role for the fake-negative methods (LRN__ROW_*). A click trains
+ * its fake negative at once, or (esdfm with an elapsed time) as a settled copy; a settled
+ * negative is defer's copy, or a click whose window closed before its elapsed time. */
 static void assign_roles(lrn *L, int B) {
     for (int i = 0; i < B; i++) {
         const m3_example *ex = &L->ex[i];
         if (i < L->n_imp)
-            L->role[i] = ex->y_click > 0.5f && !L->tags[i].converted ? LRN__ROW_FAKE_NEG
-                                                                      : LRN__ROW_PLAIN;
+            L->role[i] = ex->y_click < 0.5f || L->tags[i].converted ? LRN__ROW_PLAIN
+                         : L->elapse_ms > 0 ? LRN__ROW_WAIT : LRN__ROW_FAKE_NEG;
+        else if (L->settled[i - L->n_imp].copy)
+            L->role[i] = LRN__ROW_FAKE_NEG;
         else
-            L->role[i] = ex->y_conv > 0.5f ? LRN__ROW_POS : LRN__ROW_DUP_NEG;
+            L->role[i] = ex->y_conv > 0.5f ? LRN__ROW_POS
+                         : L->feedback == LRN__FB_DEFER ? LRN__ROW_DUP_NEG : LRN__ROW_PLAIN;
     }
 }
 
@@ -752,10 +792,12 @@ static void park_clicked(lrn *L) {
     }
 }
 
-/* The settled rows' CTCVR, with the predictions made when they were impressions. */
+/* The settled rows' CTCVR, with the predictions made when they were impressions (not
+ * esdfm's fake-negative copies: their label has not settled). */
 static void measure_settled(lrn *L) {
     for (int j = 0; j < L->n_settled; j++) {
         const pend_entry *e = &L->settled[j];
+        if (e->copy) continue;
         for (int m = 0; m < L->n_models; m++)
             measure(L, m, &e->ex, MET_CTCVR, e->p_ctcvr[m], e->ex.y_conv > 0.5f);
     }
@@ -806,6 +848,7 @@ static void roll_back(lrn *L, int m) {
 static float fb_weight(int feedback, int role, float q, float rn) {
     q = q > 0.0f ? (q < 1.0f ? q : 1.0f) : 0.0f;   /* NaN too: the guard refuses the step */
     if (role == LRN__ROW_PLAIN || role == LRN__ROW_POS) return 1.0f;
+    if (role == LRN__ROW_WAIT) return 0.0f;
     if (feedback == LRN__FB_ESDFM) return rn >= 0.0f ? rn : 1.0f - q;
     return feedback == LRN__FB_FNW ? 1.0f - q : (1.0f - q) / (2.0f - q);
 }
@@ -826,8 +869,9 @@ static void aux_predict(lrn *L, int B) {
     for (int i = 0; i < B; i++)
         L->aux_rn[i] = warm && L->role[i] == LRN__ROW_FAKE_NEG ? esd_p_rn(L->aux, &L->ex[i])
                                                                : -1.0f;
-    for (int i = L->n_imp; i < B; i++)
-        if (L->role[i] == LRN__ROW_POS) aux_learn(L, &L->ex[i], 0);
+    for (int i = L->n_imp; i < B; i++)   /* the outcome of a fake negative only */
+        if (L->role[i] == LRN__ROW_POS && (L->elapse_ms == 0 || L->settled[i - L->n_imp].elapsed))
+            aux_learn(L, &L->ex[i], 0);
 }
 
 /* Every model takes its step on the cached batch. A step the model's guard refused is
