@@ -11,8 +11,9 @@
  * positive copy when the conversion arrives (defer also trains a negative copy when the
  * window closes unconverted), importance-weighted from the training model's own p_cvr;
  * "esdfm" as fnw, the fake negatives weighted by an auxiliary model of how likely they are
- * real negatives, trained on the settled labels (stream/esdfm.h; docs/model.md, "Delayed
- * feedback"). */
+ * real negatives, trained on the settled labels (stream/esdfm.h), and trained
+ * join.esdfm.elapsed.ms after the click when that is set (a conversion before is a plain
+ * positive; docs/model.md, "Delayed feedback"). */
 #ifndef M3_LEARNER_H
 #define M3_LEARNER_H
 #include <stddef.h>
