@@ -997,6 +997,34 @@ static void test_feedback_elapsed(void) {
     cfg_free(&cfg);
 }
 
+/* A checkpoint at a boundary, the learner and its state closed, and both made again from
+ * the store with the same join.feedback (make_fb). */
+static lrn *fb_restart(lrn *L, state **st, m3_cfg *cfg, const char *fb, const char *dir) {
+    char err[512];
+    state_offset off = {"test", 0, 8};
+    CHECK(lrn_at_boundary(L));
+    CHECK_MSG(state_checkpoint(*st, &off, 1, err, sizeof err) == 0, "%s", err);
+    CHECK_MSG(state_close(*st, err, sizeof err) == 0, "%s", err);
+    lrn_destroy(L);
+    cfg_free(cfg);
+    L = make_fb(cfg, fb, dir);
+    *st = state_open(cfg, L, "test", err, sizeof err);
+    CHECK_MSG(*st, "%s", err);
+    CHECK(!state_fresh(*st));
+    return L;
+}
+
+/* The end of a durable test: nothing failed to load, the state closes cleanly. */
+static void fb_close(lrn *L, state *st, m3_cfg *cfg, const char *dir) {
+    char err[512];
+    CHECK_EQ_INT(pend_load_errors(lrn_source_pending(L, 0, 0, err, sizeof err)), 0);
+    CHECK_MSG(!state_failed(st, err, sizeof err), "%s", err);
+    CHECK_MSG(state_close(st, err, sizeof err) == 0, "%s", err);
+    lrn_destroy(L);
+    cfg_free(cfg);
+    rm_rf(dir);
+}
+
 /* With a store: a click trained as a fake negative, a checkpoint, a restart (the pending
  * join comes back from the store), its conversion 6 days later trains the positive copy
  * exactly once; then the window closes for the other click. */
@@ -1012,17 +1040,7 @@ static void test_feedback_durable(void) {
     batch_of_four(L, "d1", T0, 10, &s);
     batch_of_four(L, "d2", T0 + 1000, 20, &s);
     CHECK_EQ_INT(lrn_trained_ctcvr(L), 8);
-    state_offset off = {"test", 0, 8};
-    CHECK(lrn_at_boundary(L));
-    CHECK_MSG(state_checkpoint(st, &off, 1, err, sizeof err) == 0, "%s", err);
-    CHECK_MSG(state_close(st, err, sizeof err) == 0, "%s", err);
-    lrn_destroy(L);
-    cfg_free(&cfg);
-
-    L = make_fb(&cfg, "fnw", dir);
-    st = state_open(&cfg, L, "test", err, sizeof err);
-    CHECK_MSG(st, "%s", err);
-    CHECK(!state_fresh(st));
+    L = fb_restart(L, &st, &cfg, "fnw", dir);
     CHECK_EQ_INT(lrn_pending(L), 2);
     CHECK_EQ_INT(lrn_trained_ctcvr(L), 8);
     rows R = {0};
@@ -1039,12 +1057,7 @@ static void test_feedback_durable(void) {
     lrn_run_batch(L, collect, &s);
     CHECK_EQ_INT(trained_as(&R, "d2", &at), 0);   /* fnw: its fake negative was it */
     CHECK_EQ_INT(lrn_pending(L), 1);              /* "e" */
-    CHECK_EQ_INT(pend_load_errors(lrn_source_pending(L, 0, 0, err, sizeof err)), 0);
-    CHECK_MSG(!state_failed(st, err, sizeof err), "%s", err);
-    CHECK_MSG(state_close(st, err, sizeof err) == 0, "%s", err);
-    lrn_destroy(L);
-    cfg_free(&cfg);
-    rm_rf(dir);
+    fb_close(L, st, &cfg, dir);
 }
 
 /* esdfm with an elapsed time of a day and a store: d1's fake negative goes out, a
@@ -1067,16 +1080,7 @@ static void test_feedback_elapsed_durable(void) {
     batch_of_four(L, "d2", T0 + D + D / 2, 20, &s);
     CHECK_EQ_INT(trained_as(&R, "d1", &(int){0}), 1);   /* its copy */
     CHECK_EQ_INT(trained_as(&R, "d2", &(int){0}), 0);
-    state_offset off = {"test", 0, 8};
-    CHECK(lrn_at_boundary(L));
-    CHECK_MSG(state_checkpoint(st, &off, 1, err, sizeof err) == 0, "%s", err);
-    CHECK_MSG(state_close(st, err, sizeof err) == 0, "%s", err);
-    lrn_destroy(L);
-    cfg_free(&cfg);
-
-    L = make_fb(&cfg, fb, dir);
-    st = state_open(&cfg, L, "test", err, sizeof err);
-    CHECK_MSG(st, "%s", err);
+    L = fb_restart(L, &st, &cfg, fb, dir);
     CHECK_EQ_INT(lrn_pending(L), 2);
     R.n = 0;
     CHECK(lrn_set_batch_hook(L, record, &R) == 0);
@@ -1089,12 +1093,7 @@ static void test_feedback_elapsed_durable(void) {
     CHECK_EQ_INT(trained_as(&R, "d1", &(int){0}), 0);
     CHECK_EQ_INT(trained_as(&R, "d2", &(int){0}), 1);
     CHECK_EQ_INT(lrn_pending(L), 2);                      /* e, f */
-    CHECK_EQ_INT(pend_load_errors(lrn_source_pending(L, 0, 0, err, sizeof err)), 0);
-    CHECK_MSG(!state_failed(st, err, sizeof err), "%s", err);
-    CHECK_MSG(state_close(st, err, sizeof err) == 0, "%s", err);
-    lrn_destroy(L);
-    cfg_free(&cfg);
-    rm_rf(dir);
+    fb_close(L, st, &cfg, dir);
 }
 
 /* lrn_drain settles every click whose window closed, however many more than one batch

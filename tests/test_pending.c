@@ -323,19 +323,24 @@ static size_t rich_snap(int i, unsigned char *sn) {
     return (size_t)(8 * (i + 1));
 }
 
-static void test_store_backed(void) {
-    static fake_store f;
-    pend_table *t = mk_table(100, 16);
-    pend_set_loader(t, fake_load, &f, 7);
+/* Four rich entries <prefix>0..3 at times 10, 20, 30, 40, with snapshots. */
+static void add_four(pend_table *t, char prefix) {
     char id[16];
-    for (int i = 0; i < 4; i++) {   /* s0..s3, times 10, 20, 30, 40 */
+    for (int i = 0; i < 4; i++) {
         m3_example ex = rich_ex(10 * (i + 1), i);
         float p[2] = {0.5f, 0.01f * (float)i};
-        snprintf(id, sizeof id, "s%d", i);
+        snprintf(id, sizeof id, "%c%d", prefix, i);
         unsigned char sn[64];
         size_t sl = rich_snap(i, sn);
         CHECK_EQ_INT(pend_add(t, id, &ex, p, 2, sn, sl), 0);
     }
+}
+
+static void test_store_backed(void) {
+    static fake_store f;
+    pend_table *t = mk_table(100, 16);
+    pend_set_loader(t, fake_load, &f, 7);
+    add_four(t, 's');
     CHECK_EQ_INT(pend_sync(t, fake_put, fake_del, &f), 4);
     CHECK_EQ_INT(f.n, 4);
     pend_sync_done(t);
@@ -425,13 +430,7 @@ static void test_elapse(void) {
     pend_table *t = mk_table(100, 16);
     pend_set_elapse(t, 20);
     pend_set_loader(t, fake_load, &f, 7);
-    char id[16];
-    for (int i = 0; i < 4; i++) {   /* e0..e3, times 10, 20, 30, 40 */
-        m3_example ex = rich_ex(10 * (i + 1), i);
-        float p[2] = {0.5f, 0.01f * (float)i};
-        snprintf(id, sizeof id, "e%d", i);
-        CHECK_EQ_INT(pend_add(t, id, &ex, p, 2, NULL, 0), 0);
-    }
+    add_four(t, 'e');
     CHECK_EQ_INT(pend_sync(t, fake_put, fake_del, &f), 4);
     pend_sync_done(t);                                        /* bodies spilled */
     CHECK_EQ_INT(pend_convert(t, "e1", 35, NULL), 1);         /* before its elapsed time */
@@ -440,7 +439,7 @@ static void test_elapse(void) {
     CHECK_EQ_INT(pend_elapse(t, 51, out, 1), 1);              /* e0 and e2 due: max 1 */
     CHECK_EQ_STR(out[0].impression_id, "e0");
     CHECK(out[0].copy == 1 && out[0].ex.y_conv == 0.0f && out[0].ex.w_ctr == 0.0f);
-    CHECK_EQ_INT(out[0].ex.scenario, 0);                      /* read back */
+    check_rich(&out[0], 0, 0);                                /* read back */
     CHECK_EQ_INT(pend_elapse(t, 51, out, 4), 1);
     CHECK_EQ_STR(out[0].impression_id, "e2");
     CHECK_EQ_INT(pend_elapse(t, 51, out, 4), 0);              /* each once */

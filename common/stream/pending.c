@@ -416,19 +416,34 @@ int pend_convert(pend_table *t, const char *impression_id, int64_t ts_ms, pend_e
     return pend__ix_find(t, true, impression_id, h) != SIZE_MAX ? 2 : 0;
 }
 
-int pend_expire(pend_table *t, int64_t watermark_ms, pend_entry *out, int max) {
+/* Advances the watermark; returns the time before which an impression is `span` (the
+ * window, the elapsed time) old, INT64_MIN when none can be that old. */
+static int64_t pend__cutoff(pend_table *t, int64_t watermark_ms, int64_t span) {
     if (watermark_ms > t->watermark) t->watermark = watermark_ms;
-    if (t->watermark < INT64_MIN + t->window) return 0;   /* nothing can be that old */
-    int64_t cutoff = t->watermark - t->window;            /* expire when imp_ts < cutoff */
+    return t->watermark < INT64_MIN + span ? INT64_MIN : t->watermark - span;
+}
+
+/* Pops heap h's nodes older than cutoff until one is still its slot's (a converted
+ * entry's node is stale by seq): that slot, or PEND__EMPTY when none is due. */
+static uint32_t pend__pop_due(pend_table *t, pend__hnode *h, size_t *n, int64_t cutoff) {
+    while (*n > 0 && h[0].ts < cutoff) {
+        pend__hnode top = h[0];
+        pend__heap_pop(h, n);
+        const pend__slot *sl = &t->slots[top.slot];
+        if (sl->live && sl->seq == top.seq) return top.slot;
+    }
+    return PEND__EMPTY;
+}
+
+int pend_expire(pend_table *t, int64_t watermark_ms, pend_entry *out, int max) {
+    int64_t cutoff = pend__cutoff(t, watermark_ms, t->window);
     int n = 0;
-    while (n < max && t->n_heap > 0 && t->heap[0].ts < cutoff) {
-        pend__hnode top = t->heap[0];
-        pend__heap_pop(t->heap, &t->n_heap);
-        pend__slot *sl = &t->slots[top.slot];
-        if (!sl->live || sl->seq != top.seq) continue;    /* converted since: stale node */
+    uint32_t s;
+    while (n < max && (s = pend__pop_due(t, t->heap, &t->n_heap, cutoff)) != PEND__EMPTY) {
+        pend__slot *sl = &t->slots[s];
         size_t pos = pend__ix_find(t, false, sl->id, sl->hash);
         pend__remember_late(t, sl->id, sl->hash);
-        pend__release(t, top.slot, pos, 0.0f, out ? &out[n] : NULL);
+        pend__release(t, s, pos, 0.0f, out ? &out[n] : NULL);
         n++;
     }
     return n;
@@ -440,17 +455,13 @@ void pend_set_elapse(pend_table *t, int64_t elapse_ms) {
 
 int pend_elapse(pend_table *t, int64_t watermark_ms, pend_entry *out, int max) {
     if (t->elapse_ms <= 0) return 0;
-    if (watermark_ms > t->watermark) t->watermark = watermark_ms;
-    if (t->watermark < INT64_MIN + t->elapse_ms) return 0;
-    int64_t cutoff = t->watermark - t->elapse_ms;          /* elapsed when imp_ts < cutoff */
+    int64_t cutoff = pend__cutoff(t, watermark_ms, t->elapse_ms);
     int n = 0;
-    while (n < max && t->n_eheap > 0 && t->eheap[0].ts < cutoff) {
-        pend__hnode top = t->eheap[0];
-        pend__heap_pop(t->eheap, &t->n_eheap);
-        pend__slot *sl = &t->slots[top.slot];
-        if (!sl->live || sl->seq != top.seq || sl->elapsed) continue;   /* gone since */
-        sl->elapsed = true;
-        pend__copy_out(t, top.slot, 0.0f, &out[n]);
+    uint32_t s;
+    while (n < max && (s = pend__pop_due(t, t->eheap, &t->n_eheap, cutoff)) != PEND__EMPTY) {
+        if (t->slots[s].elapsed) continue;
+        t->slots[s].elapsed = true;
+        pend__copy_out(t, s, 0.0f, &out[n]);
         out[n].copy = 1;
         n++;
     }
