@@ -122,6 +122,7 @@ static const char *defaults_dump =
     "join.window.ms=3600000\n"
     "join.lateness.ms=300000\n"
     "join.feedback=window\n"
+    "join.esdfm.elapsed.ms=0\n"
     "store.dir=\n"
     "store.memory.max_mb=1024\n"
     "store.block_cache_mb=128\n"
@@ -588,8 +589,11 @@ static void test_check_errors(void) {
                 "the UPT snapshots of a pending row take 1160 bytes, more than 1024 (4 x "
                 "model.emb.dim 48 x 3 scenarios for each m3rec model): a smaller "
                 "model.emb.dim, fewer scenarios or fewer m3rec models in model.shadow");
-    check_fails("batch.size=8\njoin.feedback=esdfm\n", 2,
-                "join.feedback=esdfm: expected window, fnw or defer");
+    check_fails("batch.size=8\njoin.feedback=dfm\n", 2,
+                "join.feedback=dfm: expected window, fnw, defer or esdfm");
+    check_fails("join.window.ms=86400000\njoin.esdfm.elapsed.ms=86400001\n", 2,
+                "join.esdfm.elapsed.ms=86400001 is above join.window.ms=86400000: a click "
+                "would settle before its fake negative");
     check_fails("time.max.behind.ms=3600000\njoin.lateness.ms=1000\n", 2,
                 "time.max.behind.ms=3600000 is below join.window.ms + join.lateness.ms = "
                 "3601000: a conversion that can still join would be refused (raise it, or 0 = "
@@ -676,7 +680,7 @@ static void test_documented(void) {
         CHECK_CONTAINS(props, pat);
         n++;
     }
-    CHECK_EQ_INT(n, 72);
+    CHECK_EQ_INT(n, 73);
     char *help = cfg_help();
     CHECK_CONTAINS(help, "batch.size                   impressions per minibatch "
                          "(predict, then train) (1..4096; default 256)\n");

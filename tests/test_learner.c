@@ -773,7 +773,8 @@ static int trained_as(const rows *R, const char *id, int *last) {
     return n;
 }
 
-/* A learner with a 7-day window and the given join.feedback, batch.size 4, no shadow. */
+/* A learner with a 7-day window and the given join.feedback, batch.size 4, no shadow
+ * (join.feedback may carry a second setting: "esdfm\njoin.esdfm.elapsed.ms=..."). */
 static lrn *make_fb(m3_cfg *cfg, const char *feedback, const char *store_dir) {
     cfg_defaults(cfg);
     char err[512], kv[600];
@@ -782,8 +783,11 @@ static lrn *make_fb(m3_cfg *cfg, const char *feedback, const char *store_dir) {
                          "time.max.ahead.ms=0", "checkpoint.sync=false"};
     for (size_t i = 0; i < sizeof kvs / sizeof kvs[0]; i++)
         CHECK_MSG(cfg_set(cfg, kvs[i], "test", 1, err, sizeof err) == 0, "%s", err);
-    snprintf(kv, sizeof kv, "join.feedback=%s", feedback);
+    const char *nl = strchr(feedback, '\n');
+    snprintf(kv, sizeof kv, "join.feedback=%.*s", nl ? (int)(nl - feedback) : (int)strlen(feedback),
+             feedback);
     CHECK_MSG(cfg_set(cfg, kv, "test", 2, err, sizeof err) == 0, "%s", err);
+    if (nl) CHECK_MSG(cfg_set(cfg, nl + 1, "test", 2, err, sizeof err) == 0, "%s", err);
     snprintf(kv, sizeof kv, "store.dir=%s", store_dir ? store_dir : "");
     CHECK_MSG(cfg_set(cfg, kv, "test", 3, err, sizeof err) == 0, "%s", err);
     CHECK_MSG(cfg_check(cfg, err, sizeof err) == 0, "%s", err);
@@ -818,8 +822,9 @@ static float p_cvr_of(const sink *s, const char *id) {
  * repeated conversion none; at the window's end defer trains a negative copy, fnw
  * nothing; the metrics count each click's CTCVR once either way. */
 static void test_feedback_methods(void) {
-    const char *methods[] = {"window", "fnw", "defer"};
-    for (int k = 0; k < 3; k++) {
+    const char *methods[] = {"window", "fnw", "defer", "esdfm"};
+    for (int k = 0; k < 4; k++) {
+        int fnw_like = k == 1 || k == 3;   /* esdfm weighs as fnw until its model is warm */
         m3_cfg cfg;
         lrn *L = make_fb(&cfg, methods[k], NULL);
         rows R = {0};
@@ -836,7 +841,7 @@ static void test_feedback_methods(void) {
             CHECK(!R.r[at].settled && R.r[at].y_conv == 0.0f && R.r[at].w_ctr == 1.0f);
             float q = p_cvr_of(&s, "c1");
             CHECK(q > 0.0f && q < 1.0f);
-            CHECK_CLOSE(R.r[at].w_ctcvr, k == 1 ? 1.0f - q : (1.0f - q) / (2.0f - q), 1e-6, 0);
+            CHECK_CLOSE(R.r[at].w_ctcvr, fnw_like ? 1.0f - q : (1.0f - q) / (2.0f - q), 1e-6, 0);
         }
         CHECK_EQ_INT(lrn_trained_ctcvr(L), k == 0 ? 6 : 8);
         CHECK_EQ_INT(lrn_pending(L), 2);       /* both wait for their label all the same */
@@ -858,7 +863,7 @@ static void test_feedback_methods(void) {
         lrn_run_batch(L, collect, &s);
         CHECK_EQ_INT(lrn_pending(L), 1);        /* "late" itself was clicked */
         int n2 = trained_as(&R, "c2", &at);
-        CHECK_EQ_INT(n2, k == 1 ? 1 : k == 0 ? 1 : 2);
+        CHECK_EQ_INT(n2, k == 2 ? 2 : 1);
         if (k == 2) {
             float w = R.r[at].w_ctcvr;
             CHECK(R.r[at].settled && R.r[at].y_conv == 0.0f && w > 0.0f && w < 0.5f);
@@ -873,6 +878,151 @@ static void test_feedback_methods(void) {
         lrn_destroy(L);
         cfg_free(&cfg);
     }
+}
+
+/* One cohort of n users at t, each clicking item 1 and item 2 (ids A<tag>.i, B<tag>.i;
+ * the same user keys on both, so only the item tells them apart); every item-1 click
+ * converts an hour later, no item-2 click ever does. */
+static void esdfm_cohort(lrn *L, int64_t t, int n, int tag, sink *s) {
+    char reason[256], id[32];
+    for (int i = 0; i < n; i++)
+        for (int k = 0; k < 2; k++) {
+            snprintf(id, sizeof id, "%c%d.%d", k ? 'B' : 'A', tag, i);
+            m3_impression im = imp(id, "home", t + 10 * i + k, 100 + i, 1);
+            im.item_id = 1 + k;
+            CHECK(lrn_impression(L, &im, 0, 0, collect, s, reason, sizeof reason) == 0);
+            s->n = 0;
+        }
+    for (int i = 0; i < n; i++) {
+        snprintf(id, sizeof id, "A%d.%d", tag, i);
+        m3_conversion cv = conv(id, "home", t + 3600000 + i);
+        CHECK(lrn_conversion(L, &cv, 0, collect, s, reason, sizeof reason) == 0);
+        s->n = 0;
+    }
+    lrn_run_batch(L, collect, s);
+    s->n = 0;
+}
+
+/* esdfm's weights come from its auxiliary model once that is warm: it learns only from
+ * the first closed window on (before, only positives settle: the first cohort's
+ * conversions teach it nothing), and after 1,200 settled labels a click on the item whose
+ * clicks convert weighs its fake negative far below one on the item whose clicks never
+ * do. (Until then the weight is fnw's: test_feedback_methods.) */
+static void test_feedback_esdfm(void) {
+    m3_cfg cfg;
+    lrn *L = make_fb(&cfg, "esdfm", NULL);
+    sink s = {0};
+    char reason[256];
+    for (int c = 0; c < 3; c++)   /* each cohort's clock closes the windows of the one before */
+        esdfm_cohort(L, T0 + c * (WEEK + 86400000LL), 300, c, &s);
+    /* cohort 0's 300 positives came before any window closed: not learnt; then cohort 0's
+     * and 1's item-2 clicks closed (600 real negatives), cohort 1's and 2's conversions
+     * settled (600 positives) */
+    rows R = {0};
+    CHECK(lrn_set_batch_hook(L, record, &R) == 0);
+    const int64_t t = T0 + 3 * (WEEK + 86400000LL);
+    for (int k = 0; k < 4; k++) {
+        m3_impression im = imp(k == 0 ? "pa" : k == 1 ? "pb" : k == 2 ? "pu0" : "pu1", "home",
+                               t + k, 100 + k, k < 2);
+        im.item_id = k < 2 ? 1 + k : 3;
+        CHECK(lrn_impression(L, &im, 0, 0, collect, &s, reason, sizeof reason) == 0);
+    }
+    CHECK_EQ_INT(lrn_queued(L), 0);
+    int at_a = -1, at_b = -1;
+    CHECK_EQ_INT(trained_as(&R, "pa", &at_a), 1);
+    CHECK_EQ_INT(trained_as(&R, "pb", &at_b), 1);
+    float wa = R.r[at_a].w_ctcvr, wb = R.r[at_b].w_ctcvr;
+    CHECK(R.r[at_a].y_conv == 0.0f && R.r[at_b].y_conv == 0.0f && !R.r[at_a].settled);
+    CHECK_MSG(wa < 0.2f && wb > 0.6f, "fake-negative weights: converting item %.3f, "
+              "never-converting item %.3f", (double)wa, (double)wb);
+    lrn_destroy(L);
+    cfg_free(&cfg);
+}
+
+/* The last recorded CTCVR row of id: trained n times, settled, label y, weight in (lo, hi]. */
+static void check_last(const rows *R, const char *id, int n, float y, float lo, float hi) {
+    int at = -1;
+    CHECK_EQ_INT(trained_as(R, id, &at), n);
+    if (at < 0) return;
+    CHECK_MSG(R->r[at].settled && R->r[at].y_conv == y && R->r[at].w_ctr == 0.0f &&
+              R->r[at].w_ctcvr > lo && R->r[at].w_ctcvr <= hi,
+              "%s: settled %d y_conv %g w_ctcvr %g", id, R->r[at].settled,
+              (double)R->r[at].y_conv, (double)R->r[at].w_ctcvr);
+}
+
+/* esdfm with an elapsed time of a day (window 7 days): a click trains nothing at once; a
+ * conversion within the day trains one plain positive and never a fake negative; a click
+ * still unconverted a day later trains a fake negative copy (weight below 1), and its
+ * conversion a positive; when the window closes on a click whose copy went out, nothing
+ * more trains; a click the clock jumped past both its elapsed time and its window settles
+ * as a plain negative (weight 1). Each click's CTCVR is measured once. */
+static void test_feedback_elapsed(void) {
+    m3_cfg cfg;
+    lrn *L = make_fb(&cfg, "esdfm\njoin.esdfm.elapsed.ms=86400000", NULL);
+    rows R = {0};
+    sink s = {0};
+    char reason[256];
+    const int64_t D = 86400000LL;
+    CHECK(lrn_set_batch_hook(L, record, &R) == 0);
+    batch_of_four(L, "c1", T0, 10, &s);
+    batch_of_four(L, "c2", T0 + 1000, 20, &s);
+    CHECK_EQ_INT(trained_as(&R, "c1", &(int){0}), 0);      /* it waits */
+    CHECK_EQ_INT(lrn_trained_ctcvr(L), 6);                 /* the unclicked ones */
+    m3_conversion cv1 = conv("c1", "home", T0 + 3600000);
+    CHECK(lrn_conversion(L, &cv1, 0, collect, &s, reason, sizeof reason) == 0);
+    lrn_run_batch(L, collect, &s);
+    check_last(&R, "c1", 1, 1.0f, 0.999f, 1.0f);           /* a plain positive */
+    batch_of_four(L, "c3", T0 + 2 * D, 30, &s);            /* c2's elapsed time passed */
+    lrn_run_batch(L, collect, &s);
+    check_last(&R, "c2", 1, 0.0f, 0.0f, 0.999f);           /* its fake negative */
+    m3_conversion cv2 = conv("c2", "home", T0 + 2 * D + 10);
+    CHECK(lrn_conversion(L, &cv2, 0, collect, &s, reason, sizeof reason) == 0);
+    lrn_run_batch(L, collect, &s);
+    check_last(&R, "c2", 2, 1.0f, 0.999f, 1.0f);           /* and the positive */
+    batch_of_four(L, "c4", T0 + 4 * D, 40, &s);            /* c3's copy */
+    batch_of_four(L, "c5", T0 + 4 * D + 100, 50, &s);
+    lrn_run_batch(L, collect, &s);
+    check_last(&R, "c3", 1, 0.0f, 0.0f, 0.999f);
+    CHECK_EQ_INT(trained_as(&R, "c4", &(int){0}), 0);
+    uint64_t before = ctcvr_n(L, 0);
+    batch_of_four(L, "late", T0 + 12 * D, 60, &s);          /* every window but late's closes */
+    lrn_run_batch(L, collect, &s);
+    check_last(&R, "c3", 1, 0.0f, 0.0f, 0.999f);           /* nothing more */
+    check_last(&R, "c4", 1, 0.0f, 0.999f, 1.0f);           /* plain negatives */
+    check_last(&R, "c5", 1, 0.0f, 0.999f, 1.0f);
+    CHECK_EQ_INT(ctcvr_n(L, 0), before + 3 + 3);           /* c3, c4, c5; late's unclicked */
+    CHECK_EQ_INT(ctcvr_n(L, 0), 5 + 18);                   /* each click once, 18 unclicked */
+    CHECK_EQ_INT(lrn_pending(L), 1);
+    lrn_destroy(L);
+    cfg_free(&cfg);
+}
+
+/* A checkpoint at a boundary, the learner and its state closed, and both made again from
+ * the store with the same join.feedback (make_fb). */
+static lrn *fb_restart(lrn *L, state **st, m3_cfg *cfg, const char *fb, const char *dir) {
+    char err[512];
+    state_offset off = {"test", 0, 8};
+    CHECK(lrn_at_boundary(L));
+    CHECK_MSG(state_checkpoint(*st, &off, 1, err, sizeof err) == 0, "%s", err);
+    CHECK_MSG(state_close(*st, err, sizeof err) == 0, "%s", err);
+    lrn_destroy(L);
+    cfg_free(cfg);
+    L = make_fb(cfg, fb, dir);
+    *st = state_open(cfg, L, "test", err, sizeof err);
+    CHECK_MSG(*st, "%s", err);
+    CHECK(!state_fresh(*st));
+    return L;
+}
+
+/* The end of a durable test: nothing failed to load, the state closes cleanly. */
+static void fb_close(lrn *L, state *st, m3_cfg *cfg, const char *dir) {
+    char err[512];
+    CHECK_EQ_INT(pend_load_errors(lrn_source_pending(L, 0, 0, err, sizeof err)), 0);
+    CHECK_MSG(!state_failed(st, err, sizeof err), "%s", err);
+    CHECK_MSG(state_close(st, err, sizeof err) == 0, "%s", err);
+    lrn_destroy(L);
+    cfg_free(cfg);
+    rm_rf(dir);
 }
 
 /* With a store: a click trained as a fake negative, a checkpoint, a restart (the pending
@@ -890,17 +1040,7 @@ static void test_feedback_durable(void) {
     batch_of_four(L, "d1", T0, 10, &s);
     batch_of_four(L, "d2", T0 + 1000, 20, &s);
     CHECK_EQ_INT(lrn_trained_ctcvr(L), 8);
-    state_offset off = {"test", 0, 8};
-    CHECK(lrn_at_boundary(L));
-    CHECK_MSG(state_checkpoint(st, &off, 1, err, sizeof err) == 0, "%s", err);
-    CHECK_MSG(state_close(st, err, sizeof err) == 0, "%s", err);
-    lrn_destroy(L);
-    cfg_free(&cfg);
-
-    L = make_fb(&cfg, "fnw", dir);
-    st = state_open(&cfg, L, "test", err, sizeof err);
-    CHECK_MSG(st, "%s", err);
-    CHECK(!state_fresh(st));
+    L = fb_restart(L, &st, &cfg, "fnw", dir);
     CHECK_EQ_INT(lrn_pending(L), 2);
     CHECK_EQ_INT(lrn_trained_ctcvr(L), 8);
     rows R = {0};
@@ -917,12 +1057,43 @@ static void test_feedback_durable(void) {
     lrn_run_batch(L, collect, &s);
     CHECK_EQ_INT(trained_as(&R, "d2", &at), 0);   /* fnw: its fake negative was it */
     CHECK_EQ_INT(lrn_pending(L), 1);              /* "e" */
-    CHECK_EQ_INT(pend_load_errors(lrn_source_pending(L, 0, 0, err, sizeof err)), 0);
-    CHECK_MSG(!state_failed(st, err, sizeof err), "%s", err);
-    CHECK_MSG(state_close(st, err, sizeof err) == 0, "%s", err);
-    lrn_destroy(L);
-    cfg_free(&cfg);
-    rm_rf(dir);
+    fb_close(L, st, &cfg, dir);
+}
+
+/* esdfm with an elapsed time of a day and a store: d1's fake negative goes out, a
+ * checkpoint, a restart; d1 comes back as elapsed (no second copy, and nothing when its
+ * window closes), d2 - not elapsed at the checkpoint - gets its copy after the restart,
+ * and nothing more when its window closes. */
+static void test_feedback_elapsed_durable(void) {
+    char dir[512], err[512];
+    fs_scratch_dir(dir, sizeof dir, "test_learner_fbe");
+    const char *fb = "esdfm\njoin.esdfm.elapsed.ms=86400000";
+    const int64_t D = 86400000LL;
+    m3_cfg cfg;
+    sink s = {0};
+    rows R = {0};
+    lrn *L = make_fb(&cfg, fb, dir);
+    state *st = state_open(&cfg, L, "test", err, sizeof err);
+    CHECK_MSG(st, "%s", err);
+    CHECK(lrn_set_batch_hook(L, record, &R) == 0);
+    batch_of_four(L, "d1", T0, 10, &s);
+    batch_of_four(L, "d2", T0 + D + D / 2, 20, &s);
+    CHECK_EQ_INT(trained_as(&R, "d1", &(int){0}), 1);   /* its copy */
+    CHECK_EQ_INT(trained_as(&R, "d2", &(int){0}), 0);
+    L = fb_restart(L, &st, &cfg, fb, dir);
+    CHECK_EQ_INT(lrn_pending(L), 2);
+    R.n = 0;
+    CHECK(lrn_set_batch_hook(L, record, &R) == 0);
+    batch_of_four(L, "e", T0 + 3 * D, 30, &s);
+    lrn_run_batch(L, collect, &s);
+    CHECK_EQ_INT(trained_as(&R, "d1", &(int){0}), 0);
+    check_last(&R, "d2", 1, 0.0f, 0.0f, 0.999f);
+    batch_of_four(L, "f", T0 + 8 * D + D / 2 + 10, 40, &s);   /* d1's and d2's windows close */
+    lrn_run_batch(L, collect, &s);
+    CHECK_EQ_INT(trained_as(&R, "d1", &(int){0}), 0);
+    CHECK_EQ_INT(trained_as(&R, "d2", &(int){0}), 1);
+    CHECK_EQ_INT(lrn_pending(L), 2);                      /* e, f */
+    fb_close(L, st, &cfg, dir);
 }
 
 /* lrn_drain settles every click whose window closed, however many more than one batch
@@ -953,6 +1124,9 @@ static void test_drain(void) {
 int main(void) {
     test_drain();
     test_feedback_methods();
+    test_feedback_esdfm();
+    test_feedback_elapsed();
+    test_feedback_elapsed_durable();
     test_feedback_durable();
     test_admit_numbers();
     test_admit_time();

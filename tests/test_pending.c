@@ -1,6 +1,7 @@
 /* test_pending.c - delayed-conversion join: convert, late, unknown, expiry order,
  * duplicates, and 100k entries each released exactly once; with a store behind it: sync,
- * bodies spilled and read back, restore, the late ring, the stored form. */
+ * bodies spilled and read back, restore, the late ring, the stored form; the elapsed-time
+ * copies (esdfm). */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -322,19 +323,24 @@ static size_t rich_snap(int i, unsigned char *sn) {
     return (size_t)(8 * (i + 1));
 }
 
-static void test_store_backed(void) {
-    static fake_store f;
-    pend_table *t = mk_table(100, 16);
-    pend_set_loader(t, fake_load, &f, 7);
+/* Four rich entries <prefix>0..3 at times 10, 20, 30, 40, with snapshots. */
+static void add_four(pend_table *t, char prefix) {
     char id[16];
-    for (int i = 0; i < 4; i++) {   /* s0..s3, times 10, 20, 30, 40 */
+    for (int i = 0; i < 4; i++) {
         m3_example ex = rich_ex(10 * (i + 1), i);
         float p[2] = {0.5f, 0.01f * (float)i};
-        snprintf(id, sizeof id, "s%d", i);
+        snprintf(id, sizeof id, "%c%d", prefix, i);
         unsigned char sn[64];
         size_t sl = rich_snap(i, sn);
         CHECK_EQ_INT(pend_add(t, id, &ex, p, 2, sn, sl), 0);
     }
+}
+
+static void test_store_backed(void) {
+    static fake_store f;
+    pend_table *t = mk_table(100, 16);
+    pend_set_loader(t, fake_load, &f, 7);
+    add_four(t, 's');
     CHECK_EQ_INT(pend_sync(t, fake_put, fake_del, &f), 4);
     CHECK_EQ_INT(f.n, 4);
     pend_sync_done(t);
@@ -415,8 +421,49 @@ static void test_store_backed(void) {
     pend_destroy(t2);
 }
 
+/* An elapsed time: entries are copied out once e after their impression, in time order,
+ * max at a time, and stay pending; a converted one is not copied; releases say whether
+ * the copy went out; with a spilled body the copy reads it back; a restored entry older
+ * than the restored watermark - e counts as elapsed (no copy). */
+static void test_elapse(void) {
+    static fake_store f;
+    pend_table *t = mk_table(100, 16);
+    pend_set_elapse(t, 20);
+    pend_set_loader(t, fake_load, &f, 7);
+    add_four(t, 'e');
+    CHECK_EQ_INT(pend_sync(t, fake_put, fake_del, &f), 4);
+    pend_sync_done(t);                                        /* bodies spilled */
+    CHECK_EQ_INT(pend_convert(t, "e1", 35, NULL), 1);         /* before its elapsed time */
+    pend_entry out[4], e;
+    CHECK_EQ_INT(pend_elapse(t, 30, out, 4), 0);              /* e0: 10 is not < 30 - 20 */
+    CHECK_EQ_INT(pend_elapse(t, 51, out, 1), 1);              /* e0 and e2 due: max 1 */
+    CHECK_EQ_STR(out[0].impression_id, "e0");
+    CHECK(out[0].copy == 1 && out[0].ex.y_conv == 0.0f && out[0].ex.w_ctr == 0.0f);
+    check_rich(&out[0], 0, 0);                                /* read back */
+    CHECK_EQ_INT(pend_elapse(t, 51, out, 4), 1);
+    CHECK_EQ_STR(out[0].impression_id, "e2");
+    CHECK_EQ_INT(pend_elapse(t, 51, out, 4), 0);              /* each once */
+    CHECK_EQ_INT(pend_size(t), 3);
+    CHECK_EQ_INT(pend_convert(t, "e2", 70, &e), 1);
+    CHECK(e.elapsed == 1 && e.copy == 0 && e.ex.y_conv == 1.0f);
+    CHECK_EQ_INT(pend_expire(t, 141, out, 4), 2);             /* e0 (copied), e3 (not yet) */
+    CHECK(out[0].elapsed == 1 && out[1].elapsed == 0);
+    CHECK_EQ_INT(pend_load_errors(t), 0);
+    /* restored: the watermark first, then the entries */
+    pend_table *t2 = mk_table(100, 16);
+    pend_set_elapse(t2, 20);
+    pend_set_clock(t2, 61, 10);
+    CHECK_EQ_INT(pend_restore(t2, "r0", 30, 1), 0);           /* 30 < 61 - 20: elapsed */
+    CHECK_EQ_INT(pend_restore(t2, "r1", 50, 2), 0);
+    CHECK_EQ_INT(pend_elapse(t2, 80, out, 4), 1);
+    CHECK_EQ_STR(out[0].impression_id, "r1");
+    pend_destroy(t);
+    pend_destroy(t2);
+}
+
 int main(void) {
     test_store_backed();
+    test_elapse();
     test_convert_within_window();
     test_late_and_unknown();
     test_bad_args();

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "check.h"
+#include "app/app.h"
 #include "eval/sim.h"
 
 typedef struct { float p; int y; } scored;
@@ -436,7 +437,45 @@ static void test_delay(void) {
     sim_destroy(b);
 }
 
+/* --drift sets the tastes' turns per day (m3rec-sim, m3rec-offline); with it at 0 the
+ * world stands still: the same stream starts with (nearly) the same true click probabilities and
+ * ends, ten days later, with different ones. */
+static void test_drift(void) {
+    sim_cfg c;
+    sim_cfg_defaults(&c);
+    char err[256], a0[] = "prog", a1[] = "--drift", a2[] = "0", a3[] = "-1";
+    char *argv[] = {a0, a1, a2}, *bad[] = {a0, a1, a3};
+    int i = 1;
+    CHECK_EQ_INT(app_sim_arg(&c, 3, argv, &i, err, sizeof err), 1);
+    CHECK(i == 2 && c.drift == 0.0);
+    i = 1;
+    CHECK_EQ_INT(app_sim_arg(&c, 3, bad, &i, err, sizeof err), -1);
+    CHECK_CONTAINS(err, "--drift -1: expected a number >= 0");
+    sim_cfg d;
+    sim_cfg_defaults(&d);   /* drift 0.1 */
+    c.n_impressions = d.n_impressions = 20000;
+    c.rate_per_sec = d.rate_per_sec = 20000.0 / (10 * 86400.0);   /* ten days */
+    sim *still = sim_new(&c, err, sizeof err), *turning = sim_new(&d, err, sizeof err);
+    CHECK_MSG(still && turning, "%s", err);
+    m3_event ea, eb;
+    sim_truth ta, tb;
+    double first = -1, last = 0;
+    while (sim_next(still, &ea, &ta)) {
+        if (ea.type != M3_EV_IMPRESSION) continue;
+        do CHECK(sim_next(turning, &eb, &tb));
+        while (eb.type != M3_EV_IMPRESSION);
+        CHECK_EQ_STR(ea.u.imp.impression_id, eb.u.imp.impression_id);
+        if (first < 0) first = fabs((double)ta.p_click - tb.p_click);
+        last = fabs((double)ta.p_click - tb.p_click);
+    }
+    CHECK_MSG(first < 1e-4, "at the start the worlds differ by %g", first);
+    CHECK_MSG(last > 1e-3, "after ten days the worlds differ by %g", last);
+    sim_destroy(still);
+    sim_destroy(turning);
+}
+
 int main(void) {
+    test_drift();
     test_delay();
     test_deterministic();
     test_default_stream();

@@ -5,7 +5,8 @@
  * the oracle, with exactly the learner the worker runs. Usage:
  *   m3rec-offline [--config FILE] [--set key=value]... [--events N] [--seed S] [--users N]
  *                 [--items N] [--difficulty X] [--noise X] [--conflict X] [--taste X] [--mix X]
- *                 [--new-users X]
+ *                 [--new-users X] [--drift TURNS_PER_DAY] [--time-rate X]
+ *                 [--conversion-delay DIST] [--immediate-labels WINDOW]
  *                 [--report PATH] [--oracle-report PATH] [--dump-batches PATH] [--quiet]
  *                 [--drain]
  *   m3rec-offline --mapping FILE [--map key=value]... [--oracle-rows FILE] [--max-rows N]

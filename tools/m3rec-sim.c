@@ -4,11 +4,12 @@
  * Usage: m3rec-sim [--config FILE] [--set key=value]... [--bootstrap HOST:PORT]
  *                  [--events N] [--seed S] [--users N] [--items N] [--difficulty X]
  *                  [--noise X] [--conflict X] [--taste X] [--mix X] [--new-users X]
- *                  [--time-rate IMPS_PER_SEC] [--conversion-delay DIST]
+ *                  [--drift TURNS_PER_DAY] [--time-rate IMPS_PER_SEC] [--conversion-delay DIST]
  *                  [--immediate-labels WINDOW] [--report PATH]
  *                  [--out FILE] [--create-topics PARTITIONS] [--rate MSGS_PER_SEC]
  *
- * --time-rate sets the event-time rate (the stream's span); --conversion-delay the delay
+ * --drift sets how fast the segment tastes turn (per day of event time); --time-rate sets
+ * the event-time rate (the stream's span); --conversion-delay the delay
  * distribution, e.g. lognormal:median=2h,sigma=1.5 (docs/simulator.md).
  * --rate paces production in wall-clock time (0 = as fast as possible). The embedded
  * broker keeps only ~5 MB per partition: there production also waits for the worker's

@@ -38,6 +38,7 @@ int app_sim_arg(sim_cfg *sc, int argc, char **argv, int *i, char *errstr, size_t
         {"--new-users", 'z', 'd', offsetof(sim_cfg, new_users_per_1k)},
         {"--visit-len", 'z', 'd', offsetof(sim_cfg, visit_len)},
         {"--intent", 'z', 'd', offsetof(sim_cfg, intent)},
+        {"--drift", 'z', 'd', offsetof(sim_cfg, drift)},
         {"--time-rate", 'p', 'd', offsetof(sim_cfg, rate_per_sec)}};
     enum { N_OPTS = (int)(sizeof opts / sizeof opts[0]) };
     int delay = strcmp(argv[*i], "--conversion-delay") == 0;

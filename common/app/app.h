@@ -24,7 +24,7 @@ int app_config_arg(m3_cfg *cfg, int argc, char **argv, int *i, char *errstr, siz
 int app_sim_arg(sim_cfg *sc, int argc, char **argv, int *i, char *errstr, size_t n);
 #define APP_SIM_USAGE \
     "[--events N] [--seed S] [--users N] [--items N] [--difficulty X] [--noise X] [--conflict X] " \
-    "[--taste X] [--mix X] [--new-users X] [--time-rate IMPS_PER_SEC] " \
+    "[--taste X] [--mix X] [--new-users X] [--drift TURNS_PER_DAY] [--time-rate IMPS_PER_SEC] " \
     "[--conversion-delay DIST] [--immediate-labels WINDOW]"
 
 /* The librdkafka properties of a program: cfg's kafka.* keys in file order, then

@@ -131,8 +131,12 @@ static const cfg__key cfg__keys[] = {
           "windows close this long behind the newest event time seen (partitions are read unevenly)"),
     /* delayed-feedback learning (issue 17) */
     K_TYP("join.feedback", CFG__STRING, join_feedback, "window",
-          "a clicked impression's CTCVR term: window (trains when its label settles), fnw or "
-          "defer (trains at once as a negative, corrected when the conversion arrives)"),
+          "a clicked impression's CTCVR term: window (trains when its label settles), fnw, "
+          "defer or esdfm (trains at once as a negative, corrected when the conversion arrives)"),
+    /* ES-DFM's elapsed time (brief D, issue 17) */
+    K_I64("join.esdfm.elapsed.ms", join_elapsed_ms, 0, 30 * DAY_MS, "0",
+          "join.feedback=esdfm: a click trains its fake negative this long after the impression "
+          "(a conversion before is a plain positive); 0 = at once; at most join.window.ms"),
     K_TYP("store.dir", CFG__PATH, store_dir, "",
           "RocksDB directory of the durable state (one per worker); empty = in memory only"),
     K_INT("store.memory.max_mb", store_memory_mb, 0, 1048576, "1024",
@@ -890,10 +894,17 @@ int cfg_check(m3_cfg *c, char *errstr, size_t errstr_size) {
     }
     static const char *const feedback[] = { "join.feedback" };
     if (strcmp(c->join_feedback, "window") != 0 && strcmp(c->join_feedback, "fnw") != 0 &&
-        strcmp(c->join_feedback, "defer") != 0) {
-        snprintf(msg, sizeof msg, "join.feedback=%s: expected window, fnw or defer",
+        strcmp(c->join_feedback, "defer") != 0 && strcmp(c->join_feedback, "esdfm") != 0) {
+        snprintf(msg, sizeof msg, "join.feedback=%s: expected window, fnw, defer or esdfm",
                  c->join_feedback);
         return cfg__check_fail(c, feedback, 1, errstr, errstr_size, msg);
+    }
+    static const char *const elapsed[] = { "join.esdfm.elapsed.ms", "join.window.ms" };
+    if (c->join_elapsed_ms > c->join_window_ms) {
+        snprintf(msg, sizeof msg, "join.esdfm.elapsed.ms=%" PRId64 " is above join.window.ms=%"
+                 PRId64 ": a click would settle before its fake negative", c->join_elapsed_ms,
+                 c->join_window_ms);
+        return cfg__check_fail(c, elapsed, 2, errstr, errstr_size, msg);
     }
     if (cfg__check_formats(c, errstr, errstr_size) != 0) return -1;
     cfg__derive(c);

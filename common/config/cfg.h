@@ -57,8 +57,11 @@ typedef struct m3_cfg {
                                              the newest event time (uneven partitions) */
     char join_feedback[M3_NAME_MAX * 2];  /* join.feedback: how a clicked impression's CTCVR
                                              term learns before its label settles: "window"
-                                             (waits), "fnw", "defer" (fake negatives; the
+                                             (waits), "fnw", "defer", "esdfm" (fake negatives; the
                                              size of topic_prefix, as every name key) */
+    int64_t join_elapsed_ms;              /* join.esdfm.elapsed.ms: esdfm's elapsed time, after
+                                             which a click trains its fake negative (0: at
+                                             once) */
     /* durable state (state.c, store.c) */
     char store_dir[CFG_PATH_MAX];         /* store.dir: RocksDB directory; "" = in memory only */
     int store_memory_mb;                  /* store.memory.max_mb: embedding rows + user states

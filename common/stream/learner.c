@@ -10,6 +10,7 @@
 #include "base/clock.h"
 #include "base/wire.h"
 #include "engine/model.h"
+#include "stream/esdfm.h"
 #include "stream/pending.h"
 
 #define LRN_MAX_MODELS MET_MAX_MODELS
@@ -20,7 +21,10 @@
 
 /* join.feedback: how a clicked impression's CTCVR term learns before its label settles
  * (docs/model.md, "Delayed feedback"). */
-enum { LRN__FB_WINDOW = 0, LRN__FB_FNW, LRN__FB_DEFER };
+enum { LRN__FB_WINDOW = 0, LRN__FB_FNW, LRN__FB_DEFER, LRN__FB_ESDFM };
+/* esdfm weighs a fake negative with its auxiliary model (stream/esdfm.h) once that has
+ * trained on this many settled labels; before, with fnw's weight (1 - the model's p_cvr). */
+#define LRN__ESD_WARM 1000
 /* What a training row is to the fake-negative methods, which weight its CTCVR term from
  * the training model's own p_cvr (a constant in the step: stop-gradient). */
 enum {
@@ -28,7 +32,8 @@ enum {
                               weight 1 */
     LRN__ROW_FAKE_NEG,     /* a click trained at once as a negative, its label unknown */
     LRN__ROW_POS,          /* the positive copy: its conversion arrived */
-    LRN__ROW_DUP_NEG       /* DEFER: the negative copy when its window closed unconverted */
+    LRN__ROW_DUP_NEG,      /* DEFER: the negative copy when its window closed unconverted */
+    LRN__ROW_WAIT          /* esdfm with an elapsed time: a click, its CTCVR term waits */
 };
 
 /* What a batch row answers, to build its Prediction. */
@@ -87,6 +92,13 @@ struct lrn {
     int feedback;                          /* LRN__FB_*, from join.feedback */
     int last_settled;                      /* settled rows in the last training batch */
     unsigned char *role;                   /* (cap) LRN__ROW_* of each training row */
+    /* esdfm: the auxiliary model of p_rn, its value on this batch's fake negatives (cap;
+     * -1: not warm yet), and whether it learns yet: from the first window that closed on
+     * (before, only positives settle, and a model of them alone would say "converts") */
+    esd *aux;
+    float *aux_rn;
+    int aux_open;
+    int64_t elapse_ms;                     /* esdfm: join.esdfm.elapsed.ms, else 0 */
     lrn_batch_fn batch_fn;                 /* lrn_set_batch_hook() */
     void *batch_ud;
     const char **batch_ids;                /* (cap) the ids handed to batch_fn */
@@ -112,6 +124,7 @@ lrn *lrn_new(const m3_cfg *cfg, char *errstr, size_t errstr_size) {
     L->cap = cfg->model.max_batch;
     L->feedback = strcmp(cfg->join_feedback, "fnw") == 0     ? LRN__FB_FNW
                   : strcmp(cfg->join_feedback, "defer") == 0 ? LRN__FB_DEFER
+                  : strcmp(cfg->join_feedback, "esdfm") == 0 ? LRN__FB_ESDFM
                                                              : LRN__FB_WINDOW;
     if (L->cap <= cfg->batch_size) {
         snprintf(errstr, errstr_size, "learner: model.max_batch %d must exceed batch.size %d "
@@ -158,6 +171,12 @@ lrn *lrn_new(const m3_cfg *cfg, char *errstr, size_t errstr_size) {
     L->req_tags = calloc((size_t)L->cap, sizeof *L->req_tags);
     L->role = calloc((size_t)L->cap, 1);
     if (!L->ex || !L->tags || !L->settled || !L->req_ex || !L->req_tags || !L->role) goto oom;
+    if (L->feedback == LRN__FB_ESDFM) {
+        L->elapse_ms = cfg->join_elapsed_ms;
+        L->aux = esd_new(cfg->model.n_cat, cfg->model.n_num, L->cap, errstr, errstr_size);
+        if (!L->aux) goto fail;
+        if (!(L->aux_rn = calloc((size_t)L->cap, sizeof *L->aux_rn))) goto oom;
+    }
     return L;
 oom:
     snprintf(errstr, errstr_size, "learner: out of memory");
@@ -183,6 +202,8 @@ void lrn_destroy(lrn *L) {
     free(L->req_ex);
     free(L->req_tags);
     free(L->role);
+    esd_destroy(L->aux);
+    free(L->aux_rn);
     free(L->batch_ids);
     free(L);
 }
@@ -295,6 +316,7 @@ static lrn_src *source(lrn *L, int src, char *reason, size_t n) {
     if (!S->pend) {
         S->pend = pend_new(L->cfg->join_window_ms, 1 << 12, reason, n);
         if (S->pend && L->pend_load) pend_set_loader(S->pend, L->pend_load, L->pend_ud, src);
+        if (S->pend) pend_set_elapse(S->pend, L->elapse_ms);
     }
     return S->pend ? S : NULL;
 }
@@ -510,8 +532,10 @@ int lrn_impression(lrn *L, const m3_impression *im, int src, int64_t arrival_ms,
     ex->y_click = im->clicked ? 1.0f : 0.0f;
     ex->w_ctr = 1.0f;
     /* an unclicked impression is a CTCVR negative at once; a clicked one waits for its
-     * label (window), or trains at once as a negative corrected later (fnw, defer) */
-    ex->w_ctcvr = im->clicked && L->feedback == LRN__FB_WINDOW ? 0.0f : 1.0f;
+     * label (window) or its elapsed time (esdfm with one), or trains at once as a negative
+     * corrected later (fnw, defer, esdfm) */
+    ex->w_ctcvr = im->clicked && (L->feedback == LRN__FB_WINDOW || L->elapse_ms > 0) ? 0.0f
+                                                                                   : 1.0f;
     set_tag(&L->tags[i], im->impression_id, im->ts_ms, arrival_ms, im->user_id, im->item_id,
             scen, src);
     met_counters *mc = met_board_counters(L->board);
@@ -617,9 +641,42 @@ static void measure(lrn *L, int m, const m3_example *ex, met_task task, float p,
     met_board_add_slices_at(L->board, m, ex->scenario, ex->slices, task, p, y, ex->ts_ms);
 }
 
+/* esdfm: a settled label of a fake negative teaches the auxiliary model (real_negative: its
+ * window closed unconverted), once a window has closed; out of memory loses the label. */
+static void aux_learn(lrn *L, const m3_example *ex, int real_negative) {
+    if (real_negative) L->aux_open = 1;
+    if (L->aux_open) esd_add(L->aux, ex, real_negative);
+}
+
+/* esdfm with an elapsed time, one source: the closed windows first - a click whose fake
+ * negative went out is measured (and teaches the auxiliary model) and leaves, one whose
+ * copy had not gone out yet settles as a plain negative - then the fake-negative copies of
+ * the clicks whose elapsed time passed, as many as the batch has room for. */
+static void collect_elapsed(lrn *L, lrn_src *S, int64_t wm) {
+    int room;
+    while ((room = settled_cap(L) - L->n_settled) > 0) {
+        pend_entry *out = L->settled + L->n_settled;
+        int got = pend_expire(S->pend, wm, out, room);
+        for (int j = 0; j < got; j++) {
+            if (!out[j].elapsed) {
+                if (L->settled + L->n_settled != &out[j]) L->settled[L->n_settled] = out[j];
+                L->n_settled++;
+                continue;
+            }
+            for (int m = 0; m < L->n_models; m++)
+                measure(L, m, &out[j].ex, MET_CTCVR, out[j].p_ctcvr[m], 0);
+            aux_learn(L, &out[j].ex, 1);
+        }
+        if (got < room) break;
+    }
+    room = settled_cap(L) - L->n_settled;
+    if (room > 0) L->n_settled += pend_elapse(S->pend, wm, L->settled + L->n_settled, room);
+}
+
 /* Move impressions whose window closed (per source, round robin) into the settled rows,
- * as many as the batch has room for; the rest wait for the next batch. With fnw a closed
- * window trains nothing (its fake negative did): the row is measured and leaves at once. */
+ * as many as the batch has room for; the rest wait for the next batch. With fnw and esdfm
+ * a closed window trains the model nothing (its fake negative did): the row is measured
+ * (and teaches esdfm's auxiliary model) and leaves at once. */
 static void collect_expired(lrn *L) {
     for (int k = 0; k < L->n_srcs; k++) {
         int room = settled_cap(L) - L->n_settled;
@@ -628,35 +685,47 @@ static void collect_expired(lrn *L) {
         int64_t clock = S->pend ? src_clock(S, L->cfg->join_lateness_ms) : INT64_MIN;
         if (clock == INT64_MIN || clock < INT64_MIN + L->cfg->join_lateness_ms) continue;
         int64_t wm = clock - L->cfg->join_lateness_ms;
+        if (L->elapse_ms > 0) {
+            collect_elapsed(L, S, wm);
+            continue;
+        }
         pend_entry *out = L->settled + L->n_settled;
         int got = pend_expire(S->pend, wm, out, room);
-        if (L->feedback != LRN__FB_FNW) {
+        if (L->feedback != LRN__FB_FNW && L->feedback != LRN__FB_ESDFM) {
             L->n_settled += got;
             continue;
         }
         for (; got > 0; got = got == room ? pend_expire(S->pend, wm, out, room) : 0)
-            for (int j = 0; j < got; j++)
+            for (int j = 0; j < got; j++) {
                 for (int m = 0; m < L->n_models; m++)
                     measure(L, m, &out[j].ex, MET_CTCVR, out[j].p_ctcvr[m], 0);
+                if (L->aux) aux_learn(L, &out[j].ex, 1);
+            }
     }
     if (L->n_srcs) L->expire_from = (L->expire_from + 1) % L->n_srcs;
 }
 
-/* Each training row's role for the fake-negative methods (LRN__ROW_*). */
+/* Each training row's role for the fake-negative methods (LRN__ROW_*). A click trains
+ * its fake negative at once, or (esdfm with an elapsed time) as a settled copy; a settled
+ * negative is defer's copy, or a click whose window closed before its elapsed time. */
 static void assign_roles(lrn *L, int B) {
     for (int i = 0; i < B; i++) {
         const m3_example *ex = &L->ex[i];
         if (i < L->n_imp)
-            L->role[i] = ex->y_click > 0.5f && !L->tags[i].converted ? LRN__ROW_FAKE_NEG
-                                                                      : LRN__ROW_PLAIN;
+            L->role[i] = ex->y_click < 0.5f || L->tags[i].converted ? LRN__ROW_PLAIN
+                         : L->elapse_ms > 0 ? LRN__ROW_WAIT : LRN__ROW_FAKE_NEG;
+        else if (L->settled[i - L->n_imp].copy)
+            L->role[i] = LRN__ROW_FAKE_NEG;
         else
-            L->role[i] = ex->y_conv > 0.5f ? LRN__ROW_POS : LRN__ROW_DUP_NEG;
+            L->role[i] = ex->y_conv > 0.5f ? LRN__ROW_POS
+                         : L->feedback == LRN__FB_DEFER ? LRN__ROW_DUP_NEG : LRN__ROW_PLAIN;
     }
 }
 
 /* The rows of the minibatch: the queued impressions, then the settled rows (expired
  * windows are collected first), shown to the state's prepare hook. Returns B (0: none). */
 static int assemble_batch(lrn *L) {
+    if (L->aux) esd_begin(L->aux);
     collect_expired(L);
     int n_imp = L->n_imp, B = n_imp + L->n_settled;
     L->last_settled = L->n_settled;
@@ -723,10 +792,12 @@ static void park_clicked(lrn *L) {
     }
 }
 
-/* The settled rows' CTCVR, with the predictions made when they were impressions. */
+/* The settled rows' CTCVR, with the predictions made when they were impressions (not
+ * esdfm's fake-negative copies: their label has not settled). */
 static void measure_settled(lrn *L) {
     for (int j = 0; j < L->n_settled; j++) {
         const pend_entry *e = &L->settled[j];
+        if (e->copy) continue;
         for (int m = 0; m < L->n_models; m++)
             measure(L, m, &e->ex, MET_CTCVR, e->p_ctcvr[m], e->ex.y_conv > 0.5f);
     }
@@ -770,18 +841,37 @@ static void roll_back(lrn *L, int m) {
  * 1 on a positive, 1 - q on a negative; defer 1 on a positive, (1 - q) / (2 - q) on each
  * negative: a click's expected loss is q l(1) + (1 - q) l(0), the unbiased one. A label
  * known for sure (an unclicked impression, a conversion that arrived while its impression
- * was queued) keeps weight 1. */
-static float fb_weight(int feedback, int role, float q) {
+ * was queued) keeps weight 1. esdfm (Yang et al. 2021) shows the rows as fnw does, with
+ * weights 1 + p_dp on a positive and (1 + p_dp) p_rn on a fake negative from an auxiliary
+ * model; divided by the same expected count 1 + p_dp: 1 and rn = p_rn(x) (esdfm.h), or
+ * fnw's 1 - q while the auxiliary model is not warm (rn < 0). */
+static float fb_weight(int feedback, int role, float q, float rn) {
     q = q > 0.0f ? (q < 1.0f ? q : 1.0f) : 0.0f;   /* NaN too: the guard refuses the step */
     if (role == LRN__ROW_PLAIN || role == LRN__ROW_POS) return 1.0f;
+    if (role == LRN__ROW_WAIT) return 0.0f;
+    if (feedback == LRN__FB_ESDFM) return rn >= 0.0f ? rn : 1.0f - q;
     return feedback == LRN__FB_FNW ? 1.0f - q : (1.0f - q) / (2.0f - q);
 }
 
 /* The fake-negative methods' CTCVR weights of the B rows for model m, from its own p_cvr
- * of this batch's forward pass. */
+ * of this batch's forward pass (esdfm: from aux_predict's). */
 static void set_weights(lrn *L, int m, int B) {
     for (int i = 0; i < B; i++)
-        L->ex[i].w_ctcvr = fb_weight(L->feedback, L->role[i], L->p_cvr[m][i]);
+        L->ex[i].w_ctcvr = fb_weight(L->feedback, L->role[i], L->p_cvr[m][i],
+                                     L->aux ? L->aux_rn[i] : -1.0f);
+}
+
+/* esdfm: the auxiliary model's p_rn of this batch's fake negatives (-1 until it is warm:
+ * fnw's weight then), from its weights before this batch; then the batch's settled
+ * positives join its step (applied after the models trained: aux_step). */
+static void aux_predict(lrn *L, int B) {
+    int warm = esd_labels(L->aux) >= LRN__ESD_WARM;
+    for (int i = 0; i < B; i++)
+        L->aux_rn[i] = warm && L->role[i] == LRN__ROW_FAKE_NEG ? esd_p_rn(L->aux, &L->ex[i])
+                                                               : -1.0f;
+    for (int i = L->n_imp; i < B; i++)   /* the outcome of a fake negative only */
+        if (L->role[i] == LRN__ROW_POS && (L->elapse_ms == 0 || L->settled[i - L->n_imp].elapsed))
+            aux_learn(L, &L->ex[i], 0);
 }
 
 /* Every model takes its step on the cached batch. A step the model's guard refused is
@@ -826,15 +916,18 @@ static void train_batch(lrn *L, int B) {
 /* The prequential step on the queued impressions and settled labels. */
 static void run_training_batch(lrn *L, lrn_emit_fn emit, void *ud) {
     int B = assemble_batch(L);
-    if (B == 0) return;
-    score_batch(L, B);
-    emit_batch(L, emit, ud);
-    measure_impressions(L);
-    park_clicked(L);
-    measure_settled(L);
-    if (L->feedback != LRN__FB_WINDOW) set_weights(L, 0, B);   /* the recorder sees them */
-    record_batch(L, B);
-    train_batch(L, B);
+    if (B > 0) {
+        score_batch(L, B);
+        emit_batch(L, emit, ud);
+        measure_impressions(L);
+        park_clicked(L);
+        measure_settled(L);
+        if (L->aux) aux_predict(L, B);
+        if (L->feedback != LRN__FB_WINDOW) set_weights(L, 0, B);   /* the recorder sees them */
+        record_batch(L, B);
+        train_batch(L, B);
+    }
+    if (L->aux) esd_apply(L->aux);   /* the labels settled in this batch, expired ones too */
 }
 
 /* The queued score-request candidates, scored by the primary model as it is now. */

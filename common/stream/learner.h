@@ -9,8 +9,11 @@
  * their CTCVR label settles and is measured. join.feedback says when their CTCVR term
  * trains: "window" when it settles; "fnw" and "defer" at once as a negative, then a
  * positive copy when the conversion arrives (defer also trains a negative copy when the
- * window closes unconverted), importance-weighted from the training model's own p_cvr
- * (docs/model.md, "Delayed feedback"). */
+ * window closes unconverted), importance-weighted from the training model's own p_cvr;
+ * "esdfm" as fnw, the fake negatives weighted by an auxiliary model of how likely they are
+ * real negatives, trained on the settled labels (stream/esdfm.h), and trained
+ * join.esdfm.elapsed.ms after the click when that is set (a conversion before is a plain
+ * positive; docs/model.md, "Delayed feedback"). */
 #ifndef M3_LEARNER_H
 #define M3_LEARNER_H
 #include <stddef.h>
@@ -170,8 +173,9 @@ m3_model *lrn_model(lrn *L, int i);
 int lrn_n_sources(const lrn *L);
 pend_table *lrn_source_pending(lrn *L, int src, int create, char *errstr, size_t errstr_size);
 /* Rows the primary model trained so far with a CTR term (every impression, once) and a
- * CTCVR term (each impression once its conversion label is settled; with fnw and defer
- * also each click at once, and defer's negative copies). A step the guard refused trained
+ * CTCVR term (each impression once its conversion label is settled; with fnw, defer and
+ * esdfm also each click at once - esdfm with an elapsed time: a click unconverted then -
+ * and defer's negative copies). A step the guard refused trained
  * nothing: its rows count in met_board_guard's skipped_rows, not here. */
 uint64_t lrn_trained_ctr(const lrn *L);
 uint64_t lrn_trained_ctcvr(const lrn *L);

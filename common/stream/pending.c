@@ -34,6 +34,7 @@ typedef struct {
     uint32_t next_free;
     bool live;
     bool stored;           /* written to the store by a pend_sync that completed */
+    bool elapsed;          /* its fake-negative copy went out (pend_elapse) */
 } pend__slot;
 
 typedef struct {
@@ -57,6 +58,9 @@ struct pend_table {
     pend__index idx;       /* pending id -> slot */
     pend__hnode *heap;     /* (cap_heap) min-heap on (ts, seq) */
     size_t n_heap, cap_heap;
+    int64_t elapse_ms;     /* pend_set_elapse: > 0 when entries elapse, else 0 */
+    pend__hnode *eheap;    /* (cap_eheap) the entries not elapsed yet, min-heap on (ts, seq) */
+    size_t n_eheap, cap_eheap;
     char (*late)[M3_ID_MAX];  /* (late_cap) ring of expired ids */
     uint64_t *late_hash;      /* (late_cap) */
     size_t late_cap, late_head, late_n;   /* oldest at late_head */
@@ -161,38 +165,40 @@ static bool pend__hless(const pend__hnode *a, const pend__hnode *b) {
     return a->ts < b->ts || (a->ts == b->ts && a->seq < b->seq);
 }
 
-static int pend__heap_push(pend_table *t, pend__hnode node) {
-    if (t->n_heap == t->cap_heap) {
-        size_t nc = t->cap_heap * 2;
-        pend__hnode *nh = realloc(t->heap, nc * sizeof *nh);
+/* The two heaps (expiry, elapse) share these: *heap holds *n nodes in room for *cap. */
+static int pend__heap_push(pend__hnode **heap, size_t *n, size_t *cap, pend__hnode node) {
+    if (*n == *cap) {
+        size_t nc = *cap ? *cap * 2 : 16;
+        pend__hnode *nh = realloc(*heap, nc * sizeof *nh);
         if (!nh) return -1;
-        t->heap = nh;
-        t->cap_heap = nc;
+        *heap = nh;
+        *cap = nc;
     }
-    size_t i = t->n_heap++;
+    pend__hnode *h = *heap;
+    size_t i = (*n)++;
     while (i > 0) {
         size_t parent = (i - 1) / 2;
-        if (!pend__hless(&node, &t->heap[parent])) break;
-        t->heap[i] = t->heap[parent];
+        if (!pend__hless(&node, &h[parent])) break;
+        h[i] = h[parent];
         i = parent;
     }
-    t->heap[i] = node;
+    h[i] = node;
     return 0;
 }
 
-static void pend__heap_pop(pend_table *t) {
-    pend__hnode last = t->heap[--t->n_heap];
-    size_t n = t->n_heap, i = 0;
+static void pend__heap_pop(pend__hnode *h, size_t *np) {
+    pend__hnode last = h[--*np];
+    size_t n = *np, i = 0;
     if (n == 0) return;
     for (;;) {
         size_t c = 2 * i + 1;
         if (c >= n) break;
-        if (c + 1 < n && pend__hless(&t->heap[c + 1], &t->heap[c])) c++;
-        if (!pend__hless(&t->heap[c], &last)) break;
-        t->heap[i] = t->heap[c];
+        if (c + 1 < n && pend__hless(&h[c + 1], &h[c])) c++;
+        if (!pend__hless(&h[c], &last)) break;
+        h[i] = h[c];
         i = c;
     }
-    t->heap[i] = last;
+    h[i] = last;
 }
 
 /* ---- table ---- */
@@ -233,6 +239,7 @@ void pend_destroy(pend_table *t) {
     free(t->dead);
     free(t->slots);
     free(t->heap);
+    free(t->eheap);
     free(t->late);
     free(t->late_hash);
     free(t->idx.v);
@@ -272,7 +279,7 @@ static void pend__slot_free(pend_table *t, uint32_t s) {
  * and the id index. Returns 0, or -1 when either ran out of memory; the caller then frees
  * the slot and makes a heap node already pushed stale. */
 static int pend__occupy(pend_table *t, uint32_t s, const char *id, size_t len, uint64_t h,
-                        int64_t ts, uint64_t seq, pend_entry *body) {
+                        int64_t ts, uint64_t seq, pend_entry *body, bool restored) {
     pend__slot *sl = &t->slots[s];
     memcpy(sl->id, id, len + 1);
     sl->ts = ts;
@@ -281,8 +288,16 @@ static int pend__occupy(pend_table *t, uint32_t s, const char *id, size_t len, u
     sl->hash = h;
     sl->seq = seq;
     sl->live = true;
+    /* restored from the store past its elapsed time (the watermark is restored first): its
+     * copy went out before the restart, or (a backlog at the checkpoint) is lost */
+    sl->elapsed = restored && t->elapse_ms > 0 && t->watermark != INT64_MIN &&
+                  ts < t->watermark - t->elapse_ms;
     pend__hnode node = { ts, seq, s };
-    return pend__heap_push(t, node) != 0 || pend__ix_insert(t, false, s) != 0 ? -1 : 0;
+    if (t->elapse_ms > 0 && !sl->elapsed &&
+        pend__heap_push(&t->eheap, &t->n_eheap, &t->cap_eheap, node) != 0)
+        return -1;
+    return pend__heap_push(&t->heap, &t->n_heap, &t->cap_heap, node) != 0 ||
+           pend__ix_insert(t, false, s) != 0 ? -1 : 0;
 }
 
 /* Bytes of an entry up to the end of its snapshot: what a body in the table holds. */
@@ -311,7 +326,7 @@ int pend_add(pend_table *t, const char *impression_id, const m3_example *ex,
     body->n_models = n_models;
     body->snap_len = (uint32_t)snap_len;
     if (snap_len) memcpy(body->snap, snap, snap_len);
-    if (pend__occupy(t, s, impression_id, len, h, ex->ts_ms, t->next_seq, body) != 0) {
+    if (pend__occupy(t, s, impression_id, len, h, ex->ts_ms, t->next_seq, body, false) != 0) {
         /* a heap node pushed before an index failure is stale by seq: harmless */
         t->next_seq++;
         pend__slot_free(t, s);
@@ -337,24 +352,30 @@ static void pend__bury(pend_table *t, const char *id) {
     strcpy(t->dead[t->n_dead++], id);
 }
 
-/* Copies a slot's entry out with its release labels (reading a spilled body back through
- * the loader) and removes it from the table. */
+/* Copies slot s's entry into out with the labels of a release (reading a spilled body
+ * back through the loader); the table does not change, but for the load error count. */
+static void pend__copy_out(pend_table *t, uint32_t s, float y_conv, pend_entry *out) {
+    pend__slot *sl = &t->slots[s];
+    if (sl->body) {
+        memcpy(out, sl->body, pend__body_bytes(sl->body->snap_len));
+    } else if (!t->load || t->load(t->load_ud, t->load_tag, sl->id, out) != 0) {
+        t->load_errors++;   /* the loader reported why; the caller sees pend_load_errors */
+        memset(out, 0, sizeof *out);
+        memcpy(out->impression_id, sl->id, sizeof sl->id);
+        out->ex.ts_ms = sl->ts;
+    }
+    out->ex.y_click = 1.0f;
+    out->ex.y_conv = y_conv;
+    out->ex.w_ctr = 0.0f;     /* the click label was trained with the impression */
+    out->ex.w_ctcvr = 1.0f;
+    out->elapsed = sl->elapsed;
+    out->copy = 0;
+}
+
+/* Copies a slot's entry out with its release labels and removes it from the table. */
 static void pend__release(pend_table *t, uint32_t s, size_t ix_pos, float y_conv, pend_entry *out) {
     pend__slot *sl = &t->slots[s];
-    if (out) {
-        if (sl->body) {
-            memcpy(out, sl->body, pend__body_bytes(sl->body->snap_len));
-        } else if (!t->load || t->load(t->load_ud, t->load_tag, sl->id, out) != 0) {
-            t->load_errors++;   /* the loader reported why; the caller sees pend_load_errors */
-            memset(out, 0, sizeof *out);
-            memcpy(out->impression_id, sl->id, sizeof sl->id);
-            out->ex.ts_ms = sl->ts;
-        }
-        out->ex.y_click = 1.0f;
-        out->ex.y_conv = y_conv;
-        out->ex.w_ctr = 0.0f;     /* the click label was trained with the impression */
-        out->ex.w_ctcvr = 1.0f;
-    }
+    if (out) pend__copy_out(t, s, y_conv, out);
     if (sl->stored) pend__bury(t, sl->id);
     pend__ix_remove(t, false, ix_pos);
     pend__slot_free(t, s);
@@ -395,19 +416,53 @@ int pend_convert(pend_table *t, const char *impression_id, int64_t ts_ms, pend_e
     return pend__ix_find(t, true, impression_id, h) != SIZE_MAX ? 2 : 0;
 }
 
-int pend_expire(pend_table *t, int64_t watermark_ms, pend_entry *out, int max) {
+/* Advances the watermark; returns the time before which an impression is `span` (the
+ * window, the elapsed time) old, INT64_MIN when none can be that old. */
+static int64_t pend__cutoff(pend_table *t, int64_t watermark_ms, int64_t span) {
     if (watermark_ms > t->watermark) t->watermark = watermark_ms;
-    if (t->watermark < INT64_MIN + t->window) return 0;   /* nothing can be that old */
-    int64_t cutoff = t->watermark - t->window;            /* expire when imp_ts < cutoff */
+    return t->watermark < INT64_MIN + span ? INT64_MIN : t->watermark - span;
+}
+
+/* Pops heap h's nodes older than cutoff until one is still its slot's (a converted
+ * entry's node is stale by seq): that slot, or PEND__EMPTY when none is due. */
+static uint32_t pend__pop_due(pend_table *t, pend__hnode *h, size_t *n, int64_t cutoff) {
+    while (*n > 0 && h[0].ts < cutoff) {
+        pend__hnode top = h[0];
+        pend__heap_pop(h, n);
+        const pend__slot *sl = &t->slots[top.slot];
+        if (sl->live && sl->seq == top.seq) return top.slot;
+    }
+    return PEND__EMPTY;
+}
+
+int pend_expire(pend_table *t, int64_t watermark_ms, pend_entry *out, int max) {
+    int64_t cutoff = pend__cutoff(t, watermark_ms, t->window);
     int n = 0;
-    while (n < max && t->n_heap > 0 && t->heap[0].ts < cutoff) {
-        pend__hnode top = t->heap[0];
-        pend__heap_pop(t);
-        pend__slot *sl = &t->slots[top.slot];
-        if (!sl->live || sl->seq != top.seq) continue;    /* converted since: stale node */
+    uint32_t s;
+    while (n < max && (s = pend__pop_due(t, t->heap, &t->n_heap, cutoff)) != PEND__EMPTY) {
+        pend__slot *sl = &t->slots[s];
         size_t pos = pend__ix_find(t, false, sl->id, sl->hash);
         pend__remember_late(t, sl->id, sl->hash);
-        pend__release(t, top.slot, pos, 0.0f, out ? &out[n] : NULL);
+        pend__release(t, s, pos, 0.0f, out ? &out[n] : NULL);
+        n++;
+    }
+    return n;
+}
+
+void pend_set_elapse(pend_table *t, int64_t elapse_ms) {
+    t->elapse_ms = elapse_ms > 0 ? elapse_ms : 0;
+}
+
+int pend_elapse(pend_table *t, int64_t watermark_ms, pend_entry *out, int max) {
+    if (t->elapse_ms <= 0) return 0;
+    int64_t cutoff = pend__cutoff(t, watermark_ms, t->elapse_ms);
+    int n = 0;
+    uint32_t s;
+    while (n < max && (s = pend__pop_due(t, t->eheap, &t->n_eheap, cutoff)) != PEND__EMPTY) {
+        if (t->slots[s].elapsed) continue;
+        t->slots[s].elapsed = true;
+        pend__copy_out(t, s, 0.0f, &out[n]);
+        out[n].copy = 1;
         n++;
     }
     return n;
@@ -456,7 +511,7 @@ int pend_restore(pend_table *t, const char *impression_id, int64_t ts_ms, uint64
     if (pend__ix_find(t, false, impression_id, h) != SIZE_MAX) return 1;
     uint32_t s = pend__slot_alloc(t);
     if (s == PEND__EMPTY) return -1;
-    if (pend__occupy(t, s, impression_id, len, h, ts_ms, seq, NULL) != 0) {
+    if (pend__occupy(t, s, impression_id, len, h, ts_ms, seq, NULL, true) != 0) {
         t->slots[s].seq = UINT64_MAX;   /* a pushed heap node is then stale */
         pend__slot_free(t, s);
         return -1;

@@ -35,6 +35,9 @@ typedef struct {
     m3_example ex;                     /* ex.scenario: scenario index; ex.ts_ms: impression time */
     float p_ctcvr[PEND_MAX_MODELS];    /* primary first, then shadows; n_models of them */
     int n_models;
+    uint8_t elapsed;                   /* set on release: its elapsed time had passed, a
+                                          fake-negative copy went out (pend_elapse) */
+    uint8_t copy;                      /* 1: this is that copy (the entry stays pending) */
     uint32_t snap_len;                 /* bytes of snap in use (last member: a body in the
                                           table is allocated only this far) */
     _Alignas(8) unsigned char snap[PEND_SNAP_MAX];  /* the models' UPT inputs as scored,
@@ -72,6 +75,20 @@ int pend_convert(pend_table *t, const char *impression_id, int64_t ts_ms, pend_e
  * (ties in insertion order), into out[] as CTCVR negatives (y_click 1, y_conv 0, w_ctr 0,
  * w_ctcvr 1). Returns how many; call again while it returns max. */
 int pend_expire(pend_table *t, int64_t watermark_ms, pend_entry *out, int max);
+
+/* ---- an elapsed time (join.feedback=esdfm with join.esdfm.elapsed.ms) ----
+ *
+ * With an elapsed time e > 0, each entry once e of event time has passed since its
+ * impression (imp_ts + e < watermark) is copied out by pend_elapse, still pending, as a
+ * fake negative (labels as pend_expire's, copy = 1), and every later release says so
+ * (elapsed = 1). An entry restored (pend_restore) older than the restored watermark - e
+ * counts as elapsed: its copy went out before the restart (one in a backlog that had not
+ * gone out at the checkpoint is lost: its click then trains no fake negative).
+ * pend_set_elapse is called once, before any entry is added; e <= 0 turns it off (the
+ * default). pend_elapse advances the watermark as pend_expire does and copies up to max
+ * entries in (impression time, insertion) order; call again while it returns max. */
+void pend_set_elapse(pend_table *t, int64_t elapse_ms);
+int pend_elapse(pend_table *t, int64_t watermark_ms, pend_entry *out, int max);
 
 /* ---- the store behind the table ---- */
 
