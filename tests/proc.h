@@ -39,9 +39,21 @@ static inline pid_t proc_spawn(char *const argv[], const char *out, const char *
     return pid;
 }
 
+/* The stacks of pid's threads on the test's output, when gdb is installed: a child that
+ * hangs only on a loaded machine is then diagnosable from the log of the run it hung in. */
+static inline void proc_dump_stacks(pid_t pid) {
+    if (access("/usr/bin/gdb", X_OK) != 0) return;
+    char cmd[200];
+    snprintf(cmd, sizeof cmd, "/usr/bin/gdb -p %d -batch -nx -ex 'thread apply all bt' "
+             "</dev/null 2>&1 | grep -E '^(Thread|#)' | head -200", (int)pid);
+    printf("the stacks of process %d before it is killed:\n", (int)pid);
+    fflush(stdout);
+    if (system(cmd) != 0) printf("(gdb could not attach)\n");
+}
+
 /* Wait for pid to exit by deadline_ms (clk_mono_ms). Returns its exit code, 128 + the
- * signal when a signal ended it; past the deadline it is killed and the test fails with
- * "<what> did not finish in time". */
+ * signal when a signal ended it; past the deadline its stacks are printed (gdb), it is
+ * killed and the test fails with "<what> did not finish in time". */
 static inline int proc_wait(pid_t pid, int64_t deadline_ms, const char *what) {
     int status;
     while (clk_mono_ms() < deadline_ms) {
@@ -49,6 +61,7 @@ static inline int proc_wait(pid_t pid, int64_t deadline_ms, const char *what) {
             return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
         usleep(20 * 1000);
     }
+    proc_dump_stacks(pid);
     kill(pid, SIGKILL);
     waitpid(pid, &status, 0);
     CHECK_MSG(0, "%s did not finish in time", what);
