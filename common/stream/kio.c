@@ -1,7 +1,9 @@
 /* kio.c - Kafka I/O over librdkafka: mock broker, admin, consumer, producer (see kio.h). */
 #include "stream/kio.h"
 
+#include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -819,9 +821,52 @@ void kio_consumer_close(kio_consumer *c) {
     kio__consumer_free(c);
 }
 
+#define KIO__ABANDON_MS 5000   /* how long an abandoned consumer's destruction is waited for */
+
+typedef struct {
+    rd_kafka_t *rk;
+    atomic_int done;
+} kio__destroyer;
+
+static void *kio__destroy_main(void *arg) {
+    kio__destroyer *d = arg;
+    rd_kafka_destroy_flags(d->rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+    atomic_store(&d->done, 1);
+    return NULL;
+}
+
+/* librdkafka 2.0.2's destruction of a consumer whose broker went away can spin forever:
+ * its main thread never ends and rd_kafka_destroy joins it (caught by its stacks in
+ * test_worker's outage-limit case on a loaded machine, about one run in three). The
+ * assignment is cleared first (local: it stops the fetchers), and the destruction runs on
+ * a thread of its own, waited for at most KIO__ABANDON_MS; past that the handle is left to
+ * the process, which is on its way out (the abandon is for a worker that stops). */
 void kio_consumer_abandon(kio_consumer *c) {
     if (!c) return;
-    rd_kafka_destroy_flags(c->rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+    rd_kafka_assign(c->rk, NULL);
+    kio__destroyer *d = malloc(sizeof(*d));
+    pthread_t t;
+    if (!d || (d->rk = c->rk, atomic_init(&d->done, 0),
+               pthread_create(&t, NULL, kio__destroy_main, d) != 0)) {
+        rd_kafka_destroy_flags(c->rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+        free(d);
+        kio__consumer_free(c);
+        return;
+    }
+    int64_t end = clk_mono_ms() + KIO__ABANDON_MS;
+    while (!atomic_load(&d->done) && clk_mono_ms() < end) {
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    if (atomic_load(&d->done)) {
+        pthread_join(t, NULL);
+        free(d);
+    } else {
+        pthread_detach(t);   /* d stays with the thread */
+        fprintf(stderr, "kio: the consumer was not destroyed within %d ms of being abandoned "
+                "(a librdkafka hang after the broker went away); the process leaves it\n",
+                KIO__ABANDON_MS);
+    }
     kio__consumer_free(c);
 }
 

@@ -165,7 +165,8 @@ void kio_consumer_close(kio_consumer *c);
 /* Destroy without leaving the group: no revocation, no commit, nothing asked of the
  * cluster, so it returns at once even when the broker is unreachable (where
  * rd_kafka_consumer_close can wait for the coordinator); the group notices the member gone
- * after its session timeout. NULL: no-op. */
+ * after its session timeout. Returns within ~5 s even when librdkafka's destruction hangs
+ * (then the handle is left behind: for a process that is stopping). NULL: no-op. */
 void kio_consumer_abandon(kio_consumer *c);
 
 /* ---- lag probe: how far a consumer group is behind a partition ---- */
