@@ -154,7 +154,11 @@ static const char *defaults_dump =
     "input.order.event_time=true\n"
     "input.order.buffer=32768\n"
     "input.order.idle.ms=2000\n"
-    "input.loss.fail=false\n";
+    "input.loss.fail=false\n"
+    "group.sync=none\n"
+    "group.sync.every=1\n"
+    "group.sync.stale=0\n"
+    "group.sync.wait.ms=2000\n";
 
 static void test_defaults(void) {
     m3_cfg c;
@@ -590,6 +594,11 @@ static void test_check_errors(void) {
                 "model.emb.dim, fewer scenarios or fewer m3rec models in model.shadow");
     check_fails("batch.size=8\njoin.feedback=esdfm\n", 2,
                 "join.feedback=esdfm: expected window, fnw or defer");
+    check_fails("batch.size=8\ngroup.sync=average\n", 2,
+                "group.sync must be none, sum, scaled, avg or mixed");
+    check_fails("group.sync=sum\nmodel.shadow=lr\n", 2,
+                "group.sync shares the primary model only: model.shadow must be empty "
+                "(compare architectures with m3rec-offline --group)");
     check_fails("time.max.behind.ms=3600000\njoin.lateness.ms=1000\n", 2,
                 "time.max.behind.ms=3600000 is below join.window.ms + join.lateness.ms = "
                 "3601000: a conversion that can still join would be refused (raise it, or 0 = "
@@ -676,7 +685,7 @@ static void test_documented(void) {
         CHECK_CONTAINS(props, pat);
         n++;
     }
-    CHECK_EQ_INT(n, 72);
+    CHECK_EQ_INT(n, 76);
     char *help = cfg_help();
     CHECK_CONTAINS(help, "batch.size                   impressions per minibatch "
                          "(predict, then train) (1..4096; default 256)\n");
