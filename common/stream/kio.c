@@ -887,6 +887,281 @@ void kio_probe_destroy(kio_probe *p) {
     free(p);
 }
 
+/* ---------------------------------------------------------------- reader */
+
+typedef struct {
+    char *topic;
+    int32_t partition;
+    int active;        /* read now; a removed partition stays assigned, paused */
+    int at_end;        /* the last thing fetched of it was its end */
+} kio__rpart;
+
+/* A removed partition is paused, not unassigned: librdkafka stops an unassigned partition
+ * asynchronously (clearing its queue's forwarding when the stop is served, and refusing a
+ * new start until it is done), so an unassign followed by a quick re-add could lose the
+ * re-added partition's messages. Pause, seek and resume are ordered by op versions. */
+struct kio_reader {
+    rd_kafka_t *rk;           /* a consumer with a group.id it never joins: assign() needs one */
+    rd_kafka_queue_t *q;      /* the reader's own queue, fed by its partitions' queues */
+    kio__rpart *parts;
+    int n_parts, cap_parts;
+};
+
+/* Properties a reader takes none of: it joins no group and sets how it reads itself. */
+static const char *const kio__reader_skip[] = {
+    "group.id", "group.instance.id", "partition.assignment.strategy", "session.timeout.ms",
+    "heartbeat.interval.ms", "max.poll.interval.ms", "enable.auto.commit",
+    "auto.commit.interval.ms", "enable.auto.offset.store", "isolation.level",
+    "enable.partition.eof", "auto.offset.reset", "group.protocol.type",
+    "coordinator.query.interval.ms", NULL};
+
+kio_reader *kio_reader_new(const kio_prop *props, int n_props, int read_committed,
+                           char *errstr, size_t n) {
+    const kio_prop required[] = {
+        {"group.id", "m3rec-reader"},   /* never joined, nothing committed */
+        {"enable.auto.commit", "false"},
+        {"enable.auto.offset.store", "false"},
+        {"enable.partition.eof", "true"},
+        {"auto.offset.reset", "error"},
+        {"isolation.level", read_committed ? "read_committed" : "read_uncommitted"}};
+    kio_reader *r = calloc(1, sizeof(*r));
+    kio_prop *kept = calloc((size_t)(n_props > 0 ? n_props : 1), sizeof(*kept));
+    if (!r || !kept) {
+        free(r);
+        free(kept);
+        err_set(errstr, n, "out of memory");
+        return NULL;
+    }
+    int n_kept = 0;
+    for (int i = 0; i < n_props; i++)
+        if (!props[i].key || !kio__in(kio__reader_skip, props[i].key)) kept[n_kept++] = props[i];
+    rd_kafka_conf_t *conf = kio__conf(NULL, 0, kept, n_kept, required,
+                                      (int)(sizeof(required) / sizeof(required[0])),
+                                      kio__producer_only, errstr, n);
+    free(kept);
+    if (conf) r->rk = kio__client_new(RD_KAFKA_CONSUMER, conf, "reader", errstr, n);
+    if (!r->rk) {
+        free(r);
+        return NULL;
+    }
+    r->q = rd_kafka_queue_new(r->rk);
+    return r;
+}
+
+static kio__rpart *kio__rpart_find(const kio_reader *r, const char *topic, int32_t partition) {
+    for (int i = 0; i < r->n_parts; i++)
+        if (r->parts[i].partition == partition && strcmp(r->parts[i].topic, topic) == 0)
+            return &r->parts[i];
+    return NULL;
+}
+
+/* Where topic/partition's messages go: `to` (the reader's queue), or NULL (they stay in the
+ * partition's own queue). 0, or -1 with errstr. */
+static int kio__reader_route(kio_reader *r, const char *topic, int32_t partition,
+                             rd_kafka_queue_t *to, char *errstr, size_t n) {
+    rd_kafka_queue_t *pq = rd_kafka_queue_get_partition(r->rk, topic, partition);
+    if (!pq) {
+        err_set(errstr, n, "reader: %s [%d]: no partition queue", topic, (int)partition);
+        return -1;
+    }
+    rd_kafka_queue_forward(pq, to);
+    rd_kafka_queue_destroy(pq);
+    return 0;
+}
+
+/* Pause (pause != 0) or resume one partition, or seek it to `from` (seek != 0, waiting for
+ * the seek to be applied). 0, or -1 with errstr. */
+static int kio__reader_move(kio_reader *r, const char *topic, int32_t partition, int pause,
+                            int seek, int64_t from, char *errstr, size_t n) {
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(l, topic, partition)->offset = from;
+    rd_kafka_resp_err_t e = RD_KAFKA_RESP_ERR_NO_ERROR;
+    if (seek) {
+        rd_kafka_error_t *se = rd_kafka_seek_partitions(r->rk, l, 10000);
+        if (se) {
+            e = rd_kafka_error_code(se);
+            rd_kafka_error_destroy(se);
+        }
+        if (!e) e = l->elems[0].err;
+    } else {
+        e = pause ? rd_kafka_pause_partitions(r->rk, l) : rd_kafka_resume_partitions(r->rk, l);
+        if (!e) e = l->elems[0].err;
+    }
+    rd_kafka_topic_partition_list_destroy(l);
+    if (!e) return 0;
+    err_set(errstr, n, "reader: %s %s [%d]: %s", seek ? "seek" : pause ? "pause" : "resume",
+            topic, (int)partition, rd_kafka_err2str(e));
+    return -1;
+}
+
+/* A new partition entry, assigned from `from`, its messages going to `to`. */
+static int kio__reader_assign(kio_reader *r, const char *topic, int32_t partition,
+                              int64_t from, rd_kafka_queue_t *to, char *errstr, size_t n) {
+    if (r->n_parts == r->cap_parts) {
+        int cap = r->cap_parts ? 2 * r->cap_parts : 8;
+        kio__rpart *np = realloc(r->parts, (size_t)cap * sizeof(*np));
+        if (!np) {
+            err_set(errstr, n, "out of memory");
+            return -1;
+        }
+        r->parts = np;
+        r->cap_parts = cap;
+    }
+    char *t = strdup(topic);
+    if (!t) {
+        err_set(errstr, n, "out of memory");
+        return -1;
+    }
+    if (kio__reader_route(r, topic, partition, to, errstr, n) != 0) {
+        free(t);
+        return -1;
+    }
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(l, topic, partition)->offset = from;
+    rd_kafka_error_t *e = rd_kafka_incremental_assign(r->rk, l);
+    rd_kafka_topic_partition_list_destroy(l);
+    if (e) {
+        err_set(errstr, n, "reader: read %s [%d]: %s", topic, (int)partition,
+                rd_kafka_error_string(e));
+        rd_kafka_error_destroy(e);
+        free(t);
+        return -1;
+    }
+    r->parts[r->n_parts++] = (kio__rpart){t, partition, 1, 0};
+    return 0;
+}
+
+/* kio_reader_add, the partition's messages going to `to` (see kio__reader_route). */
+static int kio__reader_add(kio_reader *r, const char *topic, int32_t partition, int64_t from,
+                           rd_kafka_queue_t *to, char *errstr, size_t n) {
+    if (from < 0 && from != KIO_FROM_BEGINNING && from != KIO_FROM_END) {
+        err_set(errstr, n, "reader: %s [%d]: offset %lld is neither >= 0 nor KIO_FROM_*",
+                topic, (int)partition, (long long)from);
+        return -1;
+    }
+    kio__rpart *p = kio__rpart_find(r, topic, partition);
+    if (!p) return kio__reader_assign(r, topic, partition, from, to, errstr, n);
+    if (p->active && kio__reader_move(r, topic, partition, 1, 0, 0, errstr, n) != 0) return -1;
+    p->active = 0;
+    if (kio__reader_route(r, topic, partition, to, errstr, n) != 0 ||
+        kio__reader_move(r, topic, partition, 0, 1, from, errstr, n) != 0 ||
+        kio__reader_move(r, topic, partition, 0, 0, 0, errstr, n) != 0)
+        return -1;
+    p->active = 1;
+    p->at_end = 0;
+    return 0;
+}
+
+int kio_reader_add(kio_reader *r, const char *topic, int32_t partition, int64_t from,
+                   char *errstr, size_t n) {
+    return kio__reader_add(r, topic, partition, from, r->q, errstr, n);
+}
+
+int kio_reader_remove(kio_reader *r, const char *topic, int32_t partition, char *errstr,
+                      size_t n) {
+    kio__rpart *p = kio__rpart_find(r, topic, partition);
+    if (!p || !p->active) return 0;
+    p->active = 0;
+    p->at_end = 0;
+    if (kio__reader_move(r, topic, partition, 1, 0, 0, errstr, n) != 0) return -1;
+    return kio__reader_route(r, topic, partition, NULL, errstr, n);
+}
+
+int kio_reader_at_end(const kio_reader *r, const char *topic, int32_t partition) {
+    const kio__rpart *p = kio__rpart_find(r, topic, partition);
+    return p && p->active && p->at_end;
+}
+
+/* Take up to max messages from q (wait up to timeout_ms for the first, then what is
+ * there), keeping the partitions' end marks. Returns the count, or -1 with errstr (the
+ * messages taken are destroyed then). */
+static int kio__reader_take(kio_reader *r, rd_kafka_queue_t *q, rd_kafka_message_t **msgs,
+                            int max, int timeout_ms, char *errstr, size_t n) {
+    int got = 0;
+    int64_t deadline = clk_mono_ms() + (timeout_ms > 0 ? timeout_ms : 0);
+    while (got < max) {
+        int64_t left = deadline - clk_mono_ms();
+        int wait = got == 0 && left > 0 ? (int)left : 0;
+        rd_kafka_message_t *m = rd_kafka_consume_queue(q, wait);
+        if (!m) {
+            if (got > 0 || wait == 0) break;
+            continue;
+        }
+        const char *topic = m->rkt ? rd_kafka_topic_name(m->rkt) : "-";
+        kio__rpart *p = m->rkt ? kio__rpart_find(r, topic, m->partition) : NULL;
+        if (m->rkt && (!p || !p->active)) {   /* fetched before it was removed */
+            rd_kafka_message_destroy(m);
+            continue;
+        }
+        if (!m->err) {
+            p->at_end = 0;
+            msgs[got++] = m;
+            continue;
+        }
+        if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+            p->at_end = 1;
+            rd_kafka_message_destroy(m);
+            if (got > 0) break;   /* hand out what came before the end now */
+            continue;
+        }
+        err_set(errstr, n, "reader: %s [%d]: %s", topic, (int)m->partition,
+                rd_kafka_message_errstr(m));
+        rd_kafka_message_destroy(m);
+        kio__drop(msgs, got);
+        return -1;
+    }
+    return got;
+}
+
+int kio_reader_poll(kio_reader *r, rd_kafka_message_t **msgs, int max, int timeout_ms,
+                    char *errstr, size_t n) {
+    rd_kafka_poll(r->rk, 0);   /* client-level events (errors, logs) */
+    return kio__reader_take(r, r->q, msgs, max, timeout_ms, errstr, n);
+}
+
+int kio_reader_drain(kio_reader *r, const char *topic, int32_t partition, int64_t from,
+                     kio_reader_fn fn, void *ud, int timeout_ms, char *errstr, size_t n) {
+    /* Read from the partition's own queue, not forwarded to the reader's, so that only its
+     * messages are taken and the reader's other partitions keep theirs. */
+    rd_kafka_queue_t *pq = rd_kafka_queue_get_partition(r->rk, topic, partition);
+    if (!pq) {
+        err_set(errstr, n, "reader: %s [%d]: no partition queue", topic, (int)partition);
+        return -1;
+    }
+    int rc = kio__reader_add(r, topic, partition, from, NULL, errstr, n);
+    int64_t deadline = clk_mono_ms() + (timeout_ms > 0 ? timeout_ms : 0);
+    rd_kafka_message_t *batch[256];
+    while (rc == 0 && !kio_reader_at_end(r, topic, partition)) {
+        int64_t left = deadline - clk_mono_ms();
+        if (left <= 0) {
+            err_set(errstr, n, "reader: %s [%d]: not at its end after %d ms", topic,
+                    (int)partition, timeout_ms);
+            rc = -1;
+            break;
+        }
+        int got = kio__reader_take(r, pq, batch, 256, left > 100 ? 100 : (int)left, errstr, n);
+        if (got < 0) rc = -1;
+        for (int i = 0; i < got; i++) {
+            if (rc == 0) rc = fn(ud, batch[i]);
+            rd_kafka_message_destroy(batch[i]);
+        }
+    }
+    char e2[KIO__ERR_MAX];
+    kio_reader_remove(r, topic, partition, e2, sizeof(e2));
+    rd_kafka_queue_destroy(pq);
+    return rc;
+}
+
+void kio_reader_destroy(kio_reader *r) {
+    if (!r) return;
+    for (int i = 0; i < r->n_parts; i++) free(r->parts[i].topic);
+    free(r->parts);
+    rd_kafka_queue_destroy(r->q);
+    /* Nothing to leave or commit: return at once even when the broker is away. */
+    rd_kafka_destroy_flags(r->rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+    free(r);
+}
+
 /* ---------------------------------------------------------------- producer */
 
 struct kio_producer {

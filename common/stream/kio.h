@@ -189,6 +189,48 @@ int64_t kio_probe_lag(kio_probe *p, const char *topic, int32_t partition, int ti
 /* NULL: no-op. */
 void kio_probe_destroy(kio_probe *p);
 
+/* ---- reader: chosen partitions, outside any consumer group ---- */
+
+/* A consumer that joins no group and commits nothing: it reads the partitions it is given
+ * from the offsets it is given (the changelog restore, the model topic). */
+typedef struct kio_reader kio_reader;
+#define KIO_FROM_BEGINNING (-2)   /* RD_KAFKA_OFFSET_BEGINNING: the oldest message kept */
+#define KIO_FROM_END (-1)         /* RD_KAFKA_OFFSET_END: only what is written after */
+/* props: the connection (bootstrap, security); group and producer properties are ignored.
+ * read_committed: 1 reads with isolation.level=read_committed (records of aborted and open
+ * transactions are not returned; a partition's end is its last stable offset), 0
+ * read_uncommitted. Returns the reader, or NULL with errstr filled. */
+kio_reader *kio_reader_new(const kio_prop *props, int n_props, int read_committed,
+                           char *errstr, size_t errstr_size);
+/* Read topic/partition from `from` (an offset >= 0 or KIO_FROM_*); adding a partition read
+ * already moves it there. 0, or -1 with errstr. */
+int kio_reader_add(kio_reader *r, const char *topic, int32_t partition, int64_t from,
+                   char *errstr, size_t errstr_size);
+/* Stop reading topic/partition (not read: a no-op). 0, or -1 with errstr. */
+int kio_reader_remove(kio_reader *r, const char *topic, int32_t partition, char *errstr,
+                      size_t errstr_size);
+/* Up to max messages of the partitions read, waiting at most timeout_ms (0: what has
+ * arrived). The caller destroys each with rd_kafka_message_destroy. Returns the count, or
+ * -1 with errstr on a partition's error (unknown topic or partition, offset out of range:
+ * the reader never resets a position by itself). Reaching a partition's end is not an
+ * error: kio_reader_at_end says it. */
+int kio_reader_poll(kio_reader *r, rd_kafka_message_t **msgs, int max, int timeout_ms,
+                    char *errstr, size_t errstr_size);
+/* 1 when everything topic/partition held when it was last fetched has been returned, else
+ * 0 (also for a partition not read). */
+int kio_reader_at_end(const kio_reader *r, const char *topic, int32_t partition);
+/* Read topic/partition from `from` to its end as of now, calling fn(ud, msg) for each
+ * message in offset order (fn returns 0 to go on; nonzero stops the drain and is returned).
+ * Only that partition's messages are taken: other partitions of the reader keep theirs.
+ * The partition is not read afterwards. Returns 0, fn's nonzero code, or -1 with errstr
+ * (an error of the partition, or not at its end within timeout_ms). */
+typedef int (*kio_reader_fn)(void *ud, const rd_kafka_message_t *m);
+int kio_reader_drain(kio_reader *r, const char *topic, int32_t partition, int64_t from,
+                     kio_reader_fn fn, void *ud, int timeout_ms, char *errstr,
+                     size_t errstr_size);
+/* NULL: no-op. */
+void kio_reader_destroy(kio_reader *r);
+
 /* ---- producer ---- */
 
 /* Create a producer. Order: linger.ms=5 (a default), then the caller's props, then the
