@@ -158,7 +158,8 @@ static const char *defaults_dump =
     "group.sync=none\n"
     "group.sync.every=1\n"
     "group.sync.stale=0\n"
-    "group.sync.wait.ms=2000\n";
+    "group.sync.wait.ms=2000\n"
+    "group.snapshot.interval.ms=60000\n";
 
 static void test_defaults(void) {
     m3_cfg c;
@@ -685,7 +686,7 @@ static void test_documented(void) {
         CHECK_CONTAINS(props, pat);
         n++;
     }
-    CHECK_EQ_INT(n, 76);
+    CHECK_EQ_INT(n, 77);
     char *help = cfg_help();
     CHECK_CONTAINS(help, "batch.size                   impressions per minibatch "
                          "(predict, then train) (1..4096; default 256)\n");

@@ -88,6 +88,11 @@ typedef struct {
     double rss_bytes;                     /* resident memory; < 0 when unknown */
     int consuming;                        /* broker reachable, not failed, not stopping */
     int registry_wait;                    /* input waits for the schema registry */
+    /* group.sync (app/group.h): the series only when on */
+    int has_group;
+    uint64_t group_sent, group_applied, group_refused;   /* blobs */
+    double group_staleness_ms;            /* mean staleness of the applied blobs */
+    int group_peers;                      /* peers live now */
 } live_snap;
 
 /* The state of the endpoints at one moment (computed by the server thread). */
@@ -123,6 +128,10 @@ typedef struct {
     int64_t last_ckpt_ms;    /* monotonic: the last checkpoint (or the state's opening) */
     int failed;              /* the worker is stopping on a failure */
     int registry_wait;       /* a message waits for the schema registry: input stalled */
+    int has_group;           /* group.sync on: the group_* fields below count */
+    uint64_t group_sent, group_applied, group_refused;
+    double group_staleness_ms;
+    int group_peers;
 } live_src;
 
 /* Start serving at cfg->http_host:cfg->http_port (cfg_check filled them) for a board of

@@ -231,6 +231,10 @@ static const cfg__key cfg__keys[] = {
           "ahead of a live peer's last blob; -1 = never wait (asynchronous)"),
     K_I64("group.sync.wait.ms", group_sync_wait_ms, 1, DAY_MS, "2000",
           "a peer silent this long is not waited for (dead, idle or gone) until its next blob"),
+    K_I64("group.snapshot.interval.ms", group_snapshot_ms, 0, DAY_MS, "60000",
+          "the owner of input partition 0 writes the whole shared model to "
+          "<topic.prefix>.model.snapshot this often (and a worker alone at a revocation); a "
+          "worker loads the newest at start; 0 = never written"),
 };
 #define CFG__NKEYS ((int)(sizeof cfg__keys / sizeof cfg__keys[0]))
 _Static_assert(sizeof cfg__keys / sizeof cfg__keys[0] <= CFG_KEYS_MAX, "raise CFG_KEYS_MAX");

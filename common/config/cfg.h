@@ -126,6 +126,7 @@ typedef struct m3_cfg {
                                              live peer; -1 = never wait */
     int64_t group_sync_wait_ms;           /* group.sync.wait.ms: a silent peer this long is
                                              not waited for */
+    int64_t group_snapshot_ms;            /* group.snapshot.interval.ms: 0 = no snapshots */
     /* librdkafka passthrough, in file order (later entries override earlier ones) */
     cfg_kafka_prop *kafka;                /* owned */
     int n_kafka;
