@@ -1005,10 +1005,9 @@ static void publish(worker *w) {
                     .has_store = w->st != NULL, .checkpoints = ss.checkpoints,
                     .ckpt_last_ms = ss.ckpt_ms_last, .last_ckpt_ms = w->last_ckpt_ms,
                     .failed = w->failed, .registry_wait = w->registry_waiting,
-                    .has_group = w->grp != NULL, .group_sent = gs.rounds,
-                    .group_applied = gs.applied, .group_refused = gs.refused,
-                    .group_staleness_ms = gs.applied ? gs.stale_ms_sum / (double)gs.applied : 0,
-                    .group_peers = gs.peers_live};
+                    .group = {w->grp != NULL, gs.rounds, gs.applied, gs.refused,
+                              gs.applied ? gs.stale_ms_sum / (double)gs.applied : 0,
+                              gs.peers_live}};
     live_publish(w->live, &src);
 }
 

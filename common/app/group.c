@@ -112,21 +112,28 @@ static uint32_t grp__sender_id(const void *salt) {
     return id ? id : 1;
 }
 
-/* The model producer: the worker's properties, then a large message bound, no linger (a
- * blob is sent at once: staleness). */
-static kio_producer *grp__producer(const kio_prop *props, int n_props, char *errstr, size_t n) {
-    static char max[24];
-    snprintf(max, sizeof max, "%d", GRP_MAX_MESSAGE + 4096);
-    kio_prop *p = calloc((size_t)n_props + 3, sizeof *p);
+/* props then more (which win), in a malloc'd list; NULL with errstr when out of memory. */
+static kio_prop *grp__props(const kio_prop *props, int n_props, const kio_prop *more, int n_more,
+                            char *errstr, size_t n) {
+    kio_prop *p = calloc((size_t)(n_props + n_more), sizeof *p);
     if (!p) {
         err_set(errstr, n, "out of memory");
         return NULL;
     }
     memcpy(p, props, sizeof *p * (size_t)n_props);
-    p[n_props] = (kio_prop){"message.max.bytes", max};
-    p[n_props + 1] = (kio_prop){"linger.ms", "0"};
-    p[n_props + 2] = (kio_prop){"compression.type", "none"};   /* float deltas do not shrink */
-    kio_producer *prod = kio_producer_new(p, n_props + 3, errstr, n);
+    memcpy(p + n_props, more, sizeof *p * (size_t)n_more);
+    return p;
+}
+
+/* The model producer: the worker's properties, then a large message bound, no linger (a
+ * blob is sent at once: staleness). */
+static kio_producer *grp__producer(const kio_prop *props, int n_props, char *errstr, size_t n) {
+    static char max[24];
+    snprintf(max, sizeof max, "%d", GRP_MAX_MESSAGE + 4096);
+    const kio_prop more[] = {{"message.max.bytes", max}, {"linger.ms", "0"},
+                             {"compression.type", "none"}};   /* float deltas do not shrink */
+    kio_prop *p = grp__props(props, n_props, more, 3, errstr, n);
+    kio_producer *prod = p ? kio_producer_new(p, n_props + 3, errstr, n) : NULL;
     free(p);
     return prod;
 }
@@ -181,15 +188,10 @@ static int grp__load(grp *g, char *errstr, size_t n) {
  * one is written; the embedded one only at this bound), and a failed fetch is retried
  * after as long: staleness is measured in milliseconds. */
 static kio_reader *grp__reader(const kio_prop *props, int n_props, char *errstr, size_t n) {
-    kio_prop *p = calloc((size_t)n_props + 2, sizeof *p);
-    if (!p) {
-        err_set(errstr, n, "out of memory");
-        return NULL;
-    }
-    memcpy(p, props, sizeof *p * (size_t)n_props);
-    p[n_props] = (kio_prop){"fetch.wait.max.ms", GRP__FETCH_WAIT_MS};
-    p[n_props + 1] = (kio_prop){"fetch.error.backoff.ms", GRP__FETCH_WAIT_MS};
-    kio_reader *r = kio_reader_new(p, n_props + 2, 0, errstr, n);
+    const kio_prop more[] = {{"fetch.wait.max.ms", GRP__FETCH_WAIT_MS},
+                             {"fetch.error.backoff.ms", GRP__FETCH_WAIT_MS}};
+    kio_prop *p = grp__props(props, n_props, more, 2, errstr, n);
+    kio_reader *r = p ? kio_reader_new(p, n_props + 2, 0, errstr, n) : NULL;
     free(p);
     return r;
 }
