@@ -18,6 +18,8 @@
 #define GRP__READ_MAX 64      /* messages per read */
 #define GRP__HIST 4096        /* own steps remembered for the staleness in minibatches */
 #define GRP__LOG_ERRORS 20    /* transport errors logged in full; after them every 100th */
+#define GRP__SEEN "m3rec.seen"   /* header: "id:next_seq,..." of the peers the sender applied */
+#define GRP__SEEN_MAX 4096        /* its bytes (peers beyond it are left out: not waited on) */
 #define GRP__RETENTION_MS "3600000"   /* a blob is for the live group: an hour is plenty */
 #define GRP__SNAP_SEGMENT_MS "600000"   /* compaction keeps about 10 min of snapshots */
 #define GRP__LOAD_MS 15000
@@ -29,7 +31,9 @@ typedef struct {
     uint64_t id;          /* the key's sender id; UINT64_MAX: a key that is no id */
     int live;             /* waited for: a blob within group.sync.wait.ms */
     int logged;           /* a refusal of this sender was logged */
-    uint64_t at_round;    /* this worker's round when its last blob was applied */
+    uint64_t next_seq;    /* its last blob applied (or in the loaded snapshot): seq + 1 */
+    uint64_t seen_me;     /* of this worker's blobs, how many it had applied (its header
+                             GRP__SEEN: the last seq + 1) when it made its last blob */
     int64_t last_ms;      /* monotonic: when its last blob arrived */
     uint64_t applied, refused;
 } grp__peer;
@@ -318,6 +322,25 @@ static void grp__staleness(grp *g, const rd_kafka_message_t *m) {
 
 /* ---- receiving ---- */
 
+/* How many of this worker's blobs the sender of m had applied when it made it: this
+ * worker's entry in m's GRP__SEEN header, 0 when absent. */
+static uint64_t grp__seen_me(const grp *g, const rd_kafka_message_t *m) {
+    rd_kafka_headers_t *h = NULL;
+    const void *v = NULL;
+    size_t len = 0;
+    char buf[GRP__SEEN_MAX + 1], *save = NULL;
+    if (rd_kafka_message_headers(m, &h) || rd_kafka_header_get_last(h, GRP__SEEN, &v, &len) ||
+        !v || len > GRP__SEEN_MAX)
+        return 0;
+    memcpy(buf, v, len);
+    buf[len] = '\0';
+    for (char *e = strtok_r(buf, ",", &save); e; e = strtok_r(NULL, ",", &save)) {
+        char *colon = strchr(e, ':');
+        if (colon && strtoul(e, NULL, 10) == g->st.sender) return strtoull(colon + 1, NULL, 10);
+    }
+    return 0;
+}
+
 /* One message of the model topic: skipped when it is this worker's own, refused when it
  * is not a sound blob of this model from the sender its key names, else applied. */
 static void grp__take(grp *g, const rd_kafka_message_t *m) {
@@ -350,6 +373,7 @@ static void grp__take(grp *g, const rd_kafka_message_t *m) {
     }
     if (info.sender == g->covered_writer && info.seq < g->covered_seq_end) {
         g->covered++;   /* its writer's, in the snapshot already */
+        if (p) p->next_seq = info.seq + 1;
         return;
     }
     sync_weight wp, wo;
@@ -364,7 +388,8 @@ static void grp__take(grp *g, const rd_kafka_message_t *m) {
     if (!p) return;   /* out of memory for the peer table: applied, not waited for */
     p->applied++;
     p->live = 1;
-    p->at_round = g->st.rounds;
+    p->next_seq = info.seq + 1;
+    p->seen_me = grp__seen_me(g, m);
     p->last_ms = clk_mono_ms();
 }
 
@@ -400,7 +425,17 @@ static void grp__publish(grp *g) {
         return;
     }
     g->extracts++;
-    if (kio_produce(g->prod, g->topic, g->key, strlen(g->key), blob, len, NULL, 0, err,
+    char seen[GRP__SEEN_MAX];
+    size_t o = 0;
+    seen[0] = '\0';
+    for (int i = 0; i < g->n_peers; i++) {   /* live peers: the ones that wait for this */
+        const grp__peer *q = &g->peers[i];
+        if (!q->live || q->id > UINT32_MAX || o + 48 >= sizeof seen) continue;
+        o += (size_t)snprintf(seen + o, sizeof seen - o, "%s%" PRIu64 ":%" PRIu64, o ? "," : "",
+                              q->id, q->next_seq);
+    }
+    const char *hdrs[] = {GRP__SEEN, seen};
+    if (kio_produce(g->prod, g->topic, g->key, strlen(g->key), blob, len, hdrs, 1, err,
                     sizeof err) != 0) {
         grp__error(g, "publishing the update", err);
     } else {
@@ -432,7 +467,9 @@ static grp__peer *grp__laggard(grp *g, int64_t now) {
                     "not waited for until its next blob\n", p->id, (long long)(now - p->last_ms));
             continue;
         }
-        if (g->st.rounds > p->at_round + (uint64_t)g->stale) return p;
+        /* round r (this worker's blobs 0..r): wait for the peer's blob made after it applied
+         * blob r - 1 - S, as synchronous rounds would (S = 0: its round-r update) */
+        if (p->seen_me + 1 + (uint64_t)g->stale < g->extracts) return p;
     }
     return NULL;
 }
