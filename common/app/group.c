@@ -18,8 +18,7 @@
 #define GRP__READ_MAX 64      /* messages per read */
 #define GRP__HIST 4096        /* own steps remembered for the staleness in minibatches */
 #define GRP__LOG_ERRORS 20    /* transport errors logged in full; after them every 100th */
-#define GRP__SEEN "m3rec.seen"   /* header: "id:next_seq,..." of the peers the sender applied */
-#define GRP__SEEN_MAX 4096        /* its bytes (peers beyond it are left out: not waited on) */
+#define GRP__ROUND "m3rec.round"   /* header: the sender's round (decimal) */
 #define GRP__RETENTION_MS "3600000"   /* a blob is for the live group: an hour is plenty */
 #define GRP__SNAP_SEGMENT_MS "600000"   /* compaction keeps about 10 min of snapshots */
 #define GRP__LOAD_MS 15000
@@ -31,9 +30,7 @@ typedef struct {
     uint64_t id;          /* the key's sender id; UINT64_MAX: a key that is no id */
     int live;             /* waited for: a blob within group.sync.wait.ms */
     int logged;           /* a refusal of this sender was logged */
-    uint64_t next_seq;    /* its last blob applied (or in the loaded snapshot): seq + 1 */
-    uint64_t seen_me;     /* of this worker's blobs, how many it had applied (its header
-                             GRP__SEEN: the last seq + 1) when it made its last blob */
+    uint64_t round;       /* the round of its newest blob applied (header GRP__ROUND) */
     int64_t last_ms;      /* monotonic: when its last blob arrived */
     uint64_t applied, refused;
 } grp__peer;
@@ -53,6 +50,10 @@ struct grp {
     int64_t version_sent; /* at the last blob */
     int64_t last_poll_ms; /* monotonic */
     int alone;
+    uint64_t round;       /* the group's round as this worker knows it: its last blob's,
+                             or the newest a peer's blob carried (a Lamport clock: its
+                             next blob is stamped round + 1) */
+    uint64_t round_pub;   /* the round of its own last blob */
     uint64_t extracts;    /* by this sender id (its blobs' sequence numbers 0..extracts-1) */
     int64_t next_offset;  /* of the model topic after the last message read; -1: none yet */
     int64_t last_snap_ms; /* monotonic */
@@ -322,23 +323,18 @@ static void grp__staleness(grp *g, const rd_kafka_message_t *m) {
 
 /* ---- receiving ---- */
 
-/* How many of this worker's blobs the sender of m had applied when it made it: this
- * worker's entry in m's GRP__SEEN header, 0 when absent. */
-static uint64_t grp__seen_me(const grp *g, const rd_kafka_message_t *m) {
+/* The round m's sender stamped on it (header GRP__ROUND), 0 when absent. */
+static uint64_t grp__round_of(const rd_kafka_message_t *m) {
     rd_kafka_headers_t *h = NULL;
     const void *v = NULL;
     size_t len = 0;
-    char buf[GRP__SEEN_MAX + 1], *save = NULL;
-    if (rd_kafka_message_headers(m, &h) || rd_kafka_header_get_last(h, GRP__SEEN, &v, &len) ||
-        !v || len > GRP__SEEN_MAX)
+    char buf[24];
+    if (rd_kafka_message_headers(m, &h) || rd_kafka_header_get_last(h, GRP__ROUND, &v, &len) ||
+        !v || len >= sizeof buf)
         return 0;
     memcpy(buf, v, len);
     buf[len] = '\0';
-    for (char *e = strtok_r(buf, ",", &save); e; e = strtok_r(NULL, ",", &save)) {
-        char *colon = strchr(e, ':');
-        if (colon && strtoul(e, NULL, 10) == g->st.sender) return strtoull(colon + 1, NULL, 10);
-    }
-    return 0;
+    return strtoull(buf, NULL, 10);
 }
 
 /* One message of the model topic: skipped when it is this worker's own, refused when it
@@ -373,7 +369,6 @@ static void grp__take(grp *g, const rd_kafka_message_t *m) {
     }
     if (info.sender == g->covered_writer && info.seq < g->covered_seq_end) {
         g->covered++;   /* its writer's, in the snapshot already */
-        if (p) p->next_seq = info.seq + 1;
         return;
     }
     sync_weight wp, wo;
@@ -388,8 +383,8 @@ static void grp__take(grp *g, const rd_kafka_message_t *m) {
     if (!p) return;   /* out of memory for the peer table: applied, not waited for */
     p->applied++;
     p->live = 1;
-    p->next_seq = info.seq + 1;
-    p->seen_me = grp__seen_me(g, m);
+    p->round = grp__round_of(m);
+    if (p->round > g->round) g->round = p->round;   /* a Lamport clock: rounds align */
     p->last_ms = clk_mono_ms();
 }
 
@@ -425,16 +420,10 @@ static void grp__publish(grp *g) {
         return;
     }
     g->extracts++;
-    char seen[GRP__SEEN_MAX];
-    size_t o = 0;
-    seen[0] = '\0';
-    for (int i = 0; i < g->n_peers; i++) {   /* live peers: the ones that wait for this */
-        const grp__peer *q = &g->peers[i];
-        if (!q->live || q->id > UINT32_MAX || o + 48 >= sizeof seen) continue;
-        o += (size_t)snprintf(seen + o, sizeof seen - o, "%s%" PRIu64 ":%" PRIu64, o ? "," : "",
-                              q->id, q->next_seq);
-    }
-    const char *hdrs[] = {GRP__SEEN, seen};
+    char round[24];
+    g->round_pub = ++g->round;
+    snprintf(round, sizeof round, "%" PRIu64, g->round_pub);
+    const char *hdrs[] = {GRP__ROUND, round};
     if (kio_produce(g->prod, g->topic, g->key, strlen(g->key), blob, len, hdrs, 1, err,
                     sizeof err) != 0) {
         grp__error(g, "publishing the update", err);
@@ -467,9 +456,10 @@ static grp__peer *grp__laggard(grp *g, int64_t now) {
                     "not waited for until its next blob\n", p->id, (long long)(now - p->last_ms));
             continue;
         }
-        /* round r (this worker's blobs 0..r): wait for the peer's blob made after it applied
-         * blob r - 1 - S, as synchronous rounds would (S = 0: its round-r update) */
-        if (p->seen_me + 1 + (uint64_t)g->stale < g->extracts) return p;
+        /* after its blob of round r, this worker waits for the peer's of round r - S (by
+         * its own blob's round, not the clock a peer raised: the wait chains then go down
+         * in round, so no two workers wait for each other) */
+        if (p->round + (uint64_t)g->stale < g->round_pub) return p;
     }
     return NULL;
 }

@@ -16,16 +16,18 @@
  * whose key is not the sender id in it, is refused: counted, logged once per sender with
  * the reason, never applied.
  *
- * Bounded staleness (group.sync.stale = S >= 0, stale-synchronous): every blob carries, in
- * the header m3rec.seen, how many blobs of each live peer its sender had applied when it
- * made it. After publishing its blob r (its rounds 0..r), a worker does not start its next
- * minibatch until each live peer's newest applied blob was made after that peer had
- * applied this worker's blob r - 1 - S; it waits, reading the model topic. With S = 0 that
- * is the synchronous round of m3rec-offline --group at --sync.delay 0: minibatch r + 1
- * sees every live peer's update r, which saw this worker's r - 1; the faster worker waits
- * for the slower one's round. A peer is live from its first blob until it has been silent
- * for group.sync.wait.ms (dead, idle, or its partitions gone): then it is not waited for
- * until its next blob. S = -1 never waits (asynchronous).
+ * Bounded staleness (group.sync.stale = S >= 0, stale-synchronous): every blob carries its
+ * round in the header m3rec.round, a Lamport clock (one more than the newest round its
+ * sender had published or applied), so the rounds of the group's workers align, a joining
+ * worker's too. After publishing its blob of round r, a worker does not start its next
+ * minibatch until it has applied each live peer's blob of round r - S or later; it waits,
+ * reading the model topic. With S = 0 these are the synchronous rounds of m3rec-offline
+ * --group at --sync.delay 0: minibatch r + 1 sees every live peer's update r; the faster
+ * worker waits for the slower one. The wait is by the round of the worker's own last blob
+ * (not by a round a peer's blob raised its clock to), so a chain of waits goes down in
+ * round and no two workers wait for each other. A peer is live from its first blob until
+ * it has been silent for group.sync.wait.ms (dead, idle, or its partitions gone): then it
+ * is not waited for until its next blob. S = -1 never waits (asynchronous).
  *
  * Snapshot (group.snapshot.interval.ms): the owner of input partition 0 writes the whole
  * shared model - the dense parameters and every shared row in memory - to the compacted

@@ -227,9 +227,9 @@ static const cfg__key cfg__keys[] = {
     K_INT("group.sync.every", group_sync_every, 1, 100000, "1",
           "minibatches between two update blobs a worker publishes"),
     K_INT("group.sync.stale", group_sync_stale, -1, 100000, "0",
-          "after its blob r a worker waits before its next minibatch until each live peer's "
-          "newest blob was made after that peer applied its blob r - 1 - S (0: synchronous "
-          "rounds); -1 = never wait (asynchronous)"),
+          "after its blob of round r a worker waits before its next minibatch for each live "
+          "peer's blob of round r - S (rounds: a Lamport clock in each blob's header; 0: "
+          "synchronous rounds); -1 = never wait (asynchronous)"),
     K_I64("group.sync.wait.ms", group_sync_wait_ms, 1, DAY_MS, "2000",
           "a peer silent this long is not waited for (dead, idle or gone) until its next blob"),
     K_I64("group.snapshot.interval.ms", group_snapshot_ms, 0, DAY_MS, "60000",
