@@ -165,14 +165,17 @@ static int grp__load(grp *g, char *errstr, size_t n) {
     g->snap_loaded = grp__snap_load(g->rd, g->tp.model_snapshot, g->m, &g->loaded, GRP__LOAD_MS,
                                     why, sizeof why);
     if (g->snap_loaded == 1) {
+        char from[48] = "its end (the snapshot covers no blob)";
+        if (g->loaded.model_offset >= 0)
+            snprintf(from, sizeof from, "offset %" PRId64, g->loaded.model_offset);
         g->covered_writer = g->loaded.writer;
         g->covered_seq_end = g->loaded.writer_seq_end;
         fprintf(stderr, "m3rec-worker: group.sync: loaded the group's model from %s in %.2f s "
                 "(%zu bytes, %" PRIu64 " shared rows, written %.1f s ago by sender %" PRIu32
-                "), reading %s from offset %" PRId64 "\n", g->tp.model_snapshot,
+                "), reading %s from %s\n", g->tp.model_snapshot,
                 clk_mono_s() - t0, g->loaded.bytes, g->loaded.rows,
                 (double)(clk_real_ms() - g->loaded.written_ms) / 1000.0, g->loaded.writer,
-                g->topic, g->loaded.model_offset);
+                g->topic, from);
     } else if (g->snap_loaded == 0) {
         fprintf(stderr, "m3rec-worker: group.sync: no snapshot on %s: starting from this "
                 "worker's own model\n", g->tp.model_snapshot);
