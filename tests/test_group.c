@@ -91,6 +91,12 @@ static grp *open_grp(m3_model *m, int stale, int64_t wait_ms) {
         }                                                                              \
     } while (0)
 
+static uint64_t st_idle(const grp *g) {
+    grp_stats st;
+    grp_stats_get(g, &st);
+    return st.idle_sent;
+}
+
 static void produce_to(const char *topic, const char *key, const void *val, size_t len) {
     char err[512];
     kio_producer *p = kio_producer_new(props, 1, err, sizeof err);
@@ -258,6 +264,38 @@ int main(void) {
     t0 = clk_mono_s();
     grp_step(b, m3_steps(mb), 0, 0);
     CHECK_MSG(clk_mono_s() - t0 < 0.3, "an asynchronous worker waited %.3f s", clk_mono_s() - t0);
+    /* a peer that says it is idle (a blob-less message) is not waited for */
+    STEP_UNTIL(c, m3_steps(mc), st->applied == 4);   /* b's round 5: live for c */
+    grp_stats sb2;
+    grp_stats_get(b, &sb2);
+    char bkey[16];
+    snprintf(bkey, sizeof bkey, "%u", sb2.sender);
+    kio_producer *ip = kio_producer_new(props, 1, err, sizeof err);
+    CHECK_MSG(ip != NULL, "%s", err);
+    const char *ih[] = {"m3rec.round", "5", "m3rec.idle", "1"};
+    CHECK_MSG(kio_produce(ip, tp.model, bkey, strlen(bkey), "", 0, ih, 2, err, sizeof err) == 0 &&
+              kio_producer_flush(ip, 10000, err, sizeof err) == 0, "%s", err);
+    kio_producer_destroy(ip);
+    grp_stats_get(c, &s);
+    uint64_t idle_got = s.idle_received, gone = s.gone, waits = s.waits;
+    STEP_UNTIL(c, m3_steps(mc), st->idle_received > idle_got && st->peers_live == 0);
+    train(mc, 1);
+    uint64_t idle_before = st_idle(b);
+    t0 = clk_mono_s();
+    grp_step(c, m3_steps(mc), 0, 0);   /* c's next round: b said it is idle */
+    waited = clk_mono_s() - t0;
+    grp_stats_get(c, &s);
+    CHECK_MSG(waited < 0.3, "waited %.3f s for an idle peer", waited);
+    CHECK_MSG(s.refused == 1, "%s", s.last_refusal);   /* the corrupt snapshot at start only */
+    CHECK_EQ_INT(s.gone, gone);
+    CHECK_EQ_INT(s.waits, waits);
+    /* and b, with no minibatch while c is a round ahead, says so once per round of its own */
+    STEP_UNTIL(b, m3_steps(mb), st->idle_sent == idle_before + 1);
+    uint64_t idle_then = idle_before + 1;
+    struct timespec pause = {0, 200 * 1000000L};
+    nanosleep(&pause, NULL);
+    grp_step(b, m3_steps(mb), 0, 0);
+    CHECK_EQ_INT(st_idle(b), idle_then);
 
     grp_destroy(b);
     grp_destroy(c);

@@ -19,6 +19,8 @@
 #define GRP__HIST 4096        /* own steps remembered for the staleness in minibatches */
 #define GRP__LOG_ERRORS 20    /* transport errors logged in full; after them every 100th */
 #define GRP__ROUND "m3rec.round"   /* header: the sender's round (decimal) */
+#define GRP__IDLE "m3rec.idle"     /* header of a blob-less message: "do not wait for me" */
+#define GRP__IDLE_MS 100   /* no minibatch this long while a peer is a round ahead: idle */
 #define GRP__RETENTION_MS "3600000"   /* a blob is for the live group: an hour is plenty */
 #define GRP__SNAP_SEGMENT_MS "600000"   /* compaction keeps about 10 min of snapshots */
 #define GRP__LOAD_MS 15000
@@ -49,6 +51,8 @@ struct grp {
     int64_t version;      /* at the last step */
     int64_t version_sent; /* at the last blob */
     int64_t last_poll_ms; /* monotonic */
+    int64_t last_pub_ms;  /* monotonic: its last blob (or the start) */
+    int idle_sent;        /* an idle message went out since its last blob */
     int alone;
     uint64_t round;       /* the group's round as this worker knows it: its last blob's,
                              or the newest a peer's blob carried (a Lamport clock: its
@@ -222,7 +226,7 @@ grp *grp_new(const m3_cfg *cfg, const kio_prop *props, int n_props, const topics
     g->topic = g->tp.model;
     g->snap_ms = cfg->group_snapshot_ms;
     g->next_offset = -1;
-    g->last_snap_ms = clk_mono_ms();
+    g->last_snap_ms = g->last_pub_ms = clk_mono_ms();
     g->version = g->version_sent = 0;
     if (!(g->prod = grp__producer(props, n_props, errstr, n))) goto fail;
     if (!(g->rd = grp__reader(props, n_props, errstr, n))) goto fail;
@@ -326,6 +330,14 @@ static void grp__staleness(grp *g, const rd_kafka_message_t *m) {
 
 /* ---- receiving ---- */
 
+/* 1 when m carries the GRP__IDLE header. */
+static int grp__idle_of(const rd_kafka_message_t *m) {
+    rd_kafka_headers_t *h = NULL;
+    const void *v = NULL;
+    size_t len = 0;
+    return !rd_kafka_message_headers(m, &h) && !rd_kafka_header_get_last(h, GRP__IDLE, &v, &len);
+}
+
 /* The round m's sender stamped on it (header GRP__ROUND), 0 when absent. */
 static uint64_t grp__round_of(const rd_kafka_message_t *m) {
     rd_kafka_headers_t *h = NULL;
@@ -358,6 +370,12 @@ static void grp__take(grp *g, const rd_kafka_message_t *m) {
     grp__peer *p = grp__peer_get(g, id_ok ? id : UINT64_MAX);
     if (!id_ok) {
         grp__refuse(g, p, sender[0] ? sender : "(no key)", "the key is not a sender id");
+        return;
+    }
+    if (!m->len && grp__idle_of(m)) {   /* a peer without input: not waited for */
+        g->st.idle_received++;
+        if (p && p->live) p->live = 0;
+        if (p) p->last_ms = clk_mono_ms();
         return;
     }
     sync_info info;
@@ -425,6 +443,8 @@ static void grp__publish(grp *g) {
     g->extracts++;
     char round[24];
     g->round_pub = ++g->round;
+    g->last_pub_ms = clk_mono_ms();
+    g->idle_sent = 0;
     snprintf(round, sizeof round, "%" PRIu64, g->round_pub);
     const char *hdrs[] = {GRP__ROUND, round};
     if (kio_produce(g->prod, g->topic, g->key, strlen(g->key), blob, len, hdrs, 1, err,
@@ -525,6 +545,27 @@ void grp_revoked(grp *g, int was_alone) {
     g->st.cpu_s += clk_thread_cpu_s() - t0;
 }
 
+/* No minibatch for GRP__IDLE_MS while a live peer is a round ahead (it may be waiting for
+ * this worker): say so once, with a blob-less message, so that peers go on without it
+ * until its next blob instead of waiting group.sync.wait.ms. */
+static void grp__idle(grp *g, int64_t now) {
+    char err[512];
+    if (g->alone || g->idle_sent || now - g->last_pub_ms < GRP__IDLE_MS) return;
+    int ahead = 0;
+    for (int i = 0; i < g->n_peers; i++) ahead |= g->peers[i].live && g->peers[i].round > g->round_pub;
+    if (!ahead) return;
+    char round[24];
+    snprintf(round, sizeof round, "%" PRIu64, g->round);
+    const char *hdrs[] = {GRP__ROUND, round, GRP__IDLE, "1"};
+    if (kio_produce(g->prod, g->topic, g->key, strlen(g->key), "", 0, hdrs, 2, err, sizeof err) != 0) {
+        grp__error(g, "publishing an idle message", err);
+        return;
+    }
+    g->idle_sent = 1;
+    g->st.idle_sent++;
+    kio_producer_poll(g->prod);
+}
+
 void grp_step(grp *g, int64_t version, int alone, int owner) {
     if (!g) return;
     int64_t now = clk_mono_ms();
@@ -547,6 +588,7 @@ void grp_step(grp *g, int64_t version, int alone, int owner) {
     }
     grp__receive(g, 0);
     if (publish && g->stale >= 0) grp__wait(g);
+    if (!stepped) grp__idle(g, now);
     if (owner && g->snap_ms > 0 && clk_mono_ms() - g->last_snap_ms >= g->snap_ms) grp__snapshot(g);
     g->st.cpu_s += clk_thread_cpu_s() - t0;
 }
@@ -597,6 +639,8 @@ void grp_write_json(const grp *g, json_writer *w) {
     json_key(w, "waits"); json_uint(w, s.waits);
     json_key(w, "wait_s"); json_num(w, s.wait_s);
     json_key(w, "peers_gone"); json_uint(w, s.gone);
+    json_key(w, "idle_sent"); json_uint(w, s.idle_sent);
+    json_key(w, "idle_received"); json_uint(w, s.idle_received);
     json_key(w, "sync_cpu_s"); json_num(w, s.cpu_s);
     json_key(w, "covered_skipped"); json_uint(w, g->covered);
     json_key(w, "snapshot_loaded");

@@ -26,8 +26,10 @@
  * worker waits for the slower one. The wait is by the round of the worker's own last blob
  * (not by a round a peer's blob raised its clock to), so a chain of waits goes down in
  * round and no two workers wait for each other. A peer is live from its first blob until
- * it has been silent for group.sync.wait.ms (dead, idle, or its partitions gone): then it
- * is not waited for until its next blob. S = -1 never waits (asynchronous).
+ * it has been silent for group.sync.wait.ms (dead, or its partitions gone), or until it
+ * says it is idle: a worker that has trained no minibatch for 100 ms while a live peer is
+ * a round ahead publishes one blob-less message (headers m3rec.round, m3rec.idle), and
+ * its peers go on without it until its next blob. S = -1 never waits (asynchronous).
  *
  * Snapshot (group.snapshot.interval.ms): the owner of input partition 0 writes the whole
  * shared model - the dense parameters and every shared row in memory - to the compacted
@@ -75,6 +77,7 @@ typedef struct {
     uint64_t errors;               /* extract, produce or read failures (logged) */
     uint64_t waits;                /* boundaries that waited for a peer */
     uint64_t gone;                 /* times a silent peer stopped being waited for */
+    uint64_t idle_sent, idle_received;   /* blob-less "idle" messages (no input here) */
     double wait_s;                 /* time spent waiting */
     double cpu_s;                  /* this thread's CPU in extract, produce, read, apply */
     int peers_live;                /* peers live now */
