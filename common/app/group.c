@@ -621,38 +621,34 @@ void grp_write_json(const grp *g, json_writer *w) {
     grp_stats s;
     grp_stats_get(g, &s);
     double na = s.applied ? (double)s.applied : 1.0;
+    int loaded = g->snap_loaded == 1;
     json_key(w, "group");
     json_obj_begin(w);
-    json_key(w, "rule"); json_str(w, sync_rule_name(g->rule));
-    json_key(w, "every_batches"); json_int(w, g->every);
-    json_key(w, "stale_rounds"); json_int(w, g->stale);
-    json_key(w, "sender"); json_uint(w, s.sender);
-    json_key(w, "rounds"); json_uint(w, s.rounds);
-    json_key(w, "sent_bytes"); json_uint(w, s.sent_bytes);
-    json_key(w, "applied"); json_uint(w, s.applied);
-    json_key(w, "applied_bytes"); json_uint(w, s.applied_bytes);
-    json_key(w, "refused"); json_uint(w, s.refused);
-    json_key(w, "last_refusal"); json_str(w, s.last_refusal);
-    json_key(w, "own_skipped"); json_uint(w, s.own);
-    json_key(w, "errors"); json_uint(w, s.errors);
-    json_key(w, "peers_seen"); json_int(w, g->n_peers);
-    json_key(w, "waits"); json_uint(w, s.waits);
-    json_key(w, "wait_s"); json_num(w, s.wait_s);
-    json_key(w, "peers_gone"); json_uint(w, s.gone);
-    json_key(w, "idle_sent"); json_uint(w, s.idle_sent);
-    json_key(w, "idle_received"); json_uint(w, s.idle_received);
-    json_key(w, "sync_cpu_s"); json_num(w, s.cpu_s);
-    json_key(w, "covered_skipped"); json_uint(w, g->covered);
+    json_key(w, "rule");
+    json_str(w, sync_rule_name(g->rule));
+    const struct { const char *key; double v; } num[] = {
+        {"every_batches", g->every}, {"stale_rounds", g->stale}, {"sender", s.sender},
+        {"rounds", (double)s.rounds}, {"sent_bytes", (double)s.sent_bytes},
+        {"applied", (double)s.applied}, {"applied_bytes", (double)s.applied_bytes},
+        {"refused", (double)s.refused}, {"own_skipped", (double)s.own},
+        {"errors", (double)s.errors}, {"peers_seen", g->n_peers}, {"waits", (double)s.waits},
+        {"wait_s", s.wait_s}, {"peers_gone", (double)s.gone},
+        {"idle_sent", (double)s.idle_sent}, {"idle_received", (double)s.idle_received},
+        {"sync_cpu_s", s.cpu_s}, {"covered_skipped", (double)g->covered},
+        {"snapshot_loaded_rows", loaded ? (double)g->loaded.rows : 0},
+        {"snapshot_loaded_offset", loaded ? (double)g->loaded.model_offset : -1},
+        {"snapshots_written", (double)g->snapshots}, {"snapshot_bytes", (double)g->written.bytes},
+        {"staleness_ms_mean", s.stale_ms_sum / na}, {"staleness_ms_max", s.stale_ms_max},
+        {"staleness_batches_mean", s.stale_batches_sum / na},
+        {"staleness_batches_max", s.stale_batches_max}};
+    for (size_t i = 0; i < sizeof num / sizeof num[0]; i++) {
+        json_key(w, num[i].key);
+        json_num(w, num[i].v);
+    }
+    json_key(w, "last_refusal");
+    json_str(w, s.last_refusal);
     json_key(w, "snapshot_loaded");
-    json_str(w, g->snap_loaded == 1 ? "loaded" : g->snap_loaded == 0 ? "none" : "refused");
-    json_key(w, "snapshot_loaded_rows"); json_uint(w, g->snap_loaded == 1 ? g->loaded.rows : 0);
-    json_key(w, "snapshot_loaded_offset"); json_int(w, g->snap_loaded == 1 ? g->loaded.model_offset : -1);
-    json_key(w, "snapshots_written"); json_uint(w, g->snapshots);
-    json_key(w, "snapshot_bytes"); json_uint(w, g->written.bytes);
-    json_key(w, "staleness_ms_mean"); json_num(w, s.stale_ms_sum / na);
-    json_key(w, "staleness_ms_max"); json_num(w, s.stale_ms_max);
-    json_key(w, "staleness_batches_mean"); json_num(w, s.stale_batches_sum / na);
-    json_key(w, "staleness_batches_max"); json_num(w, s.stale_batches_max);
+    json_str(w, loaded ? "loaded" : g->snap_loaded == 0 ? "none" : "refused");
     grp__hist_json(w, "staleness_ms", s.stale_ms, 1);
     grp__hist_json(w, "staleness_batches", s.stale_batches, 0);
     json_obj_end(w);
