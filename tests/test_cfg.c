@@ -155,7 +155,12 @@ static const char *defaults_dump =
     "input.order.event_time=true\n"
     "input.order.buffer=32768\n"
     "input.order.idle.ms=2000\n"
-    "input.loss.fail=false\n";
+    "input.loss.fail=false\n"
+    "group.sync=none\n"
+    "group.sync.every=1\n"
+    "group.sync.stale=0\n"
+    "group.sync.wait.ms=2000\n"
+    "group.snapshot.interval.ms=60000\n";
 
 static void test_defaults(void) {
     m3_cfg c;
@@ -594,6 +599,11 @@ static void test_check_errors(void) {
     check_fails("join.window.ms=86400000\njoin.esdfm.elapsed.ms=86400001\n", 2,
                 "join.esdfm.elapsed.ms=86400001 is above join.window.ms=86400000: a click "
                 "would settle before its fake negative");
+    check_fails("batch.size=8\ngroup.sync=average\n", 2,
+                "group.sync must be none, sum, scaled, avg or mixed");
+    check_fails("group.sync=sum\nmodel.shadow=lr\n", 2,
+                "group.sync shares the primary model only: model.shadow must be empty "
+                "(compare architectures with m3rec-offline --group)");
     check_fails("time.max.behind.ms=3600000\njoin.lateness.ms=1000\n", 2,
                 "time.max.behind.ms=3600000 is below join.window.ms + join.lateness.ms = "
                 "3601000: a conversion that can still join would be refused (raise it, or 0 = "
@@ -680,7 +690,7 @@ static void test_documented(void) {
         CHECK_CONTAINS(props, pat);
         n++;
     }
-    CHECK_EQ_INT(n, 73);
+    CHECK_EQ_INT(n, 78);
     char *help = cfg_help();
     CHECK_CONTAINS(help, "batch.size                   impressions per minibatch "
                          "(predict, then train) (1..4096; default 256)\n");

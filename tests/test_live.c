@@ -191,6 +191,7 @@ static void test_render(void) {
     s.ckpt_age_s = 1.5;
     s.rss_bytes = 1e8;
     s.consuming = 1;
+    s.group = (live_group){1, 5, 4, 1, 12.5, 1};
     live_health h = {1, 1, 1, 0.25, 3};
     char *text = live_render(&s, &h);
     CHECK(text);
@@ -207,12 +208,15 @@ static void test_render(void) {
     CHECK_CONTAINS(text, "\nm3rec_checkpoint_age_seconds 1.5\n");
     CHECK_CONTAINS(text, "\nm3rec_worker_ready 1\n");
     CHECK_CONTAINS(text, "\nm3rec_consumer_revocations_total 3\n");
+    CHECK_CONTAINS(text, "\nm3rec_group_blobs_refused_total 1\n");
+    CHECK_CONTAINS(text, "\nm3rec_group_staleness_seconds 0.0125\n");
     CHECK(promtool(text) != 1);
     free(text);
     /* without a store no checkpoint series; before the first snapshot only the health */
     s.has_store = 0;
+    s.group.on = 0;
     text = live_render(&s, &h);
-    CHECK(text && !strstr(text, "m3rec_checkpoint"));
+    CHECK(text && !strstr(text, "m3rec_checkpoint") && !strstr(text, "m3rec_group"));
     free(text);
     live_health h0 = {0, 0, 1, NAN, 0};
     text = live_render(NULL, &h0);

@@ -42,6 +42,8 @@
 #include <librdkafka/rdkafka.h>
 
 #include "app/app.h"
+#include "app/group.h"
+#include "engine/sync.h"
 #include "app/live.h"
 #include "base/clock.h"
 #include "base/err.h"
@@ -127,6 +129,10 @@ typedef struct {
     long long resets;                      /* offset resets (out of range) seen */
     long long buffered_max, holds;         /* the buffer's high mark; partitions paused for it */
     int loss_stop;                         /* input.loss.fail stopped the worker */
+    /* one model across the group (group.sync, app/group.h), NULL when off */
+    grp *grp;
+    int grp_owner;                         /* input partition 0 is here: it writes snapshots */
+    unsigned grp_rebalances;               /* kio_consumer_rebalances when grp_owner was set */
 } worker;
 
 static void usage(void) {
@@ -662,8 +668,14 @@ static void on_revoke(void *opaque, rd_kafka_t *rk, const rd_kafka_topic_partiti
     worker *w = opaque;
     (void)rk;
     live_set_assigned(w->live, 0);   /* not ready from the revocation to the next assignment */
-    if (!w->st || w->failed || state_broken(w)) return;
+    /* a worker that was alone leaves the next owners its model (a snapshot) */
+    int was_alone = parts->cnt == w->n_topics * w->n_partitions;
+    if (!w->st || w->failed || state_broken(w)) {
+        if (w->grp && !w->failed && lrn_at_boundary(w->L)) grp_revoked(w->grp, was_alone);
+        return;
+    }
     if (!lrn_at_boundary(w->L)) lrn_run_batch(w->L, emit_prediction, w);
+    if (w->grp && !state_broken(w)) grp_revoked(w->grp, was_alone);
     if (!state_broken(w) && changed(w)) checkpoint(w, 1);
     for (int i = 0; i < parts->cnt; i++) {
         int t = topic_index(w, parts->elems[i].topic);
@@ -826,6 +838,18 @@ static int open_registry(worker *w, char *err, size_t n) {
     return w->dec ? 0 : err_set(err, n, "out of memory");
 }
 
+/* group.sync: the model topic (created here: its limits are its own) and the transport,
+ * after the state is restored (the model's state now is the first sync point). */
+static int start_group(worker *w, char *err, size_t n) {
+    if (w->cfg.group_sync_rule == SYNC_NONE) return 0;
+    int rc = w->mock ? kio_mock_create_topic(w->mock, w->tp.model, 1, err, n) ||
+                           kio_mock_create_topic(w->mock, w->tp.model_snapshot, 1, err, n)
+                     : grp_create_topics(w->props, w->n_props, &w->tp, START_TIMEOUT_MS, err, n);
+    if (rc != 0) return -1;
+    w->grp = grp_new(&w->cfg, w->props, w->n_props, &w->tp, lrn_model(w->L, 0), err, n);
+    return w->grp ? 0 : -1;
+}
+
 static int setup(worker *w, char *err, size_t n) {
     if (start_live(w, err, n) != 0) return -1;
     if (name_topics_and_props(w, err, n) != 0) return -1;
@@ -846,6 +870,7 @@ static int setup(worker *w, char *err, size_t n) {
     if (w->cfg.broker_embedded && start_embedded_broker(w, err, n) != 0) return -1;
     if (check_topics(w, err, n) != 0) return -1;
     if (w->cfg.store_dir[0] && open_state(w, err, n) != 0) return -1;
+    if (start_group(w, err, n) != 0) return -1;
     return start_clients(w, err, n);
 }
 
@@ -863,6 +888,7 @@ static void teardown(worker *w) {
     char err[512];
     ord_free(w->ord, drop_message);   /* messages go before their consumer */
     close_consumer(w);
+    grp_destroy(w->grp);
     kio_producer_destroy(w->prod);
     kio_mock_destroy(w->mock);
     if (state_close(w->st, err, sizeof err) != 0) fprintf(stderr, "m3rec-worker: %s\n", err);
@@ -933,6 +959,7 @@ static void report_extra(json_writer *jw, void *arg) {
         json_obj_end(jw);
     }
     input_write_json(w, jw);
+    grp_write_json(w->grp, jw);
     json_key(jw, "partitions");
     json_obj_begin(jw);
     for (int t = 0; t < w->n_topics; t++)
@@ -968,6 +995,8 @@ static void publish(worker *w) {
     if (!live_due(w->live)) return;
     state_stats ss = {0};
     if (w->st) state_stats_get(w->st, &ss);
+    grp_stats gs = {0};
+    if (w->grp) grp_stats_get(w->grp, &gs);
     live_src src = {.board = lrn_board(w->L), .consumer = kio_consumer_handle(w->cons),
                     .assigned = kio_consumer_assigned(w->cons),
                     .paused = kio_consumer_paused(w->cons), .down_ms = w->down_ms,
@@ -975,7 +1004,10 @@ static void publish(worker *w) {
                     .pending = lrn_pending(w->L), .model_version = lrn_model_version(w->L),
                     .has_store = w->st != NULL, .checkpoints = ss.checkpoints,
                     .ckpt_last_ms = ss.ckpt_ms_last, .last_ckpt_ms = w->last_ckpt_ms,
-                    .failed = w->failed, .registry_wait = w->registry_waiting};
+                    .failed = w->failed, .registry_wait = w->registry_waiting,
+                    .group = {w->grp != NULL, gs.rounds, gs.applied, gs.refused,
+                              gs.applied ? gs.stale_ms_sum / (double)gs.applied : 0,
+                              gs.peers_live}};
     live_publish(w->live, &src);
 }
 
@@ -1013,6 +1045,23 @@ static int poll_timeout(const worker *w, const pace *pc) {
     return timeout;
 }
 
+/* group.sync: at a minibatch boundary, publish this worker's update and apply the peers'
+ * (app/group.h); alone when every input partition is here. */
+static void group_step(worker *w) {
+    if (!w->grp || !lrn_at_boundary(w->L)) return;
+    unsigned r = kio_consumer_rebalances(w->cons);
+    if (r != w->grp_rebalances) {   /* the assignment changed: is partition 0 here? */
+        rd_kafka_topic_partition_list_t *a = NULL;
+        w->grp_rebalances = r;
+        w->grp_owner = 0;
+        if (!rd_kafka_assignment(kio_consumer_handle(w->cons), &a) && a)
+            w->grp_owner = rd_kafka_topic_partition_list_find(a, w->tp.all[0], 0) != NULL;
+        if (a) rd_kafka_topic_partition_list_destroy(a);
+    }
+    grp_step(w->grp, lrn_model_version(w->L),
+             kio_consumer_assigned(w->cons) == w->n_topics * w->n_partitions, w->grp_owner);
+}
+
 /* Hand one message to the learner (it is destroyed here), checkpointing at the minibatch
  * boundary it reaches. */
 static void hand(worker *w, rd_kafka_message_t *m, int64_t now, pace *pc) {
@@ -1021,6 +1070,7 @@ static void hand(worker *w, rd_kafka_message_t *m, int64_t now, pace *pc) {
     /* a message that waited for the registry and was not handled stores no offset */
     if (handle(w, m) == 0 && !w->st) kio_consumer_store(w->cons, m, err, sizeof err);
     rd_kafka_message_destroy(m);
+    group_step(w);
     /* a checkpoint must sit between two minibatches: take it right after a batch ran */
     if (checkpoint_due(w, now)) checkpoint(w, 0);
 }
@@ -1082,6 +1132,7 @@ static void between_polls(worker *w, int64_t now, pace *pc) {
     }
     if (lrn_queued(w->L) && now - pc->batch_start >= w->cfg.batch_linger_ms)
         lrn_run_batch(w->L, emit_prediction, w);
+    group_step(w);
     if (checkpoint_due(w, now) && changed(w)) checkpoint(w, 0);
 }
 
@@ -1132,6 +1183,8 @@ static int finish(worker *w, pace *pc, int rc) {
     while (!w->failed && (m = ord_pop_any(w->ord, &src))) hand(w, m, clk_mono_ms(), pc);
     ord_clear(w->ord, drop_message, 0);   /* after a failure: before the consumer closes */
     if (!w->failed) lrn_run_batch(w->L, emit_prediction, w);
+    if (!w->failed) group_step(w);   /* the last minibatch's update goes to the peers */
+    grp_flush(w->grp, STOP_WAIT_MS);
     if (w->st && !state_broken(w) && changed(w) && checkpoint(w, 1) != 0) rc = 1;
     w->last_input_ms = clk_mono_ms();
     if (pc->seen_input) w->last_input_ms = pc->last_input;

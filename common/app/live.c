@@ -195,6 +195,20 @@ static void live__render_state(const live_snap *s, buf *b) {
         live__one(b, "m3rec_checkpoint_duration_seconds", "gauge",
                   "Duration of the last checkpoint's write.", s->ckpt_last_s);
     }
+    if (s->group.on) {
+        live__counter(b, "m3rec_group_blobs_sent_total",
+                      "Update blobs this worker published to the model topic.", s->group.sent);
+        live__counter(b, "m3rec_group_blobs_applied_total", "Peers' update blobs applied.",
+                      s->group.applied);
+        live__counter(b, "m3rec_group_blobs_refused_total", "Model-topic messages refused "
+                      "(corrupt, another configuration or format): never applied.",
+                      s->group.refused);
+        live__one(b, "m3rec_group_staleness_seconds", "gauge", "Mean time from a peer's "
+                  "extract to this worker's apply, over the applied blobs.",
+                  s->group.staleness_ms / 1000.0);
+        live__one(b, "m3rec_group_peers_live", "gauge",
+                  "Peers whose blobs arrived within group.sync.wait.ms.", s->group.peers);
+    }
     if (s->rss_bytes >= 0)
         live__one(b, "m3rec_resident_memory_bytes", "gauge", "Resident memory of the process.",
                   s->rss_bytes);
@@ -531,6 +545,7 @@ static void live__collect(live *l, const live_src *src, int64_t now, live_snap *
     double mb = met_rss_mb(NULL);
     s->rss_bytes = mb < 0 ? -1 : mb * 1048576.0;
     s->registry_wait = src->registry_wait;
+    s->group = src->group;
     s->consuming = src->down_ms == 0 && !src->failed && !src->registry_wait;
 }
 

@@ -66,6 +66,14 @@ typedef struct {
 } live_quality;
 
 /* What /metrics serves. Filled on the main thread (live_publish) or by a test. */
+/* The group's shared model (group.sync, app/group.h). */
+typedef struct {
+    int on;                               /* group.sync on: the series below are shown */
+    uint64_t sent, applied, refused;      /* blobs */
+    double staleness_ms;                  /* mean staleness of the applied blobs */
+    int peers;                            /* peers live now */
+} live_group;
+
 typedef struct {
     uint64_t events, impressions, conversions, requests, predictions;
     uint64_t late_conversions, unmatched_conversions;
@@ -88,6 +96,7 @@ typedef struct {
     double rss_bytes;                     /* resident memory; < 0 when unknown */
     int consuming;                        /* broker reachable, not failed, not stopping */
     int registry_wait;                    /* input waits for the schema registry */
+    live_group group;                     /* group.sync: the series only when on */
 } live_snap;
 
 /* The state of the endpoints at one moment (computed by the server thread). */
@@ -123,6 +132,7 @@ typedef struct {
     int64_t last_ckpt_ms;    /* monotonic: the last checkpoint (or the state's opening) */
     int failed;              /* the worker is stopping on a failure */
     int registry_wait;       /* a message waits for the schema registry: input stalled */
+    live_group group;        /* group.sync (app/group.h) */
 } live_src;
 
 /* Start serving at cfg->http_host:cfg->http_port (cfg_check filled them) for a board of

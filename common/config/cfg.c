@@ -16,6 +16,7 @@
 #include "base/buf.h"
 #include "base/err.h"
 #include "base/props.h"
+#include "engine/sync.h"
 
 #define DAY_MS (24LL * 3600 * 1000)
 
@@ -223,6 +224,22 @@ static const cfg__key cfg__keys[] = {
     K_TYP("input.loss.fail", CFG__BOOL, loss_fail, "false",
           "stop (exit 1, no checkpoint) when input is lost: an offset gap or an offset reset; "
           "false = count and report it"),
+    /* issue 16, one model across the group: the model topic (app/group.h) */
+    K_TYP("group.sync", CFG__STRING, group_sync, "none",
+          "how the group's workers share one model through <topic.prefix>.model: none "
+          "(each its own), sum, scaled, avg or mixed (engine/sync.h; sum measured best)"),
+    K_INT("group.sync.every", group_sync_every, 1, 100000, "1",
+          "minibatches between two update blobs a worker publishes"),
+    K_INT("group.sync.stale", group_sync_stale, -1, 100000, "0",
+          "after its blob of round r a worker waits before its next minibatch for each live "
+          "peer's blob of round r - S (rounds: a Lamport clock in each blob's header; 0: "
+          "synchronous rounds); -1 = never wait (asynchronous)"),
+    K_I64("group.sync.wait.ms", group_sync_wait_ms, 1, DAY_MS, "2000",
+          "a peer silent this long is not waited for (dead, idle or gone) until its next blob"),
+    K_I64("group.snapshot.interval.ms", group_snapshot_ms, 0, DAY_MS, "60000",
+          "the owner of input partition 0 writes the whole shared model to "
+          "<topic.prefix>.model.snapshot this often (and a worker alone at a revocation); a "
+          "worker loads the newest at start; 0 = never written"),
 };
 #define CFG__NKEYS ((int)(sizeof cfg__keys / sizeof cfg__keys[0]))
 _Static_assert(sizeof cfg__keys / sizeof cfg__keys[0] <= CFG_KEYS_MAX, "raise CFG_KEYS_MAX");
@@ -832,6 +849,20 @@ static int cfg__check_formats(m3_cfg *c, char *errstr, size_t errstr_size) {
     return 0;
 }
 
+/* group.sync names a rule (engine/sync.h) and shares the primary model only: no shadows. */
+static int cfg__check_group(m3_cfg *c, char *errstr, size_t errstr_size) {
+    static const char *const rule[] = { "group.sync" }, *const sh[] = { "group.sync", "model.shadow" };
+    c->group_sync_rule = sync_rule_parse(c->group_sync);
+    if (c->group_sync_rule < 0)
+        return cfg__check_fail(c, rule, 1, errstr, errstr_size,
+                               "group.sync must be none, sum, scaled, avg or mixed");
+    if (c->group_sync_rule != SYNC_NONE && c->n_shadow > 0)
+        return cfg__check_fail(c, sh, 2, errstr, errstr_size,
+                               "group.sync shares the primary model only: model.shadow must "
+                               "be empty (compare architectures with m3rec-offline --group)");
+    return 0;
+}
+
 int cfg_check(m3_cfg *c, char *errstr, size_t errstr_size) {
     char msg[512];
     static const char *const scen[] = { "scenarios" };
@@ -907,6 +938,7 @@ int cfg_check(m3_cfg *c, char *errstr, size_t errstr_size) {
         return cfg__check_fail(c, elapsed, 2, errstr, errstr_size, msg);
     }
     if (cfg__check_formats(c, errstr, errstr_size) != 0) return -1;
+    if (cfg__check_group(c, errstr, errstr_size) != 0) return -1;
     cfg__derive(c);
     return cfg__check_models(c, errstr, errstr_size);
 }

@@ -121,6 +121,15 @@ typedef struct m3_cfg {
     int order_buffer;                     /* input.order.buffer: messages in all */
     int64_t order_idle_ms;                /* input.order.idle.ms: wait for a lagging partition */
     int loss_fail;                        /* input.loss.fail, bool: stop when input is lost */
+    /* issue 16, one model across the group (app/group.h) */
+    char group_sync[M3_NAME_MAX * 2];     /* group.sync: none, sum, scaled, avg, mixed */
+    int group_sync_rule;                  /* derived by cfg_check: sync_rule */
+    int group_sync_every;                 /* group.sync.every: minibatches per update blob */
+    int group_sync_stale;                 /* group.sync.stale: rounds ahead of the slowest
+                                             live peer; -1 = never wait */
+    int64_t group_sync_wait_ms;           /* group.sync.wait.ms: a silent peer this long is
+                                             not waited for */
+    int64_t group_snapshot_ms;            /* group.snapshot.interval.ms: 0 = no snapshots */
     /* librdkafka passthrough, in file order (later entries override earlier ones) */
     cfg_kafka_prop *kafka;                /* owned */
     int n_kafka;

@@ -247,6 +247,13 @@ static int kio__wait_visible(rd_kafka_t *rk, const char *const *topics, int n_to
 
 int kio_create_topics(const kio_prop *props, int n_props, const char *const *topics,
                       int n_topics, int partitions, int timeout_ms, char *errstr, size_t n) {
+    return kio_create_topics_cfg(props, n_props, topics, n_topics, partitions, NULL, 0,
+                                 timeout_ms, errstr, n);
+}
+
+int kio_create_topics_cfg(const kio_prop *props, int n_props, const char *const *topics,
+                          int n_topics, int partitions, const kio_prop *configs, int n_configs,
+                          int timeout_ms, char *errstr, size_t n) {
     kio__errcap cap = {{0}, {0}};
     char err[KIO__ERR_MAX];
     int rc = -1;
@@ -271,6 +278,12 @@ int kio_create_topics(const kio_prop *props, int n_props, const char *const *top
             err_set(errstr, n, "topic %s: %s", topics[i], err);
             goto out;
         }
+        for (int c = 0; c < n_configs; c++)
+            if (rd_kafka_NewTopic_set_config(nt[i], configs[c].key, configs[c].value)) {
+                err_set(errstr, n, "topic %s: config %s=%s refused", topics[i], configs[c].key,
+                        configs[c].value);
+                goto out;
+            }
     }
     opts = rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_CREATETOPICS);
     if (rd_kafka_AdminOptions_set_request_timeout(opts, timeout_ms, err, sizeof(err)) ||

@@ -57,6 +57,12 @@ int kio_create_topics(const kio_prop *props, int n_props, const char *const *top
                       int n_topics, int partitions, int timeout_ms,
                       char *errstr, size_t errstr_size);
 
+/* kio_create_topics with topic configs (e.g. max.message.bytes, cleanup.policy) given to
+ * each new topic; a topic that already exists keeps its own. */
+int kio_create_topics_cfg(const kio_prop *props, int n_props, const char *const *topics,
+                          int n_topics, int partitions, const kio_prop *configs, int n_configs,
+                          int timeout_ms, char *errstr, size_t errstr_size);
+
 /* Check that every topic exists and all have the same partition count (the
  * co-partitioning contract). Returns that count (>= 1), or -1 with errstr filled:
  *   "topic T does not exist (create it with 4 partitions like U)",

@@ -31,6 +31,13 @@ int topics_init(topics *t, const char *prefix, const char *const *scen, int n_sc
         topics__set(t, n_scen + 1, prefix, "predictions", NULL, errstr, errstr_size) != 0 ||
         topics__set(t, n_scen + 2, prefix, "dlq", NULL, errstr, errstr_size) != 0)
         return -1;
+    int a = snprintf(t->model, TOPICS_NAME_MAX, "%s.model", prefix);
+    int b = snprintf(t->model_snapshot, TOPICS_NAME_MAX, "%s.model.snapshot", prefix);
+    if (a < 0 || a >= TOPICS_NAME_MAX || b < 0 || b >= TOPICS_NAME_MAX) {
+        snprintf(errstr, errstr_size, "topic name '%s.model.snapshot' is longer than %d bytes",
+                 prefix, TOPICS_NAME_MAX - 1);
+        return -1;
+    }
     t->requests = t->all[n_scen];
     t->predictions = t->all[n_scen + 1];
     t->dlq = t->all[n_scen + 2];

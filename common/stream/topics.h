@@ -1,6 +1,7 @@
 /* topics.h - the topic names of one pipeline, made from its prefix and scenarios in one
  * place (docs/contract.md): <prefix>.events.<scenario> per scenario, <prefix>.requests,
- * <prefix>.predictions, <prefix>.dlq. */
+ * <prefix>.predictions, <prefix>.dlq; and the group's shared model (group.sync, app/group.h):
+ * <prefix>.model (the workers' update blobs) and <prefix>.model.snapshot. */
 #ifndef M3_TOPICS_H
 #define M3_TOPICS_H
 #include <stddef.h>
@@ -16,6 +17,9 @@ typedef struct {
     const char *all[TOPICS_MAX];
     const char *requests, *predictions, *dlq;
     char names[TOPICS_MAX][TOPICS_NAME_MAX];
+    /* the model topics: not in `all` (the group's workers create them, with their own
+     * partition count and limits: app/group.h) */
+    char model[TOPICS_NAME_MAX], model_snapshot[TOPICS_NAME_MAX];
 } topics;
 
 /* Fill t for prefix and n_scen (1..M3_MAX_SCEN) scenario names. Returns 0, or -1 when a

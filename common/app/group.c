@@ -1,0 +1,655 @@
+/* group.c - one model across the group's workers through the model topic (group.h). */
+#include "app/group.h"
+#include "app/group_int.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "base/clock.h"
+#include "base/err.h"
+#include "base/hash.h"
+#include "engine/sync.h"
+
+#define GRP__POLL_MS 5        /* without a new minibatch the topic is read at most this often */
+#define GRP__WAIT_SLICE_MS 5  /* a wait reads the topic in slices this long */
+#define GRP__READ_MAX 64      /* messages per read */
+#define GRP__HIST 4096        /* own steps remembered for the staleness in minibatches */
+#define GRP__LOG_ERRORS 20    /* transport errors logged in full; after them every 100th */
+#define GRP__ROUND "m3rec.round"   /* header: the sender's round (decimal) */
+#define GRP__IDLE "m3rec.idle"     /* header of a blob-less message: "do not wait for me" */
+#define GRP__IDLE_MS 100   /* no minibatch this long while a peer is a round ahead: idle */
+#define GRP__RETENTION_MS "3600000"   /* a blob is for the live group: an hour is plenty */
+#define GRP__SNAP_SEGMENT_MS "600000"   /* compaction keeps about 10 min of snapshots */
+#define GRP__LOAD_MS 15000
+#define GRP__FETCH_WAIT_MS "10"    /* reading the snapshot at start */
+#define GRP__REVOKE_FLUSH_MS 10000   /* a revocation's snapshot waits this long for delivery */
+
+/* A peer: a sender id seen on the model topic. */
+typedef struct {
+    uint64_t id;          /* the key's sender id; UINT64_MAX: a key that is no id */
+    int live;             /* waited for: a blob within group.sync.wait.ms */
+    int logged;           /* a refusal of this sender was logged */
+    uint64_t round;       /* the round of its newest blob applied (header GRP__ROUND) */
+    int64_t last_ms;      /* monotonic: when its last blob arrived */
+    uint64_t applied, refused;
+} grp__peer;
+
+struct grp {
+    m3_model *m;
+    sync_state *ss;       /* NULL while alone */
+    int rule, every, stale;
+    int64_t wait_ms;
+    int64_t snap_ms;      /* group.snapshot.interval.ms */
+    const char *topic;    /* points into tp */
+    topics tp;
+    kio_producer *prod;
+    kio_reader *rd;
+    char key[16];         /* own sender id, decimal */
+    int64_t version;      /* at the last step */
+    int64_t version_sent; /* at the last blob */
+    int64_t last_poll_ms; /* monotonic */
+    int64_t last_pub_ms;  /* monotonic: its last blob (or the start) */
+    int idle_sent;        /* an idle message went out since its last blob */
+    int alone;
+    uint64_t round;       /* the group's round as this worker knows it: its last blob's,
+                             or the newest a peer's blob carried (a Lamport clock: its
+                             next blob is stamped round + 1) */
+    uint64_t round_pub;   /* the round of its own last blob */
+    uint64_t extracts;    /* by this sender id (its blobs' sequence numbers 0..extracts-1) */
+    int64_t next_offset;  /* of the model topic after the last message read; -1: none yet */
+    int64_t last_snap_ms; /* monotonic */
+    uint32_t covered_writer;      /* the loaded snapshot's writer and the blobs of it in it */
+    uint64_t covered_seq_end;
+    uint64_t covered;     /* blobs skipped as already in the loaded snapshot */
+    grp__snap_meta loaded, written;   /* the snapshot loaded at start, the last written */
+    int snap_loaded;      /* 1 loaded, 0 none on the topic, -1 refused */
+    uint64_t snapshots;   /* written */
+    grp__peer *peers;
+    int n_peers, cap_peers;
+    int64_t hist_ms[GRP__HIST], hist_v[GRP__HIST];   /* ring: (real ms, version) per step */
+    uint64_t hist_n;
+    grp_stats st;
+};
+
+static const int64_t grp__le_ms[GRP_STALE_BUCKETS] = {1, 2, 5, 10, 20, 50, 100, 200, 500,
+                                                      1000, 5000, -1};
+static const int64_t grp__le_b[GRP_STALE_BUCKETS] = {0, 1, 2, 3, 4, 6, 8, 16, 32, 64, 128, -1};
+
+int64_t grp_bucket_le(int b, int in_ms) {
+    if (b < 0 || b >= GRP_STALE_BUCKETS) return -1;
+    return in_ms ? grp__le_ms[b] : grp__le_b[b];
+}
+
+static int grp__bucket(const int64_t *le, int64_t x) {
+    int b = 0;
+    while (b < GRP_STALE_BUCKETS - 1 && x > le[b]) b++;
+    return b;
+}
+
+/* A transport failure: counted, logged (the first ones, then every 100th). */
+static void grp__error(grp *g, const char *what, const char *err) {
+    g->st.errors++;
+    if (g->st.errors <= GRP__LOG_ERRORS || g->st.errors % 100 == 0)
+        fprintf(stderr, "m3rec-worker: group.sync: %s: %s (%llu transport errors so far)\n", what,
+                err, (unsigned long long)g->st.errors);
+}
+
+int grp_create_topics(const kio_prop *props, int n_props, const topics *tp, int timeout_ms,
+                      char *errstr, size_t n) {
+    char max[24];
+    snprintf(max, sizeof max, "%d", GRP_MAX_MESSAGE);
+    const kio_prop cfg[] = {{"max.message.bytes", max}, {"cleanup.policy", "delete"},
+                            {"retention.ms", GRP__RETENTION_MS}};
+    const kio_prop snap[] = {{"max.message.bytes", max}, {"cleanup.policy", "compact"},
+                             {"segment.ms", GRP__SNAP_SEGMENT_MS},
+                             {"min.cleanable.dirty.ratio", "0.1"}};
+    const char *t = tp->model, *st = tp->model_snapshot;
+    if (kio_create_topics_cfg(props, n_props, &t, 1, 1, cfg, 3, timeout_ms, errstr, n) != 0)
+        return -1;
+    return kio_create_topics_cfg(props, n_props, &st, 1, 1, snap, 4, timeout_ms, errstr, n);
+}
+
+/* A sender id for this worker instance: random (the clock, the pid and an address mixed),
+ * never 0. */
+static uint32_t grp__sender_id(const void *salt) {
+    uint64_t x = (uint64_t)clk_real_ms() * 1000003u ^ (uint64_t)getpid() << 32 ^
+                 (uint64_t)(uintptr_t)salt ^ (uint64_t)(clk_mono_s() * 1e9);
+    uint32_t id = (uint32_t)(hash_mix64(x) >> 32);
+    return id ? id : 1;
+}
+
+/* props then more (which win), in a malloc'd list; NULL with errstr when out of memory. */
+static kio_prop *grp__props(const kio_prop *props, int n_props, const kio_prop *more, int n_more,
+                            char *errstr, size_t n) {
+    kio_prop *p = calloc((size_t)(n_props + n_more), sizeof *p);
+    if (!p) {
+        err_set(errstr, n, "out of memory");
+        return NULL;
+    }
+    memcpy(p, props, sizeof *p * (size_t)n_props);
+    memcpy(p + n_props, more, sizeof *p * (size_t)n_more);
+    return p;
+}
+
+/* The model producer: the worker's properties, then a large message bound, no linger (a
+ * blob is sent at once: staleness). */
+static kio_producer *grp__producer(const kio_prop *props, int n_props, char *errstr, size_t n) {
+    static char max[24];
+    snprintf(max, sizeof max, "%d", GRP_MAX_MESSAGE + 4096);
+    const kio_prop more[] = {{"message.max.bytes", max}, {"linger.ms", "0"},
+                             {"compression.type", "none"}};   /* float deltas do not shrink */
+    kio_prop *p = grp__props(props, n_props, more, 3, errstr, n);
+    kio_producer *prod = p ? kio_producer_new(p, n_props + 3, errstr, n) : NULL;
+    free(p);
+    return prod;
+}
+
+static void grp__receive(grp *g, int timeout_ms);
+
+/* A new sync point under a new sender id: peers tell this run of blobs from an earlier
+ * one (whose sequence numbers restart), and a snapshot's writer_seq_end stays exact. */
+static int grp__new_sender(grp *g, char *errstr, size_t n) {
+    sync_destroy(g->ss);
+    g->st.sender = grp__sender_id(g);
+    snprintf(g->key, sizeof g->key, "%" PRIu32, g->st.sender);
+    g->extracts = 0;
+    g->ss = sync_new(g->m, g->st.sender, errstr, n);
+    return g->ss ? 0 : -1;
+}
+
+/* The newest snapshot of the group's model into the model, before the first sync point:
+ * loaded (the model-topic reading starts at the offset it covers), none, or refused (the
+ * reason logged: the worker starts from its own model). An unreadable topic is an error. */
+static int grp__load(grp *g, char *errstr, size_t n) {
+    char why[512];
+    double t0 = clk_mono_s();
+    g->snap_loaded = grp__snap_load(g->rd, g->tp.model_snapshot, g->m, &g->loaded, GRP__LOAD_MS,
+                                    why, sizeof why);
+    if (g->snap_loaded == 1) {
+        char from[48] = "its end (the snapshot covers no blob)";
+        if (g->loaded.model_offset >= 0)
+            snprintf(from, sizeof from, "offset %" PRId64, g->loaded.model_offset);
+        g->covered_writer = g->loaded.writer;
+        g->covered_seq_end = g->loaded.writer_seq_end;
+        fprintf(stderr, "m3rec-worker: group.sync: loaded the group's model from %s in %.2f s "
+                "(%zu bytes, %" PRIu64 " shared rows, written %.1f s ago by sender %" PRIu32
+                "), reading %s from %s\n", g->tp.model_snapshot,
+                clk_mono_s() - t0, g->loaded.bytes, g->loaded.rows,
+                (double)(clk_real_ms() - g->loaded.written_ms) / 1000.0, g->loaded.writer,
+                g->topic, from);
+    } else if (g->snap_loaded == 0) {
+        fprintf(stderr, "m3rec-worker: group.sync: no snapshot on %s: starting from this "
+                "worker's own model\n", g->tp.model_snapshot);
+    } else if (strstr(why, "snapshot:") == why) {   /* refused: the worker goes on */
+        g->st.refused++;
+        snprintf(g->st.last_refusal, sizeof g->st.last_refusal, "%.250s", why);
+        fprintf(stderr, "m3rec-worker: group.sync: refused the snapshot on %s, never applied: "
+                "%s; starting from this worker's own model\n", g->tp.model_snapshot, why);
+    } else {
+        err_set(errstr, n, "group.sync: cannot read %s: %s", g->tp.model_snapshot, why);
+        return -1;
+    }
+    return 0;
+}
+
+/* The model topic's reader (read_uncommitted: a blob counts once written). A fetch at the
+ * end waits at most GRP__FETCH_WAIT_MS for the next blob (a real broker answers as soon as
+ * one is written; the embedded one only at this bound), and a failed fetch is retried
+ * after as long: staleness is measured in milliseconds. */
+static kio_reader *grp__reader(const kio_prop *props, int n_props, char *errstr, size_t n) {
+    const kio_prop more[] = {{"fetch.wait.max.ms", GRP__FETCH_WAIT_MS},
+                             {"fetch.error.backoff.ms", GRP__FETCH_WAIT_MS}};
+    kio_prop *p = grp__props(props, n_props, more, 2, errstr, n);
+    kio_reader *r = p ? kio_reader_new(p, n_props + 2, 0, errstr, n) : NULL;
+    free(p);
+    return r;
+}
+
+grp *grp_new(const m3_cfg *cfg, const kio_prop *props, int n_props, const topics *tp,
+             m3_model *m, char *errstr, size_t n) {
+    if (errstr && n) errstr[0] = '\0';
+    if (cfg->group_sync_rule == SYNC_NONE) return NULL;
+    grp *g = calloc(1, sizeof *g);
+    if (!g) {
+        err_set(errstr, n, "out of memory");
+        return NULL;
+    }
+    g->m = m;
+    g->rule = cfg->group_sync_rule;
+    g->every = cfg->group_sync_every;
+    g->stale = cfg->group_sync_stale;
+    g->wait_ms = cfg->group_sync_wait_ms;
+    g->tp = *tp;
+    g->topic = g->tp.model;
+    g->snap_ms = cfg->group_snapshot_ms;
+    g->next_offset = -1;
+    g->last_snap_ms = g->last_pub_ms = clk_mono_ms();
+    g->version = g->version_sent = 0;
+    if (!(g->prod = grp__producer(props, n_props, errstr, n))) goto fail;
+    if (!(g->rd = grp__reader(props, n_props, errstr, n))) goto fail;
+    if (grp__load(g, errstr, n) != 0) goto fail;
+    if (grp__new_sender(g, errstr, n) != 0) goto fail;
+    int64_t from = g->snap_loaded == 1 && g->loaded.model_offset >= 0 ? g->loaded.model_offset
+                                                                       : KIO_FROM_END;
+    if (kio_reader_add(g->rd, g->topic, 0, from, errstr, n) != 0) goto fail;
+    /* the end's offset is resolved when the first fetch answers: wait for it, so that every
+     * blob written after this returns is read */
+    for (int64_t until = clk_mono_ms() + GRP__LOAD_MS;
+         !kio_reader_at_end(g->rd, g->topic, 0) && clk_mono_ms() < until;)
+        grp__receive(g, 50);
+    fprintf(stderr, "m3rec-worker: group.sync=%s: sharing the model through %s as sender %s "
+            "(a blob every %d minibatches, %s)\n", sync_rule_name(g->rule), g->topic, g->key,
+            g->every, g->stale < 0 ? "never waiting for peers" : "waiting for peers");
+    return g;
+fail:
+    grp_destroy(g);
+    return NULL;
+}
+
+void grp_destroy(grp *g) {
+    if (!g) return;
+    if (g->rd) kio_reader_destroy(g->rd);
+    kio_producer_destroy(g->prod);
+    sync_destroy(g->ss);
+    free(g->peers);
+    free(g);
+}
+
+void grp_flush(grp *g, int timeout_ms) {
+    char err[512];
+    if (g && kio_producer_flush(g->prod, timeout_ms, err, sizeof err) != 0)
+        grp__error(g, "flush", err);
+}
+
+/* ---- peers ---- */
+
+static grp__peer *grp__peer_get(grp *g, uint64_t id) {
+    for (int i = 0; i < g->n_peers; i++)
+        if (g->peers[i].id == id) return &g->peers[i];
+    if (g->n_peers == g->cap_peers) {
+        int cap = g->cap_peers ? 2 * g->cap_peers : 16;
+        grp__peer *p = realloc(g->peers, sizeof *p * (size_t)cap);
+        if (!p) return NULL;
+        g->peers = p;
+        g->cap_peers = cap;
+    }
+    grp__peer *p = &g->peers[g->n_peers++];
+    memset(p, 0, sizeof *p);
+    p->id = id;
+    return p;
+}
+
+static int grp__live_peers(const grp *g) {
+    int k = 0;
+    for (int i = 0; i < g->n_peers; i++) k += g->peers[i].live;
+    return k;
+}
+
+/* A refused blob: counted, logged once per sender, never applied. */
+static void grp__refuse(grp *g, grp__peer *p, const char *sender, const char *why) {
+    g->st.refused++;
+    snprintf(g->st.last_refusal, sizeof g->st.last_refusal, "sender %.32s: %.200s", sender, why);
+    if (p) p->refused++;
+    if (p && p->logged) return;
+    if (p) p->logged = 1;
+    fprintf(stderr, "m3rec-worker: group.sync: refused a blob from sender %s on %s, never "
+            "applied (further refusals of this sender are counted, not logged): %s\n", sender,
+            g->topic, why);
+}
+
+/* ---- staleness ---- */
+
+/* This worker's training steps at real time t (ms): the last step recorded at or before t
+ * (the oldest remembered when t is older). */
+static int64_t grp__version_at(const grp *g, int64_t t) {
+    uint64_t n = g->hist_n < GRP__HIST ? g->hist_n : GRP__HIST;
+    for (uint64_t k = 1; k <= n; k++) {
+        size_t i = (size_t)((g->hist_n - k) % GRP__HIST);
+        if (g->hist_ms[i] <= t || k == n) return g->hist_v[i];
+    }
+    return g->version;
+}
+
+static void grp__staleness(grp *g, const rd_kafka_message_t *m) {
+    rd_kafka_timestamp_type_t tt;
+    int64_t ts = rd_kafka_message_timestamp(m, &tt);
+    if (ts < 0) return;
+    int64_t ms = clk_real_ms() - ts, b = g->version - grp__version_at(g, ts);
+    if (ms < 0) ms = 0;   /* the sender's clock ahead of this one */
+    if (b < 0) b = 0;
+    g->st.stale_ms[grp__bucket(grp__le_ms, ms)]++;
+    g->st.stale_batches[grp__bucket(grp__le_b, b)]++;
+    g->st.stale_ms_sum += (double)ms;
+    g->st.stale_batches_sum += (double)b;
+    if ((double)ms > g->st.stale_ms_max) g->st.stale_ms_max = (double)ms;
+    if ((double)b > g->st.stale_batches_max) g->st.stale_batches_max = (double)b;
+}
+
+/* ---- receiving ---- */
+
+/* 1 when m carries the GRP__IDLE header. */
+static int grp__idle_of(const rd_kafka_message_t *m) {
+    rd_kafka_headers_t *h = NULL;
+    const void *v = NULL;
+    size_t len = 0;
+    return !rd_kafka_message_headers(m, &h) && !rd_kafka_header_get_last(h, GRP__IDLE, &v, &len);
+}
+
+/* The round m's sender stamped on it (header GRP__ROUND), 0 when absent. */
+static uint64_t grp__round_of(const rd_kafka_message_t *m) {
+    rd_kafka_headers_t *h = NULL;
+    const void *v = NULL;
+    size_t len = 0;
+    char buf[24];
+    if (rd_kafka_message_headers(m, &h) || rd_kafka_header_get_last(h, GRP__ROUND, &v, &len) ||
+        !v || len >= sizeof buf)
+        return 0;
+    memcpy(buf, v, len);
+    buf[len] = '\0';
+    return strtoull(buf, NULL, 10);
+}
+
+/* One message of the model topic: skipped when it is this worker's own, refused when it
+ * is not a sound blob of this model from the sender its key names, else applied. */
+static void grp__take(grp *g, const rd_kafka_message_t *m) {
+    char sender[32], why[512];
+    size_t kl = m->key_len < sizeof sender - 1 ? m->key_len : sizeof sender - 1;
+    memcpy(sender, m->key ? m->key : "", m->key ? kl : 0);
+    sender[m->key ? kl : 0] = '\0';
+    char *end = NULL;
+    unsigned long long id = strtoull(sender, &end, 10);
+    int id_ok = sender[0] >= '0' && sender[0] <= '9' && end && !*end && id <= UINT32_MAX &&
+                m->key_len < sizeof sender;
+    if (id_ok && (uint32_t)id == g->st.sender) {
+        g->st.own++;
+        return;
+    }
+    grp__peer *p = grp__peer_get(g, id_ok ? id : UINT64_MAX);
+    if (!id_ok) {
+        grp__refuse(g, p, sender[0] ? sender : "(no key)", "the key is not a sender id");
+        return;
+    }
+    if (!m->len && grp__idle_of(m)) {   /* a peer without input: not waited for */
+        g->st.idle_received++;
+        if (p && p->live) p->live = 0;
+        if (p) p->last_ms = clk_mono_ms();
+        return;
+    }
+    sync_info info;
+    if (!m->payload || sync_check(g->m, m->payload, m->len, &info, why, sizeof why) != 0) {
+        grp__refuse(g, p, sender, m->payload ? why : "empty message");
+        return;
+    }
+    if (info.sender != (uint32_t)id) {
+        snprintf(why, sizeof why, "the blob's sender id %" PRIu32 " is not its key's", info.sender);
+        grp__refuse(g, p, sender, why);
+        return;
+    }
+    if (info.sender == g->covered_writer && info.seq < g->covered_seq_end) {
+        g->covered++;   /* its writer's, in the snapshot already */
+        return;
+    }
+    sync_weight wp, wo;
+    sync_rule_weights(g->rule, 1 + grp__live_peers(g) + (p && !p->live), &wp, &wo);
+    grp__staleness(g, m);
+    if (sync_apply(g->m, g->ss, m->payload, m->len, wp, why, sizeof why) != 0) {
+        grp__refuse(g, p, sender, why);
+        return;
+    }
+    g->st.applied++;
+    g->st.applied_bytes += m->len;
+    if (!p) return;   /* out of memory for the peer table: applied, not waited for */
+    p->applied++;
+    p->live = 1;
+    p->round = grp__round_of(m);
+    if (p->round > g->round) g->round = p->round;   /* a Lamport clock: rounds align */
+    p->last_ms = clk_mono_ms();
+}
+
+/* Read what the model topic holds for this worker, waiting at most timeout_ms for the
+ * first message; apply it. */
+static void grp__receive(grp *g, int timeout_ms) {
+    char err[512];
+    rd_kafka_message_t *msgs[GRP__READ_MAX];
+    int k = kio_reader_poll(g->rd, msgs, GRP__READ_MAX, timeout_ms, err, sizeof err);
+    g->last_poll_ms = clk_mono_ms();
+    if (k < 0) {
+        grp__error(g, "reading the model topic", err);
+        /* e.g. its position fell out of retention: go on from the end */
+        if (kio_reader_add(g->rd, g->topic, 0, KIO_FROM_END, err, sizeof err) != 0)
+            grp__error(g, "reading the model topic again", err);
+        return;
+    }
+    for (int i = 0; i < k; i++) {
+        grp__take(g, msgs[i]);
+        g->next_offset = msgs[i]->offset + 1;
+        rd_kafka_message_destroy(msgs[i]);
+    }
+}
+
+/* ---- publishing ---- */
+
+static void grp__publish(grp *g) {
+    char err[512];
+    unsigned char *blob = NULL;
+    size_t len = sync_extract(g->ss, &blob, err, sizeof err);
+    if (!len) {
+        grp__error(g, "extracting the update", err);
+        return;
+    }
+    g->extracts++;
+    char round[24];
+    g->round_pub = ++g->round;
+    g->last_pub_ms = clk_mono_ms();
+    g->idle_sent = 0;
+    snprintf(round, sizeof round, "%" PRIu64, g->round_pub);
+    const char *hdrs[] = {GRP__ROUND, round};
+    if (kio_produce(g->prod, g->topic, g->key, strlen(g->key), blob, len, hdrs, 1, err,
+                    sizeof err) != 0) {
+        grp__error(g, "publishing the update", err);
+    } else {
+        g->st.rounds++;
+        g->st.sent_bytes += len;
+    }
+    /* avg: its own delta weighs 1/N - 1 (engine/sync.h); sum and mixed rows: 0 */
+    sync_weight wp, wo;
+    sync_rule_weights(g->rule, 1 + grp__live_peers(g), &wp, &wo);
+    if ((wo.dense != 0.0f || wo.rows != 0.0f) &&
+        sync_apply(g->m, g->ss, blob, len, wo, err, sizeof err) != 0)
+        grp__error(g, "applying the own weight", err);
+    free(blob);
+    kio_producer_poll(g->prod);
+}
+
+/* ---- bounded staleness ---- */
+
+/* A live peer this worker is more than S rounds ahead of, or NULL. A peer silent for
+ * group.sync.wait.ms stops being live (logged). */
+static grp__peer *grp__laggard(grp *g, int64_t now) {
+    for (int i = 0; i < g->n_peers; i++) {
+        grp__peer *p = &g->peers[i];
+        if (!p->live) continue;
+        if (now - p->last_ms >= g->wait_ms) {
+            p->live = 0;
+            g->st.gone++;
+            fprintf(stderr, "m3rec-worker: group.sync: sender %" PRIu64 " silent for %lld ms: "
+                    "not waited for until its next blob\n", p->id, (long long)(now - p->last_ms));
+            continue;
+        }
+        /* after its blob of round r, this worker waits for the peer's of round r - S (by
+         * its own blob's round, not the clock a peer raised: the wait chains then go down
+         * in round, so no two workers wait for each other) */
+        if (p->round + (uint64_t)g->stale < g->round_pub) return p;
+    }
+    return NULL;
+}
+
+static void grp__wait(grp *g) {
+    int64_t start = clk_mono_ms(), now = start;
+    int waited = 0;
+    while (grp__laggard(g, now)) {
+        waited = 1;
+        grp__receive(g, GRP__WAIT_SLICE_MS);
+        kio_producer_poll(g->prod);
+        now = clk_mono_ms();
+    }
+    if (!waited) return;
+    g->st.waits++;
+    g->st.wait_s += (double)(now - start) / 1000.0;
+}
+
+/* ---- the step ---- */
+
+/* Alone (every input partition here) or not: drop or set the sync point. */
+static void grp__set_alone(grp *g, int alone) {
+    char err[512];
+    if (alone == g->alone) return;
+    g->alone = alone;
+    if (alone) {
+        sync_destroy(g->ss);
+        g->ss = NULL;
+        fprintf(stderr, "m3rec-worker: group.sync: assigned every input partition: no blobs "
+                "while alone\n");
+        return;
+    }
+    if (grp__new_sender(g, err, sizeof err) != 0) {
+        grp__error(g, "setting a sync point", err);
+        g->alone = 1;   /* tried again at the next step */
+    }
+}
+
+/* Write a snapshot of the model now (at a boundary). */
+static void grp__snapshot(grp *g) {
+    char err[512];
+    grp__snap_meta meta = {0};
+    meta.model_offset = g->next_offset;
+    meta.writer = g->st.sender;
+    meta.writer_seq_end = g->extracts;
+    g->last_snap_ms = clk_mono_ms();
+    if (grp__snap_write(g->prod, g->tp.model_snapshot, g->m, &meta, err, sizeof err) != 0) {
+        grp__error(g, "writing a snapshot", err);
+        return;
+    }
+    g->written = meta;
+    g->snapshots++;
+}
+
+void grp_revoked(grp *g, int was_alone) {
+    if (!g || !was_alone || g->snap_ms <= 0) return;
+    double t0 = clk_thread_cpu_s();
+    grp__snapshot(g);
+    grp_flush(g, GRP__REVOKE_FLUSH_MS);
+    g->st.cpu_s += clk_thread_cpu_s() - t0;
+}
+
+/* No minibatch for GRP__IDLE_MS while a live peer is a round ahead (it may be waiting for
+ * this worker): say so once, with a blob-less message, so that peers go on without it
+ * until its next blob instead of waiting group.sync.wait.ms. */
+static void grp__idle(grp *g, int64_t now) {
+    char err[512];
+    if (g->alone || g->idle_sent || now - g->last_pub_ms < GRP__IDLE_MS) return;
+    int ahead = 0;
+    for (int i = 0; i < g->n_peers; i++) ahead |= g->peers[i].live && g->peers[i].round > g->round_pub;
+    if (!ahead) return;
+    char round[24];
+    snprintf(round, sizeof round, "%" PRIu64, g->round);
+    const char *hdrs[] = {GRP__ROUND, round, GRP__IDLE, "1"};
+    if (kio_produce(g->prod, g->topic, g->key, strlen(g->key), "", 0, hdrs, 2, err, sizeof err) != 0) {
+        grp__error(g, "publishing an idle message", err);
+        return;
+    }
+    g->idle_sent = 1;
+    g->st.idle_sent++;
+    kio_producer_poll(g->prod);
+}
+
+void grp_step(grp *g, int64_t version, int alone, int owner) {
+    if (!g) return;
+    int64_t now = clk_mono_ms();
+    int stepped = version != g->version;
+    if (!stepped && alone == g->alone && now - g->last_poll_ms < GRP__POLL_MS) return;
+    double t0 = clk_thread_cpu_s();
+    if (stepped) {
+        size_t i = (size_t)(g->hist_n++ % GRP__HIST);
+        g->hist_ms[i] = clk_real_ms();
+        g->hist_v[i] = version;
+        g->version = version;
+    }
+    grp__set_alone(g, alone);
+    int publish = stepped && !g->alone && g->ss && version - g->version_sent >= g->every;
+    if (publish) {
+        grp__publish(g);
+        g->version_sent = version;
+    } else if (g->alone) {
+        g->version_sent = version;   /* nothing owed to peers from the time alone */
+    }
+    grp__receive(g, 0);
+    if (publish && g->stale >= 0) grp__wait(g);
+    if (!stepped) grp__idle(g, now);
+    if (owner && g->snap_ms > 0 && clk_mono_ms() - g->last_snap_ms >= g->snap_ms) grp__snapshot(g);
+    g->st.cpu_s += clk_thread_cpu_s() - t0;
+}
+
+void grp_stats_get(const grp *g, grp_stats *st) {
+    *st = g->st;
+    st->peers_live = grp__live_peers(g);
+    st->snapshot_loaded = g->snap_loaded;
+    st->snapshots = g->snapshots;
+    st->covered = g->covered;
+}
+
+static void grp__hist_json(json_writer *w, const char *key, const uint64_t *h, int in_ms) {
+    json_key(w, key);
+    json_arr_begin_flat(w);
+    for (int b = 0; b < GRP_STALE_BUCKETS; b++) {
+        json_obj_begin(w);
+        json_key(w, "le");
+        if (grp_bucket_le(b, in_ms) < 0) json_null(w);
+        else json_int(w, grp_bucket_le(b, in_ms));
+        json_key(w, "n");
+        json_uint(w, h[b]);
+        json_obj_end(w);
+    }
+    json_arr_end(w);
+}
+
+void grp_write_json(const grp *g, json_writer *w) {
+    if (!g) return;
+    grp_stats s;
+    grp_stats_get(g, &s);
+    double na = s.applied ? (double)s.applied : 1.0;
+    int loaded = g->snap_loaded == 1;
+    json_key(w, "group");
+    json_obj_begin(w);
+    json_key(w, "rule");
+    json_str(w, sync_rule_name(g->rule));
+    const struct { const char *key; double v; } num[] = {
+        {"every_batches", g->every}, {"stale_rounds", g->stale}, {"sender", s.sender},
+        {"rounds", (double)s.rounds}, {"sent_bytes", (double)s.sent_bytes},
+        {"applied", (double)s.applied}, {"applied_bytes", (double)s.applied_bytes},
+        {"refused", (double)s.refused}, {"own_skipped", (double)s.own},
+        {"errors", (double)s.errors}, {"peers_seen", g->n_peers}, {"waits", (double)s.waits},
+        {"wait_s", s.wait_s}, {"peers_gone", (double)s.gone},
+        {"idle_sent", (double)s.idle_sent}, {"idle_received", (double)s.idle_received},
+        {"sync_cpu_s", s.cpu_s}, {"covered_skipped", (double)g->covered},
+        {"snapshot_loaded_rows", loaded ? (double)g->loaded.rows : 0},
+        {"snapshot_loaded_offset", loaded ? (double)g->loaded.model_offset : -1},
+        {"snapshots_written", (double)g->snapshots}, {"snapshot_bytes", (double)g->written.bytes},
+        {"staleness_ms_mean", s.stale_ms_sum / na}, {"staleness_ms_max", s.stale_ms_max},
+        {"staleness_batches_mean", s.stale_batches_sum / na},
+        {"staleness_batches_max", s.stale_batches_max}};
+    for (size_t i = 0; i < sizeof num / sizeof num[0]; i++) {
+        json_key(w, num[i].key);
+        json_num(w, num[i].v);
+    }
+    json_key(w, "last_refusal");
+    json_str(w, s.last_refusal);
+    json_key(w, "snapshot_loaded");
+    json_str(w, loaded ? "loaded" : g->snap_loaded == 0 ? "none" : "refused");
+    grp__hist_json(w, "staleness_ms", s.stale_ms, 1);
+    grp__hist_json(w, "staleness_batches", s.stale_batches, 0);
+    json_obj_end(w);
+}
