@@ -118,6 +118,8 @@ typedef struct m3_cfg {
     int order_buffer;                     /* input.order.buffer: messages in all */
     int64_t order_idle_ms;                /* input.order.idle.ms: wait for a lagging partition */
     int loss_fail;                        /* input.loss.fail, bool: stop when input is lost */
+    /* issue 16 item 1, state that follows its partition (stream/changelog.h) */
+    int group_changelog;                  /* group.changelog, bool: changelog + transactions */
     /* librdkafka passthrough, in file order (later entries override earlier ones) */
     cfg_kafka_prop *kafka;                /* owned */
     int n_kafka;
