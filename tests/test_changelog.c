@@ -73,8 +73,8 @@ static void test_records(void) {
     tomb.len = 0;
     CHECK_MSG(roundtrip(&tomb, HASH, HASH, &out, val, &vlen, why, sizeof why) == 0, "%s", why);
     CHECK(out.val == NULL && out.kind == CHG_PEND);
-    int64_t meta[2] = {123456789, 42};
-    chg_rec m = {.kind = CHG_META, .topic = 1, .val = (const void *)meta, .len = sizeof meta};
+    chg_meta meta = {123456789, 42, 7, 1, 0};
+    chg_rec m = {.kind = CHG_META, .topic = 1, .val = (const void *)&meta, .len = sizeof meta};
     CHECK_MSG(roundtrip(&m, HASH, HASH, &out, val, &vlen, why, sizeof why) == 0, "%s", why);
     CHECK_EQ_INT(out.topic, 1);
 
@@ -106,7 +106,7 @@ static void test_records(void) {
     refused("p/1", val, vlen, "malformed key");
     refused("m/-3", val, vlen, "malformed key");
     unsigned char short_meta[64];
-    size_t sl = chg_encode(CHG_META, HASH, meta, 8, short_meta, sizeof short_meta);
+    size_t sl = chg_encode(CHG_META, HASH, &meta, 8, short_meta, sizeof short_meta);
     refused("m/0", short_meta, sl, "meta record of 8 bytes");
     CHECK_EQ_INT(chg_encode(CHG_USER, HASH, payload, sizeof payload, val, 10), 0);
 }

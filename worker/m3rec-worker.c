@@ -134,7 +134,6 @@ typedef struct {
     int loss_stop;                         /* input.loss.fail stopped the worker */
     /* group.changelog (stream/changelog.h): NULL when off */
     chg *chg;
-    kio_reader *reader;                    /* read_committed, for restores */
     unsigned char *had;                    /* (n_partitions) in the last assignment */
     int had_any, moved_warned;             /* an assignment was seen; the warning was given */
     char txn_id[160];
@@ -282,8 +281,10 @@ static int handle(worker *w, const rd_kafka_message_t *m) {
     }
     if (w->chg) note_user(w, &ev, m->partition);
     int rc = dispatch(w, &ev, m, t < w->tp.n_scen ? t : -1, src, reason, sizeof reason);
+    int type = ev.type;
     m3_event_clear(&ev);
     if (rc != 0) send_dlq(w, m, reason);
+    else if (w->chg) chg_count(w->chg, src, type);   /* exact per partition: the changelog's meta */
     return 0;
 }
 
@@ -646,6 +647,7 @@ static int state_broken(worker *w) {
 /* ---- group.changelog: the transaction, restores, and the warning when it is off ---- */
 
 #define TXN_COMMIT_MS 60000     /* a checkpoint's transaction must commit within this */
+#define CHG_FORCE_INTERVALS 3   /* checkpoint intervals without a boundary before one is made */
 #define RESTORE_TIMEOUT_MS 60000
 
 /* state_commit_fn: the checkpoint's transaction - the outputs since the last one (delivered
@@ -702,22 +704,34 @@ static void changelog_assign(worker *w, rd_kafka_t *rk, rd_kafka_topic_partition
         if (todo) todo[p->partition] = 1;
     }
     rd_kafka_topic_partition_list_destroy(c);
+    int *list = todo ? calloc((size_t)w->n_partitions, sizeof *list) : NULL;
+    chg_restore_stats *rs = list ? calloc((size_t)w->n_partitions, sizeof *rs) : NULL;
+    int k = 0;
+    for (int p = 0; rs && p < w->n_partitions; p++)
+        if (todo[p]) list[k++] = p;
     chg_sink sink = state_changelog_sink(w->st);
-    chg_restore_stats rs;
-    for (int p = 0; todo && p < w->n_partitions && !w->failed; p++) {
-        if (!todo[p]) continue;
-        if (chg_restore(w->chg, w->reader, p, &sink, RESTORE_TIMEOUT_MS, &rs, err, sizeof err)) {
-            fprintf(stderr, "m3rec-worker: restoring partition %d from %s failed: %s; stopping "
-                    "before any of its messages is handled\n", p, w->tp.changelog, err);
-            w->failed = 1;
-            break;
+    if (!rs) {
+        fprintf(stderr, "m3rec-worker: restore: out of memory\n");
+        w->failed = 1;
+    } else if (chg_restore(w->chg, w->props, w->n_props, list, k, &sink, RESTORE_TIMEOUT_MS, rs,
+                           err, sizeof err) != 0) {
+        fprintf(stderr, "m3rec-worker: restoring partitions from %s failed: %s; stopping before "
+                "any of their messages is handled\n", w->tp.changelog, err);
+        w->failed = 1;
+    } else {
+        long long recs = 0;
+        for (int i = 0; i < k; i++) {
+            chg_own(w->chg, list[i], 1);
+            recs += rs[i].records;
+            fprintf(stderr, "m3rec-worker: partition %d restored from %s: %lld records (%lld user "
+                    "states, %lld user rows, %lld pending)\n", list[i], w->tp.changelog,
+                    rs[i].records, rs[i].users, rs[i].rows, rs[i].pending);
         }
-        chg_own(w->chg, p, 1);
-        fprintf(stderr, "m3rec-worker: partition %d restored from %s: %lld records (%lld user "
-                "states, %lld user rows, %lld pending) in %.0f ms\n", p, w->tp.changelog,
-                rs.records, rs.users, rs.rows, rs.pending, rs.ms);
+        fprintf(stderr, "m3rec-worker: restored %d partitions (%lld records) in %.0f ms\n", k,
+                recs, k ? rs[0].ms : 0.0);
     }
-    if (!todo) w->failed = 1;
+    free(rs);
+    free(list);
     free(todo);
 }
 
@@ -795,8 +809,6 @@ static int start_changelog(worker *w, const char *layout, char *err, size_t n) {
     uint64_t h = chg_cfg_hash(m3_cfg_hash(lrn_model(w->L, 0)), layout);
     w->chg = chg_new(w->prod, w->tp.changelog, w->n_topics, w->n_partitions, h, err, n);
     if (!w->chg) return -1;
-    w->reader = kio_reader_new(w->props, w->n_props, 1, err, n);
-    if (!w->reader) return -1;
     state_set_changelog(w->st, w->chg, commit_txn, w);
     fprintf(stderr, "m3rec-worker: group.changelog: partition state follows %s; transactional "
             "id %s\n", w->tp.changelog, cfg_kafka_get(&w->cfg, "transactional.id")
@@ -1064,7 +1076,6 @@ static void teardown(worker *w) {
     kio_producer_destroy(w->prod);
     kio_mock_destroy(w->mock);
     if (state_close(w->st, err, sizeof err) != 0) fprintf(stderr, "m3rec-worker: %s\n", err);
-    kio_reader_destroy(w->reader);
     chg_destroy(w->chg);
     free(w->had);
     lrn_destroy(w->L);
@@ -1282,6 +1293,12 @@ static void between_polls(worker *w, int64_t now, pace *pc) {
         pc->last_assigned = assigned;
     }
     if (lrn_queued(w->L) && now - pc->batch_start >= w->cfg.batch_linger_ms)
+        lrn_run_batch(w->L, emit_prediction, w);
+    /* group.changelog: a transaction open past transaction.timeout.ms is aborted by its
+     * coordinator (and the producer fenced), so settled labels do not wait for impressions
+     * that may not come: past a few intervals the batch runs to reach a boundary */
+    if (w->chg && !lrn_at_boundary(w->L) && !state_broken(w) &&
+        now - w->last_ckpt_ms >= CHG_FORCE_INTERVALS * w->cfg.checkpoint_interval_ms)
         lrn_run_batch(w->L, emit_prediction, w);
     if (checkpoint_due(w, now) && changed(w)) checkpoint(w, 0);
 }

@@ -32,6 +32,21 @@ int state__chg_src(state *st, int kind, int src, const char *id, const void *val
                            err);
 }
 
+int state__chg_metas(state *st) {
+    if (!st->chg) return 0;
+    char err[400];
+    int bad = 0;
+    for (int src = 0; src < chg_n_sources(st->chg); src++) {
+        char e2[64];
+        pend_table *t = src < lrn_n_sources(st->L) ? lrn_source_pending(st->L, src, 0, e2, sizeof e2)
+                                                    : NULL;
+        int64_t wm = t ? pend_watermark(t) : INT64_MIN;
+        uint64_t seq = t ? pend_next_seq(t) : 0;
+        bad |= state__chg_done(st, chg_put_meta(st->chg, src, wm, seq, err, sizeof err), err);
+    }
+    return bad;
+}
+
 /* ---- the restore's sink ---- */
 
 static pend_table *state__source(state *st, int src, char *errstr, size_t n) {

@@ -186,10 +186,6 @@ static int state__put_pending(state *st) {
         state__pend_ctx pc = {st, src, 0};
         pend_sync(pt, state__pend_put, state__pend_del, &pc);
         bad |= pc.fail;
-        if (st->chg) {   /* the source's watermark travels with its partition */
-            int64_t meta[2] = {pend_watermark(pt), (int64_t)pend_next_seq(pt)};
-            bad |= state__chg_src(st, CHG_META, src, NULL, meta, sizeof meta);
-        }
         if (!pend_late_dirty(pt)) continue;
         unsigned char key[4];
         state__pend_key(key, src, NULL);
@@ -266,6 +262,7 @@ static int state__write(state *st, const state_offset *offs, int n, size_t *byte
     bad |= r;
     if ((r = state__put_pending(st)) < 0) return 1;
     bad |= r;
+    bad |= state__chg_metas(st);
     if ((r = state__put_dense(st)) < 0) return 1;
     bad |= r;
     if (state__put_offsets(st, offs, n, errstr, errn) != 0) return -1;

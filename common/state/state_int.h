@@ -121,6 +121,9 @@ size_t state__pend_key(unsigned char *key, int src, const char *id);
  * (st->chg_err says why; the checkpoint must fail). */
 int state__chg_key(state *st, int kind, uint64_t key, const void *val, size_t len);
 int state__chg_src(state *st, int kind, int src, const char *id, const void *val, size_t len);
+/* The meta record of every source of an owned partition (its watermark and counts travel
+ * with it). Returns 0, or 1 as above. */
+int state__chg_metas(state *st);
 
 /* ---- state_batch.c: the learner's hooks ---- */
 

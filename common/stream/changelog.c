@@ -154,6 +154,7 @@ struct chg {
     int n_topics, partitions;
     uint64_t hash;
     unsigned char *owned;      /* (partitions) */
+    chg_meta *meta;            /* (n_topics x partitions): counts; watermark as restored */
     km_map users;              /* feature key -> partition */
     size_t n_users;
     unsigned char *vbuf;
@@ -168,7 +169,8 @@ chg *chg_new(kio_producer *p, const char *topic, int n_topics, int partitions,
         return NULL;
     }
     chg *c = calloc(1, sizeof *c);
-    if (!c || !(c->owned = calloc((size_t)partitions, 1)) || km_resize(&c->users, 1024) != 0) {
+    if (!c || !(c->owned = calloc((size_t)partitions, 1)) || km_resize(&c->users, 1024) != 0 ||
+        !(c->meta = calloc((size_t)n_topics * (size_t)partitions, sizeof *c->meta))) {
         chg_destroy(c);
         err_set(errstr, n, "changelog: out of memory");
         return NULL;
@@ -185,6 +187,7 @@ void chg_destroy(chg *c) {
     if (!c) return;
     km_free(&c->users);
     free(c->owned);
+    free(c->meta);
     free(c->vbuf);
     free(c);
 }
@@ -253,6 +256,30 @@ int chg_put_src(chg *c, int kind, int src, const char *id, const void *val, size
     chg_rec r = {.kind = kind, .topic = src / c->partitions, .val = val, .len = len};
     if (id) snprintf(r.id, sizeof r.id, "%s", id);
     return chg__put(c, &r, src % c->partitions, errstr, n);
+}
+
+int chg_n_sources(const chg *c) {
+    return c->n_topics * c->partitions;
+}
+
+void chg_count(chg *c, int src, int type) {
+    if (src < 0 || src >= chg_n_sources(c)) return;
+    chg_meta *m = &c->meta[src];
+    m->impressions += type == M3_EV_IMPRESSION;
+    m->conversions += type == M3_EV_CONVERSION;
+    m->requests += type == M3_EV_SCORE_REQUEST;
+}
+
+const chg_meta *chg_source_meta(const chg *c, int src) {
+    return src >= 0 && src < chg_n_sources(c) ? &c->meta[src] : NULL;
+}
+
+int chg_put_meta(chg *c, int src, int64_t watermark, uint64_t next_seq, char *errstr, size_t n) {
+    if (src < 0 || src >= chg_n_sources(c)) return 0;
+    chg_meta m = c->meta[src];
+    m.watermark = watermark;
+    m.next_seq = next_seq;
+    return chg_put_src(c, CHG_META, src, NULL, &m, sizeof m, errstr, n);
 }
 
 void chg_stats_get(const chg *c, chg_stats *out) {
@@ -356,13 +383,9 @@ static int chg__install(chg *c, const chg__item *it, int partition, const chg_si
         return s->pend(s->ud, src, r.id, r.val, r.len, errstr, n);
     case CHG_LATE:
         return s->late(s->ud, src, r.val, r.len, errstr, n);
-    default: {
-        int64_t wm;
-        uint64_t seq;
-        memcpy(&wm, r.val, 8);
-        memcpy(&seq, r.val + 8, 8);
-        return s->meta(s->ud, src, wm, seq, errstr, n);
-    }
+    default:   /* the counts follow the partition; the join takes the watermark */
+        memcpy(&c->meta[src], r.val, sizeof c->meta[src]);
+        return s->meta(s->ud, src, c->meta[src].watermark, c->meta[src].next_seq, errstr, n);
     }
 }
 
@@ -372,25 +395,70 @@ static void chg__collect_free(chg__collect *k) {
     km_free(&k->index);
 }
 
-int chg_restore(chg *c, kio_reader *rd, int partition, const chg_sink *sink, int timeout_ms,
-                chg_restore_stats *st, char *errstr, size_t n) {
-    memset(st, 0, sizeof *st);
+/* Read the partitions' records (a reader of their own, so every partition is read from
+ * its beginning), each kept in its collector, until every one is at its end. Returns 0, or
+ * -1 with errstr (a refused record, a reader error, the timeout). */
+static int chg__read(chg *c, const kio_prop *props, int n_props, chg__collect *k, int n_parts,
+                     int timeout_ms, char *errstr, size_t n) {
+    kio_reader *rd = kio_reader_new(props, n_props, 1, errstr, n);
+    if (!rd) return -1;
+    int rc = 0;
+    for (int i = 0; i < n_parts && rc == 0; i++)
+        rc = kio_reader_add(rd, c->topic, k[i].partition, KIO_FROM_BEGINNING, errstr, n);
+    int64_t deadline = clk_mono_ms() + timeout_ms;
+    rd_kafka_message_t *msgs[256];
+    for (int done = 0; rc == 0 && !done;) {
+        if (clk_mono_ms() > deadline) {
+            rc = err_set(errstr, n, "changelog %s: not read to its end within %d ms", c->topic,
+                         timeout_ms);
+            break;
+        }
+        int got = kio_reader_poll(rd, msgs, 256, 100, errstr, n);
+        if (got < 0) rc = -1;
+        for (int i = 0; i < got; i++) {
+            int j = 0;
+            while (j < n_parts && k[j].partition != msgs[i]->partition) j++;
+            if (rc == 0 && j < n_parts && chg__collect_fn(&k[j], msgs[i]) != 0)
+                rc = err_set(errstr, n, "%s", k[j].err);
+            rd_kafka_message_destroy(msgs[i]);
+        }
+        done = 1;
+        for (int j = 0; j < n_parts; j++) done &= kio_reader_at_end(rd, c->topic, k[j].partition);
+    }
+    kio_reader_destroy(rd);
+    return rc;
+}
+
+int chg_restore(chg *c, const kio_prop *props, int n_props, const int *parts, int n_parts,
+                const chg_sink *sink, int timeout_ms, chg_restore_stats *st, char *errstr,
+                size_t n) {
     double t0 = clk_mono_s();
-    chg__collect k = {.c = c, .partition = partition, .st = st};
-    if (partition < 0 || partition >= c->partitions)
-        return err_set(errstr, n, "changelog: partition %d of %d", partition, c->partitions);
-    if (km_resize(&k.index, 1024) != 0) return err_set(errstr, n, "out of memory");
-    int rc = kio_reader_drain(rd, c->topic, partition, KIO_FROM_BEGINNING, chg__collect_fn, &k,
-                              timeout_ms, errstr, n);
-    if (rc > 0) err_set(errstr, n, "%s", k.err);
-    /* everything read is valid: only now is the local state of the partition replaced */
-    for (int t = 0; rc == 0 && t < c->n_topics; t++)
-        rc = sink->clear(sink->ud, t * c->partitions + partition, errstr, n);
-    /* pending entries in the order they were last written, which keeps their expiry
-     * order (ties by insertion) as the writer had it */
-    for (size_t i = 0; rc == 0 && i < k.n; i++)
-        if (k.items[i].val) rc = chg__install(c, &k.items[i], partition, sink, st, errstr, n);
-    chg__collect_free(&k);
-    st->ms = (clk_mono_s() - t0) * 1e3;
+    chg__collect *k = calloc((size_t)(n_parts > 0 ? n_parts : 1), sizeof *k);
+    if (!k) return err_set(errstr, n, "out of memory");
+    int rc = 0;
+    for (int i = 0; i < n_parts; i++) {
+        memset(&st[i], 0, sizeof st[i]);
+        k[i] = (chg__collect){.c = c, .partition = parts[i], .st = &st[i]};
+        if (parts[i] < 0 || parts[i] >= c->partitions)
+            rc = err_set(errstr, n, "changelog: partition %d of %d", parts[i], c->partitions);
+        else if (km_resize(&k[i].index, 1024) != 0)
+            rc = err_set(errstr, n, "out of memory");
+    }
+    if (rc == 0 && n_parts > 0) rc = chg__read(c, props, n_props, k, n_parts, timeout_ms, errstr, n);
+    /* everything read is valid: only now is the local state of the partitions replaced */
+    for (int i = 0; rc == 0 && i < n_parts; i++) {
+        for (int t = 0; rc == 0 && t < c->n_topics; t++)
+            rc = sink->clear(sink->ud, t * c->partitions + parts[i], errstr, n);
+        /* in the order their keys first appear: pending entries keep their expiry order */
+        for (size_t j = 0; rc == 0 && j < k[i].n; j++)
+            if (k[i].items[j].val)
+                rc = chg__install(c, &k[i].items[j], parts[i], sink, &st[i], errstr, n);
+    }
+    double ms = (clk_mono_s() - t0) * 1e3;
+    for (int i = 0; i < n_parts; i++) {
+        st[i].ms = ms;
+        chg__collect_free(&k[i]);
+    }
+    free(k);
     return rc == 0 ? 0 : -1;
 }

@@ -107,8 +107,27 @@ typedef struct {
 } chg_stats;
 void chg_stats_get(const chg *c, chg_stats *out);
 
-/* The meta payload: watermark then next seq, 16 bytes. */
-#define CHG_META_BYTES 16
+/* A source's meta record: its join watermark and next insertion seq, and what was handled
+ * on it so far (input topic t of partition p: source t x partitions + p). The counts are
+ * exact across the group: they change with the offsets in the same transaction, and follow
+ * the partition. */
+typedef struct {
+    int64_t watermark;
+    uint64_t next_seq;
+    uint64_t impressions, conversions, requests;   /* handled (not refused to the DLQ) */
+} chg_meta;
+#define CHG_META_BYTES 40
+_Static_assert(sizeof(chg_meta) == CHG_META_BYTES, "chg_meta is the meta payload");
+/* Count one handled input event of type M3_EV_* on source src. */
+void chg_count(chg *c, int src, int type);
+/* Source src's counts (NULL when out of range). */
+const chg_meta *chg_source_meta(const chg *c, int src);
+/* Produce source src's meta record with the join's watermark and next seq (as
+ * chg_put_src). */
+int chg_put_meta(chg *c, int src, int64_t watermark, uint64_t next_seq, char *errstr,
+                 size_t errstr_size);
+/* Sources: n_topics x partitions. */
+int chg_n_sources(const chg *c);
 
 /* ---- restore: what a partition's records install ---- */
 
@@ -131,12 +150,16 @@ typedef struct {
     double ms;
 } chg_restore_stats;
 
-/* Restore input partition p from the changelog through the reader r (read_committed,
- * from the beginning to its end): clear each of its sources, keep the last value of
- * every key (a tombstone removes a pending entry), then install them into sink and note
- * each user's partition. A refused record stops the restore (-1, errstr names the offset
- * and why: nothing of that partition past the clear is installed). Returns 0, or -1. */
-int chg_restore(chg *c, kio_reader *r, int partition, const chg_sink *sink, int timeout_ms,
-                chg_restore_stats *st, char *errstr, size_t errstr_size);
+/* Restore input partitions parts[0..n_parts) from the changelog: a reader of their own
+ * (props: the connection) reads them read_committed from the beginning to their end
+ * together; every record is checked and the last value of each key kept (a tombstone
+ * removes a pending entry). Only when all were read and none was refused, each
+ * partition's sources are cleared and its records installed into sink, each user's
+ * partition noted. A refused record fails it (errstr names the partition, the offset and
+ * why) before anything is installed. st[i] gets partition i's counts; their ms is the
+ * whole restore's. Returns 0, or -1 with errstr. */
+int chg_restore(chg *c, const kio_prop *props, int n_props, const int *parts, int n_parts,
+                const chg_sink *sink, int timeout_ms, chg_restore_stats *st, char *errstr,
+                size_t errstr_size);
 
 #endif
