@@ -166,13 +166,8 @@ static user_truth *user_of(users_ctx *c, uint64_t key, int64_t uid, int create) 
 }
 
 static void stream_users(const pl_stream *s, users_ctx *c) {
-    char err[256];
     sim_cfg sc;
-    sim_cfg_defaults(&sc);
-    sc.seed = s->seed;
-    sc.n_impressions = s->n_impressions;
-    sim *sm = sim_new(&sc, err, sizeof err);
-    CHECK_MSG(sm, "%s", err);
+    sim *sm = pl_sim_new(s, &sc);
     m3_event ev;
     sim_truth tr;
     while (sim_next(sm, &ev, &tr)) {

@@ -1,14 +1,11 @@
-/* test_changelog.c - the changelog (group.changelog) without a real broker: its records
- * and their refusals, the pending join's clear, and a partition's state written by one
- * state through a transaction on the embedded broker and restored into another.
+/* test_changelog.c - the changelog's records (group.changelog) and the pending join's
+ * clear, without a broker (it_group runs the whole protocol on a real one).
  *
  * Checks: every kind of record encodes and decodes back; a corrupt record, one of another
  * configuration, another format version, another magic, a short one, a kind that does not
  * match its key, a tombstone of a user state and malformed keys are refused with the
- * reason; pend_clear empties a join and reports its stored entries for deletion; the user
- * states, user-id rows, pending entries and watermark a checkpoint wrote are restored
- * byte for byte into a fresh state, nothing of an aborted transaction is, and a partition
- * whose changelog holds a bad record is refused before anything of it is installed. */
+ * reason; pend_clear empties a join and its late ring, keeps the watermark, and reports its
+ * stored entries (only those) for deletion at the next sync. */
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
