@@ -17,7 +17,9 @@
  *   - no user state is lost: each user's last changelog record counts exactly the user's
  *     impressions per scenario in the stream;
  *   - a corrupt changelog record stops a worker that restores it, with the reason, before
- *     it handles anything of the partition.
+ *     it handles anything of the partition;
+ *   - with the key off (a new group on the same stream), a worker that has state and loses
+ *     partitions to a joining one warns that their users' state stays behind.
  * M3_IT_GROUP_CHANGELOG=false runs the same with the key off (it then fails: the figures
  * it prints show what the moves cost). The model stays per worker: no AUC is asserted. */
 #include "pipeline.h"
@@ -42,8 +44,19 @@ static void worker_paths(int w, int restart, char *store, char *report, char *lo
     snprintf(log, n, "it_group_w%d%s.log", w, restart ? "b" : "");
 }
 
+static pid_t spawn_group(const pl_stream *s, int w, int restart, const char *suffix);
+
 static pid_t spawn(const pl_stream *s, int w, int restart) {
-    static char store[N_WORKERS + 2][512], set_store[N_WORKERS + 2][600];
+    return spawn_group(s, w, restart, "workers");
+}
+
+/* A fresh worker w in group <prefix>-<suffix>. */
+static pid_t spawn_in(const pl_stream *s, int w, const char *suffix) {
+    return spawn_group(s, w, 0, suffix);
+}
+
+static pid_t spawn_group(const pl_stream *s, int w, int restart, const char *suffix) {
+    static char store[N_WORKERS + 4][512], set_store[N_WORKERS + 4][600];
     char report[512], log[512];
     worker_paths(w, restart, store[w], report, log, 512);
     snprintf(set_store[w], sizeof set_store[w], "store.dir=%s", store[w]);
@@ -60,7 +73,7 @@ static pid_t spawn(const pl_stream *s, int w, int restart) {
                      "--set", "kafka.heartbeat.interval.ms=500",
                      "--set", "metrics.progress.ms=5000", NULL};
     char group[128];
-    snprintf(group, sizeof group, "%s-workers", s->prefix);
+    snprintf(group, sizeof group, "%s-%s", s->prefix, suffix);
     return pl_spawn_worker(bootstrap, s, group, 0, report, log, extra);
 }
 
@@ -227,6 +240,26 @@ static void refuse_bad_record(const pl_stream *s) {
     fprintf(stderr, "it_group: a corrupt changelog record is refused\n");
 }
 
+/* With the key off, a worker that has state and loses partitions to a joining worker
+ * says once that their users' state stays behind (a new group on the same topics). */
+static void warn_when_off(const pl_stream *s) {
+    int was = changelog_on;
+    changelog_on = 0;
+    pid_t a = spawn_in(s, 5, "off"), b;
+    proc_wait_log("it_group_w5.log", "events", 60000);   /* a progress line: it has state */
+    b = spawn_in(s, 6, "off");
+    proc_wait_log("it_group_w5.log", "WARNING: partition", 60000);
+    const char *log = proc_slurp("it_group_w5.log");
+    CHECK_CONTAINS(log, "moved away from this worker: its users' state");
+    CHECK_CONTAINS(log, "set group.changelog=true");
+    kill(a, SIGTERM);
+    kill(b, SIGTERM);
+    proc_wait(a, clk_mono_ms() + 30000, "worker 5");
+    proc_wait(b, clk_mono_ms() + 30000, "worker 6");
+    changelog_on = was;
+    fprintf(stderr, "it_group: with the key off, a move is warned about\n");
+}
+
 /* ---- the run ---- */
 
 static double sum_of(json_node *const *r, int n, const char *key) {
@@ -347,7 +380,10 @@ int main(void) {
     CHECK_EQ_INT(m_imp, N_IMP);
     CHECK_EQ_INT(m_conv, s.st.conversions);
     CHECK_EQ_INT(m_req, s.st.requests);
-    if (changelog_on) refuse_bad_record(&s);
+    if (changelog_on) {
+        refuse_bad_record(&s);
+        warn_when_off(&s);
+    }
     for (int w = 0; w < N_WORKERS; w++) json_free(r[w]);
     free(uc.u);
     free(pc.seen);
