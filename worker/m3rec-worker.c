@@ -135,6 +135,9 @@ typedef struct {
     /* group.changelog (stream/changelog.h): NULL when off */
     chg *chg;
     unsigned char *had;                    /* (n_partitions) in the last assignment */
+    int64_t *txn_off;                      /* (n_topics x n_partitions) the offsets this
+                                              worker's state holds by its last transaction
+                                              or restore; -1: none */
     int had_any, moved_warned;             /* an assignment was seen; the warning was given */
     char txn_id[160];
     char layout[TOPICS_NAME_MAX * (M3_MAX_SCEN + 1) + 32];   /* the inputs, as the store has them */
@@ -650,6 +653,13 @@ static int state_broken(worker *w) {
 #define CHG_FORCE_INTERVALS 3   /* checkpoint intervals without a boundary before one is made */
 #define RESTORE_TIMEOUT_MS 60000
 
+/* Does the assignment hold partition p (of any topic)? */
+static int parts_has(const rd_kafka_topic_partition_list_t *parts, int p) {
+    for (int i = 0; i < parts->cnt; i++)
+        if (parts->elems[i].partition == p) return 1;
+    return 0;
+}
+
 /* state_commit_fn: the checkpoint's transaction - the outputs since the last one (delivered
  * already), the changelog records just queued and the input offsets - commits before the
  * local store does, so the store is never ahead of Kafka. */
@@ -661,6 +671,11 @@ static int commit_txn(void *ud, char *err, size_t n) {
             ->offset = w->ckpt_offs[i].next_offset;
     int rc = kio_txn_commit(w->prod, w->cons, l, TXN_COMMIT_MS, err, n);
     rd_kafka_topic_partition_list_destroy(l);
+    for (int i = 0; rc == 0 && i < w->ckpt_n; i++) {   /* what the group now holds */
+        int t = topic_index(w, w->ckpt_offs[i].topic);
+        if (t >= 0) w->txn_off[t * w->n_partitions + w->ckpt_offs[i].partition] =
+                        w->ckpt_offs[i].next_offset;
+    }
     return rc == 0 ? 0 : -1;
 }
 
@@ -683,6 +698,35 @@ static rd_kafka_topic_partition_list_t *group_offsets(rd_kafka_t *rk,
     return NULL;
 }
 
+/* Place each assigned partition at the group's committed offset c and say which need a
+ * restore (1) and which are current here (2): this worker had the partition in its last
+ * assignment and the group's offsets of all its topics are the ones its own last
+ * transaction committed (or restored). Then nobody else handled a message of it since, and
+ * what another owner may have written of it without handling any (its restore's records
+ * again) is what this worker holds: so the restore is skipped. Returns the plan, or NULL
+ * out of memory. */
+static unsigned char *plan_restore(worker *w, rd_kafka_topic_partition_list_t *parts,
+                                   const rd_kafka_topic_partition_list_t *c) {
+    unsigned char *todo = calloc((size_t)w->n_partitions, 1);
+    if (!todo) return NULL;
+    for (int p = 0; p < w->n_partitions; p++) todo[p] = w->had[p] ? 2 : 0;
+    for (int i = 0; i < parts->cnt; i++) {
+        rd_kafka_topic_partition_t *p = &parts->elems[i];
+        int t = topic_index(w, p->topic);
+        p->offset = c->elems[i].offset >= 0 ? c->elems[i].offset : RD_KAFKA_OFFSET_INVALID;
+        if (t < 0 || p->partition < 0 || p->partition >= w->n_partitions) continue;
+        int src = t * w->n_partitions + p->partition;
+        w->next_off[src] = -1;
+        w->floor_off[src] = p->offset >= 0 ? p->offset : -1;
+        if (todo[p->partition] != 2 || w->txn_off[src] != w->floor_off[src])
+            todo[p->partition] = 1;
+        w->txn_off[src] = w->floor_off[src];   /* what the state holds once restored */
+    }
+    for (int p = 0; p < w->n_partitions; p++)   /* had, but not assigned now */
+        if (todo[p] == 2 && !parts_has(parts, p)) todo[p] = 0;
+    return todo;
+}
+
 /* Each assigned partition starts at the group's committed offset (the last transaction's:
  * its state is in the changelog) after its state is restored from the changelog. A
  * failure stops the worker before any of its messages is handled. */
@@ -693,22 +737,16 @@ static void changelog_assign(worker *w, rd_kafka_t *rk, rd_kafka_topic_partition
         w->failed = 1;
         return;
     }
-    unsigned char *todo = calloc((size_t)w->n_partitions, 1);
-    for (int i = 0; i < parts->cnt; i++) {
-        rd_kafka_topic_partition_t *p = &parts->elems[i];
-        int t = topic_index(w, p->topic);
-        p->offset = c->elems[i].offset >= 0 ? c->elems[i].offset : RD_KAFKA_OFFSET_INVALID;
-        if (t < 0 || p->partition < 0 || p->partition >= w->n_partitions) continue;
-        w->next_off[t * w->n_partitions + p->partition] = -1;
-        w->floor_off[t * w->n_partitions + p->partition] = p->offset >= 0 ? p->offset : -1;
-        if (todo) todo[p->partition] = 1;
-    }
+    unsigned char *todo = plan_restore(w, parts, c);
     rd_kafka_topic_partition_list_destroy(c);
     int *list = todo ? calloc((size_t)w->n_partitions, sizeof *list) : NULL;
     chg_restore_stats *rs = list ? calloc((size_t)w->n_partitions, sizeof *rs) : NULL;
-    int k = 0;
-    for (int p = 0; rs && p < w->n_partitions; p++)
-        if (todo[p]) list[k++] = p;
+    int k = 0, kept = 0;
+    for (int p = 0; rs && p < w->n_partitions; p++) {
+        if (todo[p] == 1) list[k++] = p;
+        kept += todo[p] == 2;
+        if (todo[p] == 2) chg_own(w->chg, p, 1);
+    }
     chg_sink sink = state_changelog_sink(w->st);
     if (!rs) {
         fprintf(stderr, "m3rec-worker: restore: out of memory\n");
@@ -727,8 +765,9 @@ static void changelog_assign(worker *w, rd_kafka_t *rk, rd_kafka_topic_partition
                     "states, %lld user rows, %lld pending)\n", list[i], w->tp.changelog,
                     rs[i].records, rs[i].users, rs[i].rows, rs[i].pending);
         }
-        fprintf(stderr, "m3rec-worker: restored %d partitions (%lld records) in %.0f ms\n", k,
-                recs, k ? rs[0].ms : 0.0);
+        fprintf(stderr, "m3rec-worker: restored %d partitions (%lld records) in %.0f ms; %d kept "
+                "(current: the group's offsets are this worker's last transaction's)\n", k,
+                recs, k ? rs[0].ms : 0.0, kept);
     }
     free(rs);
     free(list);
@@ -929,14 +968,16 @@ static int check_topics(worker *w, char *err, size_t n) {
     w->n_partitions = parts;
     if (w->cfg.group_changelog && changelog_topic(w, err, n) != 0) return -1;
     w->had = calloc((size_t)parts, 1);
+    w->txn_off = malloc(sizeof *w->txn_off * (size_t)(w->n_topics * parts));
     w->per_source = calloc((size_t)(w->n_topics * parts), sizeof *w->per_source);
     w->next_off = malloc(sizeof *w->next_off * (size_t)(w->n_topics * parts));
     w->floor_off = malloc(sizeof *w->floor_off * (size_t)(w->n_topics * parts));
-    if (!w->per_source || !w->next_off || !w->floor_off || !w->had) {
+    if (!w->per_source || !w->next_off || !w->floor_off || !w->had || !w->txn_off) {
         snprintf(err, n, "out of memory");
         return -1;
     }
-    for (int i = 0; i < w->n_topics * parts; i++) w->next_off[i] = w->floor_off[i] = -1;
+    for (int i = 0; i < w->n_topics * parts; i++)
+        w->next_off[i] = w->floor_off[i] = w->txn_off[i] = -1;
     int share = w->cfg.order_buffer / (w->n_topics * parts);   /* each source's share */
     w->ord = ord_new(w->n_topics * parts, share < 16 ? 16 : share, w->cfg.order_idle_ms,
                      clk_mono_ms(), err, n);
@@ -1078,6 +1119,7 @@ static void teardown(worker *w) {
     if (state_close(w->st, err, sizeof err) != 0) fprintf(stderr, "m3rec-worker: %s\n", err);
     chg_destroy(w->chg);
     free(w->had);
+    free(w->txn_off);
     lrn_destroy(w->L);
     fmt_decoder_destroy(w->dec);
     reg_destroy(w->reg);
