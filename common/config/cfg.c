@@ -225,7 +225,7 @@ static const cfg__key cfg__keys[] = {
           "impressions and watermark go to the compacted <topic.prefix>.changelog in one Kafka "
           "transaction per checkpoint with the outputs and offsets, and follow the partition "
           "to its next worker (needs store.dir; costs a transaction per checkpoint and a "
-          "restore per assigned partition)"),
+          "restore of each partition that moves)"),
 };
 #define CFG__NKEYS ((int)(sizeof cfg__keys / sizeof cfg__keys[0]))
 _Static_assert(sizeof cfg__keys / sizeof cfg__keys[0] <= CFG_KEYS_MAX, "raise CFG_KEYS_MAX");
