@@ -8,8 +8,9 @@
  * stored entries (only those) for deletion at the next sync; through the embedded broker,
  * the user states (byte for byte, with their event time), pending joins, watermarks and
  * counts one state's checkpoints wrote for two partitions are restored into a fresh one,
- * and a corrupt record in a partition fails the restore with the partition, the offset and
- * the reason, nothing installed. */
+ * a changelog whose offsets are not the group's is refused, and a corrupt record in a
+ * partition fails the restore with the partition, the offset and the reason, nothing
+ * installed. */
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -74,7 +75,7 @@ static void test_records(void) {
     tomb.len = 0;
     CHECK_MSG(roundtrip(&tomb, HASH, HASH, &out, val, &vlen, why, sizeof why) == 0, "%s", why);
     CHECK(out.val == NULL && out.kind == CHG_PEND);
-    chg_meta meta = {123456789, 42, 7, 1, 0};
+    chg_meta meta = {123456789, 42, 7, 1, 0, 99};
     chg_rec m = {.kind = CHG_META, .topic = 1, .val = (const void *)&meta, .len = sizeof meta};
     CHECK_MSG(roundtrip(&m, HASH, HASH, &out, val, &vlen, why, sizeof why) == 0, "%s", why);
     CHECK_EQ_INT(out.topic, 1);
@@ -248,6 +249,7 @@ static void feed(side *s) {
                      : lrn_conversion(s->L, &ev.u.conv, q, NULL, NULL, reason, sizeof reason);
         CHECK_MSG(rc == 0, "%s", reason);
         chg_count(s->c, q, ev.type);
+        chg_offset(s->c, q, RT_EVENTS + q);   /* a stand-in offset per source */
         if (++pos % 1000 == 0 || pos == RT_EVENTS) {
             lrn_run_batch(s->L, NULL, NULL);
             state_offset o = {"sim", 0, pos};
@@ -279,11 +281,18 @@ static int same_users(side *a, side *b) {
     return n;
 }
 
-static int restore(side *s, const char *bootstrap, chg_restore_stats *rs, char *err, size_t n) {
+static int restore_at(side *s, const char *bootstrap, const int64_t *expect,
+                      chg_restore_stats *rs, char *err, size_t n) {
     kio_prop props[] = {{"bootstrap.servers", bootstrap}};
     int parts[RT_PARTS] = {0, 1};
     chg_sink sink = state_changelog_sink(s->st);
-    return chg_restore(s->c, props, 1, parts, RT_PARTS, &sink, 30000, rs, err, n);
+    return chg_restore(s->c, props, 1, parts, RT_PARTS, expect, &sink, 30000, rs, err, n);
+}
+
+/* The group's offsets are where a fed the sources up to (feed's chg_offset). */
+static int restore(side *s, const char *bootstrap, chg_restore_stats *rs, char *err, size_t n) {
+    int64_t expect[RT_PARTS] = {RT_EVENTS, RT_EVENTS + 1};
+    return restore_at(s, bootstrap, expect, rs, err, n);
 }
 
 static void test_roundtrip(void) {
@@ -325,6 +334,15 @@ static void test_roundtrip(void) {
     CHECK_EQ_INT(chg_source_meta(b.c, 0)->impressions + chg_source_meta(b.c, 1)->impressions,
                  lrn_trained_ctr(a.L));
 
+    /* the changelog of other offsets (another group, or offsets reset) is refused */
+    side e;
+    open_side(&e, "e", NULL);
+    int64_t other[RT_PARTS] = {RT_EVENTS, 5};
+    CHECK(restore_at(&e, bs, other, rs, err, sizeof err) == -1);
+    CHECK_CONTAINS(err, "t.changelog [1] holds the state of input topic 0 up to offset 8001, but "
+                        "the group's committed offset is 5: it was written by another group");
+    CHECK_EQ_INT(users_rows(m3_user_table(lrn_model(e.L, 0))), 0);
+    close_side(&e);
     /* a record of a user with no partition noted is not written */
     static const unsigned char junk[64] = {0};
     CHECK_EQ_INT(chg_put_key(a.c, CHG_USER, m3_feat_key(0, 77777777), junk, sizeof junk, err,

@@ -278,6 +278,7 @@ static int handle(worker *w, const rd_kafka_message_t *m) {
     met_board_counters(lrn_board(w->L))->events++;
     w->per_source[src]++;
     w->next_off[src] = m->offset + 1;
+    if (w->chg) chg_offset(w->chg, src, m->offset + 1);
     if (dec != FMT_OK) {
         send_dlq(w, m, reason);
         return 0;
@@ -751,8 +752,8 @@ static void changelog_assign(worker *w, rd_kafka_t *rk, rd_kafka_topic_partition
     if (!rs) {
         fprintf(stderr, "m3rec-worker: restore: out of memory\n");
         w->failed = 1;
-    } else if (chg_restore(w->chg, w->props, w->n_props, list, k, &sink, RESTORE_TIMEOUT_MS, rs,
-                           err, sizeof err) != 0) {
+    } else if (chg_restore(w->chg, w->props, w->n_props, list, k, w->txn_off, &sink,
+                           RESTORE_TIMEOUT_MS, rs, err, sizeof err) != 0) {
         fprintf(stderr, "m3rec-worker: restoring partitions from %s failed: %s; stopping before "
                 "any of their messages is handled\n", w->tp.changelog, err);
         w->failed = 1;
@@ -761,6 +762,10 @@ static void changelog_assign(worker *w, rd_kafka_t *rk, rd_kafka_topic_partition
         for (int i = 0; i < k; i++) {
             chg_own(w->chg, list[i], 1);
             recs += rs[i].records;
+            if (rs[i].adopted)
+                fprintf(stderr, "m3rec-worker: partition %d: %s has no state for it but the "
+                        "group has committed offsets: this worker's local state of it is kept "
+                        "(a group that turned group.changelog on)\n", list[i], w->tp.changelog);
             fprintf(stderr, "m3rec-worker: partition %d restored from %s: %lld records (%lld user "
                     "states, %lld user rows, %lld pending)\n", list[i], w->tp.changelog,
                     rs[i].records, rs[i].users, rs[i].rows, rs[i].pending);

@@ -175,6 +175,7 @@ chg *chg_new(kio_producer *p, const char *topic, int n_topics, int partitions,
         err_set(errstr, n, "changelog: out of memory");
         return NULL;
     }
+    for (int i = 0; i < n_topics * partitions; i++) c->meta[i].next_offset = -1;
     c->p = p;
     strcpy(c->topic, topic);
     c->n_topics = n_topics;
@@ -268,6 +269,10 @@ void chg_count(chg *c, int src, int type) {
     m->impressions += type == M3_EV_IMPRESSION;
     m->conversions += type == M3_EV_CONVERSION;
     m->requests += type == M3_EV_SCORE_REQUEST;
+}
+
+void chg_offset(chg *c, int src, int64_t next_offset) {
+    if (src >= 0 && src < chg_n_sources(c)) c->meta[src].next_offset = next_offset;
 }
 
 const chg_meta *chg_source_meta(const chg *c, int src) {
@@ -429,9 +434,39 @@ static int chg__read(chg *c, const kio_prop *props, int n_props, chg__collect *k
     return rc;
 }
 
+/* Partition k->partition's meta records against the group's offsets expect[] (see
+ * chg_restore): 0 (install), 1 (adopt the local state), -1 with errstr (refused). */
+static int chg__check_offsets(const chg *c, const chg__collect *k, const int64_t *expect,
+                              char *errstr, size_t n) {
+    int metas = 0, group = 0;
+    for (int t = 0; t < c->n_topics; t++) {
+        int src = t * c->partitions + k->partition;
+        int64_t want = expect[src] >= 0 ? expect[src] : -1, have = -1;
+        group |= want >= 0;
+        char key[16];
+        int kl = snprintf(key, sizeof key, "m/%d", t);
+        uint64_t h = hash_fnv64(HASH_FNV64_INIT, key, (size_t)kl);
+        int64_t row = km_find(&k->index, h);
+        const chg__item *it = row >= 0 ? &k->items[row] : NULL;
+        if (it && it->val && it->len == chg_value_bytes(CHG_META_BYTES)) {
+            chg_meta m;
+            memcpy(&m, it->val + CHG_HEAD, sizeof m);
+            have = m.next_offset >= 0 ? m.next_offset : -1;
+            metas++;
+        }
+        if (it && have != want)
+            return err_set(errstr, n, "changelog %s [%d] holds the state of input topic %d up to "
+                           "offset %lld, but the group's committed offset is %lld: it was "
+                           "written by another group on these topics, or the group's offsets "
+                           "were reset (use another topic.prefix, or delete %s)", c->topic,
+                           k->partition, t, (long long)have, (long long)want, c->topic);
+    }
+    return metas == 0 && group ? 1 : 0;
+}
+
 int chg_restore(chg *c, const kio_prop *props, int n_props, const int *parts, int n_parts,
-                const chg_sink *sink, int timeout_ms, chg_restore_stats *st, char *errstr,
-                size_t n) {
+                const int64_t *expect, const chg_sink *sink, int timeout_ms,
+                chg_restore_stats *st, char *errstr, size_t n) {
     double t0 = clk_mono_s();
     chg__collect *k = calloc((size_t)(n_parts > 0 ? n_parts : 1), sizeof *k);
     if (!k) return err_set(errstr, n, "out of memory");
@@ -445,8 +480,18 @@ int chg_restore(chg *c, const kio_prop *props, int n_props, const int *parts, in
             rc = err_set(errstr, n, "out of memory");
     }
     if (rc == 0 && n_parts > 0) rc = chg__read(c, props, n_props, k, n_parts, timeout_ms, errstr, n);
+    for (int i = 0; rc == 0 && i < n_parts; i++) {
+        int a = chg__check_offsets(c, &k[i], expect, errstr, n);
+        if (a < 0) rc = -1;
+        st[i].adopted = a == 1;
+        for (int t = 0; a == 1 && t < c->n_topics; t++) {   /* its meta follows the group from now */
+            int src = t * c->partitions + parts[i];
+            c->meta[src].next_offset = expect[src] >= 0 ? expect[src] : -1;
+        }
+    }
     /* everything read is valid: only now is the local state of the partitions replaced */
     for (int i = 0; rc == 0 && i < n_parts; i++) {
+        if (st[i].adopted) continue;
         for (int t = 0; rc == 0 && t < c->n_topics; t++)
             rc = sink->clear(sink->ud, t * c->partitions + parts[i], errstr, n);
         /* in the order their keys first appear: pending entries keep their expiry order */

@@ -9,7 +9,8 @@
  *   key "p/<t>/<id>"      a clicked impression pending in input topic t (pending.h
  *                         stored value); a tombstone (no value) once it settled or expired
  *   key "l/<t>"           topic t's ring of recently expired ids (pend_late_save)
- *   key "m/<t>"           topic t's join watermark and next insertion seq
+ *   key "m/<t>"           topic t's join watermark, next insertion seq, handled counts and
+ *                         the input offset the partition's state follows
  * Keys are the compaction unit, so the topic's size is the partition's live state.
  * A user belongs to the input partition its events arrive on: the writer learns it from
  * the worker (chg_note_user), never from a partitioner.
@@ -115,11 +116,14 @@ typedef struct {
     int64_t watermark;
     uint64_t next_seq;
     uint64_t impressions, conversions, requests;   /* handled (not refused to the DLQ) */
+    int64_t next_offset;   /* the source's next input offset this state follows; -1: none */
 } chg_meta;
-#define CHG_META_BYTES 40
+#define CHG_META_BYTES 48
 _Static_assert(sizeof(chg_meta) == CHG_META_BYTES, "chg_meta is the meta payload");
 /* Count one handled input event of type M3_EV_* on source src. */
 void chg_count(chg *c, int src, int type);
+/* Source src's input was handled up to next_offset (exclusive). */
+void chg_offset(chg *c, int src, int64_t next_offset);
 /* Source src's counts (NULL when out of range). */
 const chg_meta *chg_source_meta(const chg *c, int src);
 /* Produce source src's meta record with the join's watermark and next seq (as
@@ -147,19 +151,25 @@ typedef struct {
 
 typedef struct {
     long long records, users, rows, pending, tombstones, refused;
+    int adopted;   /* no state in the changelog, group offsets present: local state kept */
     double ms;
 } chg_restore_stats;
 
 /* Restore input partitions parts[0..n_parts) from the changelog: a reader of their own
  * (props: the connection) reads them read_committed from the beginning to their end
  * together; every record is checked and the last value of each key kept (a tombstone
- * removes a pending entry). Only when all were read and none was refused, each
- * partition's sources are cleared and its records installed into sink, each user's
- * partition noted. A refused record fails it (errstr names the partition, the offset and
- * why) before anything is installed. st[i] gets partition i's counts; their ms is the
- * whole restore's. Returns 0, or -1 with errstr. */
+ * removes a pending entry). The state must be the one the group's offsets point at:
+ * expect[src] (n_topics x partitions; -1: none) is the group's committed offset of every
+ * source, and a partition whose meta records name other offsets is refused (the changelog
+ * of another group on the same topics, or offsets reset). A partition without any meta
+ * record while the group has offsets for it is adopted: its local state is kept, nothing
+ * installed (a group that turns the changelog on; st[i].adopted). Only when all were read
+ * and none was refused, each other partition's sources are cleared and its records
+ * installed into sink, each user's partition noted. A refusal fails it (errstr names the
+ * partition, and the offset and why) before anything is installed. st[i] gets partition
+ * i's counts; their ms is the whole restore's. Returns 0, or -1 with errstr. */
 int chg_restore(chg *c, const kio_prop *props, int n_props, const int *parts, int n_parts,
-                const chg_sink *sink, int timeout_ms, chg_restore_stats *st, char *errstr,
-                size_t errstr_size);
+                const int64_t *expect, const chg_sink *sink, int timeout_ms,
+                chg_restore_stats *st, char *errstr, size_t errstr_size);
 
 #endif
