@@ -231,6 +231,17 @@ static inline void pl_produce_event(kio_producer *p, const pl_stream *s, const c
     pl_produce(p, topic, ev->type == M3_EV_IMPRESSION ? ev->u.imp.user_id : ev->u.conv.user_id, v, len);
 }
 
+/* The simulator of stream s (its seed and length, defaults otherwise), its config in *sc. */
+static inline sim *pl_sim_new(const pl_stream *s, sim_cfg *sc) {
+    char err[256];
+    sim_cfg_defaults(sc);
+    sc->seed = s->seed;
+    sc->n_impressions = s->n_impressions;
+    sim *sm = sim_new(sc, err, sizeof err);
+    CHECK_MSG(sm, "%s", err);
+    return sm;
+}
+
 /* Produce impressions [from, to) of the simulator's stream (seed, n_impressions) with the
  * conversions and score requests that come with them; the bad messages go out spread
  * over the whole stream (with_bad). Returns when the producer has flushed. */
@@ -238,11 +249,7 @@ static inline void pl_produce_stream(kio_producer *p, codec *cd, pl_stream *s, i
                               int with_bad) {
     char err[256], topic[128];
     sim_cfg sc;
-    sim_cfg_defaults(&sc);
-    sc.seed = s->seed;
-    sc.n_impressions = s->n_impressions;
-    sim *sm = sim_new(&sc, err, sizeof err);
-    CHECK_MSG(sm, "%s", err);
+    sim *sm = pl_sim_new(s, &sc);
     static unsigned char buf[1 << 16];
     m3_event ev;
     sim_truth tr;

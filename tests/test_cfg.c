@@ -160,7 +160,8 @@ static const char *defaults_dump =
     "group.sync.every=1\n"
     "group.sync.stale=0\n"
     "group.sync.wait.ms=2000\n"
-    "group.snapshot.interval.ms=60000\n";
+    "group.snapshot.interval.ms=60000\n"
+    "group.changelog=false\n";
 
 static void test_defaults(void) {
     m3_cfg c;
@@ -553,6 +554,10 @@ static void test_load_limits(void) {
 }
 
 static void test_check_errors(void) {
+    /* issue 16: the changelog restores into a local store */
+    check_fails("batch.size=8\ngroup.changelog=true\n", 2,
+                "group.changelog=true needs store.dir (the local store is the working copy the "
+                "changelog restores into)");
     /* registry framing (issue 19): known names, and a registry to resolve ids at */
     check_fails("batch.size=8\ninput.format=confluent\n", 2,
                 "input.format must be single-object, registry or auto");
@@ -690,7 +695,7 @@ static void test_documented(void) {
         CHECK_CONTAINS(props, pat);
         n++;
     }
-    CHECK_EQ_INT(n, 78);
+    CHECK_EQ_INT(n, 79);
     char *help = cfg_help();
     CHECK_CONTAINS(help, "batch.size                   impressions per minibatch "
                          "(predict, then train) (1..4096; default 256)\n");

@@ -38,6 +38,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <librdkafka/rdkafka.h>
 
@@ -48,6 +49,7 @@
 #include "base/clock.h"
 #include "base/err.h"
 #include "config/cfg.h"
+#include "stream/changelog.h"
 #include "stream/codec.h"
 #include "stream/format.h"
 #include "stream/kio.h"
@@ -57,6 +59,7 @@
 #include "stream/topics.h"
 #include "report/metrics.h"
 #include "state/state.h"
+#include "base/hash.h"
 
 #define POLL_MAX 512
 #define COMMIT_EVERY_MS 1000
@@ -94,6 +97,8 @@ typedef struct {
                                               after what was handled; -1: nothing handled
                                               since the partition was assigned */
     int64_t last_ckpt_ms;                  /* monotonic */
+    const state_offset *ckpt_offs;         /* the checkpoint under way's offsets */
+    int ckpt_n;
     uint64_t events_at_ckpt;               /* input handled at the last checkpoint */
     int64_t version_at_ckpt;               /* and the model version (a flush may train
                                               released pending rows without new input) */
@@ -133,6 +138,15 @@ typedef struct {
     grp *grp;
     int grp_owner;                         /* input partition 0 is here: it writes snapshots */
     unsigned grp_rebalances;               /* kio_consumer_rebalances when grp_owner was set */
+    /* group.changelog (stream/changelog.h): NULL when off */
+    chg *chg;
+    unsigned char *had;                    /* (n_partitions) in the last assignment */
+    int64_t *txn_off;                      /* (n_topics x n_partitions) the offsets this
+                                              worker's state holds by its last transaction
+                                              or restore; -1: none */
+    int had_any, moved_warned;             /* an assignment was seen; the warning was given */
+    char txn_id[160];
+    char layout[TOPICS_NAME_MAX * (M3_MAX_SCEN + 1) + 32];   /* the inputs, as the store has them */
 } worker;
 
 static void usage(void) {
@@ -245,6 +259,17 @@ static int dispatch(worker *w, const m3_event *ev, const rd_kafka_message_t *m, 
 static int decode_waiting(worker *w, const rd_kafka_message_t *m, m3_event *ev, char *reason,
                           size_t n);
 
+/* group.changelog: the user of ev belongs to the input partition it arrived on. */
+static void note_user(worker *w, const m3_event *ev, int32_t partition) {
+    int64_t uid = ev->type == M3_EV_IMPRESSION ? ev->u.imp.user_id
+                : ev->type == M3_EV_CONVERSION ? ev->u.conv.user_id
+                : ev->type == M3_EV_SCORE_REQUEST ? ev->u.req.user_id : INT64_MIN;
+    if (uid != INT64_MIN && chg_note_user(w->chg, m3_feat_key(M3_SLOT_USER, uid), partition) != 0) {
+        fprintf(stderr, "m3rec-worker: changelog: out of memory; stopping without a checkpoint\n");
+        w->failed = 1;
+    }
+}
+
 /* One input message: decoded (waiting for the registry if need be) and counted against
  * its source (the learner's source index: topic index x partitions + partition), handed
  * to the learner; what is refused goes to the DLQ with the reason. Returns 0, or -1 when
@@ -259,13 +284,17 @@ static int handle(worker *w, const rd_kafka_message_t *m) {
     met_board_counters(lrn_board(w->L))->events++;
     w->per_source[src]++;
     w->next_off[src] = m->offset + 1;
+    if (w->chg) chg_offset(w->chg, src, m->offset + 1);
     if (dec != FMT_OK) {
         send_dlq(w, m, reason);
         return 0;
     }
+    if (w->chg) note_user(w, &ev, m->partition);
     int rc = dispatch(w, &ev, m, t < w->tp.n_scen ? t : -1, src, reason, sizeof reason);
+    int type = ev.type;
     m3_event_clear(&ev);
     if (rc != 0) send_dlq(w, m, reason);
+    else if (w->chg) chg_count(w->chg, src, type);   /* exact per partition: the changelog's meta */
     return 0;
 }
 
@@ -586,6 +615,8 @@ static int checkpoint(worker *w, int wait) {
         offs[k].next_offset = w->next_off[src];
         k++;
     }
+    w->ckpt_offs = offs;   /* for commit_txn (group.changelog) */
+    w->ckpt_n = k;
     int rc = state_checkpoint(w->st, offs, k, err, sizeof err);
     if (rc != 0) {
         /* the store writes nothing more after a failed write (store.h): stop, and say so */
@@ -593,11 +624,13 @@ static int checkpoint(worker *w, int wait) {
                 "was lost (the state stays at its last checkpoint, the input after it is "
                 "read again on restart)\n", err);
         w->failed = 1;
-    } else {
+    } else if (!w->chg) {   /* with the changelog the offsets were committed in the transaction */
         for (int i = 0; i < k; i++)   /* a partition revoked meanwhile just fails: fine */
             kio_consumer_store_offset(w->cons, offs[i].topic, offs[i].partition,
                                       offs[i].next_offset, err, sizeof err);
         kio_consumer_commit(w->cons, err, sizeof err);
+    }
+    if (rc == 0) {
         w->events_at_ckpt = met_board_counters(lrn_board(w->L))->events;
         w->version_at_ckpt = lrn_model_version(w->L);
     }
@@ -621,12 +654,226 @@ static int state_broken(worker *w) {
     return 1;
 }
 
+/* ---- group.changelog: the transaction, restores, and the warning when it is off ---- */
+
+#define TXN_COMMIT_MS 60000     /* a checkpoint's transaction must commit within this */
+#define CHG_FORCE_INTERVALS 3   /* checkpoint intervals without a boundary before one is made */
+#define RESTORE_TIMEOUT_MS 60000
+
+/* Does the assignment hold partition p (of any topic)? */
+static int parts_has(const rd_kafka_topic_partition_list_t *parts, int p) {
+    for (int i = 0; i < parts->cnt; i++)
+        if (parts->elems[i].partition == p) return 1;
+    return 0;
+}
+
+/* state_commit_fn: the checkpoint's transaction - the outputs since the last one (delivered
+ * already), the changelog records just queued and the input offsets - commits before the
+ * local store does, so the store is never ahead of Kafka. */
+static int commit_txn(void *ud, char *err, size_t n) {
+    worker *w = ud;
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(w->ckpt_n + 1);
+    for (int i = 0; i < w->ckpt_n; i++)
+        rd_kafka_topic_partition_list_add(l, w->ckpt_offs[i].topic, w->ckpt_offs[i].partition)
+            ->offset = w->ckpt_offs[i].next_offset;
+    int rc = kio_txn_commit(w->prod, w->cons, l, TXN_COMMIT_MS, err, n);
+    rd_kafka_topic_partition_list_destroy(l);
+    for (int i = 0; rc == 0 && i < w->ckpt_n; i++) {   /* what the group now holds */
+        int t = topic_index(w, w->ckpt_offs[i].topic);
+        if (t >= 0) w->txn_off[t * w->n_partitions + w->ckpt_offs[i].partition] =
+                        w->ckpt_offs[i].next_offset;
+    }
+    return rc == 0 ? 0 : -1;
+}
+
+/* The group's committed offsets of parts (into a copy the caller destroys), waiting while
+ * a transaction that holds some is still open (a killed member's, until its successor
+ * fences it or it times out). NULL when they cannot be read. */
+static rd_kafka_topic_partition_list_t *group_offsets(rd_kafka_t *rk,
+                                                      const rd_kafka_topic_partition_list_t *parts) {
+    rd_kafka_topic_partition_list_t *c = rd_kafka_topic_partition_list_copy(parts);
+    int64_t until = clk_mono_ms() + 2 * TXN_COMMIT_MS;
+    rd_kafka_resp_err_t e;
+    while ((e = rd_kafka_committed(rk, c, START_TIMEOUT_MS)) != RD_KAFKA_RESP_ERR_NO_ERROR &&
+           run && clk_mono_ms() < until)
+        fprintf(stderr, "m3rec-worker: reading the group's committed offsets: %s; retrying\n",
+                rd_kafka_err2str(e));
+    if (!e) return c;
+    fprintf(stderr, "m3rec-worker: cannot read the group's committed offsets (%s)\n",
+            rd_kafka_err2str(e));
+    rd_kafka_topic_partition_list_destroy(c);
+    return NULL;
+}
+
+/* Place each assigned partition at the group's committed offset c and say which need a
+ * restore (1) and which are current here (2): this worker had the partition in its last
+ * assignment and the group's offsets of all its topics are the ones its own last
+ * transaction committed (or restored). Then nobody else handled a message of it since, and
+ * what another owner may have written of it without handling any (its restore's records
+ * again) is what this worker holds: so the restore is skipped. Returns the plan, or NULL
+ * out of memory. */
+static unsigned char *plan_restore(worker *w, rd_kafka_topic_partition_list_t *parts,
+                                   const rd_kafka_topic_partition_list_t *c) {
+    unsigned char *todo = calloc((size_t)w->n_partitions, 1);
+    if (!todo) return NULL;
+    for (int p = 0; p < w->n_partitions; p++) todo[p] = w->had[p] ? 2 : 0;
+    for (int i = 0; i < parts->cnt; i++) {
+        rd_kafka_topic_partition_t *p = &parts->elems[i];
+        int t = topic_index(w, p->topic);
+        p->offset = c->elems[i].offset >= 0 ? c->elems[i].offset : RD_KAFKA_OFFSET_INVALID;
+        if (t < 0 || p->partition < 0 || p->partition >= w->n_partitions) continue;
+        int src = t * w->n_partitions + p->partition;
+        w->next_off[src] = -1;
+        w->floor_off[src] = p->offset >= 0 ? p->offset : -1;
+        if (todo[p->partition] != 2 || w->txn_off[src] != w->floor_off[src])
+            todo[p->partition] = 1;
+        w->txn_off[src] = w->floor_off[src];   /* what the state holds once restored */
+    }
+    for (int p = 0; p < w->n_partitions; p++)   /* had, but not assigned now */
+        if (todo[p] == 2 && !parts_has(parts, p)) todo[p] = 0;
+    return todo;
+}
+
+/* Each assigned partition starts at the group's committed offset (the last transaction's:
+ * its state is in the changelog) after its state is restored from the changelog. A
+ * failure stops the worker before any of its messages is handled. */
+static void changelog_assign(worker *w, rd_kafka_t *rk, rd_kafka_topic_partition_list_t *parts) {
+    char err[1024];
+    rd_kafka_topic_partition_list_t *c = group_offsets(rk, parts);
+    if (!c) {
+        w->failed = 1;
+        return;
+    }
+    unsigned char *todo = plan_restore(w, parts, c);
+    rd_kafka_topic_partition_list_destroy(c);
+    int *list = todo ? calloc((size_t)w->n_partitions, sizeof *list) : NULL;
+    chg_restore_stats *rs = list ? calloc((size_t)w->n_partitions, sizeof *rs) : NULL;
+    int k = 0, kept = 0;
+    for (int p = 0; rs && p < w->n_partitions; p++) {
+        if (todo[p] == 1) list[k++] = p;
+        kept += todo[p] == 2;
+        if (todo[p] == 2) chg_own(w->chg, p, 1);
+    }
+    chg_sink sink = state_changelog_sink(w->st);
+    if (!rs) {
+        fprintf(stderr, "m3rec-worker: restore: out of memory\n");
+        w->failed = 1;
+    } else if (chg_restore(w->chg, w->props, w->n_props, list, k, w->txn_off, &sink,
+                           RESTORE_TIMEOUT_MS, rs, err, sizeof err) != 0) {
+        fprintf(stderr, "m3rec-worker: restoring partitions from %s failed: %s; stopping before "
+                "any of their messages is handled\n", w->tp.changelog, err);
+        w->failed = 1;
+    } else {
+        long long recs = 0;
+        for (int i = 0; i < k; i++) {
+            chg_own(w->chg, list[i], 1);
+            recs += rs[i].records;
+            if (rs[i].adopted)
+                fprintf(stderr, "m3rec-worker: partition %d: %s has no state for it but the "
+                        "group has committed offsets: this worker's local state of it is kept "
+                        "(a group that turned group.changelog on)\n", list[i], w->tp.changelog);
+            fprintf(stderr, "m3rec-worker: partition %d restored from %s: %lld records (%lld user "
+                    "states, %lld user rows, %lld pending)\n", list[i], w->tp.changelog,
+                    rs[i].records, rs[i].users, rs[i].rows, rs[i].pending);
+        }
+        fprintf(stderr, "m3rec-worker: restored %d partitions (%lld records) in %.0f ms; %d kept "
+                "(current: the group's offsets are this worker's last transaction's)\n", k,
+                recs, k ? rs[0].ms : 0.0, kept);
+    }
+    free(rs);
+    free(list);
+    free(todo);
+}
+
+/* Without the changelog, say once that a partition moved while this worker has state:
+ * its users' state does not follow it. moved_in: partitions that start at the group's
+ * offset past this worker's own (another worker had them). */
+static void warn_moves(worker *w, const rd_kafka_topic_partition_list_t *parts, int moved_in) {
+    unsigned char *now = calloc((size_t)w->n_partitions, 1);
+    if (!now) return;
+    for (int i = 0; i < parts->cnt; i++)
+        if (parts->elems[i].partition >= 0 && parts->elems[i].partition < w->n_partitions)
+            now[parts->elems[i].partition] = 1;
+    int has_state = met_board_counters(lrn_board(w->L))->events > 0 ||
+                    (w->st && !state_fresh(w->st));
+    int moved = -1, in = 0;
+    for (int p = 0; w->had_any && p < w->n_partitions && moved < 0; p++)
+        if (now[p] != w->had[p]) {
+            moved = p;
+            in = now[p];
+        }
+    if (moved < 0 && moved_in >= 0) {
+        moved = moved_in;
+        in = 1;
+    }
+    if (!w->chg && has_state && moved >= 0 && !w->moved_warned) {
+        fprintf(stderr, "m3rec-worker: WARNING: partition %d moved %s this worker: its users' "
+                "state (UPT states, user-id rows, pending clicked impressions, watermark) stays "
+                "with the worker that had it; set group.changelog=true (with store.dir) to move "
+                "it with the partition\n", moved, in ? "to" : "away from");
+        w->moved_warned = 1;
+    }
+    memcpy(w->had, now, (size_t)w->n_partitions);
+    w->had_any = 1;
+    free(now);
+}
+
+/* group.changelog at start-up: the transactional producer's id (stable across restarts of
+ * this worker: host and store.dir, so a restart fences its killed predecessor), the
+ * compacted changelog topic with the inputs' partition count, the writer and the reader. */
+static int changelog_id(worker *w) {
+    char host[128] = "";
+    gethostname(host, sizeof host - 1);
+    char where[CFG_PATH_MAX + 160];
+    char *real = realpath(w->cfg.store_dir, NULL);
+    snprintf(where, sizeof where, "%s:%s", host, real ? real : w->cfg.store_dir);
+    free(real);
+    const char *group = cfg_kafka_get(&w->cfg, "group.id");
+    snprintf(w->txn_id, sizeof w->txn_id, "m3rec-%.100s-%016" PRIx64, group ? group : "m3rec",
+             hash_fnv64_str(where));
+    if (cfg_kafka_get(&w->cfg, "transactional.id")) return 0;
+    w->props[w->n_props++] = (kio_prop){"transactional.id", w->txn_id};
+    return 0;
+}
+
+static int changelog_topic(worker *w, char *err, size_t n) {
+    const char *name = w->tp.changelog;
+    static const kio_prop compact[] = {{"cleanup.policy", "compact"}};
+    int rc = w->mock ? kio_mock_create_topic(w->mock, name, w->n_partitions, err, n)
+                     : kio_create_topics_cfg(w->props, w->n_props, &name, 1, w->n_partitions,
+                                              compact, 1, START_TIMEOUT_MS, err, n);
+    if (rc != 0) return -1;
+    int parts = kio_check_topics(w->props, w->n_props, &name, 1, START_TIMEOUT_MS, err, n);
+    if (parts < 0) return -1;
+    if (parts != w->n_partitions) {
+        snprintf(err, n, "group.changelog: %s has %d partitions, the input topics %d: its "
+                 "partition p must hold input partition p's state (delete it, or recreate "
+                 "the inputs)", name, parts, w->n_partitions);
+        return -1;
+    }
+    return 0;
+}
+
+static int start_changelog(worker *w, const char *layout, char *err, size_t n) {
+    if (kio_txn_start(w->prod, START_TIMEOUT_MS, err, n) != 0) return -1;
+    uint64_t h = chg_cfg_hash(m3_cfg_hash(lrn_model(w->L, 0)), layout);
+    w->chg = chg_new(w->prod, w->tp.changelog, w->n_topics, w->n_partitions, h, err, n);
+    if (!w->chg) return -1;
+    state_set_changelog(w->st, w->chg, commit_txn, w);
+    fprintf(stderr, "m3rec-worker: group.changelog: partition state follows %s; transactional "
+            "id %s\n", w->tp.changelog, cfg_kafka_get(&w->cfg, "transactional.id")
+            ? cfg_kafka_get(&w->cfg, "transactional.id") : w->txn_id);
+    return 0;
+}
+
 /* Each assigned partition starts after its stored offset, or at the group's committed
  * offset when that is further (another worker handled it since), else where
  * auto.offset.reset says. */
 static void on_assign(void *opaque, rd_kafka_t *rk, rd_kafka_topic_partition_list_t *parts) {
     worker *w = opaque;
-    if (!w->st) {   /* in memory: partitions start at the committed offsets */
+    if (!w->st || w->chg) {
+        if (w->chg) changelog_assign(w, rk, parts);   /* else start at the committed offsets */
+        warn_moves(w, parts, -1);
         live_set_assigned(w->live, parts->cnt);
         return;
     }
@@ -635,7 +882,7 @@ static void on_assign(void *opaque, rd_kafka_t *rk, rd_kafka_topic_partition_lis
     if (e)
         fprintf(stderr, "m3rec-worker: cannot read the group's committed offsets (%s): "
                 "partitions start at the stored offsets\n", rd_kafka_err2str(e));
-    int from_store = 0, from_group = 0, from_reset = 0;
+    int from_store = 0, from_group = 0, from_reset = 0, moved_in = -1;
     for (int i = 0; i < parts->cnt; i++) {
         rd_kafka_topic_partition_t *p = &parts->elems[i];
         int t = topic_index(w, p->topic);
@@ -650,6 +897,7 @@ static void on_assign(void *opaque, rd_kafka_t *rk, rd_kafka_topic_partition_lis
         } else if (group >= 0) {
             p->offset = group;
             from_group++;
+            if (stored >= 0 || !state_fresh(w->st)) moved_in = p->partition;
         } else {
             p->offset = RD_KAFKA_OFFSET_INVALID;
             from_reset++;
@@ -660,6 +908,7 @@ static void on_assign(void *opaque, rd_kafka_t *rk, rd_kafka_topic_partition_lis
     fprintf(stderr, "m3rec-worker: assignment of %d partitions: %d start at the stored offset, "
             "%d at the group's committed one, %d by auto.offset.reset\n", parts->cnt,
             from_store, from_group, from_reset);
+    warn_moves(w, parts, moved_in);
     live_set_assigned(w->live, parts->cnt);   /* restored and placed: ready */
 }
 
@@ -682,6 +931,7 @@ static void on_revoke(void *opaque, rd_kafka_t *rk, const rd_kafka_topic_partiti
         int p = parts->elems[i].partition;
         if (t >= 0 && p >= 0 && p < w->n_partitions)
             w->next_off[t * w->n_partitions + p] = w->floor_off[t * w->n_partitions + p] = -1;
+        if (w->chg) chg_own(w->chg, p, 0);   /* its next owner restores what was written */
     }
 }
 
@@ -693,7 +943,7 @@ static int name_topics_and_props(worker *w, char *err, size_t n) {
     const m3_cfg *c = &w->cfg;
     if (app_topics(&w->tp, c, err, n) != 0) return -1;
     w->n_topics = w->tp.n_scen + 1;
-    w->props = app_kafka_props(c, NULL, 3, &w->n_props);
+    w->props = app_kafka_props(c, NULL, 4, &w->n_props);
     if (!w->props) {
         snprintf(err, n, "out of memory");
         return -1;
@@ -702,7 +952,7 @@ static int name_topics_and_props(worker *w, char *err, size_t n) {
     /* Deliveries never time out: an outage is waited out (worker.outage.max.ms bounds it).
      * Last in the list, so it wins over kafka.message.timeout.ms / delivery.timeout.ms. */
     w->props[w->n_props++] = (kio_prop){"message.timeout.ms", "0"};
-    return 0;
+    return c->group_changelog ? changelog_id(w) : 0;
 }
 
 /* broker.embedded: librdkafka's mock cluster in this process, with every topic. */
@@ -733,14 +983,18 @@ static int check_topics(worker *w, char *err, size_t n) {
         if (kio_check_topics(w->props, w->n_props, &outs[i], 1, START_TIMEOUT_MS, err, n) < 0)
             return -1;
     w->n_partitions = parts;
+    if (w->cfg.group_changelog && changelog_topic(w, err, n) != 0) return -1;
+    w->had = calloc((size_t)parts, 1);
+    w->txn_off = malloc(sizeof *w->txn_off * (size_t)(w->n_topics * parts));
     w->per_source = calloc((size_t)(w->n_topics * parts), sizeof *w->per_source);
     w->next_off = malloc(sizeof *w->next_off * (size_t)(w->n_topics * parts));
     w->floor_off = malloc(sizeof *w->floor_off * (size_t)(w->n_topics * parts));
-    if (!w->per_source || !w->next_off || !w->floor_off) {
+    if (!w->per_source || !w->next_off || !w->floor_off || !w->had || !w->txn_off) {
         snprintf(err, n, "out of memory");
         return -1;
     }
-    for (int i = 0; i < w->n_topics * parts; i++) w->next_off[i] = w->floor_off[i] = -1;
+    for (int i = 0; i < w->n_topics * parts; i++)
+        w->next_off[i] = w->floor_off[i] = w->txn_off[i] = -1;
     int share = w->cfg.order_buffer / (w->n_topics * parts);   /* each source's share */
     w->ord = ord_new(w->n_topics * parts, share < 16 ? 16 : share, w->cfg.order_idle_ms,
                      clk_mono_ms(), err, n);
@@ -758,6 +1012,7 @@ static int open_state(worker *w, char *err, size_t n) {
     snprintf(layout + o, sizeof layout - o, " x %d partitions", w->n_partitions);
     w->st = state_open(c, w->L, layout, err, n);
     if (!w->st) return -1;
+    snprintf(w->layout, sizeof w->layout, "%s", layout);
     state_stats ss;
     state_stats_get(w->st, &ss);
     fprintf(stderr, "m3rec-worker: state %s %s in %.0f ms (store open %.0f ms): model "
@@ -777,6 +1032,7 @@ static int start_clients(worker *w, char *err, size_t n) {
     const m3_cfg *c = &w->cfg;
     w->prod = kio_producer_new(w->props, w->n_props, err, n);
     if (!w->prod) return -1;
+    if (w->cfg.group_changelog && start_changelog(w, w->layout, err, n) != 0) return -1;
     w->cons = kio_consumer_new(w->props, w->n_props, w->tp.all, w->n_topics, err, n);
     if (!w->cons) return -1;
     kio_consumer_set_rebalance_hooks(w->cons, on_assign, on_revoke, w);
@@ -892,6 +1148,9 @@ static void teardown(worker *w) {
     kio_producer_destroy(w->prod);
     kio_mock_destroy(w->mock);
     if (state_close(w->st, err, sizeof err) != 0) fprintf(stderr, "m3rec-worker: %s\n", err);
+    chg_destroy(w->chg);
+    free(w->had);
+    free(w->txn_off);
     lrn_destroy(w->L);
     fmt_decoder_destroy(w->dec);
     reg_destroy(w->reg);
@@ -1131,6 +1390,12 @@ static void between_polls(worker *w, int64_t now, pace *pc) {
         pc->last_assigned = assigned;
     }
     if (lrn_queued(w->L) && now - pc->batch_start >= w->cfg.batch_linger_ms)
+        lrn_run_batch(w->L, emit_prediction, w);
+    /* group.changelog: a transaction open past transaction.timeout.ms is aborted by its
+     * coordinator (and the producer fenced), so settled labels do not wait for impressions
+     * that may not come: past a few intervals the batch runs to reach a boundary */
+    if (w->chg && !lrn_at_boundary(w->L) && !state_broken(w) &&
+        now - w->last_ckpt_ms >= CHG_FORCE_INTERVALS * w->cfg.checkpoint_interval_ms)
         lrn_run_batch(w->L, emit_prediction, w);
     group_step(w);
     if (checkpoint_due(w, now) && changed(w)) checkpoint(w, 0);

@@ -240,6 +240,13 @@ static const cfg__key cfg__keys[] = {
           "the owner of input partition 0 writes the whole shared model to "
           "<topic.prefix>.model.snapshot this often (and a worker alone at a revocation); a "
           "worker loads the newest at start; 0 = never written"),
+    /* issue 16 item 1, the changelog (stream/changelog.h): state that follows its partition */
+    K_TYP("group.changelog", CFG__BOOL, group_changelog, "false",
+          "a group of workers: each partition's user states, user-id rows, pending clicked "
+          "impressions and watermark go to the compacted <topic.prefix>.changelog in one Kafka "
+          "transaction per checkpoint with the outputs and offsets, and follow the partition "
+          "to its next worker (needs store.dir; costs a transaction per checkpoint and a "
+          "restore of each partition that moves)"),
 };
 #define CFG__NKEYS ((int)(sizeof cfg__keys / sizeof cfg__keys[0]))
 _Static_assert(sizeof cfg__keys / sizeof cfg__keys[0] <= CFG_KEYS_MAX, "raise CFG_KEYS_MAX");
@@ -937,6 +944,11 @@ int cfg_check(m3_cfg *c, char *errstr, size_t errstr_size) {
                  c->join_window_ms);
         return cfg__check_fail(c, elapsed, 2, errstr, errstr_size, msg);
     }
+    static const char *const chg[] = { "group.changelog", "store.dir" };
+    if (c->group_changelog && !c->store_dir[0])
+        return cfg__check_fail(c, chg, 2, errstr, errstr_size,
+                               "group.changelog=true needs store.dir (the local store is the "
+                               "working copy the changelog restores into)");
     if (cfg__check_formats(c, errstr, errstr_size) != 0) return -1;
     if (cfg__check_group(c, errstr, errstr_size) != 0) return -1;
     cfg__derive(c);

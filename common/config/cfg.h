@@ -130,6 +130,8 @@ typedef struct m3_cfg {
     int64_t group_sync_wait_ms;           /* group.sync.wait.ms: a silent peer this long is
                                              not waited for */
     int64_t group_snapshot_ms;            /* group.snapshot.interval.ms: 0 = no snapshots */
+    /* issue 16 item 1, state that follows its partition (stream/changelog.h) */
+    int group_changelog;                  /* group.changelog, bool: changelog + transactions */
     /* librdkafka passthrough, in file order (later entries override earlier ones) */
     cfg_kafka_prop *kafka;                /* owned */
     int n_kafka;

@@ -101,6 +101,7 @@ size_t users_dirty_rows(const users_table *t) { return t->book.n_dirty; }
 void users_touch(users_table *t, int64_t row) { rows_touch(&t->book, row); }
 void users_mark(users_table *t, int64_t row) { rows_mark(&t->book, row); }
 void users_clean_all(users_table *t) { rows_clean_all(&t->book); }
+void users_set_dirty(users_table *t, int64_t row, int dirty) { rows_set_dirty(&t->book, row, dirty); }
 
 size_t users_row_bytes(const users_table *t) { return users_value_bytes(t) + rows_row_bytes(); }
 

@@ -59,6 +59,9 @@ uint32_t users_tick(const users_table *t, int64_t row);
 int64_t users_seen(const users_table *t, int64_t row);
 /* Clear every row's dirty flag (they are all in the store now). */
 void users_clean_all(users_table *t);
+/* Set or clear one row's dirty flag, stamping nothing (a row restored from elsewhere must
+ * reach the store as it is). */
+void users_set_dirty(users_table *t, int64_t row, int dirty);
 /* Rows with the dirty flag set. */
 size_t users_dirty_rows(const users_table *t);
 /* The row is in use: stamp the current tick, leave the rest. */

@@ -29,6 +29,7 @@
 
 #include "config/cfg.h"
 #include "base/json.h"
+#include "stream/changelog.h"
 #include "stream/learner.h"
 #include "state/store.h"
 
@@ -93,6 +94,22 @@ int state_failed(const state *st, char *errstr, size_t errstr_size);
 void state_stats_get(const state *st, state_stats *out);
 /* Write the stats as one JSON object value (with RocksDB's estimate of the rows stored). */
 void state_write_json(state *st, json_writer *w);
+
+/* ---- the changelog (group.changelog, stream/changelog.h) ----
+ * With a changelog set, every checkpoint also writes, through it, the records of what it
+ * covers that belong to an input partition: each changed user state and user-id row (of
+ * users the changelog has a partition for), each pending entry added (a tombstone for each
+ * one released), each changed late ring and each source's watermark. The commit hook runs
+ * after the write batch is built and before the store commits it: the checkpoint is
+ * committed locally only when it returns 0 (the worker commits its Kafka transaction
+ * there, so the local store is never ahead of Kafka). c and the hook's ud outlive st. */
+typedef int (*state_commit_fn)(void *ud, char *errstr, size_t errstr_size);
+void state_set_changelog(state *st, chg *c, state_commit_fn commit, void *ud);
+/* The sink chg_restore installs a partition's records into: user states and user-id rows
+ * into memory (replacing what is there, dirty: the next checkpoint stores them), pending
+ * entries into their source's join (after its local entries are dropped), late rings and
+ * watermarks. Call at a learner boundary. */
+chg_sink state_changelog_sink(state *st);
 
 /* Detach from the learner and close the store (flushing its memtables; no checkpoint).
  * Returns 0, or -1 with errstr when the flush failed (checkpoints are durable anyway).

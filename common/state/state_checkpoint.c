@@ -130,7 +130,10 @@ static int state__put_rows(state *st, uint64_t *rows_w, uint64_t *users_w) {
     for (size_t r = 0; r < emb_rows(st->emb); r++) {
         if (!emb_dirty(st->emb, (int64_t)r)) continue;
         emb_value_save(st->emb, (int64_t)r, v);
-        bad |= store_batch_put_u64(st->b, STORE_EMB, emb_key(st->emb, (int64_t)r), v, eb);
+        uint64_t key = emb_key(st->emb, (int64_t)r);
+        bad |= store_batch_put_u64(st->b, STORE_EMB, key, v, eb);
+        if (st->chg && chg_user_partition(st->chg, key) >= 0)   /* a user-id row */
+            bad |= state__chg_key(st, CHG_ROW, key, v, eb);
         (*rows_w)++;
     }
     for (size_t r = 0; r < users_rows(st->users); r++) {
@@ -139,6 +142,7 @@ static int state__put_rows(state *st, uint64_t *rows_w, uint64_t *users_w) {
         int64_t seen = users_seen(st->users, (int64_t)r);
         memcpy(v + ub, &seen, 8);
         bad |= store_batch_put_u64(st->b, STORE_USER, users_key(st->users, (int64_t)r), v, ub + 8);
+        bad |= state__chg_key(st, CHG_USER, users_key(st->users, (int64_t)r), v, ub + 8);
         (*users_w)++;
     }
     return bad != 0;
@@ -159,6 +163,7 @@ static void state__pend_put(void *ud, const pend_entry *e, uint64_t seq) {
     unsigned char *v = state__vbuf(st, need);
     size_t vlen = v ? pend_entry_encode(e, seq, st->nc, st->cfg->model.n_num, v, need) : 0;
     if (!vlen || store_batch_put(st->b, STORE_PENDING, key, klen, v, vlen) != 0) c->fail = 1;
+    if (vlen && state__chg_src(st, CHG_PEND, c->src, e->impression_id, v, vlen)) c->fail = 1;
     st->st.pending_written++;
 }
 
@@ -167,6 +172,7 @@ static void state__pend_del(void *ud, const char *id) {
     unsigned char key[4 + M3_ID_MAX];
     size_t klen = state__pend_key(key, c->src, id);
     if (store_batch_delete(c->st->b, STORE_PENDING, key, klen) != 0) c->fail = 1;
+    if (state__chg_src(c->st, CHG_PEND, c->src, id, NULL, 0)) c->fail = 1;
     c->st->st.deletes++;
 }
 
@@ -188,6 +194,7 @@ static int state__put_pending(state *st) {
         if (!lb) return -1;
         pend_late_save(pt, lb, len);
         bad |= store_batch_put(st->b, STORE_PENDING, key, 4, lb, len);
+        bad |= state__chg_src(st, CHG_LATE, src, NULL, lb, len);
         free(lb);
     }
     return bad != 0;
@@ -255,11 +262,18 @@ static int state__write(state *st, const state_offset *offs, int n, size_t *byte
     bad |= r;
     if ((r = state__put_pending(st)) < 0) return 1;
     bad |= r;
+    bad |= state__chg_metas(st);
     if ((r = state__put_dense(st)) < 0) return 1;
     bad |= r;
     if (state__put_offsets(st, offs, n, errstr, errn) != 0) return -1;
+    if (st->chg_err[0]) {   /* a changelog record was not queued: the transaction must not commit */
+        snprintf(errstr, errn, "checkpoint: changelog: %s", st->chg_err);
+        return -1;
+    }
     if (bad) return 1;
     *bytes = store_batch_bytes(st->b);
+    /* the changelog's transaction commits first: the local store is never ahead of Kafka */
+    if (st->commit_fn && st->commit_fn(st->commit_ud, errstr, errn) != 0) return -1;
     return store_commit(st->s, st->b, st->cfg->checkpoint_sync, errstr, errn) != 0 ? -1 : 0;
 }
 

@@ -83,6 +83,11 @@ struct state {
     unsigned char *vbuf;
     size_t vcap;
     uint64_t lru[STATE__LRU_BUCKETS]; /* eviction scratch: bytes per tick bucket */
+    /* the changelog (group.changelog): NULL when off */
+    chg *chg;
+    state_commit_fn commit_fn;
+    void *commit_ud;
+    char chg_err[512];                 /* the first changelog write that failed */
     char dir[CFG_PATH_MAX];
     int failed;
     char err[512];
@@ -107,6 +112,18 @@ int state__rollback(void *ud, int model);
 int state__offset_set(state *st, const char *topic, int32_t partition, int64_t next);
 /* A pending-family key: <src u32 BE><id> (id NULL: the late ring's key). Returns its length. */
 size_t state__pend_key(unsigned char *key, int src, const char *id);
+
+/* ---- state_changelog.c: the changelog's records of a checkpoint ---- */
+
+/* Write one record through the changelog (state_set_changelog), when there is one: a user
+ * state or user-id row by key, a pending entry (val NULL: its tombstone), late ring or
+ * watermark by source. Returns 0 (written or not for the changelog), or 1 when it failed
+ * (st->chg_err says why; the checkpoint must fail). */
+int state__chg_key(state *st, int kind, uint64_t key, const void *val, size_t len);
+int state__chg_src(state *st, int kind, int src, const char *id, const void *val, size_t len);
+/* The meta record of every source of an owned partition (its watermark and counts travel
+ * with it). Returns 0, or 1 as above. */
+int state__chg_metas(state *st);
 
 /* ---- state_batch.c: the learner's hooks ---- */
 

@@ -1220,6 +1220,7 @@ struct kio_producer {
                                     queue was empty before the oldest message waiting */
     int64_t down_since;          /* monotonic; 0 while the cluster answers */
     int64_t last_probe;          /* the last metadata request made while down */
+    int txn;                     /* transactional, with a transaction open */
     char last_err[KIO__ERR_MAX];
 };
 
@@ -1285,20 +1286,17 @@ kio_producer *kio_producer_new(const kio_prop *props, int n_props, char *errstr,
     return p;
 }
 
-int kio_produce(kio_producer *p, const char *topic, const void *key, size_t keylen,
-                const void *val, size_t len, const char *const *hdrs, int n_hdr_pairs,
-                char *errstr, size_t n) {
-    rd_kafka_headers_t *h = NULL;
-    if (n_hdr_pairs > 0) {
-        h = rd_kafka_headers_new((size_t)n_hdr_pairs);
-        for (int i = 0; i < n_hdr_pairs; i++)
-            rd_kafka_header_add(h, hdrs[2 * i], -1, hdrs[2 * i + 1], -1);
-    }
+/* Enqueue a copy of key and val (NULL: a tombstone) for topic's partition
+ * (RD_KAFKA_PARTITION_UA: the partitioner's choice), with headers h (owned by the message
+ * once enqueued, destroyed here otherwise). */
+static int kio__produce(kio_producer *p, const char *topic, int32_t partition, const void *key,
+                        size_t keylen, const void *val, size_t len, rd_kafka_headers_t *h,
+                        char *errstr, size_t n) {
     rd_kafka_resp_err_t e = RD_KAFKA_RESP_ERR_NO_ERROR;
     for (int tries = 0; tries <= KIO__QFULL_RETRIES; tries++) {
         /* F_COPY: val is copied, so casting away const is safe; the key is always copied. */
-        e = rd_kafka_producev(p->rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY(key, keylen),
-                              RD_KAFKA_V_VALUE((void *)val, len),
+        e = rd_kafka_producev(p->rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_PARTITION(partition),
+                              RD_KAFKA_V_KEY(key, keylen), RD_KAFKA_V_VALUE((void *)val, len),
                               RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
                               RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_END);
         if (e != RD_KAFKA_RESP_ERR__QUEUE_FULL) break;
@@ -1320,6 +1318,23 @@ int kio_produce(kio_producer *p, const char *topic, const void *key, size_t keyl
         err_set(errstr, n, "produce to %s: %s", topic, rd_kafka_err2str(e));
     }
     return -1;
+}
+
+int kio_produce(kio_producer *p, const char *topic, const void *key, size_t keylen,
+                const void *val, size_t len, const char *const *hdrs, int n_hdr_pairs,
+                char *errstr, size_t n) {
+    rd_kafka_headers_t *h = NULL;
+    if (n_hdr_pairs > 0) {
+        h = rd_kafka_headers_new((size_t)n_hdr_pairs);
+        for (int i = 0; i < n_hdr_pairs; i++)
+            rd_kafka_header_add(h, hdrs[2 * i], -1, hdrs[2 * i + 1], -1);
+    }
+    return kio__produce(p, topic, RD_KAFKA_PARTITION_UA, key, keylen, val, len, h, errstr, n);
+}
+
+int kio_produce_to(kio_producer *p, const char *topic, int32_t partition, const void *key,
+                   size_t keylen, const void *val, size_t len, char *errstr, size_t n) {
+    return kio__produce(p, topic, partition, key, keylen, val, len, NULL, errstr, n);
 }
 
 void kio_producer_poll(kio_producer *p) {
@@ -1394,6 +1409,84 @@ void kio_producer_destroy(kio_producer *p) {
     rd_kafka_poll(p->rk, 0);
     rd_kafka_destroy(p->rk);
     free(p);
+}
+
+/* ---------------------------------------------------------------- transactions */
+
+/* Fill errstr from a transactional call's error and destroy it. */
+static void kio__txn_err(rd_kafka_error_t *e, const char *what, char *errstr, size_t n) {
+    err_set(errstr, n, "%s: %s%s", what, rd_kafka_error_string(e),
+            rd_kafka_error_is_fatal(e) ? " (fatal)"
+            : rd_kafka_error_txn_requires_abort(e) ? " (the transaction must abort)" : "");
+    rd_kafka_error_destroy(e);
+}
+
+int kio_txn_start(kio_producer *p, int timeout_ms, char *errstr, size_t n) {
+    rd_kafka_error_t *e = rd_kafka_init_transactions(p->rk, timeout_ms);
+    if (e) {
+        kio__txn_err(e, "init_transactions", errstr, n);
+        return -1;
+    }
+    if ((e = rd_kafka_begin_transaction(p->rk))) {
+        kio__txn_err(e, "begin_transaction", errstr, n);
+        return -1;
+    }
+    p->txn = 1;
+    return 0;
+}
+
+int kio_txn_active(const kio_producer *p) {
+    return p->txn;
+}
+
+/* Run one step of a commit until it succeeds, fails for good, or the deadline passes
+ * (1). step 0: send the offsets, 1: commit. */
+static int kio__txn_step(kio_producer *p, int step, kio_consumer *c,
+                         const rd_kafka_topic_partition_list_t *offs, int64_t deadline,
+                         char *errstr, size_t n) {
+    for (;;) {
+        int64_t left = deadline - clk_mono_ms();
+        if (left <= 0) return 1;
+        rd_kafka_error_t *e;
+        if (step == 0) {
+            rd_kafka_consumer_group_metadata_t *gm =
+                rd_kafka_consumer_group_metadata(kio_consumer_handle(c));
+            e = rd_kafka_send_offsets_to_transaction(p->rk, offs, gm, (int)left);
+            rd_kafka_consumer_group_metadata_destroy(gm);
+        } else {
+            e = rd_kafka_commit_transaction(p->rk, (int)left);
+        }
+        if (!e) return 0;
+        if (rd_kafka_error_is_retriable(e) && !rd_kafka_error_is_fatal(e) &&
+            !rd_kafka_error_txn_requires_abort(e)) {
+            rd_kafka_error_destroy(e);
+            continue;
+        }
+        p->txn = 0;
+        kio__txn_err(e, step == 0 ? "send_offsets_to_transaction" : "commit_transaction",
+                     errstr, n);
+        return -1;
+    }
+}
+
+int kio_txn_commit(kio_producer *p, kio_consumer *c, const rd_kafka_topic_partition_list_t *offs,
+                   int timeout_ms, char *errstr, size_t n) {
+    if (!p->txn) return err_set(errstr, n, "no transaction is open");
+    int64_t deadline = clk_mono_ms() + timeout_ms;
+    int rc = 0;
+    if (offs && offs->cnt > 0) rc = kio__txn_step(p, 0, c, offs, deadline, errstr, n);
+    if (rc == 0) rc = kio__txn_step(p, 1, c, offs, deadline, errstr, n);
+    if (rc == 1)
+        err_set(errstr, n, "the transaction did not commit within %d ms (%d messages waiting)",
+                timeout_ms, rd_kafka_outq_len(p->rk));
+    if (rc != 0) return rc;
+    rd_kafka_error_t *e = rd_kafka_begin_transaction(p->rk);
+    if (e) {
+        p->txn = 0;
+        kio__txn_err(e, "begin_transaction", errstr, n);
+        return -1;
+    }
+    return 0;
 }
 
 /* ---------------------------------------------------------------- partitioning */

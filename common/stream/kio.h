@@ -57,8 +57,8 @@ int kio_create_topics(const kio_prop *props, int n_props, const char *const *top
                       int n_topics, int partitions, int timeout_ms,
                       char *errstr, size_t errstr_size);
 
-/* kio_create_topics with topic configs (e.g. max.message.bytes, cleanup.policy) given to
- * each new topic; a topic that already exists keeps its own. */
+/* kio_create_topics with topic configs (e.g. max.message.bytes, cleanup.policy=compact)
+ * given to each new topic; a topic that already exists keeps its own. */
 int kio_create_topics_cfg(const kio_prop *props, int n_props, const char *const *topics,
                           int n_topics, int partitions, const kio_prop *configs, int n_configs,
                           int timeout_ms, char *errstr, size_t errstr_size);
@@ -249,6 +249,13 @@ kio_producer *kio_producer_new(const kio_prop *props, int n_props,
 int kio_produce(kio_producer *p, const char *topic, const void *key, size_t keylen,
                 const void *val, size_t len, const char *const *hdrs, int n_hdr_pairs,
                 char *errstr, size_t errstr_size);
+/* Produce a copy of key and val to topic's partition `partition` (no partitioner: the
+ * caller places the record, as the changelog places a partition's state); val NULL with
+ * len 0 produces a tombstone (a NULL value, which compaction deletes). Otherwise as
+ * kio_produce. Returns 0 when enqueued, or -1 with errstr filled. */
+int kio_produce_to(kio_producer *p, const char *topic, int32_t partition, const void *key,
+                   size_t keylen, const void *val, size_t len, char *errstr,
+                   size_t errstr_size);
 /* Serve delivery reports without blocking. Call regularly. */
 void kio_producer_poll(kio_producer *p);
 /* Wait at most timeout_ms for all queued messages to be delivered. Returns 0 when the
@@ -284,6 +291,28 @@ rd_kafka_t *kio_producer_handle(kio_producer *p);
 int kio_producer_embedded(kio_producer *p, int timeout_ms);
 /* Destroy without flushing (call kio_producer_flush first). NULL: no-op. */
 void kio_producer_destroy(kio_producer *p);
+
+/* ---- transactions (group.changelog) ----
+ * A producer made with a transactional.id among its props is transactional: everything it
+ * produces belongs to the transaction begun last, and becomes visible to read_committed
+ * consumers when it commits (with the consumer offsets sent to it), or never. The
+ * consumer's group metadata goes with the offsets, so the group coordinator refuses the
+ * commit of a member of an older generation (a zombie after a rebalance). */
+
+/* Register the transactional.id with its coordinator (fencing an older producer with the
+ * same id: its open transaction is aborted) and begin the first transaction. Waits at most
+ * timeout_ms. Returns 0, or -1 with errstr. */
+int kio_txn_start(kio_producer *p, int timeout_ms, char *errstr, size_t errstr_size);
+/* Commit the open transaction with the consumer offsets offs (next offsets to consume;
+ * NULL or empty: none) for consumer c's group, then begin the next. Waits for the
+ * transaction's messages to be delivered, retrying while the error is retriable, at most
+ * timeout_ms. Returns 0; 1 when timeout_ms passed and the commit may be retried; -1 with
+ * errstr when it failed for good (fenced, aborted, fatal): the producer is no longer
+ * usable, and what the transaction held is never visible to read_committed consumers. */
+int kio_txn_commit(kio_producer *p, kio_consumer *c, const rd_kafka_topic_partition_list_t *offs,
+                   int timeout_ms, char *errstr, size_t errstr_size);
+/* 1 when p is transactional (kio_txn_start succeeded), else 0. */
+int kio_txn_active(const kio_producer *p);
 
 /* ---- partitioning ---- */
 

@@ -521,6 +521,23 @@ int pend_restore(pend_table *t, const char *impression_id, int64_t ts_ms, uint64
     return 0;
 }
 
+void pend_clear(pend_table *t) {
+    for (size_t i = 0; i < t->n_slots; i++) {
+        pend__slot *sl = &t->slots[i];
+        if (!sl->live) continue;
+        if (sl->stored) pend__bury(t, sl->id);
+        pend__slot_free(t, (uint32_t)i);
+    }
+    t->live = 0;
+    t->n_heap = 0;   /* every node was stale or freed */
+    memset(t->idx.v, 0xff, t->idx.cap * sizeof *t->idx.v);
+    t->idx.n = 0;
+    memset(t->late_idx.v, 0xff, t->late_idx.cap * sizeof *t->late_idx.v);
+    t->late_idx.n = 0;
+    t->late_head = t->late_n = 0;
+    t->late_dirty = true;
+}
+
 uint64_t pend_next_seq(const pend_table *t) { return t->next_seq; }
 
 void pend_set_clock(pend_table *t, int64_t watermark_ms, uint64_t next_seq) {

@@ -138,6 +138,11 @@ int pend_entry_head(const void *buf, size_t len, uint64_t *seq, int64_t *ts_ms);
 int pend_entry_decode(pend_entry *e, const char *impression_id, int n_cat, int n_num,
                       const void *buf, size_t len);
 
+/* Drop every pending entry and the late ring (the changelog restore replaces a source's
+ * join with what its previous owner wrote): the stored entries are reported to del at the
+ * next pend_sync, the late ring counts as changed. The watermark and seq stay. */
+void pend_clear(pend_table *t);
+
 /* Entries pending now. */
 size_t pend_size(const pend_table *t);
 /* The watermark so far (INT64_MIN before the first pend_expire). */

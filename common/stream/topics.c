@@ -29,7 +29,8 @@ int topics_init(topics *t, const char *prefix, const char *const *scen, int n_sc
         if (topics__set(t, s, prefix, "events", scen[s], errstr, errstr_size) != 0) return -1;
     if (topics__set(t, n_scen, prefix, "requests", NULL, errstr, errstr_size) != 0 ||
         topics__set(t, n_scen + 1, prefix, "predictions", NULL, errstr, errstr_size) != 0 ||
-        topics__set(t, n_scen + 2, prefix, "dlq", NULL, errstr, errstr_size) != 0)
+        topics__set(t, n_scen + 2, prefix, "dlq", NULL, errstr, errstr_size) != 0 ||
+        topics__set(t, n_scen + 3, prefix, "changelog", NULL, errstr, errstr_size) != 0)
         return -1;
     int a = snprintf(t->model, TOPICS_NAME_MAX, "%s.model", prefix);
     int b = snprintf(t->model_snapshot, TOPICS_NAME_MAX, "%s.model.snapshot", prefix);
@@ -38,6 +39,8 @@ int topics_init(topics *t, const char *prefix, const char *const *scen, int n_sc
                  prefix, TOPICS_NAME_MAX - 1);
         return -1;
     }
+    t->changelog = t->all[n_scen + 3];
+    t->all[n_scen + 3] = NULL;   /* all[] lists the pipeline's own topics only */
     t->requests = t->all[n_scen];
     t->predictions = t->all[n_scen + 1];
     t->dlq = t->all[n_scen + 2];

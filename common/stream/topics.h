@@ -1,14 +1,16 @@
 /* topics.h - the topic names of one pipeline, made from its prefix and scenarios in one
  * place (docs/contract.md): <prefix>.events.<scenario> per scenario, <prefix>.requests,
- * <prefix>.predictions, <prefix>.dlq; and the group's shared model (group.sync, app/group.h):
- * <prefix>.model (the workers' update blobs) and <prefix>.model.snapshot. */
+ * <prefix>.predictions, <prefix>.dlq; <prefix>.changelog (group.changelog); and the group's
+ * shared model (group.sync, app/group.h): <prefix>.model (the workers' update blobs) and
+ * <prefix>.model.snapshot. The last three are not in `all`: the worker creates them with
+ * their own settings (the changelog compacted with the inputs' partition count). */
 #ifndef M3_TOPICS_H
 #define M3_TOPICS_H
 #include <stddef.h>
 #include "engine/model.h"   /* M3_MAX_SCEN */
 
 #define TOPICS_NAME_MAX 256
-#define TOPICS_MAX (M3_MAX_SCEN + 3)
+#define TOPICS_MAX (M3_MAX_SCEN + 4)
 
 typedef struct {
     int n_scen;
@@ -16,6 +18,7 @@ typedef struct {
      * dlq (the order kio_create_topics gets them in). Pointers into `names`. */
     const char *all[TOPICS_MAX];
     const char *requests, *predictions, *dlq;
+    const char *changelog;   /* names[n_scen + 3]; not in all[] */
     char names[TOPICS_MAX][TOPICS_NAME_MAX];
     /* the model topics: not in `all` (the group's workers create them, with their own
      * partition count and limits: app/group.h) */
