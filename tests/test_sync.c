@@ -198,16 +198,16 @@ static void test_no_user_rows(void) {
     CHECK(user_rows > 0);
     unsigned char *b;
     size_t len = sync_extract(s, &b, err, sizeof err);
-    uint64_t np, nr;   /* header: n_params at 48, n_rows at 56, 72 bytes */
+    uint64_t np, nr;   /* header: n_params at 48, n_rows at 56, 80 bytes */
     memcpy(&np, b + 48, 8);
     memcpy(&nr, b + 56, 8);
     CHECK(nr > 0);
     for (uint64_t r = 0; r < nr; r++) {
         uint64_t key;
-        memcpy(&key, b + 72 + np * 4 + r * (8 + 16), 8);
+        memcpy(&key, b + 80 + np * 4 + r * (8 + 16 + 4), 8);
         CHECK_MSG((key >> 56) != M3_SLOT_USER, "row %llu is a user's", (unsigned long long)r);
     }
-    CHECK(len > 72);
+    CHECK(len > 80);
     free(b);
     sync_destroy(s);
     m3_destroy(a);
@@ -254,6 +254,9 @@ static void test_refusals(void) {
     bad[4] = 9;   /* format version */
     reseal(bad, len);
     refused(b, bad, len, "format version 9");
+    bad[4] = 1;   /* format 1: rows without their counters */
+    reseal(bad, len);
+    refused(b, bad, len, "format version 1");
     memcpy(bad, blob, len);
     bad[0] = 'X';
     reseal(bad, len);
@@ -261,12 +264,12 @@ static void test_refusals(void) {
     memcpy(bad, blob, len);
     uint64_t np, user = m3_feat_key(M3_SLOT_USER, 4);
     memcpy(&np, blob + 48, 8);
-    memcpy(bad + 72 + np * 4, &user, 8);   /* the first row made a user's */
+    memcpy(bad + 80 + np * 4, &user, 8);   /* the first row made a user's */
     reseal(bad, len);
     refused(b, bad, len, "user id");
     memcpy(bad, blob, len);
     float inf = INFINITY;
-    memcpy(bad + 72, &inf, 4);
+    memcpy(bad + 80, &inf, 4);
     reseal(bad, len);
     refused(b, bad, len, "non-finite");
     CHECK_EQ_INT(sync_apply(b, NULL, blob, len, (sync_weight){1, 1}, err, sizeof err), 0);   /* the good one */
@@ -274,6 +277,109 @@ static void test_refusals(void) {
     free(blob);
     sync_destroy(s);
     m3_destroy(a); m3_destroy(b); m3_destroy(x);
+}
+
+/* The item counters travel: a receiver's counter of each item in a blob grows by the
+ * sender's impressions of it; a peer's counts are never sent back, and a worker's own blob
+ * applied to itself adds nothing. */
+static void test_counters(void) {
+    m3_model_cfg c = tiny_cfg();
+    m3_model *a = make(&c), *b = make(&c);
+    char err[256];
+    sync_state *sa = sync_new(a, 0, err, sizeof err), *sb = sync_new(b, 1, err, sizeof err);
+    CHECK(sa && sb);
+    train(b, 3, 100);
+    unsigned char *blob, *back, *own;
+    size_t len = sync_extract(sb, &blob, err, sizeof err);   /* b's own start, set aside */
+    free(blob);
+    train(a, 7, 0);   /* 84 impressions over 6 items */
+    emb_table *ta = m3_emb_table(a), *tb = m3_emb_table(b);
+    uint32_t ca[6], cb[6];
+    for (int v = 0; v < 6; v++) {
+        int64_t ra = emb_find(ta, m3_feat_key(M3_SLOT_ITEM, v)), rb = emb_find(tb, m3_feat_key(M3_SLOT_ITEM, v));
+        CHECK(ra >= 0);
+        ca[v] = *emb_count(ta, ra);
+        cb[v] = rb >= 0 ? *emb_count(tb, rb) : 0;
+    }
+    len = sync_extract(sa, &blob, err, sizeof err);
+    CHECK_MSG(len > 0, "%s", err);
+    CHECK_EQ_INT(sync_apply(a, sa, blob, len, (sync_weight){1, 1}, err, sizeof err), 0);
+    CHECK_EQ_INT(sync_apply(b, sb, blob, len, (sync_weight){1, 1}, err, sizeof err), 0);
+    for (int v = 0; v < 6; v++) {
+        int64_t ra = emb_find(ta, m3_feat_key(M3_SLOT_ITEM, v)), rb = emb_find(tb, m3_feat_key(M3_SLOT_ITEM, v));
+        CHECK(rb >= 0);
+        CHECK_EQ_INT(*emb_count(ta, ra), ca[v]);   /* own blob: no double count */
+        CHECK_MSG(*emb_count(tb, rb) == cb[v] + ca[v], "item %d: b counts %u, want %u + %u", v,
+                  *emb_count(tb, rb), cb[v], ca[v]);
+    }
+    /* b trains on, its next blob carries only its own impressions */
+    train(b, 2, 100);
+    size_t lb = sync_extract(sb, &back, err, sizeof err);
+    m3_model *z = make(&c);   /* a fresh receiver: its counters are the blob's deltas */
+    CHECK_EQ_INT(sync_apply(z, NULL, back, lb, (sync_weight){1, 1}, err, sizeof err), 0);
+    uint32_t total = 0;
+    for (int v = 0; v < 6; v++) {
+        int64_t rz = emb_find(m3_emb_table(z), m3_feat_key(M3_SLOT_ITEM, v));
+        total += rz >= 0 ? *emb_count(m3_emb_table(z), rz) : 0;
+    }
+    CHECK_EQ_INT(total, 24);   /* 2 minibatches of 12 */
+    size_t lo = sync_extract(sa, &own, err, sizeof err);
+    CHECK(lo > 0);
+    free(blob); free(back); free(own);
+    sync_destroy(sa); sync_destroy(sb);
+    m3_destroy(a); m3_destroy(b); m3_destroy(z);
+}
+
+/* The grad rule: two workers from one start train on their own users, exchange their
+ * gradients and step: their dense parameters and versions are the same bit for bit
+ * (one Adam step on the mean of the 8 + 5 minibatches' gradients), unlike `sum`'s; a
+ * gradient blob is refused by a worker applying deltas, and the other way round. */
+static void test_grad_rule(void) {
+    m3_model_cfg cfg = tiny_cfg();
+    m3_model *a = make(&cfg), *c = make(&cfg), *x = make(&cfg);
+    char err[256];
+    sync_state *sa = sync_new(a, 0, err, sizeof err), *sc = sync_new(c, 1, err, sizeof err);
+    sync_state *sx = sync_new(x, 2, err, sizeof err);
+    CHECK(sa && sc && sx);
+    CHECK_EQ_INT(sync_set_grad(sa, 1, err, sizeof err), 0);
+    CHECK_EQ_INT(sync_set_grad(sc, 1, err, sizeof err), 0);
+    size_t np = m3_n_params(a);
+    float *p0 = malloc(np * sizeof *p0);
+    memcpy(p0, m3_params(a), np * sizeof *p0);
+    train(a, 8, 0);
+    train(c, 5, 100);
+    train(x, 1, 200);
+    CHECK_EQ_INT(m3_steps(a), 0);   /* no step of its own under the grad rule */
+    CHECK(memcmp(p0, m3_params(a), np * sizeof *p0) == 0);
+    CHECK_EQ_INT(sync_batches(sa), 8);
+    unsigned char *ba, *bc, *bx;
+    size_t la = sync_extract(sa, &ba, err, sizeof err), lc = sync_extract(sc, &bc, err, sizeof err);
+    size_t lx = sync_extract(sx, &bx, err, sizeof err);
+    sync_info in;
+    CHECK_EQ_INT(sync_check(a, ba, la, &in, err, sizeof err), 0);
+    CHECK(in.grad == 1 && in.batches == 8);
+    sync_weight wp, wo;
+    sync_rule_weights(SYNC_GRAD, 2, &wp, &wo);
+    CHECK_EQ_INT(sync_apply(a, sa, ba, la, wo, err, sizeof err), 0);
+    CHECK_EQ_INT(sync_apply(a, sa, bc, lc, wp, err, sizeof err), 0);
+    CHECK_EQ_INT(sync_apply(c, sc, ba, la, wp, err, sizeof err), 0);
+    CHECK_EQ_INT(sync_apply(c, sc, bc, lc, wo, err, sizeof err), 0);
+    CHECK(sync_step(sa) == 1 && sync_step(sc) == 1);
+    CHECK(sync_step(sa) == 0);   /* nothing more to step on */
+    CHECK(m3_steps(a) == 1 && m3_steps(c) == 1);
+    CHECK_MSG(memcmp(m3_params(a), m3_params(c), np * sizeof *p0) == 0,
+              "the grad rule left the workers' dense parameters different");
+    CHECK(memcmp(p0, m3_params(a), np * sizeof *p0) != 0);
+    /* a mixed group is refused, each way, and changes nothing */
+    char why[256] = "";
+    CHECK_EQ_INT(sync_apply(x, sx, ba, la, wp, why, sizeof why), -1);
+    CHECK_MSG(strstr(why, "different rules") != NULL, "%s", why);
+    CHECK_EQ_INT(sync_apply(a, sa, bx, lx, wp, why, sizeof why), -1);
+    CHECK_MSG(strstr(why, "different rules") != NULL, "%s", why);
+    CHECK_EQ_INT(sync_step(sa), 0);
+    free(ba); free(bc); free(bx); free(p0);
+    sync_destroy(sa); sync_destroy(sc); sync_destroy(sx);
+    m3_destroy(a); m3_destroy(c); m3_destroy(x);
 }
 
 static char dir[] = "/tmp/m3_test_sync_XXXXXX";
@@ -350,6 +456,8 @@ int main(void) {
     test_rules(SYNC_MIXED);
     test_no_user_rows();
     test_refusals();
+    test_counters();
+    test_grad_rule();
     test_offline_group();
     return 0;
 }

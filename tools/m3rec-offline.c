@@ -25,7 +25,7 @@
  *
  * --group N [--sync RULE] [--sync.every K] [--sync.delay D]: N learners on the stream split
  * by a hash of the user id (as a consumer group's workers get it), one model shared through
- * update blobs (engine/sync.h: RULE none, sum (the default), scaled, avg or mixed) exchanged
+ * update blobs (engine/sync.h: RULE none, sum (the default), scaled, avg, mixed or grad) exchanged
  * every K minibatches (1) and applied D rounds late (0). The report is the group's (the
  * learners' scoreboards merged), each learner's beside it as --report's PATH.w0, .w1, ...
  * (docs/architecture.md, "Scaling out"; figures: docs/results.md).
@@ -151,7 +151,7 @@ static void usage(void) {
             "                     [--max-rows N] [--config FILE] [--set key=value]...\n"
             "                     [--report PATH] [--oracle-report PATH] [--dump-batches PATH]\n"
             "                     [--quiet] [--drain] [GROUP] DATA_FILE...\n"
-            "GROUP: --group N [--sync none|sum|scaled|avg|mixed] [--sync.every K] [--sync.delay D]\n");
+            "GROUP: --group N [--sync none|sum|scaled|avg|mixed|grad] [--sync.every K] [--sync.delay D]\n");
 }
 
 static void dump_batch(void *ud, const m3_example *ex, const char *const *ids, int B, int n_imp) {
@@ -197,7 +197,7 @@ static int group_arg(group *g, int argc, char **argv, int *i) {
     if (!v || (num && (*end || x < 0 || x > 1000000)) ||
         (!num && (g->rule = sync_rule_parse(v)) < 0)) {
         fprintf(stderr, "m3rec-offline: %s %s: expected %s\n", a, v ? v : "(nothing)",
-                num ? "a count 0..1000000" : "none, sum, scaled, avg or mixed");
+                num ? "a count 0..1000000" : "none, sum, scaled, avg, mixed or grad");
         return -1;
     }
     if (num) *num = (int)x;
@@ -253,7 +253,8 @@ static int group_open(offline *o) {
     for (int k = 0; k < g->n; k++)
         for (int i = 0; i < g->n_models; i++)
             if (!(g->ss[k * g->n_models + i] = sync_new(lrn_model(g->L[k], i), (uint32_t)k, err,
-                                                       sizeof err)))
+                                                       sizeof err)) ||
+                sync_set_grad(g->ss[k * g->n_models + i], g->rule == SYNC_GRAD, err, sizeof err))
                 goto fail;
     g->next_steps = (int64_t)g->n * g->every;
     return 0;
@@ -263,7 +264,8 @@ fail:
 }
 
 /* Apply round `due`'s blobs (its ring slot) to every learner's models, with the rule's
- * weights: a peer's delta, and its own (avg). Returns 0, or -1 after saying why. */
+ * weights: a peer's delta, and its own (avg, grad), in sender order (grad: every learner
+ * then takes the same step). Returns 0, or -1 after saying why. */
 static int group_apply(group *g, size_t slot) {
     char err[512];
     sync_weight wp, wo;
@@ -280,6 +282,7 @@ static int group_apply(group *g, size_t slot) {
                     return -1;
                 }
             }
+    for (int k = 0; k < g->n * g->n_models; k++) sync_step(g->ss[k]);
     return 0;
 }
 
@@ -289,7 +292,7 @@ static int group_apply(group *g, size_t slot) {
 static int group_sync(group *g) {
     char err[512];
     int64_t steps = 0;
-    for (int k = 0; k < g->n; k++) steps += lrn_model_version(g->L[k]);
+    for (int k = 0; k < g->n; k++) steps += (int64_t)sync_batches(g->ss[k * g->n_models]);
     if (steps < g->next_steps) return 0;
     double t0 = clk_process_cpu_s();
     g->next_steps += (int64_t)g->n * g->every;
