@@ -45,12 +45,12 @@ static m3_model *make(const m3_model_cfg *c) {
 }
 
 /* A few minibatches of random examples; users from user_base on (disjoint shares). */
+static int64_t train_t = 1000000;   /* the examples' event time */
 static void train(m3_model *m, int batches, int user_base) {
     enum { B = 12 };
     m3_example ex[B];
-    static int64_t t = 1000000;
     for (int b = 0; b < batches; b++) {
-        t += 1000;
+        int64_t t = train_t += 1000;
         for (int i = 0; i < B; i++) {
             memset(&ex[i], 0, sizeof ex[i]);
             ex[i].ts_ms = t + i;
@@ -382,6 +382,116 @@ static void test_grad_rule(void) {
     m3_destroy(a); m3_destroy(c); m3_destroy(x);
 }
 
+/* --sync.bits 16: the grad rule's gradient in bfloat16 - 2 bytes a value, both workers
+ * still the same after the step, and what the rounding dropped goes out with the next
+ * blob (error feedback); the bfloat16 flag on a delta blob is refused. */
+static void test_bf16(void) {
+    m3_model_cfg cfg = tiny_cfg();
+    m3_model *a = make(&cfg), *c = make(&cfg), *ref = make(&cfg);
+    char err[256];
+    sync_state *sa = sync_new(a, 0, err, sizeof err), *sc = sync_new(c, 1, err, sizeof err);
+    sync_state *sr = sync_new(ref, 2, err, sizeof err);
+    CHECK(sa && sc && sr);
+    CHECK(!sync_set_grad(sa, 1, err, sizeof err) && !sync_set_grad(sc, 1, err, sizeof err));
+    CHECK(!sync_set_bf16(sa, 1, err, sizeof err) && !sync_set_bf16(sc, 1, err, sizeof err));
+    size_t np = m3_n_params(a);
+    for (int round = 0; round < 2; round++) {
+        train(a, 3, 0);
+        train(c, 2, 100);
+        unsigned char *ba, *bc;
+        size_t la = sync_extract(sa, &ba, err, sizeof err), lc = sync_extract(sc, &bc, err, sizeof err);
+        sync_info in;
+        CHECK_EQ_INT(sync_check(c, ba, la, &in, err, sizeof err), 0);
+        CHECK(in.grad == 1 && in.dense_bytes == 2);
+        CHECK_EQ_INT(la, 80 + np * 2 + in.n_rows * (8 + 16 + 4) + in.n_exc * 8 + 8);
+        for (int k = 0; k < 2; k++) {   /* a then c into both, in sender order */
+            m3_model *m = k ? c : a;
+            sync_state *s = k ? sc : sa;
+            CHECK_EQ_INT(sync_apply(m, s, ba, la, (sync_weight){1, k ? 1.0f : 0.0f}, err, sizeof err), 0);
+            CHECK_EQ_INT(sync_apply(m, s, bc, lc, (sync_weight){1, k ? 0.0f : 1.0f}, err, sizeof err), 0);
+            CHECK(sync_step(s) == 1);
+        }
+        CHECK_MSG(memcmp(m3_params(a), m3_params(c), np * sizeof(float)) == 0,
+                  "round %d: bfloat16 left the workers different", round);
+        if (round == 0) {   /* the same flag on a delta blob: refused */
+            unsigned char *bd;
+            size_t ld = sync_extract(sr, &bd, err, sizeof err);
+            uint32_t flags = 2;
+            memcpy(bd + 44, &flags, 4);   /* header: flags at 44 */
+            reseal(bd, ld);
+            refused(ref, bd, ld, "flags");
+            free(bd);
+        }
+        free(ba); free(bc);
+    }
+    sync_destroy(sr); sync_destroy(sa); sync_destroy(sc);
+    m3_destroy(a); m3_destroy(c); m3_destroy(ref);
+}
+
+/* The float at a blob's dense value j (width w). */
+static double dense_value(const unsigned char *b, size_t j, int w) {
+    uint32_t u = 0;
+    float x;
+    if (w == 2) {
+        uint16_t h;
+        memcpy(&h, b + 80 + j * 2, 2);
+        u = (uint32_t)h << 16;
+    } else {
+        memcpy(&u, b + 80 + j * 4, 4);
+    }
+    memcpy(&x, &u, 4);
+    return x;
+}
+
+/* Error feedback: two models fed the same minibatches under the grad rule (no step is taken,
+ * so they stay the same), one sending floats, one bfloat16. Over 8 rounds the bfloat16
+ * sums stay within one rounding of the float sums (the residual carries the rest), clearly
+ * closer than rounding each round's gradient alone would be. */
+static void test_error_feedback(void) {
+    m3_model_cfg cfg = tiny_cfg();
+    m3_model *f = make(&cfg), *h = make(&cfg);
+    char err[256];
+    sync_state *sf = sync_new(f, 0, err, sizeof err), *sh = sync_new(h, 1, err, sizeof err);
+    CHECK(sf && sh && !sync_set_grad(sf, 1, err, sizeof err) && !sync_set_grad(sh, 1, err, sizeof err));
+    CHECK_EQ_INT(sync_set_bf16(sh, 1, err, sizeof err), 0);
+    size_t np = m3_n_params(f);
+    double *tf = calloc(np, sizeof *tf), *th = calloc(np, sizeof *th), *tr = calloc(np, sizeof *tr);
+    for (int round = 0; round < 8; round++) {
+        uint64_t seed = rs;
+        int64_t t0 = train_t;
+        train(f, 2, 0);
+        rs = seed, train_t = t0;
+        train(h, 2, 0);
+        unsigned char *bf, *bh;
+        size_t lf = sync_extract(sf, &bf, err, sizeof err), lh = sync_extract(sh, &bh, err, sizeof err);
+        CHECK(lf > 0 && lh > 0 && lh < lf);
+        for (size_t j = 0; j < np; j++) {
+            double g = dense_value(bf, j, 4);
+            tf[j] += g;
+            th[j] += dense_value(bh, j, 2);
+            float gf = (float)g;
+            uint32_t u;
+            memcpy(&u, &gf, 4);
+            u = ((u + 0x7fffu + ((u >> 16) & 1u)) >> 16) << 16;   /* g alone in bfloat16 */
+            memcpy(&gf, &u, 4);
+            tr[j] += gf;
+        }
+        free(bf);
+        free(bh);
+    }
+    double e_fb = 0, e_round = 0;
+    for (size_t j = 0; j < np; j++) {
+        e_fb += fabs(th[j] - tf[j]);
+        e_round += fabs(tr[j] - tf[j]);
+    }
+    fprintf(stderr, "bfloat16 over 8 rounds: |error| %.3g with feedback, %.3g without\n", e_fb, e_round);
+    CHECK(e_round > 0);
+    CHECK_MSG(e_fb < 0.6 * e_round, "error feedback: %.3g, not clearly below %.3g", e_fb, e_round);
+    free(tf); free(th); free(tr);
+    sync_destroy(sf); sync_destroy(sh);
+    m3_destroy(f); m3_destroy(h);
+}
+
 static char dir[] = "/tmp/m3_test_sync_XXXXXX";
 
 /* m3rec-offline with args into dir/name.json; the report's text. */
@@ -458,6 +568,8 @@ int main(void) {
     test_refusals();
     test_counters();
     test_grad_rule();
+    test_bf16();
+    test_error_feedback();
     test_offline_group();
     return 0;
 }

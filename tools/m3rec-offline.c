@@ -104,6 +104,7 @@ typedef struct {
 typedef struct {
     int n;                  /* learners; 0 or 1: the one learner of a plain run */
     int rule, every, delay; /* sync_rule, --sync.every K, --sync.delay D */
+    int bits;               /* --sync.bits: 16 sends the grad rule's gradient in bfloat16 */
     lrn *L[GROUP_MAX];      /* L[0] is the run's own (offline.L) */
     int n_models;           /* each learner's models (primary and shadows), all synced */
     sync_state **ss;        /* (n, n_models) */
@@ -151,7 +152,8 @@ static void usage(void) {
             "                     [--max-rows N] [--config FILE] [--set key=value]...\n"
             "                     [--report PATH] [--oracle-report PATH] [--dump-batches PATH]\n"
             "                     [--quiet] [--drain] [GROUP] DATA_FILE...\n"
-            "GROUP: --group N [--sync none|sum|scaled|avg|mixed|grad] [--sync.every K] [--sync.delay D]\n");
+            "GROUP: --group N [--sync none|sum|scaled|avg|mixed|grad] [--sync.every K] [--sync.delay D]\n"
+            "       [--sync.bits 32|16]\n");
 }
 
 static void dump_batch(void *ud, const m3_example *ex, const char *const *ids, int B, int n_imp) {
@@ -190,7 +192,8 @@ static int load_mapping(offline *o) {
 static int group_arg(group *g, int argc, char **argv, int *i) {
     const char *a = argv[*i], *v = *i + 1 < argc ? argv[*i + 1] : NULL;
     int *num = strcmp(a, "--group") == 0 ? &g->n : strcmp(a, "--sync.every") == 0 ? &g->every
-             : strcmp(a, "--sync.delay") == 0 ? &g->delay : NULL;
+             : strcmp(a, "--sync.delay") == 0 ? &g->delay
+             : strcmp(a, "--sync.bits") == 0 ? &g->bits : NULL;
     if (!num && strcmp(a, "--sync") != 0) return 0;
     char *end = NULL;
     long x = v ? strtol(v, &end, 10) : 0;
@@ -217,7 +220,15 @@ static int group_check(offline *o) {
         return -1;
     }
     if (g->every <= 0) g->every = 1;
+    if (g->bits != 0 && g->bits != 16 && g->bits != 32) {
+        fprintf(stderr, "m3rec-offline: --sync.bits %d: expected 16 or 32\n", g->bits);
+        return -1;
+    }
     if (g->rule < 0) g->rule = SYNC_SUM;   /* the measured choice (docs/results.md) */
+    if (g->bits == 16 && g->rule != SYNC_GRAD) {
+        fprintf(stderr, "m3rec-offline: --sync.bits 16 is for the grad rule's gradients\n");
+        return -1;
+    }
     return 0;
 }
 
@@ -254,7 +265,8 @@ static int group_open(offline *o) {
         for (int i = 0; i < g->n_models; i++)
             if (!(g->ss[k * g->n_models + i] = sync_new(lrn_model(g->L[k], i), (uint32_t)k, err,
                                                        sizeof err)) ||
-                sync_set_grad(g->ss[k * g->n_models + i], g->rule == SYNC_GRAD, err, sizeof err))
+                sync_set_grad(g->ss[k * g->n_models + i], g->rule == SYNC_GRAD, err, sizeof err) ||
+                sync_set_bf16(g->ss[k * g->n_models + i], g->bits == 16, err, sizeof err))
                 goto fail;
     g->next_steps = (int64_t)g->n * g->every;
     return 0;
@@ -330,6 +342,7 @@ static void group_write_json(const group *g, json_writer *w) {
     json_key(w, "rule"); json_str(w, sync_rule_name(g->rule));
     json_key(w, "every_batches"); json_int(w, g->every);
     json_key(w, "delay_rounds"); json_int(w, g->delay);
+    json_key(w, "dense_bits"); json_int(w, g->bits == 16 ? 16 : 32);
     json_key(w, "rounds"); json_int(w, (int64_t)g->rounds);
     json_key(w, "blob_bytes_mean"); json_num(w, g->bytes / nb);
     json_key(w, "blob_dense_bytes"); json_num(w, g->dense_bytes / nb);

@@ -24,6 +24,9 @@ typedef struct {
 } sync__head;
 #define SYNC__HEAD_BYTES 80u
 #define SYNC__F_GRAD 1u    /* the dense part is the sum of `batches` minibatch gradients */
+#define SYNC__F_BF16 2u    /* ... in bfloat16 (2 bytes each; only with SYNC__F_GRAD) */
+/* Bytes of one dense value on the wire, from the flags. */
+#define SYNC__DENSE_W(flags) ((flags) & SYNC__F_BF16 ? 2u : 4u)
 /* A row on the wire: key, d float deltas, the counter's delta. */
 #define SYNC__ROW_BYTES(d) (8 + 4 * (size_t)(d) + 4)
 _Static_assert(sizeof(sync__head) == SYNC__HEAD_BYTES, "the header has no padding");
@@ -58,6 +61,8 @@ struct sync_state {
     uint64_t gbat;         /* their count */
     float *rsum;           /* (n_params) the round's gradients, weighted, for sync_step */
     double rbat;           /* their minibatches, weighted */
+    int bf16;              /* sync_set_bf16: the gradient sent in bfloat16 */
+    float *gres;           /* (n_params) what bfloat16 rounded off, sent with the next */
 };
 
 static int sync__user_key(uint64_t key) { return (int)(key >> 56) == M3_SLOT_USER; }
@@ -147,7 +152,40 @@ int sync_set_grad(sync_state *s, int on, char *errstr, size_t errstr_size) {
     return 0;
 }
 
+int sync_set_bf16(sync_state *s, int on, char *errstr, size_t errstr_size) {
+    if (on && !s->gres && !(s->gres = calloc(s->np ? s->np : 1, sizeof(float))))
+        return err_set(errstr, errstr_size, "out of memory for the bfloat16 residuals");
+    s->bf16 = on != 0;
+    return 0;
+}
+
 uint64_t sync_batches(const sync_state *s) { return s->batches; }
+
+/* x rounded to the nearest bfloat16 (ties to even): its top 16 bits. */
+static uint16_t sync__bf16(float x) {
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
+static float sync__from_bf16(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float x;
+    memcpy(&x, &u, 4);
+    return x;
+}
+
+/* The dense value at p (the wire's width). */
+static float sync__dense_at(const unsigned char *p, unsigned w) {
+    float x;
+    uint16_t h;
+    if (w == 2) {
+        memcpy(&h, p, 2);
+        return sync__from_bf16(h);
+    }
+    memcpy(&x, p, 4);
+    return x;
+}
 
 int sync_step(sync_state *s) {
     if (!s->grad || s->rbat <= 0.0) return 0;
@@ -166,6 +204,7 @@ void sync_destroy(sync_state *s) {
     free(s->dense);
     free(s->gacc);
     free(s->rsum);
+    free(s->gres);
     free(s->keys);
     free(s->base);
     free(s->bcnt);
@@ -199,6 +238,11 @@ static int64_t sync__deltas(sync_state *s, float *hi, int64_t *rows, uint32_t *c
     size_t cap = 0, nr = 0, d = (size_t)s->d;
     const float *p = m3_params(s->m);
     if (s->grad) memcpy(hi, s->gacc, s->np * sizeof(float));   /* a gradient: no low parts */
+    for (size_t j = 0; s->grad && s->bf16 && j < s->np; j++) {   /* error feedback */
+        float x = hi[j] + s->gres[j];
+        hi[j] = sync__from_bf16(sync__bf16(x));
+        s->gres[j] = x - hi[j];
+    }
     for (size_t j = 0; j < s->np && !s->grad; j++)
         if (sync__delta(p[j], s->dense[j], &hi[j], (uint32_t)j, exc, n_exc, &cap) != 0) goto oom;
     for (size_t e = 0; e < s->n; e++) {
@@ -227,7 +271,9 @@ static size_t sync__write(sync_state *s, const float *hi, const int64_t *rows,
                           const uint32_t *cnt, size_t nr, const sync__exc *exc, size_t n_exc,
                           unsigned char **out, char *errstr, size_t n) {
     size_t d = (size_t)s->d;
-    size_t size = SYNC__HEAD_BYTES + s->np * 4 + nr * SYNC__ROW_BYTES(d) + n_exc * 8 + 8;
+    uint32_t flags = s->grad ? SYNC__F_GRAD | (s->bf16 ? SYNC__F_BF16 : 0u) : 0u;
+    size_t dw = SYNC__DENSE_W(flags);
+    size_t size = SYNC__HEAD_BYTES + s->np * dw + nr * SYNC__ROW_BYTES(d) + n_exc * 8 + 8;
     if (size > SYNC_MAX_BYTES || s->np + nr * d >= UINT32_MAX) {
         err_set(errstr, n, "sync: an update of %zu bytes is over the bound of %zu", size,
                 SYNC_MAX_BYTES);
@@ -240,10 +286,14 @@ static size_t sync__write(sync_state *s, const float *hi, const int64_t *rows,
     }
     sync__head h = { SYNC__MAGIC, SYNC_FORMAT_VERSION, SYNC__HEAD_BYTES, s->sender,
                      m3_cfg_hash(s->m), s->seq, m3_steps(s->m), (uint32_t)d,
-                     s->grad ? SYNC__F_GRAD : 0u, s->np, nr, n_exc, s->grad ? s->gbat : 0 };
+                     flags, s->np, nr, n_exc, s->grad ? s->gbat : 0 };
     wire_w w = { b, 0 };
     wire_put(&w, &h, sizeof h);
-    wire_put(&w, hi, s->np * sizeof(float));
+    if (dw == 4) wire_put(&w, hi, s->np * sizeof(float));
+    for (size_t j = 0; dw == 2 && j < s->np; j++) {
+        uint16_t x = sync__bf16(hi[j]);   /* exact: hi[j] is a bfloat16 already */
+        wire_put(&w, &x, 2);
+    }
     for (size_t r = 0; r < nr; r++) {
         wire_put(&w, &s->keys[rows[r]], 8);
         wire_put(&w, hi + s->np + r * d, d * sizeof(float));
@@ -255,7 +305,7 @@ static size_t sync__write(sync_state *s, const float *hi, const int64_t *rows,
     }
     uint64_t sum = hash_fnv64(HASH_FNV64_INIT, b, w.off);
     wire_put(&w, &sum, sizeof sum);
-    s->last = (sync_stats){ size, s->np * 4, nr * SYNC__ROW_BYTES(d), nr, n_exc };
+    s->last = (sync_stats){ size, s->np * dw, nr * SYNC__ROW_BYTES(d), nr, n_exc };
     *out = b;
     return size;
 }
@@ -310,8 +360,9 @@ static float sync__f32(const unsigned char *p) {
 static int sync__check_body(const unsigned char *b, const sync__head *h, char *errstr,
                             size_t n) {
     size_t d = h->emb_dim, off = SYNC__HEAD_BYTES, total = h->n_params + h->n_rows * d;
-    for (size_t j = 0; j < h->n_params; j++, off += 4)
-        if (!isfinite(sync__f32(b + off)))
+    unsigned dw = SYNC__DENSE_W(h->flags);
+    for (size_t j = 0; j < h->n_params; j++, off += dw)
+        if (!isfinite(sync__dense_at(b + off, dw)))
             return err_set(errstr, n, "sync blob: non-finite dense delta at %zu", j);
     for (uint64_t r = 0; r < h->n_rows; r++) {
         uint64_t key;
@@ -354,8 +405,9 @@ int sync_check(const m3_model *m, const void *blob, size_t len, sync_info *info,
     if (h.head_bytes != SYNC__HEAD_BYTES)
         return err_set(errstr, n, "sync blob: header of %u bytes, expected %u", h.head_bytes,
                        SYNC__HEAD_BYTES);
-    if (h.flags & ~SYNC__F_GRAD)
-        return err_set(errstr, n, "sync blob: unknown flags 0x%x", h.flags & ~SYNC__F_GRAD);
+    if ((h.flags & ~(SYNC__F_GRAD | SYNC__F_BF16)) || h.flags == SYNC__F_BF16)
+        return err_set(errstr, n, "sync blob: flags 0x%x unknown (bfloat16 only for a "
+                       "gradient)", h.flags);
     if (h.cfg_hash != m3_cfg_hash(m))
         return err_set(errstr, n, "sync blob: configuration hash differs (from a model of "
                        "another configuration)");
@@ -368,7 +420,7 @@ int sync_check(const m3_model *m, const void *blob, size_t len, sync_info *info,
     if (h.n_rows > max_rows || h.n_exc > h.n_params + h.n_rows * d)
         return err_set(errstr, n, "sync blob: %llu rows, %llu exceptions: over the bounds",
                        (unsigned long long)h.n_rows, (unsigned long long)h.n_exc);
-    size_t want = SYNC__HEAD_BYTES + h.n_params * 4 + h.n_rows * SYNC__ROW_BYTES(d) +
+    size_t want = SYNC__HEAD_BYTES + h.n_params * SYNC__DENSE_W(h.flags) + h.n_rows * SYNC__ROW_BYTES(d) +
                   h.n_exc * 8 + 8;
     if (want != len)
         return err_set(errstr, n, "sync blob: %zu bytes, its header says %zu (truncated?)",
@@ -380,7 +432,8 @@ int sync_check(const m3_model *m, const void *blob, size_t len, sync_info *info,
     if (sync__check_body(b, &h, errstr, n) != 0) return -1;
     if (info)
         *info = (sync_info){ h.sender, h.seq, h.model_version, h.n_params, h.n_rows, h.n_exc,
-                             h.batches, (h.flags & SYNC__F_GRAD) != 0 };
+                             h.batches, (h.flags & SYNC__F_GRAD) != 0,
+                             (int)SYNC__DENSE_W(h.flags) };
     return 0;
 }
 
@@ -419,7 +472,7 @@ static uint64_t sync__apply_dense(m3_model *m, sync_state *s, const unsigned cha
     uint64_t e = 0;
     if (in->grad) {
         for (size_t j = 0; j < in->n_params && w != 0.0; j++)
-            sync__add(&s->rsum[j], w, sync__f32(hi + j * 4));
+            sync__add(&s->rsum[j], w, sync__dense_at(hi + j * in->dense_bytes, in->dense_bytes));
         s->rbat += w * (double)in->batches;
         return 0;
     }
@@ -440,7 +493,7 @@ static void sync__apply_rows(m3_model *m, sync_state *s, const unsigned char *b,
     static const float zeros[4096];
     emb_table *t = m3_emb_table(m);
     size_t d = (size_t)emb_dim(t), np = in->n_params, stride = SYNC__ROW_BYTES(d);
-    const unsigned char *rb = b + SYNC__HEAD_BYTES + np * 4;
+    const unsigned char *rb = b + SYNC__HEAD_BYTES + np * in->dense_bytes;
     int peer = !s || in->sender != s->sender;
     for (uint64_t r = 0; r < in->n_rows; r++, rb += stride) {
         uint64_t key;
@@ -474,7 +527,7 @@ int sync_apply(m3_model *m, sync_state *s, const void *blob, size_t len, sync_we
     emb_table *t = m3_emb_table(m);
     const unsigned char *b = blob;
     size_t d = (size_t)emb_dim(t), stride = SYNC__ROW_BYTES(d);
-    const unsigned char *rows = b + SYNC__HEAD_BYTES + in.n_params * 4;
+    const unsigned char *rows = b + SYNC__HEAD_BYTES + in.n_params * in.dense_bytes;
     const unsigned char *exc = rows + in.n_rows * stride;
     size_t absent = 0;
     if (wt.rows == 0.0f) in.n_rows = 0;   /* rows skipped */

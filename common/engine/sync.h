@@ -16,11 +16,12 @@
  * as the message value): native byte order, a fixed header
  *   magic "M3SY", format version, header bytes, sender id, the configuration hash the
  *   dense blob carries (m3_cfg_hash), sequence number, the sender's model version (Adam
- *   steps), emb width, flags (1: the dense part is a gradient), dense count, row count,
- *   exception count, the minibatches trained since the sender's last extract,
+ *   steps), emb width, flags (1: the dense part is a gradient, 2: in bfloat16), dense
+ *   count, row count, exception count, the minibatches trained since the sender's last
+ *   extract,
  * then the dense part (n_params floats: the delta, or the sum of those minibatches'
- * gradients), the rows (key u64, d float deltas, the counter's delta u32), the exceptions
- * (index u32 + float: the low part of a delta a float cannot hold exactly, so that a delta
+ * gradients, as floats or with flag 2 as bfloat16), the rows (key u64, d float deltas, the
+ * counter's delta u32), the exceptions (index u32 + float: the low part of a delta a float cannot hold exactly, so that a delta
  * applied to the sender's own sync point reproduces the sender's parameters bit for bit),
  * and FNV-1a 64 of everything before it. Sizes are bounded (SYNC_MAX_BYTES). Format 1
  * (no counters, no flags) is refused with its reason.
@@ -46,6 +47,7 @@ typedef struct {
     uint64_t n_params, n_rows, n_exc;
     uint64_t batches;   /* minibatches the sender trained since its last extract */
     int grad;           /* 1: the dense part is their gradients' sum (the grad rule) */
+    int dense_bytes;    /* bytes per dense value: 4 (float), 2 (bfloat16 gradient) */
 } sync_info;
 
 typedef struct sync_state sync_state;
@@ -69,6 +71,12 @@ int sync_set_grad(sync_state *s, int on, char *errstr, size_t errstr_size);
  * order, from the same dense state, takes the same step and stays bit-identical. Returns
  * 1 when it stepped, 0 when there was nothing to step on (or not the grad rule). */
 int sync_step(sync_state *s);
+/* Under the grad rule, send the gradient in bfloat16 (on 1): half the dense bytes; what
+ * the rounding drops is added to the next extract's gradient (error feedback), so no
+ * part of a gradient is lost, only delayed. Every member applies the same rounded values,
+ * so the dense parameters stay the same on every worker. Returns 0, or -1 with errstr
+ * (out of memory). */
+int sync_set_bf16(sync_state *s, int on, char *errstr, size_t errstr_size);
 /* Minibatches the model trained (m3_train steps not refused) since sync_new. */
 uint64_t sync_batches(const sync_state *s);
 
