@@ -229,7 +229,7 @@ static void refused(m3_model *m, const unsigned char *blob, size_t len, const ch
 
 /* Rewrite a blob's checksum after an edit (a well-formed blob with a bad field). */
 static void reseal(unsigned char *b, size_t len) {
-    uint64_t sum = hash_fnv64(HASH_FNV64_INIT, b, len - 8);
+    uint64_t sum = sync_checksum(b, len - 8);
     memcpy(b + len - 8, &sum, 8);
 }
 
