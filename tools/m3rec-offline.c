@@ -23,12 +23,14 @@
  * oracle is the dataset's own when --oracle-rows names a per-row oracle file (docs/replay.md:
  * a header `p_ctr,p_cvr`, then one line per data row); without one there is no oracle.
  *
- * --group N [--sync RULE] [--sync.every K] [--sync.delay D]: N learners on the stream split
- * by a hash of the user id (as a consumer group's workers get it), one model shared through
- * update blobs (engine/sync.h: RULE none, sum (the default), scaled, avg, mixed or grad) exchanged
- * every K minibatches (1) and applied D rounds late (0). The report is the group's (the
- * learners' scoreboards merged), each learner's beside it as --report's PATH.w0, .w1, ...
- * (docs/architecture.md, "Scaling out"; figures: docs/results.md).
+ * --group N [--sync RULE] [--sync.every K] [--sync.delay D] [--sync.bits B]: N learners on
+ * the stream split by a hash of the user id (as a consumer group's workers get it), one
+ * model shared through update blobs (engine/sync.h: RULE none, sum, scaled, avg, mixed or
+ * grad, the default) exchanged every K minibatches (1) and applied D rounds late (0); B 16
+ * sends the grad rule's gradients in bfloat16 (32). The measured setting adds --set
+ * batch.size=<256/N>: the group's minibatch split across the learners. The report is the
+ * group's (the learners' scoreboards merged), each learner's beside it as --report's
+ * PATH.w0, .w1, ... (docs/architecture.md, "Scaling out"; figures: docs/results.md).
  *
  * With store.dir set the state is durable (state.h), the simulator's position being the
  * input offset ("sim" partition 0): checkpoints every checkpoint.interval.ms at a minibatch
@@ -224,7 +226,7 @@ static int group_check(offline *o) {
         fprintf(stderr, "m3rec-offline: --sync.bits %d: expected 16 or 32\n", g->bits);
         return -1;
     }
-    if (g->rule < 0) g->rule = SYNC_SUM;   /* the measured choice (docs/results.md) */
+    if (g->rule < 0) g->rule = SYNC_GRAD;   /* the measured choice (docs/results.md) */
     if (g->bits == 16 && g->rule != SYNC_GRAD) {
         fprintf(stderr, "m3rec-offline: --sync.bits 16 is for the grad rule's gradients\n");
         return -1;
