@@ -107,6 +107,7 @@ typedef struct {
     int n;                  /* learners; 0 or 1: the one learner of a plain run */
     int rule, every, delay; /* sync_rule, --sync.every K, --sync.delay D */
     int bits;               /* --sync.bits: 16 sends the grad rule's gradient in bfloat16 */
+    int stale_lr;           /* --sync.stale-lr 1: a stale round's step divided (sync.h) */
     lrn *L[GROUP_MAX];      /* L[0] is the run's own (offline.L) */
     int n_models;           /* each learner's models (primary and shadows), all synced */
     sync_state **ss;        /* (n, n_models) */
@@ -155,7 +156,7 @@ static void usage(void) {
             "                     [--report PATH] [--oracle-report PATH] [--dump-batches PATH]\n"
             "                     [--quiet] [--drain] [GROUP] DATA_FILE...\n"
             "GROUP: --group N [--sync none|sum|scaled|avg|mixed|grad] [--sync.every K] [--sync.delay D]\n"
-            "       [--sync.bits 32|16]\n");
+            "       [--sync.bits 32|16] [--sync.stale-lr 0|1]\n");
 }
 
 static void dump_batch(void *ud, const m3_example *ex, const char *const *ids, int B, int n_imp) {
@@ -195,7 +196,8 @@ static int group_arg(group *g, int argc, char **argv, int *i) {
     const char *a = argv[*i], *v = *i + 1 < argc ? argv[*i + 1] : NULL;
     int *num = strcmp(a, "--group") == 0 ? &g->n : strcmp(a, "--sync.every") == 0 ? &g->every
              : strcmp(a, "--sync.delay") == 0 ? &g->delay
-             : strcmp(a, "--sync.bits") == 0 ? &g->bits : NULL;
+             : strcmp(a, "--sync.bits") == 0 ? &g->bits
+             : strcmp(a, "--sync.stale-lr") == 0 ? &g->stale_lr : NULL;
     if (!num && strcmp(a, "--sync") != 0) return 0;
     char *end = NULL;
     long x = v ? strtol(v, &end, 10) : 0;
@@ -270,6 +272,8 @@ static int group_open(offline *o) {
                 sync_set_grad(g->ss[k * g->n_models + i], g->rule == SYNC_GRAD, err, sizeof err) ||
                 sync_set_bf16(g->ss[k * g->n_models + i], g->bits == 16, err, sizeof err))
                 goto fail;
+            else
+                sync_set_stale_lr(g->ss[k * g->n_models + i], g->stale_lr);
     g->next_steps = (int64_t)g->n * g->every;
     return 0;
 fail:
@@ -345,6 +349,7 @@ static void group_write_json(const group *g, json_writer *w) {
     json_key(w, "every_batches"); json_int(w, g->every);
     json_key(w, "delay_rounds"); json_int(w, g->delay);
     json_key(w, "dense_bits"); json_int(w, g->bits == 16 ? 16 : 32);
+    json_key(w, "stale_lr"); json_int(w, g->stale_lr);
     json_key(w, "rounds"); json_int(w, (int64_t)g->rounds);
     json_key(w, "blob_bytes_mean"); json_num(w, g->bytes / nb);
     json_key(w, "blob_dense_bytes"); json_num(w, g->dense_bytes / nb);

@@ -1544,7 +1544,7 @@ float m3_train(m3_model *m, const m3_example *ex) {
     float norm = nn_clip_grad_norm(m->grads, m->n_params, c->clip_norm);
     if (!isfinite(loss) || !isfinite(norm) || !m3__emb_grads_finite(m)) return m3__refuse(m);
     if (!m->grad_hook || !m->grad_hook(m->grad_hook_ud, m, m->grads, m->n_params))
-        m3_dense_step(m, m->grads);
+        m3_dense_step(m, m->grads, 1.0f);
     emb_grad_apply(m->emb, c->lr_emb, c->l2_emb);
     m3__stream_state(m);
     return loss;
@@ -1712,9 +1712,9 @@ void m3_set_grad_hook(m3_model *m, m3_grad_hook fn, void *ud) {
     m->grad_hook_ud = ud;
 }
 
-void m3_dense_step(m3_model *m, const float *grads) {
+void m3_dense_step(m3_model *m, const float *grads, float lr_scale) {
     m->step++;
-    nn_adam_step(m->params, grads, m->adam_m, m->adam_v, m->n_params, m->cfg.lr_dense,
+    nn_adam_step(m->params, grads, m->adam_m, m->adam_v, m->n_params, m->cfg.lr_dense * lr_scale,
                  M3__ADAM_B1, M3__ADAM_B2, M3__ADAM_EPS, m->step);
 }
 

@@ -220,9 +220,9 @@ int64_t m3_steps(const m3_model *m);
  * model take its own step. The rows' step, the counters and UPT run either way. */
 typedef int (*m3_grad_hook)(void *ud, m3_model *m, const float *grads, size_t n);
 void m3_set_grad_hook(m3_model *m, m3_grad_hook fn, void *ud);
-/* One Adam step of the dense parameters on grads (n_params floats); the model's version
- * (m3_steps) moves by one. */
-void m3_dense_step(m3_model *m, const float *grads);
+/* One Adam step of the dense parameters on grads (n_params floats), its step size
+ * model.lr.dense x lr_scale; the model's version (m3_steps) moves by one. */
+void m3_dense_step(m3_model *m, const float *grads, float lr_scale);
 size_t m3_blob_save(const m3_model *m, void *buf, size_t size);
 int m3_blob_load(m3_model *m, const void *buf, size_t size, char *errstr, size_t errstr_size);
 

@@ -81,6 +81,8 @@ struct sync_state {
     float *rsum;           /* (n_params) the round's gradients, weighted, for sync_step */
     double rbat;           /* their minibatches, weighted */
     int bf16;              /* sync_set_bf16: the gradient sent in bfloat16 */
+    int stale_lr;          /* sync_set_stale_lr: a stale round's step divided */
+    int64_t rstale;        /* the round's largest staleness (Adam steps) */
     float *gres;           /* (n_params) what bfloat16 rounded off, sent with the next */
 };
 
@@ -178,6 +180,8 @@ int sync_set_bf16(sync_state *s, int on, char *errstr, size_t errstr_size) {
     return 0;
 }
 
+void sync_set_stale_lr(sync_state *s, int on) { s->stale_lr = on != 0; }
+
 uint64_t sync_batches(const sync_state *s) { return s->batches; }
 
 /* x rounded to the nearest bfloat16 (ties to even): its top 16 bits. */
@@ -210,9 +214,10 @@ int sync_step(sync_state *s) {
     if (!s->grad || s->rbat <= 0.0) return 0;
     float inv = (float)(1.0 / s->rbat);
     for (size_t j = 0; j < s->np; j++) s->rsum[j] *= inv;
-    m3_dense_step(s->m, s->rsum);
+    m3_dense_step(s->m, s->rsum, s->stale_lr ? 1.0f / (float)(1 + s->rstale) : 1.0f);
     memset(s->rsum, 0, s->np * sizeof(float));
     s->rbat = 0.0;
+    s->rstale = 0;
     return 1;
 }
 
@@ -498,6 +503,8 @@ static uint64_t sync__apply_dense(m3_model *m, sync_state *s, const unsigned cha
             for (size_t j = 0; j < c; j++) sync__add(&s->rsum[j0 + j], w, v[j]);
         }
         s->rbat += w * (double)in->batches;
+        int64_t tau = m3_steps(m) - in->model_version;   /* the steps since it was computed */
+        if (tau > s->rstale) s->rstale = tau;
         return 0;
     }
     float *p = m3_params(m);

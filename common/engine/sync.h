@@ -82,6 +82,11 @@ int sync_step(sync_state *s);
  * so the dense parameters stay the same on every worker. Returns 0, or -1 with errstr
  * (out of memory). */
 int sync_set_bf16(sync_state *s, int on, char *errstr, size_t errstr_size);
+/* Under the grad rule, divide a round's step size by 1 + its staleness (on 1): the Adam
+ * steps the model took since the oldest of the round's gradients was computed (the
+ * blob's model version; under the grad rule every member has the same version), as
+ * staleness-aware asynchronous SGD does (Zhang et al., 2016). Off by default. */
+void sync_set_stale_lr(sync_state *s, int on);
 /* Minibatches the model trained (m3_train steps not refused) since sync_new. */
 uint64_t sync_batches(const sync_state *s);
 
