@@ -492,6 +492,52 @@ static void test_error_feedback(void) {
     m3_destroy(f); m3_destroy(h);
 }
 
+/* sync_set_stale_lr: a round whose gradient was computed one step back moves the dense
+ * parameters half as far as the same round without the option (Adam's state is the same
+ * either way: only the step size differs). */
+static void test_stale_lr(void) {
+    m3_model_cfg cfg = tiny_cfg();
+    m3_model *m[2] = { make(&cfg), make(&cfg) };
+    sync_state *s[2];
+    char err[256];
+    size_t np = m3_n_params(m[0]);
+    float *before[2];
+    uint64_t seed = rs;
+    int64_t t0 = train_t;
+    for (int k = 0; k < 2; k++) {
+        s[k] = sync_new(m[k], 0, err, sizeof err);
+        CHECK(s[k] && !sync_set_grad(s[k], 1, err, sizeof err));
+        sync_set_stale_lr(s[k], k == 0);
+        rs = seed, train_t = t0;
+        unsigned char *old, *fresh;
+        train(m[k], 2, 0);
+        size_t lo = sync_extract(s[k], &old, err, sizeof err);   /* computed at version 0 */
+        train(m[k], 2, 0);
+        size_t lf = sync_extract(s[k], &fresh, err, sizeof err);
+        CHECK_EQ_INT(sync_apply(m[k], s[k], fresh, lf, (sync_weight){1, 0}, err, sizeof err), 0);
+        CHECK(sync_step(s[k]) == 1);   /* version 1 */
+        before[k] = malloc(np * sizeof(float));
+        memcpy(before[k], m3_params(m[k]), np * sizeof(float));
+        CHECK_EQ_INT(sync_apply(m[k], s[k], old, lo, (sync_weight){1, 0}, err, sizeof err), 0);
+        CHECK(sync_step(s[k]) == 1);   /* one step stale */
+        free(old);
+        free(fresh);
+    }
+    CHECK(memcmp(before[0], before[1], np * sizeof(float)) == 0);   /* the fresh round: same */
+    double moved = 0;
+    for (size_t j = 0; j < np; j++) {
+        double d0 = (double)m3_params(m[0])[j] - before[0][j], d1 = (double)m3_params(m[1])[j] - before[1][j];
+        moved += fabs(d1);
+        CHECK_CLOSE(d0, 0.5 * d1, 1e-3, 1e-7);
+    }
+    CHECK(moved > 0);
+    for (int k = 0; k < 2; k++) {
+        free(before[k]);
+        sync_destroy(s[k]);
+        m3_destroy(m[k]);
+    }
+}
+
 static char dir[] = "/tmp/m3_test_sync_XXXXXX";
 
 /* m3rec-offline with args into dir/name.json; the report's text. The deadline only bounds a
@@ -576,6 +622,7 @@ int main(void) {
     test_grad_rule();
     test_bf16();
     test_error_feedback();
+    test_stale_lr();
     test_offline_group();
     return 0;
 }
