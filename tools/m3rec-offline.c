@@ -23,11 +23,13 @@
  * oracle is the dataset's own when --oracle-rows names a per-row oracle file (docs/replay.md:
  * a header `p_ctr,p_cvr`, then one line per data row); without one there is no oracle.
  *
- * --group N [--sync RULE] [--sync.every K] [--sync.delay D] [--sync.bits B]: N learners on
+ * --group N [--sync RULE] [--sync.every K] [--sync.delay D] [--sync.bits B]
+ * [--sync.stale-lr 0|1]: N learners on
  * the stream split by a hash of the user id (as a consumer group's workers get it), one
  * model shared through update blobs (engine/sync.h: RULE none, sum, scaled, avg, mixed or
  * grad, the default) exchanged every K minibatches (1) and applied D rounds late (0); B 16
- * sends the grad rule's gradients in bfloat16 (32). The measured setting adds --set
+ * sends the grad rule's gradients in bfloat16 (32); --sync.stale-lr 0 keeps a stale
+ * round's full step size (1, the default, divides it by 1 + its staleness). The measured setting adds --set
  * batch.size=<256/N>: the group's minibatch split across the learners. The report is the
  * group's (the learners' scoreboards merged), each learner's beside it as --report's
  * PATH.w0, .w1, ... (docs/architecture.md, "Scaling out"; figures: docs/results.md).
@@ -107,7 +109,8 @@ typedef struct {
     int n;                  /* learners; 0 or 1: the one learner of a plain run */
     int rule, every, delay; /* sync_rule, --sync.every K, --sync.delay D */
     int bits;               /* --sync.bits: 16 sends the grad rule's gradient in bfloat16 */
-    int stale_lr;           /* --sync.stale-lr 1: a stale round's step divided (sync.h) */
+    int stale_lr;           /* --sync.stale-lr: 1 (the default) divides a stale round's step
+                               (sync.h); -1 until given */
     lrn *L[GROUP_MAX];      /* L[0] is the run's own (offline.L) */
     int n_models;           /* each learner's models (primary and shadows), all synced */
     sync_state **ss;        /* (n, n_models) */
@@ -224,6 +227,7 @@ static int group_check(offline *o) {
         return -1;
     }
     if (g->every <= 0) g->every = 1;
+    if (g->stale_lr < 0) g->stale_lr = 1;   /* measured: D = 2 loses a third as much */
     if (g->bits != 0 && g->bits != 16 && g->bits != 32) {
         fprintf(stderr, "m3rec-offline: --sync.bits %d: expected 16 or 32\n", g->bits);
         return -1;
@@ -834,6 +838,7 @@ int main(int argc, char **argv) {
     mallopt(M_MMAP_THRESHOLD, 1 << 20);
     static offline o;
     o.g.rule = -1;   /* --sync not given */
+    o.g.stale_lr = -1;
     cfg_defaults(&o.cfg);
     sim_cfg_defaults(&o.sc);
     int rc = parse_args(&o, argc, argv);
