@@ -585,8 +585,8 @@ static void test_offline_group(void) {
         free(x);
         free(y);
     }
-    /* quality: the chosen rule (the default, grad, every minibatch, the group's minibatch
-     * split: 128 each of 2, 64 each of 4) stays near one learner, for a group of 2 with its
+    /* quality: the chosen rule (the default: grad, a stale round's step divided, every
+     * minibatch; the group's minibatch split: 128 each of 2, 64 each of 4) stays near one learner, for a group of 2 with its
      * blobs applied at once and for a group of 4 one round late. The tolerance, 0.01, is
      * about two standard errors of these short streams' AUCs; the group without the shared
      * model loses 0.02 and more here, and `sum`, the rule before, loses 0.017 CTR and 0.039

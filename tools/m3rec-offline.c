@@ -24,14 +24,14 @@
  * a header `p_ctr,p_cvr`, then one line per data row); without one there is no oracle.
  *
  * --group N [--sync RULE] [--sync.every K] [--sync.delay D] [--sync.bits B]
- * [--sync.stale-lr 0|1]: N learners on
- * the stream split by a hash of the user id (as a consumer group's workers get it), one
- * model shared through update blobs (engine/sync.h: RULE none, sum, scaled, avg, mixed or
- * grad, the default) exchanged every K minibatches (1) and applied D rounds late (0); B 16
- * sends the grad rule's gradients in bfloat16 (32); --sync.stale-lr 0 keeps a stale
- * round's full step size (1, the default, divides it by 1 + its staleness). The measured setting adds --set
- * batch.size=<256/N>: the group's minibatch split across the learners. The report is the
- * group's (the learners' scoreboards merged), each learner's beside it as --report's
+ * [--sync.stale-lr 0|1]: N learners on the stream split by a hash of the user id (as a
+ * consumer group's workers get it), one model shared through update blobs (engine/sync.h:
+ * RULE none, sum, scaled, avg, mixed or grad, the default) exchanged every K minibatches
+ * (1) and applied D rounds late (0); B 16 sends the grad rule's gradients in bfloat16
+ * (32); --sync.stale-lr 0 keeps a stale round's full step size (1, the default, divides it
+ * by 1 + its staleness). The measured setting adds --set batch.size=<256/N>: the group's
+ * minibatch split across the learners. The report is the group's (the learners'
+ * scoreboards merged), each learner's beside it as --report's
  * PATH.w0, .w1, ... (docs/architecture.md, "Scaling out"; figures: docs/results.md).
  *
  * With store.dir set the state is durable (state.h), the simulator's position being the
