@@ -184,7 +184,7 @@ int main(void) {
     CHECK_EQ_INT(sa.rounds, 1);
 
     /* snapshot: a, alone, leaves its model at a revocation; a new worker starts from it */
-    grp_revoked(a, 1);
+    grp_revoked(a, 1, 0);
     grp_stats_get(a, &sa);
     CHECK_EQ_INT(sa.snapshots, 1);
     m3_model *md = make(4), *fresh = make(4);

@@ -871,6 +871,7 @@ static int start_changelog(worker *w, const char *layout, char *err, size_t n) {
  * auto.offset.reset says. */
 static void on_assign(void *opaque, rd_kafka_t *rk, rd_kafka_topic_partition_list_t *parts) {
     worker *w = opaque;
+    grp_assigned(w->grp);   /* a worker joining a group: the group's model first */
     if (!w->st || w->chg) {
         if (w->chg) changelog_assign(w, rk, parts);   /* else start at the committed offsets */
         warn_moves(w, parts, -1);
@@ -920,11 +921,12 @@ static void on_revoke(void *opaque, rd_kafka_t *rk, const rd_kafka_topic_partiti
     /* a worker that was alone leaves the next owners its model (a snapshot) */
     int was_alone = parts->cnt == w->n_topics * w->n_partitions;
     if (!w->st || w->failed || state_broken(w)) {
-        if (w->grp && !w->failed && lrn_at_boundary(w->L)) grp_revoked(w->grp, was_alone);
+        if (w->grp && !w->failed && lrn_at_boundary(w->L))
+            grp_revoked(w->grp, was_alone, w->grp_owner);
         return;
     }
     if (!lrn_at_boundary(w->L)) lrn_run_batch(w->L, emit_prediction, w);
-    if (w->grp && !state_broken(w)) grp_revoked(w->grp, was_alone);
+    if (w->grp && !state_broken(w)) grp_revoked(w->grp, was_alone, w->grp_owner);
     if (!state_broken(w) && changed(w)) checkpoint(w, 1);
     for (int i = 0; i < parts->cnt; i++) {
         int t = topic_index(w, parts->elems[i].topic);

@@ -66,6 +66,9 @@ struct grp {
     uint64_t covered;     /* blobs skipped as already in the loaded snapshot */
     grp__snap_meta loaded, written;   /* the snapshot loaded at start, the last written */
     int snap_loaded;      /* 1 loaded, 0 none on the topic, -1 refused */
+    const kio_prop *props;   /* the worker's (they outlive g): a reader at the assignment */
+    int n_props;
+    int assigned_once;    /* grp_assigned has run */
     uint64_t snapshots;   /* written */
     grp__peer *peers;
     int n_peers, cap_peers;
@@ -121,16 +124,24 @@ static uint32_t grp__sender_id(const void *salt) {
     return id ? id : 1;
 }
 
-/* props then more (which win), in a malloc'd list; NULL with errstr when out of memory. */
+/* props then more (which win), in a malloc'd list, less the transaction's properties: with
+ * group.changelog the worker's own producer is transactional, and a second producer with
+ * its transactional.id would fence it (or, never initialised, refuse every blob with
+ * "Erroneous state"). *count gets the list's length; NULL with errstr when out of memory. */
 static kio_prop *grp__props(const kio_prop *props, int n_props, const kio_prop *more, int n_more,
-                            char *errstr, size_t n) {
+                            int *count, char *errstr, size_t n) {
     kio_prop *p = calloc((size_t)(n_props + n_more), sizeof *p);
     if (!p) {
         err_set(errstr, n, "out of memory");
         return NULL;
     }
-    memcpy(p, props, sizeof *p * (size_t)n_props);
-    memcpy(p + n_props, more, sizeof *p * (size_t)n_more);
+    int k = 0;
+    for (int i = 0; i < n_props; i++)
+        if (!props[i].key || (strcmp(props[i].key, "transactional.id") != 0 &&
+                              strcmp(props[i].key, "transaction.timeout.ms") != 0))
+            p[k++] = props[i];
+    memcpy(p + k, more, sizeof *p * (size_t)n_more);
+    *count = k + n_more;
     return p;
 }
 
@@ -141,8 +152,9 @@ static kio_producer *grp__producer(const kio_prop *props, int n_props, char *err
     snprintf(max, sizeof max, "%d", GRP_MAX_MESSAGE + 4096);
     const kio_prop more[] = {{"message.max.bytes", max}, {"linger.ms", "0"},
                              {"compression.type", "none"}};   /* float deltas do not shrink */
-    kio_prop *p = grp__props(props, n_props, more, 3, errstr, n);
-    kio_producer *prod = p ? kio_producer_new(p, n_props + 3, errstr, n) : NULL;
+    int count = 0;
+    kio_prop *p = grp__props(props, n_props, more, 3, &count, errstr, n);
+    kio_producer *prod = p ? kio_producer_new(p, count, errstr, n) : NULL;
     free(p);
     return prod;
 }
@@ -202,8 +214,9 @@ static int grp__load(grp *g, char *errstr, size_t n) {
 static kio_reader *grp__reader(const kio_prop *props, int n_props, char *errstr, size_t n) {
     const kio_prop more[] = {{"fetch.wait.max.ms", GRP__FETCH_WAIT_MS},
                              {"fetch.error.backoff.ms", GRP__FETCH_WAIT_MS}};
-    kio_prop *p = grp__props(props, n_props, more, 2, errstr, n);
-    kio_reader *r = p ? kio_reader_new(p, n_props + 2, 0, errstr, n) : NULL;
+    int count = 0;
+    kio_prop *p = grp__props(props, n_props, more, 2, &count, errstr, n);
+    kio_reader *r = p ? kio_reader_new(p, count, 0, errstr, n) : NULL;
     free(p);
     return r;
 }
@@ -218,6 +231,8 @@ grp *grp_new(const m3_cfg *cfg, const kio_prop *props, int n_props, const topics
         return NULL;
     }
     g->m = m;
+    g->props = props;
+    g->n_props = n_props;
     g->rule = cfg->group_sync_rule;
     g->every = cfg->group_sync_every;
     g->stale = cfg->group_sync_stale;
@@ -537,12 +552,31 @@ static void grp__snapshot(grp *g) {
     g->snapshots++;
 }
 
-void grp_revoked(grp *g, int was_alone) {
-    if (!g || !was_alone || g->snap_ms <= 0) return;
+void grp_revoked(grp *g, int was_alone, int owner) {
+    if (!g || !(was_alone || owner) || g->snap_ms <= 0) return;
     double t0 = clk_thread_cpu_s();
     grp__snapshot(g);
     grp_flush(g, GRP__REVOKE_FLUSH_MS);
     g->st.cpu_s += clk_thread_cpu_s() - t0;
+}
+
+void grp_assigned(grp *g) {
+    if (!g || g->assigned_once) return;
+    g->assigned_once = 1;
+    char err[512];
+    /* a reader of its own: the snapshot topic was drained by g->rd at start already */
+    kio_reader *rd = grp__reader(g->props, g->n_props, err, sizeof err), *keep = g->rd;
+    if (!rd) {
+        grp__error(g, "reading the snapshot at the first assignment", err);
+        return;
+    }
+    g->rd = rd;
+    int rc = grp__load(g, err, sizeof err);
+    g->rd = keep;
+    kio_reader_destroy(rd);
+    if (rc != 0) grp__error(g, "reading the snapshot at the first assignment", err);
+    else if (g->snap_loaded == 1 && grp__new_sender(g, err, sizeof err) != 0)
+        grp__error(g, "a sync point after the snapshot", err);
 }
 
 /* No minibatch for GRP__IDLE_MS while a live peer is a round ahead (it may be waiting for

@@ -117,9 +117,17 @@ grp *grp_new(const m3_cfg *cfg, const kio_prop *props, int n_props, const topics
 void grp_step(grp *g, int64_t version, int alone, int owner);
 
 /* The worker's partitions are being revoked, at a minibatch boundary: a worker that was
- * alone (was_alone) writes a snapshot and waits for its delivery (at most 10 s), so the
- * next owners start from its model. NULL is a no-op. */
-void grp_revoked(grp *g, int was_alone);
+ * alone (was_alone) or owned input partition 0 (owner) writes a snapshot and waits for its
+ * delivery (at most 10 s), so that the next owners, and a worker joining, start from the
+ * group's model. NULL is a no-op. */
+void grp_revoked(grp *g, int was_alone, int owner);
+/* The worker's first assignment (in the rebalance callback): a worker joining a running
+ * group - new, or restarted after a crash - loads the snapshot the owner of partition 0
+ * wrote at the revocation just before (grp_revoked), so that it trains on the group's
+ * model, not on the one it started with; its sync point restarts under a new sender id.
+ * What it applied of its peers' blobs between its start and this moment (a rebalance:
+ * little) is replaced. Later assignments, and NULL: no-op. */
+void grp_assigned(grp *g);
 
 /* Deliver what is queued, waiting at most timeout_ms (at shutdown). NULL is a no-op. */
 void grp_flush(grp *g, int timeout_ms);
