@@ -45,12 +45,12 @@ static m3_model *make(const m3_model_cfg *c) {
 }
 
 /* A few minibatches of random examples; users from user_base on (disjoint shares). */
+static int64_t train_t = 1000000;   /* the examples' event time */
 static void train(m3_model *m, int batches, int user_base) {
     enum { B = 12 };
     m3_example ex[B];
-    static int64_t t = 1000000;
     for (int b = 0; b < batches; b++) {
-        t += 1000;
+        int64_t t = train_t += 1000;
         for (int i = 0; i < B; i++) {
             memset(&ex[i], 0, sizeof ex[i]);
             ex[i].ts_ms = t + i;
@@ -198,16 +198,16 @@ static void test_no_user_rows(void) {
     CHECK(user_rows > 0);
     unsigned char *b;
     size_t len = sync_extract(s, &b, err, sizeof err);
-    uint64_t np, nr;   /* header: n_params at 48, n_rows at 56, 72 bytes */
+    uint64_t np, nr;   /* header: n_params at 48, n_rows at 56, 80 bytes */
     memcpy(&np, b + 48, 8);
     memcpy(&nr, b + 56, 8);
     CHECK(nr > 0);
     for (uint64_t r = 0; r < nr; r++) {
         uint64_t key;
-        memcpy(&key, b + 72 + np * 4 + r * (8 + 16), 8);
+        memcpy(&key, b + 80 + np * 4 + r * (8 + 16 + 4), 8);
         CHECK_MSG((key >> 56) != M3_SLOT_USER, "row %llu is a user's", (unsigned long long)r);
     }
-    CHECK(len > 72);
+    CHECK(len > 80);
     free(b);
     sync_destroy(s);
     m3_destroy(a);
@@ -229,7 +229,7 @@ static void refused(m3_model *m, const unsigned char *blob, size_t len, const ch
 
 /* Rewrite a blob's checksum after an edit (a well-formed blob with a bad field). */
 static void reseal(unsigned char *b, size_t len) {
-    uint64_t sum = hash_fnv64(HASH_FNV64_INIT, b, len - 8);
+    uint64_t sum = sync_checksum(b, len - 8);
     memcpy(b + len - 8, &sum, 8);
 }
 
@@ -254,6 +254,9 @@ static void test_refusals(void) {
     bad[4] = 9;   /* format version */
     reseal(bad, len);
     refused(b, bad, len, "format version 9");
+    bad[4] = 1;   /* format 1: rows without their counters */
+    reseal(bad, len);
+    refused(b, bad, len, "format version 1");
     memcpy(bad, blob, len);
     bad[0] = 'X';
     reseal(bad, len);
@@ -261,12 +264,12 @@ static void test_refusals(void) {
     memcpy(bad, blob, len);
     uint64_t np, user = m3_feat_key(M3_SLOT_USER, 4);
     memcpy(&np, blob + 48, 8);
-    memcpy(bad + 72 + np * 4, &user, 8);   /* the first row made a user's */
+    memcpy(bad + 80 + np * 4, &user, 8);   /* the first row made a user's */
     reseal(bad, len);
     refused(b, bad, len, "user id");
     memcpy(bad, blob, len);
     float inf = INFINITY;
-    memcpy(bad + 72, &inf, 4);
+    memcpy(bad + 80, &inf, 4);
     reseal(bad, len);
     refused(b, bad, len, "non-finite");
     CHECK_EQ_INT(sync_apply(b, NULL, blob, len, (sync_weight){1, 1}, err, sizeof err), 0);   /* the good one */
@@ -276,9 +279,269 @@ static void test_refusals(void) {
     m3_destroy(a); m3_destroy(b); m3_destroy(x);
 }
 
+/* The item counters travel: a receiver's counter of each item in a blob grows by the
+ * sender's impressions of it; a peer's counts are never sent back, and a worker's own blob
+ * applied to itself adds nothing. */
+static void test_counters(void) {
+    m3_model_cfg c = tiny_cfg();
+    m3_model *a = make(&c), *b = make(&c);
+    char err[256];
+    sync_state *sa = sync_new(a, 0, err, sizeof err), *sb = sync_new(b, 1, err, sizeof err);
+    CHECK(sa && sb);
+    train(b, 3, 100);
+    unsigned char *blob, *back, *own;
+    size_t len = sync_extract(sb, &blob, err, sizeof err);   /* b's own start, set aside */
+    free(blob);
+    train(a, 7, 0);   /* 84 impressions over 6 items */
+    emb_table *ta = m3_emb_table(a), *tb = m3_emb_table(b);
+    uint32_t ca[6], cb[6];
+    for (int v = 0; v < 6; v++) {
+        int64_t ra = emb_find(ta, m3_feat_key(M3_SLOT_ITEM, v)), rb = emb_find(tb, m3_feat_key(M3_SLOT_ITEM, v));
+        CHECK(ra >= 0);
+        ca[v] = *emb_count(ta, ra);
+        cb[v] = rb >= 0 ? *emb_count(tb, rb) : 0;
+    }
+    len = sync_extract(sa, &blob, err, sizeof err);
+    CHECK_MSG(len > 0, "%s", err);
+    CHECK_EQ_INT(sync_apply(a, sa, blob, len, (sync_weight){1, 1}, err, sizeof err), 0);
+    CHECK_EQ_INT(sync_apply(b, sb, blob, len, (sync_weight){1, 1}, err, sizeof err), 0);
+    for (int v = 0; v < 6; v++) {
+        int64_t ra = emb_find(ta, m3_feat_key(M3_SLOT_ITEM, v)), rb = emb_find(tb, m3_feat_key(M3_SLOT_ITEM, v));
+        CHECK(rb >= 0);
+        CHECK_EQ_INT(*emb_count(ta, ra), ca[v]);   /* own blob: no double count */
+        CHECK_MSG(*emb_count(tb, rb) == cb[v] + ca[v], "item %d: b counts %u, want %u + %u", v,
+                  *emb_count(tb, rb), cb[v], ca[v]);
+    }
+    /* b trains on, its next blob carries only its own impressions */
+    train(b, 2, 100);
+    size_t lb = sync_extract(sb, &back, err, sizeof err);
+    m3_model *z = make(&c);   /* a fresh receiver: its counters are the blob's deltas */
+    CHECK_EQ_INT(sync_apply(z, NULL, back, lb, (sync_weight){1, 1}, err, sizeof err), 0);
+    uint32_t total = 0;
+    for (int v = 0; v < 6; v++) {
+        int64_t rz = emb_find(m3_emb_table(z), m3_feat_key(M3_SLOT_ITEM, v));
+        total += rz >= 0 ? *emb_count(m3_emb_table(z), rz) : 0;
+    }
+    CHECK_EQ_INT(total, 24);   /* 2 minibatches of 12 */
+    size_t lo = sync_extract(sa, &own, err, sizeof err);
+    CHECK(lo > 0);
+    free(blob); free(back); free(own);
+    sync_destroy(sa); sync_destroy(sb);
+    m3_destroy(a); m3_destroy(b); m3_destroy(z);
+}
+
+/* The grad rule: two workers from one start train on their own users, exchange their
+ * gradients and step: their dense parameters and versions are the same bit for bit
+ * (one Adam step on the mean of the 8 + 5 minibatches' gradients), unlike `sum`'s; a
+ * gradient blob is refused by a worker applying deltas, and the other way round. */
+static void test_grad_rule(void) {
+    m3_model_cfg cfg = tiny_cfg();
+    m3_model *a = make(&cfg), *c = make(&cfg), *x = make(&cfg);
+    char err[256];
+    sync_state *sa = sync_new(a, 0, err, sizeof err), *sc = sync_new(c, 1, err, sizeof err);
+    sync_state *sx = sync_new(x, 2, err, sizeof err);
+    CHECK(sa && sc && sx);
+    CHECK_EQ_INT(sync_set_grad(sa, 1, err, sizeof err), 0);
+    CHECK_EQ_INT(sync_set_grad(sc, 1, err, sizeof err), 0);
+    size_t np = m3_n_params(a);
+    float *p0 = malloc(np * sizeof *p0);
+    memcpy(p0, m3_params(a), np * sizeof *p0);
+    train(a, 8, 0);
+    train(c, 5, 100);
+    train(x, 1, 200);
+    CHECK_EQ_INT(m3_steps(a), 0);   /* no step of its own under the grad rule */
+    CHECK(memcmp(p0, m3_params(a), np * sizeof *p0) == 0);
+    CHECK_EQ_INT(sync_batches(sa), 8);
+    unsigned char *ba, *bc, *bx;
+    size_t la = sync_extract(sa, &ba, err, sizeof err), lc = sync_extract(sc, &bc, err, sizeof err);
+    size_t lx = sync_extract(sx, &bx, err, sizeof err);
+    sync_info in;
+    CHECK_EQ_INT(sync_check(a, ba, la, &in, err, sizeof err), 0);
+    CHECK(in.grad == 1 && in.batches == 8);
+    sync_weight wp, wo;
+    sync_rule_weights(SYNC_GRAD, 2, &wp, &wo);
+    CHECK_EQ_INT(sync_apply(a, sa, ba, la, wo, err, sizeof err), 0);
+    CHECK_EQ_INT(sync_apply(a, sa, bc, lc, wp, err, sizeof err), 0);
+    CHECK_EQ_INT(sync_apply(c, sc, ba, la, wp, err, sizeof err), 0);
+    CHECK_EQ_INT(sync_apply(c, sc, bc, lc, wo, err, sizeof err), 0);
+    CHECK(sync_step(sa) == 1 && sync_step(sc) == 1);
+    CHECK(sync_step(sa) == 0);   /* nothing more to step on */
+    CHECK(m3_steps(a) == 1 && m3_steps(c) == 1);
+    CHECK_MSG(memcmp(m3_params(a), m3_params(c), np * sizeof *p0) == 0,
+              "the grad rule left the workers' dense parameters different");
+    CHECK(memcmp(p0, m3_params(a), np * sizeof *p0) != 0);
+    /* a mixed group is refused, each way, and changes nothing */
+    char why[256] = "";
+    CHECK_EQ_INT(sync_apply(x, sx, ba, la, wp, why, sizeof why), -1);
+    CHECK_MSG(strstr(why, "different rules") != NULL, "%s", why);
+    CHECK_EQ_INT(sync_apply(a, sa, bx, lx, wp, why, sizeof why), -1);
+    CHECK_MSG(strstr(why, "different rules") != NULL, "%s", why);
+    CHECK_EQ_INT(sync_step(sa), 0);
+    free(ba); free(bc); free(bx); free(p0);
+    sync_destroy(sa); sync_destroy(sc); sync_destroy(sx);
+    m3_destroy(a); m3_destroy(c); m3_destroy(x);
+}
+
+/* --sync.bits 16: the grad rule's gradient in bfloat16 - 2 bytes a value, both workers
+ * still the same after the step, and what the rounding dropped goes out with the next
+ * blob (error feedback); the bfloat16 flag on a delta blob is refused. */
+static void test_bf16(void) {
+    m3_model_cfg cfg = tiny_cfg();
+    m3_model *a = make(&cfg), *c = make(&cfg), *ref = make(&cfg);
+    char err[256];
+    sync_state *sa = sync_new(a, 0, err, sizeof err), *sc = sync_new(c, 1, err, sizeof err);
+    sync_state *sr = sync_new(ref, 2, err, sizeof err);
+    CHECK(sa && sc && sr);
+    CHECK(!sync_set_grad(sa, 1, err, sizeof err) && !sync_set_grad(sc, 1, err, sizeof err));
+    CHECK(!sync_set_bf16(sa, 1, err, sizeof err) && !sync_set_bf16(sc, 1, err, sizeof err));
+    size_t np = m3_n_params(a);
+    for (int round = 0; round < 2; round++) {
+        train(a, 3, 0);
+        train(c, 2, 100);
+        unsigned char *ba, *bc;
+        size_t la = sync_extract(sa, &ba, err, sizeof err), lc = sync_extract(sc, &bc, err, sizeof err);
+        sync_info in;
+        CHECK_EQ_INT(sync_check(c, ba, la, &in, err, sizeof err), 0);
+        CHECK(in.grad == 1 && in.dense_bytes == 2);
+        CHECK_EQ_INT(la, 80 + np * 2 + in.n_rows * (8 + 16 + 4) + in.n_exc * 8 + 8);
+        for (int k = 0; k < 2; k++) {   /* a then c into both, in sender order */
+            m3_model *m = k ? c : a;
+            sync_state *s = k ? sc : sa;
+            CHECK_EQ_INT(sync_apply(m, s, ba, la, (sync_weight){1, k ? 1.0f : 0.0f}, err, sizeof err), 0);
+            CHECK_EQ_INT(sync_apply(m, s, bc, lc, (sync_weight){1, k ? 0.0f : 1.0f}, err, sizeof err), 0);
+            CHECK(sync_step(s) == 1);
+        }
+        CHECK_MSG(memcmp(m3_params(a), m3_params(c), np * sizeof(float)) == 0,
+                  "round %d: bfloat16 left the workers different", round);
+        if (round == 0) {   /* the same flag on a delta blob: refused */
+            unsigned char *bd;
+            size_t ld = sync_extract(sr, &bd, err, sizeof err);
+            uint32_t flags = 2;
+            memcpy(bd + 44, &flags, 4);   /* header: flags at 44 */
+            reseal(bd, ld);
+            refused(ref, bd, ld, "flags");
+            free(bd);
+        }
+        free(ba); free(bc);
+    }
+    sync_destroy(sr); sync_destroy(sa); sync_destroy(sc);
+    m3_destroy(a); m3_destroy(c); m3_destroy(ref);
+}
+
+/* The float at a blob's dense value j (width w). */
+static double dense_value(const unsigned char *b, size_t j, int w) {
+    uint32_t u = 0;
+    float x;
+    if (w == 2) {
+        uint16_t h;
+        memcpy(&h, b + 80 + j * 2, 2);
+        u = (uint32_t)h << 16;
+    } else {
+        memcpy(&u, b + 80 + j * 4, 4);
+    }
+    memcpy(&x, &u, 4);
+    return x;
+}
+
+/* Error feedback: two models fed the same minibatches under the grad rule (no step is taken,
+ * so they stay the same), one sending floats, one bfloat16. Over 8 rounds the bfloat16
+ * sums stay within one rounding of the float sums (the residual carries the rest), clearly
+ * closer than rounding each round's gradient alone would be. */
+static void test_error_feedback(void) {
+    m3_model_cfg cfg = tiny_cfg();
+    m3_model *f = make(&cfg), *h = make(&cfg);
+    char err[256];
+    sync_state *sf = sync_new(f, 0, err, sizeof err), *sh = sync_new(h, 1, err, sizeof err);
+    CHECK(sf && sh && !sync_set_grad(sf, 1, err, sizeof err) && !sync_set_grad(sh, 1, err, sizeof err));
+    CHECK_EQ_INT(sync_set_bf16(sh, 1, err, sizeof err), 0);
+    size_t np = m3_n_params(f);
+    double *tf = calloc(np, sizeof *tf), *th = calloc(np, sizeof *th), *tr = calloc(np, sizeof *tr);
+    for (int round = 0; round < 8; round++) {
+        uint64_t seed = rs;
+        int64_t t0 = train_t;
+        train(f, 2, 0);
+        rs = seed, train_t = t0;
+        train(h, 2, 0);
+        unsigned char *bf, *bh;
+        size_t lf = sync_extract(sf, &bf, err, sizeof err), lh = sync_extract(sh, &bh, err, sizeof err);
+        CHECK(lf > 0 && lh > 0 && lh < lf);
+        for (size_t j = 0; j < np; j++) {
+            double g = dense_value(bf, j, 4);
+            tf[j] += g;
+            th[j] += dense_value(bh, j, 2);
+            float gf = (float)g;
+            uint32_t u;
+            memcpy(&u, &gf, 4);
+            u = ((u + 0x7fffu + ((u >> 16) & 1u)) >> 16) << 16;   /* g alone in bfloat16 */
+            memcpy(&gf, &u, 4);
+            tr[j] += gf;
+        }
+        free(bf);
+        free(bh);
+    }
+    double e_fb = 0, e_round = 0;
+    for (size_t j = 0; j < np; j++) {
+        e_fb += fabs(th[j] - tf[j]);
+        e_round += fabs(tr[j] - tf[j]);
+    }
+    fprintf(stderr, "bfloat16 over 8 rounds: |error| %.3g with feedback, %.3g without\n", e_fb, e_round);
+    CHECK(e_round > 0);
+    CHECK_MSG(e_fb < 0.6 * e_round, "error feedback: %.3g, not clearly below %.3g", e_fb, e_round);
+    free(tf); free(th); free(tr);
+    sync_destroy(sf); sync_destroy(sh);
+    m3_destroy(f); m3_destroy(h);
+}
+
+/* sync_set_stale_lr: a round whose gradient was computed one step back moves the dense
+ * parameters half as far as the same round without the option (Adam's state is the same
+ * either way: only the step size differs). */
+static void test_stale_lr(void) {
+    m3_model_cfg cfg = tiny_cfg();
+    m3_model *m[2] = { make(&cfg), make(&cfg) };
+    sync_state *s[2];
+    char err[256];
+    size_t np = m3_n_params(m[0]);
+    float *before[2];
+    uint64_t seed = rs;
+    int64_t t0 = train_t;
+    for (int k = 0; k < 2; k++) {
+        s[k] = sync_new(m[k], 0, err, sizeof err);
+        CHECK(s[k] && !sync_set_grad(s[k], 1, err, sizeof err));
+        sync_set_stale_lr(s[k], k == 0);
+        rs = seed, train_t = t0;
+        unsigned char *old, *fresh;
+        train(m[k], 2, 0);
+        size_t lo = sync_extract(s[k], &old, err, sizeof err);   /* computed at version 0 */
+        train(m[k], 2, 0);
+        size_t lf = sync_extract(s[k], &fresh, err, sizeof err);
+        CHECK_EQ_INT(sync_apply(m[k], s[k], fresh, lf, (sync_weight){1, 0}, err, sizeof err), 0);
+        CHECK(sync_step(s[k]) == 1);   /* version 1 */
+        before[k] = malloc(np * sizeof(float));
+        memcpy(before[k], m3_params(m[k]), np * sizeof(float));
+        CHECK_EQ_INT(sync_apply(m[k], s[k], old, lo, (sync_weight){1, 0}, err, sizeof err), 0);
+        CHECK(sync_step(s[k]) == 1);   /* one step stale */
+        free(old);
+        free(fresh);
+    }
+    CHECK(memcmp(before[0], before[1], np * sizeof(float)) == 0);   /* the fresh round: same */
+    double moved = 0;
+    for (size_t j = 0; j < np; j++) {
+        double d0 = (double)m3_params(m[0])[j] - before[0][j], d1 = (double)m3_params(m[1])[j] - before[1][j];
+        moved += fabs(d1);
+        CHECK_CLOSE(d0, 0.5 * d1, 1e-3, 1e-7);
+    }
+    CHECK(moved > 0);
+    for (int k = 0; k < 2; k++) {
+        free(before[k]);
+        sync_destroy(s[k]);
+        m3_destroy(m[k]);
+    }
+}
+
 static char dir[] = "/tmp/m3_test_sync_XXXXXX";
 
-/* m3rec-offline with args into dir/name.json; the report's text. */
+/* m3rec-offline with args into dir/name.json; the report's text. The deadline only bounds a
+ * hang: a group of 4 under the sanitizers on a loaded machine takes minutes. */
 static char *offline(const char *name, char *const *args) {
     char report[512], out[512], errp[512];
     snprintf(report, sizeof report, "%s/%s.json", dir, name);
@@ -288,7 +551,7 @@ static char *offline(const char *name, char *const *args) {
     int n = 4;
     while (*args) argv[n++] = *args++;
     argv[n] = NULL;
-    CHECK_EQ_INT(proc_wait(proc_spawn(argv, out, errp), clk_mono_ms() + 120000, name), 0);
+    CHECK_EQ_INT(proc_wait(proc_spawn(argv, out, errp), clk_mono_ms() + 300000, name), 0);
     char *text = proc_read_file(report, NULL);
     CHECK(text != NULL);
     return text;
@@ -322,22 +585,27 @@ static void test_offline_group(void) {
         free(x);
         free(y);
     }
-    /* quality: a group of two with the chosen rule (sum every minibatch, the group's
-     * minibatch the size of one learner's: 128 each) stays near one learner. The tolerance,
-     * 0.01, is about two standard errors of these short streams' AUCs; the group without
-     * the shared model loses 0.02 and more here (docs/results.md). */
+    /* quality: the chosen rule (the default: grad, a stale round's step divided, every
+     * minibatch; the group's minibatch split: 128 each of 2, 64 each of 4) stays near one learner, for a group of 2 with its
+     * blobs applied at once and for a group of 4 one round late. The tolerance, 0.01, is
+     * about two standard errors of these short streams' AUCs; the group without the shared
+     * model loses 0.02 and more here, and `sum`, the rule before, loses 0.017 CTR and 0.039
+     * CTCVR in the group of 4 one round late (measured on this stream). */
     char *big1 = offline("big1", (char *[]){ "--events", "60000", NULL });
-    char *g2 = offline("g2", (char *[]){ "--events", "60000", "--group", "2", "--sync", "sum",
-                                         "--sync.every", "1", "--set", "batch.size=128", NULL });
-    CHECK(strstr(g2, "\"sync\"") != NULL);
-    for (int t = 0; t < 2; t++) {
-        const char *task = t ? "ctcvr" : "ctr";
-        double a = overall_auc(big1, task), b = overall_auc(g2, task);
-        fprintf(stderr, "%s AUC: one learner %.4f, group of 2 %.4f\n", task, a, b);
-        CHECK_MSG(b > a - 0.01, "%s: group of 2 %.4f more than 0.01 below one learner %.4f",
-                  task, b, a);
+    char *g2 = offline("g2", (char *[]){ "--events", "60000", "--group", "2", "--set",
+                                         "batch.size=128", NULL });
+    char *g2d = offline("g4d1", (char *[]){ "--events", "60000", "--group", "4", "--sync.delay",
+                                            "1", "--set", "batch.size=64", NULL });
+    CHECK(strstr(g2, "\"rule\": \"grad\"") != NULL || strstr(g2, "\"rule\":\"grad\"") != NULL);
+    for (int t = 0; t < 4; t++) {
+        const char *task = t % 2 ? "ctcvr" : "ctr";
+        double a = overall_auc(big1, task), b = overall_auc(t < 2 ? g2 : g2d, task);
+        fprintf(stderr, "%s AUC: one learner %.4f, group of %d (delay %d) %.4f\n", task, a,
+                t < 2 ? 2 : 4, t / 2, b);
+        CHECK_MSG(b > a - 0.01, "%s: group of %d (delay %d) %.4f more than 0.01 below one "
+                  "learner %.4f", task, t < 2 ? 2 : 4, t / 2, b, a);
     }
-    free(one); free(g1); free(big1); free(g2);
+    free(one); free(g1); free(big1); free(g2); free(g2d);
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     CHECK_EQ_INT(system(cmd), 0);
@@ -350,6 +618,11 @@ int main(void) {
     test_rules(SYNC_MIXED);
     test_no_user_rows();
     test_refusals();
+    test_counters();
+    test_grad_rule();
+    test_bf16();
+    test_error_feedback();
+    test_stale_lr();
     test_offline_group();
     return 0;
 }

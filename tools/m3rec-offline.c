@@ -24,12 +24,16 @@
  * oracle is the dataset's own when --oracle-rows names a per-row oracle file (docs/replay.md:
  * a header `p_ctr,p_cvr`, then one line per data row); without one there is no oracle.
  *
- * --group N [--sync RULE] [--sync.every K] [--sync.delay D]: N learners on the stream split
- * by a hash of the user id (as a consumer group's workers get it), one model shared through
- * update blobs (engine/sync.h: RULE none, sum (the default), scaled, avg or mixed) exchanged
- * every K minibatches (1) and applied D rounds late (0). The report is the group's (the
- * learners' scoreboards merged), each learner's beside it as --report's PATH.w0, .w1, ...
- * (docs/architecture.md, "Scaling out"; figures: docs/results.md).
+ * --group N [--sync RULE] [--sync.every K] [--sync.delay D] [--sync.bits B]
+ * [--sync.stale-lr 0|1]: N learners on the stream split by a hash of the user id (as a
+ * consumer group's workers get it), one model shared through update blobs (engine/sync.h:
+ * RULE none, sum, scaled, avg, mixed or grad, the default) exchanged every K minibatches
+ * (1) and applied D rounds late (0); B 16 sends the grad rule's gradients in bfloat16
+ * (32); --sync.stale-lr 0 keeps a stale round's full step size (1, the default, divides it
+ * by 1 + its staleness). The measured setting adds --set batch.size=<256/N>: the group's
+ * minibatch split across the learners. The report is the group's (the learners'
+ * scoreboards merged), each learner's beside it as --report's
+ * PATH.w0, .w1, ... (docs/architecture.md, "Scaling out"; figures: docs/results.md).
  *
  * With store.dir set the state is durable (state.h), the simulator's position being the
  * input offset ("sim" partition 0): checkpoints every checkpoint.interval.ms at a minibatch
@@ -105,6 +109,9 @@ typedef struct {
 typedef struct {
     int n;                  /* learners; 0 or 1: the one learner of a plain run */
     int rule, every, delay; /* sync_rule, --sync.every K, --sync.delay D */
+    int bits;               /* --sync.bits: 16 sends the grad rule's gradient in bfloat16 */
+    int stale_lr;           /* --sync.stale-lr: 1 (the default) divides a stale round's step
+                               (sync.h); -1 until given */
     lrn *L[GROUP_MAX];      /* L[0] is the run's own (offline.L) */
     int n_models;           /* each learner's models (primary and shadows), all synced */
     sync_state **ss;        /* (n, n_models) */
@@ -152,7 +159,8 @@ static void usage(void) {
             "                     [--max-rows N] [--config FILE] [--set key=value]...\n"
             "                     [--report PATH] [--oracle-report PATH] [--dump-batches PATH]\n"
             "                     [--quiet] [--drain] [GROUP] DATA_FILE...\n"
-            "GROUP: --group N [--sync none|sum|scaled|avg|mixed] [--sync.every K] [--sync.delay D]\n");
+            "GROUP: --group N [--sync none|sum|scaled|avg|mixed|grad] [--sync.every K] [--sync.delay D]\n"
+            "       [--sync.bits 32|16] [--sync.stale-lr 0|1]\n");
 }
 
 static void dump_batch(void *ud, const m3_example *ex, const char *const *ids, int B, int n_imp) {
@@ -191,14 +199,16 @@ static int load_mapping(offline *o) {
 static int group_arg(group *g, int argc, char **argv, int *i) {
     const char *a = argv[*i], *v = *i + 1 < argc ? argv[*i + 1] : NULL;
     int *num = strcmp(a, "--group") == 0 ? &g->n : strcmp(a, "--sync.every") == 0 ? &g->every
-             : strcmp(a, "--sync.delay") == 0 ? &g->delay : NULL;
+             : strcmp(a, "--sync.delay") == 0 ? &g->delay
+             : strcmp(a, "--sync.bits") == 0 ? &g->bits
+             : strcmp(a, "--sync.stale-lr") == 0 ? &g->stale_lr : NULL;
     if (!num && strcmp(a, "--sync") != 0) return 0;
     char *end = NULL;
     long x = v ? strtol(v, &end, 10) : 0;
     if (!v || (num && (*end || x < 0 || x > 1000000)) ||
         (!num && (g->rule = sync_rule_parse(v)) < 0)) {
         fprintf(stderr, "m3rec-offline: %s %s: expected %s\n", a, v ? v : "(nothing)",
-                num ? "a count 0..1000000" : "none, sum, scaled, avg or mixed");
+                num ? "a count 0..1000000" : "none, sum, scaled, avg, mixed or grad");
         return -1;
     }
     if (num) *num = (int)x;
@@ -218,7 +228,16 @@ static int group_check(offline *o) {
         return -1;
     }
     if (g->every <= 0) g->every = 1;
-    if (g->rule < 0) g->rule = SYNC_SUM;   /* the measured choice (docs/results.md) */
+    if (g->stale_lr < 0) g->stale_lr = 1;   /* measured: D = 2 loses a third as much */
+    if (g->bits != 0 && g->bits != 16 && g->bits != 32) {
+        fprintf(stderr, "m3rec-offline: --sync.bits %d: expected 16 or 32\n", g->bits);
+        return -1;
+    }
+    if (g->rule < 0) g->rule = SYNC_GRAD;   /* the measured choice (docs/results.md) */
+    if (g->bits == 16 && g->rule != SYNC_GRAD) {
+        fprintf(stderr, "m3rec-offline: --sync.bits 16 is for the grad rule's gradients\n");
+        return -1;
+    }
     return 0;
 }
 
@@ -254,8 +273,12 @@ static int group_open(offline *o) {
     for (int k = 0; k < g->n; k++)
         for (int i = 0; i < g->n_models; i++)
             if (!(g->ss[k * g->n_models + i] = sync_new(lrn_model(g->L[k], i), (uint32_t)k, err,
-                                                       sizeof err)))
+                                                       sizeof err)) ||
+                sync_set_grad(g->ss[k * g->n_models + i], g->rule == SYNC_GRAD, err, sizeof err) ||
+                sync_set_bf16(g->ss[k * g->n_models + i], g->bits == 16, err, sizeof err))
                 goto fail;
+            else
+                sync_set_stale_lr(g->ss[k * g->n_models + i], g->stale_lr);
     g->next_steps = (int64_t)g->n * g->every;
     return 0;
 fail:
@@ -264,7 +287,8 @@ fail:
 }
 
 /* Apply round `due`'s blobs (its ring slot) to every learner's models, with the rule's
- * weights: a peer's delta, and its own (avg). Returns 0, or -1 after saying why. */
+ * weights: a peer's delta, and its own (avg, grad), in sender order (grad: every learner
+ * then takes the same step). Returns 0, or -1 after saying why. */
 static int group_apply(group *g, size_t slot) {
     char err[512];
     sync_weight wp, wo;
@@ -281,6 +305,7 @@ static int group_apply(group *g, size_t slot) {
                     return -1;
                 }
             }
+    for (int k = 0; k < g->n * g->n_models; k++) sync_step(g->ss[k]);
     return 0;
 }
 
@@ -290,7 +315,7 @@ static int group_apply(group *g, size_t slot) {
 static int group_sync(group *g) {
     char err[512];
     int64_t steps = 0;
-    for (int k = 0; k < g->n; k++) steps += lrn_model_version(g->L[k]);
+    for (int k = 0; k < g->n; k++) steps += (int64_t)sync_batches(g->ss[k * g->n_models]);
     if (steps < g->next_steps) return 0;
     double t0 = clk_process_cpu_s();
     g->next_steps += (int64_t)g->n * g->every;
@@ -328,6 +353,8 @@ static void group_write_json(const group *g, json_writer *w) {
     json_key(w, "rule"); json_str(w, sync_rule_name(g->rule));
     json_key(w, "every_batches"); json_int(w, g->every);
     json_key(w, "delay_rounds"); json_int(w, g->delay);
+    json_key(w, "dense_bits"); json_int(w, g->bits == 16 ? 16 : 32);
+    json_key(w, "stale_lr"); json_int(w, g->stale_lr);
     json_key(w, "rounds"); json_int(w, (int64_t)g->rounds);
     json_key(w, "blob_bytes_mean"); json_num(w, g->bytes / nb);
     json_key(w, "blob_dense_bytes"); json_num(w, g->dense_bytes / nb);
@@ -812,6 +839,7 @@ int main(int argc, char **argv) {
     mallopt(M_MMAP_THRESHOLD, 1 << 20);
     static offline o;
     o.g.rule = -1;   /* --sync not given */
+    o.g.stale_lr = -1;
     cfg_defaults(&o.cfg);
     sim_cfg_defaults(&o.sc);
     int rc = parse_args(&o, argc, argv);

@@ -103,6 +103,8 @@ struct m3_model {
     float *params, *grads, *adam_m, *adam_v;   /* (n_params) each */
     m3__params p, g;
     int step;                          /* Adam steps taken */
+    m3_grad_hook grad_hook;            /* m3_set_grad_hook, or NULL */
+    void *grad_hook_ud;
     float *good;                       /* (3 n_params) last good params, m, v (m3_mark_good),
                                           NULL until the first copy */
     int good_step;                     /* their Adam step */
@@ -1541,9 +1543,8 @@ float m3_train(m3_model *m, const m3_example *ex) {
      * NaN or an infinity anywhere in the dense gradient makes it non-finite. */
     float norm = nn_clip_grad_norm(m->grads, m->n_params, c->clip_norm);
     if (!isfinite(loss) || !isfinite(norm) || !m3__emb_grads_finite(m)) return m3__refuse(m);
-    m->step++;
-    nn_adam_step(m->params, m->grads, m->adam_m, m->adam_v, m->n_params, c->lr_dense,
-                 M3__ADAM_B1, M3__ADAM_B2, M3__ADAM_EPS, m->step);
+    if (!m->grad_hook || !m->grad_hook(m->grad_hook_ud, m, m->grads, m->n_params))
+        m3_dense_step(m, m->grads, 1.0f);
     emb_grad_apply(m->emb, c->lr_emb, c->l2_emb);
     m3__stream_state(m);
     return loss;
@@ -1705,6 +1706,17 @@ static uint64_t m3__cfg_hash(const m3_model *m) {
 uint64_t m3_cfg_hash(const m3_model *m) { return m3__cfg_hash(m); }
 float *m3_params(m3_model *m) { return m->params; }
 int64_t m3_steps(const m3_model *m) { return m->step; }
+
+void m3_set_grad_hook(m3_model *m, m3_grad_hook fn, void *ud) {
+    m->grad_hook = fn;
+    m->grad_hook_ud = ud;
+}
+
+void m3_dense_step(m3_model *m, const float *grads, float lr_scale) {
+    m->step++;
+    nn_adam_step(m->params, grads, m->adam_m, m->adam_v, m->n_params, m->cfg.lr_dense * lr_scale,
+                 M3__ADAM_B1, M3__ADAM_B2, M3__ADAM_EPS, m->step);
+}
 
 size_t m3_blob_save(const m3_model *m, void *buf, size_t size) {
     size_t need = m3_blob_size(m);

@@ -213,6 +213,16 @@ uint64_t m3_cfg_hash(const m3_model *m);
 float *m3_params(m3_model *m);
 /* Adam steps taken: the model's version. */
 int64_t m3_steps(const m3_model *m);
+/* The dense step's hook (one per model; fn NULL removes it): m3_train() hands it the
+ * minibatch's dense gradient (n_params floats, clipped, finite) before the Adam step; when
+ * fn returns 1 it has taken the gradient and the model does not step (the sync module's
+ * `grad` rule ships it and every worker steps on the group's mean, sync.h); 0 lets the
+ * model take its own step. The rows' step, the counters and UPT run either way. */
+typedef int (*m3_grad_hook)(void *ud, m3_model *m, const float *grads, size_t n);
+void m3_set_grad_hook(m3_model *m, m3_grad_hook fn, void *ud);
+/* One Adam step of the dense parameters on grads (n_params floats), its step size
+ * model.lr.dense x lr_scale; the model's version (m3_steps) moves by one. */
+void m3_dense_step(m3_model *m, const float *grads, float lr_scale);
 size_t m3_blob_save(const m3_model *m, void *buf, size_t size);
 int m3_blob_load(m3_model *m, const void *buf, size_t size, char *errstr, size_t errstr_size);
 
