@@ -78,6 +78,7 @@ typedef struct {
     uint64_t waits;                /* boundaries that waited for a peer */
     uint64_t gone;                 /* times a silent peer stopped being waited for */
     uint64_t idle_sent, idle_received;   /* blob-less "idle" messages (no input here) */
+    uint64_t grad_steps;           /* grad: Adam steps on a round's mean gradient */
     double wait_s;                 /* time spent waiting */
     double cpu_s;                  /* this thread's CPU in extract, produce, read, apply */
     int peers_live;                /* peers live now */
