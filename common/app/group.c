@@ -562,37 +562,27 @@ static grp__peer *grp__laggard(grp *g, int64_t now) {
     return NULL;
 }
 
-static void grp__wait(grp *g) {
-    int64_t start = clk_mono_ms(), now = start;
-    int waited = 0;
-    while (grp__laggard(g, now)) {
-        waited = 1;
-        grp__receive(g, GRP__WAIT_SLICE_MS);
-        kio_producer_poll(g->prod);
-        now = clk_mono_ms();
-    }
-    if (!waited) return;
-    g->st.waits++;
-    g->st.wait_s += (double)(now - start) / 1000.0;
-}
-
 /* The grad rule: after its blob of round r a worker waits until round r is stepped: its
  * own blob read back and every live peer's of round r in (grp__round_done), a peer silent
  * for group.sync.wait.ms given up. Bounded: after twice that (its own blob lost) it steps
- * on what it has. */
-static void grp__wait_grad(grp *g) {
+ * on what it has. 1 while it must wait. */
+static int grp__grad_blocked(grp *g, int64_t now, int64_t start) {
+    grp__expire(g, now);
+    grp__round_done(g);
+    if (g->stepped_round >= g->round_pub) return 0;
+    if (now - start <= 2 * g->wait_ms) return 1;
+    grp__error(g, "a grad round", "its own blob did not come back: stepping on what is in");
+    if (g->acc_n > 0) grp__close(g);
+    g->stepped_round = g->round_pub;
+    return 0;
+}
+
+/* Wait, reading the model topic, while a live peer lags (or, under the grad rule, while
+ * the worker's round is not stepped). */
+static void grp__wait(grp *g) {
     int64_t start = clk_mono_ms(), now = start;
     int waited = 0;
-    for (;;) {
-        grp__expire(g, now);
-        grp__round_done(g);
-        if (g->stepped_round >= g->round_pub) break;
-        if (now - start > 2 * g->wait_ms) {
-            grp__error(g, "a grad round", "its own blob did not come back: stepping on what is in");
-            if (g->acc_n > 0) grp__close(g);
-            g->stepped_round = g->round_pub;
-            break;
-        }
+    while (g->grad ? grp__grad_blocked(g, now, start) : grp__laggard(g, now) != NULL) {
         waited = 1;
         grp__receive(g, GRP__WAIT_SLICE_MS);
         kio_producer_poll(g->prod);
@@ -691,8 +681,7 @@ void grp_step(grp *g, int64_t version, int alone, int owner) {
         g->version_sent = version;   /* nothing owed to peers from the time alone */
     }
     grp__receive(g, 0);
-    if (sent && g->grad) grp__wait_grad(g);
-    else if (publish && g->stale >= 0) grp__wait(g);
+    if (g->grad ? sent : publish && g->stale >= 0) grp__wait(g);
     if (!stepped) grp__idle(g, now);
     if (owner && g->snap_ms > 0 && clk_mono_ms() - g->last_snap_ms >= g->snap_ms) grp__snapshot(g);
     g->st.cpu_s += clk_thread_cpu_s() - t0;
