@@ -741,6 +741,12 @@ void grp_write_json(const grp *g, json_writer *w) {
     }
     json_key(w, "last_refusal");
     json_str(w, s.last_refusal);
+    /* the dense parameters' checksum: under the grad rule the same on every member */
+    char sum[24];
+    snprintf(sum, sizeof sum, "%016" PRIx64,
+             sync_checksum(m3_params(g->m), m3_n_params(g->m) * sizeof(float)));
+    json_key(w, "dense_checksum");
+    json_str(w, sum);
     json_key(w, "snapshot_loaded");
     json_str(w, loaded ? "loaded" : g->snap_loaded == 0 ? "none" : "refused");
     grp__hist_json(w, "staleness_ms", s.stale_ms, 1);
