@@ -509,7 +509,16 @@ static int grp__publish(grp *g) {
     int rc = 0;
     g->extracts++;
     char round[24];
-    g->round_pub = ++g->round;
+    /* grad: the round being gathered (every member at this place of the topic gathers the
+     * same), not the Lamport clock's next: a worker that saw a peer's round r before
+     * publishing would otherwise stamp r + 1, and the rounds would leapfrog, one gradient
+     * each */
+    if (g->grad) {
+        g->round_pub = g->acc_n > 0 ? g->acc_round : g->stepped_round + 1;
+        if (g->round_pub > g->round) g->round = g->round_pub;
+    } else {
+        g->round_pub = ++g->round;
+    }
     g->last_pub_ms = clk_mono_ms();
     g->idle_sent = 0;
     snprintf(round, sizeof round, "%" PRIu64, g->round_pub);
