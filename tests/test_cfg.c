@@ -160,8 +160,12 @@ static const char *defaults_dump =
     "group.sync.every=1\n"
     "group.sync.stale=0\n"
     "group.sync.wait.ms=2000\n"
-    "group.snapshot.interval.ms=60000\n"
-    "group.changelog=false\n";
+    "group.sync.bits=32
+"
+    "group.snapshot.interval.ms=60000
+"
+    "group.changelog=false
+";
 
 static void test_defaults(void) {
     m3_cfg c;
@@ -605,7 +609,10 @@ static void test_check_errors(void) {
                 "join.esdfm.elapsed.ms=86400001 is above join.window.ms=86400000: a click "
                 "would settle before its fake negative");
     check_fails("batch.size=8\ngroup.sync=average\n", 2,
-                "group.sync must be none, sum, scaled, avg or mixed");
+                "group.sync must be none, sum, scaled, avg, mixed or grad");
+    check_fails("group.sync=grad\ngroup.sync.stale=1\n", 2,
+                "group.sync=grad takes synchronous rounds: group.sync.stale must be 0");
+    check_fails("group.sync=grad\ngroup.sync.bits=24\n", 2, "group.sync.bits must be 16 or 32");
     check_fails("group.sync=sum\nmodel.shadow=lr\n", 2,
                 "group.sync shares the primary model only: model.shadow must be empty "
                 "(compare architectures with m3rec-offline --group)");
@@ -695,7 +702,7 @@ static void test_documented(void) {
         CHECK_CONTAINS(props, pat);
         n++;
     }
-    CHECK_EQ_INT(n, 79);
+    CHECK_EQ_INT(n, 80);
     char *help = cfg_help();
     CHECK_CONTAINS(help, "batch.size                   impressions per minibatch "
                          "(predict, then train) (1..4096; default 256)\n");

@@ -1,8 +1,10 @@
 /* test_group.c - the model topic (app/group.h) on the embedded broker: a worker's update
  * reaches a peer exactly, its own blobs are skipped, a corrupt blob or one of another
  * configuration is refused and changes nothing, a worker alone publishes nothing, the
- * stale-synchronous wait waits for a live peer and gives up on a silent one. */
+ * stale-synchronous wait waits for a live peer and gives up on a silent one; under the grad
+ * rule two members that train on different data end every round bit-identical. */
 #include <math.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -62,17 +64,85 @@ static kio_mock *mock;
 static topics tp;
 static kio_prop props[1];
 
-static grp *open_grp(m3_model *m, int stale, int64_t wait_ms) {
+static grp *open_grp_rule(m3_model *m, int rule, int bits, int stale, int64_t wait_ms) {
     char err[512];
     m3_cfg c;
     cfg_defaults(&c);
-    c.group_sync_rule = SYNC_SUM;
+    c.group_sync_rule = rule;
+    c.group_sync_bits = bits;
     c.group_sync_every = 1;
     c.group_sync_stale = stale;
     c.group_sync_wait_ms = wait_ms;
     grp *g = grp_new(&c, props, 1, &tp, m, err, sizeof err);
     CHECK_MSG(g != NULL, "%s", err);
     return g;
+}
+
+static grp *open_grp(m3_model *m, int stale, int64_t wait_ms) {
+    return open_grp_rule(m, SYNC_SUM, 32, stale, wait_ms);
+}
+
+/* A member's round on a thread of its own: grp_step waits for the other member. */
+typedef struct {
+    grp *g;
+    int64_t version;
+} step_arg;
+
+static void *step_thread(void *p) {
+    step_arg *a = p;
+    grp_step(a->g, a->version, 0, 0);
+    return NULL;
+}
+
+/* group.sync=grad with `bits`: a and b start from the same model, train on different data,
+ * and after every round their dense parameters and Adam steps are the same bit for bit,
+ * and moved. On topics of their own (prefix), so no earlier blob or snapshot is read. */
+static void grad_rounds(const char *prefix, int bits) {
+    char err[512];
+    const char *scen[] = {"a", "b"};
+    topics keep = tp;
+    CHECK_MSG(topics_init(&tp, prefix, scen, 2, err, sizeof err) == 0, "%s", err);
+    CHECK_MSG(kio_mock_create_topic(mock, tp.model, 1, err, sizeof err) == 0, "%s", err);
+    CHECK_MSG(kio_mock_create_topic(mock, tp.model_snapshot, 1, err, sizeof err) == 0, "%s", err);
+    m3_model *ma = make(4), *mb = make(4);
+    size_t np = m3_n_params(ma);
+    float *start = malloc(np * sizeof(float));
+    CHECK(start != NULL);
+    memcpy(start, m3_params(ma), np * sizeof(float));
+    grp *a = open_grp_rule(ma, SYNC_GRAD, bits, 0, 5000), *b = open_grp_rule(mb, SYNC_GRAD, bits, 0, 5000);
+    enum { ROUNDS = 6 };
+    for (int r = 1; r <= ROUNDS; r++) {
+        train(ma, 1);   /* different examples: the generator moves on */
+        train(mb, 1);
+        step_arg aa = {a, r}, ab = {b, r};
+        pthread_t ta, tb;
+        CHECK(pthread_create(&ta, NULL, step_thread, &aa) == 0);
+        CHECK(pthread_create(&tb, NULL, step_thread, &ab) == 0);
+        pthread_join(ta, NULL);
+        pthread_join(tb, NULL);
+        CHECK_MSG(memcmp(m3_params(ma), m3_params(mb), np * sizeof(float)) == 0,
+                  "bits %d: the members' dense parameters differ after round %d", bits, r);
+        CHECK_EQ_INT(m3_steps(ma), m3_steps(mb));
+    }
+    grp_stats sa, sb;
+    grp_stats_get(a, &sa);
+    grp_stats_get(b, &sb);
+    CHECK_EQ_INT(sa.rounds, ROUNDS);
+    CHECK_EQ_INT(sa.refused + sb.refused + sa.errors + sb.errors, 0);
+    /* a round holds both members' gradients: no more steps than rounds (a leapfrog of
+     * rounds, one gradient each, took twice as many) */
+    CHECK_MSG(sa.grad_steps >= ROUNDS - 1 && sa.grad_steps <= ROUNDS &&
+              sa.grad_steps == sb.grad_steps,
+              "grad steps %llu, %llu", (unsigned long long)sa.grad_steps,
+              (unsigned long long)sb.grad_steps);
+    CHECK_EQ_INT(m3_steps(ma), (int64_t)sa.grad_steps);   /* the model steps only in rounds */
+    CHECK_MSG(memcmp(start, m3_params(ma), np * sizeof(float)) != 0, "the model did not move");
+    grp_destroy(a);
+    grp_destroy(b);
+    m3_destroy(ma);
+    m3_destroy(mb);
+    free(start);
+    tp = keep;
 }
 
 /* Step g (nothing new trained) until cond holds on its stats, at most 10 s. */
@@ -299,6 +369,8 @@ int main(void) {
 
     grp_destroy(b);
     grp_destroy(c);
+    grad_rounds("tgg", 32);
+    grad_rounds("tgh", 16);
     free(before);
     m3_destroy(ma);
     m3_destroy(mb);

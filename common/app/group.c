@@ -41,6 +41,10 @@ struct grp {
     m3_model *m;
     sync_state *ss;       /* NULL while alone */
     int rule, every, stale;
+    int grad, bits;       /* the grad rule (group.sync=grad), its gradient's bits (16, 32) */
+    uint64_t acc_round;   /* grad: the round the gradients taken since the last step are in */
+    int acc_n;            /* grad: blobs in it */
+    uint64_t stepped_round;   /* grad: the last round stepped */
     int64_t wait_ms;
     int64_t snap_ms;      /* group.snapshot.interval.ms */
     const char *topic;    /* points into tp */
@@ -165,10 +169,18 @@ static void grp__receive(grp *g, int timeout_ms);
  * one (whose sequence numbers restart), and a snapshot's writer_seq_end stays exact. */
 static int grp__new_sender(grp *g, char *errstr, size_t n) {
     sync_destroy(g->ss);
+    for (int i = 0; i < g->n_peers; i++)   /* grad: its earlier self is no member any more */
+        if (g->peers[i].id == g->st.sender) g->peers[i].live = 0;
     g->st.sender = grp__sender_id(g);
     snprintf(g->key, sizeof g->key, "%" PRIu32, g->st.sender);
     g->extracts = 0;
+    g->acc_n = 0;
     g->ss = sync_new(g->m, g->st.sender, errstr, n);
+    if (g->ss && g->grad && (sync_set_grad(g->ss, 1, errstr, n) != 0 ||
+                             sync_set_bf16(g->ss, g->bits == 16, errstr, n) != 0)) {
+        sync_destroy(g->ss);
+        g->ss = NULL;
+    }
     return g->ss ? 0 : -1;
 }
 
@@ -237,6 +249,8 @@ grp *grp_new(const m3_cfg *cfg, const kio_prop *props, int n_props, const topics
     g->every = cfg->group_sync_every;
     g->stale = cfg->group_sync_stale;
     g->wait_ms = cfg->group_sync_wait_ms;
+    g->grad = g->rule == SYNC_GRAD;
+    g->bits = cfg->group_sync_bits;
     g->tp = *tp;
     g->topic = g->tp.model;
     g->snap_ms = cfg->group_snapshot_ms;
@@ -299,7 +313,7 @@ static grp__peer *grp__peer_get(grp *g, uint64_t id) {
 
 static int grp__live_peers(const grp *g) {
     int k = 0;
-    for (int i = 0; i < g->n_peers; i++) k += g->peers[i].live;
+    for (int i = 0; i < g->n_peers; i++) k += g->peers[i].live && g->peers[i].id != g->st.sender;
     return k;
 }
 
@@ -367,61 +381,112 @@ static uint64_t grp__round_of(const rd_kafka_message_t *m) {
     return strtoull(buf, NULL, 10);
 }
 
-/* One message of the model topic: skipped when it is this worker's own, refused when it
- * is not a sound blob of this model from the sender its key names, else applied. */
-static void grp__take(grp *g, const rd_kafka_message_t *m) {
-    char sender[32], why[512];
-    size_t kl = m->key_len < sizeof sender - 1 ? m->key_len : sizeof sender - 1;
+/* ---- the grad rule's rounds ---- */
+
+/* The gradients taken since the last step: one Adam step on their mean (sync_step). */
+static void grp__close(grp *g) {
+    if (g->ss && sync_step(g->ss)) g->st.grad_steps++;
+    g->stepped_round = g->acc_round;
+    g->acc_n = 0;
+}
+
+/* Before a gradient of round r is taken: a newer round than the one being gathered closes
+ * it first; a late one (of a round stepped already) joins the one being gathered. The
+ * model topic's order is every member's, so every member makes the same cuts. */
+static void grp__round_open(grp *g, uint64_t r) {
+    if (g->acc_n > 0 && r > g->acc_round) grp__close(g);
+    if (g->acc_n == 0) g->acc_round = r > g->stepped_round ? r : g->stepped_round + 1;
+}
+
+/* The round being gathered is complete when every live member (this worker among them,
+ * by its own blobs read back) has a blob of it or a later one in: step. */
+static void grp__round_done(grp *g) {
+    if (!g->grad || g->acc_n == 0) return;
+    for (int i = 0; i < g->n_peers; i++)
+        if (g->peers[i].live && g->peers[i].round < g->acc_round) return;
+    grp__close(g);
+}
+
+/* The sender id in m's key into *id; 0 when the key is none. */
+static int grp__key_id(const rd_kafka_message_t *m, char *sender, size_t cap, uint64_t *id) {
+    size_t kl = m->key_len < cap - 1 ? m->key_len : cap - 1;
     memcpy(sender, m->key ? m->key : "", m->key ? kl : 0);
     sender[m->key ? kl : 0] = '\0';
     char *end = NULL;
-    unsigned long long id = strtoull(sender, &end, 10);
-    int id_ok = sender[0] >= '0' && sender[0] <= '9' && end && !*end && id <= UINT32_MAX &&
-                m->key_len < sizeof sender;
-    if (id_ok && (uint32_t)id == g->st.sender) {
-        g->st.own++;
-        return;
+    unsigned long long v = strtoull(sender, &end, 10);
+    *id = v;
+    return sender[0] >= '0' && sender[0] <= '9' && end && !*end && v <= UINT32_MAX &&
+           m->key_len < cap;
+}
+
+/* A sound blob of this model from the sender its key names, not in the loaded snapshot:
+ * 1; else 0 (refused or covered). */
+static int grp__admit(grp *g, grp__peer *p, const rd_kafka_message_t *m, const char *sender,
+                      uint64_t id) {
+    char why[512];
+    sync_info info;
+    if (!m->payload || sync_check(g->m, m->payload, m->len, &info, why, sizeof why) != 0) {
+        grp__refuse(g, p, sender, m->payload ? why : "empty message");
+        return 0;
     }
+    if (info.sender != (uint32_t)id) {
+        snprintf(why, sizeof why, "the blob's sender id %" PRIu32 " is not its key's", info.sender);
+        grp__refuse(g, p, sender, why);
+        return 0;
+    }
+    if (info.sender == g->covered_writer && info.seq < g->covered_seq_end) {
+        g->covered++;   /* its writer's, in the snapshot already */
+        return 0;
+    }
+    return 1;
+}
+
+/* One message of the model topic: skipped when it is this worker's own (under the grad
+ * rule its own is taken like a peer's, at its place in the topic's order), refused when
+ * it is not a sound blob of this model from the sender its key names, else applied. */
+static void grp__take(grp *g, const rd_kafka_message_t *m) {
+    char sender[32], why[512];
+    uint64_t id;
+    int id_ok = grp__key_id(m, sender, sizeof sender, &id);
+    int own = id_ok && (uint32_t)id == g->st.sender;
+    if (own) g->st.own++;
+    if (own && !g->grad) return;
     grp__peer *p = grp__peer_get(g, id_ok ? id : UINT64_MAX);
     if (!id_ok) {
         grp__refuse(g, p, sender[0] ? sender : "(no key)", "the key is not a sender id");
         return;
     }
     if (!m->len && grp__idle_of(m)) {   /* a peer without input: not waited for */
-        g->st.idle_received++;
+        if (!own) g->st.idle_received++;
         if (p && p->live) p->live = 0;
         if (p) p->last_ms = clk_mono_ms();
+        grp__round_done(g);
         return;
     }
-    sync_info info;
-    if (!m->payload || sync_check(g->m, m->payload, m->len, &info, why, sizeof why) != 0) {
-        grp__refuse(g, p, sender, m->payload ? why : "empty message");
-        return;
-    }
-    if (info.sender != (uint32_t)id) {
-        snprintf(why, sizeof why, "the blob's sender id %" PRIu32 " is not its key's", info.sender);
-        grp__refuse(g, p, sender, why);
-        return;
-    }
-    if (info.sender == g->covered_writer && info.seq < g->covered_seq_end) {
-        g->covered++;   /* its writer's, in the snapshot already */
-        return;
-    }
+    if (!grp__admit(g, p, m, sender, id)) return;
+    if (g->grad && !g->ss) return;   /* alone: no round to put a gradient in */
+    uint64_t round = grp__round_of(m);
+    if (g->grad) grp__round_open(g, round);
     sync_weight wp, wo;
     sync_rule_weights(g->rule, 1 + grp__live_peers(g) + (p && !p->live), &wp, &wo);
-    grp__staleness(g, m);
-    if (sync_apply(g->m, g->ss, m->payload, m->len, wp, why, sizeof why) != 0) {
+    if (!own) grp__staleness(g, m);
+    if (sync_apply(g->m, g->ss, m->payload, m->len, own ? wo : wp, why, sizeof why) != 0) {
         grp__refuse(g, p, sender, why);
         return;
     }
-    g->st.applied++;
-    g->st.applied_bytes += m->len;
-    if (!p) return;   /* out of memory for the peer table: applied, not waited for */
-    p->applied++;
-    p->live = 1;
-    p->round = grp__round_of(m);
-    if (p->round > g->round) g->round = p->round;   /* a Lamport clock: rounds align */
-    p->last_ms = clk_mono_ms();
+    if (!own) {
+        g->st.applied++;
+        g->st.applied_bytes += m->len;
+    }
+    if (g->grad) g->acc_n++;
+    if (p) {   /* NULL: out of memory for the peer table: applied, not waited for */
+        p->applied++;
+        p->live = 1;
+        p->round = round;
+        if (p->round > g->round) g->round = p->round;   /* a Lamport clock: rounds align */
+        p->last_ms = clk_mono_ms();
+    }
+    grp__round_done(g);
 }
 
 /* Read what the model topic holds for this worker, waiting at most timeout_ms for the
@@ -447,17 +512,28 @@ static void grp__receive(grp *g, int timeout_ms) {
 
 /* ---- publishing ---- */
 
-static void grp__publish(grp *g) {
+/* Returns 0 when the blob went to the producer, else -1 (the failure counted). */
+static int grp__publish(grp *g) {
     char err[512];
     unsigned char *blob = NULL;
     size_t len = sync_extract(g->ss, &blob, err, sizeof err);
     if (!len) {
         grp__error(g, "extracting the update", err);
-        return;
+        return -1;
     }
+    int rc = 0;
     g->extracts++;
     char round[24];
-    g->round_pub = ++g->round;
+    /* grad: the round being gathered (every member at this place of the topic gathers the
+     * same), not the Lamport clock's next: a worker that saw a peer's round r before
+     * publishing would otherwise stamp r + 1, and the rounds would leapfrog, one gradient
+     * each */
+    if (g->grad) {
+        g->round_pub = g->acc_n > 0 ? g->acc_round : g->stepped_round + 1;
+        if (g->round_pub > g->round) g->round = g->round_pub;
+    } else {
+        g->round_pub = ++g->round;
+    }
     g->last_pub_ms = clk_mono_ms();
     g->idle_sent = 0;
     snprintf(round, sizeof round, "%" PRIu64, g->round_pub);
@@ -465,35 +541,43 @@ static void grp__publish(grp *g) {
     if (kio_produce(g->prod, g->topic, g->key, strlen(g->key), blob, len, hdrs, 1, err,
                     sizeof err) != 0) {
         grp__error(g, "publishing the update", err);
+        rc = -1;
     } else {
         g->st.rounds++;
         g->st.sent_bytes += len;
     }
-    /* avg: its own delta weighs 1/N - 1 (engine/sync.h); sum and mixed rows: 0 */
+    /* avg: its own delta weighs 1/N - 1 (engine/sync.h); sum and mixed rows: 0; grad: its
+     * gradient is taken when read back, at its place in the topic's order (grp__take) */
     sync_weight wp, wo;
     sync_rule_weights(g->rule, 1 + grp__live_peers(g), &wp, &wo);
-    if ((wo.dense != 0.0f || wo.rows != 0.0f) &&
+    if (!g->grad && (wo.dense != 0.0f || wo.rows != 0.0f) &&
         sync_apply(g->m, g->ss, blob, len, wo, err, sizeof err) != 0)
         grp__error(g, "applying the own weight", err);
     free(blob);
     kio_producer_poll(g->prod);
+    return rc;
 }
 
 /* ---- bounded staleness ---- */
 
 /* A live peer this worker is more than S rounds ahead of, or NULL. A peer silent for
  * group.sync.wait.ms stops being live (logged). */
+static void grp__expire(grp *g, int64_t now) {
+    for (int i = 0; i < g->n_peers; i++) {
+        grp__peer *p = &g->peers[i];
+        if (!p->live || p->id == g->st.sender || now - p->last_ms < g->wait_ms) continue;
+        p->live = 0;
+        g->st.gone++;
+        fprintf(stderr, "m3rec-worker: group.sync: sender %" PRIu64 " silent for %lld ms: "
+                "not waited for until its next blob\n", p->id, (long long)(now - p->last_ms));
+    }
+}
+
 static grp__peer *grp__laggard(grp *g, int64_t now) {
+    grp__expire(g, now);
     for (int i = 0; i < g->n_peers; i++) {
         grp__peer *p = &g->peers[i];
         if (!p->live) continue;
-        if (now - p->last_ms >= g->wait_ms) {
-            p->live = 0;
-            g->st.gone++;
-            fprintf(stderr, "m3rec-worker: group.sync: sender %" PRIu64 " silent for %lld ms: "
-                    "not waited for until its next blob\n", p->id, (long long)(now - p->last_ms));
-            continue;
-        }
         /* after its blob of round r, this worker waits for the peer's of round r - S (by
          * its own blob's round, not the clock a peer raised: the wait chains then go down
          * in round, so no two workers wait for each other) */
@@ -502,10 +586,27 @@ static grp__peer *grp__laggard(grp *g, int64_t now) {
     return NULL;
 }
 
+/* The grad rule: after its blob of round r a worker waits until round r is stepped: its
+ * own blob read back and every live peer's of round r in (grp__round_done), a peer silent
+ * for group.sync.wait.ms given up. Bounded: after twice that (its own blob lost) it steps
+ * on what it has. 1 while it must wait. */
+static int grp__grad_blocked(grp *g, int64_t now, int64_t start) {
+    grp__expire(g, now);
+    grp__round_done(g);
+    if (g->stepped_round >= g->round_pub) return 0;
+    if (now - start <= 2 * g->wait_ms) return 1;
+    grp__error(g, "a grad round", "its own blob did not come back: stepping on what is in");
+    if (g->acc_n > 0) grp__close(g);
+    g->stepped_round = g->round_pub;
+    return 0;
+}
+
+/* Wait, reading the model topic, while a live peer lags (or, under the grad rule, while
+ * the worker's round is not stepped). */
 static void grp__wait(grp *g) {
     int64_t start = clk_mono_ms(), now = start;
     int waited = 0;
-    while (grp__laggard(g, now)) {
+    while (g->grad ? grp__grad_blocked(g, now, start) : grp__laggard(g, now) != NULL) {
         waited = 1;
         grp__receive(g, GRP__WAIT_SLICE_MS);
         kio_producer_poll(g->prod);
@@ -526,6 +627,7 @@ static void grp__set_alone(grp *g, int alone) {
     if (alone) {
         sync_destroy(g->ss);
         g->ss = NULL;
+        g->acc_n = 0;   /* grad: its model steps by itself while alone */
         fprintf(stderr, "m3rec-worker: group.sync: assigned every input partition: no blobs "
                 "while alone\n");
         return;
@@ -614,14 +716,15 @@ void grp_step(grp *g, int64_t version, int alone, int owner) {
     }
     grp__set_alone(g, alone);
     int publish = stepped && !g->alone && g->ss && version - g->version_sent >= g->every;
+    int sent = 0;
     if (publish) {
-        grp__publish(g);
+        sent = grp__publish(g) == 0;
         g->version_sent = version;
     } else if (g->alone) {
         g->version_sent = version;   /* nothing owed to peers from the time alone */
     }
     grp__receive(g, 0);
-    if (publish && g->stale >= 0) grp__wait(g);
+    if (g->grad ? sent : publish && g->stale >= 0) grp__wait(g);
     if (!stepped) grp__idle(g, now);
     if (owner && g->snap_ms > 0 && clk_mono_ms() - g->last_snap_ms >= g->snap_ms) grp__snapshot(g);
     g->st.cpu_s += clk_thread_cpu_s() - t0;
@@ -668,7 +771,7 @@ void grp_write_json(const grp *g, json_writer *w) {
         {"errors", (double)s.errors}, {"peers_seen", g->n_peers}, {"waits", (double)s.waits},
         {"wait_s", s.wait_s}, {"peers_gone", (double)s.gone},
         {"idle_sent", (double)s.idle_sent}, {"idle_received", (double)s.idle_received},
-        {"sync_cpu_s", s.cpu_s}, {"covered_skipped", (double)g->covered},
+        {"sync_cpu_s", s.cpu_s}, {"grad_steps", (double)s.grad_steps}, {"covered_skipped", (double)g->covered},
         {"snapshot_loaded_rows", loaded ? (double)g->loaded.rows : 0},
         {"snapshot_loaded_offset", loaded ? (double)g->loaded.model_offset : -1},
         {"snapshots_written", (double)g->snapshots}, {"snapshot_bytes", (double)g->written.bytes},
@@ -681,6 +784,12 @@ void grp_write_json(const grp *g, json_writer *w) {
     }
     json_key(w, "last_refusal");
     json_str(w, s.last_refusal);
+    /* the dense parameters' checksum: under the grad rule the same on every member */
+    char sum[24];
+    snprintf(sum, sizeof sum, "%016" PRIx64,
+             sync_checksum(m3_params(g->m), m3_n_params(g->m) * sizeof(float)));
+    json_key(w, "dense_checksum");
+    json_str(w, sum);
     json_key(w, "snapshot_loaded");
     json_str(w, loaded ? "loaded" : g->snap_loaded == 0 ? "none" : "refused");
     grp__hist_json(w, "staleness_ms", s.stale_ms, 1);

@@ -31,6 +31,18 @@
  * a round ahead publishes one blob-less message (headers m3rec.round, m3rec.idle), and
  * its peers go on without it until its next blob. S = -1 never waits (asynchronous).
  *
+ * The grad rule (group.sync=grad, group.sync.stale=0): a blob's dense part is the sum of
+ * the sender's minibatch gradients (sync_set_grad; group.sync.bits=16: in bfloat16), and
+ * the model's dense part moves only in sync_step. Every blob, the worker's own included
+ * (read back, not applied at publishing), goes into the round in the model topic's order;
+ * the round is stepped at the first message after which every live member (the worker
+ * itself by the same rule) has a blob of it or a later round in, or at a blob of a newer
+ * round; a late blob joins the round being gathered. Every member reads the same order, so
+ * all cut the same rounds and stay bit-identical; they may drift only when a silent peer is
+ * given up by the clock (at different offsets), when a joiner starts from a snapshot (it
+ * has no Adam state) or when a model is rolled back. After its blob a worker waits until
+ * its round is stepped, at most 2 x group.sync.wait.ms.
+ *
  * Snapshot (group.snapshot.interval.ms): the owner of input partition 0 writes the whole
  * shared model - the dense parameters and every shared row in memory - to the compacted
  * <topic.prefix>.model.snapshot in shards under the size limit, with the model-topic offset
@@ -78,6 +90,7 @@ typedef struct {
     uint64_t waits;                /* boundaries that waited for a peer */
     uint64_t gone;                 /* times a silent peer stopped being waited for */
     uint64_t idle_sent, idle_received;   /* blob-less "idle" messages (no input here) */
+    uint64_t grad_steps;           /* grad: Adam steps on a round's mean gradient */
     double wait_s;                 /* time spent waiting */
     double cpu_s;                  /* this thread's CPU in extract, produce, read, apply */
     int peers_live;                /* peers live now */

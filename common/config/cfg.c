@@ -227,7 +227,9 @@ static const cfg__key cfg__keys[] = {
     /* issue 16, one model across the group: the model topic (app/group.h) */
     K_TYP("group.sync", CFG__STRING, group_sync, "none",
           "how the group's workers share one model through <topic.prefix>.model: none "
-          "(each its own), sum, scaled, avg or mixed (engine/sync.h; sum measured best)"),
+          "(each its own), sum, scaled, avg, mixed (engine/sync.h: deltas) or grad (each "
+          "worker's dense gradient; every worker takes the same Adam step on the round's "
+          "mean; needs group.sync.stale=0)"),
     K_INT("group.sync.every", group_sync_every, 1, 100000, "1",
           "minibatches between two update blobs a worker publishes"),
     K_INT("group.sync.stale", group_sync_stale, -1, 100000, "0",
@@ -236,6 +238,9 @@ static const cfg__key cfg__keys[] = {
           "synchronous rounds); -1 = never wait (asynchronous)"),
     K_I64("group.sync.wait.ms", group_sync_wait_ms, 1, DAY_MS, "2000",
           "a peer silent this long is not waited for (dead, idle or gone) until its next blob"),
+    K_INT("group.sync.bits", group_sync_bits, 16, 32, "32",
+          "group.sync=grad: the gradient's bits on the wire: 32 (float) or 16 (bfloat16, "
+          "half the bytes; the rounding's remainder goes into the next blob)"),
     K_I64("group.snapshot.interval.ms", group_snapshot_ms, 0, DAY_MS, "60000",
           "the owner of input partition 0 writes the whole shared model to "
           "<topic.prefix>.model.snapshot this often (and a worker alone at a revocation); a "
@@ -862,7 +867,14 @@ static int cfg__check_group(m3_cfg *c, char *errstr, size_t errstr_size) {
     c->group_sync_rule = sync_rule_parse(c->group_sync);
     if (c->group_sync_rule < 0)
         return cfg__check_fail(c, rule, 1, errstr, errstr_size,
-                               "group.sync must be none, sum, scaled, avg or mixed");
+                               "group.sync must be none, sum, scaled, avg, mixed or grad");
+    static const char *const gs[] = { "group.sync", "group.sync.stale" }, *const gb[] = { "group.sync.bits" };
+    if (c->group_sync_rule == SYNC_GRAD && c->group_sync_stale != 0)
+        return cfg__check_fail(c, gs, 2, errstr, errstr_size,
+                               "group.sync=grad takes synchronous rounds: group.sync.stale must "
+                               "be 0");
+    if (c->group_sync_bits != 16 && c->group_sync_bits != 32)
+        return cfg__check_fail(c, gb, 1, errstr, errstr_size, "group.sync.bits must be 16 or 32");
     if (c->group_sync_rule != SYNC_NONE && c->n_shadow > 0)
         return cfg__check_fail(c, sh, 2, errstr, errstr_size,
                                "group.sync shares the primary model only: model.shadow must "

@@ -124,6 +124,7 @@ typedef struct m3_cfg {
     /* issue 16, one model across the group (app/group.h) */
     char group_sync[M3_NAME_MAX * 2];     /* group.sync: none, sum, scaled, avg, mixed */
     int group_sync_rule;                  /* derived by cfg_check: sync_rule */
+    int group_sync_bits;                  /* group.sync.bits: grad's gradient, 16 or 32 */
     int group_sync_every;                 /* group.sync.every: minibatches per update blob */
     int group_sync_stale;                 /* group.sync.stale: rounds ahead of the slowest
                                              live peer; -1 = never wait */
