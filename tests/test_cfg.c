@@ -160,12 +160,9 @@ static const char *defaults_dump =
     "group.sync.every=1\n"
     "group.sync.stale=0\n"
     "group.sync.wait.ms=2000\n"
-    "group.sync.bits=32
-"
-    "group.snapshot.interval.ms=60000
-"
-    "group.changelog=false
-";
+    "group.sync.bits=32\n"
+    "group.snapshot.interval.ms=60000\n"
+    "group.changelog=false\n";
 
 static void test_defaults(void) {
     m3_cfg c;
