@@ -37,10 +37,15 @@
 #define N_WORKERS 3   /* and a fourth for the corrupt record */
 #define SCEN 3
 #define EMB_DIM 16
-/* The group's CTR AUC may be this much below one worker's: on 40,000 impressions one
- * worker's prequential CTR AUC has a standard error of ~0.005, and the group's model is
- * rebuilt around a kill -9 (isolated workers: -0.028 on 100,000, scripts/bench-group). */
-#define AUC_TOL 0.015
+/* The group's CTR AUC may be this much below one worker's. It is loose on purpose: on
+ * 40,000 impressions one worker's prequential CTR AUC has a standard error of ~0.005, and
+ * the group's model is rebuilt around a join and a kill -9 on a loaded machine (peers given
+ * up after group.sync.wait.ms): measured -0.003, -0.011 and -0.023 with group.sync=sum
+ * (-0.016 once with grad, whose joiner lacks the group's Adam state). It catches a group
+ * whose joiner trains from its own start-up model (-0.061); a group whose blobs are all
+ * refused (-0.034) is caught by the refusal count below. The issue's 0.003 is measured
+ * with a stable membership by scripts/bench-group. */
+#define AUC_TOL 0.04
 
 static char bootstrap[128], kafka_dir[512];
 static int changelog_on = 1;
@@ -458,8 +463,15 @@ int main(void) {
     CHECK_EQ_INT(m_conv, s.st.conversions);
     CHECK_EQ_INT(m_req, s.st.requests);
     if (changelog_on) {   /* one model across the group: as good as one worker */
+        double applied = sum_of(r, N_WORKERS, "group.applied");
+        double gerr = sum_of(r, N_WORKERS, "group.errors") + sum_of(r, N_WORKERS, "group.refused");
+        fprintf(stderr, "it_group: %.0f peers' blobs applied, %.0f transport errors or refusals\n",
+                applied, gerr);
+        CHECK(applied > 0);
+        CHECK_EQ_INT(gerr, 0);
         double g = group_auc(pc.seen), one = one_worker_auc(&s);
-        fprintf(stderr, "it_group: CTR AUC over the committed predictions %.4f (group.sync=sum), "
+        fprintf(stderr, "it_group: CTR AUC over the committed predictions %.4f (group.sync=sum, "
+                "group.changelog=true), "
                 "one worker alone %.4f: %+.4f (tolerance %.3f)\n", g, one, g - one, AUC_TOL);
         CHECK(g >= one - AUC_TOL);
         refuse_bad_record(&s);
