@@ -29,6 +29,7 @@
 
 #include <signal.h>
 
+#include "auc.h"
 #include "engine/model.h"
 #include "stream/changelog.h"
 
@@ -157,41 +158,22 @@ typedef struct {
 static float pred_ctr[N_IMP];
 static signed char click_of[N_IMP];   /* from the simulator; -1: not seen */
 
-typedef struct {
-    float p;
-    signed char y;
-} scored;
-
-static int by_p(const void *a, const void *b) {
-    float x = ((const scored *)a)->p, y = ((const scored *)b)->p;
-    return (x > y) - (x < y);
-}
-
-/* The rank AUC (ties share their mean rank) of p_ctr over the impressions in seen. */
+/* The exact AUC of p_ctr over the impressions in seen. */
 static double group_auc(const uint8_t *seen) {
-    scored *v = malloc(N_IMP * sizeof *v);
-    CHECK(v);
-    int n = 0;
-    long long pos = 0;
+    float *p = malloc(N_IMP * sizeof *p);
+    uint8_t *y = malloc(N_IMP);
+    CHECK(p && y);
+    size_t n = 0;
     for (int k = 0; k < N_IMP; k++)
         if (seen[k] && click_of[k] >= 0) {
-            v[n].p = pred_ctr[k];
-            v[n].y = click_of[k];
-            pos += v[n++].y;
+            p[n] = pred_ctr[k];
+            y[n++] = (uint8_t)click_of[k];
         }
-    qsort(v, (size_t)n, sizeof *v, by_p);
-    double rank_sum = 0;
-    for (int i = 0; i < n;) {
-        int j = i;
-        while (j < n && v[j].p == v[i].p) j++;
-        for (int q = i; q < j; q++)
-            if (v[q].y) rank_sum += (i + 1 + j) / 2.0;
-        i = j;
-    }
-    free(v);
-    long long neg = n - pos;
+    double pos, neg, a = auc_exact(p, y, n, &pos, &neg);
+    free(p);
+    free(y);
     CHECK(pos > 0 && neg > 0);
-    return (rank_sum - pos * (pos + 1) / 2.0) / ((double)pos * (double)neg);
+    return a;
 }
 
 /* One worker alone on the whole stream (a group of its own, neither key on; it leaves when

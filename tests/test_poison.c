@@ -12,6 +12,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 
+#include "auc.h"
 #include "check.h"
 #include "eval/sim.h"
 #include "stream/learner.h"
@@ -196,38 +197,6 @@ static feed_stats feed(lrn *L, int seed, int events, int poison, preds *out, flo
     return st;
 }
 
-/* ---- AUC of (p, y) pairs, exact (ties count half) ---- */
-
-typedef struct {
-    float p;
-    uint8_t y;
-} py;
-
-static int by_p(const void *a, const void *b) {
-    float x = ((const py *)a)->p, y = ((const py *)b)->p;
-    return (x > y) - (x < y);
-}
-
-static double auc(const float *p, const uint8_t *y, size_t n, double *P, double *N) {
-    py *v = malloc(n * sizeof *v);
-    CHECK(v);
-    for (size_t i = 0; i < n; i++) v[i] = (py){p[i], y[i]};
-    qsort(v, n, sizeof *v, by_p);
-    double rank_sum = 0, pos = 0;
-    for (size_t i = 0; i < n;) {
-        size_t e = i;
-        double npos = 0;
-        while (e < n && v[e].p == v[i].p) npos += v[e++].y;
-        rank_sum += npos * ((double)(i + 1) + (double)e) / 2.0;   /* mean rank of the tie */
-        pos += npos;
-        i = e;
-    }
-    free(v);
-    *P = pos;
-    *N = (double)n - pos;
-    return (rank_sum - pos * (pos + 1) / 2) / (pos * *N);
-}
-
 static int env_int(const char *name, int dflt) {
     const char *v = getenv(name);
     return v && *v ? atoi(v) : dflt;
@@ -301,7 +270,7 @@ static double test_clip_auc(int seed, int events, const char *max_abs, double wi
     const lrn_admission *ad = lrn_admission_counts(B);
     CHECK(ad->num_clipped > 0);
     CHECK(sb.poison_admitted > 0 && sb.poison_admitted < sb.poison_sent);   /* times: refused */
-    double P, N, aa = auc(fa, ya, na, &P, &N), ab = auc(fb, yb, nb, &P, &N);
+    double P, N, aa = auc_exact(fa, ya, na, &P, &N), ab = auc_exact(fb, yb, nb, &P, &N);
     double se = met_auc_se(aa, P, N);
     const met_guard *g = met_board_guard(lrn_board(B), 0);
     printf("seed %d, %d impressions: clip on, max_abs %s: %llu hostile, %llu admitted clipped; "
