@@ -1,4 +1,5 @@
-/* test_learner.c - the prequential loop: predict first, then train; the pending join. */
+/* test_learner.c - the prequential loop: predict first, then train; the pending join; a
+ * negative revealed early (the reveal bound's diagnostic). */
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
@@ -159,6 +160,37 @@ static void test_join(void) {
     m3_conversion bad = conv("c1", "mars", T0);
     CHECK(lrn_conversion(L, &bad, 0, collect, &s, reason, sizeof reason) == -1);
     CHECK_CONTAINS(reason, "mars");
+    lrn_destroy(L);
+    cfg_free(&cfg);
+}
+
+/* lrn_reveal_negative: a queued click is measured and trained with its own batch, a
+ * pending one with the next; neither waits for its window; the unclicked and the unknown
+ * are not revealed. */
+static void test_reveal_negative(void) {
+    m3_cfg cfg;
+    lrn *L = make(&cfg);
+    sink s = {0};
+    char reason[256];
+    m3_impression c1 = imp("c1", "home", T0, 1, 1), c2 = imp("c2", "home", T0 + 5, 2, 1);
+    m3_impression u = imp("u", "home", T0 + 6, 3, 0);
+    CHECK(lrn_impression(L, &c1, 0, 0, collect, &s, reason, sizeof reason) == 0);
+    CHECK(lrn_impression(L, &c2, 0, 0, collect, &s, reason, sizeof reason) == 0);
+    CHECK(lrn_impression(L, &u, 0, 0, collect, &s, reason, sizeof reason) == 0);
+    CHECK_EQ_INT(lrn_reveal_negative(L, 0, "c2", collect, &s), 1);    /* queued */
+    CHECK_EQ_INT(lrn_reveal_negative(L, 0, "u", collect, &s), 0);     /* not clicked */
+    CHECK_EQ_INT(lrn_reveal_negative(L, 1, "c1", collect, &s), 0);    /* another source */
+    lrn_run_batch(L, collect, &s);
+    CHECK_EQ_INT(lrn_pending(L), 1);                 /* c1 waits, c2 does not */
+    CHECK_EQ_INT(ctcvr_n(L, 0), 2);                  /* u and c2, both negatives */
+    CHECK_EQ_INT(met_board_auc(lrn_board(L), 0, -1, MET_CTCVR)->n_pos, 0);
+    uint64_t trained = lrn_trained_ctcvr(L);
+    CHECK_EQ_INT(lrn_reveal_negative(L, 0, "c1", collect, &s), 1);    /* pending */
+    CHECK_EQ_INT(lrn_pending(L), 0);
+    CHECK_EQ_INT(lrn_reveal_negative(L, 0, "c1", collect, &s), 0);    /* settled already */
+    lrn_run_batch(L, collect, &s);                   /* trains it: no window closed */
+    CHECK_EQ_INT(ctcvr_n(L, 0), 3);
+    CHECK_EQ_INT(lrn_trained_ctcvr(L), trained + 1);
     lrn_destroy(L);
     cfg_free(&cfg);
 }
@@ -1136,6 +1168,7 @@ int main(void) {
     test_many_settled();
     test_predict_then_train();
     test_join();
+    test_reveal_negative();
     test_requests();
     test_guard_poison();
     test_guard_rollback();

@@ -1,7 +1,7 @@
 /* test_pending.c - delayed-conversion join: convert, late, unknown, expiry order,
  * duplicates, and 100k entries each released exactly once; with a store behind it: sync,
  * bodies spilled and read back, restore, the late ring, the stored form; the elapsed-time
- * copies (esdfm). */
+ * copies (esdfm); a negative settled early (the reveal bound's diagnostic). */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -60,6 +60,31 @@ static void test_convert_within_window(void) {
     CHECK_EQ_INT(pend_add(t, "imp-b", &ex, NULL, 0, NULL, 0), 0);
     CHECK_EQ_INT(pend_convert(t, "imp-b", 5990, NULL), 1);
     CHECK_EQ_INT(pend_size(t), 0);
+    pend_destroy(t);
+}
+
+/* pend_settle_negative: out at once as a negative, its id then late; the others stay. */
+static void test_settle_negative(void) {
+    pend_table *t = mk_table(100, 16);
+    m3_example ex = mk_ex(1000, 1, 5);
+    float p[1] = {0.4f};
+    CHECK_EQ_INT(pend_add(t, "n1", &ex, p, 1, NULL, 0), 0);
+    CHECK_EQ_INT(pend_add(t, "n2", &ex, p, 1, NULL, 0), 0);
+    pend_entry e;
+    memset(&e, 0xab, sizeof e);
+    CHECK_EQ_INT(pend_settle_negative(t, "n1", &e), 1);
+    CHECK_EQ_STR(e.impression_id, "n1");
+    CHECK_CLOSE(e.ex.y_conv, 0, 0, 0);
+    CHECK_CLOSE(e.ex.w_ctr, 0, 0, 0);
+    CHECK_CLOSE(e.ex.w_ctcvr, 1, 0, 0);
+    CHECK_CLOSE(e.p_ctcvr[0], 0.4f, 0, 0);
+    CHECK_EQ_INT(pend_size(t), 1);
+    CHECK_EQ_INT(pend_settle_negative(t, "n1", NULL), 0);    /* settled already */
+    CHECK_EQ_INT(pend_settle_negative(t, "zz", NULL), 0);    /* unknown */
+    CHECK_EQ_INT(pend_convert(t, "n1", 1050, NULL), 2);      /* its conversion is late now */
+    pend_entry out[4];
+    CHECK_EQ_INT(pend_expire(t, 5000, out, 4), 1);           /* only n2 is left to expire */
+    CHECK_EQ_STR(out[0].impression_id, "n2");
     pend_destroy(t);
 }
 
@@ -466,6 +491,7 @@ int main(void) {
     test_elapse();
     test_convert_within_window();
     test_late_and_unknown();
+    test_settle_negative();
     test_bad_args();
     test_duplicate();
     test_expiry_order_chunks();

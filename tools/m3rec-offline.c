@@ -8,13 +8,17 @@
  *                 [--new-users X] [--drift TURNS_PER_DAY] [--time-rate X]
  *                 [--conversion-delay DIST] [--immediate-labels WINDOW]
  *                 [--report PATH] [--oracle-report PATH] [--dump-batches PATH] [--quiet]
- *                 [--drain]
+ *                 [--drain] [--reveal-negatives DIST]
  *   m3rec-offline --mapping FILE [--map key=value]... [--oracle-rows FILE] [--max-rows N]
  *                 [--config FILE] [--set key=value]... [--report PATH] [--oracle-report PATH]
  *                 [--dump-batches PATH] [--quiet] [--drain] DATA_FILE...
  * --drain settles, at the end, every clicked impression whose window the stream's clock
  * has closed (lrn_drain), so the CTCVR metrics cover the whole stream (the simulator's
  * trailing conversions move the clock past nearly every window).
+ * --reveal-negatives DIST (the simulator only; a diagnostic bound, docs/results.md) tells the
+ * learner of each click that will not convert within the window that it is a negative, a delay
+ * drawn from DIST after the click (lrn_reveal_negative; `fixed:0` at the click): with DIST the
+ * stream's own --conversion-delay every label comes as late as the conversions do, no later.
  * --dump-batches records every trained minibatch (common/eval/trace.h) for m3rec-batchbench
  * and the PyTorch twin (reference/bench.py).
  *
@@ -122,12 +126,29 @@ typedef struct {
     double bytes, dense_bytes, sync_s;
 } group;
 
+/* --reveal-negatives: a click's label revealed at event time ts. */
+typedef struct {
+    int64_t ts;
+    int scen;
+    char id[M3_ID_MAX];
+} reveal_item;
+
+typedef struct {
+    int on;
+    sim_delay delay;       /* the reveal delay's distribution */
+    uint64_t rng;          /* its draws' own sequence */
+    reveal_item *h;        /* (cap) min-heap by ts, n of them */
+    size_t n, cap;
+    uint64_t revealed;     /* labels the learner took (the others had settled already) */
+} reveal;
+
 /* One run: the configuration, the stream and what it feeds. */
 typedef struct {
     m3_cfg cfg;
     sim_cfg sc;
     const char *report, *oracle_report, *dump;
     int quiet, drain;
+    reveal rv;             /* --reveal-negatives */
     /* --mapping: a dataset instead of the simulator */
     const char *mappings[8], *overrides[64], *files[256], *oracle_rows;
     int n_mappings, n_overrides, n_files;
@@ -154,13 +175,49 @@ static void usage(void) {
             "usage: m3rec-offline [--config FILE] [--set key=value]...\n"
             "                     " APP_SIM_USAGE "\n"
             "                     [--report PATH] [--oracle-report PATH] [--dump-batches PATH]\n"
-            "                     [--quiet] [--drain] [GROUP]\n"
+            "                     [--quiet] [--drain] [--oracle-negatives] [GROUP]\n"
             "       m3rec-offline --mapping FILE [--map key=value]... [--oracle-rows FILE]\n"
             "                     [--max-rows N] [--config FILE] [--set key=value]...\n"
             "                     [--report PATH] [--oracle-report PATH] [--dump-batches PATH]\n"
             "                     [--quiet] [--drain] [GROUP] DATA_FILE...\n"
             "GROUP: --group N [--sync none|sum|scaled|avg|mixed|grad] [--sync.every K] [--sync.delay D]\n"
             "       [--sync.bits 32|16] [--sync.stale-lr 0|1]\n");
+}
+
+/* --reveal-negatives: the clicks that will not convert, each with the event time its label
+ * is revealed at, in a min-heap by that time. */
+static int reveal_push(reveal *r, const m3_impression *im, int scen) {
+    if (r->n == r->cap) {
+        size_t cap = r->cap ? 2 * r->cap : 1024;
+        reveal_item *h = realloc(r->h, cap * sizeof *h);
+        if (!h) return -1;
+        r->h = h;
+        r->cap = cap;
+    }
+    /* a standard normal draw (Box-Muller) from the run's own sequence: the stream is unchanged */
+    double u1 = hash_unit(hash_splitmix64(&r->rng)), u2 = hash_unit(hash_splitmix64(&r->rng));
+    double z = sqrt(-2.0 * log(1.0 - u1)) * cos(6.283185307179586 * u2);
+    reveal_item it = {im->ts_ms + sim_delay_draw(&r->delay, z), scen, {0}};
+    memcpy(it.id, im->impression_id, sizeof it.id);
+    size_t i = r->n++;
+    for (; i > 0 && r->h[(i - 1) / 2].ts > it.ts; i = (i - 1) / 2) r->h[i] = r->h[(i - 1) / 2];
+    r->h[i] = it;
+    return 0;
+}
+
+/* Every label due by event time now revealed to the learner, earliest first. */
+static void reveal_due(reveal *r, lrn *L, int64_t now) {
+    while (r->n > 0 && r->h[0].ts <= now) {
+        r->revealed += (uint64_t)lrn_reveal_negative(L, r->h[0].scen, r->h[0].id, NULL, NULL);
+        reveal_item last = r->h[--r->n];
+        size_t i = 0;
+        for (size_t c; (c = 2 * i + 1) < r->n; i = c) {
+            if (c + 1 < r->n && r->h[c + 1].ts < r->h[c].ts) c++;
+            if (last.ts <= r->h[c].ts) break;
+            r->h[i] = r->h[c];
+        }
+        if (r->n) r->h[i] = last;
+    }
 }
 
 static void dump_batch(void *ud, const m3_example *ex, const char *const *ids, int B, int n_imp) {
@@ -433,6 +490,12 @@ static int parse_args(offline *o, int argc, char **argv) {
             o->quiet = 1;
         } else if (strcmp(a, "--drain") == 0) {
             o->drain = 1;
+        } else if (strcmp(a, "--reveal-negatives") == 0 && more) {
+            if (sim_delay_parse(argv[++i], &o->rv.delay, err, sizeof err) != 0) {
+                fprintf(stderr, "m3rec-offline: --reveal-negatives: %s\n", err);
+                return 2;
+            }
+            o->rv.on = 1;
         } else if (strcmp(a, "--mapping") == 0 && more && o->n_mappings < 8) {
             o->mappings[o->n_mappings++] = argv[++i];
         } else if (strcmp(a, "--map") == 0 && more && o->n_overrides < 64) {
@@ -454,6 +517,11 @@ static int parse_args(offline *o, int argc, char **argv) {
         fprintf(stderr, "m3rec-offline: --mapping and data files go together (and --oracle-rows "
                 "with them)\n");
         usage();
+        return 2;
+    }
+    if (o->rv.on && (o->n_mappings || o->g.n > 1)) {
+        fprintf(stderr, "m3rec-offline: --reveal-negatives needs the simulator's truth: not "
+                "with --mapping or --group\n");
         return 2;
     }
     if (o->n_mappings && load_mapping(o) != 0) return 2;
@@ -498,6 +566,7 @@ static int open_run(offline *o) {
         ok = open_replay(o, err, sizeof err) == 0;
     } else {
         app_sim_from_cfg(&o->sc, &o->cfg);
+        o->rv.rng = hash_mix64(o->sc.seed ^ 0x72657665616cULL);   /* "reveal" */
         ok = (o->s = sim_new(&o->sc, err, sizeof err)) != NULL;
     }
     ok = ok && (o->L = lrn_new(&o->cfg, err, sizeof err)) != NULL;
@@ -582,6 +651,14 @@ static int feed(offline *o, const m3_event *ev, int scen, const sim_truth *tr) {
                 reason);
         return -1;
     }
+    if (o->rv.on && ev->type == M3_EV_IMPRESSION && tr && tr->clicked && !tr->in_window &&
+        reveal_push(&o->rv, &ev->u.imp, scen) != 0) {
+        fprintf(stderr, "m3rec-offline: --reveal-negatives: out of memory\n");
+        return -1;
+    }
+    if (o->rv.on) reveal_due(&o->rv, o->L, ev->type == M3_EV_IMPRESSION ? ev->u.imp.ts_ms
+                                          : ev->type == M3_EV_CONVERSION ? ev->u.conv.ts_ms
+                                                                         : INT64_MIN);
     return 0;
 }
 
@@ -800,6 +877,9 @@ static int finish(offline *o) {
         return -1;
     }
     if (o->rp) replay_summary(o);
+    if (o->rv.on)
+        fprintf(stderr, "m3rec-offline: --reveal-negatives: %llu negatives revealed before their "
+                "window closed\n", (unsigned long long)o->rv.revealed);
     if (o->oracle_report && !o->orc) {
         fprintf(stderr, "m3rec-offline: --oracle-report: no oracle (a replay has one with "
                 "--oracle-rows)\n");
@@ -822,6 +902,7 @@ static void close_run(offline *o) {
     rpl_map_destroy(o->map);
     if (o->orows) fclose(o->orows);
     free(o->hq);
+    free(o->rv.h);
     km_free(&o->items.idx);
     km_free(&o->users.idx);
     free(o->items.cnt);

@@ -43,6 +43,8 @@ typedef struct {
     int scen;
     int src;                               /* the input source (partition) it came from */
     int converted;                         /* its conversion arrived while it was queued */
+    int known_negative;                    /* clicked, revealed as a negative while queued
+                                              (lrn_reveal_negative: a diagnostic) */
 } lrn_tag;
 
 /* One input source (a topic partition): its own event-time clock and pending join.
@@ -516,6 +518,7 @@ static void set_tag(lrn_tag *t, const char *id, int64_t ts, int64_t arrival_ms,
     t->scen = scen;
     t->src = src;
     t->converted = 0;
+    t->known_negative = 0;
 }
 
 int lrn_impression(lrn *L, const m3_impression *im, int src, int64_t arrival_ms,
@@ -578,6 +581,25 @@ int lrn_conversion(lrn *L, const m3_conversion *cv, int src, lrn_emit_fn emit, v
     else if (r == 2) mc->late_conversions++;
     else if (r == 0) mc->unmatched_conversions++;
     return 0;
+}
+
+int lrn_reveal_negative(lrn *L, int src, const char *impression_id, lrn_emit_fn emit,
+                        void *ud) {
+    if (src < 0 || src >= L->n_srcs) return 0;
+    for (int i = L->n_imp - 1; i >= 0; i--) {   /* still queued: known with its batch */
+        lrn_tag *t = &L->tags[i];
+        if (t->src != src || strcmp(t->id, impression_id) != 0) continue;
+        if (L->ex[i].y_click < 0.5f || t->converted) return 0;
+        t->known_negative = 1;
+        L->ex[i].w_ctcvr = 1.0f;
+        return 1;
+    }
+    lrn_src *S = &L->srcs[src];
+    if (!S->pend) return 0;
+    if (L->n_settled >= settled_cap(L)) lrn_run_batch(L, emit, ud);
+    if (!pend_settle_negative(S->pend, impression_id, &L->settled[L->n_settled])) return 0;
+    L->n_settled++;
+    return 1;
 }
 
 int lrn_request(lrn *L, const m3_score_request *rq, int64_t arrival_ms,
@@ -712,7 +734,8 @@ static void assign_roles(lrn *L, int B) {
     for (int i = 0; i < B; i++) {
         const m3_example *ex = &L->ex[i];
         if (i < L->n_imp)
-            L->role[i] = ex->y_click < 0.5f || L->tags[i].converted ? LRN__ROW_PLAIN
+            L->role[i] = ex->y_click < 0.5f || L->tags[i].converted || L->tags[i].known_negative
+                             ? LRN__ROW_PLAIN
                          : L->elapse_ms > 0 ? LRN__ROW_WAIT : LRN__ROW_FAKE_NEG;
         else if (L->settled[i - L->n_imp].copy)
             L->role[i] = LRN__ROW_FAKE_NEG;
@@ -765,7 +788,7 @@ static void measure_impressions(lrn *L) {
     for (int i = 0; i < L->n_imp; i++) {
         m3_example *ex = &L->ex[i];
         ex->slices = (uint8_t)m3_slice_flags(L->models[0], i);
-        int known = ex->y_click < 0.5f || L->tags[i].converted;
+        int known = ex->y_click < 0.5f || L->tags[i].converted || L->tags[i].known_negative;
         for (int m = 0; m < L->n_models; m++) {
             float pc = L->p_ctr[m][i];
             if (m > 0) prediction_finite(L, m, pc, L->p_cvr[m][i]);   /* the primary's: emit */
@@ -780,7 +803,7 @@ static void measure_impressions(lrn *L) {
 static void park_clicked(lrn *L) {
     for (int i = 0; i < L->n_imp; i++) {
         const m3_example *ex = &L->ex[i];
-        if (ex->y_click < 0.5f || L->tags[i].converted) continue;
+        if (ex->y_click < 0.5f || L->tags[i].converted || L->tags[i].known_negative) continue;
         float p_ctcvr[LRN_MAX_MODELS];
         unsigned char snap[PEND_SNAP_MAX];
         for (int m = 0; m < L->n_models; m++) {

@@ -113,6 +113,16 @@ void lrn_run_batch(lrn *L, lrn_emit_fn emit, void *ud);
  * batch.size of them). */
 void lrn_drain(lrn *L, lrn_emit_fn emit, void *ud);
 
+/* A diagnostic bound, for m3rec-offline --reveal-negatives: impression_id (from source src),
+ * a click that will not convert within the window, has its CTCVR label revealed now as a
+ * negative - settled, measured and trained with the next minibatch (with its own when still
+ * queued), as if its window had closed. What no real stream can know: a learner told every
+ * label after the conversions' own delay bounds what a delayed-feedback method can reach
+ * (docs/results.md, "Delayed feedback: the bound"). Returns 1, or 0 when it is not waiting
+ * (unknown, unclicked, converted, or its window already closed). */
+int lrn_reveal_negative(lrn *L, int src, const char *impression_id, lrn_emit_fn emit,
+                        void *ud);
+
 /* Events queued and not yet run in a minibatch. */
 int lrn_queued(const lrn *L);
 

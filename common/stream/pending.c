@@ -416,6 +416,17 @@ int pend_convert(pend_table *t, const char *impression_id, int64_t ts_ms, pend_e
     return pend__ix_find(t, true, impression_id, h) != SIZE_MAX ? 2 : 0;
 }
 
+int pend_settle_negative(pend_table *t, const char *impression_id, pend_entry *out) {
+    if (!impression_id) return 0;
+    uint64_t h = pend__hash(impression_id);
+    size_t pos = pend__ix_find(t, false, impression_id, h);
+    if (pos == SIZE_MAX) return 0;
+    uint32_t s = t->idx.v[pos];
+    pend__remember_late(t, t->slots[s].id, h);
+    pend__release(t, s, pos, 0.0f, out);
+    return 1;
+}
+
 /* Advances the watermark; returns the time before which an impression is `span` (the
  * window, the elapsed time) old, INT64_MIN when none can be that old. */
 static int64_t pend__cutoff(pend_table *t, int64_t watermark_ms, int64_t span) {

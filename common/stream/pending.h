@@ -70,6 +70,11 @@ int pend_add(pend_table *t, const char *impression_id, const m3_example *ex,
  *   0  unknown id (never added, converted already, or expired too long ago). */
 int pend_convert(pend_table *t, const char *impression_id, int64_t ts_ms, pend_entry *out);
 
+/* A diagnostic (lrn_reveal_negative): impression_id, pending, is known not to convert -
+ * removed and copied to *out (may be NULL) as pend_expire's negatives are, its id
+ * remembered as expired ones are. Returns 1, or 0 when it is not pending. */
+int pend_settle_negative(pend_table *t, const char *impression_id, pend_entry *out);
+
 /* Advance the event-time watermark to max(current, watermark_ms) and release up to max
  * entries whose window closed (imp_ts + window < watermark), oldest impression first
  * (ties in insertion order), into out[] as CTCVR negatives (y_click 1, y_conv 0, w_ctr 0,
