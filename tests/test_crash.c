@@ -22,6 +22,7 @@
 #include <dirent.h>
 #include <sys/stat.h>
 
+#include "auc.h"
 #include "pipeline.h"
 #include "fsutil.h"
 #include "storecmp.h"
@@ -285,7 +286,7 @@ static void prediction_sink(void *ud, const m3_prediction *p) {
 /* Score PROBES impressions that follow the stream (same world, never seen) with the model
  * stored in dir: out[k] = p_ctr, clicked[k] = the simulator's label. */
 static void probe(const char *dir, const lineage *l, const pl_stream *s, const char *layout,
-                  float *out, int *clicked) {
+                  float *out, uint8_t *clicked) {
     char err[1024];
     m3_cfg cfg;
     cfg_defaults(&cfg);
@@ -337,20 +338,6 @@ static void probe(const char *dir, const lineage *l, const pl_stream *s, const c
     CHECK(state_close(st, err, sizeof err) == 0);
     lrn_destroy(L);
     cfg_free(&cfg);
-}
-
-/* Exact AUC of scores p against labels y (ties count 1/2). */
-static double auc(const float *p, const int *y, int n) {
-    double sum = 0;
-    long pos = 0, neg = 0;
-    for (int i = 0; i < n; i++) {
-        if (!y[i]) continue;
-        pos++;
-        for (int j = 0; j < n; j++)
-            if (!y[j]) sum += p[i] > p[j] ? 1.0 : p[i] == p[j] ? 0.5 : 0.0;
-    }
-    for (int j = 0; j < n; j++) neg += !y[j];
-    return pos && neg ? sum / ((double)pos * (double)neg) : NAN;
 }
 
 #define REAL_IMPRESSIONS 30000
@@ -421,14 +408,14 @@ static void part_realistic(kio_mock *mock, codec *cd) {
     snprintf(layout, sizeof layout, "crash2.events.home,crash2.events.search,"
              "crash2.events.product,crash2.requests x %d partitions", REAL_PARTS);
     static float pa[PROBES], pb[PROBES];
-    static int ya[PROBES], yb[PROBES];
+    static uint8_t ya[PROBES], yb[PROBES];
     probe(run.dir, &run, &s, layout, pa, ya);
     probe(ref.dir, &ref, &s, layout, pb, yb);
     CHECK(!memcmp(ya, yb, sizeof ya));
     double mad = 0;
     for (int k = 0; k < PROBES; k++) mad += fabs((double)pa[k] - pb[k]);
     mad /= PROBES;
-    double aa = auc(pa, ya, PROBES), ab = auc(pb, yb, PROBES);
+    double aa = auc_exact(pa, ya, PROBES, NULL, NULL), ab = auc_exact(pb, yb, PROBES, NULL, NULL);
     fprintf(stderr, "test_crash: probe set of %d: AUC crashed %.4f, uninterrupted %.4f (diff "
             "%.4f, tolerance %.2f); mean |p_ctr diff| %.4f (tolerance %.2f)\n", PROBES, aa, ab,
             aa - ab, AUC_TOLERANCE, mad, MEAN_ABS_TOLERANCE);

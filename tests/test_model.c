@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include "auc.h"
 #include "check.h"
 #include "engine/emb.h"
 #include "engine/model.h"
@@ -254,35 +255,13 @@ static void test_cfg_errors(void) {
     m3_destroy(m);
 }
 
-/* Exact AUC: sort by score, average ranks of ties, Mann-Whitney U. */
-typedef struct { float s; float y; } scored;
-static int cmp_scored(const void *a, const void *b) {
-    float x = ((const scored *)a)->s, y = ((const scored *)b)->s;
-    return (x > y) - (x < y);
-}
-static double auc(scored *v, size_t n) {
-    qsort(v, n, sizeof *v, cmp_scored);
-    double rank_sum = 0, npos = 0;
-    for (size_t i = 0; i < n;) {
-        size_t j = i;
-        while (j < n && v[j].s == v[i].s) j++;
-        double avg = (double)(i + 1 + j) / 2.0;   /* ranks i+1..j */
-        for (size_t k = i; k < j; k++)
-            if (v[k].y > 0.5f) { rank_sum += avg; npos++; }
-        i = j;
-    }
-    double nneg = (double)n - npos;
-    if (npos == 0 || nneg == 0) return 0.5;
-    return (rank_sum - npos * (npos + 1) / 2.0) / (npos * nneg);
-}
-
+/* tests/auc.h's exact AUC, on hand-checked cases: ranks, ties, a perfect order. */
 static void test_auc(void) {
-    scored a[4] = { {0.1f, 0}, {0.4f, 0}, {0.35f, 1}, {0.8f, 1} };
-    CHECK_CLOSE(auc(a, 4), 0.75, 1e-12, 0);
-    scored b[4] = { {0.5f, 0}, {0.5f, 1}, {0.5f, 0}, {0.5f, 1} };
-    CHECK_CLOSE(auc(b, 4), 0.5, 1e-12, 0);
-    scored c[3] = { {0.9f, 1}, {0.2f, 0}, {0.1f, 0} };
-    CHECK_CLOSE(auc(c, 3), 1.0, 1e-12, 0);
+    float a[4] = {0.1f, 0.4f, 0.35f, 0.8f}, b[4] = {0.5f, 0.5f, 0.5f, 0.5f}, c[3] = {0.9f, 0.2f, 0.1f};
+    uint8_t ya[4] = {0, 0, 1, 1}, yb[4] = {0, 1, 0, 1}, yc[3] = {1, 0, 0};
+    CHECK_CLOSE(auc_exact(a, ya, 4, NULL, NULL), 0.75, 1e-12, 0);
+    CHECK_CLOSE(auc_exact(b, yb, 4, NULL, NULL), 0.5, 1e-12, 0);
+    CHECK_CLOSE(auc_exact(c, yc, 3, NULL, NULL), 1.0, 1e-12, 0);
 }
 
 /* Click depends on the parity of (user_segment + item_category): no additive model of
@@ -306,7 +285,8 @@ static double learn_stream(int arch, int steps, int B) {
     float *pc = malloc(sizeof(float) * B), *pv = malloc(sizeof(float) * B);
     int eval_from = steps * 3 / 4;
     size_t n_eval = (size_t)(steps - eval_from) * B, k = 0;
-    scored *sc = malloc(n_eval * sizeof *sc);
+    float *sp = malloc(n_eval * sizeof *sp);
+    uint8_t *sy = malloc(n_eval);
     rs = 2024;
     for (int st = 0; st < steps; st++) {
         for (int i = 0; i < B; i++) {
@@ -323,12 +303,16 @@ static double learn_stream(int arch, int steps, int B) {
         }
         m3_forward(m, ex, B, pc, pv);
         if (st >= eval_from)
-            for (int i = 0; i < B; i++) { sc[k].s = pc[i]; sc[k].y = ex[i].y_click; k++; }
+            for (int i = 0; i < B; i++, k++) {
+                sp[k] = pc[i];
+                sy[k] = ex[i].y_click > 0.5f;
+            }
         float loss = m3_train(m, ex);
         CHECK_MSG(isfinite(loss), "loss %g at step %d", loss, st);
     }
-    double a = auc(sc, k);
-    free(ex); free(pc); free(pv); free(sc);
+    double a = auc_exact(sp, sy, k, NULL, NULL);
+    CHECK(!isnan(a));
+    free(ex); free(pc); free(pv); free(sp); free(sy);
     m3_destroy(m);
     return a;
 }
