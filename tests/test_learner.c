@@ -66,6 +66,11 @@ static uint64_t ctcvr_n(lrn *L, int model) {
     return met_board_auc(lrn_board(L), model, -1, MET_CTCVR)->n;
 }
 
+/* The CVR accumulator of a model, overall: p_cvr against the conversion, clicks only. */
+static const met_auc *cvr_acc(lrn *L, int model) {
+    return met_board_auc(lrn_board(L), model, -1, MET_CVR);
+}
+
 static void test_predict_then_train(void) {
     m3_cfg cfg;
     lrn *L = make(&cfg);
@@ -132,6 +137,12 @@ static void test_join(void) {
     CHECK_EQ_INT(ctcvr_n(L, 0), 2);     /* u (negative at once) and c2 (joined) */
     CHECK_EQ_INT(met_board_auc(lrn_board(L), 0, -1, MET_CTCVR)->n_pos, 1);
     CHECK_EQ_INT(ctcvr_n(L, 1), 2);     /* the shadow model too */
+    /* the CVR: c2 only (u was not clicked, c1's label is not known), with its p_cvr as
+     * emitted at the impression */
+    CHECK_EQ_INT(cvr_acc(L, 0)->n, 1);
+    CHECK_EQ_INT(cvr_acc(L, 0)->n_pos, 1);
+    CHECK_CLOSE(cvr_acc(L, 0)->sum_p, s.p[1].p_cvr, 0, 1e-7);
+    CHECK_EQ_INT(cvr_acc(L, 1)->n, 1);
     /* a conversion in another source does not find c1 */
     m3_conversion k1 = conv("c1", "home", T0 + 70000);
     CHECK(lrn_conversion(L, &k1, 1, collect, &s, reason, sizeof reason) == 0);
@@ -148,6 +159,12 @@ static void test_join(void) {
     lrn_run_batch(L, collect, &s);          /* closes c1's window: trained as a CTCVR negative */
     CHECK_EQ_INT(lrn_pending(L), 0);
     CHECK_EQ_INT(ctcvr_n(L, 0), 5);
+    /* c1's CVR negative, scored as it was at its impression (from the pending join) */
+    CHECK_EQ_INT(cvr_acc(L, 0)->n, 2);
+    CHECK_EQ_INT(cvr_acc(L, 0)->n_pos, 1);
+    CHECK_CLOSE(cvr_acc(L, 0)->sum_p, (double)s.p[0].p_cvr + s.p[1].p_cvr, 0, 1e-7);
+    CHECK_EQ_INT(cvr_acc(L, 1)->n, 2);
+    CHECK_EQ_INT(met_board_counters(lrn_board(L))->cvr_unscored, 0);
     lrn_run_batch(L, collect, &s);          /* nothing left to do */
     CHECK_EQ_INT(ctcvr_n(L, 0), 5);
     CHECK_EQ_INT(met_board_auc(lrn_board(L), 0, -1, MET_CTCVR)->n_pos, 1);
@@ -984,6 +1001,10 @@ static void test_feedback_elapsed(void) {
     lrn_run_batch(L, collect, &s);
     check_last(&R, "c3", 1, 0.0f, 0.0f, 0.999f);
     CHECK_EQ_INT(trained_as(&R, "c4", &(int){0}), 0);
+    /* the CVR: c1 and c2 converted; the fake-negative copies (c2's, c3's) are not labels */
+    CHECK_EQ_INT(cvr_acc(L, 0)->n, 2);
+    CHECK_EQ_INT(cvr_acc(L, 0)->n_pos, 2);
+    CHECK_CLOSE(cvr_acc(L, 0)->sum_p, (double)p_cvr_of(&s, "c1") + p_cvr_of(&s, "c2"), 0, 1e-7);
     uint64_t before = ctcvr_n(L, 0);
     batch_of_four(L, "late", T0 + 12 * D, 60, &s);          /* every window but late's closes */
     lrn_run_batch(L, collect, &s);
@@ -992,6 +1013,8 @@ static void test_feedback_elapsed(void) {
     check_last(&R, "c5", 1, 0.0f, 0.999f, 1.0f);
     CHECK_EQ_INT(ctcvr_n(L, 0), before + 3 + 3);           /* c3, c4, c5; late's unclicked */
     CHECK_EQ_INT(ctcvr_n(L, 0), 5 + 18);                   /* each click once, 18 unclicked */
+    CHECK_EQ_INT(cvr_acc(L, 0)->n, 5);                     /* each click once */
+    CHECK_EQ_INT(cvr_acc(L, 0)->n_pos, 2);
     CHECK_EQ_INT(lrn_pending(L), 1);
     lrn_destroy(L);
     cfg_free(&cfg);
@@ -1053,10 +1076,18 @@ static void test_feedback_durable(void) {
     CHECK_EQ_INT(trained_as(&R, "d1", &at), 1);
     CHECK(R.r[at].settled && R.r[at].y_conv == 1.0f);
     CHECK_EQ_INT(lrn_pending(L), 1);
+    /* its CVR with the p_cvr it was scored with before the restart (kept in the store) */
+    CHECK_EQ_INT(cvr_acc(L, 0)->n, 1);
+    CHECK_EQ_INT(cvr_acc(L, 0)->n_pos, 1);
+    CHECK_CLOSE(cvr_acc(L, 0)->sum_p, p_cvr_of(&s, "d1"), 0, 1e-7);
     batch_of_four(L, "e", T0 + WEEK + 5000, 30, &s);
     lrn_run_batch(L, collect, &s);
     CHECK_EQ_INT(trained_as(&R, "d2", &at), 0);   /* fnw: its fake negative was it */
     CHECK_EQ_INT(lrn_pending(L), 1);              /* "e" */
+    CHECK_EQ_INT(cvr_acc(L, 0)->n, 2);            /* d2's window closed: a CVR negative */
+    CHECK_EQ_INT(cvr_acc(L, 0)->n_pos, 1);
+    CHECK_CLOSE(cvr_acc(L, 0)->sum_p, (double)p_cvr_of(&s, "d1") + p_cvr_of(&s, "d2"), 0, 1e-7);
+    CHECK_EQ_INT(met_board_counters(lrn_board(L))->cvr_unscored, 0);
     fb_close(L, st, &cfg, dir);
 }
 
