@@ -1091,6 +1091,50 @@ static void test_feedback_durable(void) {
     fb_close(L, st, &cfg, dir);
 }
 
+/* The pending entry reported by pend_sync (capture_put). */
+static pend_entry captured;
+static void capture_put(void *ud, const pend_entry *e, uint64_t seq) {
+    (void)ud; (void)seq;
+    captured = *e;
+}
+static void ignore_del(void *ud, const char *id) { (void)ud; (void)id; }
+
+/* A pending entry from before p_cvr was kept (format 0, as an older build wrote it) comes
+ * in through the changelog's pending record, goes to the store and back through a restart,
+ * and settles: its CTCVR is measured and trained, it has no CVR sample and is counted
+ * (cvr_unscored); a current entry beside it is measured with its own p_cvr. */
+static void test_cvr_legacy_entry(void) {
+    char dir[512], err[512];
+    fs_scratch_dir(dir, sizeof dir, "test_learner_cvr0");
+    m3_cfg cfg;
+    sink s = {0};
+    lrn *L = make_fb(&cfg, "window", dir);
+    state *st = state_open(&cfg, L, "test", err, sizeof err);
+    CHECK_MSG(st, "%s", err);
+    batch_of_four(L, "d1", T0, 10, &s);
+    pend_table *t = lrn_source_pending(L, 0, 0, err, sizeof err);
+    CHECK(t && pend_sync(t, capture_put, ignore_del, NULL) == 1);   /* d1, not yet stored */
+    CHECK(captured.has_cvr);
+    captured.has_cvr = 0;                                  /* the format written before */
+    unsigned char v0[sizeof(pend_entry) + 256];
+    size_t n0 = pend_entry_encode(&captured, 99, cfg.model.n_cat, cfg.model.n_num, v0, sizeof v0);
+    CHECK(n0 > 0 && v0[20] >> 4 == 0);
+    chg_sink sk = state_changelog_sink(st);
+    CHECK_MSG(sk.pend(sk.ud, 0, "old1", v0, n0, err, sizeof err) == 0, "%s", err);
+    CHECK_EQ_INT(lrn_pending(L), 2);
+    L = fb_restart(L, &st, &cfg, "window", dir);           /* both through the store */
+    CHECK_EQ_INT(lrn_pending(L), 2);
+    uint64_t before = ctcvr_n(L, 0);
+    batch_of_four(L, "e", T0 + WEEK + 5000, 30, &s);       /* both windows close */
+    lrn_run_batch(L, collect, &s);
+    CHECK_EQ_INT(lrn_pending(L), 1);                       /* "e" */
+    CHECK_EQ_INT(ctcvr_n(L, 0), before + 2 + 3);           /* old1 and d1, e's unclicked */
+    CHECK_EQ_INT(cvr_acc(L, 0)->n, 1);                     /* d1 only */
+    CHECK_CLOSE(cvr_acc(L, 0)->sum_p, p_cvr_of(&s, "d1"), 0, 1e-7);
+    CHECK_EQ_INT(met_board_counters(lrn_board(L))->cvr_unscored, 1);
+    fb_close(L, st, &cfg, dir);
+}
+
 /* esdfm with an elapsed time of a day and a store: d1's fake negative goes out, a
  * checkpoint, a restart; d1 comes back as elapsed (no second copy, and nothing when its
  * window closes), d2 - not elapsed at the checkpoint - gets its copy after the restart,
@@ -1159,6 +1203,7 @@ int main(void) {
     test_feedback_elapsed();
     test_feedback_elapsed_durable();
     test_feedback_durable();
+    test_cvr_legacy_entry();
     test_admit_numbers();
     test_admit_time();
     test_admit_request_time();
