@@ -161,7 +161,7 @@ int main(void) {
     CHECK_EQ_INT(lag, 4 * PARTS);
     prom_wait_series(prom, "m3rec_consumer_lag_messages{topic=\"itl.events.home\",partition=\"3\"}", 1);
     size_t aucs = prom_wait_series(prom, "m3rec_window_auc", 4 * MET_NTASKS);
-    CHECK_EQ_INT(aucs, 4 * MET_NTASKS);   /* 3 scenarios and overall, x 2 tasks */
+    CHECK_EQ_INT(aucs, 4 * MET_NTASKS);   /* 3 scenarios and overall, x 3 tasks */
     prom_wait_series(prom, "m3rec_window_predictions{task=\"ctr\",scenario=\"\"} >= 10000", 1);
     double auc = prom_value(prom, "m3rec_window_auc{task=\"ctr\",scenario=\"\"}");
     double total_lag = prom_value(prom, "sum(m3rec_consumer_lag_messages)");

@@ -135,7 +135,7 @@ static void test_pend_clear(void) {
         char id[32];
         snprintf(id, sizeof id, "imp-%d", i);
         ex.ts_ms = 1000 + i;
-        CHECK_EQ_INT(pend_add(t, id, &ex, NULL, 0, NULL, 0), 0);
+        CHECK_EQ_INT(pend_add(t, id, &ex, NULL, NULL, 0, NULL, 0), 0);
     }
     CHECK_EQ_INT(pend_expire(t, 1000 + 60000 + 1, NULL, 8), 1);   /* imp-0 to the late ring */
     CHECK_EQ_INT(pend_convert(t, "imp-0", 2000, NULL), 2);
@@ -144,7 +144,7 @@ static void test_pend_clear(void) {
     pend_sync_done(t);                     /* imp-1..4 are in the store now */
     CHECK_EQ_INT(n_put, 4);
     ex.ts_ms = 1005;
-    CHECK_EQ_INT(pend_add(t, "imp-5", &ex, NULL, 0, NULL, 0), 0);   /* only in memory */
+    CHECK_EQ_INT(pend_add(t, "imp-5", &ex, NULL, NULL, 0, NULL, 0), 0);   /* only in memory */
     int64_t wm = pend_watermark(t);
     pend_clear(t);
     CHECK_EQ_INT(pend_size(t), 0);
@@ -158,7 +158,7 @@ static void test_pend_clear(void) {
     CHECK_EQ_INT(n_del, 4);                /* the stored ones, not imp-5 */
     CHECK_EQ_INT(n_put, 0);
     CHECK_EQ_INT(pend_expire(t, INT64_MAX / 2, NULL, 8), 0);   /* no stale heap node */
-    CHECK_EQ_INT(pend_add(t, "imp-2", &ex, NULL, 0, NULL, 0), 0);   /* the id is free again */
+    CHECK_EQ_INT(pend_add(t, "imp-2", &ex, NULL, NULL, 0, NULL, 0), 0);   /* the id is free again */
     CHECK_EQ_INT(pend_size(t), 1);
     pend_destroy(t);
 }

@@ -2,6 +2,7 @@
  * negative revealed early (the reveal bound's diagnostic). */
 #include <errno.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -65,6 +66,11 @@ static lrn *make(m3_cfg *cfg) {
 
 static uint64_t ctcvr_n(lrn *L, int model) {
     return met_board_auc(lrn_board(L), model, -1, MET_CTCVR)->n;
+}
+
+/* The CVR accumulator of a model, overall: p_cvr against the conversion, clicks only. */
+static const met_auc *cvr_acc(lrn *L, int model) {
+    return met_board_auc(lrn_board(L), model, -1, MET_CVR);
 }
 
 static void test_predict_then_train(void) {
@@ -133,6 +139,12 @@ static void test_join(void) {
     CHECK_EQ_INT(ctcvr_n(L, 0), 2);     /* u (negative at once) and c2 (joined) */
     CHECK_EQ_INT(met_board_auc(lrn_board(L), 0, -1, MET_CTCVR)->n_pos, 1);
     CHECK_EQ_INT(ctcvr_n(L, 1), 2);     /* the shadow model too */
+    /* the CVR: c2 only (u was not clicked, c1's label is not known), with its p_cvr as
+     * emitted at the impression */
+    CHECK_EQ_INT(cvr_acc(L, 0)->n, 1);
+    CHECK_EQ_INT(cvr_acc(L, 0)->n_pos, 1);
+    CHECK_CLOSE(cvr_acc(L, 0)->sum_p, s.p[1].p_cvr, 0, 1e-7);
+    CHECK_EQ_INT(cvr_acc(L, 1)->n, 1);
     /* a conversion in another source does not find c1 */
     m3_conversion k1 = conv("c1", "home", T0 + 70000);
     CHECK(lrn_conversion(L, &k1, 1, collect, &s, reason, sizeof reason) == 0);
@@ -149,6 +161,12 @@ static void test_join(void) {
     lrn_run_batch(L, collect, &s);          /* closes c1's window: trained as a CTCVR negative */
     CHECK_EQ_INT(lrn_pending(L), 0);
     CHECK_EQ_INT(ctcvr_n(L, 0), 5);
+    /* c1's CVR negative, scored as it was at its impression (from the pending join) */
+    CHECK_EQ_INT(cvr_acc(L, 0)->n, 2);
+    CHECK_EQ_INT(cvr_acc(L, 0)->n_pos, 1);
+    CHECK_CLOSE(cvr_acc(L, 0)->sum_p, (double)s.p[0].p_cvr + s.p[1].p_cvr, 0, 1e-7);
+    CHECK_EQ_INT(cvr_acc(L, 1)->n, 2);
+    CHECK_EQ_INT(met_board_counters(lrn_board(L))->cvr_unscored, 0);
     lrn_run_batch(L, collect, &s);          /* nothing left to do */
     CHECK_EQ_INT(ctcvr_n(L, 0), 5);
     CHECK_EQ_INT(met_board_auc(lrn_board(L), 0, -1, MET_CTCVR)->n_pos, 1);
@@ -184,6 +202,8 @@ static void test_reveal_negative(void) {
     CHECK_EQ_INT(lrn_pending(L), 1);                 /* c1 waits, c2 does not */
     CHECK_EQ_INT(ctcvr_n(L, 0), 2);                  /* u and c2, both negatives */
     CHECK_EQ_INT(met_board_auc(lrn_board(L), 0, -1, MET_CTCVR)->n_pos, 0);
+    CHECK_EQ_INT(met_board_auc(lrn_board(L), 0, -1, MET_CVR)->n, 1);      /* c2, a negative */
+    CHECK_EQ_INT(met_board_auc(lrn_board(L), 0, -1, MET_CVR)->n_pos, 0);
     uint64_t trained = lrn_trained_ctcvr(L);
     CHECK_EQ_INT(lrn_reveal_negative(L, 0, "c1", collect, &s), 1);    /* pending */
     CHECK_EQ_INT(lrn_pending(L), 0);
@@ -191,6 +211,8 @@ static void test_reveal_negative(void) {
     lrn_run_batch(L, collect, &s);                   /* trains it: no window closed */
     CHECK_EQ_INT(ctcvr_n(L, 0), 3);
     CHECK_EQ_INT(lrn_trained_ctcvr(L), trained + 1);
+    CHECK_EQ_INT(met_board_auc(lrn_board(L), 0, -1, MET_CVR)->n, 2);
+    CHECK_EQ_INT(met_board_auc(lrn_board(L), 0, -1, MET_CVR)->n_pos, 0);
     lrn_destroy(L);
     cfg_free(&cfg);
 }
@@ -1016,6 +1038,10 @@ static void test_feedback_elapsed(void) {
     lrn_run_batch(L, collect, &s);
     check_last(&R, "c3", 1, 0.0f, 0.0f, 0.999f);
     CHECK_EQ_INT(trained_as(&R, "c4", &(int){0}), 0);
+    /* the CVR: c1 and c2 converted; the fake-negative copies (c2's, c3's) are not labels */
+    CHECK_EQ_INT(cvr_acc(L, 0)->n, 2);
+    CHECK_EQ_INT(cvr_acc(L, 0)->n_pos, 2);
+    CHECK_CLOSE(cvr_acc(L, 0)->sum_p, (double)p_cvr_of(&s, "c1") + p_cvr_of(&s, "c2"), 0, 1e-7);
     uint64_t before = ctcvr_n(L, 0);
     batch_of_four(L, "late", T0 + 12 * D, 60, &s);          /* every window but late's closes */
     lrn_run_batch(L, collect, &s);
@@ -1024,6 +1050,8 @@ static void test_feedback_elapsed(void) {
     check_last(&R, "c5", 1, 0.0f, 0.999f, 1.0f);
     CHECK_EQ_INT(ctcvr_n(L, 0), before + 3 + 3);           /* c3, c4, c5; late's unclicked */
     CHECK_EQ_INT(ctcvr_n(L, 0), 5 + 18);                   /* each click once, 18 unclicked */
+    CHECK_EQ_INT(cvr_acc(L, 0)->n, 5);                     /* each click once */
+    CHECK_EQ_INT(cvr_acc(L, 0)->n_pos, 2);
     CHECK_EQ_INT(lrn_pending(L), 1);
     lrn_destroy(L);
     cfg_free(&cfg);
@@ -1085,10 +1113,62 @@ static void test_feedback_durable(void) {
     CHECK_EQ_INT(trained_as(&R, "d1", &at), 1);
     CHECK(R.r[at].settled && R.r[at].y_conv == 1.0f);
     CHECK_EQ_INT(lrn_pending(L), 1);
+    /* its CVR with the p_cvr it was scored with before the restart (kept in the store) */
+    CHECK_EQ_INT(cvr_acc(L, 0)->n, 1);
+    CHECK_EQ_INT(cvr_acc(L, 0)->n_pos, 1);
+    CHECK_CLOSE(cvr_acc(L, 0)->sum_p, p_cvr_of(&s, "d1"), 0, 1e-7);
     batch_of_four(L, "e", T0 + WEEK + 5000, 30, &s);
     lrn_run_batch(L, collect, &s);
     CHECK_EQ_INT(trained_as(&R, "d2", &at), 0);   /* fnw: its fake negative was it */
     CHECK_EQ_INT(lrn_pending(L), 1);              /* "e" */
+    CHECK_EQ_INT(cvr_acc(L, 0)->n, 2);            /* d2's window closed: a CVR negative */
+    CHECK_EQ_INT(cvr_acc(L, 0)->n_pos, 1);
+    CHECK_CLOSE(cvr_acc(L, 0)->sum_p, (double)p_cvr_of(&s, "d1") + p_cvr_of(&s, "d2"), 0, 1e-7);
+    CHECK_EQ_INT(met_board_counters(lrn_board(L))->cvr_unscored, 0);
+    fb_close(L, st, &cfg, dir);
+}
+
+/* The pending entry reported by pend_sync (capture_put). */
+static pend_entry captured;
+static void capture_put(void *ud, const pend_entry *e, uint64_t seq) {
+    (void)ud; (void)seq;
+    memcpy(&captured, e, offsetof(pend_entry, snap) + e->snap_len);   /* a body ends there */
+}
+static void ignore_del(void *ud, const char *id) { (void)ud; (void)id; }
+
+/* A pending entry from before p_cvr was kept (format 0, as an older build wrote it) comes
+ * in through the changelog's pending record, goes to the store and back through a restart,
+ * and settles: its CTCVR is measured and trained, it has no CVR sample and is counted
+ * (cvr_unscored); a current entry beside it is measured with its own p_cvr. */
+static void test_cvr_legacy_entry(void) {
+    char dir[512], err[512];
+    fs_scratch_dir(dir, sizeof dir, "test_learner_cvr0");
+    m3_cfg cfg;
+    sink s = {0};
+    lrn *L = make_fb(&cfg, "window", dir);
+    state *st = state_open(&cfg, L, "test", err, sizeof err);
+    CHECK_MSG(st, "%s", err);
+    batch_of_four(L, "d1", T0, 10, &s);
+    pend_table *t = lrn_source_pending(L, 0, 0, err, sizeof err);
+    CHECK(t && pend_sync(t, capture_put, ignore_del, NULL) == 1);   /* d1, not yet stored */
+    CHECK(captured.has_cvr);
+    captured.has_cvr = 0;                                  /* the format written before */
+    unsigned char v0[sizeof(pend_entry) + 256];
+    size_t n0 = pend_entry_encode(&captured, 99, cfg.model.n_cat, cfg.model.n_num, v0, sizeof v0);
+    CHECK(n0 > 0 && v0[20] >> 4 == 0);
+    chg_sink sk = state_changelog_sink(st);
+    CHECK_MSG(sk.pend(sk.ud, 0, "old1", v0, n0, err, sizeof err) == 0, "%s", err);
+    CHECK_EQ_INT(lrn_pending(L), 2);
+    L = fb_restart(L, &st, &cfg, "window", dir);           /* both through the store */
+    CHECK_EQ_INT(lrn_pending(L), 2);
+    uint64_t before = ctcvr_n(L, 0);
+    batch_of_four(L, "e", T0 + WEEK + 5000, 30, &s);       /* both windows close */
+    lrn_run_batch(L, collect, &s);
+    CHECK_EQ_INT(lrn_pending(L), 1);                       /* "e" */
+    CHECK_EQ_INT(ctcvr_n(L, 0), before + 2 + 3);           /* old1 and d1, e's unclicked */
+    CHECK_EQ_INT(cvr_acc(L, 0)->n, 1);                     /* d1 only */
+    CHECK_CLOSE(cvr_acc(L, 0)->sum_p, p_cvr_of(&s, "d1"), 0, 1e-7);
+    CHECK_EQ_INT(met_board_counters(lrn_board(L))->cvr_unscored, 1);
     fb_close(L, st, &cfg, dir);
 }
 
@@ -1160,6 +1240,7 @@ int main(void) {
     test_feedback_elapsed();
     test_feedback_elapsed_durable();
     test_feedback_durable();
+    test_cvr_legacy_entry();
     test_admit_numbers();
     test_admit_time();
     test_admit_request_time();

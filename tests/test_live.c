@@ -187,6 +187,7 @@ static void test_render(void) {
     for (int sc = 0; sc <= 2; sc++)
         for (int t = 0; t < MET_NTASKS; t++) s.q[sc][t] = (live_quality){100, 0.75, 0.4, 0.1, 0.2};
     s.q[1][1].auc = NAN;
+    s.q[2][MET_CVR].auc = 0.625;                  /* overall (index n_scen), the CVR */
     s.has_store = 1;
     s.ckpt_age_s = 1.5;
     s.rss_bytes = 1e8;
@@ -203,6 +204,8 @@ static void test_render(void) {
     CHECK_CONTAINS(text, "\nm3rec_window_auc{scenario=\"search\",task=\"ctcvr\"} NaN\n");
     CHECK_CONTAINS(text, "\nm3rec_window_auc{task=\"ctr\"} 0.75\n");   /* overall */
     CHECK_CONTAINS(text, "\nm3rec_window_calibration_ratio{task=\"ctcvr\"} 0.5\n");
+    CHECK_CONTAINS(text, "\nm3rec_window_auc{task=\"cvr\"} 0.625\n");
+    CHECK_CONTAINS(text, "\nm3rec_window_auc{scenario=\"home\",task=\"cvr\"} 0.75\n");
     CHECK_CONTAINS(text, "\nm3rec_dlq_messages_total{class=\"schema\"} 2\n");
     CHECK_CONTAINS(text, "\nm3rec_dlq_messages_total{class=\"other\"} 0\n");
     CHECK_CONTAINS(text, "\nm3rec_checkpoint_age_seconds 1.5\n");
@@ -469,6 +472,7 @@ static void test_worker(void) {
     CHECK_MSG(auc > 0.5, "window ctr auc %.4f", auc);
     double window_n = http_sample_of(t, "m3rec_window_predictions{task=\"ctr\"}");
     CHECK(http_sample_of(t, "m3rec_window_auc{scenario=\"home\",task=\"ctr\"}") > 0.5);
+    CHECK(http_sample_of(t, "m3rec_window_predictions{task=\"cvr\"}") >= 0);   /* the series exists */
     double lag = http_sample_of(t, "m3rec_consumer_lag_messages{topic=\"live.events.home\",partition=\"0\"}");
     CHECK(lag >= 0);
     CHECK_EQ_INT(http_sample_of(t, "m3rec_consumer_assigned_partitions"), 8);

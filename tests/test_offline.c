@@ -129,6 +129,12 @@ static void test_oracle_rows(void) {
     json_node *o = load_json(orc);
     CHECK_EQ_INT((int)json_number(json_get(o, "models.oracle.overall.ctr.n"), -1), 100);
     CHECK_EQ_INT((int)json_number(json_get(o, "models.oracle.overall.ctcvr.n"), -1), 100);
+    /* its CVR: the file's p_cvr on the clicked rows, each once */
+    int clicks = (int)json_number(json_get(o, "counters.clicks"), -1);
+    CHECK(clicks > 0 && clicks < 100);
+    CHECK_EQ_INT((int)json_number(json_get(o, "models.oracle.overall.cvr.n"), -1), clicks);
+    CHECK_CLOSE(json_number(json_get(o, "models.oracle.overall.cvr.mean_p"), -1), 0.3, 1e-6, 0);
+    CHECK_CONTAINS(output("orc", "out"), "\noverall    cvr ");
     /* its slices from the replay's own counts: item 0 has 35 of the 100 impressions, the
      * last 15 of them past model.item.warm (20); every other item stays young */
     CHECK_EQ_INT((int)json_number(json_get(o, "models.oracle.slices.new_item.ctr.n"), -1), 85);

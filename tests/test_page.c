@@ -53,6 +53,7 @@ static json_node *make_report(int n_models, const char **names, double skill, in
             double p = 0.1 * (k * t + (1 - k) * urand());
             met_board_add(b, m, s, MET_CTR, p, click);
             met_board_add(b, m, s, MET_CTCVR, p * 0.3, conv);
+            if (click) met_board_add(b, m, s, MET_CVR, 0.2 + p, conv);
             met_board_add_slices(b, m, s, i % 7 == 0 ? 1u : i % 11 == 0 ? 2u : 0u, MET_CTR, p, click);
         }
     }
@@ -194,6 +195,9 @@ static void test_with_gnuplot(const page_input *base) {
     CHECK_CONTAINS(s, ">lr<");
     CHECK_CONTAINS(s, "class=oracle");
     CHECK_CONTAINS(s, "search ctcvr");
+    CHECK_CONTAINS(s, "<th>search cvr</th>");                 /* the CVR AUC, a column per scenario */
+    CHECK_CONTAINS(s, "<th>log loss cvr</th>");
+    CHECK_CONTAINS(s, "<th>new_item cvr</th>");
     CHECK_CONTAINS(s, "Slices per scenario");
     CHECK_CONTAINS(s, "<td>product</td>");
     /* the gnuplot curve titles name run/model */

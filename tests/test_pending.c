@@ -33,7 +33,7 @@ static void test_convert_within_window(void) {
     pend_table *t = mk_table(100, 16);
     m3_example ex = mk_ex(1000, 2, 77);
     float p[3] = {0.1f, 0.2f, 0.3f};
-    CHECK_EQ_INT(pend_add(t, "imp-a", &ex, p, 3, NULL, 0), 0);
+    CHECK_EQ_INT(pend_add(t, "imp-a", &ex, p, NULL, 3, NULL, 0), 0);
     CHECK_EQ_INT(pend_size(t), 1);
     pend_entry e;
     memset(&e, 0xab, sizeof e);
@@ -57,7 +57,7 @@ static void test_convert_within_window(void) {
     CHECK_EQ_INT(pend_expire(t, 5000, out, 4), 0);
     /* a conversion before the impression's time (clock skew) still matches */
     ex = mk_ex(6000, 0, 1);
-    CHECK_EQ_INT(pend_add(t, "imp-b", &ex, NULL, 0, NULL, 0), 0);
+    CHECK_EQ_INT(pend_add(t, "imp-b", &ex, NULL, NULL, 0, NULL, 0), 0);
     CHECK_EQ_INT(pend_convert(t, "imp-b", 5990, NULL), 1);
     CHECK_EQ_INT(pend_size(t), 0);
     pend_destroy(t);
@@ -68,8 +68,8 @@ static void test_settle_negative(void) {
     pend_table *t = mk_table(100, 16);
     m3_example ex = mk_ex(1000, 1, 5);
     float p[1] = {0.4f};
-    CHECK_EQ_INT(pend_add(t, "n1", &ex, p, 1, NULL, 0), 0);
-    CHECK_EQ_INT(pend_add(t, "n2", &ex, p, 1, NULL, 0), 0);
+    CHECK_EQ_INT(pend_add(t, "n1", &ex, p, NULL, 1, NULL, 0), 0);
+    CHECK_EQ_INT(pend_add(t, "n2", &ex, p, NULL, 1, NULL, 0), 0);
     pend_entry e;
     memset(&e, 0xab, sizeof e);
     CHECK_EQ_INT(pend_settle_negative(t, "n1", &e), 1);
@@ -92,7 +92,7 @@ static void test_late_and_unknown(void) {
     pend_table *t = mk_table(100, 16);
     m3_example ex = mk_ex(1000, 0, 1);
     float p = 0.5f;
-    CHECK_EQ_INT(pend_add(t, "b", &ex, &p, 1, NULL, 0), 0);
+    CHECK_EQ_INT(pend_add(t, "b", &ex, &p, NULL, 1, NULL, 0), 0);
     CHECK_EQ_INT(pend_convert(t, "nope", 1001, NULL), 0);       /* unknown */
     CHECK_EQ_INT(pend_convert(t, "b", 1101, NULL), 2);          /* late, not yet expired */
     CHECK_EQ_INT(pend_size(t), 1);                              /* ... and still pending */
@@ -113,7 +113,7 @@ static void test_late_and_unknown(void) {
     CHECK_EQ_INT(pend_convert(t, "b", 1200, NULL), 2);
     /* an expired id may be added again (a new impression with that id) */
     ex = mk_ex(2000, 0, 1);
-    CHECK_EQ_INT(pend_add(t, "b", &ex, NULL, 0, NULL, 0), 0);
+    CHECK_EQ_INT(pend_add(t, "b", &ex, NULL, NULL, 0, NULL, 0), 0);
     CHECK_EQ_INT(pend_convert(t, "b", 2050, NULL), 1);
     pend_destroy(t);
 }
@@ -129,15 +129,15 @@ static void test_bad_args(void) {
     char longid[M3_ID_MAX + 1];
     memset(longid, 'x', M3_ID_MAX);
     longid[M3_ID_MAX] = '\0';
-    CHECK_EQ_INT(pend_add(t, "", &ex, NULL, 0, NULL, 0), -1);
-    CHECK_EQ_INT(pend_add(t, longid, &ex, NULL, 0, NULL, 0), -1);
+    CHECK_EQ_INT(pend_add(t, "", &ex, NULL, NULL, 0, NULL, 0), -1);
+    CHECK_EQ_INT(pend_add(t, longid, &ex, NULL, NULL, 0, NULL, 0), -1);
     longid[M3_ID_MAX - 1] = '\0';                               /* 63 bytes: fits */
-    CHECK_EQ_INT(pend_add(t, longid, &ex, NULL, 0, NULL, 0), 0);
-    CHECK_EQ_INT(pend_add(t, "m", &ex, p, PEND_MAX_MODELS + 1, NULL, 0), -1);
-    CHECK_EQ_INT(pend_add(t, "m", &ex, NULL, 1, NULL, 0), -1);
-    CHECK_EQ_INT(pend_add(t, "m", &ex, NULL, 0, NULL, 4), -1);
+    CHECK_EQ_INT(pend_add(t, longid, &ex, NULL, NULL, 0, NULL, 0), 0);
+    CHECK_EQ_INT(pend_add(t, "m", &ex, p, NULL, PEND_MAX_MODELS + 1, NULL, 0), -1);
+    CHECK_EQ_INT(pend_add(t, "m", &ex, NULL, NULL, 1, NULL, 0), -1);
+    CHECK_EQ_INT(pend_add(t, "m", &ex, NULL, NULL, 0, NULL, 4), -1);
     static unsigned char big[PEND_SNAP_MAX + 1];
-    CHECK_EQ_INT(pend_add(t, "m", &ex, NULL, 0, big, sizeof big), -1);
+    CHECK_EQ_INT(pend_add(t, "m", &ex, NULL, NULL, 0, big, sizeof big), -1);
     CHECK_EQ_INT(pend_size(t), 1);
     pend_destroy(t);
 }
@@ -146,8 +146,8 @@ static void test_duplicate(void) {
     pend_table *t = mk_table(100, 16);
     m3_example ex1 = mk_ex(1000, 1, 11), ex2 = mk_ex(1050, 3, 22);
     float p1 = 0.1f, p2 = 0.9f;
-    CHECK_EQ_INT(pend_add(t, "dup", &ex1, &p1, 1, NULL, 0), 0);
-    CHECK_EQ_INT(pend_add(t, "dup", &ex2, &p2, 1, NULL, 0), 1);
+    CHECK_EQ_INT(pend_add(t, "dup", &ex1, &p1, NULL, 1, NULL, 0), 0);
+    CHECK_EQ_INT(pend_add(t, "dup", &ex2, &p2, NULL, 1, NULL, 0), 1);
     CHECK_EQ_INT(pend_size(t), 1);
     pend_entry out[4];
     CHECK_EQ_INT(pend_expire(t, 1101, out, 4), 1);              /* expires on the first's time */
@@ -164,7 +164,7 @@ static void test_expiry_order_chunks(void) {
     static const char *ids[] = {"t50", "t10", "t30a", "t20", "t30b", "t40", "t5"};
     for (int i = 0; i < 7; i++) {
         m3_example ex = mk_ex(ts[i], 0, (uint64_t)i);
-        CHECK_EQ_INT(pend_add(t, ids[i], &ex, NULL, 0, NULL, 0), 0);
+        CHECK_EQ_INT(pend_add(t, ids[i], &ex, NULL, NULL, 0, NULL, 0), 0);
     }
     CHECK_EQ_INT(pend_convert(t, "t20", 60, NULL), 1);          /* leaves a stale heap node */
     pend_entry out[8];
@@ -209,7 +209,7 @@ static void test_many(void) {
         m3_example ex = mk_ex(imp_ts[i], i % 3, (uint64_t)i);
         float p = (float)i;
         snprintf(id, sizeof id, "imp-%d", i);
-        CHECK_EQ_INT(pend_add(t, id, &ex, &p, 1, NULL, 0), 0);
+        CHECK_EQ_INT(pend_add(t, id, &ex, &p, NULL, 1, NULL, 0), 0);
         if (imp_ts[i] > watermark) watermark = imp_ts[i];
         /* a conversion for an earlier impression: in window, or late */
         if (i >= 150 && next_rand() % 10 < 3) {
@@ -334,6 +334,9 @@ static void check_rich(const pend_entry *e, int i, float y_conv) {
     CHECK_EQ_INT(e->ex.slices, i & 3);
     CHECK_EQ_INT(e->n_models, 2);
     CHECK_CLOSE(e->p_ctcvr[1], 0.01f * (float)i, 0, 0);
+    CHECK_EQ_INT(e->has_cvr, 1);                  /* p_cvr kept beside p_ctcvr */
+    CHECK_CLOSE(e->p_cvr[0], 0.25f, 0, 0);
+    CHECK_CLOSE(e->p_cvr[1], 0.1f * (float)i, 0, 0);
     CHECK_CLOSE(e->ex.y_conv, y_conv, 0, 0);
     CHECK_CLOSE(e->ex.w_ctr, 0, 0, 0);
     CHECK_CLOSE(e->ex.w_ctcvr, 1, 0, 0);
@@ -353,11 +356,11 @@ static void add_four(pend_table *t, char prefix) {
     char id[16];
     for (int i = 0; i < 4; i++) {
         m3_example ex = rich_ex(10 * (i + 1), i);
-        float p[2] = {0.5f, 0.01f * (float)i};
+        float p[2] = {0.5f, 0.01f * (float)i}, pv[2] = {0.25f, 0.1f * (float)i};
         snprintf(id, sizeof id, "%c%d", prefix, i);
         unsigned char sn[64];
         size_t sl = rich_snap(i, sn);
-        CHECK_EQ_INT(pend_add(t, id, &ex, p, 2, sn, sl), 0);
+        CHECK_EQ_INT(pend_add(t, id, &ex, p, pv, 2, sn, sl), 0);
     }
 }
 
@@ -372,10 +375,10 @@ static void test_store_backed(void) {
     CHECK_EQ_INT(pend_sync(t, fake_put, fake_del, &f), 0);   /* nothing new */
     pend_sync_done(t);
     m3_example ex = rich_ex(35, 4);
-    float p[2] = {0.5f, 0.04f};
+    float p[2] = {0.5f, 0.04f}, pv[2] = {0.25f, 0.4f};
     unsigned char sn4[64];
     size_t sl4 = rich_snap(4, sn4);
-    CHECK_EQ_INT(pend_add(t, "s4", &ex, p, 2, sn4, sl4), 0);          /* not in the store */
+    CHECK_EQ_INT(pend_add(t, "s4", &ex, p, pv, 2, sn4, sl4), 0);          /* not in the store */
     pend_entry e;
     CHECK_EQ_INT(pend_convert(t, "s1", 50, &e), 1);           /* spilled: read back */
     CHECK_EQ_INT(f.loads, 1);
@@ -435,6 +438,7 @@ static void test_store_backed(void) {
     CHECK_EQ_INT(pend_convert(t2, "gone", 950, &e), 1);
     CHECK_EQ_INT(pend_load_errors(t2), 1);
     CHECK_EQ_INT(e.ex.cat[0], 0);
+    CHECK_EQ_INT(e.has_cvr, 0);                               /* no CVR sample for it */
     CHECK_EQ_STR(e.impression_id, "gone");
     /* the stored form refuses another slot layout and a short value */
     pend_entry d;
@@ -444,6 +448,77 @@ static void test_store_backed(void) {
     CHECK_EQ_INT(pend_entry_encode(&d, 0, NCAT, NNUM, ring, 8), 0);
     pend_destroy(t);
     pend_destroy(t2);
+}
+
+/* The value as the code before p_cvr wrote it (format 0), byte by byte: seq, ts, scenario,
+ * n_models, slices, n_cat, n_num, y_click, y_conv, w_ctr, w_ctcvr, snap_len, p_ctcvr[],
+ * cat[], num[], snap. */
+static size_t old_format_value(const pend_entry *e, uint64_t seq, unsigned char *b) {
+    size_t o = 0;
+    memcpy(b + o, &seq, 8); o += 8;
+    memcpy(b + o, &e->ex.ts_ms, 8); o += 8;
+    memcpy(b + o, &e->ex.scenario, 4); o += 4;
+    b[o++] = (unsigned char)e->n_models;
+    b[o++] = e->ex.slices;
+    b[o++] = NCAT;
+    b[o++] = NNUM;
+    memcpy(b + o, &e->ex.y_click, 4); o += 4;
+    memcpy(b + o, &e->ex.y_conv, 4); o += 4;
+    memcpy(b + o, &e->ex.w_ctr, 4); o += 4;
+    memcpy(b + o, &e->ex.w_ctcvr, 4); o += 4;
+    memcpy(b + o, &e->snap_len, 4); o += 4;
+    memcpy(b + o, e->p_ctcvr, (size_t)e->n_models * 4); o += (size_t)e->n_models * 4;
+    memcpy(b + o, e->ex.cat, NCAT * 8); o += NCAT * 8;
+    memcpy(b + o, e->ex.num, NNUM * 4); o += NNUM * 4;
+    memcpy(b + o, e->snap, e->snap_len); o += e->snap_len;
+    return o;
+}
+
+/* The stored formats: an entry with p_cvr round-trips in format 1; one from before p_cvr was
+ * kept (format 0, as the old code wrote it) still decodes, without a CVR prediction; one
+ * added without p_cvr is stored in format 0; an unknown format is refused; and an older
+ * build (which refuses a model count above PEND_MAX_MODELS) refuses a format 1 value. */
+static void test_entry_formats(void) {
+    pend_table *t = mk_table(100, 16);
+    m3_example ex = rich_ex(10, 2);
+    float p[2] = {0.5f, 0.02f}, pv[2] = {0.25f, 0.2f};
+    unsigned char sn[64], v1[1024], v0[1024];
+    size_t sl = rich_snap(2, sn);
+    CHECK_EQ_INT(pend_add(t, "f", &ex, p, pv, 2, sn, sl), 0);
+    pend_entry e, d;
+    CHECK_EQ_INT(pend_convert(t, "f", 20, &e), 1);
+    size_t n1 = pend_entry_encode(&e, 5, NCAT, NNUM, v1, sizeof v1);
+    CHECK_EQ_INT(n1, pend_entry_bytes(2, NCAT, NNUM, sl));
+    CHECK(v1[20] > PEND_MAX_MODELS);                     /* what an older build refuses */
+    CHECK_EQ_INT(v1[20] >> 4, PEND_ENTRY_FORMAT);
+    CHECK_EQ_INT(pend_entry_decode(&d, "f", NCAT, NNUM, v1, n1), 0);
+    check_rich(&d, 2, 1);
+    /* format 0, as written before: everything but p_cvr */
+    size_t n0 = old_format_value(&e, 5, v0);
+    CHECK_EQ_INT(n0, n1 - 2 * 4);
+    memset(&d, 0xab, sizeof d);
+    CHECK_EQ_INT(pend_entry_decode(&d, "f", NCAT, NNUM, v0, n0), 0);
+    CHECK_EQ_INT(d.has_cvr, 0);
+    CHECK_EQ_INT(d.n_models, 2);
+    CHECK_CLOSE(d.p_ctcvr[1], 0.02f, 0, 0);
+    CHECK_EQ_INT(d.ex.cat[NCAT - 1], 2 * 10 + NCAT - 1);
+    CHECK_EQ_INT(d.snap_len, sl);
+    CHECK_EQ_INT(d.snap[sl - 1], sn[sl - 1]);
+    uint64_t seq;
+    int64_t ts;
+    CHECK_EQ_INT(pend_entry_head(v0, n0, &seq, &ts), 0);
+    CHECK_EQ_INT(seq, 5);
+    CHECK_EQ_INT(ts, 10);
+    /* a format 0 entry written again stays format 0, byte for byte */
+    unsigned char v0b[1024];
+    CHECK_EQ_INT(pend_entry_encode(&d, 5, NCAT, NNUM, v0b, sizeof v0b), n0);
+    CHECK(memcmp(v0, v0b, n0) == 0);
+    /* the lengths must match the format, and an unknown format is refused */
+    CHECK_EQ_INT(pend_entry_decode(&d, "f", NCAT, NNUM, v0, n1), -1);
+    CHECK_EQ_INT(pend_entry_decode(&d, "f", NCAT, NNUM, v1, n0), -1);
+    v1[20] = (unsigned char)((PEND_ENTRY_FORMAT + 1) << 4 | 2);
+    CHECK_EQ_INT(pend_entry_decode(&d, "f", NCAT, NNUM, v1, n1), -1);
+    pend_destroy(t);
 }
 
 /* An elapsed time: entries are copied out once e after their impression, in time order,
@@ -488,6 +563,7 @@ static void test_elapse(void) {
 
 int main(void) {
     test_store_backed();
+    test_entry_formats();
     test_elapse();
     test_convert_within_window();
     test_late_and_unknown();

@@ -8,7 +8,8 @@
  *   m3rec-report --html OUT.html [--png OUT.png] [--title TEXT] [--bench RESULT.json]
  *                [--oracle ORACLE.json] [--gnuplot PROG] [LABEL=]RUN.json [...]
  * With --min-gap, exits 1 unless every non-lr model of every run closes at least X of the
- * gap between lr and the oracle in every scenario and task (the foundation's quality bar).
+ * gap between lr and the oracle in every scenario for ctr and ctcvr (the foundation's
+ * quality bar; the table's cvr rows are not held to it).
  * A run's label on the page is LABEL, or its file name without ".json".
  * --merge: the reports of a group's workers (each predicted its own share of one stream)
  * make one table of the group's prequential AUCs: their histograms add, per scenario x
@@ -53,7 +54,9 @@ static json_node *load(const char *path, char *err, size_t n) {
     return j;
 }
 
-/* The smallest gap fraction closed by any non-lr model over scenarios x tasks (and overall). */
+/* The smallest gap fraction closed by any non-lr model over scenarios x {ctr, ctcvr} (and
+ * overall): the bar is on the two tasks scored on every impression; the cvr rows (clicked
+ * impressions only) are printed, not held to it. */
 static double min_gap(const json_node *run, const json_node *orc) {
     const json_node *models = json_member(run, "models"), *scens = json_member(run, "scenarios");
     double worst = INFINITY;

@@ -159,6 +159,9 @@ void app_oracle_add(app_oracle *o, const sim_truth *t) {
         met_board_add(o->b, m, t->scen, MET_CTCVR, ctcvr, t->in_window);
         met_board_add_slices(o->b, m, t->scen, sl, MET_CTR, pc[m], t->clicked);
         met_board_add_slices(o->b, m, t->scen, sl, MET_CTCVR, ctcvr, t->in_window);
+        if (!t->clicked) continue;   /* the CVR AUC is over clicked impressions */
+        met_board_add(o->b, m, t->scen, MET_CVR, pv[m], t->in_window);
+        met_board_add_slices(o->b, m, t->scen, sl, MET_CVR, pv[m], t->in_window);
     }
 }
 
@@ -325,13 +328,12 @@ int app_print_comparison(FILE *out, const json_node *run, const json_node *oracl
         fprintf(out, "%-17s %*s", "", 14 * n_models + 9, "");
         fprintf(out, " (gap to oracle closed vs lr; >= 0.5 is the bar)\n");
     }
-    static const char *tasks[] = {"ctr", "ctcvr"};
     for (size_t s = 0; scens->type == JSON_OBJECT && s < scens->n; s++)
-        for (int t = 0; t < 2; t++)
+        for (int t = 0; t < MET_NTASKS; t++)
             print_row(out, models, n_models, names, orc_models, scens->keys[s],
-                      tasks[t], has_lr);
-    for (int t = 0; t < 2; t++)
-        print_row(out, models, n_models, names, orc_models, NULL, tasks[t], has_lr);
+                      met_task_name(t), has_lr);
+    for (int t = 0; t < MET_NTASKS; t++)
+        print_row(out, models, n_models, names, orc_models, NULL, met_task_name(t), has_lr);
     if (!orc_models)
         fprintf(out, "no oracle: %s\n", oracle ? "the oracle report has no model \"oracle\""
                 : "the true probabilities are unknown (a replay has them with m3rec-offline "

@@ -68,8 +68,6 @@ const char *live_dlq_name(int cls) {
 
 /* ------------------------------------------------------------------ exposition text */
 
-static const char *const live__task_names[MET_NTASKS] = {"ctr", "ctcvr"};
-
 /* A label value with \ " and newline escaped, as the text format wants. */
 static void live__label(buf *b, const char *name, const char *value) {
     buf_printf(b, "%s=\"", name);
@@ -163,7 +161,7 @@ static void live__quality(const live_snap *s, buf *b, const char *name, const ch
                 live__label(b, "scenario", s->scen[sc]);
                 buf_putc(b, ',');
             }
-            live__label(b, "task", live__task_names[t]);
+            live__label(b, "task", met_task_name(t));
             buf_putc(b, '}');
             live__value(b, v);
         }

@@ -402,14 +402,23 @@ struct met_board {
     int64_t sl_burnin;               /* impressions before the slices count */
     int sl_open;                     /* the burn-in is over */
     int64_t sl_open_ts;              /* event time of the first impression after it */
-    /* the primary's settled CTCVR (met_board_set_settle) */
+    /* the primary's settled CTCVR and CVR (met_board_set_settle); [0] CTCVR, [1] CVR */
     int64_t st_window, st_width;     /* 0: off; bucket width in event-time ms */
     int64_t st_clock;                /* the newest event time counted */
     int64_t st_folded;               /* the newest bucket folded into st_done */
     int64_t st_id[MET_SETTLE_SLOTS]; /* the bucket each slot holds, MET__NO_TS = free */
-    met_auc *st_slot;                /* (MET_SETTLE_SLOTS) CTCVR counted per bucket */
-    met_auc st_done;                 /* the buckets every label of which has settled */
+    met_auc *st_slot;                /* (2, MET_SETTLE_SLOTS) counted per task and bucket */
+    met_auc st_done[2];              /* the buckets every label of which has settled */
 };
+
+static const char *const met__task_names[MET_NTASKS] = {"ctr", "ctcvr", "cvr"};
+
+const char *met_task_name(int task) {
+    return task >= 0 && task < MET_NTASKS ? met__task_names[task] : "?";
+}
+
+/* The settled measure's index of a task: 0 CTCVR, 1 CVR, -1 none (CTR). */
+static int met__st_task(int task) { return task == MET_CTCVR ? 0 : task == MET_CVR ? 1 : -1; }
 
 /* Accumulators per model: (n_scen + 1) * MET_NTASKS, laid out as met__idx says. */
 static size_t met__per_model(const met_board *b) { return (size_t)(b->n_scen + 1) * MET_NTASKS; }
@@ -535,8 +544,9 @@ void met_board_destroy(met_board *b) {
     met__auc_array_free(b->auc, n_auc);
     met__auc_array_free(b->sl, n_auc * MET_NSLICES);
     met__auc_array_free(b->win, n_auc);
-    met__auc_array_free(b->st_slot, MET_SETTLE_SLOTS);
-    met_auc_free(&b->st_done);
+    met__auc_array_free(b->st_slot, 2 * MET_SETTLE_SLOTS);
+    met_auc_free(&b->st_done[0]);
+    met_auc_free(&b->st_done[1]);
     free(b->tl_x);
     free(b->tl_w);
     free(b->tl_sec);
@@ -610,8 +620,11 @@ static int64_t met__floor_div(int64_t a, int64_t b) { return a / b - (a % b < 0)
 
 static void met__settle_fold(met_board *b, int slot) {
     if (b->st_id[slot] > b->st_folded) b->st_folded = b->st_id[slot];
-    met_auc_merge(&b->st_done, &b->st_slot[slot]);
-    met_auc_reset(&b->st_slot[slot]);
+    for (int t = 0; t < 2; t++) {
+        met_auc *a = &b->st_slot[t * MET_SETTLE_SLOTS + slot];
+        met_auc_merge(&b->st_done[t], a);
+        met_auc_reset(a);
+    }
     b->st_id[slot] = MET__NO_TS;
 }
 
@@ -625,10 +638,10 @@ static void met__settle_clock(met_board *b, int64_t ts) {
     if (last > b->st_folded) b->st_folded = last;
 }
 
-static void met__settle_add(met_board *b, int64_t ts, double p, int y) {
+static void met__settle_add(met_board *b, int t, int64_t ts, double p, int y) {
     int64_t k = met__floor_div(ts, b->st_width);
     if (k <= b->st_folded) {          /* a label of a bucket already folded: counts at once */
-        met_auc_add(&b->st_done, p, y);
+        met_auc_add(&b->st_done[t], p, y);
         return;
     }
     int slot = (int)(((k % MET_SETTLE_SLOTS) + MET_SETTLE_SLOTS) % MET_SETTLE_SLOTS);
@@ -637,7 +650,7 @@ static void met__settle_add(met_board *b, int64_t ts, double p, int y) {
         if (b->st_id[slot] != MET__NO_TS) met__settle_fold(b, slot);
         b->st_id[slot] = k;
     }
-    met_auc_add(&b->st_slot[slot], p, y);
+    met_auc_add(&b->st_slot[t * MET_SETTLE_SLOTS + slot], p, y);
 }
 
 int met_board_set_settle(met_board *b, int64_t window_ms, char *errstr, size_t errstr_size) {
@@ -647,10 +660,12 @@ int met_board_set_settle(met_board *b, int64_t window_ms, char *errstr, size_t e
         return -1;
     }
     if (!b->st_slot) {
-        b->st_slot = met__auc_array(MET_SETTLE_SLOTS, MET_TL_BITS, 1, errstr, errstr_size);
+        b->st_slot = met__auc_array(2 * MET_SETTLE_SLOTS, MET_TL_BITS, 1, errstr, errstr_size);
         if (!b->st_slot) return -1;
-        if (met__auc_init(&b->st_done, MET_TL_BITS, 1, errstr, errstr_size) != 0) {
-            met__auc_array_free(b->st_slot, MET_SETTLE_SLOTS);
+        if (met__auc_init(&b->st_done[0], MET_TL_BITS, 1, errstr, errstr_size) != 0 ||
+            met__auc_init(&b->st_done[1], MET_TL_BITS, 1, errstr, errstr_size) != 0) {
+            met__auc_array_free(b->st_slot, 2 * MET_SETTLE_SLOTS);
+            met_auc_free(&b->st_done[0]);
             b->st_slot = NULL;
             return -1;
         }
@@ -662,11 +677,16 @@ int met_board_set_settle(met_board *b, int64_t window_ms, char *errstr, size_t e
     return 0;
 }
 
-const met_auc *met_board_settled(const met_board *b, int64_t *horizon_ms) {
+const met_auc *met_board_settled_task(const met_board *b, met_task task, int64_t *horizon_ms) {
     if (horizon_ms)
         *horizon_ms = b->st_window && b->st_folded != MET__NO_TS
                           ? (b->st_folded + 1) * b->st_width : MET__NO_TS;
-    return b->st_window ? &b->st_done : NULL;
+    int t = met__st_task(task);
+    return b->st_window && t >= 0 ? &b->st_done[t] : NULL;
+}
+
+const met_auc *met_board_settled(const met_board *b, int64_t *horizon_ms) {
+    return met_board_settled_task(b, MET_CTCVR, horizon_ms);
 }
 
 void met_board_set_slice_burnin(met_board *b, int64_t impressions) {
@@ -696,7 +716,7 @@ int met_board_add_at(met_board *b, int model, int scen, met_task task, double p,
     }
     if (model == 0 && b->st_window && ts_ms != MET__NO_TS) {
         met__settle_clock(b, ts_ms);
-        if (task == MET_CTCVR) met__settle_add(b, ts_ms, p, y);
+        if (met__st_task(task) >= 0) met__settle_add(b, met__st_task(task), ts_ms, p, y);
     }
     size_t k = met__idx(b, model, scen, task), o = met__idx(b, model, -1, task);
     met_auc_add(&b->auc[k], p, y);
@@ -821,8 +841,10 @@ static void met__write_series(const met_board *b, int model, int scen, int task,
 
 static void met__write_series_tasks(const met_board *b, int model, int scen, json_writer *w) {
     json_obj_begin(w);
-    json_key(w, "ctr"); met__write_series(b, model, scen, MET_CTR, w);
-    json_key(w, "ctcvr"); met__write_series(b, model, scen, MET_CTCVR, w);
+    for (int t = 0; t < MET_NTASKS; t++) {
+        json_key(w, met__task_names[t]);
+        met__write_series(b, model, scen, t, w);
+    }
     json_obj_end(w);
 }
 
@@ -859,19 +881,23 @@ static void met__write_slices(const met_board *b, int model, int scen, json_writ
     for (int sl = 0; sl < MET_NSLICES; sl++) {
         json_key(w, met__slice_names[sl]);
         json_obj_begin(w);
-        json_key(w, "ctr"); met_auc_write_json(&b->sl[met__sidx(b, model, scen, sl, MET_CTR)], w);
-        json_key(w, "ctcvr"); met_auc_write_json(&b->sl[met__sidx(b, model, scen, sl, MET_CTCVR)], w);
+        for (int t = 0; t < MET_NTASKS; t++) {
+            json_key(w, met__task_names[t]);
+            met_auc_write_json(&b->sl[met__sidx(b, model, scen, sl, t)], w);
+        }
         json_obj_end(w);
     }
     json_obj_end(w);
 }
 
-/* Writes "ctr" and "ctcvr" of one model and scenario (-1: overall) into the open object,
- * each as fn writes an accumulator (its figures, or its histogram). */
+/* Writes every task ("ctr", "ctcvr", "cvr") of one model and scenario (-1: overall) into
+ * the open object, each as fn writes an accumulator (its figures, or its histogram). */
 static void met__write_task_keys(const met_board *b, int model, int scen,
                                  void (*fn)(const met_auc *, json_writer *), json_writer *w) {
-    json_key(w, "ctr"); fn(&b->auc[met__idx(b, model, scen, MET_CTR)], w);
-    json_key(w, "ctcvr"); fn(&b->auc[met__idx(b, model, scen, MET_CTCVR)], w);
+    for (int t = 0; t < MET_NTASKS; t++) {
+        json_key(w, met__task_names[t]);
+        fn(&b->auc[met__idx(b, model, scen, t)], w);
+    }
 }
 
 /* {"overall": {task}, "scenarios": {name: {task, and "slices" when slices}}} members of one
@@ -975,6 +1001,7 @@ void met_board_write_json(const met_board *b, json_writer *w,
     json_key(w, "dlq"); json_uint(w, c->dlq);
     json_key(w, "late_conversions"); json_uint(w, c->late_conversions);
     json_key(w, "unmatched_conversions"); json_uint(w, c->unmatched_conversions);
+    json_key(w, "cvr_unscored"); json_uint(w, c->cvr_unscored);
     json_obj_end(w);
     json_key(w, "primary"); json_str(w, b->model[0]);
     json_key(w, "timeline"); met__write_tl_axis(b, w);
@@ -1001,23 +1028,24 @@ static int met__same_keys(const json_node *obj, char names[][M3_NAME_MAX], int n
     return 1;
 }
 
-/* Add one histogram of the report (hist = {"ctr": H, "ctcvr": H}) into dst[task]. */
-static int met__merge_tasks(met_auc *dst0, met_auc *dst1, const json_node *hist, const char *where,
+/* Add the histograms of the report (hist = {"ctr": H, "ctcvr": H, "cvr": H}) into
+ * dst[task]; a report without "cvr" (from before the CVR AUC) adds none to it. */
+static int met__merge_tasks(met_auc *dst, const json_node *hist, const char *where,
                             char *errstr, size_t errstr_size) {
-    met_auc *dst[2] = {dst0, dst1};
-    static const char *tasks[2] = {"ctr", "ctcvr"};
-    for (int t = 0; t < 2; t++) {
+    const char *const *tasks = met__task_names;
+    for (int t = 0; t < MET_NTASKS; t++) {
         met_auc a;
         char why[128];
+        if (t == MET_CVR && hist && !json_member(hist, tasks[t])) continue;
         if (met_auc_read_hist(&a, json_member(hist, tasks[t]), why, sizeof why) != 0) {
             snprintf(errstr, errstr_size, "%s %s: %s", where, tasks[t], why);
             return -1;
         }
-        int rc = met_auc_merge(dst[t], &a);
+        int rc = met_auc_merge(&dst[t], &a);
         if (rc != 0)
             snprintf(errstr, errstr_size, "%s %s: %u bins%s where the first report has %u%s",
-                     where, tasks[t], a.nbins, a.logit ? " (logit)" : "", dst[t]->nbins,
-                     dst[t]->logit ? " (logit)" : "");
+                     where, tasks[t], a.nbins, a.logit ? " (logit)" : "", dst[t].nbins,
+                     dst[t].logit ? " (logit)" : "");
         met_auc_free(&a);
         if (rc != 0) return -1;
     }
@@ -1053,8 +1081,7 @@ int met_board_merge_report(met_board *b, const json_node *report, char *errstr,
                          "from before merging existed?", b->model[m]);
                 rc = -1;
             } else {
-                rc = met__merge_tasks(&sum[met__idx(b, m, s, MET_CTR)],
-                                      &sum[met__idx(b, m, s, MET_CTCVR)], hs, where, errstr,
+                rc = met__merge_tasks(&sum[met__idx(b, m, s, 0)], hs, where, errstr,
                                       errstr_size);
             }
         }
@@ -1065,11 +1092,11 @@ int met_board_merge_report(met_board *b, const json_node *report, char *errstr,
     const json_node *c = json_member(report, "counters");
     uint64_t *dst[] = {&b->c.events, &b->c.impressions, &b->c.clicks, &b->c.conversions,
                        &b->c.requests, &b->c.predictions, &b->c.dlq, &b->c.late_conversions,
-                       &b->c.unmatched_conversions};
+                       &b->c.unmatched_conversions, &b->c.cvr_unscored};
     static const char *names[] = {"events", "impressions", "clicks", "conversions", "requests",
                                   "predictions", "dlq", "late_conversions",
-                                  "unmatched_conversions"};
-    for (int i = 0; i < 9; i++) *dst[i] += (uint64_t)json_number(json_member(c, names[i]), 0);
+                                  "unmatched_conversions", "cvr_unscored"};
+    for (int i = 0; i < 10; i++) *dst[i] += (uint64_t)json_number(json_member(c, names[i]), 0);
     for (int m = 0; m < b->n_models; m++) {
         const json_node *g = json_member(&models->items[m], "guard");
         b->guard[m].skipped_steps += (uint64_t)json_number(json_member(g, "skipped_steps"), 0);
@@ -1093,11 +1120,13 @@ int met_board_progress_line(const met_board *b, char *buf, size_t n) {
     met__human(rate, sizeof rate,
                elapsed > 0 ? (double)(b->c.events - b->events_base) / elapsed : 0.0);
     double auc_ctr = met_auc_value(&b->auc[met__idx(b, 0, -1, MET_CTR)], NULL);
-    const met_auc *ctcvr = b->st_window ? &b->st_done : &b->auc[met__idx(b, 0, -1, MET_CTCVR)];
-    double auc_ctcvr = met_auc_value(ctcvr, NULL);
-    char auc_cv[64], settled[32];
+    const met_auc *ctcvr = b->st_window ? &b->st_done[0] : &b->auc[met__idx(b, 0, -1, MET_CTCVR)];
+    const met_auc *cvr = b->st_window ? &b->st_done[1] : &b->auc[met__idx(b, 0, -1, MET_CVR)];
+    double auc_ctcvr = met_auc_value(ctcvr, NULL), auc_cvr = met_auc_value(cvr, NULL);
+    char auc_cv[64], settled[32], auc_v[16] = "-";
     if (isnan(auc_ctcvr)) snprintf(auc_cv, sizeof auc_cv, "-");
     else snprintf(auc_cv, sizeof auc_cv, "%.4f", auc_ctcvr);
+    if (!isnan(auc_cvr)) snprintf(auc_v, sizeof auc_v, "%.4f", auc_cvr);
     if (b->st_window) {
         met__human(settled, sizeof settled, (double)ctcvr->n);
         size_t u = strlen(auc_cv);
@@ -1112,6 +1141,7 @@ int met_board_progress_line(const met_board *b, char *buf, size_t n) {
                  (unsigned long long)g->skipped_steps,
                  (unsigned long long)g->nonfinite_predictions,
                  (unsigned long long)g->rollbacks, g->rollbacks == 1 ? "" : "s");
-    return snprintf(buf, n, "events %llu  %s ev/s  ctr auc %.4f  ctcvr auc %s  lag p99 %.1f ms  rss %.0f MB%s",
-                    (unsigned long long)b->c.events, rate, auc_ctr, auc_cv, p99, rss, guard);
+    return snprintf(buf, n, "events %llu  %s ev/s  ctr auc %.4f  ctcvr auc %s  cvr auc %s  "
+                    "lag p99 %.1f ms  rss %.0f MB%s", (unsigned long long)b->c.events, rate,
+                    auc_ctr, auc_cv, auc_v, p99, rss, guard);
 }

@@ -128,7 +128,12 @@ double met_rss_mb(double *peak_mb);
 /* ---- the worker's scoreboard ---- */
 
 #define MET_MAX_MODELS 8         /* primary (model 0) + up to 7 shadows */
-typedef enum { MET_CTR = 0, MET_CTCVR = 1, MET_NTASKS = 2 } met_task;
+/* The tasks: CTR (p_ctr against the click, every impression), CTCVR (p_ctr * p_cvr against
+ * a conversion within the window, every impression) and CVR (p_cvr against the conversion
+ * label over clicked impressions only: the ESMM papers' CVR AUC). */
+typedef enum { MET_CTR = 0, MET_CTCVR = 1, MET_CVR = 2, MET_NTASKS = 3 } met_task;
+/* A task's name in reports, pages and /metrics: "ctr", "ctcvr", "cvr" ("?" out of range). */
+const char *met_task_name(int task);
 /* Slices of the evaluation, as the model flags them (M3_SLICE_NEW_ITEM, _NEW_USER_SCEN):
  * "new_item" (the item is young) and "new_user_in_scenario" (first time in this scenario,
  * known in another). Each (model, slice, task) has one met_auc more overall, and each
@@ -157,6 +162,10 @@ typedef struct {
     uint64_t dlq;                    /* messages sent to the dead-letter queue */
     uint64_t late_conversions;       /* conversion after its window closed */
     uint64_t unmatched_conversions;  /* conversion for an impression never seen */
+    uint64_t cvr_unscored;           /* clicks whose label settled without a p_cvr kept for
+                                        them (a pending entry stored before p_cvr was, or
+                                        one whose body could not be read): no CVR sample.
+                                        Not in the learner's saved state. */
 } met_counters;
 
 /* The guard's counters of one model (met_board_guard()); the learner increments them. */
@@ -183,9 +192,9 @@ typedef struct met_board met_board;
  * MET_MAX_MODELS; model 0 is the primary), names copied. Each (model, scenario, task)
  * and each (model, task) overall gets a met_auc of 2^auc_bits bins (0 = MET_AUC_BITS),
  * and so does each (model, slice, task): memory is
- * (n_scen + 1 + MET_NSLICES) * 2 * n_models * 2^(auc_bits+3) bytes, plus per model
- * n_scen * 128 KiB of scenario slices, (n_scen + 1) * 64 KiB of timeline windows and
- * (n_scen + 1) * 48 bytes per timeline point. The timeline starts with MET_TL_WINDOW and
+ * (n_scen + 1 + MET_NSLICES) * MET_NTASKS * n_models * 2^(auc_bits+3) bytes, plus per
+ * model n_scen * 192 KiB of scenario slices, (n_scen + 1) * 96 KiB of timeline windows and
+ * (n_scen + 1) * 72 bytes per timeline point. The timeline starts with MET_TL_WINDOW and
  * MET_TL_POINTS. The clock starts now. On error, NULL is returned and errstr says why. */
 met_board *met_board_new(int n_scen, const char *const *scen_names, int n_models,
                          const char *const *model_names, int auc_bits,
@@ -224,12 +233,12 @@ int met_board_add_slices_at(met_board *b, int model, int scen, unsigned slices, 
  * slices count from the start. Call before anything is counted. */
 void met_board_set_slice_burnin(met_board *b, int64_t impressions);
 
-/* The primary's settled CTCVR. A clicked impression's CTCVR label settles when its
+/* The primary's settled CTCVR and CVR. A clicked impression's CTCVR label settles when its
  * conversion arrives or its window closes, a converted one sooner than an unconverted
  * one; the cumulative accumulator therefore holds, during a run, the positives of the
  * last window without their negatives, scored by a model from further back than the
  * negatives from impressions not clicked (test_metrics: 0.51 where the complete prefix
- * gives 0.64, for a model whose scores drift as it learns). The settled measure counts only impressions older than the clock (the
+ * gives 0.64, for a model whose scores drift as it learns; the CVR alike). The settled measure counts only impressions older than the clock (the
  * newest event time counted, through met_board_add_at) by window_ms plus up to
  * window_ms / 8 (buckets of window_ms / 16): every label of theirs is known. Give it the
  * attribution window plus the lateness with which windows close. Its bins are the
@@ -239,8 +248,10 @@ void met_board_set_slice_burnin(met_board *b, int64_t impressions);
 int met_board_set_settle(met_board *b, int64_t window_ms, char *errstr, size_t errstr_size);
 /* The settled CTCVR accumulator (NULL when met_board_set_settle was not called); *horizon_ms
  * (if not NULL) receives the event time before which every impression is counted
- * (INT64_MIN while none is). */
+ * (INT64_MIN while none is). met_board_settled_task: the same for MET_CTCVR or MET_CVR
+ * (NULL for MET_CTR). */
 const met_auc *met_board_settled(const met_board *b, int64_t *horizon_ms);
+const met_auc *met_board_settled_task(const met_board *b, met_task task, int64_t *horizon_ms);
 /* One slice accumulator (scen -1: over all scenarios), or NULL when out of range. */
 const met_auc *met_board_slice_auc(const met_board *b, int model, int scen, met_slice slice,
                                    met_task task);
@@ -275,9 +286,9 @@ int64_t met_board_tl_window(const met_board *b);
  *    CPU time, all threads), "latency_ms": {"p50","p99","mean","n"},
  *    "rss_mb", "rss_peak_mb", "counters": {...}, "primary": name,
  *    "timeline": {"window", "max_points", "bins", "x", "width", "sec"} (the positions),
- *    "overall": {"ctr": {...}, "ctcvr": {...}},
- *    "scenarios": {name: {"ctr", "ctcvr", "slices": {slice: {"ctr","ctcvr"}}}},
- *    "slices": {"new_item": {"ctr","ctcvr"}, "new_user_in_scenario": {...}} (the primary's),
+ *    "overall": {"ctr": {...}, "ctcvr": {...}, "cvr": {...}},
+ *    "scenarios": {name: {"ctr", "ctcvr", "cvr", "slices": {slice: {"ctr","ctcvr","cvr"}}}},
+ *    "slices": {"new_item": {"ctr","ctcvr","cvr"}, "new_user_in_scenario": {...}} (the primary's),
  *    "guard": {"skipped_steps", "skipped_rows", "rollbacks", "nonfinite_predictions"} (the primary's),
  *    "models": {name: {"overall", "scenarios", "slices", "guard", "hist", "timeline"}} (every model,
  *    primary too; "timeline": {"overall": {task: series}, "scenarios": {name: {task:
@@ -289,7 +300,8 @@ int64_t met_board_tl_window(const met_board *b);
  * half a window of impressions. Errors are reported by the writer (json_writer_error()). */
 void met_board_write_json(const met_board *b, json_writer *w,
                           void (*extra)(json_writer *w, void *arg), void *arg);
-/* Add a report's histograms (every model's "hist": overall and per scenario, both tasks)
+/* Add a report's histograms (every model's "hist": overall and per scenario, every task;
+ * a report without "cvr" histograms, written before the CVR AUC was, adds none to it)
  * into the board's accumulators, and its counters and guard counters into the board's: the
  * workers of a group, each of which predicted its own share of the stream, make one
  * scoreboard whose AUCs are the group's. The report must have the board's models in the
@@ -302,9 +314,11 @@ int met_board_merge_report(met_board *b, const json_node *report, char *errstr,
  * the simulator, e.g. a board with one model "oracle"). */
 void met_board_write_model(const met_board *b, int model, json_writer *w);
 /* One human progress line for the primary model, e.g.
- * "events 120000  31.2k ev/s  ctr auc 0.7120  ctcvr auc 0.8010  lag p99 45.0 ms  rss 312 MB",
+ * "events 120000  31.2k ev/s  ctr auc 0.7120  ctcvr auc 0.8010  cvr auc 0.6120  lag p99 45.0 ms
+ *  rss 312 MB",
  * with the settled CTCVR when it is on: "ctcvr auc 0.8010 (93.2k settled)", or
- * "ctcvr auc - (0 settled)" before a window has passed,
+ * "ctcvr auc - (0 settled)" before a window has passed, then "cvr auc 0.6120" (settled too
+ * when the CTCVR is; "-" while it has no positive or no negative),
  * followed by "  guard 3 skipped 12 withheld 1 rollback" once the primary's guard has
  * counted anything. Returns what snprintf returns. */
 int met_board_progress_line(const met_board *b, char *buf, size_t n);

@@ -66,7 +66,11 @@ static const json_node *page__series(const json_node *model, const char *scen, c
     return json_member(where, task);
 }
 
-static const char *page__tasks[2] = {"ctr", "ctcvr"};
+/* The report's tasks, as metrics.h names them (a report from before "cvr" shows it empty).
+ * The first PAGE__NT_BAR are the quality bar's: the mean and the gap closed are over them. */
+#define PAGE__NT 3
+#define PAGE__NT_BAR 2
+static const char *page__tasks[PAGE__NT] = {"ctr", "ctcvr", "cvr"};
 
 /* One curve: a model of a run (run -1: the --oracle report). */
 typedef struct {
@@ -238,10 +242,11 @@ static void page__fig_auc(buf *g, page__ctx *c, const char *term, int w, int pan
     buf_printf(g, "set grid ytics lc rgb '#dddddd'\nset xrange [0:*]\nset yrange [*:*]\n"
                   "set format y '%%.2f'\nset ytics nomirror\nset xtics nomirror\n");
     for (int r = 0; r < rows; r++)
-        for (int t = 0; t < 2; t++) {
+        for (int t = 0; t < PAGE__NT; t++) {
             const char *scen = r == 0 ? NULL : c->scen[r - 1];
-            buf_printf(g, "set origin %.4f,%.4f\nset size 0.5,%.4f\n", 0.5 * t,
-                       (double)((rows - 1 - r) * panel_h) / H, (double)panel_h / H);
+            buf_printf(g, "set origin %.4f,%.4f\nset size %.4f,%.4f\n", (double)t / PAGE__NT,
+                       (double)((rows - 1 - r) * panel_h) / H, 1.0 / PAGE__NT,
+                       (double)panel_h / H);
             buf_printf(g, "set title '%s %s: AUC of each window' font ',11'\n",
                        scen ? scen : "overall", page__tasks[t]);
             buf_printf(g, "set xlabel 'impressions (%s)' offset 0,0.5\n", c->xunit);
@@ -261,8 +266,10 @@ static void page__fig_auc(buf *g, page__ctx *c, const char *term, int w, int pan
                 plotted++;
             }
             if (plotted) buf_printf(g, "%s\n", cmd.data);
-            else buf_printf(g, "set label 1 'no timeline' at graph 0.5,0.5 center\n"
-                               "plot NaN notitle\nunset label 1\n");
+            else   /* (a fixed y range: gnuplot cannot autoscale a plot without a point) */
+                buf_printf(g, "set label 1 'no timeline' at graph 0.5,0.5 center\n"
+                              "set yrange [0:1]\nplot NaN notitle\nunset label 1\n"
+                              "set yrange [*:*]\n");
             g->oom |= cmd.oom;
             buf_free(&cmd);
         }
@@ -313,8 +320,9 @@ static void page__fig_calib(buf *g, page__ctx *c, const char *term, int w, int p
     page__key_panel(g, c, (double)panel_h / H, (double)key_h / H, 1);
     buf_printf(g, "set grid ytics lc rgb '#dddddd'\nset xrange [0:*]\nset yrange [0:2]\n"
                   "set format y '%%.1f'\n");
-    for (int t = 0; t < 2; t++) {
-        buf_printf(g, "set origin %.4f,0\nset size 0.5,%.4f\n", 0.5 * t, (double)panel_h / H);
+    for (int t = 0; t < PAGE__NT; t++) {
+        buf_printf(g, "set origin %.4f,0\nset size %.4f,%.4f\n", (double)t / PAGE__NT,
+                   1.0 / PAGE__NT, (double)panel_h / H);
         buf_printf(g, "set title 'overall %s: mean prediction / observed rate, per window' font ',11'\n"
                       "set xlabel 'impressions (%s)' offset 0,0.5\n", page__tasks[t], c->xunit);
         buf cmd = {0};
@@ -326,12 +334,15 @@ static void page__fig_calib(buf *g, page__ctx *c, const char *term, int w, int p
                             *rt = json_member(s, "rate");
             if (!x || !mp || !rt) continue;
             buf_printf(g, "$c%d_%d << EOD\n", i, t);
+            int good = 0;   /* a line without a point (a report before "cvr") is not drawn */
             for (size_t k = 0; k < x->n && k < mp->n && k < rt->n; k++) {
                 double a = json_number(&mp->items[k], NAN), b = json_number(&rt->items[k], NAN);
+                good += b > 0 && isfinite(a);
                 buf_printf(g, "%.6g %.6g\n", json_number(&x->items[k], NAN) / c->xscale,
                            b > 0 ? a / b : NAN);
             }
             buf_printf(g, "EOD\n");
+            if (!good) continue;
             buf_printf(&cmd, "%s$c%d_%d using 1:2 with lines lc rgb '%s' dt %s lw %s notitle",
                        plotted ? ", " : "plot ", i, t, page__color(l), page__dash(l->run),
                        l->run < 0 ? "2.5" : "1.5");
@@ -480,10 +491,10 @@ static void page__runs_table(buf *b, const page__ctx *c) {
     buf_printf(b, "</table>\n");
 }
 
-/* The AUC of line l at column k: scenario k/2 (k/2 == n_scen: overall), task k%2. */
+/* The AUC of line l at column k: scenario k/PAGE__NT (== n_scen: overall), task k%PAGE__NT. */
 static double page__auc_col(const page__ctx *c, const page__line *l, int k) {
-    const char *scen = k / 2 < c->n_scen ? c->scen[k / 2] : NULL;
-    return json_number(json_member(page__acc(l->m, scen, page__tasks[k % 2]), "auc"), NAN);
+    const char *scen = k / PAGE__NT < c->n_scen ? c->scen[k / PAGE__NT] : NULL;
+    return json_number(json_member(page__acc(l->m, scen, page__tasks[k % PAGE__NT]), "auc"), NAN);
 }
 
 /* The line of model `name` in the same run as l (NULL when absent). */
@@ -500,19 +511,20 @@ static const page__line *page__oracle_line(const page__ctx *c) {
 }
 
 static void page__auc_table(buf *b, const page__ctx *c) {
-    int ncol = 2 * (c->n_scen + 1);
+    int ncol = PAGE__NT * (c->n_scen + 1);
     const page__line *orc = page__oracle_line(c);
     buf_printf(b, "<h2 id=auc>Prequential AUC</h2>\n<p>Every impression scored before the model "
-                  "learned from it, over the whole run. <i>mean</i>: over the scenarios and tasks; "
-                  "<i>gap closed</i>: the smallest, over scenarios and tasks, of (model &minus; lr) / "
+                  "learned from it, over the whole run; <i>cvr</i>: p_cvr against the conversion "
+                  "over the clicked impressions. <i>mean</i>: over the scenarios, ctr and ctcvr; "
+                  "<i>gap closed</i>: the smallest, over scenarios, ctr and ctcvr, of (model &minus; lr) / "
                   "(oracle &minus; lr), when the run has <code>lr</code> and an oracle is given. "
                   "Bold: the best of a column (the oracle and its reference predictors aside).</p>\n<table>\n<tr><th>run</th>"
                   "<th>model</th>");
     for (int k = 0; k < ncol; k++)
-        buf_printf(b, "<th>%s %s</th>", k / 2 < c->n_scen ? c->scen[k / 2] : "overall",
-                   page__tasks[k % 2]);
+        buf_printf(b, "<th>%s %s</th>", k / PAGE__NT < c->n_scen ? c->scen[k / PAGE__NT] : "overall",
+                   page__tasks[k % PAGE__NT]);
     buf_printf(b, "<th>mean</th><th>gap to oracle</th><th>gap closed vs lr</th></tr>\n");
-    double best[2 * PAGE__MAX_SCEN + 3];
+    double best[PAGE__NT * (PAGE__MAX_SCEN + 1) + 1];
     for (int k = 0; k <= ncol; k++) best[k] = -INFINITY;
     double means[PAGE__MAX_LINES];
     for (int i = 0; i < c->n_lines; i++) {
@@ -521,7 +533,10 @@ static void page__auc_table(buf *b, const page__ctx *c) {
         for (int k = 0; k < ncol; k++) {
             double a = page__auc_col(c, &c->lines[i], k);
             if (c->lines[i].run >= 0 && a > best[k]) best[k] = a;
-            if (k / 2 < c->n_scen && isfinite(a)) { sum += a; cnt++; }
+            if (k / PAGE__NT < c->n_scen && k % PAGE__NT < PAGE__NT_BAR && isfinite(a)) {
+                sum += a;
+                cnt++;
+            }
         }
         means[i] = cnt ? sum / cnt : NAN;
         if (c->lines[i].run >= 0 && means[i] > best[ncol]) best[ncol] = means[i];
@@ -543,6 +558,7 @@ static void page__auc_table(buf *b, const page__ctx *c) {
         if (orc && lr && lr != l && l->run >= 0) {
             worst = INFINITY;
             for (int k = 0; k < ncol; k++) {
+                if (k % PAGE__NT >= PAGE__NT_BAR) continue;
                 double a = page__auc_col(c, l, k), f = page__auc_col(c, lr, k),
                        o = page__auc_col(c, orc, k);
                 double g = (a - f) / (o - f);
@@ -557,10 +573,10 @@ static void page__auc_table(buf *b, const page__ctx *c) {
 
 static const char *page__slices[2] = {"new_item", "new_user_in_scenario"};
 
-/* One row of slice cells: new_item and new_user_in_scenario, ctr and ctcvr (AUC over n). */
+/* One row of slice cells: new_item and new_user_in_scenario, each task (AUC over n). */
 static void page__slice_cells(buf *b, const json_node *slices) {
     for (int s = 0; s < 2; s++)
-        for (int t = 0; t < 2; t++) {
+        for (int t = 0; t < PAGE__NT; t++) {
             const json_node *a = json_member(json_member(slices, page__slices[s]), page__tasks[t]);
             double auc = json_number(json_member(a, "auc"), NAN);
             double cnt = json_number(json_member(a, "n"), NAN);
@@ -580,7 +596,8 @@ static void page__slice_table(buf *b, const page__ctx *c) {
         if (sc <= 0) {
             buf_printf(b, "<table>\n<tr><th>run</th><th>model</th>%s", sc < 0 ? "" : "<th>scenario</th>");
             for (int s = 0; s < 2; s++)
-                for (int t = 0; t < 2; t++) buf_printf(b, "<th>%s %s</th>", page__slices[s], page__tasks[t]);
+                for (int t = 0; t < PAGE__NT; t++)
+                    buf_printf(b, "<th>%s %s</th>", page__slices[s], page__tasks[t]);
             buf_printf(b, "</tr>\n");
         }
         for (int i = 0; i < c->n_lines; i++) {
@@ -601,20 +618,21 @@ static void page__slice_table(buf *b, const page__ctx *c) {
 }
 
 static void page__calib_table(buf *b, const page__ctx *c) {
-    int ncol = 2 * (c->n_scen + 1);
+    int ncol = PAGE__NT * (c->n_scen + 1);
     buf_printf(b, "<h2 id=calibration>Calibration</h2>\n<p>Mean prediction / observed rate, "
                   "and their ratio (1 is calibrated; highlighted beyond &plusmn;10%%). "
                   "Log loss overall.</p>\n<table>\n<tr><th>run</th><th>model</th>");
     for (int k = 0; k < ncol; k++)
-        buf_printf(b, "<th>%s %s</th>", k / 2 < c->n_scen ? c->scen[k / 2] : "overall",
-                   page__tasks[k % 2]);
-    buf_printf(b, "<th>log loss ctr</th><th>log loss ctcvr</th></tr>\n");
+        buf_printf(b, "<th>%s %s</th>", k / PAGE__NT < c->n_scen ? c->scen[k / PAGE__NT] : "overall",
+                   page__tasks[k % PAGE__NT]);
+    for (int t = 0; t < PAGE__NT; t++) buf_printf(b, "<th>log loss %s</th>", page__tasks[t]);
+    buf_printf(b, "</tr>\n");
     for (int i = 0; i < c->n_lines; i++) {
         const page__line *l = &c->lines[i];
         page__row_head(b, c, l);
         for (int k = 0; k < ncol; k++) {
-            const char *scen = k / 2 < c->n_scen ? c->scen[k / 2] : NULL;
-            const json_node *a = page__acc(l->m, scen, page__tasks[k % 2]);
+            const char *scen = k / PAGE__NT < c->n_scen ? c->scen[k / PAGE__NT] : NULL;
+            const json_node *a = page__acc(l->m, scen, page__tasks[k % PAGE__NT]);
             double mp = json_number(json_member(a, "mean_p"), NAN), rt = json_number(json_member(a, "rate"), NAN);
             double ratio = mp / rt;
             if (!isfinite(mp) || !isfinite(rt)) {
@@ -624,7 +642,7 @@ static void page__calib_table(buf *b, const page__ctx *c) {
             buf_printf(b, "<td class='n%s'>%.4f / %.4f<br><small>%.2f</small></td>",
                        fabs(ratio - 1) > 0.1 ? " off" : "", mp, rt, ratio);
         }
-        for (int t = 0; t < 2; t++)
+        for (int t = 0; t < PAGE__NT; t++)
             page__cell_num(b, json_number(json_member(page__acc(l->m, NULL, page__tasks[t]), "logloss"), NAN),
                            "%.4f", 0);
         buf_printf(b, "</tr>\n");
@@ -689,7 +707,7 @@ static double page__bounds(const page__ctx *c, double *median, double *first_win
         const page__line *l = &c->lines[i];
         *first_window = json_number(json_get(l->rep, "timeline.first_window"), *first_window);
         for (int sc = -1; sc < c->n_scen; sc++)
-            for (int t = 0; t < 2; t++) {
+            for (int t = 0; t < PAGE__NT; t++) {
                 const json_node *bd = json_member(page__series(l->m, sc < 0 ? NULL : c->scen[sc],
                                                                page__tasks[t]), "bound");
                 for (size_t k = 0; bd && k < bd->n; k++) {
@@ -771,14 +789,14 @@ static int page__plot(page__ctx *c, const page__tmp *t, const char *gp, const ch
     const char *svg = "svg dynamic noenhanced font 'Helvetica,12' background '#ffffff'";
     buf_printf(&g, "set termoption noenhanced\nset datafile missing 'NaN'\n");
     page__gp_output(&g, t->fig[0]);
-    page__fig_auc(&g, c, svg, 1200, 260, 1);
+    page__fig_auc(&g, c, svg, 1500, 260, 1);
     page__gp_output(&g, t->fig[1]);
     *has_rate = page__fig_rate(&g, c, svg, 1200, 320);
     page__gp_output(&g, t->fig[2]);
-    page__fig_calib(&g, c, svg, 1200, 300);
+    page__fig_calib(&g, c, svg, 1500, 300);
     if (png_path) {
         page__gp_output(&g, png_path);
-        page__fig_auc(&g, c, "pngcairo noenhanced font 'Sans,10' background '#ffffff'", 1200, 260, 0);
+        page__fig_auc(&g, c, "pngcairo noenhanced font 'Sans,10' background '#ffffff'", 1500, 260, 0);
     }
     int rc = 0;
     if (g.oom) {

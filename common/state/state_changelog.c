@@ -100,7 +100,8 @@ static int state__sink_pend(void *ud, int src, const char *id, const void *val, 
     if (!e) return err_set(errstr, n, "out of memory");
     int rc = pend_entry_decode(e, id, st->nc, st->cfg->model.n_num, val, len);
     if (rc != 0) err_set(errstr, n, "pending impression %s: malformed value", id);
-    else if (pend_add(t, id, &e->ex, e->p_ctcvr, e->n_models, e->snap, e->snap_len) < 0)
+    else if (pend_add(t, id, &e->ex, e->p_ctcvr, e->has_cvr ? e->p_cvr : NULL, e->n_models,
+                          e->snap, e->snap_len) < 0)
         rc = err_set(errstr, n, "pending impression %s: out of memory", id);
     free(e);
     return rc;

@@ -663,6 +663,18 @@ static void measure(lrn *L, int m, const m3_example *ex, met_task task, float p,
     met_board_add_slices_at(L->board, m, ex->scenario, ex->slices, task, p, y, ex->ts_ms);
 }
 
+/* A clicked impression's label settled (y: converted within its window): every model's
+ * CTCVR and CVR (clicked impressions only: the ESMM papers' CVR AUC), each with the
+ * prediction made at the impression. An entry without its p_cvr (stored before p_cvr was
+ * kept, or unreadable) has no CVR sample and is counted. */
+static void measure_click(lrn *L, const pend_entry *e, int y) {
+    for (int m = 0; m < L->n_models; m++) {
+        measure(L, m, &e->ex, MET_CTCVR, e->p_ctcvr[m], y);
+        if (e->has_cvr) measure(L, m, &e->ex, MET_CVR, e->p_cvr[m], y);
+    }
+    if (!e->has_cvr) met_board_counters(L->board)->cvr_unscored++;
+}
+
 /* esdfm: a settled label of a fake negative teaches the auxiliary model (real_negative: its
  * window closed unconverted), once a window has closed; out of memory loses the label. */
 static void aux_learn(lrn *L, const m3_example *ex, int real_negative) {
@@ -685,8 +697,7 @@ static void collect_elapsed(lrn *L, lrn_src *S, int64_t wm) {
                 L->n_settled++;
                 continue;
             }
-            for (int m = 0; m < L->n_models; m++)
-                measure(L, m, &out[j].ex, MET_CTCVR, out[j].p_ctcvr[m], 0);
+            measure_click(L, &out[j], 0);
             aux_learn(L, &out[j].ex, 1);
         }
         if (got < room) break;
@@ -719,8 +730,7 @@ static void collect_expired(lrn *L) {
         }
         for (; got > 0; got = got == room ? pend_expire(S->pend, wm, out, room) : 0)
             for (int j = 0; j < got; j++) {
-                for (int m = 0; m < L->n_models; m++)
-                    measure(L, m, &out[j].ex, MET_CTCVR, out[j].p_ctcvr[m], 0);
+                measure_click(L, &out[j], 0);
                 if (L->aux) aux_learn(L, &out[j].ex, 1);
             }
     }
@@ -781,7 +791,7 @@ static void emit_batch(lrn *L, lrn_emit_fn emit, void *ud) {
 }
 
 /* Every model's CTR on each impression, and its CTCVR where the label is known now (not
- * clicked, or converted while queued). Each row keeps its slice flags: a clicked one
+ * clicked, or converted while queued: then its CVR too). Each row keeps its slice flags: a clicked one
  * carries them into the pending join, since the later forward of the settled row sees a
  * state that moved on. */
 static void measure_impressions(lrn *L) {
@@ -794,6 +804,8 @@ static void measure_impressions(lrn *L) {
             if (m > 0) prediction_finite(L, m, pc, L->p_cvr[m][i]);   /* the primary's: emit */
             measure(L, m, ex, MET_CTR, pc, ex->y_click > 0.5f);
             if (known) measure(L, m, ex, MET_CTCVR, pc * L->p_cvr[m][i], ex->y_conv > 0.5f);
+            if (known && ex->y_click > 0.5f)   /* converted while queued, or revealed */
+                measure(L, m, ex, MET_CVR, L->p_cvr[m][i], ex->y_conv > 0.5f);
         }
     }
 }
@@ -804,25 +816,24 @@ static void park_clicked(lrn *L) {
     for (int i = 0; i < L->n_imp; i++) {
         const m3_example *ex = &L->ex[i];
         if (ex->y_click < 0.5f || L->tags[i].converted || L->tags[i].known_negative) continue;
-        float p_ctcvr[LRN_MAX_MODELS];
+        float p_ctcvr[LRN_MAX_MODELS], p_cvr[LRN_MAX_MODELS];
         unsigned char snap[PEND_SNAP_MAX];
         for (int m = 0; m < L->n_models; m++) {
             p_ctcvr[m] = L->p_ctr[m][i] * L->p_cvr[m][i];
+            p_cvr[m] = L->p_cvr[m][i];
             m3_snap_save(L->models[m], i, snap + L->snap_off[m]);
         }
-        pend_add(L->srcs[L->tags[i].src].pend, L->tags[i].id, ex, p_ctcvr, L->n_models, snap,
-                 L->snap_len);
+        pend_add(L->srcs[L->tags[i].src].pend, L->tags[i].id, ex, p_ctcvr, p_cvr, L->n_models,
+                 snap, L->snap_len);
     }
 }
 
-/* The settled rows' CTCVR, with the predictions made when they were impressions (not
- * esdfm's fake-negative copies: their label has not settled). */
+/* The settled rows' CTCVR and CVR, with the predictions made when they were impressions
+ * (not esdfm's fake-negative copies: their label has not settled). */
 static void measure_settled(lrn *L) {
     for (int j = 0; j < L->n_settled; j++) {
         const pend_entry *e = &L->settled[j];
-        if (e->copy) continue;
-        for (int m = 0; m < L->n_models; m++)
-            measure(L, m, &e->ex, MET_CTCVR, e->p_ctcvr[m], e->ex.y_conv > 0.5f);
+        if (!e->copy) measure_click(L, e, e->ex.y_conv > 0.5f);
     }
 }
 

@@ -6,10 +6,11 @@
  * on the batch, emits the primary model's predictions, feeds the metrics, and only then
  * trains every model on it (predict first, then train). Clicked impressions wait in
  * the pending join for their conversion or the end of the attribution window, where
- * their CTCVR label settles and is measured. join.feedback says when their CTCVR term
- * trains: "window" when it settles; "fnw" and "defer" at once as a negative, then a
- * positive copy when the conversion arrives (defer also trains a negative copy when the
- * window closes unconverted), importance-weighted from the training model's own p_cvr;
+ * their label settles and is measured (CTCVR, and CVR over the clicks: MET_CVR).
+ * join.feedback says when their CTCVR term trains: "window" when it settles; "fnw" and
+ * "defer" at once as a negative, then a positive copy when the conversion arrives (defer
+ * also trains a negative copy when the window closes unconverted), importance-weighted
+ * from the training model's own p_cvr;
  * "esdfm" as fnw, the fake negatives weighted by an auxiliary model of how likely they are
  * real negatives, trained on the settled labels (stream/esdfm.h), and trained
  * join.esdfm.elapsed.ms after the click when that is set (a conversion before is a plain

@@ -304,7 +304,8 @@ static int pend__occupy(pend_table *t, uint32_t s, const char *id, size_t len, u
 static size_t pend__body_bytes(size_t snap_len) { return offsetof(pend_entry, snap) + snap_len; }
 
 int pend_add(pend_table *t, const char *impression_id, const m3_example *ex,
-             const float *p_ctcvr, int n_models, const void *snap, size_t snap_len) {
+             const float *p_ctcvr, const float *p_cvr, int n_models, const void *snap,
+             size_t snap_len) {
     if (!impression_id || !ex || n_models < 0 || n_models > PEND_MAX_MODELS ||
         (n_models > 0 && !p_ctcvr) || snap_len > PEND_SNAP_MAX || (snap_len > 0 && !snap))
         return -1;
@@ -323,6 +324,8 @@ int pend_add(pend_table *t, const char *impression_id, const m3_example *ex,
     memcpy(body->impression_id, impression_id, len + 1);
     body->ex = *ex;
     for (int i = 0; i < n_models; i++) body->p_ctcvr[i] = p_ctcvr[i];
+    for (int i = 0; p_cvr && i < n_models; i++) body->p_cvr[i] = p_cvr[i];
+    body->has_cvr = p_cvr != NULL;
     body->n_models = n_models;
     body->snap_len = (uint32_t)snap_len;
     if (snap_len) memcpy(body->snap, snap, snap_len);
@@ -587,11 +590,18 @@ int pend_late_load(pend_table *t, const void *buf, size_t len) {
 
 /* ---- the stored form of an entry ---- */
 
-#define PEND__HEAD 44   /* seq 8, ts 8, scenario 4, n_models 1, slices 1, n_cat 1, n_num 1,
-                           y_click, y_conv, w_ctr, w_ctcvr 4 each, snap_len 4 */
+#define PEND__HEAD 44   /* seq 8, ts 8, scenario 4, format << 4 | n_models 1, slices 1,
+                           n_cat 1, n_num 1, y_click, y_conv, w_ctr, w_ctcvr 4 each,
+                           snap_len 4 */
+
+/* The stored size in a format: 1 has p_cvr beside p_ctcvr, 0 (the format before) not. */
+static size_t pend__bytes(int format, int n_models, int n_cat, int n_num, size_t snap_len) {
+    return PEND__HEAD + (size_t)n_models * 4 * (format ? 2 : 1) + (size_t)n_cat * 8 +
+           (size_t)n_num * 4 + snap_len;
+}
 
 size_t pend_entry_bytes(int n_models, int n_cat, int n_num, size_t snap_len) {
-    return PEND__HEAD + (size_t)n_models * 4 + (size_t)n_cat * 8 + (size_t)n_num * 4 + snap_len;
+    return pend__bytes(PEND_ENTRY_FORMAT, n_models, n_cat, n_num, snap_len);
 }
 
 size_t pend_entry_encode(const pend_entry *e, uint64_t seq, int n_cat, int n_num, void *buf,
@@ -599,14 +609,15 @@ size_t pend_entry_encode(const pend_entry *e, uint64_t seq, int n_cat, int n_num
     if (n_cat < 0 || n_cat > M3_MAX_CAT || n_num < 0 || n_num > M3_MAX_NUM ||
         e->n_models < 0 || e->n_models > PEND_MAX_MODELS || e->snap_len > PEND_SNAP_MAX)
         return 0;
-    size_t need = pend_entry_bytes(e->n_models, n_cat, n_num, e->snap_len);
+    int format = e->has_cvr ? PEND_ENTRY_FORMAT : 0;
+    size_t need = pend__bytes(format, e->n_models, n_cat, n_num, e->snap_len);
     if (cap < need) return 0;
     unsigned char *b = buf;
     memset(b, 0, PEND__HEAD);
     memcpy(b, &seq, 8);
     memcpy(b + 8, &e->ex.ts_ms, 8);
     memcpy(b + 16, &e->ex.scenario, 4);
-    b[20] = (unsigned char)e->n_models;
+    b[20] = (unsigned char)(format << 4 | e->n_models);
     b[21] = e->ex.slices;
     b[22] = (unsigned char)n_cat;
     b[23] = (unsigned char)n_num;
@@ -617,6 +628,10 @@ size_t pend_entry_encode(const pend_entry *e, uint64_t seq, int n_cat, int n_num
     memcpy(b + 40, &e->snap_len, 4);
     size_t o = PEND__HEAD;
     memcpy(b + o, e->p_ctcvr, (size_t)e->n_models * 4); o += (size_t)e->n_models * 4;
+    if (format) {
+        memcpy(b + o, e->p_cvr, (size_t)e->n_models * 4);
+        o += (size_t)e->n_models * 4;
+    }
     memcpy(b + o, e->ex.cat, (size_t)n_cat * 8); o += (size_t)n_cat * 8;
     memcpy(b + o, e->ex.num, (size_t)n_num * 4); o += (size_t)n_num * 4;
     memcpy(b + o, e->snap, e->snap_len); o += e->snap_len;
@@ -634,11 +649,11 @@ int pend_entry_decode(pend_entry *e, const char *impression_id, int n_cat, int n
                       const void *buf, size_t len) {
     const unsigned char *b = buf;
     if (len < PEND__HEAD || !impression_id || strlen(impression_id) >= M3_ID_MAX) return -1;
-    int nm = b[20];
+    int nm = b[20] & 0x0f, format = b[20] >> 4;
     uint32_t sn;
     memcpy(&sn, b + 40, 4);
-    if (b[22] != n_cat || b[23] != n_num || nm > PEND_MAX_MODELS || sn > PEND_SNAP_MAX ||
-        len != pend_entry_bytes(nm, n_cat, n_num, sn))
+    if (b[22] != n_cat || b[23] != n_num || nm > PEND_MAX_MODELS || format > PEND_ENTRY_FORMAT ||
+        sn > PEND_SNAP_MAX || len != pend__bytes(format, nm, n_cat, n_num, sn))
         return -1;
     memset(e, 0, sizeof *e);
     snprintf(e->impression_id, sizeof e->impression_id, "%s", impression_id);
@@ -652,6 +667,11 @@ int pend_entry_decode(pend_entry *e, const char *impression_id, int n_cat, int n
     memcpy(&e->ex.w_ctcvr, b + 36, 4);
     size_t o = PEND__HEAD;
     memcpy(e->p_ctcvr, b + o, (size_t)nm * 4); o += (size_t)nm * 4;
+    e->has_cvr = format >= 1;
+    if (e->has_cvr) {
+        memcpy(e->p_cvr, b + o, (size_t)nm * 4);
+        o += (size_t)nm * 4;
+    }
     memcpy(e->ex.cat, b + o, (size_t)n_cat * 8); o += (size_t)n_cat * 8;
     memcpy(e->ex.num, b + o, (size_t)n_num * 4); o += (size_t)n_num * 4;
     e->snap_len = sn;

@@ -2,8 +2,9 @@
  * for their attribution window (event time) to close.
  *
  * A clicked impression is added with its m3_example, the models' predicted p_ctcvr and
- * the models' snapshots of what they scored it with (m3_snap_save), so that its settled
- * row trains on the same input.
+ * p_cvr (the CVR AUC measures p_cvr when the label settles) and the models' snapshots of
+ * what they scored it with (m3_snap_save), so that its settled row trains on the same
+ * input.
  * It leaves the table exactly once: as a CTCVR positive when its conversion arrives
  * within the window (pend_convert), or as a CTCVR negative when the event-time
  * watermark passes imp_ts + window (pend_expire). Released entries carry training labels
@@ -34,7 +35,10 @@ typedef struct {
     char impression_id[M3_ID_MAX];
     m3_example ex;                     /* ex.scenario: scenario index; ex.ts_ms: impression time */
     float p_ctcvr[PEND_MAX_MODELS];    /* primary first, then shadows; n_models of them */
+    float p_cvr[PEND_MAX_MODELS];      /* the same models' p_cvr; valid when has_cvr */
     int n_models;
+    uint8_t has_cvr;                   /* 0: added without p_cvr, or stored in format 0
+                                          (before p_cvr was kept): no CVR sample */
     uint8_t elapsed;                   /* set on release: its elapsed time had passed, a
                                           fake-negative copy went out (pend_elapse) */
     uint8_t copy;                      /* 1: this is that copy (the entry stays pending) */
@@ -54,13 +58,15 @@ pend_table *pend_new(int64_t window_ms, size_t initial_capacity, char *errstr, s
 void pend_destroy(pend_table *t);
 
 /* Add a clicked impression, keyed by impression_id, waiting from ex->ts_ms. ex, the
- * first n_models (0..PEND_MAX_MODELS) values of p_ctcvr and snap_len (0..PEND_SNAP_MAX)
- * bytes of snap are copied (p_ctcvr and snap may be NULL when their count is 0). Returns 0
+ * first n_models (0..PEND_MAX_MODELS) values of p_ctcvr and of p_cvr, and snap_len
+ * (0..PEND_SNAP_MAX) bytes of snap are copied (p_ctcvr and snap may be NULL when their
+ * count is 0; p_cvr may be NULL: the entry then has no CVR prediction, has_cvr 0). Returns 0
  * when added; 1 when the id is already pending (the first is kept, nothing changes); -1
  * when the id is empty or longer than M3_ID_MAX - 1 bytes, a count is out of range, or
  * memory ran out (nothing changes). */
 int pend_add(pend_table *t, const char *impression_id, const m3_example *ex,
-             const float *p_ctcvr, int n_models, const void *snap, size_t snap_len);
+             const float *p_ctcvr, const float *p_cvr, int n_models, const void *snap,
+             size_t snap_len);
 
 /* A conversion for impression_id at event time ts_ms:
  *   1  pending and ts_ms - imp_ts <= window: removed and copied to *out (may be NULL) as a
@@ -131,11 +137,18 @@ size_t pend_late_save(const pend_table *t, void *buf, size_t cap);
 int pend_late_load(pend_table *t, const void *buf, size_t len);
 
 /* An entry's stored value (the id is the key, not part of it): seq, impression time,
- * scenario, model count, slices, labels, snapshot length, p_ctcvr[n_models], the n_cat
- * keys and n_num numerics of its example, the snapshots; native byte order;
- * pend_entry_bytes() long. encode returns the
- * bytes written, or 0 when cap is short or a count is out of range. head reads seq and time
- * (-1 when too short); decode fills *e (-1 when the value does not match n_cat/n_num). */
+ * scenario, format and model count, slices, labels, snapshot length, p_ctcvr[n_models],
+ * p_cvr[n_models] (format 1 only), the n_cat keys and n_num numerics of its example, the
+ * snapshots; native byte order. The model-count byte holds the format in its high nibble:
+ * 1 (PEND_ENTRY_FORMAT) for an entry with p_cvr, 0 for one without - the format written
+ * before p_cvr was kept, so an older store or changelog decodes, with has_cvr 0 (its label
+ * settles and trains; the CVR AUC has no sample of it, met_counters.cvr_unscored). An
+ * older build reads a count above PEND_MAX_MODELS in a format 1 value and refuses it.
+ * pend_entry_bytes() is the size with p_cvr (an entry without is n_models * 4 shorter).
+ * encode returns the bytes written, or 0 when cap is short or a count is out of range.
+ * head reads seq and time (-1 when too short); decode fills *e (-1 when the value does not
+ * match n_cat/n_num or its format is unknown). */
+#define PEND_ENTRY_FORMAT 1
 size_t pend_entry_bytes(int n_models, int n_cat, int n_num, size_t snap_len);
 size_t pend_entry_encode(const pend_entry *e, uint64_t seq, int n_cat, int n_num, void *buf,
                          size_t cap);
