@@ -156,6 +156,7 @@ static const char *defaults_dump =
     "input.order.buffer=32768\n"
     "input.order.idle.ms=2000\n"
     "input.loss.fail=false\n"
+    "input.order.live.wait.ms=0\n"
     "group.sync=none\n"
     "group.sync.every=1\n"
     "group.sync.stale=0\n"

@@ -36,9 +36,9 @@ static void drop_fn(void *item) {
 static void test_module(void) {
     char err[256];
     int items[16], src;
-    ord *o = ord_new(3, 4, 100, 0, err, sizeof err);
+    ord *o = ord_new(3, 4, 100, 0, 0, err, sizeof err);
     CHECK_MSG(o, "%s", err);
-    CHECK(!ord_new(0, 4, 100, 0, err, sizeof err));
+    CHECK(!ord_new(0, 4, 100, 0, 0, err, sizeof err));
     /* source 0: times 10, 30; source 1: 20, unknown (keeps 20), 40; source 2 empty */
     ord_push(o, 0, 10, &items[0]);
     ord_push(o, 0, 30, &items[1]);
@@ -98,6 +98,64 @@ static void test_module(void) {
     dropped = 0;
     ord_free(o, drop_fn);
     CHECK_EQ_INT(dropped, 1);
+}
+
+/* The live wait (input.order.live.wait.ms): an empty source at its high watermark is
+ * waited for, from the first hand-out it holds back, up to live_ms; then given up until
+ * its next item; an unassigned one never. */
+static int lag_of[3];
+static int lag_each(void *ud, int src) {
+    (void)ud;
+    return lag_of[src];
+}
+
+static void test_live_wait(void) {
+    char err[256];
+    int items[8], src;
+    ord *o = ord_new(3, 64, 50, 100, 0, err, sizeof err);
+    CHECK_MSG(o, "%s", err);
+    CHECK(!ord_new(3, 64, 50, -1, 0, err, sizeof err));
+    lag_of[0] = lag_of[1] = 0;   /* caught up */
+    lag_of[2] = ORD_UNASSIGNED;  /* another member's: never waited for */
+    /* both empty since 0; input resumes at 5000: the wait starts then, not at 0 */
+    ord_push(o, 0, 30, &items[0]);
+    CHECK(ord_pop(o, 5000, lag_each, NULL, &src) == NULL);
+    CHECK_EQ_INT(ord_wait_ms(o, 5000), 100);
+    CHECK(ord_pop(o, 5099, lag_each, NULL, &src) == NULL);
+    /* source 1's earlier message arrives within the wait: it goes first */
+    ord_push(o, 1, 20, &items[1]);
+    CHECK(ord_pop(o, 5099, lag_each, NULL, &src) == &items[1] && src == 1);
+    /* source 1 empty again: waited for afresh, from now */
+    CHECK(ord_pop(o, 5100, lag_each, NULL, &src) == NULL);
+    CHECK_EQ_INT(ord_gave_up(o), 0);
+    CHECK(ord_pop(o, 5199, lag_each, NULL, &src) == NULL);
+    CHECK(ord_pop(o, 5200, lag_each, NULL, &src) == &items[0] && src == 0);
+    CHECK_EQ_INT(ord_gave_up(o), 1);
+    /* given up: source 1 is not waited for again until an item of it arrives */
+    ord_push(o, 0, 40, &items[2]);
+    CHECK(ord_pop(o, 5201, lag_each, NULL, &src) == &items[2]);
+    CHECK_EQ_INT(ord_wait_ms(o, 5201), -1);
+    ord_push(o, 1, 50, &items[3]);
+    ord_push(o, 0, 60, &items[4]);
+    CHECK(ord_pop(o, 5300, lag_each, NULL, &src) == &items[3]);
+    CHECK(ord_pop(o, 5300, lag_each, NULL, &src) == NULL);   /* source 1 waited for again */
+    CHECK(ord_pop(o, 5400, lag_each, NULL, &src) == &items[4]);
+    CHECK_EQ_INT(ord_gave_up(o), 2);
+    /* a lagging source: the later of its idle clock (from its emptying) and the live one */
+    ord_clear(o, NULL, 6000);
+    lag_of[1] = 1;
+    ord_push(o, 0, 70, &items[5]);
+    CHECK(ord_pop(o, 6000, lag_each, NULL, &src) == NULL);
+    CHECK(ord_pop(o, 6060, lag_each, NULL, &src) == NULL);   /* idle (50) over, live not */
+    CHECK(ord_pop(o, 6100, lag_each, NULL, &src) == &items[5]);
+    /* without the live wait a caught-up source holds nothing back (the default) */
+    ord_free(o, NULL);
+    o = ord_new(3, 64, 50, 0, 0, err, sizeof err);
+    lag_of[1] = 0;
+    ord_push(o, 0, 80, &items[6]);
+    CHECK(ord_pop(o, 5000, lag_each, NULL, &src) == &items[6]);
+    CHECK_EQ_INT(ord_gave_up(o), 0);
+    ord_free(o, NULL);
 }
 
 /* ---- the worker ---- */
@@ -255,6 +313,7 @@ static void test_sink_paces(kio_mock *m) {
 
 int main(void) {
     test_module();
+    test_live_wait();
     char err[512];
     codec *cd = codec_new(err, sizeof err);
     CHECK_MSG(cd, "%s", err);

@@ -133,6 +133,7 @@ typedef struct {
     long long gaps, gap_messages;          /* offset gaps seen, offsets they skipped */
     long long resets;                      /* offset resets (out of range) seen */
     long long buffered_max, holds;         /* the buffer's high mark; partitions paused for it */
+    unsigned char *mine;                   /* (n_topics x n_partitions) assigned here now */
     int loss_stop;                         /* input.loss.fail stopped the worker */
     /* one model across the group (group.sync, app/group.h), NULL when off */
     grp *grp;
@@ -361,9 +362,11 @@ static int64_t event_time(worker *w, const rd_kafka_message_t *m) {
 }
 
 /* ord_lag_fn: the partition has messages at the broker beyond what was polled (1), not
- * (0), or that is not known yet (-1). */
+ * (0), is not this member's (ORD_UNASSIGNED: never waited for), or that is not known yet
+ * (-1). */
 static int lagging(void *ud, int src) {
     worker *w = ud;
+    if (!w->mine[src]) return ORD_UNASSIGNED;
     int64_t lag = kio_consumer_lag(w->cons, w->tp.all[src / w->n_partitions],
                                    src % w->n_partitions, ord_position(w->ord, src));
     return lag < 0 ? -1 : lag > 0;
@@ -371,6 +374,19 @@ static int lagging(void *ud, int src) {
 
 static void drop_message(void *m) {
     rd_kafka_message_destroy(m);
+}
+
+/* Which sources this member has now (w->mine), for the live wait: an unassigned partition
+ * is never waited for. */
+static void note_assignment(worker *w) {
+    rd_kafka_topic_partition_list_t *a = NULL;
+    memset(w->mine, 0, (size_t)(w->n_topics * w->n_partitions));
+    if (rd_kafka_assignment(kio_consumer_handle(w->cons), &a) || !a) return;
+    for (int i = 0; i < a->cnt; i++) {
+        int t = topic_index(w, a->elems[i].topic), p = a->elems[i].partition;
+        if (t >= 0 && p >= 0 && p < w->n_partitions) w->mine[t * w->n_partitions + p] = 1;
+    }
+    rd_kafka_topic_partition_list_destroy(a);
 }
 
 /* After a rebalance the buffered messages belong to an assignment that ended: drop them
@@ -382,6 +398,7 @@ static void sync_rebalance(worker *w, int64_t now) {
     int first = w->rebalances == 0;
     w->rebalances = r;
     ord_clear(w->ord, drop_message, now);
+    note_assignment(w);
     for (int src = 0; src < w->n_topics * w->n_partitions; src++) {
         /* where the new assignment starts: known with a store (on_assign); without one the
          * group's committed offset, which another member may have moved: not known */
@@ -990,8 +1007,9 @@ static int check_topics(worker *w, char *err, size_t n) {
     w->txn_off = malloc(sizeof *w->txn_off * (size_t)(w->n_topics * parts));
     w->per_source = calloc((size_t)(w->n_topics * parts), sizeof *w->per_source);
     w->next_off = malloc(sizeof *w->next_off * (size_t)(w->n_topics * parts));
+    w->mine = calloc((size_t)(w->n_topics * parts), 1);
     w->floor_off = malloc(sizeof *w->floor_off * (size_t)(w->n_topics * parts));
-    if (!w->per_source || !w->next_off || !w->floor_off || !w->had || !w->txn_off) {
+    if (!w->per_source || !w->next_off || !w->floor_off || !w->had || !w->txn_off || !w->mine) {
         snprintf(err, n, "out of memory");
         return -1;
     }
@@ -999,7 +1017,7 @@ static int check_topics(worker *w, char *err, size_t n) {
         w->next_off[i] = w->floor_off[i] = w->txn_off[i] = -1;
     int share = w->cfg.order_buffer / (w->n_topics * parts);   /* each source's share */
     w->ord = ord_new(w->n_topics * parts, share < 16 ? 16 : share, w->cfg.order_idle_ms,
-                     clk_mono_ms(), err, n);
+                     w->cfg.order_live_wait_ms, clk_mono_ms(), err, n);
     return w->ord ? 0 : -1;
 }
 
@@ -1162,6 +1180,7 @@ static void teardown(worker *w) {
     free(w->per_source);
     free(w->next_off);
     free(w->floor_off);
+    free(w->mine);
     live_stop(w->live);
     cfg_free(&w->cfg);
 }
@@ -1173,7 +1192,8 @@ static void input_write_json(const worker *w, json_writer *jw) {
     json_key(jw, "order");
     json_str(jw, w->cfg.order_event_time ? "event-time" : "arrival");
     const struct { const char *key; long long v; } f[] = {
-        {"buffered_max", w->buffered_max}, {"holds", w->holds}, {"lost", w->gaps || w->resets},
+        {"buffered_max", w->buffered_max}, {"holds", w->holds},
+        {"live_waits_run_out", ord_gave_up(w->ord)}, {"lost", w->gaps || w->resets},
         {"gaps", w->gaps}, {"gap_messages", w->gap_messages}, {"offset_resets", w->resets}};
     for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) {
         json_key(jw, f[i].key);

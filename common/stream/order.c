@@ -20,21 +20,27 @@ typedef struct {
     int asked;              /* lag asked since it ran empty */
     int lagging;            /* the answer: 1, 0, or -1 not known (asked again) */
     int held;
+    int64_t wait_from;      /* monotonic ms: when the live wait for it (empty, something
+                               else buffered) began; -1: not waiting. Stays set once the
+                               wait ran out (given up) until an item arrives */
+    int given_up;           /* that wait ran out */
 } ord__src;
 
 struct ord {
     ord__src *src;
     int n_src, cap;
     int64_t idle_ms;
+    int64_t live_ms;        /* the live wait: for an empty source, whatever its lag */
     long long total;
+    long long gave_up;      /* live waits that ran out */
     int n_held;
 };
 
-ord *ord_new(int n_sources, int cap, int64_t idle_ms, int64_t now_ms, char *errstr,
-             size_t errstr_size) {
-    if (n_sources < 1 || cap < 1 || idle_ms < 0) {
-        err_set(errstr, errstr_size, "order buffer: %d sources, capacity %d, idle %lld ms",
-                n_sources, cap, (long long)idle_ms);
+ord *ord_new(int n_sources, int cap, int64_t idle_ms, int64_t live_ms, int64_t now_ms,
+             char *errstr, size_t errstr_size) {
+    if (n_sources < 1 || cap < 1 || idle_ms < 0 || live_ms < 0) {
+        err_set(errstr, errstr_size, "order buffer: %d sources, capacity %d, idle %lld ms, "
+                "live wait %lld ms", n_sources, cap, (long long)idle_ms, (long long)live_ms);
         return NULL;
     }
     ord *o = calloc(1, sizeof *o);
@@ -46,6 +52,7 @@ ord *ord_new(int n_sources, int cap, int64_t idle_ms, int64_t now_ms, char *errs
     o->n_src = n_sources;
     o->cap = cap;
     o->idle_ms = idle_ms;
+    o->live_ms = live_ms;
     ord_clear(o, NULL, now_ms);
     return o;
 }
@@ -96,6 +103,8 @@ int ord_push(ord *o, int src, int64_t ts, void *item) {
     s->n++;
     s->last_ts = ts;
     s->asked = 0;
+    s->wait_from = -1;   /* it has an item: a later emptying is waited for afresh */
+    s->given_up = 0;
     o->total++;
     return 0;
 }
@@ -130,18 +139,35 @@ static void *ord__take(ord *o, int src, int64_t now_ms) {
     return item;
 }
 
-/* An empty source that lags and whose idle time is not over holds everything back. */
+/* Whether empty source s holds everything back now: while it lags, for idle_ms after it
+ * ran empty; whatever its lag (a live stream's partition at its high watermark), for
+ * live_ms after the first hand-out it held back - a clock that starts when the wait does,
+ * not when it ran empty, so a partition quiet for a while is still waited for when input
+ * resumes; once run out it is not waited for again until an item arrives. An unassigned
+ * source is never waited for. */
+static int ord__holds_back(ord *o, ord__src *s, int64_t now_ms) {
+    if (s->lagging == ORD_UNASSIGNED) return 0;
+    if (o->live_ms > 0 && s->wait_from < 0) s->wait_from = now_ms;   /* the wait starts */
+    if (s->lagging && now_ms - s->empty_since < o->idle_ms) return 1;
+    if (o->live_ms <= 0) return 0;
+    if (now_ms - s->wait_from < o->live_ms) return 1;
+    if (!s->given_up) o->gave_up++;
+    s->given_up = 1;
+    return 0;
+}
+
+/* Any empty source holding back? (lag is asked once per emptying, again while unknown.) */
 static int ord__waiting(ord *o, int64_t now_ms, ord_lag_fn lag, void *ud) {
     int wait = 0;
     for (int i = 0; i < o->n_src; i++) {
         ord__src *s = &o->src[i];
         if (s->n) continue;
-        if (!s->asked || s->lagging < 0) {   /* not known yet: asked again */
+        if (!s->asked || s->lagging == -1) {   /* not known yet: asked again */
             int l = lag ? lag(ud, i) : 0;
-            s->lagging = l < 0 ? -1 : l != 0;
+            s->lagging = l == ORD_UNASSIGNED ? ORD_UNASSIGNED : l < 0 ? -1 : l != 0;
             s->asked = 1;
         }
-        if (s->lagging && now_ms - s->empty_since < o->idle_ms) wait = 1;
+        if (ord__holds_back(o, s, now_ms)) wait = 1;
     }
     return wait;
 }
@@ -165,12 +191,20 @@ int64_t ord_wait_ms(const ord *o, int64_t now_ms) {
     int64_t left = -1;
     for (int i = 0; i < o->n_src; i++) {
         const ord__src *s = &o->src[i];
-        if (s->n || !s->asked || !s->lagging) continue;
-        int64_t l = s->empty_since + o->idle_ms - now_ms;
+        if (s->n || !s->asked || s->lagging == ORD_UNASSIGNED) continue;
+        int64_t l = -1;   /* how long s still holds back: the later of its two clocks */
+        if (s->lagging) l = s->empty_since + o->idle_ms - now_ms;
+        if (o->live_ms > 0 && s->wait_from >= 0 && !s->given_up &&
+            s->wait_from + o->live_ms - now_ms > l)
+            l = s->wait_from + o->live_ms - now_ms;
         if (l < 0) continue;
         if (left < 0 || l < left) left = l;
     }
     return left;
+}
+
+long long ord_gave_up(const ord *o) {
+    return o->gave_up;
 }
 
 int ord_hold(ord *o, int src) {
@@ -199,6 +233,8 @@ void ord_clear(ord *o, ord_drop_fn drop, int64_t now_ms) {
         s->last_ts = ORD_TS_UNKNOWN;
         s->empty_since = now_ms;
         s->asked = s->lagging = s->held = 0;
+        s->wait_from = -1;
+        s->given_up = 0;
     }
     o->total = 0;
     o->n_held = 0;

@@ -6,9 +6,15 @@
  * handed out is the head with the earliest event time over all sources. While a source
  * is empty but may still have messages at the broker (its consumer position below the
  * high watermark, or not fetched yet), nothing is handed out for at most idle_ms (as
- * max.task.idle.ms), so a fetch that is on its way is not overtaken; a source at its
- * high watermark is not waited for. A source whose FIFO holds `cap` messages should be
- * paused by the caller (ord_hold tells which) until it drains to half.
+ * max.task.idle.ms), so a fetch that is on its way is not overtaken. With live_ms > 0 (a
+ * positive max.task.idle.ms, KIP-695) an empty source is also waited for when it is at
+ * its high watermark - a live stream's next message may be on its way to the broker -
+ * for up to live_ms from the first hand-out it holds back; once that ran out it is not
+ * waited for until a message of it arrives. So a stream that arrives paced is handed out
+ * in the order its backlog would be (whenever every source's next message arrives
+ * within live_ms of the others'); the price is up to live_ms of latency. A source not
+ * assigned to this consumer is never waited for. A source whose FIFO holds `cap`
+ * messages should be paused by the caller (ord_hold tells which) until it drains to half.
  *
  * Continuity: each source's next expected offset; a message below it is a duplicate (a
  * re-fetch after a pause or a rebalance), one above it means messages were skipped (a
@@ -26,19 +32,22 @@
 
 typedef struct ord ord;
 
+#define ORD_UNASSIGNED (-2)   /* an ord_lag_fn answer: not this consumer's, never waited for */
+
 /* 1 when source src has messages at the broker beyond what was polled (its position is
- * below the high watermark), 0 when it is caught up or not assigned to this consumer, -1
- * when that is not known yet (nothing fetched): it counts as lagging and is asked again
- * at the next ord_pop. Asked when a source runs empty. */
+ * below the high watermark), 0 when it is caught up, ORD_UNASSIGNED when it is not
+ * assigned to this consumer, -1 when that is not known yet (nothing fetched): it counts
+ * as lagging and is asked again at the next ord_pop. Asked when a source runs empty. */
 typedef int (*ord_lag_fn)(void *ud, int src);
 /* Frees an item that is dropped rather than handed out. */
 typedef void (*ord_drop_fn)(void *item);
 
 /* n_sources FIFOs holding cap items each before ord_hold asks for a pause (cap >= 1),
- * waiting at most idle_ms (>= 0) for an empty source that lags. Every source starts as
- * "just emptied" at now_ms. Returns the buffer, or NULL with errstr filled. */
-ord *ord_new(int n_sources, int cap, int64_t idle_ms, int64_t now_ms, char *errstr,
-             size_t errstr_size);
+ * waiting at most idle_ms (>= 0) for an empty source that lags and live_ms (>= 0; 0 =
+ * not at all) for any empty assigned one. Every source starts as "just emptied" at
+ * now_ms. Returns the buffer, or NULL with errstr filled. */
+ord *ord_new(int n_sources, int cap, int64_t idle_ms, int64_t live_ms, int64_t now_ms,
+             char *errstr, size_t errstr_size);
 /* Drop every item (drop(item) on each, when drop is not NULL) and free o. NULL: no-op. */
 void ord_free(ord *o, ord_drop_fn drop);
 
@@ -67,9 +76,12 @@ void *ord_pop(ord *o, int64_t now_ms, ord_lag_fn lag, void *ud, int *src_out);
 /* Remove the next item regardless of waiting (at shutdown: hand out what was polled in
  * order). NULL when empty. */
 void *ord_pop_any(ord *o, int *src_out);
-/* How long (ms, >= 0) a waiting ord_pop may still wait before it hands out anyway; -1
- * when it is not waiting. */
+/* How long (ms, >= 0) until a waiting ord_pop may hand out (the soonest any empty
+ * source's wait ends; ask again then); -1 when it is not waiting. */
 int64_t ord_wait_ms(const ord *o, int64_t now_ms);
+/* Live waits (live_ms) that ran out: each a source given up until its next item; at most
+ * once per emptying. */
+long long ord_gave_up(const ord *o);
 
 /* Whether src must be paused (1) or resumed (0) now, given whether it is held: a held
  * source is released at cap / 2 items, a free one held at cap. Returns the new state and
