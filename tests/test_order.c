@@ -40,11 +40,11 @@ static void test_module(void) {
     CHECK_MSG(o, "%s", err);
     CHECK(!ord_new(0, 4, 100, 0, 0, err, sizeof err));
     /* source 0: times 10, 30; source 1: 20, unknown (keeps 20), 40; source 2 empty */
-    ord_push(o, 0, 10, &items[0]);
-    ord_push(o, 0, 30, &items[1]);
-    ord_push(o, 1, 20, &items[2]);
-    ord_push(o, 1, ORD_TS_UNKNOWN, &items[3]);
-    ord_push(o, 1, 40, &items[4]);
+    ord_push(o, 0, 10, &items[0], 0);
+    ord_push(o, 0, 30, &items[1], 0);
+    ord_push(o, 1, 20, &items[2], 0);
+    ord_push(o, 1, ORD_TS_UNKNOWN, &items[3], 0);
+    ord_push(o, 1, 40, &items[4], 0);
     /* source 2 lags: nothing before idle_ms */
     lag_all = 1;
     CHECK(ord_pop(o, 50, lag_fn, NULL, &src) == NULL);
@@ -65,11 +65,11 @@ static void test_module(void) {
     /* at its high watermark a source is not waited for */
     lag_all = 0;
     ord_clear(o, NULL, 1000);
-    ord_push(o, 2, 5, &items[5]);
+    ord_push(o, 2, 5, &items[5], 0);
     CHECK(ord_pop(o, 1000, lag_fn, NULL, &src) == &items[5] && src == 2);
     /* hold at 4, release at 2 */
     for (int i = 0; i < 4; i++) {
-        ord_push(o, 0, 100 + i, &items[i]);
+        ord_push(o, 0, 100 + i, &items[i], 0);
         CHECK_EQ_INT(ord_hold(o, 0), i == 3);
     }
     CHECK_EQ_INT(ord_held(o), 1);
@@ -92,17 +92,18 @@ static void test_module(void) {
     CHECK_EQ_INT(dropped, 2);
     CHECK_EQ_INT(ord_position(o, 1), -1);
     /* growth past the hold mark keeps FIFO order */
-    for (int i = 0; i < 200; i++) ord_push(o, 0, i, &items[i % 16]);
+    for (int i = 0; i < 200; i++) ord_push(o, 0, i, &items[i % 16], 0);
     for (int i = 0; i < 200; i++) CHECK(ord_pop_any(o, &src) == &items[i % 16]);
-    ord_push(o, 0, 1, &items[0]);
+    ord_push(o, 0, 1, &items[0], 0);
     dropped = 0;
     ord_free(o, drop_fn);
     CHECK_EQ_INT(dropped, 1);
 }
 
-/* The live wait (input.order.live.wait.ms): an empty source at its high watermark is
- * waited for, from the first hand-out it holds back, up to live_ms; then given up until
- * its next item; an unassigned one never. */
+/* The live wait (input.order.live.wait.ms): while an assigned source is empty, even at
+ * its high watermark, the earliest head waits until it has been buffered live_ms (its
+ * arrival is the clock: a long-buffered backlog is not held up); an unassigned source is
+ * never waited for; hand-outs below the stream time are counted. */
 static int lag_of[3];
 static int lag_each(void *ud, int src) {
     (void)ud;
@@ -117,44 +118,43 @@ static void test_live_wait(void) {
     CHECK(!ord_new(3, 64, 50, -1, 0, err, sizeof err));
     lag_of[0] = lag_of[1] = 0;   /* caught up */
     lag_of[2] = ORD_UNASSIGNED;  /* another member's: never waited for */
-    /* both empty since 0; input resumes at 5000: the wait starts then, not at 0 */
-    ord_push(o, 0, 30, &items[0]);
+    /* both empty since 0; input resumes at 5000: its message waits from its arrival */
+    ord_push(o, 0, 30, &items[0], 5000);
     CHECK(ord_pop(o, 5000, lag_each, NULL, &src) == NULL);
     CHECK_EQ_INT(ord_wait_ms(o, 5000), 100);
     CHECK(ord_pop(o, 5099, lag_each, NULL, &src) == NULL);
-    /* source 1's earlier message arrives within the wait: it goes first */
-    ord_push(o, 1, 20, &items[1]);
+    CHECK_EQ_INT(ord_wait_ms(o, 5099), 1);
+    /* source 1's earlier message arrives within the wait: it goes first, and source 0's
+     * (every assigned source has a message) right after */
+    ord_push(o, 1, 20, &items[1], 5099);
+    ord_push(o, 1, 35, &items[2], 5099);
     CHECK(ord_pop(o, 5099, lag_each, NULL, &src) == &items[1] && src == 1);
-    /* source 1 empty again: waited for afresh, from now */
-    CHECK(ord_pop(o, 5100, lag_each, NULL, &src) == NULL);
-    CHECK_EQ_INT(ord_gave_up(o), 0);
-    CHECK(ord_pop(o, 5199, lag_each, NULL, &src) == NULL);
-    CHECK(ord_pop(o, 5200, lag_each, NULL, &src) == &items[0] && src == 0);
-    CHECK_EQ_INT(ord_gave_up(o), 1);
-    /* given up: source 1 is not waited for again until an item of it arrives */
-    ord_push(o, 0, 40, &items[2]);
-    CHECK(ord_pop(o, 5201, lag_each, NULL, &src) == &items[2]);
-    CHECK_EQ_INT(ord_wait_ms(o, 5201), -1);
-    ord_push(o, 1, 50, &items[3]);
-    ord_push(o, 0, 60, &items[4]);
-    CHECK(ord_pop(o, 5300, lag_each, NULL, &src) == &items[3]);
-    CHECK(ord_pop(o, 5300, lag_each, NULL, &src) == NULL);   /* source 1 waited for again */
-    CHECK(ord_pop(o, 5400, lag_each, NULL, &src) == &items[4]);
-    CHECK_EQ_INT(ord_gave_up(o), 2);
+    CHECK(ord_pop(o, 5099, lag_each, NULL, &src) == &items[0] && src == 0);
+    /* source 0 empty now: source 1's 35 (arrived at 5099) waits until 5199 */
+    CHECK(ord_pop(o, 5150, lag_each, NULL, &src) == NULL);
+    CHECK_EQ_INT(ord_wait_ms(o, 5150), 49);
+    CHECK(ord_pop(o, 5199, lag_each, NULL, &src) == &items[2]);
+    /* a message buffered longer than live_ms (a backlog's) goes out at once */
+    ord_push(o, 0, 40, &items[3], 5200);
+    CHECK(ord_pop(o, 6000, lag_each, NULL, &src) == &items[3]);
+    CHECK_EQ_INT(ord_behind(o), 0);
+    /* a message late past the wait goes out behind the stream time: counted */
+    ord_push(o, 1, 38, &items[4], 6000);
+    CHECK(ord_pop(o, 6100, lag_each, NULL, &src) == &items[4]);
+    CHECK_EQ_INT(ord_behind(o), 1);
     /* a lagging source: the later of its idle clock (from its emptying) and the live one */
-    ord_clear(o, NULL, 6000);
+    ord_clear(o, NULL, 7000);
     lag_of[1] = 1;
-    ord_push(o, 0, 70, &items[5]);
-    CHECK(ord_pop(o, 6000, lag_each, NULL, &src) == NULL);
-    CHECK(ord_pop(o, 6060, lag_each, NULL, &src) == NULL);   /* idle (50) over, live not */
-    CHECK(ord_pop(o, 6100, lag_each, NULL, &src) == &items[5]);
+    ord_push(o, 0, 70, &items[5], 7040);
+    CHECK(ord_pop(o, 7040, lag_each, NULL, &src) == NULL);
+    CHECK(ord_pop(o, 7060, lag_each, NULL, &src) == NULL);   /* idle (50) over, live not */
+    CHECK(ord_pop(o, 7140, lag_each, NULL, &src) == &items[5]);
     /* without the live wait a caught-up source holds nothing back (the default) */
     ord_free(o, NULL);
     o = ord_new(3, 64, 50, 0, 0, err, sizeof err);
     lag_of[1] = 0;
-    ord_push(o, 0, 80, &items[6]);
+    ord_push(o, 0, 80, &items[6], 5000);
     CHECK(ord_pop(o, 5000, lag_each, NULL, &src) == &items[6]);
-    CHECK_EQ_INT(ord_gave_up(o), 0);
     ord_free(o, NULL);
 }
 

@@ -423,11 +423,12 @@ static void update_hold(worker *w, int src) {
         fprintf(stderr, "m3rec-worker: %s\n", err);
 }
 
-/* Put m in the order buffer (it owns m from here). Returns 0, or -1 out of memory. */
-static int buffer_input(worker *w, rd_kafka_message_t *m) {
+/* Put m, polled at now, in the order buffer (it owns m from here). Returns 0, or -1 out
+ * of memory. */
+static int buffer_input(worker *w, rd_kafka_message_t *m, int64_t now) {
     int src = source_of(w, m);
     if (src < 0) src = 0;
-    if (ord_push(w->ord, src, event_time(w, m), m) != 0) return -1;
+    if (ord_push(w->ord, src, event_time(w, m), m, now) != 0) return -1;
     long long n = ord_count(w->ord, -1);
     if (n > w->buffered_max) w->buffered_max = n;
     update_hold(w, src);
@@ -1193,7 +1194,7 @@ static void input_write_json(const worker *w, json_writer *jw) {
     json_str(jw, w->cfg.order_event_time ? "event-time" : "arrival");
     const struct { const char *key; long long v; } f[] = {
         {"buffered_max", w->buffered_max}, {"holds", w->holds},
-        {"live_waits_run_out", ord_gave_up(w->ord)}, {"lost", w->gaps || w->resets},
+        {"behind", ord_behind(w->ord)}, {"lost", w->gaps || w->resets},
         {"gaps", w->gaps}, {"gap_messages", w->gap_messages}, {"offset_resets", w->resets}};
     for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) {
         json_key(jw, f[i].key);
@@ -1385,7 +1386,7 @@ static void handle_polled(worker *w, rd_kafka_message_t **msgs, int n, int64_t n
         }
         if (!w->cfg.order_event_time) {
             hand(w, m, now, pc);
-        } else if (buffer_input(w, m) != 0) {
+        } else if (buffer_input(w, m, now) != 0) {
             fprintf(stderr, "m3rec-worker: the order buffer is out of memory, stopping\n");
             rd_kafka_message_destroy(m);
             w->failed = 1;

@@ -9,6 +9,7 @@
 typedef struct {
     void *item;
     int64_t ts;
+    int64_t arrived;        /* monotonic ms: when it was pushed (the live wait's clock) */
 } ord__slot;
 
 typedef struct {
@@ -20,19 +21,17 @@ typedef struct {
     int asked;              /* lag asked since it ran empty */
     int lagging;            /* the answer: 1, 0, or -1 not known (asked again) */
     int held;
-    int64_t wait_from;      /* monotonic ms: when the live wait for it (empty, something
-                               else buffered) began; -1: not waiting. Stays set once the
-                               wait ran out (given up) until an item arrives */
-    int given_up;           /* that wait ran out */
 } ord__src;
 
 struct ord {
     ord__src *src;
     int n_src, cap;
     int64_t idle_ms;
-    int64_t live_ms;        /* the live wait: for an empty source, whatever its lag */
+    int64_t live_ms;        /* the live wait: an item waits this long after its arrival
+                               while an assigned source is empty, whatever its lag */
     long long total;
-    long long gave_up;      /* live waits that ran out */
+    int64_t stream_ts;      /* the newest event time handed out (ORD_TS_UNKNOWN: none) */
+    long long behind;       /* items handed out with an event time below it */
     int n_held;
 };
 
@@ -53,6 +52,7 @@ ord *ord_new(int n_sources, int cap, int64_t idle_ms, int64_t live_ms, int64_t n
     o->cap = cap;
     o->idle_ms = idle_ms;
     o->live_ms = live_ms;
+    o->stream_ts = ORD_TS_UNKNOWN;
     ord_clear(o, NULL, now_ms);
     return o;
 }
@@ -95,16 +95,14 @@ static int ord__grow(ord__src *s) {
     return 0;
 }
 
-int ord_push(ord *o, int src, int64_t ts, void *item) {
+int ord_push(ord *o, int src, int64_t ts, void *item, int64_t now_ms) {
     ord__src *s = &o->src[src];
     if (ord__grow(s) != 0) return -1;
     if (ts == ORD_TS_UNKNOWN) ts = s->last_ts;   /* keeps its place behind its predecessor */
-    s->ring[(s->head + s->n) % s->alloc] = (ord__slot){item, ts};
+    s->ring[(s->head + s->n) % s->alloc] = (ord__slot){item, ts, now_ms};
     s->n++;
     s->last_ts = ts;
     s->asked = 0;
-    s->wait_from = -1;   /* it has an item: a later emptying is waited for afresh */
-    s->given_up = 0;
     o->total++;
     return 0;
 }
@@ -129,6 +127,10 @@ static int ord__earliest(const ord *o) {
 static void *ord__take(ord *o, int src, int64_t now_ms) {
     ord__src *s = &o->src[src];
     void *item = s->ring[s->head].item;
+    int64_t ts = s->ring[s->head].ts;
+    if (ts != ORD_TS_UNKNOWN && o->stream_ts != ORD_TS_UNKNOWN && ts < o->stream_ts) o->behind++;
+    if (ts != ORD_TS_UNKNOWN && (o->stream_ts == ORD_TS_UNKNOWN || ts > o->stream_ts))
+        o->stream_ts = ts;
     s->head = (s->head + 1) % s->alloc;
     s->n--;
     o->total--;
@@ -139,25 +141,11 @@ static void *ord__take(ord *o, int src, int64_t now_ms) {
     return item;
 }
 
-/* Whether empty source s holds everything back now: while it lags, for idle_ms after it
- * ran empty; whatever its lag (a live stream's partition at its high watermark), for
- * live_ms after the first hand-out it held back - a clock that starts when the wait does,
- * not when it ran empty, so a partition quiet for a while is still waited for when input
- * resumes; once run out it is not waited for again until an item arrives. An unassigned
- * source is never waited for. */
-static int ord__holds_back(ord *o, ord__src *s, int64_t now_ms) {
-    if (s->lagging == ORD_UNASSIGNED) return 0;
-    if (o->live_ms > 0 && s->wait_from < 0) s->wait_from = now_ms;   /* the wait starts */
-    if (s->lagging && now_ms - s->empty_since < o->idle_ms) return 1;
-    if (o->live_ms <= 0) return 0;
-    if (now_ms - s->wait_from < o->live_ms) return 1;
-    if (!s->given_up) o->gave_up++;
-    s->given_up = 1;
-    return 0;
-}
-
-/* Any empty source holding back? (lag is asked once per emptying, again while unknown.) */
-static int ord__waiting(ord *o, int64_t now_ms, ord_lag_fn lag, void *ud) {
+/* Whether an empty source holds everything back now: one that lags, for idle_ms after it
+ * ran empty (*live_hold untouched); *live_hold is set when an empty source is assigned
+ * here at all (the live wait applies). lag is asked once per emptying, again while the
+ * answer is not known. */
+static int ord__waiting(ord *o, int64_t now_ms, ord_lag_fn lag, void *ud, int *live_hold) {
     int wait = 0;
     for (int i = 0; i < o->n_src; i++) {
         ord__src *s = &o->src[i];
@@ -167,14 +155,21 @@ static int ord__waiting(ord *o, int64_t now_ms, ord_lag_fn lag, void *ud) {
             s->lagging = l == ORD_UNASSIGNED ? ORD_UNASSIGNED : l < 0 ? -1 : l != 0;
             s->asked = 1;
         }
-        if (ord__holds_back(o, s, now_ms)) wait = 1;
+        if (s->lagging == ORD_UNASSIGNED) continue;
+        *live_hold = 1;
+        if (s->lagging && now_ms - s->empty_since < o->idle_ms) wait = 1;
     }
     return wait;
 }
 
 void *ord_pop(ord *o, int64_t now_ms, ord_lag_fn lag, void *ud, int *src_out) {
-    if (!o->total || ord__waiting(o, now_ms, lag, ud)) return NULL;
+    int live_hold = 0;
+    if (!o->total || ord__waiting(o, now_ms, lag, ud, &live_hold)) return NULL;
     int src = ord__earliest(o);
+    /* the live wait: while a partition is empty, its next message may be on its way (a
+     * live stream's): the earliest head goes out once it has been here live_ms */
+    if (live_hold && now_ms - o->src[src].ring[o->src[src].head].arrived < o->live_ms)
+        return NULL;
     *src_out = src;
     return ord__take(o, src, now_ms);
 }
@@ -189,22 +184,26 @@ void *ord_pop_any(ord *o, int *src_out) {
 int64_t ord_wait_ms(const ord *o, int64_t now_ms) {
     if (!o->total) return -1;
     int64_t left = -1;
+    int live_hold = 0;
     for (int i = 0; i < o->n_src; i++) {
         const ord__src *s = &o->src[i];
-        if (s->n || !s->asked || s->lagging == ORD_UNASSIGNED) continue;
-        int64_t l = -1;   /* how long s still holds back: the later of its two clocks */
-        if (s->lagging) l = s->empty_since + o->idle_ms - now_ms;
-        if (o->live_ms > 0 && s->wait_from >= 0 && !s->given_up &&
-            s->wait_from + o->live_ms - now_ms > l)
-            l = s->wait_from + o->live_ms - now_ms;
+        if (s->n || (s->asked && s->lagging == ORD_UNASSIGNED)) continue;
+        live_hold = 1;   /* not asked yet: it may hold back */
+        if (!s->asked || !s->lagging) continue;
+        int64_t l = s->empty_since + o->idle_ms - now_ms;
         if (l < 0) continue;
         if (left < 0 || l < left) left = l;
+    }
+    if (live_hold && o->live_ms > 0) {   /* when the earliest head has waited live_ms */
+        int src = ord__earliest(o);
+        int64_t l = o->src[src].ring[o->src[src].head].arrived + o->live_ms - now_ms;
+        if (l >= 0 && (left < 0 || l < left)) left = l;
     }
     return left;
 }
 
-long long ord_gave_up(const ord *o) {
-    return o->gave_up;
+long long ord_behind(const ord *o) {
+    return o->behind;
 }
 
 int ord_hold(ord *o, int src) {
@@ -233,9 +232,8 @@ void ord_clear(ord *o, ord_drop_fn drop, int64_t now_ms) {
         s->last_ts = ORD_TS_UNKNOWN;
         s->empty_since = now_ms;
         s->asked = s->lagging = s->held = 0;
-        s->wait_from = -1;
-        s->given_up = 0;
     }
     o->total = 0;
     o->n_held = 0;
+    o->stream_ts = ORD_TS_UNKNOWN;   /* a new assignment's stream (behind stays counted) */
 }
