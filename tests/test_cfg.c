@@ -700,7 +700,7 @@ static void test_documented(void) {
         CHECK_CONTAINS(props, pat);
         n++;
     }
-    CHECK_EQ_INT(n, 80);
+    CHECK_EQ_INT(n, 81);
     char *help = cfg_help();
     CHECK_CONTAINS(help, "batch.size                   impressions per minibatch "
                          "(predict, then train) (1..4096; default 256)\n");
