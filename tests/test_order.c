@@ -158,6 +158,56 @@ static void test_live_wait(void) {
     ord_free(o, NULL);
 }
 
+/* codec_peek_ts, the event time the order buffer sorts by: what a decode gives, for each
+ * input record; 0 (decode instead) for a Prediction, registry framing, a bad header, and
+ * any truncation before the end of ts_ms - never a wrong time. */
+static void test_peek(codec *cd) {
+    m3_event ev[3];
+    pl_sample_impression(&ev[0], "home");
+    ev[0].u.imp.ts_ms = 1767225600123LL;
+    memset(&ev[1], 0, sizeof ev[1]);
+    ev[1].type = M3_EV_CONVERSION;
+    snprintf(ev[1].u.conv.conversion_id, M3_ID_MAX, "conv-1");
+    snprintf(ev[1].u.conv.impression_id, M3_ID_MAX, "imp-with-a-longer-id-0000001");
+    snprintf(ev[1].u.conv.scenario, M3_NAME_MAX, "home");
+    ev[1].u.conv.ts_ms = -5;   /* zig-zag: negative times read back too */
+    m3_candidate cand = {.item_id = 7};
+    memset(&ev[2], 0, sizeof ev[2]);
+    ev[2].type = M3_EV_SCORE_REQUEST;
+    snprintf(ev[2].u.req.request_id, M3_ID_MAX, "req-1");
+    snprintf(ev[2].u.req.scenario, M3_NAME_MAX, "search");
+    ev[2].u.req.ts_ms = 1767225600999LL;
+    ev[2].u.req.n_cands = 1;
+    ev[2].u.req.cands = &cand;
+    unsigned char buf[1024];
+    int64_t ts;
+    for (int i = 0; i < 3; i++) {
+        long len = pl_encode(cd, &ev[i], buf, sizeof buf);
+        int64_t want = i == 0 ? ev[0].u.imp.ts_ms : i == 1 ? ev[1].u.conv.ts_ms : ev[2].u.req.ts_ms;
+        CHECK_EQ_INT(codec_peek_ts(cd, buf, (size_t)len, &ts), 1);
+        CHECK_EQ_INT(ts, want);
+        for (long cut = 0; cut < len; cut++) {   /* a truncation peeks right or not at all */
+            ts = 0;
+            if (codec_peek_ts(cd, buf, (size_t)cut, &ts)) CHECK_EQ_INT(ts, want);
+        }
+        buf[0] = 0;   /* registry framing's first byte: not peeked */
+        CHECK_EQ_INT(codec_peek_ts(cd, buf, (size_t)len, &ts), 0);
+    }
+    /* a string length past the end before ts_ms */
+    long len = pl_encode(cd, &ev[0], buf, sizeof buf);
+    buf[CODEC_HEADER_LEN] = 0x7e;   /* zig-zag 63: longer than what is left */
+    CHECK_EQ_INT(codec_peek_ts(cd, buf, (size_t)CODEC_HEADER_LEN + 20, &ts), 0);
+    (void)len;
+    /* a Prediction is no input: decoded (and refused) as before */
+    m3_event pr;
+    memset(&pr, 0, sizeof pr);
+    pr.type = M3_EV_PREDICTION;
+    snprintf(pr.u.pred.id, M3_ID_MAX, "x");
+    snprintf(pr.u.pred.scenario, M3_NAME_MAX, "home");
+    len = pl_encode(cd, &pr, buf, sizeof buf);
+    CHECK_EQ_INT(codec_peek_ts(cd, buf, (size_t)len, &ts), 0);
+}
+
 /* ---- the worker ---- */
 
 static void create(kio_mock *m, const char *prefix, int parts) {
@@ -317,6 +367,7 @@ int main(void) {
     char err[512];
     codec *cd = codec_new(err, sizeof err);
     CHECK_MSG(cd, "%s", err);
+    test_peek(cd);
     const char *none[] = {"unused"};
     kio_mock *m = kio_mock_new(1, none, 1, err, sizeof err);
     CHECK_MSG(m, "%s", err);

@@ -135,6 +135,7 @@ typedef struct {
     long long resets;                      /* offset resets (out of range) seen */
     long long buffered_max, holds;         /* the buffer's high mark; partitions paused for it */
     unsigned char *mine;                   /* (n_topics x n_partitions) assigned here now */
+    int peek_ts;                           /* input.format accepts single-object: peek ts */
     int loss_stop;                         /* input.loss.fail stopped the worker */
     /* one model across the group (group.sync, app/group.h), NULL when off */
     grp *grp;
@@ -349,10 +350,14 @@ static void check_resets(worker *w) {
 }
 
 /* The event time of m: its payload's ts_ms (the learner's clocks use it), or
- * ORD_TS_UNKNOWN when it does not decode (it goes to the DLQ in its partition's place). */
+ * ORD_TS_UNKNOWN when it does not decode (it goes to the DLQ in its partition's place).
+ * A single-object message of the reader's own schemas is only peeked at (codec_peek_ts);
+ * the rest (registry framing, other writers) is decoded, once more in handle(). */
 static int64_t event_time(worker *w, const rd_kafka_message_t *m) {
     char reason[CODEC_REASON_MAX];
     m3_event ev;
+    int64_t peeked;
+    if (w->peek_ts && codec_peek_ts(w->codec, m->payload, m->len, &peeked)) return peeked;
     if (fmt_decode(w->dec, m->payload, m->len, &ev, reason, sizeof reason) != FMT_OK)
         return ORD_TS_UNKNOWN;   /* refused, or waiting for the registry: handle() decides */
     int64_t ts = ev.type == M3_EV_IMPRESSION ? ev.u.imp.ts_ms
@@ -1112,6 +1117,7 @@ static int open_registry(worker *w, char *err, size_t n) {
         fprintf(stderr, "m3rec-worker: predictions framed with schema id %u (subject %s at %s)\n",
                 w->out_id, subject, reg_url_safe(w->reg));
     }
+    w->peek_ts = in != FMT_REGISTRY;   /* what it refuses must not get its ts peeked */
     w->dec = fmt_decoder_new(in, w->codec, w->reg);
     return w->dec ? 0 : err_set(err, n, "out of memory");
 }
