@@ -99,8 +99,8 @@ int codec_decode(const codec *c, const void *buf, size_t len, m3_event *out,
  * Returns 1 with *ts_ms set, or 0 when it cannot tell that cheaply - another framing,
  * another writer schema, a Prediction, bytes before ts_ms that do not parse - and then
  * only codec_decode (or fmt_decode) can. What follows ts_ms is not looked at: a message
- * peeked may still be refused by codec_decode. ~20x cheaper than a decode (the worker's
- * event-time order peeks every message before it decodes it). */
+ * peeked may still be refused by codec_decode. The worker's event-time order peeks every
+ * message before it decodes it once (docs/results.md: ~1.4 us less CPU per event). */
 int codec_peek_ts(const codec *c, const void *buf, size_t len, int64_t *ts_ms);
 
 /* Encode *ev (header + datum) into buf of capacity cap. Returns the encoded length, or -1
