@@ -101,9 +101,10 @@ static void test_module(void) {
 }
 
 /* The live wait (input.order.live.wait.ms): while an assigned source is empty, even at
- * its high watermark, the earliest head waits until it has been buffered live_ms (its
- * arrival is the clock: a long-buffered backlog is not held up); an unassigned source is
- * never waited for; hand-outs below the stream time are counted. */
+ * its high watermark, nothing goes out until the longest-buffered message has been here
+ * live_ms (arrivals are the clock: a long-buffered backlog is not held up, and no message
+ * waits longer); an unassigned source is never waited for; hand-outs below the stream
+ * time are counted. */
 static int lag_of[3];
 static int lag_each(void *ud, int src) {
     (void)ud;
@@ -149,12 +150,25 @@ static void test_live_wait(void) {
     CHECK(ord_pop(o, 7040, lag_each, NULL, &src) == NULL);
     CHECK(ord_pop(o, 7060, lag_each, NULL, &src) == NULL);   /* idle (50) over, live not */
     CHECK(ord_pop(o, 7140, lag_each, NULL, &src) == &items[5]);
+    /* a message of an earlier time that arrives later goes out with the one that waited
+     * longest, so none waits past live_ms (source 1's 36 arrived 90 ms after 45; source 2
+     * is assigned and empty) */
+    ord_free(o, NULL);
+    o = ord_new(3, 64, 50, 100, 0, err, sizeof err);
+    lag_of[0] = lag_of[1] = lag_of[2] = 0;
+    ord_push(o, 0, 45, &items[6], 5200);
+    ord_push(o, 1, 36, &items[7], 5290);
+    CHECK(ord_pop(o, 5299, lag_each, NULL, &src) == NULL);
+    CHECK_EQ_INT(ord_wait_ms(o, 5299), 1);
+    CHECK(ord_pop(o, 5300, lag_each, NULL, &src) == &items[7]);
+    CHECK(ord_pop(o, 5300, lag_each, NULL, &src) == &items[6]);
+    CHECK_EQ_INT(ord_behind(o), 0);
     /* without the live wait a caught-up source holds nothing back (the default) */
     ord_free(o, NULL);
     o = ord_new(3, 64, 50, 0, 0, err, sizeof err);
     lag_of[1] = 0;
-    ord_push(o, 0, 80, &items[6], 5000);
-    CHECK(ord_pop(o, 5000, lag_each, NULL, &src) == &items[6]);
+    ord_push(o, 0, 80, &items[0], 5000);
+    CHECK(ord_pop(o, 5000, lag_each, NULL, &src) == &items[0]);
     ord_free(o, NULL);
 }
 

@@ -28,7 +28,7 @@
  * Input order and loss (stream/order.h): what is polled is handed to the learner in
  * event-time order across all assigned partitions (the earliest buffered ts_ms first,
  * waiting up to input.order.idle.ms for an empty partition that still has messages at the
- * broker and, with input.order.live.wait.ms, holding each message up to that long while
+ * broker and, with input.order.live.wait.ms, holding the input up to that long while
  * any assigned partition is empty, pausing a partition whose share of input.order.buffer
  * is full), so a backlog trains as the live stream would; every skipped offset is reported (INPUT LOST, the
  * progress line, the report's "input"), and input.loss.fail=true stops the worker. */

@@ -27,8 +27,9 @@ struct ord {
     ord__src *src;
     int n_src, cap;
     int64_t idle_ms;
-    int64_t live_ms;        /* the live wait: an item waits this long after its arrival
-                               while an assigned source is empty, whatever its lag */
+    int64_t live_ms;        /* the live wait: while an assigned source is empty, whatever
+                               its lag, nothing goes out before the longest-buffered item
+                               has been here this long */
     long long total;
     int64_t stream_ts;      /* the newest event time handed out (ORD_TS_UNKNOWN: none) */
     long long behind;       /* items handed out with an event time below it */
@@ -123,6 +124,15 @@ static int ord__earliest(const ord *o) {
     return best;
 }
 
+/* When the longest-buffered item arrived (the FIFOs are in arrival order: a head's). */
+static int64_t ord__oldest_arrival(const ord *o) {
+    int64_t oldest = INT64_MAX;
+    for (int i = 0; i < o->n_src; i++)
+        if (o->src[i].n && o->src[i].ring[o->src[i].head].arrived < oldest)
+            oldest = o->src[i].ring[o->src[i].head].arrived;
+    return oldest;
+}
+
 /* Remove src's head; a source that runs empty starts its idle clock. */
 static void *ord__take(ord *o, int src, int64_t now_ms) {
     ord__src *s = &o->src[src];
@@ -165,11 +175,12 @@ static int ord__waiting(ord *o, int64_t now_ms, ord_lag_fn lag, void *ud, int *l
 void *ord_pop(ord *o, int64_t now_ms, ord_lag_fn lag, void *ud, int *src_out) {
     int live_hold = 0;
     if (!o->total || ord__waiting(o, now_ms, lag, ud, &live_hold)) return NULL;
+    /* the live wait: while a partition is empty its next message may be on its way (a
+     * live stream's). Once some message has been here live_ms, whatever was produced
+     * before it is here too (the bound on lateness live_ms stands for), and with it every
+     * message of an earlier event time: the earliest head may go */
+    if (live_hold && now_ms - ord__oldest_arrival(o) < o->live_ms) return NULL;
     int src = ord__earliest(o);
-    /* the live wait: while a partition is empty, its next message may be on its way (a
-     * live stream's): the earliest head goes out once it has been here live_ms */
-    if (live_hold && now_ms - o->src[src].ring[o->src[src].head].arrived < o->live_ms)
-        return NULL;
     *src_out = src;
     return ord__take(o, src, now_ms);
 }
@@ -194,9 +205,8 @@ int64_t ord_wait_ms(const ord *o, int64_t now_ms) {
         if (l < 0) continue;
         if (left < 0 || l < left) left = l;
     }
-    if (live_hold && o->live_ms > 0) {   /* when the earliest head has waited live_ms */
-        int src = ord__earliest(o);
-        int64_t l = o->src[src].ring[o->src[src].head].arrived + o->live_ms - now_ms;
+    if (live_hold && o->live_ms > 0) {   /* when the longest-buffered has waited live_ms */
+        int64_t l = ord__oldest_arrival(o) + o->live_ms - now_ms;
         if (l >= 0 && (left < 0 || l < left)) left = l;
     }
     return left;

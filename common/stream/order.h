@@ -8,9 +8,11 @@
  * high watermark, or not fetched yet), nothing is handed out for at most idle_ms (as
  * max.task.idle.ms), so a fetch that is on its way is not overtaken. With live_ms > 0 (a
  * positive max.task.idle.ms, KIP-695) an empty partition at its high watermark holds
- * things back too - a live stream's next message may be on its way - but each message
- * for at most live_ms after it arrived here: the earliest head goes out once every
- * assigned source has a message, or once it has been buffered live_ms. So as long as no
+ * things back too - a live stream's next message may be on its way - but no message
+ * longer than live_ms after it arrived here: the earliest head goes out once every
+ * assigned source has a message, or once the longest-buffered message has been here
+ * live_ms (whatever was produced before that one has arrived by then, if live_ms bounds
+ * how late a message can be, and with it every earlier event time). So as long as no
  * message reaches the buffer more than live_ms after one produced later than it (with
  * producers writing in event-time order), a stream that arrives paced is handed out in
  * the order its backlog is; the price is up to live_ms of latency per message while some
@@ -46,9 +48,9 @@ typedef int (*ord_lag_fn)(void *ud, int src);
 typedef void (*ord_drop_fn)(void *item);
 
 /* n_sources FIFOs holding cap items each before ord_hold asks for a pause (cap >= 1),
- * waiting at most idle_ms (>= 0) for an empty source that lags, and holding each item at
- * most live_ms (>= 0; 0 = not at all) after its arrival while any assigned source is
- * empty. Every source starts as "just emptied" at now_ms. Returns the buffer, or NULL
+ * waiting at most idle_ms (>= 0) for an empty source that lags, and while any assigned
+ * source is empty holding everything until the longest-buffered item has been here
+ * live_ms (>= 0; 0 = not at all). Every source starts as "just emptied" at now_ms. Returns the buffer, or NULL
  * with errstr filled. */
 ord *ord_new(int n_sources, int cap, int64_t idle_ms, int64_t live_ms, int64_t now_ms,
              char *errstr, size_t errstr_size);
