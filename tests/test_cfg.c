@@ -156,6 +156,7 @@ static const char *defaults_dump =
     "input.order.buffer=32768\n"
     "input.order.idle.ms=2000\n"
     "input.loss.fail=false\n"
+    "input.order.live.wait.ms=0\n"
     "group.sync=none\n"
     "group.sync.every=1\n"
     "group.sync.stale=0\n"
@@ -699,7 +700,7 @@ static void test_documented(void) {
         CHECK_CONTAINS(props, pat);
         n++;
     }
-    CHECK_EQ_INT(n, 80);
+    CHECK_EQ_INT(n, 81);
     char *help = cfg_help();
     CHECK_CONTAINS(help, "batch.size                   impressions per minibatch "
                          "(predict, then train) (1..4096; default 256)\n");

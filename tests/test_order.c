@@ -36,15 +36,15 @@ static void drop_fn(void *item) {
 static void test_module(void) {
     char err[256];
     int items[16], src;
-    ord *o = ord_new(3, 4, 100, 0, err, sizeof err);
+    ord *o = ord_new(3, 4, 100, 0, 0, err, sizeof err);
     CHECK_MSG(o, "%s", err);
-    CHECK(!ord_new(0, 4, 100, 0, err, sizeof err));
+    CHECK(!ord_new(0, 4, 100, 0, 0, err, sizeof err));
     /* source 0: times 10, 30; source 1: 20, unknown (keeps 20), 40; source 2 empty */
-    ord_push(o, 0, 10, &items[0]);
-    ord_push(o, 0, 30, &items[1]);
-    ord_push(o, 1, 20, &items[2]);
-    ord_push(o, 1, ORD_TS_UNKNOWN, &items[3]);
-    ord_push(o, 1, 40, &items[4]);
+    ord_push(o, 0, 10, &items[0], 0);
+    ord_push(o, 0, 30, &items[1], 0);
+    ord_push(o, 1, 20, &items[2], 0);
+    ord_push(o, 1, ORD_TS_UNKNOWN, &items[3], 0);
+    ord_push(o, 1, 40, &items[4], 0);
     /* source 2 lags: nothing before idle_ms */
     lag_all = 1;
     CHECK(ord_pop(o, 50, lag_fn, NULL, &src) == NULL);
@@ -65,11 +65,11 @@ static void test_module(void) {
     /* at its high watermark a source is not waited for */
     lag_all = 0;
     ord_clear(o, NULL, 1000);
-    ord_push(o, 2, 5, &items[5]);
+    ord_push(o, 2, 5, &items[5], 0);
     CHECK(ord_pop(o, 1000, lag_fn, NULL, &src) == &items[5] && src == 2);
     /* hold at 4, release at 2 */
     for (int i = 0; i < 4; i++) {
-        ord_push(o, 0, 100 + i, &items[i]);
+        ord_push(o, 0, 100 + i, &items[i], 0);
         CHECK_EQ_INT(ord_hold(o, 0), i == 3);
     }
     CHECK_EQ_INT(ord_held(o), 1);
@@ -92,12 +92,134 @@ static void test_module(void) {
     CHECK_EQ_INT(dropped, 2);
     CHECK_EQ_INT(ord_position(o, 1), -1);
     /* growth past the hold mark keeps FIFO order */
-    for (int i = 0; i < 200; i++) ord_push(o, 0, i, &items[i % 16]);
+    for (int i = 0; i < 200; i++) ord_push(o, 0, i, &items[i % 16], 0);
     for (int i = 0; i < 200; i++) CHECK(ord_pop_any(o, &src) == &items[i % 16]);
-    ord_push(o, 0, 1, &items[0]);
+    ord_push(o, 0, 1, &items[0], 0);
     dropped = 0;
     ord_free(o, drop_fn);
     CHECK_EQ_INT(dropped, 1);
+}
+
+/* The live wait (input.order.live.wait.ms): while an assigned source is empty, even at
+ * its high watermark, nothing goes out until the longest-buffered message has been here
+ * live_ms (arrivals are the clock: a long-buffered backlog is not held up, and no message
+ * waits longer); an unassigned source is never waited for; hand-outs below the stream
+ * time are counted. */
+static int lag_of[3];
+static int lag_each(void *ud, int src) {
+    (void)ud;
+    return lag_of[src];
+}
+
+static void test_live_wait(void) {
+    char err[256];
+    int items[8], src;
+    ord *o = ord_new(3, 64, 50, 100, 0, err, sizeof err);
+    CHECK_MSG(o, "%s", err);
+    CHECK(!ord_new(3, 64, 50, -1, 0, err, sizeof err));
+    lag_of[0] = lag_of[1] = 0;   /* caught up */
+    lag_of[2] = ORD_UNASSIGNED;  /* another member's: never waited for */
+    /* both empty since 0; input resumes at 5000: its message waits from its arrival */
+    ord_push(o, 0, 30, &items[0], 5000);
+    CHECK(ord_pop(o, 5000, lag_each, NULL, &src) == NULL);
+    CHECK_EQ_INT(ord_wait_ms(o, 5000), 100);
+    CHECK(ord_pop(o, 5099, lag_each, NULL, &src) == NULL);
+    CHECK_EQ_INT(ord_wait_ms(o, 5099), 1);
+    /* source 1's earlier message arrives within the wait: it goes first, and source 0's
+     * (every assigned source has a message) right after */
+    ord_push(o, 1, 20, &items[1], 5099);
+    ord_push(o, 1, 35, &items[2], 5099);
+    CHECK(ord_pop(o, 5099, lag_each, NULL, &src) == &items[1] && src == 1);
+    CHECK(ord_pop(o, 5099, lag_each, NULL, &src) == &items[0] && src == 0);
+    /* source 0 empty now: source 1's 35 (arrived at 5099) waits until 5199 */
+    CHECK(ord_pop(o, 5150, lag_each, NULL, &src) == NULL);
+    CHECK_EQ_INT(ord_wait_ms(o, 5150), 49);
+    CHECK(ord_pop(o, 5199, lag_each, NULL, &src) == &items[2]);
+    /* a message buffered longer than live_ms (a backlog's) goes out at once */
+    ord_push(o, 0, 40, &items[3], 5200);
+    CHECK(ord_pop(o, 6000, lag_each, NULL, &src) == &items[3]);
+    CHECK_EQ_INT(ord_behind(o), 0);
+    /* a message late past the wait goes out behind the stream time: counted */
+    ord_push(o, 1, 38, &items[4], 6000);
+    CHECK(ord_pop(o, 6100, lag_each, NULL, &src) == &items[4]);
+    CHECK_EQ_INT(ord_behind(o), 1);
+    /* a lagging source: the later of its idle clock (from its emptying) and the live one */
+    ord_clear(o, NULL, 7000);
+    lag_of[1] = 1;
+    ord_push(o, 0, 70, &items[5], 7040);
+    CHECK(ord_pop(o, 7040, lag_each, NULL, &src) == NULL);
+    CHECK(ord_pop(o, 7060, lag_each, NULL, &src) == NULL);   /* idle (50) over, live not */
+    CHECK(ord_pop(o, 7140, lag_each, NULL, &src) == &items[5]);
+    /* a message of an earlier time that arrives later goes out with the one that waited
+     * longest, so none waits past live_ms (source 1's 36 arrived 90 ms after 45; source 2
+     * is assigned and empty) */
+    ord_free(o, NULL);
+    o = ord_new(3, 64, 50, 100, 0, err, sizeof err);
+    lag_of[0] = lag_of[1] = lag_of[2] = 0;
+    ord_push(o, 0, 45, &items[6], 5200);
+    ord_push(o, 1, 36, &items[7], 5290);
+    CHECK(ord_pop(o, 5299, lag_each, NULL, &src) == NULL);
+    CHECK_EQ_INT(ord_wait_ms(o, 5299), 1);
+    CHECK(ord_pop(o, 5300, lag_each, NULL, &src) == &items[7]);
+    CHECK(ord_pop(o, 5300, lag_each, NULL, &src) == &items[6]);
+    CHECK_EQ_INT(ord_behind(o), 0);
+    /* without the live wait a caught-up source holds nothing back (the default) */
+    ord_free(o, NULL);
+    o = ord_new(3, 64, 50, 0, 0, err, sizeof err);
+    lag_of[1] = 0;
+    ord_push(o, 0, 80, &items[0], 5000);
+    CHECK(ord_pop(o, 5000, lag_each, NULL, &src) == &items[0]);
+    ord_free(o, NULL);
+}
+
+/* codec_peek_ts, the event time the order buffer sorts by: what a decode gives, for each
+ * input record; 0 (decode instead) for a Prediction, registry framing, a bad header, and
+ * any truncation before the end of ts_ms - never a wrong time. */
+static void test_peek(codec *cd) {
+    m3_event ev[3];
+    pl_sample_impression(&ev[0], "home");
+    ev[0].u.imp.ts_ms = 1767225600123LL;
+    memset(&ev[1], 0, sizeof ev[1]);
+    ev[1].type = M3_EV_CONVERSION;
+    snprintf(ev[1].u.conv.conversion_id, M3_ID_MAX, "conv-1");
+    snprintf(ev[1].u.conv.impression_id, M3_ID_MAX, "imp-with-a-longer-id-0000001");
+    snprintf(ev[1].u.conv.scenario, M3_NAME_MAX, "home");
+    ev[1].u.conv.ts_ms = -5;   /* zig-zag: negative times read back too */
+    m3_candidate cand = {.item_id = 7};
+    memset(&ev[2], 0, sizeof ev[2]);
+    ev[2].type = M3_EV_SCORE_REQUEST;
+    snprintf(ev[2].u.req.request_id, M3_ID_MAX, "req-1");
+    snprintf(ev[2].u.req.scenario, M3_NAME_MAX, "search");
+    ev[2].u.req.ts_ms = 1767225600999LL;
+    ev[2].u.req.n_cands = 1;
+    ev[2].u.req.cands = &cand;
+    unsigned char buf[1024];
+    int64_t ts;
+    for (int i = 0; i < 3; i++) {
+        long len = pl_encode(cd, &ev[i], buf, sizeof buf);
+        int64_t want = i == 0 ? ev[0].u.imp.ts_ms : i == 1 ? ev[1].u.conv.ts_ms : ev[2].u.req.ts_ms;
+        CHECK_EQ_INT(codec_peek_ts(cd, buf, (size_t)len, &ts), 1);
+        CHECK_EQ_INT(ts, want);
+        for (long cut = 0; cut < len; cut++) {   /* a truncation peeks right or not at all */
+            ts = 0;
+            if (codec_peek_ts(cd, buf, (size_t)cut, &ts)) CHECK_EQ_INT(ts, want);
+        }
+        buf[0] = 0;   /* registry framing's first byte: not peeked */
+        CHECK_EQ_INT(codec_peek_ts(cd, buf, (size_t)len, &ts), 0);
+    }
+    /* a string length past the end before ts_ms */
+    long len = pl_encode(cd, &ev[0], buf, sizeof buf);
+    buf[CODEC_HEADER_LEN] = 0x7e;   /* zig-zag 63: longer than what is left */
+    CHECK_EQ_INT(codec_peek_ts(cd, buf, (size_t)CODEC_HEADER_LEN + 20, &ts), 0);
+    (void)len;
+    /* a Prediction is no input: decoded (and refused) as before */
+    m3_event pr;
+    memset(&pr, 0, sizeof pr);
+    pr.type = M3_EV_PREDICTION;
+    snprintf(pr.u.pred.id, M3_ID_MAX, "x");
+    snprintf(pr.u.pred.scenario, M3_NAME_MAX, "home");
+    len = pl_encode(cd, &pr, buf, sizeof buf);
+    CHECK_EQ_INT(codec_peek_ts(cd, buf, (size_t)len, &ts), 0);
 }
 
 /* ---- the worker ---- */
@@ -255,9 +377,11 @@ static void test_sink_paces(kio_mock *m) {
 
 int main(void) {
     test_module();
+    test_live_wait();
     char err[512];
     codec *cd = codec_new(err, sizeof err);
     CHECK_MSG(cd, "%s", err);
+    test_peek(cd);
     const char *none[] = {"unused"};
     kio_mock *m = kio_mock_new(1, none, 1, err, sizeof err);
     CHECK_MSG(m, "%s", err);

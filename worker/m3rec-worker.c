@@ -28,8 +28,9 @@
  * Input order and loss (stream/order.h): what is polled is handed to the learner in
  * event-time order across all assigned partitions (the earliest buffered ts_ms first,
  * waiting up to input.order.idle.ms for an empty partition that still has messages at the
- * broker, pausing a partition whose share of input.order.buffer is full), so a backlog
- * trains as the live stream would; every skipped offset is reported (INPUT LOST, the
+ * broker and, with input.order.live.wait.ms, holding the input up to that long while
+ * any assigned partition is empty, pausing a partition whose share of input.order.buffer
+ * is full), so a backlog trains as the live stream would; every skipped offset is reported (INPUT LOST, the
  * progress line, the report's "input"), and input.loss.fail=true stops the worker. */
 #include <inttypes.h>
 #include <malloc.h>
@@ -133,6 +134,8 @@ typedef struct {
     long long gaps, gap_messages;          /* offset gaps seen, offsets they skipped */
     long long resets;                      /* offset resets (out of range) seen */
     long long buffered_max, holds;         /* the buffer's high mark; partitions paused for it */
+    unsigned char *mine;                   /* (n_topics x n_partitions) assigned here now */
+    int peek_ts;                           /* input.format accepts single-object: peek ts */
     int loss_stop;                         /* input.loss.fail stopped the worker */
     /* one model across the group (group.sync, app/group.h), NULL when off */
     grp *grp;
@@ -347,10 +350,14 @@ static void check_resets(worker *w) {
 }
 
 /* The event time of m: its payload's ts_ms (the learner's clocks use it), or
- * ORD_TS_UNKNOWN when it does not decode (it goes to the DLQ in its partition's place). */
+ * ORD_TS_UNKNOWN when it does not decode (it goes to the DLQ in its partition's place).
+ * A single-object message of the reader's own schemas is only peeked at (codec_peek_ts);
+ * the rest (registry framing, other writers) is decoded, once more in handle(). */
 static int64_t event_time(worker *w, const rd_kafka_message_t *m) {
     char reason[CODEC_REASON_MAX];
     m3_event ev;
+    int64_t peeked;
+    if (w->peek_ts && codec_peek_ts(w->codec, m->payload, m->len, &peeked)) return peeked;
     if (fmt_decode(w->dec, m->payload, m->len, &ev, reason, sizeof reason) != FMT_OK)
         return ORD_TS_UNKNOWN;   /* refused, or waiting for the registry: handle() decides */
     int64_t ts = ev.type == M3_EV_IMPRESSION ? ev.u.imp.ts_ms
@@ -361,9 +368,11 @@ static int64_t event_time(worker *w, const rd_kafka_message_t *m) {
 }
 
 /* ord_lag_fn: the partition has messages at the broker beyond what was polled (1), not
- * (0), or that is not known yet (-1). */
+ * (0), is not this member's (ORD_UNASSIGNED: never waited for), or that is not known yet
+ * (-1). */
 static int lagging(void *ud, int src) {
     worker *w = ud;
+    if (!w->mine[src]) return ORD_UNASSIGNED;
     int64_t lag = kio_consumer_lag(w->cons, w->tp.all[src / w->n_partitions],
                                    src % w->n_partitions, ord_position(w->ord, src));
     return lag < 0 ? -1 : lag > 0;
@@ -371,6 +380,19 @@ static int lagging(void *ud, int src) {
 
 static void drop_message(void *m) {
     rd_kafka_message_destroy(m);
+}
+
+/* Which sources this member has now (w->mine), for the live wait: an unassigned partition
+ * is never waited for. */
+static void note_assignment(worker *w) {
+    rd_kafka_topic_partition_list_t *a = NULL;
+    memset(w->mine, 0, (size_t)(w->n_topics * w->n_partitions));
+    if (rd_kafka_assignment(kio_consumer_handle(w->cons), &a) || !a) return;
+    for (int i = 0; i < a->cnt; i++) {
+        int t = topic_index(w, a->elems[i].topic), p = a->elems[i].partition;
+        if (t >= 0 && p >= 0 && p < w->n_partitions) w->mine[t * w->n_partitions + p] = 1;
+    }
+    rd_kafka_topic_partition_list_destroy(a);
 }
 
 /* After a rebalance the buffered messages belong to an assignment that ended: drop them
@@ -382,6 +404,7 @@ static void sync_rebalance(worker *w, int64_t now) {
     int first = w->rebalances == 0;
     w->rebalances = r;
     ord_clear(w->ord, drop_message, now);
+    note_assignment(w);
     for (int src = 0; src < w->n_topics * w->n_partitions; src++) {
         /* where the new assignment starts: known with a store (on_assign); without one the
          * group's committed offset, which another member may have moved: not known */
@@ -406,11 +429,12 @@ static void update_hold(worker *w, int src) {
         fprintf(stderr, "m3rec-worker: %s\n", err);
 }
 
-/* Put m in the order buffer (it owns m from here). Returns 0, or -1 out of memory. */
-static int buffer_input(worker *w, rd_kafka_message_t *m) {
+/* Put m, polled at now, in the order buffer (it owns m from here). Returns 0, or -1 out
+ * of memory. */
+static int buffer_input(worker *w, rd_kafka_message_t *m, int64_t now) {
     int src = source_of(w, m);
     if (src < 0) src = 0;
-    if (ord_push(w->ord, src, event_time(w, m), m) != 0) return -1;
+    if (ord_push(w->ord, src, event_time(w, m), m, now) != 0) return -1;
     long long n = ord_count(w->ord, -1);
     if (n > w->buffered_max) w->buffered_max = n;
     update_hold(w, src);
@@ -990,8 +1014,9 @@ static int check_topics(worker *w, char *err, size_t n) {
     w->txn_off = malloc(sizeof *w->txn_off * (size_t)(w->n_topics * parts));
     w->per_source = calloc((size_t)(w->n_topics * parts), sizeof *w->per_source);
     w->next_off = malloc(sizeof *w->next_off * (size_t)(w->n_topics * parts));
+    w->mine = calloc((size_t)(w->n_topics * parts), 1);
     w->floor_off = malloc(sizeof *w->floor_off * (size_t)(w->n_topics * parts));
-    if (!w->per_source || !w->next_off || !w->floor_off || !w->had || !w->txn_off) {
+    if (!w->per_source || !w->next_off || !w->floor_off || !w->had || !w->txn_off || !w->mine) {
         snprintf(err, n, "out of memory");
         return -1;
     }
@@ -999,7 +1024,7 @@ static int check_topics(worker *w, char *err, size_t n) {
         w->next_off[i] = w->floor_off[i] = w->txn_off[i] = -1;
     int share = w->cfg.order_buffer / (w->n_topics * parts);   /* each source's share */
     w->ord = ord_new(w->n_topics * parts, share < 16 ? 16 : share, w->cfg.order_idle_ms,
-                     clk_mono_ms(), err, n);
+                     w->cfg.order_live_wait_ms, clk_mono_ms(), err, n);
     return w->ord ? 0 : -1;
 }
 
@@ -1092,6 +1117,7 @@ static int open_registry(worker *w, char *err, size_t n) {
         fprintf(stderr, "m3rec-worker: predictions framed with schema id %u (subject %s at %s)\n",
                 w->out_id, subject, reg_url_safe(w->reg));
     }
+    w->peek_ts = in != FMT_REGISTRY;   /* what it refuses must not get its ts peeked */
     w->dec = fmt_decoder_new(in, w->codec, w->reg);
     return w->dec ? 0 : err_set(err, n, "out of memory");
 }
@@ -1162,6 +1188,7 @@ static void teardown(worker *w) {
     free(w->per_source);
     free(w->next_off);
     free(w->floor_off);
+    free(w->mine);
     live_stop(w->live);
     cfg_free(&w->cfg);
 }
@@ -1173,7 +1200,8 @@ static void input_write_json(const worker *w, json_writer *jw) {
     json_key(jw, "order");
     json_str(jw, w->cfg.order_event_time ? "event-time" : "arrival");
     const struct { const char *key; long long v; } f[] = {
-        {"buffered_max", w->buffered_max}, {"holds", w->holds}, {"lost", w->gaps || w->resets},
+        {"buffered_max", w->buffered_max}, {"holds", w->holds},
+        {"behind", ord_behind(w->ord)}, {"lost", w->gaps || w->resets},
         {"gaps", w->gaps}, {"gap_messages", w->gap_messages}, {"offset_resets", w->resets}};
     for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) {
         json_key(jw, f[i].key);
@@ -1365,7 +1393,7 @@ static void handle_polled(worker *w, rd_kafka_message_t **msgs, int n, int64_t n
         }
         if (!w->cfg.order_event_time) {
             hand(w, m, now, pc);
-        } else if (buffer_input(w, m) != 0) {
+        } else if (buffer_input(w, m, now) != 0) {
             fprintf(stderr, "m3rec-worker: the order buffer is out of memory, stopping\n");
             rd_kafka_message_destroy(m);
             w->failed = 1;

@@ -224,6 +224,12 @@ static const cfg__key cfg__keys[] = {
     K_TYP("input.loss.fail", CFG__BOOL, loss_fail, "false",
           "stop (exit 1, no checkpoint) when input is lost: an offset gap or an offset reset; "
           "false = count and report it"),
+    /* issue 17 bar 2, a paced stream in its backlog's order: the live wait (stream/order.h) */
+    K_I64("input.order.live.wait.ms", order_live_wait_ms, 0, 600000, "0",
+          "while an assigned partition is empty, even at its high watermark (a live stream), "
+          "hand nothing out until the longest-buffered message has waited this long (a "
+          "positive max.task.idle.ms, KIP-695): a paced stream is trained in its backlog's "
+          "order, at up to this much latency; 0 = never"),
     /* issue 16, one model across the group: the model topic (app/group.h) */
     K_TYP("group.sync", CFG__STRING, group_sync, "none",
           "how the group's workers share one model through <topic.prefix>.model: none "

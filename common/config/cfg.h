@@ -120,6 +120,7 @@ typedef struct m3_cfg {
     int order_event_time;                 /* input.order.event_time, bool */
     int order_buffer;                     /* input.order.buffer: messages in all */
     int64_t order_idle_ms;                /* input.order.idle.ms: wait for a lagging partition */
+    int64_t order_live_wait_ms;           /* input.order.live.wait.ms: and for a caught-up one */
     int loss_fail;                        /* input.loss.fail, bool: stop when input is lost */
     /* issue 16, one model across the group (app/group.h) */
     char group_sync[M3_NAME_MAX * 2];     /* group.sync: none, sum, scaled, avg, mixed */

@@ -1774,6 +1774,31 @@ int codec_decode(const codec *c, const void *msg, size_t len, m3_event *out,
                               reason_size);
 }
 
+/* Skip a string (its length must fit in what is left). */
+static int codec__skip_string(codec__rd *r) {
+    int64_t n;
+    if (codec__rd_long(r, &n)) return -1;
+    if (n < 0 || (uint64_t)n > (uint64_t)(r->end - r->p)) return -1;
+    r->p += n;
+    return 0;
+}
+
+int codec_peek_ts(const codec *c, const void *msg, size_t len, int64_t *ts_ms) {
+    const uint8_t *b = msg;
+    if (len < CODEC_HEADER_LEN || b[0] != CODEC__MAGIC0 || b[1] != CODEC__MAGIC1) return 0;
+    uint64_t fp = 0;
+    for (int i = 7; i >= 0; i--) fp = fp << 8 | b[2 + i];
+    int strings;   /* before ts_ms: the id (a Conversion's own, then its impression's) */
+    if (fp == c->fp[M3_EV_IMPRESSION] || fp == c->fp[M3_EV_SCORE_REQUEST]) strings = 1;
+    else if (fp == c->fp[M3_EV_CONVERSION]) strings = 2;
+    else return 0;
+    char reason[CODEC_REASON_MAX];   /* written only when the bytes do not parse */
+    codec__rd r = {b + CODEC_HEADER_LEN, b + len, {"", NULL, NULL, -1, reason, sizeof reason}};
+    for (int i = 0; i < strings; i++)
+        if (codec__skip_string(&r)) return 0;
+    return codec__rd_long(&r, ts_ms) == 0;
+}
+
 /* ---------------------------------------------------------------------------------- */
 /* Encoder                                                                             */
 

@@ -93,6 +93,16 @@ int codec_decode_datum(const codec *c, uint64_t fp, const void *datum, size_t le
 int codec_decode(const codec *c, const void *buf, size_t len, m3_event *out,
                  char *reason, size_t reason_size);
 
+/* The event time of a single-object message written with the reader's own schema of an
+ * input record (Impression, Conversion, ScoreRequest), read without decoding the rest:
+ * the id strings before ts_ms are skipped, their lengths checked against the bytes left.
+ * Returns 1 with *ts_ms set, or 0 when it cannot tell that cheaply - another framing,
+ * another writer schema, a Prediction, bytes before ts_ms that do not parse - and then
+ * only codec_decode (or fmt_decode) can. What follows ts_ms is not looked at: a message
+ * peeked may still be refused by codec_decode. The worker's event-time order peeks every
+ * message before it decodes it once (docs/results.md: ~1.4 us less CPU per event). */
+int codec_peek_ts(const codec *c, const void *buf, size_t len, int64_t *ts_ms);
+
 /* Encode *ev (header + datum) into buf of capacity cap. Returns the encoded length, or -1
  * with `reason` filled when ev is invalid (wrong type, empty id, string not terminated
  * within its capacity, map size out of range, empty or duplicate map key, non-finite

@@ -9,6 +9,7 @@
 typedef struct {
     void *item;
     int64_t ts;
+    int64_t arrived;        /* monotonic ms: when it was pushed (the live wait's clock) */
 } ord__slot;
 
 typedef struct {
@@ -26,15 +27,20 @@ struct ord {
     ord__src *src;
     int n_src, cap;
     int64_t idle_ms;
+    int64_t live_ms;        /* the live wait: while an assigned source is empty, whatever
+                               its lag, nothing goes out before the longest-buffered item
+                               has been here this long */
     long long total;
+    int64_t stream_ts;      /* the newest event time handed out (ORD_TS_UNKNOWN: none) */
+    long long behind;       /* items handed out with an event time below it */
     int n_held;
 };
 
-ord *ord_new(int n_sources, int cap, int64_t idle_ms, int64_t now_ms, char *errstr,
-             size_t errstr_size) {
-    if (n_sources < 1 || cap < 1 || idle_ms < 0) {
-        err_set(errstr, errstr_size, "order buffer: %d sources, capacity %d, idle %lld ms",
-                n_sources, cap, (long long)idle_ms);
+ord *ord_new(int n_sources, int cap, int64_t idle_ms, int64_t live_ms, int64_t now_ms,
+             char *errstr, size_t errstr_size) {
+    if (n_sources < 1 || cap < 1 || idle_ms < 0 || live_ms < 0) {
+        err_set(errstr, errstr_size, "order buffer: %d sources, capacity %d, idle %lld ms, "
+                "live wait %lld ms", n_sources, cap, (long long)idle_ms, (long long)live_ms);
         return NULL;
     }
     ord *o = calloc(1, sizeof *o);
@@ -46,6 +52,8 @@ ord *ord_new(int n_sources, int cap, int64_t idle_ms, int64_t now_ms, char *errs
     o->n_src = n_sources;
     o->cap = cap;
     o->idle_ms = idle_ms;
+    o->live_ms = live_ms;
+    o->stream_ts = ORD_TS_UNKNOWN;
     ord_clear(o, NULL, now_ms);
     return o;
 }
@@ -88,11 +96,11 @@ static int ord__grow(ord__src *s) {
     return 0;
 }
 
-int ord_push(ord *o, int src, int64_t ts, void *item) {
+int ord_push(ord *o, int src, int64_t ts, void *item, int64_t now_ms) {
     ord__src *s = &o->src[src];
     if (ord__grow(s) != 0) return -1;
     if (ts == ORD_TS_UNKNOWN) ts = s->last_ts;   /* keeps its place behind its predecessor */
-    s->ring[(s->head + s->n) % s->alloc] = (ord__slot){item, ts};
+    s->ring[(s->head + s->n) % s->alloc] = (ord__slot){item, ts, now_ms};
     s->n++;
     s->last_ts = ts;
     s->asked = 0;
@@ -116,10 +124,23 @@ static int ord__earliest(const ord *o) {
     return best;
 }
 
+/* When the longest-buffered item arrived (the FIFOs are in arrival order: a head's). */
+static int64_t ord__oldest_arrival(const ord *o) {
+    int64_t oldest = INT64_MAX;
+    for (int i = 0; i < o->n_src; i++)
+        if (o->src[i].n && o->src[i].ring[o->src[i].head].arrived < oldest)
+            oldest = o->src[i].ring[o->src[i].head].arrived;
+    return oldest;
+}
+
 /* Remove src's head; a source that runs empty starts its idle clock. */
 static void *ord__take(ord *o, int src, int64_t now_ms) {
     ord__src *s = &o->src[src];
     void *item = s->ring[s->head].item;
+    int64_t ts = s->ring[s->head].ts;
+    if (ts != ORD_TS_UNKNOWN && o->stream_ts != ORD_TS_UNKNOWN && ts < o->stream_ts) o->behind++;
+    if (ts != ORD_TS_UNKNOWN && (o->stream_ts == ORD_TS_UNKNOWN || ts > o->stream_ts))
+        o->stream_ts = ts;
     s->head = (s->head + 1) % s->alloc;
     s->n--;
     o->total--;
@@ -130,24 +151,35 @@ static void *ord__take(ord *o, int src, int64_t now_ms) {
     return item;
 }
 
-/* An empty source that lags and whose idle time is not over holds everything back. */
-static int ord__waiting(ord *o, int64_t now_ms, ord_lag_fn lag, void *ud) {
+/* Whether an empty source holds everything back now: one that lags, for idle_ms after it
+ * ran empty (*live_hold untouched); *live_hold is set when an empty source is assigned
+ * here at all (the live wait applies). lag is asked once per emptying, again while the
+ * answer is not known. */
+static int ord__waiting(ord *o, int64_t now_ms, ord_lag_fn lag, void *ud, int *live_hold) {
     int wait = 0;
     for (int i = 0; i < o->n_src; i++) {
         ord__src *s = &o->src[i];
         if (s->n) continue;
-        if (!s->asked || s->lagging < 0) {   /* not known yet: asked again */
+        if (!s->asked || s->lagging == -1) {   /* not known yet: asked again */
             int l = lag ? lag(ud, i) : 0;
-            s->lagging = l < 0 ? -1 : l != 0;
+            s->lagging = l == ORD_UNASSIGNED ? ORD_UNASSIGNED : l < 0 ? -1 : l != 0;
             s->asked = 1;
         }
+        if (s->lagging == ORD_UNASSIGNED) continue;
+        *live_hold = 1;
         if (s->lagging && now_ms - s->empty_since < o->idle_ms) wait = 1;
     }
     return wait;
 }
 
 void *ord_pop(ord *o, int64_t now_ms, ord_lag_fn lag, void *ud, int *src_out) {
-    if (!o->total || ord__waiting(o, now_ms, lag, ud)) return NULL;
+    int live_hold = 0;
+    if (!o->total || ord__waiting(o, now_ms, lag, ud, &live_hold)) return NULL;
+    /* the live wait: while a partition is empty its next message may be on its way (a
+     * live stream's). Once some message has been here live_ms, whatever was produced
+     * before it is here too (the bound on lateness live_ms stands for), and with it every
+     * message of an earlier event time: the earliest head may go */
+    if (live_hold && now_ms - ord__oldest_arrival(o) < o->live_ms) return NULL;
     int src = ord__earliest(o);
     *src_out = src;
     return ord__take(o, src, now_ms);
@@ -163,14 +195,25 @@ void *ord_pop_any(ord *o, int *src_out) {
 int64_t ord_wait_ms(const ord *o, int64_t now_ms) {
     if (!o->total) return -1;
     int64_t left = -1;
+    int live_hold = 0;
     for (int i = 0; i < o->n_src; i++) {
         const ord__src *s = &o->src[i];
-        if (s->n || !s->asked || !s->lagging) continue;
+        if (s->n || (s->asked && s->lagging == ORD_UNASSIGNED)) continue;
+        live_hold = 1;   /* not asked yet: it may hold back */
+        if (!s->asked || !s->lagging) continue;
         int64_t l = s->empty_since + o->idle_ms - now_ms;
         if (l < 0) continue;
         if (left < 0 || l < left) left = l;
     }
+    if (live_hold && o->live_ms > 0) {   /* when the longest-buffered has waited live_ms */
+        int64_t l = ord__oldest_arrival(o) + o->live_ms - now_ms;
+        if (l >= 0 && (left < 0 || l < left)) left = l;
+    }
     return left;
+}
+
+long long ord_behind(const ord *o) {
+    return o->behind;
 }
 
 int ord_hold(ord *o, int src) {
@@ -202,4 +245,5 @@ void ord_clear(ord *o, ord_drop_fn drop, int64_t now_ms) {
     }
     o->total = 0;
     o->n_held = 0;
+    o->stream_ts = ORD_TS_UNKNOWN;   /* a new assignment's stream (behind stays counted) */
 }
