@@ -5,7 +5,8 @@
  * keeps its place; an empty partition that lags holds everything back for idle_ms and no
  * longer, one at its high watermark not at all; a full partition is held and released at
  * half; offsets below the expected one are duplicates, above it gaps; a clear drops and
- * forgets everything.
+ * forgets everything; a lone far-future time goes out at once (ord_set_ahead), a jump of
+ * two in a row moves the stream time.
  * Worker: a backlog of three scenario topics produced before the worker starts is trained
  * in event-time order (the predictions, in the order the worker made them, never go back
  * in event time), where fetch order goes back by minutes; a worker stopped (SIGSTOP) while the broker drops what it has not read reports
@@ -98,6 +99,44 @@ static void test_module(void) {
     dropped = 0;
     ord_free(o, drop_fn);
     CHECK_EQ_INT(dropped, 1);
+}
+
+/* ord_set_ahead: a lone far-future time goes out at once and moves nothing; a real jump
+ * (two in a row) moves the stream time and the order resumes by event time. */
+static void test_far_ahead(void) {
+    char err[256];
+    int items[16], src;
+    ord *o = ord_new(3, 64, 0, 0, 0, err, sizeof err);
+    CHECK_MSG(o, "%s", err);
+    ord_set_ahead(o, 1000);
+    ord_push(o, 0, 100, &items[0], 0);
+    CHECK(ord_pop(o, 0, NULL, NULL, &src) == &items[0]);          /* stream time 100 */
+    /* source 0: an absurd time, then normal ones; sources 1 and 2 hold normal times */
+    ord_push(o, 0, INT64_MAX, &items[1], 0);
+    ord_push(o, 0, 150, &items[2], 0);
+    ord_push(o, 1, 110, &items[3], 0);
+    ord_push(o, 1, 160, &items[4], 0);
+    ord_push(o, 2, 120, &items[5], 0);
+    void *expect[5] = {&items[1], &items[3], &items[5], &items[2], &items[4]};
+    for (int i = 0; i < 5; i++) CHECK_MSG(ord_pop(o, 0, NULL, NULL, &src) == expect[i], "item %d", i);
+    CHECK_EQ_INT(ord_behind(o), 0);                 /* the absurd time set nothing */
+    /* every source jumps 10,000 ahead together: confirmed, then event-time order again */
+    ord_push(o, 0, 10200, &items[6], 0);
+    ord_push(o, 0, 10500, &items[7], 0);
+    ord_push(o, 1, 10300, &items[8], 0);
+    ord_push(o, 1, 10400, &items[9], 0);
+    CHECK(ord_pop(o, 0, NULL, NULL, &src) == &items[6]);          /* its neighbour agrees */
+    void *rest[3] = {&items[8], &items[9], &items[7]};
+    for (int i = 0; i < 3; i++) CHECK_MSG(ord_pop(o, 0, NULL, NULL, &src) == rest[i], "jump %d", i);
+    CHECK_EQ_INT(ord_behind(o), 0);
+    /* without the bound the absurd time waits behind everything else */
+    ord_set_ahead(o, 0);
+    ord_push(o, 0, INT64_MAX, &items[10], 0);
+    ord_push(o, 1, 10600, &items[11], 0);
+    ord_push(o, 1, 10700, &items[12], 0);
+    ord_push(o, 2, 10650, &items[13], 0);
+    CHECK(ord_pop(o, 0, NULL, NULL, &src) == &items[11]);
+    ord_free(o, NULL);
 }
 
 /* The live wait (input.order.live.wait.ms): while an assigned source is empty, even at
@@ -377,6 +416,7 @@ static void test_sink_paces(kio_mock *m) {
 
 int main(void) {
     test_module();
+    test_far_ahead();
     test_live_wait();
     char err[512];
     codec *cd = codec_new(err, sizeof err);

@@ -1025,6 +1025,7 @@ static int check_topics(worker *w, char *err, size_t n) {
     int share = w->cfg.order_buffer / (w->n_topics * parts);   /* each source's share */
     w->ord = ord_new(w->n_topics * parts, share < 16 ? 16 : share, w->cfg.order_idle_ms,
                      w->cfg.order_live_wait_ms, clk_mono_ms(), err, n);
+    if (w->ord) ord_set_ahead(w->ord, w->cfg.time_max_ahead_ms);
     return w->ord ? 0 : -1;
 }
 

@@ -21,6 +21,8 @@ typedef struct {
     int asked;              /* lag asked since it ran empty */
     int lagging;            /* the answer: 1, 0, or -1 not known (asked again) */
     int held;
+    int64_t jump_ts;        /* the last item taken from it was this far-ahead time, not
+                               yet confirmed by a neighbour (ORD_TS_UNKNOWN: it was not) */
 } ord__src;
 
 struct ord {
@@ -33,6 +35,8 @@ struct ord {
     long long total;
     int64_t stream_ts;      /* the newest event time handed out (ORD_TS_UNKNOWN: none) */
     long long behind;       /* items handed out with an event time below it */
+    int64_t ahead_ms;       /* ord_set_ahead: an item this far past stream_ts goes out
+                               at once; 0 = no such bound */
     int n_held;
 };
 
@@ -108,7 +112,24 @@ int ord_push(ord *o, int src, int64_t ts, void *item, int64_t now_ms) {
     return 0;
 }
 
-/* The source with the earliest head (the lowest index among equal times), or -1. */
+void ord_set_ahead(ord *o, int64_t ahead_ms) {
+    o->ahead_ms = ahead_ms > 0 ? ahead_ms : 0;
+}
+
+/* |a - b| <= d, without overflow whatever the times. */
+static int ord__within(int64_t a, int64_t b, int64_t d) {
+    uint64_t gap = a >= b ? (uint64_t)a - (uint64_t)b : (uint64_t)b - (uint64_t)a;
+    return gap <= (uint64_t)d;
+}
+
+/* Whether event time ts is more than ahead_ms past the stream time. */
+static int ord__far(const ord *o, int64_t ts) {
+    return o->ahead_ms > 0 && ts != ORD_TS_UNKNOWN && o->stream_ts != ORD_TS_UNKNOWN &&
+           ts > o->stream_ts && !ord__within(ts, o->stream_ts, o->ahead_ms);
+}
+
+/* The source with the earliest head (the lowest index among equal times), or -1. A head
+ * far ahead of the stream time counts as at the stream time: it goes out now. */
 static int ord__earliest(const ord *o) {
     int best = -1;
     int64_t best_ts = 0;
@@ -116,6 +137,7 @@ static int ord__earliest(const ord *o) {
         const ord__src *s = &o->src[i];
         if (!s->n) continue;
         int64_t ts = s->ring[s->head].ts;
+        if (ord__far(o, ts)) ts = o->stream_ts;
         if (best < 0 || ts < best_ts) {
             best = i;
             best_ts = ts;
@@ -133,14 +155,33 @@ static int64_t ord__oldest_arrival(const ord *o) {
     return oldest;
 }
 
-/* Remove src's head; a source that runs empty starts its idle clock. */
+/* Whether far-ahead time ts, taken from s, is a jump its neighbours agree with: the item
+ * taken from s before it, or the one after it, within ahead_ms of it (two in a row, as the
+ * learner's admission confirms a jump). */
+static int ord__confirmed(const ord *o, const ord__src *s, int64_t ts) {
+    if (s->jump_ts != ORD_TS_UNKNOWN && ord__within(ts, s->jump_ts, o->ahead_ms)) return 1;
+    if (s->n < 2) return 0;
+    int64_t next = s->ring[(s->head + 1) % s->alloc].ts;
+    return next != ORD_TS_UNKNOWN && ord__within(next, ts, o->ahead_ms);
+}
+
+/* Remove src's head; a source that runs empty starts its idle clock. A far-ahead item
+ * moves the stream time only when confirmed: one absurd time neither holds its partition
+ * back behind every other nor sets the order for the rest. */
 static void *ord__take(ord *o, int src, int64_t now_ms) {
     ord__src *s = &o->src[src];
     void *item = s->ring[s->head].item;
     int64_t ts = s->ring[s->head].ts;
-    if (ts != ORD_TS_UNKNOWN && o->stream_ts != ORD_TS_UNKNOWN && ts < o->stream_ts) o->behind++;
-    if (ts != ORD_TS_UNKNOWN && (o->stream_ts == ORD_TS_UNKNOWN || ts > o->stream_ts))
-        o->stream_ts = ts;
+    int far = ord__far(o, ts);
+    if (far && !ord__confirmed(o, s, ts)) {
+        s->jump_ts = ts;
+    } else {
+        s->jump_ts = ORD_TS_UNKNOWN;
+        if (ts != ORD_TS_UNKNOWN && o->stream_ts != ORD_TS_UNKNOWN && ts < o->stream_ts)
+            o->behind++;
+        if (ts != ORD_TS_UNKNOWN && (o->stream_ts == ORD_TS_UNKNOWN || ts > o->stream_ts))
+            o->stream_ts = ts;
+    }
     s->head = (s->head + 1) % s->alloc;
     s->n--;
     o->total--;
@@ -239,7 +280,7 @@ void ord_clear(ord *o, ord_drop_fn drop, int64_t now_ms) {
             if (drop) drop(s->ring[(s->head + k) % s->alloc].item);
         s->head = s->n = 0;
         s->next = -1;
-        s->last_ts = ORD_TS_UNKNOWN;
+        s->last_ts = s->jump_ts = ORD_TS_UNKNOWN;
         s->empty_since = now_ms;
         s->asked = s->lagging = s->held = 0;
     }

@@ -54,6 +54,15 @@ typedef void (*ord_drop_fn)(void *item);
  * with errstr filled. */
 ord *ord_new(int n_sources, int cap, int64_t idle_ms, int64_t live_ms, int64_t now_ms,
              char *errstr, size_t errstr_size);
+/* An item whose event time is more than ahead_ms (> 0; 0 = no bound, the default) past
+ * the stream time (the newest handed out) goes out at once instead of waiting behind every
+ * other partition's messages (the worker passes time.max.ahead.ms: the learner's
+ * admission then judges it), and moves the stream time only when the item before or
+ * after it in its partition is within ahead_ms of it (a real jump: two in a row). So one
+ * message with an absurd future time neither holds its partition back nor reorders the
+ * rest. */
+void ord_set_ahead(ord *o, int64_t ahead_ms);
+
 /* Drop every item (drop(item) on each, when drop is not NULL) and free o. NULL: no-op. */
 void ord_free(ord *o, ord_drop_fn drop);
 
