@@ -98,6 +98,7 @@ typedef struct {
     uint64_t stale_batches[GRP_STALE_BUCKETS]; /* and in this worker's minibatches */
     double stale_ms_sum, stale_batches_sum, stale_ms_max, stale_batches_max;
     int snapshot_loaded;           /* at start: 1 loaded, 0 none on the topic, -1 refused */
+    uint32_t snapshot_format;      /* the loaded one's: 2, or 1 (no Adam state); 0: none */
     uint64_t snapshots;            /* snapshots written */
     uint64_t covered;              /* blobs skipped as in the loaded snapshot already */
     char last_refusal[256];        /* the last refusal's reason, "" if none */
