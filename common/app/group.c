@@ -524,6 +524,11 @@ static void grp__close(grp *g) {
     if (g->ss && sync_step(g->ss)) g->st.grad_steps++;
     g->stepped_round = g->acc_round;
     g->acc_n = 0;
+    /* a member owes its blob of the next round from now: its silence counts from here, not
+     * from its last blob (which may be a whole wait for a silent member old) */
+    int64_t now = clk_mono_ms();
+    for (int i = 0; i < g->n_peers; i++)
+        if (g->peers[i].live && g->peers[i].last_ms < now) g->peers[i].last_ms = now;
 }
 
 /* Before a gradient of round r is taken: a newer round than the one being gathered closes
