@@ -24,7 +24,8 @@
  *     runs it): the group's CTR AUC over every committed prediction is within AUC_TOL of
  *     one worker's on the same stream (run afterwards in a group of its own).
  * M3_IT_GROUP_CHANGELOG=false runs the same with both keys off (it then fails: the figures
- * it prints show what the moves cost). */
+ * it prints show what the moves cost). M3_IT_GROUP_SYNC=grad runs the group with the grad
+ * rule instead of sum (and prints each worker's dense checksum). */
 #include "pipeline.h"
 
 #include <signal.h>
@@ -50,6 +51,7 @@
 
 static char bootstrap[128], kafka_dir[512];
 static int changelog_on = 1;
+static char sync_set[64] = "group.sync=sum";   /* M3_IT_GROUP_SYNC */
 static int reference_run;   /* spawn_group: one worker alone, neither key on */
 
 static void worker_paths(int w, int restart, char *store, char *report, char *log, size_t n) {
@@ -83,7 +85,7 @@ static pid_t spawn_group(const pl_stream *s, int w, int restart, const char *suf
     int group_keys = changelog_on && !reference_run;
     char *extra[] = {"--set", set_store[w],
                      "--set", group_keys ? "group.changelog=true" : "group.changelog=false",
-                     "--set", group_keys ? "group.sync=sum" : "group.sync=none",
+                     "--set", group_keys ? sync_set : "group.sync=none",
                      "--set", group_keys ? "batch.size=128" : "batch.size=256",
                      "--set", "checkpoint.interval.ms=1000", "--set", "checkpoint.sync=false",
                      "--set", "kafka.session.timeout.ms=6000",
@@ -334,6 +336,8 @@ static double sum_of(json_node *const *r, int n, const char *key) {
 int main(void) {
     const char *off = getenv("M3_IT_GROUP_CHANGELOG");
     changelog_on = !(off && strcmp(off, "false") == 0);
+    const char *rule = getenv("M3_IT_GROUP_SYNC");
+    if (rule && *rule) snprintf(sync_set, sizeof sync_set, "group.sync=%s", rule);
     memset(click_of, -1, sizeof click_of);
     pl_read_bootstrap(bootstrap, sizeof bootstrap, kafka_dir, sizeof kafka_dir);
     char err[512];
@@ -452,9 +456,14 @@ int main(void) {
         CHECK(applied > 0);
         CHECK_EQ_INT(gerr, 0);
         double g = group_auc(pc.seen), one = one_worker_auc(&s);
-        fprintf(stderr, "it_group: CTR AUC over the committed predictions %.4f (group.sync=sum, "
+        for (int w = 0; w < N_WORKERS; w++)
+            fprintf(stderr, "it_group: worker %d: dense checksum %s, %.0f grad steps, %.0f peers "
+                    "given up\n", w + 1, json_string(json_get(r[w], "group.dense_checksum"), "?"),
+                    json_number(json_get(r[w], "group.grad_steps"), 0),
+                    json_number(json_get(r[w], "group.peers_gone"), 0));
+        fprintf(stderr, "it_group: CTR AUC over the committed predictions %.4f (%s, "
                 "group.changelog=true), "
-                "one worker alone %.4f: %+.4f (tolerance %.3f)\n", g, one, g - one, AUC_TOL);
+                "one worker alone %.4f: %+.4f (tolerance %.3f)\n", g, sync_set, one, g - one, AUC_TOL);
         CHECK(g >= one - AUC_TOL);
         refuse_bad_record(&s);
         warn_when_off(&s);
