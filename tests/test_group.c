@@ -99,16 +99,22 @@ static void *step_thread(void *p) {
     return NULL;
 }
 
-/* group.sync=grad with `bits`: a and b start from the same model, train on different data,
- * and after every round their dense parameters and Adam steps are the same bit for bit,
- * and moved. On topics of their own (prefix), so no earlier blob or snapshot is read. */
-static void grad_rounds(const char *prefix, int bits) {
+/* Fresh topics under prefix (no earlier blob or snapshot is read); returns the old ones. */
+static topics fresh_topics(const char *prefix) {
     char err[512];
     const char *scen[] = {"a", "b"};
     topics keep = tp;
     CHECK_MSG(topics_init(&tp, prefix, scen, 2, err, sizeof err) == 0, "%s", err);
     CHECK_MSG(kio_mock_create_topic(mock, tp.model, 1, err, sizeof err) == 0, "%s", err);
     CHECK_MSG(kio_mock_create_topic(mock, tp.model_snapshot, 1, err, sizeof err) == 0, "%s", err);
+    return keep;
+}
+
+/* group.sync=grad with `bits`: a and b start from the same model, train on different data,
+ * and after every round their dense parameters and Adam steps are the same bit for bit,
+ * and moved. On topics of their own (prefix), so no earlier blob or snapshot is read. */
+static void grad_rounds(const char *prefix, int bits) {
+    topics keep = fresh_topics(prefix);
     m3_model *ma = make(4), *mb = make(4);
     size_t np = m3_n_params(ma);
     float *start = malloc(np * sizeof(float));
@@ -185,17 +191,6 @@ static void produce_to(const char *topic, const char *key, const void *val, size
 
 static void produce(const char *key, const void *val, size_t len) {
     produce_to(tp.model, key, val, len);
-}
-
-/* Fresh topics under prefix (no earlier blob or snapshot is read); returns the old ones. */
-static topics fresh_topics(const char *prefix) {
-    char err[512];
-    const char *scen[] = {"a", "b"};
-    topics keep = tp;
-    CHECK_MSG(topics_init(&tp, prefix, scen, 2, err, sizeof err) == 0, "%s", err);
-    CHECK_MSG(kio_mock_create_topic(mock, tp.model, 1, err, sizeof err) == 0, "%s", err);
-    CHECK_MSG(kio_mock_create_topic(mock, tp.model_snapshot, 1, err, sizeof err) == 0, "%s", err);
-    return keep;
 }
 
 /* A grad member: its transport, model and training steps (grp_step's version). */
