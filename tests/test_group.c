@@ -140,6 +140,11 @@ static void grad_rounds(const char *prefix, int bits) {
     grp_stats_get(b, &sb);
     CHECK_EQ_INT(sa.rounds, ROUNDS);
     CHECK_EQ_INT(sa.refused + sb.refused + sa.errors + sb.errors, 0);
+    /* each took the other's gradients (a first blob that waited for librdkafka's topic
+     * scan, up to a second, left every round to one member's gradient) */
+    CHECK_MSG(sa.applied >= ROUNDS - 1 && sb.applied >= ROUNDS - 1, "applied %llu and %llu "
+              "of the other's %d blobs", (unsigned long long)sa.applied,
+              (unsigned long long)sb.applied, ROUNDS);
     /* a round holds both members' gradients: no more steps than rounds (a leapfrog of
      * rounds, one gradient each, took twice as many) */
     CHECK_MSG(sa.grad_steps >= ROUNDS - 1 && sa.grad_steps <= ROUNDS &&
