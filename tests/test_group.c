@@ -313,6 +313,34 @@ static void grad_give_up(const char *prefix) {
     tp = keep;
 }
 
+/* grad: a worker alone (no sync point, its model steps by itself) writes a snapshot at a
+ * revocation; a worker that starts from it holds its dense parameters and Adam step, and
+ * takes the snapshot's group state without an error (no round in it). */
+static void grad_alone_snapshot(const char *prefix) {
+    topics keep = fresh_topics(prefix);
+    m3_model *ma = make(4), *mc = make(4);
+    grp *a = open_grp_rule(ma, SYNC_GRAD, 32, 0, 2000);
+    grp_step(a, 1, 1, 0);   /* alone */
+    train(ma, 2);
+    grp_step(a, 2, 1, 0);
+    CHECK_EQ_INT(m3_steps(ma), 2);
+    grp_revoked(a, 1, 0);
+    grp *c = open_grp_rule(mc, SYNC_GRAD, 32, 0, 2000);
+    grp_stats st;
+    grp_stats_get(c, &st);
+    CHECK_EQ_INT(st.snapshot_loaded, 1);
+    CHECK_EQ_INT(st.snapshot_format, 2);
+    CHECK_MSG(st.errors == 0, "%llu errors taking the alone writer's snapshot",
+              (unsigned long long)st.errors);
+    CHECK_EQ_INT(m3_steps(mc), 2);
+    CHECK(memcmp(m3_params(ma), m3_params(mc), m3_n_params(ma) * sizeof(float)) == 0);
+    grp_destroy(a);
+    grp_destroy(c);
+    m3_destroy(ma);
+    m3_destroy(mc);
+    tp = keep;
+}
+
 /* A format-1 snapshot payload (the dense parameters alone, no rows) of m with `version`
  * in its header, as shard 0 and a manifest on the snapshot topic. */
 static void put_snapshot_v1(m3_model *m, uint32_t version) {
@@ -571,6 +599,7 @@ int main(void) {
     grad_joiner("tgj", 32);
     grad_joiner("tgk", 16);
     grad_give_up("tgl");
+    grad_alone_snapshot("tgn");
     snapshot_formats("tgm");
     free(before);
     m3_destroy(ma);

@@ -399,7 +399,8 @@ static int grp__state_load(grp *g, const unsigned char *b, size_t len, char *err
     if (!head[1]) return err_set(errstr, n, "its writer did not run the grad rule");
     grp__peer *peers = calloc(cnt[1] + 16u, sizeof *peers);
     if (!peers) return err_set(errstr, n, "out of memory");
-    if (sync_round_load(g->ss, b + r.off, rl, errstr, n) != 0) {
+    /* no round bytes: its writer was alone (no sync point), nothing being gathered */
+    if ((rl || cnt[0]) && sync_round_load(g->ss, b + r.off, rl, errstr, n) != 0) {
         free(peers);
         return -1;
     }
