@@ -2,7 +2,11 @@
  * reaches a peer exactly, its own blobs are skipped, a corrupt blob or one of another
  * configuration is refused and changes nothing, a worker alone publishes nothing, the
  * stale-synchronous wait waits for a live peer and gives up on a silent one; under the grad
- * rule two members that train on different data end every round bit-identical. */
+ * rule two members that train on different data end every round bit-identical, a member
+ * that joins from a snapshot taken in the middle of a round is bit-identical to them after
+ * every later round (the snapshot carries Adam's state and the round), a silent member is
+ * given up at one place of the topic by every member (itself included); a snapshot of
+ * format 1 still loads (without Adam's state), one of an unknown format is refused. */
 #include <math.h>
 #include <pthread.h>
 #include <stdint.h>
@@ -12,6 +16,7 @@
 #include "check.h"
 #include "app/group.h"
 #include "base/clock.h"
+#include "base/hash.h"
 #include "config/cfg.h"
 #include "engine/emb.h"
 #include "engine/model.h"
@@ -94,16 +99,22 @@ static void *step_thread(void *p) {
     return NULL;
 }
 
-/* group.sync=grad with `bits`: a and b start from the same model, train on different data,
- * and after every round their dense parameters and Adam steps are the same bit for bit,
- * and moved. On topics of their own (prefix), so no earlier blob or snapshot is read. */
-static void grad_rounds(const char *prefix, int bits) {
+/* Fresh topics under prefix (no earlier blob or snapshot is read); returns the old ones. */
+static topics fresh_topics(const char *prefix) {
     char err[512];
     const char *scen[] = {"a", "b"};
     topics keep = tp;
     CHECK_MSG(topics_init(&tp, prefix, scen, 2, err, sizeof err) == 0, "%s", err);
     CHECK_MSG(kio_mock_create_topic(mock, tp.model, 1, err, sizeof err) == 0, "%s", err);
     CHECK_MSG(kio_mock_create_topic(mock, tp.model_snapshot, 1, err, sizeof err) == 0, "%s", err);
+    return keep;
+}
+
+/* group.sync=grad with `bits`: a and b start from the same model, train on different data,
+ * and after every round their dense parameters and Adam steps are the same bit for bit,
+ * and moved. On topics of their own (prefix), so no earlier blob or snapshot is read. */
+static void grad_rounds(const char *prefix, int bits) {
+    topics keep = fresh_topics(prefix);
     m3_model *ma = make(4), *mb = make(4);
     size_t np = m3_n_params(ma);
     float *start = malloc(np * sizeof(float));
@@ -129,6 +140,11 @@ static void grad_rounds(const char *prefix, int bits) {
     grp_stats_get(b, &sb);
     CHECK_EQ_INT(sa.rounds, ROUNDS);
     CHECK_EQ_INT(sa.refused + sb.refused + sa.errors + sb.errors, 0);
+    /* each took the other's gradients (a first blob that waited for librdkafka's topic
+     * scan, up to a second, left every round to one member's gradient) */
+    CHECK_MSG(sa.applied >= ROUNDS - 1 && sb.applied >= ROUNDS - 1, "applied %llu and %llu "
+              "of the other's %d blobs", (unsigned long long)sa.applied,
+              (unsigned long long)sb.applied, ROUNDS);
     /* a round holds both members' gradients: no more steps than rounds (a leapfrog of
      * rounds, one gradient each, took twice as many) */
     CHECK_MSG(sa.grad_steps >= ROUNDS - 1 && sa.grad_steps <= ROUNDS &&
@@ -154,6 +170,7 @@ static void grad_rounds(const char *prefix, int bits) {
             grp_step((g), (version), 0, 0);                                               \
             grp_stats_get((g), &s_);                                                   \
             const grp_stats *st = &s_;                                                 \
+            (void)st;                                                                  \
             if (cond) break;                                                           \
             CHECK_MSG(clk_mono_ms() < until_, "timed out waiting for %s", #cond);      \
             struct timespec d_ = {0, 5 * 1000000L};                                    \
@@ -179,6 +196,214 @@ static void produce_to(const char *topic, const char *key, const void *val, size
 
 static void produce(const char *key, const void *val, size_t len) {
     produce_to(tp.model, key, val, len);
+}
+
+/* A grad member: its transport, model and training steps (grp_step's version). */
+typedef struct {
+    grp *g;
+    m3_model *m;
+    int64_t v;
+} member;
+
+/* One round: each of the n members trains a minibatch (different data) and steps, on
+ * threads of their own (each waits for the others' blobs). */
+static void round_of(member *ms, int n) {
+    pthread_t t[4];
+    step_arg a[4];
+    for (int i = 0; i < n; i++) {
+        train(ms[i].m, 1);
+        a[i] = (step_arg){ms[i].g, ++ms[i].v};
+        CHECK(pthread_create(&t[i], NULL, step_thread, &a[i]) == 0);
+    }
+    for (int i = 0; i < n; i++) pthread_join(t[i], NULL);
+}
+
+/* Members 1..n-1 hold member 0's dense parameters and Adam step, bit for bit. */
+static void check_same(const member *ms, int n, const char *what, int r) {
+    size_t np = m3_n_params(ms[0].m);
+    for (int i = 1; i < n; i++) {
+        CHECK_MSG(memcmp(m3_params(ms[0].m), m3_params(ms[i].m), np * sizeof(float)) == 0,
+                  "%s: member %d's dense parameters differ from member 0's after round %d",
+                  what, i, r);
+        CHECK_EQ_INT(m3_steps(ms[i].m), m3_steps(ms[0].m));
+    }
+}
+
+/* grad with `bits`: a and b share K rounds; b's blob of the next round is in when a
+ * (the owner of partition 0) writes a snapshot at a revocation; c starts from it (a
+ * joiner, or a restarted worker: a new sender either way) and, after a's blob ends that
+ * round, a, b and c hold the same dense parameters and Adam step after every round. */
+static void grad_joiner(const char *prefix, int bits) {
+    enum { K = 3, R = 4 };
+    topics keep = fresh_topics(prefix);
+    member ms[3] = {{NULL, make(4), 0}, {NULL, make(4), 0}, {NULL, make(4), 0}};
+    ms[0].g = open_grp_rule(ms[0].m, SYNC_GRAD, bits, 0, 5000);
+    ms[1].g = open_grp_rule(ms[1].m, SYNC_GRAD, bits, 0, 5000);
+    for (int r = 1; r <= K; r++) {
+        round_of(ms, 2);
+        check_same(ms, 2, "two members", r);
+    }
+    train(ms[1].m, 1);
+    step_arg ab = {ms[1].g, ++ms[1].v};
+    pthread_t tb;
+    CHECK(pthread_create(&tb, NULL, step_thread, &ab) == 0);   /* b waits for a's blob */
+    STEP_UNTIL(ms[0].g, ms[0].v, st->applied == K + 1);      /* b's is in a's round */
+    grp_revoked(ms[0].g, 0, 1);
+    ms[2].g = open_grp_rule(ms[2].m, SYNC_GRAD, bits, 0, 5000);
+    grp_stats sc;
+    grp_stats_get(ms[2].g, &sc);
+    CHECK_EQ_INT(sc.snapshot_loaded, 1);
+    CHECK_EQ_INT(sc.snapshot_format, 2);
+    train(ms[0].m, 1);
+    grp_step(ms[0].g, ++ms[0].v, 0, 0);   /* a's blob: the round ends */
+    pthread_join(tb, NULL);
+    STEP_UNTIL(ms[2].g, 0, m3_steps(ms[2].m) == m3_steps(ms[0].m));
+    check_same(ms, 3, "a joiner in the round of its snapshot", K + 1);
+    for (int r = K + 2; r <= K + 1 + R; r++) {
+        round_of(ms, 3);
+        check_same(ms, 3, bits == 16 ? "a joiner from a snapshot (16 bits)" :
+                   "a joiner from a snapshot", r);
+    }
+    for (int i = 0; i < 3; i++) {
+        grp_stats st;
+        grp_stats_get(ms[i].g, &st);
+        CHECK_MSG(st.refused + st.errors == 0, "member %d: %s", i, st.last_refusal);
+        grp_destroy(ms[i].g);
+        m3_destroy(ms[i].m);
+    }
+    tp = keep;
+}
+
+/* grad: c stops training after two rounds; a and b wait for it, one of them publishes
+ * that it is given up, and every member - c too, which was not waiting - applies that at
+ * the same place of the topic: all three step the same rounds and stay identical, and c's
+ * next blob makes it a member again. */
+static void grad_give_up(const char *prefix) {
+    topics keep = fresh_topics(prefix);
+    member ms[3];
+    for (int i = 0; i < 3; i++) {
+        ms[i].m = make(4);
+        ms[i].v = 0;
+        ms[i].g = open_grp_rule(ms[i].m, SYNC_GRAD, 32, 0, 1500);
+    }
+    round_of(ms, 3);
+    round_of(ms, 3);
+    check_same(ms, 3, "three members", 2);
+    round_of(ms, 2);   /* c silent */
+    grp_stats sa, sb, sc;
+    grp_stats_get(ms[0].g, &sa);
+    grp_stats_get(ms[1].g, &sb);
+    /* once each (more only if the loaded machine kept a live member silent as long: every
+     * member still counts the same give-ups, at the same places) */
+    CHECK_MSG(sa.gone >= 1 && sa.gone == sb.gone, "gave up %llu and %llu times",
+              (unsigned long long)sa.gone, (unsigned long long)sb.gone);
+    CHECK_EQ_INT(sa.grad_steps, sb.grad_steps);
+    STEP_UNTIL(ms[2].g, ms[2].v, st->grad_steps == sa.grad_steps);
+    check_same(ms, 3, "a member given up", 3);
+    round_of(ms, 3);   /* c's blob: a member again */
+    check_same(ms, 3, "a member back", 4);
+    grp_stats_get(ms[0].g, &sa);
+    grp_stats_get(ms[2].g, &sc);
+    CHECK(sa.gone >= 1 && sc.gone >= 1);
+    STEP_UNTIL(ms[0].g, ms[0].v, st->peers_live == 2);   /* c's blob read: a member again */
+    for (int i = 0; i < 3; i++) {
+        grp_destroy(ms[i].g);
+        m3_destroy(ms[i].m);
+    }
+    tp = keep;
+}
+
+/* grad: a worker alone (no sync point, its model steps by itself) writes a snapshot at a
+ * revocation; a worker that starts from it holds its dense parameters and Adam step, and
+ * takes the snapshot's group state without an error (no round in it). */
+static void grad_alone_snapshot(const char *prefix) {
+    topics keep = fresh_topics(prefix);
+    m3_model *ma = make(4), *mc = make(4);
+    grp *a = open_grp_rule(ma, SYNC_GRAD, 32, 0, 2000);
+    grp_step(a, 1, 1, 0);   /* alone */
+    train(ma, 2);
+    grp_step(a, 2, 1, 0);
+    CHECK_EQ_INT(m3_steps(ma), 2);
+    grp_revoked(a, 1, 0);
+    grp *c = open_grp_rule(mc, SYNC_GRAD, 32, 0, 2000);
+    grp_stats st;
+    grp_stats_get(c, &st);
+    CHECK_EQ_INT(st.snapshot_loaded, 1);
+    CHECK_EQ_INT(st.snapshot_format, 2);
+    CHECK_MSG(st.errors == 0, "%llu errors taking the alone writer's snapshot",
+              (unsigned long long)st.errors);
+    CHECK_EQ_INT(m3_steps(mc), 2);
+    CHECK(memcmp(m3_params(ma), m3_params(mc), m3_n_params(ma) * sizeof(float)) == 0);
+    grp_destroy(a);
+    grp_destroy(c);
+    m3_destroy(ma);
+    m3_destroy(mc);
+    tp = keep;
+}
+
+/* A format-1 snapshot payload (the dense parameters alone, no rows) of m with `version`
+ * in its header, as shard 0 and a manifest on the snapshot topic. */
+static void put_snapshot_v1(m3_model *m, uint32_t version) {
+    size_t np = m3_n_params(m), n = 72 + np * 4 + 8;
+    unsigned char *b = malloc(16 + n);
+    CHECK(b != NULL);
+    unsigned char *p = b + 16;
+    uint32_t u32[2] = {0x4e53334dU, version};
+    uint64_t hash = m3_cfg_hash(m), n_params = np, rows = 0, seq = 0, id = 42;
+    uint32_t dw[2] = {4, 0}, wr[2] = {5, 0};
+    int64_t off = -1, ms = clk_real_ms();
+    memcpy(p, u32, 8);
+    memcpy(p + 8, &hash, 8);
+    memcpy(p + 16, &n_params, 8);
+    memcpy(p + 24, dw, 8);
+    memcpy(p + 32, &rows, 8);
+    memcpy(p + 40, &off, 8);
+    memcpy(p + 48, wr, 8);
+    memcpy(p + 56, &seq, 8);
+    memcpy(p + 64, &ms, 8);
+    memcpy(p + 72, m3_params(m), np * 4);
+    uint64_t sum = hash_fnv64(HASH_FNV64_INIT, p, 72 + np * 4);
+    memcpy(p + 72 + np * 4, &sum, 8);
+    uint32_t sh[2] = {0x5353334dU, 0}, man[2] = {0x4d53334dU, 1};
+    memcpy(b, sh, 8);
+    memcpy(b + 8, &id, 8);
+    produce_to(tp.model_snapshot, "shard.0", b, 16 + n);
+    unsigned char mf[24];
+    uint64_t total = n;
+    memcpy(mf, man, 8);
+    memcpy(mf + 8, &id, 8);
+    memcpy(mf + 16, &total, 8);
+    produce_to(tp.model_snapshot, "manifest", mf, sizeof mf);
+    free(b);
+}
+
+/* The snapshot's format versions: 1 loads (the parameters, no Adam state: the step stays
+ * the loader's), 2 is what is written, 3 is refused with the reason. */
+static void snapshot_formats(const char *prefix) {
+    topics keep = fresh_topics(prefix);
+    m3_model *mx = make(4), *md = make(4), *me = make(4);
+    size_t np = m3_n_params(mx);
+    train(mx, 3);
+    put_snapshot_v1(mx, 1);
+    grp *d = open_grp(md, -1, 2000);
+    grp_stats st;
+    grp_stats_get(d, &st);
+    CHECK_EQ_INT(st.snapshot_loaded, 1);
+    CHECK_EQ_INT(st.snapshot_format, 1);
+    CHECK(memcmp(m3_params(mx), m3_params(md), np * sizeof(float)) == 0);
+    CHECK_EQ_INT(m3_steps(md), 0);   /* Adam's step is not in format 1 */
+    grp_destroy(d);
+    put_snapshot_v1(mx, 3);
+    grp *e = open_grp(me, -1, 2000);
+    grp_stats_get(e, &st);
+    CHECK_EQ_INT(st.snapshot_loaded, -1);
+    CHECK_MSG(strstr(st.last_refusal, "format version 3") != NULL, "%s", st.last_refusal);
+    CHECK(memcmp(m3_params(mx), m3_params(me), np * sizeof(float)) != 0);
+    grp_destroy(e);
+    m3_destroy(mx);
+    m3_destroy(md);
+    m3_destroy(me);
+    tp = keep;
 }
 
 int main(void) {
@@ -371,6 +596,11 @@ int main(void) {
     grp_destroy(c);
     grad_rounds("tgg", 32);
     grad_rounds("tgh", 16);
+    grad_joiner("tgj", 32);
+    grad_joiner("tgk", 16);
+    grad_give_up("tgl");
+    grad_alone_snapshot("tgn");
+    snapshot_formats("tgm");
     free(before);
     m3_destroy(ma);
     m3_destroy(mb);

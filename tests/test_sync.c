@@ -382,6 +382,48 @@ static void test_grad_rule(void) {
     m3_destroy(a); m3_destroy(c); m3_destroy(x);
 }
 
+/* The grad rule's round being gathered travels as bytes (a snapshot taken between two
+ * steps): a member that loads another's round takes the same step from the same dense
+ * state; bytes of another size, a non-finite value or a member not in grad mode are
+ * refused and change nothing. */
+static void test_round_state(void) {
+    m3_model_cfg cfg = tiny_cfg();
+    m3_model *a = make(&cfg), *c = make(&cfg);
+    char err[256];
+    sync_state *sa = sync_new(a, 0, err, sizeof err), *sc = sync_new(c, 1, err, sizeof err);
+    CHECK(sa && sc && !sync_set_grad(sa, 1, err, sizeof err));
+    CHECK_EQ_INT(sync_round_save(sc, NULL), 0);   /* not in grad mode: no round */
+    train(a, 3, 0);
+    unsigned char *ba;
+    size_t la = sync_extract(sa, &ba, err, sizeof err);
+    sync_weight wp, wo;
+    sync_rule_weights(SYNC_GRAD, 2, &wp, &wo);
+    CHECK_EQ_INT(sync_apply(a, sa, ba, la, wo, err, sizeof err), 0);
+    size_t n = sync_round_save(sa, NULL), np = m3_n_params(a);
+    CHECK_EQ_INT(n, 16 + np * sizeof(float));
+    unsigned char *r = malloc(n);
+    CHECK(r && sync_round_save(sa, r) == n);
+    char why[256] = "";
+    CHECK_EQ_INT(sync_round_load(sc, r, n, why, sizeof why), -1);
+    CHECK_MSG(strstr(why, "grad rule") != NULL, "%s", why);
+    CHECK(!sync_set_grad(sc, 1, err, sizeof err));
+    CHECK_EQ_INT(sync_round_load(sc, r, n - 4, why, sizeof why), -1);
+    float inf = INFINITY;
+    unsigned char *bad = malloc(n);
+    memcpy(bad, r, n);
+    memcpy(bad + 16 + 4 * (np / 2), &inf, 4);
+    CHECK_EQ_INT(sync_round_load(sc, bad, n, why, sizeof why), -1);
+    CHECK_MSG(strstr(why, "finite") != NULL, "%s", why);
+    CHECK_EQ_INT(sync_step(sc), 0);   /* the refused loads put nothing in */
+    CHECK_EQ_INT(sync_round_load(sc, r, n, err, sizeof err), 0);
+    CHECK(sync_step(sa) == 1 && sync_step(sc) == 1);
+    CHECK_MSG(memcmp(m3_params(a), m3_params(c), np * sizeof(float)) == 0,
+              "a loaded round stepped differently");
+    free(r); free(bad); free(ba);
+    sync_destroy(sa); sync_destroy(sc);
+    m3_destroy(a); m3_destroy(c);
+}
+
 /* --sync.bits 16: the grad rule's gradient in bfloat16 - 2 bytes a value, both workers
  * still the same after the step, and what the rounding dropped goes out with the next
  * blob (error feedback); the bfloat16 flag on a delta blob is refused. */
@@ -620,6 +662,7 @@ int main(void) {
     test_refusals();
     test_counters();
     test_grad_rule();
+    test_round_state();
     test_bf16();
     test_error_feedback();
     test_stale_lr();

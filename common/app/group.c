@@ -11,6 +11,7 @@
 #include "base/clock.h"
 #include "base/err.h"
 #include "base/hash.h"
+#include "base/wire.h"
 #include "engine/sync.h"
 
 #define GRP__POLL_MS 5        /* without a new minibatch the topic is read at most this often */
@@ -20,6 +21,9 @@
 #define GRP__LOG_ERRORS 20    /* transport errors logged in full; after them every 100th */
 #define GRP__ROUND "m3rec.round"   /* header: the sender's round (decimal) */
 #define GRP__IDLE "m3rec.idle"     /* header of a blob-less message: "do not wait for me" */
+#define GRP__GONE "m3rec.gone"     /* header of a blob-less message (grad): "<id>:<round>",
+                                      that member is given up here */
+#define GRP__STATE_MAGIC 0x5347334dU   /* "M3GS": the group's state in a snapshot */
 #define GRP__IDLE_MS 100   /* no minibatch this long while a peer is a round ahead: idle */
 #define GRP__RETENTION_MS "3600000"   /* a blob is for the live group: an hour is plenty */
 #define GRP__SNAP_SEGMENT_MS "600000"   /* compaction keeps about 10 min of snapshots */
@@ -35,6 +39,7 @@ typedef struct {
     uint64_t round;       /* the round of its newest blob applied (header GRP__ROUND) */
     int64_t last_ms;      /* monotonic: when its last blob arrived */
     uint64_t applied, refused;
+    int gone_asked;       /* grad: this worker published its give-up (grp__expire) */
 } grp__peer;
 
 struct grp {
@@ -164,12 +169,18 @@ static kio_producer *grp__producer(const kio_prop *props, int n_props, char *err
 }
 
 static void grp__receive(grp *g, int timeout_ms);
+static void grp__adopt(grp *g);
+static int grp__announce_gone(grp *g, uint64_t id, uint64_t round);
 
 /* A new sync point under a new sender id: peers tell this run of blobs from an earlier
  * one (whose sequence numbers restart), and a snapshot's writer_seq_end stays exact. */
 static int grp__new_sender(grp *g, char *errstr, size_t n) {
     sync_destroy(g->ss);
-    for (int i = 0; i < g->n_peers; i++)   /* grad: its earlier self is no member any more */
+    /* its earlier self is no member any more: under the grad rule every member must give
+     * it up at the same place of the topic, so it says so there (a message) */
+    if (g->grad && g->extracts > 0)
+        grp__announce_gone(g, g->st.sender, g->round_pub);
+    for (int i = 0; i < g->n_peers && !g->grad; i++)
         if (g->peers[i].id == g->st.sender) g->peers[i].live = 0;
     g->st.sender = grp__sender_id(g);
     snprintf(g->key, sizeof g->key, "%" PRIu32, g->st.sender);
@@ -190,6 +201,8 @@ static int grp__new_sender(grp *g, char *errstr, size_t n) {
 static int grp__load(grp *g, char *errstr, size_t n) {
     char why[512];
     double t0 = clk_mono_s();
+    free(g->loaded.state);   /* an earlier load's, not adopted */
+    g->loaded.state = NULL;
     g->snap_loaded = grp__snap_load(g->rd, g->tp.model_snapshot, g->m, &g->loaded, GRP__LOAD_MS,
                                     why, sizeof why);
     if (g->snap_loaded == 1) {
@@ -204,6 +217,12 @@ static int grp__load(grp *g, char *errstr, size_t n) {
                 clk_mono_s() - t0, g->loaded.bytes, g->loaded.rows,
                 (double)(clk_real_ms() - g->loaded.written_ms) / 1000.0, g->loaded.writer,
                 g->topic, from);
+        if (g->loaded.version < 2)
+            fprintf(stderr, "m3rec-worker: group.sync: the snapshot is of format %" PRIu32
+                    ": it holds no Adam state (moments, step) and no round, so this worker's "
+                    "dense steps start from fresh moments and differ from its peers'%s\n",
+                    g->loaded.version, g->grad ? " (grad: until a snapshot of the current "
+                    "format is loaded)" : "");
     } else if (g->snap_loaded == 0) {
         fprintf(stderr, "m3rec-worker: group.sync: no snapshot on %s: starting from this "
                 "worker's own model\n", g->tp.model_snapshot);
@@ -233,6 +252,18 @@ static kio_reader *grp__reader(const kio_prop *props, int n_props, char *errstr,
     return r;
 }
 
+/* Let the model producer learn the model topic's partitions now: librdkafka looks a topic
+ * up at its first message only with its periodic scan, so a worker's first blob would
+ * reach its peers up to a second late (rounds go on without it meanwhile). Best effort. */
+static void grp__warm(grp *g) {
+    rd_kafka_t *rk = kio_producer_handle(g->prod);
+    rd_kafka_topic_t *t = rd_kafka_topic_new(rk, g->topic, NULL);
+    const struct rd_kafka_metadata *md = NULL;
+    if (t && rd_kafka_metadata(rk, 0, t, &md, GRP__LOAD_MS) == RD_KAFKA_RESP_ERR_NO_ERROR)
+        rd_kafka_metadata_destroy(md);
+    if (t) rd_kafka_topic_destroy(t);
+}
+
 grp *grp_new(const m3_cfg *cfg, const kio_prop *props, int n_props, const topics *tp,
              m3_model *m, char *errstr, size_t n) {
     if (errstr && n) errstr[0] = '\0';
@@ -258,9 +289,11 @@ grp *grp_new(const m3_cfg *cfg, const kio_prop *props, int n_props, const topics
     g->last_snap_ms = g->last_pub_ms = clk_mono_ms();
     g->version = g->version_sent = 0;
     if (!(g->prod = grp__producer(props, n_props, errstr, n))) goto fail;
+    grp__warm(g);
     if (!(g->rd = grp__reader(props, n_props, errstr, n))) goto fail;
     if (grp__load(g, errstr, n) != 0) goto fail;
     if (grp__new_sender(g, errstr, n) != 0) goto fail;
+    grp__adopt(g);
     int64_t from = g->snap_loaded == 1 && g->loaded.model_offset >= 0 ? g->loaded.model_offset
                                                                        : KIO_FROM_END;
     if (kio_reader_add(g->rd, g->topic, 0, from, errstr, n) != 0) goto fail;
@@ -283,6 +316,7 @@ void grp_destroy(grp *g) {
     if (g->rd) kio_reader_destroy(g->rd);
     kio_producer_destroy(g->prod);
     sync_destroy(g->ss);
+    free(g->loaded.state);
     free(g->peers);
     free(g);
 }
@@ -315,6 +349,95 @@ static int grp__live_peers(const grp *g) {
     int k = 0;
     for (int i = 0; i < g->n_peers; i++) k += g->peers[i].live && g->peers[i].id != g->st.sender;
     return k;
+}
+
+/* ---- the group's state in a snapshot ----
+ * "M3GS", the grad flag, the last round stepped, the round being gathered, the Lamport
+ * round, the blobs in the round being gathered, the peer count; the round's bytes
+ * (sync_round_save) as a u64 length and its bytes; per peer its id, round and liveness.
+ * What a member decides from the model topic's order; a joiner that adopts it at the
+ * snapshot's offset cuts the same rounds as the writer from there. */
+
+/* The state now (malloc'd, *len its size), or NULL when out of memory. */
+static unsigned char *grp__state_save(const grp *g, size_t *len) {
+    uint64_t rl = g->ss ? sync_round_save(g->ss, NULL) : 0;
+    size_t n = 8 + 24 + 8 + 8 + rl + (size_t)g->n_peers * 24;
+    unsigned char *b = malloc(n);
+    if (!b) return NULL;
+    wire_w w = {b, 0};
+    uint32_t head[2] = {GRP__STATE_MAGIC, (uint32_t)g->grad}, cnt[2] = {(uint32_t)g->acc_n,
+                                                                        (uint32_t)g->n_peers};
+    uint64_t rounds[3] = {g->stepped_round, g->acc_round, g->round};
+    wire_put(&w, head, 8);
+    wire_put(&w, rounds, 24);
+    wire_put(&w, cnt, 8);
+    wire_put(&w, &rl, 8);
+    if (rl) w.off += sync_round_save(g->ss, b + w.off);
+    for (int i = 0; i < g->n_peers; i++) {
+        uint32_t live[2] = {(uint32_t)g->peers[i].live, 0};
+        wire_put(&w, &g->peers[i].id, 8);
+        wire_put(&w, &g->peers[i].round, 8);
+        wire_put(&w, live, 8);
+    }
+    *len = w.off;
+    return b;
+}
+
+/* Parse b (len bytes) into g under the grad rule: the rounds, the round's gradients, the
+ * peers. Returns 0, or -1 with errstr (g unchanged). */
+static int grp__state_load(grp *g, const unsigned char *b, size_t len, char *errstr, size_t n) {
+    wire_r r = {b, len, 0, false};
+    uint32_t head[2] = {0, 0}, cnt[2] = {0, 0};
+    uint64_t rounds[3], rl = 0;
+    wire_get(&r, head, 8);
+    wire_get(&r, rounds, 24);
+    wire_get(&r, cnt, 8);
+    wire_get(&r, &rl, 8);
+    if (r.short_ || head[0] != GRP__STATE_MAGIC || rl > wire_left(&r) ||
+        (wire_left(&r) - rl) != (uint64_t)cnt[1] * 24)
+        return err_set(errstr, n, "the group's state in the snapshot is malformed");
+    if (!head[1]) return err_set(errstr, n, "its writer did not run the grad rule");
+    grp__peer *peers = calloc(cnt[1] + 16u, sizeof *peers);
+    if (!peers) return err_set(errstr, n, "out of memory");
+    /* no round bytes: its writer was alone (no sync point), nothing being gathered */
+    if ((rl || cnt[0]) && sync_round_load(g->ss, b + r.off, rl, errstr, n) != 0) {
+        free(peers);
+        return -1;
+    }
+    r.off += rl;
+    for (uint32_t i = 0; i < cnt[1]; i++) {
+        uint32_t live[2];
+        wire_get(&r, &peers[i].id, 8);
+        wire_get(&r, &peers[i].round, 8);
+        wire_get(&r, live, 8);
+        peers[i].live = live[0] != 0;
+        peers[i].last_ms = clk_mono_ms();   /* silent from now on, for this worker's clock */
+    }
+    free(g->peers);
+    g->peers = peers;
+    g->n_peers = (int)cnt[1];
+    g->cap_peers = (int)cnt[1] + 16;
+    g->stepped_round = rounds[0];
+    g->acc_round = rounds[1];
+    if (rounds[2] > g->round) g->round = rounds[2];
+    g->acc_n = (int)cnt[0];
+    return 0;
+}
+
+/* After a snapshot was loaded and the sync point set: under the grad rule, take the
+ * writer's state at the snapshot's offset, so that this worker cuts the same rounds as
+ * its peers from there on. The loaded bytes are freed. */
+static void grp__adopt(grp *g) {
+    char err[256];
+    unsigned char *b = g->loaded.state;
+    size_t len = g->loaded.state_len;
+    g->loaded.state = NULL;
+    g->loaded.state_len = 0;
+    if (g->grad && g->ss && g->snap_loaded == 1 && g->loaded.version >= 2 &&
+        grp__state_load(g, b, len, err, sizeof err) != 0)
+        grp__error(g, "taking the group's rounds from the snapshot (this worker's dense steps "
+                   "may differ from its peers')", err);
+    free(b);
 }
 
 /* A refused blob: counted, logged once per sender, never applied. */
@@ -359,26 +482,40 @@ static void grp__staleness(grp *g, const rd_kafka_message_t *m) {
 
 /* ---- receiving ---- */
 
-/* 1 when m carries the GRP__IDLE header. */
-static int grp__idle_of(const rd_kafka_message_t *m) {
+/* Header name's value on m into buf (cap bytes, '\0'-terminated): 1, or 0 when absent or
+ * too long. */
+static int grp__header(const rd_kafka_message_t *m, const char *name, char *buf, size_t cap) {
     rd_kafka_headers_t *h = NULL;
     const void *v = NULL;
     size_t len = 0;
-    return !rd_kafka_message_headers(m, &h) && !rd_kafka_header_get_last(h, GRP__IDLE, &v, &len);
+    if (rd_kafka_message_headers(m, &h) || rd_kafka_header_get_last(h, name, &v, &len) ||
+        len >= cap)
+        return 0;
+    if (len) memcpy(buf, v, len);
+    buf[len] = '\0';
+    return 1;
+}
+
+/* 1 when m carries the GRP__IDLE header. */
+static int grp__idle_of(const rd_kafka_message_t *m) {
+    char buf[8];
+    return grp__header(m, GRP__IDLE, buf, sizeof buf);
 }
 
 /* The round m's sender stamped on it (header GRP__ROUND), 0 when absent. */
 static uint64_t grp__round_of(const rd_kafka_message_t *m) {
-    rd_kafka_headers_t *h = NULL;
-    const void *v = NULL;
-    size_t len = 0;
     char buf[24];
-    if (rd_kafka_message_headers(m, &h) || rd_kafka_header_get_last(h, GRP__ROUND, &v, &len) ||
-        !v || len >= sizeof buf)
-        return 0;
-    memcpy(buf, v, len);
-    buf[len] = '\0';
-    return strtoull(buf, NULL, 10);
+    return grp__header(m, GRP__ROUND, buf, sizeof buf) ? strtoull(buf, NULL, 10) : 0;
+}
+
+/* A give-up (header GRP__GONE "<id>:<round>"): 1 with the member and its round then. */
+static int grp__gone_of(const rd_kafka_message_t *m, uint64_t *id, uint64_t *round) {
+    char buf[48], *end = NULL;
+    if (!grp__header(m, GRP__GONE, buf, sizeof buf)) return 0;
+    *id = strtoull(buf, &end, 10);
+    if (!end || *end != ':') return 0;
+    *round = strtoull(end + 1, &end, 10);
+    return end && !*end;
 }
 
 /* ---- the grad rule's rounds ---- */
@@ -388,6 +525,11 @@ static void grp__close(grp *g) {
     if (g->ss && sync_step(g->ss)) g->st.grad_steps++;
     g->stepped_round = g->acc_round;
     g->acc_n = 0;
+    /* a member owes its blob of the next round from now: its silence counts from here, not
+     * from its last blob (which may be a whole wait for a silent member old) */
+    int64_t now = clk_mono_ms();
+    for (int i = 0; i < g->n_peers; i++)
+        if (g->peers[i].live && g->peers[i].last_ms < now) g->peers[i].last_ms = now;
 }
 
 /* Before a gradient of round r is taken: a newer round than the one being gathered closes
@@ -436,9 +578,25 @@ static int grp__admit(grp *g, grp__peer *p, const rd_kafka_message_t *m, const c
     }
     if (info.sender == g->covered_writer && info.seq < g->covered_seq_end) {
         g->covered++;   /* its writer's, in the snapshot already */
-        return 0;
+        /* grad: its rows are (the writer applied them when it trained), its gradient is
+         * not (the writer takes it when read back): taken as the writer takes its own */
+        return g->grad ? 2 : 0;
     }
     return 1;
+}
+
+/* A give-up (grad) from the model topic: member id is no longer waited for, here, at the
+ * same place on every member, unless a blob of it newer than round came before. */
+static void grp__gone(grp *g, uint64_t id, uint64_t round) {
+    for (int i = 0; i < g->n_peers; i++) {
+        grp__peer *p = &g->peers[i];
+        if (p->id != id || !p->live || p->round > round) continue;
+        p->live = 0;
+        g->st.gone++;
+        fprintf(stderr, "m3rec-worker: group.sync: sender %" PRIu64 " given up by the group at "
+                "round %" PRIu64 ": not waited for until its next blob\n", id, round);
+    }
+    grp__round_done(g);
 }
 
 /* One message of the model topic: skipped when it is this worker's own (under the grad
@@ -451,6 +609,11 @@ static void grp__take(grp *g, const rd_kafka_message_t *m) {
     int own = id_ok && (uint32_t)id == g->st.sender;
     if (own) g->st.own++;
     if (own && !g->grad) return;
+    uint64_t gid, ground;
+    if (id_ok && !m->len && g->grad && grp__gone_of(m, &gid, &ground)) {
+        grp__gone(g, gid, ground);
+        return;
+    }
     grp__peer *p = grp__peer_get(g, id_ok ? id : UINT64_MAX);
     if (!id_ok) {
         grp__refuse(g, p, sender[0] ? sender : "(no key)", "the key is not a sender id");
@@ -463,14 +626,16 @@ static void grp__take(grp *g, const rd_kafka_message_t *m) {
         grp__round_done(g);
         return;
     }
-    if (!grp__admit(g, p, m, sender, id)) return;
+    int admit = grp__admit(g, p, m, sender, id);
+    if (!admit) return;
     if (g->grad && !g->ss) return;   /* alone: no round to put a gradient in */
     uint64_t round = grp__round_of(m);
     if (g->grad) grp__round_open(g, round);
     sync_weight wp, wo;
     sync_rule_weights(g->rule, 1 + grp__live_peers(g) + (p && !p->live), &wp, &wo);
     if (!own) grp__staleness(g, m);
-    if (sync_apply(g->m, g->ss, m->payload, m->len, own ? wo : wp, why, sizeof why) != 0) {
+    if (sync_apply(g->m, g->ss, m->payload, m->len, own || admit == 2 ? wo : wp, why,
+                   sizeof why) != 0) {
         grp__refuse(g, p, sender, why);
         return;
     }
@@ -482,6 +647,7 @@ static void grp__take(grp *g, const rd_kafka_message_t *m) {
     if (p) {   /* NULL: out of memory for the peer table: applied, not waited for */
         p->applied++;
         p->live = 1;
+        p->gone_asked = 0;
         p->round = round;
         if (p->round > g->round) g->round = p->round;   /* a Lamport clock: rounds align */
         p->last_ms = clk_mono_ms();
@@ -504,7 +670,7 @@ static void grp__receive(grp *g, int timeout_ms) {
         return;
     }
     for (int i = 0; i < k; i++) {
-        grp__take(g, msgs[i]);
+            grp__take(g, msgs[i]);
         g->next_offset = msgs[i]->offset + 1;
         rd_kafka_message_destroy(msgs[i]);
     }
@@ -560,12 +726,36 @@ static int grp__publish(grp *g) {
 
 /* ---- bounded staleness ---- */
 
-/* A live peer this worker is more than S rounds ahead of, or NULL. A peer silent for
- * group.sync.wait.ms stops being live (logged). */
+/* Under the grad rule, publish that member id (its last round) is given up: every member
+ * applies it where it sits in the topic (grp__gone), so all cut the same rounds. Returns 0,
+ * or -1 (counted and logged). */
+static int grp__announce_gone(grp *g, uint64_t id, uint64_t round) {
+    char err[512], who[48], rnd[24];
+    snprintf(who, sizeof who, "%" PRIu64 ":%" PRIu64, id, round);
+    snprintf(rnd, sizeof rnd, "%" PRIu64, g->round);
+    const char *hdrs[] = {GRP__ROUND, rnd, GRP__GONE, who};
+    if (kio_produce(g->prod, g->topic, g->key, strlen(g->key), "", 0, hdrs, 2, err, sizeof err) != 0) {
+        grp__error(g, "publishing a give-up", err);
+        return -1;
+    }
+    kio_producer_poll(g->prod);
+    return 0;
+}
+
+/* A peer silent for group.sync.wait.ms stops being live (logged); under the grad rule
+ * this worker asks the group to give it up instead (grp__announce_gone), once. */
 static void grp__expire(grp *g, int64_t now) {
     for (int i = 0; i < g->n_peers; i++) {
         grp__peer *p = &g->peers[i];
         if (!p->live || p->id == g->st.sender || now - p->last_ms < g->wait_ms) continue;
+        if (g->grad) {
+            if (!p->gone_asked && grp__announce_gone(g, p->id, p->round) == 0) {
+                p->gone_asked = 1;
+                fprintf(stderr, "m3rec-worker: group.sync: sender %" PRIu64 " silent for %lld "
+                        "ms: asking the group to give it up\n", p->id, (long long)(now - p->last_ms));
+            }
+            continue;
+        }
         p->live = 0;
         g->st.gone++;
         fprintf(stderr, "m3rec-worker: group.sync: sender %" PRIu64 " silent for %lld ms: "
@@ -638,7 +828,7 @@ static void grp__set_alone(grp *g, int alone) {
     }
 }
 
-/* Write a snapshot of the model now (at a boundary). */
+/* Write a snapshot of the model and the group's state now (at a boundary). */
 static void grp__snapshot(grp *g) {
     char err[512];
     grp__snap_meta meta = {0};
@@ -646,7 +836,13 @@ static void grp__snapshot(grp *g) {
     meta.writer = g->st.sender;
     meta.writer_seq_end = g->extracts;
     g->last_snap_ms = clk_mono_ms();
-    if (grp__snap_write(g->prod, g->tp.model_snapshot, g->m, &meta, err, sizeof err) != 0) {
+    size_t sl = 0;
+    unsigned char *state = grp__state_save(g, &sl);
+    int rc = state ? grp__snap_write(g->prod, g->tp.model_snapshot, g->m, &meta, state, sl, err,
+                                     sizeof err)
+                   : err_set(err, sizeof err, "out of memory");
+    free(state);
+    if (rc != 0) {
         grp__error(g, "writing a snapshot", err);
         return;
     }
@@ -675,10 +871,28 @@ void grp_assigned(grp *g) {
     g->rd = rd;
     int rc = grp__load(g, err, sizeof err);
     g->rd = keep;
-    kio_reader_destroy(rd);
-    if (rc != 0) grp__error(g, "reading the snapshot at the first assignment", err);
-    else if (g->snap_loaded == 1 && grp__new_sender(g, err, sizeof err) != 0)
+    if (rc != 0 || g->snap_loaded != 1) {
+        if (rc != 0) grp__error(g, "reading the snapshot at the first assignment", err);
+        kio_reader_destroy(rd);
+        return;
+    }
+    /* the model topic from the offset the snapshot covers, with the new reader: what the
+     * old one read past it is read again, at its place in the order, as the writer did */
+    if (g->loaded.model_offset >= 0) {
+        if (kio_reader_add(rd, g->topic, 0, g->loaded.model_offset, err, sizeof err) == 0) {
+            kio_reader_destroy(keep);
+            g->rd = rd;
+            rd = NULL;
+            g->next_offset = g->loaded.model_offset;
+        } else {
+            grp__error(g, "reading the model topic from the snapshot's offset", err);
+        }
+    }
+    if (rd) kio_reader_destroy(rd);
+    if (grp__new_sender(g, err, sizeof err) != 0)
         grp__error(g, "a sync point after the snapshot", err);
+    else
+        grp__adopt(g);
 }
 
 /* No minibatch for GRP__IDLE_MS while a live peer is a round ahead (it may be waiting for
@@ -734,6 +948,7 @@ void grp_stats_get(const grp *g, grp_stats *st) {
     *st = g->st;
     st->peers_live = grp__live_peers(g);
     st->snapshot_loaded = g->snap_loaded;
+    st->snapshot_format = g->snap_loaded == 1 ? g->loaded.version : 0;
     st->snapshots = g->snapshots;
     st->covered = g->covered;
 }
@@ -771,9 +986,11 @@ void grp_write_json(const grp *g, json_writer *w) {
         {"errors", (double)s.errors}, {"peers_seen", g->n_peers}, {"waits", (double)s.waits},
         {"wait_s", s.wait_s}, {"peers_gone", (double)s.gone},
         {"idle_sent", (double)s.idle_sent}, {"idle_received", (double)s.idle_received},
-        {"sync_cpu_s", s.cpu_s}, {"grad_steps", (double)s.grad_steps}, {"covered_skipped", (double)g->covered},
+        {"sync_cpu_s", s.cpu_s}, {"grad_steps", (double)s.grad_steps},
+        {"grad_round", (double)g->stepped_round}, {"covered_skipped", (double)g->covered},
         {"snapshot_loaded_rows", loaded ? (double)g->loaded.rows : 0},
         {"snapshot_loaded_offset", loaded ? (double)g->loaded.model_offset : -1},
+        {"snapshot_loaded_format", loaded ? (double)g->loaded.version : 0},
         {"snapshots_written", (double)g->snapshots}, {"snapshot_bytes", (double)g->written.bytes},
         {"staleness_ms_mean", s.stale_ms_sum / na}, {"staleness_ms_max", s.stale_ms_max},
         {"staleness_batches_mean", s.stale_batches_sum / na},

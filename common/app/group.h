@@ -37,19 +37,27 @@
  * (read back, not applied at publishing), goes into the round in the model topic's order;
  * the round is stepped at the first message after which every live member (the worker
  * itself by the same rule) has a blob of it or a later round in, or at a blob of a newer
- * round; a late blob joins the round being gathered. Every member reads the same order, so
- * all cut the same rounds and stay bit-identical; they may drift only when a silent peer is
- * given up by the clock (at different offsets), when a joiner starts from a snapshot (it
- * has no Adam state) or when a model is rolled back. After its blob a worker waits until
- * its round is stepped, at most 2 x group.sync.wait.ms.
+ * round; a late blob joins the round being gathered. Every member reads the same order and
+ * liveness changes only at messages, so all cut the same rounds and stay bit-identical: a
+ * peer silent group.sync.wait.ms since the last round ended is given up by a blob-less
+ * message (header m3rec.gone "<id>:<round>") that the worker waiting for it publishes and
+ * every member applies where it sits (a worker that changes its sender id gives its
+ * earlier self up the same way); a joiner adopts the snapshot's Adam state and group
+ * state (below). They may drift only when a worker's own blob does not come back within
+ * 2 x group.sync.wait.ms (it steps on what it has, logged) or a model is rolled back.
+ * After its blob a worker waits until its round is stepped.
  *
  * Snapshot (group.snapshot.interval.ms): the owner of input partition 0 writes the whole
- * shared model - the dense parameters and every shared row in memory - to the compacted
+ * shared model - the dense parameters with Adam's moments and step, every shared row in
+ * memory, and the group's state at the offset it covers (the grad rule's round being
+ * gathered, the last round stepped, each member's liveness and round) - to the compacted
  * <topic.prefix>.model.snapshot in shards under the size limit, with the model-topic offset
  * it covers (every blob below it is in it) and how many of its own blobs are in it; so does
  * a worker alone when its partitions are revoked. grp_new loads the newest complete one
- * (refusals as for blobs) before the first sync point and reads the model topic from that
- * offset, skipping its writer's blobs already in it. The snapshot replaces the shared part
+ * (refusals as for blobs; format 1, without Adam's state, still loads, logged) before the
+ * first sync point and reads the model topic from that offset, skipping its writer's blobs
+ * already in it (under the grad rule their gradients, not in it, are taken as the writer
+ * takes its own). The snapshot replaces the shared part
  * of a model restored from a local store too: with peers, the group's model is newer than
  * any one worker's checkpoint; what is per partition (user rows, UPT states, pending
  * conversions, offsets) stays the store's.
@@ -98,6 +106,7 @@ typedef struct {
     uint64_t stale_batches[GRP_STALE_BUCKETS]; /* and in this worker's minibatches */
     double stale_ms_sum, stale_batches_sum, stale_ms_max, stale_batches_max;
     int snapshot_loaded;           /* at start: 1 loaded, 0 none on the topic, -1 refused */
+    uint32_t snapshot_format;      /* the loaded one's: 2, or 1 (no Adam state); 0: none */
     uint64_t snapshots;            /* snapshots written */
     uint64_t covered;              /* blobs skipped as in the loaded snapshot already */
     char last_refusal[256];        /* the last refusal's reason, "" if none */
@@ -137,9 +146,10 @@ void grp_revoked(grp *g, int was_alone, int owner);
 /* The worker's first assignment (in the rebalance callback): a worker joining a running
  * group - new, or restarted after a crash - loads the snapshot the owner of partition 0
  * wrote at the revocation just before (grp_revoked), so that it trains on the group's
- * model, not on the one it started with; its sync point restarts under a new sender id.
- * What it applied of its peers' blobs between its start and this moment (a rebalance:
- * little) is replaced. Later assignments, and NULL: no-op. */
+ * model, not on the one it started with; it reads the model topic from the snapshot's
+ * offset with a new reader, and its sync point restarts under a new sender id. What it
+ * applied of its peers' blobs between its start and this moment is replaced. Later
+ * assignments, and NULL: no-op. */
 void grp_assigned(grp *g);
 
 /* Deliver what is queued, waiting at most timeout_ms (at shutdown). NULL is a no-op. */

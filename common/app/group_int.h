@@ -20,18 +20,25 @@ typedef struct {
     int64_t written_ms;       /* the writer's real clock */
     uint64_t rows;            /* shared rows in it */
     size_t bytes;             /* the payload, shards' headers not counted */
+    uint32_t version;         /* its format: 2, or 1 (no Adam state, no group state) */
+    unsigned char *state;     /* loaded: the group's state at model_offset (group.c's
+                                 bytes, malloc'd: the caller frees), NULL if none */
+    size_t state_len;
 } grp__snap_meta;
 
-/* Write model m's shared part (dense parameters, every shared embedding row in memory) as
- * shards then a manifest to topic (compacted: keys "shard.<k>", "manifest"), with meta's
- * offset, writer and writer_seq_end; meta's id, written_ms, rows and bytes are filled.
- * Returns 0, or -1 with errstr (out of memory, the producer refused). */
+/* Write model m's shared part (dense parameters with Adam's moments and step, every
+ * shared embedding row in memory) and state (state_len bytes of the group's state at
+ * meta's offset, opaque here) as shards then a manifest to topic (compacted: keys
+ * "shard.<k>", "manifest"), with meta's offset, writer and writer_seq_end; meta's id,
+ * written_ms, rows, bytes and version are filled. Returns 0, or -1 with errstr (out of
+ * memory, non-finite parameters, the producer refused). */
 int grp__snap_write(kio_producer *p, const char *topic, m3_model *m, grp__snap_meta *meta,
-                    char *errstr, size_t errstr_size);
+                    const void *state, size_t state_len, char *errstr, size_t errstr_size);
 
 /* Read topic (the reader must not hold it) from its beginning to its end and load the
- * newest complete snapshot into m: the dense parameters replaced, each shared row
- * created or replaced (user rows are never in one). Returns 1 (meta filled), 0 when the
+ * newest complete snapshot into m: the dense parameters replaced (format 2: with Adam's
+ * moments and step; format 1: the parameters alone), each shared row created or replaced
+ * (user rows are never in one); meta->state gets the group's state. Returns 1 (meta filled), 0 when the
  * topic holds no snapshot, or -1 with errstr when the newest is refused (incomplete,
  * corrupt, another configuration or format: m unchanged) or the topic cannot be read. */
 int grp__snap_load(kio_reader *r, const char *topic, m3_model *m, grp__snap_meta *meta,

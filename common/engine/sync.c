@@ -86,6 +86,8 @@ struct sync_state {
     float *gres;           /* (n_params) what bfloat16 rounded off, sent with the next */
 };
 
+static float sync__f32(const unsigned char *p);
+
 static int sync__user_key(uint64_t key) { return (int)(key >> 56) == M3_SLOT_USER; }
 
 /* The journal entry of key, or -1. */
@@ -219,6 +221,35 @@ int sync_step(sync_state *s) {
     s->rbat = 0.0;
     s->rstale = 0;
     return 1;
+}
+
+size_t sync_round_save(const sync_state *s, void *buf) {
+    if (!s->grad) return 0;
+    size_t n = 16 + s->np * sizeof(float);
+    if (!buf) return n;
+    wire_w w = { buf, 0 };
+    wire_put(&w, &s->rbat, 8);
+    wire_put(&w, &s->rstale, 8);
+    wire_put(&w, s->rsum, s->np * sizeof(float));
+    return n;
+}
+
+int sync_round_load(sync_state *s, const void *buf, size_t len, char *errstr, size_t n) {
+    if (!s->grad || len != sync_round_save(s, NULL))
+        return err_set(errstr, n, "sync: a round of %zu bytes, this %s", len,
+                       s->grad ? "model's is another size" : "worker does not run the grad rule");
+    const unsigned char *b = buf;
+    double rbat;
+    int64_t rstale;
+    memcpy(&rbat, b, 8);
+    memcpy(&rstale, b + 8, 8);
+    int ok = isfinite(rbat) && rbat >= 0.0 && rstale >= 0;
+    for (size_t j = 0; ok && j < s->np; j++) ok = isfinite(sync__f32(b + 16 + 4 * j));
+    if (!ok) return err_set(errstr, n, "sync: a round with a value that is not finite or negative");
+    s->rbat = rbat;
+    s->rstale = rstale;
+    memcpy(s->rsum, b + 16, s->np * sizeof(float));
+    return 0;
 }
 
 void sync_destroy(sync_state *s) {

@@ -87,6 +87,15 @@ int sync_set_bf16(sync_state *s, int on, char *errstr, size_t errstr_size);
  * blob's model version; under the grad rule every member has the same version), as
  * staleness-aware asynchronous SGD does (Zhang et al., 2016). Off by default. */
 void sync_set_stale_lr(sync_state *s, int on);
+/* Under the grad rule, the round being gathered (what sync_apply put in since the last
+ * sync_step: the weighted gradient sum, its weighted minibatches, its staleness) as bytes,
+ * so that a snapshot taken between two steps carries it and a member that loads it takes
+ * the same next step: sync_round_save writes it into buf (NULL: only its size) and
+ * returns its size, 0 when s is not in grad mode; sync_round_load puts such bytes back
+ * into s (grad mode, same model shape). Returns 0, or -1 with errstr (a size that is not
+ * this model's, a value that is not finite: s unchanged). */
+size_t sync_round_save(const sync_state *s, void *buf);
+int sync_round_load(sync_state *s, const void *buf, size_t len, char *errstr, size_t errstr_size);
 /* Minibatches the model trained (m3_train steps not refused) since sync_new. */
 uint64_t sync_batches(const sync_state *s);
 
