@@ -120,17 +120,22 @@ static void test_predict_then_train(void) {
     cfg_free(&cfg);
 }
 
+/* Queues two clicked impressions in source 0, c1 and c2, and an unclicked one, u. */
+static void queue_c1_c2_u(lrn *L, sink *s) {
+    char reason[256];
+    m3_impression c1 = imp("c1", "home", T0, 1, 1), c2 = imp("c2", "home", T0 + 5, 2, 1);
+    m3_impression u = imp("u", "home", T0 + 6, 3, 0);
+    CHECK(lrn_impression(L, &c1, 0, 0, collect, s, reason, sizeof reason) == 0);
+    CHECK(lrn_impression(L, &c2, 0, 0, collect, s, reason, sizeof reason) == 0);
+    CHECK(lrn_impression(L, &u, 0, 0, collect, s, reason, sizeof reason) == 0);
+}
+
 static void test_join(void) {
     m3_cfg cfg;
     lrn *L = make(&cfg);
     sink s = {0};
     char reason[256];
-    /* two clicked impressions in source 0; one unclicked */
-    m3_impression c1 = imp("c1", "home", T0, 1, 1), c2 = imp("c2", "home", T0 + 5, 2, 1);
-    m3_impression u = imp("u", "home", T0 + 6, 3, 0);
-    CHECK(lrn_impression(L, &c1, 0, 0, collect, &s, reason, sizeof reason) == 0);
-    CHECK(lrn_impression(L, &c2, 0, 0, collect, &s, reason, sizeof reason) == 0);
-    CHECK(lrn_impression(L, &u, 0, 0, collect, &s, reason, sizeof reason) == 0);
+    queue_c1_c2_u(L, &s);
     /* c2 converts while still queued: joined in the batch */
     m3_conversion k2 = conv("c2", "home", T0 + 60000);
     CHECK(lrn_conversion(L, &k2, 0, collect, &s, reason, sizeof reason) == 0);
@@ -189,12 +194,7 @@ static void test_reveal_negative(void) {
     m3_cfg cfg;
     lrn *L = make(&cfg);
     sink s = {0};
-    char reason[256];
-    m3_impression c1 = imp("c1", "home", T0, 1, 1), c2 = imp("c2", "home", T0 + 5, 2, 1);
-    m3_impression u = imp("u", "home", T0 + 6, 3, 0);
-    CHECK(lrn_impression(L, &c1, 0, 0, collect, &s, reason, sizeof reason) == 0);
-    CHECK(lrn_impression(L, &c2, 0, 0, collect, &s, reason, sizeof reason) == 0);
-    CHECK(lrn_impression(L, &u, 0, 0, collect, &s, reason, sizeof reason) == 0);
+    queue_c1_c2_u(L, &s);
     CHECK_EQ_INT(lrn_reveal_negative(L, 0, "c2", collect, &s), 1);    /* queued */
     CHECK_EQ_INT(lrn_reveal_negative(L, 0, "u", collect, &s), 0);     /* not clicked */
     CHECK_EQ_INT(lrn_reveal_negative(L, 1, "c1", collect, &s), 0);    /* another source */

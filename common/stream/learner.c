@@ -737,6 +737,12 @@ static void collect_expired(lrn *L) {
     if (L->n_srcs) L->expire_from = (L->expire_from + 1) % L->n_srcs;
 }
 
+/* Whether queued impression i's CTCVR label is known with its batch: not clicked,
+ * converted while queued, or revealed as a negative (lrn_reveal_negative). */
+static int label_known(const lrn *L, int i) {
+    return L->ex[i].y_click < 0.5f || L->tags[i].converted || L->tags[i].known_negative;
+}
+
 /* Each training row's role for the fake-negative methods (LRN__ROW_*). A click trains
  * its fake negative at once, or (esdfm with an elapsed time) as a settled copy; a settled
  * negative is defer's copy, or a click whose window closed before its elapsed time. */
@@ -744,8 +750,7 @@ static void assign_roles(lrn *L, int B) {
     for (int i = 0; i < B; i++) {
         const m3_example *ex = &L->ex[i];
         if (i < L->n_imp)
-            L->role[i] = ex->y_click < 0.5f || L->tags[i].converted || L->tags[i].known_negative
-                             ? LRN__ROW_PLAIN
+            L->role[i] = label_known(L, i) ? LRN__ROW_PLAIN
                          : L->elapse_ms > 0 ? LRN__ROW_WAIT : LRN__ROW_FAKE_NEG;
         else if (L->settled[i - L->n_imp].copy)
             L->role[i] = LRN__ROW_FAKE_NEG;
@@ -798,7 +803,7 @@ static void measure_impressions(lrn *L) {
     for (int i = 0; i < L->n_imp; i++) {
         m3_example *ex = &L->ex[i];
         ex->slices = (uint8_t)m3_slice_flags(L->models[0], i);
-        int known = ex->y_click < 0.5f || L->tags[i].converted || L->tags[i].known_negative;
+        int known = label_known(L, i);
         for (int m = 0; m < L->n_models; m++) {
             float pc = L->p_ctr[m][i];
             if (m > 0) prediction_finite(L, m, pc, L->p_cvr[m][i]);   /* the primary's: emit */
@@ -815,7 +820,7 @@ static void measure_impressions(lrn *L) {
 static void park_clicked(lrn *L) {
     for (int i = 0; i < L->n_imp; i++) {
         const m3_example *ex = &L->ex[i];
-        if (ex->y_click < 0.5f || L->tags[i].converted || L->tags[i].known_negative) continue;
+        if (label_known(L, i)) continue;
         float p_ctcvr[LRN_MAX_MODELS], p_cvr[LRN_MAX_MODELS];
         unsigned char snap[PEND_SNAP_MAX];
         for (int m = 0; m < L->n_models; m++) {

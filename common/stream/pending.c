@@ -543,7 +543,7 @@ void pend_clear(pend_table *t) {
         pend__slot_free(t, (uint32_t)i);
     }
     t->live = 0;
-    t->n_heap = 0;   /* every node was stale or freed */
+    t->n_heap = t->n_eheap = 0;   /* every node was stale or freed */
     memset(t->idx.v, 0xff, t->idx.cap * sizeof *t->idx.v);
     t->idx.n = 0;
     memset(t->late_idx.v, 0xff, t->late_idx.cap * sizeof *t->late_idx.v);
