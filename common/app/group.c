@@ -180,8 +180,6 @@ static int grp__new_sender(grp *g, char *errstr, size_t n) {
      * it up at the same place of the topic, so it says so there (a message) */
     if (g->grad && g->extracts > 0)
         grp__announce_gone(g, g->st.sender, g->round_pub);
-    for (int i = 0; i < g->n_peers && !g->grad; i++)
-        if (g->peers[i].id == g->st.sender) g->peers[i].live = 0;
     g->st.sender = grp__sender_id(g);
     snprintf(g->key, sizeof g->key, "%" PRIu32, g->st.sender);
     g->extracts = 0;
@@ -1004,7 +1002,7 @@ void grp_write_json(const grp *g, json_writer *w) {
     /* the dense parameters' checksum: under the grad rule the same on every member */
     char sum[24];
     snprintf(sum, sizeof sum, "%016" PRIx64,
-             sync_checksum(m3_params(g->m), m3_n_params(g->m) * sizeof(float)));
+             hash_words64(m3_params(g->m), m3_n_params(g->m) * sizeof(float)));
     json_key(w, "dense_checksum");
     json_str(w, sum);
     json_key(w, "snapshot_loaded");

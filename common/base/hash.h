@@ -1,5 +1,5 @@
 /* hash.h - the hashes every module shares: splitmix64 (a finalizer and a random stream)
- * and FNV-1a. Header-only: each is a few instructions on a hot path.
+ * FNV-1a, and a word-wise checksum. Header-only: each is a few instructions on a hot path.
  *
  * Changing any of these changes stored keys, model initialisations and checkpoint
  * checksums: the test fixtures pin them. */
@@ -7,6 +7,7 @@
 #define M3_HASH_H
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 /* splitmix64's finalizer (Stafford's mix 13): a bijection on 64 bits. */
 static inline uint64_t hash_fin64(uint64_t x) {
@@ -35,6 +36,26 @@ static inline double hash_unit(uint64_t h) { return (double)(h >> 11) * (1.0 / 9
 static inline uint64_t hash_fnv64(uint64_t h, const void *p, size_t n) {
     const unsigned char *b = p;
     for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 0x100000001b3ULL;
+    return h;
+}
+
+/* A 64-bit checksum of n bytes at memory speed: FNV-1a's step on 8-byte words in four
+ * independent lanes, the tail byte-wise, the length and a finaliser (byte-wise FNV-1a took
+ * ~2 ms a megabyte). Each step is a bijection of its lane, so any one changed word changes
+ * the sum. Not a hash for tables: for checksums of blobs and parameters. */
+static inline uint64_t hash_words64(const void *p, size_t n) {
+    const unsigned char *b = p;
+    uint64_t lane[4] = { HASH_FNV64_INIT, HASH_FNV64_INIT ^ 1, HASH_FNV64_INIT ^ 2,
+                         HASH_FNV64_INIT ^ 3 };
+    size_t i = 0;
+    for (; i + 32 <= n; i += 32)
+        for (int k = 0; k < 4; k++) {
+            uint64_t w;
+            memcpy(&w, b + i + 8 * k, 8);
+            lane[k] = (lane[k] ^ w) * 0x100000001b3ULL;
+        }
+    uint64_t h = hash_fnv64(HASH_FNV64_INIT, b + i, n - i) ^ (uint64_t)n;
+    for (int k = 0; k < 4; k++) h = hash_fin64(h ^ lane[k]);
     return h;
 }
 

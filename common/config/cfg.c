@@ -949,8 +949,7 @@ int cfg_check(m3_cfg *c, char *errstr, size_t errstr_size) {
         return cfg__check_fail(c, http, 1, errstr, errstr_size, msg);
     }
     static const char *const feedback[] = { "join.feedback" };
-    if (strcmp(c->join_feedback, "window") != 0 && strcmp(c->join_feedback, "fnw") != 0 &&
-        strcmp(c->join_feedback, "defer") != 0 && strcmp(c->join_feedback, "esdfm") != 0) {
+    if (!cfg__one_of(c->join_feedback, "window|fnw|defer|esdfm")) {
         snprintf(msg, sizeof msg, "join.feedback=%s: expected window, fnw, defer or esdfm",
                  c->join_feedback);
         return cfg__check_fail(c, feedback, 1, errstr, errstr_size, msg);

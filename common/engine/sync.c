@@ -31,24 +31,7 @@ typedef struct {
 #define SYNC__ROW_BYTES(d) (8 + 4 * (size_t)(d) + 4)
 _Static_assert(sizeof(sync__head) == SYNC__HEAD_BYTES, "the header has no padding");
 
-uint64_t sync_checksum(const void *p, size_t n) {
-    /* FNV-1a's step on 8-byte words in four independent lanes: byte-wise FNV-1a took
-     * ~2 ms a megabyte, most of an in-process sync round's CPU. Each step is a bijection of
-     * its lane, so any one changed word changes the sum. */
-    const unsigned char *b = p;
-    uint64_t lane[4] = { HASH_FNV64_INIT, HASH_FNV64_INIT ^ 1, HASH_FNV64_INIT ^ 2,
-                         HASH_FNV64_INIT ^ 3 };
-    size_t i = 0;
-    for (; i + 32 <= n; i += 32)
-        for (int k = 0; k < 4; k++) {
-            uint64_t w;
-            memcpy(&w, b + i + 8 * k, 8);
-            lane[k] = (lane[k] ^ w) * 0x100000001b3ULL;
-        }
-    uint64_t h = hash_fnv64(HASH_FNV64_INIT, b + i, n - i) ^ (uint64_t)n;
-    for (int k = 0; k < 4; k++) h = hash_fin64(h ^ lane[k]);
-    return h;
-}
+uint64_t sync_checksum(const void *p, size_t n) { return hash_words64(p, n); }
 
 /* A delta a float cannot hold exactly: its low part, at a flat index (dense parameters
  * first, then the rows' coordinates in blob order). */
@@ -87,6 +70,11 @@ struct sync_state {
 };
 
 static float sync__f32(const unsigned char *p);
+
+/* c + d, saturating at UINT32_MAX (a row's counter). */
+static uint32_t sync__sat_add(uint32_t c, uint32_t d) {
+    return c > UINT32_MAX - d ? UINT32_MAX : c + d;
+}
 
 static int sync__user_key(uint64_t key) { return (int)(key >> 56) == M3_SLOT_USER; }
 
@@ -202,14 +190,10 @@ static float sync__from_bf16(uint16_t h) {
 
 /* The dense value at p (the wire's width). */
 static float sync__dense_at(const unsigned char *p, unsigned w) {
-    float x;
     uint16_t h;
-    if (w == 2) {
-        memcpy(&h, p, 2);
-        return sync__from_bf16(h);
-    }
-    memcpy(&x, p, 4);
-    return x;
+    if (w != 2) return sync__f32(p);
+    memcpy(&h, p, 2);
+    return sync__from_bf16(h);
 }
 
 int sync_step(sync_state *s) {
@@ -573,8 +557,8 @@ static void sync__apply_rows(m3_model *m, sync_state *s, const unsigned char *b,
         }
         if (!peer || !dc) continue;
         uint32_t *c = emb_count(t, row);
-        *c = *c > UINT32_MAX - dc ? UINT32_MAX : *c + dc;
-        if (je >= 0) s->bcnt[je] = s->bcnt[je] > UINT32_MAX - dc ? UINT32_MAX : s->bcnt[je] + dc;
+        *c = sync__sat_add(*c, dc);
+        if (je >= 0) s->bcnt[je] = sync__sat_add(s->bcnt[je], dc);
     }
 }
 

@@ -39,9 +39,8 @@
 #define SYNC_FORMAT_VERSION 2u
 #define SYNC_MAX_BYTES ((size_t)1 << 30)   /* a blob larger than this is refused */
 
-/* The blob's checksum of n bytes: FNV-1a's step over 8-byte words in four lanes, the
- * tail bytes and the length folded in by splitmix64's finalizer (any one changed word
- * changes it; ~0.1 ms a megabyte, where byte-wise FNV-1a took ~2 ms). */
+/* The blob's checksum of n bytes: base/hash.h's hash_words64 (any one changed word
+ * changes it; ~0.1 ms a megabyte). */
 uint64_t sync_checksum(const void *p, size_t n);
 
 /* What a blob's header says (sync_check). */

@@ -1742,6 +1742,13 @@ int codec_decode_datum(const codec *c, uint64_t fp, const void *datum, size_t le
     return codec__decode_resolved(e, datum, len, out, reason, reason_size);
 }
 
+/* The writer schema's fingerprint in a single-object header (little-endian after the magic). */
+static uint64_t codec__fingerprint(const uint8_t *b) {
+    uint64_t fp = 0;
+    for (int i = 7; i >= 0; i--) fp = fp << 8 | b[2 + i];
+    return fp;
+}
+
 int codec_decode(const codec *c, const void *msg, size_t len, m3_event *out,
                  char *reason, size_t reason_size) {
     const uint8_t *b = msg;
@@ -1759,8 +1766,7 @@ int codec_decode(const codec *c, const void *msg, size_t len, m3_event *out,
         snprintf(reason, reason_size, "bad magic 0x%02x 0x%02x", b[0], b[1]);
         return -1;
     }
-    uint64_t fp = 0;
-    for (int i = 7; i >= 0; i--) fp = fp << 8 | b[2 + i];
+    uint64_t fp = codec__fingerprint(b);
     for (int t = M3_EV_IMPRESSION; t < CODEC__NTYPES; t++)
         if (c->fp[t] == fp)
             return codec__decode_native(t, b + CODEC_HEADER_LEN, len - CODEC_HEADER_LEN, out,
@@ -1786,8 +1792,7 @@ static int codec__skip_string(codec__rd *r) {
 int codec_peek_ts(const codec *c, const void *msg, size_t len, int64_t *ts_ms) {
     const uint8_t *b = msg;
     if (len < CODEC_HEADER_LEN || b[0] != CODEC__MAGIC0 || b[1] != CODEC__MAGIC1) return 0;
-    uint64_t fp = 0;
-    for (int i = 7; i >= 0; i--) fp = fp << 8 | b[2 + i];
+    uint64_t fp = codec__fingerprint(b);
     int strings;   /* before ts_ms: the id (a Conversion's own, then its impression's) */
     if (fp == c->fp[M3_EV_IMPRESSION] || fp == c->fp[M3_EV_SCORE_REQUEST]) strings = 1;
     else if (fp == c->fp[M3_EV_CONVERSION]) strings = 2;

@@ -1435,10 +1435,6 @@ int kio_txn_start(kio_producer *p, int timeout_ms, char *errstr, size_t n) {
     return 0;
 }
 
-int kio_txn_active(const kio_producer *p) {
-    return p->txn;
-}
-
 /* Run one step of a commit until it succeeds, fails for good, or the deadline passes
  * (1). step 0: send the offsets, 1: commit. */
 static int kio__txn_step(kio_producer *p, int step, kio_consumer *c,

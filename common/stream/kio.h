@@ -314,8 +314,6 @@ int kio_txn_start(kio_producer *p, int timeout_ms, char *errstr, size_t errstr_s
  * usable, and what the transaction held is never visible to read_committed consumers. */
 int kio_txn_commit(kio_producer *p, kio_consumer *c, const rd_kafka_topic_partition_list_t *offs,
                    int timeout_ms, char *errstr, size_t errstr_size);
-/* 1 when p is transactional (kio_txn_start succeeded), else 0. */
-int kio_txn_active(const kio_producer *p);
 
 /* ---- partitioning ---- */
 

@@ -220,7 +220,8 @@ void *ord_pop(ord *o, int64_t now_ms, ord_lag_fn lag, void *ud, int *src_out) {
      * live stream's). Once some message has been here live_ms, whatever was produced
      * before it is here too (the bound on lateness live_ms stands for), and with it every
      * message of an earlier event time: the earliest head may go */
-    if (live_hold && now_ms - ord__oldest_arrival(o) < o->live_ms) return NULL;
+    if (o->live_ms > 0 && live_hold && now_ms - ord__oldest_arrival(o) < o->live_ms)
+        return NULL;
     int src = ord__earliest(o);
     *src_out = src;
     return ord__take(o, src, now_ms);
